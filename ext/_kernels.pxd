@@ -1,0 +1,27 @@
+# Extern-only declarations of ext/c/kernels.h; the contracts are written there.
+from libc.stdint cimport int8_t, int32_t, int64_t
+
+cdef extern from "c/kernels.h" nogil:
+    ctypedef int (*lrmpi_rowmax_fn)(int64_t, int64_t, const double *, int64_t, double *) noexcept nogil
+    ctypedef void (*lrmpi_encode_fn)(int64_t, int64_t, const double *, int64_t,
+                                     const int32_t *, int, int, int8_t *, int64_t *,
+                                     double *) noexcept nogil
+    ctypedef void (*lrmpi_igemm_fn)(int64_t, int64_t, int64_t, const int8_t *, int64_t,
+                                    const int8_t *, int64_t, int32_t *, int64_t) noexcept nogil
+    ctypedef void (*lrmpi_acc_add_fn)(int64_t, int64_t, int64_t *, int64_t, int64_t, int,
+                                      const int64_t *, int64_t, int) noexcept nogil
+    ctypedef void (*lrmpi_decode_fn)(int64_t, int64_t, const int64_t *, int64_t, int64_t,
+                                     int, const int32_t *, const int32_t *, int, double *,
+                                     int64_t) noexcept nogil
+    ctypedef struct lrmpi_kernel_table:
+        const char *isa
+        lrmpi_rowmax_fn rowmax
+        lrmpi_encode_fn encode
+        lrmpi_igemm_fn igemm
+        lrmpi_acc_add_fn acc_add
+        lrmpi_decode_fn decode
+
+    const lrmpi_kernel_table *lrmpi_kernels()
+    const lrmpi_kernel_table *lrmpi_kernels_for(const char *isa)
+    const char *lrmpi_kernel_isas()
+    int lrmpi_set_isa(const char *isa)

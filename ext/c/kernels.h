@@ -1,0 +1,121 @@
+/* lrmpi native kernels: the contracts.
+ *
+ * Every kernel here is *unchecked*: lrmpi/kernels.py validates dtypes, shapes,
+ * contiguity and ranges once, then calls through the Cython wrappers. Names follow
+ * lrmpi_<op>_<isa> (BLIS style); the dispatcher in dispatch.c picks an ISA at
+ * import from CPUID, overridable with LRMPI_KERNEL=ref|avx2|avx512.
+ *
+ * Conventions: row-major; `ld*` are leading dimensions in elements; int64_t
+ * sizes; no aliasing between inputs and outputs unless stated; every kernel
+ * returns at once when a size is 0.
+ */
+#ifndef LRMPI_KERNELS_H
+#define LRMPI_KERNELS_H
+#include <stdint.h>
+
+/* ------------------------------------------------------------------------- */
+/* rowmax:  amax[i] := max_j |X[i,j]|,  returns 1 if any X[i,j] is NaN/Inf.  */
+/*   X      m x n float64, leading dimension ldx >= n                          */
+/*   amax   m float64 (output)                                                 */
+/*   Non-finite entries are skipped in amax; the return value flags them.      */
+typedef int (*lrmpi_rowmax_fn)(int64_t m, int64_t n, const double *X,
+                               int64_t ldx, double *amax);
+
+/* ------------------------------------------------------------------------- */
+/* encode:  split each row of X into `planes` signed digit planes of `bits`    */
+/*   bits, most significant first, with per-row power-of-two scale 2^exps[i]:  */
+/*     X[i,j] = 2^exps[i] * sum_p D[p,i,j] * 2^(-bits*p) + r,   p = 1..planes  */
+/*   sign-magnitude truncation toward zero: every digit has the sign of X[i,j] */
+/*   (or is 0) and |r| < 2^(exps[i] - bits*planes).                            */
+/*   X      m x n float64, ldx; finite; |X[i,j]| < 2^exps[i] (precondition)    */
+/*   exps   m int32, -1100 < exps[i] < 1100                                    */
+/*   bits   1..7, so |D| <= 2^bits - 1 <= 127 fits int8                        */
+/*   D      planes x m x n int8, contiguous (plane stride m*n, row stride n)   */
+/*   sumsq  planes x m int64 (output): sumsq[p,i] = sum_j D[p,i,j]^2           */
+/*   l1     m float64 (output): sum_j |X[i,j]| * 2^(bits - exps[i]), the l1   */
+/*          norm of the scaled row (values in (-2^bits, 2^bits)), rounded sum  */
+typedef void (*lrmpi_encode_fn)(int64_t m, int64_t n, const double *X,
+                                int64_t ldx, const int32_t *exps, int bits,
+                                int planes, int8_t *D, int64_t *sumsq,
+                                double *l1);
+
+/* ------------------------------------------------------------------------- */
+/* igemm:  C := C + A * Bt^T   (int8 x int8 -> int32, exact)                   */
+/*   A      m x k int8, lda >= k                                               */
+/*   Bt     n x k int8, ldb >= k (the right operand stored transposed, so both */
+/*          operands are contiguous along the inner dimension)                 */
+/*   C      m x n int32, ldc >= n; read and written                            */
+/*   Duty of the CALLER: |C + A*Bt^T| < 2^31 elementwise; for digits <= 127 in */
+/*   magnitude and C = 0 on entry that is k <= 133144. The kernel never checks.*/
+typedef void (*lrmpi_igemm_fn)(int64_t m, int64_t n, int64_t k,
+                               const int8_t *A, int64_t lda,
+                               const int8_t *Bt, int64_t ldb,
+                               int32_t *C, int64_t ldc);
+
+/* ------------------------------------------------------------------------- */
+/* acc_add:  N[i,j] := N[i,j] + S[i,j] * 2^shift   (exact, carry-save)         */
+/*   N is a multi-limb integer per element: N = sum_l L[l,i,j] * 2^(32*l),     */
+/*   limbs stored plane by plane with limb stride `lstride` (elements), row    */
+/*   leading dimension ldl. Limbs are carry-save: any int64 value is allowed,  */
+/*   and each call adds less than 2^36 to any limb, so ~2^26 calls are safe.   */
+/*   S      m x n int64, lds; |S| < 2^62                                       */
+/*   shift  >= 0; limbs shift/32 and shift/32 + 1 must exist.                  */
+typedef void (*lrmpi_acc_add_fn)(int64_t m, int64_t n, int64_t *L,
+                                 int64_t ldl, int64_t lstride, int nlimbs,
+                                 const int64_t *S, int64_t lds, int shift);
+
+/* ------------------------------------------------------------------------- */
+/* decode:  Y[i,j] := fl( N[i,j] * 2^(erow[i] + ecol[j] + base) )              */
+/*   one correctly rounded (to nearest, ties to even) conversion of the exact  */
+/*   multi-limb integer N (layout as in acc_add; not modified), including      */
+/*   subnormal results; overflow gives +-Inf.                                   */
+/*   erow   m int32 or NULL (0);  ecol  n int32 or NULL (0)                     */
+/*   Y      m x n float64, ldy                                                 */
+typedef void (*lrmpi_decode_fn)(int64_t m, int64_t n, const int64_t *L,
+                                int64_t ldl, int64_t lstride, int nlimbs,
+                                const int32_t *erow, const int32_t *ecol,
+                                int base, double *Y, int64_t ldy);
+
+/* ------------------------------------------------------------------------- */
+/* Registration table (dispatch.c).                                           */
+typedef struct {
+    const char *isa;             /* "ref", "avx2", "avx512" ...                */
+    lrmpi_rowmax_fn rowmax;
+    lrmpi_encode_fn encode;
+    lrmpi_igemm_fn igemm;
+    lrmpi_acc_add_fn acc_add;
+    lrmpi_decode_fn decode;
+} lrmpi_kernel_table;
+
+/* The table selected at first call: CPUID, then LRMPI_KERNEL override.       */
+const lrmpi_kernel_table *lrmpi_kernels(void);
+/* A table by ISA name, or NULL if unknown or unsupported on this CPU.        */
+const lrmpi_kernel_table *lrmpi_kernels_for(const char *isa);
+/* Comma-separated ISA names usable on this CPU, best last.                   */
+const char *lrmpi_kernel_isas(void);
+/* Select a table by name; 0 on success, -1 if unknown or unsupported.       */
+int lrmpi_set_isa(const char *isa);
+
+/* The portable reference kernels (ref.c), always built and tested.           */
+int lrmpi_rowmax_ref(int64_t, int64_t, const double *, int64_t, double *);
+void lrmpi_encode_ref(int64_t, int64_t, const double *, int64_t,
+                      const int32_t *, int, int, int8_t *, int64_t *, double *);
+void lrmpi_igemm_ref(int64_t, int64_t, int64_t, const int8_t *, int64_t,
+                     const int8_t *, int64_t, int32_t *, int64_t);
+void lrmpi_acc_add_ref(int64_t, int64_t, int64_t *, int64_t, int64_t, int,
+                       const int64_t *, int64_t, int);
+void lrmpi_decode_ref(int64_t, int64_t, const int64_t *, int64_t, int64_t, int,
+                      const int32_t *, const int32_t *, int, double *, int64_t);
+
+/* SIMD variants (simd.c); only called when the CPU supports them.           */
+int lrmpi_rowmax_avx512(int64_t, int64_t, const double *, int64_t, double *);
+void lrmpi_encode_avx512(int64_t, int64_t, const double *, int64_t,
+                         const int32_t *, int, int, int8_t *, int64_t *, double *);
+void lrmpi_igemm_avx2(int64_t, int64_t, int64_t, const int8_t *, int64_t,
+                      const int8_t *, int64_t, int32_t *, int64_t);
+void lrmpi_igemm_avx512(int64_t, int64_t, int64_t, const int8_t *, int64_t,
+                        const int8_t *, int64_t, int32_t *, int64_t);
+void lrmpi_acc_add_avx512(int64_t, int64_t, int64_t *, int64_t, int64_t, int,
+                          const int64_t *, int64_t, int);
+
+#endif

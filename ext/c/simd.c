@@ -1,0 +1,48 @@
+/* SIMD variants: the shared bodies compiled for wider ISAs.
+ *
+ * Each function carries __attribute__((target(...))) instead of per-file
+ * compiler flags, so the build never needs -march and the module imports on
+ * any x86-64; dispatch.c only calls a variant the CPU reports (CPUID).
+ */
+#include "kernels.h"
+#include "bodies.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define AVX2 __attribute__((target("avx2,fma")))
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
+
+AVX512 int lrmpi_rowmax_avx512(int64_t m, int64_t n, const double *X,
+                               int64_t ldx, double *amax)
+{
+    return rowmax_body(m, n, X, ldx, amax);
+}
+
+AVX512 void lrmpi_encode_avx512(int64_t m, int64_t n, const double *X,
+                                int64_t ldx, const int32_t *exps, int bits,
+                                int planes, int8_t *D, int64_t *sumsq,
+                                double *l1)
+{
+    encode_body(m, n, X, ldx, exps, bits, planes, D, sumsq, l1);
+}
+
+AVX512 void lrmpi_acc_add_avx512(int64_t m, int64_t n, int64_t *L, int64_t ldl,
+                                 int64_t lstride, int nlimbs, const int64_t *S,
+                                 int64_t lds, int shift)
+{
+    acc_add_body(m, n, L, ldl, lstride, nlimbs, S, lds, shift);
+}
+
+AVX2 void lrmpi_igemm_avx2(int64_t m, int64_t n, int64_t k, const int8_t *A,
+                           int64_t lda, const int8_t *Bt, int64_t ldb,
+                           int32_t *C, int64_t ldc)
+{
+    igemm_body(m, n, k, A, lda, Bt, ldb, C, ldc);
+}
+
+AVX512 void lrmpi_igemm_avx512(int64_t m, int64_t n, int64_t k,
+                               const int8_t *A, int64_t lda, const int8_t *Bt,
+                               int64_t ldb, int32_t *C, int64_t ldc)
+{
+    igemm_body(m, n, k, A, lda, Bt, ldb, C, ldc);
+}
+#endif

@@ -1,0 +1,100 @@
+"""Thin memoryview wrappers over the C kernels (ext/c/kernels.h).
+
+One extension module holds every kernel family because they share one
+dispatch table (the selected ISA); separate modules would each get their own
+copy of dispatch.c's state. These wrappers do NOT validate their arguments:
+lrmpi/kernels.py does that once. Each takes an optional `isa` to call a
+specific variant (tests compare every variant with the reference).
+"""
+from libc.stdint cimport int8_t, int32_t, int64_t
+from _kernels cimport (lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
+                       lrmpi_kernel_isas, lrmpi_set_isa)
+
+
+cdef const lrmpi_kernel_table *_table(isa) except NULL:
+    if isa is None:
+        return lrmpi_kernels()
+    cdef const lrmpi_kernel_table *t = lrmpi_kernels_for(isa.encode())
+    if t == NULL:
+        raise ValueError(f"kernel ISA {isa!r} is unknown or not supported by this CPU")
+    return t
+
+
+def available_isas():
+    """ISA names usable on this CPU, best last."""
+    return lrmpi_kernel_isas().decode().split(",")
+
+
+def selected_isa():
+    """Name of the ISA the kernels currently dispatch to."""
+    return lrmpi_kernels().isa.decode()
+
+
+def select_isa(str isa):
+    """Dispatch every kernel to `isa`; ValueError if unsupported."""
+    if lrmpi_set_isa(isa.encode()) != 0:
+        raise ValueError(f"kernel ISA {isa!r} is unknown or not supported by this CPU")
+
+
+def rowmax(const double[:, ::1] X, double[::1] amax, isa=None):
+    """amax[i] := max_j |X[i,j]|; returns True if X holds NaN or Inf."""
+    cdef const lrmpi_kernel_table *t = _table(isa)
+    cdef int bad
+    with nogil:
+        bad = t.rowmax(X.shape[0], X.shape[1], &X[0, 0] if X.shape[0] * X.shape[1] else NULL,
+                       X.shape[1], &amax[0] if amax.shape[0] else NULL)
+    return bool(bad)
+
+
+def encode(const double[:, ::1] X, const int32_t[::1] exps, int bits,
+           int8_t[:, :, ::1] D, int64_t[:, ::1] sumsq, double[::1] l1, isa=None):
+    """X[i,:] = 2^exps[i] * sum_p D[p,i,:] 2^(-bits p) + r (truncation toward zero).
+
+    l1[i] is the l1 norm of the scaled row, sum_j |X[i,j]| 2^(bits - exps[i]).
+    """
+    cdef const lrmpi_kernel_table *t = _table(isa)
+    cdef int64_t m = X.shape[0], n = X.shape[1]
+    if m == 0:
+        return
+    with nogil:
+        t.encode(m, n, &X[0, 0] if n else NULL, n, &exps[0], bits, D.shape[0],
+                 &D[0, 0, 0] if n else NULL, &sumsq[0, 0], &l1[0])
+
+
+def igemm(const int8_t[:, :] A, const int8_t[:, :] Bt, int32_t[:, :] C, isa=None):
+    """C := C + A Bt^T  (int8 x int8 -> int32; caller guarantees no overflow).
+
+    Rows may be strided (column slices of a plane); elements within a row must
+    be contiguous (stride 1), which lrmpi/kernels.py checks.
+    """
+    cdef const lrmpi_kernel_table *t = _table(isa)
+    cdef int64_t m = A.shape[0], n = Bt.shape[0], k = A.shape[1]
+    if m == 0 or n == 0 or k == 0:
+        return
+    with nogil:
+        t.igemm(m, n, k, &A[0, 0], A.strides[0], &Bt[0, 0], Bt.strides[0],
+                &C[0, 0], C.strides[0] // 4)
+
+
+def acc_add(int64_t[:, :, ::1] L, const int64_t[:, ::1] S, int shift,
+            Py_ssize_t row0=0, Py_ssize_t col0=0, isa=None):
+    """N[row0+i, col0+j] += S[i,j] * 2^shift on the multi-limb integers L."""
+    cdef const lrmpi_kernel_table *t = _table(isa)
+    cdef int64_t m = S.shape[0], n = S.shape[1]
+    if m == 0 or n == 0:
+        return
+    with nogil:
+        t.acc_add(m, n, &L[0, row0, col0], L.shape[2], L.shape[1] * L.shape[2],
+                  L.shape[0], &S[0, 0], n, shift)
+
+
+def decode(const int64_t[:, :, ::1] L, const int32_t[::1] erow, const int32_t[::1] ecol,
+           int base, double[:, ::1] Y, isa=None):
+    """Y[i,j] := fl(N[i,j] * 2^(erow[i] + ecol[j] + base)), correctly rounded."""
+    cdef const lrmpi_kernel_table *t = _table(isa)
+    cdef int64_t m = Y.shape[0], n = Y.shape[1]
+    if m == 0 or n == 0:
+        return
+    with nogil:
+        t.decode(m, n, &L[0, 0, 0], n, m * n, L.shape[0], &erow[0], &ecol[0],
+                 base, &Y[0, 0], n)

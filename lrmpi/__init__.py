@@ -1,0 +1,28 @@
+"""lrmpi: layered-resolution (successive refinement) computation over MPI.
+
+Data flow of a layered matrix product C = A B::
+
+    A (m x k, float) ──encode──▶ planes A_1 … A_s  (int8, 2^e per row, most significant first)
+    B (k x n, float) ──encode──▶ planes B_1 … B_s  (int8, 2^e per column)
+                                   │
+              resolution r: pairs (p, q) of the schedule (antidiagonal / pairwise / lshape)
+                                   ▼
+          int8 × int8 → int32 kernels (exact)  ──▶  level sums S_l (int64, exact)
+                                   ▼
+          exact multi-limb accumulator N += S_l 2^shift
+                                   ▼
+          C_r = fl(N · 2^(e_A + e_B − 2bs))   one correct rounding,  + rigorous error bound
+
+Public API: `layered_matmul` / `LayeredMatmul` (one process).
+"""
+from lrmpi.errors import CheckpointError, ConfigError, InputError, LrmpiError, WorkerError
+from lrmpi.layered import LayeredMatmul, Resolution, layered_matmul
+from lrmpi.schedule import ORDERS
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LayeredMatmul", "Resolution", "layered_matmul", "ORDERS",
+    "LrmpiError", "ConfigError", "InputError", "CheckpointError", "WorkerError",
+    "__version__",
+]

@@ -1,0 +1,47 @@
+"""Exact accumulation of pair products and their one rounding to float64.
+
+Pair (p, q) contributes 2^(ea_i + eb_j) 2^(-b(p+q)) P_pq[i,j] to C[i,j]. With s
+planes, the integer
+
+    N[i,j] = sum over included pairs of P_pq[i,j] * 2^(b (2s - p - q))
+
+is exact and C[i,j] = N[i,j] 2^(ea_i + eb_j - 2bs). N is held as carry-save
+32-bit limbs in int64 (ext/c/kernels.h, acc_add), so adding a level costs two
+vector adds per element, and `decode` rounds N once, correctly (to nearest,
+ties to even) — every resolution's C is the correctly rounded value of the
+exact partial sum.
+"""
+import math
+
+import numpy as np
+
+from lrmpi import kernels
+
+LIMB_BITS = 32
+
+
+def level_shift(bits, planes, level):
+    """Left shift (bits) of a pair of level p+q-1 = `level` inside N."""
+    return bits * (2 * planes - 1 - level)
+
+
+def nlimbs(bits, planes, k):
+    """Limbs for |N| < k 2^(2 b s) plus headroom for the top limb's carries."""
+    nbits = 2 * bits * planes + math.ceil(math.log2(max(k, 2))) + 2
+    return nbits // LIMB_BITS + 2
+
+
+class ExactAccumulator:
+    """Multi-limb exact sums of pair products for an m x n block of C."""
+
+    def __init__(self, m, n, bits, planes, k):
+        self.bits, self.planes = bits, planes
+        self.limbs = np.zeros((nlimbs(bits, planes, k), m, n), np.int64)
+
+    def add(self, S, level, row0=0, col0=0):
+        """N[row0:, col0:] += S * 2^shift for a level sum S (int64, |S| < 2^40)."""
+        kernels.acc_add(self.limbs, S, level_shift(self.bits, self.planes, level), row0, col0)
+
+    def decode(self, erow, ecol):
+        """C = fl(N * 2^(erow_i + ecol_j - 2bs)), one correct rounding per element."""
+        return kernels.decode(self.limbs, erow, ecol, -2 * self.bits * self.planes)

@@ -1,0 +1,146 @@
+"""Friendly dispatcher over the native kernels (lrmpi._ext.kernels).
+
+Every function validates its arguments once (dtype, contiguity, shapes) and
+raises TypeError/ValueError naming what it received; only then does it call
+the unchecked C kernel. The ISA is chosen from CPUID at import, or from
+LRMPI_KERNEL=ref|avx2|avx512 (an ISA this CPU lacks is an error, not a crash).
+"""
+import os
+
+import numpy as np
+
+from lrmpi._ext import kernels as _k
+from lrmpi.errors import ConfigError
+
+INT32_MAX = 2**31 - 1
+MAX_LIMBS = 16  # ext/c/ref.c MAX_LIMBS
+
+
+def kmax(bits):
+    """Largest inner dimension whose int8 digit products cannot overflow int32.
+
+    |sum_k a_k b_k| <= k (2^bits - 1)^2 < 2^31; for bits = 7 that is 133 144.
+    """
+    return INT32_MAX // ((1 << bits) - 1) ** 2
+
+
+# --- ISA selection ---
+
+def available_isas():
+    """ISA names usable on this CPU, best last."""
+    return _k.available_isas()
+
+
+def selected_isa():
+    """The ISA every kernel currently dispatches to."""
+    return _k.selected_isa()
+
+
+def select_isa(isa):
+    """Dispatch every kernel to `isa` (one of available_isas())."""
+    if isa not in available_isas():
+        raise ConfigError(
+            f"LRMPI_KERNEL={isa!r} is not usable here; this CPU supports: "
+            + ", ".join(available_isas()))
+    _k.select_isa(isa)
+
+
+if os.environ.get("LRMPI_KERNEL"):
+    select_isa(os.environ["LRMPI_KERNEL"])
+
+
+# --- checks ---
+
+def _need(arr, name, dtype, ndim):
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(arr).__name__}")
+    if arr.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {arr.dtype}")
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
+
+
+def _need_c(arr, name, dtype, ndim):
+    _need(arr, name, dtype, ndim)
+    if not arr.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+
+
+# --- kernels ---
+
+def rowmax(X, *, isa=None):
+    """(max_j |X[i,j]| for each row i, whether X holds NaN/Inf)."""
+    _need_c(X, "X", np.float64, 2)
+    amax = np.empty(X.shape[0])
+    bad = _k.rowmax(X, amax, isa) if X.size else False
+    return amax if X.size else np.zeros(X.shape[0]), bad
+
+
+def encode(X, exps, bits, planes, *, isa=None):
+    """Split rows of X into digit planes: returns (D, sumsq, l1).
+
+    D[p-1] holds plane p (int8, shape of X); X[i,j] = 2^exps[i] sum_p D[p-1,i,j]
+    2^(-bits p) + r with |r| < 2^(exps[i] - bits planes), truncation toward 0.
+    Requires |X[i,j]| < 2^exps[i] (see planes.exponents).
+    """
+    _need_c(X, "X", np.float64, 2)
+    _need_c(exps, "exps", np.int32, 1)
+    if exps.shape[0] != X.shape[0]:
+        raise ValueError(f"exps has {exps.shape[0]} entries for {X.shape[0]} rows")
+    if not 1 <= bits <= 7:
+        raise ValueError(f"bits must be in 1..7, got {bits}")
+    if planes < 1:
+        raise ValueError(f"planes must be >= 1, got {planes}")
+    m, n = X.shape
+    D = np.empty((planes, m, n), np.int8)
+    sumsq = np.zeros((planes, m), np.int64)
+    l1 = np.zeros(m)
+    if m and n:
+        _k.encode(X, exps, bits, D, sumsq, l1, isa)
+    return D, sumsq, l1
+
+
+def igemm(A, Bt, C, *, isa=None):
+    """C += A @ Bt.T exactly (int8 x int8 -> int32).
+
+    The caller guarantees no int32 overflow: with C = 0 on entry and digits of
+    at most `bits` bits, keep A.shape[1] <= kmax(bits).
+    """
+    _need(A, "A", np.int8, 2)
+    _need(Bt, "Bt", np.int8, 2)
+    _need(C, "C", np.int32, 2)
+    for arr, name in ((A, "A"), (Bt, "Bt"), (C, "C")):
+        if arr.shape[1] > 1 and arr.strides[1] != arr.itemsize:
+            raise ValueError(f"{name} must be contiguous along its rows")
+        if arr.shape[0] > 1 and arr.strides[0] % arr.itemsize:
+            raise ValueError(f"{name} has a misaligned row stride")
+    if A.shape[1] != Bt.shape[1]:
+        raise ValueError(f"inner dimensions differ: A {A.shape}, Bt {Bt.shape}")
+    if C.shape != (A.shape[0], Bt.shape[0]):
+        raise ValueError(f"C has shape {C.shape}, expected {(A.shape[0], Bt.shape[0])}")
+    _k.igemm(A, Bt, C, isa)
+
+
+def acc_add(L, S, shift, row0=0, col0=0, *, isa=None):
+    """Add S * 2^shift into the multi-limb integers L[:, row0:, col0:] exactly."""
+    _need_c(L, "L", np.int64, 3)
+    _need_c(S, "S", np.int64, 2)
+    if shift < 0 or shift // 32 + 1 >= L.shape[0]:
+        raise ValueError(f"shift {shift} needs more than {L.shape[0]} limbs")
+    if row0 < 0 or col0 < 0 or row0 + S.shape[0] > L.shape[1] or col0 + S.shape[1] > L.shape[2]:
+        raise ValueError(f"tile {S.shape} at ({row0}, {col0}) outside {L.shape[1:]}")
+    _k.acc_add(L, S, shift, row0, col0, isa)
+
+
+def decode(L, erow, ecol, base, *, isa=None):
+    """Y[i,j] = fl(N[i,j] * 2^(erow[i] + ecol[j] + base)), correctly rounded."""
+    _need_c(L, "L", np.int64, 3)
+    _need_c(erow, "erow", np.int32, 1)
+    _need_c(ecol, "ecol", np.int32, 1)
+    if not 1 <= L.shape[0] <= MAX_LIMBS:
+        raise ValueError(f"L has {L.shape[0]} limbs; 1..{MAX_LIMBS} supported")
+    if erow.shape[0] != L.shape[1] or ecol.shape[0] != L.shape[2]:
+        raise ValueError(f"exponents {erow.shape[0]}x{ecol.shape[0]} for limbs {L.shape}")
+    Y = np.empty(L.shape[1:])
+    _k.decode(L, erow, ecol, base, Y, isa)
+    return Y

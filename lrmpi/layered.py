@@ -1,0 +1,135 @@
+"""Layered matmul in one process: the Python API, and the tile computation that
+MPI workers reuse. Pure numerics over the kernels; no MPI here.
+
+    A (m x k) --encode rows--> planes A_1..A_s  (int8, exps per row)
+    B (k x n) --encode rows of B.T--> planes B_1..B_s (int8, exps per column)
+    for each resolution r: level sums S_l = sum_{p+q-1=l} A_p B_q^T (exact int64)
+                           N += S_l 2^shift(l)       (exact multi-limb integers)
+                           C_r = fl(N 2^(ea+eb-2bs)) (one correct rounding)
+"""
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from lrmpi import bounds, kernels, planes as planes_mod, schedule, validate
+from lrmpi.accumulate import ExactAccumulator
+
+
+@dataclass(frozen=True, eq=False)
+class Resolution:
+    """One finished resolution of a layered product."""
+
+    index: int        # 1-based resolution number
+    planned: int      # number of resolutions planned
+    C: np.ndarray     # the result at this resolution (float64)
+    bound_abs: float  # rigorous bound on max |C - A B|
+    bound_rel: float  # rigorous bound on max |C - A B| / max |A B|
+    pairs: int        # pair products included so far
+    elapsed: float    # seconds since the computation started
+
+
+# --- tile computation (shared with MPI workers) ---
+
+def level_sums(Ad, Bd, pairs, bits):
+    """Exact level sums of one tile: [(level, S)] with S int64 (rows(Ad) x rows(Bd)).
+
+    S_level = sum over (p, q) in `pairs` with p+q-1 = level of Ad[p-1] @ Bd[q-1].T.
+    The inner dimension is cut so that an int32 partial sum never holds more
+    than kmax(bits) digit products: it cannot overflow, so S is exact.
+    """
+    km = kernels.kmax(bits)
+    k = Ad.shape[2]
+    mt, nt = Ad.shape[1], Bd.shape[1]
+    groups = {}
+    for p, q in pairs:
+        groups.setdefault(p + q - 1, []).append((p, q))
+    P = np.zeros((mt, nt), np.int32)
+    out = []
+    for level in sorted(groups):
+        S = np.zeros((mt, nt), np.int64)
+        used = 0
+        for p, q in groups[level]:
+            for k0 in range(0, k, km):
+                k1 = min(k, k0 + km)
+                if used + (k1 - k0) > km:
+                    S += P
+                    P.fill(0)
+                    used = 0
+                kernels.igemm(Ad[p - 1][:, k0:k1], Bd[q - 1][:, k0:k1], P)
+                used += k1 - k0
+        S += P
+        P.fill(0)
+        out.append((level, S))
+    return out
+
+
+# --- the plan and its iterator ---
+
+class LayeredMatmul:
+    """C = A @ B in layers of increasing resolution; iterate to get them.
+
+    Parameters
+    ----------
+    A, B : array_like, 2-D, real, finite
+    bits : int, 1..7
+        Bits per digit plane (7: every plane is int8 with |digit| <= 127).
+    planes : int, 1..16
+        Digit planes per operand.
+    order : {"antidiagonal", "pairwise", "lshape"}
+        How pair products are grouped into resolutions (see lrmpi.schedule).
+    cutoff : int, optional
+        Keep only pairs of level p+q-1 <= cutoff.
+    scale : {"row", "tensor"}
+        Power-of-two scale per row of A and column of B, or one per operand.
+    """
+
+    def __init__(self, A, B, *, bits=7, planes=4, order="antidiagonal", cutoff=None,
+                 scale="row"):
+        self.bits = validate.bits(bits)
+        self.planes = validate.planes(planes)
+        self.scale = validate.scale(scale)
+        self.order = order
+        self.cutoff = validate.cutoff(cutoff)
+        self.schedule = schedule.resolutions(order, self.planes, self.cutoff)
+        self.A = validate.operand(A, "A")
+        self.B = validate.operand(B, "B")
+        validate.shapes(self.A, self.B)
+
+    @property
+    def planned(self):
+        return len(self.schedule)
+
+    def encode(self):
+        """(Encoded A, Encoded B.T); raises InputError on NaN/Inf."""
+        ea = _encode(self.A, "A", self.bits, self.planes, self.scale)
+        eb = _encode(np.ascontiguousarray(self.B.T), "B", self.bits, self.planes, self.scale)
+        return ea, eb
+
+    def __iter__(self):
+        t0 = time.perf_counter()
+        ea, eb = self.encode()
+        babs = bounds.bound_abs(ea, eb, self.schedule)
+        acc = ExactAccumulator(ea.shape[0], eb.shape[0], self.bits, self.planes, ea.shape[1])
+        cmax, npairs = [], 0
+        for r, pairs in enumerate(self.schedule):
+            for level, S in level_sums(ea.digits, eb.digits, pairs, self.bits):
+                acc.add(S, level)
+            C = acc.decode(ea.exps, eb.exps)
+            npairs += len(pairs)
+            cmax.append(float(np.abs(C).max()))
+            rel = bounds.bound_rel(babs[:r + 1], cmax)[-1]
+            yield Resolution(r + 1, self.planned, C, float(babs[r]), float(rel), npairs,
+                             time.perf_counter() - t0)
+
+
+def _encode(X, name, bits, planes, scale):
+    amax, bad = kernels.rowmax(X)
+    validate.finite(bad, name)
+    exps = planes_mod.exponents(X, scale, amax=amax)
+    return planes_mod.encode(X, bits, planes, exps=exps)
+
+
+def layered_matmul(A, B, **options):
+    """Iterate over the resolutions of A @ B (see LayeredMatmul for options)."""
+    return iter(LayeredMatmul(A, B, **options))

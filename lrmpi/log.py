@@ -1,0 +1,17 @@
+"""The single "lrmpi" logger; its level comes from LRMPI_LOG_LEVEL."""
+import logging
+import os
+
+logger = logging.getLogger("lrmpi")
+
+
+def setup(level=None):
+    """Attach a stderr handler once; level from `level` or LRMPI_LOG_LEVEL (INFO)."""
+    level = level or os.environ.get("LRMPI_LOG_LEVEL", "INFO")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level.upper() if isinstance(level, str) else level)
+    return logger

@@ -1,0 +1,33 @@
+"""Build only: the Cython/C extension list and flags. Metadata lives in pyproject.toml."""
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+# LRMPI_CYTHON_DEBUG=1 turns bounds and wraparound checks back on (and -O0 -g).
+DEBUG = os.environ.get("LRMPI_CYTHON_DEBUG", "0") == "1"
+DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+}
+# No -march: SIMD variants carry __attribute__((target)) and are picked at run
+# time (ext/c/dispatch.c), so one build runs on every x86-64.
+CFLAGS = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-strict-aliasing"]
+C_SOURCES = ["ext/c/ref.c", "ext/c/simd.c", "ext/c/dispatch.c"]
+
+extensions = [
+    Extension(
+        "lrmpi._ext.kernels",
+        ["ext/kernels.pyx", *C_SOURCES],
+        include_dirs=["ext"],
+        depends=["ext/c/kernels.h", "ext/c/bodies.h", "ext/_kernels.pxd"],
+        extra_compile_args=CFLAGS,
+    ),
+]
+
+setup(
+    ext_modules=cythonize(extensions, include_path=["ext"], compiler_directives=DIRECTIVES),
+)
