@@ -93,8 +93,10 @@ class LayeredMatmul:
         self.cutoff = validate.cutoff(cutoff)
         self.schedule = schedule.resolutions(order, self.planes, self.cutoff)
         self.A = validate.operand(A, "A")
-        self.B = validate.operand(B, "B")
-        validate.shapes(self.A, self.B)
+        B = validate.operand(B, "B")
+        validate.shapes(self.A, B)
+        self.Bt = np.ascontiguousarray(B.T)  # B's columns are its scaling units
+        self._amax = {name: _finite_rowmax(X, name) for name, X in (("A", self.A), ("B", self.Bt))}
 
     @property
     def planned(self):
@@ -102,9 +104,10 @@ class LayeredMatmul:
 
     def encode(self):
         """(Encoded A, Encoded B.T); raises InputError on NaN/Inf."""
-        ea = _encode(self.A, "A", self.bits, self.planes, self.scale)
-        eb = _encode(np.ascontiguousarray(self.B.T), "B", self.bits, self.planes, self.scale)
-        return ea, eb
+        return tuple(
+            planes_mod.encode(X, self.bits, self.planes,
+                              exps=planes_mod.exponents(X, self.scale, amax=self._amax[name]))
+            for name, X in (("A", self.A), ("B", self.Bt)))
 
     def __iter__(self):
         t0 = time.perf_counter()
@@ -123,11 +126,10 @@ class LayeredMatmul:
                              time.perf_counter() - t0)
 
 
-def _encode(X, name, bits, planes, scale):
+def _finite_rowmax(X, name):
     amax, bad = kernels.rowmax(X)
     validate.finite(bad, name)
-    exps = planes_mod.exponents(X, scale, amax=amax)
-    return planes_mod.encode(X, bits, planes, exps=exps)
+    return amax
 
 
 def layered_matmul(A, B, **options):

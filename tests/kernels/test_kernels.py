@@ -1,0 +1,161 @@
+"""Every kernel variant against the reference and against exact Python integers."""
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from lrmpi import kernels
+from lrmpi.accumulate import nlimbs
+
+ISAS = kernels.available_isas()
+# 0, 1, around a 64-byte vector of int8 (VL = 64) and of int32/float64, and large
+SIZES = [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 129, 300]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("k", SIZES)
+def test_igemm_matches_int64_matmul(isa, k, rng):
+    for m, n in [(1, 1), (5, 3), (4, 4), (13, 17), (33, 65)]:
+        A = rng.integers(-127, 128, (m, k), dtype=np.int8)
+        Bt = rng.integers(-127, 128, (n, k), dtype=np.int8)
+        C0 = rng.integers(-1000, 1000, (m, n)).astype(np.int32)
+        C = C0.copy()
+        kernels.igemm(A, Bt, C, isa=isa)
+        want = C0 + A.astype(np.int64) @ Bt.astype(np.int64).T
+        np.testing.assert_array_equal(C, want)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_igemm_strided_rows_and_extremes(isa, rng):
+    A = np.full((6, 40), -127, np.int8)
+    Bt = np.full((5, 40), 127, np.int8)
+    A[::2] = 127
+    C = np.zeros((6, 5), np.int32)
+    kernels.igemm(A[:, 3:37], Bt[:, 3:37], C, isa=isa)
+    np.testing.assert_array_equal(C, A[:, 3:37].astype(np.int64) @ Bt[:, 3:37].astype(np.int64).T)
+
+
+def test_igemm_rejects_bad_arguments():
+    A = np.zeros((2, 3), np.int8)
+    with pytest.raises(TypeError, match="dtype int8"):
+        kernels.igemm(A.astype(np.int16), A, np.zeros((2, 2), np.int32))
+    with pytest.raises(ValueError, match="inner dimensions"):
+        kernels.igemm(A, np.zeros((2, 4), np.int8), np.zeros((2, 2), np.int32))
+    with pytest.raises(ValueError, match="contiguous along its rows"):
+        kernels.igemm(np.zeros((3, 4), np.int8).T, A.T.copy().T, np.zeros((4, 2), np.int32))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n", SIZES)
+def test_encode_and_rowmax_variants_agree_with_ref(isa, n, rng):
+    X = rng.standard_normal((5, n)) * 10.0 ** rng.uniform(-300, 300, (5, 1))
+    amax, bad = kernels.rowmax(X, isa=isa)
+    ref, _ = kernels.rowmax(X, isa="ref")
+    assert not bad
+    np.testing.assert_array_equal(amax, np.abs(X).max(axis=1) if n else 0.0)
+    np.testing.assert_array_equal(amax, ref)
+    exps = np.frexp(amax)[1].astype(np.int32)
+    got = kernels.encode(X, exps, 7, 8, isa=isa)
+    want = kernels.encode(X, exps, 7, 8, isa="ref")
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_rowmax_flags_nan_and_inf(isa):
+    for bad in (np.nan, np.inf, -np.inf):
+        X = np.zeros((3, 20))
+        X[1, 17] = bad
+        assert kernels.rowmax(X, isa=isa)[1]
+
+
+@pytest.mark.parametrize("bits", [1, 3, 7])
+def test_encode_digits_are_exact_truncations(bits, rng):
+    X = rng.standard_normal((4, 33)) * 10.0 ** rng.uniform(-5, 5, (4, 33))
+    X[0, 0] = 0.0
+    X[1] = 0.0
+    exps = np.frexp(np.abs(X).max(axis=1))[1].astype(np.int32)
+    s = 60 // bits
+    D, sumsq, l1 = kernels.encode(X, exps, bits, s)
+    assert np.abs(D).max() <= 2**bits - 1
+    # every digit has the sign of x (or is 0)
+    assert np.all(D * np.sign(X)[None] >= 0)
+    # truncation toward zero: 0 <= sign(x) (x - digits) < 2^(e - bits s), exactly
+    for i in range(4):
+        for j in range(33):
+            val = sum(int(D[p, i, j]) * 2 ** (bits * (s - 1 - p)) for p in range(s))
+            r = Fraction(X[i, j]) - Fraction(val) * Fraction(2) ** (int(exps[i]) - bits * s)
+            sign = 1 if X[i, j] >= 0 else -1
+            assert 0 <= sign * r < Fraction(2) ** (int(exps[i]) - bits * s)
+    np.testing.assert_array_equal(sumsq, (D.astype(np.int64) ** 2).sum(axis=2))
+    np.testing.assert_allclose(l1, np.abs(np.ldexp(X, bits - exps[:, None])).sum(axis=1),
+                               rtol=1e-14)
+
+
+def _limbs_from_ints(values, L):
+    """Random carry-save limbs (not normalized) whose value is each Python int."""
+    rng = np.random.default_rng(5)
+    out = np.zeros((L, len(values)), np.int64)
+    for idx, v in enumerate(values):
+        limbs = [(v >> (32 * l)) & 0xFFFFFFFF for l in range(L - 1)] + [v >> (32 * (L - 1))]
+        for l in range(L - 1):  # move random carries: same value, not normalized
+            c = int(rng.integers(-2**20, 2**20))
+            limbs[l] += c << 32
+            limbs[l + 1] -= c
+        assert sum(x << (32 * l) for l, x in enumerate(limbs)) == v
+        out[:, idx] = limbs
+    return out
+
+
+def _round_ref(v, e):
+    """Correctly rounded v * 2^e; +-inf past the largest double."""
+    try:
+        return float(Fraction(v) * Fraction(2) ** e) if e < 0 else float(v * 2**e)
+    except OverflowError:
+        return float("inf") if v > 0 else float("-inf")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_decode_is_correctly_rounded(isa):
+    L = 5
+    rng = np.random.default_rng(9)
+    vals = [0, 1, -1, 2**53 + 1, 2**53 + 3, -(2**53 + 1), 2**54 + 2, 2**100 + 2**47,
+            2**100 + 2**47 + 1, -(2**100 + 2**47), 2**130 - 1, -(2**130) + 1]
+    vals += [int(x) * 2**int(s) + int(y) for x, s, y in
+             zip(rng.integers(-2**62, 2**62, 40), rng.integers(0, 60, 40),
+                 rng.integers(-2**30, 2**30, 40))]
+    Lm = _limbs_from_ints(vals, L)[:, None, :].copy()
+    for base in (0, -200, -1100, -1074 - 60, 900):
+        erow = np.zeros(1, np.int32)
+        ecol = np.zeros(len(vals), np.int32)
+        got = kernels.decode(Lm, erow, ecol, base, isa=isa)[0]
+        want = [_round_ref(v, base) for v in vals]
+        np.testing.assert_array_equal(got, want, err_msg=f"base {base}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_acc_add_is_exact(isa, rng):
+    m, n, L = 3, 37, nlimbs(7, 4, 5000)
+    Lm = np.zeros((L, m, n), np.int64)
+    want = np.zeros((m, n), dtype=object)
+    for shift in (0, 5, 31, 32, 33, 63, 70):
+        S = rng.integers(-2**39, 2**39, (m, n))
+        kernels.acc_add(Lm, S, shift, isa=isa)
+        want += S.astype(object) * (1 << shift)
+    got = np.zeros((m, n), dtype=object)
+    for l in range(L):
+        got += Lm[l].astype(object) * (1 << (32 * l))
+    assert (got == want).all()
+
+
+def test_tile_offsets_in_acc_add():
+    Lm = np.zeros((3, 4, 5), np.int64)
+    kernels.acc_add(Lm, np.ones((2, 2), np.int64), 0, row0=2, col0=3)
+    assert Lm[0].sum() == 4 and Lm[0, 2:, 3:].sum() == 4
+    with pytest.raises(ValueError, match="outside"):
+        kernels.acc_add(Lm, np.ones((2, 2), np.int64), 0, row0=3, col0=3)
+
+
+def test_unsupported_isa_is_a_clear_error():
+    with pytest.raises(ValueError, match="not usable here"):
+        kernels.select_isa("avx9000")

@@ -1,0 +1,35 @@
+"""Property tests over shapes (1x1, 1xk, kx1, non-square) and values."""
+import numpy as np
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from lrmpi import LayeredMatmul, planes
+from lrmpi.schedule import ORDERS
+
+from conftest import exact_matmul, max_abs_error, rounded
+
+dims = st.integers(1, 9)
+values = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False, width=64)
+
+
+@st.composite
+def operands(draw):
+    m, k, n = draw(dims), draw(dims), draw(dims)
+    A = np.array(draw(st.lists(values, min_size=m * k, max_size=m * k))).reshape(m, k)
+    B = np.array(draw(st.lists(values, min_size=k * n, max_size=k * n))).reshape(k, n)
+    return A, B
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(operands(), st.sampled_from(ORDERS), st.integers(1, 7), st.integers(1, 5),
+       st.sampled_from(["row", "tensor"]))
+def test_final_exact_and_bounds_hold(ops, order, bits, s, scale):
+    A, B = ops
+    lm = LayeredMatmul(A, B, bits=bits, planes=s, order=order, scale=scale)
+    ea, eb = lm.encode()
+    exact = exact_matmul(A, B)
+    out = list(lm)
+    assert len(out) == lm.planned
+    for res in out:
+        assert res.bound_abs >= max_abs_error(res.C, exact)
+    want = rounded(exact_matmul(planes.dequantize(ea), planes.dequantize(eb).T))
+    np.testing.assert_array_equal(out[-1].C, want)
