@@ -32,17 +32,5 @@ AVX512 void lrmpi_acc_add_avx512(int64_t m, int64_t n, int64_t *L, int64_t ldl,
     acc_add_body(m, n, L, ldl, lstride, nlimbs, S, lds, shift);
 }
 
-AVX2 void lrmpi_igemm_avx2(int64_t m, int64_t n, int64_t k, const int8_t *A,
-                           int64_t lda, const int8_t *Bt, int64_t ldb,
-                           int32_t *C, int64_t ldc)
-{
-    igemm_body(m, n, k, A, lda, Bt, ldb, C, ldc);
-}
-
-AVX512 void lrmpi_igemm_avx512(int64_t m, int64_t n, int64_t k,
-                               const int8_t *A, int64_t lda, const int8_t *Bt,
-                               int64_t ldb, int32_t *C, int64_t ldc)
-{
-    igemm_body(m, n, k, A, lda, Bt, ldb, C, ldc);
-}
+/* igemm variants: packed, register-blocked micro-kernels in igemm_x86.c */
 #endif
