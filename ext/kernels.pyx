@@ -89,12 +89,15 @@ def acc_add(int64_t[:, :, ::1] L, const int64_t[:, ::1] S, int shift,
 
 
 def decode(const int64_t[:, :, ::1] L, const int32_t[::1] erow, const int32_t[::1] ecol,
-           int base, double[:, ::1] Y, isa=None):
-    """Y[i,j] := fl(N[i,j] * 2^(erow[i] + ecol[j] + base)), correctly rounded."""
+           int base, double[:, :] Y, Py_ssize_t row0=0, Py_ssize_t col0=0, isa=None):
+    """Y[i,j] := fl(N[row0+i, col0+j] * 2^(erow[i] + ecol[j] + base)), correctly rounded.
+
+    Y may be a tile of a larger array (any row stride, unit column stride).
+    """
     cdef const lrmpi_kernel_table *t = _table(isa)
     cdef int64_t m = Y.shape[0], n = Y.shape[1]
     if m == 0 or n == 0:
         return
     with nogil:
-        t.decode(m, n, &L[0, 0, 0], n, m * n, L.shape[0], &erow[0], &ecol[0],
-                 base, &Y[0, 0], n)
+        t.decode(m, n, &L[0, row0, col0], L.shape[2], L.shape[1] * L.shape[2], L.shape[0],
+                 &erow[0], &ecol[0], base, &Y[0, 0], Y.strides[0] // 8)

@@ -13,16 +13,18 @@ Data flow of a layered matrix product C = A B::
                                    ▼
           C_r = fl(N · 2^(e_A + e_B − 2bs))   one correct rounding,  + rigorous error bound
 
-Public API: `layered_matmul` / `LayeredMatmul` (one process).
+Public API: `layered_matmul` / `LayeredMatmul` (one process, an iterator over
+resolutions); `run_matmul` (every rank of an MPI job, checkpoints, deadlines);
+`load_result` (read a checkpoint).
 """
+from lrmpi._version import __version__
 from lrmpi.errors import CheckpointError, ConfigError, InputError, LrmpiError, WorkerError
 from lrmpi.layered import LayeredMatmul, Resolution, layered_matmul
+from lrmpi.run import load_result, run_matmul
 from lrmpi.schedule import ORDERS
 
-__version__ = "0.1.0"
-
 __all__ = [
-    "LayeredMatmul", "Resolution", "layered_matmul", "ORDERS",
+    "LayeredMatmul", "Resolution", "layered_matmul", "run_matmul", "load_result", "ORDERS",
     "LrmpiError", "ConfigError", "InputError", "CheckpointError", "WorkerError",
     "__version__",
 ]

@@ -1,6 +1,4 @@
 """`python -m lrmpi`: the CLI."""
-import sys
+from lrmpi.cli import console
 
-from lrmpi.cli import main
-
-sys.exit(main())
+console()

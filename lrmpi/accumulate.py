@@ -26,9 +26,11 @@ def level_shift(bits, planes, level):
 
 
 def nlimbs(bits, planes, k):
-    """Limbs for |N| < k 2^(2 b s) plus headroom for the top limb's carries."""
+    """Limbs for |N| < k 2^(2 b s) (+ sign and margin), and for the highest shift's
+    limb and the one above it that acc_add writes."""
     nbits = 2 * bits * planes + math.ceil(math.log2(max(k, 2))) + 2
-    return nbits // LIMB_BITS + 2
+    top_shift = level_shift(bits, planes, 1)
+    return max(-(-nbits // LIMB_BITS), top_shift // LIMB_BITS + 2)
 
 
 class ExactAccumulator:
@@ -42,6 +44,27 @@ class ExactAccumulator:
         """N[row0:, col0:] += S * 2^shift for a level sum S (int64, |S| < 2^40)."""
         kernels.acc_add(self.limbs, S, level_shift(self.bits, self.planes, level), row0, col0)
 
-    def decode(self, erow, ecol):
-        """C = fl(N * 2^(erow_i + ecol_j - 2bs)), one correct rounding per element."""
-        return kernels.decode(self.limbs, erow, ecol, -2 * self.bits * self.planes)
+    def decode(self, erow, ecol, out=None, row0=0, col0=0):
+        """C = fl(N * 2^(erow_i + ecol_j - 2bs)), one correct rounding per element
+        (all of it, or the tile of `out`'s shape at (row0, col0))."""
+        return kernels.decode(self.limbs, erow, ecol, -2 * self.bits * self.planes,
+                              out=out, row0=row0, col0=col0)
+
+    def state(self):
+        """The exact value as normalized limbs: uint32 words, the top one two's
+        complement (it fits: nlimbs leaves sign room). Normalizes in place."""
+        L = self.limbs
+        for l in range(L.shape[0] - 1):
+            carry = L[l] >> LIMB_BITS
+            L[l] &= 0xFFFFFFFF
+            L[l + 1] += carry
+        if np.abs(L[-1]).max(initial=0) >= 2**31:
+            raise OverflowError("exact accumulator exceeds its limbs")  # cannot happen
+        return L.astype(np.uint32)
+
+    def load_state(self, words):
+        """Inverse of state()."""
+        if words.shape != self.limbs.shape:
+            raise ValueError(f"state of shape {words.shape}, expected {self.limbs.shape}")
+        self.limbs[:] = words.astype(np.int64)
+        self.limbs[-1] = words[-1].view(np.int32)

@@ -14,7 +14,7 @@ from lrmpi.log import logger, setup as setup_logging
 
 COMMANDS = {}
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DEADLINE = 0, 1, 2, 3
 
 
 def command(func):
@@ -24,7 +24,7 @@ def command(func):
 
 
 def _parser(name, description):
-    return argparse.ArgumentParser(prog=f"lrmpi {name}", description=description)
+    return _Parser[0](prog=f"lrmpi {name}", description=description)
 
 
 # --- info ---
@@ -61,7 +61,7 @@ def info(argv):
     return EXIT_OK
 
 
-# --- demo ---
+# --- shared options ---
 
 def _add_numeric_options(p, planes=4):
     p.add_argument("--bits", type=int, default=7, help="bits per digit plane, 1..7 (default 7)")
@@ -74,6 +74,50 @@ def _add_numeric_options(p, planes=4):
     p.add_argument("--scale", default="row", help="row (default) | tensor")
 
 
+def _add_job_options(p):
+    p.add_argument("-o", "--output", default=None, help="HDF5 checkpoint to write")
+    p.add_argument("--deadline", default=None,
+                   help="stop by then: 90s, 5m, 1h30m, 2:30:00, 2026-11-27T18:00, @EPOCH "
+                        "(inside SLURM the job's end time applies too)")
+    p.add_argument("--margin", type=float, default=None,
+                   help="seconds kept free before the deadline (default: 10%% of the time, "
+                        "at most 10 s)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint in -o if it matches the inputs")
+    p.add_argument("--no-fsync", dest="fsync", action="store_false",
+                   help="skip fsync of checkpoints (still safe against process kills, "
+                        "not against a node crash)")
+
+
+def _job_options(a):
+    return dict(bits=a.bits, planes=a.planes, order=a.order, cutoff=a.cutoff, scale=a.scale,
+                deadline=a.deadline, margin=a.margin, resume=a.resume, fsync=a.fsync)
+
+
+def _exit_code(outcome):
+    """complete -> 0; stopped by deadline or signal -> EXIT_DEADLINE; workers -> 0."""
+    if outcome is None or outcome.status == "complete":
+        return EXIT_OK
+    return EXIT_DEADLINE
+
+
+# --- matmul ---
+
+@command
+def matmul(argv):
+    """C = A B in layers of increasing resolution, over every MPI rank."""
+    p = _parser("matmul", matmul.__doc__)
+    p.add_argument("A", help="left operand: A.npy or FILE.h5:/dataset")
+    p.add_argument("B", help="right operand: B.npy or FILE.h5:/dataset")
+    _add_numeric_options(p)
+    _add_job_options(p)
+    a = p.parse_args(argv)
+    from lrmpi.run import run_matmul
+    return _exit_code(run_matmul(a.A, a.B, a.output, **_job_options(a)))
+
+
+# --- demo ---
+
 @command
 def demo(argv):
     """A layered matmul on generated matrices: one line per resolution."""
@@ -81,31 +125,89 @@ def demo(argv):
     p.add_argument("--n", type=int, default=1024, help="matrix size n x n (default 1024)")
     p.add_argument("--seed", type=int, default=0)
     _add_numeric_options(p, planes=8)
+    _add_job_options(p)
     # 8 planes of 7 bits hold all 53 bits of a double; pairs past level 9 add
     # nothing measurable (the Ozaki triangle), so the demo stops there
     p.set_defaults(cutoff=9)
     a = p.parse_args(argv)
     if a.n < 1:
         raise errors.ConfigError(f"--n must be >= 1, got {a.n}")
-    from lrmpi.layered import LayeredMatmul
-    rng = np.random.default_rng(a.seed)
-    # rows and columns of different magnitudes: what per-row scaling is for
-    A = rng.standard_normal((a.n, a.n)) * np.exp(rng.uniform(-3, 3, (a.n, 1)))
-    B = rng.standard_normal((a.n, a.n)) * np.exp(rng.uniform(-3, 3, (1, a.n)))
-    lm = LayeredMatmul(A, B, bits=a.bits, planes=a.planes, order=a.order, cutoff=a.cutoff,
-                       scale=a.scale)
-    ref = A @ B
-    refmax = np.abs(ref).max()
-    print(f"lrmpi demo: C = A B, n = {a.n}, {a.planes} planes of {a.bits} bits, "
-          f"order {a.order}, {lm.planned} resolutions")
-    print(f"{'res':>4} {'pairs':>5} {'elapsed_s':>9} {'bound_abs':>10} {'bound_rel':>10} "
-          f"{'err_rel':>10}")
-    for r in lm:
-        err = np.abs(r.C - ref).max() / refmax
-        print(f"{r.index:>4} {r.pairs:>5} {r.elapsed:>9.3f} {r.bound_abs:>10.3e} "
-              f"{r.bound_rel:>10.3e} {err:>10.3e}", flush=True)
-    print("err_rel: max|C_r - numpy A@B| / max|A@B| (numpy float64 is itself rounded, ~1e-16)")
+    from lrmpi.comm import get_comm, rank_size
+    from lrmpi.run import run_matmul
+    rank, size = rank_size(get_comm())
+    A = B = ref = None
+    logger.setLevel("WARNING")  # the demo prints its own table
+    if rank == 0:
+        rng = np.random.default_rng(a.seed)
+        # rows and columns of different magnitudes: what per-row scaling is for
+        A = rng.standard_normal((a.n, a.n)) * np.exp(rng.uniform(-3, 3, (a.n, 1)))
+        B = rng.standard_normal((a.n, a.n)) * np.exp(rng.uniform(-3, 3, (1, a.n)))
+        ref = A @ B
+        print(f"lrmpi demo: C = A B, n = {a.n}, {a.planes} planes of {a.bits} bits, "
+              f"order {a.order}, {size} rank(s)")
+        print(f"{'res':>4} {'pairs':>5} {'elapsed_s':>9} {'bound_abs':>10} {'bound_rel':>10} "
+              f"{'err_rel':>10}", flush=True)
+
+    def show(meta, C):
+        err = np.abs(C - ref).max() / np.abs(ref).max()
+        print(f"{meta['index']:>4} {meta['pairs']:>5} {meta['elapsed_s']:>9.3f} "
+              f"{meta['bound_abs']:>10.3e} {meta['bound_rel']:>10.3e} {err:>10.3e}", flush=True)
+
+    outcome = run_matmul(A, B, a.output, on_resolution=show, **_job_options(a))
+    if rank == 0:
+        print("err_rel: max|C_r - numpy A@B| / max|A@B| (numpy float64 is itself rounded, ~1e-16)")
+    return _exit_code(outcome)
+
+
+# --- inspect ---
+
+@command
+def inspect(argv):
+    """Table of a checkpoint's resolutions, times, bounds and status."""
+    p = _parser("inspect", inspect.__doc__)
+    p.add_argument("path", help="OUT.h5 written by lrmpi")
+    p.add_argument("--plot", default=None, metavar="PNG", help="draw error bound against time")
+    a = p.parse_args(argv)
+    from lrmpi.checkpoint import Checkpoint
+    ck = Checkpoint(a.path)
+    at = ck.attrs
+    print(f"{a.path}: {at.get('kind')} status={at.get('status')} completed={at.get('completed')}"
+          f"/{at.get('planned')} bits={at.get('bits')} planes={at.get('planes')} "
+          f"order={at.get('order')} lrmpi {at.get('lrmpi_version')}")
+    if at.get("kind") == "matmul":
+        print(f"shape {at.get('m')}x{at.get('k')} @ {at.get('k')}x{at.get('n')}, "
+              f"{at.get('ranks')} rank(s)")
+    if at.get("message"):
+        print(f"message: {at['message']}")
+    rows = [ck.resolution(i, datasets=False)[0] for i in ck.resolution_indices()]
+    print(f"{'res':>4} {'elapsed_s':>10} {'pairs':>6} {'bound_abs':>11} {'bound_rel':>11}")
+    for i, r in zip(ck.resolution_indices(), rows):
+        print(f"{i:>4} {r['elapsed_s']:>10.3f} {r['pairs']:>6} {r['bound_abs']:>11.3e} "
+              f"{r['bound_rel']:>11.3e}")
+    if a.plot:
+        _plot(a.plot, a.path, rows)
     return EXIT_OK
+
+
+def _plot(png, title, rows):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise errors.ConfigError("--plot needs matplotlib (pip install 'lrmpi[plot]')") from None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    t = [r["elapsed_s"] for r in rows]
+    ax.semilogy(t, [r["bound_rel"] for r in rows], "o-", label="bound_rel")
+    ax.semilogy(t, [r["bound_abs"] for r in rows], "s--", label="bound_abs")
+    ax.set_xlabel("elapsed (s)")
+    ax.set_ylabel("error bound")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    print(f"wrote {png}")
 
 
 # --- bench ---
@@ -119,12 +221,29 @@ def bench(argv):
 
 # --- entry point ---
 
+class _QuietParser(argparse.ArgumentParser):
+    """On ranks other than 0: usage errors exit 2 without printing (rank 0 prints)."""
+
+    def error(self, message):
+        sys.exit(EXIT_USAGE)
+
+    def print_help(self, file=None):
+        pass
+
+
+_Parser = [argparse.ArgumentParser]  # the parser class main() picked for this rank
+
+
 def main(argv=None):
+    """Run one command; returns the exit code (see README: 0, 1, 2, 3)."""
+    from lrmpi.comm import env_rank
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     argv = [x for x in argv if x != "--debug"]
+    root = env_rank() == 0
+    _Parser[0] = argparse.ArgumentParser if root else _QuietParser
     setup_logging()
-    top = argparse.ArgumentParser(
+    top = _Parser[0](
         prog="lrmpi", description="Layered-resolution computation over MPI.",
         epilog="commands: " + ", ".join(sorted(COMMANDS)) + "; add --debug for tracebacks")
     top.add_argument("command", choices=sorted(COMMANDS), metavar="command",
@@ -136,17 +255,26 @@ def main(argv=None):
     except errors.LrmpiError as exc:
         if debug:
             raise
-        print(f"lrmpi: error: {exc}", file=sys.stderr)
+        if root:
+            print(f"lrmpi: error: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, errors.ConfigError) else EXIT_ERROR
     except KeyboardInterrupt:
-        logger.error("lrmpi: interrupted")
+        if root:
+            print("lrmpi: interrupted", file=sys.stderr)
         return 130
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 def console():
-    """Console-script entry point: exit with main()'s status."""
-    sys.exit(main())
+    """Console-script entry point: exit with main()'s status; an unexpected
+    exception on any rank ends the whole MPI job (as mpi4py.run does)."""
+    try:
+        code = main()
+    except SystemExit:
+        raise
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        from lrmpi.comm import abort
+        abort(1)
+        code = EXIT_ERROR
+    sys.exit(code)

@@ -132,15 +132,26 @@ def acc_add(L, S, shift, row0=0, col0=0, *, isa=None):
     _k.acc_add(L, S, shift, row0, col0, isa)
 
 
-def decode(L, erow, ecol, base, *, isa=None):
-    """Y[i,j] = fl(N[i,j] * 2^(erow[i] + ecol[j] + base)), correctly rounded."""
+def decode(L, erow, ecol, base, *, out=None, row0=0, col0=0, isa=None):
+    """Y[i,j] = fl(N[row0+i, col0+j] * 2^(erow[i] + ecol[j] + base)), correctly rounded.
+
+    Decodes all of L, or the tile of `out`'s shape at (row0, col0) into `out`
+    (a float64 array or a tile view of one, rows contiguous).
+    """
     _need_c(L, "L", np.int64, 3)
     _need_c(erow, "erow", np.int32, 1)
     _need_c(ecol, "ecol", np.int32, 1)
     if not 1 <= L.shape[0] <= MAX_LIMBS:
         raise ValueError(f"L has {L.shape[0]} limbs; 1..{MAX_LIMBS} supported")
-    if erow.shape[0] != L.shape[1] or ecol.shape[0] != L.shape[2]:
-        raise ValueError(f"exponents {erow.shape[0]}x{ecol.shape[0]} for limbs {L.shape}")
-    Y = np.empty(L.shape[1:])
-    _k.decode(L, erow, ecol, base, Y, isa)
-    return Y
+    if out is None:
+        out = np.empty(L.shape[1:])
+    _need(out, "out", np.float64, 2)
+    if out.shape[1] > 1 and out.strides[1] != 8:
+        raise ValueError("out must be contiguous along its rows")
+    m, n = out.shape
+    if row0 < 0 or col0 < 0 or row0 + m > L.shape[1] or col0 + n > L.shape[2]:
+        raise ValueError(f"tile {out.shape} at ({row0}, {col0}) outside {L.shape[1:]}")
+    if erow.shape[0] != m or ecol.shape[0] != n:
+        raise ValueError(f"exponents {erow.shape[0]}x{ecol.shape[0]} for a {m}x{n} tile")
+    _k.decode(L, erow, ecol, base, out, row0, col0, isa)
+    return out

@@ -31,16 +31,18 @@ class Resolution:
 
 # --- tile computation (shared with MPI workers) ---
 
-def level_sums(Ad, Bd, pairs, bits):
-    """Exact level sums of one tile: [(level, S)] with S int64 (rows(Ad) x rows(Bd)).
+def level_sums(Ap, Bp, pairs, bits):
+    """Exact level sums of one tile: [(level, S)] with S int64 (rows of A x rows of Bt).
 
-    S_level = sum over (p, q) in `pairs` with p+q-1 = level of Ad[p-1] @ Bd[q-1].T.
+    Ap[p], Bp[q]: plane p of the tile's A rows and plane q of its B.T rows (int8,
+    (rows, k); any mapping or sequence indexed by the 1-based plane number).
+    S_level = sum over (p, q) in `pairs` with p+q-1 = level of Ap[p] @ Bp[q].T.
     The inner dimension is cut so that an int32 partial sum never holds more
     than kmax(bits) digit products: it cannot overflow, so S is exact.
     """
     km = kernels.kmax(bits)
-    k = Ad.shape[2]
-    mt, nt = Ad.shape[1], Bd.shape[1]
+    p0, q0 = pairs[0]
+    (mt, k), nt = Ap[p0].shape, Bp[q0].shape[0]
     groups = {}
     for p, q in pairs:
         groups.setdefault(p + q - 1, []).append((p, q))
@@ -56,12 +58,22 @@ def level_sums(Ad, Bd, pairs, bits):
                     S += P
                     P.fill(0)
                     used = 0
-                kernels.igemm(Ad[p - 1][:, k0:k1], Bd[q - 1][:, k0:k1], P)
+                kernels.igemm(Ap[p][:, k0:k1], Bp[q][:, k0:k1], P)
                 used += k1 - k0
         S += P
         P.fill(0)
         out.append((level, S))
     return out
+
+
+class PlaneView:
+    """Plane p (1-based) of rows [r0, r1) of an encoded operand, as a mapping."""
+
+    def __init__(self, enc, r0=0, r1=None):
+        self.enc, self.r0, self.r1 = enc, r0, enc.shape[0] if r1 is None else r1
+
+    def __getitem__(self, p):
+        return self.enc.digits[p - 1, self.r0:self.r1]
 
 
 # --- the plan and its iterator ---
@@ -116,7 +128,7 @@ class LayeredMatmul:
         acc = ExactAccumulator(ea.shape[0], eb.shape[0], self.bits, self.planes, ea.shape[1])
         cmax, npairs = [], 0
         for r, pairs in enumerate(self.schedule):
-            for level, S in level_sums(ea.digits, eb.digits, pairs, self.bits):
+            for level, S in level_sums(PlaneView(ea), PlaneView(eb), pairs, self.bits):
                 acc.add(S, level)
             C = acc.decode(ea.exps, eb.exps)
             npairs += len(pairs)

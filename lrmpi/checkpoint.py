@@ -1,0 +1,211 @@
+"""The HDF5 checkpoint: schema (version 1), crash-safe writes, reading, resume.
+
+Layout of a job written to OUT.h5 (SPEC §3)::
+
+    OUT.h5                      small job file, replaced atomically per resolution
+      attrs: format_version, kind, status, completed, planned, bits, planes, order,
+             lrmpi_version, and the job's other parameters (shape, fingerprint, ...)
+      /resolutions/001  ->  external link to OUT.h5.d/res001.h5:/
+      /resolutions/002  ->  ...
+    OUT.h5.d/res001.h5          one file per completed resolution, never rewritten
+      attrs: elapsed_s, pairs, bound_abs, bound_rel;   datasets: C (matmul)
+    OUT.h5.d/state002.h5        exact accumulator of the latest resolution (resume)
+
+Every file is written under a temporary name, closed, fsynced and renamed into
+place (os.replace), so a SIGKILL at any instant leaves the previous job file
+and every resolution it links intact; readers never see a half-written file,
+and each checkpoint costs O(one resolution) bytes, not O(all so far). Files are
+written with the default libver: a file left open by a killed writer with
+libver="latest" may never open again (notes/PLATFORM.md).
+"""
+import glob
+import os
+
+import h5py
+import numpy as np
+
+from lrmpi.errors import CheckpointError
+
+FORMAT_VERSION = 1
+KINDS = ("matmul", "infer")
+STATUSES = ("running", "complete", "deadline", "failed")
+RESOLUTIONS = "resolutions"
+SIDECAR_SUFFIX = ".d"
+STATE_LIMBS = "limbs"
+
+
+def res_name(index):
+    return f"{index:03d}"
+
+
+def sidecar(path):
+    return path + SIDECAR_SUFFIX
+
+
+def _fsync_path(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_h5(path, fill, fsync=True):
+    """Write an HDF5 file through `fill(h5file)` so that `path` is old or new, never torn."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with h5py.File(tmp, "w") as f:
+            fill(f)
+        if fsync:
+            _fsync_path(tmp)
+        os.replace(tmp, path)
+        if fsync:
+            _fsync_path(os.path.dirname(os.path.abspath(path)))
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _attr(value):
+    return -1 if value is None else value
+
+
+class CheckpointWriter:
+    """Writes one job's checkpoint; only the root rank creates one."""
+
+    def __init__(self, path, kind, attrs, *, fsync=True, resume=None):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}")
+        self.path, self.kind, self.fsync = os.path.abspath(path), kind, fsync
+        self.dir = sidecar(self.path)
+        self.attrs = {k: _attr(v) for k, v in attrs.items()}
+        self.completed = []  # [(index, pairs)] of resolutions on disk
+        self.status, self.message = "running", ""
+        self._check_writable()
+        if resume is not None:
+            self.completed = list(resume.resolution_indices())
+        else:
+            self._clear_previous()
+        self._write_job()
+
+    # --- setup ---
+    def _check_writable(self):
+        if os.path.isdir(self.path):
+            raise CheckpointError(f"output {self.path} is a directory")
+        parent = os.path.dirname(self.path)
+        if not os.path.isdir(parent):
+            raise CheckpointError(f"output directory {parent} does not exist")
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+            probe = os.path.join(self.dir, f".probe.{os.getpid()}")
+            with open(probe, "wb"):
+                pass
+            os.unlink(probe)
+        except OSError as exc:
+            raise CheckpointError(f"cannot write the checkpoint at {self.path}: "
+                                  f"{exc.strerror or exc}") from None
+        # temporary files of a killed earlier run
+        for stale in glob.glob(self.path + ".tmp.*") + glob.glob(os.path.join(self.dir, "*.tmp.*")):
+            os.unlink(stale)
+
+    def _clear_previous(self):
+        for old in glob.glob(os.path.join(self.dir, "*.h5")):
+            os.unlink(old)
+
+    # --- writes ---
+    def _write_job(self):
+        def fill(f):
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["kind"] = self.kind
+            f.attrs["status"] = self.status
+            f.attrs["completed"] = self.completed[-1] if self.completed else 0
+            f.attrs["message"] = self.message
+            for k, v in self.attrs.items():
+                f.attrs[k] = v
+            g = f.create_group(RESOLUTIONS)
+            rel = os.path.basename(self.dir)
+            for index in self.completed:
+                g[res_name(index)] = h5py.ExternalLink(f"{rel}/res{res_name(index)}.h5", "/")
+        atomic_h5(self.path, fill, self.fsync)
+
+    def add_resolution(self, index, datasets, attrs, state=None):
+        """Persist resolution `index` (datasets + attrs), its resume state, then link it."""
+        def fill_res(f):
+            for k, v in attrs.items():
+                f.attrs[k] = v
+            for k, v in datasets.items():
+                f.create_dataset(k, data=v)
+        atomic_h5(os.path.join(self.dir, f"res{res_name(index)}.h5"), fill_res, self.fsync)
+        if state is not None:
+            def fill_state(f):
+                f.attrs["resolution"] = index
+                for k, v in state.items():
+                    f.create_dataset(k, data=v)
+            atomic_h5(self._state_path(index), fill_state, self.fsync)
+        self.completed.append(index)
+        self._write_job()
+        for old in glob.glob(os.path.join(self.dir, "state*.h5")):
+            if old != self._state_path(index):
+                os.unlink(old)
+
+    def _state_path(self, index):
+        return os.path.join(self.dir, f"state{res_name(index)}.h5")
+
+    def set_status(self, status, message=""):
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}")
+        self.status, self.message = status, message
+        self._write_job()
+
+
+class Checkpoint:
+    """Read access to a checkpoint (for inspect, resume and users' scripts)."""
+
+    def __init__(self, path):
+        self.path = os.path.abspath(path)
+        if not os.path.exists(self.path):
+            raise CheckpointError(f"no checkpoint at {path}")
+        try:
+            with h5py.File(self.path, "r") as f:
+                self.attrs = {k: _py(v) for k, v in f.attrs.items()}
+                self.names = sorted(f[RESOLUTIONS].keys()) if RESOLUTIONS in f else []
+        except (OSError, KeyError) as exc:
+            raise CheckpointError(f"{path} is not a readable lrmpi checkpoint ({exc})") from None
+        version = self.attrs.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CheckpointError(f"{path}: checkpoint format_version {version!r} is not "
+                                  f"supported (this lrmpi reads {FORMAT_VERSION})")
+
+    def resolution_indices(self):
+        return [int(n) for n in self.names]
+
+    def resolution(self, index, datasets=True):
+        """(attrs, {name: array}) of one resolution."""
+        try:
+            with h5py.File(self.path, "r") as f:
+                g = f[f"{RESOLUTIONS}/{res_name(index)}"]
+                attrs = {k: _py(v) for k, v in g.attrs.items()}
+                data = {k: g[k][()] for k in g} if datasets else {}
+        except (OSError, KeyError) as exc:
+            raise CheckpointError(f"{self.path}: resolution {index} is unreadable ({exc})") from None
+        return attrs, data
+
+    def state(self, index):
+        path = os.path.join(sidecar(self.path), f"state{res_name(index)}.h5")
+        try:
+            with h5py.File(path, "r") as f:
+                if int(f.attrs["resolution"]) != index:
+                    raise CheckpointError(f"{path} holds another resolution")
+                return {k: f[k][()] for k in f}
+        except (OSError, KeyError) as exc:
+            raise CheckpointError(f"{self.path}: resume state of resolution {index} is "
+                                  f"missing or unreadable ({exc})") from None
+
+
+def _py(v):
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v

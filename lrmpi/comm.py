@@ -1,0 +1,54 @@
+"""The communicator lrmpi owns: COMM_WORLD.Dup(), made once, here.
+
+mpi4py is optional: without it (or with one rank) every job runs in this
+process through the same driver code (a local endpoint instead of workers).
+"""
+import os
+
+_COMM = None
+_MPI = None
+
+
+def mpi():
+    """The mpi4py.MPI module, or None when mpi4py is not installed."""
+    global _MPI
+    if _MPI is None:
+        try:
+            from mpi4py import MPI
+        except ImportError:
+            return None
+        _MPI = MPI
+    return _MPI
+
+
+def get_comm(comm=None):
+    """`comm` if given, else lrmpi's duplicate of COMM_WORLD (None without mpi4py)."""
+    global _COMM
+    if comm is not None:
+        return comm
+    if _COMM is None:
+        MPI = mpi()
+        if MPI is None:
+            return None
+        _COMM = MPI.COMM_WORLD.Dup()
+    return _COMM
+
+
+def rank_size(comm):
+    return (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
+
+
+def env_rank():
+    """This process's rank from the launcher's environment, without starting MPI."""
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def abort(code=1):
+    """End every rank of the job now (mpi4py.run's behaviour on an uncaught error)."""
+    MPI = mpi()
+    if MPI is not None and MPI.Is_initialized() and not MPI.Is_finalized() \
+            and MPI.COMM_WORLD.Get_size() > 1:
+        MPI.COMM_WORLD.Abort(code)

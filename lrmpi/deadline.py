@@ -1,0 +1,118 @@
+"""Wall-clock deadlines (--deadline, SLURM) and stop signals (SPEC §4)."""
+import datetime as _dt
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+from lrmpi.errors import ConfigError
+from lrmpi.log import logger
+
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
+MAX_MARGIN = 10.0     # seconds kept free before the deadline, at most
+MARGIN_FRACTION = 0.1  # ... and at most this share of the time available
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)([smhd]))+$")
+_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_CLOCK = re.compile(r"^(?:(\d+)-)?(\d+):(\d{2})(?::(\d{2}))?$")  # SLURM time: [D-]H:MM[:SS]
+
+
+def parse(text, now=None):
+    """Absolute epoch seconds of a deadline given as a duration or a time.
+
+    Durations: "90", "90s", "5m", "1h30m", "1-00:00:00" / "2:30:00" (SLURM style).
+    Times: ISO 8601 ("2026-11-27T18:00", with or without offset; local if
+    none) or "@EPOCH".
+    """
+    now = time.time() if now is None else now
+    s = str(text).strip()
+    try:
+        if s.startswith("@"):
+            at = float(s[1:])
+        elif re.fullmatch(r"\d+(?:\.\d+)?", s):
+            at = now + float(s)
+        elif _DURATION.match(s):
+            at = now + sum(float(v) * _UNITS[u] for v, u in _PART.findall(s))
+        elif _CLOCK.match(s):
+            d, h, mi, se = _CLOCK.match(s).groups()
+            at = now + int(d or 0) * 86400 + int(h) * 3600 + int(mi) * 60 + int(se or 0)
+        else:
+            at = _dt.datetime.fromisoformat(s).timestamp()
+    except (ValueError, OverflowError):
+        raise ConfigError(f"--deadline {text!r}: expected a duration (90s, 5m, 1h30m, "
+                          "2:30:00) or a time (2026-11-27T18:00, @EPOCH)") from None
+    if not at > now:
+        raise ConfigError(f"--deadline {text!r} is already past")
+    return at
+
+
+def slurm_end_time():
+    """The SLURM job's end time (epoch seconds), or None outside SLURM."""
+    if os.environ.get("SLURM_JOB_END_TIME", "").isdigit():
+        return float(os.environ["SLURM_JOB_END_TIME"])
+    job = os.environ.get("SLURM_JOB_ID", "")
+    if not job.isdigit() or shutil.which("squeue") is None:
+        return None
+    try:  # list arguments, no shell: the job id is checked to be digits anyway
+        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%e"], capture_output=True,
+                             text=True, timeout=10, env={**os.environ, "SLURM_TIME_FORMAT": "%s"})
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    value = out.stdout.strip()
+    return float(value) if out.returncode == 0 and value.isdigit() else None
+
+
+class Deadline:
+    """When to stop: `at` (epoch seconds or None) minus a safety margin."""
+
+    def __init__(self, at=None, margin=None, start=None):
+        self.start = time.time() if start is None else start
+        self.at = at
+        if margin is None:
+            margin = 0.0 if at is None else min(MAX_MARGIN, MARGIN_FRACTION * (at - self.start))
+        if margin < 0:
+            raise ConfigError(f"--margin must be >= 0, got {margin}")
+        self.margin = margin
+
+    @classmethod
+    def resolve(cls, text=None, margin=None):
+        """From --deadline, else from SLURM, else none; the earlier of the two wins."""
+        at = parse(text) if text else None
+        slurm = slurm_end_time()
+        if slurm is not None:
+            logger.info("lrmpi: SLURM job ends at %s", time.strftime("%H:%M:%S",
+                                                               time.localtime(slurm)))
+            at = slurm if at is None else min(at, slurm)
+        return cls(at, margin)
+
+    def remaining(self):
+        return float("inf") if self.at is None else self.at - self.margin - time.time()
+
+    def expired(self):
+        return self.remaining() <= 0
+
+
+class StopSignals:
+    """Turns SIGTERM/SIGUSR1/SIGUSR2 into a flag the driver polls between steps."""
+
+    def __init__(self):
+        self.received = None
+        self._old = {}
+
+    def __enter__(self):
+        for name in STOP_SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False

@@ -1,0 +1,486 @@
+"""Root and worker sides of a distributed layered matmul (SPEC §2).
+
+Worked example: `mpirun -n 3`, A and B 4096 x 4096, 4 planes, antidiagonal
+order (7 resolutions).
+
+  rank 0 (root) reads and encodes A and B, and cuts C into 8 row tiles of 512
+  rows (partition.py). Tasks (resolution r, tile t) are handed out lowest r
+  first, at most DEPTH = 2 outstanding per worker, so a worker always has its
+  next task queued. Each WORK carries exactly the plane blocks the worker
+  lacks: task (1, t0) to rank 1 carries A[t0] plane 1 and B plane 1; task
+  (2, t0), later, only A[t0] plane 2 and B plane 2 — planes travel in
+  significance order, as they are needed.
+
+  ranks 1 and 2 (workers) compute the tile's exact level sums with the int8
+  kernels and send them back (protocol.py).
+
+  The root adds each result into the exact accumulator and decodes that tile
+  of C_r at once; when all 8 tiles of r are in, it checkpoints C_r and logs a
+  line. Results of r+1 that arrive first wait in a buffer, so C_r never sees
+  pairs of a later resolution.
+
+A slow worker does not hold a resolution hostage: tiles go to whichever worker
+asks (affinity only prefers the worker already holding the tile's A rows), and
+when r has no unassigned tile left, an idle worker recomputes the oldest tile
+of r that has run BACKUP_FACTOR times longer than the median task (the first
+result wins, the other is dropped).
+
+With one rank (or without mpi4py) the root computes each task itself through
+the same scheduling code (LocalEndpoint). The root never busy-waits: it polls
+with MPI_Testsome and sleeps with an exponential Backoff in between.
+"""
+import hashlib
+import socket
+import statistics
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lrmpi import bounds, faults, protocol
+from lrmpi.accumulate import ExactAccumulator
+from lrmpi.comm import get_comm, mpi, rank_size
+from lrmpi.errors import WorkerError
+from lrmpi.layered import PlaneView, level_sums
+from lrmpi.log import logger
+from lrmpi.partition import Tiling, default_tiling
+from lrmpi.protocol import Operand, Tag
+
+DEPTH = 2             # tasks outstanding per worker
+LOOKAHEAD = 2         # resolutions that may be in flight at once
+BACKUP_FACTOR = 3.0   # recompute a task running this many times the median task time
+BACKUP_MIN_S = 0.5    # ... and at least this long
+STOP_TIMEOUT_S = 10.0  # workers that do not acknowledge STOP by then get MPI_Abort
+
+
+class Backoff:
+    """Sleep between polls: first `first` s, doubling up to `cap` s; reset on activity."""
+
+    def __init__(self, first=50e-6, cap=2e-3):
+        self.first, self.cap, self.t = first, cap, first
+
+    def sleep(self):
+        time.sleep(self.t)
+        self.t = min(2 * self.t, self.cap)
+
+    def reset(self):
+        self.t = self.first
+
+
+@dataclass
+class Task:
+    id: int
+    res: int        # 0-based resolution
+    tile: object    # partition.Tile
+    worker: int
+    keys: list      # (operand, block, plane) sent with it
+    started: float
+    buf: object = None
+    req: object = None
+
+
+@dataclass
+class Outcome:
+    """What a run ended with (on the root)."""
+
+    status: str                 # complete | deadline | failed
+    completed: int              # last completed resolution (1-based), 0 if none
+    planned: int
+    reason: str = ""
+    resolutions: list = field(default_factory=list)  # per-resolution metadata dicts
+
+
+def fingerprint(A, B):
+    """Hash of both operands (values and shapes) that a resumed job must match."""
+    h = hashlib.blake2b(digest_size=16)
+    for X in (A, B):
+        h.update(np.asarray(X.shape, np.int64).tobytes())
+        h.update(memoryview(np.ascontiguousarray(X)).cast("B"))
+    return h.hexdigest()
+
+
+# --- endpoints: how the root reaches a worker ---
+
+class LocalEndpoint:
+    """The root's own compute, for one rank: tasks run at once, in order."""
+
+    def __init__(self, root):
+        self.root, self.ready = root, deque()
+
+    def send(self, task):
+        self.ready.append((task, self.root.compute_local(task)))
+
+    def poll(self):
+        out = list(self.ready)
+        self.ready.clear()
+        return out
+
+
+class MpiEndpoints:
+    """Nonblocking sends of work and receives of results, one per outstanding task."""
+
+    def __init__(self, root, comm):
+        self.root, self.comm, self.MPI = root, comm, mpi()
+        self.sends = []      # requests of WORK/PLANE sends (their buffers are the root's)
+        self.pending = []    # tasks with a posted result receive
+        self.received = {w: 0 for w in range(1, comm.Get_size())}  # results per worker
+
+    def send(self, task):
+        r = self.root
+        self.sends.append(self.comm.Isend(
+            protocol.encode_work(task.id, task.res, task.tile.index, task.keys),
+            dest=task.worker, tag=Tag.WORK))
+        for op, block, plane in task.keys:
+            self.sends.append(self.comm.Isend(r.plane_block(op, block, plane),
+                                              dest=task.worker, tag=Tag.PLANE))
+        task.buf = protocol.result_buffer(r.nlevels[task.res], task.tile.shape)
+        task.req = self.comm.Irecv(task.buf, source=task.worker, tag=Tag.RESULT)
+        self.pending.append(task)
+
+    def poll(self):
+        if self.sends:  # retire finished sends so the list stays short
+            self.sends = [s for s in self.sends if not s.Test()]
+        if not self.pending:
+            return []
+        done = self.MPI.Request.Testsome([t.req for t in self.pending]) or []
+        out = []
+        for i in sorted(done, reverse=True):
+            task = self.pending.pop(i)
+            self.received[task.worker] += 1
+            tid, sums = protocol.decode_result(task.buf, task.tile.shape)
+            if tid != task.id:
+                raise RuntimeError(f"worker {task.worker} answered task {tid}, expected {task.id}")
+            out.append((task, sums))
+        return out
+
+    def check_error(self):
+        """A worker's ERROR report, raised as WorkerError."""
+        status = self.MPI.Status()
+        if self.comm.iprobe(source=self.MPI.ANY_SOURCE, tag=Tag.ERROR, status=status):
+            report = self.comm.recv(source=status.Get_source(), tag=Tag.ERROR)
+            raise WorkerError(f"{report['where']}: {report['error']}") \
+                from _RemoteTraceback(report["traceback"])
+
+    def stop(self, workers, timeout):
+        """STOP every worker; collect the results each says it sent (BYE); Abort on timeout."""
+        for w in workers:
+            self.sends.append(self.comm.Isend(protocol.STOP_MESSAGE, dest=w, tag=Tag.STOP))
+        byes, status = {}, self.MPI.Status()
+        limit, backoff = time.time() + timeout, Backoff()
+        while True:
+            progressed = bool(self.poll())
+            while self.comm.iprobe(source=self.MPI.ANY_SOURCE, tag=Tag.BYE, status=status):
+                byes[status.Get_source()] = self.comm.recv(source=status.Get_source(),
+                                                           tag=Tag.BYE)
+                progressed = True
+            while self.comm.iprobe(source=self.MPI.ANY_SOURCE, tag=Tag.ERROR, status=status):
+                self.comm.recv(source=status.Get_source(), tag=Tag.ERROR)  # already failing
+            if len(byes) == len(workers) and all(self.received[w] >= byes[w] for w in workers):
+                break
+            if time.time() > limit:
+                logger.error("lrmpi: workers did not stop within %.0f s; aborting", timeout)
+                self.comm.Abort(1)
+            backoff.reset() if progressed else backoff.sleep()
+        for task in self.pending:  # tasks a worker skipped after STOP: cancel the receives
+            task.req.Cancel()
+        self.MPI.Request.Waitall([t.req for t in self.pending] + self.sends)
+        self.pending, self.sends = [], []
+
+
+class _RemoteTraceback(Exception):
+    def __init__(self, tb):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self):
+        return self.tb
+
+
+# --- root ---
+
+class Root:
+    """The root side: root_init (constructor), root_run, root_stop."""
+
+    def __init__(self, lm, comm=None, *, writer=None, deadline=None, signals=None,
+                 resume=None, start=None, on_resolution=None):
+        self.start = time.perf_counter() if start is None else start
+        self.lm, self.comm = lm, comm
+        rank, size = rank_size(comm)
+        self.workers = list(range(1, size))
+        self.endpoint = MpiEndpoints(self, comm) if self.workers else LocalEndpoint(self)
+        self.writer, self.deadline, self.signals = writer, deadline, signals
+        self.on_resolution = on_resolution
+        self.ea, self.eb = lm.encode()
+        m, k = self.ea.shape
+        n = self.eb.shape[0]
+        self.tiling = default_tiling(m, n, len(self.workers))
+        self.tiles = self.tiling.tiles()
+        self.schedule = lm.schedule
+        self.nlevels = [len({p + q - 1 for p, q in r}) for r in self.schedule]
+        self.babs = bounds.bound_abs(self.ea, self.eb, self.schedule)
+        self.acc = ExactAccumulator(m, n, lm.bits, lm.planes, k)
+        self.results_from = {w: 0 for w in self.workers}
+        self.meta, self.cmax, self.elapsed_offset, self.cur = [], [], 0.0, 0
+        if resume is not None and resume.attrs.get("completed", 0) > 0:
+            self._load(resume)
+        R = len(self.schedule)
+        self.todo = {r: deque(self.tiles) for r in range(self.cur, R)}
+        self.done = {r: set() for r in range(self.cur, R)}
+        self.buffered = {r: {} for r in range(self.cur, R)}
+        self.cbuf = {}
+        self.outstanding = {w: deque() for w in self.workers or [0]}  # FIFO per worker
+        self.have = {w: set() for w in self.workers or [0]}
+        self.owner, self.backed_up, self.durations = {}, set(), []
+        self.last_done = {}
+        self.next_id = 0
+
+    def _load(self, ckpt):
+        """Continue after the checkpoint's last resolution, from its exact state."""
+        c = int(ckpt.attrs["completed"])
+        self.acc.load_state(ckpt.state(c)["limbs"])
+        for i in range(1, c + 1):
+            attrs, _ = ckpt.resolution(i, datasets=False)
+            self.meta.append(attrs)
+            self.cmax.append(float(attrs["cmax"]))
+        self.elapsed_offset = float(self.meta[-1]["elapsed_s"])
+        self.start = time.perf_counter()
+        self.cur = c
+
+    # --- data a task needs ---
+    def keys_for(self, res, tile):
+        pairs = self.schedule[res]
+        return ({(Operand.A, tile.rb, p) for p, _ in pairs}
+                | {(Operand.B, tile.cb, q) for _, q in pairs})
+
+    def plane_block(self, op, block, plane):
+        if op == Operand.A:
+            r0, r1 = self.tiling.rows(block)
+            return self.ea.digits[plane - 1, r0:r1]
+        c0, c1 = self.tiling.cols(block)
+        return self.eb.digits[plane - 1, c0:c1]
+
+    def compute_local(self, task):
+        t = task.tile
+        return level_sums(PlaneView(self.ea, t.r0, t.r1), PlaneView(self.eb, t.c0, t.c1),
+                          self.schedule[task.res], self.lm.bits)
+
+    # --- scheduling ---
+    def _pick(self, w):
+        """(res, tile) for worker w: lowest resolution first, preferring w's own tiles."""
+        for r in range(self.cur, min(self.cur + LOOKAHEAD, len(self.schedule))):
+            todo = self.todo[r]
+            if todo:
+                for i, tile in enumerate(todo):
+                    if self.owner.get(tile.index) == w:
+                        del todo[i]
+                        return r, tile
+                return r, todo.popleft()
+        return self._backup(w)
+
+    def _backup(self, w):
+        """A straggling task of the current resolution to run again on idle worker w."""
+        if not self.workers or len(self.durations) < 2:
+            return None
+        limit = max(BACKUP_MIN_S, BACKUP_FACTOR * statistics.median(self.durations))
+        now = time.perf_counter()
+        for v in self.workers:
+            if v == w or not self.outstanding[v]:
+                continue
+            task = self.outstanding[v][0]  # the one v is computing now
+            key = (task.res, task.tile.index)
+            running = now - max(task.started, self.last_done.get(v, 0.0))
+            if (task.res == self.cur and key not in self.backed_up
+                    and task.tile.index not in self.done[task.res] and running > limit):
+                self.backed_up.add(key)
+                logger.debug("lrmpi: backup of resolution %d tile %d (%.2fs on rank %d)",
+                             task.res + 1, task.tile.index, running, v)
+                return task.res, task.tile
+        return None
+
+    def dispatch(self):
+        """Give every worker with room up to DEPTH tasks; True if any was sent."""
+        sent = False
+        for w in self.workers or [0]:
+            while len(self.outstanding[w]) < DEPTH:
+                pick = self._pick(w)
+                if pick is None:
+                    break
+                res, tile = pick
+                keys = sorted(self.keys_for(res, tile) - self.have[w])
+                self.have[w].update(keys)
+                task = Task(self.next_id, res, tile, w, keys, time.perf_counter())
+                self.next_id += 1
+                self.outstanding[w].append(task)
+                self.endpoint.send(task)
+                sent = True
+                if not self.workers:
+                    return True  # computed inline: let the caller poll and check the clock
+        return sent
+
+    # --- results ---
+    def on_result(self, task, sums):
+        w = task.worker
+        self.outstanding[w].remove(task)
+        now = time.perf_counter()
+        self.durations.append(now - max(task.started, self.last_done.get(w, 0.0)))
+        self.last_done[w] = now
+        self.owner[task.tile.index] = w
+        r, t = task.res, task.tile.index
+        if r < self.cur or t in self.done[r] or t in self.buffered[r]:
+            return  # the slower copy of a backed-up task
+        if r > self.cur:
+            self.buffered[r][t] = sums
+            return
+        self._apply(r, task.tile, sums)
+
+    def _apply(self, r, tile, sums):
+        for level, S in sums:
+            self.acc.add(np.ascontiguousarray(S), level, tile.r0, tile.c0)
+        C = self.cbuf.setdefault(r, np.empty((self.tiling.m, self.tiling.n)))
+        self.acc.decode(self.ea.exps[tile.r0:tile.r1], self.eb.exps[tile.c0:tile.c1],
+                        out=C[tile.r0:tile.r1, tile.c0:tile.c1], row0=tile.r0, col0=tile.c0)
+        self.done[r].add(tile.index)
+        if len(self.done[r]) == len(self.tiles):
+            self._finish(r)
+            self.cur = r + 1
+            if self.cur < len(self.schedule):
+                for t, s in sorted(self.buffered[self.cur].items()):
+                    self._apply(self.cur, self.tiles[t], s)
+                self.buffered[self.cur].clear()
+
+    def _finish(self, r):
+        C = self.cbuf.pop(r)
+        self.cmax.append(float(np.abs(C).max()))
+        rel = float(bounds.bound_rel(self.babs[:r + 1], self.cmax)[-1])
+        pairs = sum(len(x) for x in self.schedule[:r + 1])
+        meta = {"index": r + 1, "elapsed_s": self.elapsed(), "pairs": pairs,
+                "bound_abs": float(self.babs[r]), "bound_rel": rel, "cmax": self.cmax[-1]}
+        if self.writer is not None:
+            self.writer.add_resolution(r + 1, {"C": C}, meta, state={"limbs": self.acc.state()})
+        self.meta.append(meta)
+        logger.info("lrmpi: resolution %d/%d  %.3f s  pairs %d  bound_abs %.3e  bound_rel %.3e",
+                    r + 1, len(self.schedule), meta["elapsed_s"], pairs, meta["bound_abs"], rel)
+        if self.on_resolution is not None:
+            self.on_resolution(meta, C)
+
+    def elapsed(self):
+        return self.elapsed_offset + time.perf_counter() - self.start
+
+    # --- the loop ---
+    def stop_reason(self):
+        if self.signals is not None and self.signals.received:
+            return f"received {self.signals.received}"
+        if self.deadline is not None and self.deadline.expired():
+            return "deadline reached"
+        return None
+
+    def run(self):
+        """root_run: schedule, gather, checkpoint until done or told to stop."""
+        backoff = Backoff()
+        try:
+            self.start_workers()
+            while self.cur < len(self.schedule):
+                reason = self.stop_reason()
+                if reason:
+                    return self.stop("deadline", reason)
+                progressed = self.dispatch()
+                for task, sums in self.endpoint.poll():
+                    self.on_result(task, sums)
+                    progressed = True
+                if self.workers:
+                    self.endpoint.check_error()
+                backoff.reset() if progressed else backoff.sleep()
+            return self.stop("complete")
+        except BaseException as exc:
+            self.fail(exc)
+            raise
+
+    def start_workers(self):
+        msg = protocol.job_message(self.lm.bits, self.lm.planes, self.ea.shape[1],
+                                   self.schedule, self.tiling)
+        for w in self.workers:
+            self.comm.send(msg, dest=w, tag=Tag.JOB)
+
+    def stop(self, status, reason=""):
+        """root_stop: mark the checkpoint, stop the workers, report."""
+        done = self.cur
+        if self.writer is not None:
+            self.writer.set_status(status, reason)
+        if status == "deadline":
+            logger.warning("lrmpi: stopping (%s) with resolution %d/%d on disk", reason, done,
+                           len(self.schedule))
+        if self.workers:
+            self.endpoint.stop(self.workers, STOP_TIMEOUT_S)
+        return Outcome(status, done, len(self.schedule), reason, self.meta)
+
+    def fail(self, exc):
+        message = f"{type(exc).__name__}: {exc}"
+        try:
+            if self.writer is not None:
+                self.writer.set_status("failed", message)
+        finally:
+            if self.workers:
+                try:
+                    self.endpoint.stop(self.workers, STOP_TIMEOUT_S)
+                except Exception:  # the job is failing anyway: make sure it ends
+                    self.comm.Abort(1)
+
+
+# --- worker ---
+
+def worker_run(comm):
+    """Serve WORK until STOP; report exceptions to the root instead of dying."""
+    MPI = mpi()
+    rank, size = rank_size(comm)
+    status, backoff = MPI.Status(), Backoff(cap=5e-3)
+    job = None
+    planes, sent, failed = {}, 0, False
+    while True:
+        if not comm.Iprobe(source=0, tag=MPI.ANY_TAG, status=status):
+            backoff.sleep()
+            continue
+        backoff.reset()
+        tag = status.Get_tag()
+        if tag == Tag.STOP:
+            comm.Recv(np.empty(1, np.int64), source=0, tag=Tag.STOP)
+            if job is not None:  # the root only waits for BYE once the job started
+                comm.send(sent, dest=0, tag=Tag.BYE)
+            return 1 if failed else 0
+        if tag == Tag.JOB:
+            job = comm.recv(source=0, tag=Tag.JOB)
+            tiling = Tiling(*job["tiling"])
+            tiles = tiling.tiles()
+            continue
+        header = np.empty(protocol.WORK_LEN, np.int64)
+        comm.Recv(header, source=0, tag=Tag.WORK)
+        task, res, tile_index, keys = protocol.decode_work(header)
+        for op, block, plane in keys:
+            r0, r1 = tiling.rows(block) if op == Operand.A else tiling.cols(block)
+            buf = np.empty((r1 - r0, job["k"]), np.int8)
+            comm.Recv(buf, source=0, tag=Tag.PLANE)
+            planes[(op, block, plane)] = buf
+        if failed or comm.Iprobe(source=0, tag=Tag.STOP):
+            continue  # stopping: the root does not need this result
+        try:
+            faults.on_task(rank)
+            tile = tiles[tile_index]
+            sums = level_sums(_Planes(planes, Operand.A, tile.rb), _Planes(planes, Operand.B, tile.cb),
+                              job["schedule"][res], job["bits"])
+            buf = protocol.encode_result(protocol.result_buffer(len(sums), tile.shape), task, sums)
+            comm.Send(buf, dest=0, tag=Tag.RESULT)
+            sent += 1
+        except Exception as exc:
+            failed = True
+            comm.send({"where": f"worker {rank} of {size} on {socket.gethostname()}",
+                       "error": f"{type(exc).__name__}: {exc}",
+                       "traceback": traceback.format_exc()}, dest=0, tag=Tag.ERROR)
+
+
+class _Planes:
+    def __init__(self, planes, op, block):
+        self.planes, self.op, self.block = planes, op, block
+
+    def __getitem__(self, p):
+        return self.planes[(self.op, self.block, p)]

@@ -1,0 +1,20 @@
+"""Fault injection for lrmpi's own tests: read from the environment, off by default.
+
+LRMPI_TEST_FAIL_RANK=R   worker R raises on its LRMPI_TEST_FAIL_AFTER-th task (default 1)
+LRMPI_TEST_SLOW_RANK=R   worker R sleeps LRMPI_TEST_SLOW_S seconds before each task
+"""
+import os
+import time
+
+_count = 0
+
+
+def on_task(rank):
+    """Called by a worker before each task."""
+    global _count
+    _count += 1
+    if os.environ.get("LRMPI_TEST_SLOW_RANK") == str(rank):
+        time.sleep(float(os.environ.get("LRMPI_TEST_SLOW_S", "0.5")))
+    if os.environ.get("LRMPI_TEST_FAIL_RANK") == str(rank) and \
+            _count >= int(os.environ.get("LRMPI_TEST_FAIL_AFTER", "1")):
+        raise RuntimeError(f"injected failure on rank {rank} (LRMPI_TEST_FAIL_RANK)")

@@ -1,0 +1,88 @@
+"""Reading operands from `.npy` files or `FILE.h5:/dataset` (SPEC §6, §7).
+
+No pickle is ever loaded from a user file (allow_pickle=False), and an array
+larger than memory is refused from its header, before anything is allocated.
+"""
+import os
+
+import numpy as np
+
+from lrmpi.errors import InputError
+
+# refuse operands whose float64 copy would not fit in this fraction of RAM
+MEMORY_FRACTION = 0.5
+
+
+def _available_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 1 << 40
+
+
+def split_spec(spec):
+    """'FILE.h5:/dataset' -> ('FILE.h5', '/dataset'); 'A.npy' -> ('A.npy', None)."""
+    for ext in (".h5:", ".hdf5:", ".hdf:"):
+        idx = spec.lower().find(ext)
+        if idx >= 0:
+            return spec[:idx + len(ext) - 1], spec[idx + len(ext):] or "/"
+    return spec, None
+
+
+def check_size(shape, dtype, name):
+    need = int(np.prod(shape, dtype=np.float64)) * 8
+    if need > MEMORY_FRACTION * _available_memory():
+        raise InputError(f"{name}: {shape[0]}x{shape[1] if len(shape) > 1 else 1} needs "
+                         f"{need / 2**30:.1f} GiB as float64, more than this machine can hold")
+
+
+def load(spec, name):
+    """Load an operand; raise InputError with a one-line reason on any problem."""
+    path, dataset = split_spec(str(spec))
+    if not os.path.exists(path):
+        raise InputError(f"{name}: no such file: {path}")
+    if os.path.isdir(path):
+        raise InputError(f"{name}: {path} is a directory, not a file")
+    if dataset is not None:
+        return _load_h5(path, dataset, name)
+    if path.endswith(".npy"):
+        return _load_npy(path, name)
+    raise InputError(f"{name}: {path}: expected a .npy file or FILE.h5:/dataset")
+
+
+def _load_npy(path, name):
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0(f))
+    except Exception as exc:  # numpy raises ValueError/EOFError/... for bad headers
+        raise InputError(f"{name}: {path} is not a valid .npy file ({exc})") from None
+    if dtype.hasobject:
+        raise InputError(f"{name}: {path} holds Python objects (pickled data is never loaded)")
+    if len(shape) == 2:
+        check_size(shape, dtype, name)
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode=None)
+    except Exception as exc:
+        raise InputError(f"{name}: {path}: cannot read array ({exc})") from None
+
+
+def _load_h5(path, dataset, name):
+    import h5py
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"{name}: {path} is not a readable HDF5 file ({exc})") from None
+    with f:
+        if dataset not in f:
+            raise InputError(f"{name}: {path} has no dataset {dataset}")
+        ds = f[dataset]
+        if not isinstance(ds, h5py.Dataset):
+            raise InputError(f"{name}: {path}:{dataset} is a group, not a dataset")
+        if len(ds.shape) == 2:
+            check_size(ds.shape, ds.dtype, name)
+        try:
+            return ds[()]
+        except (OSError, TypeError, ValueError) as exc:
+            raise InputError(f"{name}: {path}:{dataset}: cannot read ({exc})") from None

@@ -1,0 +1,104 @@
+"""Running a layered matmul job on every rank: inputs, checkpoint, resume, deadline.
+
+`run_matmul` is the entry point of the CLI and of the Python API under MPI:
+call it on every rank; rank 0 returns an Outcome, the others return None once
+the root releases them.
+"""
+import os
+import time
+
+import numpy as np
+
+from lrmpi import inputs
+from lrmpi._version import __version__
+from lrmpi.checkpoint import Checkpoint, CheckpointWriter
+from lrmpi.comm import get_comm, rank_size
+from lrmpi.deadline import Deadline, StopSignals
+from lrmpi.driver import Outcome, Root, fingerprint, worker_run
+from lrmpi.errors import CheckpointError
+from lrmpi.layered import LayeredMatmul
+from lrmpi.log import logger
+from lrmpi.protocol import STOP_MESSAGE, Tag
+
+# job parameters a resumed run must share with its checkpoint
+MATCHED = ("bits", "planes", "order", "cutoff", "scale", "m", "n", "k", "fingerprint")
+
+
+def _operand(x, name):
+    return inputs.load(x, name) if isinstance(x, (str, os.PathLike)) else x
+
+
+def run_matmul(A, B, out=None, *, bits=7, planes=4, order="antidiagonal", cutoff=None,
+               scale="row", deadline=None, margin=None, resume=False, fsync=True,
+               comm=None, on_resolution=None):
+    """C = A @ B in layers over every rank of `comm` (lrmpi's COMM_WORLD duplicate).
+
+    A, B: arrays (used on rank 0) or `.npy` / `FILE.h5:/dataset` paths (read by
+    rank 0 only). `out`: checkpoint path (HDF5), optional. `on_resolution(meta,
+    C)` is called on the root for each finished resolution. Returns an Outcome
+    on rank 0, None on the other ranks.
+    """
+    start = time.perf_counter()
+    comm = get_comm(comm)
+    rank, size = rank_size(comm)
+    with StopSignals() as signals:
+        if rank != 0:
+            worker_run(comm)
+            return None
+        try:
+            lm = LayeredMatmul(_operand(A, "A"), _operand(B, "B"), bits=bits, planes=planes,
+                               order=order, cutoff=cutoff, scale=scale)
+            dl = Deadline.resolve(deadline, margin)
+            attrs = {"bits": lm.bits, "planes": lm.planes, "order": lm.order,
+                     "cutoff": -1 if lm.cutoff is None else lm.cutoff, "scale": lm.scale,
+                     "m": lm.A.shape[0], "n": lm.Bt.shape[0], "k": lm.A.shape[1],
+                     "planned": lm.planned, "ranks": size, "lrmpi_version": __version__,
+                     "fingerprint": fingerprint(lm.A, lm.Bt)}
+            ckpt = _resumable(out, attrs) if resume and out else None
+            if ckpt is not None and ckpt.attrs.get("status") == "complete":
+                logger.info("lrmpi: %s is already complete (%d resolutions)", out,
+                            ckpt.attrs["completed"])
+                _release(comm, size)
+                return Outcome("complete", int(ckpt.attrs["completed"]), lm.planned,
+                               "already complete")
+            writer = CheckpointWriter(out, "matmul", attrs, fsync=fsync, resume=ckpt) \
+                if out else None
+            root = Root(lm, comm, writer=writer, deadline=dl, signals=signals, resume=ckpt,
+                        start=start, on_resolution=on_resolution)
+        except BaseException:
+            _release(comm, size)
+            raise
+        return root.run()
+
+
+def _release(comm, size):
+    """Send STOP to workers still waiting for a job (the root failed before starting)."""
+    for w in range(1, size):
+        comm.Send(STOP_MESSAGE, dest=w, tag=Tag.STOP)
+
+
+def _resumable(out, attrs):
+    """The checkpoint at `out` if it matches this job; None if there is none yet."""
+    if not os.path.exists(out):
+        logger.info("lrmpi: no checkpoint at %s yet: starting from the beginning", out)
+        return None
+    ckpt = Checkpoint(out)
+    if ckpt.attrs.get("kind") != "matmul":
+        raise CheckpointError(f"{out} is a {ckpt.attrs.get('kind')!r} checkpoint, not matmul")
+    for key in MATCHED:
+        have, want = ckpt.attrs.get(key), attrs[key]
+        if have != want:
+            what = "the inputs differ (other A or B)" if key == "fingerprint" else \
+                f"it was made with {key}={have}, this run has {key}={want}"
+            raise CheckpointError(f"cannot resume from {out}: {what}")
+    return ckpt
+
+
+def load_result(path, index=None):
+    """(C, attrs) of resolution `index` (default: the last completed) of a checkpoint."""
+    ckpt = Checkpoint(path)
+    index = index or int(ckpt.attrs.get("completed", 0))
+    if index < 1:
+        raise CheckpointError(f"{path} holds no completed resolution yet")
+    attrs, data = ckpt.resolution(index)
+    return np.asarray(data["C"]), attrs

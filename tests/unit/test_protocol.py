@@ -1,0 +1,33 @@
+"""Round trips of the wire format."""
+import numpy as np
+import pytest
+
+from lrmpi import protocol
+
+
+def test_work_round_trip():
+    keys = [(0, 3, 1), (1, 0, 2)]
+    assert protocol.decode_work(protocol.encode_work(7, 2, 5, keys)) == (7, 2, 5, keys)
+    assert protocol.decode_work(protocol.encode_work(0, 0, 0, [])) == (0, 0, 0, [])
+
+
+def test_work_rejects_other_versions_and_too_many_keys():
+    h = protocol.encode_work(1, 1, 1, [])
+    h[protocol.W_VERSION] = 99
+    with pytest.raises(RuntimeError, match="mixed lrmpi versions"):
+        protocol.decode_work(h)
+    with pytest.raises(ValueError):
+        protocol.encode_work(1, 1, 1, [(0, 0, 0)] * (protocol.MAX_KEYS + 1))
+
+
+def test_result_round_trip(rng):
+    sums = [(3, rng.integers(-2**40, 2**40, (4, 5))), (4, rng.integers(-9, 9, (4, 5)))]
+    buf = protocol.encode_result(protocol.result_buffer(2, (4, 5)), 11, sums)
+    task, got = protocol.decode_result(buf, (4, 5))
+    assert task == 11 and [lv for lv, _ in got] == [3, 4]
+    for (_, a), (_, b) in zip(sums, got):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_tags_are_distinct():
+    assert len({int(t) for t in protocol.Tag}) == len(protocol.Tag)
