@@ -32,7 +32,7 @@ def test_demo_prints_one_line_per_resolution(capsys):
 def test_demo_under_python_dash_m():
     p = run("demo", "--n", "32", "--planes", "2")
     assert p.returncode == 0, p.stderr
-    assert "resolutions" in p.stdout
+    assert "lrmpi demo: C = A B" in p.stdout and "err_rel" in p.stdout
 
 
 @pytest.mark.parametrize("args, code, msg", [
