@@ -69,6 +69,7 @@ typedef void (*lrmpi_acc_add_fn)(int64_t m, int64_t n, int64_t *L,
 /*   one correctly rounded (to nearest, ties to even) conversion of the exact  */
 /*   multi-limb integer N (layout as in acc_add; not modified), including      */
 /*   subnormal results; overflow gives +-Inf.                                   */
+/*   With nlimbs <= 4 the caller guarantees |N| < 2^126 (a 128-bit fast path). */
 /*   erow   m int32 or NULL (0);  ecol  n int32 or NULL (0)                     */
 /*   Y      m x n float64, ldy                                                 */
 typedef void (*lrmpi_decode_fn)(int64_t m, int64_t n, const int64_t *L,

@@ -54,6 +54,52 @@ static void normalize(int64_t *w, int nl)
     }
 }
 
+/* x * 2^e, exact when the result is a normal double: a multiplication by a
+ * power of two built from its bits, far cheaper than libm's ldexp. */
+static inline double scale2(double x, int e)
+{
+    if (e < -1022 || e > 1023)
+        return ldexp(x, e);
+    union { uint64_t u; double d; } p = {(uint64_t)(e + 1023) << 52};
+    return x * p.d;
+}
+
+/* Round (U + sticky) * 2^e, U >= 0 with sticky meaning "plus a positive amount
+ * below U's last bit", to the nearest double (ties to even), with sign `neg`. */
+static double round_u128(int neg, u128 U, int sticky, int e)
+{
+    const int nb = bitlen128(U);
+    if (nb == 0)
+        return 0.0;
+    /* absolute position of the result's last bit: 53 bits, or subnormal */
+    int lsb = nb - 1 + e - 52;
+    if (lsb < -1074)
+        lsb = -1074;
+    const int c = lsb - e; /* bits of U below the result's last bit */
+    double r;
+    if (c <= 0) {
+        r = ldexp((double)(uint64_t)U, e); /* U < 2^53: exact (also if subnormal) */
+    } else {
+        u128 q, low, half;
+        if (c >= 128) {
+            q = 0; low = U; half = (u128)1 << 127; /* U < 2^127 <= half */
+        } else {
+            q = U >> c;
+            low = U & (((u128)1 << c) - 1);
+            half = (u128)1 << (c - 1);
+        }
+        /* round to nearest, ties to even; sticky bits make a tie an excess.
+         * Written without branches: on random data they mispredict half the time. */
+        q += (u128)((low > half) | ((low == half) & (sticky | (int)(q & 1))));
+        /* q <= 2^53: exact; lsb >= -1022 means a normal result, where scale2 is exact */
+        r = lsb >= -1022 ? scale2((double)(uint64_t)q, lsb) : ldexp((double)(uint64_t)q, lsb);
+    }
+    union { double d; uint64_t u; } x = {r};
+    x.u |= (uint64_t)neg << 63; /* r >= 0 here: set the sign without a branch */
+    return x.d;
+}
+
+/* General path: any number of carry-save limbs. */
 static double decode_one(int64_t *w, int nl, int exp2)
 {
     normalize(w, nl);
@@ -73,33 +119,18 @@ static double decode_one(int64_t *w, int nl, int exp2)
     int sticky = 0;
     for (int l = 0; l < top - 2; l++)
         sticky |= w[l] != 0;
-    const int e = exp2 + LIMB_BITS * (top - 2); /* value = (U + sticky) * 2^e */
-    const int nb = bitlen128(U);
-    if (nb == 0)
-        return 0.0;
-    /* absolute position of the result's last bit: 53 bits, or subnormal */
-    int lsb = nb - 1 + e - 52;
-    if (lsb < -1074)
-        lsb = -1074;
-    const int c = lsb - e; /* bits of U below the result's last bit */
-    double r;
-    if (c <= 0) {
-        r = ldexp((double)(uint64_t)U, e); /* U < 2^53: exact */
-    } else {
-        u128 q, low, half;
-        if (c >= 128) {
-            q = 0; low = U; half = (u128)1 << 127; /* U < 2^127 <= half */
-        } else {
-            q = U >> c;
-            low = U & (((u128)1 << c) - 1);
-            half = (u128)1 << (c - 1);
-        }
-        /* round to nearest, ties to even; sticky bits make a tie an excess */
-        if (low > half || (low == half && (sticky || (q & 1))))
-            q += 1;
-        r = ldexp((double)(uint64_t)q, lsb); /* q <= 2^53: exact */
-    }
-    return neg ? -r : r;
+    return round_u128(neg, U, sticky, exp2 + LIMB_BITS * (top - 2));
+}
+
+/* Fast path for <= 4 limbs: the value fits in 128 bits (accumulate.nlimbs sizes
+ * it so), and sums modulo 2^128 of the carry-save limbs are exact. */
+static double decode_small(const int64_t *w, int nl, int exp2)
+{
+    __int128 v = 0;
+    for (int l = 0; l < nl; l++)
+        v += (__int128)((unsigned __int128)(__int128)w[l] << (LIMB_BITS * l));
+    const u128 m = (u128)(v >> 127); /* all ones if negative: |v| without a branch */
+    return round_u128((int)(m & 1), ((u128)v ^ m) - m, 0, exp2);
 }
 
 void lrmpi_decode_ref(int64_t m, int64_t n, const int64_t *L, int64_t ldl,
@@ -112,6 +143,7 @@ void lrmpi_decode_ref(int64_t m, int64_t n, const int64_t *L, int64_t ldl,
             for (int l = 0; l < nlimbs; l++)
                 w[l] = L[l * lstride + i * ldl + j];
             int e = base + (erow ? erow[i] : 0) + (ecol ? ecol[j] : 0);
-            Y[i * ldy + j] = decode_one(w, nlimbs, e);
+            Y[i * ldy + j] = nlimbs <= 4 ? decode_small(w, nlimbs, e)
+                                         : decode_one(w, nlimbs, e);
         }
 }

@@ -98,7 +98,7 @@ def _limbs_from_ints(values, L):
     for idx, v in enumerate(values):
         limbs = [(v >> (32 * l)) & 0xFFFFFFFF for l in range(L - 1)] + [v >> (32 * (L - 1))]
         for l in range(L - 1):  # move random carries: same value, not normalized
-            c = int(rng.integers(-2**20, 2**20))
+            c = int(rng.integers(-2**20, 2**20)) if L > 2 else 0
             limbs[l] += c << 32
             limbs[l + 1] -= c
         assert sum(x << (32 * l) for l, x in enumerate(limbs)) == v
@@ -115,13 +115,17 @@ def _round_ref(v, e):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-def test_decode_is_correctly_rounded(isa):
-    L = 5
+@pytest.mark.parametrize("L, top", [(5, 130), (4, 125), (3, 93), (2, 61)])
+def test_decode_is_correctly_rounded(isa, L, top):
+    """Both the general path (> 4 limbs) and the 128-bit one (<= 4)."""
     rng = np.random.default_rng(9)
-    vals = [0, 1, -1, 2**53 + 1, 2**53 + 3, -(2**53 + 1), 2**54 + 2, 2**100 + 2**47,
-            2**100 + 2**47 + 1, -(2**100 + 2**47), 2**130 - 1, -(2**130) + 1]
+    vals = [0, 1, -1, 2**53 + 1, 2**53 + 3, -(2**53 + 1), 2**54 + 2, 2**60 + 2**7,
+            2**60 + 2**7 + 1, -(2**60 + 2**7)]
+    if top > 100:
+        vals += [2**100 + 2**47, 2**100 + 2**47 + 1, -(2**100 + 2**47)]
+    vals += [2**top - 1, -(2**top) + 1, 2**top - 2**(top - 53), 2**top - 2**(top - 54)]
     vals += [int(x) * 2**int(s) + int(y) for x, s, y in
-             zip(rng.integers(-2**62, 2**62, 40), rng.integers(0, 60, 40),
+             zip(rng.integers(-2**(min(top, 62) - 1), 2**(min(top, 62) - 1), 40), rng.integers(0, max(top - 62, 1), 40),
                  rng.integers(-2**30, 2**30, 40))]
     Lm = _limbs_from_ints(vals, L)[:, None, :].copy()
     for base in (0, -200, -1100, -1074 - 60, 900):
