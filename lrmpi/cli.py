@@ -55,6 +55,9 @@ def info(argv):
         rows.append(("MPI world size", str(MPI.COMM_WORLD.Get_size())))
     except ImportError:
         rows.append(("mpi4py", "not installed (pip install 'lrmpi[mpi]')"))
+    from lrmpi.comm import env_rank
+    if env_rank() != 0:  # under mpirun: print once
+        return EXIT_OK
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")

@@ -262,6 +262,7 @@ class Root:
         return self.eb.digits[plane - 1, c0:c1]
 
     def compute_local(self, task):
+        faults.on_task(0)
         t = task.tile
         return level_sums(PlaneView(self.ea, t.r0, t.r1), PlaneView(self.eb, t.c0, t.c1),
                           self.schedule[task.res], self.lm.bits)

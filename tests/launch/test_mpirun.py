@@ -1,0 +1,157 @@
+"""The real CLI through mpiexec: results, exit codes, errors, deadlines, failures."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lrmpi import LayeredMatmul
+from lrmpi.checkpoint import Checkpoint
+
+from conftest import finish, kill_tree, mpiexec, rank_pid, run, start, wait_for_resolutions
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_mpiexec_gives_the_world_size_asked_for(n):
+    p = subprocess.run([mpiexec(), "-n", str(n), sys.executable, "-c",
+                        "from mpi4py import MPI; print(MPI.COMM_WORLD.Get_size())"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == [str(n)] * n
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_matmul_cli_writes_every_resolution_identical_to_the_api(n, operands, tmp_path):
+    A, B, a, b = operands
+    out = tmp_path / "c.h5"
+    p = run("matmul", a, b, "-o", out, "--planes", 3, n=n)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.count("lrmpi: resolution") == 5  # one log line per resolution, root only
+    ck = Checkpoint(out)
+    assert ck.attrs["status"] == "complete" and ck.attrs["ranks"] == n
+    for r in LayeredMatmul(A, B, planes=3):
+        np.testing.assert_array_equal(ck.resolution(r.index)[1]["C"], r.C)
+    shown = run("inspect", out)
+    assert shown.returncode == 0 and "status=complete completed=5/5" in shown.stdout
+
+
+def test_inspect_plot(operands, tmp_path):
+    pytest.importorskip("matplotlib")
+    _, _, a, b = operands
+    assert run("matmul", a, b, "-o", tmp_path / "c.h5").returncode == 0
+    p = run("inspect", tmp_path / "c.h5", "--plot", tmp_path / "p.png")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_usage_error_prints_once_under_mpiexec():
+    p = run("matmul", "--planes", n=3)
+    assert p.returncode == 2
+    assert p.stderr.count("usage:") == 1
+
+
+def test_bad_input_under_mpiexec_is_one_line_and_ends_every_rank(operands, tmp_path):
+    _, _, a, _ = operands
+    t = time.time()
+    p = run("matmul", a, a, "-o", tmp_path / "c.h5", n=3, timeout=30)
+    assert time.time() - t < 10
+    assert p.returncode == 1
+    assert "lrmpi: error: shape mismatch: A is 160x96, B is 160x96" in p.stderr
+    assert p.stderr.count("lrmpi: error") == 1 and "Traceback" not in p.stderr
+    assert not (tmp_path / "c.h5").exists()
+
+
+def test_demo_under_mpiexec():
+    p = run("demo", "--n", 96, "--planes", 3, n=3)
+    assert p.returncode == 0, p.stderr
+    assert "3 rank(s)" in p.stdout and p.stdout.count("lrmpi demo") == 1
+
+
+# --- deadlines and signals ---
+
+SLOW = {"LRMPI_TEST_SLOW_RANK": "1", "LRMPI_TEST_SLOW_S": "0.05"}
+
+
+def long_job(a, b, out, n=2, extra=()):
+    """About 64 x 0.05 s on the slowed worker: long enough to be interrupted."""
+    return start("matmul", a, b, "-o", out, "--planes", 8, "--order", "pairwise", *extra, n=n,
+                 env=SLOW if n > 1 else {**SLOW, "LRMPI_TEST_SLOW_RANK": "0"})
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM])
+def test_stop_signal_saves_the_best_resolution_and_exits_3(sig, operands, tmp_path):
+    _, _, a, b = operands
+    out = tmp_path / "c.h5"
+    proc = long_job(a, b, out)
+    try:
+        wait_for_resolutions(out, 2, proc)
+        proc.send_signal(sig)  # to mpiexec, which forwards it to every rank
+        rc, err = finish(proc, 15)
+    finally:
+        kill_tree(proc)
+    assert rc == 3, err
+    ck = Checkpoint(out)
+    assert ck.attrs["status"] == "deadline" and ck.attrs["completed"] >= 2
+    assert signal.Signals(sig).name in ck.attrs["message"]
+    ck.resolution(ck.attrs["completed"])
+
+
+def test_deadline_2s_on_a_longer_job(operands, tmp_path):
+    _, _, a, b = operands
+    out = tmp_path / "c.h5"
+    t = time.time()
+    p = run("matmul", a, b, "-o", out, "--planes", 8, "--order", "pairwise", "--deadline", "2s",
+            n=2, env={**SLOW, "LRMPI_TEST_SLOW_S": "0.1"}, timeout=30)
+    took = time.time() - t
+    assert p.returncode == 3, p.stderr
+    assert took < 5
+    ck = Checkpoint(out)
+    assert ck.attrs["status"] == "deadline" and 1 <= ck.attrs["completed"] < 64
+    assert "deadline reached" in ck.attrs["message"]
+
+
+def test_deadline_in_the_past_is_refused(operands):
+    _, _, a, b = operands
+    p = run("matmul", a, b, "--deadline", "2020-01-01T00:00")
+    assert p.returncode == 2 and "is already past" in p.stderr
+
+
+# --- failures ---
+
+def test_worker_exception_ends_the_job_with_a_clear_message(operands, tmp_path):
+    _, _, a, b = operands
+    out = tmp_path / "c.h5"
+    t = time.time()
+    p = run("matmul", a, b, "-o", out, "--planes", 6, "--order", "pairwise", n=3,
+            env={"LRMPI_TEST_FAIL_RANK": "2", "LRMPI_TEST_FAIL_AFTER": "4"}, timeout=30)
+    assert time.time() - t < 10
+    assert p.returncode == 1
+    assert "lrmpi: error: worker 2 of 3 on" in p.stderr and "injected failure" in p.stderr
+    ck = Checkpoint(out)
+    assert ck.attrs["status"] == "failed" and "worker 2 of 3" in ck.attrs["message"]
+    for i in ck.resolution_indices():
+        ck.resolution(i)
+
+
+def test_killed_worker_ends_the_job_and_keeps_the_checkpoint(operands, tmp_path):
+    A, B, a, b = operands
+    out = tmp_path / "c.h5"
+    proc = long_job(a, b, out, n=3)
+    try:
+        wait_for_resolutions(out, 2, proc)
+        worker = rank_pid(proc, 1)
+        t = time.time()
+        os.kill(worker, signal.SIGKILL)
+        rc, err = finish(proc, 10)
+        assert time.time() - t < 10
+    finally:
+        kill_tree(proc)
+    assert rc != 0
+    ck = Checkpoint(out)
+    ref = list(LayeredMatmul(A, B, planes=8, order="pairwise"))
+    assert ck.attrs["completed"] >= 2
+    for i in ck.resolution_indices():
+        np.testing.assert_array_equal(ck.resolution(i)[1]["C"], ref[i - 1].C)

@@ -1,0 +1,94 @@
+"""The distributed driver under mpirun: identical to one process at any size.
+
+Run as `mpiexec -n N python -m pytest --with-mpi tests/mpi` with
+LRMPI_EXPECT_SIZE=N (a launcher that does not match mpi4py's MPI silently
+gives N processes of size 1: the first test catches that).
+"""
+import os
+
+import numpy as np
+import pytest
+
+from lrmpi import LayeredMatmul, WorkerError, run_matmul
+from lrmpi.checkpoint import Checkpoint
+from lrmpi.comm import get_comm
+
+pytestmark = pytest.mark.mpi(min_size=1)
+
+
+def comm():
+    return get_comm()
+
+
+def test_world_size_is_the_one_launched():
+    expected = os.environ.get("LRMPI_EXPECT_SIZE")
+    if expected is None:
+        pytest.skip("set LRMPI_EXPECT_SIZE to the -n given to mpiexec")
+    assert comm().Get_size() == int(expected)
+
+
+def shared_path(tmp_path):
+    """rank 0's tmp_path on every rank (only the root writes; all may read)."""
+    return comm().bcast(str(tmp_path), root=0)
+
+
+SHAPES = [(1, 1, 1), (3, 70, 2), (130, 64, 90), (200, 33, 7), (5, 40, 300)]
+
+
+@pytest.mark.parametrize("m, k, n", SHAPES)
+@pytest.mark.parametrize("order", ["antidiagonal", "pairwise", "lshape"])
+def test_identical_to_the_single_process_api(m, k, n, order, tmp_path):
+    rank = comm().Get_rank()
+    rng = np.random.default_rng(m * 1000 + n)
+    A = rng.standard_normal((m, k)) * np.exp(rng.uniform(-5, 5, (m, 1)))
+    B = rng.standard_normal((k, n))
+    got = []
+    out = os.path.join(shared_path(tmp_path), "c.h5")
+    outcome = run_matmul(A if rank == 0 else None, B if rank == 0 else None, out, planes=3,
+                         order=order, on_resolution=lambda meta, C: got.append((meta, C.copy())))
+    if rank != 0:
+        assert outcome is None
+        return
+    ref = list(LayeredMatmul(A, B, planes=3, order=order))
+    assert outcome.status == "complete" and outcome.completed == len(ref)
+    assert len(got) == len(ref)
+    ck = Checkpoint(out)
+    assert ck.attrs["status"] == "complete" and ck.attrs["completed"] == len(ref)
+    for (meta, C), r in zip(got, ref):
+        np.testing.assert_array_equal(C, r.C)
+        assert meta["bound_abs"] == r.bound_abs and meta["bound_rel"] == r.bound_rel
+        assert meta["pairs"] == r.pairs
+        attrs, data = ck.resolution(r.index)
+        np.testing.assert_array_equal(data["C"], r.C)
+        assert attrs["bound_abs"] == r.bound_abs
+
+
+@pytest.mark.mpi(min_size=2)
+def test_a_worker_exception_reaches_the_root_and_ends_the_job(tmp_path, monkeypatch):
+    rank, size = comm().Get_rank(), comm().Get_size()
+    monkeypatch.setenv("LRMPI_TEST_FAIL_RANK", "1")
+    monkeypatch.setenv("LRMPI_TEST_FAIL_AFTER", "3")
+    out = os.path.join(shared_path(tmp_path), "c.h5")
+    A = np.random.default_rng(0).standard_normal((256, 64))
+    if rank == 0:
+        with pytest.raises(WorkerError, match=f"worker 1 of {size} on .*RuntimeError: injected"):
+            run_matmul(A, A.T.copy(), out, planes=6, order="pairwise")
+        ck = Checkpoint(out)
+        assert ck.attrs["status"] == "failed" and "worker 1" in ck.attrs["message"]
+        for i in ck.resolution_indices():  # what finished before the failure is intact
+            ck.resolution(i)
+    else:
+        assert run_matmul(None, None, out) is None
+
+
+def test_root_input_error_releases_the_workers():
+    rank = comm().Get_rank()
+    if rank == 0:
+        with pytest.raises(ValueError, match="shape mismatch"):
+            run_matmul(np.ones((3, 4)), np.ones((5, 2)))
+    else:
+        assert run_matmul(None, None) is None
+    # the communicator is still usable: the next job runs normally
+    got = run_matmul(np.eye(3) if rank == 0 else None, np.eye(3) if rank == 0 else None, planes=1)
+    if rank == 0:
+        assert got.status == "complete"
