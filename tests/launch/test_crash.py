@@ -10,7 +10,7 @@ import pytest
 from lrmpi import LayeredMatmul
 from lrmpi.checkpoint import Checkpoint
 
-from conftest import finish, kill_tree, rank_pid, run, start, wait_for_resolutions
+from launching import finish, kill_tree, rank_pid, run, start, wait_for_resolutions
 
 TRIALS = int(os.environ.get("LRMPI_KILL_TRIALS", "20"))
 JOB = ("--planes", 8, "--order", "pairwise")  # 64 resolutions

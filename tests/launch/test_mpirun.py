@@ -11,7 +11,7 @@ import pytest
 from lrmpi import LayeredMatmul
 from lrmpi.checkpoint import Checkpoint
 
-from conftest import finish, kill_tree, mpiexec, rank_pid, run, start, wait_for_resolutions
+from launching import finish, kill_tree, mpiexec, rank_pid, run, start, wait_for_resolutions
 
 
 @pytest.mark.parametrize("n", [2, 3])

@@ -5,7 +5,7 @@ import pytest
 from lrmpi import LayeredMatmul, layered_matmul, planes
 from lrmpi.schedule import ORDERS
 
-from conftest import datasets, exact_matmul, max_abs_error, rounded
+from exact import datasets, exact_matmul, max_abs_error, rounded
 
 DATA = sorted(datasets(np.random.default_rng(1)))
 

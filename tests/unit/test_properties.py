@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from lrmpi import LayeredMatmul, planes
 from lrmpi.schedule import ORDERS
 
-from conftest import exact_matmul, max_abs_error, rounded
+from exact import exact_matmul, max_abs_error, rounded
 
 dims = st.integers(1, 9)
 values = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False, width=64)
