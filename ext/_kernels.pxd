@@ -1,5 +1,5 @@
 # Extern-only declarations of ext/c/kernels.h; the contracts are written there.
-from libc.stdint cimport int8_t, int32_t, int64_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t
 
 cdef extern from "c/kernels.h" nogil:
     ctypedef int (*lrmpi_rowmax_fn)(int64_t, int64_t, const double *, int64_t, double *) noexcept nogil
@@ -13,6 +13,8 @@ cdef extern from "c/kernels.h" nogil:
     ctypedef void (*lrmpi_decode_fn)(int64_t, int64_t, const int64_t *, int64_t, int64_t,
                                      int, const int32_t *, const int32_t *, int, double *,
                                      int64_t) noexcept nogil
+    ctypedef int (*lrmpi_export_fn)(int64_t, int64_t, const int64_t *, int64_t, int,
+                                    uint32_t *) noexcept nogil
     ctypedef struct lrmpi_kernel_table:
         const char *isa
         lrmpi_rowmax_fn rowmax
@@ -20,6 +22,7 @@ cdef extern from "c/kernels.h" nogil:
         lrmpi_igemm_fn igemm
         lrmpi_acc_add_fn acc_add
         lrmpi_decode_fn decode
+        lrmpi_export_fn export_limbs
 
     const lrmpi_kernel_table *lrmpi_kernels()
     const lrmpi_kernel_table *lrmpi_kernels_for(const char *isa)

@@ -6,7 +6,7 @@ copy of dispatch.c's state. These wrappers do NOT validate their arguments:
 lrmpi/kernels.py does that once. Each takes an optional `isa` to call a
 specific variant (tests compare every variant with the reference).
 """
-from libc.stdint cimport int8_t, int32_t, int64_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t
 from _kernels cimport (lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
                        lrmpi_kernel_isas, lrmpi_set_isa)
 
@@ -101,3 +101,15 @@ def decode(const int64_t[:, :, ::1] L, const int32_t[::1] erow, const int32_t[::
     with nogil:
         t.decode(m, n, &L[0, row0, col0], L.shape[2], L.shape[1] * L.shape[2], L.shape[0],
                  &erow[0], &ecol[0], base, &Y[0, 0], Y.strides[0] // 8)
+
+
+def export_limbs(const int64_t[:, :, ::1] L, uint32_t[:, :, ::1] W, isa=None):
+    """W := the canonical uint32 words of the multi-limb integers L; True if one overflows."""
+    cdef const lrmpi_kernel_table *t = _table(isa)
+    cdef int bad = 0
+    if L.shape[1] == 0 or L.shape[2] == 0:
+        return False
+    with nogil:
+        bad = t.export_limbs(L.shape[1], L.shape[2], &L[0, 0, 0], L.shape[1] * L.shape[2],
+                             L.shape[0], &W[0, 0, 0])
+    return bool(bad)

@@ -50,17 +50,10 @@ class ExactAccumulator:
         return kernels.decode(self.limbs, erow, ecol, -2 * self.bits * self.planes,
                               out=out, row0=row0, col0=col0)
 
-    def state(self):
-        """The exact value as normalized limbs: uint32 words, the top one two's
-        complement (it fits: nlimbs leaves sign room). Normalizes in place."""
-        L = self.limbs
-        for l in range(L.shape[0] - 1):
-            carry = L[l] >> LIMB_BITS
-            L[l] &= 0xFFFFFFFF
-            L[l + 1] += carry
-        if np.abs(L[-1]).max(initial=0) >= 2**31:
-            raise OverflowError("exact accumulator exceeds its limbs")  # cannot happen
-        return L.astype(np.uint32)
+    def state(self, out=None):
+        """The exact value as canonical uint32 words (the top one two's complement;
+        it fits, nlimbs leaves sign room): 4 bytes per limb instead of 8."""
+        return kernels.export_limbs(self.limbs, out=out)
 
     def load_state(self, words):
         """Inverse of state()."""

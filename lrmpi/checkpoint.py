@@ -14,12 +14,17 @@ Layout of a job written to OUT.h5 (SPEC §3)::
 Every file is written under a temporary name, closed, fsynced and renamed into
 place (os.replace), so a SIGKILL at any instant leaves the previous job file
 and every resolution it links intact; readers never see a half-written file,
-and each checkpoint costs O(one resolution) bytes, not O(all so far). Files are
+and each checkpoint costs O(one resolution) bytes, not O(all so far). The
+writes happen on a background thread (h5py releases the GIL while writing), in
+order, so the root keeps gathering while a resolution goes to disk; `flush`
+waits for them. Files are
 written with the default libver: a file left open by a killed writer with
 libver="latest" may never open again (notes/PLATFORM.md).
 """
 import glob
 import os
+import queue
+import threading
 
 import h5py
 import numpy as np
@@ -72,22 +77,72 @@ def _attr(value):
 
 
 class CheckpointWriter:
-    """Writes one job's checkpoint; only the root rank creates one."""
+    """Writes one job's checkpoint; only the root rank creates one.
+
+    `attrs` values may be callables (e.g. the input fingerprint): they are
+    evaluated once, on the writer thread, off the critical path.
+    """
+
+    QUEUE = 2  # resolutions waiting for the disk at most; more blocks the caller
 
     def __init__(self, path, kind, attrs, *, fsync=True, resume=None):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}")
         self.path, self.kind, self.fsync = os.path.abspath(path), kind, fsync
         self.dir = sidecar(self.path)
-        self.attrs = {k: _attr(v) for k, v in attrs.items()}
-        self.completed = []  # [(index, pairs)] of resolutions on disk
+        self.attrs = attrs
+        self.completed = []  # indices of resolutions on disk
         self.status, self.message = "running", ""
         self._check_writable()
         if resume is not None:
             self.completed = list(resume.resolution_indices())
         else:
             self._clear_previous()
-        self._write_job()
+        self._error = None
+        self._queue = queue.Queue(self.QUEUE)
+        self._thread = threading.Thread(target=self._loop, name="lrmpi-checkpoint", daemon=True)
+        self._thread.start()
+        self._submit(self._resolve_attrs)
+        self._submit(self._write_job)
+
+    # --- the writer thread ---
+    def _loop(self):
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                if self._error is None:
+                    job()
+            except BaseException as exc:  # reported to the caller at the next call
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def _submit(self, job):
+        self._raise()
+        self._queue.put(job)
+
+    def _raise(self):
+        if self._error is not None:
+            exc, self._error = self._error, None
+            if isinstance(exc, OSError):
+                raise CheckpointError(f"cannot write the checkpoint at {self.path}: "
+                                      f"{exc.strerror or exc}") from exc
+            raise exc
+
+    def flush(self):
+        """Wait until everything submitted is on disk; raise what failed."""
+        self._queue.join()
+        self._raise()
+
+    def close(self):
+        self.flush()
+        self._queue.put(None)
+        self._thread.join()
+
+    def _resolve_attrs(self):
+        self.attrs = {k: _attr(v() if callable(v) else v) for k, v in self.attrs.items()}
 
     # --- setup ---
     def _check_writable(self):
@@ -113,24 +168,25 @@ class CheckpointWriter:
         for old in glob.glob(os.path.join(self.dir, "*.h5")):
             os.unlink(old)
 
-    # --- writes ---
+    # --- writes (on the writer thread) ---
     def _write_job(self):
+        status, message, completed = self.status, self.message, list(self.completed)
+
         def fill(f):
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["kind"] = self.kind
-            f.attrs["status"] = self.status
-            f.attrs["completed"] = self.completed[-1] if self.completed else 0
-            f.attrs["message"] = self.message
+            f.attrs["status"] = status
+            f.attrs["completed"] = completed[-1] if completed else 0
+            f.attrs["message"] = message
             for k, v in self.attrs.items():
                 f.attrs[k] = v
             g = f.create_group(RESOLUTIONS)
             rel = os.path.basename(self.dir)
-            for index in self.completed:
+            for index in completed:
                 g[res_name(index)] = h5py.ExternalLink(f"{rel}/res{res_name(index)}.h5", "/")
         atomic_h5(self.path, fill, self.fsync)
 
-    def add_resolution(self, index, datasets, attrs, state=None):
-        """Persist resolution `index` (datasets + attrs), its resume state, then link it."""
+    def _write_resolution(self, index, datasets, attrs, state, done):
         def fill_res(f):
             for k, v in attrs.items():
                 f.attrs[k] = v
@@ -140,7 +196,7 @@ class CheckpointWriter:
         if state is not None:
             def fill_state(f):
                 f.attrs["resolution"] = index
-                for k, v in state.items():
+                for k, v in (state() if callable(state) else state).items():
                     f.create_dataset(k, data=v)
             atomic_h5(self._state_path(index), fill_state, self.fsync)
         self.completed.append(index)
@@ -148,15 +204,31 @@ class CheckpointWriter:
         for old in glob.glob(os.path.join(self.dir, "state*.h5")):
             if old != self._state_path(index):
                 os.unlink(old)
+        if done is not None:
+            done()
+
+    # --- the API the driver calls ---
+    def add_resolution(self, index, datasets, attrs, state=None, done=None):
+        """Queue resolution `index` (datasets + attrs) and its resume state for the disk.
+
+        `state` may be a dict or a callable returning one (evaluated on the writer
+        thread); `done()` runs once the job file links the resolution.
+        """
+        self._submit(lambda: self._write_resolution(index, datasets, attrs, state, done))
 
     def _state_path(self, index):
         return os.path.join(self.dir, f"state{res_name(index)}.h5")
 
     def set_status(self, status, message=""):
+        """Mark the job file (after everything queued before) and wait for the disk."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}")
-        self.status, self.message = status, message
-        self._write_job()
+
+        def mark():
+            self.status, self.message = status, message
+            self._write_job()
+        self._submit(mark)
+        self.flush()
 
 
 class Checkpoint:

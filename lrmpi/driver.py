@@ -41,6 +41,7 @@ import numpy as np
 
 from lrmpi import bounds, faults, protocol
 from lrmpi.accumulate import ExactAccumulator
+from lrmpi.buffers import BufferPool, ScratchPool
 from lrmpi.comm import get_comm, mpi, rank_size
 from lrmpi.errors import WorkerError
 from lrmpi.layered import PlaneView, level_sums
@@ -135,7 +136,7 @@ class MpiEndpoints:
         for op, block, plane in task.keys:
             self.sends.append(self.comm.Isend(r.plane_block(op, block, plane),
                                               dest=task.worker, tag=Tag.PLANE))
-        task.buf = protocol.result_buffer(r.nlevels[task.res], task.tile.shape)
+        task.buf = r.result_buffer(task)
         task.req = self.comm.Irecv(task.buf, source=task.worker, tag=Tag.RESULT)
         self.pending.append(task)
 
@@ -213,6 +214,7 @@ class Root:
         self.writer, self.deadline, self.signals = writer, deadline, signals
         self.on_resolution = on_resolution
         self.ea, self.eb = lm.encode()
+        logger.debug("lrmpi: encoded at %.3f s", time.perf_counter() - self.start)
         m, k = self.ea.shape
         n = self.eb.shape[0]
         self.tiling = default_tiling(m, n, len(self.workers))
@@ -220,7 +222,12 @@ class Root:
         self.schedule = lm.schedule
         self.nlevels = [len({p + q - 1 for p, q in r}) for r in self.schedule]
         self.babs = bounds.bound_abs(self.ea, self.eb, self.schedule)
+        logger.debug("lrmpi: bounds at %.3f s", time.perf_counter() - self.start)
         self.acc = ExactAccumulator(m, n, lm.bits, lm.planes, k)
+        # reused buffers: results in flight, C and resume state waiting for the disk
+        self.scratch = ScratchPool()
+        self.c_pool = BufferPool((m, n), np.float64, 3)
+        self.state_pool = BufferPool(self.acc.limbs.shape, np.uint32, 2)
         self.results_from = {w: 0 for w in self.workers}
         self.meta, self.cmax, self.elapsed_offset, self.cur = [], [], 0.0, 0
         if resume is not None and resume.attrs.get("completed", 0) > 0:
@@ -261,11 +268,18 @@ class Root:
         c0, c1 = self.tiling.cols(block)
         return self.eb.digits[plane - 1, c0:c1]
 
+    def result_buffer(self, task):
+        nl, shape = self.nlevels[task.res], task.tile.shape
+        return self.scratch.get((protocol.RESULT_HDR + nl * shape[0] * shape[1],), np.int64)
+
     def compute_local(self, task):
         faults.on_task(0)
         t = task.tile
+        task.buf = self.result_buffer(task)
         return level_sums(PlaneView(self.ea, t.r0, t.r1), PlaneView(self.eb, t.c0, t.c1),
-                          self.schedule[task.res], self.lm.bits)
+                          self.schedule[task.res], self.lm.bits,
+                          out=protocol.result_body(task.buf, self.nlevels[task.res], t.shape),
+                          scratch=self.scratch)
 
     # --- scheduling ---
     def _pick(self, w):
@@ -330,16 +344,21 @@ class Root:
         self.owner[task.tile.index] = w
         r, t = task.res, task.tile.index
         if r < self.cur or t in self.done[r] or t in self.buffered[r]:
-            return  # the slower copy of a backed-up task
-        if r > self.cur:
-            self.buffered[r][t] = sums
+            self.scratch.put(task.buf)  # the slower copy of a backed-up task
             return
-        self._apply(r, task.tile, sums)
+        if r > self.cur:
+            self.buffered[r][t] = (sums, task.buf)
+            return
+        self._apply(r, task.tile, sums, task.buf)
 
-    def _apply(self, r, tile, sums):
+    def _apply(self, r, tile, sums, buf):
+        logger.debug("lrmpi: result r%d t%d at %.3f s", r + 1, tile.index, self.elapsed())
         for level, S in sums:
-            self.acc.add(np.ascontiguousarray(S), level, tile.r0, tile.c0)
-        C = self.cbuf.setdefault(r, np.empty((self.tiling.m, self.tiling.n)))
+            self.acc.add(S, level, tile.r0, tile.c0)
+        self.scratch.put(buf)
+        if r not in self.cbuf:
+            self.cbuf[r] = self.c_pool.get()
+        C = self.cbuf[r]
         self.acc.decode(self.ea.exps[tile.r0:tile.r1], self.eb.exps[tile.c0:tile.c1],
                         out=C[tile.r0:tile.r1, tile.c0:tile.c1], row0=tile.r0, col0=tile.c0)
         self.done[r].add(tile.index)
@@ -347,8 +366,8 @@ class Root:
             self._finish(r)
             self.cur = r + 1
             if self.cur < len(self.schedule):
-                for t, s in sorted(self.buffered[self.cur].items()):
-                    self._apply(self.cur, self.tiles[t], s)
+                for t, (sums, buf) in sorted(self.buffered[self.cur].items()):
+                    self._apply(self.cur, self.tiles[t], sums, buf)
                 self.buffered[self.cur].clear()
 
     def _finish(self, r):
@@ -358,13 +377,25 @@ class Root:
         pairs = sum(len(x) for x in self.schedule[:r + 1])
         meta = {"index": r + 1, "elapsed_s": self.elapsed(), "pairs": pairs,
                 "bound_abs": float(self.babs[r]), "bound_rel": rel, "cmax": self.cmax[-1]}
-        if self.writer is not None:
-            self.writer.add_resolution(r + 1, {"C": C}, meta, state={"limbs": self.acc.state()})
         self.meta.append(meta)
-        logger.info("lrmpi: resolution %d/%d  %.3f s  pairs %d  bound_abs %.3e  bound_rel %.3e",
-                    r + 1, len(self.schedule), meta["elapsed_s"], pairs, meta["bound_abs"], rel)
         if self.on_resolution is not None:
-            self.on_resolution(meta, C)
+            self.on_resolution(meta, C)  # C is reused later: callers copy what they keep
+        if self.writer is None:
+            self._report(meta)
+            self.c_pool.put(C)
+            return
+        W = self.acc.state(out=self.state_pool.get())
+
+        def written():  # on the writer thread, once the job file links it
+            self._report(meta)
+            self.c_pool.put(C)
+            self.state_pool.put(W)
+        self.writer.add_resolution(r + 1, {"C": C}, meta, state={"limbs": W}, done=written)
+
+    def _report(self, meta):
+        logger.info("lrmpi: resolution %d/%d  %.3f s  pairs %d  bound_abs %.3e  bound_rel %.3e",
+                    meta["index"], len(self.schedule), meta["elapsed_s"], meta["pairs"],
+                    meta["bound_abs"], meta["bound_rel"])
 
     def elapsed(self):
         return self.elapsed_offset + time.perf_counter() - self.start
@@ -408,7 +439,8 @@ class Root:
         """root_stop: mark the checkpoint, stop the workers, report."""
         done = self.cur
         if self.writer is not None:
-            self.writer.set_status(status, reason)
+            self.writer.set_status(status, reason)  # waits for every resolution queued
+            self.writer.close()
         if status == "deadline":
             logger.warning("lrmpi: stopping (%s) with resolution %d/%d on disk", reason, done,
                            len(self.schedule))
@@ -438,6 +470,7 @@ def worker_run(comm):
     status, backoff = MPI.Status(), Backoff(cap=5e-3)
     job = None
     planes, sent, failed = {}, 0, False
+    scratch = ScratchPool()
     while True:
         if not comm.Iprobe(source=0, tag=MPI.ANY_TAG, status=status):
             backoff.sleep()
@@ -467,10 +500,15 @@ def worker_run(comm):
         try:
             faults.on_task(rank)
             tile = tiles[tile_index]
-            sums = level_sums(_Planes(planes, Operand.A, tile.rb), _Planes(planes, Operand.B, tile.cb),
-                              job["schedule"][res], job["bits"])
-            buf = protocol.encode_result(protocol.result_buffer(len(sums), tile.shape), task, sums)
-            comm.Send(buf, dest=0, tag=Tag.RESULT)
+            pairs = job["schedule"][res]
+            nl = len({p + q - 1 for p, q in pairs})
+            buf = scratch.get((protocol.RESULT_HDR + nl * tile.shape[0] * tile.shape[1],),
+                              np.int64)
+            sums = level_sums(_Planes(planes, Operand.A, tile.rb),
+                              _Planes(planes, Operand.B, tile.cb), pairs, job["bits"],
+                              out=protocol.result_body(buf, nl, tile.shape), scratch=scratch)
+            comm.Send(protocol.encode_result(buf, task, sums), dest=0, tag=Tag.RESULT)
+            scratch.put(buf)
             sent += 1
         except Exception as exc:
             failed = True

@@ -155,3 +155,15 @@ def decode(L, erow, ecol, base, *, out=None, row0=0, col0=0, isa=None):
         raise ValueError(f"exponents {erow.shape[0]}x{ecol.shape[0]} for a {m}x{n} tile")
     _k.decode(L, erow, ecol, base, out, row0, col0, isa)
     return out
+
+
+def export_limbs(L, *, out=None, isa=None):
+    """Canonical uint32 words of the multi-limb integers L (the top word two's complement)."""
+    _need_c(L, "L", np.int64, 3)
+    W = np.empty(L.shape, np.uint32) if out is None else out
+    _need_c(W, "out", np.uint32, 3)
+    if W.shape != L.shape:
+        raise ValueError(f"out has shape {W.shape}, expected {L.shape}")
+    if _k.export_limbs(L, W, isa):
+        raise OverflowError("a multi-limb value does not fit its limbs")
+    return W

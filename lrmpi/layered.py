@@ -31,7 +31,7 @@ class Resolution:
 
 # --- tile computation (shared with MPI workers) ---
 
-def level_sums(Ap, Bp, pairs, bits):
+def level_sums(Ap, Bp, pairs, bits, out=None, scratch=None):
     """Exact level sums of one tile: [(level, S)] with S int64 (rows of A x rows of Bt).
 
     Ap[p], Bp[q]: plane p of the tile's A rows and plane q of its B.T rows (int8,
@@ -39,6 +39,8 @@ def level_sums(Ap, Bp, pairs, bits):
     S_level = sum over (p, q) in `pairs` with p+q-1 = level of Ap[p] @ Bp[q].T.
     The inner dimension is cut so that an int32 partial sum never holds more
     than kmax(bits) digit products: it cannot overflow, so S is exact.
+    `out`: optional int64 array (levels, rows, cols) to fill (e.g. a message
+    buffer); `scratch`: optional ScratchPool for the int32 partial sums.
     """
     km = kernels.kmax(bits)
     p0, q0 = pairs[0]
@@ -46,10 +48,14 @@ def level_sums(Ap, Bp, pairs, bits):
     groups = {}
     for p, q in pairs:
         groups.setdefault(p + q - 1, []).append((p, q))
-    P = np.zeros((mt, nt), np.int32)
-    out = []
-    for level in sorted(groups):
-        S = np.zeros((mt, nt), np.int64)
+    P = scratch.get((mt, nt), np.int32) if scratch is not None else np.empty((mt, nt), np.int32)
+    P.fill(0)
+    if out is None:
+        out = np.empty((len(groups), mt, nt), np.int64)
+    result = []
+    for i, level in enumerate(sorted(groups)):
+        S = out[i]
+        S.fill(0)
         used = 0
         for p, q in groups[level]:
             for k0 in range(0, k, km):
@@ -62,8 +68,10 @@ def level_sums(Ap, Bp, pairs, bits):
                 used += k1 - k0
         S += P
         P.fill(0)
-        out.append((level, S))
-    return out
+        result.append((level, S))
+    if scratch is not None:
+        scratch.put(P)
+    return result
 
 
 class PlaneView:

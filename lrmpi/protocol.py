@@ -74,26 +74,28 @@ def result_buffer(nlevels, shape):
     return np.empty(RESULT_HDR + nlevels * shape[0] * shape[1], np.int64)
 
 
+def result_body(buf, nlevels, shape):
+    """The level sums' place in a RESULT buffer, (nlevels, rows, cols): compute into it."""
+    return buf[RESULT_HDR:RESULT_HDR + nlevels * shape[0] * shape[1]].reshape(nlevels, *shape)
+
+
 def encode_result(buf, task, level_sums):
-    """Fill `buf` (from result_buffer) with [(level, S)] of one task."""
+    """Fill `buf` (from result_buffer) with [(level, S)] of one task; S arrays that
+    are already views of result_body(buf) are not copied."""
     buf[R_TASK], buf[R_NLEVELS] = task, len(level_sums)
-    body = buf[RESULT_HDR:]
-    off = 0
+    body = result_body(buf, len(level_sums), level_sums[0][1].shape) if level_sums else None
     for i, (level, S) in enumerate(level_sums):
         buf[R_LEVELS + i] = level
-        body[off:off + S.size] = S.ravel()
-        off += S.size
+        if not np.shares_memory(body[i], S):
+            body[i] = S
     return buf
 
 
 def decode_result(buf, shape):
     """(task, [(level, S view)]) from a RESULT buffer of a tile of `shape`."""
     n = int(buf[R_NLEVELS])
-    size = shape[0] * shape[1]
-    body = buf[RESULT_HDR:]
-    sums = [(int(buf[R_LEVELS + i]), body[i * size:(i + 1) * size].reshape(shape))
-            for i in range(n)]
-    return int(buf[R_TASK]), sums
+    body = result_body(buf, n, shape)
+    return int(buf[R_TASK]), [(int(buf[R_LEVELS + i]), body[i]) for i in range(n)]
 
 
 def job_message(bits, planes, k, schedule, tiling):

@@ -48,13 +48,21 @@ def run_matmul(A, B, out=None, *, bits=7, planes=4, order="antidiagonal", cutoff
         try:
             lm = LayeredMatmul(_operand(A, "A"), _operand(B, "B"), bits=bits, planes=planes,
                                order=order, cutoff=cutoff, scale=scale)
+            logger.debug("lrmpi: inputs ready at %.3f s", time.perf_counter() - start)
             dl = Deadline.resolve(deadline, margin)
             attrs = {"bits": lm.bits, "planes": lm.planes, "order": lm.order,
                      "cutoff": -1 if lm.cutoff is None else lm.cutoff, "scale": lm.scale,
                      "m": lm.A.shape[0], "n": lm.Bt.shape[0], "k": lm.A.shape[1],
                      "planned": lm.planned, "ranks": size, "lrmpi_version": __version__,
-                     "fingerprint": fingerprint(lm.A, lm.Bt)}
-            ckpt = _resumable(out, attrs) if resume and out else None
+                     # hashing 2 x 128 MB takes ~0.3 s: the writer thread does it,
+                     # unless a resume needs it now
+                     "fingerprint": lambda: fingerprint(lm.A, lm.Bt)}
+            ckpt = None
+            if resume and out and not os.path.exists(out):
+                logger.info("lrmpi: no checkpoint at %s yet: starting from the beginning", out)
+            elif resume and out:
+                attrs["fingerprint"] = attrs["fingerprint"]()
+                ckpt = _resumable(out, attrs)
             if ckpt is not None and ckpt.attrs.get("status") == "complete":
                 logger.info("lrmpi: %s is already complete (%d resolutions)", out,
                             ckpt.attrs["completed"])
@@ -78,10 +86,7 @@ def _release(comm, size):
 
 
 def _resumable(out, attrs):
-    """The checkpoint at `out` if it matches this job; None if there is none yet."""
-    if not os.path.exists(out):
-        logger.info("lrmpi: no checkpoint at %s yet: starting from the beginning", out)
-        return None
+    """The checkpoint at `out` if it matches this job (else CheckpointError)."""
     ckpt = Checkpoint(out)
     if ckpt.attrs.get("kind") != "matmul":
         raise CheckpointError(f"{out} is a {ckpt.attrs.get('kind')!r} checkpoint, not matmul")

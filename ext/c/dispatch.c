@@ -6,12 +6,12 @@
 
 static const lrmpi_kernel_table TABLES[] = {
     {"ref", lrmpi_rowmax_ref, lrmpi_encode_ref, lrmpi_igemm_ref,
-     lrmpi_acc_add_ref, lrmpi_decode_ref},
+     lrmpi_acc_add_ref, lrmpi_decode_ref, lrmpi_export_ref},
 #if defined(__x86_64__) || defined(__i386__)
     {"avx2", lrmpi_rowmax_ref, lrmpi_encode_ref, lrmpi_igemm_avx2,
-     lrmpi_acc_add_ref, lrmpi_decode_ref},
+     lrmpi_acc_add_ref, lrmpi_decode_ref, lrmpi_export_ref},
     {"avx512", lrmpi_rowmax_avx512, lrmpi_encode_avx512, lrmpi_igemm_avx512,
-     lrmpi_acc_add_avx512, lrmpi_decode_ref},
+     lrmpi_acc_add_avx512, lrmpi_decode_ref, lrmpi_export_ref},
 #endif
 };
 #define NTABLES ((int)(sizeof(TABLES) / sizeof(TABLES[0])))

@@ -78,6 +78,14 @@ typedef void (*lrmpi_decode_fn)(int64_t m, int64_t n, const int64_t *L,
                                 int base, double *Y, int64_t ldy);
 
 /* ------------------------------------------------------------------------- */
+/* export:  W[l,i,j] := limb l of N[i,j] in canonical form, as uint32 words:   */
+/*   N = sum_l W[l] 2^(32 l), W[l] in [0, 2^32) for l < nlimbs-1, the top word */
+/*   two's complement. L (layout as acc_add) is not modified. Returns 1 if a    */
+/*   top word does not fit 32 bits (cannot happen with accumulate.nlimbs).     */
+typedef int (*lrmpi_export_fn)(int64_t m, int64_t n, const int64_t *L,
+                               int64_t lstride, int nlimbs, uint32_t *W);
+
+/* ------------------------------------------------------------------------- */
 /* Registration table (dispatch.c).                                           */
 typedef struct {
     const char *isa;             /* "ref", "avx2", "avx512" ...                */
@@ -86,6 +94,7 @@ typedef struct {
     lrmpi_igemm_fn igemm;
     lrmpi_acc_add_fn acc_add;
     lrmpi_decode_fn decode;
+    lrmpi_export_fn export_limbs;
 } lrmpi_kernel_table;
 
 /* The table selected at first call: CPUID, then LRMPI_KERNEL override.       */
@@ -107,6 +116,7 @@ void lrmpi_acc_add_ref(int64_t, int64_t, int64_t *, int64_t, int64_t, int,
                        const int64_t *, int64_t, int);
 void lrmpi_decode_ref(int64_t, int64_t, const int64_t *, int64_t, int64_t, int,
                       const int32_t *, const int32_t *, int, double *, int64_t);
+int lrmpi_export_ref(int64_t, int64_t, const int64_t *, int64_t, int, uint32_t *);
 
 /* SIMD variants (simd.c); only called when the CPU supports them.           */
 int lrmpi_rowmax_avx512(int64_t, int64_t, const double *, int64_t, double *);

@@ -147,3 +147,23 @@ void lrmpi_decode_ref(int64_t m, int64_t n, const int64_t *L, int64_t ldl,
                                          : decode_one(w, nlimbs, e);
         }
 }
+
+int lrmpi_export_ref(int64_t m, int64_t n, const int64_t *L, int64_t lstride,
+                     int nlimbs, uint32_t *W)
+{
+    int bad = 0;
+    const int64_t mn = m * n;
+    for (int64_t e = 0; e < mn; e++) {
+        int64_t carry = 0;
+        /* carry-propagate from the least significant limb */
+        for (int l = 0; l < nlimbs - 1; l++) {
+            const int64_t v = L[l * lstride + e] + carry;
+            W[l * lstride + e] = (uint32_t)(v & LIMB_MASK);
+            carry = v >> LIMB_BITS;
+        }
+        const int64_t top = L[(nlimbs - 1) * lstride + e] + carry;
+        bad |= top < INT32_MIN || top > INT32_MAX;
+        W[(nlimbs - 1) * lstride + e] = (uint32_t)top;
+    }
+    return bad;
+}
