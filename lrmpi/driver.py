@@ -32,6 +32,7 @@ with MPI_Testsome and sleeps with an exponential Backoff in between.
 import hashlib
 import socket
 import statistics
+import sys
 import time
 import traceback
 from collections import deque
@@ -213,6 +214,7 @@ class Root:
         self.endpoint = MpiEndpoints(self, comm) if self.workers else LocalEndpoint(self)
         self.writer, self.deadline, self.signals = writer, deadline, signals
         self.on_resolution = on_resolution
+        self.tty = sys.stderr.isatty() and logger.isEnabledFor(20)
         self.ea, self.eb = lm.encode()
         logger.debug("lrmpi: encoded at %.3f s", time.perf_counter() - self.start)
         m, k = self.ea.shape
@@ -362,6 +364,7 @@ class Root:
         self.acc.decode(self.ea.exps[tile.r0:tile.r1], self.eb.exps[tile.c0:tile.c1],
                         out=C[tile.r0:tile.r1, tile.c0:tile.c1], row0=tile.r0, col0=tile.c0)
         self.done[r].add(tile.index)
+        self._progress(r)
         if len(self.done[r]) == len(self.tiles):
             self._finish(r)
             self.cur = r + 1
@@ -392,7 +395,22 @@ class Root:
             self.state_pool.put(W)
         self.writer.add_resolution(r + 1, {"C": C}, meta, state={"limbs": W}, done=written)
 
+    def _progress(self, r):
+        """A one-line progress bar on a terminal (logs get one line per resolution)."""
+        if not self.tty:
+            return
+        R, T, done = len(self.schedule), len(self.tiles), len(self.done[r])
+        frac = (r + done / T) / R
+        bar = "#" * int(30 * frac)
+        sys.stderr.write(f"\r[{bar:<30}] resolution {r + 1}/{R} tiles {done}/{T} "
+                         f"{self.elapsed():7.2f} s")
+        if r + 1 == R and done == T:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
     def _report(self, meta):
+        if self.tty:
+            sys.stderr.write("\r\033[K")  # clear the progress bar, then the log line
         logger.info("lrmpi: resolution %d/%d  %.3f s  pairs %d  bound_abs %.3e  bound_rel %.3e",
                     meta["index"], len(self.schedule), meta["elapsed_s"], meta["pairs"],
                     meta["bound_abs"], meta["bound_rel"])
