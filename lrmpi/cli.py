@@ -87,6 +87,11 @@ def _add_job_options(p):
                         "at most 10 s)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint in -o if it matches the inputs")
+    p.add_argument("--requeue", action="store_true",
+                   help="inside SLURM: when stopped by the deadline, scontrol requeue the job "
+                        "(run it with --resume)")
+    p.add_argument("--max-restarts", type=int, default=3,
+                   help="requeue at most this many times (SLURM_RESTART_COUNT; default 3)")
     p.add_argument("--no-fsync", dest="fsync", action="store_false",
                    help="skip fsync of checkpoints (still safe against process kills, "
                         "not against a node crash)")
@@ -94,7 +99,8 @@ def _add_job_options(p):
 
 def _job_options(a):
     return dict(bits=a.bits, planes=a.planes, order=a.order, cutoff=a.cutoff, scale=a.scale,
-                deadline=a.deadline, margin=a.margin, resume=a.resume, fsync=a.fsync)
+                deadline=a.deadline, margin=a.margin, resume=a.resume, fsync=a.fsync,
+                requeue=a.requeue, max_restarts=a.max_restarts)
 
 
 def _exit_code(outcome):

@@ -1,12 +1,10 @@
 """Wall-clock deadlines (--deadline, SLURM) and stop signals (SPEC §4)."""
 import datetime as _dt
-import os
 import re
-import shutil
 import signal
-import subprocess
 import time
 
+from lrmpi import slurm
 from lrmpi.errors import ConfigError
 from lrmpi.log import logger
 
@@ -49,22 +47,6 @@ def parse(text, now=None):
     return at
 
 
-def slurm_end_time():
-    """The SLURM job's end time (epoch seconds), or None outside SLURM."""
-    if os.environ.get("SLURM_JOB_END_TIME", "").isdigit():
-        return float(os.environ["SLURM_JOB_END_TIME"])
-    job = os.environ.get("SLURM_JOB_ID", "")
-    if not job.isdigit() or shutil.which("squeue") is None:
-        return None
-    try:  # list arguments, no shell: the job id is checked to be digits anyway
-        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%e"], capture_output=True,
-                             text=True, timeout=10, env={**os.environ, "SLURM_TIME_FORMAT": "%s"})
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    value = out.stdout.strip()
-    return float(value) if out.returncode == 0 and value.isdigit() else None
-
-
 class Deadline:
     """When to stop: `at` (epoch seconds or None) minus a safety margin."""
 
@@ -81,11 +63,11 @@ class Deadline:
     def resolve(cls, text=None, margin=None):
         """From --deadline, else from SLURM, else none; the earlier of the two wins."""
         at = parse(text) if text else None
-        slurm = slurm_end_time()
-        if slurm is not None:
+        end = slurm.end_time()
+        if end is not None:
             logger.info("lrmpi: SLURM job ends at %s", time.strftime("%H:%M:%S",
-                                                               time.localtime(slurm)))
-            at = slurm if at is None else min(at, slurm)
+                                                               time.localtime(end)))
+            at = end if at is None else min(at, end)
         return cls(at, margin)
 
     def remaining(self):

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from lrmpi import inputs
+from lrmpi import inputs, slurm
 from lrmpi._version import __version__
 from lrmpi.checkpoint import Checkpoint, CheckpointWriter
 from lrmpi.comm import get_comm, rank_size
@@ -30,13 +30,15 @@ def _operand(x, name):
 
 def run_matmul(A, B, out=None, *, bits=7, planes=4, order="antidiagonal", cutoff=None,
                scale="row", deadline=None, margin=None, resume=False, fsync=True,
-               comm=None, on_resolution=None):
+               requeue=False, max_restarts=3, comm=None, on_resolution=None):
     """C = A @ B in layers over every rank of `comm` (lrmpi's COMM_WORLD duplicate).
 
     A, B: arrays (used on rank 0) or `.npy` / `FILE.h5:/dataset` paths (read by
     rank 0 only). `out`: checkpoint path (HDF5), optional. `on_resolution(meta,
-    C)` is called on the root for each finished resolution. Returns an Outcome
-    on rank 0, None on the other ranks.
+    C)` is called on the root for each finished resolution. `requeue`: inside
+    SLURM, a run stopped by its deadline asks SLURM to requeue the job (at most
+    `max_restarts` times; the job script resumes). Returns an Outcome on rank 0,
+    None on the other ranks.
     """
     start = time.perf_counter()
     comm = get_comm(comm)
@@ -76,7 +78,10 @@ def run_matmul(A, B, out=None, *, bits=7, planes=4, order="antidiagonal", cutoff
         except BaseException:
             _release(comm, size)
             raise
-        return root.run()
+        outcome = root.run()
+    if requeue and outcome.status == "deadline":
+        slurm.requeue(max_restarts)
+    return outcome
 
 
 def _release(comm, size):
