@@ -367,11 +367,13 @@ class Root:
         self._progress(r)
         if len(self.done[r]) == len(self.tiles):
             self._finish(r)
-            self.cur = r + 1
-            if self.cur < len(self.schedule):
-                for t, (sums, buf) in sorted(self.buffered[self.cur].items()):
-                    self._apply(self.cur, self.tiles[t], sums, buf)
-                self.buffered[self.cur].clear()
+            nxt = self.cur = r + 1
+            if nxt < len(self.schedule):
+                # results of r+1 that came early; applying them may finish r+1 too
+                # (and so on), which advances self.cur inside this loop
+                early, self.buffered[nxt] = sorted(self.buffered[nxt].items()), {}
+                for t, (sums, buf) in early:
+                    self._apply(nxt, self.tiles[t], sums, buf)
 
     def _finish(self, r):
         C = self.cbuf.pop(r)
