@@ -34,6 +34,9 @@ IgnoreSystemd=yes
 CG
 cat > "$LRMPI_SLURM_DIR/slurm.conf" <<CONF
 ClusterName=lrmpi
+# job ids fresh per run: MPICH under srun names its /dev/shm segments after the job
+# id, and a segment left by a killed job of an earlier run must not collide
+FirstJobId=$(( (RANDOM % 9000 + 1000) * 100 ))
 SlurmctldHost=$host
 AuthType=auth/munge
 AuthInfo=cred_expire=10

@@ -85,7 +85,7 @@ def test_requeued_job_resumes_and_matches_an_uninterrupted_run(operands, tmp_pat
     finally:
         subprocess.run(["scancel", job], timeout=10)
     log = log_of(tmp_path)
-    assert "requeued SLURM job" in log and "restart 1" in log
+    assert "requeueing job" in log and "restart 1" in log
     ck = assert_identical(out, reference(*operands))
     assert ck.attrs["completed"] == 64
 
