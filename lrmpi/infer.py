@@ -53,10 +53,10 @@ class InferResolution:
 class Quantized:
     """A tensor split into planes, rows as scaling units, and its truncations."""
 
-    def __init__(self, X2d, bits, planes):
+    def __init__(self, X2d, bits, planes, name):
         self.shape = X2d.shape
         amax, bad = P.kernels.rowmax(X2d)
-        validate.finite(bad, "weights")
+        validate.finite(bad, name)
         self.enc = P.encode(X2d, bits, planes, exps=P.exponents(X2d, amax=amax))
         self.bits = bits
 
@@ -110,9 +110,10 @@ class LayeredInference:
         self.X = flat
         self.N = flat.shape[0]
         self.linear = [l for l in model.layers if isinstance(l, M.LINEAR)]
-        self.qx = Quantized(flat, self.bits, self.planes)
+        self.qx = Quantized(flat, self.bits, self.planes, "data")
         self.qw = [Quantized(np.ascontiguousarray(l.W.reshape(l.W.shape[0], -1)), self.bits,
-                             self.planes) for l in self.linear]
+                             self.planes, f"model weights of layer {i}")
+                   for i, l in enumerate(self.linear)]
 
     @property
     def planned(self):

@@ -3,7 +3,7 @@
 Supported operators: Gemm, MatMul(+Add), Conv(+Add), BatchNormalization (folded
 into the linear layer before it), Relu, LeakyRelu, MaxPool, AveragePool,
 Flatten, Reshape to (N, -1), Sigmoid, Softmax; Cast, Identity and Dropout are
-skipped. Nodes not on the path to the score output (e.g. a label branch with
+skipped, and a binary classifier's Concat([1 - p, p]) is read as the score p. Nodes not on the path to the score output (e.g. a label branch with
 ArgMax) are ignored. External data must stay inside the model's folder.
 """
 import os
@@ -78,8 +78,14 @@ def _chain(path, g, producers, inits, input_name):
         node = producers.get(name)
         if node is None:
             raise InputError(f"{path}: tensor {name!r} has no producer and is not the input")
-        chain.append(node)
         data = [i for i in node.input if i and i not in inits]
+        if node.op_type == "Concat" and len(data) == 2:
+            # a binary classifier's [1 - p, p] (skl2onnx): follow p, keep one score
+            first = producers.get(data[0])
+            if first is not None and first.op_type == "Sub" and data[1] in first.input:
+                name = data[1]
+                continue
+        chain.append(node)
         if not data:
             raise InputError(f"{path}: node {node.name or node.op_type!r} has no data input")
         name = data[0]
