@@ -5,6 +5,7 @@ Errors lrmpi raises on purpose print one line and exit non-zero; --debug shows
 the traceback.
 """
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -125,6 +126,84 @@ def matmul(argv):
     return _exit_code(run_matmul(a.A, a.B, a.output, **_job_options(a)))
 
 
+# --- infer ---
+
+def _add_infer_options(p):
+    p.add_argument("--bits", type=int, default=7, help="bits per digit plane, 1..7 (default 7)")
+    p.add_argument("--planes", type=int, default=4, help="digit planes (default 4)")
+    p.add_argument("--no-adaptive", dest="adaptive", action="store_false",
+                   help="refine every sample at every resolution")
+    p.add_argument("--gray", default="0.3,0.6",
+                   help="binary gray zone LO,HI: scores inside are refined (default 0.3,0.6)")
+    p.add_argument("--class-margin", type=float, default=0.1,
+                   help="multi-class: refine while top-1 minus top-2 < this (default 0.1)")
+
+
+def _infer_options(a):
+    try:
+        lo, hi = (float(x) for x in a.gray.split(","))
+    except ValueError:
+        raise errors.ConfigError(f"--gray {a.gray!r}: expected LO,HI such as 0.3,0.6") from None
+    return dict(bits=a.bits, planes=a.planes, adaptive=a.adaptive, gray=(lo, hi),
+                margin=a.class_margin, deadline=a.deadline, time_margin=a.margin,
+                resume=a.resume, fsync=a.fsync)
+
+
+@command
+def infer(argv):
+    """Layered inference of an ONNX (or lrmpi .npz) model on DATA, over every MPI rank."""
+    p = _parser("infer", infer.__doc__)
+    p.add_argument("model", help="MODEL.onnx or lrmpi weights MODEL.npz")
+    p.add_argument("data", help="samples: DATA.npy or FILE.h5:/dataset (first axis = samples)")
+    _add_infer_options(p)
+    _add_job_options(p)
+    a = p.parse_args(argv)
+    from lrmpi.run_infer import run_infer
+    return _exit_code(run_infer(a.model, a.data, a.output, **_infer_options(a)))
+
+
+def _demo_infer(a):
+    """--infer: the digits MLP, layered and adaptive, beside one-shot float32."""
+    import tempfile
+    import time
+
+    from lrmpi import digits, model as M
+    from lrmpi.comm import get_comm, rank_size
+    from lrmpi.run_infer import run_infer
+    rank, size = rank_size(get_comm())
+    logger.setLevel("WARNING")
+    X = y = None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "digits-mlp.onnx")
+        if rank == 0:
+            X, y = digits.mlp_onnx(path, binary=a.binary)
+            from lrmpi.onnx_import import load_model
+            mdl = load_model(path)
+            X32 = X.astype(np.float32)
+            t = time.perf_counter()
+            one = M.forward(mdl, X32)
+            t_one = time.perf_counter() - t
+            pred = (one[:, 0] > 0.5).astype(int) if one.shape[1] == 1 else one.argmax(1)
+            print(f"lrmpi demo --infer: digits {'even/odd' if a.binary else '10-class'} MLP, "
+                  f"{len(X)} test samples, {a.planes} planes, {size} rank(s)")
+            print(f"one-shot float32: accuracy {np.mean(pred == y):.4f}  time {t_one:.4f} s")
+            print(f"{'res':>4} {'elapsed_s':>9} {'refined':>7} {'work':>6} {'accuracy':>8}")
+        get_comm() is not None and get_comm().Barrier()
+
+        def show(meta, scores, predicted, refined):
+            print(f"{meta['index']:>4} {meta['elapsed_s']:>9.4f} {int(refined.sum()):>7} "
+                  f"{meta['work'] / meta['work_all']:>6.3f} {np.mean(predicted == y):>8.4f}",
+                  flush=True)
+
+        outcome = run_infer(path if rank == 0 else None, X, a.output, planes=a.planes,
+                            adaptive=a.adaptive, on_resolution=show)
+    if rank == 0:
+        total = sum(m["work"] for m in outcome.resolutions)
+        every = sum(m["work_all"] for m in outcome.resolutions)
+        print(f"work: {total / every:.3f} of refining every sample at every resolution")
+    return _exit_code(outcome)
+
+
 # --- demo ---
 
 @command
@@ -135,10 +214,19 @@ def demo(argv):
     p.add_argument("--seed", type=int, default=0)
     _add_numeric_options(p, planes=8)
     _add_job_options(p)
+    p.add_argument("--infer", action="store_true",
+                   help="layered inference of a digits MLP instead of a matmul")
+    p.add_argument("--binary", action="store_true", help="with --infer: the even/odd task")
+    p.add_argument("--no-adaptive", dest="adaptive", action="store_false",
+                   help="with --infer: refine every sample")
     # 8 planes of 7 bits hold all 53 bits of a double; pairs past level 9 add
     # nothing measurable (the Ozaki triangle), so the demo stops there
     p.set_defaults(cutoff=9)
     a = p.parse_args(argv)
+    if a.infer:
+        if "--planes" not in argv:
+            a.planes = 4
+        return _demo_infer(a)
     if a.n < 1:
         raise errors.ConfigError(f"--n must be >= 1, got {a.n}")
     from lrmpi.comm import get_comm, rank_size
@@ -183,6 +271,9 @@ def inspect(argv):
     print(f"{a.path}: {at.get('kind')} status={at.get('status')} completed={at.get('completed')}"
           f"/{at.get('planned')} bits={at.get('bits')} planes={at.get('planes')} "
           f"order={at.get('order')} lrmpi {at.get('lrmpi_version')}")
+    if at.get("kind") == "infer":
+        print(f"{at.get('n_samples')} samples, adaptive={bool(at.get('adaptive'))}, "
+              f"model {at.get('model')}, {at.get('ranks')} rank(s)")
     if at.get("kind") == "matmul":
         print(f"shape {at.get('m')}x{at.get('k')} @ {at.get('k')}x{at.get('n')}, "
               f"{at.get('ranks')} rank(s)")

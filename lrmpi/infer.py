@@ -126,40 +126,73 @@ class LayeredInference:
         return M.forward(self.model, Xr, ws)
 
     def __iter__(self):
+        """Every resolution from the next one on (all `planes`, in lockstep across ranks:
+        a shard whose samples are all frozen yields resolutions that refine nothing)."""
         t0 = time.perf_counter()
         shape = (self.N,) + self.sample_shape
-        Z = [None] * len(self.linear)          # pre-activations of every sample
-        scores = predicted = None
-        bound = np.full(self.N, np.inf)
-        active = np.ones(self.N, bool)
-        x_prev = np.zeros(shape)
-        w_prev = [np.zeros(l.W.shape) for l in self.linear]
-        for r in range(1, self.planes + 1):
-            idx = np.flatnonzero(active)
+        st = self.state
+        for r in range(st["next"], self.planes + 1):
+            idx = np.flatnonzero(st["active"])
+            x_prev = self.qx.upto(r - 1).reshape(shape)
             x_r = self.qx.upto(r).reshape(shape)
+            w_prev = [q.upto(r - 1).reshape(l.W.shape) for q, l in zip(self.qw, self.linear)]
             w_r = [q.upto(r).reshape(l.W.shape) for q, l in zip(self.qw, self.linear)]
-            out, rho, work = self._step(idx, r, x_prev, x_r, w_prev, w_r, Z)
-            if scores is None:
-                scores = np.zeros((self.N, out.shape[1]))
-                predicted = np.zeros(self.N, np.int64)
-            scores[idx] = out
-            bound[idx] = rho
-            pred, unsure = decide(out, self.model.output, self.gray, self.margin)
-            predicted[idx] = pred
             refined = np.zeros(self.N, bool)
-            refined[idx] = True
-            if self.adaptive and r < self.planes:
-                active = np.zeros(self.N, bool)
-                active[idx[unsure]] = True
-            elif r == self.planes:
-                active = np.zeros(self.N, bool)
-            work_all = self._work(self.N, r)
-            x_prev, w_prev = x_r, w_r
-            yield InferResolution(r, self.planes, scores.copy(), predicted.copy(), refined,
-                                  active.copy(), bound.copy(), work, work_all,
-                                  time.perf_counter() - t0)
-            if not active.any():
-                return
+            work = 0.0
+            if len(idx):
+                out, rho, work = self._step(idx, r, x_prev, x_r, w_prev, w_r, st["Z"])
+                st["scores"][idx] = out
+                st["bound"][idx] = rho
+                pred, unsure = decide(out, self.model.output, self.gray, self.margin)
+                st["predicted"][idx] = pred
+                refined[idx] = True
+                if self.adaptive and r < self.planes:
+                    st["active"][:] = False
+                    st["active"][idx[unsure]] = True
+            if r == self.planes:
+                st["active"][:] = False
+            st["next"] = r + 1
+            yield InferResolution(r, self.planes, st["scores"].copy(), st["predicted"].copy(),
+                                  refined, st["active"].copy(), st["bound"].copy(), work,
+                                  self._work(self.N, r), time.perf_counter() - t0)
+
+    @property
+    def state(self):
+        """Everything needed to continue exactly: per-layer pre-activations, scores,
+        decisions, bounds, the active set and the next resolution."""
+        if not hasattr(self, "_state"):
+            Z = []
+            for layer in self.linear:
+                out = M.linear(layer, np.zeros((1,) + self._in_shape(layer)), layer.W)
+                z = np.empty((self.N,) + out.shape[1:])
+                z[:] = M.bias_shape(layer, layer.b)[0]
+                Z.append(z)
+            n_out = self._n_outputs()
+            self._state = {"Z": Z, "scores": np.zeros((self.N, n_out)),
+                           "predicted": np.zeros(self.N, np.int64),
+                           "bound": np.full(self.N, np.inf), "active": np.ones(self.N, bool),
+                           "next": 1}
+        return self._state
+
+    def load_state(self, state):
+        """Continue from a state() saved after some resolution."""
+        self._state = state
+
+    def _in_shape(self, target):
+        h = np.zeros((1,) + self.sample_shape)
+        for layer in self.model.layers:
+            if layer is target:
+                return h.shape[1:]
+            h = M.linear(layer, h, layer.W) if isinstance(layer, M.LINEAR) else \
+                M.apply(layer, h)
+        raise ValueError("layer not in model")
+
+    def _n_outputs(self):
+        h = np.zeros((1,) + self.sample_shape)
+        for layer in self.model.layers:
+            h = M.linear(layer, h, layer.W) if isinstance(layer, M.LINEAR) else \
+                M.apply(layer, h)
+        return h.shape[1]
 
     # --- one resolution for the samples idx ---
     def _step(self, idx, r, x_prev, x_r, w_prev, w_r, Z):
@@ -176,9 +209,6 @@ class LayeredInference:
                 dZ = M.linear(layer, h_new, W1 - W0)
                 if r > 1:
                     dZ = dZ + M.linear(layer, dh, W0)
-                if Z[li] is None:
-                    Z[li] = np.empty((self.N,) + dZ.shape[1:])
-                    Z[li][:] = M.bias_shape(layer, layer.b)[0]
                 z_old = Z[li][idx]
                 z_new = z_old + dZ
                 Z[li][idx] = z_new

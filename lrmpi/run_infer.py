@@ -1,0 +1,225 @@
+"""Running layered inference on every rank: samples sharded over the ranks (data
+parallel), per-resolution outputs gathered to rank 0 and checkpointed there.
+
+Worked example: `mpiexec -n 3`, 597 test digits. Rank 0 reads the model and the
+data and scatters blocks of 199 samples (partition.counts_displs); every rank
+runs LayeredInference on its block, in lockstep over the resolutions. After
+resolution r rank 0 gathers scores, decisions, `refined` flags, bounds and the
+exact engine state, writes /resolutions/00r (kind "infer"), and tells every
+rank whether to go on (deadline, signals). Frozen samples cost nothing on the
+rank that holds them; the shards are not rebalanced yet (see README: limits).
+"""
+import hashlib
+import os
+import time
+
+import numpy as np
+
+from lrmpi import inputs
+from lrmpi._version import __version__
+from lrmpi.checkpoint import Checkpoint, CheckpointWriter
+from lrmpi.comm import get_comm, rank_size
+from lrmpi.deadline import Deadline, StopSignals
+from lrmpi.driver import Outcome
+from lrmpi.errors import CheckpointError, InputError
+from lrmpi.infer import LayeredInference
+from lrmpi.log import logger
+from lrmpi.onnx_import import load_model
+from lrmpi.partition import counts_displs
+
+MATCHED = ("bits", "planes", "adaptive", "gray_lo", "gray_hi", "margin", "n_samples",
+           "fingerprint")
+
+
+class _Comm:
+    """The few collectives used here, also for one process without MPI."""
+
+    def __init__(self, comm):
+        self.comm = comm
+        self.rank, self.size = rank_size(comm)
+
+    def bcast(self, obj):
+        return obj if self.comm is None else self.comm.bcast(obj, root=0)
+
+    def gather(self, obj):
+        return [obj] if self.comm is None else self.comm.gather(obj, root=0)
+
+    def scatter(self, objs):
+        return objs[0] if self.comm is None else self.comm.scatter(objs, root=0)
+
+
+def fingerprint(model, X):
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(X, np.float64).tobytes())
+    for layer in model.layers:
+        h.update(repr(type(layer).__name__).encode())
+        for v in vars(layer).values():
+            h.update(np.ascontiguousarray(v).tobytes() if isinstance(v, np.ndarray)
+                     else repr(v).encode())
+    return h.hexdigest()
+
+
+def _split(arr, counts, displs):
+    return [arr[d:d + c] for c, d in zip(counts, displs)]
+
+
+def _split_state(state, counts, displs):
+    per_sample = ("scores", "predicted", "bound", "active")
+    out = []
+    for c, d in zip(counts, displs):
+        part = {k: state[k][d:d + c].copy() for k in per_sample}
+        part["Z"] = [z[d:d + c].copy() for z in state["Z"]]
+        part["next"] = state["next"]
+        out.append(part)
+    return out
+
+
+def _join_state(parts):
+    st = {k: np.concatenate([p[k] for p in parts]) for k in ("scores", "predicted", "bound",
+                                                              "active")}
+    st["Z"] = [np.concatenate([p["Z"][i] for p in parts]) for i in range(len(parts[0]["Z"]))]
+    st["next"] = parts[0]["next"]
+    return st
+
+
+def run_infer(model, data, out=None, *, bits=7, planes=4, adaptive=True, gray=(0.3, 0.6),
+              margin=0.1, deadline=None, time_margin=None, resume=False, fsync=True,
+              comm=None, on_resolution=None):
+    """Layered inference of `model` (.onnx/.npz path or Model) on `data` (.npy /
+    FILE.h5:/dataset or array) over every rank; Outcome on rank 0, None elsewhere."""
+    start = time.perf_counter()
+    c = _Comm(get_comm(comm))
+    with StopSignals() as signals:
+        setup = None
+        if c.rank == 0:
+            try:
+                setup = _root_setup(model, data, out, bits, planes, adaptive, gray, margin,
+                                    deadline, time_margin, resume, fsync, c.size)
+            except BaseException:
+                c.bcast(None)  # release the other ranks
+                raise
+        job = c.bcast(None if setup is None else setup["job"])
+        if job is None:
+            return None
+        shards = None
+        if c.rank == 0:
+            counts, displs = counts_displs(setup["X"].shape[0], c.size)
+            shards = _split(setup["X"], counts, displs)
+        X = c.scatter(shards)
+        engine = LayeredInference(job["model"], X, bits=bits, planes=planes, adaptive=adaptive,
+                                  gray=gray, margin=margin)
+        state = None
+        if c.rank == 0 and setup["state"] is not None:
+            state = _split_state(setup["state"], counts, displs)
+        state = c.scatter(state) if job["resumed"] else None
+        if state is not None:
+            engine.load_state(state)
+        return _loop(c, engine, job, setup, signals, start, on_resolution)
+
+
+def _root_setup(model, data, out, bits, planes, adaptive, gray, margin, deadline,
+                time_margin, resume, fsync, size):
+    mdl = load_model(str(model)) if isinstance(model, (str, os.PathLike)) else model.validate()
+    X = inputs.load(data, "data") if isinstance(data, (str, os.PathLike)) else np.asarray(data)
+    LayeredInference(mdl, X[:1] if len(X) else X, bits=bits, planes=planes, gray=gray,
+                     margin=margin)  # validates shapes and options on one sample
+    if len(X) < 1:
+        raise InputError("data: no samples")
+    if not np.all(np.isfinite(X)):
+        raise InputError("data: contains NaN or Inf")
+    dl = Deadline.resolve(deadline, time_margin)
+    attrs = {"bits": bits, "planes": planes, "order": "lshape", "adaptive": int(adaptive),
+             "gray_lo": float(gray[0]), "gray_hi": float(gray[1]), "margin": float(margin),
+             "n_samples": int(X.shape[0]), "planned": planes, "ranks": size,
+             "model": str(model) if isinstance(model, (str, os.PathLike)) else "<Model>",
+             "lrmpi_version": __version__, "fingerprint": fingerprint(mdl, X)}
+    ckpt, state, done = None, None, 0
+    if resume and out and os.path.exists(out):
+        ckpt = _resumable(out, attrs)
+        done = int(ckpt.attrs["completed"])
+        if done:
+            state = _load_state(ckpt, done)
+    writer = CheckpointWriter(out, "infer", attrs, fsync=fsync, resume=ckpt) if out else None
+    job = {"model": mdl, "resumed": state is not None,
+           "complete": ckpt is not None and ckpt.attrs.get("status") == "complete"}
+    return {"job": job, "X": X, "writer": writer, "deadline": dl, "state": state,
+            "done": done, "meta": [ckpt.resolution(i, datasets=False)[0]
+                                   for i in range(1, done + 1)] if ckpt else []}
+
+
+def _resumable(out, attrs):
+    ckpt = Checkpoint(out)
+    if ckpt.attrs.get("kind") != "infer":
+        raise CheckpointError(f"{out} is a {ckpt.attrs.get('kind')!r} checkpoint, not infer")
+    for key in MATCHED:
+        if ckpt.attrs.get(key) != attrs[key]:
+            what = "the model or data differ" if key == "fingerprint" else \
+                f"it was made with {key}={ckpt.attrs.get(key)}, this run has {key}={attrs[key]}"
+            raise CheckpointError(f"cannot resume from {out}: {what}")
+    return ckpt
+
+
+def _load_state(ckpt, index):
+    raw = ckpt.state(index)
+    nz = sum(1 for k in raw if k.startswith("Z"))
+    return {"Z": [raw[f"Z{i}"] for i in range(nz)], "scores": raw["scores"],
+            "predicted": raw["predicted"], "bound": raw["bound"],
+            "active": raw["active"].astype(bool), "next": index + 1}
+
+
+def _loop(c, engine, job, setup, signals, start, on_resolution):
+    root = c.rank == 0
+    writer = setup["writer"] if root else None
+    dl = setup["deadline"] if root else None
+    meta_all = list(setup["meta"]) if root else []
+    offset = float(meta_all[-1]["elapsed_s"]) if meta_all else 0.0
+    t0 = time.perf_counter() if meta_all else start
+    status, reason = "complete", ""
+    for res in engine:
+        parts = c.gather((res.scores, res.predicted, res.refined, res.bound, res.work,
+                          res.work_all, engine.state))
+        stop = None
+        if root:
+            scores, pred, refined, bound = (np.concatenate([p[i] for p in parts])
+                                            for i in range(4))
+            work, work_all = sum(p[4] for p in parts), sum(p[5] for p in parts)
+            state = _join_state([p[6] for p in parts])
+            meta = {"index": res.index, "elapsed_s": offset + time.perf_counter() - t0,
+                    "pairs": res.index ** 2, "bound_abs": float(bound.max()),
+                    "bound_rel": float(bound.max() / max(scores.max(), 1e-300)),
+                    "refined_count": int(refined.sum()), "work": work, "work_all": work_all}
+            meta_all.append(meta)
+            if on_resolution is not None:
+                on_resolution(meta, scores, pred, refined)
+            if writer is not None:
+                flat = {f"Z{i}": z for i, z in enumerate(state["Z"])}
+                flat.update({k: state[k] for k in ("scores", "predicted", "bound")})
+                flat["active"] = state["active"].astype(np.uint8)
+                writer.add_resolution(res.index, {"scores": scores, "predicted": pred,
+                                                  "refined": refined, "bound": bound},
+                                      meta, state=flat, done=lambda m=meta: _report(m, res))
+            else:
+                _report(meta, res)
+            if signals.received:
+                stop = f"received {signals.received}"
+            elif dl is not None and dl.expired() and res.index < res.planned:
+                stop = "deadline reached"
+        stop = c.bcast(stop)
+        if stop:
+            status, reason = "deadline", stop
+            break
+    if not root:
+        return None
+    if writer is not None:
+        writer.set_status(status, reason)
+        writer.close()
+    if status == "deadline":
+        logger.warning("lrmpi: stopping (%s) with resolution %d/%d on disk", reason,
+                       len(meta_all), engine.planes)
+    return Outcome(status, len(meta_all), engine.planes, reason, meta_all)
+
+
+def _report(meta, res):
+    logger.info("lrmpi: resolution %d/%d  %.3f s  refined %d  work %.3g/%.3g  bound_abs %.3e",
+                meta["index"], res.planned, meta["elapsed_s"], meta["refined_count"],
+                meta["work"], meta["work_all"], meta["bound_abs"])
