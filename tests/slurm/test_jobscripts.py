@@ -90,6 +90,22 @@ def test_requeued_job_resumes_and_matches_an_uninterrupted_run(operands, tmp_pat
     assert ck.attrs["completed"] == 64
 
 
+def test_infer_job_completes(tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("sklearn")
+    from lrmpi import digits
+    X, _ = digits.mlp_onnx(tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", X)
+    env = job_env(tmp_path, LRMPI_MODEL="m.onnx", LRMPI_DATA="x.npy", LRMPI_OUT="s.h5",
+                  LRMPI_OPTIONS="--planes 3")
+    p = sbatch(tmp_path, os.path.join(ROOT, "jobscripts", "infer.sbatch"), "--ntasks=2",
+               "--time=5", env=env)
+    assert p.returncode == 0, (p.stderr, log_of(tmp_path))
+    ck = Checkpoint(tmp_path / "s.h5")
+    assert ck.attrs["kind"] == "infer" and ck.attrs["status"] == "complete"
+    assert ck.attrs["ranks"] == 2 and ck.attrs["completed"] == 3
+
+
 def test_srun_gives_the_world_size_asked_for(tmp_path):
     code = ("import sys; from mpi4py import MPI; c = MPI.COMM_WORLD; "
             "sys.stdout.write(f'rank={c.Get_rank()} size={c.Get_size()}\\n')")
