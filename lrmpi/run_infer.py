@@ -7,7 +7,9 @@ runs LayeredInference on its block, in lockstep over the resolutions. After
 resolution r rank 0 gathers scores, decisions, `refined` flags, bounds and the
 exact engine state, writes /resolutions/00r (kind "infer"), and tells every
 rank whether to go on (deadline, signals). Frozen samples cost nothing on the
-rank that holds them; the shards are not rebalanced yet (see README: limits).
+rank that holds them; when the still-uncertain samples gather on a few ranks
+(one holds more than REBALANCE times the mean), rank 0 re-shards: every rank
+gets an equal share of the active samples, with their exact engine state.
 """
 import hashlib
 import os
@@ -59,27 +61,50 @@ def fingerprint(model, X):
     return h.hexdigest()
 
 
-def _split(arr, counts, displs):
-    return [arr[d:d + c] for c, d in zip(counts, displs)]
+REBALANCE = 1.25  # re-shard when a rank holds this many times the mean active samples
 
 
-def _split_state(state, counts, displs):
-    per_sample = ("scores", "predicted", "bound", "active")
-    out = []
-    for c, d in zip(counts, displs):
-        part = {k: state[k][d:d + c].copy() for k in per_sample}
-        part["Z"] = [z[d:d + c].copy() for z in state["Z"]]
-        part["next"] = state["next"]
-        out.append(part)
+def _blocks(n, size):
+    counts, displs = counts_displs(n, size)
+    return [np.arange(d, d + c) for c, d in zip(counts, displs)]
+
+
+def _take_state(state, rows):
+    part = {k: state[k][rows].copy() for k in ("scores", "predicted", "bound", "active")}
+    part["Z"] = [z[rows].copy() for z in state["Z"]]
+    part["next"] = state["next"]
+    return part
+
+
+def _place(values, owners, n):
+    """Per-rank arrays back into global sample order (owners: global rows per rank)."""
+    out = np.empty((n,) + values[0].shape[1:], values[0].dtype)
+    for rows, v in zip(owners, values):
+        out[rows] = v
     return out
 
 
-def _join_state(parts):
-    st = {k: np.concatenate([p[k] for p in parts]) for k in ("scores", "predicted", "bound",
-                                                              "active")}
-    st["Z"] = [np.concatenate([p["Z"][i] for p in parts]) for i in range(len(parts[0]["Z"]))]
+def _join(parts, owners, n):
+    """Per-rank engine states as one state in global sample order."""
+    st = {k: _place([p[k] for p in parts], owners, n)
+          for k in ("scores", "predicted", "bound", "active")}
+    st["Z"] = [_place([p["Z"][i] for p in parts], owners, n) for i in range(len(parts[0]["Z"]))]
     st["next"] = parts[0]["next"]
     return st
+
+
+def rebalance_plan(active, owners, size):
+    """New global rows per rank spreading the active samples evenly, or None if the
+    current shards are balanced enough (frozen samples cost nothing, so only the
+    active ones count)."""
+    counts = [int(active[rows].sum()) for rows in owners]
+    mean = sum(counts) / size
+    if size < 2 or sum(counts) < 2 * size or max(counts) <= REBALANCE * mean:
+        return None
+    act, frozen = np.flatnonzero(active), np.flatnonzero(~active)
+    a_blocks = [act[b] for b in _blocks(len(act), size)]
+    f_blocks = [frozen[b] for b in _blocks(len(frozen), size)]
+    return [np.sort(np.concatenate([x, y])) for x, y in zip(a_blocks, f_blocks)]
 
 
 def run_infer(model, data, out=None, *, bits=7, planes=4, adaptive=True, gray=(0.3, 0.6),
@@ -101,20 +126,22 @@ def run_infer(model, data, out=None, *, bits=7, planes=4, adaptive=True, gray=(0
         job = c.bcast(None if setup is None else setup["job"])
         if job is None:
             return None
-        shards = None
-        if c.rank == 0:
-            counts, displs = counts_displs(setup["X"].shape[0], c.size)
-            shards = _split(setup["X"], counts, displs)
-        X = c.scatter(shards)
-        engine = LayeredInference(job["model"], X, bits=bits, planes=planes, adaptive=adaptive,
-                                  gray=gray, margin=margin)
-        state = None
-        if c.rank == 0 and setup["state"] is not None:
-            state = _split_state(setup["state"], counts, displs)
-        state = c.scatter(state) if job["resumed"] else None
-        if state is not None:
-            engine.load_state(state)
-        return _loop(c, engine, job, setup, signals, start, on_resolution)
+        owners = _blocks(setup["X"].shape[0], c.size) if c.rank == 0 else None
+        options = dict(bits=bits, planes=planes, adaptive=adaptive, gray=gray, margin=margin)
+        engine = _shard(c, job, setup, owners, setup["state"] if c.rank == 0 else None,
+                        job["resumed"], options)
+        return _loop(c, engine, job, setup, owners, options, signals, start, on_resolution)
+
+
+def _shard(c, job, setup, owners, state, with_state, options):
+    """Scatter each rank its samples (and their engine state): its new engine."""
+    X = c.scatter([setup["X"][rows] for rows in owners] if c.rank == 0 else None)
+    engine = LayeredInference(job["model"], X, **options)
+    if with_state:
+        part = c.scatter([_take_state(state, rows) for rows in owners] if c.rank == 0
+                         else None)
+        engine.load_state(part)
+    return engine
 
 
 def _root_setup(model, data, out, bits, planes, adaptive, gray, margin, deadline,
@@ -167,7 +194,7 @@ def _load_state(ckpt, index):
             "active": raw["active"].astype(bool), "next": index + 1}
 
 
-def _loop(c, engine, job, setup, signals, start, on_resolution):
+def _loop(c, engine, job, setup, owners, options, signals, start, on_resolution):
     root = c.rank == 0
     writer = setup["writer"] if root else None
     dl = setup["deadline"] if root else None
@@ -175,15 +202,16 @@ def _loop(c, engine, job, setup, signals, start, on_resolution):
     offset = float(meta_all[-1]["elapsed_s"]) if meta_all else 0.0
     t0 = time.perf_counter() if meta_all else start
     status, reason = "complete", ""
-    for res in engine:
-        parts = c.gather((res.scores, res.predicted, res.refined, res.bound, res.work,
-                          res.work_all, engine.state))
-        stop = None
+    n = setup["X"].shape[0] if root else 0
+    while engine.state["next"] <= engine.planes:
+        res = next(iter(engine))  # one resolution
+        parts = c.gather((res.refined, res.work, res.work_all, engine.state))
+        stop, plan = None, None
         if root:
-            scores, pred, refined, bound = (np.concatenate([p[i] for p in parts])
-                                            for i in range(4))
-            work, work_all = sum(p[4] for p in parts), sum(p[5] for p in parts)
-            state = _join_state([p[6] for p in parts])
+            state = _join([p[3] for p in parts], owners, n)
+            scores, pred, bound = state["scores"], state["predicted"], state["bound"]
+            refined = _place([p[0] for p in parts], owners, n)
+            work, work_all = sum(p[1] for p in parts), sum(p[2] for p in parts)
             meta = {"index": res.index, "elapsed_s": offset + time.perf_counter() - t0,
                     "pairs": res.index ** 2, "bound_abs": float(bound.max()),
                     "bound_rel": float(bound.max() / max(scores.max(), 1e-300)),
@@ -204,10 +232,18 @@ def _loop(c, engine, job, setup, signals, start, on_resolution):
                 stop = f"received {signals.received}"
             elif dl is not None and dl.expired() and res.index < res.planned:
                 stop = "deadline reached"
-        stop = c.bcast(stop)
+            elif res.index < res.planned:
+                plan = rebalance_plan(state["active"], owners, c.size)
+        stop, plan = c.bcast((stop, plan))
         if stop:
             status, reason = "deadline", stop
             break
+        if plan is not None:  # the uncertain samples gathered on a few ranks: spread them
+            if root:
+                logger.debug("lrmpi: rebalancing %d active samples", int(state["active"].sum()))
+                meta["rebalanced"] = 1
+                owners = plan
+            engine = _shard(c, job, setup, owners, state if root else None, True, options)
     if not root:
         return None
     if writer is not None:

@@ -54,3 +54,25 @@ def test_identical_to_one_process(kind, adaptive, tmp_path):
         _, data = ck.resolution(want.index)
         np.testing.assert_array_equal(data["scores"], s)
         np.testing.assert_array_equal(data["refined"], want.refined)
+
+
+def test_uncertain_samples_on_one_rank_are_rebalanced(tmp_path):
+    comm = get_comm()
+    rank, size = comm.Get_rank(), comm.Get_size()
+    base = comm.bcast(str(tmp_path), root=0)
+    path = os.path.join(base, "m.onnx")
+    X = None
+    if rank == 0:
+        X, _ = digits.mlp_onnx(path)
+        first = list(LayeredInference(load_model(path), X, planes=3))[0]
+        # the samples still uncertain after resolution 1 first: all on rank 0's shard
+        X = X[np.argsort(~first.active, kind="stable")]
+    comm.Barrier()
+    outcome = run_infer(path, X, None, planes=3)
+    if rank != 0:
+        return
+    ref = list(LayeredInference(load_model(path), X, planes=3))
+    assert [m["refined_count"] for m in outcome.resolutions] == [int(r.refined.sum())
+                                                                 for r in ref]
+    if size > 1:
+        assert outcome.resolutions[0].get("rebalanced") == 1
