@@ -93,13 +93,19 @@ def _add_job_options(p):
                         "(run it with --resume)")
     p.add_argument("--max-restarts", type=int, default=3,
                    help="requeue at most this many times (SLURM_RESTART_COUNT; default 3)")
+    p.add_argument("--worker-timeout", type=float, default=None,
+                   help="seconds a worker may sit on one task before the job is failed as hung "
+                        "(default: 20 median task times, at least 30 s)")
     p.add_argument("--no-fsync", dest="fsync", action="store_false",
                    help="skip fsync of checkpoints (still safe against process kills, "
                         "not against a node crash)")
 
 
 def _job_options(a):
+    if a.worker_timeout is not None and a.worker_timeout <= 0:
+        raise errors.ConfigError(f"--worker-timeout must be > 0, got {a.worker_timeout}")
     return dict(bits=a.bits, planes=a.planes, order=a.order, cutoff=a.cutoff, scale=a.scale,
+                worker_timeout=a.worker_timeout,
                 deadline=a.deadline, margin=a.margin, resume=a.resume, fsync=a.fsync,
                 requeue=a.requeue, max_restarts=a.max_restarts)
 

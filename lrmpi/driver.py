@@ -55,6 +55,9 @@ LOOKAHEAD = 2         # resolutions that may be in flight at once
 BACKUP_FACTOR = 3.0   # recompute a task running this many times the median task time
 BACKUP_MIN_S = 0.5    # ... and at least this long
 STOP_TIMEOUT_S = 10.0  # workers that do not acknowledge STOP by then get MPI_Abort
+HANG_FIRST_S = 600.0   # a worker silent this long on its first task is hung ...
+HANG_FACTOR = 20.0     # ... later, this many median task times
+HANG_MIN_S = 30.0      # ... but at least this long (--worker-timeout overrides)
 
 
 class Backoff:
@@ -191,6 +194,10 @@ class MpiEndpoints:
         self.pending, self.sends = [], []
 
 
+class WorkerTimeout(WorkerError):
+    """A worker stopped answering (hung, or stuck in a kernel)."""
+
+
 class _RemoteTraceback(Exception):
     def __init__(self, tb):
         super().__init__(tb)
@@ -206,7 +213,8 @@ class Root:
     """The root side: root_init (constructor), root_run, root_stop."""
 
     def __init__(self, lm, comm=None, *, writer=None, deadline=None, signals=None,
-                 resume=None, start=None, on_resolution=None):
+                 resume=None, start=None, on_resolution=None, worker_timeout=None):
+        self.worker_timeout, self.hosts = worker_timeout, {}
         self.start = time.perf_counter() if start is None else start
         self.lm, self.comm = lm, comm
         rank, size = rank_size(comm)
@@ -443,6 +451,7 @@ class Root:
                     progressed = True
                 if self.workers:
                     self.endpoint.check_error()
+                    self.check_hung()
                 backoff.reset() if progressed else backoff.sleep()
             return self.stop("complete")
         except BaseException as exc:
@@ -454,6 +463,26 @@ class Root:
                                    self.schedule, self.tiling)
         for w in self.workers:
             self.comm.send(msg, dest=w, tag=Tag.JOB)
+        self.hosts = {w: self.comm.recv(source=w, tag=Tag.HELLO) for w in self.workers}
+
+    def check_hung(self):
+        """WorkerTimeout if a worker has sat on its current task far too long."""
+        if self.worker_timeout is not None:
+            limit = self.worker_timeout
+        elif self.durations:
+            limit = max(HANG_MIN_S, HANG_FACTOR * statistics.median(self.durations))
+        else:
+            limit = HANG_FIRST_S
+        now = time.perf_counter()
+        for w in self.workers:
+            if self.outstanding[w]:
+                task = self.outstanding[w][0]
+                running = now - max(task.started, self.last_done.get(w, 0.0))
+                if running > limit:
+                    raise WorkerTimeout(
+                        f"worker {w} of {len(self.workers) + 1} on {self.hosts.get(w, '?')} "
+                        f"did not answer for {running:.1f} s (task of resolution "
+                        f"{task.res + 1}, tile {task.tile.index}; limit {limit:.1f} s)")
 
     def stop(self, status, reason=""):
         """root_stop: mark the checkpoint, stop the workers, report."""
@@ -474,6 +503,10 @@ class Root:
             if self.writer is not None:
                 self.writer.set_status("failed", message)
         finally:
+            if isinstance(exc, WorkerTimeout):  # it will never say BYE: end the job now
+                sys.stderr.write(f"lrmpi: error: {exc}\n")
+                sys.stderr.flush()
+                self.comm.Abort(1)
             if self.workers:
                 try:
                     self.endpoint.stop(self.workers, STOP_TIMEOUT_S)
@@ -504,6 +537,7 @@ def worker_run(comm):
             return 1 if failed else 0
         if tag == Tag.JOB:
             job = comm.recv(source=0, tag=Tag.JOB)
+            comm.send(socket.gethostname(), dest=0, tag=Tag.HELLO)
             tiling = Tiling(*job["tiling"])
             tiles = tiling.tiles()
             continue

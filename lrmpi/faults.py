@@ -2,6 +2,7 @@
 
 LRMPI_TEST_FAIL_RANK=R   worker R raises on its LRMPI_TEST_FAIL_AFTER-th task (default 1)
 LRMPI_TEST_SLOW_RANK=R   worker R sleeps LRMPI_TEST_SLOW_S seconds before each task
+LRMPI_TEST_HANG_RANK=R   worker R hangs (sleeps for an hour) on its LRMPI_TEST_FAIL_AFTER-th task
 """
 import os
 import time
@@ -15,6 +16,9 @@ def on_task(rank):
     _count += 1
     if os.environ.get("LRMPI_TEST_SLOW_RANK") == str(rank):
         time.sleep(float(os.environ.get("LRMPI_TEST_SLOW_S", "0.5")))
+    if os.environ.get("LRMPI_TEST_HANG_RANK") == str(rank) and \
+            _count >= int(os.environ.get("LRMPI_TEST_FAIL_AFTER", "1")):
+        time.sleep(3600)
     if os.environ.get("LRMPI_TEST_FAIL_RANK") == str(rank) and \
             _count >= int(os.environ.get("LRMPI_TEST_FAIL_AFTER", "1")):
         raise RuntimeError(f"injected failure on rank {rank} (LRMPI_TEST_FAIL_RANK)")

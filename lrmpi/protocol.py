@@ -14,6 +14,7 @@ are pickled.
     worker -> root   ERROR   pickled str: "worker R of N on HOST: traceback"
     root -> worker   STOP    int64[1], no payload
     worker -> root   BYE     pickled int: RESULT messages it sent in all (after STOP)
+    worker -> root   HELLO   pickled str: its host name (answer to JOB)
 """
 from enum import IntEnum
 
@@ -32,6 +33,7 @@ class Tag(IntEnum):
     ERROR = 15
     STOP = 16
     BYE = 17
+    HELLO = 18
 
 
 class Operand(IntEnum):

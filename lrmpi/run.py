@@ -30,7 +30,8 @@ def _operand(x, name):
 
 def run_matmul(A, B, out=None, *, bits=7, planes=4, order="antidiagonal", cutoff=None,
                scale="row", deadline=None, margin=None, resume=False, fsync=True,
-               requeue=False, max_restarts=3, comm=None, on_resolution=None):
+               requeue=False, max_restarts=3, worker_timeout=None, comm=None,
+               on_resolution=None):
     """C = A @ B in layers over every rank of `comm` (lrmpi's COMM_WORLD duplicate).
 
     A, B: arrays (used on rank 0) or `.npy` / `FILE.h5:/dataset` paths (read by
@@ -74,7 +75,8 @@ def run_matmul(A, B, out=None, *, bits=7, planes=4, order="antidiagonal", cutoff
             writer = CheckpointWriter(out, "matmul", attrs, fsync=fsync, resume=ckpt) \
                 if out else None
             root = Root(lm, comm, writer=writer, deadline=dl, signals=signals, resume=ckpt,
-                        start=start, on_resolution=on_resolution)
+                        start=start, on_resolution=on_resolution,
+                        worker_timeout=worker_timeout)
         except BaseException:
             _release(comm, size)
             raise

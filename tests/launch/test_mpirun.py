@@ -158,3 +158,19 @@ def test_killed_worker_ends_the_job_and_keeps_the_checkpoint(operands, tmp_path)
     assert ck.attrs["completed"] >= 2
     for i in ck.resolution_indices():
         np.testing.assert_array_equal(ck.resolution(i)[1]["C"], ref[i - 1].C)
+
+
+def test_hung_worker_fails_the_job_within_10_s(operands, tmp_path):
+    _, _, a, b = operands
+    out = tmp_path / "c.h5"
+    t = time.time()
+    p = run("matmul", a, b, "-o", out, "--planes", 6, "--order", "pairwise",
+            "--worker-timeout", 3, n=3, env={"LRMPI_TEST_HANG_RANK": "2",
+                                              "LRMPI_TEST_FAIL_AFTER": "5"}, timeout=60)
+    assert time.time() - t < 10 + 3
+    assert p.returncode != 0
+    assert "worker 2 of 3 on" in p.stderr and "did not answer" in p.stderr
+    ck = Checkpoint(out)
+    assert ck.attrs["status"] == "failed" and "worker 2 of 3" in ck.attrs["message"]
+    for i in ck.resolution_indices():
+        ck.resolution(i)
