@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from lrmpi import inputs
+from lrmpi import faults, inputs
 from lrmpi._version import __version__
 from lrmpi.checkpoint import Checkpoint, CheckpointWriter
 from lrmpi.comm import get_comm, rank_size
@@ -204,6 +204,7 @@ def _loop(c, engine, job, setup, owners, options, signals, start, on_resolution)
     status, reason = "complete", ""
     n = setup["X"].shape[0] if root else 0
     while engine.state["next"] <= engine.planes:
+        faults.on_task(c.rank)
         res = next(iter(engine))  # one resolution
         parts = c.gather((res.refined, res.work, res.work_all, engine.state))
         stop, plan = None, None

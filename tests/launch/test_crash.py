@@ -12,7 +12,9 @@ from lrmpi.checkpoint import Checkpoint
 
 from launching import finish, kill_tree, rank_pid, run, start, wait_for_resolutions
 
-TRIALS = int(os.environ.get("LRMPI_KILL_TRIALS", "20"))
+# 100 kills in all by default: 60 of matmul jobs (every fifth under mpiexec), 40 of infer
+TRIALS = int(os.environ.get("LRMPI_KILL_TRIALS", "60"))
+INFER_TRIALS = int(os.environ.get("LRMPI_INFER_KILL_TRIALS", "40"))
 JOB = ("--planes", 8, "--order", "pairwise")  # 64 resolutions
 SLOW0 = {"LRMPI_TEST_SLOW_RANK": "0", "LRMPI_TEST_SLOW_S": "0.02"}
 
@@ -58,6 +60,43 @@ def test_random_sigkills_of_the_root_lose_nothing_finished(reference, tmp_path):
             kill_tree(proc)
         survived.append(check_survivors(out, ref))
     assert any(0 < s < len(ref) for s in survived), survived  # kills did land mid-job
+    print(f"matmul: {TRIALS} SIGKILLs, resolutions on disk after each: {survived}, lost: 0")
+
+
+@pytest.mark.slow
+def test_random_sigkills_of_infer_jobs_lose_nothing_finished(tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("sklearn")
+    from lrmpi import digits
+    from lrmpi.run_infer import run_infer
+    X, _ = digits.cnn_onnx(tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", X)
+    args = ("infer", tmp_path / "m.onnx", tmp_path / "x.npy", "--planes", 16, "--no-adaptive")
+    full = []
+    run_infer(str(tmp_path / "m.onnx"), X, planes=16, adaptive=False,
+              on_resolution=lambda m, s, p, r: full.append(s.copy()))
+    rnd = random.Random(7)
+    survived = []
+    for trial in range(INFER_TRIALS):
+        out = tmp_path / f"i{trial}.h5"
+        proc = start(*args, "-o", out, env={"LRMPI_TEST_SLOW_RANK": "0",
+                                             "LRMPI_TEST_SLOW_S": "0.08"})
+        try:
+            time.sleep(rnd.uniform(0.4, 2.4))
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            kill_tree(proc)
+        done = 0
+        if os.path.exists(out):
+            ck = Checkpoint(out)
+            done = len(ck.resolution_indices())
+            assert ck.resolution_indices() == list(range(1, done + 1))
+            assert ck.attrs["completed"] == done
+            for i in range(1, done + 1):
+                np.testing.assert_array_equal(ck.resolution(i)[1]["scores"], full[i - 1])
+        survived.append(done)
+    assert any(0 < s < 16 for s in survived), survived
+    print(f"infer: {INFER_TRIALS} SIGKILLs, resolutions on disk after each: {survived}, lost: 0")
 
 
 def test_resume_after_kill_is_identical_and_skips_finished_work(reference, tmp_path):
