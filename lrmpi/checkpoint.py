@@ -39,6 +39,11 @@ SIDECAR_SUFFIX = ".d"
 STATE_LIMBS = "limbs"
 
 
+# what h5py raises on damaged files: OSError mostly, but also RuntimeError (e.g.
+# "Link iteration failed"), KeyError, ValueError and TypeError (found by fuzzing)
+H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
+
+
 def res_name(index):
     return f"{index:03d}"
 
@@ -231,23 +236,63 @@ class CheckpointWriter:
         self.flush()
 
 
+_PROBE = """
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    dict(f.attrs)
+    g = f.get("resolutions")
+    if isinstance(g, h5py.Group):
+        for name in g:
+            dict(g[name].attrs)
+"""
+
+
+def probe(path, what="checkpoint"):
+    """Open a file we did not write in a child process first: fuzzing found damaged
+    HDF5 files on which the HDF5 library itself segfaults; that must end as a clean
+    error here, not as a dead process (or a dead MPI job)."""
+    import signal
+    import subprocess
+    import sys
+    try:
+        p = subprocess.run([sys.executable, "-c", _PROBE, path], capture_output=True,
+                           timeout=60)
+    except subprocess.TimeoutExpired:
+        raise CheckpointError(f"{path}: reading the {what} hangs the HDF5 library") from None
+    if p.returncode < 0:
+        raise CheckpointError(f"{path}: the {what} is damaged (the HDF5 library crashed "
+                              f"reading it: {signal.Signals(-p.returncode).name})")
+
+
 class Checkpoint:
     """Read access to a checkpoint (for inspect, resume and users' scripts)."""
 
-    def __init__(self, path):
+    def __init__(self, path, safe=False):
+        """`safe`: probe the file in a child process first (see probe)."""
         self.path = os.path.abspath(path)
         if not os.path.exists(self.path):
             raise CheckpointError(f"no checkpoint at {path}")
+        if safe:
+            probe(self.path)
         try:
             with h5py.File(self.path, "r") as f:
                 self.attrs = {k: _py(v) for k, v in f.attrs.items()}
                 self.names = sorted(f[RESOLUTIONS].keys()) if RESOLUTIONS in f else []
-        except (OSError, KeyError) as exc:
+        except H5_ERRORS as exc:
             raise CheckpointError(f"{path} is not a readable lrmpi checkpoint ({exc})") from None
         version = self.attrs.get("format_version")
         if version != FORMAT_VERSION:
             raise CheckpointError(f"{path}: checkpoint format_version {version!r} is not "
                                   f"supported (this lrmpi reads {FORMAT_VERSION})")
+        # a tampered file must not reach the resume logic with nonsense values
+        a = self.attrs
+        if a.get("kind") not in KINDS or a.get("status") not in STATUSES or \
+                not isinstance(a.get("completed"), int) or \
+                any(not (n.isdigit() and len(n) == 3) for n in self.names) or \
+                [int(n) for n in self.names] != list(range(1, len(self.names) + 1)) or \
+                a["completed"] != len(self.names):
+            raise CheckpointError(f"{path} is not a consistent lrmpi checkpoint (kind, status, "
+                                  "completed or the resolution list are damaged)")
 
     def resolution_indices(self):
         return [int(n) for n in self.names]
@@ -259,7 +304,7 @@ class Checkpoint:
                 g = f[f"{RESOLUTIONS}/{res_name(index)}"]
                 attrs = {k: _py(v) for k, v in g.attrs.items()}
                 data = {k: g[k][()] for k in g} if datasets else {}
-        except (OSError, KeyError) as exc:
+        except H5_ERRORS as exc:
             raise CheckpointError(f"{self.path}: resolution {index} is unreadable ({exc})") from None
         return attrs, data
 
@@ -270,7 +315,7 @@ class Checkpoint:
                 if int(f.attrs["resolution"]) != index:
                     raise CheckpointError(f"{path} holds another resolution")
                 return {k: f[k][()] for k in f}
-        except (OSError, KeyError) as exc:
+        except H5_ERRORS as exc:
             raise CheckpointError(f"{self.path}: resume state of resolution {index} is "
                                   f"missing or unreadable ({exc})") from None
 

@@ -272,7 +272,7 @@ def inspect(argv):
     p.add_argument("--plot", default=None, metavar="PNG", help="draw error bound against time")
     a = p.parse_args(argv)
     from lrmpi.checkpoint import Checkpoint
-    ck = Checkpoint(a.path)
+    ck = Checkpoint(a.path, safe=True)
     at = ck.attrs
     print(f"{a.path}: {at.get('kind')} status={at.get('status')} completed={at.get('completed')}"
           f"/{at.get('planned')} bits={at.get('bits')} planes={at.get('planes')} "

@@ -70,19 +70,20 @@ def _load_npy(path, name):
 
 def _load_h5(path, dataset, name):
     import h5py
+    from lrmpi.checkpoint import H5_ERRORS
     try:
         f = h5py.File(path, "r")
-    except OSError as exc:
+    except H5_ERRORS as exc:
         raise InputError(f"{name}: {path} is not a readable HDF5 file ({exc})") from None
-    with f:
-        if dataset not in f:
-            raise InputError(f"{name}: {path} has no dataset {dataset}")
-        ds = f[dataset]
-        if not isinstance(ds, h5py.Dataset):
-            raise InputError(f"{name}: {path}:{dataset} is a group, not a dataset")
-        if len(ds.shape) == 2:
-            check_size(ds.shape, ds.dtype, name)
-        try:
+    try:
+        with f:
+            if dataset not in f:
+                raise InputError(f"{name}: {path} has no dataset {dataset}")
+            ds = f[dataset]
+            if not isinstance(ds, h5py.Dataset):
+                raise InputError(f"{name}: {path}:{dataset} is a group, not a dataset")
+            if len(ds.shape) == 2:
+                check_size(ds.shape, ds.dtype, name)
             return ds[()]
-        except (OSError, TypeError, ValueError) as exc:
-            raise InputError(f"{name}: {path}:{dataset}: cannot read ({exc})") from None
+    except H5_ERRORS as exc:
+        raise InputError(f"{name}: {path}:{dataset}: cannot read ({exc})") from None

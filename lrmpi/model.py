@@ -198,8 +198,8 @@ def save(model, path):
 
 
 def load_npz(path):
-    try:
-        with np.load(path, allow_pickle=False) as f:
+    try:  # our own handle: numpy leaks it when a damaged zip fails to open
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             meta = json.loads(str(f["layers"]))
             layers = []
             for i, d in enumerate(meta["layers"]):
@@ -215,5 +215,6 @@ def load_npz(path):
             return Model(layers, tuple(meta.get("input_shape", ()))).validate()
     except InputError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not a readable lrmpi model file ({exc})") from None
+    except Exception as exc:  # zip, npy and JSON errors of a damaged file (found by fuzzing)
+        raise InputError(f"{path}: not a readable lrmpi model file "
+                         f"({type(exc).__name__}: {exc})") from None

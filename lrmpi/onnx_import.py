@@ -29,16 +29,22 @@ def load(path):
         raise InputError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") \
             from None
     _load_external(proto, path)
-    g = proto.graph
-    inits = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in g.initializer}
-    producers = {out: node for node in g.node for out in node.output}
-    inputs = [i for i in g.input if i.name not in inits]
-    if len(inputs) != 1:
-        raise InputError(f"{path}: expected one data input, found {len(inputs)}")
-    chain = _chain(path, g, producers, inits, inputs[0].name)
-    layers = _convert(path, chain, inits)
-    dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim][1:]
-    return M.Model(layers, tuple(dims)).validate()
+    try:
+        g = proto.graph
+        inits = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in g.initializer}
+        producers = {out: node for node in g.node for out in node.output}
+        inputs = [i for i in g.input if i.name not in inits]
+        if len(inputs) != 1:
+            raise InputError(f"{path}: expected one data input, found {len(inputs)}")
+        chain = _chain(path, g, producers, inits, inputs[0].name)
+        layers = _convert(path, chain, inits)
+        dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim][1:]
+        return M.Model(layers, tuple(dims)).validate()
+    except InputError:
+        raise
+    except Exception as exc:  # missing attributes or parameters of a malformed graph
+        raise InputError(f"{path}: malformed ONNX model ({type(exc).__name__}: {exc})") \
+            from None
 
 
 def _load_external(proto, path):

@@ -94,7 +94,7 @@ def _release(comm, size):
 
 def _resumable(out, attrs):
     """The checkpoint at `out` if it matches this job (else CheckpointError)."""
-    ckpt = Checkpoint(out)
+    ckpt = Checkpoint(out, safe=True)
     if ckpt.attrs.get("kind") != "matmul":
         raise CheckpointError(f"{out} is a {ckpt.attrs.get('kind')!r} checkpoint, not matmul")
     for key in MATCHED:

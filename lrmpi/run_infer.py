@@ -175,7 +175,7 @@ def _root_setup(model, data, out, bits, planes, adaptive, gray, margin, deadline
 
 
 def _resumable(out, attrs):
-    ckpt = Checkpoint(out)
+    ckpt = Checkpoint(out, safe=True)
     if ckpt.attrs.get("kind") != "infer":
         raise CheckpointError(f"{out} is a {ckpt.attrs.get('kind')!r} checkpoint, not infer")
     for key in MATCHED:

@@ -18,7 +18,8 @@ def slurm_reachable():
     except subprocess.TimeoutExpired:
         return "sinfo timed out"
     if p.returncode != 0 or "idle" not in p.stdout and "mix" not in p.stdout:
-        return f"no SLURM controller with an idle node ({p.stderr.strip() or p.stdout.strip()})"
+        detail = (p.stderr.strip() or p.stdout.strip()).splitlines()
+        return f"no SLURM controller with an idle node ({detail[-1] if detail else 'no output'})"
     return None
 
 
