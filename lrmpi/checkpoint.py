@@ -21,6 +21,7 @@ waits for them. Files are
 written with the default libver: a file left open by a killed writer with
 libver="latest" may never open again (notes/PLATFORM.md).
 """
+import errno
 import glob
 import os
 import queue
@@ -119,6 +120,8 @@ class CheckpointWriter:
                     return
                 if self._error is None:
                     job()
+                elif getattr(job, "release", None):
+                    job.release()  # skipped after a failure: still hand its buffers back
             except BaseException as exc:  # reported to the caller at the next call
                 self._error = exc
             finally:
@@ -132,9 +135,16 @@ class CheckpointWriter:
         if self._error is not None:
             exc, self._error = self._error, None
             if isinstance(exc, OSError):
-                raise CheckpointError(f"cannot write the checkpoint at {self.path}: "
-                                      f"{exc.strerror or exc}") from exc
+                why = os.strerror(exc.errno) if exc.errno else " ".join(str(exc).split())
+                if "No space left on device" in str(exc):
+                    why = os.strerror(errno.ENOSPC)
+                raise CheckpointError(f"cannot write the checkpoint at {self.path}: {why}") \
+                    from exc
             raise exc
+
+    def check(self):
+        """Raise at once what failed on the writer thread, if anything did."""
+        self._raise()
 
     def flush(self):
         """Wait until everything submitted is on disk; raise what failed."""
@@ -191,7 +201,16 @@ class CheckpointWriter:
                 g[res_name(index)] = h5py.ExternalLink(f"{rel}/res{res_name(index)}.h5", "/")
         atomic_h5(self.path, fill, self.fsync)
 
-    def _write_resolution(self, index, datasets, attrs, state, done):
+    def _write_resolution(self, index, datasets, attrs, state, done, release):
+        try:
+            self._write_resolution_files(index, datasets, attrs, state)
+        finally:
+            if release is not None:
+                release()
+        if done is not None:
+            done()
+
+    def _write_resolution_files(self, index, datasets, attrs, state):
         def fill_res(f):
             for k, v in attrs.items():
                 f.attrs[k] = v
@@ -209,17 +228,24 @@ class CheckpointWriter:
         for old in glob.glob(os.path.join(self.dir, "state*.h5")):
             if old != self._state_path(index):
                 os.unlink(old)
-        if done is not None:
-            done()
 
     # --- the API the driver calls ---
-    def add_resolution(self, index, datasets, attrs, state=None, done=None):
+    def add_resolution(self, index, datasets, attrs, state=None, done=None, release=None):
         """Queue resolution `index` (datasets + attrs) and its resume state for the disk.
 
         `state` may be a dict or a callable returning one (evaluated on the writer
-        thread); `done()` runs once the job file links the resolution.
+        thread); `done()` runs once the job file links the resolution; `release()`
+        runs in any case once the arrays are no longer needed (buffer pools).
         """
-        self._submit(lambda: self._write_resolution(index, datasets, attrs, state, done))
+        def job():
+            self._write_resolution(index, datasets, attrs, state, done, release)
+        job.release = release
+        try:
+            self._submit(job)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
 
     def _state_path(self, index):
         return os.path.join(self.dir, f"state{res_name(index)}.h5")

@@ -361,8 +361,8 @@ def main(argv=None):
     except errors.LrmpiError as exc:
         if debug:
             raise
-        if root:
-            print(f"lrmpi: error: {exc}", file=sys.stderr)
+        if root:  # one line, even when a library's message (HDF5's) spans several
+            print("lrmpi: error: " + " ".join(str(exc).split()), file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, errors.ConfigError) else EXIT_ERROR
     except KeyboardInterrupt:
         if root:

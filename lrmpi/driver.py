@@ -399,11 +399,11 @@ class Root:
             return
         W = self.acc.state(out=self.state_pool.get())
 
-        def written():  # on the writer thread, once the job file links it
-            self._report(meta)
+        def release():  # on the writer thread: the buffers may be reused
             self.c_pool.put(C)
             self.state_pool.put(W)
-        self.writer.add_resolution(r + 1, {"C": C}, meta, state={"limbs": W}, done=written)
+        self.writer.add_resolution(r + 1, {"C": C}, meta, state={"limbs": W},
+                                   done=lambda: self._report(meta), release=release)
 
     def _progress(self, r):
         """A one-line progress bar on a terminal (logs get one line per resolution)."""
@@ -452,6 +452,8 @@ class Root:
                 if self.workers:
                     self.endpoint.check_error()
                     self.check_hung()
+                if self.writer is not None:
+                    self.writer.check()  # e.g. the disk is full: fail now, not later
                 backoff.reset() if progressed else backoff.sleep()
             return self.stop("complete")
         except BaseException as exc:

@@ -174,3 +174,31 @@ def test_hung_worker_fails_the_job_within_10_s(operands, tmp_path):
     assert ck.attrs["status"] == "failed" and "worker 2 of 3" in ck.attrs["message"]
     for i in ck.resolution_indices():
         ck.resolution(i)
+
+
+def test_disk_full_is_a_clear_error_and_keeps_what_was_written(operands, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    A, B, a, b = operands
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(disk)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        # each resolution: C 150 KB + state 230 KB: a few fit, then the disk is full
+        p = run("matmul", a, b, "-o", disk / "c.h5", "--planes", 8, "--order", "pairwise",
+                n=2, timeout=60)
+        assert p.returncode == 1, p.stderr
+        errors = [ln for ln in p.stderr.splitlines() if ln.startswith("lrmpi: error")]
+        assert len(errors) == 1 and "No space left on device" in errors[0], p.stderr
+        assert "Traceback" not in p.stderr
+        ck = Checkpoint(disk / "c.h5")
+        ref = list(LayeredMatmul(A, B, planes=8, order="pairwise"))
+        assert 1 <= ck.attrs["completed"] < 64
+        for i in ck.resolution_indices():
+            np.testing.assert_array_equal(ck.resolution(i)[1]["C"], ref[i - 1].C)
+        assert not [f for f in os.listdir(disk) if ".tmp." in f]  # no half-written file left
+        assert not [f for f in os.listdir(disk / "c.h5.d") if ".tmp." in f]
+    finally:
+        subprocess.run(["umount", str(disk)])
