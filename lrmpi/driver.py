@@ -52,8 +52,8 @@ from lrmpi.protocol import Operand, Tag
 
 DEPTH = 2             # tasks outstanding per worker
 LOOKAHEAD = 2         # resolutions that may be in flight at once
-BACKUP_FACTOR = 3.0   # recompute a task running this many times the median task time
-BACKUP_MIN_S = 0.5    # ... and at least this long
+BACKUP_FACTOR = 2.0   # recompute a task running this many times the median task time
+BACKUP_MIN_S = 0.05   # ... and at least this long
 STOP_TIMEOUT_S = 10.0  # workers that do not acknowledge STOP by then get MPI_Abort
 HANG_FIRST_S = 600.0   # a worker silent this long on its first task is hung ...
 HANG_FACTOR = 20.0     # ... later, this many median task times
@@ -185,7 +185,12 @@ class MpiEndpoints:
             if len(byes) == len(workers) and all(self.received[w] >= byes[w] for w in workers):
                 break
             if time.time() > limit:
-                logger.error("lrmpi: workers did not stop within %.0f s; aborting", timeout)
+                size = self.comm.Get_size()
+                silent = [f"worker {w} of {size} on {self.root.hosts.get(w, '?')}"
+                          for w in workers if w not in byes or self.received[w] < byes[w]]
+                sys.stderr.write(f"lrmpi: error: {', '.join(silent)} did not stop within "
+                                 f"{timeout:.0f} s (hung?); ending the job\n")
+                sys.stderr.flush()
                 self.comm.Abort(1)
             backoff.reset() if progressed else backoff.sleep()
         for task in self.pending:  # tasks a worker skipped after STOP: cancel the receives
@@ -305,7 +310,9 @@ class Root:
         return self._backup(w)
 
     def _backup(self, w):
-        """A straggling task of the current resolution to run again on idle worker w."""
+        """A task of the current resolution held up on a straggling worker, to run
+        again on idle worker w: the one it computes if that has run too long, and
+        the ones queued behind it, which wait just as long."""
         if not self.workers or len(self.durations) < 2:
             return None
         limit = max(BACKUP_MIN_S, BACKUP_FACTOR * statistics.median(self.durations))
@@ -313,15 +320,17 @@ class Root:
         for v in self.workers:
             if v == w or not self.outstanding[v]:
                 continue
-            task = self.outstanding[v][0]  # the one v is computing now
-            key = (task.res, task.tile.index)
-            running = now - max(task.started, self.last_done.get(v, 0.0))
-            if (task.res == self.cur and key not in self.backed_up
-                    and task.tile.index not in self.done[task.res] and running > limit):
-                self.backed_up.add(key)
-                logger.debug("lrmpi: backup of resolution %d tile %d (%.2fs on rank %d)",
-                             task.res + 1, task.tile.index, running, v)
-                return task.res, task.tile
+            head = self.outstanding[v][0]
+            if now - max(head.started, self.last_done.get(v, 0.0)) <= limit:
+                continue
+            for task in self.outstanding[v]:
+                key = (task.res, task.tile.index)
+                if (task.res == self.cur and key not in self.backed_up
+                        and task.tile.index not in self.done[task.res]):
+                    self.backed_up.add(key)
+                    logger.debug("lrmpi: backup of resolution %d tile %d from rank %d",
+                                 task.res + 1, task.tile.index, v)
+                    return task.res, task.tile
         return None
 
     def dispatch(self):
@@ -560,9 +569,11 @@ def worker_run(comm):
             nl = len({p + q - 1 for p, q in pairs})
             buf = scratch.get((protocol.RESULT_HDR + nl * tile.shape[0] * tile.shape[1],),
                               np.int64)
+            t0 = time.perf_counter()
             sums = level_sums(_Planes(planes, Operand.A, tile.rb),
                               _Planes(planes, Operand.B, tile.cb), pairs, job["bits"],
                               out=protocol.result_body(buf, nl, tile.shape), scratch=scratch)
+            faults.after_task(rank, time.perf_counter() - t0)
             comm.Send(protocol.encode_result(buf, task, sums), dest=0, tag=Tag.RESULT)
             scratch.put(buf)
             sent += 1

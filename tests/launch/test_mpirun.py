@@ -160,8 +160,10 @@ def test_killed_worker_ends_the_job_and_keeps_the_checkpoint(operands, tmp_path)
         np.testing.assert_array_equal(ck.resolution(i)[1]["C"], ref[i - 1].C)
 
 
-def test_hung_worker_fails_the_job_within_10_s(operands, tmp_path):
-    _, _, a, b = operands
+def test_hung_worker_ends_the_job_promptly_naming_it(operands, tmp_path):
+    """A hung worker is failed by --worker-timeout, or, when backup tasks on the
+    other workers finished every resolution first, named when it does not stop."""
+    A, B, a, b = operands
     out = tmp_path / "c.h5"
     t = time.time()
     p = run("matmul", a, b, "-o", out, "--planes", 6, "--order", "pairwise",
@@ -169,11 +171,14 @@ def test_hung_worker_fails_the_job_within_10_s(operands, tmp_path):
                                               "LRMPI_TEST_FAIL_AFTER": "5"}, timeout=60)
     assert time.time() - t < 10 + 3
     assert p.returncode != 0
-    assert "worker 2 of 3 on" in p.stderr and "did not answer" in p.stderr
+    assert "lrmpi: error: worker 2 of 3 on" in p.stderr, p.stderr
     ck = Checkpoint(out)
-    assert ck.attrs["status"] == "failed" and "worker 2 of 3" in ck.attrs["message"]
+    assert ck.attrs["status"] in ("failed", "complete")
+    if ck.attrs["status"] == "failed":
+        assert "worker 2 of 3" in ck.attrs["message"]
+    ref = list(LayeredMatmul(A, B, planes=6, order="pairwise"))
     for i in ck.resolution_indices():
-        ck.resolution(i)
+        np.testing.assert_array_equal(ck.resolution(i)[1]["C"], ref[i - 1].C)
 
 
 def test_disk_full_is_a_clear_error_and_keeps_what_was_written(operands, tmp_path):
