@@ -373,6 +373,9 @@ def main(argv=None):
 def console():
     """Console-script entry point: exit with main()'s status; an unexpected
     exception on any rank ends the whole MPI job (as mpi4py.run does)."""
+    import signal
+    if hasattr(signal, "SIGPIPE"):  # `lrmpi inspect x.h5 | head` ends quietly, like Unix tools
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         code = main()
     except SystemExit:
