@@ -152,7 +152,7 @@ def _infer_options(a):
         raise errors.ConfigError(f"--gray {a.gray!r}: expected LO,HI such as 0.3,0.6") from None
     return dict(bits=a.bits, planes=a.planes, adaptive=a.adaptive, gray=(lo, hi),
                 margin=a.class_margin, deadline=a.deadline, time_margin=a.margin,
-                resume=a.resume, fsync=a.fsync)
+                resume=a.resume, fsync=a.fsync, worker_timeout=a.worker_timeout)
 
 
 @command

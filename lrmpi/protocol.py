@@ -15,6 +15,7 @@ are pickled.
     root -> worker   STOP    int64[1], no payload
     worker -> root   BYE     pickled int: RESULT messages it sent in all (after STOP)
     worker -> root   HELLO   pickled str: its host name (answer to JOB)
+    rank -> root     PART    pickled tuple: one rank's share of an inference resolution
 """
 from enum import IntEnum
 
@@ -34,6 +35,7 @@ class Tag(IntEnum):
     STOP = 16
     BYE = 17
     HELLO = 18
+    PART = 19
 
 
 class Operand(IntEnum):

@@ -13,6 +13,8 @@ gets an equal share of the active samples, with their exact engine state.
 """
 import hashlib
 import os
+import socket
+import sys
 import time
 
 import numpy as np
@@ -20,14 +22,16 @@ import numpy as np
 from lrmpi import faults, inputs
 from lrmpi._version import __version__
 from lrmpi.checkpoint import Checkpoint, CheckpointWriter
-from lrmpi.comm import get_comm, rank_size
+from lrmpi.comm import abort, get_comm, rank_size
 from lrmpi.deadline import Deadline, StopSignals
-from lrmpi.driver import Outcome
+from lrmpi.driver import (HANG_FACTOR, HANG_FIRST_S, HANG_MIN_S, Backoff, Outcome,
+                          WorkerTimeout)
 from lrmpi.errors import CheckpointError, InputError
 from lrmpi.infer import LayeredInference
 from lrmpi.log import logger
 from lrmpi.onnx_import import load_model
 from lrmpi.partition import counts_displs
+from lrmpi.protocol import Tag
 
 MATCHED = ("bits", "planes", "adaptive", "gray_lo", "gray_hi", "margin", "n_samples",
            "fingerprint")
@@ -48,6 +52,30 @@ class _Comm:
 
     def scatter(self, objs):
         return objs[0] if self.comm is None else self.comm.scatter(objs, root=0)
+
+    def gather_watched(self, obj, limit, hosts):
+        """gather() whose root polls (no spinning) and gives up on a silent rank:
+        WorkerTimeout naming it once `limit` seconds have passed."""
+        if self.comm is None or self.size == 1:
+            return [obj]
+        if self.rank != 0:
+            self.comm.send(obj, dest=0, tag=Tag.PART)
+            return None
+        parts, t0, backoff = {0: obj}, time.perf_counter(), Backoff()
+        while len(parts) < self.size:
+            got = False
+            for w in range(1, self.size):
+                if w not in parts and self.comm.iprobe(source=w, tag=Tag.PART):
+                    parts[w] = self.comm.recv(source=w, tag=Tag.PART)
+                    got = True
+            waited = time.perf_counter() - t0
+            if len(parts) < self.size and waited > limit:
+                silent = ", ".join(f"worker {w} of {self.size} on {hosts.get(w, '?')}"
+                                   for w in range(1, self.size) if w not in parts)
+                raise WorkerTimeout(f"{silent} did not answer for {waited:.1f} s "
+                                    f"(limit {limit:.1f} s)")
+            backoff.reset() if got else backoff.sleep()
+        return [parts[w] for w in range(self.size)]
 
 
 def fingerprint(model, X):
@@ -109,7 +137,7 @@ def rebalance_plan(active, owners, size):
 
 def run_infer(model, data, out=None, *, bits=7, planes=4, adaptive=True, gray=(0.3, 0.6),
               margin=0.1, deadline=None, time_margin=None, resume=False, fsync=True,
-              comm=None, on_resolution=None):
+              worker_timeout=None, comm=None, on_resolution=None):
     """Layered inference of `model` (.onnx/.npz path or Model) on `data` (.npy /
     FILE.h5:/dataset or array) over every rank; Outcome on rank 0, None elsewhere."""
     start = time.perf_counter()
@@ -130,7 +158,17 @@ def run_infer(model, data, out=None, *, bits=7, planes=4, adaptive=True, gray=(0
         options = dict(bits=bits, planes=planes, adaptive=adaptive, gray=gray, margin=margin)
         engine = _shard(c, job, setup, owners, setup["state"] if c.rank == 0 else None,
                         job["resumed"], options)
-        return _loop(c, engine, job, setup, owners, options, signals, start, on_resolution)
+        hosts = dict(enumerate(c.gather(socket.gethostname()) or []))
+        try:
+            return _loop(c, engine, job, setup, owners, options, signals, start,
+                         on_resolution, hosts, worker_timeout)
+        except WorkerTimeout as exc:  # a rank hung: mark the file, end every rank
+            if setup["writer"] is not None:
+                setup["writer"].set_status("failed", f"WorkerTimeout: {exc}")
+            sys.stderr.write(f"lrmpi: error: {exc}\n")
+            sys.stderr.flush()
+            abort(1)
+            raise
 
 
 def _shard(c, job, setup, owners, state, with_state, options):
@@ -194,7 +232,8 @@ def _load_state(ckpt, index):
             "active": raw["active"].astype(bool), "next": index + 1}
 
 
-def _loop(c, engine, job, setup, owners, options, signals, start, on_resolution):
+def _loop(c, engine, job, setup, owners, options, signals, start, on_resolution, hosts,
+          worker_timeout):
     root = c.rank == 0
     writer = setup["writer"] if root else None
     dl = setup["deadline"] if root else None
@@ -203,10 +242,16 @@ def _loop(c, engine, job, setup, owners, options, signals, start, on_resolution)
     t0 = time.perf_counter() if meta_all else start
     status, reason = "complete", ""
     n = setup["X"].shape[0] if root else 0
+    durations = []
     while engine.state["next"] <= engine.planes:
+        t_res = time.perf_counter()
         faults.on_task(c.rank)
         res = next(iter(engine))  # one resolution
-        parts = c.gather((res.refined, res.work, res.work_all, engine.state))
+        limit = worker_timeout or (max(HANG_MIN_S, HANG_FACTOR * max(durations))
+                                   if durations else HANG_FIRST_S)
+        parts = c.gather_watched((res.refined, res.work, res.work_all, engine.state), limit,
+                                 hosts)
+        durations.append(time.perf_counter() - t_res)
         stop, plan = None, None
         if root:
             state = _join([p[3] for p in parts], owners, n)

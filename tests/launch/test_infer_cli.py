@@ -68,3 +68,20 @@ def test_bad_models_and_data_end_every_rank_with_one_line(case, match, mlp, tmp_
     assert match in p.stderr and p.stderr.count("lrmpi: error") == 1
     assert "Traceback" not in p.stderr
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_hung_rank_ends_an_infer_job_naming_it(mlp, tmp_path):
+    d, X, _ = mlp
+    out = tmp_path / "o.h5"
+    t = time.time()
+    p = run("infer", d / "m.onnx", d / "x.npy", "-o", out, "--planes", 6, "--no-adaptive",
+            "--worker-timeout", 3, n=3,
+            env={"LRMPI_TEST_HANG_RANK": "2", "LRMPI_TEST_FAIL_AFTER": "3"}, timeout=60)
+    assert time.time() - t < 10 + 3
+    assert p.returncode != 0
+    assert "lrmpi: error: worker 2 of 3 on" in p.stderr and "did not answer" in p.stderr
+    ck = Checkpoint(out)
+    assert ck.attrs["status"] == "failed" and "worker 2 of 3" in ck.attrs["message"]
+    assert ck.attrs["completed"] == 2
+    for i in ck.resolution_indices():
+        ck.resolution(i)
