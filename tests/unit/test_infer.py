@@ -33,12 +33,15 @@ def leaky_avg_model(rng):
     ], (2, 6, 8))
 
 
+def model_and_data(kind, zoo, rng):
+    if kind == "leaky":
+        return leaky_avg_model(rng), rng.standard_normal((40, 2, 6, 8))
+    return zoo[kind][:2]
+
+
 @pytest.mark.parametrize("kind", ["mlp10", "mlp2", "cnn", "leaky"])
 def test_each_resolution_equals_the_one_shot_pass_on_truncated_operands(kind, zoo, rng):
-    if kind == "leaky":
-        model, X = leaky_avg_model(rng), rng.standard_normal((40, 2, 6, 8))
-    else:
-        model, X, _, _ = zoo[kind]
+    model, X = model_and_data(kind, zoo, rng)
     li = LayeredInference(model, X, planes=4, adaptive=False)
     out = list(li)
     assert len(out) == 4
@@ -49,10 +52,7 @@ def test_each_resolution_equals_the_one_shot_pass_on_truncated_operands(kind, zo
 
 @pytest.mark.parametrize("kind", ["mlp10", "mlp2", "cnn", "leaky"])
 def test_bounds_cover_the_distance_to_full_precision(kind, zoo, rng):
-    if kind == "leaky":
-        model, X = leaky_avg_model(rng), rng.standard_normal((40, 2, 6, 8))
-    else:
-        model, X, _, _ = zoo[kind]
+    model, X = model_and_data(kind, zoo, rng)
     li = LayeredInference(model, X, planes=4, adaptive=False)
     exact = M.forward(model, X.reshape((len(X),) + li.sample_shape))
     prev = np.inf
