@@ -6,6 +6,30 @@ import queue
 import numpy as np
 
 
+PAGE_ELEMS = 512  # 4 KiB of 8-byte elements
+
+
+def touch(a):
+    """Fault in every page of `a` (one write per page; numpy drops the GIL)."""
+    flat = a.reshape(-1).view(np.uint8)
+    flat[::4096] = flat[::4096]
+
+
+def prefault(arrays, pools=()):
+    """Touch arrays and fill pools on a background thread, while the caller does
+    other work: moves the page-fault cost of large buffers off the critical path."""
+    import threading
+
+    def run():
+        for a in arrays:
+            touch(a)
+        for pool, count in pools:
+            pool.prefill(count)
+    t = threading.Thread(target=run, name="lrmpi-prefault", daemon=True)
+    t.start()
+    return t
+
+
 class BufferPool:
     """At most `count` arrays of one shape and dtype; get() blocks while all are out.
 
@@ -25,6 +49,16 @@ class BufferPool:
 
     def put(self, a):
         self._free.put(a)
+
+    def prefill(self, count):
+        """Allocate and touch up to `count` of the lazily allocated buffers."""
+        taken = [self._free.get() for _ in range(count)]
+        for i, a in enumerate(taken):
+            if a is None:
+                taken[i] = np.empty(self.shape, self.dtype)
+                touch(taken[i])
+        for a in taken:
+            self._free.put(a)
 
 
 class ScratchPool:

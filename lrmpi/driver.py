@@ -42,7 +42,7 @@ import numpy as np
 
 from lrmpi import bounds, faults, protocol
 from lrmpi.accumulate import ExactAccumulator
-from lrmpi.buffers import BufferPool, ScratchPool
+from lrmpi.buffers import BufferPool, ScratchPool, prefault
 from lrmpi.comm import get_comm, mpi, rank_size
 from lrmpi.errors import WorkerError
 from lrmpi.layered import PlaneView, level_sums
@@ -243,6 +243,9 @@ class Root:
         self.scratch = ScratchPool()
         self.c_pool = BufferPool((m, n), np.float64, 3)
         self.state_pool = BufferPool(self.acc.limbs.shape, np.uint32, 2)
+        # the limbs and the first C buffer are hundreds of MB at n = 4096: fault them
+        # in on the other core while the first tiles are computed and sent
+        prefault([self.acc.limbs], [(self.c_pool, 1)])
         self.results_from = {w: 0 for w in self.workers}
         self.meta, self.cmax, self.elapsed_offset, self.cur = [], [], 0.0, 0
         if resume is not None and resume.attrs.get("completed", 0) > 0:

@@ -113,21 +113,20 @@ class LayeredMatmul:
         self.cutoff = validate.cutoff(cutoff)
         self.schedule = schedule.resolutions(order, self.planes, self.cutoff)
         self.A = validate.operand(A, "A")
-        B = validate.operand(B, "B")
-        validate.shapes(self.A, B)
-        self.Bt = np.ascontiguousarray(B.T)  # B's columns are its scaling units
-        self._amax = {name: _finite_rowmax(X, name) for name, X in (("A", self.A), ("B", self.Bt))}
+        self.B = validate.operand(B, "B")
+        validate.shapes(self.A, self.B)
+        self._amax_a = _finite_rowmax(self.A, "A")
+        _finite_rowmax(self.B, "B")  # only the NaN/Inf check: B's units are its columns
 
     @property
     def planned(self):
         return len(self.schedule)
 
     def encode(self):
-        """(Encoded A, Encoded B.T); raises InputError on NaN/Inf."""
-        return tuple(
-            planes_mod.encode(X, self.bits, self.planes,
-                              exps=planes_mod.exponents(X, self.scale, amax=self._amax[name]))
-            for name, X in (("A", self.A), ("B", self.Bt)))
+        """(Encoded A, Encoded B.T): rows of A and columns of B as scaling units."""
+        ea = planes_mod.encode(self.A, self.bits, self.planes,
+                               exps=planes_mod.exponents(self.A, self.scale, amax=self._amax_a))
+        return ea, planes_mod.encode_columns(self.B, self.bits, self.planes, self.scale)
 
     def __iter__(self):
         t0 = time.perf_counter()

@@ -54,6 +54,39 @@ def encode(X, bits=7, planes=4, scale="row", *, exps=None):
     return Encoded(digits, exps, bits, sumsq, l1)
 
 
+COLUMN_BLOCK = 256  # columns of B transposed at a time (256 x k doubles, in cache)
+
+
+def encode_columns(B, bits=7, planes=4, scale="row"):
+    """Encode the columns of B (k x n) as the rows of B.T, without forming B.T.
+
+    A block of COLUMN_BLOCK columns at a time is transposed into a small reused
+    buffer and encoded from there: no n x k float64 copy, whose first touch alone
+    costs ~0.3 s at n = 4096 on these machines.
+    """
+    bits, planes = validate.bits(bits), validate.planes(planes)
+    k, n = B.shape
+    D = np.empty((planes, n, k), np.int8)
+    sumsq = np.empty((planes, n), np.int64)
+    l1, exps = np.empty(n), np.empty(n, np.int32)
+    shared = None
+    if validate.scale(scale) == "tensor":
+        amax, _ = kernels.rowmax(B)
+        shared = np.frexp(amax.max())[1]
+    buf = np.empty((min(COLUMN_BLOCK, n), k))
+    for j0 in range(0, n, COLUMN_BLOCK):
+        j1 = min(n, j0 + COLUMN_BLOCK)
+        t = buf[:j1 - j0]
+        t[...] = B[:, j0:j1].T
+        if shared is None:
+            e = exponents(t, amax=kernels.rowmax(t)[0])
+        else:
+            e = np.full(j1 - j0, shared, np.int32)
+        d, ss, l = kernels.encode(t, e, bits, planes)
+        D[:, j0:j1], sumsq[:, j0:j1], l1[j0:j1], exps[j0:j1] = d, ss, l, e
+    return Encoded(D, exps, bits, sumsq, l1)
+
+
 def dequantize(enc, upto=None):
     """The exact float64 value of the first `upto` planes (all by default).
 

@@ -55,11 +55,11 @@ def run_matmul(A, B, out=None, *, bits=7, planes=4, order="antidiagonal", cutoff
             dl = Deadline.resolve(deadline, margin)
             attrs = {"bits": lm.bits, "planes": lm.planes, "order": lm.order,
                      "cutoff": -1 if lm.cutoff is None else lm.cutoff, "scale": lm.scale,
-                     "m": lm.A.shape[0], "n": lm.Bt.shape[0], "k": lm.A.shape[1],
+                     "m": lm.A.shape[0], "n": lm.B.shape[1], "k": lm.A.shape[1],
                      "planned": lm.planned, "ranks": size, "lrmpi_version": __version__,
                      # hashing 2 x 128 MB takes ~0.3 s: the writer thread does it,
                      # unless a resume needs it now
-                     "fingerprint": lambda: fingerprint(lm.A, lm.Bt)}
+                     "fingerprint": lambda: fingerprint(lm.A, lm.B)}
             ckpt = None
             if resume and out and not os.path.exists(out):
                 logger.info("lrmpi: no checkpoint at %s yet: starting from the beginning", out)
