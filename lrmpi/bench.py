@@ -191,3 +191,113 @@ def straggler(argv):
     (f0, l0), (f1, l1) = out.values()
     print(f"slow-down with the straggler: resolution 1 {f1 / f0:.2f}x, last {l1 / l0:.2f}x")
     return 0
+
+
+@bench
+def matmul(argv):
+    """Time and true error per resolution under mpiexec, beside one-shot baselines.
+
+    lrmpi and the MPI baseline are timed from the start of the job (reading the .npy
+    files included); the numpy baselines multiply arrays already in memory.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    import h5py
+    p = argparse.ArgumentParser(prog="lrmpi bench matmul", description=matmul.__doc__)
+    p.add_argument("--shapes", default="1024x1024x1024,2048x2048x2048,8192x1024x512",
+                   help="MxKxN list (default includes a tall-skinny one)")
+    p.add_argument("--ranks", type=int, default=3)
+    p.add_argument("--planes", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--mpiexec", default=os.path.join(os.path.dirname(sys.executable), "mpiexec"))
+    p.add_argument("--json", default=None)
+    p.add_argument("--plot", default=None, help="PNG: error vs time, baselines as lines")
+    a = p.parse_args(argv)
+    limiter, blas = _single_thread()
+    if limiter is not None:
+        limiter.restore_original_limits()
+    print(f"numpy BLAS: {blas}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '')!r}")
+    rng = np.random.default_rng(0)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in a.shapes.split(","):
+            m, k, n = (int(x) for x in spec.split("x"))
+            A = rng.standard_normal((m, k)) * np.exp(rng.uniform(-2, 2, (m, 1)))
+            B = rng.standard_normal((k, n))
+            fa, fb = os.path.join(tmp, "A.npy"), os.path.join(tmp, "B.npy")
+            np.save(fa, A)
+            np.save(fb, B)
+            ref = A @ B
+            refmax = np.abs(ref).max()
+            row = {"shape": [m, k, n], "ranks": a.ranks}
+            A32, B32 = A.astype(np.float32), B.astype(np.float32)
+            row["numpy_f64_s"] = _median_time(lambda: A @ B, a.repeats)
+            row["numpy_f32_s"] = _median_time(lambda: A32 @ B32, a.repeats)
+            base = []
+            for _ in range(a.repeats):
+                out = subprocess.run([a.mpiexec, "-n", str(a.ranks), sys.executable, "-m",
+                                      "lrmpi.baseline", fa, fb], check=True,
+                                     capture_output=True, text=True)
+                base.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            row["mpi_f64_s"] = statistics.median(b["seconds"] for b in base)
+            row["mpi_f64_bytes"] = base[0]["bytes_sent"]
+            runs = []
+            for _ in range(a.repeats):
+                c = os.path.join(tmp, "C.h5")
+                subprocess.run([a.mpiexec, "-n", str(a.ranks), sys.executable, "-m", "lrmpi",
+                                "matmul", fa, fb, "-o", c, "--planes", str(a.planes),
+                                "--no-fsync"], check=True, capture_output=True)
+                with h5py.File(c, "r") as f:
+                    res = []
+                    for name in sorted(f["resolutions"]):
+                        g = f["resolutions"][name]
+                        err = float(np.abs(g["C"][()] - ref).max() / refmax)
+                        res.append({k2: float(v) for k2, v in g.attrs.items()} | {"err": err})
+                runs.append(res)
+            row["resolutions"] = [
+                {key: statistics.median(r[i][key] for r in runs) for key in runs[0][i]}
+                for i in range(len(runs[0]))]
+            results.append(row)
+            print(f"\n{m}x{k} @ {k}x{n}, {a.ranks} ranks: numpy f64 {row['numpy_f64_s']:.3f} s, "
+                  f"f32 {row['numpy_f32_s']:.3f} s, one-shot MPI f64 {row['mpi_f64_s']:.3f} s "
+                  f"(sends {row['mpi_f64_bytes'] / 1e6:.0f} MB)")
+            print(f"{'res':>4} {'pairs':>5} {'elapsed_s':>9} {'x f64':>6} {'err_rel':>9} "
+                  f"{'bound_rel':>9} {'MB sent':>8} {'MB recv':>8}")
+            for r in row["resolutions"]:
+                print(f"{int(r['index']):>4} {int(r['pairs']):>5} {r['elapsed_s']:>9.3f} "
+                      f"{r['elapsed_s'] / row['numpy_f64_s']:>6.2f} {r['err']:>9.2e} "
+                      f"{r['bound_rel']:>9.2e} {r.get('bytes_sent', 0) / 1e6:>8.1f} "
+                      f"{r.get('bytes_received', 0) / 1e6:>8.1f}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"blas": blas, "results": results}, f, indent=1)
+    if a.plot:
+        _plot_matmul(a.plot, results)
+    return 0
+
+
+def _plot_matmul(png, results):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
+    for ax, row in zip(axes[0], results):
+        t = [r["elapsed_s"] for r in row["resolutions"]]
+        ax.semilogy(t, [max(r["err"], 1e-17) for r in row["resolutions"]], "o-",
+                    label="lrmpi true error")
+        ax.semilogy(t, [r["bound_rel"] for r in row["resolutions"]], "s--", label="lrmpi bound")
+        for key, style, label in (("numpy_f64_s", "k-", "numpy f64, in memory"),
+                                  ("numpy_f32_s", "k:", "numpy f32, in memory"),
+                                  ("mpi_f64_s", "r-", "MPI one-shot f64, from files")):
+            ax.axvline(row[key], color=style[0], linestyle=style[1:] or "-", label=label)
+        m, k, n = row["shape"]
+        ax.set_title(f"{m}x{k} @ {k}x{n}, {row['ranks']} ranks")
+        ax.set_xlabel("seconds from start")
+        ax.set_ylabel("relative error")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    print(f"wrote {png}")

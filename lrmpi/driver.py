@@ -138,8 +138,9 @@ class MpiEndpoints:
             protocol.encode_work(task.id, task.res, task.tile.index, task.keys),
             dest=task.worker, tag=Tag.WORK))
         for op, block, plane in task.keys:
-            self.sends.append(self.comm.Isend(r.plane_block(op, block, plane),
-                                              dest=task.worker, tag=Tag.PLANE))
+            arr = r.plane_block(op, block, plane)
+            r.traffic[task.res][0] += arr.nbytes
+            self.sends.append(self.comm.Isend(arr, dest=task.worker, tag=Tag.PLANE))
         task.buf = r.result_buffer(task)
         task.req = self.comm.Irecv(task.buf, source=task.worker, tag=Tag.RESULT)
         self.pending.append(task)
@@ -154,6 +155,7 @@ class MpiEndpoints:
         for i in sorted(done, reverse=True):
             task = self.pending.pop(i)
             self.received[task.worker] += 1
+            self.root.traffic[task.res][1] += task.buf.nbytes
             tid, sums = protocol.decode_result(task.buf, task.tile.shape)
             if tid != task.id:
                 raise RuntimeError(f"worker {task.worker} answered task {tid}, expected {task.id}")
@@ -247,6 +249,7 @@ class Root:
         # in on the other core while the first tiles are computed and sent
         prefault([self.acc.limbs], [(self.c_pool, 1)])
         self.results_from = {w: 0 for w in self.workers}
+        self.traffic = [[0, 0] for _ in self.schedule]  # bytes sent, received per resolution
         self.meta, self.cmax, self.elapsed_offset, self.cur = [], [], 0.0, 0
         if resume is not None and resume.attrs.get("completed", 0) > 0:
             self._load(resume)
@@ -401,7 +404,8 @@ class Root:
         rel = float(bounds.bound_rel(self.babs[:r + 1], self.cmax)[-1])
         pairs = sum(len(x) for x in self.schedule[:r + 1])
         meta = {"index": r + 1, "elapsed_s": self.elapsed(), "pairs": pairs,
-                "bound_abs": float(self.babs[r]), "bound_rel": rel, "cmax": self.cmax[-1]}
+                "bound_abs": float(self.babs[r]), "bound_rel": rel, "cmax": self.cmax[-1],
+                "bytes_sent": self.traffic[r][0], "bytes_received": self.traffic[r][1]}
         self.meta.append(meta)
         if self.on_resolution is not None:
             self.on_resolution(meta, C)  # C is reused later: callers copy what they keep

@@ -269,9 +269,12 @@ def _loop(c, engine, job, setup, owners, options, signals, start, on_resolution,
                 flat = {f"Z{i}": z for i, z in enumerate(state["Z"])}
                 flat.update({k: state[k] for k in ("scores", "predicted", "bound")})
                 flat["active"] = state["active"].astype(np.uint8)
+                # a copy: the writer thread reads it while this one may still add to
+                # meta (rebalanced), which made the writer fail now and then
                 writer.add_resolution(res.index, {"scores": scores, "predicted": pred,
                                                   "refined": refined, "bound": bound},
-                                      meta, state=flat, done=lambda m=meta: _report(m, res))
+                                      dict(meta), state=flat,
+                                      done=lambda m=dict(meta): _report(m, res))
             else:
                 _report(meta, res)
             if signals.received:

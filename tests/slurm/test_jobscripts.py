@@ -51,7 +51,7 @@ def assert_identical(out, ref, upto=None):
 @pytest.mark.parametrize("script", [SCRIPT, SCRIPT_MPIEXEC])
 def test_job_with_a_generous_limit_completes(script, operands, tmp_path):
     p = sbatch(tmp_path, script, "--ntasks=2", "--time=5", env=job_env(tmp_path))
-    assert p.returncode == 0, (p.stderr, log_of(tmp_path))
+    assert p.returncode == 0, f"exit {p.returncode}\n{p.stderr}\njob log:\n{log_of(tmp_path)}"
     ck = assert_identical(tmp_path / "C.h5", reference(*operands))
     assert ck.attrs["status"] == "complete" and ck.attrs["completed"] == 64
     assert ck.attrs["ranks"] == 2
@@ -100,7 +100,7 @@ def test_infer_job_completes(tmp_path):
                   LRMPI_OPTIONS="--planes 3")
     p = sbatch(tmp_path, os.path.join(ROOT, "jobscripts", "infer.sbatch"), "--ntasks=2",
                "--time=5", env=env)
-    assert p.returncode == 0, (p.stderr, log_of(tmp_path))
+    assert p.returncode == 0, f"exit {p.returncode}\n{p.stderr}\njob log:\n{log_of(tmp_path)}"
     ck = Checkpoint(tmp_path / "s.h5")
     assert ck.attrs["kind"] == "infer" and ck.attrs["status"] == "complete"
     assert ck.attrs["ranks"] == 2 and ck.attrs["completed"] == 3
