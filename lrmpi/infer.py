@@ -162,12 +162,12 @@ class LayeredInference:
         decisions, bounds, the active set and the next resolution."""
         if not hasattr(self, "_state"):
             Z = []
-            for layer in self.linear:
-                out = M.linear(layer, np.zeros((1,) + self._in_shape(layer)), layer.W)
+            shapes, n_out = self._shapes()
+            for layer, (in_shape, _) in zip(self.linear, shapes):
+                out = M.linear(layer, np.zeros((1,) + in_shape), layer.W)
                 z = np.empty((self.N,) + out.shape[1:])
                 z[:] = M.bias_shape(layer, layer.b)[0]
                 Z.append(z)
-            n_out = self._n_outputs()
             self._state = {"Z": Z, "scores": np.zeros((self.N, n_out)),
                            "predicted": np.zeros(self.N, np.int64),
                            "bound": np.full(self.N, np.inf), "active": np.ones(self.N, bool),
@@ -178,21 +178,20 @@ class LayeredInference:
         """Continue from a state() saved after some resolution."""
         self._state = state
 
-    def _in_shape(self, target):
-        h = np.zeros((1,) + self.sample_shape)
-        for layer in self.model.layers:
-            if layer is target:
-                return h.shape[1:]
-            h = M.linear(layer, h, layer.W) if isinstance(layer, M.LINEAR) else \
-                M.apply(layer, h)
-        raise ValueError("layer not in model")
-
-    def _n_outputs(self):
-        h = np.zeros((1,) + self.sample_shape)
-        for layer in self.model.layers:
-            h = M.linear(layer, h, layer.W) if isinstance(layer, M.LINEAR) else \
-                M.apply(layer, h)
-        return h.shape[1]
+    def _shapes(self):
+        """Once: [(input shape, multiply-adds per sample)] of each linear layer, and
+        the number of outputs (one zero sample through the model)."""
+        if not hasattr(self, "_shape_cache"):
+            linear, h = [], np.zeros((1,) + self.sample_shape)
+            for layer in self.model.layers:
+                if isinstance(layer, M.LINEAR):
+                    out = M.linear(layer, h, layer.W)
+                    linear.append((h.shape[1:], self._macs(layer, 1, out.shape, 1)))
+                    h = out
+                else:
+                    h = M.apply(layer, h)
+            self._shape_cache = (linear, h.shape[1])
+        return self._shape_cache
 
     # --- one resolution for the samples idx ---
     def _step(self, idx, r, x_prev, x_r, w_prev, w_r, Z):
@@ -252,13 +251,7 @@ class LayeredInference:
         return float(products) * n * int(np.prod(out_shape[1:])) * per
 
     def _work(self, n, r):
-        total, shape = 0.0, (n,) + self.sample_shape
-        h = np.zeros((1,) + self.sample_shape)
-        for layer in self.model.layers:
-            if isinstance(layer, M.LINEAR):
-                h = M.linear(layer, h, layer.W)
-                total += self._macs(layer, n, h.shape, 2 if r > 1 else 1)
-            elif not isinstance(layer, M.OUTPUTS):
-                h = M.apply(layer, h)
-        del shape
-        return total
+        """Multiply-adds of one resolution for n samples (two products per linear
+        layer after the first resolution, one at the first)."""
+        per_sample = sum(macs for _, macs in self._shapes()[0])
+        return float(2 if r > 1 else 1) * n * per_sample
