@@ -33,16 +33,24 @@ def _median_time(fn, repeats):
     return statistics.median(times)
 
 
+def _blas():
+    """numpy's BLAS as threadpoolctl sees it (the kernel OpenBLAS picked)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (pip install threadpoolctl)"
+    blas = [f"{i.get('internal_api')} {i.get('version')} {i.get('architecture', '')}".strip()
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    return "; ".join(blas) or "unknown"
+
+
 def _single_thread():
     """Limit BLAS to one thread if threadpoolctl is there; describe numpy's BLAS."""
     try:
-        from threadpoolctl import threadpool_info, threadpool_limits
+        from threadpoolctl import threadpool_limits
     except ImportError:
-        return None, "unknown (pip install threadpoolctl)"
-    limiter = threadpool_limits(1)
-    blas = [f"{i.get('internal_api')} {i.get('version')} {i.get('architecture', '')}".strip()
-            for i in threadpool_info() if i.get("user_api") == "blas"]
-    return limiter, "; ".join(blas) or "unknown"
+        return None, _blas()
+    return threadpool_limits(1), _blas()
 
 
 @bench
@@ -215,9 +223,7 @@ def matmul(argv):
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None, help="PNG: error vs time, baselines as lines")
     a = p.parse_args(argv)
-    limiter, blas = _single_thread()
-    if limiter is not None:
-        limiter.restore_original_limits()
+    blas = _blas()
     print(f"numpy BLAS: {blas}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '')!r}")
     rng = np.random.default_rng(0)
     results = []

@@ -67,9 +67,13 @@ def info(argv):
 
 # --- shared options ---
 
-def _add_numeric_options(p, planes=4):
+def _add_plane_options(p, planes):
     p.add_argument("--bits", type=int, default=7, help="bits per digit plane, 1..7 (default 7)")
     p.add_argument("--planes", type=int, default=planes, help=f"digit planes (default {planes})")
+
+
+def _add_numeric_options(p, planes=4):
+    _add_plane_options(p, planes)
     p.add_argument("--order", default="antidiagonal",
                    help="antidiagonal (default) | pairwise | lshape")
     p.add_argument("--cutoff", type=int, default=None, help="skip pairs of level > CUTOFF")
@@ -135,8 +139,7 @@ def matmul(argv):
 # --- infer ---
 
 def _add_infer_options(p):
-    p.add_argument("--bits", type=int, default=7, help="bits per digit plane, 1..7 (default 7)")
-    p.add_argument("--planes", type=int, default=4, help="digit planes (default 4)")
+    _add_plane_options(p, 4)
     p.add_argument("--no-adaptive", dest="adaptive", action="store_false",
                    help="refine every sample at every resolution")
     p.add_argument("--gray", default="0.3,0.6",

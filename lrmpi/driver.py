@@ -49,6 +49,7 @@ from lrmpi.layered import PlaneView, level_sums
 from lrmpi.log import logger
 from lrmpi.partition import Tiling, default_tiling
 from lrmpi.protocol import Operand, Tag
+from lrmpi.schedule import n_levels
 
 DEPTH = 2             # tasks outstanding per worker
 LOOKAHEAD = 2         # resolutions that may be in flight at once
@@ -237,7 +238,7 @@ class Root:
         self.tiling = default_tiling(m, n, len(self.workers))
         self.tiles = self.tiling.tiles()
         self.schedule = lm.schedule
-        self.nlevels = [len({p + q - 1 for p, q in r}) for r in self.schedule]
+        self.nlevels = [n_levels(r) for r in self.schedule]
         self.babs = bounds.bound_abs(self.ea, self.eb, self.schedule)
         logger.debug("lrmpi: bounds at %.3f s", time.perf_counter() - self.start)
         self.acc = ExactAccumulator(m, n, lm.bits, lm.planes, k)
@@ -290,8 +291,8 @@ class Root:
         return self.eb.digits[plane - 1, c0:c1]
 
     def result_buffer(self, task):
-        nl, shape = self.nlevels[task.res], task.tile.shape
-        return self.scratch.get((protocol.RESULT_HDR + nl * shape[0] * shape[1],), np.int64)
+        return self.scratch.get(
+            (protocol.result_size(self.nlevels[task.res], task.tile.shape),), np.int64)
 
     def compute_local(self, task):
         faults.on_task(0)
@@ -573,9 +574,8 @@ def worker_run(comm):
             faults.on_task(rank)
             tile = tiles[tile_index]
             pairs = job["schedule"][res]
-            nl = len({p + q - 1 for p, q in pairs})
-            buf = scratch.get((protocol.RESULT_HDR + nl * tile.shape[0] * tile.shape[1],),
-                              np.int64)
+            nl = n_levels(pairs)
+            buf = scratch.get((protocol.result_size(nl, tile.shape),), np.int64)
             t0 = time.perf_counter()
             sums = level_sums(_Planes(planes, Operand.A, tile.rb),
                               _Planes(planes, Operand.B, tile.cb), pairs, job["bits"],

@@ -68,7 +68,7 @@ class Quantized:
         return np.ldexp(1.0, self.enc.exps.astype(np.int64) - self.bits * r)
 
 
-def decide(scores, output, gray, margin):
+def decide(scores, gray, margin):
     """(predicted class, uncertain?) for each sample."""
     if scores.shape[1] == 1:  # one sigmoid score
         s = scores[:, 0]
@@ -143,7 +143,7 @@ class LayeredInference:
                 out, rho, work = self._step(idx, r, x_prev, x_r, w_prev, w_r, st["Z"])
                 st["scores"][idx] = out
                 st["bound"][idx] = rho
-                pred, unsure = decide(out, self.model.output, self.gray, self.margin)
+                pred, unsure = decide(out, self.gray, self.margin)
                 st["predicted"][idx] = pred
                 refined[idx] = True
                 if self.adaptive and r < self.planes:

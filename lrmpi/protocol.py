@@ -73,9 +73,14 @@ R_TASK, R_NLEVELS, R_LEVELS = range(3)
 RESULT_HDR = R_LEVELS + MAX_LEVELS
 
 
+def result_size(nlevels, shape):
+    """int64 elements of a RESULT message for a tile of `shape`."""
+    return RESULT_HDR + nlevels * shape[0] * shape[1]
+
+
 def result_buffer(nlevels, shape):
     """A receive/send buffer for one tile's level sums."""
-    return np.empty(RESULT_HDR + nlevels * shape[0] * shape[1], np.int64)
+    return np.empty(result_size(nlevels, shape), np.int64)
 
 
 def result_body(buf, nlevels, shape):

@@ -18,6 +18,11 @@ from lrmpi.errors import ConfigError
 ORDERS = ("antidiagonal", "pairwise", "lshape")
 
 
+def n_levels(pairs):
+    """Distinct levels p+q-1 among `pairs`: the level sums one resolution yields."""
+    return len({p + q - 1 for p, q in pairs})
+
+
 def _by_significance(s):
     return sorted(((p, q) for p in range(1, s + 1) for q in range(1, s + 1)),
                   key=lambda pq: (pq[0] + pq[1], pq[0]))
