@@ -9,7 +9,7 @@ cdef extern from "c/kernels.h" nogil:
     ctypedef void (*lrmpi_igemm_fn)(int64_t, int64_t, int64_t, const int8_t *, int64_t,
                                     const int8_t *, int64_t, int32_t *, int64_t) noexcept nogil
     ctypedef void (*lrmpi_acc_add_fn)(int64_t, int64_t, int64_t *, int64_t, int64_t, int,
-                                      const int64_t *, int64_t, int) noexcept nogil
+                                      const void *, int, int64_t, int) noexcept nogil
     ctypedef void (*lrmpi_decode_fn)(int64_t, int64_t, const int64_t *, int64_t, int64_t,
                                      int, const int32_t *, const int32_t *, int, double *,
                                      int64_t) noexcept nogil

@@ -76,16 +76,29 @@ def igemm(const int8_t[:, :] A, const int8_t[:, :] Bt, int32_t[:, :] C, isa=None
                 &C[0, 0], C.strides[0] // 4)
 
 
-def acc_add(int64_t[:, :, ::1] L, const int64_t[:, ::1] S, int shift,
+def acc_add(int64_t[:, :, ::1] L, S, int shift,
             Py_ssize_t row0=0, Py_ssize_t col0=0, isa=None):
-    """N[row0+i, col0+j] += S[i,j] * 2^shift on the multi-limb integers L."""
+    """N[row0+i, col0+j] += S[i,j] * 2^shift on the multi-limb integers L.
+
+    S: C-contiguous int64 or int32 (the dispatcher checks which).
+    """
     cdef const lrmpi_kernel_table *t = _table(isa)
+    cdef const int64_t[:, ::1] S64
+    cdef const int32_t[:, ::1] S32
+    cdef const void *s
+    cdef int s32 = S.dtype.itemsize == 4
     cdef int64_t m = S.shape[0], n = S.shape[1]
     if m == 0 or n == 0:
         return
+    if s32:
+        S32 = S
+        s = &S32[0, 0]
+    else:
+        S64 = S
+        s = &S64[0, 0]
     with nogil:
         t.acc_add(m, n, &L[0, row0, col0], L.shape[2], L.shape[1] * L.shape[2],
-                  L.shape[0], &S[0, 0], n, shift)
+                  L.shape[0], s, s32, n, shift)
 
 
 def decode(const int64_t[:, :, ::1] L, const int32_t[::1] erow, const int32_t[::1] ecol,

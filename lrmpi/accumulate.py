@@ -50,6 +50,22 @@ class ExactAccumulator:
         return kernels.decode(self.limbs, erow, ecol, -2 * self.bits * self.planes,
                               out=out, row0=row0, col0=col0)
 
+    def decode_sum(self, S, level, erow, ecol, out=None):
+        """fl(S 2^shift(level) 2^(erow_i + ecol_j - 2bs)) without the limbs: C of a
+        first resolution (N = 0 + one level sum) straight from its level sum.
+
+        S (int32 or int64 with |S| < 2^53) converts to float64 exactly and
+        np.ldexp rounds once (subnormals included), so this equals
+        decode() after add(S, level) bit for bit, without touching the limbs
+        — hundreds of MB whose first touch would delay resolution 1.
+        """
+        if S.dtype == np.int64 and S.size and np.abs(S).max() >= 2**53:
+            raise ValueError("level sum too large for the direct decode")
+        base = level_shift(self.bits, self.planes, level) - 2 * self.bits * self.planes
+        e = erow.astype(np.int64)[:, None] + ecol.astype(np.int64)[None, :] + base
+        with np.errstate(over="ignore", under="ignore"):  # +-Inf and 0, as decode()
+            return np.ldexp(S, np.clip(e, -4000, 4000).astype(np.int32), out=out)
+
     def state(self, out=None):
         """The exact value as canonical uint32 words (the top one two's complement;
         it fits, nlimbs leaves sign room): 4 bytes per limb instead of 8."""

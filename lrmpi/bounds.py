@@ -35,29 +35,43 @@ def bound_abs(ea, eb, schedule):
 
     ea, eb: Encoded A (rows of A) and B (rows of B.T). Returns float64 (R,).
     """
-    b, s = ea.bits, ea.planes
-    xa, xb = _pair_factors(ea), _pair_factors(eb)
-    k = ea.shape[1]
-    trunc = 2.0**(-b * s - b)
-    # l1 norms are of rows scaled to (-2^b, 2^b); + k 2^-1000 covers bits that
-    # underflowed while scaling (kernels.h, pow2_split)
-    la, lb = ea.l1 + k * 2.0**-1000, eb.l1 + k * 2.0**-1000
-    # a zero row or column is encoded exactly: no truncation term for it
-    const_x = [trunc * (ea.l1 > 0), la * trunc, ROUND * xa.sum(0)]
-    const_y = [lb, 1.0 * (eb.l1 > 0), xb.sum(0)]
-    included = set()
-    omitted_after = []
-    all_pairs = [(p, q) for p in range(1, s + 1) for q in range(1, s + 1)]
-    for res in schedule:
-        included.update(res)
-        omitted_after.append([pq for pq in all_pairs if pq not in included])
-    out = np.zeros(len(schedule))
-    for r, omitted in enumerate(omitted_after):
-        X = np.stack(const_x + [xa[p - 1] for p, _ in omitted], axis=1)
-        Y = np.stack(const_y + [xb[q - 1] for _, q in omitted], axis=1)
-        out[r] = _max_scaled(X, Y, ea.exps, eb.exps)
-    out = out * INFLATE + ABS_FLOOR
-    return np.minimum.accumulate(out)
+    return Bounds(ea, eb, schedule).upto(len(schedule) - 1)
+
+
+class Bounds:
+    """bound_abs one resolution at a time: each costs an m x n pass (~15 ms at
+    n = 4096), so a distributed run computes resolution r's only when r finishes
+    instead of all of them before the first task goes out."""
+
+    def __init__(self, ea, eb, schedule):
+        b, s = ea.bits, ea.planes
+        self.ea, self.eb = ea, eb
+        self.xa, self.xb = _pair_factors(ea), _pair_factors(eb)
+        k = ea.shape[1]
+        trunc = 2.0**(-b * s - b)
+        # l1 norms are of rows scaled to (-2^b, 2^b); + k 2^-1000 covers bits that
+        # underflowed while scaling (kernels.h, pow2_split)
+        la, lb = ea.l1 + k * 2.0**-1000, eb.l1 + k * 2.0**-1000
+        # a zero row or column is encoded exactly: no truncation term for it
+        self.const_x = [trunc * (ea.l1 > 0), la * trunc, ROUND * self.xa.sum(0)]
+        self.const_y = [lb, 1.0 * (eb.l1 > 0), self.xb.sum(0)]
+        included = set()
+        self.omitted_after = []
+        all_pairs = [(p, q) for p in range(1, s + 1) for q in range(1, s + 1)]
+        for res in schedule:
+            included.update(res)
+            self.omitted_after.append([pq for pq in all_pairs if pq not in included])
+        self.raw = []
+
+    def upto(self, r):
+        """Bounds after resolutions 0..r (0-based): inflated, running minimum."""
+        while len(self.raw) <= r:
+            omitted = self.omitted_after[len(self.raw)]
+            X = np.stack(self.const_x + [self.xa[p - 1] for p, _ in omitted], axis=1)
+            Y = np.stack(self.const_y + [self.xb[q - 1] for _, q in omitted], axis=1)
+            self.raw.append(_max_scaled(X, Y, self.ea.exps, self.eb.exps))
+        out = np.asarray(self.raw[:r + 1]) * INFLATE + ABS_FLOOR
+        return np.minimum.accumulate(out)
 
 
 def _max_scaled(X, Y, erow, ecol):

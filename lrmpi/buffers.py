@@ -15,16 +15,17 @@ def touch(a):
     flat[::4096] = flat[::4096]
 
 
-def prefault(arrays, pools=()):
-    """Touch arrays and fill pools on a background thread, while the caller does
-    other work: moves the page-fault cost of large buffers off the critical path."""
+def prefault(pools=(), arrays=()):
+    """Fill pools, then touch arrays, on a background thread while the caller
+    does other work: moves the page-fault cost of large buffers off the
+    critical path (pools first: they are usually needed first)."""
     import threading
 
     def run():
-        for a in arrays:
-            touch(a)
         for pool, count in pools:
             pool.prefill(count)
+        for a in arrays:
+            touch(a)
     t = threading.Thread(target=run, name="lrmpi-prefault", daemon=True)
     t.start()
     return t

@@ -82,6 +82,9 @@ def _attr(value):
     return -1 if value is None else value
 
 
+
+WRITER_NICE = 10  # niceness of the writer thread (Linux: per thread)
+
 class CheckpointWriter:
     """Writes one job's checkpoint; only the root rank creates one.
 
@@ -113,6 +116,12 @@ class CheckpointWriter:
 
     # --- the writer thread ---
     def _loop(self):
+        # the writer's CPU work (input hash, copies, compression-free writes) must
+        # not take cores from the kernels: run this thread at a lower priority
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
+        except (OSError, AttributeError):  # pragma: no cover - not Linux
+            pass
         while True:
             job = self._queue.get()
             try:

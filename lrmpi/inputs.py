@@ -54,16 +54,20 @@ def _load_npy(path, name):
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
-            shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0(f))
+            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                     else np.lib.format.read_array_header_2_0(f))
     except Exception as exc:  # numpy raises ValueError/EOFError/... for bad headers
         raise InputError(f"{name}: {path} is not a valid .npy file ({exc})") from None
     if dtype.hasobject:
         raise InputError(f"{name}: {path} holds Python objects (pickled data is never loaded)")
     if len(shape) == 2:
         check_size(shape, dtype, name)
+    # float64 in C order is used in place, memory-mapped: the encoder reads the page
+    # cache directly instead of a 128 MB copy (n = 4096) whose first touch costs
+    # more than reading it (the file must not change while the job runs)
+    native = dtype == np.dtype(np.float64) and dtype.isnative and not fortran
     try:
-        return np.load(path, allow_pickle=False, mmap_mode=None)
+        return np.load(path, allow_pickle=False, mmap_mode="r" if native else None)
     except Exception as exc:
         raise InputError(f"{name}: {path}: cannot read array ({exc})") from None
 

@@ -122,9 +122,10 @@ def igemm(A, Bt, C, *, isa=None):
 
 
 def acc_add(L, S, shift, row0=0, col0=0, *, isa=None):
-    """Add S * 2^shift into the multi-limb integers L[:, row0:, col0:] exactly."""
+    """Add S * 2^shift into the multi-limb integers L[:, row0:, col0:] exactly
+    (S int64, or int32: level sums that fit travel as int32)."""
     _need_c(L, "L", np.int64, 3)
-    _need_c(S, "S", np.int64, 2)
+    _need_c(S, "S", np.int32 if S.dtype == np.int32 else np.int64, 2)
     if shift < 0 or shift // 32 + 1 >= L.shape[0]:
         raise ValueError(f"shift {shift} needs more than {L.shape[0]} limbs")
     if row0 < 0 or col0 < 0 or row0 + S.shape[0] > L.shape[1] or col0 + S.shape[1] > L.shape[2]:

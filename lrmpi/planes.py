@@ -55,6 +55,7 @@ def encode(X, bits=7, planes=4, scale="row", *, exps=None):
 
 
 COLUMN_BLOCK = 256  # columns of B transposed at a time (256 x k doubles, in cache)
+TRANSPOSE_ROWS = 32  # ... in pieces of 32 rows: 5-6x faster than one strided copy
 
 
 def encode_columns(B, bits=7, planes=4, scale="row"):
@@ -62,7 +63,9 @@ def encode_columns(B, bits=7, planes=4, scale="row"):
 
     A block of COLUMN_BLOCK columns at a time is transposed into a small reused
     buffer and encoded from there: no n x k float64 copy, whose first touch alone
-    costs ~0.3 s at n = 4096 on these machines.
+    costs ~0.3 s at n = 4096 on these machines. The block is transposed in
+    pieces of TRANSPOSE_ROWS rows of B (64 KB that stay in cache): one strided
+    copy of the whole block took 0.17 s at n = 4096, the pieces 0.03 s.
     """
     bits, planes = validate.bits(bits), validate.planes(planes)
     k, n = B.shape
@@ -77,7 +80,8 @@ def encode_columns(B, bits=7, planes=4, scale="row"):
     for j0 in range(0, n, COLUMN_BLOCK):
         j1 = min(n, j0 + COLUMN_BLOCK)
         t = buf[:j1 - j0]
-        t[...] = B[:, j0:j1].T
+        for i0 in range(0, k, TRANSPOSE_ROWS):
+            t[:, i0:i0 + TRANSPOSE_ROWS] = B[i0:i0 + TRANSPOSE_ROWS, j0:j1].T
         if shared is None:
             e = exponents(t, amax=kernels.rowmax(t)[0])
         else:

@@ -9,8 +9,9 @@ are pickled.
     root -> worker   WORK    int64[WORK_LEN] header, then one PLANE message per
                              plane block it lists, in that order
     root -> worker   PLANE   int8 array (rows, k) of one plane of one block
-    worker -> root   RESULT  int64[RESULT_HDR + levels*rows*cols]: header, then
-                             the exact level sums of the tile
+    worker -> root   RESULT  int64[RESULT_HDR] header, then the exact level sums
+                             of the tile, (levels, rows, cols) of int32 or int64
+                             (layered.sum_dtype: both sides derive it from the job)
     worker -> root   ERROR   pickled str: "worker R of N on HOST: traceback"
     root -> worker   STOP    int64[1], no payload
     worker -> root   BYE     pickled int: RESULT messages it sent in all (after STOP)
@@ -21,7 +22,7 @@ from enum import IntEnum
 
 import numpy as np
 
-VERSION = 1
+VERSION = 2  # 2: level sums may travel as int32
 MAX_KEYS = 2 * 16          # plane blocks one WORK can carry: all planes of A and B
 MAX_LEVELS = 32            # levels in one resolution (2 * MAX_PLANES)
 
@@ -73,26 +74,32 @@ R_TASK, R_NLEVELS, R_LEVELS = range(3)
 RESULT_HDR = R_LEVELS + MAX_LEVELS
 
 
-def result_size(nlevels, shape):
-    """int64 elements of a RESULT message for a tile of `shape`."""
-    return RESULT_HDR + nlevels * shape[0] * shape[1]
+def result_size(nlevels, shape, dtype=np.int64):
+    """int64 elements of a RESULT message for a tile of `shape`, sums of `dtype`."""
+    nbytes = nlevels * shape[0] * shape[1] * np.dtype(dtype).itemsize
+    return RESULT_HDR + -(-nbytes // 8)
 
 
-def result_buffer(nlevels, shape):
+def result_buffer(nlevels, shape, dtype=np.int64):
     """A receive/send buffer for one tile's level sums."""
-    return np.empty(result_size(nlevels, shape), np.int64)
+    return np.empty(result_size(nlevels, shape, dtype), np.int64)
 
 
-def result_body(buf, nlevels, shape):
-    """The level sums' place in a RESULT buffer, (nlevels, rows, cols): compute into it."""
-    return buf[RESULT_HDR:RESULT_HDR + nlevels * shape[0] * shape[1]].reshape(nlevels, *shape)
+def result_body(buf, nlevels, shape, dtype=np.int64):
+    """The level sums' place in a RESULT buffer, (nlevels, rows, cols) of `dtype`:
+    compute into it."""
+    count = nlevels * shape[0] * shape[1]
+    return buf[RESULT_HDR:].view(dtype)[:count].reshape(nlevels, *shape)
 
 
 def encode_result(buf, task, level_sums):
     """Fill `buf` (from result_buffer) with [(level, S)] of one task; S arrays that
     are already views of result_body(buf) are not copied."""
     buf[R_TASK], buf[R_NLEVELS] = task, len(level_sums)
-    body = result_body(buf, len(level_sums), level_sums[0][1].shape) if level_sums else None
+    if not level_sums:
+        return buf
+    S0 = level_sums[0][1]
+    body = result_body(buf, len(level_sums), S0.shape, S0.dtype)
     for i, (level, S) in enumerate(level_sums):
         buf[R_LEVELS + i] = level
         if not np.shares_memory(body[i], S):
@@ -100,10 +107,10 @@ def encode_result(buf, task, level_sums):
     return buf
 
 
-def decode_result(buf, shape):
+def decode_result(buf, shape, dtype=np.int64):
     """(task, [(level, S view)]) from a RESULT buffer of a tile of `shape`."""
     n = int(buf[R_NLEVELS])
-    body = result_body(buf, n, shape)
+    body = result_body(buf, n, shape, dtype)
     return int(buf[R_TASK]), [(int(buf[R_LEVELS + i]), body[i]) for i in range(n)]
 
 

@@ -111,24 +111,35 @@ LRMPI_INLINE void encode_body(int64_t m, int64_t n, const double *X,
 }
 
 /* --- acc_add --- */
+LRMPI_INLINE void acc_add_one(int64_t *a, int64_t *b, int64_t s, int t,
+                              int64_t mul)
+{
+    /* split s = hi*2^32 + lo with lo in [0, 2^32): lo<<t < 2^63 */
+    const uint64_t lo = (uint64_t)s & 0xFFFFFFFFu;
+    const int64_t hi = s >> 32; /* arithmetic shift (gcc, clang) */
+    const uint64_t v = lo << t;
+    *a += (int64_t)(v & 0xFFFFFFFFu);
+    *b += (int64_t)(v >> 32) + hi * mul;
+}
+
 LRMPI_INLINE void acc_add_body(int64_t m, int64_t n, int64_t *L, int64_t ldl,
-                               int64_t lstride, int nlimbs, const int64_t *S,
-                               int64_t lds, int shift)
+                               int64_t lstride, int nlimbs, const void *S,
+                               int s32, int64_t lds, int shift)
 {
     (void)nlimbs;
     const int q = shift >> 5, t = shift & 31;
     const int64_t mul = (int64_t)1 << t;
     int64_t *L0 = L + q * lstride, *L1 = L + (q + 1) * lstride;
     for (int64_t i = 0; i < m; i++) {
-        const int64_t *s = S + i * lds;
         int64_t *a = L0 + i * ldl, *b = L1 + i * ldl;
-        for (int64_t j = 0; j < n; j++) {
-            /* split S = hi*2^32 + lo with lo in [0, 2^32): lo<<t < 2^63 */
-            const uint64_t lo = (uint64_t)s[j] & 0xFFFFFFFFu;
-            const int64_t hi = s[j] >> 32; /* arithmetic shift (gcc, clang) */
-            const uint64_t v = lo << t;
-            a[j] += (int64_t)(v & 0xFFFFFFFFu);
-            b[j] += (int64_t)(v >> 32) + hi * mul;
+        if (s32) { /* level sums that fit int32 travel as int32: half the bytes */
+            const int32_t *s = (const int32_t *)S + i * lds;
+            for (int64_t j = 0; j < n; j++)
+                acc_add_one(a + j, b + j, s[j], t, mul);
+        } else {
+            const int64_t *s = (const int64_t *)S + i * lds;
+            for (int64_t j = 0; j < n; j++)
+                acc_add_one(a + j, b + j, s[j], t, mul);
         }
     }
 }

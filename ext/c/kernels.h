@@ -58,11 +58,11 @@ typedef void (*lrmpi_igemm_fn)(int64_t m, int64_t n, int64_t k,
 /*   limbs stored plane by plane with limb stride `lstride` (elements), row    */
 /*   leading dimension ldl. Limbs are carry-save: any int64 value is allowed,  */
 /*   and each call adds less than 2^36 to any limb, so ~2^26 calls are safe.   */
-/*   S      m x n int64, lds; |S| < 2^62                                       */
+/*   S      m x n int64 (s32 = 0; |S| < 2^62) or int32 (s32 = 1), lds elements */
 /*   shift  >= 0; limbs shift/32 and shift/32 + 1 must exist.                  */
 typedef void (*lrmpi_acc_add_fn)(int64_t m, int64_t n, int64_t *L,
                                  int64_t ldl, int64_t lstride, int nlimbs,
-                                 const int64_t *S, int64_t lds, int shift);
+                                 const void *S, int s32, int64_t lds, int shift);
 
 /* ------------------------------------------------------------------------- */
 /* decode:  Y[i,j] := fl( N[i,j] * 2^(erow[i] + ecol[j] + base) )              */
@@ -113,7 +113,7 @@ void lrmpi_encode_ref(int64_t, int64_t, const double *, int64_t,
 void lrmpi_igemm_ref(int64_t, int64_t, int64_t, const int8_t *, int64_t,
                      const int8_t *, int64_t, int32_t *, int64_t);
 void lrmpi_acc_add_ref(int64_t, int64_t, int64_t *, int64_t, int64_t, int,
-                       const int64_t *, int64_t, int);
+                       const void *, int, int64_t, int);
 void lrmpi_decode_ref(int64_t, int64_t, const int64_t *, int64_t, int64_t, int,
                       const int32_t *, const int32_t *, int, double *, int64_t);
 int lrmpi_export_ref(int64_t, int64_t, const int64_t *, int64_t, int, uint32_t *);
@@ -127,6 +127,6 @@ void lrmpi_igemm_avx2(int64_t, int64_t, int64_t, const int8_t *, int64_t,
 void lrmpi_igemm_avx512(int64_t, int64_t, int64_t, const int8_t *, int64_t,
                         const int8_t *, int64_t, int32_t *, int64_t);
 void lrmpi_acc_add_avx512(int64_t, int64_t, int64_t *, int64_t, int64_t, int,
-                          const int64_t *, int64_t, int);
+                          const void *, int, int64_t, int);
 
 #endif

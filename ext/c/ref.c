@@ -16,10 +16,10 @@ void lrmpi_encode_ref(int64_t m, int64_t n, const double *X, int64_t ldx,
 }
 
 void lrmpi_acc_add_ref(int64_t m, int64_t n, int64_t *L, int64_t ldl,
-                       int64_t lstride, int nlimbs, const int64_t *S,
+                       int64_t lstride, int nlimbs, const void *S, int s32,
                        int64_t lds, int shift)
 {
-    acc_add_body(m, n, L, ldl, lstride, nlimbs, S, lds, shift);
+    acc_add_body(m, n, L, ldl, lstride, nlimbs, S, s32, lds, shift);
 }
 
 void lrmpi_igemm_ref(int64_t m, int64_t n, int64_t k, const int8_t *A,

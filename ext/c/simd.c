@@ -26,10 +26,10 @@ AVX512 void lrmpi_encode_avx512(int64_t m, int64_t n, const double *X,
 }
 
 AVX512 void lrmpi_acc_add_avx512(int64_t m, int64_t n, int64_t *L, int64_t ldl,
-                                 int64_t lstride, int nlimbs, const int64_t *S,
+                                 int64_t lstride, int nlimbs, const void *S, int s32,
                                  int64_t lds, int shift)
 {
-    acc_add_body(m, n, L, ldl, lstride, nlimbs, S, lds, shift);
+    acc_add_body(m, n, L, ldl, lstride, nlimbs, S, s32, lds, shift);
 }
 
 /* igemm variants: packed, register-blocked micro-kernels in igemm_x86.c */

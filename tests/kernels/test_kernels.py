@@ -137,12 +137,15 @@ def test_decode_is_correctly_rounded(isa, L, top):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-def test_acc_add_is_exact(isa, rng):
+@pytest.mark.parametrize("dtype", [np.int64, np.int32])
+def test_acc_add_is_exact(isa, dtype, rng):
     m, n, L = 3, 37, 5
     Lm = np.zeros((L, m, n), np.int64)
     want = np.zeros((m, n), dtype=object)
+    top = 2**39 if dtype == np.int64 else 2**31
     for shift in (0, 5, 31, 32, 33, 63, 70):
-        S = rng.integers(-2**39, 2**39, (m, n))
+        S = rng.integers(-top, top, (m, n)).astype(dtype)
+        S[0, :2] = -top, top - 1  # the extremes of int32 too
         kernels.acc_add(Lm, S, shift, isa=isa)
         want += S.astype(object) * (1 << shift)
     got = np.zeros((m, n), dtype=object)

@@ -20,10 +20,15 @@ def test_work_rejects_other_versions_and_too_many_keys():
         protocol.encode_work(1, 1, 1, [(0, 0, 0)] * (protocol.MAX_KEYS + 1))
 
 
-def test_result_round_trip(rng):
-    sums = [(3, rng.integers(-2**40, 2**40, (4, 5))), (4, rng.integers(-9, 9, (4, 5)))]
-    buf = protocol.encode_result(protocol.result_buffer(2, (4, 5)), 11, sums)
-    task, got = protocol.decode_result(buf, (4, 5))
+@pytest.mark.parametrize("dtype", [np.int64, np.int32])
+def test_result_round_trip(rng, dtype):
+    top = np.iinfo(dtype).max
+    shape = (3, 5)  # 15 int32 do not fill whole int64 words
+    sums = [(3, rng.integers(-top, top, shape, dtype=dtype)),
+            (4, rng.integers(-9, 9, shape, dtype=dtype))]
+    buf = protocol.encode_result(protocol.result_buffer(2, shape, dtype), 11, sums)
+    assert buf.size == protocol.result_size(2, shape, dtype)
+    task, got = protocol.decode_result(buf, shape, dtype)
     assert task == 11 and [lv for lv, _ in got] == [3, 4]
     for (_, a), (_, b) in zip(sums, got):
         np.testing.assert_array_equal(a, b)
