@@ -14,15 +14,31 @@ import numpy as np
 
 def main(argv):
     from mpi4py import MPI
-
-    from lrmpi.partition import counts_displs
     comm = MPI.COMM_WORLD
-    rank, size = comm.Get_rank(), comm.Get_size()
     t0 = time.perf_counter()
-    shape = None
-    if rank == 0:
+    A = B = None
+    if comm.Get_rank() == 0:
         A, B = np.load(argv[0]), np.load(argv[1])
-        shape = (A.shape[0], A.shape[1], B.shape[1])
+    C, sent = oneshot(comm, A, B)
+    if comm.Get_rank() == 0:
+        print(json.dumps({"seconds": time.perf_counter() - t0, "bytes_sent": sent,
+                          "ranks": comm.Get_size()}))
+    return 0
+
+
+def oneshot(comm, A, B):
+    """(C, bytes rank 0 sent) on rank 0, (None, 0) elsewhere: A, B given on rank 0.
+
+    A worker marked slow by LRMPI_TEST_SLOW_RANK/FACTOR (lrmpi.faults) is slowed
+    here as in lrmpi's own workers, so heterogeneous-worker benchmarks compare
+    like with like.
+    """
+    from mpi4py import MPI
+
+    from lrmpi import faults
+    from lrmpi.partition import counts_displs
+    rank, size = comm.Get_rank(), comm.Get_size()
+    shape = (A.shape[0], A.shape[1], B.shape[1]) if rank == 0 else None
     m, k, n = comm.bcast(shape, root=0)
     counts, displs = counts_displs(m, size)
     mine = np.empty((counts[rank], k))
@@ -31,15 +47,16 @@ def main(argv):
     if rank != 0:
         B = np.empty((k, n))
     comm.Bcast(B, root=0)
+    t = time.perf_counter()
     Cb = mine @ B
+    if rank:
+        faults.after_task(rank, time.perf_counter() - t)
     C = np.empty((m, n)) if rank == 0 else None
     comm.Gatherv(Cb, [C, [c * n for c in counts], [d * n for d in displs], MPI.DOUBLE]
                  if rank == 0 else None, root=0)
-    if rank == 0:
-        sent = 8 * (m * k - counts[0] * k + (size - 1) * k * n)
-        print(json.dumps({"seconds": time.perf_counter() - t0, "bytes_sent": sent,
-                          "ranks": size}))
-    return 0
+    if rank != 0:
+        return None, 0
+    return C, 8 * (m * k - counts[0] * k + (size - 1) * k * n)
 
 
 if __name__ == "__main__":

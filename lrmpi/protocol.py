@@ -17,6 +17,8 @@ are pickled.
     worker -> root   BYE     pickled int: RESULT messages it sent in all (after STOP)
     worker -> root   HELLO   pickled str: its host name (answer to JOB)
     rank -> root     PART    pickled tuple: one rank's share of an inference resolution
+    root -> worker   STREAM  pickled str: next job of a stream (lrmpi.stream): "layered",
+                             "oneshot" or "done"
 """
 from enum import IntEnum
 
@@ -37,6 +39,7 @@ class Tag(IntEnum):
     BYE = 17
     HELLO = 18
     PART = 19
+    STREAM = 20
 
 
 class Operand(IntEnum):
