@@ -25,3 +25,32 @@ def test_bench_kernels_smoke(tmp_path):
     assert p.returncode == 0, p.stderr
     rows = json.loads((tmp_path / "k.json").read_text())["rows"]
     assert any(r["what"].startswith("int8") for r in rows)
+
+
+def test_bench_deadline_stream_under_mpiexec(tmp_path):
+    """The Poisson stream runs through real mpiexec (3 ranks, equal and one slow
+    worker) and its record is consistent: every job of a deadline-free run gets
+    every resolution, in increasing time; deadlines never add results."""
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "d.json"
+    p = run("bench", "deadline", "--n", 64, "--jobs", 4, "--deadlines", "1,4", "--ranks", 3,
+            "--factor", 2, "--json", out, "--plot", tmp_path / "d.png", timeout=300)
+    assert p.returncode == 0, p.stderr
+    docs = json.loads(out.read_text())
+    assert len(docs) == 2
+    for doc in docs.values():
+        assert doc["ranks"] == 3 and doc["jobs"] == 4
+        R = len(doc["service_layered_s"])
+        assert R == 3  # 2 planes, antidiagonal
+        for delays in doc["delays"]["layered@inf"]:
+            assert len(delays) == R and all(0 < a < b for a, b in zip(delays, delays[1:]))
+        assert all(len(d) == 1 for d in doc["delays"]["oneshot@inf"])
+        for name, runs in doc["delays"].items():
+            assert len(runs) == 4 and all(len(d) <= R for d in runs), name
+        for row in doc["success"]:
+            assert 0 <= row["oneshot"] <= 1
+            assert all(0 <= x <= 1 for x in row["layered"])
+            # a job that has resolution r in time has every earlier one in time too
+            assert row["layered"] == sorted(row["layered"], reverse=True)
+    assert "success" in p.stdout or "one-shot" in p.stdout
+    assert (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
