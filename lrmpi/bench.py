@@ -276,20 +276,13 @@ def matmul(argv):
                       f"{r['elapsed_s'] / row['numpy_f64_s']:>6.2f} {r['err']:>9.2e} "
                       f"{r['bound_rel']:>9.2e} {r.get('bytes_sent', 0) / 1e6:>8.1f} "
                       f"{r.get('bytes_received', 0) / 1e6:>8.1f}")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"blas": blas, "results": results}, f, indent=1)
-    if a.plot:
-        _plot_matmul(a.plot, results)
+    _save(a, {"blas": blas, "results": results}, _plot_matmul, results)
     return 0
 
 
 def _plot_matmul(png, results):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
-    for ax, row in zip(axes[0], results):
+    plt, fig, axes = _panels(len(results), 5)
+    for ax, row in zip(axes, results):
         t = [r["elapsed_s"] for r in row["resolutions"]]
         ax.semilogy(t, [max(r["err"], 1e-17) for r in row["resolutions"]], "o-",
                     label="lrmpi true error")
@@ -355,20 +348,31 @@ def deadline(argv):
         for row in doc["success"]:
             print(f"{row['deadline_s'] * 1e3:>7.1f}ms {row['deadline_factor']:>10g} "
                   f"{row['oneshot']:>9.2f} " + " ".join(f"{x:>6.2f}" for x in row["layered"]))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(results, f, indent=1)
-    if a.plot:
-        _plot_deadline(a.plot, results)
+    _save(a, results, _plot_deadline, results)
     return 0
 
 
-def _plot_deadline(png, results):
+def _save(a, doc, plot, results):
+    """--json: write `doc`; --plot: draw `results` with `plot(png, results)`."""
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(doc, f, indent=1)
+    if a.plot:
+        plot(a.plot, results)
+
+
+def _panels(count, width):
+    """A matplotlib (Agg) figure with `count` panels side by side."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
-    for ax, (label, doc) in zip(axes[0], results.items()):
+    fig, axes = plt.subplots(1, count, figsize=(width * count, 4), squeeze=False)
+    return plt, fig, axes[0]
+
+
+def _plot_deadline(png, results):
+    plt, fig, axes = _panels(len(results), 5.5)
+    for ax, (label, doc) in zip(axes, results.items()):
         x = [row["deadline_s"] * 1e3 for row in doc["success"]]
         ax.plot(x, [row["oneshot"] for row in doc["success"]], "k-o", label="one-shot f64")
         for r in range(len(doc["service_layered_s"])):
