@@ -7,7 +7,7 @@ Data flow of a layered matrix product C = A B::
                                    │
               resolution r: pairs (p, q) of the schedule (antidiagonal / pairwise / lshape)
                                    ▼
-          int8 × int8 → int32 kernels (exact)  ──▶  level sums S_l (int64, exact)
+          int8 × int8 → int32 kernels (exact)  ──▶  level sums S_l (int32/64, exact)
                                    ▼
           exact multi-limb accumulator N += S_l 2^shift
                                    ▼
@@ -17,11 +17,15 @@ Public API: `layered_matmul` / `LayeredMatmul` (one process, an iterator over
 resolutions); `run_matmul` (every rank of an MPI job, checkpoints, deadlines);
 `load_result` (read a checkpoint).
 """
-from lrmpi._version import __version__
-from lrmpi.errors import CheckpointError, ConfigError, InputError, LrmpiError, WorkerError
-from lrmpi.layered import LayeredMatmul, Resolution, layered_matmul
-from lrmpi.run import load_result, run_matmul
-from lrmpi.schedule import ORDERS
+from lrmpi import blas_threads
+
+blas_threads.apply()  # before anything imports numpy (see blas_threads)
+
+from lrmpi._version import __version__  # noqa: E402
+from lrmpi.errors import CheckpointError, ConfigError, InputError, LrmpiError, WorkerError  # noqa: E402
+from lrmpi.layered import LayeredMatmul, Resolution, layered_matmul  # noqa: E402
+from lrmpi.run import load_result, run_matmul  # noqa: E402
+from lrmpi.schedule import ORDERS  # noqa: E402
 
 __all__ = [
     "LayeredMatmul", "Resolution", "layered_matmul", "run_matmul", "load_result", "ORDERS",
