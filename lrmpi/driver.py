@@ -255,10 +255,6 @@ class Root:
         self.scratch = ScratchPool()
         self.c_pool = BufferPool((m, n), np.float64, 3)
         self.state_pool = BufferPool(self.acc.limbs.shape, np.uint32, 2)
-        # the first C buffer and the limbs are hundreds of MB at n = 4096: fault
-        # them in on the other core while the first tiles are computed and sent.
-        # Resolution 1 does not wait for the limbs: see _apply.
-        prefault([(self.c_pool, 1)], [self.acc.limbs])
         self.results_from = {w: 0 for w in self.workers}
         self.traffic = [[0, 0] for _ in self.schedule]  # bytes sent, received per resolution
         self.meta, self.cmax, self.elapsed_offset, self.cur = [], [], 0.0, 0
@@ -268,6 +264,10 @@ class Root:
         # its tiles decode straight from the sums, which wait here and go into
         # the limbs once C_1 is out (accumulate.decode_sum)
         self.deferred = [] if self.cur == 0 and self.nlevels[0] == 1 else None
+        # the first C buffer and the limbs are hundreds of MB at n = 4096: fault
+        # them in on a thread. Resolution 1 does not need the limbs (see _apply):
+        # then the deferred adds fault them in once it is out, not beside its tiles
+        prefault([(self.c_pool, 1)], [] if self.deferred is not None else [self.acc.limbs])
         R = len(self.schedule)
         self.todo = {r: deque(self.tiles) for r in range(self.cur, R)}
         self.done = {r: set() for r in range(self.cur, R)}
