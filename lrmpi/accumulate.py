@@ -33,6 +33,17 @@ def nlimbs(bits, planes, k):
     return max(-(-nbits // LIMB_BITS), top_shift // LIMB_BITS + 2)
 
 
+def scaling_is_exact(dtype, erow, ecol, base):
+    """True if S 2^(erow_i + base) and then 2^ecol_j are exact for every |S| below
+    2^31 (int32) or 2^53 (int64): every intermediate is a normal double (or 0)."""
+    bits = 31 if np.dtype(dtype) == np.int32 else 53
+    r0, r1 = int(erow.min()) + base, int(erow.max()) + base
+    c0, c1 = int(ecol.min()), int(ecol.max())
+    # a nonzero integer |x| < 2^bits times 2^e is normal if -1022 <= e and e + bits <= 1024
+    # (one bit of margin kept)
+    return -1022 <= min(r0, r0 + c0, c0) and max(r1, r1 + c1, c1) + bits <= 1023
+
+
 class ExactAccumulator:
     """Multi-limb exact sums of pair products for an m x n block of C."""
 
@@ -54,14 +65,24 @@ class ExactAccumulator:
         """fl(S 2^shift(level) 2^(erow_i + ecol_j - 2bs)) without the limbs: C of a
         first resolution (N = 0 + one level sum) straight from its level sum.
 
-        S (int32 or int64 with |S| < 2^53) converts to float64 exactly and
-        np.ldexp rounds once (subnormals included), so this equals
-        decode() after add(S, level) bit for bit, without touching the limbs
-        — hundreds of MB whose first touch would delay resolution 1.
+        S (int32 or int64 with |S| < 2^53) converts to float64 exactly. When
+        every product stays a normal number, S 2^(erow+base) 2^ecol is two exact
+        multiplications by powers of two (no temporaries: 12 -> ~3 ms a 512 x
+        4096 tile); otherwise np.ldexp rounds once (subnormals, overflow). Either
+        way this equals decode() after add(S, level) bit for bit, without touching
+        the limbs — hundreds of MB whose first touch would delay resolution 1.
         """
         if S.dtype == np.int64 and S.size and np.abs(S).max() >= 2**53:
             raise ValueError("level sum too large for the direct decode")
         base = level_shift(self.bits, self.planes, level) - 2 * self.bits * self.planes
+        if out is None:
+            out = np.empty(S.shape)
+        if not S.size:
+            return out
+        if scaling_is_exact(S.dtype, erow, ecol, base):
+            np.multiply(S, np.ldexp(1.0, erow.astype(np.int64) + base)[:, None], out=out)
+            out *= np.ldexp(1.0, ecol.astype(np.int64))[None, :]
+            return out
         e = erow.astype(np.int64)[:, None] + ecol.astype(np.int64)[None, :] + base
         with np.errstate(over="ignore", under="ignore"):  # +-Inf and 0, as decode()
             return np.ldexp(S, np.clip(e, -4000, 4000).astype(np.int32), out=out)
