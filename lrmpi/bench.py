@@ -342,12 +342,16 @@ def deadline(argv):
         print(f"mean delay in the stream without deadlines: one-shot "
               f"{doc['mean_delay_oneshot_s'] * 1e3:.1f} ms; layered "
               + ", ".join(f"r{r + 1} {d * 1e3:.1f} ms" for r, d in enumerate(lay))
-              + f" (r1 / one-shot = {lay[0] / doc['mean_delay_oneshot_s']:.2f})")
+              + f" (r1 / one-shot = {lay[0] / doc['mean_delay_oneshot_s']:.2f}); yielding r1 "
+              f"{doc['mean_delay_yielding_r1_s'] * 1e3:.1f} ms")
+        print("success rate (r = layered resolution, y = yielding: refines only while no job waits)")
         print(f"{'deadline':>9} {'x one-shot':>10} {'one-shot':>9} "
-              + " ".join(f"{'r' + str(r + 1):>6}" for r in range(R)))
+              + " ".join(f"{'r' + str(r + 1):>6}" for r in range(R)) + " "
+              + " ".join(f"{'y' + str(r + 1):>6}" for r in range(R)))
         for row in doc["success"]:
             print(f"{row['deadline_s'] * 1e3:>7.1f}ms {row['deadline_factor']:>10g} "
-                  f"{row['oneshot']:>9.2f} " + " ".join(f"{x:>6.2f}" for x in row["layered"]))
+                  f"{row['oneshot']:>9.2f} "
+                  + " ".join(f"{x:>6.2f}" for x in row["layered"] + row["yielding"]))
     _save(a, results, _plot_deadline, results)
     return 0
 
@@ -378,6 +382,8 @@ def _plot_deadline(png, results):
         for r in range(len(doc["service_layered_s"])):
             ax.plot(x, [row["layered"][r] for row in doc["success"]], "--s",
                     label=f"lrmpi resolution {r + 1}")
+        ax.plot(x, [row["yielding"][0] for row in doc["success"]], ":^", color="C0",
+                label="lrmpi resolution 1, yielding")
         ax.set_xlabel("deadline after arrival (ms)")
         ax.set_ylabel("jobs with that result in time")
         ax.set_ylim(-0.02, 1.02)

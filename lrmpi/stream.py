@@ -12,6 +12,8 @@ queueing). Every service mode sees the same arrival times and matrices:
   layered@D   lrmpi's layered matmul (Root/worker_run) with the job's deadline
               at arrival + D: it stops there with the resolutions it has (and
               drops jobs already late), then the next job starts
+  yielding@D  layered@D that also stops refining once it has resolution 1 and
+              the next job has arrived: refinement only uses idle time
 
 D = inf gives the delays without deadlines. The arrival rate is `load` / the
 one-shot service time measured first (so `load` is one-shot's utilisation).
@@ -73,24 +75,40 @@ class Server:
         for w in self.workers:
             self.comm.send(mode, dest=w, tag=Tag.STREAM)
 
-    def run(self, mode, A, B, arrival, deadline):
+    def run(self, mode, A, B, arrival, deadline, next_arrival=math.inf):
         """Delays (s since `arrival`, epoch) of each result: [one-shot] or one per
-        resolution reached; [] if the job was already late when it could start."""
+        resolution reached; [] if the job was already late when it could start.
+        `next_arrival` (epoch): when the next job arrives (mode "yielding")."""
         now, t = time.time(), time.perf_counter()
         if now >= arrival + deadline:
             return []
         lag = now - arrival
-        self._tell(mode)
+        self._tell("layered" if mode == "yielding" else mode)
         if mode == "oneshot":
             oneshot(self.comm, A, B)
             return [lag + time.perf_counter() - t]
         at = None if math.isinf(deadline) else arrival + deadline
         lm = LayeredMatmul(A, B, planes=self.planes)
-        out = Root(lm, self.comm, deadline=Deadline(at, margin=0.0), start=t).run()
+        root = Root(lm, self.comm, deadline=Deadline(at, margin=0.0), start=t)
+        if mode == "yielding":
+            root.deadline = _Yield(root, root.deadline, next_arrival)
+        out = root.run()
         return [lag + m["elapsed_s"] for m in out.resolutions]
 
     def done(self):
         self._tell("done")
+
+
+class _Yield:
+    """A Deadline that also expires once the root has resolution 1 and the next
+    job is waiting."""
+
+    def __init__(self, root, deadline, next_arrival):
+        self.root, self.deadline, self.next_arrival = root, deadline, next_arrival
+
+    def expired(self):
+        return self.deadline.expired() or (self.root.cur >= 1
+                                           and time.time() >= self.next_arrival)
 
 
 def stream(server, mode, jobs, arrivals, deadline):
@@ -102,7 +120,8 @@ def stream(server, mode, jobs, arrivals, deadline):
         wait = arrival - time.time()
         if wait > 0:
             time.sleep(wait)
-        delays.append(server.run(mode, A, B, arrival, deadline))
+        following = t0 + arrivals[j + 1] if j + 1 < len(jobs) else math.inf
+        delays.append(server.run(mode, A, B, arrival, deadline, following))
     return delays
 
 
@@ -158,7 +177,7 @@ def _root(server, a, size):
     factors = [float(x) for x in a.deadlines.split(",")]
     runs = {}
     for f in factors + [math.inf]:
-        for mode in ("oneshot", "layered"):
+        for mode in ("oneshot", "layered", "yielding"):
             runs[f"{mode}@{f:g}"] = stream(server, mode, jobs, arrivals, f * s_one)
     R = len(s_lay)
     table = []
@@ -166,13 +185,16 @@ def _root(server, a, size):
         d = f * s_one
         table.append({"deadline_factor": f, "deadline_s": d,
                       "oneshot": success(runs[f"oneshot@{f:g}"], d, 1),
-                      "layered": [success(runs[f"layered@{f:g}"], d, r) for r in range(1, R + 1)]})
+                      "layered": [success(runs[f"layered@{f:g}"], d, r) for r in range(1, R + 1)],
+                      "yielding": [success(runs[f"yielding@{f:g}"], d, r)
+                                   for r in range(1, R + 1)]})
     free = {"oneshot": [d[0] for d in runs["oneshot@inf"]],
             "layered": [[d[r] for d in runs["layered@inf"]] for r in range(R)]}
     doc = {"n": a.n, "ranks": size, "planes": a.planes, "jobs": a.jobs, "load": a.load,
            "rate_per_s": rate, "service_oneshot_s": s_one, "service_layered_s": s_lay,
            "mean_delay_oneshot_s": statistics.mean(free["oneshot"]),
            "mean_delay_layered_s": [statistics.mean(x) for x in free["layered"]],
+           "mean_delay_yielding_r1_s": statistics.mean(d[0] for d in runs["yielding@inf"]),
            "success": table, "arrivals_s": arrivals, "delays": runs}
     json.dump(doc, sys.stdout, default=lambda x: None if x != x else x)
     sys.stdout.write("\n")

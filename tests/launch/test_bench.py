@@ -47,10 +47,13 @@ def test_bench_deadline_stream_under_mpiexec(tmp_path):
         assert all(len(d) == 1 for d in doc["delays"]["oneshot@inf"])
         for name, runs in doc["delays"].items():
             assert len(runs) == 4 and all(len(d) <= R for d in runs), name
+        # yielding stops refining only when the next job is there: never before r1
+        assert all(len(d) >= 1 for d in doc["delays"]["yielding@inf"])
         for row in doc["success"]:
             assert 0 <= row["oneshot"] <= 1
-            assert all(0 <= x <= 1 for x in row["layered"])
-            # a job that has resolution r in time has every earlier one in time too
-            assert row["layered"] == sorted(row["layered"], reverse=True)
+            for mode in ("layered", "yielding"):
+                assert all(0 <= x <= 1 for x in row[mode])
+                # a job that has resolution r in time has every earlier one in time too
+                assert row[mode] == sorted(row[mode], reverse=True)
     assert "success" in p.stdout or "one-shot" in p.stdout
     assert (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
