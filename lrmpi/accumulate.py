@@ -67,7 +67,7 @@ class ExactAccumulator:
 
         S (int32 or int64 with |S| < 2^53) converts to float64 exactly. When
         every product stays a normal number, S 2^(erow+base) 2^ecol is two exact
-        multiplications by powers of two (no temporaries: 12 -> ~3 ms a 512 x
+        multiplications by powers of two (no temporaries: 12 -> 5.5 ms a 512 x
         4096 tile); otherwise np.ldexp rounds once (subnormals, overflow). Either
         way this equals decode() after add(S, level) bit for bit, without touching
         the limbs — hundreds of MB whose first touch would delay resolution 1.

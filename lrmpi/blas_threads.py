@@ -19,9 +19,13 @@ LOCAL_SIZE = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")  # Hydra, Open MP
 WORLD_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "SLURM_NTASKS")
 
 
-def _int(var, env):
-    value = env.get(var, "")
-    return int(value) if value.isdigit() else None
+def _first(names, env):
+    """The first of the variables `names` set to a positive integer, or None."""
+    for var in names:
+        value = env.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
 
 
 def share(env=None, cores=None, bound_cores=None):
@@ -35,9 +39,8 @@ def share(env=None, cores=None, bound_cores=None):
         cores = os.cpu_count() or 1
     if bound_cores is None:
         bound_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
-    local = next((n for n in map(lambda v: _int(v, env), LOCAL_SIZE) if n), None)
-    if local is None:  # no per-node count: the world size is an upper bound
-        local = next((n for n in map(lambda v: _int(v, env), WORLD_SIZE) if n), None)
+    # no per-node count: the world size is an upper bound
+    local = _first(LOCAL_SIZE, env) or _first(WORLD_SIZE, env)
     if local is None or local <= 1:
         return None
     if bound_cores < cores:

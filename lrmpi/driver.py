@@ -629,16 +629,15 @@ def _compute(comm, rank, planes, tile, pairs, bits, body, scratch):
     tile's A rows (2 MB at k = 4096), a few percent of the chunk's work.
     """
     A = _Planes(planes, Operand.A, tile.rb)
-    levels = None
     for c0 in range(0, tile.shape[1], CHUNK_COLS):
         c1 = min(c0 + CHUNK_COLS, tile.shape[1])
         t0 = time.perf_counter()
-        levels = [lv for lv, _ in level_sums(A, _Planes(planes, Operand.B, tile.cb, c0, c1),
-                                             pairs, bits, out=body[:, :, c0:c1],
-                                             scratch=scratch)]
+        level_sums(A, _Planes(planes, Operand.B, tile.cb, c0, c1), pairs, bits,
+                   out=body[:, :, c0:c1], scratch=scratch)
         faults.after_task(rank, time.perf_counter() - t0)
         if comm.Iprobe(source=0, tag=Tag.STOP):
             return None
+    levels = sorted({p + q - 1 for p, q in pairs})  # body's order (level_sums)
     return [(lv, body[i]) for i, lv in enumerate(levels)]
 
 
