@@ -53,11 +53,23 @@ def _single_thread():
     return threadpool_limits(1), _blas()
 
 
+def _shape(spec):
+    """'n' (square) or 'MxKxN' -> (m, k, n)."""
+    dims = [int(x) for x in spec.lower().split("x")]
+    if len(dims) == 1:
+        dims *= 3
+    if len(dims) != 3 or min(dims) < 1:
+        raise ValueError(f"a size is n or MxKxN, got {spec!r}")
+    return tuple(dims)
+
+
 @bench
 def kernels_(argv):
     """int8 GEMM per ISA vs numpy GEMM; encode GB/s."""
     p = argparse.ArgumentParser(prog="lrmpi bench kernels", description=kernels_.__doc__)
-    p.add_argument("--sizes", default="1024,2048", help="square sizes n (default 1024,2048)")
+    p.add_argument("--sizes", default="1024,2048,4096,8192x1024x8192",
+                   help="n (square) or MxKxN, comma-separated (default 1024,2048,4096,"
+                        "8192x1024x8192)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--isas", default=",".join(kernels.available_isas()))
     p.add_argument("--json", default=None, help="also write the results to this file")
@@ -66,35 +78,40 @@ def kernels_(argv):
     rng = np.random.default_rng(0)
     rows = []
     print(f"numpy BLAS: {blas}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '')!r}")
-    print(f"{'n':>6} {'what':>16} {'seconds':>9} {'G(FL)OPS':>9} {'x f64':>6}")
-    for n in [int(x) for x in a.sizes.split(",")]:
-        ops = 2.0 * n**3
-        X = rng.standard_normal((n, n))
-        t64 = _median_time(lambda: X @ X, a.repeats)
-        X32 = X.astype(np.float32)
-        t32 = _median_time(lambda: X32 @ X32, a.repeats)
+    print(f"{'MxKxN':>16} {'what':>16} {'seconds':>9} {'G(FL)OPS':>9} {'x f64':>6}")
+    for spec in a.sizes.split(","):
+        m, k, n = _shape(spec)
+        name, ops = f"{m}x{k}x{n}", 2.0 * m * k * n
+        X, Y = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+        t64 = _median_time(lambda: X @ Y, a.repeats)
+        X32, Y32 = X.astype(np.float32), Y.astype(np.float32)
+        t32 = _median_time(lambda: X32 @ Y32, a.repeats)
+        del X32, Y32, Y
         res = {"numpy float64": t64, "numpy float32": t32}
-        A8 = rng.integers(-127, 128, (n, n), dtype=np.int8)
-        C = np.zeros((n, n), np.int32)
+        A8 = rng.integers(-127, 128, (m, k), dtype=np.int8)
+        Bt8 = rng.integers(-127, 128, (n, k), dtype=np.int8)
+        C = np.zeros((m, n), np.int32)
         for isa in a.isas.split(","):
-            if isa == "ref" and n > 1024:
+            if isa == "ref" and ops > 2.0 * 1024**3:
                 continue  # the portable kernel is minutes at this size
-            res[f"int8 {isa}"] = _median_time(lambda: kernels.igemm(A8, A8, C, isa=isa),
+            res[f"int8 {isa}"] = _median_time(lambda: kernels.igemm(A8, Bt8, C, isa=isa),
                                               max(1, a.repeats // 2) if isa == "ref" else a.repeats)
+        del C, A8, Bt8
         exps = np.frexp(np.abs(X).max(axis=1))[1].astype(np.int32)
         t_enc = _median_time(lambda: kernels.encode(X, exps, 7, 4), a.repeats)
         for what, t in res.items():
-            rows.append({"n": n, "what": what, "seconds": t, "gops": ops / t / 1e9,
+            rows.append({"shape": [m, k, n], "what": what, "seconds": t, "gops": ops / t / 1e9,
                          "vs_float64": t64 / t})
-            print(f"{n:>6} {what:>16} {t:>9.4f} {ops / t / 1e9:>9.1f} {t64 / t:>6.2f}")
+            print(f"{name:>16} {what:>16} {t:>9.4f} {ops / t / 1e9:>9.1f} {t64 / t:>6.2f}")
         gbs = X.nbytes / t_enc / 1e9
-        rows.append({"n": n, "what": "encode 4 planes", "seconds": t_enc, "gb_per_s": gbs})
-        print(f"{n:>6} {'encode 4 planes':>16} {t_enc:>9.4f} {gbs:>7.2f} GB/s")
+        rows.append({"shape": [m, k, n], "what": "encode 4 planes", "seconds": t_enc,
+                     "gb_per_s": gbs})
+        print(f"{name:>16} {'encode 4 planes':>16} {t_enc:>9.4f} {gbs:>7.2f} GB/s")
     if limiter is not None:
         limiter.restore_original_limits()
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"blas": blas, "rows": rows}, f, indent=1)
+            json.dump({"blas": blas, "isa": kernels.selected_isa(), "rows": rows}, f, indent=1)
     return 0
 
 

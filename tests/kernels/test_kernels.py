@@ -34,6 +34,20 @@ def test_igemm_strided_rows_and_extremes(isa, rng):
     np.testing.assert_array_equal(C, A[:, 3:37].astype(np.int64) @ Bt[:, 3:37].astype(np.int64).T)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_igemm_crosses_every_cache_block(isa, rng):
+    # past MC = 240 rows, NC = 512 columns and KC = 2048 of k (igemm_x86.c), with
+    # tails in every dimension and row strides larger than k
+    m, n, k = 250, 530, 2051
+    A = rng.integers(-127, 128, (m, k + 5), dtype=np.int8)[:, 2:k + 2]
+    Bt = rng.integers(-127, 128, (n, k + 3), dtype=np.int8)[:, 1:k + 1]
+    A[:3] = -127  # extremes: every partial sum of these rows is at its largest
+    Bt[:4] = 127
+    C = np.zeros((m, n + 7), np.int32)[:, 3:n + 3]
+    kernels.igemm(A, Bt, C, isa=isa)
+    np.testing.assert_array_equal(C, A.astype(np.int64) @ Bt.astype(np.int64).T)
+
+
 def test_igemm_rejects_bad_arguments():
     A = np.zeros((2, 3), np.int8)
     with pytest.raises(TypeError, match="dtype int8"):

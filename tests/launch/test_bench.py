@@ -21,9 +21,11 @@ def test_bench_matmul_smoke(tmp_path):
 
 
 def test_bench_kernels_smoke(tmp_path):
-    p = run("bench", "kernels", "--sizes", "64", "--repeats", 1, "--json", tmp_path / "k.json")
+    p = run("bench", "kernels", "--sizes", "64,48x32x40", "--repeats", 1,
+            "--json", tmp_path / "k.json")
     assert p.returncode == 0, p.stderr
     rows = json.loads((tmp_path / "k.json").read_text())["rows"]
+    assert {tuple(r["shape"]) for r in rows} == {(64, 64, 64), (48, 32, 40)}
     assert any(r["what"].startswith("int8") for r in rows)
 
 
