@@ -16,7 +16,8 @@ DIRECTIVES = {
 # No -march: SIMD variants carry __attribute__((target)) and are picked at run
 # time (ext/c/dispatch.c), so one build runs on every x86-64.
 CFLAGS = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-strict-aliasing"]
-C_SOURCES = ["ext/c/ref.c", "ext/c/simd.c", "ext/c/igemm_x86.c", "ext/c/dispatch.c"]
+C_SOURCES = ["ext/c/ref.c", "ext/c/simd.c", "ext/c/igemm_x86.c", "ext/c/igemm_amx.c",
+             "ext/c/dispatch.c"]
 
 extensions = [
     Extension(

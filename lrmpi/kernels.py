@@ -3,7 +3,7 @@
 Every function validates its arguments once (dtype, contiguity, shapes) and
 raises TypeError/ValueError naming what it received; only then does it call
 the unchecked C kernel. The ISA is chosen from CPUID at import, or from
-LRMPI_KERNEL=ref|avx2|avx512 (an ISA this CPU lacks is an error, not a crash).
+LRMPI_KERNEL=ref|avx2|avx512|amx (an ISA this CPU lacks is an error, not a crash).
 """
 import os
 

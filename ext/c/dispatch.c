@@ -12,6 +12,9 @@ static const lrmpi_kernel_table TABLES[] = {
      lrmpi_acc_add_ref, lrmpi_decode_ref, lrmpi_export_ref},
     {"avx512", lrmpi_rowmax_avx512, lrmpi_encode_avx512, lrmpi_igemm_avx512,
      lrmpi_acc_add_avx512, lrmpi_decode_ref, lrmpi_export_ref},
+    /* AVX-512 everywhere, and the int8 GEMM on AMX tiles (igemm_amx.c) */
+    {"amx", lrmpi_rowmax_avx512, lrmpi_encode_avx512, lrmpi_igemm_amx,
+     lrmpi_acc_add_avx512, lrmpi_decode_ref, lrmpi_export_ref},
 #endif
 };
 #define NTABLES ((int)(sizeof(TABLES) / sizeof(TABLES[0])))
@@ -24,12 +27,23 @@ static int supported(const char *isa)
     __builtin_cpu_init();
     if (strcmp(isa, "avx2") == 0)
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const int avx512 = __builtin_cpu_supports("avx512f") &&
+                       __builtin_cpu_supports("avx512bw") &&
+                       __builtin_cpu_supports("avx512dq") &&
+                       __builtin_cpu_supports("avx512vl") &&
+                       __builtin_cpu_supports("avx512vnni");
     if (strcmp(isa, "avx512") == 0)
-        return __builtin_cpu_supports("avx512f") &&
-               __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512dq") &&
-               __builtin_cpu_supports("avx512vl") &&
-               __builtin_cpu_supports("avx512vnni");
+        return avx512;
+#if defined(__x86_64__)
+    /* CPUID says what the core has; the OS must also grant the tile state */
+    if (strcmp(isa, "amx") == 0) {
+        static int granted = -1;
+        if (granted < 0)
+            granted = avx512 && __builtin_cpu_supports("amx-tile") &&
+                      __builtin_cpu_supports("amx-int8") && lrmpi_amx_enable();
+        return granted;
+    }
+#endif
 #endif
     return 0;
 }

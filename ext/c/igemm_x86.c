@@ -32,7 +32,7 @@
 #define KC 2048  /* inner block: long k amortizes the C tile loads/stores */
 #endif
 #ifndef MC
-#define MC 240   /* rows of A per packed block: 240 x 2048 bytes in L2 */
+#define MC 4104  /* rows of A per packed block (8 MB at KC): B is repacked per block */
 #endif
 
 #ifndef NC
@@ -331,22 +331,24 @@ static void igemm_blocked(int MR, int NR, int offset, ukernel_fn uk, pack_a_fn p
         lrmpi_igemm_ref(m, n, k, A, lda, Bt, ldb, C, ldc); /* out of memory: slow but exact */
         return;
     }
-    for (int64_t jc = 0; jc < n; jc += NC) {
-        const int64_t nc = n - jc < NC ? n - jc : NC;
-        for (int64_t pc = 0; pc < k; pc += KC) {
-            const int64_t kc = k - pc < KC ? k - pc : KC;
-            const int64_t k4 = (kc + 3) / 4;
-            /* pack B: micro-panels of NR columns */
-            for (int64_t jp = 0; jp < nc; jp += NR)
-                pb(NR, nc - jp < NR ? nc - jp : NR, kc, Bt + (jc + jp) * ldb + pc, ldb,
+    /* each operand is packed once per block of k: all of A's rows (up to MC)
+     * first, then B one L2 block (NC columns) at a time against all of them */
+    int32_t *rowsum = (int32_t *)(bufA + (size_t)mpan * k4max * MR * 4);
+    for (int64_t pc = 0; pc < k; pc += KC) {
+        const int64_t kc = k - pc < KC ? k - pc : KC;
+        const int64_t k4 = (kc + 3) / 4;
+        for (int64_t ic = 0; ic < m; ic += MC) {
+            const int64_t mc = m - ic < MC ? m - ic : MC;
+            /* pack A: micro-panels of MR rows, with their row sums */
+            for (int64_t ip = 0; ip < mc; ip += MR)
+                pa(MR, mc - ip < MR ? mc - ip : MR, kc, A + (ic + ip) * lda + pc, lda,
+                   bufA + (ip / MR) * k4 * MR * 4, rowsum + ip);
+            for (int64_t jc = 0; jc < n; jc += NC) {
+                const int64_t nc = n - jc < NC ? n - jc : NC;
+                /* pack B: micro-panels of NR columns */
+                for (int64_t jp = 0; jp < nc; jp += NR)
+                    pb(NR, nc - jp < NR ? nc - jp : NR, kc, Bt + (jc + jp) * ldb + pc, ldb,
                        bufB + (jp / NR) * k4 * NR * 4, offset);
-            for (int64_t ic = 0; ic < m; ic += MC) {
-                const int64_t mc = m - ic < MC ? m - ic : MC;
-                int32_t *rowsum = (int32_t *)(bufA + (size_t)mpan * k4max * MR * 4);
-                /* pack A: micro-panels of MR rows, with their row sums */
-                for (int64_t ip = 0; ip < mc; ip += MR)
-                    pa(MR, mc - ip < MR ? mc - ip : MR, kc, A + (ic + ip) * lda + pc, lda,
-                           bufA + (ip / MR) * k4 * MR * 4, rowsum + ip);
                 /* macro-kernel: an A micro-panel stays in L1 while it meets
                  * every B micro-panel of the block (in L2); C is walked along
                  * its rows, which the hardware prefetcher follows */

@@ -3,7 +3,7 @@
  * Every kernel here is *unchecked*: lrmpi/kernels.py validates dtypes, shapes,
  * contiguity and ranges once, then calls through the Cython wrappers. Names follow
  * lrmpi_<op>_<isa> (BLIS style); the dispatcher in dispatch.c picks an ISA at
- * import from CPUID, overridable with LRMPI_KERNEL=ref|avx2|avx512.
+ * import from CPUID, overridable with LRMPI_KERNEL=ref|avx2|avx512|amx.
  *
  * Conventions: row-major; `ld*` are leading dimensions in elements; int64_t
  * sizes; no aliasing between inputs and outputs unless stated; every kernel
@@ -128,5 +128,11 @@ void lrmpi_igemm_avx512(int64_t, int64_t, int64_t, const int8_t *, int64_t,
                         const int8_t *, int64_t, int32_t *, int64_t);
 void lrmpi_acc_add_avx512(int64_t, int64_t, int64_t *, int64_t, int64_t, int,
                           const void *, int, int64_t, int);
+
+/* AMX (igemm_amx.c): the int8 GEMM on tiles; the rest of that table is AVX-512.
+ * lrmpi_amx_enable asks the OS for the tile state: 1 if granted.            */
+void lrmpi_igemm_amx(int64_t, int64_t, int64_t, const int8_t *, int64_t,
+                     const int8_t *, int64_t, int32_t *, int64_t);
+int lrmpi_amx_enable(void);
 
 #endif

@@ -35,10 +35,10 @@ def test_igemm_strided_rows_and_extremes(isa, rng):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-def test_igemm_crosses_every_cache_block(isa, rng):
-    # past MC = 240 rows, NC = 512 columns and KC = 2048 of k (igemm_x86.c), with
+@pytest.mark.parametrize("m, n, k", [(250, 530, 2051), (4110, 40, 2051)])
+def test_igemm_crosses_every_cache_block(isa, m, n, k, rng):
+    # past NC = 512 columns, KC = 2048 of k and MC = 4104 rows (igemm_x86.c), with
     # tails in every dimension and row strides larger than k
-    m, n, k = 250, 530, 2051
     A = rng.integers(-127, 128, (m, k + 5), dtype=np.int8)[:, 2:k + 2]
     Bt = rng.integers(-127, 128, (n, k + 3), dtype=np.int8)[:, 1:k + 1]
     A[:3] = -127  # extremes: every partial sum of these rows is at its largest
