@@ -11,10 +11,10 @@ static const lrmpi_kernel_table TABLES[] = {
     {"avx2", lrmpi_rowmax_ref, lrmpi_encode_ref, lrmpi_igemm_avx2,
      lrmpi_acc_add_ref, lrmpi_decode_ref, lrmpi_export_ref},
     {"avx512", lrmpi_rowmax_avx512, lrmpi_encode_avx512, lrmpi_igemm_avx512,
-     lrmpi_acc_add_avx512, lrmpi_decode_ref, lrmpi_export_ref},
+     lrmpi_acc_add_avx512, lrmpi_decode_avx512, lrmpi_export_avx512},
     /* AVX-512 everywhere, and the int8 GEMM on AMX tiles (igemm_amx.c) */
     {"amx", lrmpi_rowmax_avx512, lrmpi_encode_avx512, lrmpi_igemm_amx,
-     lrmpi_acc_add_avx512, lrmpi_decode_ref, lrmpi_export_ref},
+     lrmpi_acc_add_avx512, lrmpi_decode_avx512, lrmpi_export_avx512},
 #endif
 };
 #define NTABLES ((int)(sizeof(TABLES) / sizeof(TABLES[0])))
@@ -29,6 +29,7 @@ static int supported(const char *isa)
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     const int avx512 = __builtin_cpu_supports("avx512f") &&
                        __builtin_cpu_supports("avx512bw") &&
+                       __builtin_cpu_supports("avx512cd") &&
                        __builtin_cpu_supports("avx512dq") &&
                        __builtin_cpu_supports("avx512vl") &&
                        __builtin_cpu_supports("avx512vnni");

@@ -129,6 +129,11 @@ void lrmpi_igemm_avx512(int64_t, int64_t, int64_t, const int8_t *, int64_t,
 void lrmpi_acc_add_avx512(int64_t, int64_t, int64_t *, int64_t, int64_t, int,
                           const void *, int, int64_t, int);
 
+/* decode and export on AVX-512 (decode_avx512.c), bit-identical to ref.c.   */
+void lrmpi_decode_avx512(int64_t, int64_t, const int64_t *, int64_t, int64_t, int,
+                         const int32_t *, const int32_t *, int, double *, int64_t);
+int lrmpi_export_avx512(int64_t, int64_t, const int64_t *, int64_t, int, uint32_t *);
+
 /* AMX (igemm_amx.c): the int8 GEMM on tiles; the rest of that table is AVX-512.
  * lrmpi_amx_enable asks the OS for the tile state: 1 if granted.            */
 void lrmpi_igemm_amx(int64_t, int64_t, int64_t, const int8_t *, int64_t,
