@@ -86,15 +86,3 @@ class ExactAccumulator:
         e = erow.astype(np.int64)[:, None] + ecol.astype(np.int64)[None, :] + base
         with np.errstate(over="ignore", under="ignore"):  # +-Inf and 0, as decode()
             return np.ldexp(S, np.clip(e, -4000, 4000).astype(np.int32), out=out)
-
-    def state(self, out=None):
-        """The exact value as canonical uint32 words (the top one two's complement;
-        it fits, nlimbs leaves sign room): 4 bytes per limb instead of 8."""
-        return kernels.export_limbs(self.limbs, out=out)
-
-    def load_state(self, words):
-        """Inverse of state()."""
-        if words.shape != self.limbs.shape:
-            raise ValueError(f"state of shape {words.shape}, expected {self.limbs.shape}")
-        self.limbs[:] = words.astype(np.int64)
-        self.limbs[-1] = words[-1].view(np.int32)

@@ -9,12 +9,16 @@ Layout of a job written to OUT.h5 (SPEC §3)::
       /resolutions/002  ->  ...
     OUT.h5.d/res001.h5          one file per completed resolution, never rewritten
       attrs: elapsed_s, pairs, bound_abs, bound_rel;   datasets: C (matmul)
-    OUT.h5.d/state002.h5        exact accumulator of the latest resolution (resume)
+    OUT.h5.d/sums001.h5         matmul: the exact level sums resolution 1 added (resume)
+    OUT.h5.d/state002.h5        infer: exact engine state of the latest resolution (resume)
 
 Every file is written under a temporary name, closed, fsynced and renamed into
 place (os.replace), so a SIGKILL at any instant leaves the previous job file
 and every resolution it links intact; readers never see a half-written file,
-and each checkpoint costs O(one resolution) bytes, not O(all so far). The
+and each checkpoint costs O(one resolution) bytes, not O(all so far). A matmul
+resumes by adding the level sums of every completed resolution again (exact
+integers, int32 where they fit): 64 MB a resolution at n = 4096 instead of
+its 192 MB accumulator, and nothing to export on the root. The
 writes happen on a background thread (h5py releases the GIL while writing), in
 order, so the root keeps gathering while a resolution goes to disk; `flush`
 waits for them. Files are
@@ -61,8 +65,22 @@ def _fsync_path(path):
         os.close(fd)
 
 
-def atomic_h5(path, fill, fsync=True):
-    """Write an HDF5 file through `fill(h5file)` so that `path` is old or new, never torn."""
+HEADROOM = 64 << 10  # bytes beyond the data an HDF5 file may need (metadata: a few KB)
+
+
+def _check_space(path, nbytes):
+    """ENOSPC now, before HDF5 sees a full disk: a write that fails inside HDF5's
+    close leaves the library with a half-closed file, and the process later
+    crashes in HDF5's cleanup (SIGSEGV at exit, seen on a full tmpfs)."""
+    st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    if st.f_bavail * st.f_frsize < nbytes + HEADROOM:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+
+def atomic_h5(path, fill, fsync=True, nbytes=0):
+    """Write an HDF5 file through `fill(h5file)` so that `path` is old or new, never
+    torn; `nbytes`: the data it will hold (checked against the free space first)."""
+    _check_space(path, nbytes)
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
         with h5py.File(tmp, "w") as f:
@@ -76,6 +94,10 @@ def atomic_h5(path, fill, fsync=True):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def sums_path(path, index):
+    return os.path.join(sidecar(os.path.abspath(path)), f"sums{res_name(index)}.h5")
 
 
 def _attr(value):
@@ -210,28 +232,39 @@ class CheckpointWriter:
                 g[res_name(index)] = h5py.ExternalLink(f"{rel}/res{res_name(index)}.h5", "/")
         atomic_h5(self.path, fill, self.fsync)
 
-    def _write_resolution(self, index, datasets, attrs, state, done, release):
+    def _write_resolution(self, index, datasets, attrs, state, sums, done, release):
         try:
-            self._write_resolution_files(index, datasets, attrs, state)
+            self._write_resolution_files(index, datasets, attrs, state, sums)
         finally:
             if release is not None:
                 release()
         if done is not None:
             done()
 
-    def _write_resolution_files(self, index, datasets, attrs, state):
+    def _write_resolution_files(self, index, datasets, attrs, state, sums):
         def fill_res(f):
             for k, v in attrs.items():
                 f.attrs[k] = v
             for k, v in datasets.items():
                 f.create_dataset(k, data=v)
-        atomic_h5(os.path.join(self.dir, f"res{res_name(index)}.h5"), fill_res, self.fsync)
+        if sums is not None:  # before the resolution: a linked one can always resume
+            def fill_sums(f):
+                f.attrs["resolution"] = index
+                sums(f)
+            atomic_h5(self._sums_path(index), fill_sums, self.fsync,
+                      getattr(sums, "nbytes", 0))
+        atomic_h5(os.path.join(self.dir, f"res{res_name(index)}.h5"), fill_res, self.fsync,
+                  sum(np.asarray(v).nbytes for v in datasets.values()))
         if state is not None:
+            state = state() if callable(state) else state
+
             def fill_state(f):
                 f.attrs["resolution"] = index
-                for k, v in (state() if callable(state) else state).items():
+                for k, v in state.items():
                     f.create_dataset(k, data=v)
-            atomic_h5(self._state_path(index), fill_state, self.fsync)
+            atomic_h5(self._state_path(index), fill_state, self.fsync,
+                      sum(np.asarray(v).nbytes for v in state.values()
+                          if isinstance(v, np.ndarray)))
         self.completed.append(index)
         self._write_job()
         for old in glob.glob(os.path.join(self.dir, "state*.h5")):
@@ -239,15 +272,19 @@ class CheckpointWriter:
                 os.unlink(old)
 
     # --- the API the driver calls ---
-    def add_resolution(self, index, datasets, attrs, state=None, done=None, release=None):
-        """Queue resolution `index` (datasets + attrs) and its resume state for the disk.
+    def add_resolution(self, index, datasets, attrs, state=None, sums=None, done=None,
+                       release=None):
+        """Queue resolution `index` (datasets + attrs) and its resume data for the disk.
 
-        `state` may be a dict or a callable returning one (evaluated on the writer
-        thread); `done()` runs once the job file links the resolution; `release()`
-        runs in any case once the arrays are no longer needed (buffer pools).
+        `state`: the whole resume state, a dict or a callable returning one
+        (evaluated on the writer thread), replacing the previous one. `sums`: an
+        increment instead, `sums(h5file)` writes it into a file of its own that
+        is kept (matmul: the resolution's level sums; see `Checkpoint.sums`).
+        `done()` runs once the job file links the resolution; `release()` runs in
+        any case once the arrays are no longer needed (buffer pools).
         """
         def job():
-            self._write_resolution(index, datasets, attrs, state, done, release)
+            self._write_resolution(index, datasets, attrs, state, sums, done, release)
         job.release = release
         try:
             self._submit(job)
@@ -258,6 +295,9 @@ class CheckpointWriter:
 
     def _state_path(self, index):
         return os.path.join(self.dir, f"state{res_name(index)}.h5")
+
+    def _sums_path(self, index):
+        return sums_path(self.path, index)
 
     def set_status(self, status, message=""):
         """Mark the job file (after everything queued before) and wait for the disk."""
@@ -282,6 +322,9 @@ with h5py.File(sys.argv[1], "r") as f:
 """
 
 
+PROBE_TIMEOUT = 60  # s: damaged files can also send the HDF5 library into a loop
+
+
 def probe(path, what="checkpoint"):
     """Open a file we did not write in a child process first: fuzzing found damaged
     HDF5 files on which the HDF5 library itself segfaults; that must end as a clean
@@ -291,7 +334,7 @@ def probe(path, what="checkpoint"):
     import sys
     try:
         p = subprocess.run([sys.executable, "-c", _PROBE, path], capture_output=True,
-                           timeout=60)
+                           timeout=PROBE_TIMEOUT)
     except subprocess.TimeoutExpired:
         raise CheckpointError(f"{path}: reading the {what} hangs the HDF5 library") from None
     if p.returncode < 0:
@@ -342,6 +385,27 @@ class Checkpoint:
         except H5_ERRORS as exc:
             raise CheckpointError(f"{self.path}: resolution {index} is unreadable ({exc})") from None
         return attrs, data
+
+    def sums(self, index, shape, safe=False):
+        """[(level, S)] of resolution `index`: the exact level sums it added to a
+        matmul's accumulator, each S of `shape` (int32 or int64). `safe`: probe
+        the file in a child process first (see probe)."""
+        path = sums_path(self.path, index)
+        if safe and os.path.exists(path):
+            probe(path, "resume data")
+        try:
+            with h5py.File(path, "r") as f:
+                d = f["sums"]
+                levels = [int(x) for x in np.atleast_1d(f.attrs["levels"])]
+                if int(f.attrs["resolution"]) != index or not isinstance(d, h5py.Dataset) \
+                        or d.shape != (len(levels), *shape) \
+                        or d.dtype not in (np.int32, np.int64):
+                    raise CheckpointError(f"{path} does not hold the level sums of resolution "
+                                          f"{index} for a {shape[0]}x{shape[1]} product")
+                return [(lv, d[i]) for i, lv in enumerate(levels)]
+        except H5_ERRORS as exc:
+            raise CheckpointError(f"{self.path}: resume data of resolution {index} is "
+                                  f"missing or unreadable ({exc})") from None
 
     def state(self, index):
         path = os.path.join(sidecar(self.path), f"state{res_name(index)}.h5")

@@ -254,7 +254,9 @@ class Root:
         # reused buffers: results in flight, C and resume state waiting for the disk
         self.scratch = ScratchPool()
         self.c_pool = BufferPool((m, n), np.float64, 3)
-        self.state_pool = BufferPool(self.acc.limbs.shape, np.uint32, 2)
+        # with a checkpoint, each resolution's level sums wait here for the disk
+        # (they are its resume data); without one, buffers go back at once
+        self.held = {} if writer is not None else None
         self.results_from = {w: 0 for w in self.workers}
         self.traffic = [[0, 0] for _ in self.schedule]  # bytes sent, received per resolution
         self.meta, self.cmax, self.elapsed_offset, self.cur = [], [], 0.0, 0
@@ -280,9 +282,12 @@ class Root:
         self.next_id = 0
 
     def _load(self, ckpt):
-        """Continue after the checkpoint's last resolution, from its exact state."""
+        """Continue after the checkpoint's last resolution, from its exact state:
+        the level sums of every completed resolution, added again."""
         c = int(ckpt.attrs["completed"])
-        self.acc.load_state(ckpt.state(c)["limbs"])
+        for i in range(1, c + 1):
+            for level, S in ckpt.sums(i, self.acc.limbs.shape[1:], safe=True):
+                self.acc.add(S, level)
         for i in range(1, c + 1):
             attrs, _ = ckpt.resolution(i, datasets=False)
             self.meta.append(attrs)
@@ -402,11 +407,11 @@ class Root:
         if r == 0 and self.deferred is not None:
             (level, S), = sums
             self.acc.decode_sum(S, level, erow, ecol, out=C)
-            self.deferred.append((tile, level, S, buf))
+            self.deferred.append((tile, sums, buf))
         else:
             for level, S in sums:
                 self.acc.add(S, level, tile.r0, tile.c0)
-            self.scratch.put(buf)
+            self._done_with(r, tile, sums, buf)
             self.acc.decode(erow, ecol, out=C, row0=tile.r0, col0=tile.c0)
         self.done[r].add(tile.index)
         self._progress(r)
@@ -434,21 +439,41 @@ class Root:
         if self.on_resolution is not None:
             self.on_resolution(meta, C)  # C is reused later: callers copy what they keep
         if self.deferred:  # resolution 1 is out: now its sums go into the limbs
-            for tile, level, S, buf in self.deferred:
-                self.acc.add(S, level, tile.r0, tile.c0)
-                self.scratch.put(buf)
+            for tile, sums, buf in self.deferred:
+                for level, S in sums:
+                    self.acc.add(S, level, tile.r0, tile.c0)
+                self._done_with(r, tile, sums, buf)
             self.deferred = None
         if self.writer is None:
             self._report(meta)
             self.c_pool.put(C)
             return
-        W = self.acc.state(out=self.state_pool.get())
+        held = self.held.pop(r)
+        shape, dtype = self.acc.limbs.shape[1:], self.sdtype[r]
+
+        def sums(f):  # on the writer thread: the resolution's sums, tile by tile
+            levels = [lv for lv, _ in held[0][1]]
+            f.attrs["levels"] = levels
+            d = f.create_dataset("sums", (len(levels), *shape), dtype=dtype)
+            for tile, tile_sums, _ in held:
+                for i, (_, S) in enumerate(tile_sums):
+                    d[i, tile.r0:tile.r1, tile.c0:tile.c1] = S
+
+        sums.nbytes = sum(S.nbytes for _, tile_sums, _ in held for _, S in tile_sums)
 
         def release():  # on the writer thread: the buffers may be reused
             self.c_pool.put(C)
-            self.state_pool.put(W)
-        self.writer.add_resolution(r + 1, {"C": C}, meta, state={"limbs": W},
+            for _, _, buf in held:
+                self.scratch.put(buf)
+        self.writer.add_resolution(r + 1, {"C": C}, meta, sums=sums,
                                    done=lambda: self._report(meta), release=release)
+
+    def _done_with(self, r, tile, sums, buf):
+        """A result is in the limbs: its buffer waits for the checkpoint or is free."""
+        if self.held is None:
+            self.scratch.put(buf)
+        else:
+            self.held.setdefault(r, []).append((tile, sums, buf))
 
     def _progress(self, r):
         """A one-line progress bar on a terminal (logs get one line per resolution)."""

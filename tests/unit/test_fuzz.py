@@ -4,6 +4,7 @@ Any input file must give either a value or a clean lrmpi error (InputError /
 CheckpointError) — never another exception. LRMPI_FUZZ_EXAMPLES raises the
 count for longer local runs.
 """
+import contextlib
 import io
 import os
 import tempfile
@@ -65,19 +66,57 @@ def test_npy_loader_never_crashes(data):
             pass
 
 
-@SETTINGS
+@contextlib.contextmanager
+def _short_probe():
+    """Damaged HDF5 files can also send the library into an endless loop: readers
+    of untrusted files probe them in a child process (checkpoint.probe), here
+    with a short timeout."""
+    from lrmpi import checkpoint
+    timeout, checkpoint.PROBE_TIMEOUT = checkpoint.PROBE_TIMEOUT, 5
+    try:
+        yield
+    finally:
+        checkpoint.PROBE_TIMEOUT = timeout
+
+
+@settings(SETTINGS, max_examples=min(EXAMPLES, 40))  # a probe (child process) each
 @given(edits, st.integers(0, 4000), st.booleans())
 def test_checkpoint_reader_never_crashes(ed, cut, truncate):
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, _short_probe():
         out, data = _valid_checkpoint(d)
         data = data[:cut] if truncate else mutate(data, ed)
         _write(d, "c.h5", data)
         try:
-            ck = Checkpoint(out)
+            ck = Checkpoint(out, safe=True)
             for i in ck.resolution_indices():
                 ck.resolution(i)
             if ck.attrs.get("completed"):
-                ck.state(ck.attrs["completed"])
+                ck.sums(ck.attrs["completed"], (4, 3), safe=True)
+        except LrmpiError:
+            pass
+
+
+@settings(SETTINGS, max_examples=min(EXAMPLES, 40))
+@given(edits, st.integers(0, 4000), st.booleans())
+def test_resume_data_reader_never_crashes(tmp_path_factory, ed, cut, truncate):
+    # one valid checkpoint for every example; each damages a copy of its resume data
+    import shutil
+    from lrmpi.checkpoint import sums_path
+    base = tmp_path_factory.getbasetemp() / "fuzz-sums"
+    if not base.exists():
+        base.mkdir()
+        _valid_checkpoint(str(base))
+    with tempfile.TemporaryDirectory() as d, _short_probe():
+        shutil.copytree(base, d, dirs_exist_ok=True)
+        out = os.path.join(d, "c.h5")
+        path = sums_path(out, 1)
+        with open(path, "rb") as f:
+            data = f.read()
+        with open(path, "wb") as f:
+            f.write(data[:cut] if truncate else mutate(data, ed))
+        try:
+            for level, S in Checkpoint(out).sums(1, (4, 3), safe=True):
+                assert S.shape == (4, 3) and S.dtype in (np.int32, np.int64)
         except LrmpiError:
             pass
 
