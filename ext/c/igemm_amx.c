@@ -27,7 +27,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #if defined(__linux__)
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -56,21 +55,6 @@ typedef struct {
 /* scratch kept across calls (first touch is slow on these VMs), per thread */
 static __thread int8_t *bufA, *bufB;
 static __thread size_t capA, capB;
-
-static int ensure(int8_t **buf, size_t *cap, size_t need)
-{
-    if (need <= *cap)
-        return 0;
-    free(*buf);
-    const size_t huge = (size_t)2 << 20, size = (need + huge - 1) / huge * huge;
-    *buf = aligned_alloc(huge, size);
-#ifdef MADV_HUGEPAGE
-    if (*buf)
-        madvise(*buf, size, MADV_HUGEPAGE);
-#endif
-    *cap = *buf ? need : 0;
-    return *buf ? 0 : -1;
-}
 
 /* Rows [0, mr) (mr <= 16) x k [0, kc) of A -> one panel Ap[kb][16][64],
  * zero padded past mr rows and past kc. */
@@ -113,6 +97,22 @@ static void pack_b(int64_t nr, int64_t kc, const int8_t *Bt, int64_t ldb, int8_t
                 const int64_t p = 4 * q + b;
                 Bp[q * 64 + c * 4 + b] = (c < nr && p < kc) ? Bt[c * ldb + p] : 0;
             }
+}
+
+/* `rows` rows of src (of A, or columns of B as rows of Bt) -> panels of 16,
+ * padded with zero panels to a multiple of 32 rows (the 2 x 2 tile block). */
+typedef void (*pack_fn)(int64_t, int64_t, const int8_t *, int64_t, int8_t *);
+
+static void pack_panels(pack_fn pack, int64_t rows, int64_t kc, const int8_t *src, int64_t ld,
+                        int8_t *dst, size_t panel)
+{
+    for (int64_t p = 0; p < (rows + 31) / 32 * 2; p++) {
+        const int64_t r = rows - 16 * p;
+        if (r > 0)
+            pack(r < 16 ? r : 16, kc, src + 16 * p * ld, ld, dst + p * panel);
+        else
+            memset(dst + p * panel, 0, panel);
+    }
 }
 
 /* C[32 x 32] (row stride ldcb bytes) += [A0; A1] * [B0 B1] over nkb steps of
@@ -180,8 +180,8 @@ void lrmpi_igemm_amx(int64_t m, int64_t n, int64_t k, const int8_t *A, int64_t l
     const int64_t mpan = (mc_max + 31) / 32 * 2, npan = (nc_max + 31) / 32 * 2;
     /* huge strides (gather offsets) or no memory: the VNNI kernel, also exact */
     if (ldb >= INT32_MAX / 16 ||
-        ensure(&bufA, &capA, (size_t)(mpan * nkb_max) * TILE) ||
-        ensure(&bufB, &capB, (size_t)(npan * nkb_max) * TILE)) {
+        lrmpi_scratch(&bufA, &capA, (size_t)(mpan * nkb_max) * TILE) ||
+        lrmpi_scratch(&bufB, &capB, (size_t)(npan * nkb_max) * TILE)) {
         lrmpi_igemm_avx512(m, n, k, A, lda, Bt, ldb, C, ldc);
         return;
     }
@@ -192,24 +192,10 @@ void lrmpi_igemm_amx(int64_t m, int64_t n, int64_t k, const int8_t *A, int64_t l
         const size_t panel = (size_t)nkb * TILE;
         for (int64_t ic = 0; ic < m; ic += AMX_MC) {
             const int64_t mc = m - ic < AMX_MC ? m - ic : AMX_MC;
-            for (int64_t p = 0; p < (mc + 31) / 32 * 2; p++) {
-                const int64_t mr = mc - 16 * p;
-                if (mr > 0)
-                    pack_a(mr < 16 ? mr : 16, kc, A + (ic + 16 * p) * lda + pc, lda,
-                           bufA + p * panel);
-                else
-                    memset(bufA + p * panel, 0, panel);
-            }
+            pack_panels(pack_a, mc, kc, A + ic * lda + pc, lda, bufA, panel);
             for (int64_t jc = 0; jc < n; jc += AMX_NC) {
                 const int64_t nc = n - jc < AMX_NC ? n - jc : AMX_NC;
-                for (int64_t p = 0; p < (nc + 31) / 32 * 2; p++) {
-                    const int64_t nr = nc - 16 * p;
-                    if (nr > 0)
-                        pack_b(nr < 16 ? nr : 16, kc, Bt + (jc + 16 * p) * ldb + pc, ldb,
-                               bufB + p * panel);
-                    else
-                        memset(bufB + p * panel, 0, panel);
-                }
+                pack_panels(pack_b, nc, kc, Bt + jc * ldb + pc, ldb, bufB, panel);
                 for (int64_t ip = 0; ip < mc; ip += 32)
                     for (int64_t jp = 0; jp < nc; jp += 32) {
                         const int8_t *A0 = bufA + (ip / 16) * panel, *B0 = bufB + (jp / 16) * panel;

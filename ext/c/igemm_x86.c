@@ -46,13 +46,14 @@
 static __thread int8_t *bufA, *bufB;
 static __thread size_t capA, capB;
 
-static int ensure(int8_t **buf, size_t *cap, size_t need)
+/* Grow a per-thread scratch buffer (kernels.h): 2 MB aligned and huge pages
+ * asked for, as the packed panels are walked across many 4 KB pages per
+ * micro-kernel call (TLB misses otherwise). */
+int lrmpi_scratch(int8_t **buf, size_t *cap, size_t need)
 {
     if (need <= *cap)
         return 0;
     free(*buf);
-    /* 2 MB aligned and huge pages asked for: the packed panels are walked
-     * across many 4 KB pages per micro-kernel call (TLB misses otherwise) */
     const size_t huge = (size_t)2 << 20, size = (need + huge - 1) / huge * huge;
     *buf = aligned_alloc(huge, size);
 #ifdef MADV_HUGEPAGE
@@ -326,8 +327,8 @@ static void igemm_blocked(int MR, int NR, int offset, ukernel_fn uk, pack_a_fn p
     const int64_t nc_max = NC < n ? NC : n;
     const int64_t mc_max = MC < m ? MC : m;
     const int64_t npan = (nc_max + NR - 1) / NR, mpan = (mc_max + MR - 1) / MR;
-    if (ensure(&bufB, &capB, (size_t)npan * k4max * NR * 4) ||
-        ensure(&bufA, &capA, (size_t)mpan * k4max * MR * 4 + (size_t)mpan * MR * 4)) {
+    if (lrmpi_scratch(&bufB, &capB, (size_t)npan * k4max * NR * 4) ||
+        lrmpi_scratch(&bufA, &capA, (size_t)mpan * k4max * MR * 4 + (size_t)mpan * MR * 4)) {
         lrmpi_igemm_ref(m, n, k, A, lda, Bt, ldb, C, ldc); /* out of memory: slow but exact */
         return;
     }

@@ -11,6 +11,7 @@
  */
 #ifndef LRMPI_KERNELS_H
 #define LRMPI_KERNELS_H
+#include <stddef.h>
 #include <stdint.h>
 
 /* ------------------------------------------------------------------------- */
@@ -133,6 +134,10 @@ void lrmpi_acc_add_avx512(int64_t, int64_t, int64_t *, int64_t, int64_t, int,
 void lrmpi_decode_avx512(int64_t, int64_t, const int64_t *, int64_t, int64_t, int,
                          const int32_t *, const int32_t *, int, double *, int64_t);
 int lrmpi_export_avx512(int64_t, int64_t, const int64_t *, int64_t, int, uint32_t *);
+
+/* Per-thread scratch of the GEMMs (igemm_x86.c): grows *buf to `need` bytes
+ * (kept across calls, 2 MB aligned); 0, or -1 without memory.              */
+int lrmpi_scratch(int8_t **buf, size_t *cap, size_t need);
 
 /* AMX (igemm_amx.c): the int8 GEMM on tiles; the rest of that table is AVX-512.
  * lrmpi_amx_enable asks the OS for the tile state: 1 if granted.            */
