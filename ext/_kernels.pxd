@@ -12,7 +12,7 @@ cdef extern from "c/kernels.h" nogil:
                                       const void *, int, int64_t, int) noexcept nogil
     ctypedef void (*lrmpi_decode_fn)(int64_t, int64_t, const int64_t *, int64_t, int64_t,
                                      int, const int32_t *, const int32_t *, int, double *,
-                                     int64_t) noexcept nogil
+                                     int64_t, double *) noexcept nogil
     ctypedef int (*lrmpi_export_fn)(int64_t, int64_t, const int64_t *, int64_t, int,
                                     uint32_t *) noexcept nogil
     ctypedef struct lrmpi_kernel_table:

@@ -106,14 +106,17 @@ def decode(const int64_t[:, :, ::1] L, const int32_t[::1] erow, const int32_t[::
     """Y[i,j] := fl(N[row0+i, col0+j] * 2^(erow[i] + ecol[j] + base)), correctly rounded.
 
     Y may be a tile of a larger array (any row stride, unit column stride).
+    Returns max |Y[i,j]| (0.0 for an empty tile).
     """
     cdef const lrmpi_kernel_table *t = _table(isa)
     cdef int64_t m = Y.shape[0], n = Y.shape[1]
+    cdef double amax = 0.0
     if m == 0 or n == 0:
-        return
+        return amax
     with nogil:
         t.decode(m, n, &L[0, row0, col0], L.shape[2], L.shape[1] * L.shape[2], L.shape[0],
-                 &erow[0], &ecol[0], base, &Y[0, 0], Y.strides[0] // 8)
+                 &erow[0], &ecol[0], base, &Y[0, 0], Y.strides[0] // 8, &amax)
+    return amax
 
 
 def export_limbs(const int64_t[:, :, ::1] L, uint32_t[:, :, ::1] W, isa=None):

@@ -55,11 +55,12 @@ class ExactAccumulator:
         """N[row0:, col0:] += S * 2^shift for a level sum S (int64, |S| < 2^40)."""
         kernels.acc_add(self.limbs, S, level_shift(self.bits, self.planes, level), row0, col0)
 
-    def decode(self, erow, ecol, out=None, row0=0, col0=0):
+    def decode(self, erow, ecol, out=None, row0=0, col0=0, with_max=False):
         """C = fl(N * 2^(erow_i + ecol_j - 2bs)), one correct rounding per element
-        (all of it, or the tile of `out`'s shape at (row0, col0))."""
+        (all of it, or the tile of `out`'s shape at (row0, col0)); with `with_max`,
+        (C, max |C|)."""
         return kernels.decode(self.limbs, erow, ecol, -2 * self.bits * self.planes,
-                              out=out, row0=row0, col0=col0)
+                              out=out, row0=row0, col0=col0, with_max=with_max)
 
     def decode_sum(self, S, level, erow, ecol, out=None):
         """fl(S 2^shift(level) 2^(erow_i + ecol_j - 2bs)) without the limbs: C of a

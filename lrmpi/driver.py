@@ -274,7 +274,7 @@ class Root:
         self.todo = {r: deque(self.tiles) for r in range(self.cur, R)}
         self.done = {r: set() for r in range(self.cur, R)}
         self.buffered = {r: {} for r in range(self.cur, R)}
-        self.cbuf = {}
+        self.cbuf, self.tile_max = {}, {}
         self.outstanding = {w: deque() for w in self.workers or [0]}  # FIFO per worker
         self.have = {w: set() for w in self.workers or [0]}
         self.owner, self.backed_up, self.durations = {}, set(), []
@@ -408,11 +408,15 @@ class Root:
             (level, S), = sums
             self.acc.decode_sum(S, level, erow, ecol, out=C)
             self.deferred.append((tile, sums, buf))
+            amax = max(float(C.max()), -float(C.min()))  # the tile is still in cache
         else:
             for level, S in sums:
                 self.acc.add(S, level, tile.r0, tile.c0)
             self._done_with(r, tile, sums, buf)
-            self.acc.decode(erow, ecol, out=C, row0=tile.r0, col0=tile.c0)
+            _, amax = self.acc.decode(erow, ecol, out=C, row0=tile.r0, col0=tile.c0,
+                                      with_max=True)
+        # max|C_r| tile by tile, as the tiles are decoded: no pass over C at the end
+        self.tile_max[r] = max(self.tile_max.get(r, 0.0), amax)
         self.done[r].add(tile.index)
         self._progress(r)
         if len(self.done[r]) == len(self.tiles):
@@ -427,8 +431,7 @@ class Root:
 
     def _finish(self, r):
         C = self.cbuf.pop(r)
-        # max|C| as max(-min, max): two read passes, no 128 MB |C| temporary
-        self.cmax.append(max(float(C.max()), -float(C.min())))
+        self.cmax.append(self.tile_max.pop(r))
         babs = self.bounds.upto(r)
         rel = float(bounds.bound_rel(babs, self.cmax)[-1])
         pairs = sum(len(x) for x in self.schedule[:r + 1])

@@ -133,11 +133,12 @@ def acc_add(L, S, shift, row0=0, col0=0, *, isa=None):
     _k.acc_add(L, S, shift, row0, col0, isa)
 
 
-def decode(L, erow, ecol, base, *, out=None, row0=0, col0=0, isa=None):
+def decode(L, erow, ecol, base, *, out=None, row0=0, col0=0, isa=None, with_max=False):
     """Y[i,j] = fl(N[row0+i, col0+j] * 2^(erow[i] + ecol[j] + base)), correctly rounded.
 
     Decodes all of L, or the tile of `out`'s shape at (row0, col0) into `out`
-    (a float64 array or a tile view of one, rows contiguous).
+    (a float64 array or a tile view of one, rows contiguous). Returns Y, or
+    (Y, max |Y|) with `with_max` (found in the same pass).
     """
     _need_c(L, "L", np.int64, 3)
     _need_c(erow, "erow", np.int32, 1)
@@ -154,8 +155,8 @@ def decode(L, erow, ecol, base, *, out=None, row0=0, col0=0, isa=None):
         raise ValueError(f"tile {out.shape} at ({row0}, {col0}) outside {L.shape[1:]}")
     if erow.shape[0] != m or ecol.shape[0] != n:
         raise ValueError(f"exponents {erow.shape[0]}x{ecol.shape[0]} for a {m}x{n} tile")
-    _k.decode(L, erow, ecol, base, out, row0, col0, isa)
-    return out
+    amax = _k.decode(L, erow, ecol, base, out, row0, col0, isa)
+    return (out, amax) if with_max else out
 
 
 def export_limbs(L, *, out=None, isa=None):

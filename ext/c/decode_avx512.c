@@ -21,12 +21,15 @@
 
 AVX512 void lrmpi_decode_avx512(int64_t m, int64_t n, const int64_t *L, int64_t ldl,
                                 int64_t lstride, int nlimbs, const int32_t *erow,
-                                const int32_t *ecol, int base, double *Y, int64_t ldy)
+                                const int32_t *ecol, int base, double *Y, int64_t ldy,
+                                double *amax)
 {
     if (nlimbs > 4 || nlimbs < 1) {
-        lrmpi_decode_ref(m, n, L, ldl, lstride, nlimbs, erow, ecol, base, Y, ldy);
+        lrmpi_decode_ref(m, n, L, ldl, lstride, nlimbs, erow, ecol, base, Y, ldy, amax);
         return;
     }
+    __m512d big = _mm512_setzero_pd(); /* max |y| of the fast lanes */
+    double slow_big = 0.0;             /* ... and of the others */
     const __m512i low32 = _mm512_set1_epi64(0xFFFFFFFFll), zero = _mm512_setzero_si512();
     const __m512i one = _mm512_set1_epi64(1), c64 = _mm512_set1_epi64(64);
     const __m512i bias = _mm512_set1_epi64(1023);
@@ -76,16 +79,23 @@ AVX512 void lrmpi_decode_avx512(int64_t m, int64_t n, const int64_t *L, int64_t 
             y = _mm512_castsi512_pd(_mm512_mask_or_epi64(_mm512_castpd_si512(y), neg,
                                                          _mm512_castpd_si512(y), signbit));
             _mm512_mask_storeu_pd(Y + i * ldy + j, live & fast, y);
+            big = _mm512_mask_max_pd(big, live & fast, big, _mm512_abs_pd(y));
             /* zeros are exact whatever t is; the other slow lanes: ref.c */
             __mmask8 slow = live & ~fast & ~_mm512_cmpeq_epi64_mask(top, zero);
             _mm512_mask_storeu_pd(Y + i * ldy + j, live & ~fast & ~slow, _mm512_setzero_pd());
             while (slow) {
                 const int b = __builtin_ctz(slow);
                 slow &= (__mmask8)(slow - 1);
+                double yb;
                 lrmpi_decode_ref(1, 1, row + j + b, ldl, lstride, nlimbs, NULL, NULL,
-                                 er + (ecol ? ecol[j + b] : 0), Y + i * ldy + j + b, ldy);
+                                 er + (ecol ? ecol[j + b] : 0), Y + i * ldy + j + b, ldy, &yb);
+                slow_big = yb > slow_big ? yb : slow_big;
             }
         }
+    }
+    if (amax) {
+        const double v = _mm512_reduce_max_pd(big);
+        *amax = v > slow_big ? v : slow_big;
     }
 }
 

@@ -73,10 +73,12 @@ typedef void (*lrmpi_acc_add_fn)(int64_t m, int64_t n, int64_t *L,
 /*   With nlimbs <= 4 the caller guarantees |N| < 2^126 (a 128-bit fast path). */
 /*   erow   m int32 or NULL (0);  ecol  n int32 or NULL (0)                     */
 /*   Y      m x n float64, ldy                                                 */
+/*   amax   NULL, or (output) max |Y[i,j]| over the tile: the root needs max|C| */
+/*          of every resolution, and this saves a pass over C                  */
 typedef void (*lrmpi_decode_fn)(int64_t m, int64_t n, const int64_t *L,
                                 int64_t ldl, int64_t lstride, int nlimbs,
                                 const int32_t *erow, const int32_t *ecol,
-                                int base, double *Y, int64_t ldy);
+                                int base, double *Y, int64_t ldy, double *amax);
 
 /* ------------------------------------------------------------------------- */
 /* export:  W[l,i,j] := limb l of N[i,j] in canonical form, as uint32 words:   */
@@ -116,7 +118,7 @@ void lrmpi_igemm_ref(int64_t, int64_t, int64_t, const int8_t *, int64_t,
 void lrmpi_acc_add_ref(int64_t, int64_t, int64_t *, int64_t, int64_t, int,
                        const void *, int, int64_t, int);
 void lrmpi_decode_ref(int64_t, int64_t, const int64_t *, int64_t, int64_t, int,
-                      const int32_t *, const int32_t *, int, double *, int64_t);
+                      const int32_t *, const int32_t *, int, double *, int64_t, double *);
 int lrmpi_export_ref(int64_t, int64_t, const int64_t *, int64_t, int, uint32_t *);
 
 /* SIMD variants (simd.c); only called when the CPU supports them.           */
@@ -132,7 +134,7 @@ void lrmpi_acc_add_avx512(int64_t, int64_t, int64_t *, int64_t, int64_t, int,
 
 /* decode and export on AVX-512 (decode_avx512.c), bit-identical to ref.c.   */
 void lrmpi_decode_avx512(int64_t, int64_t, const int64_t *, int64_t, int64_t, int,
-                         const int32_t *, const int32_t *, int, double *, int64_t);
+                         const int32_t *, const int32_t *, int, double *, int64_t, double *);
 int lrmpi_export_avx512(int64_t, int64_t, const int64_t *, int64_t, int, uint32_t *);
 
 /* Per-thread scratch of the GEMMs (igemm_x86.c): grows *buf to `need` bytes

@@ -135,17 +135,23 @@ static double decode_small(const int64_t *w, int nl, int exp2)
 
 void lrmpi_decode_ref(int64_t m, int64_t n, const int64_t *L, int64_t ldl,
                       int64_t lstride, int nlimbs, const int32_t *erow,
-                      const int32_t *ecol, int base, double *Y, int64_t ldy)
+                      const int32_t *ecol, int base, double *Y, int64_t ldy,
+                      double *amax)
 {
     int64_t w[MAX_LIMBS];
+    double big = 0.0;
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
             for (int l = 0; l < nlimbs; l++)
                 w[l] = L[l * lstride + i * ldl + j];
             int e = base + (erow ? erow[i] : 0) + (ecol ? ecol[j] : 0);
-            Y[i * ldy + j] = nlimbs <= 4 ? decode_small(w, nlimbs, e)
+            const double y = nlimbs <= 4 ? decode_small(w, nlimbs, e)
                                          : decode_one(w, nlimbs, e);
+            Y[i * ldy + j] = y;
+            big = fabs(y) > big ? fabs(y) : big;
         }
+    if (amax)
+        *amax = big;
 }
 
 int lrmpi_export_ref(int64_t m, int64_t n, const int64_t *L, int64_t lstride,

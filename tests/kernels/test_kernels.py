@@ -145,9 +145,10 @@ def test_decode_is_correctly_rounded(isa, L, top):
     for base in (0, -200, -1100, -1074 - 60, 900):
         erow = np.zeros(1, np.int32)
         ecol = np.zeros(len(vals), np.int32)
-        got = kernels.decode(Lm, erow, ecol, base, isa=isa)[0]
+        got, amax = kernels.decode(Lm, erow, ecol, base, isa=isa, with_max=True)
         want = [_round_ref(v, base) for v in vals]
-        np.testing.assert_array_equal(got, want, err_msg=f"base {base}")
+        np.testing.assert_array_equal(got[0], want, err_msg=f"base {base}")
+        assert amax == max(abs(w) for w in want)  # found in the same pass
 
 
 @pytest.mark.parametrize("isa", [i for i in ISAS if i != "ref"])
@@ -168,8 +169,9 @@ def test_decode_and_export_match_the_reference(isa, L, rng):
         for cols in (n, 8, 9, 1):
             part = np.ascontiguousarray(Lm[:, :, :cols])
             want = kernels.decode(part, erow, ecol[:cols], base, isa="ref")
-            got = kernels.decode(part, erow, ecol[:cols], base, isa=isa)
+            got, amax = kernels.decode(part, erow, ecol[:cols], base, isa=isa, with_max=True)
             np.testing.assert_array_equal(got, want, err_msg=f"base {base}, {cols} columns")
+            assert amax == np.abs(want).max()
     # export wants |N| < 2^(32 L - 1): the top limb plus its carry-in fits int32
     Lm[-1] = rng.integers(-2**30, 2**30, (m, n))
     np.testing.assert_array_equal(kernels.export_limbs(Lm, isa=isa),
