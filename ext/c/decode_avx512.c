@@ -41,11 +41,13 @@ AVX512 void lrmpi_decode_avx512(int64_t m, int64_t n, const int64_t *L, int64_t 
         for (int64_t j = 0; j < n; j += 8) {
             const __mmask8 live = n - j >= 8 ? 0xFF : (__mmask8)((1u << (n - j)) - 1);
             const __m512i w0 = _mm512_maskz_loadu_epi64(live, row + j);
-            const __m512i w1 = nlimbs > 1 ? _mm512_maskz_loadu_epi64(live, row + lstride + j) : zero;
-            const __m512i w2 = nlimbs > 2 ? _mm512_maskz_loadu_epi64(live, row + 2 * lstride + j) : zero;
-            const __m512i w3 = nlimbs > 3 ? _mm512_maskz_loadu_epi64(live, row + 3 * lstride + j) : zero;
+            const int64_t *r1 = row + lstride + j, *r2 = r1 + lstride, *r3 = r2 + lstride;
+            const __m512i w1 = nlimbs > 1 ? _mm512_maskz_loadu_epi64(live, r1) : zero;
+            const __m512i w2 = nlimbs > 2 ? _mm512_maskz_loadu_epi64(live, r2) : zero;
+            const __m512i w3 = nlimbs > 3 ? _mm512_maskz_loadu_epi64(live, r3) : zero;
             /* N = w0 + w1 2^32 + w2 2^64 + w3 2^96 modulo 2^128, as hi 2^64 + lo */
-            const __m512i lo = _mm512_add_epi64(w0, _mm512_slli_epi64(_mm512_and_si512(w1, low32), 32));
+            const __m512i lo = _mm512_add_epi64(
+                w0, _mm512_slli_epi64(_mm512_and_si512(w1, low32), 32));
             const __mmask8 carry = _mm512_cmplt_epu64_mask(lo, w0);
             const __mmask8 w0neg = _mm512_cmplt_epi64_mask(w0, zero);
             __m512i hi = _mm512_add_epi64(_mm512_srai_epi64(w1, 32),
@@ -73,8 +75,10 @@ AVX512 void lrmpi_decode_avx512(int64_t m, int64_t n, const int64_t *L, int64_t 
             if (ecol)
                 t = _mm512_add_epi64(t, _mm512_cvtepi32_epi64(
                                             _mm256_maskz_loadu_epi32(live, ecol + j)));
-            const __mmask8 fast = _mm512_cmpge_epi64_mask(t, tmin) & _mm512_cmple_epi64_mask(t, tmax);
-            const __m512d p2 = _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_add_epi64(t, bias), 52));
+            const __mmask8 fast =
+                _mm512_cmpge_epi64_mask(t, tmin) & _mm512_cmple_epi64_mask(t, tmax);
+            const __m512d p2 =
+                _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_add_epi64(t, bias), 52));
             __m512d y = _mm512_mul_pd(x, p2);
             y = _mm512_castsi512_pd(_mm512_mask_or_epi64(_mm512_castpd_si512(y), neg,
                                                          _mm512_castpd_si512(y), signbit));

@@ -219,9 +219,10 @@ static void pack_a_vnni(int MR, int64_t mr, int64_t kc, const int8_t *A, int64_t
             int64_t p = 0;
             for (; p + 64 <= kc; p += 64)
                 s = _mm512_dpbusd_epi32(s, ones, _mm512_loadu_si512((const void *)(src + p)));
-            if (p < kc)
-                s = _mm512_dpbusd_epi32(s, ones, _mm512_maskz_loadu_epi8(
-                                                     (__mmask64)(~0ULL >> (64 - (kc - p))), src + p));
+            if (p < kc) {
+                const __mmask64 tail = (__mmask64)(~0ULL >> (64 - (kc - p)));
+                s = _mm512_dpbusd_epi32(s, ones, _mm512_maskz_loadu_epi8(tail, src + p));
+            }
         }
         rowsum[r] = _mm512_reduce_add_epi32(s);
     }
@@ -376,6 +377,7 @@ void lrmpi_igemm_avx2(int64_t m, int64_t n, int64_t k, const int8_t *A,
                       int64_t lda, const int8_t *Bt, int64_t ldb, int32_t *C,
                       int64_t ldc)
 {
-    igemm_blocked(A_MR, A_NR, 0, ukernel_avx2, pack_a, pack_b_scalar, m, n, k, A, lda, Bt, ldb, C, ldc);
+    igemm_blocked(A_MR, A_NR, 0, ukernel_avx2, pack_a, pack_b_scalar, m, n, k, A, lda, Bt, ldb,
+                  C, ldc);
 }
 #endif
