@@ -402,10 +402,15 @@ class Checkpoint:
                         or d.dtype not in (np.int32, np.int64):
                     raise CheckpointError(f"{path} does not hold the level sums of resolution "
                                           f"{index} for a {shape[0]}x{shape[1]} product")
-                return [(lv, d[i]) for i, lv in enumerate(levels)]
+                out = [(lv, d[i]) for i, lv in enumerate(levels)]
         except H5_ERRORS as exc:
             raise CheckpointError(f"{self.path}: resume data of resolution {index} is "
                                   f"missing or unreadable ({exc})") from None
+        # the exact adder's contract (kernels.h): |S| < 2^62; a damaged file must not
+        # reach it with more
+        if any(S.size and (int(S.max()) >= 2**62 or int(S.min()) <= -2**62) for _, S in out):
+            raise CheckpointError(f"{path}: level sums of resolution {index} out of range")
+        return out
 
     def state(self, index):
         path = os.path.join(sidecar(self.path), f"state{res_name(index)}.h5")

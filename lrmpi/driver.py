@@ -44,7 +44,7 @@ from lrmpi import bounds, faults, protocol
 from lrmpi.accumulate import ExactAccumulator
 from lrmpi.buffers import BufferPool, ScratchPool, prefault
 from lrmpi.comm import get_comm, mpi, rank_size
-from lrmpi.errors import WorkerError
+from lrmpi.errors import CheckpointError, WorkerError
 from lrmpi.layered import PlaneView, level_sums, sum_dtype
 from lrmpi.log import logger
 from lrmpi.partition import Tiling, default_tiling
@@ -286,7 +286,11 @@ class Root:
         the level sums of every completed resolution, added again."""
         c = int(ckpt.attrs["completed"])
         for i in range(1, c + 1):
-            for level, S in ckpt.sums(i, self.acc.limbs.shape[1:], safe=True):
+            sums = ckpt.sums(i, self.acc.limbs.shape[1:], safe=True)
+            if [lv for lv, _ in sums] != sorted({p + q - 1 for p, q in self.schedule[i - 1]}):
+                raise CheckpointError(f"{ckpt.path}: the resume data of resolution {i} "
+                                      "holds other levels than its pairs")
+            for level, S in sums:
                 self.acc.add(S, level)
         for i in range(1, c + 1):
             attrs, _ = ckpt.resolution(i, datasets=False)

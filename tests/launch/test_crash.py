@@ -121,6 +121,36 @@ def test_resume_after_kill_is_identical_and_skips_finished_work(reference, tmp_p
     assert Checkpoint(out).attrs["status"] == "complete"
 
 
+def test_resume_refuses_damaged_resume_data(reference, tmp_path):
+    """Level sums out of the exact adder's range, or of other levels than the
+    resolution's pairs, end the resume with one clear error (no wrong result)."""
+    import h5py
+    from lrmpi.checkpoint import sums_path
+    A, B, _ = reference
+    np.save(tmp_path / "A.npy", A)
+    np.save(tmp_path / "B.npy", B)
+    out = tmp_path / "c.h5"
+    assert run("matmul", tmp_path / "A.npy", tmp_path / "B.npy", "-o", out,
+               "--planes", 2).returncode == 0
+    with h5py.File(out, "r+") as f:
+        f.attrs["status"] = "deadline"  # as if stopped after its last resolution
+    for damage in ("range", "levels"):
+        with h5py.File(sums_path(out, 2), "r+") as f:
+            if damage == "range":
+                data = f["sums"][()].astype(np.int64)
+                data[0, 0, 0] = 2**62
+                del f["sums"]
+                f["sums"] = data
+            else:
+                f.attrs["levels"] = [1]
+        p = run("matmul", tmp_path / "A.npy", tmp_path / "B.npy", "-o", out, "--planes", 2,
+                "--resume")
+        assert p.returncode == 1, p.stderr
+        errors = [ln for ln in p.stderr.splitlines() if ln.startswith("lrmpi: error")]
+        assert len(errors) == 1 and "resolution 2" in errors[0], p.stderr
+        assert "Traceback" not in p.stderr
+
+
 def test_resume_refuses_other_inputs_or_options(reference, tmp_path):
     A, B, _ = reference
     np.save(tmp_path / "A.npy", A)
