@@ -76,12 +76,13 @@ def rowmax(X, *, isa=None):
     return amax if X.size else np.zeros(X.shape[0]), bad
 
 
-def encode(X, exps, bits, planes, *, isa=None):
+def encode(X, exps, bits, planes, *, out=None, isa=None):
     """Split rows of X into digit planes: returns (D, sumsq, l1).
 
     D[p-1] holds plane p (int8, shape of X); X[i,j] = 2^exps[i] sum_p D[p-1,i,j]
     2^(-bits p) + r with |r| < 2^(exps[i] - bits planes), truncation toward 0.
-    Requires |X[i,j]| < 2^exps[i] (see planes.exponents).
+    Requires |X[i,j]| < 2^exps[i] (see planes.exponents). `out`: a C-contiguous
+    int8 array (planes, rows, cols) to write D into (a reused buffer).
     """
     _need_c(X, "X", np.float64, 2)
     _need_c(exps, "exps", np.int32, 1)
@@ -92,7 +93,12 @@ def encode(X, exps, bits, planes, *, isa=None):
     if planes < 1:
         raise ValueError(f"planes must be >= 1, got {planes}")
     m, n = X.shape
-    D = np.empty((planes, m, n), np.int8)
+    if out is None:
+        out = np.empty((planes, m, n), np.int8)
+    _need_c(out, "out", np.int8, 3)
+    if out.shape != (planes, m, n):
+        raise ValueError(f"out has shape {out.shape}, expected {(planes, m, n)}")
+    D = out
     sumsq = np.zeros((planes, m), np.int64)
     l1 = np.zeros(m)
     if m and n:

@@ -8,6 +8,7 @@ MPI workers reuse. Pure numerics over the kernels; no MPI here.
                            C_r = fl(N 2^(ea+eb-2bs)) (one correct rounding)
 """
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,8 +147,10 @@ class LayeredMatmul:
         self.A = validate.operand(A, "A")
         self.B = validate.operand(B, "B")
         validate.shapes(self.A, self.B)
-        self._amax_a = _finite_rowmax(self.A, "A")
-        _finite_rowmax(self.B, "B")  # only the NaN/Inf check: B's units are its columns
+        # B: only the NaN/Inf check (its units are its columns); both at once (the
+        # kernels release the GIL): the workers idle until the planes exist
+        self._amax_a, _ = _both(lambda: _finite_rowmax(self.A, "A"),
+                                lambda: _finite_rowmax(self.B, "B"))
 
     @property
     def planned(self):
@@ -155,9 +158,10 @@ class LayeredMatmul:
 
     def encode(self):
         """(Encoded A, Encoded B.T): rows of A and columns of B as scaling units."""
-        ea = planes_mod.encode(self.A, self.bits, self.planes,
-                               exps=planes_mod.exponents(self.A, self.scale, amax=self._amax_a))
-        return ea, planes_mod.encode_columns(self.B, self.bits, self.planes, self.scale)
+        return _both(
+            lambda: planes_mod.encode(self.A, self.bits, self.planes, exps=planes_mod.exponents(
+                self.A, self.scale, amax=self._amax_a)),
+            lambda: planes_mod.encode_columns(self.B, self.bits, self.planes, self.scale))
 
     def __iter__(self):
         t0 = time.perf_counter()
@@ -174,6 +178,16 @@ class LayeredMatmul:
             rel = bounds.bound_rel(babs[:r + 1], cmax)[-1]
             yield Resolution(r + 1, self.planned, C, float(babs[r]), float(rel), npairs,
                              time.perf_counter() - t0)
+
+
+def _both(f, g):
+    """(f(), g()) with g on a second thread: the numpy and kernel calls inside
+    release the GIL, so the two run on two cores. f's error wins if both fail
+    (A's before B's, as one after the other would report)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="lrmpi-encode") as pool:
+        fut = pool.submit(g)
+        a = f()  # if this raises, leaving the block still waits for g
+        return a, fut.result()
 
 
 def _finite_rowmax(X, name):

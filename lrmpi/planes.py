@@ -77,6 +77,9 @@ def encode_columns(B, bits=7, planes=4, scale="row"):
         amax, _ = kernels.rowmax(B)
         shared = np.frexp(amax.max())[1]
     buf = np.empty((min(COLUMN_BLOCK, n), k))
+    # the block's digits, reused: a fresh 4 MB array per block (k = 4096) would be
+    # first-touched 16 times at n = 4096
+    dbuf = np.empty((planes, min(COLUMN_BLOCK, n), k), np.int8)
     for j0 in range(0, n, COLUMN_BLOCK):
         j1 = min(n, j0 + COLUMN_BLOCK)
         t = buf[:j1 - j0]
@@ -86,7 +89,8 @@ def encode_columns(B, bits=7, planes=4, scale="row"):
             e = exponents(t, amax=kernels.rowmax(t)[0])
         else:
             e = np.full(j1 - j0, shared, np.int32)
-        d, ss, l = kernels.encode(t, e, bits, planes)
+        d, ss, l = kernels.encode(t, e, bits, planes,
+                                  out=dbuf if j1 - j0 == dbuf.shape[1] else None)
         D[:, j0:j1], sumsq[:, j0:j1], l1[j0:j1], exps[j0:j1] = d, ss, l, e
     return Encoded(D, exps, bits, sumsq, l1)
 
