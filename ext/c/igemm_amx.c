@@ -75,28 +75,11 @@ static void pack_a(int64_t mr, int64_t kc, const int8_t *A, int64_t lda, int8_t 
     }
 }
 
-/* Columns [0, nr) (nr <= 16) x k [0, kc) of Bt -> one panel Bp[q][16][4] with
- * q padded to a multiple of 16 (64 of k): one gather per q collects the
- * 4-byte groups of the 16 columns. Gather offsets are 32-bit (ldb checked). */
-__attribute__((target("avx512f,avx512bw")))
+/* Columns [0, nr) (nr <= 16) x k [0, kc) of Bt -> one panel Bp[q][16][4], raw,
+ * with q padded to a multiple of 16 (64 of k) by zeros. */
 static void pack_b(int64_t nr, int64_t kc, const int8_t *Bt, int64_t ldb, int8_t *Bp)
 {
-    const int64_t kfull = kc / 4, qpad = (kc + 63) / 64 * 16;
-    const __mmask16 cols = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
-    const __m512i idx = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32((int)ldb));
-    int64_t q = 0;
-    for (; q < kfull; q++)
-        _mm512_store_si512((void *)(Bp + q * 64),
-                           _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), cols, idx,
-                                                       (const void *)(Bt + 4 * q), 1));
-    for (; q < qpad; q++) /* the k tail and the padding to 64, zero */
-        for (int c = 0; c < 16; c++)
-            for (int b = 0; b < 4; b++) {
-                const int64_t p = 4 * q + b;
-                Bp[q * 64 + c * 4 + b] = (c < nr && p < kc) ? Bt[c * ldb + p] : 0;
-            }
+    lrmpi_pack_b_gather(16, nr, kc, (kc + 63) / 64 * 16, Bt, ldb, Bp, 0);
 }
 
 /* `rows` rows of src (of A, or columns of B as rows of Bt) -> panels of 16,

@@ -239,16 +239,17 @@ static void pack_a_vnni(int MR, int64_t mr, int64_t kc, const int8_t *A, int64_t
             }
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void pack_b_vnni(int NR, int64_t nr, int64_t kc, const int8_t *Bt, int64_t ldb,
-                        int8_t *Bp, int offset)
+/* Columns [0, nr) x k [0, kc) of Bt -> Bp[q][NR][4] for q < qpad (kernels.h).
+ * One gather per 16 columns and step of q; the tail past kc is zero. */
+__attribute__((target("avx512f,avx512bw")))
+void lrmpi_pack_b_gather(int NR, int64_t nr, int64_t kc, int64_t qpad, const int8_t *Bt,
+                         int64_t ldb, int8_t *Bp, uint32_t flip)
 {
-    (void)offset; /* always offset: vpdpbusd's unsigned operand */
-    const int64_t k4 = (kc + 3) / 4, kfull = kc / 4;
+    const int64_t kfull = kc / 4;
     const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
                                                             11, 12, 13, 14, 15),
                                            _mm512_set1_epi32((int)ldb));
-    const __m512i x = _mm512_set1_epi32((int)0x80808080u);
+    const __m512i x = _mm512_set1_epi32((int)flip);
     for (int v = 0; v < NR / 16; v++) {
         const int64_t left = nr - 16 * v;
         const __mmask16 cols = left >= 16 ? 0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
@@ -264,13 +265,20 @@ static void pack_b_vnni(int NR, int64_t nr, int64_t kc, const int8_t *Bt, int64_
                     _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), cols, idx,
                                                 (const void *)(src + 4 * q), 1)));
     }
-    for (int64_t q = kfull; q < k4; q++) /* the k tail, zero-padded */
+    for (int64_t q = kfull; q < qpad; q++) /* the k tail and any padding, zero */
         for (int c = 0; c < NR; c++)
             for (int b = 0; b < 4; b++) {
                 int64_t p = 4 * q + b;
                 int8_t v = (c < nr && p < kc) ? Bt[c * ldb + p] : 0;
-                Bp[(q * NR + c) * 4 + b] = (int8_t)((uint8_t)v ^ 0x80);
+                Bp[(q * NR + c) * 4 + b] = (int8_t)((uint8_t)v ^ (uint8_t)flip);
             }
+}
+
+static void pack_b_vnni(int NR, int64_t nr, int64_t kc, const int8_t *Bt, int64_t ldb,
+                        int8_t *Bp, int offset)
+{
+    (void)offset; /* always offset: vpdpbusd's unsigned operand is B xor 0x80 */
+    lrmpi_pack_b_gather(NR, nr, kc, (kc + 3) / 4, Bt, ldb, Bp, 0x80808080u);
 }
 
 /* ============================ AVX2 ============================ */
