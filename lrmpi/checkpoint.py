@@ -248,11 +248,12 @@ class CheckpointWriter:
             for k, v in datasets.items():
                 f.create_dataset(k, data=v)
         if sums is not None:  # before the resolution: a linked one can always resume
+            write_sums, nbytes = sums
+
             def fill_sums(f):
                 f.attrs["resolution"] = index
-                sums(f)
-            atomic_h5(self._sums_path(index), fill_sums, self.fsync,
-                      getattr(sums, "nbytes", 0))
+                write_sums(f)
+            atomic_h5(self._sums_path(index), fill_sums, self.fsync, nbytes)
         atomic_h5(os.path.join(self.dir, f"res{res_name(index)}.h5"), fill_res, self.fsync,
                   sum(np.asarray(v).nbytes for v in datasets.values()))
         if state is not None:
@@ -278,8 +279,8 @@ class CheckpointWriter:
 
         `state`: the whole resume state, a dict or a callable returning one
         (evaluated on the writer thread), replacing the previous one. `sums`: an
-        increment instead, `sums(h5file)` writes it into a file of its own that
-        is kept (matmul: the resolution's level sums; see `Checkpoint.sums`).
+        increment instead, (write(h5file), bytes it holds), into a file of its own
+        that is kept (matmul: the resolution's level sums; see `Checkpoint.sums`).
         `done()` runs once the job file links the resolution; `release()` runs in
         any case once the arrays are no longer needed (buffer pools).
         """

@@ -49,7 +49,7 @@ from lrmpi.layered import PlaneView, level_sums, sum_dtype
 from lrmpi.log import logger
 from lrmpi.partition import Tiling, default_tiling
 from lrmpi.protocol import Operand, Tag
-from lrmpi.schedule import n_levels
+from lrmpi.schedule import levels, n_levels
 
 DEPTH = 2             # tasks outstanding per worker
 LOOKAHEAD = 2         # resolutions that may be in flight at once
@@ -287,7 +287,7 @@ class Root:
         c = int(ckpt.attrs["completed"])
         for i in range(1, c + 1):
             sums = ckpt.sums(i, self.acc.limbs.shape[1:], safe=True)
-            if [lv for lv, _ in sums] != sorted({p + q - 1 for p, q in self.schedule[i - 1]}):
+            if [lv for lv, _ in sums] != levels(self.schedule[i - 1]):
                 raise CheckpointError(f"{ckpt.path}: the resume data of resolution {i} "
                                       "holds other levels than its pairs")
             for level, S in sums:
@@ -456,23 +456,21 @@ class Root:
             self.c_pool.put(C)
             return
         held = self.held.pop(r)
-        shape, dtype = self.acc.limbs.shape[1:], self.sdtype[r]
+        names, shape = levels(self.schedule[r]), self.acc.limbs.shape[1:]
 
-        def sums(f):  # on the writer thread: the resolution's sums, tile by tile
-            levels = [lv for lv, _ in held[0][1]]
-            f.attrs["levels"] = levels
-            d = f.create_dataset("sums", (len(levels), *shape), dtype=dtype)
+        def write_sums(f):  # on the writer thread: the resolution's sums, tile by tile
+            f.attrs["levels"] = names
+            d = f.create_dataset("sums", (len(names), *shape), dtype=self.sdtype[r])
             for tile, tile_sums, _ in held:
                 for i, (_, S) in enumerate(tile_sums):
                     d[i, tile.r0:tile.r1, tile.c0:tile.c1] = S
-
-        sums.nbytes = sum(S.nbytes for _, tile_sums, _ in held for _, S in tile_sums)
 
         def release():  # on the writer thread: the buffers may be reused
             self.c_pool.put(C)
             for _, _, buf in held:
                 self.scratch.put(buf)
-        self.writer.add_resolution(r + 1, {"C": C}, meta, sums=sums,
+        nbytes = len(names) * shape[0] * shape[1] * self.sdtype[r].itemsize
+        self.writer.add_resolution(r + 1, {"C": C}, meta, sums=(write_sums, nbytes),
                                    done=lambda: self._report(meta), release=release)
 
     def _done_with(self, r, tile, sums, buf):
@@ -669,8 +667,7 @@ def _compute(comm, rank, planes, tile, pairs, bits, body, scratch):
         faults.after_task(rank, time.perf_counter() - t0)
         if comm.Iprobe(source=0, tag=Tag.STOP):
             return None
-    levels = sorted({p + q - 1 for p, q in pairs})  # body's order (level_sums)
-    return [(lv, body[i]) for i, lv in enumerate(levels)]
+    return [(lv, body[i]) for i, lv in enumerate(levels(pairs))]  # body's order
 
 
 class _Planes:

@@ -93,12 +93,10 @@ def encode(X, exps, bits, planes, *, out=None, isa=None):
     if planes < 1:
         raise ValueError(f"planes must be >= 1, got {planes}")
     m, n = X.shape
-    if out is None:
-        out = np.empty((planes, m, n), np.int8)
-    _need_c(out, "out", np.int8, 3)
-    if out.shape != (planes, m, n):
-        raise ValueError(f"out has shape {out.shape}, expected {(planes, m, n)}")
-    D = out
+    D = np.empty((planes, m, n), np.int8) if out is None else out
+    _need_c(D, "out", np.int8, 3)
+    if D.shape != (planes, m, n):
+        raise ValueError(f"out has shape {D.shape}, expected {(planes, m, n)}")
     sumsq = np.zeros((planes, m), np.int64)
     l1 = np.zeros(m)
     if m and n:

@@ -18,9 +18,14 @@ from lrmpi.errors import ConfigError
 ORDERS = ("antidiagonal", "pairwise", "lshape")
 
 
+def levels(pairs):
+    """The distinct levels p+q-1 among `pairs`, ascending: the level sums one
+    resolution yields, in the order they travel and are stored."""
+    return sorted({p + q - 1 for p, q in pairs})
+
+
 def n_levels(pairs):
-    """Distinct levels p+q-1 among `pairs`: the level sums one resolution yields."""
-    return len({p + q - 1 for p, q in pairs})
+    return len(levels(pairs))
 
 
 def _by_significance(s):
