@@ -23,9 +23,9 @@ blas_threads.apply()  # before anything imports numpy (see blas_threads)
 
 from lrmpi._version import __version__  # noqa: E402
 from lrmpi.errors import CheckpointError, ConfigError, InputError, LrmpiError, WorkerError  # noqa: E402
-from lrmpi.layered import LayeredMatmul, Resolution, layered_matmul  # noqa: E402
-from lrmpi.run import load_result, run_matmul  # noqa: E402
-from lrmpi.schedule import ORDERS  # noqa: E402
+from lrmpi.jobs.matmul import load_result, run_matmul  # noqa: E402
+from lrmpi.numerics.layered import LayeredMatmul, Resolution, layered_matmul  # noqa: E402
+from lrmpi.numerics.schedule import ORDERS  # noqa: E402
 
 __all__ = [
     "LayeredMatmul", "Resolution", "layered_matmul", "run_matmul", "load_result", "ORDERS",

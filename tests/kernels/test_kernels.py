@@ -4,7 +4,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from lrmpi import kernels
+from lrmpi.numerics import kernels
 
 ISAS = kernels.available_isas()
 # 0, 1, around a 64-byte vector of int8 (VL = 64) and of int32/float64, and large

@@ -1,12 +1,10 @@
 """The bad-input corpus (SPEC §7): one table, one line per case. Every case runs the
 real CLI under `mpiexec -n 3` and must end every rank within 10 s with a one-line
 error naming the problem, a non-zero exit, no traceback and no result file."""
-import os
 import time
 
 import numpy as np
 import pytest
-
 from launching import run
 
 

@@ -6,11 +6,10 @@ import time
 
 import numpy as np
 import pytest
+from launching import kill_tree, rank_pid, run, start, wait_for_resolutions
 
 from lrmpi import LayeredMatmul
-from lrmpi.checkpoint import Checkpoint
-
-from launching import finish, kill_tree, rank_pid, run, start, wait_for_resolutions
+from lrmpi.jobs.checkpoint import Checkpoint
 
 # 100 kills in all by default: 60 of matmul jobs (every fifth under mpiexec), 40 of infer
 TRIALS = int(os.environ.get("LRMPI_KILL_TRIALS", "60"))
@@ -67,8 +66,8 @@ def test_random_sigkills_of_the_root_lose_nothing_finished(reference, tmp_path):
 def test_random_sigkills_of_infer_jobs_lose_nothing_finished(tmp_path):
     pytest.importorskip("onnx")
     pytest.importorskip("sklearn")
-    from lrmpi import digits
-    from lrmpi.run_infer import run_infer
+    from lrmpi.experiments import digits
+    from lrmpi.jobs.inference import run_infer
     X, _ = digits.cnn_onnx(tmp_path / "m.onnx")
     np.save(tmp_path / "x.npy", X)
     args = ("infer", tmp_path / "m.onnx", tmp_path / "x.npy", "--planes", 16, "--no-adaptive")
@@ -125,7 +124,8 @@ def test_resume_refuses_damaged_resume_data(reference, tmp_path):
     """Level sums out of the exact adder's range, or of other levels than the
     resolution's pairs, end the resume with one clear error (no wrong result)."""
     import h5py
-    from lrmpi.checkpoint import sums_path
+
+    from lrmpi.jobs.checkpoint import sums_path
     A, B, _ = reference
     np.save(tmp_path / "A.npy", A)
     np.save(tmp_path / "B.npy", B)

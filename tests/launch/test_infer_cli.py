@@ -7,10 +7,10 @@ import pytest
 pytest.importorskip("onnx")
 pytest.importorskip("sklearn")
 
-from lrmpi import digits  # noqa: E402
-from lrmpi.checkpoint import Checkpoint  # noqa: E402
-
 from launching import run  # noqa: E402
+
+from lrmpi.experiments import digits  # noqa: E402
+from lrmpi.jobs.checkpoint import Checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="module")

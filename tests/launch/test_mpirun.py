@@ -8,11 +8,10 @@ import time
 
 import numpy as np
 import pytest
+from launching import finish, kill_tree, mpiexec, rank_pid, run, start, wait_for_resolutions
 
 from lrmpi import LayeredMatmul
-from lrmpi.checkpoint import Checkpoint
-
-from launching import finish, kill_tree, mpiexec, rank_pid, run, start, wait_for_resolutions
+from lrmpi.jobs.checkpoint import Checkpoint
 
 
 @pytest.mark.parametrize("n", [2, 3])

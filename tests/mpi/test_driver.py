@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from lrmpi import LayeredMatmul, WorkerError, run_matmul
-from lrmpi.checkpoint import Checkpoint
-from lrmpi.comm import get_comm
+from lrmpi.jobs.checkpoint import Checkpoint
+from lrmpi.parallel.comm import get_comm
 
 pytestmark = pytest.mark.mpi(min_size=1)
 

@@ -12,12 +12,12 @@ import pytest
 pytest.importorskip("onnx")
 pytest.importorskip("sklearn")
 
-from lrmpi import digits  # noqa: E402
-from lrmpi.checkpoint import Checkpoint  # noqa: E402
-from lrmpi.comm import get_comm  # noqa: E402
-from lrmpi.infer import LayeredInference  # noqa: E402
-from lrmpi.onnx_import import load_model  # noqa: E402
-from lrmpi.run_infer import run_infer  # noqa: E402
+from lrmpi.experiments import digits  # noqa: E402
+from lrmpi.jobs.checkpoint import Checkpoint  # noqa: E402
+from lrmpi.jobs.inference import run_infer  # noqa: E402
+from lrmpi.nn.infer import LayeredInference  # noqa: E402
+from lrmpi.nn.onnx_import import load_model  # noqa: E402
+from lrmpi.parallel.comm import get_comm  # noqa: E402
 
 pytestmark = pytest.mark.mpi(min_size=1)
 

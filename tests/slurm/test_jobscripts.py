@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lrmpi import LayeredMatmul
-from lrmpi.checkpoint import Checkpoint
+from lrmpi.jobs.checkpoint import Checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "jobscripts", "matmul.sbatch")
@@ -93,7 +93,7 @@ def test_requeued_job_resumes_and_matches_an_uninterrupted_run(operands, tmp_pat
 def test_infer_job_completes(tmp_path):
     pytest.importorskip("onnx")
     pytest.importorskip("sklearn")
-    from lrmpi import digits
+    from lrmpi.experiments import digits
     X, _ = digits.mlp_onnx(tmp_path / "m.onnx")
     np.save(tmp_path / "x.npy", X)
     env = job_env(tmp_path, LRMPI_MODEL="m.onnx", LRMPI_DATA="x.npy", LRMPI_OUT="s.h5",

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lrmpi.accumulate import ExactAccumulator, level_shift, scaling_is_exact
+from lrmpi.numerics.accumulate import ExactAccumulator, level_shift, scaling_is_exact
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])

@@ -11,11 +11,12 @@ import tempfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from lrmpi import inputs
-from lrmpi.checkpoint import Checkpoint
 from lrmpi.errors import LrmpiError
+from lrmpi.jobs import inputs
+from lrmpi.jobs.checkpoint import Checkpoint
 
 EXAMPLES = int(os.environ.get("LRMPI_FUZZ_EXAMPLES", "150"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
@@ -29,7 +30,7 @@ def _valid_npy():
 
 
 def _valid_checkpoint(d):
-    from lrmpi.run import run_matmul
+    from lrmpi.jobs.matmul import run_matmul
     out = os.path.join(d, "c.h5")
     run_matmul(np.eye(4), np.ones((4, 3)), out, planes=2)
     with open(out, "rb") as f:
@@ -71,7 +72,7 @@ def _short_probe():
     """Damaged HDF5 files can also send the library into an endless loop: readers
     of untrusted files probe them in a child process (checkpoint.probe), here
     with a short timeout."""
-    from lrmpi import checkpoint
+    from lrmpi.jobs import checkpoint
     timeout, checkpoint.PROBE_TIMEOUT = checkpoint.PROBE_TIMEOUT, 5
     try:
         yield
@@ -101,7 +102,8 @@ def test_checkpoint_reader_never_crashes(ed, cut, truncate):
 def test_resume_data_reader_never_crashes(tmp_path_factory, ed, cut, truncate):
     # one valid checkpoint for every example; each damages a copy of its resume data
     import shutil
-    from lrmpi.checkpoint import sums_path
+
+    from lrmpi.jobs.checkpoint import sums_path
     base = tmp_path_factory.getbasetemp() / "fuzz-sums"
     if not base.exists():
         base.mkdir()
@@ -142,9 +144,10 @@ def test_h5_operand_loader_never_crashes(ed, cut, truncate):
 @given(edits, st.integers(0, 3000), st.booleans())
 def test_model_loaders_never_crash(ed, cut, truncate):
     pytest.importorskip("onnx")
-    from lrmpi import model as M
-    from lrmpi.onnx_import import load_model
     from onnx import TensorProto, helper, numpy_helper
+
+    from lrmpi.nn import model as M
+    from lrmpi.nn.onnx_import import load_model
     W = numpy_helper.from_array(np.ones((3, 4), np.float32), "W")
     g = helper.make_graph([helper.make_node("Gemm", ["x", "W"], ["z"], transB=1),
                            helper.make_node("Softmax", ["z"], ["y"], axis=1)], "g",
@@ -168,8 +171,8 @@ def test_model_loaders_never_crash(ed, cut, truncate):
 def test_a_crash_of_the_hdf5_library_is_a_clean_error(tmp_path, monkeypatch):
     """Fuzzing (LRMPI_FUZZ_EXAMPLES=1500) found damaged files on which HDF5 itself
     segfaults; Checkpoint(safe=True) reads them in a child first. Simulated here."""
-    from lrmpi import checkpoint
     from lrmpi.errors import CheckpointError
+    from lrmpi.jobs import checkpoint
     path = tmp_path / "c.h5"
     path.write_bytes(b"x")
     monkeypatch.setattr(checkpoint, "_PROBE", "import os, signal; os.kill(os.getpid(), "

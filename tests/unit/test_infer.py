@@ -5,10 +5,11 @@ import pytest
 pytest.importorskip("onnx")
 pytest.importorskip("sklearn")
 
-from lrmpi import digits, model as M  # noqa: E402
 from lrmpi.errors import ConfigError, InputError  # noqa: E402
-from lrmpi.infer import LayeredInference  # noqa: E402
-from lrmpi.onnx_import import load_model  # noqa: E402
+from lrmpi.experiments import digits  # noqa: E402
+from lrmpi.nn import model as M  # noqa: E402
+from lrmpi.nn.infer import LayeredInference  # noqa: E402
+from lrmpi.nn.onnx_import import load_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")

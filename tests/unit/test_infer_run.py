@@ -8,10 +8,10 @@ import pytest
 pytest.importorskip("onnx")
 pytest.importorskip("sklearn")
 
-from lrmpi import digits  # noqa: E402
-from lrmpi.checkpoint import Checkpoint  # noqa: E402
 from lrmpi.errors import CheckpointError  # noqa: E402
-from lrmpi.run_infer import run_infer  # noqa: E402
+from lrmpi.experiments import digits  # noqa: E402
+from lrmpi.jobs.checkpoint import Checkpoint  # noqa: E402
+from lrmpi.jobs.inference import run_infer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_resume_refuses_other_data(cnn, tmp_path):
 
 
 def test_rebalance_plan_spreads_active_samples():
-    from lrmpi.run_infer import _blocks, rebalance_plan
+    from lrmpi.jobs.inference import _blocks, rebalance_plan
     owners = _blocks(24, 3)
     active = np.zeros(24, bool)
     active[:7] = True  # all on rank 0

@@ -1,11 +1,11 @@
 """Invariants of the layered product (SPEC §1) against exact rational references."""
 import numpy as np
 import pytest
-
-from lrmpi import LayeredMatmul, layered_matmul, planes
-from lrmpi.schedule import ORDERS
-
 from exact import datasets, exact_matmul, max_abs_error, rounded
+
+from lrmpi import LayeredMatmul, layered_matmul
+from lrmpi.numerics import planes
+from lrmpi.numerics.schedule import ORDERS
 
 DATA = sorted(datasets(np.random.default_rng(1)))
 

@@ -1,7 +1,7 @@
 """Partition arithmetic over many (n, size) pairs."""
 import pytest
 
-from lrmpi.partition import block_of, counts_displs, default_tiling
+from lrmpi.parallel.partition import block_of, counts_displs, default_tiling
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 64, 100, 4097])

@@ -1,11 +1,12 @@
 """Property tests over shapes (1x1, 1xk, kx1, non-square) and values."""
 import numpy as np
-from hypothesis import HealthCheck, given, settings, strategies as st
-
-from lrmpi import LayeredMatmul, planes
-from lrmpi.schedule import ORDERS
-
 from exact import exact_matmul, max_abs_error, rounded
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lrmpi import LayeredMatmul
+from lrmpi.numerics import planes
+from lrmpi.numerics.schedule import ORDERS
 
 dims = st.integers(1, 9)
 values = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False, width=64)

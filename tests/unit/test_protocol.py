@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lrmpi import protocol
+from lrmpi.parallel import protocol
 
 
 def test_work_round_trip():

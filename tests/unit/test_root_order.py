@@ -2,7 +2,7 @@
 import numpy as np
 
 from lrmpi import LayeredMatmul
-from lrmpi.driver import Root, Task
+from lrmpi.parallel.root import Root, Task
 
 
 def test_results_in_reverse_order_give_the_same_resolutions(rng):

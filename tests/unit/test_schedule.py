@@ -1,7 +1,7 @@
 """Orderings of pair products into resolutions."""
 import pytest
 
-from lrmpi.schedule import ORDERS, resolutions
+from lrmpi.numerics.schedule import ORDERS, resolutions
 
 
 @pytest.mark.parametrize("s", range(1, 9))

@@ -1,5 +1,5 @@
-"""Success rates of the deadline experiment (lrmpi.stream), on hand-made delays."""
-from lrmpi.stream import success
+"""Success rates of the deadline experiment (lrmpi.experiments.stream), on hand-made delays."""
+from lrmpi.experiments.stream import success
 
 
 def test_success_counts_jobs_whose_result_came_in_time():

@@ -1,11 +1,12 @@
 """A worker computes a task in column chunks and gives up between chunks on STOP."""
 import numpy as np
 
-from lrmpi import driver, protocol
-from lrmpi.buffers import ScratchPool
-from lrmpi.layered import level_sums, sum_dtype
-from lrmpi.partition import Tiling
-from lrmpi.protocol import Operand
+from lrmpi.numerics.buffers import ScratchPool
+from lrmpi.numerics.layered import level_sums, sum_dtype
+from lrmpi.parallel import protocol
+from lrmpi.parallel import root as driver
+from lrmpi.parallel.partition import Tiling
+from lrmpi.parallel.protocol import Operand
 
 
 class FakeComm:

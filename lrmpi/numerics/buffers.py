@@ -6,7 +6,6 @@ import threading
 
 import numpy as np
 
-
 PAGE_ELEMS = 512  # 4 KiB of 8-byte elements
 
 

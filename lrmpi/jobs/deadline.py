@@ -4,8 +4,8 @@ import re
 import signal
 import time
 
-from lrmpi import slurm
 from lrmpi.errors import ConfigError
+from lrmpi.jobs import slurm
 from lrmpi.log import logger
 
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")

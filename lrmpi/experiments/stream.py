@@ -1,12 +1,12 @@
 """The paper's deadline experiment on real runs: a stream of matmul jobs.
 
-    mpiexec -n 3 python -m lrmpi.stream --n 1024 --jobs 40 --json out.json
+    mpiexec -n 3 python -m lrmpi.experiments.stream --n 1024 --jobs 40 --json out.json
 
 Jobs arrive as a Poisson process and are served one after another by this one
 MPI job; a job that arrives while another is being served waits (real
 queueing). Every service mode sees the same arrival times and matrices:
 
-  oneshot@D   lrmpi.baseline.oneshot (float64 row-block scatter + GEMM + gather);
+  oneshot@D   lrmpi.experiments.baseline.oneshot (float64 row-block scatter + GEMM + gather);
               it cannot stop half-way, so it runs to the end, and a job whose
               deadline (arrival + D) passed while it waited is dropped
   layered@D   lrmpi's layered matmul (Root/worker_run) with the job's deadline
@@ -33,14 +33,13 @@ import time
 
 import numpy as np
 
-from lrmpi.baseline import oneshot
-from lrmpi.comm import get_comm, rank_size
-from lrmpi.deadline import Deadline
-from lrmpi.driver import Backoff, Root, worker_run
-from lrmpi.layered import LayeredMatmul
+from lrmpi.experiments.baseline import oneshot
+from lrmpi.jobs.deadline import Deadline
 from lrmpi.log import logger
-from lrmpi.protocol import Tag
-
+from lrmpi.numerics.layered import LayeredMatmul
+from lrmpi.parallel.comm import get_comm, rank_size
+from lrmpi.parallel.protocol import Tag
+from lrmpi.parallel.root import Backoff, Root, worker_run
 
 CALIBRATE = 7  # service-time samples per mode before the streams
 
@@ -132,7 +131,7 @@ def success(delays, deadline, resolution):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m lrmpi.stream", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lrmpi.experiments.stream", description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=1024, help="square matrix size")
     p.add_argument("--jobs", type=int, default=40)
     p.add_argument("--load", type=float, default=0.5,

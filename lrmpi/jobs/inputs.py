@@ -74,7 +74,8 @@ def _load_npy(path, name):
 
 def _load_h5(path, dataset, name):
     import h5py
-    from lrmpi.checkpoint import H5_ERRORS
+
+    from lrmpi.jobs.checkpoint import H5_ERRORS
     try:
         f = h5py.File(path, "r")
     except H5_ERRORS as exc:

@@ -40,16 +40,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lrmpi import bounds, faults, protocol
-from lrmpi.accumulate import ExactAccumulator
-from lrmpi.buffers import BufferPool, ScratchPool, prefault
-from lrmpi.comm import get_comm, mpi, rank_size
 from lrmpi.errors import CheckpointError, WorkerError
-from lrmpi.layered import PlaneView, level_sums, sum_dtype
 from lrmpi.log import logger
-from lrmpi.partition import Tiling, default_tiling
-from lrmpi.protocol import Operand, Tag
-from lrmpi.schedule import levels, n_levels
+from lrmpi.numerics import bounds
+from lrmpi.numerics.accumulate import ExactAccumulator
+from lrmpi.numerics.buffers import BufferPool, ScratchPool, prefault
+from lrmpi.numerics.layered import PlaneView, level_sums, sum_dtype
+from lrmpi.numerics.schedule import levels, n_levels
+from lrmpi.parallel import faults, protocol
+from lrmpi.parallel.comm import mpi, rank_size
+from lrmpi.parallel.partition import Tiling, default_tiling
+from lrmpi.parallel.protocol import Operand, Tag
 
 DEPTH = 2             # tasks outstanding per worker
 LOOKAHEAD = 2         # resolutions that may be in flight at once

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from lrmpi import kernels
+from lrmpi.numerics import kernels
 
 BENCHES = {}
 
@@ -123,9 +123,10 @@ def infer(argv):
     """Digits: accuracy per resolution (non-adaptive, adaptive), work, time vs one-shot."""
     import tempfile
 
-    from lrmpi import digits, model as M
-    from lrmpi.infer import LayeredInference
-    from lrmpi.onnx_import import load_model
+    from lrmpi.experiments import digits
+    from lrmpi.nn import model as M
+    from lrmpi.nn.infer import LayeredInference
+    from lrmpi.nn.onnx_import import load_model
     p = argparse.ArgumentParser(prog="lrmpi bench infer", description=infer.__doc__)
     p.add_argument("--planes", type=int, default=4)
     p.add_argument("--repeats", type=int, default=5)
@@ -261,7 +262,7 @@ def matmul(argv):
             base = []
             for _ in range(a.repeats):
                 out = subprocess.run([a.mpiexec, "-n", str(a.ranks), sys.executable, "-m",
-                                      "lrmpi.baseline", fa, fb], check=True,
+                                      "lrmpi.experiments.baseline", fa, fb], check=True,
                                      capture_output=True, text=True)
                 base.append(json.loads(out.stdout.strip().splitlines()[-1]))
             row["mpi_f64_s"] = statistics.median(b["seconds"] for b in base)
@@ -323,7 +324,7 @@ def _plot_matmul(png, results):
 def deadline(argv):
     """The paper's deadline experiment, real: Poisson stream of matmul jobs under
     mpiexec, success rate vs deadline per resolution and for one-shot, with equal
-    workers and with one worker F times slower (python -m lrmpi.stream)."""
+    workers and with one worker F times slower (python -m lrmpi.experiments.stream)."""
     import subprocess
     import sys
     p = argparse.ArgumentParser(prog="lrmpi bench deadline", description=deadline.__doc__)
@@ -344,7 +345,7 @@ def deadline(argv):
     results = {}
     for label, env in cases.items():
         out = subprocess.run(
-            [a.mpiexec, "-n", str(a.ranks), sys.executable, "-m", "lrmpi.stream",
+            [a.mpiexec, "-n", str(a.ranks), sys.executable, "-m", "lrmpi.experiments.stream",
              "--n", str(a.n), "--jobs", str(a.jobs), "--load", str(a.load),
              "--planes", str(a.planes), "--deadlines", a.deadlines],
             check=True, capture_output=True, text=True, env={**os.environ, **env})

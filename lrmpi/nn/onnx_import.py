@@ -10,8 +10,8 @@ import os
 
 import numpy as np
 
-from lrmpi import model as M
 from lrmpi.errors import InputError
+from lrmpi.nn import model as M
 
 SKIPPED = {"Cast", "Identity", "Dropout"}
 

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from lrmpi import kernels
+from lrmpi.numerics import kernels
 
 LIMB_BITS = 32
 

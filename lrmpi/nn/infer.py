@@ -30,10 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lrmpi import model as M
-from lrmpi import planes as P
-from lrmpi import validate
 from lrmpi.errors import ConfigError, InputError
+from lrmpi.nn import model as M
+from lrmpi.numerics import planes as P
+from lrmpi.numerics import validate
 
 
 @dataclass(frozen=True, eq=False)

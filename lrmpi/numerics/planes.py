@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lrmpi import kernels, validate
+from lrmpi.numerics import kernels, validate
 
 
 @dataclass(frozen=True, eq=False)

@@ -72,7 +72,7 @@ def cnn_onnx(path, channels=8, seed=0):
     from onnx import TensorProto, helper, numpy_helper
     from sklearn.linear_model import LogisticRegression
 
-    from lrmpi import model as M
+    from lrmpi.nn import model as M
     X, y = load()
     imgs = X.reshape(-1, 1, 8, 8)
     rng = np.random.default_rng(seed)

@@ -9,16 +9,16 @@ import time
 
 import numpy as np
 
-from lrmpi import inputs, slurm
 from lrmpi._version import __version__
-from lrmpi.checkpoint import Checkpoint, CheckpointWriter
-from lrmpi.comm import get_comm, rank_size
-from lrmpi.deadline import Deadline, StopSignals
-from lrmpi.driver import Outcome, Root, fingerprint, worker_run
 from lrmpi.errors import CheckpointError
-from lrmpi.layered import LayeredMatmul
+from lrmpi.jobs import inputs, slurm
+from lrmpi.jobs.checkpoint import Checkpoint, CheckpointWriter
+from lrmpi.jobs.deadline import Deadline, StopSignals
 from lrmpi.log import logger
-from lrmpi.protocol import STOP_MESSAGE, Tag
+from lrmpi.numerics.layered import LayeredMatmul
+from lrmpi.parallel.comm import get_comm, rank_size
+from lrmpi.parallel.protocol import STOP_MESSAGE, Tag
+from lrmpi.parallel.root import Outcome, Root, fingerprint, worker_run
 
 # job parameters a resumed run must share with its checkpoint
 MATCHED = ("bits", "planes", "order", "cutoff", "scale", "m", "n", "k", "fingerprint")

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lrmpi import bounds, kernels, planes as planes_mod, schedule, validate
-from lrmpi.accumulate import ExactAccumulator
+from lrmpi.numerics import bounds, kernels, schedule, validate
+from lrmpi.numerics import planes as planes_mod
+from lrmpi.numerics.accumulate import ExactAccumulator
 
 
 @dataclass(frozen=True, eq=False)

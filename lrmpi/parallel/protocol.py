@@ -17,7 +17,7 @@ are pickled.
     worker -> root   BYE     pickled int: RESULT messages it sent in all (after STOP)
     worker -> root   HELLO   pickled str: its host name (answer to JOB)
     rank -> root     PART    pickled tuple: one rank's share of an inference resolution
-    root -> worker   STREAM  pickled str: next job of a stream (lrmpi.stream): "layered",
+    root -> worker   STREAM  pickled str: next job of a stream (lrmpi.experiments.stream): "layered",
                              "oneshot" or "done"
 """
 from enum import IntEnum

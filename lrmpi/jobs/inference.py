@@ -19,19 +19,26 @@ import time
 
 import numpy as np
 
-from lrmpi import faults, inputs
 from lrmpi._version import __version__
-from lrmpi.checkpoint import Checkpoint, CheckpointWriter
-from lrmpi.comm import abort, get_comm, rank_size
-from lrmpi.deadline import Deadline, StopSignals
-from lrmpi.driver import (HANG_FACTOR, HANG_FIRST_S, HANG_MIN_S, Backoff, Outcome,
-                          WorkerTimeout)
 from lrmpi.errors import CheckpointError, InputError
-from lrmpi.infer import LayeredInference
+from lrmpi.jobs import inputs
+from lrmpi.jobs.checkpoint import Checkpoint, CheckpointWriter
+from lrmpi.jobs.deadline import Deadline, StopSignals
 from lrmpi.log import logger
-from lrmpi.onnx_import import load_model
-from lrmpi.partition import counts_displs
-from lrmpi.protocol import Tag
+from lrmpi.nn.infer import LayeredInference
+from lrmpi.nn.onnx_import import load_model
+from lrmpi.parallel import faults
+from lrmpi.parallel.comm import abort, get_comm, rank_size
+from lrmpi.parallel.partition import counts_displs
+from lrmpi.parallel.protocol import Tag
+from lrmpi.parallel.root import (
+    HANG_FACTOR,
+    HANG_FIRST_S,
+    HANG_MIN_S,
+    Backoff,
+    Outcome,
+    WorkerTimeout,
+)
 
 MATCHED = ("bits", "planes", "adaptive", "gray_lo", "gray_hi", "margin", "n_samples",
            "fingerprint")

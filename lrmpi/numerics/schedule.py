@@ -12,8 +12,8 @@ is its significance. With s = 3 planes:
 A cut-off level c keeps only pairs with p+q-1 <= c (the Ozaki triangle) and
 drops resolutions left empty; the skipped pairs stay in the error bound.
 """
-from lrmpi import validate
 from lrmpi.errors import ConfigError
+from lrmpi.numerics import validate
 
 ORDERS = ("antidiagonal", "pairwise", "lshape")
 

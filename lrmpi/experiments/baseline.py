@@ -1,4 +1,4 @@
-"""One-shot distributed float64 matmul baseline: `mpiexec -n N python -m lrmpi.baseline A.npy B.npy`.
+"""One-shot distributed float64 matmul baseline: `mpiexec -n N python -m lrmpi.experiments.baseline A.npy B.npy`.
 
 Rank 0 loads A and B, scatters row blocks of A (Scatterv), broadcasts B
 (Bcast), every rank multiplies its block with numpy, and rank 0 gathers C
@@ -35,8 +35,8 @@ def oneshot(comm, A, B):
     """
     from mpi4py import MPI
 
-    from lrmpi import faults
-    from lrmpi.partition import counts_displs
+    from lrmpi.parallel import faults
+    from lrmpi.parallel.partition import counts_displs
     rank, size = comm.Get_rank(), comm.Get_size()
     shape = (A.shape[0], A.shape[1], B.shape[1]) if rank == 0 else None
     m, k, n = comm.bcast(shape, root=0)

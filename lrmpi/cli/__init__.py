@@ -11,7 +11,8 @@ import sys
 import numpy as np
 
 from lrmpi import errors
-from lrmpi.log import logger, setup as setup_logging
+from lrmpi.log import logger
+from lrmpi.log import setup as setup_logging
 
 COMMANDS = {}
 
@@ -39,7 +40,7 @@ def info(argv):
     import h5py
 
     import lrmpi
-    from lrmpi import kernels
+    from lrmpi.numerics import kernels
     rows = [
         ("lrmpi", lrmpi.__version__),
         ("python", platform.python_version()),
@@ -56,7 +57,7 @@ def info(argv):
         rows.append(("MPI world size", str(MPI.COMM_WORLD.Get_size())))
     except ImportError:
         rows.append(("mpi4py", "not installed (pip install 'lrmpi[mpi]')"))
-    from lrmpi.comm import env_rank
+    from lrmpi.parallel.comm import env_rank
     if env_rank() != 0:  # under mpirun: print once
         return EXIT_OK
     width = max(len(k) for k, _ in rows)
@@ -132,7 +133,7 @@ def matmul(argv):
     _add_numeric_options(p)
     _add_job_options(p)
     a = p.parse_args(argv)
-    from lrmpi.run import run_matmul
+    from lrmpi.jobs.matmul import run_matmul
     return _exit_code(run_matmul(a.A, a.B, a.output, **_job_options(a)))
 
 
@@ -167,7 +168,7 @@ def infer(argv):
     _add_infer_options(p)
     _add_job_options(p)
     a = p.parse_args(argv)
-    from lrmpi.run_infer import run_infer
+    from lrmpi.jobs.inference import run_infer
     return _exit_code(run_infer(a.model, a.data, a.output, **_infer_options(a)))
 
 
@@ -176,9 +177,10 @@ def _demo_infer(a):
     import tempfile
     import time
 
-    from lrmpi import digits, model as M
-    from lrmpi.comm import get_comm, rank_size
-    from lrmpi.run_infer import run_infer
+    from lrmpi.experiments import digits
+    from lrmpi.jobs.inference import run_infer
+    from lrmpi.nn import model as M
+    from lrmpi.parallel.comm import get_comm, rank_size
     rank, size = rank_size(get_comm())
     logger.setLevel("WARNING")
     X = y = None
@@ -186,7 +188,7 @@ def _demo_infer(a):
         path = os.path.join(tmp, "digits-mlp.onnx")
         if rank == 0:
             X, y = digits.mlp_onnx(path, binary=a.binary)
-            from lrmpi.onnx_import import load_model
+            from lrmpi.nn.onnx_import import load_model
             mdl = load_model(path)
             X32 = X.astype(np.float32)
             t = time.perf_counter()
@@ -238,8 +240,8 @@ def demo(argv):
         return _demo_infer(a)
     if a.n < 1:
         raise errors.ConfigError(f"--n must be >= 1, got {a.n}")
-    from lrmpi.comm import get_comm, rank_size
-    from lrmpi.run import run_matmul
+    from lrmpi.jobs.matmul import run_matmul
+    from lrmpi.parallel.comm import get_comm, rank_size
     rank, size = rank_size(get_comm())
     A = B = ref = None
     logger.setLevel("WARNING")  # the demo prints its own table
@@ -274,7 +276,7 @@ def inspect(argv):
     p.add_argument("path", help="OUT.h5 written by lrmpi")
     p.add_argument("--plot", default=None, metavar="PNG", help="draw error bound against time")
     a = p.parse_args(argv)
-    from lrmpi.checkpoint import Checkpoint
+    from lrmpi.jobs.checkpoint import Checkpoint
     ck = Checkpoint(a.path, safe=True)
     at = ck.attrs
     print(f"{a.path}: {at.get('kind')} status={at.get('status')} completed={at.get('completed')}"
@@ -324,7 +326,7 @@ def _plot(png, title, rows):
 @command
 def bench(argv):
     """Benchmarks: `lrmpi bench kernels`."""
-    from lrmpi import bench as bench_mod
+    from lrmpi.experiments import bench as bench_mod
     return bench_mod.main(argv)
 
 
@@ -345,7 +347,7 @@ _Parser = [argparse.ArgumentParser]  # the parser class main() picked for this r
 
 def main(argv=None):
     """Run one command; returns the exit code (see README: 0, 1, 2, 3)."""
-    from lrmpi.comm import env_rank
+    from lrmpi.parallel.comm import env_rank
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     argv = [x for x in argv if x != "--debug"]
@@ -386,7 +388,7 @@ def console():
     except BaseException:
         import traceback
         traceback.print_exc()
-        from lrmpi.comm import abort
+        from lrmpi.parallel.comm import abort
         abort(1)
         code = EXIT_ERROR
     sys.exit(code)

@@ -1,0 +1,1 @@
+"""Neural networks: models, the ONNX importer and layered inference (MPI-free)."""
