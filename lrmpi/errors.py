@@ -19,3 +19,18 @@ class CheckpointError(LrmpiError, OSError):
 
 class WorkerError(LrmpiError, RuntimeError):
     """A worker rank failed; the remote traceback is attached as __cause__."""
+
+
+class WorkerTimeout(WorkerError):
+    """A worker stopped answering (hung, or stuck in a kernel)."""
+
+
+class RemoteTraceback(Exception):
+    """A worker's formatted traceback, attached to a WorkerError as its __cause__."""
+
+    def __init__(self, tb):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self):
+        return self.tb

@@ -1,4 +1,5 @@
-"""One-shot distributed float64 matmul baseline: `mpiexec -n N python -m lrmpi.experiments.baseline A.npy B.npy`.
+"""One-shot distributed float64 matmul baseline:
+`mpiexec -n N python -m lrmpi.experiments.baseline A.npy B.npy`.
 
 Rank 0 loads A and B, scatters row blocks of A (Scatterv), broadcasts B
 (Bcast), every rank multiplies its block with numpy, and rank 0 gathers C
@@ -13,8 +14,8 @@ import numpy as np
 
 
 def main(argv):
-    from mpi4py import MPI
-    comm = MPI.COMM_WORLD
+    from lrmpi.parallel.comm import get_comm
+    comm = get_comm()
     t0 = time.perf_counter()
     A = B = None
     if comm.Get_rank() == 0:
@@ -29,20 +30,19 @@ def main(argv):
 def oneshot(comm, A, B):
     """(C, bytes rank 0 sent) on rank 0, (None, 0) elsewhere: A, B given on rank 0.
 
-    A worker marked slow by LRMPI_TEST_SLOW_RANK/FACTOR (lrmpi.faults) is slowed
+    A worker marked slow by LRMPI_TEST_SLOW_RANK/FACTOR (lrmpi.parallel.faults) is slowed
     here as in lrmpi's own workers, so heterogeneous-worker benchmarks compare
     like with like.
     """
-    from mpi4py import MPI
-
     from lrmpi.parallel import faults
+    from lrmpi.parallel.comm import mpi
     from lrmpi.parallel.partition import counts_displs
     rank, size = comm.Get_rank(), comm.Get_size()
     shape = (A.shape[0], A.shape[1], B.shape[1]) if rank == 0 else None
     m, k, n = comm.bcast(shape, root=0)
     counts, displs = counts_displs(m, size)
     mine = np.empty((counts[rank], k))
-    comm.Scatterv([A, [c * k for c in counts], [d * k for d in displs], MPI.DOUBLE]
+    comm.Scatterv([A, [c * k for c in counts], [d * k for d in displs], mpi().DOUBLE]
                   if rank == 0 else None, mine, root=0)
     if rank != 0:
         B = np.empty((k, n))
@@ -52,7 +52,7 @@ def oneshot(comm, A, B):
     if rank:
         faults.after_task(rank, time.perf_counter() - t)
     C = np.empty((m, n)) if rank == 0 else None
-    comm.Gatherv(Cb, [C, [c * n for c in counts], [d * n for d in displs], MPI.DOUBLE]
+    comm.Gatherv(Cb, [C, [c * n for c in counts], [d * n for d in displs], mpi().DOUBLE]
                  if rank == 0 else None, root=0)
     if rank != 0:
         return None, 0

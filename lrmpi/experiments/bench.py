@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from lrmpi.numerics import kernels
+from lrmpi.numerics import kernels as K
 
 BENCHES = {}
 
@@ -64,14 +64,14 @@ def _shape(spec):
 
 
 @bench
-def kernels_(argv):
+def kernels(argv):
     """int8 GEMM per ISA vs numpy GEMM; encode GB/s."""
-    p = argparse.ArgumentParser(prog="lrmpi bench kernels", description=kernels_.__doc__)
+    p = argparse.ArgumentParser(prog="lrmpi bench kernels", description=kernels.__doc__)
     p.add_argument("--sizes", default="1024,2048,4096,8192x1024x8192",
                    help="n (square) or MxKxN, comma-separated (default 1024,2048,4096,"
                         "8192x1024x8192)")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--isas", default=",".join(kernels.available_isas()))
+    p.add_argument("--isas", default=",".join(K.available_isas()))
     p.add_argument("--json", default=None, help="also write the results to this file")
     a = p.parse_args(argv)
     limiter, blas = _single_thread()
@@ -94,11 +94,11 @@ def kernels_(argv):
         for isa in a.isas.split(","):
             if isa == "ref" and ops > 2.0 * 1024**3:
                 continue  # the portable kernel is minutes at this size
-            res[f"int8 {isa}"] = _median_time(lambda: kernels.igemm(A8, Bt8, C, isa=isa),
+            res[f"int8 {isa}"] = _median_time(lambda: K.igemm(A8, Bt8, C, isa=isa),
                                               max(1, a.repeats // 2) if isa == "ref" else a.repeats)
         del C, A8, Bt8
         exps = np.frexp(np.abs(X).max(axis=1))[1].astype(np.int32)
-        t_enc = _median_time(lambda: kernels.encode(X, exps, 7, 4), a.repeats)
+        t_enc = _median_time(lambda: K.encode(X, exps, 7, 4), a.repeats)
         for what, t in res.items():
             rows.append({"shape": [m, k, n], "what": what, "seconds": t, "gops": ops / t / 1e9,
                          "vs_float64": t64 / t})
@@ -111,11 +111,10 @@ def kernels_(argv):
         limiter.restore_original_limits()
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"blas": blas, "isa": kernels.selected_isa(), "rows": rows}, f, indent=1)
+            json.dump({"blas": blas, "isa": K.selected_isa(), "rows": rows}, f, indent=1)
     return 0
 
 
-BENCHES["kernels"] = BENCHES.pop("kernels_")
 
 
 @bench
@@ -184,7 +183,7 @@ def straggler(argv):
     import sys
     import tempfile
 
-    import h5py
+    from lrmpi.jobs.checkpoint import Checkpoint
     p = argparse.ArgumentParser(prog="lrmpi bench straggler", description=straggler.__doc__)
     p.add_argument("--n", type=int, default=2048)
     p.add_argument("--ranks", type=int, default=3)
@@ -205,12 +204,11 @@ def straggler(argv):
                 c = os.path.join(tmp, "c.h5")
                 subprocess.run([a.mpiexec, "-n", str(a.ranks), sys.executable, "-m", "lrmpi",
                                 "matmul", os.path.join(tmp, "A.npy"), os.path.join(tmp, "B.npy"),
-                                "-o", c, "--planes", str(a.planes), "--no-fsync"],
+                                "-o", c, "--overwrite", "--planes", str(a.planes), "--no-fsync"],
                                check=True, capture_output=True, env={**os.environ, **env})
-                with h5py.File(c, "r") as f:
-                    g = f["resolutions"]
-                    first.append(float(g["001"].attrs["elapsed_s"]))
-                    last.append(float(g[sorted(g)[-1]].attrs["elapsed_s"]))
+                ck = Checkpoint(c)
+                first.append(float(ck.resolution(1, datasets=False)[0]["elapsed_s"]))
+                last.append(float(ck.last()["elapsed_s"]))
             out[label] = (statistics.median(first), statistics.median(last))
             print(f"{label:>12}: resolution 1 at {out[label][0]:.3f} s, last at "
                   f"{out[label][1]:.3f} s (median of {a.repeats})")
@@ -230,7 +228,7 @@ def matmul(argv):
     import sys
     import tempfile
 
-    import h5py
+    from lrmpi.jobs.checkpoint import Checkpoint
     p = argparse.ArgumentParser(prog="lrmpi bench matmul", description=matmul.__doc__)
     p.add_argument("--shapes", default="1024x1024x1024,2048x2048x2048,8192x1024x512",
                    help="MxKxN list (default includes a tall-skinny one)")
@@ -271,14 +269,14 @@ def matmul(argv):
             for _ in range(a.repeats):
                 c = os.path.join(tmp, "C.h5")
                 subprocess.run([a.mpiexec, "-n", str(a.ranks), sys.executable, "-m", "lrmpi",
-                                "matmul", fa, fb, "-o", c, "--planes", str(a.planes),
+                                "matmul", fa, fb, "-o", c, "--overwrite", "--planes", str(a.planes),
                                 "--no-fsync"], check=True, capture_output=True)
-                with h5py.File(c, "r") as f:
-                    res = []
-                    for name in sorted(f["resolutions"]):
-                        g = f["resolutions"][name]
-                        err = float(np.abs(g["C"][()] - ref).max() / refmax)
-                        res.append({k2: float(v) for k2, v in g.attrs.items()} | {"err": err})
+                ck, res = Checkpoint(c), []
+                for i in ck.resolution_indices():
+                    attrs, data = ck.resolution(i)
+                    err = float(np.abs(data["C"] - ref).max() / refmax)
+                    res.append({k2: float(v) for k2, v in attrs.items()
+                                if isinstance(v, (int, float))} | {"err": err})
                 runs.append(res)
             row["resolutions"] = [
                 {key: statistics.median(r[i][key] for r in runs) for key in runs[0][i]}

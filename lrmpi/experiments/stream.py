@@ -35,11 +35,14 @@ import numpy as np
 
 from lrmpi.experiments.baseline import oneshot
 from lrmpi.jobs.deadline import Deadline
+from lrmpi.jobs.job import Control
 from lrmpi.log import logger
 from lrmpi.numerics.layered import LayeredMatmul
+from lrmpi.parallel.backoff import Backoff
 from lrmpi.parallel.comm import get_comm, rank_size
-from lrmpi.parallel.protocol import Tag
-from lrmpi.parallel.root import Backoff, Root, worker_run
+from lrmpi.parallel.protocol import StreamCommand, Tag
+from lrmpi.parallel.root import Root
+from lrmpi.parallel.worker import worker_run
 
 CALIBRATE = 7  # service-time samples per mode before the streams
 
@@ -55,9 +58,9 @@ def _worker(comm):
                 break
             backoff.sleep()
         backoff.reset()
-        if msg == "done":
+        if msg == StreamCommand.DONE:
             return 0
-        if msg == "oneshot":
+        if msg == StreamCommand.ONESHOT:
             oneshot(comm, None, None)
         else:
             worker_run(comm)
@@ -82,32 +85,24 @@ class Server:
         if now >= arrival + deadline:
             return []
         lag = now - arrival
-        self._tell("layered" if mode == "yielding" else mode)
+        self._tell(StreamCommand.ONESHOT if mode == "oneshot" else StreamCommand.LAYERED)
         if mode == "oneshot":
             oneshot(self.comm, A, B)
             return [lag + time.perf_counter() - t]
         at = None if math.isinf(deadline) else arrival + deadline
         lm = LayeredMatmul(A, B, planes=self.planes)
-        root = Root(lm, self.comm, deadline=Deadline(at, margin=0.0), start=t)
-        if mode == "yielding":
-            root.deadline = _Yield(root, root.deadline, next_arrival)
-        out = root.run()
-        return [lag + m["elapsed_s"] for m in out.resolutions]
+        holder = []
+        # yielding: also stop once the root has resolution 1 and the next job waits
+        yielding = (lambda: "next job" if holder[0].cur >= 1 and time.time() >= next_arrival
+                    else None) if mode == "yielding" else None
+        root = Root(lm, self.comm, control=Control(deadline=Deadline(at, margin=0.0),
+                                                   stop_when=yielding), start=t)
+        holder.append(root)
+        root.run()
+        return [lag + m["elapsed_s"] for m in root.meta]
 
     def done(self):
-        self._tell("done")
-
-
-class _Yield:
-    """A Deadline that also expires once the root has resolution 1 and the next
-    job is waiting."""
-
-    def __init__(self, root, deadline, next_arrival):
-        self.root, self.deadline, self.next_arrival = root, deadline, next_arrival
-
-    def expired(self):
-        return self.deadline.expired() or (self.root.cur >= 1
-                                           and time.time() >= self.next_arrival)
+        self._tell(StreamCommand.DONE)
 
 
 def stream(server, mode, jobs, arrivals, deadline):
@@ -159,10 +154,9 @@ def _root(server, a, size):
     pairs = [(rng.standard_normal((a.n, a.n)), rng.standard_normal((a.n, a.n)))
              for _ in range(a.pool)]
     jobs = [pairs[j % a.pool] for j in range(a.jobs)]
-    # service times without queueing: one-shot, and each layered resolution
-    # each mode back to back, as in its streams: alternating them inflated the
-    # one-shot service time (n = 2048: 435 ms, while its own stream's mean delay,
-    # queueing included, was 254 ms) — each mode re-faults what the other freed
+    # service times without queueing: one-shot, and each layered resolution; each
+    # mode back to back, as in its streams (alternating the modes makes each one
+    # fault in again the memory the other freed, which inflates both)
     service = {"oneshot": [], "layered": []}
     for mode in service:
         for i in range(CALIBRATE + 2):  # the first two warm up buffers and code paths

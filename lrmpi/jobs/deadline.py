@@ -1,16 +1,17 @@
-"""Wall-clock deadlines (--deadline, SLURM) and stop signals (SPEC §4)."""
+"""Wall-clock deadlines (--deadline, SLURM) and stop signals."""
 import datetime as _dt
 import re
 import signal
 import time
 
+from lrmpi import config
 from lrmpi.errors import ConfigError
 from lrmpi.jobs import slurm
 from lrmpi.log import logger
 
-STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
-MAX_MARGIN = 10.0     # seconds kept free before the deadline, at most
-MARGIN_FRACTION = 0.1  # ... and at most this share of the time available
+# SLURM's --signal, a scheduler's TERM, and Ctrl-C (SIGINT reaches every process of
+# the foreground group under mpiexec): all are a stop, decided by the root
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)([smhd]))+$")
@@ -27,6 +28,9 @@ def parse(text, now=None):
     """
     now = time.time() if now is None else now
     s = str(text).strip()
+    if s.startswith("-"):
+        raise ConfigError(f"--deadline {text!r}: a deadline must lie ahead (a positive "
+                          "duration such as 90s, or a later time)")
     try:
         if s.startswith("@"):
             at = float(s[1:])
@@ -54,7 +58,9 @@ class Deadline:
         self.start = time.time() if start is None else start
         self.at = at
         if margin is None:
-            margin = 0.0 if at is None else min(MAX_MARGIN, MARGIN_FRACTION * (at - self.start))
+            c = config.get()
+            margin = 0.0 if at is None else min(c.max_margin_s,
+                                                c.margin_fraction * (at - self.start))
         if margin < 0:
             raise ConfigError(f"--margin must be >= 0, got {margin}")
         self.margin = margin
@@ -78,9 +84,14 @@ class Deadline:
 
 
 class StopSignals:
-    """Turns SIGTERM/SIGUSR1/SIGUSR2 into a flag the driver polls between steps."""
+    """Turns SIGTERM/SIGUSR1/SIGUSR2/SIGINT into a flag the root polls between steps.
 
-    def __init__(self):
+    On the other ranks (`root=False`) the flag is never read: they wait for the
+    root's STOP, so a signal to every rank ends the job once, in order.
+    """
+
+    def __init__(self, root=True):
+        self.root = root
         self.received = None
         self._old = {}
 

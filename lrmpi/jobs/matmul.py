@@ -1,7 +1,6 @@
-"""Running a layered matmul job on every rank: inputs, checkpoint, resume, deadline.
+"""A layered matmul job on every rank: run_matmul (the CLI's and the MPI API's entry).
 
-`run_matmul` is the entry point of the CLI and of the Python API under MPI:
-call it on every rank; rank 0 returns an Outcome, the others return None once
+Call it on every rank; rank 0 returns an Outcome, the others return None once
 the root releases them.
 """
 import os
@@ -11,105 +10,103 @@ import numpy as np
 
 from lrmpi._version import __version__
 from lrmpi.errors import CheckpointError
-from lrmpi.jobs import inputs, slurm
-from lrmpi.jobs.checkpoint import Checkpoint, CheckpointWriter
-from lrmpi.jobs.deadline import Deadline, StopSignals
+from lrmpi.jobs import inputs
+from lrmpi.jobs.checkpoint import Checkpoint
+from lrmpi.jobs.job import JobOptions, file_inputs, fingerprint, run_job
 from lrmpi.log import logger
 from lrmpi.numerics.layered import LayeredMatmul
-from lrmpi.parallel.comm import get_comm, rank_size
 from lrmpi.parallel.protocol import STOP_MESSAGE, Tag
-from lrmpi.parallel.root import Outcome, Root, fingerprint, worker_run
+from lrmpi.parallel.root import Root
+from lrmpi.parallel.worker import worker_run
 
-# job parameters a resumed run must share with its checkpoint
-MATCHED = ("bits", "planes", "order", "cutoff", "scale", "m", "n", "k", "fingerprint")
+NUMERIC = ("bits", "planes", "order", "cutoff", "scale")  # LayeredMatmul's options
+
+
+class MatmulJob:
+    """The matmul kind of job (see jobs.job for the protocol)."""
+
+    name = "matmul"
+    # job parameters a resumed run must share with its checkpoint
+    matched = ("bits", "planes", "order", "cutoff", "scale", "m", "n", "k", "fingerprint")
+
+    def __init__(self, A, B, numeric, on_resolution=None, worker_timeout=None, size=1):
+        self.A, self.B, self.numeric = A, B, numeric
+        self.on_resolution, self.worker_timeout, self.size = on_resolution, worker_timeout, size
+        self.inputs = file_inputs(A, B)
+        self.root = None
+        self.start = time.perf_counter()
+
+    def prepare(self):
+        self.lm = lm = LayeredMatmul(_operand(self.A, "A"), _operand(self.B, "B"),
+                                     **self.numeric)
+        logger.debug("lrmpi: inputs ready at %.3f s", time.perf_counter() - self.start)
+        return {"bits": lm.bits, "planes": lm.planes, "order": lm.order,
+                "cutoff": -1 if lm.cutoff is None else lm.cutoff, "scale": lm.scale,
+                "m": lm.A.shape[0], "n": lm.B.shape[1], "k": lm.A.shape[1],
+                "planned": lm.planned, "ranks": self.size, "lrmpi_version": __version__,
+                # hashing 2 x 128 MB takes ~0.3 s: the writer thread does it, unless
+                # a resume needs it now
+                "fingerprint": lambda: fingerprint(lm.A, lm.B)}
+
+    @property
+    def planned(self):
+        return self.lm.planned
+
+    @property
+    def meta(self):
+        return self.root.meta if self.root is not None else []
+
+    def elapsed(self):
+        return self.root.elapsed() if self.root is not None else \
+            time.perf_counter() - self.start
+
+    def release(self, comm):
+        """STOP the workers still waiting for a job (the root failed or has nothing to do)."""
+        if comm is not None:
+            for w in range(1, comm.Get_size()):
+                comm.Send(STOP_MESSAGE, dest=w, tag=Tag.STOP)
+
+    def serve(self, comm):
+        worker_run(comm)
+
+    def execute(self, control, writer, ckpt, start):
+        self.root = Root(self.lm, self.comm, writer=writer, control=control, resume=ckpt,
+                         start=start, on_resolution=self.on_resolution,
+                         worker_timeout=self.worker_timeout)
+        return self.root.run()
 
 
 def _operand(x, name):
     return inputs.load(x, name) if isinstance(x, (str, os.PathLike)) else x
 
 
-def run_matmul(A, B, out=None, *, bits=7, planes=4, order="antidiagonal", cutoff=None,
-               scale="row", deadline=None, margin=None, resume=False, fsync=True,
-               requeue=False, max_restarts=3, worker_timeout=None, comm=None,
-               on_resolution=None):
+def run_matmul(A, B, out=None, *, comm=None, on_resolution=None, **options):
     """C = A @ B in layers over every rank of `comm` (lrmpi's COMM_WORLD duplicate).
 
     A, B: arrays (used on rank 0) or `.npy` / `FILE.h5:/dataset` paths (read by
     rank 0 only). `out`: checkpoint path (HDF5), optional. `on_resolution(meta,
-    C)` is called on the root for each finished resolution. `requeue`: inside
-    SLURM, a run stopped by its deadline asks SLURM to requeue the job (at most
-    `max_restarts` times; the job script resumes). Returns an Outcome on rank 0,
-    None on the other ranks.
+    C)` is called on the root for each finished resolution (C is reused: copy
+    what you keep). Options: the numerics (bits, planes, order, cutoff, scale; see
+    LayeredMatmul) and the job's (see jobs.job.JobOptions: deadline, time_margin,
+    resume, overwrite, fsync, requeue, max_restarts, worker_timeout). Returns an
+    Outcome on rank 0, None on the other ranks.
     """
-    start = time.perf_counter()
+    from lrmpi.parallel.comm import get_comm, rank_size
+    opts, numeric = JobOptions.split(options)
+    unknown = sorted(set(numeric) - set(NUMERIC))
+    if unknown:
+        raise TypeError(f"run_matmul: unknown option(s) {', '.join(unknown)}; valid: "
+                        + ", ".join(NUMERIC + tuple(f for f in JobOptions.__dataclass_fields__)))
     comm = get_comm(comm)
-    rank, size = rank_size(comm)
-    with StopSignals() as signals:
-        if rank != 0:
-            worker_run(comm)
-            return None
-        try:
-            lm = LayeredMatmul(_operand(A, "A"), _operand(B, "B"), bits=bits, planes=planes,
-                               order=order, cutoff=cutoff, scale=scale)
-            logger.debug("lrmpi: inputs ready at %.3f s", time.perf_counter() - start)
-            dl = Deadline.resolve(deadline, margin)
-            attrs = {"bits": lm.bits, "planes": lm.planes, "order": lm.order,
-                     "cutoff": -1 if lm.cutoff is None else lm.cutoff, "scale": lm.scale,
-                     "m": lm.A.shape[0], "n": lm.B.shape[1], "k": lm.A.shape[1],
-                     "planned": lm.planned, "ranks": size, "lrmpi_version": __version__,
-                     # hashing 2 x 128 MB takes ~0.3 s: the writer thread does it,
-                     # unless a resume needs it now
-                     "fingerprint": lambda: fingerprint(lm.A, lm.B)}
-            ckpt = None
-            if resume and out and not os.path.exists(out):
-                logger.info("lrmpi: no checkpoint at %s yet: starting from the beginning", out)
-            elif resume and out:
-                attrs["fingerprint"] = attrs["fingerprint"]()
-                ckpt = _resumable(out, attrs)
-            if ckpt is not None and ckpt.attrs.get("status") == "complete":
-                logger.info("lrmpi: %s is already complete (%d resolutions)", out,
-                            ckpt.attrs["completed"])
-                _release(comm, size)
-                return Outcome("complete", int(ckpt.attrs["completed"]), lm.planned,
-                               "already complete")
-            writer = CheckpointWriter(out, "matmul", attrs, fsync=fsync, resume=ckpt) \
-                if out else None
-            root = Root(lm, comm, writer=writer, deadline=dl, signals=signals, resume=ckpt,
-                        start=start, on_resolution=on_resolution,
-                        worker_timeout=worker_timeout)
-        except BaseException:
-            _release(comm, size)
-            raise
-        outcome = root.run()
-    if requeue and outcome.status == "deadline":
-        slurm.requeue(max_restarts)
-    return outcome
-
-
-def _release(comm, size):
-    """Send STOP to workers still waiting for a job (the root failed before starting)."""
-    for w in range(1, size):
-        comm.Send(STOP_MESSAGE, dest=w, tag=Tag.STOP)
-
-
-def _resumable(out, attrs):
-    """The checkpoint at `out` if it matches this job (else CheckpointError)."""
-    ckpt = Checkpoint(out, safe=True)
-    if ckpt.attrs.get("kind") != "matmul":
-        raise CheckpointError(f"{out} is a {ckpt.attrs.get('kind')!r} checkpoint, not matmul")
-    for key in MATCHED:
-        have, want = ckpt.attrs.get(key), attrs[key]
-        if have != want:
-            what = "the inputs differ (other A or B)" if key == "fingerprint" else \
-                f"it was made with {key}={have}, this run has {key}={want}"
-            raise CheckpointError(f"cannot resume from {out}: {what}")
-    return ckpt
+    job = MatmulJob(A, B, numeric, on_resolution, opts.worker_timeout, rank_size(comm)[1])
+    job.comm = comm
+    return run_job(job, out, opts, comm)
 
 
 def load_result(path, index=None):
     """(C, attrs) of resolution `index` (default: the last completed) of a checkpoint."""
     ckpt = Checkpoint(path)
-    index = index or int(ckpt.attrs.get("completed", 0))
+    index = index or ckpt.completed
     if index < 1:
         raise CheckpointError(f"{path} holds no completed resolution yet")
     attrs, data = ckpt.resolution(index)

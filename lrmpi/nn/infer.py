@@ -101,7 +101,8 @@ class LayeredInference:
         X = np.asarray(X)
         if X.ndim < 2:
             raise InputError(f"data: expected samples x features, got shape {X.shape}")
-        flat = validate.operand(X.reshape(X.shape[0], -1), "data")
+        flat = X.reshape(X.shape[0], int(np.prod(X.shape[1:])))
+        flat = validate.operand(flat, "data") if len(X) else flat.astype(np.float64)
         if model.input_shape and X.shape[1:] != tuple(model.input_shape):
             if int(np.prod(model.input_shape)) != flat.shape[1]:
                 raise InputError(f"data: samples of shape {X.shape[1:]}, the model expects "
@@ -218,7 +219,7 @@ class LayeredInference:
             elif isinstance(layer, M.OUTPUTS):
                 logits = h + dh
                 p = M.apply(layer, logits)
-                d = rho.reshape(len(idx), -1).max(axis=1)
+                d = rho.reshape(len(idx), int(np.prod(rho.shape[1:]))).max(axis=1)
                 if isinstance(layer, M.Softmax):
                     bnd = np.minimum(1.0, p.max(axis=1) * np.expm1(2 * d))
                 else:
@@ -232,7 +233,7 @@ class LayeredInference:
                     rho = M.apply(layer, rho)
                 elif isinstance(layer, (M.AvgPool, M.Flatten)):
                     rho = M.apply(layer, rho)
-        return h + dh, rho.reshape(len(idx), -1).max(axis=1) * (1 + 1e-9), work
+        return h + dh, rho.reshape(len(idx), int(np.prod(rho.shape[1:]))).max(axis=1) * (1 + 1e-9), work
 
     def _radius(self, layer, li, r, h_new, rho):
         """|true Z - Z_r| bound from the input radius and the weight truncation."""

@@ -12,6 +12,7 @@ ties to even) — every resolution's C is the correctly rounded value of the
 exact partial sum.
 """
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -87,3 +88,18 @@ class ExactAccumulator:
         e = erow.astype(np.int64)[:, None] + ecol.astype(np.int64)[None, :] + base
         with np.errstate(over="ignore", under="ignore"):  # +-Inf and 0, as decode()
             return np.ldexp(S, np.clip(e, -4000, 4000).astype(np.int32), out=out)
+
+
+@dataclass
+class TileSums:
+    """The exact level sums one resolution added to a matmul, tile by tile: its
+    resume data (jobs.checkpoint writes and reads them)."""
+
+    levels: list          # level numbers p+q-1, ascending (schedule.levels)
+    shape: tuple          # (m, n) of C
+    dtype: np.dtype       # int32 or int64
+    tiles: list = field(default_factory=list)  # [(r0, c0, [S per level])]
+
+    @property
+    def nbytes(self):
+        return len(self.levels) * self.shape[0] * self.shape[1] * np.dtype(self.dtype).itemsize

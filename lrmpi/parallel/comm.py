@@ -1,4 +1,5 @@
-"""The communicator lrmpi owns: COMM_WORLD.Dup(), made once, here.
+"""The communicator lrmpi owns: COMM_WORLD.Dup(), made once, here; mpi4py is
+imported here and nowhere else.
 
 mpi4py is optional: without it (or with one rank) every job runs in this
 process through the same driver code (a local endpoint instead of workers).
@@ -52,3 +53,15 @@ def abort(code=1):
     if MPI is not None and MPI.Is_initialized() and not MPI.Is_finalized() \
             and MPI.COMM_WORLD.Get_size() > 1:
         MPI.COMM_WORLD.Abort(code)
+
+
+def mpi_info():
+    """[(name, value)] describing mpi4py and the MPI library, for `lrmpi info`."""
+    try:
+        import mpi4py
+    except ImportError:
+        return [("mpi4py", "not installed (pip install 'lrmpi[mpi]')")]
+    MPI = mpi()
+    return [("mpi4py", mpi4py.__version__),
+            ("MPI library", MPI.Get_library_version().splitlines()[0].strip()),
+            ("MPI world size", str(MPI.COMM_WORLD.Get_size()))]

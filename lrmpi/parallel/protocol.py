@@ -1,30 +1,32 @@
-"""The wire format between root and workers: tags, header layouts, codecs.
+"""The wire format between the ranks: tags, header layouts, every message's codec.
 
-No other module writes a tag number or a header offset. Bulk arrays (digit
-planes, level sums) travel with the buffer methods (Isend/Irecv) into
-preallocated NumPy arrays; only the small JOB description and ERROR reports
-are pickled.
+No other module writes a tag number, a header offset or a message layout. Bulk
+arrays (digit planes, level sums) travel with the buffer methods (Isend/Irecv)
+into preallocated NumPy arrays; only small control messages are pickled.
 
-    root -> worker   JOB     pickled dict (see job_message), once, or STOP
+    root -> worker   JOB     pickled Job, once (or STOP)
+    worker -> root   HELLO   pickled str: its host name (answer to JOB)
     root -> worker   WORK    int64[WORK_LEN] header, then one PLANE message per
                              plane block it lists, in that order
     root -> worker   PLANE   int8 array (rows, k) of one plane of one block
     worker -> root   RESULT  int64[RESULT_HDR] header, then the exact level sums
                              of the tile, (levels, rows, cols) of int32 or int64
-                             (layered.sum_dtype: both sides derive it from the job)
-    worker -> root   ERROR   pickled str: "worker R of N on HOST: traceback"
+                             (layered.sum_dtype: both sides derive it from the Job)
+    worker -> root   ERROR   pickled dict (error_message): where, what, traceback
     root -> worker   STOP    int64[1], no payload
     worker -> root   BYE     pickled int: RESULT messages it sent in all (after STOP)
-    worker -> root   HELLO   pickled str: its host name (answer to JOB)
-    rank -> root     PART    pickled tuple: one rank's share of an inference resolution
-    root -> worker   STREAM  pickled str: next job of a stream (lrmpi.experiments.stream): "layered",
-                             "oneshot" or "done"
+    rank -> root     PART    pickled Part: one rank's share of an inference resolution
+    root -> worker   STREAM  pickled str (StreamCommand): the next job of a stream
+                             (lrmpi.experiments.stream)
 """
+import socket
+import traceback
+from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
 
-VERSION = 2  # 2: level sums may travel as int32
+VERSION = 3  # 3: JOB is a Job dataclass; 2: level sums may travel as int32
 MAX_KEYS = 2 * 16          # plane blocks one WORK can carry: all planes of A and B
 MAX_LEVELS = 32            # levels in one resolution (2 * MAX_PLANES)
 
@@ -47,9 +49,36 @@ class Operand(IntEnum):
     B = 1
 
 
+# --- JOB: what every worker needs to know, once ---
+
+@dataclass(frozen=True)
+class Job:
+    bits: int
+    planes: int
+    k: int
+    schedule: tuple          # resolutions, each a tuple of (p, q) pairs
+    tiling: tuple            # (m, n, row_blocks, col_blocks): partition.Tiling's fields
+    version: int = VERSION
+
+    def check(self):
+        if self.version != VERSION:
+            raise RuntimeError(f"protocol version {self.version} != {VERSION}: "
+                               "mixed lrmpi versions")
+        return self
+
+
+def job_message(bits, planes, k, schedule, tiling):
+    return Job(bits, planes, k, tuple(schedule),
+               (tiling.m, tiling.n, tiling.row_blocks, tiling.col_blocks))
+
+
 # --- WORK header: [version, task, resolution, tile, nkeys, (operand, block, plane) * nkeys] ---
 W_VERSION, W_TASK, W_RES, W_TILE, W_NKEYS, W_KEYS = range(6)
 WORK_LEN = W_KEYS + 3 * MAX_KEYS
+
+
+def work_buffer():
+    return np.empty(WORK_LEN, np.int64)
 
 
 def encode_work(task, resolution, tile, keys):
@@ -83,11 +112,6 @@ def result_size(nlevels, shape, dtype=np.int64):
     return RESULT_HDR + -(-nbytes // 8)
 
 
-def result_buffer(nlevels, shape, dtype=np.int64):
-    """A receive/send buffer for one tile's level sums."""
-    return np.empty(result_size(nlevels, shape, dtype), np.int64)
-
-
 def result_body(buf, nlevels, shape, dtype=np.int64):
     """The level sums' place in a RESULT buffer, (nlevels, rows, cols) of `dtype`:
     compute into it."""
@@ -96,7 +120,7 @@ def result_body(buf, nlevels, shape, dtype=np.int64):
 
 
 def encode_result(buf, task, level_sums):
-    """Fill `buf` (from result_buffer) with [(level, S)] of one task; S arrays that
+    """Fill `buf` (of result_size) with [(level, S)] of one task; S arrays that
     are already views of result_body(buf) are not copied."""
     buf[R_TASK], buf[R_NLEVELS] = task, len(level_sums)
     if not level_sums:
@@ -117,11 +141,42 @@ def decode_result(buf, shape, dtype=np.int64):
     return int(buf[R_TASK]), [(int(buf[R_LEVELS + i]), body[i]) for i in range(n)]
 
 
-def job_message(bits, planes, k, schedule, tiling):
-    """The pickled job description every worker receives once."""
-    return {"version": VERSION, "bits": bits, "planes": planes, "k": k,
-            "schedule": schedule, "tiling": (tiling.m, tiling.n, tiling.row_blocks,
-                                             tiling.col_blocks)}
+# --- ERROR: a worker's exception, for the root to re-raise ---
 
+def error_message(rank, size, exc):
+    """The ERROR message for `exc` raised on `rank` (call inside the except block)."""
+    return {"where": f"worker {rank} of {size} on {socket.gethostname()}",
+            "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+
+
+def decode_error(msg):
+    """(one-line description naming the rank, remote traceback) of an ERROR message."""
+    return f"{msg['where']}: {msg['error']}", msg["traceback"]
+
+
+# --- STOP ---
 
 STOP_MESSAGE = np.zeros(1, np.int64)
+
+
+def stop_buffer():
+    """A receive buffer for STOP."""
+    return np.empty(1, np.int64)
+
+
+# --- PART: one rank's share of an inference resolution ---
+
+@dataclass
+class Part:
+    refined: object      # (n,) bool: samples refined at this resolution
+    work: float          # multiply-adds done
+    work_all: float      # ... had every sample been refined
+    state: dict          # the rank's engine state (exact, for checkpoints and re-sharding)
+
+
+# --- STREAM: the next job of a stream of jobs ---
+
+class StreamCommand:
+    LAYERED = "layered"
+    ONESHOT = "oneshot"
+    DONE = "done"

@@ -125,7 +125,7 @@ def test_resume_refuses_damaged_resume_data(reference, tmp_path):
     resolution's pairs, end the resume with one clear error (no wrong result)."""
     import h5py
 
-    from lrmpi.jobs.checkpoint import sums_path
+    from lrmpi.jobs.checkpoint import schema
     A, B, _ = reference
     np.save(tmp_path / "A.npy", A)
     np.save(tmp_path / "B.npy", B)
@@ -135,7 +135,7 @@ def test_resume_refuses_damaged_resume_data(reference, tmp_path):
     with h5py.File(out, "r+") as f:
         f.attrs["status"] = "deadline"  # as if stopped after its last resolution
     for damage in ("range", "levels"):
-        with h5py.File(sums_path(out, 2), "r+") as f:
+        with h5py.File(schema.sums_file(out, Checkpoint(out).job_id, 2), "r+") as f:
             if damage == "range":
                 data = f["sums"][()].astype(np.int64)
                 data[0, 0, 0] = 2**62

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from lrmpi import LayeredMatmul, WorkerError, run_matmul
+from lrmpi import LayeredMatmul, WorkerError, config, run_matmul
 from lrmpi.jobs.checkpoint import Checkpoint
 from lrmpi.parallel.comm import get_comm
 
@@ -64,10 +64,13 @@ def test_identical_to_the_single_process_api(m, k, n, order, tmp_path):
 
 
 @pytest.mark.mpi(min_size=2)
-def test_a_worker_exception_reaches_the_root_and_ends_the_job(tmp_path, monkeypatch):
+def test_a_worker_exception_reaches_the_root_and_ends_the_job(tmp_path):
+    with config.configure(test_fail_rank=1, test_fail_after=3):
+        _worker_exception(tmp_path)
+
+
+def _worker_exception(tmp_path):
     rank, size = comm().Get_rank(), comm().Get_size()
-    monkeypatch.setenv("LRMPI_TEST_FAIL_RANK", "1")
-    monkeypatch.setenv("LRMPI_TEST_FAIL_AFTER", "3")
     out = os.path.join(shared_path(tmp_path), "c.h5")
     A = np.random.default_rng(0).standard_normal((256, 64))
     if rank == 0:

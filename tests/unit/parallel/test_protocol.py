@@ -26,7 +26,8 @@ def test_result_round_trip(rng, dtype):
     shape = (3, 5)  # 15 int32 do not fill whole int64 words
     sums = [(3, rng.integers(-top, top, shape, dtype=dtype)),
             (4, rng.integers(-9, 9, shape, dtype=dtype))]
-    buf = protocol.encode_result(protocol.result_buffer(2, shape, dtype), 11, sums)
+    buf = protocol.encode_result(np.empty(protocol.result_size(2, shape, dtype), np.int64), 11,
+                                 sums)
     assert buf.size == protocol.result_size(2, shape, dtype)
     task, got = protocol.decode_result(buf, shape, dtype)
     assert task == 11 and [lv for lv, _ in got] == [3, 4]

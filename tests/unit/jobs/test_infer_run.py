@@ -50,7 +50,7 @@ def test_resume_refuses_other_data(cnn, tmp_path):
     model, data, X = cnn
     out = str(tmp_path / "c.h5")
     run_infer(model, data, out, planes=2)
-    with pytest.raises(CheckpointError, match="model or data differ"):
+    with pytest.raises(CheckpointError, match="the inputs differ"):
         run_infer(model, X * 0.5, out, planes=2, resume=True)
     with pytest.raises(CheckpointError, match="planes=2, this run has planes=3"):
         run_infer(model, data, out, planes=3, resume=True)

@@ -72,12 +72,9 @@ def _short_probe():
     """Damaged HDF5 files can also send the library into an endless loop: readers
     of untrusted files probe them in a child process (checkpoint.probe), here
     with a short timeout."""
-    from lrmpi.jobs import checkpoint
-    timeout, checkpoint.PROBE_TIMEOUT = checkpoint.PROBE_TIMEOUT, 5
-    try:
+    from lrmpi import config
+    with config.configure(probe_timeout_s=5):
         yield
-    finally:
-        checkpoint.PROBE_TIMEOUT = timeout
 
 
 @settings(SETTINGS, max_examples=min(EXAMPLES, 40))  # a probe (child process) each
@@ -103,7 +100,7 @@ def test_resume_data_reader_never_crashes(tmp_path_factory, ed, cut, truncate):
     # one valid checkpoint for every example; each damages a copy of its resume data
     import shutil
 
-    from lrmpi.jobs.checkpoint import sums_path
+    from lrmpi.jobs.checkpoint import schema
     base = tmp_path_factory.getbasetemp() / "fuzz-sums"
     if not base.exists():
         base.mkdir()
@@ -111,7 +108,7 @@ def test_resume_data_reader_never_crashes(tmp_path_factory, ed, cut, truncate):
     with tempfile.TemporaryDirectory() as d, _short_probe():
         shutil.copytree(base, d, dirs_exist_ok=True)
         out = os.path.join(d, "c.h5")
-        path = sums_path(out, 1)
+        path = schema.sums_file(out, Checkpoint(out).job_id, 1)
         with open(path, "rb") as f:
             data = f.read()
         with open(path, "wb") as f:
@@ -172,10 +169,10 @@ def test_a_crash_of_the_hdf5_library_is_a_clean_error(tmp_path, monkeypatch):
     """Fuzzing (LRMPI_FUZZ_EXAMPLES=1500) found damaged files on which HDF5 itself
     segfaults; Checkpoint(safe=True) reads them in a child first. Simulated here."""
     from lrmpi.errors import CheckpointError
-    from lrmpi.jobs import checkpoint
+    from lrmpi.jobs.checkpoint import reader
     path = tmp_path / "c.h5"
     path.write_bytes(b"x")
-    monkeypatch.setattr(checkpoint, "_PROBE", "import os, signal; os.kill(os.getpid(), "
+    monkeypatch.setattr(reader, "_PROBE", "import os, signal; os.kill(os.getpid(), "
                                               "signal.SIGSEGV)")
     with pytest.raises(CheckpointError, match="HDF5 library crashed reading it: SIGSEGV"):
-        checkpoint.Checkpoint(str(path), safe=True)
+        reader.Checkpoint(str(path), safe=True)

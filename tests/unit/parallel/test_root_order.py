@@ -2,7 +2,8 @@
 import numpy as np
 
 from lrmpi import LayeredMatmul
-from lrmpi.parallel.root import Root, Task
+from lrmpi.parallel.root import Root
+from lrmpi.parallel.scheduler import Task
 
 
 def test_results_in_reverse_order_give_the_same_resolutions(rng):
@@ -14,11 +15,11 @@ def test_results_in_reverse_order_give_the_same_resolutions(rng):
     tasks = [Task(i, r, t, 0, [], 0.0) for i, (r, t) in enumerate(
         (r, t) for r in range(len(lm.schedule)) for t in root.tiles)]
     for task in reversed(tasks):  # the last resolution first: all of it waits in buffers
-        root.outstanding[0].append(task)
+        root.sched.outstanding[0].append(task)
         root.on_result(task, root.compute_local(task))
     # a duplicate (backup) result after the fact is dropped
     dup = Task(len(tasks), 0, root.tiles[0], 0, [], 0.0)
-    root.outstanding[0].append(dup)
+    root.sched.outstanding[0].append(dup)
     root.on_result(dup, root.compute_local(dup))
     ref = list(LayeredMatmul(A, B, planes=3, order="pairwise"))
     assert root.cur == len(ref) and [m["index"] for m, _ in got] == [r.index for r in ref]

@@ -1,0 +1,110 @@
+"""`lrmpi matmul` and `lrmpi infer`, and the options they share (also with demo)."""
+from lrmpi import errors
+from lrmpi.cli import command, exit_code, parser
+
+
+def add_plane_options(p, planes):
+    p.add_argument("--bits", type=int, default=7, help="bits per digit plane, 1..7 (default 7)")
+    p.add_argument("--planes", type=int, default=planes,
+                   help=f"digit planes per operand, 1..16 (default {planes})")
+
+
+def add_numeric_options(p, planes=4):
+    add_plane_options(p, planes)
+    p.add_argument("--order", default="antidiagonal",
+                   help="how pair products form resolutions: antidiagonal (default), "
+                        "pairwise, lshape")
+    p.add_argument("--cutoff", type=int, default=None,
+                   help="skip pairs of level p+q-1 > CUTOFF (default: none)")
+    p.add_argument("--no-cutoff", dest="cutoff", action="store_const", const=None,
+                   help="include every pair")
+    p.add_argument("--scale", default="row",
+                   help="power-of-two scale per row of A / column of B (row, default) or "
+                        "one per operand (tensor)")
+
+
+def add_job_options(p):
+    p.add_argument("-o", "--output", default=None,
+                   help="HDF5 checkpoint to write (without it, results are not kept)")
+    p.add_argument("--deadline", default=None,
+                   help="stop by then: 90s, 5m, 1h30m, 2:30:00, 2026-11-27T18:00, @EPOCH "
+                        "(inside SLURM the job's end time applies too)")
+    p.add_argument("--margin", type=float, default=None,
+                   help="seconds kept free before the deadline (default: 10%% of the time, "
+                        "at most 10 s)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the checkpoint in -o if it matches the inputs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing result in -o (it stays until this run has one "
+                        "at least as good)")
+    p.add_argument("--requeue", action="store_true",
+                   help="inside SLURM: when stopped by the deadline, scontrol requeue the job "
+                        "(run it with --resume)")
+    p.add_argument("--max-restarts", type=int, default=3,
+                   help="requeue at most this many times (SLURM_RESTART_COUNT; default 3)")
+    p.add_argument("--worker-timeout", type=float, default=None,
+                   help="seconds a worker may sit on one task before the job is failed as hung "
+                        "(default: 20 times the longest task so far, at least 30 s)")
+    p.add_argument("--no-fsync", dest="fsync", action="store_false",
+                   help="skip fsync of checkpoints (still safe against process kills, "
+                        "not against a node crash)")
+
+
+def job_options(a):
+    if a.worker_timeout is not None and a.worker_timeout <= 0:
+        raise errors.ConfigError(f"--worker-timeout must be > 0, got {a.worker_timeout}")
+    if a.max_restarts < 0:
+        raise errors.ConfigError(f"--max-restarts must be >= 0, got {a.max_restarts}")
+    return dict(worker_timeout=a.worker_timeout, deadline=a.deadline, time_margin=a.margin,
+                resume=a.resume, overwrite=a.overwrite, fsync=a.fsync, requeue=a.requeue,
+                max_restarts=a.max_restarts)
+
+
+def numeric_options(a):
+    return dict(bits=a.bits, planes=a.planes, order=a.order, cutoff=a.cutoff, scale=a.scale)
+
+
+@command
+def matmul(argv):
+    """C = A B in layers of increasing resolution, over every MPI rank."""
+    p = parser("matmul", matmul)
+    p.add_argument("A", help="left operand: A.npy or FILE.h5:/dataset")
+    p.add_argument("B", help="right operand: B.npy or FILE.h5:/dataset")
+    add_numeric_options(p)
+    add_job_options(p)
+    a = p.parse_args(argv)
+    from lrmpi.jobs.matmul import run_matmul
+    return exit_code(run_matmul(a.A, a.B, a.output, **numeric_options(a), **job_options(a)))
+
+
+def add_infer_options(p):
+    add_plane_options(p, 4)
+    p.add_argument("--no-adaptive", dest="adaptive", action="store_false",
+                   help="refine every sample at every resolution")
+    p.add_argument("--gray", default="0.3,0.6",
+                   help="binary gray zone LO,HI: scores inside are refined (default 0.3,0.6)")
+    p.add_argument("--class-margin", type=float, default=0.1,
+                   help="multi-class: refine while top-1 minus top-2 < this (default 0.1)")
+
+
+def infer_options(a):
+    try:
+        lo, hi = (float(x) for x in a.gray.split(","))
+    except ValueError:
+        raise errors.ConfigError(f"--gray {a.gray!r}: expected LO,HI such as 0.3,0.6") from None
+    return dict(bits=a.bits, planes=a.planes, adaptive=a.adaptive, gray=(lo, hi),
+                class_margin=a.class_margin)
+
+
+@command
+def infer(argv):
+    """Layered inference of an ONNX (or lrmpi .npz) model on DATA, over every MPI rank."""
+    p = parser("infer", infer)
+    p.add_argument("model", help="MODEL.onnx or lrmpi weights MODEL.npz")
+    p.add_argument("data", help="samples: DATA.npy or FILE.h5:/dataset (first axis = samples)")
+    add_infer_options(p)
+    add_job_options(p)
+    a = p.parse_args(argv)
+    from lrmpi.jobs.inference import run_infer
+    return exit_code(run_infer(a.model, a.data, a.output, **infer_options(a),
+                               **job_options(a)))

@@ -1,0 +1,168 @@
+"""`lrmpi inspect`, `lrmpi pack` and `lrmpi info`."""
+import os
+
+import numpy as np
+
+from lrmpi import errors
+from lrmpi.cli import EXIT_OK, command, parser
+
+
+@command
+def info(argv):
+    """Versions, selected kernel ISA and MPI library."""
+    parser("info", info).parse_args(argv)
+    import platform
+
+    import h5py
+
+    import lrmpi
+    from lrmpi.numerics import kernels
+    rows = [
+        ("lrmpi", lrmpi.__version__),
+        ("python", platform.python_version()),
+        ("numpy", np.__version__),
+        ("h5py", f"{h5py.version.version} (HDF5 {h5py.version.hdf5_version}, "
+                 f"parallel={h5py.get_config().mpi})"),
+        ("cpu", _cpu_model()),
+        ("kernel isa", f"{kernels.selected_isa()} (available: "
+                       f"{', '.join(kernels.available_isas())})"),
+    ]
+    from lrmpi.parallel.comm import env_rank, mpi_info
+    rows += mpi_info()
+    if env_rank() != 0:  # under mpirun: print once
+        return EXIT_OK
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return EXIT_OK
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown"
+
+
+# columns of `inspect`: (header, attribute, format); a missing attribute prints "-"
+MATMUL_COLUMNS = [("res", "index", "{:>4}"), ("elapsed_s", "elapsed_s", "{:>9.3f}"),
+                  ("durable_s", "durable_s", "{:>9.3f}"), ("method", "method", "{:>6}"),
+                  ("pairs", "pairs", "{:>5}"), ("products", "products", "{:>8}"),
+                  ("bound_abs", "bound_abs", "{:>10.3e}"), ("bound_rel", "bound_rel", "{:>10.3e}"),
+                  ("MB_sent", "root_bytes_sent", "{:>8.1f}"),
+                  ("MB_recv", "root_bytes_recv", "{:>8.1f}"), ("fallback", "fallback", "{:>8}")]
+INFER_COLUMNS = [("res", "index", "{:>4}"), ("elapsed_s", "elapsed_s", "{:>9.3f}"),
+                 ("durable_s", "durable_s", "{:>9.3f}"), ("refined", "refined_count", "{:>7}"),
+                 ("certified", "certified_count", "{:>9}"), ("work", "work", "{:>9.3g}"),
+                 ("logit_bound", "bound_abs", "{:>11.3e}"), ("bound_rel", "bound_rel", "{:>10.3e}")]
+
+
+def _width(fmt):
+    """The field width of a format such as "{:>10.3e}"."""
+    spec = fmt[fmt.index(":") + 2:-1]
+    return int(spec.split(".")[0].rstrip("dfegs"))
+
+
+def _cell(fmt, attrs, key):
+    v = attrs.get(key)
+    width = _width(fmt)
+    if v is None or (isinstance(v, float) and v != v):
+        return "-".rjust(width)
+    if key.startswith("root_bytes"):
+        v = v / 1e6
+    return fmt.format(v)
+
+
+@command
+def inspect(argv):
+    """Table of a checkpoint's resolutions, times, bounds and status."""
+    p = parser("inspect", inspect)
+    p.add_argument("path", help="OUT.h5 written by lrmpi")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="draw the error bound against time into PNG")
+    a = p.parse_args(argv)
+    png = _plot_path(a.plot) if a.plot else None
+    from lrmpi.jobs.checkpoint import Checkpoint
+    ck = Checkpoint(a.path, safe=True)
+    at = ck.attrs
+    print(f"{a.path}: {at.get('kind')} status={at.get('status')} completed={at.get('completed')}"
+          f"/{at.get('planned')} bits={at.get('bits')} planes={at.get('planes')} "
+          f"order={at.get('order')} lrmpi {at.get('lrmpi_version')}")
+    if at.get("kind") == "infer":
+        print(f"{at.get('n_samples')} samples, adaptive={bool(at.get('adaptive'))}, "
+              f"model {at.get('model')}, {at.get('ranks')} rank(s)")
+    if at.get("kind") == "matmul":
+        print(f"shape {at.get('m')}x{at.get('k')} @ {at.get('k')}x{at.get('n')}, "
+              f"{at.get('ranks')} rank(s)")
+    if at.get("message"):
+        print(f"message: {at['message']}")
+    rows = [ck.resolution(i, datasets=False)[0] for i in ck.resolution_indices()]
+    cols = INFER_COLUMNS if at.get("kind") == "infer" else MATMUL_COLUMNS
+    print(" ".join(h.rjust(_width(f)) for h, _, f in cols))
+    for i, r in zip(ck.resolution_indices(), rows):
+        print(" ".join(_cell(f, {**r, "index": i}, key) for _, key, f in cols))
+    if png:
+        _plot(png, a.path, rows, at.get("kind"))
+    return EXIT_OK
+
+
+def _plot_path(png):
+    """The PNG path --plot will write (an extension is added if there is none);
+    ConfigError now, before reading anything, if its folder does not exist."""
+    if not os.path.splitext(png)[1]:
+        png += ".png"
+    folder = os.path.dirname(os.path.abspath(png))
+    if not os.path.isdir(folder):
+        raise errors.ConfigError(f"--plot {png}: folder {folder} does not exist")
+    return png
+
+
+def _plot(png, title, rows, kind):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise errors.ConfigError("--plot needs matplotlib (pip install 'lrmpi[plot]')") from None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    t = [r["elapsed_s"] for r in rows]
+    if kind == "infer":
+        ax.semilogy(t, [max(r["bound_abs"], 1e-300) for r in rows], "o-",
+                    label="max logit bound")
+    else:
+        ax.semilogy(t, [r["bound_rel"] for r in rows], "o-", label="bound_rel")
+        ax.semilogy(t, [r["bound_abs"] for r in rows], "s--", label="bound_abs")
+    ax.set_xlabel("elapsed (s)")
+    ax.set_ylabel("error bound")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    try:
+        fig.savefig(png, dpi=120)
+    except OSError as exc:
+        raise errors.ConfigError(f"--plot {png}: {exc.strerror or exc}") from None
+    print(f"wrote {png}")
+
+
+@command
+def pack(argv):
+    """Write a checkpoint and its resolution files as one self-contained HDF5 file."""
+    p = parser("pack", pack)
+    p.add_argument("path", help="OUT.h5 written by lrmpi")
+    p.add_argument("packed", help="the single file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace PACKED if it exists")
+    a = p.parse_args(argv)
+    from lrmpi.jobs.checkpoint import pack as pack_files
+    from lrmpi.jobs.checkpoint.output import check_output
+    if os.path.exists(a.packed) and not a.overwrite:
+        raise errors.ConfigError(f"{a.packed} exists; pass --overwrite to replace it")
+    check_output(a.packed, [a.path])
+    n = pack_files(a.path, a.packed)
+    print(f"wrote {a.packed}: {n} resolution(s), self-contained")
+    return EXIT_OK

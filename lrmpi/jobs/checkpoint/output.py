@@ -1,0 +1,114 @@
+"""What `-o` may name, and one writer per output.
+
+Before any work: the output must not be one of the job's inputs, nor an existing
+file lrmpi did not write; an existing lrmpi result is replaced only with
+--overwrite (and then only once the new job has one at least as good, see
+writer.py) or continued with --resume. While a job runs it holds an advisory lock
+(flock) on OUT.h5.d/.lock: a second job on the same output is refused at once, and
+the lock dies with its process, so a killed job never leaves a stale lock.
+"""
+import fcntl
+import glob
+import os
+import shutil
+
+from lrmpi.errors import CheckpointError, ConfigError
+from lrmpi.jobs.checkpoint import schema as S
+from lrmpi.jobs.checkpoint.reader import Checkpoint, is_lrmpi_file
+
+
+def input_file(spec):
+    """The file of an input spec ('A.npy', 'FILE.h5:/dataset'), or None for arrays."""
+    if not isinstance(spec, (str, os.PathLike)):
+        return None
+    from lrmpi.jobs.inputs import split_spec
+    return split_spec(str(spec))[0]
+
+
+def check_output(out, inputs=(), resume=False):
+    """ConfigError/CheckpointError if `out` may not be written: a directory, a missing
+    folder, one of `inputs` (paths or specs), or an existing file lrmpi did not write
+    (with `resume`: anything but a readable checkpoint). No side effects."""
+    path = os.path.abspath(out)
+    if os.path.isdir(path):
+        raise CheckpointError(f"output {out} is a directory")
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        raise CheckpointError(f"output directory {parent} does not exist")
+    for spec in inputs:
+        f = input_file(spec)
+        if f is not None and (os.path.abspath(f) == path or (
+                os.path.exists(f) and os.path.exists(path) and os.path.samefile(f, path))):
+            raise ConfigError(f"-o {out} is one of the job's inputs; choose another output")
+    if os.path.exists(path):
+        if resume:
+            Checkpoint(path, safe=True)  # its own clear error if it is not one
+        elif not is_lrmpi_file(path):
+            raise ConfigError(f"-o {out} exists and was not written by lrmpi; choose another "
+                              "output or remove it")
+        if not os.access(path, os.W_OK) or not os.access(parent, os.W_OK):
+            raise CheckpointError(f"cannot write the checkpoint at {path}: "
+                                  f"{os.strerror(13)} (the earlier result is untouched)")
+
+
+class OutputLock:
+    """The advisory lock of the one job writing `out` (held until release())."""
+
+    def __init__(self, out):
+        self.path = os.path.abspath(out)
+        self.fd = None
+
+    def acquire(self):
+        side = S.sidecar(self.path)
+        try:
+            os.makedirs(side, exist_ok=True)
+            fd = os.open(os.path.join(side, S.LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise CheckpointError(f"cannot write the checkpoint at {self.path}: "
+                                  f"{exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise CheckpointError(f"another lrmpi job (pid {holder}) is writing {self.path}; "
+                                  "wait for it to end or choose another output") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None
+
+
+def existing(out, *, resume, overwrite):
+    """The checkpoint already at `out` (under the lock), or None; refuses to go on
+    when it holds a result and neither --resume nor --overwrite was given."""
+    path = os.path.abspath(out)
+    if not os.path.exists(path):
+        return None
+    ck = Checkpoint(path, safe=True)
+    if not (resume or overwrite) and ck.completed > 0:
+        raise ConfigError(f"{out} holds an lrmpi result ({ck.attrs['status']}, resolution "
+                          f"{ck.completed}/{ck.attrs.get('planned')}): pass --resume to continue "
+                          "it or --overwrite to replace it (the earlier result stays until the "
+                          "new one is at least as good)")
+    return ck
+
+
+def sweep(out, keep):
+    """Remove what killed earlier jobs left beside `out`: temporary files and job
+    folders other than those in `keep` (job ids). Call under the lock."""
+    path = os.path.abspath(out)
+    side = S.sidecar(path)
+    for stale in glob.glob(path + ".tmp.*") + glob.glob(os.path.join(side, "*", "*.tmp.*")):
+        try:
+            os.unlink(stale)
+        except OSError:
+            pass
+    for d in glob.glob(os.path.join(side, "*")):
+        if os.path.isdir(d) and os.path.basename(d) not in keep:
+            shutil.rmtree(d, ignore_errors=True)

@@ -1,0 +1,172 @@
+"""The HDF5 schema (format version 1): every file, group, dataset and attribute name.
+
+Layout of a job written to OUT.h5::
+
+    OUT.h5                         the job file, small, replaced atomically
+      attrs: format_version, kind, status, message, completed, planned, bits,
+             planes, order, job_id, lrmpi_version, and the job's other parameters
+      /resolutions                 attrs: durable_s (one per resolution listed)
+      /resolutions/001  ->  external link to OUT.h5.d/<job_id>/res001.h5:/
+      /resolutions/002  ->  ...
+    OUT.h5.d/<job_id>/res001.h5    one file per resolution, never rewritten
+      attrs: job_id, index, elapsed_s, durable_s, pairs, method, products,
+             bound_abs, bound_rel, root_bytes_sent, root_bytes_recv, fallback, ...
+      datasets: C (matmul); scores, predicted, refined, ... (infer)
+    OUT.h5.d/<job_id>/sums001.h5   matmul resume data: the exact level sums resolution
+                                   1 added (dataset sums, attr levels)
+    OUT.h5.d/<job_id>/state002.h5  infer resume data: the exact engine state after 2
+    OUT.h5.d/.lock                 the advisory lock of the job writing OUT.h5
+
+Every resolution file carries the job's identity (job_id): a reader resolves
+OUT.h5.d/<job_id>/ from the job file's own name and refuses files of another job,
+so OUT.h5 and OUT.h5.d can be copied or renamed together. `lrmpi pack` writes one
+self-contained file in which /resolutions/NNN are groups instead of links; readers
+accept both.
+"""
+import os
+
+import numpy as np
+
+FORMAT_VERSION = 1
+KINDS = ("matmul", "infer")
+STATUSES = ("running", "complete", "deadline", "failed")
+
+RESOLUTIONS = "resolutions"
+SIDECAR_SUFFIX = ".d"
+LOCK_NAME = ".lock"
+JOB_ID = "job_id"
+DURABLE = "durable_s"
+
+# level sums (matmul resume data)
+SUMS = "sums"
+LEVELS = "levels"
+RESOLUTION = "resolution"
+
+# what h5py raises on damaged files: OSError mostly, but also RuntimeError (e.g.
+# "Link iteration failed"), KeyError, ValueError and TypeError (found by fuzzing)
+H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
+
+
+def res_name(index):
+    return f"{index:03d}"
+
+
+def sidecar(path):
+    """The folder beside OUT.h5 that holds its resolution files."""
+    return os.path.abspath(path) + SIDECAR_SUFFIX
+
+
+def job_dir(path, job_id):
+    return os.path.join(sidecar(path), job_id)
+
+
+def res_file(path, job_id, index):
+    return os.path.join(job_dir(path, job_id), f"res{res_name(index)}.h5")
+
+
+def sums_file(path, job_id, index):
+    return os.path.join(job_dir(path, job_id), f"sums{res_name(index)}.h5")
+
+
+def state_file(path, job_id, index):
+    return os.path.join(job_dir(path, job_id), f"state{res_name(index)}.h5")
+
+
+def link_target(path, job_id, index):
+    """The external link's file name, relative to OUT.h5's folder (HDF5 resolves it
+    there): OUT.h5.d/<job_id>/resNNN.h5."""
+    return f"{os.path.basename(sidecar(path))}/{job_id}/res{res_name(index)}.h5"
+
+
+def attr(value):
+    """An attribute value as stored (None -> -1)."""
+    return -1 if value is None else value
+
+
+def py(v):
+    """An attribute value as read (bytes -> str, numpy scalars -> Python)."""
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+# --- matmul resume data: level sums, tile by tile ---
+
+def write_tile_sums(f, index, ts):
+    """Resolution `index`'s TileSums (numerics.accumulate) into an open file."""
+    f.attrs[RESOLUTION] = index
+    f.attrs[LEVELS] = ts.levels
+    d = f.create_dataset(SUMS, (len(ts.levels), *ts.shape), dtype=ts.dtype)
+    for r0, c0, sums in ts.tiles:
+        for i, S in enumerate(sums):
+            d[i, r0:r0 + S.shape[0], c0:c0 + S.shape[1]] = S
+
+
+def read_tile_sums(f, index, shape):
+    """[(level, S)] from a sums file, or ValueError if it is not resolution `index`'s
+    for a product of `shape`."""
+    d = f[SUMS]
+    levels = [int(x) for x in np.atleast_1d(f.attrs[LEVELS])]
+    if int(f.attrs[RESOLUTION]) != index or not hasattr(d, "shape") \
+            or d.shape != (len(levels), *shape) or d.dtype not in (np.int32, np.int64):
+        raise ValueError("not this resolution's level sums")
+    return [(lv, d[i]) for i, lv in enumerate(levels)]
+
+
+# --- infer resume data: the engine state, a dict of arrays and lists of arrays ---
+
+def write_state(f, index, state):
+    """A state dict into an open file: arrays as datasets, lists of arrays as
+    name/0, name/1, ...; bool arrays as uint8; scalars as attributes."""
+    f.attrs[RESOLUTION] = index
+    for k, v in state.items():
+        if isinstance(v, (list, tuple)):
+            g = f.create_group(k)
+            g.attrs["count"] = len(v)
+            for i, a in enumerate(v):
+                _dataset(g, str(i), a)
+        elif isinstance(v, np.ndarray):
+            _dataset(f, k, v)
+        else:
+            f.attrs["s_" + k] = v
+
+
+def read_state(f, index):
+    if int(f.attrs[RESOLUTION]) != index:
+        raise ValueError("holds another resolution")
+    out = {}
+    for k in f:
+        obj = f[k]
+        if hasattr(obj, "shape"):
+            out[k] = _loaded(obj)
+        else:
+            out[k] = [_loaded(obj[str(i)]) for i in range(int(obj.attrs["count"]))]
+    for k, v in f.attrs.items():
+        if k.startswith("s_"):
+            out[k[2:]] = py(v)
+    return out
+
+
+def _dataset(group, name, a):
+    a = np.asarray(a)
+    d = group.create_dataset(name, data=a.astype(np.uint8) if a.dtype == bool else a)
+    if a.dtype == bool:
+        d.attrs["bool"] = 1
+
+
+def _loaded(d):
+    a = d[()]
+    return a.astype(bool) if d.attrs.get("bool", 0) else a
+
+
+def nbytes(state):
+    """Bytes of the arrays in a state dict (for the free-space check)."""
+    total = 0
+    for v in state.values():
+        if isinstance(v, (list, tuple)):
+            total += sum(np.asarray(a).nbytes for a in v)
+        elif isinstance(v, np.ndarray):
+            total += v.nbytes
+    return total

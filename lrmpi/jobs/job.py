@@ -1,0 +1,199 @@
+"""The job skeleton every kind shares (matmul, infer): run_job.
+
+On rank 0: guard the output (not an input, not a foreign file, one writer),
+prepare the inputs, resolve the deadline, decide between a fresh run, a resume
+and the replacement of an earlier result, open the checkpoint writer, run the
+kind's loop, record the status, requeue under SLURM. On the other ranks: serve
+the kind's loop. Signals (SIGTERM, SIGUSR1, SIGUSR2, SIGINT) become a stop flag on
+the root and are ignored by the other ranks, which wait for the root's STOP.
+
+A kind provides: `name`, `matched` (attributes a resumed run must share with its
+checkpoint), `inputs` (the paths it reads), prepare() -> checkpoint attributes,
+release(comm), serve(comm) and execute(control, writer, ckpt) -> (status, reason).
+"""
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from lrmpi.errors import CheckpointError, ConfigError
+from lrmpi.jobs import slurm
+from lrmpi.jobs.checkpoint import CheckpointWriter
+from lrmpi.jobs.checkpoint.output import OutputLock, check_output, existing, sweep
+from lrmpi.jobs.deadline import Deadline, StopSignals
+from lrmpi.log import logger
+from lrmpi.parallel.comm import get_comm, rank_size
+
+
+@dataclass
+class Outcome:
+    """What a run ended with (on the root)."""
+
+    status: str                 # complete | deadline | failed
+    completed: int              # last completed resolution (1-based), 0 if none
+    planned: int
+    reason: str = ""
+    resolutions: list = field(default_factory=list)  # per-resolution metadata dicts
+    kept_earlier: bool = False  # the output still holds an earlier, better result
+
+    @property
+    def interrupted(self):
+        return self.reason == INTERRUPTED
+
+
+INTERRUPTED = "interrupted"
+
+
+@dataclass
+class JobOptions:
+    """Options every kind of job takes (the CLI's job options)."""
+
+    deadline: str = None        # --deadline: a duration or a time
+    time_margin: float = None   # --margin: seconds kept free before the deadline
+    resume: bool = False        # continue the checkpoint in `out`
+    overwrite: bool = False     # replace an existing result (once this one is as good)
+    fsync: bool = True
+    requeue: bool = False       # inside SLURM: requeue the job when stopped by the deadline
+    max_restarts: int = 3
+    worker_timeout: float = None  # seconds a rank may be silent before the job fails
+
+    @classmethod
+    def split(cls, options):
+        """(JobOptions, the remaining options) from keyword arguments."""
+        names = {f.name for f in fields(cls)}
+        return (cls(**{k: v for k, v in options.items() if k in names}),
+                {k: v for k, v in options.items() if k not in names})
+
+
+def fingerprint(*parts):
+    """SHA-256 (first 128 bits) of arrays (dtype-independent float64 values and
+    shapes) and other parts (their repr): what a resumed job must match.
+    SHA-256 because x86 has instructions for it: 1.5 GB/s, blake2b 0.9."""
+    h = hashlib.sha256()
+    for x in parts:
+        if isinstance(x, np.ndarray):
+            h.update(np.asarray(x.shape, np.int64).tobytes())
+            x = np.ascontiguousarray(x, np.float64)
+            h.update(memoryview(x).cast("B"))
+        else:
+            h.update(repr(x).encode())
+    return h.hexdigest()[:32]
+
+
+class Control:
+    """What a job's loop asks of the job: when to stop, and recording its status."""
+
+    def __init__(self, signals=None, deadline=None, writer=None, stop_when=None):
+        self.signals, self.deadline, self.writer = signals, deadline, writer
+        self.stop_when = stop_when
+
+    def stop_reason(self):
+        if self.signals is not None and self.signals.received:
+            return INTERRUPTED if self.signals.received == "SIGINT" else \
+                f"received {self.signals.received}"
+        if self.deadline is not None and self.deadline.expired():
+            return "deadline reached"
+        return self.stop_when() if self.stop_when is not None else None
+
+    def mark(self, status, reason=""):
+        """Record the status in the checkpoint, after every resolution queued."""
+        if self.writer is not None:
+            self.writer.set_status(status, reason)
+
+
+def resumable(ckpt, kind, attrs, matched):
+    """`ckpt` if a job of `kind` with `attrs` may continue it, else CheckpointError."""
+    out = ckpt.path
+    if ckpt.attrs.get("kind") != kind:
+        raise CheckpointError(f"{out} is a {ckpt.attrs.get('kind')!r} checkpoint, not {kind}")
+    if not ckpt.job_id:
+        raise CheckpointError(f"cannot resume from {out}: written by an earlier lrmpi "
+                              "(no job_id); run again with --overwrite")
+    for key in matched:
+        have = ckpt.attrs.get(key)
+        want = attrs[key]() if callable(attrs[key]) else attrs[key]
+        attrs[key] = want
+        if have != want:
+            what = "the inputs differ" if key == "fingerprint" else \
+                f"it was made with {key}={have}, this run has {key}={want}"
+            raise CheckpointError(f"cannot resume from {out}: {what}")
+    return ckpt
+
+
+def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
+    """Run a job of `kind` on every rank of `comm`; an Outcome on rank 0, None elsewhere."""
+    opts = opts or JobOptions()
+    start = time.perf_counter()
+    comm = get_comm(comm)
+    rank, _ = rank_size(comm)
+    with StopSignals(root=rank == 0) as signals:
+        if rank != 0:
+            kind.serve(comm)
+            return None
+        lock = None
+        try:
+            if opts.overwrite and opts.resume:
+                raise ConfigError("--resume and --overwrite exclude each other")
+            if out:
+                check_output(out, kind.inputs, opts.resume)
+            attrs = kind.prepare()
+            deadline = Deadline.resolve(opts.deadline, opts.time_margin)
+            ckpt = earlier = None
+            if out:
+                lock = OutputLock(out).acquire()
+                found = existing(out, resume=opts.resume, overwrite=opts.overwrite)
+                if found is not None and opts.resume and found.completed > 0:
+                    ckpt = resumable(found, kind.name, attrs, kind.matched)
+                elif found is not None and opts.resume:
+                    logger.info("lrmpi: %s holds no resolution yet: starting from the "
+                                "beginning", out)
+                    earlier = found
+                else:
+                    earlier = found
+                    if opts.resume:
+                        logger.info("lrmpi: no checkpoint at %s yet: starting from the "
+                                    "beginning", out)
+                sweep(out, keep={found.job_id} if found is not None and found.job_id else set())
+            if ckpt is not None and ckpt.attrs.get("status") == "complete":
+                logger.info("lrmpi: %s is already complete (%d resolutions); nothing to do",
+                            out, ckpt.completed)
+                kind.release(comm)
+                lock.release()
+                return Outcome("complete", ckpt.completed, int(ckpt.attrs.get("planned", 0)),
+                               "already complete")
+            writer = CheckpointWriter(out, kind.name, attrs, fsync=opts.fsync, resume=ckpt,
+                                      replace=earlier, clock=lambda: kind.elapsed()) \
+                if out else None
+            if out is None:
+                logger.info("lrmpi: no -o given: results are not kept")
+            control = Control(signals, deadline, writer, stop_when)
+        except BaseException:
+            kind.release(comm)
+            if lock is not None:
+                lock.release()
+            raise
+        try:
+            status, reason = kind.execute(control, writer, ckpt, start)
+        finally:
+            try:
+                kept = writer is not None and not writer.close()
+            finally:
+                if lock is not None:
+                    lock.release()
+    meta = kind.meta
+    if kept:
+        logger.warning("lrmpi: kept the earlier result in %s: this run stopped (%s) with less",
+                       out, reason or status)
+    elif status == "deadline":
+        logger.warning("lrmpi: stopping (%s) with resolution %d/%d on disk", reason,
+                       len(meta), kind.planned)
+    if opts.requeue and status == "deadline" and reason != INTERRUPTED:
+        slurm.requeue(opts.max_restarts)
+    return Outcome(status, len(meta), kind.planned, reason, meta, kept)
+
+
+def file_inputs(*specs):
+    """The paths among `specs` (arrays are not files)."""
+    return [s for s in specs if isinstance(s, (str, os.PathLike))]

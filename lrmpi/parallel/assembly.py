@@ -1,0 +1,105 @@
+"""C of each resolution, assembled on the root from its tiles' exact level sums.
+
+MPI-free. Each tile's sums go into the exact multi-limb accumulator and that tile
+of C_r is decoded at once (one correct rounding), so max|C_r| is known when the
+last tile arrives. A fresh run's first resolution is a single level sum on a zero
+accumulator: its tiles decode straight from the sums (accumulate.decode_sum) and
+the sums go into the limbs only once C_1 is out — the limbs are hundreds of MB
+whose first touch would otherwise delay resolution 1.
+"""
+import numpy as np
+
+from lrmpi.numerics.accumulate import ExactAccumulator, TileSums
+from lrmpi.numerics.buffers import BufferPool, ScratchPool, prefault
+from lrmpi.numerics.schedule import levels
+
+
+class Assembly:
+    """Tiles in, finished resolutions out, for an m x n product.
+
+    `keep_sums`: hold each resolution's level sums until the checkpoint has written
+    them (they are its resume data); without a checkpoint, buffers go back at once.
+    """
+
+    def __init__(self, ea, eb, schedule, sdtype, keep_sums):
+        m, k = ea.shape
+        n = eb.shape[0]
+        self.shape, self.schedule, self.sdtype = (m, n), schedule, sdtype
+        self.erow, self.ecol = ea.exps, eb.exps
+        self.acc = ExactAccumulator(m, n, ea.bits, ea.planes, k)
+        self.scratch = ScratchPool()             # result buffers of tiles in flight
+        self.c_pool = BufferPool((m, n), np.float64, 3)  # C waiting for the disk
+        self.held = {} if keep_sums else None
+        self.cbuf, self.tile_max, self.ntiles = {}, {}, {}
+        self.deferred = None
+
+    def resume(self, completed, sums_of):
+        """Continue after `completed` resolutions: `sums_of(i)` gives [(level, S)] of
+        resolution i (1-based), added again into the exact accumulator."""
+        for i in range(1, completed + 1):
+            for level, S in sums_of(i):
+                self.acc.add(S, level)
+
+    def start(self, first):
+        """Before the first result: from resolution `first` (0-based) on."""
+        if first == 0 and len(levels(self.schedule[0])) == 1:
+            self.deferred = []
+        # the first C buffer and the limbs are hundreds of MB at n = 4096: fault
+        # them in on a thread; the limbs only if resolution 1 needs them
+        prefault([(self.c_pool, 1)], [] if self.deferred is not None else [self.acc.limbs])
+
+    def add(self, r, tile, sums, buf):
+        """One tile's level sums of resolution r (in resolution order); True when r
+        is complete."""
+        if r not in self.cbuf:
+            self.cbuf[r] = self.c_pool.get()
+        C = self.cbuf[r][tile.r0:tile.r1, tile.c0:tile.c1]
+        erow, ecol = self.erow[tile.r0:tile.r1], self.ecol[tile.c0:tile.c1]
+        if r == 0 and self.deferred is not None:
+            (level, S), = sums
+            self.acc.decode_sum(S, level, erow, ecol, out=C)
+            self.deferred.append((tile, sums, buf))
+            amax = max(float(C.max()), -float(C.min()))  # the tile is still in cache
+        else:
+            for level, S in sums:
+                self.acc.add(S, level, tile.r0, tile.c0)
+            self._done_with(r, tile, sums, buf)
+            _, amax = self.acc.decode(erow, ecol, out=C, row0=tile.r0, col0=tile.c0,
+                                      with_max=True)
+        # max|C_r| tile by tile, as the tiles are decoded: no pass over C at the end
+        self.tile_max[r] = max(self.tile_max.get(r, 0.0), amax)
+        self.ntiles[r] = self.ntiles.get(r, 0) + 1
+        return self.ntiles[r]
+
+    def finish(self, r):
+        """(C_r, max|C_r|) once every tile of r is in. C_r is a pooled buffer: give it
+        back with release() (after the checkpoint wrote it)."""
+        C = self.cbuf.pop(r)
+        cmax = self.tile_max.pop(r)
+        if self.deferred:  # resolution 1 is out: now its sums go into the limbs
+            for tile, sums, buf in self.deferred:
+                for level, S in sums:
+                    self.acc.add(S, level, tile.r0, tile.c0)
+                self._done_with(r, tile, sums, buf)
+        self.deferred = None
+        return C, cmax
+
+    def resume_data(self, r):
+        """(TileSums of resolution r, their buffers) for the checkpoint."""
+        held = self.held.pop(r)
+        ts = TileSums(levels(self.schedule[r]), self.shape, self.sdtype[r],
+                      [(tile.r0, tile.c0, [S for _, S in sums]) for tile, sums, _ in held])
+        return ts, [buf for _, _, buf in held]
+
+    def release(self, C, bufs=()):
+        """C and result buffers may be reused (called from the writer thread too)."""
+        self.c_pool.put(C)
+        for buf in bufs:
+            self.scratch.put(buf)
+
+    def _done_with(self, r, tile, sums, buf):
+        """A result is in the limbs: its buffer waits for the checkpoint or is free."""
+        if self.held is None:
+            self.scratch.put(buf)
+        else:
+            self.held.setdefault(r, []).append((tile, sums, buf))

@@ -1,0 +1,138 @@
+"""Which task each worker computes next, which results count, and when a worker is
+hung. Pure: no MPI, and the clock is passed in, so the policy is tested serially.
+
+Worked example: 8 row tiles, workers 1 and 2, DEPTH = 2, LOOKAHEAD = 2, antidiagonal
+resolutions r1, r2, ... Rank 1 gets (r1, t0), (r1, t1); rank 2 gets (r1, t2), (r1, t3).
+Each finished task frees a slot: the next task is the lowest resolution with tiles
+left, preferring the worker's own tiles (it already holds their A rows), and at
+most LOOKAHEAD resolutions are in flight. When r1 has no unassigned tile left but a
+tile of r1 has run BACKUP_FACTOR times the median task on a slow worker, an idle
+worker gets it again (a backup); the first result counts, the other is dropped.
+"""
+import statistics
+from collections import deque
+from dataclasses import dataclass
+
+from lrmpi import config
+
+
+@dataclass
+class Task:
+    id: int
+    res: int        # 0-based resolution
+    tile: object    # partition.Tile
+    worker: int
+    keys: list      # (operand, block, plane) sent with it
+    started: float
+    buf: object = None   # the result's receive buffer (set by the endpoint)
+    req: object = None   # its MPI request
+
+
+def hang_limit(durations, timeout=None):
+    """Seconds a rank may take for one task (or one share of a resolution) before
+    it is called hung: `timeout` if given; else HANG_FACTOR times the longest so
+    far, at least HANG_MIN_S; HANG_FIRST_S before anything finished."""
+    c = config.get()
+    if timeout is not None:
+        return timeout
+    if durations:
+        return max(c.hang_min_s, c.hang_factor * max(durations))
+    return c.hang_first_s
+
+
+class Scheduler:
+    """Tasks (resolution, tile) for `workers` (rank numbers; [0] for the root alone),
+    from resolution `first` on. `keys_for(res, tile)`: the plane blocks a task needs."""
+
+    def __init__(self, tiles, n_res, workers, keys_for, first=0):
+        self.tiles, self.n_res, self.cur = tiles, n_res, first
+        self.workers, self.keys_for = list(workers), keys_for
+        self.todo = {r: deque(tiles) for r in range(first, n_res)}
+        self.arrived = {r: set() for r in range(first, n_res)}  # tile indices with a result
+        self.outstanding = {w: deque() for w in self.workers}  # FIFO per worker
+        self.have = {w: set() for w in self.workers}           # plane blocks it holds
+        self.owner, self.backed_up, self.durations, self.last_done = {}, set(), [], {}
+        self.next_id = 0
+
+    @property
+    def finished(self):
+        return self.cur >= self.n_res
+
+    def assign(self, w, now):
+        """The next Task for worker w (its plane keys not yet sent), or None when w has
+        DEPTH tasks outstanding or nothing is left to do."""
+        if len(self.outstanding[w]) >= config.get().depth:
+            return None
+        pick = self._pick(w) or self._backup(w, now)
+        if pick is None:
+            return None
+        res, tile = pick
+        keys = sorted(set(self.keys_for(res, tile)) - self.have[w])
+        self.have[w].update(keys)
+        task = Task(self.next_id, res, tile, w, keys, now)
+        self.next_id += 1
+        self.outstanding[w].append(task)
+        return task
+
+    def _pick(self, w):
+        """(res, tile): lowest resolution first, preferring w's own tiles."""
+        for r in range(self.cur, min(self.cur + config.get().lookahead, self.n_res)):
+            todo = self.todo[r]
+            if todo:
+                for i, tile in enumerate(todo):
+                    if self.owner.get(tile.index) == w:
+                        del todo[i]
+                        return r, tile
+                return r, todo.popleft()
+        return None
+
+    def _running(self, w, now):
+        """How long worker w has been on its current (oldest outstanding) task."""
+        return now - max(self.outstanding[w][0].started, self.last_done.get(w, 0.0))
+
+    def _backup(self, w, now):
+        """A task of the current resolution held up on a straggling worker, to run
+        again on idle worker w: the one it computes if that has run too long, and
+        the ones queued behind it, which wait just as long."""
+        if len(self.workers) < 2 or len(self.durations) < 2:
+            return None
+        c = config.get()
+        limit = max(c.backup_min_s, c.backup_factor * statistics.median(self.durations))
+        for v in self.workers:
+            if v == w or not self.outstanding[v] or self._running(v, now) <= limit:
+                continue
+            for task in self.outstanding[v]:
+                key = (task.res, task.tile.index)
+                if (task.res == self.cur and key not in self.backed_up
+                        and task.tile.index not in self.arrived[task.res]):
+                    self.backed_up.add(key)
+                    return task.res, task.tile
+        return None
+
+    def complete(self, task, now):
+        """A task's result came back. True if it is the first for its (res, tile);
+        False for the slower copy of a backed-up task (drop it)."""
+        w = task.worker
+        self.outstanding[w].remove(task)
+        self.durations.append(now - max(task.started, self.last_done.get(w, 0.0)))
+        self.last_done[w] = now
+        self.owner[task.tile.index] = w
+        if task.res < self.cur or task.tile.index in self.arrived[task.res]:
+            return False
+        self.arrived[task.res].add(task.tile.index)
+        return True
+
+    def advance(self):
+        """The current resolution is complete: move on to the next."""
+        self.cur += 1
+
+    def hung(self, now, timeout=None):
+        """(worker, task, seconds, limit) for a worker that sat on its current task
+        longer than hang_limit, else None."""
+        limit = hang_limit(self.durations, timeout)
+        for w in self.workers:
+            if self.outstanding[w]:
+                running = self._running(w, now)
+                if running > limit:
+                    return w, self.outstanding[w][0], running, limit
+        return None

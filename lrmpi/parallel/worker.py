@@ -1,0 +1,105 @@
+"""The worker side of a distributed layered matmul: worker_run serves tasks until STOP.
+
+A worker receives the Job once, then WORK headers each followed by the plane
+blocks it does not hold yet; it computes the tile's exact level sums with the int8
+kernels, in column chunks, and sends them back. An exception is reported to the
+root (ERROR) instead of killing the rank; STOP is answered with BYE and the number
+of results sent, so the root knows when every message has arrived.
+"""
+import socket
+import time
+
+import numpy as np
+
+from lrmpi import config
+from lrmpi.numerics.buffers import ScratchPool
+from lrmpi.numerics.layered import level_sums, sum_dtype
+from lrmpi.numerics.schedule import levels, n_levels
+from lrmpi.parallel import faults, protocol
+from lrmpi.parallel.backoff import Backoff
+from lrmpi.parallel.comm import mpi, rank_size
+from lrmpi.parallel.partition import Tiling
+from lrmpi.parallel.protocol import Operand, Tag
+
+
+def worker_run(comm):
+    """Serve WORK until STOP; report exceptions to the root instead of dying."""
+    MPI = mpi()
+    rank, size = rank_size(comm)
+    status, backoff = MPI.Status(), Backoff(cap=5e-3)
+    job = None
+    planes, sent, failed = {}, 0, False
+    scratch = ScratchPool()
+    while True:
+        if not comm.Iprobe(source=0, tag=MPI.ANY_TAG, status=status):
+            backoff.sleep()
+            continue
+        backoff.reset()
+        tag = status.Get_tag()
+        if tag == Tag.STOP:
+            comm.Recv(protocol.stop_buffer(), source=0, tag=Tag.STOP)
+            if job is not None:  # the root only waits for BYE once the job started
+                comm.send(sent, dest=0, tag=Tag.BYE)
+            return 1 if failed else 0
+        if tag == Tag.JOB:
+            job = comm.recv(source=0, tag=Tag.JOB).check()
+            comm.send(socket.gethostname(), dest=0, tag=Tag.HELLO)
+            tiling = Tiling(*job.tiling)
+            tiles = tiling.tiles()
+            continue
+        header = protocol.work_buffer()
+        comm.Recv(header, source=0, tag=Tag.WORK)
+        task, res, tile_index, keys = protocol.decode_work(header)
+        for op, block, plane in keys:
+            r0, r1 = tiling.rows(block) if op == Operand.A else tiling.cols(block)
+            buf = np.empty((r1 - r0, job.k), np.int8)
+            comm.Recv(buf, source=0, tag=Tag.PLANE)
+            planes[(op, block, plane)] = buf
+        if failed or comm.Iprobe(source=0, tag=Tag.STOP):
+            continue  # stopping: the root does not need this result
+        try:
+            faults.on_task(rank)
+            tile = tiles[tile_index]
+            pairs = job.schedule[res]
+            nl, dtype = n_levels(pairs), sum_dtype(pairs, job.k, job.bits)
+            buf = scratch.get((protocol.result_size(nl, tile.shape, dtype),), np.int64)
+            sums = compute(comm, rank, planes, tile, pairs, job.bits,
+                           protocol.result_body(buf, nl, tile.shape, dtype), scratch)
+            if sums is not None:
+                comm.Send(protocol.encode_result(buf, task, sums), dest=0, tag=Tag.RESULT)
+                sent += 1
+            scratch.put(buf)
+        except Exception as exc:
+            failed = True
+            comm.send(protocol.error_message(rank, size, exc), dest=0, tag=Tag.ERROR)
+
+
+def compute(comm, rank, planes, tile, pairs, bits, body, scratch):
+    """A task's level sums into `body`, chunk by chunk; None if STOP came meanwhile.
+
+    Between chunks the worker looks for STOP, so a stopping job (deadline,
+    signal, next job of a stream) waits for at most one chunk of a slow worker,
+    not for its whole task. Chunks are column ranges: each repacks only the
+    tile's A rows (2 MB at k = 4096), a few percent of the chunk's work.
+    """
+    A = HeldPlanes(planes, Operand.A, tile.rb)
+    chunk = config.get().chunk_cols
+    for c0 in range(0, tile.shape[1], chunk):
+        c1 = min(c0 + chunk, tile.shape[1])
+        t0 = time.perf_counter()
+        level_sums(A, HeldPlanes(planes, Operand.B, tile.cb, c0, c1), pairs, bits,
+                   out=body[:, :, c0:c1], scratch=scratch)
+        faults.after_task(rank, time.perf_counter() - t0)
+        if comm.Iprobe(source=0, tag=Tag.STOP):
+            return None
+    return [(lv, body[i]) for i, lv in enumerate(levels(pairs))]  # body's order
+
+
+class HeldPlanes:
+    """Plane p of a received block, rows [r0, r1) of it (all by default)."""
+
+    def __init__(self, planes, op, block, r0=0, r1=None):
+        self.planes, self.op, self.block, self.r0, self.r1 = planes, op, block, r0, r1
+
+    def __getitem__(self, p):
+        return self.planes[(self.op, self.block, p)][self.r0:self.r1]
