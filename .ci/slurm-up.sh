@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start munge + slurmctld + slurmd for this one machine, by hand (no systemd).
 # Usage: source .ci/slurm-up.sh   -> exports SLURM_CONF and LRMPI_SLURM_DIR
-# Settings from shared/notes/PLATFORM.md: cgroup process tracking (nothing
+# Settings (docs/platform.md): cgroup process tracking (nothing
 # survives a kill), cred_expire=10 (fast requeue), DefMemPerCPU, CPUs=8 on 2
 # cores (several one-minute jobs at once), fresh state dir per run.
 set -euo pipefail

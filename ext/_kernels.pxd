@@ -1,7 +1,8 @@
 # Extern-only declarations of ext/c/kernels.h; the contracts are written there.
-from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t
+from libc.stdint cimport int8_t, int32_t, int64_t
 
 cdef extern from "c/kernels.h" nogil:
+    enum: LRMPI_MAX_LIMBS
     ctypedef int (*lrmpi_rowmax_fn)(int64_t, int64_t, const double *, int64_t, double *) noexcept nogil
     ctypedef void (*lrmpi_encode_fn)(int64_t, int64_t, const double *, int64_t,
                                      const int32_t *, int, int, int8_t *, int64_t *,
@@ -13,8 +14,6 @@ cdef extern from "c/kernels.h" nogil:
     ctypedef void (*lrmpi_decode_fn)(int64_t, int64_t, const int64_t *, int64_t, int64_t,
                                      int, const int32_t *, const int32_t *, int, double *,
                                      int64_t, double *) noexcept nogil
-    ctypedef int (*lrmpi_export_fn)(int64_t, int64_t, const int64_t *, int64_t, int,
-                                    uint32_t *) noexcept nogil
     ctypedef struct lrmpi_kernel_table:
         const char *isa
         lrmpi_rowmax_fn rowmax
@@ -22,8 +21,10 @@ cdef extern from "c/kernels.h" nogil:
         lrmpi_igemm_fn igemm
         lrmpi_acc_add_fn acc_add
         lrmpi_decode_fn decode
-        lrmpi_export_fn export_limbs
 
+    void lrmpi_dot2_ref(int64_t, int64_t, const double *, int64_t, const double *, int64_t,
+                        const int64_t *, const int64_t *, const int32_t *, const int32_t *,
+                        double *, double *)
     const lrmpi_kernel_table *lrmpi_kernels()
     const lrmpi_kernel_table *lrmpi_kernels_for(const char *isa)
     const char *lrmpi_kernel_isas()

@@ -6,8 +6,8 @@ copy of dispatch.c's state. These wrappers do NOT validate their arguments:
 lrmpi/kernels.py does that once. Each takes an optional `isa` to call a
 specific variant (tests compare every variant with the reference).
 """
-from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t
-from _kernels cimport (lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
+from libc.stdint cimport int8_t, int32_t, int64_t
+from _kernels cimport (LRMPI_MAX_LIMBS, lrmpi_dot2_ref, lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
                        lrmpi_kernel_isas, lrmpi_set_isa)
 
 
@@ -18,6 +18,11 @@ cdef const lrmpi_kernel_table *_table(isa) except NULL:
     if t == NULL:
         raise ValueError(f"kernel ISA {isa!r} is unknown or not supported by this CPU")
     return t
+
+
+def max_limbs():
+    """Most limbs a multi-limb integer may have (LRMPI_MAX_LIMBS in kernels.h)."""
+    return LRMPI_MAX_LIMBS
 
 
 def available_isas():
@@ -119,13 +124,14 @@ def decode(const int64_t[:, :, ::1] L, const int32_t[::1] erow, const int32_t[::
     return amax
 
 
-def export_limbs(const int64_t[:, :, ::1] L, uint32_t[:, :, ::1] W, isa=None):
-    """W := the canonical uint32 words of the multi-limb integers L; True if one overflows."""
-    cdef const lrmpi_kernel_table *t = _table(isa)
-    cdef int bad = 0
-    if L.shape[1] == 0 or L.shape[2] == 0:
-        return False
+def dot2(const double[:, ::1] A, const double[:, :] B, const int64_t[::1] rows,
+         const int64_t[::1] cols, const int32_t[::1] erow, const int32_t[::1] ecol,
+         double[::1] y, double[::1] s):
+    """y[t] := A[rows[t], :] . B[:, cols[t]] scaled into (-1, 1), compensated (Dot2);
+    s[t] := the sum of the products' magnitudes. B's columns may be strided."""
+    cdef int64_t count = rows.shape[0], k = A.shape[1]
+    if count == 0:
+        return
     with nogil:
-        bad = t.export_limbs(L.shape[1], L.shape[2], &L[0, 0, 0], L.shape[1] * L.shape[2],
-                             L.shape[0], &W[0, 0, 0])
-    return bool(bad)
+        lrmpi_dot2_ref(count, k, &A[0, 0], A.shape[1], &B[0, 0], B.strides[0] // 8,
+                       &rows[0], &cols[0], &erow[0], &ecol[0], &y[0], &s[0])

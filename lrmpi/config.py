@@ -52,8 +52,14 @@ class Config:
     # --- inference (jobs.inference) ---
     rebalance: float = 1.25      # re-shard when a rank holds this many times the mean active samples
 
-    # --- inputs (jobs.inputs) ---
+    # --- inputs (jobs.inputs) and encoding (numerics.planes, numerics.bounds) ---
     memory_fraction: float = 0.5  # refuse operands whose float64 copy needs more of the RAM
+    column_block: int = 256      # columns of B transposed at a time to encode them (in cache)
+    transpose_rows: int = 32     # ... in pieces of this many rows (5-6x one strided copy)
+    bound_row_block: int = 32    # rows of C per block of the bound GEMM (temporary in L2)
+
+    # --- SLURM (jobs.slurm) ---
+    slurm_timeout_s: float = 10.0  # squeue / scontrol calls give up after this long (s)
 
     # --- fault injection, for lrmpi's own tests (parallel.faults); -1 = off ---
     test_fail_rank: int = -1     # this worker raises on its test_fail_after-th task

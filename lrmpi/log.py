@@ -1,13 +1,13 @@
-"""The single "lrmpi" logger; its level comes from LRMPI_LOG_LEVEL."""
+"""The single "lrmpi" logger; its level comes from LRMPI_LOG_LEVEL (lrmpi.config)."""
 import logging
-import os
 
 logger = logging.getLogger("lrmpi")
 
 
 def setup(level=None):
     """Attach a stderr handler once; level from `level` or LRMPI_LOG_LEVEL (INFO)."""
-    level = level or os.environ.get("LRMPI_LOG_LEVEL", "INFO")
+    from lrmpi import config
+    level = level or config.get().log_level
     if not logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))

@@ -1,4 +1,4 @@
-/* decode and export on AVX-512: 8 elements per step, the same results bit for
+/* decode on AVX-512: 8 elements per step, the same results bit for
  * bit as ref.c (tested against it and against exact Python integers).
  *
  * decode, for <= 4 carry-save limbs (|N| < 2^126, kernels.h): the limbs are
@@ -103,31 +103,4 @@ AVX512 void lrmpi_decode_avx512(int64_t m, int64_t n, const int64_t *L, int64_t 
     }
 }
 
-/* export: carry-propagate each element's limbs into canonical 32-bit words,
- * 8 elements per step (lanes are independent). */
-AVX512 int lrmpi_export_avx512(int64_t m, int64_t n, const int64_t *L, int64_t lstride,
-                               int nlimbs, uint32_t *W)
-{
-    const int64_t mn = m * n;
-    const __m512i low32 = _mm512_set1_epi64(0xFFFFFFFFll);
-    const __m512i i32min = _mm512_set1_epi64(INT32_MIN), i32max = _mm512_set1_epi64(INT32_MAX);
-    __mmask8 bad = 0;
-    for (int64_t e = 0; e < mn; e += 8) {
-        const __mmask8 live = mn - e >= 8 ? 0xFF : (__mmask8)((1u << (mn - e)) - 1);
-        __m512i carry = _mm512_setzero_si512();
-        for (int l = 0; l < nlimbs - 1; l++) {
-            const __m512i v = _mm512_add_epi64(_mm512_maskz_loadu_epi64(live, L + l * lstride + e),
-                                               carry);
-            _mm256_mask_storeu_epi32(W + l * lstride + e, live,
-                                     _mm512_cvtepi64_epi32(_mm512_and_si512(v, low32)));
-            carry = _mm512_srai_epi64(v, 32);
-        }
-        const __m512i top = _mm512_add_epi64(
-            _mm512_maskz_loadu_epi64(live, L + (int64_t)(nlimbs - 1) * lstride + e), carry);
-        bad |= live & (_mm512_cmplt_epi64_mask(top, i32min) | _mm512_cmpgt_epi64_mask(top, i32max));
-        _mm256_mask_storeu_epi32(W + (int64_t)(nlimbs - 1) * lstride + e, live,
-                                 _mm512_cvtepi64_epi32(top));
-    }
-    return bad != 0;
-}
 #endif

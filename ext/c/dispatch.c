@@ -3,18 +3,19 @@
  * lrmpi_set_isa(); like BLIS_ARCH_TYPE it can only pick an ISA the CPU has. */
 #include <string.h>
 #include "kernels.h"
+#include "gemm_internal.h"
 
 static const lrmpi_kernel_table TABLES[] = {
     {"ref", lrmpi_rowmax_ref, lrmpi_encode_ref, lrmpi_igemm_ref,
-     lrmpi_acc_add_ref, lrmpi_decode_ref, lrmpi_export_ref},
+     lrmpi_acc_add_ref, lrmpi_decode_ref},
 #if defined(__x86_64__) || defined(__i386__)
     {"avx2", lrmpi_rowmax_ref, lrmpi_encode_ref, lrmpi_igemm_avx2,
-     lrmpi_acc_add_ref, lrmpi_decode_ref, lrmpi_export_ref},
+     lrmpi_acc_add_ref, lrmpi_decode_ref},
     {"avx512", lrmpi_rowmax_avx512, lrmpi_encode_avx512, lrmpi_igemm_avx512,
-     lrmpi_acc_add_avx512, lrmpi_decode_avx512, lrmpi_export_avx512},
+     lrmpi_acc_add_avx512, lrmpi_decode_avx512},
     /* AVX-512 everywhere, and the int8 GEMM on AMX tiles (igemm_amx.c) */
     {"amx", lrmpi_rowmax_avx512, lrmpi_encode_avx512, lrmpi_igemm_amx,
-     lrmpi_acc_add_avx512, lrmpi_decode_avx512, lrmpi_export_avx512},
+     lrmpi_acc_add_avx512, lrmpi_decode_avx512},
 #endif
 };
 #define NTABLES ((int)(sizeof(TABLES) / sizeof(TABLES[0])))

@@ -32,6 +32,7 @@
 #include <unistd.h>
 #endif
 #include "kernels.h"
+#include "gemm_internal.h"
 
 #ifndef AMX_KC
 #define AMX_KC 2048 /* k per packed block: C is read and written once per block */

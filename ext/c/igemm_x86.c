@@ -5,8 +5,8 @@
  * meets every B micro-panel of the block); a register-blocked micro-kernel
  * holds an MR x NR tile of C in accumulators. Measured on the 2-core VM
  * (AVX-512 VNNI, ~950 GOPS peak per core): the micro-kernel alone 830-870
- * GOPS; the whole GEMM 690-740 at n = 2048-4096 after the packers became
- * gathers (scalar byte packing had cost 25 % at 512 x 1024 x 4096).
+ * GOPS; the whole GEMM 690-740 at n = 2048-4096 with gather packers (scalar
+ * byte packing costs 25 % of a 512 x 1024 x 4096 product).
  *
  * Signed x signed with an unsigned x signed instruction: vpdpbusd multiplies
  * u8 by s8. We store B' = B + 128 (B xor 0x80) as the unsigned operand and
@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include "kernels.h"
+#include "gemm_internal.h"
 
 #ifndef KC
 #define KC 2048  /* inner block: long k amortizes the C tile loads/stores */

@@ -14,6 +14,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Most limbs a multi-limb integer may have (decode's scratch is this long). */
+#define LRMPI_MAX_LIMBS 16
+
 /* ------------------------------------------------------------------------- */
 /* rowmax:  amax[i] := max_j |X[i,j]|,  returns 1 if any X[i,j] is NaN/Inf.  */
 /*   X      m x n float64, leading dimension ldx >= n                          */
@@ -81,12 +84,18 @@ typedef void (*lrmpi_decode_fn)(int64_t m, int64_t n, const int64_t *L,
                                 int base, double *Y, int64_t ldy, double *amax);
 
 /* ------------------------------------------------------------------------- */
-/* export:  W[l,i,j] := limb l of N[i,j] in canonical form, as uint32 words:   */
-/*   N = sum_l W[l] 2^(32 l), W[l] in [0, 2^32) for l < nlimbs-1, the top word */
-/*   two's complement. L (layout as acc_add) is not modified. Returns 1 if a    */
-/*   top word does not fit 32 bits (cannot happen with accumulate.nlimbs).     */
-typedef int (*lrmpi_export_fn)(int64_t m, int64_t n, const int64_t *L,
-                               int64_t lstride, int nlimbs, uint32_t *W);
+/* dot2:  for t < count, with i = rows[t], j = cols[t], in scaled units:       */
+/*   y[t] := sum_l (A[i,l] 2^-erow[i]) (B[l,j] 2^-ecol[j])   compensated (Dot2) */
+/*   s[t] := sum_l |that product| (plain, rounded)                             */
+/*   A      m x k float64 (lda), B k x n float64 (ldb: the row stride of B)    */
+/*   erow/ecol: exponents with |A[i,:]| < 2^erow[i], |B[:,j]| < 2^ecol[j], so  */
+/*   every scaled operand lies in (-1, 1) and no product or split overflows.   */
+/*   Error (Ogita-Rump-Oishi): |y - exact| <= u|exact| + gamma_k^2 s (with     */
+/*   u = 2^-53), plus at most 4 * 2^-1074 per term that underflows (the        */
+/*   caller's bound adds k 2^-1070). Portable C, one version for every ISA.    */
+void lrmpi_dot2_ref(int64_t count, int64_t k, const double *A, int64_t lda, const double *B,
+                    int64_t ldb, const int64_t *rows, const int64_t *cols,
+                    const int32_t *erow, const int32_t *ecol, double *y, double *s);
 
 /* ------------------------------------------------------------------------- */
 /* Registration table (dispatch.c).                                           */
@@ -97,7 +106,6 @@ typedef struct {
     lrmpi_igemm_fn igemm;
     lrmpi_acc_add_fn acc_add;
     lrmpi_decode_fn decode;
-    lrmpi_export_fn export_limbs;
 } lrmpi_kernel_table;
 
 /* The table selected at first call: CPUID, then LRMPI_KERNEL override.       */
@@ -119,7 +127,6 @@ void lrmpi_acc_add_ref(int64_t, int64_t, int64_t *, int64_t, int64_t, int,
                        const void *, int, int64_t, int);
 void lrmpi_decode_ref(int64_t, int64_t, const int64_t *, int64_t, int64_t, int,
                       const int32_t *, const int32_t *, int, double *, int64_t, double *);
-int lrmpi_export_ref(int64_t, int64_t, const int64_t *, int64_t, int, uint32_t *);
 
 /* SIMD variants (simd.c); only called when the CPU supports them.           */
 int lrmpi_rowmax_avx512(int64_t, int64_t, const double *, int64_t, double *);
@@ -132,27 +139,11 @@ void lrmpi_igemm_avx512(int64_t, int64_t, int64_t, const int8_t *, int64_t,
 void lrmpi_acc_add_avx512(int64_t, int64_t, int64_t *, int64_t, int64_t, int,
                           const void *, int, int64_t, int);
 
-/* decode and export on AVX-512 (decode_avx512.c), bit-identical to ref.c.   */
+/* decode on AVX-512 (decode_avx512.c), bit-identical to ref.c.              */
 void lrmpi_decode_avx512(int64_t, int64_t, const int64_t *, int64_t, int64_t, int,
                          const int32_t *, const int32_t *, int, double *, int64_t, double *);
-int lrmpi_export_avx512(int64_t, int64_t, const int64_t *, int64_t, int, uint32_t *);
 
-/* Per-thread scratch of the GEMMs (igemm_x86.c): grows *buf to `need` bytes
- * (kept across calls, 2 MB aligned); 0, or -1 without memory.              */
-int lrmpi_scratch(int8_t **buf, size_t *cap, size_t need);
-
-/* B's packer for both GEMMs (igemm_x86.c, AVX-512): columns [0, nr) x k       */
-/* [0, kc) of Bt -> Bp[q][NR][4] (4 bytes of k per column, NR a multiple of 16) */
-/* for q < qpad, every byte XORed with `flip` (0x80808080: the unsigned operand */
-/* of vpdpbusd; 0 for AMX); past kc and nr it packs zeros (XORed too: they meet */
-/* zeros of A). Gather offsets are 32-bit: 16 * ldb < 2^31.                     */
-void lrmpi_pack_b_gather(int NR, int64_t nr, int64_t kc, int64_t qpad, const int8_t *Bt,
-                         int64_t ldb, int8_t *Bp, uint32_t flip);
-
-/* AMX (igemm_amx.c): the int8 GEMM on tiles; the rest of that table is AVX-512.
- * lrmpi_amx_enable asks the OS for the tile state: 1 if granted.            */
 void lrmpi_igemm_amx(int64_t, int64_t, int64_t, const int8_t *, int64_t,
                      const int8_t *, int64_t, int32_t *, int64_t);
-int lrmpi_amx_enable(void);
 
 #endif

@@ -30,7 +30,6 @@ void lrmpi_igemm_ref(int64_t m, int64_t n, int64_t k, const int8_t *A,
 }
 
 /* --- decode: exact multi-limb integer -> one correctly rounded double --- */
-#define MAX_LIMBS 16
 #define LIMB_BITS 32
 #define LIMB_MASK 0xFFFFFFFFll
 
@@ -138,7 +137,7 @@ void lrmpi_decode_ref(int64_t m, int64_t n, const int64_t *L, int64_t ldl,
                       const int32_t *ecol, int base, double *Y, int64_t ldy,
                       double *amax)
 {
-    int64_t w[MAX_LIMBS];
+    int64_t w[LRMPI_MAX_LIMBS];
     double big = 0.0;
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
@@ -152,24 +151,4 @@ void lrmpi_decode_ref(int64_t m, int64_t n, const int64_t *L, int64_t ldl,
         }
     if (amax)
         *amax = big;
-}
-
-int lrmpi_export_ref(int64_t m, int64_t n, const int64_t *L, int64_t lstride,
-                     int nlimbs, uint32_t *W)
-{
-    int bad = 0;
-    const int64_t mn = m * n;
-    for (int64_t e = 0; e < mn; e++) {
-        int64_t carry = 0;
-        /* carry-propagate from the least significant limb */
-        for (int l = 0; l < nlimbs - 1; l++) {
-            const int64_t v = L[l * lstride + e] + carry;
-            W[l * lstride + e] = (uint32_t)(v & LIMB_MASK);
-            carry = v >> LIMB_BITS;
-        }
-        const int64_t top = L[(nlimbs - 1) * lstride + e] + carry;
-        bad |= top < INT32_MIN || top > INT32_MAX;
-        W[(nlimbs - 1) * lstride + e] = (uint32_t)top;
-    }
-    return bad;
 }

@@ -8,7 +8,6 @@
 #include "bodies.h"
 
 #if defined(__x86_64__) || defined(__i386__)
-#define AVX2 __attribute__((target("avx2,fma")))
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
 
 AVX512 int lrmpi_rowmax_avx512(int64_t m, int64_t n, const double *X,

@@ -1,4 +1,4 @@
-"""Reading operands from `.npy` files or `FILE.h5:/dataset` (SPEC §6, §7).
+"""Reading operands from `.npy` files or `FILE.h5:/dataset` (docs/design.md, "Bad input").
 
 No pickle is ever loaded from a user file (allow_pickle=False), and an array
 larger than memory is refused from its header, before anything is allocated.
@@ -7,10 +7,8 @@ import os
 
 import numpy as np
 
+from lrmpi import config
 from lrmpi.errors import InputError
-
-# refuse operands whose float64 copy would not fit in this fraction of RAM
-MEMORY_FRACTION = 0.5
 
 
 def _available_memory():
@@ -31,7 +29,7 @@ def split_spec(spec):
 
 def check_size(shape, dtype, name):
     need = int(np.prod(shape, dtype=np.float64)) * 8
-    if need > MEMORY_FRACTION * _available_memory():
+    if need > config.get().memory_fraction * _available_memory():
         raise InputError(f"{name}: {shape[0]}x{shape[1] if len(shape) > 1 else 1} needs "
                          f"{need / 2**30:.1f} GiB as float64, more than this machine can hold")
 
@@ -75,7 +73,7 @@ def _load_npy(path, name):
 def _load_h5(path, dataset, name):
     import h5py
 
-    from lrmpi.jobs.checkpoint import H5_ERRORS
+    from lrmpi.jobs.checkpoint.schema import H5_ERRORS
     try:
         f = h5py.File(path, "r")
     except H5_ERRORS as exc:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 
+from lrmpi import config
 from lrmpi.log import logger
 
 ENV = {  # name -> SLURM variable
@@ -17,7 +18,6 @@ ENV = {  # name -> SLURM variable
     "restart_count": "SLURM_RESTART_COUNT",
     "end_time": "SLURM_JOB_END_TIME",  # not set by SLURM 22.05: squeue is asked instead
 }
-TIMEOUT_S = 10
 
 
 def get(name, default=None):
@@ -45,7 +45,7 @@ def end_time():
         return None
     try:
         out = subprocess.run(["squeue", "-h", "-j", jid, "-o", "%e"], capture_output=True,
-                             text=True, timeout=TIMEOUT_S,
+                             text=True, timeout=config.get().slurm_timeout_s,
                              env={**os.environ, "SLURM_TIME_FORMAT": "%s"})
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -65,7 +65,7 @@ def requeue(max_restarts):
         return False
     try:
         p = subprocess.run(["scontrol", "requeue", jid], capture_output=True, text=True,
-                           timeout=TIMEOUT_S)
+                           timeout=config.get().slurm_timeout_s)
     except (OSError, subprocess.TimeoutExpired) as exc:
         logger.error("lrmpi: scontrol requeue %s failed: %s", jid, exc)
         return False

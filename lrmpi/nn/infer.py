@@ -1,4 +1,4 @@
-"""Layered-resolution inference with adaptive refinement (SPEC §5). MPI-free.
+"""Layered-resolution inference with adaptive refinement. MPI-free.
 
 Inputs (per sample) and weights (per output unit / channel) are split into
 digit planes; resolution r uses X_r and W_r, their truncations to r planes

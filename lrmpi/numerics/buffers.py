@@ -6,8 +6,6 @@ import threading
 
 import numpy as np
 
-PAGE_ELEMS = 512  # 4 KiB of 8-byte elements
-
 
 def touch(a):
     """Fault in every page of `a` (one write per page; numpy drops the GIL)."""

@@ -5,15 +5,14 @@ raises TypeError/ValueError naming what it received; only then does it call
 the unchecked C kernel. The ISA is chosen from CPUID at import, or from
 LRMPI_KERNEL=ref|avx2|avx512|amx (an ISA this CPU lacks is an error, not a crash).
 """
-import os
-
 import numpy as np
 
+from lrmpi import config
 from lrmpi._ext import kernels as _k
 from lrmpi.errors import ConfigError
 
 INT32_MAX = 2**31 - 1
-MAX_LIMBS = 16  # ext/c/ref.c MAX_LIMBS
+MAX_LIMBS = _k.max_limbs()  # LRMPI_MAX_LIMBS in ext/c/kernels.h
 
 
 def kmax(bits):
@@ -45,8 +44,8 @@ def select_isa(isa):
     _k.select_isa(isa)
 
 
-if os.environ.get("LRMPI_KERNEL"):
-    select_isa(os.environ["LRMPI_KERNEL"])
+if config.get().kernel:
+    select_isa(config.get().kernel)
 
 
 # --- checks ---
@@ -163,13 +162,25 @@ def decode(L, erow, ecol, base, *, out=None, row0=0, col0=0, isa=None, with_max=
     return (out, amax) if with_max else out
 
 
-def export_limbs(L, *, out=None, isa=None):
-    """Canonical uint32 words of the multi-limb integers L (the top word two's complement)."""
-    _need_c(L, "L", np.int64, 3)
-    W = np.empty(L.shape, np.uint32) if out is None else out
-    _need_c(W, "out", np.uint32, 3)
-    if W.shape != L.shape:
-        raise ValueError(f"out has shape {W.shape}, expected {L.shape}")
-    if _k.export_limbs(L, W, isa):
-        raise OverflowError("a multi-limb value does not fit its limbs")
-    return W
+def dot2(A, B, rows, cols, erow, ecol):
+    """Compensated dot products of rows[t] of A with columns cols[t] of B, each
+    operand scaled into (-1, 1) by 2^-erow / 2^-ecol: (y, s) with
+    |y - exact| <= 2^-53 |exact| + gamma_k^2 s (+ k 2^-1070 for underflow)."""
+    _need_c(A, "A", np.float64, 2)
+    _need(B, "B", np.float64, 2)
+    if B.shape[1] > 1 and B.strides[1] != 8:
+        raise ValueError("B must be contiguous along its rows")
+    if A.shape[1] != B.shape[0]:
+        raise ValueError(f"inner dimensions differ: A {A.shape}, B {B.shape}")
+    rows = np.ascontiguousarray(rows, np.int64)
+    cols = np.ascontiguousarray(cols, np.int64)
+    if rows.shape != cols.shape or rows.ndim != 1:
+        raise ValueError("rows and cols must be 1-D of the same length")
+    if rows.size and (rows.min() < 0 or rows.max() >= A.shape[0] or cols.min() < 0
+                      or cols.max() >= B.shape[1]):
+        raise ValueError("an index is outside A's rows or B's columns")
+    _need_c(erow, "erow", np.int32, 1)
+    _need_c(ecol, "ecol", np.int32, 1)
+    y, s = np.empty(rows.size), np.empty(rows.size)
+    _k.dot2(A, B, rows, cols, erow, ecol, y, s)
+    return y, s

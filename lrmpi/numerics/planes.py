@@ -1,4 +1,4 @@
-"""Digit-plane encoding of an operand (SPEC §1). Pure numerics, no MPI.
+"""Digit-plane encoding of an operand. Pure numerics, no MPI.
 
 Each *row* of the array handed to `encode` is one scaling unit: pass A for
 per-row scaling of the left operand and B.T for per-column scaling of the right
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lrmpi import config
 from lrmpi.numerics import kernels, validate
 
 
@@ -54,18 +55,15 @@ def encode(X, bits=7, planes=4, scale="row", *, exps=None):
     return Encoded(digits, exps, bits, sumsq, l1)
 
 
-COLUMN_BLOCK = 256  # columns of B transposed at a time (256 x k doubles, in cache)
-TRANSPOSE_ROWS = 32  # ... in pieces of 32 rows: 5-6x faster than one strided copy
-
-
 def encode_columns(B, bits=7, planes=4, scale="row"):
     """Encode the columns of B (k x n) as the rows of B.T, without forming B.T.
 
-    A block of COLUMN_BLOCK columns at a time is transposed into a small reused
-    buffer and encoded from there: no n x k float64 copy, whose first touch alone
-    costs ~0.3 s at n = 4096 on these machines. The block is transposed in
-    pieces of TRANSPOSE_ROWS rows of B (64 KB that stay in cache): one strided
-    copy of the whole block took 0.17 s at n = 4096, the pieces 0.03 s.
+    A block of config.column_block (256) columns at a time is transposed into a
+    small reused buffer and encoded from there: no n x k float64 copy, whose first
+    touch alone costs ~0.3 s at n = 4096 on these machines. The block is
+    transposed in pieces of config.transpose_rows (32) rows of B (64 KB that stay
+    in cache): one strided copy of the whole block takes 0.17 s at n = 4096, the
+    pieces 0.03 s.
     """
     bits, planes = validate.bits(bits), validate.planes(planes)
     k, n = B.shape
@@ -76,15 +74,16 @@ def encode_columns(B, bits=7, planes=4, scale="row"):
     if validate.scale(scale) == "tensor":
         amax, _ = kernels.rowmax(B)
         shared = np.frexp(amax.max())[1]
-    buf = np.empty((min(COLUMN_BLOCK, n), k))
+    cb, tr = config.get().column_block, config.get().transpose_rows
+    buf = np.empty((min(cb, n), k))
     # the block's digits, reused: a fresh 4 MB array per block (k = 4096) would be
     # first-touched 16 times at n = 4096
-    dbuf = np.empty((planes, min(COLUMN_BLOCK, n), k), np.int8)
-    for j0 in range(0, n, COLUMN_BLOCK):
-        j1 = min(n, j0 + COLUMN_BLOCK)
+    dbuf = np.empty((planes, min(cb, n), k), np.int8)
+    for j0 in range(0, n, cb):
+        j1 = min(n, j0 + cb)
         t = buf[:j1 - j0]
-        for i0 in range(0, k, TRANSPOSE_ROWS):
-            t[:, i0:i0 + TRANSPOSE_ROWS] = B[i0:i0 + TRANSPOSE_ROWS, j0:j1].T
+        for i0 in range(0, k, tr):
+            t[:, i0:i0 + tr] = B[i0:i0 + tr, j0:j1].T
         if shared is None:
             e = exponents(t, amax=kernels.rowmax(t)[0])
         else:

@@ -1,4 +1,4 @@
-"""Orderings of pair products into resolutions (SPEC §1). Pure; no kernels.
+"""Orderings of pair products into resolutions. Pure; no kernels.
 
 A pair (p, q) is the product of plane p of A with plane q of B (1-based,
 most significant first); its weight is 2^-(bits (p+q)), so its *level* p+q-1

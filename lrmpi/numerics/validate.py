@@ -1,4 +1,4 @@
-"""Validation of operands and options: one clear error per problem (SPEC §7)."""
+"""Validation of operands and options: one clear error per problem."""
 import numpy as np
 
 from lrmpi.errors import ConfigError, InputError

@@ -1,7 +1,7 @@
 """Partition arithmetic: pure, testable without MPI (never imports mpi4py).
 
 Worked example: C is 4096 x 4096, 2 workers, default tiling. Target about
-TILES_PER_WORKER = 4 tiles per worker, so 8 row blocks of 512 rows, one column
+tiles_per_worker = 4 tiles per worker, so 8 row blocks of 512 rows, one column
 block (every tile needs all of B, which each worker receives once, plane by
 plane, and the A rows of the tiles it computes):
 
@@ -12,8 +12,7 @@ Columns are split too only when n is much larger than m (tall-skinny B.T).
 """
 from dataclasses import dataclass
 
-TILES_PER_WORKER = 4
-MIN_TILE_ROWS = 64
+from lrmpi import config
 
 
 def counts_displs(n_items, n_parts):
@@ -71,10 +70,11 @@ class Tiling:
 
 
 def default_tiling(m, n, workers):
-    """About TILES_PER_WORKER tiles per worker, rows first (see module docstring)."""
-    want = max(1, TILES_PER_WORKER * max(workers, 1))
+    """About config.tiles_per_worker tiles per worker, rows first (see module docstring)."""
+    c = config.get()
+    want = max(1, c.tiles_per_worker * max(workers, 1))
     col_blocks = 1
     if n >= 4 * m:  # wide C: split columns as well
-        col_blocks = min(want, max(1, n // max(m, MIN_TILE_ROWS)))
-    row_blocks = max(1, min(want // col_blocks, m // MIN_TILE_ROWS or 1))
+        col_blocks = min(want, max(1, n // max(m, c.min_tile_rows)))
+    row_blocks = max(1, min(want // col_blocks, m // c.min_tile_rows or 1))
     return Tiling(m, n, row_blocks, col_blocks)

@@ -1,4 +1,4 @@
-"""The bad-input corpus (SPEC §7): one table, one line per case. Every case runs the
+"""The bad-input corpus (docs/design.md, "Bad input"): one table, one line per case. Every case runs the
 real CLI under `mpiexec -n 3` and must end every rank within 10 s with a one-line
 error naming the problem, a non-zero exit, no traceback and no result file."""
 import time

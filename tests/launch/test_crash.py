@@ -1,4 +1,4 @@
-"""SIGKILL of the root at random instants; resume after a kill (SPEC §3)."""
+"""SIGKILL of the root at random instants; resume after a kill."""
 import os
 import random
 import signal

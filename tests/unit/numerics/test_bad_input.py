@@ -1,4 +1,4 @@
-"""Bad operands and options give one clear error naming the problem (SPEC §7)."""
+"""Bad operands and options give one clear error naming the problem."""
 import numpy as np
 import pytest
 

@@ -1,4 +1,4 @@
-"""Invariants of the layered product (SPEC §1) against exact rational references."""
+"""Invariants of the layered product against exact rational references."""
 import numpy as np
 import pytest
 from exact import datasets, exact_matmul, max_abs_error, rounded
