@@ -36,12 +36,14 @@ def parser(name, func):
     return p
 
 
-def exit_code(outcome):
+def exit_code(outcome, deadline_ok=False):
     """complete -> 0; interrupted (Ctrl-C) -> 130; stopped by a deadline or a signal
-    -> 3; workers (outcome None) -> 0."""
+    -> 3 (0 with --deadline-ok); workers (outcome None) -> 0."""
     if outcome is None or outcome.status == "complete":
         return EXIT_OK
-    return EXIT_INTERRUPTED if outcome.interrupted else EXIT_DEADLINE
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if deadline_ok else EXIT_DEADLINE
 
 
 class _QuietParser(argparse.ArgumentParser):

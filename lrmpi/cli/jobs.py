@@ -45,6 +45,9 @@ def add_job_options(p):
     p.add_argument("--worker-timeout", type=float, default=None,
                    help="seconds a worker may sit on one task before the job is failed as hung "
                         "(default: 20 times the longest task so far, at least 30 s)")
+    p.add_argument("--deadline-ok", action="store_true",
+                   help="exit 0 instead of 3 when stopped by the deadline or a signal with the "
+                        "best resolution on disk (SLURM: a success for afterok chains)")
     p.add_argument("--no-fsync", dest="fsync", action="store_false",
                    help="skip fsync of checkpoints (still safe against process kills, "
                         "not against a node crash)")
@@ -74,7 +77,8 @@ def matmul(argv):
     add_job_options(p)
     a = p.parse_args(argv)
     from lrmpi.jobs.matmul import run_matmul
-    return exit_code(run_matmul(a.A, a.B, a.output, **numeric_options(a), **job_options(a)))
+    return exit_code(run_matmul(a.A, a.B, a.output, **numeric_options(a), **job_options(a)),
+                     a.deadline_ok)
 
 
 def add_infer_options(p):
@@ -107,4 +111,4 @@ def infer(argv):
     a = p.parse_args(argv)
     from lrmpi.jobs.inference import run_infer
     return exit_code(run_infer(a.model, a.data, a.output, **infer_options(a),
-                               **job_options(a)))
+                               **job_options(a)), a.deadline_ok)

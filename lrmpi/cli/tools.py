@@ -101,6 +101,10 @@ def inspect(argv):
               f"{at.get('ranks')} rank(s)")
     if at.get("message"):
         print(f"message: {at['message']}")
+    from lrmpi.jobs.checkpoint.output import writer_alive
+    if at.get("status") == "running" and not writer_alive(a.path):
+        print("note: no job is writing it now: the job was killed (or lost its launcher) "
+              "before it could record how it ended; --resume continues it")
     rows = [ck.resolution(i, datasets=False)[0] for i in ck.resolution_indices()]
     cols = INFER_COLUMNS if at.get("kind") == "infer" else MATMUL_COLUMNS
     print(" ".join(h.rjust(_width(f)) for h, _, f in cols))

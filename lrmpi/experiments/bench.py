@@ -290,8 +290,8 @@ def matmul(argv):
             for r in row["resolutions"]:
                 print(f"{int(r['index']):>4} {int(r['pairs']):>5} {r['elapsed_s']:>9.3f} "
                       f"{r['elapsed_s'] / row['numpy_f64_s']:>6.2f} {r['err']:>9.2e} "
-                      f"{r['bound_rel']:>9.2e} {r.get('bytes_sent', 0) / 1e6:>8.1f} "
-                      f"{r.get('bytes_received', 0) / 1e6:>8.1f}")
+                      f"{r['bound_rel']:>9.2e} {r.get('root_bytes_sent', 0) / 1e6:>8.1f} "
+                      f"{r.get('root_bytes_recv', 0) / 1e6:>8.1f}")
     _save(a, {"blas": blas, "results": results}, _plot_matmul, results)
     return 0
 

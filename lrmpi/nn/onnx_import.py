@@ -91,6 +91,11 @@ def _chain(path, g, producers, inits, input_name):
             if first is not None and first.op_type == "Sub" and data[1] in first.input:
                 name = data[1]
                 continue
+        if node.op_type == "ZipMap":
+            # skl2onnx's default classifier output: a map per sample of the probability
+            # tensor that feeds it: use that tensor
+            name = node.input[0]
+            continue
         chain.append(node)
         if not data:
             raise InputError(f"{path}: node {node.name or node.op_type!r} has no data input")

@@ -4,17 +4,19 @@ For C_r (the correctly rounded sum of the pairs in resolutions 1..r) and the
 exact product AB of the *unquantized* operands, elementwise
 
   |C_r - AB| <= |sum of omitted pairs| + |A B - Â B̂| + |C_r - exact partial|
-             <= sum_{(p,q) omitted} 2^(ea_i+eb_j-b(p+q)) ||a_p[i]||_2 ||b_q[j]||_2   (Cauchy-Schwarz)
-              + 2^(ea_i-bs) ||B[:,j]||_1 + ||A[i,:]||_1 2^(eb_j-bs)                  (truncation, |Â| <= |A|)
-              + 2^-53 * sum_{all pairs} (same Cauchy-Schwarz terms)                   (one rounding)
+     <= sum_{(p,q) omitted} 2^(ea_i+eb_j-b(p+q)) ||a_p[i]||_2 ||b_q[j]||_2   (Cauchy-Schwarz)
+      + 2^(ea_i-bs) ||B[:,j]||_1 + ||A[i,:]||_1 2^(eb_j-bs)                  (truncation)
+      + 2^-53 (1 + 2^-50) |C_r[i,j]|                                         (one rounding)
 
 where a_p[i] is row i of A's plane p. Factoring out 2^(ea_i + eb_j) leaves
-terms in a moderate range, so the elementwise bound is a small float GEMM
-M = X Y^T (inner dimension = omitted pairs + 3) scaled back by ldexp: no
-factor can underflow or overflow on the way (_max_scaled). Float rounding in these sums is
-covered by inflating by (1 + 2^-20) and adding 2^-1070 (subnormal ulps); the
-reported sequence is made non-increasing by a running minimum, which stays
-rigorous because each inflated value bounds the exact non-increasing one.
+terms in a moderate range, so the first two terms are a small float GEMM
+M = X Y^T (inner dimension = omitted pairs + 2) scaled back by ldexp: no factor
+can underflow or overflow on the way (_max_scaled). The rounding term needs C_r:
+its max is 2^-53 (1 + 2^-50) max|C_r|. Float rounding in these sums is covered by
+inflating by (1 + 2^-20) and adding 2^-1070 (subnormal ulps). The reported
+sequence is made non-increasing by a running minimum, which stays rigorous: for
+t < r, |C_r| <= (1 + u)^2 |C_t| + (Omega_t - Omega_r) (Omega: the omitted pairs'
+terms), so bound_t also bounds |C_r - AB|.
 """
 import numpy as np
 
@@ -29,14 +31,6 @@ def _pair_factors(enc):
     """x_p[i] = ||a_p[i]||_2 2^(-b p), for p = 1..s: shape (s, rows)."""
     p = np.arange(1, enc.planes + 1)[:, None]
     return np.sqrt(enc.sumsq.astype(np.float64)) * np.ldexp(1.0, -enc.bits * p)
-
-
-def bound_abs(ea, eb, schedule):
-    """Max-abs error bound after each resolution of `schedule` (a tuple of tuples).
-
-    ea, eb: Encoded A (rows of A) and B (rows of B.T). Returns float64 (R,).
-    """
-    return Bounds(ea, eb, schedule).upto(len(schedule) - 1)
 
 
 class Bounds:
@@ -54,8 +48,8 @@ class Bounds:
         # underflowed while scaling (kernels.h, pow2_split)
         la, lb = ea.l1 + k * 2.0**-1000, eb.l1 + k * 2.0**-1000
         # a zero row or column is encoded exactly: no truncation term for it
-        self.const_x = [trunc * (ea.l1 > 0), la * trunc, ROUND * self.xa.sum(0)]
-        self.const_y = [lb, 1.0 * (eb.l1 > 0), self.xb.sum(0)]
+        self.const_x = [trunc * (ea.l1 > 0), la * trunc]
+        self.const_y = [lb, 1.0 * (eb.l1 > 0)]
         included = set()
         self.omitted_after = []
         all_pairs = [(p, q) for p in range(1, s + 1) for q in range(1, s + 1)]
@@ -70,17 +64,25 @@ class Bounds:
         Y = np.stack(self.const_y + [self.xb[q - 1] for _, q in omitted], axis=1)
         return X, Y
 
-    def upto(self, r):
-        """Bounds after resolutions 0..r (0-based): inflated, running minimum."""
+    def prepare(self, r):
+        """Compute the part of resolution r's bound that does not need C_r (e.g.
+        while the workers wait anyway)."""
         while len(self.raw) <= r:
             X, Y = self._factors(len(self.raw))
             self.raw.append(_max_scaled(X, Y, self.ea.exps, self.eb.exps))
-        out = np.asarray(self.raw[:r + 1]) * INFLATE + ABS_FLOOR
+
+    def upto(self, cmax):
+        """Bounds after resolutions 0..len(cmax)-1, given max|C_t| of each: inflated,
+        running minimum."""
+        r = len(cmax) - 1
+        self.prepare(r)
+        rounding = ROUND * (1 + 2.0**-50) * np.asarray(cmax, np.float64)
+        out = (np.asarray(self.raw[:r + 1]) + rounding) * INFLATE + ABS_FLOOR
         return np.minimum.accumulate(out)
 
-    def blocks(self, r):
-        """The elementwise bound after resolution r, row block by row block:
-        yields (i0, i1, E) with E >= |C_r - AB| on rows i0..i1 (inflated)."""
+    def blocks(self, r, C):
+        """The elementwise bound after resolution r (C: C_r), row block by row
+        block: yields (i0, i1, E) with E >= |C_r - AB| on rows i0..i1 (inflated)."""
         X, Y = self._factors(r)
         erow, ecol = self.ea.exps.astype(np.int64), self.eb.exps.astype(np.int64)
         emax = int(ecol.max())
@@ -92,7 +94,8 @@ class Bounds:
             M = X[i0:i1] @ Ys.T + tail[i0:i1, None]
             e = np.clip(erow[i0:i1] + emax, -2200, 2200)[:, None]
             with np.errstate(over="ignore"):
-                yield i0, i1, np.ldexp(M, e) * INFLATE + ABS_FLOOR
+                E = np.ldexp(M, e) + ROUND * (1 + 2.0**-50) * np.abs(C[i0:i1])
+                yield i0, i1, E * INFLATE + ABS_FLOOR
 
 
 def _max_scaled(X, Y, erow, ecol):

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lrmpi.numerics import bounds, kernels, schedule, validate
+from lrmpi.log import logger
+from lrmpi.numerics import bounds, fallback, kernels, schedule, validate
 from lrmpi.numerics import planes as planes_mod
 from lrmpi.numerics.accumulate import ExactAccumulator
 
@@ -29,6 +30,8 @@ class Resolution:
     bound_rel: float  # rigorous bound on max |C - A B| / max |A B|
     pairs: int        # pair products included so far
     elapsed: float    # seconds since the computation started
+    fallback: tuple = ()  # (rows, cols) of the entries recomputed because the planes
+                          # could not carry them (fallback.py), last resolution only
 
 
 # --- tile computation (shared with MPI workers) ---
@@ -167,7 +170,7 @@ class LayeredMatmul:
     def __iter__(self):
         t0 = time.perf_counter()
         ea, eb = self.encode()
-        babs = bounds.bound_abs(ea, eb, self.schedule)
+        bnd = bounds.Bounds(ea, eb, self.schedule)
         acc = ExactAccumulator(ea.shape[0], eb.shape[0], self.bits, self.planes, ea.shape[1])
         cmax, npairs = [], 0
         for r, pairs in enumerate(self.schedule):
@@ -176,9 +179,27 @@ class LayeredMatmul:
             C = acc.decode(ea.exps, eb.exps)
             npairs += len(pairs)
             cmax.append(float(np.abs(C).max()))
-            rel = bounds.bound_rel(babs[:r + 1], cmax)[-1]
+            babs = bnd.upto(cmax)
+            fallback = ()
+            if r == self.planned - 1:
+                fallback, last = finish_last(self, ea, eb, bnd, C, cmax, babs)
+                babs[-1] = last
+            rel = bounds.bound_rel(babs, cmax)[-1]
             yield Resolution(r + 1, self.planned, C, float(babs[r]), float(rel), npairs,
-                             time.perf_counter() - t0)
+                             time.perf_counter() - t0, fallback)
+
+
+def finish_last(lm, ea, eb, bnd, C, cmax, babs):
+    """The last resolution: recompute the entries the planes cannot carry (in C),
+    update cmax[-1]; returns ((rows, cols) recomputed, the resolution's bound_abs)."""
+    rows, cols, worst = fallback.apply(lm.A, lm.B, ea, eb, bnd.blocks(lm.planned - 1, C),
+                                       C, lm.bits, lm.planes)
+    if rows.size:
+        logger.warning("lrmpi: %d entries were beyond the digit planes' reach; recomputed "
+                       "by compensated dot products (fallback)", rows.size)
+        cmax[-1] = float(np.abs(C).max())
+        return (rows, cols), worst
+    return (), min(float(babs[-1]), worst)
 
 
 def _both(f, g):

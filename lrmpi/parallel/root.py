@@ -31,7 +31,7 @@ from lrmpi import config
 from lrmpi.errors import WorkerTimeout
 from lrmpi.log import logger
 from lrmpi.numerics import bounds
-from lrmpi.numerics.layered import PlaneView, level_sums, sum_dtype
+from lrmpi.numerics.layered import PlaneView, finish_last, level_sums, sum_dtype
 from lrmpi.numerics.schedule import levels, n_levels
 from lrmpi.parallel import faults, protocol
 from lrmpi.parallel.assembly import Assembly
@@ -74,7 +74,7 @@ class Root:
         # when its resolution finishes (all at once before the first dispatch cost
         # 0.1 s at n = 4096; after it, beside busy workers, 0.8 s)
         self.bounds = bounds.Bounds(self.ea, self.eb, self.schedule)
-        self.bounds.upto(0)
+        self.bounds.prepare(0)
         logger.debug("lrmpi: bounds at %.3f s", self.elapsed())
         self.assembly = Assembly(self.ea, self.eb, self.schedule, self.sdtype,
                                  keep_sums=writer is not None)
@@ -192,12 +192,18 @@ class Root:
     def _finish(self, r):
         C, cmax = self.assembly.finish(r)
         self.cmax.append(cmax)
-        babs = self.bounds.upto(r)
+        babs = self.bounds.upto(self.cmax)
+        redone = ()
+        if r == len(self.schedule) - 1:  # entries beyond the planes' reach (fallback.py)
+            redone, babs[-1] = finish_last(self.lm, self.ea, self.eb, self.bounds, C,
+                                           self.cmax, babs)
         rel = float(bounds.bound_rel(babs, self.cmax)[-1])
         pairs = sum(len(x) for x in self.schedule[:r + 1])
         meta = {"index": r + 1, "elapsed_s": self.elapsed(), "pairs": pairs,
-                "bound_abs": float(babs[r]), "bound_rel": rel, "cmax": cmax,
-                "bytes_sent": self.traffic[r][0], "bytes_received": self.traffic[r][1]}
+                "method": "planes", "products": len(self.schedule[r]),
+                "bound_abs": float(babs[r]), "bound_rel": rel, "cmax": self.cmax[-1],
+                "fallback": len(redone[0]) if redone else 0, "root_bytes_sent": self.traffic[r][0],
+                "root_bytes_recv": self.traffic[r][1]}
         self.meta.append(meta)
         if self.on_resolution is not None:
             self.on_resolution(meta, C)

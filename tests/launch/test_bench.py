@@ -15,7 +15,7 @@ def test_bench_matmul_smoke(tmp_path):
     assert row["shape"] == [96, 40, 64] and len(row["resolutions"]) == 5
     for r in row["resolutions"]:
         assert r["err"] <= r["bound_rel"]
-    assert row["resolutions"][0]["bytes_sent"] > 0
+    assert row["resolutions"][0]["root_bytes_sent"] > 0
     assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
 
 

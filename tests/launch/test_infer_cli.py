@@ -85,3 +85,42 @@ def test_hung_rank_ends_an_infer_job_naming_it(mlp, tmp_path):
     assert ck.attrs["completed"] == 2
     for i in ck.resolution_indices():
         ck.resolution(i)
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_fewer_samples_than_ranks(count, mlp, tmp_path):
+    """Idle ranks take part in every step with an empty share and write nothing."""
+    d, X, y = mlp
+    np.save(tmp_path / "few.npy", X[:count])
+    out = tmp_path / "o.h5"
+    before = set(p.name for p in tmp_path.iterdir())
+    p = run("infer", d / "m.onnx", tmp_path / "few.npy", "-o", out, "--planes", 3, n=3)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    ck = Checkpoint(out)
+    assert ck.attrs["status"] == "complete" and ck.attrs["n_samples"] == count
+    assert ck.resolution(ck.completed)[1]["scores"].shape == (count, 10)
+    new = set(p.name for p in tmp_path.iterdir()) - before
+    assert new == {"o.h5", "o.h5.d"}  # no temporary file left anywhere
+
+
+def test_a_skl2onnx_classifier_with_its_default_zipmap_output(tmp_path):
+    """skl2onnx exports classifiers with a ZipMap (a map per sample) by default:
+    lrmpi uses the probability tensor that feeds it."""
+    import warnings
+
+    from skl2onnx import to_onnx
+    from sklearn.neural_network import MLPClassifier
+    X, y = digits.load()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = MLPClassifier((32,), max_iter=200, random_state=0).fit(X[:1000], y[:1000])
+        proto = to_onnx(clf, X[:1].astype(np.float32))  # default options: ZipMap
+    assert any(n.op_type == "ZipMap" for n in proto.graph.node)
+    (tmp_path / "zm.onnx").write_bytes(proto.SerializeToString())
+    np.save(tmp_path / "x.npy", X[1000:1200])
+    p = run("infer", tmp_path / "zm.onnx", tmp_path / "x.npy", "-o", tmp_path / "o.h5",
+            "--planes", 4)
+    assert p.returncode == 0, p.stderr
+    pred = Checkpoint(tmp_path / "o.h5").resolution(4)[1]["predicted"]
+    assert np.mean(pred == clf.predict(X[1000:1200])) >= 0.99

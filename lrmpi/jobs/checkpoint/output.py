@@ -84,6 +84,22 @@ class OutputLock:
             self.fd = None
 
 
+def writer_alive(out):
+    """True if a job holds the lock of `out` now (a checkpoint marked `running` with no
+    such job was killed before it could record how it ended)."""
+    try:
+        fd = os.open(os.path.join(S.sidecar(out), S.LOCK_NAME), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def existing(out, *, resume, overwrite):
     """The checkpoint already at `out` (under the lock), or None; refuses to go on
     when it holds a result and neither --resume nor --overwrite was given."""

@@ -1,0 +1,77 @@
+"""Entries the digit planes cannot carry, recomputed after the last resolution.
+
+Per-row and per-column scaling holds each element to a fixed-point grid of its row
+(column): an element far below its row's maximum keeps few bits or none, and an
+entry of C that depends on such elements (A = [[1e100, 1], [1, 1]], B = [[1, 1],
+[1, 1e100]]: C[0,1] = 2e100, but both 1s are below 16 planes) can be wrong by
+100 % while its bound says so. After the last resolution every entry whose
+elementwise bound E_ij is worse than what a one-shot product guarantees,
+
+    E_ij > gamma_k(u) (|A| |B|)_ij,   u = max(2^-53, 2^(-b (s - 1))),
+
+(float64's unit roundoff when the planes hold 53 bits or more; one plane of
+headroom for elements below their row's maximum otherwise) is recomputed from the
+original operands by a compensated dot product (kernels.dot2), whose error is at
+most u'|c| + gamma_k^2 |a|.|b|. (|A||B|)_ij is bounded from below by the same
+product over a sample of SAMPLE inner indices (a rigorous lower bound: every term
+is >= 0), so the test costs an m x n x SAMPLE GEMM besides the bound's own.
+"""
+import numpy as np
+
+from lrmpi.numerics import kernels
+
+SAMPLE = 64      # inner indices of the lower bound on (|A||B|)_ij
+U = 2.0**-53
+FLOOR = 2.0**-1060  # below this, an entry is not worth recomputing
+
+
+def gamma(k, u=U):
+    """gamma_k = k u / (1 - k u): the classical bound of a k-term dot product; no
+    guarantee at all (inf) once k u >= 1."""
+    return k * u / (1 - k * u) if k * u < 1 else float("inf")
+
+
+def nominal_unit(bits, planes):
+    """The unit roundoff the planes nominally carry (see the module docstring)."""
+    return max(U, 2.0**(-bits * (planes - 1)))
+
+
+def apply(A, B, ea, eb, blocks, C, bits, planes):
+    """Recompute, in place in C, the entries of the last resolution the planes cannot
+    carry. `blocks`: bounds.Bounds.blocks(last) — the elementwise bound by row
+    block. Returns (rows, cols, bound_abs): the entries recomputed and the
+    resolution's max-abs bound with them."""
+    m, k = A.shape
+    T = np.unique(np.linspace(0, k - 1, min(k, SAMPLE)).round().astype(np.int64))
+    At, Bt = np.abs(A[:, T]), np.abs(B[T, :])
+    # fl(sum of |T| nonnegative products) <= (1 + gamma_|T|) times the exact sum
+    shrink = 1.0 / ((1 + gamma(len(T))) * (1 + 2.0**-50))
+    guarantee = gamma(k, nominal_unit(bits, planes))
+    # a zero row of A or column of B gives an exact 0 (its bound is only underflow slack)
+    live_r, live_c = ea.l1 > 0, eb.l1 > 0
+    rows, cols, worst = [], [], 0.0
+    for i0, i1, E in blocks:
+        if guarantee == float("inf"):  # the planes promise nothing a product could beat
+            worst = max(worst, float(E.max()))
+            continue
+        L = (At[i0:i1] @ Bt) * shrink
+        bad = (E > guarantee * L + FLOOR) & live_r[i0:i1, None] & live_c[None, :]
+        if bad.any():
+            r, c = np.nonzero(bad)
+            rows.append(r + i0)
+            cols.append(c)
+            E = np.where(bad, 0.0, E)
+        worst = max(worst, float(E.max()))
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), worst
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    y, s = kernels.dot2(A, B, rows, cols, ea.exps, eb.exps)
+    scale = ea.exps[rows].astype(np.int64) + eb.exps[cols].astype(np.int64)
+    g2 = gamma(k) ** 2
+    # the error in scaled units, inflated for the rounding of this very expression,
+    # then scaled back (an overflow gives inf: then C is inf too)
+    err = ((U * np.abs(y) + g2 * s) / (1 - U) + k * 2.0**-1070) * (1 + 2.0**-40)
+    with np.errstate(over="ignore"):
+        C[rows, cols] = np.ldexp(y, scale)
+        err = np.ldexp(err, scale) * (1 + 2.0**-50) + 2.0**-1070
+    return rows, cols, max(worst, float(err.max()))
