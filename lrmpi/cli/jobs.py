@@ -45,6 +45,9 @@ def add_job_options(p):
     p.add_argument("--worker-timeout", type=float, default=None,
                    help="seconds a worker may sit on one task before the job is failed as hung "
                         "(default: 20 times the longest task so far, at least 30 s)")
+    p.add_argument("--keep", default="all", choices=("all", "latest"),
+                   help="resolution files to keep: all (default), or only the latest (plus "
+                        "the exact resume data); the job file lists what is kept")
     p.add_argument("--deadline-ok", action="store_true",
                    help="exit 0 instead of 3 when stopped by the deadline or a signal with the "
                         "best resolution on disk (SLURM: a success for afterok chains)")
@@ -60,7 +63,7 @@ def job_options(a):
         raise errors.ConfigError(f"--max-restarts must be >= 0, got {a.max_restarts}")
     return dict(worker_timeout=a.worker_timeout, deadline=a.deadline, time_margin=a.margin,
                 resume=a.resume, overwrite=a.overwrite, fsync=a.fsync, requeue=a.requeue,
-                max_restarts=a.max_restarts)
+                max_restarts=a.max_restarts, keep=a.keep)
 
 
 def numeric_options(a):

@@ -167,7 +167,7 @@ class InferJob:
             writer.add_resolution(res.index, {"scores": scores, "predicted": pred,
                                               "refined": refined, "bound": bound},
                                   dict(meta), state=_persisted(state),
-                                  done=lambda m=meta: _report(m, res))
+                                  done=lambda durable, m=meta: _report(m, res, durable))
         else:
             _report(meta, res)
 
@@ -242,10 +242,11 @@ def rebalance_plan(active, owners, size):
     return [np.sort(np.concatenate([x, y])) for x, y in zip(a_blocks, f_blocks)]
 
 
-def _report(meta, res):
-    logger.info("lrmpi: resolution %d/%d  %.3f s  refined %d  work %.3g/%.3g  bound_abs %.3e",
-                meta["index"], res.planned, meta["elapsed_s"], meta["refined_count"],
-                meta["work"], meta["work_all"], meta["bound_abs"])
+def _report(meta, res, durable=None):
+    on_disk = "" if durable is None else f"  durable {durable:.3f} s"
+    logger.info("lrmpi: resolution %d/%d  computed %.3f s%s  refined %d  work %.3g/%.3g  "
+                "bound_abs %.3e", meta["index"], res.planned, meta["elapsed_s"], on_disk,
+                meta["refined_count"], meta["work"], meta["work_all"], meta["bound_abs"])
 
 
 def run_infer(model, data, out=None, *, comm=None, on_resolution=None, **options):

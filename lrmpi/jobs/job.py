@@ -58,6 +58,7 @@ class JobOptions:
     requeue: bool = False       # inside SLURM: requeue the job when stopped by the deadline
     max_restarts: int = 3
     worker_timeout: float = None  # seconds a rank may be silent before the job fails
+    keep: str = "all"           # resolution files kept: "all", or the "latest" only
 
     @classmethod
     def split(cls, options):
@@ -163,8 +164,10 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                 lock.release()
                 return Outcome("complete", ckpt.completed, int(ckpt.attrs.get("planned", 0)),
                                "already complete")
+            attrs["started_at"] = time.time() - (time.perf_counter() - start)  # epoch s
             writer = CheckpointWriter(out, kind.name, attrs, fsync=opts.fsync, resume=ckpt,
-                                      replace=earlier, clock=lambda: kind.elapsed()) \
+                                      replace=earlier, clock=lambda: kind.elapsed(),
+                                      keep=ckpt.attrs.get("keep", "all") if ckpt else opts.keep) \
                 if out else None
             if out is None:
                 logger.info("lrmpi: no -o given: results are not kept")

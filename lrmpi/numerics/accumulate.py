@@ -63,6 +63,20 @@ class ExactAccumulator:
         return kernels.decode(self.limbs, erow, ecol, -2 * self.bits * self.planes,
                               out=out, row0=row0, col0=col0, with_max=with_max)
 
+    def sum_is_decoded_exactly(self, dtype, level, erow, ecol):
+        """True if decode_sum of a level sum of `dtype` is exact for these exponents:
+        then the sum is C 2^-(its scale) again (sum_from_decoded) and need not be kept."""
+        base = level_shift(self.bits, self.planes, level) - 2 * self.bits * self.planes
+        return scaling_is_exact(dtype, erow, ecol, base)
+
+    def sum_from_decoded(self, C, level, erow, ecol, dtype):
+        """The level sum S with C = decode_sum(S, ...) when sum_is_decoded_exactly:
+        two exact multiplications by powers of two, and an exact conversion."""
+        base = level_shift(self.bits, self.planes, level) - 2 * self.bits * self.planes
+        S = C * np.ldexp(1.0, -(erow.astype(np.int64) + base))[:, None]
+        S *= np.ldexp(1.0, -ecol.astype(np.int64))[None, :]
+        return S.astype(dtype)
+
     def decode_sum(self, S, level, erow, ecol, out=None):
         """fl(S 2^shift(level) 2^(erow_i + ecol_j - 2bs)) without the limbs: C of a
         first resolution (N = 0 + one level sum) straight from its level sum.

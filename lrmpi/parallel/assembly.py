@@ -32,6 +32,13 @@ class Assembly:
         self.held = {} if keep_sums else None
         self.cbuf, self.tile_max, self.ntiles = {}, {}, {}
         self.deferred = None
+        self.c1_is_sums = False
+
+    def sums_from_c(self, C):
+        """[(level, S)] of resolution 1 from its C (when c1_is_sums held)."""
+        level = levels(self.schedule[0])[0]
+        return [(level, self.acc.sum_from_decoded(C, level, self.erow, self.ecol,
+                                                  self.sdtype[0]))]
 
     def resume(self, completed, sums_of):
         """Continue after `completed` resolutions: `sums_of(i)` gives [(level, S)] of
@@ -44,6 +51,9 @@ class Assembly:
         """Before the first result: from resolution `first` (0-based) on."""
         if first == 0 and len(levels(self.schedule[0])) == 1:
             self.deferred = []
+        # resolution 1 decoded exactly from its sums: C_1 is its own resume data
+        self.c1_is_sums = self.deferred is not None and self.acc.sum_is_decoded_exactly(
+            self.sdtype[0], levels(self.schedule[0])[0], self.erow, self.ecol)
         # the first C buffer and the limbs are hundreds of MB at n = 4096: fault
         # them in on a thread; the limbs only if resolution 1 needs them
         prefault([(self.c_pool, 1)], [] if self.deferred is not None else [self.acc.limbs])
@@ -84,9 +94,16 @@ class Assembly:
         self.deferred = None
         return C, cmax
 
+    def tile_of(self, r, tile):
+        """The decoded tile of C_r (a view of its buffer)."""
+        return self.cbuf[r][tile.r0:tile.r1, tile.c0:tile.c1]
+
     def resume_data(self, r):
-        """(TileSums of resolution r, their buffers) for the checkpoint."""
+        """(TileSums of resolution r, or None when C_r is its own resume data; their
+        buffers) for the checkpoint."""
         held = self.held.pop(r)
+        if r == 0 and self.c1_is_sums:
+            return None, [buf for _, _, buf in held]
         ts = TileSums(levels(self.schedule[r]), self.shape, self.sdtype[r],
                       [(tile.r0, tile.c0, [S for _, S in sums]) for tile, sums, _ in held])
         return ts, [buf for _, _, buf in held]

@@ -21,10 +21,12 @@ class Progress:
             sys.stderr.write("\n")
         sys.stderr.flush()
 
-    def resolution(self, meta):
-        """The log line of a finished resolution (`meta`: its checkpoint attributes)."""
+    def resolution(self, meta, durable=None):
+        """The log line of a finished resolution (`meta`: its checkpoint attributes;
+        `durable`: when it was on disk, if it was written)."""
         if self.tty:
             sys.stderr.write("\r\033[K")  # clear the progress bar, then the log line
-        logger.info("lrmpi: resolution %d/%d  %.3f s  pairs %d  bound_abs %.3e  bound_rel %.3e",
-                    meta["index"], self.planned, meta["elapsed_s"], meta["pairs"],
-                    meta["bound_abs"], meta["bound_rel"])
+        on_disk = "" if durable is None else f"  durable {durable:.3f} s"
+        logger.info("lrmpi: resolution %d/%d  computed %.3f s%s  pairs %d  bound_abs %.3e  "
+                    "bound_rel %.3e", meta["index"], self.planned, meta["elapsed_s"], on_disk,
+                    meta["pairs"], meta["bound_abs"], meta["bound_rel"])

@@ -9,7 +9,8 @@ into preallocated NumPy arrays; only small control messages are pickled.
     root -> worker   WORK    int64[WORK_LEN] header, then one PLANE message per
                              plane block it lists, in that order
     root -> worker   PLANE   int8 array (rows, k) of one plane of one block
-    worker -> root   RESULT  int64[RESULT_HDR] header, then the exact level sums
+    worker -> root   RESULT  int64[RESULT_HDR] header (task, kernel microseconds,
+                             levels), then the exact level sums
                              of the tile, (levels, rows, cols) of int32 or int64
                              (layered.sum_dtype: both sides derive it from the Job)
     worker -> root   ERROR   pickled dict (error_message): where, what, traceback
@@ -26,7 +27,7 @@ from enum import IntEnum
 
 import numpy as np
 
-VERSION = 3  # 3: JOB is a Job dataclass; 2: level sums may travel as int32
+VERSION = 4  # 4: RESULT carries the kernel time; 3: JOB is a Job dataclass
 MAX_KEYS = 2 * 16          # plane blocks one WORK can carry: all planes of A and B
 MAX_LEVELS = 32            # levels in one resolution (2 * MAX_PLANES)
 
@@ -101,8 +102,8 @@ def decode_work(h):
     return int(h[W_TASK]), int(h[W_RES]), int(h[W_TILE]), keys
 
 
-# --- RESULT: [task, nlevels, levels * MAX_LEVELS] then the level sums ---
-R_TASK, R_NLEVELS, R_LEVELS = range(3)
+# --- RESULT: [task, kernel microseconds, nlevels, levels * MAX_LEVELS], level sums ---
+R_TASK, R_USEC, R_NLEVELS, R_LEVELS = range(4)
 RESULT_HDR = R_LEVELS + MAX_LEVELS
 
 
@@ -119,10 +120,10 @@ def result_body(buf, nlevels, shape, dtype=np.int64):
     return buf[RESULT_HDR:].view(dtype)[:count].reshape(nlevels, *shape)
 
 
-def encode_result(buf, task, level_sums):
-    """Fill `buf` (of result_size) with [(level, S)] of one task; S arrays that
-    are already views of result_body(buf) are not copied."""
-    buf[R_TASK], buf[R_NLEVELS] = task, len(level_sums)
+def encode_result(buf, task, level_sums, seconds=0.0):
+    """Fill `buf` (of result_size) with [(level, S)] of one task and the seconds its
+    kernels took; S arrays that are already views of result_body(buf) are not copied."""
+    buf[R_TASK], buf[R_USEC], buf[R_NLEVELS] = task, round(seconds * 1e6), len(level_sums)
     if not level_sums:
         return buf
     S0 = level_sums[0][1]
@@ -135,10 +136,12 @@ def encode_result(buf, task, level_sums):
 
 
 def decode_result(buf, shape, dtype=np.int64):
-    """(task, [(level, S view)]) from a RESULT buffer of a tile of `shape`."""
+    """(task, [(level, S view)], kernel seconds) from a RESULT buffer of a tile of
+    `shape`."""
     n = int(buf[R_NLEVELS])
     body = result_body(buf, n, shape, dtype)
-    return int(buf[R_TASK]), [(int(buf[R_LEVELS + i]), body[i]) for i in range(n)]
+    return (int(buf[R_TASK]), [(int(buf[R_LEVELS + i]), body[i]) for i in range(n)],
+            int(buf[R_USEC]) * 1e-6)
 
 
 # --- ERROR: a worker's exception, for the root to re-raise ---

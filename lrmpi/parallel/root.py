@@ -79,11 +79,16 @@ class Root:
         self.assembly = Assembly(self.ea, self.eb, self.schedule, self.sdtype,
                                  keep_sums=writer is not None)
         self.traffic = [[0, 0] for _ in self.schedule]  # bytes sent, received per resolution
+        # per resolution: first WORK sent, last RESULT in, kernel seconds (the
+        # pipeline's efficiency: kernel time / (workers x that span))
+        self.timing = [[None, None, 0.0] for _ in self.schedule]
         self.meta, self.cmax = [], []
         first = 0
         if resume is not None and resume.attrs.get("completed", 0) > 0:
             first = self._resume(resume)
         self.assembly.start(first)
+        if writer is not None and writer.keep != "all":  # resolution 1's file will go
+            self.assembly.c1_is_sums = False
         self.sched = Scheduler(self.tiles, len(self.schedule), self.workers or [0],
                                self.keys_for, first)
         self.endpoint = MpiEndpoints(self, comm) if self.workers else \
@@ -97,11 +102,16 @@ class Root:
         index of the next resolution)."""
         c = int(ckpt.attrs["completed"])
         shape = self.assembly.shape
-        self.assembly.resume(c, lambda i: ckpt.sums(i, shape, levels(self.schedule[i - 1])))
+
+        def sums_of(i):
+            if ckpt.has_sums(i):
+                return ckpt.sums(i, shape, levels(self.schedule[i - 1]))
+            # resolution 1 was its own resume data (decoded exactly from its sums)
+            return self.assembly.sums_from_c(ckpt.resolution(1)[1]["C"])
+        self.assembly.resume(c, sums_of)
         for i in range(1, c + 1):
-            attrs, _ = ckpt.resolution(i, datasets=False)
-            self.meta.append(attrs)
-            self.cmax.append(float(attrs["cmax"]))
+            self.meta.append(ckpt.resolution_summary(i))
+            self.cmax.append(float(self.meta[-1]["cmax"]))
         self.elapsed_offset = float(self.meta[-1]["elapsed_s"])
         self.start = time.perf_counter()
         return c
@@ -134,9 +144,11 @@ class Root:
             np.int64)
 
     def decode(self, task):
-        tid, sums = protocol.decode_result(task.buf, task.tile.shape, self.sdtype[task.res])
+        tid, sums, seconds = protocol.decode_result(task.buf, task.tile.shape,
+                                                    self.sdtype[task.res])
         if tid != task.id:
             raise RuntimeError(f"worker {task.worker} answered task {tid}, expected {task.id}")
+        self.timing[task.res][2] += seconds
         return sums
 
     def count(self, res, sent=0, received=0):
@@ -147,11 +159,14 @@ class Root:
         faults.on_task(0)
         t, r = task.tile, task.res
         task.buf = self.result_buffer(task)
-        return level_sums(PlaneView(self.ea, t.r0, t.r1), PlaneView(self.eb, t.c0, t.c1),
+        t0 = time.perf_counter()
+        sums = level_sums(PlaneView(self.ea, t.r0, t.r1), PlaneView(self.eb, t.c0, t.c1),
                           self.schedule[r], self.lm.bits,
                           out=protocol.result_body(task.buf, self.nlevels[r], t.shape,
                                                    self.sdtype[r]),
                           scratch=self.assembly.scratch)
+        self.timing[r][2] += time.perf_counter() - t0
+        return sums
 
     # --- scheduling and results ---
     def dispatch(self):
@@ -159,6 +174,8 @@ class Root:
         sent = False
         for w in self.workers or [0]:
             while (task := self.sched.assign(w, time.perf_counter())) is not None:
+                if self.timing[task.res][0] is None:
+                    self.timing[task.res][0] = task.started
                 self.endpoint.send(task)
                 sent = True
                 if not self.workers:
@@ -166,7 +183,9 @@ class Root:
         return sent
 
     def on_result(self, task, sums):
-        if not self.sched.complete(task, time.perf_counter()):
+        now = time.perf_counter()
+        self.timing[task.res][1] = now
+        if not self.sched.complete(task, now):
             self.assembly.scratch.put(task.buf)  # the slower copy of a backed-up task
         elif task.res > self.cur:
             self.early[task.res][task.tile.index] = (sums, task.buf)
@@ -176,6 +195,10 @@ class Root:
     def _apply(self, r, tile, sums, buf):
         logger.debug("lrmpi: result r%d t%d at %.3f s", r + 1, tile.index, self.elapsed())
         done = self.assembly.add(r, tile, sums, buf)
+        if self.writer is not None:  # to the disk tile by tile, while the rest computes
+            if done == 1:
+                self.writer.begin_resolution(r + 1, self.assembly.shape)
+            self.writer.write_tile(r + 1, tile.r0, tile.c0, self.assembly.tile_of(r, tile))
         self.progress.tile(r, done, self.elapsed())
         if done < len(self.tiles):
             return
@@ -198,12 +221,15 @@ class Root:
             redone, babs[-1] = finish_last(self.lm, self.ea, self.eb, self.bounds, C,
                                            self.cmax, babs)
         rel = float(bounds.bound_rel(babs, self.cmax)[-1])
-        pairs = sum(len(x) for x in self.schedule[:r + 1])
-        meta = {"index": r + 1, "elapsed_s": self.elapsed(), "pairs": pairs,
+        first, last, kernel = self.timing[r]
+        meta = {"index": r + 1, "elapsed_s": self.elapsed(),
+                "pairs": sum(len(x) for x in self.schedule[:r + 1]),
                 "method": "planes", "products": len(self.schedule[r]),
                 "bound_abs": float(babs[r]), "bound_rel": rel, "cmax": self.cmax[-1],
-                "fallback": len(redone[0]) if redone else 0, "root_bytes_sent": self.traffic[r][0],
-                "root_bytes_recv": self.traffic[r][1]}
+                "fallback": len(redone[0]) if redone else 0,
+                "root_bytes_sent": self.traffic[r][0], "root_bytes_recv": self.traffic[r][1],
+                "kernel_s": kernel, "span_s": (last - first) if first is not None else 0.0,
+                "workers": max(1, len(self.workers))}
         self.meta.append(meta)
         if self.on_resolution is not None:
             self.on_resolution(meta, C)
@@ -212,8 +238,11 @@ class Root:
             self.assembly.release(C)
             return
         sums, bufs = self.assembly.resume_data(r)
-        self.writer.add_resolution(r + 1, {"C": C}, meta, sums=sums,
-                                   done=lambda: self.progress.resolution(meta),
+        datasets = {}
+        if redone:  # rows the fallback changed after they were streamed: again
+            datasets = {"C": [(int(i), C[i]) for i in np.unique(redone[0])]}
+        self.writer.add_resolution(r + 1, datasets, meta, sums=sums,
+                                   done=lambda durable: self.progress.resolution(meta, durable),
                                    release=lambda: self.assembly.release(C, bufs))
 
     # --- the loop ---

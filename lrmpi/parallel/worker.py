@@ -63,10 +63,12 @@ def worker_run(comm):
             pairs = job.schedule[res]
             nl, dtype = n_levels(pairs), sum_dtype(pairs, job.k, job.bits)
             buf = scratch.get((protocol.result_size(nl, tile.shape, dtype),), np.int64)
+            t0 = time.perf_counter()
             sums = compute(comm, rank, planes, tile, pairs, job.bits,
                            protocol.result_body(buf, nl, tile.shape, dtype), scratch)
             if sums is not None:
-                comm.Send(protocol.encode_result(buf, task, sums), dest=0, tag=Tag.RESULT)
+                comm.Send(protocol.encode_result(buf, task, sums, time.perf_counter() - t0),
+                          dest=0, tag=Tag.RESULT)
                 sent += 1
             scratch.put(buf)
         except Exception as exc:

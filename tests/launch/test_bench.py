@@ -11,11 +11,17 @@ def test_bench_matmul_smoke(tmp_path):
     p = run("bench", "matmul", "--shapes", "96x40x64", "--ranks", 2, "--repeats", 1,
             "--planes", 3, "--json", out, "--plot", tmp_path / "m.png", timeout=300)
     assert p.returncode == 0, p.stderr
-    row = json.loads(out.read_text())["results"][0]
+    doc = json.loads(out.read_text())
+    assert doc["machine"]["isa"] and doc["disk_mb_s"] > 0
+    row = doc["results"][0]
     assert row["shape"] == [96, 40, 64] and len(row["resolutions"]) == 5
     for r in row["resolutions"]:
         assert r["err"] <= r["bound_rel"]
+        assert 0 < r["computed_from_launch_s"] <= r["durable_from_launch_s"]
+        assert 0 < r["efficiency"] <= 1.0 + 1e-9
     assert row["resolutions"][0]["root_bytes_sent"] > 0
+    assert row["numpy_process_s"] > 0 and row["mpi_oneshot_s"] > 0
+    assert "x numpy" in p.stdout
     assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -166,3 +166,36 @@ def test_resume_refuses_other_inputs_or_options(reference, tmp_path):
             "--resume")
     assert p.returncode == 1 and "planes=2, this run has planes=3" in p.stderr
     assert Checkpoint(out).attrs["status"] == "complete"  # refused: left untouched
+
+
+def test_keep_latest_lists_one_resolution_and_resumes_identically(reference, tmp_path):
+    """--keep latest: the job file lists only the last resolution (the others' files are
+    gone), resolution 1's resume data is its own C unless kept, and a stopped job resumes
+    to the same final bits as an uninterrupted one."""
+    A, B, ref = reference
+    np.save(tmp_path / "A.npy", A)
+    np.save(tmp_path / "B.npy", B)
+    out = tmp_path / "c.h5"
+    args = ("matmul", tmp_path / "A.npy", tmp_path / "B.npy", "-o", out, "--planes", 8,
+            "--order", "pairwise", "--keep", "latest")
+    proc = start(*args, n=2, env={"LRMPI_TEST_SLOW_RANK": "1", "LRMPI_TEST_SLOW_S": "0.05"})
+    try:
+        wait_for_resolutions(out, 1, proc)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    finally:
+        kill_tree(proc)
+    ck = Checkpoint(out)
+    done = ck.completed
+    assert ck.attrs["status"] == "deadline" and 1 <= done < 64
+    assert ck.resolution_indices() == [done]
+    assert len(ck.durable) == done and all(d > 0 for d in ck.durable)
+    files = os.listdir(os.path.join(str(out) + ".d", ck.job_id))
+    assert sorted(f for f in files if f.startswith("res")) == [f"res{done:03d}.h5"]
+    assert {f"sums{i:03d}.h5" for i in range(1, done + 1)} <= set(files)
+    p = run(*args, "--resume", n=3)
+    assert p.returncode == 0, p.stderr
+    ck = Checkpoint(out)
+    assert ck.completed == 64 and ck.resolution_indices() == [64]
+    np.testing.assert_array_equal(ck.resolution(64)[1]["C"], ref[-1])

@@ -65,9 +65,10 @@ class Checkpoint:
                 self.attrs = {k: S.py(v) for k, v in f.attrs.items()}
                 g = f.get(S.RESOLUTIONS)
                 self.names = sorted(g.keys()) if isinstance(g, h5py.Group) else []
-                durable = g.attrs.get(S.DURABLE) if isinstance(g, h5py.Group) else None
-                self.durable = [] if durable is None else [float(x) for x in
-                                                           np.atleast_1d(durable)]
+                ga = dict(g.attrs) if isinstance(g, h5py.Group) else {}
+                self.durable = [float(x) for x in np.atleast_1d(ga.get(S.DURABLE, []))]
+                self.history = {k: [float(x) for x in np.atleast_1d(ga[k])]
+                                for k in S.HISTORY if k in ga}
         except S.H5_ERRORS as exc:
             raise CheckpointError(f"{path} is not a readable lrmpi checkpoint ({exc})") from None
         version = self.attrs.get("format_version")
@@ -76,11 +77,12 @@ class Checkpoint:
                                   f"supported (this lrmpi reads {S.FORMAT_VERSION})")
         # a tampered file must not reach the resume logic with nonsense values
         a = self.attrs
+        c = a.get("completed")
+        listed = [int(n) for n in self.names if n.isdigit() and len(n) == 3]
+        want = ([c] if c else []) if a.get(S.KEEP_ATTR) == "latest" else \
+            list(range(1, (c if isinstance(c, int) else 0) + 1))
         if a.get("kind") not in S.KINDS or a.get("status") not in S.STATUSES or \
-                not isinstance(a.get("completed"), int) or \
-                any(not (n.isdigit() and len(n) == 3) for n in self.names) or \
-                [int(n) for n in self.names] != list(range(1, len(self.names) + 1)) or \
-                a["completed"] != len(self.names):
+                not isinstance(c, int) or len(listed) != len(self.names) or listed != want:
             raise CheckpointError(f"{path} is not a consistent lrmpi checkpoint (kind, status, "
                                   "completed or the resolution list are damaged)")
         self.job_id = a.get(S.JOB_ID)
@@ -122,6 +124,22 @@ class Checkpoint:
             if S.py(f.attrs.get(S.JOB_ID)) != self.job_id:
                 raise CheckpointError(f"{path} belongs to another job than {self.path}")
             return _read_group(f, datasets)
+
+    def resolution_summary(self, index):
+        """The attributes of resolution `index`, or (keep="latest", its file gone) the
+        figures the job file keeps for every resolution."""
+        if index in self.resolution_indices():
+            return self.resolution(index, datasets=False)[0]
+        out = {"index": index}
+        for k, v in self.history.items():
+            if index <= len(v):
+                out[k] = v[index - 1]
+        if index <= len(self.durable):
+            out[S.DURABLE] = self.durable[index - 1]
+        return out
+
+    def has_sums(self, index):
+        return os.path.exists(S.sums_file(self.path, self.job_id or "", index))
 
     def last(self):
         """attrs of the last completed resolution, or {} if there is none."""

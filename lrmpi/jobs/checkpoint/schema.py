@@ -5,7 +5,8 @@ Layout of a job written to OUT.h5::
     OUT.h5                         the job file, small, replaced atomically
       attrs: format_version, kind, status, message, completed, planned, bits,
              planes, order, job_id, lrmpi_version, and the job's other parameters
-      /resolutions                 attrs: durable_s (one per resolution listed)
+      /resolutions                 attrs: durable_s, elapsed_s, cmax: one per resolution
+                                   completed (also those keep="latest" no longer lists)
       /resolutions/001  ->  external link to OUT.h5.d/<job_id>/res001.h5:/
       /resolutions/002  ->  ...
     OUT.h5.d/<job_id>/res001.h5    one file per resolution, never rewritten
@@ -17,7 +18,9 @@ Layout of a job written to OUT.h5::
     OUT.h5.d/<job_id>/state002.h5  infer resume data: the exact engine state after 2
     OUT.h5.d/.lock                 the advisory lock of the job writing OUT.h5
 
-Every resolution file carries the job's identity (job_id): a reader resolves
+With keep="latest" the job file lists only the last resolution (its file is the only
+one kept; the level sums of all stay, for resume). Every resolution file carries
+the job's identity (job_id): a reader resolves
 OUT.h5.d/<job_id>/ from the job file's own name and refuses files of another job,
 so OUT.h5 and OUT.h5.d can be copied or renamed together. `lrmpi pack` writes one
 self-contained file in which /resolutions/NNN are groups instead of links; readers
@@ -36,6 +39,9 @@ SIDECAR_SUFFIX = ".d"
 LOCK_NAME = ".lock"
 JOB_ID = "job_id"
 DURABLE = "durable_s"
+KEEP_ATTR = "keep"
+KEEP = ("all", "latest")  # resolution files kept: all, or the latest only
+HISTORY = ("elapsed_s", "cmax")  # per-resolution figures the job file keeps for all
 
 # level sums (matmul resume data)
 SUMS = "sums"

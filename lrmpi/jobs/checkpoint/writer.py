@@ -54,31 +54,59 @@ def _check_space(path, nbytes):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
 
+class AtomicH5:
+    """An HDF5 file written under a temporary name and renamed into place on commit():
+    `path` is old or new, never torn. `nbytes`: the data it will hold (checked
+    against the free space first). `.f` is the open h5py file."""
+
+    def __init__(self, path, fsync=True, nbytes=0):
+        _check_space(path, nbytes)
+        self.path, self.fsync = path, fsync
+        self.tmp = f"{path}.tmp.{os.getpid()}"
+        self.f = h5py.File(self.tmp, "w")
+
+    def sync_data(self):
+        """Push what was written so far to the disk (while more is computed)."""
+        self.f.flush()
+        if self.fsync:
+            _fsync_path(self.tmp)
+
+    def commit(self, stamp=None):
+        """Close, fsync, rename into place. `stamp()`: attributes set once the data is
+        on disk (e.g. when it became durable), before the rename."""
+        try:
+            if stamp is not None:
+                self.sync_data()  # the data: the bulk of the time
+                for k, v in stamp().items():
+                    self.f.attrs[k] = v
+            self.f.close()
+            if self.fsync:
+                _fsync_path(self.tmp)
+            os.replace(self.tmp, self.path)
+            if self.fsync:
+                _fsync_path(os.path.dirname(os.path.abspath(self.path)))
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self):
+        try:
+            self.f.close()
+        finally:
+            if os.path.exists(self.tmp):
+                os.unlink(self.tmp)
+
+
 def atomic_h5(path, fill, fsync=True, nbytes=0, stamp=None):
     """Write an HDF5 file through `fill(h5file)` so that `path` is old or new, never
-    torn; `nbytes`: the data it will hold (checked against the free space first).
-    `stamp()`: attributes set once the data is on disk (e.g. when it became
-    durable), before the rename."""
-    _check_space(path, nbytes)
-    tmp = f"{path}.tmp.{os.getpid()}"
+    torn (see AtomicH5)."""
+    a = AtomicH5(path, fsync, nbytes)
     try:
-        with h5py.File(tmp, "w") as f:
-            fill(f)
-            if stamp is not None:
-                f.flush()
-                if fsync:
-                    _fsync_path(tmp)  # the data: the bulk of the time
-                for k, v in stamp().items():
-                    f.attrs[k] = v
-        if fsync:
-            _fsync_path(tmp)
-        os.replace(tmp, path)
-        if fsync:
-            _fsync_path(os.path.dirname(os.path.abspath(path)))
+        fill(a.f)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        a.abort()
         raise
+    a.commit(stamp)
 
 
 def new_job_id():
@@ -92,32 +120,43 @@ class CheckpointWriter:
     evaluated once, on the writer thread, off the critical path. `resume`: the
     Checkpoint this job continues (same job id and folder). `replace`: the
     Checkpoint of an earlier result, kept until this job has one at least as good.
-    `clock()`: the job's elapsed seconds (for durable_s).
+    `clock()`: the job's elapsed seconds (for durable_s). `keep`: "all" resolution
+    files, or only the "latest" (plus what a resume needs).
     """
 
     def __init__(self, path, kind, attrs, *, fsync=True, resume=None, replace=None,
-                 clock=None):
+                 clock=None, keep="all"):
         if kind not in S.KINDS:
             raise ValueError(f"kind must be one of {S.KINDS}")
-        self.path, self.kind, self.fsync = os.path.abspath(path), kind, fsync
+        if keep not in S.KEEP:
+            raise ValueError(f"keep must be one of {S.KEEP}")
+        self.path, self.kind, self.fsync, self.keep = os.path.abspath(path), kind, fsync, keep
         self.clock = clock or time.perf_counter
         self.job_id = resume.job_id if resume is not None else new_job_id()
-        self.attrs = dict(attrs)
-        self.completed = resume.resolution_indices() if resume is not None else []
+        self.attrs = {**attrs, S.KEEP_ATTR: keep}
+        self.completed = list(range(1, resume.completed + 1)) if resume is not None else []
         self.durable = list(resume.durable) if resume is not None else []
         self.durable += [math.nan] * (len(self.completed) - len(self.durable))
+        # per-resolution figures the job file keeps for every resolution (the files
+        # of earlier ones may be gone with keep="latest"): elapsed_s, cmax
+        self.history = {k: list(resume.history.get(k, [])) if resume is not None else []
+                        for k in S.HISTORY}
         self.status, self.message = "running", ""
         # an earlier result to keep until this job has one at least as good
         self.earlier = replace if replace is not None and replace.completed > 0 else None
         self.earlier_rel = _bound_rel(self.earlier.last()) if self.earlier else math.inf
         self.published = self.earlier is None
+        self.streams = {}  # resolution -> AtomicH5 of its file, while tiles stream in
         try:
             os.makedirs(S.job_dir(self.path, self.job_id), exist_ok=True)
         except OSError as exc:
             raise CheckpointError(f"cannot write the checkpoint at {self.path}: "
                                   f"{exc.strerror or exc}") from None
         self._error = None
-        self._queue = queue.Queue(config.get().write_queue)
+        # whole resolutions waiting for the disk, at most (more blocks the caller);
+        # streamed tiles are views of buffers the caller holds anyway
+        self._slots = threading.BoundedSemaphore(config.get().write_queue)
+        self._queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="lrmpi-checkpoint", daemon=True)
         self._thread.start()
         self._submit(self._resolve_attrs)
@@ -126,11 +165,11 @@ class CheckpointWriter:
 
     # --- the writer thread ---
     def _loop(self):
-        # the writer's CPU work (input hash, copies) must not take cores from the
-        # kernels: run this thread at a lower priority
+        # a computed resolution is worth what reaches the disk: the writer (little
+        # CPU, mostly waiting for the disk) runs ahead of the kernels
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), config.get().writer_nice)
-        except (OSError, AttributeError):  # pragma: no cover - not Linux
+        except (OSError, AttributeError):  # not Linux, or not allowed to raise priority
             pass
         while True:
             job = self._queue.get()
@@ -179,6 +218,8 @@ class CheckpointWriter:
         finally:
             self._queue.put(None)
             self._thread.join()
+            for stream in self.streams.values():  # resolutions begun, never finished
+                stream.abort()
             if not self.published:
                 shutil.rmtree(S.job_dir(self.path, self.job_id), ignore_errors=True)
         return self.published
@@ -193,6 +234,8 @@ class CheckpointWriter:
             self.durable = [now if d != d else d for d in self.durable]
         status, message, completed = self.status, self.message, list(self.completed)
         durable = list(self.durable)
+        history = {k: list(v) for k, v in self.history.items()}
+        listed = completed[-1:] if self.keep == "latest" else completed
 
         def fill(f):
             f.attrs["format_version"] = S.FORMAT_VERSION
@@ -205,13 +248,20 @@ class CheckpointWriter:
                 f.attrs[k] = v
             g = f.create_group(S.RESOLUTIONS)
             g.attrs[S.DURABLE] = np.asarray(durable, np.float64)
-            for index in completed:
+            for k, v in history.items():
+                g.attrs[k] = np.asarray(v, np.float64)
+            for index in listed:
                 g[S.res_name(index)] = h5py.ExternalLink(
                     S.link_target(self.path, self.job_id, index), "/")
         atomic_h5(self.path, fill, self.fsync)
         if not self.published:
             self.published = True
             self._remove_earlier()
+        if self.keep == "latest":  # the job file no longer lists them
+            for index in completed[:-1]:
+                path = S.res_file(self.path, self.job_id, index)
+                if os.path.exists(path):
+                    os.unlink(path)
 
     def _remove_earlier(self):
         """This job's result is in OUT.h5 now: the earlier job's files can go."""
@@ -225,6 +275,18 @@ class CheckpointWriter:
                 os.unlink(old)
         self.earlier = None
 
+    def _begin(self, index, shape):
+        path = S.res_file(self.path, self.job_id, index)
+        stream = AtomicH5(path, self.fsync, 8 * shape[0] * shape[1])
+        stream.f.create_dataset("C", shape, np.float64)
+        self.streams[index] = stream
+
+    def _tile(self, index, r0, c0, tile):
+        stream = self.streams[index]
+        stream.f["C"][r0:r0 + tile.shape[0], c0:c0 + tile.shape[1]] = tile
+        if self.fsync:  # start the disk now, not at the end: durable soon after the last tile
+            _fsync_path(stream.tmp)
+
     def _write_resolution(self, index, datasets, attrs, state, sums, done, release):
         try:
             self._write_resolution_files(index, datasets, attrs, state, sums)
@@ -232,7 +294,7 @@ class CheckpointWriter:
             if release is not None:
                 release()
         if done is not None:
-            done()
+            done(self.durable[-1])
 
     def _write_resolution_files(self, index, datasets, attrs, state, sums):
         if sums is not None:  # before the resolution: a linked one can always resume
@@ -242,18 +304,29 @@ class CheckpointWriter:
             state = state() if callable(state) else state
             atomic_h5(S.state_file(self.path, self.job_id, index),
                       lambda f: S.write_state(f, index, state), self.fsync, S.nbytes(state))
-
-        def fill_res(f):
+        stream = self.streams.pop(index, None)
+        if stream is None:
+            stream = AtomicH5(S.res_file(self.path, self.job_id, index), self.fsync,
+                              sum(np.asarray(v).nbytes for v in datasets.values()))
+        try:
+            f = stream.f
             f.attrs[S.JOB_ID] = self.job_id
             for k, v in attrs.items():
                 f.attrs[k] = v
             for k, v in datasets.items():
-                f.create_dataset(k, data=v)
-        atomic_h5(S.res_file(self.path, self.job_id, index), fill_res, self.fsync,
-                  sum(np.asarray(v).nbytes for v in datasets.values()),
-                  stamp=lambda: {S.DURABLE: self.clock()})
+                if k in f:  # streamed already: v holds (row, values) to write again
+                    for i, row in v:
+                        f[k][i] = row
+                else:
+                    f.create_dataset(k, data=v)
+        except BaseException:
+            stream.abort()
+            raise
+        stream.commit(stamp=lambda: {S.DURABLE: self.clock()})
         self.completed.append(index)
         self.durable.append(math.nan)
+        for k in S.HISTORY:
+            self.history[k].append(float(attrs.get(k, math.nan)))
         if self.published or self._good_enough(attrs):
             self.durable[-1] = self.clock()  # the job file links it now
             self._write_job()
@@ -265,24 +338,47 @@ class CheckpointWriter:
         return _bound_rel(attrs) <= self.earlier_rel
 
     # --- the API the job calls ---
+    def begin_resolution(self, index, shape):
+        """Open resolution `index`'s file, with a float64 dataset C of `shape`, to
+        stream tiles into (write_tile) while the rest is computed; add_resolution
+        finishes it."""
+        self._submit(lambda: self._begin(index, shape))
+
+    def write_tile(self, index, r0, c0, tile):
+        """Write a tile of resolution `index`'s C at (r0, c0). `tile` must stay
+        unchanged until add_resolution's release() has run."""
+        self._submit(lambda: self._tile(index, r0, c0, tile))
+
     def add_resolution(self, index, datasets, attrs, state=None, sums=None, done=None,
                        release=None):
-        """Queue resolution `index` (datasets + attrs) and its resume data for the disk.
+        """Queue resolution `index` (datasets + attrs; C may have been streamed already)
+        and its resume data for the disk.
 
         `state`: the whole resume state, a dict or a callable returning one
         (evaluated on the writer thread), replacing the previous one. `sums`: a
         TileSums increment instead, into a file of its own that is kept (matmul).
-        `done()` runs once the resolution is on disk; `release()` runs in any case
-        once the arrays are no longer needed (buffer pools).
+        `done(durable_s)` runs once the resolution is on disk; `release()` runs in any
+        case once the arrays are no longer needed (buffer pools).
         """
+        self._slots.acquire()
+
         def job():
-            self._write_resolution(index, datasets, attrs, state, sums, done, release)
-        job.release = release
+            try:
+                self._write_resolution(index, datasets, attrs, state, sums, done, release)
+            finally:
+                self._slots.release()
+
+        def skipped():
+            try:
+                if release is not None:
+                    release()
+            finally:
+                self._slots.release()
+        job.release = skipped
         try:
             self._submit(job)
         except BaseException:
-            if release is not None:
-                release()
+            skipped()
             raise
 
     def set_status(self, status, message=""):

@@ -27,10 +27,10 @@ def test_result_round_trip(rng, dtype):
     sums = [(3, rng.integers(-top, top, shape, dtype=dtype)),
             (4, rng.integers(-9, 9, shape, dtype=dtype))]
     buf = protocol.encode_result(np.empty(protocol.result_size(2, shape, dtype), np.int64), 11,
-                                 sums)
+                                 sums, 0.25)
     assert buf.size == protocol.result_size(2, shape, dtype)
-    task, got = protocol.decode_result(buf, shape, dtype)
-    assert task == 11 and [lv for lv, _ in got] == [3, 4]
+    task, got, seconds = protocol.decode_result(buf, shape, dtype)
+    assert task == 11 and [lv for lv, _ in got] == [3, 4] and seconds == 0.25
     for (_, a), (_, b) in zip(sums, got):
         np.testing.assert_array_equal(a, b)
 

@@ -1,0 +1,103 @@
+"""Benchmarks behind `lrmpi bench NAME` (benchmarks, not timed tests): each module
+holds one, registered with @bench, compared with its peers in the same run.
+
+Run them with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, or numpy is measured
+on a slower BLAS kernel (the tables say which ran); every table names the CPU and
+the kernel ISA, because the CPU behind these machines varies.
+"""
+import argparse
+import json
+import os
+import statistics
+import time
+
+BENCHES = {}
+
+
+def bench(func):
+    BENCHES[func.__name__] = func
+    return func
+
+
+def main(argv):
+    from lrmpi.experiments.bench import deadline, infer, kernels, matmul, straggler  # noqa: F401
+    p = argparse.ArgumentParser(prog="lrmpi bench", description="Benchmarks.")
+    p.add_argument("name", choices=sorted(BENCHES))
+    a, rest = p.parse_known_args(argv[:1])
+    return BENCHES[a.name](argv[1:])
+
+
+def machine():
+    """CPU model, kernel ISA and numpy's BLAS: printed beside every figure."""
+    from lrmpi.cli.tools import _cpu_model
+    from lrmpi.numerics import kernels
+    return {"cpu": _cpu_model(), "isa": kernels.selected_isa(), "blas": blas(),
+            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "")}
+
+
+def describe(m):
+    return (f"CPU {m['cpu']}; kernel ISA {m['isa']}; numpy BLAS {m['blas']} "
+            f"(OPENBLAS_CORETYPE={m['openblas_coretype']!r})")
+
+
+def median_time(fn, repeats):
+    fn()  # warm-up: first touch of buffers, code paths
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def blas():
+    """numpy's BLAS as threadpoolctl sees it (the kernel OpenBLAS picked)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (pip install threadpoolctl)"
+    blas = [f"{i.get('internal_api')} {i.get('version')} {i.get('architecture', '')}".strip()
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    return "; ".join(blas) or "unknown"
+
+
+def single_thread():
+    """Limit BLAS to one thread if threadpoolctl is there; describe numpy's BLAS."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None, blas()
+    return threadpool_limits(1), blas()
+
+
+def shape_of(spec):
+    """'n' (square) or 'MxKxN' -> (m, k, n)."""
+    dims = [int(x) for x in spec.lower().split("x")]
+    if len(dims) == 1:
+        dims *= 3
+    if len(dims) != 3 or min(dims) < 1:
+        raise ValueError(f"a size is n or MxKxN, got {spec!r}")
+    return tuple(dims)
+
+
+
+
+def save(a, doc, plot, results):
+    """--json: write `doc`; --plot: draw `results` with `plot(png, results)`."""
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(doc, f, indent=1)
+    if a.plot:
+        plot(a.plot, results)
+
+
+def panels(count, width):
+    """A matplotlib (Agg) figure with `count` panels side by side."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, count, figsize=(width * count, 4), squeeze=False)
+    return plt, fig, axes[0]
+
+
+

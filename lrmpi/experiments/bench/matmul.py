@@ -1,0 +1,180 @@
+"""`lrmpi bench matmul`: the time until each resolution is durable, from launch.
+
+Per shape, in turns (numpy, MPI one-shot, lrmpi, repeated; medians):
+  numpy process    `python -m lrmpi.experiments.baseline --numpy`: load A and B,
+                   multiply with numpy's threads, save C with fsync; launch to exit.
+  MPI one-shot     `mpiexec -n R python -m lrmpi.experiments.baseline --out`: scatter,
+                   float64 GEMM per rank, gather, save with fsync; launch to exit.
+  lrmpi            `mpiexec -n R lrmpi matmul A B -o C.h5`: for each resolution, when
+                   it was computed and when it was durable (fsynced and linked),
+                   from launch (the job records its start; the bench its launch).
+Also per resolution: the true error against numpy's product, the writer's lag
+(durable - computed) beside the time its bytes take at the disk's measured fsync
+speed, and the pipeline efficiency: the workers' kernel seconds / (workers x the
+span from the resolution's first WORK to its last RESULT).
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from lrmpi.experiments.bench import bench, describe, machine, panels, save, shape_of
+
+
+def disk_speed(folder, mb=256):
+    """MB/s of a sequential write with fsync in `folder` (like dd conv=fsync)."""
+    path = os.path.join(folder, "disk.bin")
+    block = np.ones(1 << 20, np.uint8).tobytes()
+    t = time.perf_counter()
+    with open(path, "wb") as f:
+        for _ in range(mb):
+            f.write(block)
+        f.flush()
+        os.fsync(f.fileno())
+    speed = mb / (time.perf_counter() - t)
+    os.unlink(path)
+    return speed
+
+
+def _timed(cmd, env=None):
+    """(launch epoch, seconds from launch to exit, stdout) of a command that must succeed."""
+    t = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    took = time.time() - t
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd[:4]} failed ({p.returncode}): {p.stderr[-2000:]}")
+    return t, took, p.stdout
+
+
+def _lrmpi_run(a, fa, fb, c, ref, refmax):
+    """One lrmpi job: per resolution its figures, times from launch and true error."""
+    from lrmpi.jobs.checkpoint import Checkpoint
+    cmd = [a.mpiexec, "-n", str(a.ranks), sys.executable, "-m", "lrmpi", "matmul", fa, fb,
+           "-o", c, "--overwrite", "--planes", str(a.planes), "--keep", a.keep]
+    launch, wall, _ = _timed(cmd + ([] if a.fsync else ["--no-fsync"]))
+    ck = Checkpoint(c)
+    offset = float(ck.attrs["started_at"]) - launch
+    rows = []
+    for i in range(1, ck.completed + 1):
+        m = ck.resolution_summary(i)
+        row = {k: float(v) for k, v in m.items() if isinstance(v, (int, float))}
+        row["computed_from_launch_s"] = offset + row["elapsed_s"]
+        row["durable_from_launch_s"] = offset + row["durable_s"]
+        if i in ck.resolution_indices():
+            C = ck.resolution(i)[1]["C"]
+            row["err"] = float(np.abs(C - ref).max() / refmax)
+        rows.append(row)
+    return {"wall_s": wall, "start_offset_s": offset, "resolutions": rows}
+
+
+@bench
+def matmul(argv):
+    """Durable time of each resolution from launch, beside one-shot numpy and MPI jobs."""
+    p = argparse.ArgumentParser(prog="lrmpi bench matmul", description=matmul.__doc__)
+    p.add_argument("--shapes", default="4096,8192", help="n or MxKxN, comma-separated")
+    p.add_argument("--ranks", type=int, default=3)
+    p.add_argument("--planes", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--keep", default="all", choices=("all", "latest"))
+    p.add_argument("--no-fsync", dest="fsync", action="store_false")
+    p.add_argument("--dir", default=None, help="folder for the inputs and outputs "
+                   "(default: a temporary one; the disk being measured)")
+    p.add_argument("--mpiexec", default=os.path.join(os.path.dirname(sys.executable), "mpiexec"))
+    p.add_argument("--json", default=None)
+    p.add_argument("--plot", default=None, help="PNG: error against durable time")
+    a = p.parse_args(argv)
+    m = machine()
+    print(describe(m))
+    rng = np.random.default_rng(0)
+    results = []
+    with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
+        mbps = disk_speed(tmp)
+        print(f"disk: {mbps:.0f} MB/s sequential with fsync ({tmp})")
+        for spec in a.shapes.split(","):
+            mm, kk, nn = shape_of(spec)
+            fa, fb = os.path.join(tmp, "A.npy"), os.path.join(tmp, "B.npy")
+            np.save(fa, rng.standard_normal((mm, kk)))
+            np.save(fb, rng.standard_normal((kk, nn)))
+            ref = np.load(fa) @ np.load(fb)
+            refmax = float(np.abs(ref).max())
+            runs = {"numpy": [], "mpi": [], "lrmpi": []}
+            for _ in range(a.repeats):
+                _, took, out = _timed([sys.executable, "-m", "lrmpi.experiments.baseline",
+                                       "--numpy", fa, fb, os.path.join(tmp, "Cn.npy")])
+                runs["numpy"].append(took)
+                _, took, out = _timed([a.mpiexec, "-n", str(a.ranks), sys.executable, "-m",
+                                       "lrmpi.experiments.baseline", fa, fb, "--out",
+                                       os.path.join(tmp, "Cm.npy")])
+                runs["mpi"].append(took)
+                runs["lrmpi"].append(_lrmpi_run(a, fa, fb, os.path.join(tmp, "C.h5"), ref,
+                                                refmax))
+            row = _summarize(mm, kk, nn, a, runs, mbps)
+            results.append(row)
+            _print(row)
+    save(a, {"machine": m, "disk_mb_s": mbps, "results": results}, _plot, results)
+    return 0
+
+
+def _summarize(m, k, n, a, runs, mbps):
+    med = statistics.median
+    nres = min(len(r["resolutions"]) for r in runs["lrmpi"])
+    res = []
+    for i in range(nres):
+        rows = [r["resolutions"][i] for r in runs["lrmpi"]]
+        keys = set.intersection(*(set(r) for r in rows))
+        out = {key: med(r[key] for r in rows) for key in keys}
+        out["lag_s"] = med(r["durable_s"] - r["elapsed_s"] for r in rows)
+        written = 8.0 * m * n + (4.0 * m * n if i > 0 or a.keep != "all" else 0.0)
+        out["write_s_at_disk_speed"] = written / 1e6 / mbps
+        out["efficiency"] = med(r["kernel_s"] / (r["workers"] * r["span_s"])
+                                for r in rows if r.get("span_s"))
+        res.append(out)
+    return {"shape": [m, k, n], "ranks": a.ranks, "planes": a.planes,
+            "numpy_process_s": med(runs["numpy"]), "mpi_oneshot_s": med(runs["mpi"]),
+            "lrmpi_wall_s": med(r["wall_s"] for r in runs["lrmpi"]),
+            "start_offset_s": med(r["start_offset_s"] for r in runs["lrmpi"]),
+            "resolutions": res, "runs": runs}
+
+
+def _print(row):
+    m, k, n = row["shape"]
+    base = row["numpy_process_s"]
+    print(f"\n{m}x{k} @ {k}x{n}, {row['ranks']} ranks, {row['planes']} planes: numpy process "
+          f"(load, multiply, save+fsync) {base:.2f} s; MPI one-shot (+ save) "
+          f"{row['mpi_oneshot_s']:.2f} s; lrmpi whole job {row['lrmpi_wall_s']:.2f} s "
+          f"(job starts {row['start_offset_s']:.2f} s after launch)")
+    print(f"{'res':>4} {'pairs':>5} {'computed':>9} {'durable':>9} {'x numpy':>8} {'lag':>6} "
+          f"{'write@disk':>10} {'effic.':>6} {'err_rel':>9} {'bound_rel':>9}")
+    for r in row["resolutions"]:
+        print(f"{int(r['index']):>4} {int(r['pairs']):>5} {r['computed_from_launch_s']:>9.2f} "
+              f"{r['durable_from_launch_s']:>9.2f} {r['durable_from_launch_s'] / base:>8.2f} "
+              f"{r['lag_s']:>6.2f} {r['write_s_at_disk_speed']:>10.2f} "
+              f"{r.get('efficiency', float('nan')):>6.2f} {r.get('err', float('nan')):>9.2e} "
+              f"{r['bound_rel']:>9.2e}")
+
+
+def _plot(png, results):
+    plt, fig, axes = panels(len(results), 5)
+    for ax, row in zip(axes, results):
+        rs = row["resolutions"]
+        ax.semilogy([r["durable_from_launch_s"] for r in rs],
+                    [max(r.get("err", r["bound_rel"]), 1e-17) for r in rs], "o-",
+                    label="lrmpi, durable (true error)")
+        ax.semilogy([r["durable_from_launch_s"] for r in rs], [r["bound_rel"] for r in rs],
+                    "s--", label="lrmpi bound")
+        ax.axvline(row["numpy_process_s"], color="k", label="numpy process (load, x, save)")
+        ax.axvline(row["mpi_oneshot_s"], color="r", label="MPI one-shot float64 (+ save)")
+        m, k, n = row["shape"]
+        ax.set_title(f"{m}x{k} @ {k}x{n}, {row['ranks']} ranks")
+        ax.set_xlabel("seconds from launch")
+        ax.set_ylabel("relative error")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    print(f"wrote {png}")
