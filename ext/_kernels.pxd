@@ -4,6 +4,10 @@ from libc.stdint cimport int8_t, int32_t, int64_t
 cdef extern from "c/kernels.h" nogil:
     enum: LRMPI_MAX_LIMBS
     ctypedef int (*lrmpi_rowmax_fn)(int64_t, int64_t, const double *, int64_t, double *) noexcept nogil
+    ctypedef int (*lrmpi_colmax_fn)(int64_t, int64_t, const double *, int64_t, double *) noexcept nogil
+    ctypedef void (*lrmpi_encode_t_fn)(int64_t, int64_t, const double *, int64_t,
+                                       const int32_t *, int, int, int8_t *, int64_t *,
+                                       double *) noexcept nogil
     ctypedef void (*lrmpi_encode_fn)(int64_t, int64_t, const double *, int64_t,
                                      const int32_t *, int, int, int8_t *, int64_t *,
                                      double *) noexcept nogil
@@ -17,7 +21,9 @@ cdef extern from "c/kernels.h" nogil:
     ctypedef struct lrmpi_kernel_table:
         const char *isa
         lrmpi_rowmax_fn rowmax
+        lrmpi_colmax_fn colmax
         lrmpi_encode_fn encode
+        lrmpi_encode_t_fn encode_t
         lrmpi_igemm_fn igemm
         lrmpi_acc_add_fn acc_add
         lrmpi_decode_fn decode

@@ -51,6 +51,28 @@ def rowmax(const double[:, ::1] X, double[::1] amax, isa=None):
     return bool(bad)
 
 
+def colmax(const double[:, ::1] X, double[::1] amax, isa=None):
+    """amax[j] := max_i |X[i,j]|; returns True if X holds NaN or Inf."""
+    cdef const lrmpi_kernel_table *t = _table(isa)
+    cdef int bad
+    with nogil:
+        bad = t.colmax(X.shape[0], X.shape[1], &X[0, 0] if X.shape[0] * X.shape[1] else NULL,
+                       X.shape[1], &amax[0] if amax.shape[0] else NULL)
+    return bool(bad)
+
+
+def encode_t(const double[:, ::1] X, const int32_t[::1] exps, int bits,
+             int8_t[:, :, ::1] D, int64_t[:, ::1] sumsq, double[::1] l1, isa=None):
+    """The columns of X (k x n) encoded as the rows of X^T: D[p, j, :] of column j."""
+    cdef const lrmpi_kernel_table *t = _table(isa)
+    cdef int64_t k = X.shape[0], n = X.shape[1]
+    if k == 0 or n == 0:
+        return
+    with nogil:
+        t.encode_t(k, n, &X[0, 0], n, &exps[0], bits, D.shape[0], &D[0, 0, 0], &sumsq[0, 0],
+                   &l1[0])
+
+
 def encode(const double[:, ::1] X, const int32_t[::1] exps, int bits,
            int8_t[:, :, ::1] D, int64_t[:, ::1] sumsq, double[::1] l1, isa=None):
     """X[i,:] = 2^exps[i] * sum_p D[p,i,:] 2^(-bits p) + r (truncation toward zero).

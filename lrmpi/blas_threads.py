@@ -28,6 +28,11 @@ def _first(names, env):
     return None
 
 
+def local_ranks(env):
+    """Ranks on this node from the launcher's environment, or None."""
+    return _first(LOCAL_SIZE, env) or _first(WORLD_SIZE, env)
+
+
 def share(env=None, cores=None, bound_cores=None):
     """BLAS threads for one rank, or None when not started by an MPI launcher.
 

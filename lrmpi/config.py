@@ -33,6 +33,7 @@ class Config:
     chunk_cols: int = 1024       # a worker computes a task in chunks of this many columns of C
     tiles_per_worker: int = 4    # C is cut into about this many tiles per worker
     min_tile_rows: int = 64      # ... of at least this many rows
+    root_computes: str = "auto"  # rank 0 computes tasks too: yes / no / auto (ranks <= cores)
 
     # --- failure detection ---
     stop_timeout_s: float = 10.0  # workers that do not acknowledge STOP by then: MPI_Abort (s)
@@ -41,7 +42,7 @@ class Config:
     hang_min_s: float = 30.0      # ... but at least this long (s); --worker-timeout overrides
 
     # --- checkpoint writing (jobs.checkpoint) ---
-    writer_nice: int = 10        # niceness of the checkpoint writer thread (Linux, per thread)
+    writer_nice: int = 0         # niceness of the checkpoint writer thread (Linux, per thread)
     write_queue: int = 2         # resolutions waiting for the disk at most; more blocks the job
     probe_timeout_s: float = 60.0  # reading an untrusted HDF5 file in a child process: limit (s)
 
@@ -52,10 +53,8 @@ class Config:
     # --- inference (jobs.inference) ---
     rebalance: float = 1.25      # re-shard when a rank holds this many times the mean active samples
 
-    # --- inputs (jobs.inputs) and encoding (numerics.planes, numerics.bounds) ---
+    # --- inputs (jobs.inputs) and bounds (numerics.bounds) ---
     memory_fraction: float = 0.5  # refuse operands whose float64 copy needs more of the RAM
-    column_block: int = 256      # columns of B transposed at a time to encode them (in cache)
-    transpose_rows: int = 32     # ... in pieces of this many rows (5-6x one strided copy)
     bound_row_block: int = 32    # rows of C per block of the bound GEMM (temporary in L2)
 
     # --- SLURM (jobs.slurm) ---

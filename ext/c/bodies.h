@@ -110,6 +110,72 @@ LRMPI_INLINE void encode_body(int64_t m, int64_t n, const double *X,
     }
 }
 
+/* --- colmax: amax[j] := max_i |X[i,j]|, 1 if NaN/Inf (the columns of B) --- */
+LRMPI_INLINE int colmax_body(int64_t m, int64_t n, const double *X, int64_t ldx,
+                             double *amax)
+{
+    int bad = 0;
+    for (int64_t j = 0; j < n; j++)
+        amax[j] = 0.0;
+    for (int64_t i = 0; i < m; i++) {
+        const double *x = X + i * ldx;
+        /* along the row: contiguous, vectorized; NaN compares false */
+        for (int64_t j = 0; j < n; j++) {
+            const double a = fabs(x[j]);
+            bad |= !(a <= DBL_MAX);
+            amax[j] = (a > amax[j] && a <= DBL_MAX) ? a : amax[j];
+        }
+    }
+    return bad;
+}
+
+/* --- encode_t: the columns of X (k x n) encoded as the rows of X^T --- */
+#define ENC_T_BLOCK 32 /* rows x columns of X per block: the transposed digits in L1 */
+
+LRMPI_INLINE void encode_t_body(int64_t k, int64_t n, const double *X, int64_t ldx,
+                                const int32_t *exps, int bits, int planes, int8_t *D,
+                                int64_t *sumsq, double *l1)
+{
+    const double radix = (double)(1 << bits);
+    const int64_t pstride = n * k;
+    double s1[ENC_T_BLOCK], s2[ENC_T_BLOCK], y[ENC_T_BLOCK];
+    int8_t buf[16][ENC_T_BLOCK][ENC_T_BLOCK]; /* [plane][column][row] of one block */
+    for (int64_t j0 = 0; j0 < n; j0 += ENC_T_BLOCK) {
+        const int64_t nj = n - j0 < ENC_T_BLOCK ? n - j0 : ENC_T_BLOCK;
+        for (int64_t jj = 0; jj < nj; jj++)
+            pow2_split(bits - exps[j0 + jj], &s1[jj], &s2[jj]);
+        int64_t ss[16][ENC_T_BLOCK] = {{0}}; /* this block of columns' sums, in L1 */
+        double l1c[ENC_T_BLOCK] = {0};
+        for (int64_t i0 = 0; i0 < k; i0 += ENC_T_BLOCK) {
+            const int64_t ni = k - i0 < ENC_T_BLOCK ? k - i0 : ENC_T_BLOCK;
+            /* phase 1: a block of rows, each contiguous: scale, l1, peel digits */
+            for (int64_t ii = 0; ii < ni; ii++) {
+                const double *x = X + (i0 + ii) * ldx + j0;
+                for (int64_t jj = 0; jj < nj; jj++) {
+                    y[jj] = (x[jj] * s1[jj]) * s2[jj]; /* exact by pow2_split */
+                    l1c[jj] += fabs(y[jj]);
+                }
+                for (int p = 0; p < planes; p++)
+                    for (int64_t jj = 0; jj < nj; jj++) {
+                        const int32_t d = (int32_t)y[jj]; /* truncation toward zero */
+                        buf[p][jj][ii] = (int8_t)d;
+                        ss[p][jj] += d * d;
+                        y[jj] = (y[jj] - (double)d) * radix;
+                    }
+            }
+            /* phase 2: the block's digits, column by column, as rows of X^T */
+            for (int p = 0; p < planes; p++)
+                for (int64_t jj = 0; jj < nj; jj++)
+                    memcpy(D + p * pstride + (j0 + jj) * k + i0, buf[p][jj], (size_t)ni);
+        }
+        for (int64_t jj = 0; jj < nj; jj++) {
+            l1[j0 + jj] = l1c[jj];
+            for (int p = 0; p < planes; p++)
+                sumsq[p * n + j0 + jj] = ss[p][jj];
+        }
+    }
+}
+
 /* --- acc_add --- */
 LRMPI_INLINE void acc_add_one(int64_t *a, int64_t *b, int64_t s, int t,
                               int64_t mul)

@@ -44,6 +44,23 @@ typedef void (*lrmpi_encode_fn)(int64_t m, int64_t n, const double *X,
                                 double *l1);
 
 /* ------------------------------------------------------------------------- */
+/* colmax:  amax[j] := max_i |X[i,j]|,  returns 1 if any X[i,j] is NaN/Inf.  */
+/*   X      m x n float64, ldx >= n;  amax  n float64 (output)                 */
+typedef int (*lrmpi_colmax_fn)(int64_t m, int64_t n, const double *X,
+                               int64_t ldx, double *amax);
+
+/* ------------------------------------------------------------------------- */
+/* encode_t:  encode the COLUMNS of X (k x n) as the rows of X^T, without     */
+/*   forming X^T: exactly encode(n, k, X^T, ...) (same digits, sumsq; l1 may   */
+/*   differ in its last bits: it is summed in another order).                  */
+/*   X      k x n float64, ldx >= n; exps n int32 (one per column)             */
+/*   D      planes x n x k int8, contiguous; sumsq planes x n; l1 n            */
+typedef void (*lrmpi_encode_t_fn)(int64_t k, int64_t n, const double *X,
+                                  int64_t ldx, const int32_t *exps, int bits,
+                                  int planes, int8_t *D, int64_t *sumsq,
+                                  double *l1);
+
+/* ------------------------------------------------------------------------- */
 /* igemm:  C := C + A * Bt^T   (int8 x int8 -> int32, exact)                   */
 /*   A      m x k int8, lda >= k                                               */
 /*   Bt     n x k int8, ldb >= k (the right operand stored transposed, so both */
@@ -102,7 +119,9 @@ void lrmpi_dot2_ref(int64_t count, int64_t k, const double *A, int64_t lda, cons
 typedef struct {
     const char *isa;             /* "ref", "avx2", "avx512" ...                */
     lrmpi_rowmax_fn rowmax;
+    lrmpi_colmax_fn colmax;
     lrmpi_encode_fn encode;
+    lrmpi_encode_t_fn encode_t;
     lrmpi_igemm_fn igemm;
     lrmpi_acc_add_fn acc_add;
     lrmpi_decode_fn decode;
@@ -121,6 +140,9 @@ int lrmpi_set_isa(const char *isa);
 int lrmpi_rowmax_ref(int64_t, int64_t, const double *, int64_t, double *);
 void lrmpi_encode_ref(int64_t, int64_t, const double *, int64_t,
                       const int32_t *, int, int, int8_t *, int64_t *, double *);
+int lrmpi_colmax_ref(int64_t, int64_t, const double *, int64_t, double *);
+void lrmpi_encode_t_ref(int64_t, int64_t, const double *, int64_t,
+                        const int32_t *, int, int, int8_t *, int64_t *, double *);
 void lrmpi_igemm_ref(int64_t, int64_t, int64_t, const int8_t *, int64_t,
                      const int8_t *, int64_t, int32_t *, int64_t);
 void lrmpi_acc_add_ref(int64_t, int64_t, int64_t *, int64_t, int64_t, int,
@@ -132,6 +154,12 @@ void lrmpi_decode_ref(int64_t, int64_t, const int64_t *, int64_t, int64_t, int,
 int lrmpi_rowmax_avx512(int64_t, int64_t, const double *, int64_t, double *);
 void lrmpi_encode_avx512(int64_t, int64_t, const double *, int64_t,
                          const int32_t *, int, int, int8_t *, int64_t *, double *);
+int lrmpi_colmax_avx2(int64_t, int64_t, const double *, int64_t, double *);
+void lrmpi_encode_t_avx2(int64_t, int64_t, const double *, int64_t,
+                         const int32_t *, int, int, int8_t *, int64_t *, double *);
+int lrmpi_colmax_avx512(int64_t, int64_t, const double *, int64_t, double *);
+void lrmpi_encode_t_avx512(int64_t, int64_t, const double *, int64_t,
+                           const int32_t *, int, int, int8_t *, int64_t *, double *);
 void lrmpi_igemm_avx2(int64_t, int64_t, int64_t, const int8_t *, int64_t,
                       const int8_t *, int64_t, int32_t *, int64_t);
 void lrmpi_igemm_avx512(int64_t, int64_t, int64_t, const int8_t *, int64_t,

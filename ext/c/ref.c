@@ -15,6 +15,18 @@ void lrmpi_encode_ref(int64_t m, int64_t n, const double *X, int64_t ldx,
     encode_body(m, n, X, ldx, exps, bits, planes, D, sumsq, l1);
 }
 
+int lrmpi_colmax_ref(int64_t m, int64_t n, const double *X, int64_t ldx, double *amax)
+{
+    return colmax_body(m, n, X, ldx, amax);
+}
+
+void lrmpi_encode_t_ref(int64_t k, int64_t n, const double *X, int64_t ldx,
+                        const int32_t *exps, int bits, int planes, int8_t *D,
+                        int64_t *sumsq, double *l1)
+{
+    encode_t_body(k, n, X, ldx, exps, bits, planes, D, sumsq, l1);
+}
+
 void lrmpi_acc_add_ref(int64_t m, int64_t n, int64_t *L, int64_t ldl,
                        int64_t lstride, int nlimbs, const void *S, int s32,
                        int64_t lds, int shift)

@@ -75,6 +75,35 @@ def rowmax(X, *, isa=None):
     return amax if X.size else np.zeros(X.shape[0]), bad
 
 
+def colmax(X, *, isa=None):
+    """(max_i |X[i,j]| for each column j, whether X holds NaN/Inf)."""
+    _need_c(X, "X", np.float64, 2)
+    amax = np.zeros(X.shape[1])
+    bad = _k.colmax(X, amax, isa) if X.size else False
+    return amax, bad
+
+
+def encode_t(X, exps, bits, planes, *, isa=None):
+    """The columns of X (k x n) split into digit planes as the rows of X.T: returns
+    (D of shape (planes, n, k), sumsq, l1), exactly encode(X.T, ...) but without
+    forming X.T (the sums in l1 may round differently)."""
+    _need_c(X, "X", np.float64, 2)
+    _need_c(exps, "exps", np.int32, 1)
+    if exps.shape[0] != X.shape[1]:
+        raise ValueError(f"exps has {exps.shape[0]} entries for {X.shape[1]} columns")
+    if not 1 <= bits <= 7:
+        raise ValueError(f"bits must be in 1..7, got {bits}")
+    if not 1 <= planes <= 16:
+        raise ValueError(f"planes must be in 1..16, got {planes}")
+    k, n = X.shape
+    D = np.empty((planes, n, k), np.int8)
+    sumsq = np.zeros((planes, n), np.int64)
+    l1 = np.zeros(n)
+    if k and n:
+        _k.encode_t(X, exps, bits, D, sumsq, l1, isa)
+    return D, sumsq, l1
+
+
 def encode(X, exps, bits, planes, *, out=None, isa=None):
     """Split rows of X into digit planes: returns (D, sumsq, l1).
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lrmpi import config
 from lrmpi.numerics import kernels, validate
 
 
@@ -56,41 +55,16 @@ def encode(X, bits=7, planes=4, scale="row", *, exps=None):
 
 
 def encode_columns(B, bits=7, planes=4, scale="row"):
-    """Encode the columns of B (k x n) as the rows of B.T, without forming B.T.
-
-    A block of config.column_block (256) columns at a time is transposed into a
-    small reused buffer and encoded from there: no n x k float64 copy, whose first
-    touch alone costs ~0.3 s at n = 4096 on these machines. The block is
-    transposed in pieces of config.transpose_rows (32) rows of B (64 KB that stay
-    in cache): one strided copy of the whole block takes 0.17 s at n = 4096, the
-    pieces 0.03 s.
-    """
+    """Encode the columns of B (k x n) as the rows of B.T, without forming B.T
+    (kernels.encode_t: blocks of 32 x 32 transposed in L1; a float64 copy of B.T
+    would cost its first touch alone, ~0.3 s at n = 4096 on these machines)."""
     bits, planes = validate.bits(bits), validate.planes(planes)
-    k, n = B.shape
-    D = np.empty((planes, n, k), np.int8)
-    sumsq = np.empty((planes, n), np.int64)
-    l1, exps = np.empty(n), np.empty(n, np.int32)
-    shared = None
+    amax, bad = kernels.colmax(B)
+    validate.finite(bad, "B")
     if validate.scale(scale) == "tensor":
-        amax, _ = kernels.rowmax(B)
-        shared = np.frexp(amax.max())[1]
-    cb, tr = config.get().column_block, config.get().transpose_rows
-    buf = np.empty((min(cb, n), k))
-    # the block's digits, reused: a fresh 4 MB array per block (k = 4096) would be
-    # first-touched 16 times at n = 4096
-    dbuf = np.empty((planes, min(cb, n), k), np.int8)
-    for j0 in range(0, n, cb):
-        j1 = min(n, j0 + cb)
-        t = buf[:j1 - j0]
-        for i0 in range(0, k, tr):
-            t[:, i0:i0 + tr] = B[i0:i0 + tr, j0:j1].T
-        if shared is None:
-            e = exponents(t, amax=kernels.rowmax(t)[0])
-        else:
-            e = np.full(j1 - j0, shared, np.int32)
-        d, ss, l = kernels.encode(t, e, bits, planes,
-                                  out=dbuf if j1 - j0 == dbuf.shape[1] else None)
-        D[:, j0:j1], sumsq[:, j0:j1], l1[j0:j1], exps[j0:j1] = d, ss, l, e
+        amax = np.full_like(amax, amax.max() if amax.size else 0.0)
+    exps = np.frexp(amax)[1].astype(np.int32)
+    D, sumsq, l1 = kernels.encode_t(B, exps, bits, planes)
     return Encoded(D, exps, bits, sumsq, l1)
 
 

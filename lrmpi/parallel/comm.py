@@ -47,6 +47,19 @@ def env_rank():
     return 0
 
 
+def root_has_a_core(comm):
+    """Whether rank 0 should compute beside its workers (config.root_computes):
+    "auto": when the ranks on its node do not outnumber its cores."""
+    from lrmpi import blas_threads, config
+    mode = config.get().root_computes
+    if mode != "auto":
+        return mode == "yes"
+    local = blas_threads.local_ranks(os.environ) or rank_size(comm)[1]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        (os.cpu_count() or 1)
+    return local <= cores
+
+
 def abort(code=1):
     """End every rank of the job now (mpi4py.run's behaviour on an uncaught error)."""
     MPI = mpi()

@@ -1,7 +1,8 @@
 """How the root reaches its workers: tasks out, results in, errors and stops.
 
-`LocalEndpoint` runs each task in the root's own process (one rank: the same
-scheduling code computes everything); `MpiEndpoints` posts nonblocking sends of
+`ThreadEndpoint` runs tasks in the root's own process on a thread (one rank: the
+same scheduling code computes everything; or beside the workers when the root has
+a core of its own); `MpiEndpoints` posts nonblocking sends of
 work and plane blocks and one nonblocking receive per outstanding task, and
 completes them with MPI_Testsome (the root polls and sleeps in between, it never
 spins in MPI).
@@ -9,6 +10,7 @@ spins in MPI).
 import sys
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 from lrmpi.errors import RemoteTraceback, WorkerError
 from lrmpi.parallel import protocol
@@ -17,19 +19,35 @@ from lrmpi.parallel.comm import mpi
 from lrmpi.parallel.protocol import Tag
 
 
-class LocalEndpoint:
-    """The root's own compute, for one rank: tasks run at once, in order."""
+class ThreadEndpoint:
+    """The root's own compute, on one thread beside its loop: the kernels release the
+    GIL, so the loop keeps polling MPI, signals and the clock while a task runs, and
+    `stopping` (set by the loop) ends a task between column chunks."""
 
     def __init__(self, compute):
-        self.compute, self.ready = compute, deque()
+        self.compute, self.running = compute, deque()
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="lrmpi-root-compute")
+        self.stopping = False
 
     def send(self, task):
-        self.ready.append((task, self.compute(task)))
+        self.running.append((task, self.pool.submit(self.compute, task, self)))
 
     def poll(self):
-        out = list(self.ready)
-        self.ready.clear()
+        out = []
+        while self.running and self.running[0][1].done():
+            task, future = self.running.popleft()
+            sums = future.result()  # re-raises what the task raised
+            if sums is not None:
+                out.append((task, sums))
         return out
+
+    def Iprobe(self, source=None, tag=None):
+        """worker.compute asks between chunks whether to stop (as it asks MPI)."""
+        return self.stopping
+
+    def stop(self):
+        self.stopping = True
+        self.pool.shutdown(wait=True)
 
 
 class MpiEndpoints:

@@ -19,8 +19,11 @@ order (7 resolutions).
   sees pairs of a later resolution.
 
 With one rank (or without mpi4py) the root computes each task itself through the
-same scheduling code (endpoints.LocalEndpoint). The root never busy-waits: it
-polls with MPI_Testsome and sleeps with a Backoff in between.
+same scheduling code, on a thread beside its loop (endpoints.ThreadEndpoint); it
+also computes beside the workers when it has a core of its own (ranks on its node
+<= cores: `-n 2` on 2 cores), not when ranks outnumber cores (`-n 3` on 2 cores,
+where it would take a worker's core). The root never busy-waits: it polls with
+MPI_Testsome and sleeps with a Backoff in between.
 """
 import sys
 import time
@@ -36,12 +39,13 @@ from lrmpi.numerics.schedule import levels, n_levels
 from lrmpi.parallel import faults, protocol
 from lrmpi.parallel.assembly import Assembly
 from lrmpi.parallel.backoff import Backoff
-from lrmpi.parallel.comm import rank_size
-from lrmpi.parallel.endpoints import LocalEndpoint, MpiEndpoints
+from lrmpi.parallel.comm import rank_size, root_has_a_core
+from lrmpi.parallel.endpoints import MpiEndpoints, ThreadEndpoint
 from lrmpi.parallel.partition import default_tiling
 from lrmpi.parallel.progress import Progress
 from lrmpi.parallel.protocol import Operand, Tag
 from lrmpi.parallel.scheduler import Scheduler
+from lrmpi.parallel.worker import compute
 
 
 class Root:
@@ -62,10 +66,12 @@ class Root:
         self.lm, self.comm, self.writer, self.control = lm, comm, writer, control
         self.on_resolution, self.worker_timeout, self.hosts = on_resolution, worker_timeout, {}
         self.workers = list(range(1, rank_size(comm)[1]))
+        self.computes = not self.workers or root_has_a_core(comm)
         self.ea, self.eb = lm.encode()
         logger.debug("lrmpi: encoded at %.3f s", self.elapsed())
         m, k = self.ea.shape
-        self.tiling = default_tiling(m, self.eb.shape[0], len(self.workers))
+        self.tiling = default_tiling(m, self.eb.shape[0],
+                                     len(self.workers) + (1 if self.computes else 0))
         self.tiles = self.tiling.tiles()
         self.schedule = lm.schedule
         self.nlevels = [n_levels(r) for r in self.schedule]
@@ -89,10 +95,12 @@ class Root:
         self.assembly.start(first)
         if writer is not None and writer.keep != "all":  # resolution 1's file will go
             self.assembly.c1_is_sums = False
-        self.sched = Scheduler(self.tiles, len(self.schedule), self.workers or [0],
-                               self.keys_for, first)
-        self.endpoint = MpiEndpoints(self, comm) if self.workers else \
-            LocalEndpoint(self.compute_local)
+        # rank 0 is a worker too when it computes (its keys are in its memory already)
+        self.sched = Scheduler(self.tiles, len(self.schedule),
+                               ([0] if self.computes else []) + self.workers, self.keys_for,
+                               first)
+        self.mpi = MpiEndpoints(self, comm) if self.workers else None
+        self.local = ThreadEndpoint(self.compute_local) if self.computes else None
         self.early = {r: {} for r in range(first, len(self.schedule))}  # results of r > cur
         self.progress = Progress(len(self.schedule), len(self.tiles))
 
@@ -144,47 +152,48 @@ class Root:
             np.int64)
 
     def decode(self, task):
-        tid, sums, seconds = protocol.decode_result(task.buf, task.tile.shape,
-                                                    self.sdtype[task.res])
+        tid, sums, task.kernel_s = protocol.decode_result(task.buf, task.tile.shape,
+                                                          self.sdtype[task.res])
         if tid != task.id:
             raise RuntimeError(f"worker {task.worker} answered task {tid}, expected {task.id}")
-        self.timing[task.res][2] += seconds
         return sums
 
     def count(self, res, sent=0, received=0):
         self.traffic[res][0] += sent
         self.traffic[res][1] += received
 
-    def compute_local(self, task):
+    def compute_local(self, task, probe):
+        """A task on the root's compute thread; None if `probe` says stop meanwhile."""
         faults.on_task(0)
         t, r = task.tile, task.res
         task.buf = self.result_buffer(task)
         t0 = time.perf_counter()
-        sums = level_sums(PlaneView(self.ea, t.r0, t.r1), PlaneView(self.eb, t.c0, t.c1),
-                          self.schedule[r], self.lm.bits,
-                          out=protocol.result_body(task.buf, self.nlevels[r], t.shape,
-                                                   self.sdtype[r]),
-                          scratch=self.assembly.scratch)
-        self.timing[r][2] += time.perf_counter() - t0
+        sums = compute(probe, 0, _RootPlanes(self), t, self.schedule[r], self.lm.bits,
+                       protocol.result_body(task.buf, self.nlevels[r], t.shape, self.sdtype[r]),
+                       self.assembly.scratch)
+        task.kernel_s = time.perf_counter() - t0
         return sums
 
     # --- scheduling and results ---
     def dispatch(self):
         """Give every worker with room up to DEPTH tasks; True if any was sent."""
         sent = False
-        for w in self.workers or [0]:
+        for w in self.sched.workers:
             while (task := self.sched.assign(w, time.perf_counter())) is not None:
                 if self.timing[task.res][0] is None:
                     self.timing[task.res][0] = task.started
-                self.endpoint.send(task)
+                (self.local if w == 0 else self.mpi).send(task)
                 sent = True
-                if not self.workers:
-                    return True  # computed inline: let the caller poll and check the clock
         return sent
+
+    def poll(self):
+        """Results from the root's own compute and from the workers."""
+        return (self.local.poll() if self.local else []) + (self.mpi.poll() if self.mpi else [])
 
     def on_result(self, task, sums):
         now = time.perf_counter()
         self.timing[task.res][1] = now
+        self.timing[task.res][2] += task.kernel_s
         if not self.sched.complete(task, now):
             self.assembly.scratch.put(task.buf)  # the slower copy of a backed-up task
         elif task.res > self.cur:
@@ -229,7 +238,7 @@ class Root:
                 "fallback": len(redone[0]) if redone else 0,
                 "root_bytes_sent": self.traffic[r][0], "root_bytes_recv": self.traffic[r][1],
                 "kernel_s": kernel, "span_s": (last - first) if first is not None else 0.0,
-                "workers": max(1, len(self.workers))}
+                "workers": len(self.sched.workers)}
         self.meta.append(meta)
         if self.on_resolution is not None:
             self.on_resolution(meta, C)
@@ -257,11 +266,11 @@ class Root:
                 if reason:
                     return self.stop("deadline", reason)
                 progressed = self.dispatch()
-                for task, sums in self.endpoint.poll():
+                for task, sums in self.poll():
                     self.on_result(task, sums)
                     progressed = True
                 if self.workers:
-                    self.endpoint.check_error()
+                    self.mpi.check_error()
                     self.check_hung()
                 if self.writer is not None:
                     self.writer.check()  # e.g. the disk is full: fail now, not later
@@ -293,9 +302,14 @@ class Root:
         stop the workers."""
         if self.control is not None:
             self.control.mark(status, reason)
-        if self.workers:
-            self.endpoint.stop(self.workers, config.get().stop_timeout_s, self.hosts)
+        self._stop_all()
         return status, reason
+
+    def _stop_all(self):
+        if self.local is not None:
+            self.local.stop()
+        if self.workers:
+            self.mpi.stop(self.workers, config.get().stop_timeout_s, self.hosts)
 
     def fail(self, exc):
         try:
@@ -306,8 +320,18 @@ class Root:
                 sys.stderr.write(f"lrmpi: error: {exc}\n")
                 sys.stderr.flush()
                 self.comm.Abort(1)
-            if self.workers:
-                try:
-                    self.endpoint.stop(self.workers, config.get().stop_timeout_s, self.hosts)
-                except Exception:  # the job is failing anyway: make sure it ends
+            try:
+                self._stop_all()
+            except Exception:  # the job is failing anyway: make sure it ends
+                if self.workers:
                     self.comm.Abort(1)
+
+
+class _RootPlanes:
+    """The root's planes as worker.compute reads a worker's received blocks."""
+
+    def __init__(self, root):
+        self.root = root
+
+    def __getitem__(self, key):
+        return self.root.plane_block(*key)

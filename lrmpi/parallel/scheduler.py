@@ -26,6 +26,7 @@ class Task:
     started: float
     buf: object = None   # the result's receive buffer (set by the endpoint)
     req: object = None   # its MPI request
+    kernel_s: float = 0.0  # seconds its kernels took (reported with the result)
 
 
 def hang_limit(durations, timeout=None):

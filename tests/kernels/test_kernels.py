@@ -230,3 +230,24 @@ def test_dot2_is_accurate_where_plain_float_cancels(rng):
         assert err <= u * abs(scaled) + g * g * Fraction(s[t]) * (1 + Fraction(1, 2**30)), (i, j)
     with pytest.raises(ValueError):
         kernels.dot2(a, b, [3], [0], erow, ecol)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("k, n", [(1, 1), (31, 33), (32, 32), (100, 7), (65, 200)])
+def test_encode_t_is_encode_of_the_transpose(isa, k, n, rng):
+    """The columns of B encoded without forming B.T: the same digits and sums of
+    squares as encoding B.T row by row (block edges of every kind), l1 to rounding."""
+    B = rng.standard_normal((k, n)) * np.exp(rng.uniform(-8, 8, (1, n)))
+    B[:, 0] = 0.0
+    amax, bad = kernels.colmax(B, isa=isa)
+    np.testing.assert_array_equal(amax, np.abs(B).max(axis=0))
+    assert not bad
+    exps = np.frexp(amax)[1].astype(np.int32)
+    for planes in (1, 4, 16):
+        D, ss, l1 = kernels.encode_t(B, exps, 7, planes, isa=isa)
+        D2, ss2, l12 = kernels.encode(np.ascontiguousarray(B.T), exps, 7, planes, isa="ref")
+        np.testing.assert_array_equal(D, D2)
+        np.testing.assert_array_equal(ss, ss2)
+        np.testing.assert_allclose(l1, l12, rtol=1e-12)
+    B[k // 2, n // 2] = np.nan
+    assert kernels.colmax(B, isa=isa)[1]

@@ -8,7 +8,7 @@ from launching import run
 def test_bench_matmul_smoke(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "m.json"
-    p = run("bench", "matmul", "--shapes", "96x40x64", "--ranks", 2, "--repeats", 1,
+    p = run("bench", "matmul", "--shapes", "96x40x64", "--ranks", 3, "--repeats", 1,
             "--planes", 3, "--json", out, "--plot", tmp_path / "m.png", timeout=300)
     assert p.returncode == 0, p.stderr
     doc = json.loads(out.read_text())

@@ -21,7 +21,7 @@ def job_env(tmp_path, **extra):
     return {**os.environ, "LRMPI_PYTHON": sys.executable,
             "LRMPI_MPIEXEC": os.path.join(os.path.dirname(sys.executable), "mpiexec"),
             "LRMPI_A": "A.npy", "LRMPI_B": "B.npy", "LRMPI_OUT": "C.h5",
-            "LRMPI_OPTIONS": JOB, **extra}
+            "LRMPI_OPTIONS": JOB, "LRMPI_ROOT_COMPUTES": "no", **extra}
 
 
 def sbatch(tmp_path, script, *opts, env, wait=True, timeout=300):

@@ -15,6 +15,7 @@ span from the resolution's first WORK to its last RESULT).
 """
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -54,8 +55,12 @@ def _timed(cmd, env=None):
 def _lrmpi_run(a, fa, fb, c, ref, refmax):
     """One lrmpi job: per resolution its figures, times from launch and true error."""
     from lrmpi.jobs.checkpoint import Checkpoint
+    # a fresh output each time: replacing a result would keep the earlier one listed
+    # until the new one is as good, and durable would mean "listed" only at the end
+    for old in (c, c + ".d"):
+        shutil.rmtree(old) if os.path.isdir(old) else os.path.exists(old) and os.unlink(old)
     cmd = [a.mpiexec, "-n", str(a.ranks), sys.executable, "-m", "lrmpi", "matmul", fa, fb,
-           "-o", c, "--overwrite", "--planes", str(a.planes), "--keep", a.keep]
+           "-o", c, "--planes", str(a.planes), "--keep", a.keep]
     launch, wall, _ = _timed(cmd + ([] if a.fsync else ["--no-fsync"]))
     ck = Checkpoint(c)
     offset = float(ck.attrs["started_at"]) - launch

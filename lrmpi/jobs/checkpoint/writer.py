@@ -293,8 +293,9 @@ class CheckpointWriter:
         finally:
             if release is not None:
                 release()
-        if done is not None:
-            done(self.durable[-1])
+        if done is not None:  # durable: linked in the job file, or (an earlier result is
+            # kept until this one is as good) on disk beside it
+            done(self.durable[-1] if self.durable[-1] == self.durable[-1] else self.stamped)
 
     def _write_resolution_files(self, index, datasets, attrs, state, sums):
         if sums is not None:  # before the resolution: a linked one can always resume
@@ -322,7 +323,10 @@ class CheckpointWriter:
         except BaseException:
             stream.abort()
             raise
-        stream.commit(stamp=lambda: {S.DURABLE: self.clock()})
+        def stamp():
+            self.stamped = self.clock()
+            return {S.DURABLE: self.stamped}
+        stream.commit(stamp=stamp)
         self.completed.append(index)
         self.durable.append(math.nan)
         for k in S.HISTORY:
