@@ -50,8 +50,8 @@ class Config:
     max_margin_s: float = 10.0   # time kept free before the deadline, at most (s) ...
     margin_fraction: float = 0.1  # ... and at most this share of the time available
 
-    # --- inference (jobs.inference) ---
-    rebalance: float = 1.25      # re-shard when a rank holds this many times the mean active samples
+    # --- inference (nn.certify) ---
+    norm_cache: str = "~/.cache/lrmpi"  # operator norms of models met before ("" : none)
 
     # --- inputs (jobs.inputs) and bounds (numerics.bounds) ---
     memory_fraction: float = 0.5  # refuse operands whose float64 copy needs more of the RAM

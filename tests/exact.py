@@ -45,3 +45,100 @@ def datasets(rng, m=9, k=13, n=7):
         "wide_rows_cols": (wide_a, wide_b),
         "span_1e-30_1e30": (span_a, rng.standard_normal((k, n))),
     }
+
+
+# --- the resolution-r network with Python integers (inference) ---
+
+def _integers(D, bits, r):
+    """The integers sum_p D[p] 2^(bits (r - p)) of the first r digit planes, as an
+    object array of Python ints."""
+    out = np.zeros(D.shape[1:], dtype=object)
+    for p in range(r):
+        out = out + D[p].astype(object) * (1 << (bits * (r - 1 - p)))
+    return out
+
+
+def exact_linear(node, h, enc, r, bits):
+    """z of a linear/conv node at resolution r, by exact integer arithmetic: the
+    per-sample planes of h and the per-unit planes of W truncated to r planes,
+    their exact product rounded once to float64, then the bias added in float64."""
+    from lrmpi.nn import ops
+    from lrmpi.numerics import planes
+    flat = np.ascontiguousarray(h.reshape(h.shape[0], -1))
+    amax = np.abs(flat).max(axis=1)
+    e = np.frexp(amax)[1].astype(np.int32)
+    Hd = planes.encode(flat, bits, r, exps=e).digits
+    Hq = _integers(Hd, bits, r)                       # (N, d) ints
+    Wq = _integers(enc.digits[:r], bits, r)           # (O, k) ints
+    p = node.params
+    if node.op == "linear":
+        erow, P = e, np.dot(Hq, Wq.T)
+    else:
+        O, Cg, kh, kw = p["W"].shape
+        g = int(p.get("group", 1))
+        x = Hq.reshape(h.shape)
+        outs = []
+        for gi in range(g):
+            cols, (N, Ho, Wo) = ops.im2col(x[:, gi * Cg:(gi + 1) * Cg], kh, kw, p, fill=0)
+            outs.append(np.dot(cols, Wq[gi * (O // g):(gi + 1) * (O // g)].T))
+        P = np.concatenate(outs, axis=1) if g > 1 else outs[0]
+        erow = np.repeat(e, Ho * Wo)
+    scale = [[Fraction(2) ** (int(a) + int(b) - 2 * bits * r) for b in enc.exps]
+             for a in erow]
+    C = np.array([[float(Fraction(int(P[i, j])) * scale[i][j]) for j in range(P.shape[1])]
+                  for i in range(P.shape[0])])
+    if node.op == "linear":
+        return C + p["b"]
+    N = h.shape[0]
+    O = p["W"].shape[0]
+    C = C.reshape(N, Ho, Wo, O).transpose(0, 3, 1, 2)
+    return C + p["b"][None, :, None, None]
+
+
+def exact_model_logits(graph, X):
+    """The float model's logits in exact rational arithmetic (Fractions): the
+    reference the bounds are proven against. Supports the ops of small tests."""
+    from lrmpi.nn import ops
+    F = np.vectorize(Fraction, otypes=[object])
+
+    def lin(node, h):
+        p = node.params
+        if node.op == "linear":
+            return np.dot(h.reshape(h.shape[0], -1), F(p["W"]).T) + F(p["b"])
+        return ops.conv(h, F(p["W"]), p, lambda c, w: np.dot(c, w.T)) + \
+            F(p["b"])[None, :, None, None]
+    env = {graph.input: F(np.asarray(X, np.float64))}
+    for n in graph.nodes:
+        args = [env[t] for t in n.inputs]
+        if n.op in ("linear", "conv"):
+            env[n.output] = lin(n, args[0])
+        elif n.op == "relu":
+            env[n.output] = np.where(args[0] >= 0, args[0], Fraction(0))
+        elif n.op == "leakyrelu":
+            a = Fraction(n.params["alpha"])
+            env[n.output] = np.where(args[0] >= 0, args[0], args[0] * a)
+        elif n.op == "add":
+            env[n.output] = sum(args[1:], args[0])
+        elif n.op in ("maxpool", "flatten", "reshape", "concat", "pad"):
+            env[n.output] = ops.apply(n, args) if n.op != "maxpool" else \
+                _pool_max(args[0], n.params)
+        elif n.op == "globalavgpool":
+            x = args[0]
+            env[n.output] = (x.sum(axis=(2, 3), keepdims=True) / Fraction(x.shape[2] * x.shape[3]))
+        elif n.op == "affine":
+            c = F(np.asarray(n.params["c"], np.float64))
+            fn = n.params["fn"]
+            x = args[0]
+            env[n.output] = {"add": lambda: x + c, "sub": lambda: x - c, "rsub": lambda: c - x,
+                             "mul": lambda: x * c, "div": lambda: x / c}[fn]()
+        else:
+            raise NotImplementedError(n.op)
+    return env[graph.output]
+
+
+def _pool_max(x, p):
+    from lrmpi.nn import ops
+    # the float pool on a view with -inf padding works on objects as well when no
+    # padding is needed; tests use unpadded max pooling
+    assert not any(p.get("pads", (0, 0, 0, 0)))
+    return ops.pool(x, p, "max")

@@ -86,12 +86,18 @@ def matmul(argv):
 
 def add_infer_options(p):
     add_plane_options(p, 4)
-    p.add_argument("--no-adaptive", dest="adaptive", action="store_false",
-                   help="refine every sample at every resolution")
+    p.add_argument("--rule", default="certified", choices=("certified", "gray", "none"),
+                   help="which samples are refined further: certified (default: until the "
+                        "bounds prove the decision equals the full-precision model's), gray "
+                        "(the paper's: inside the gray zone / below the class margin), none "
+                        "(every sample at every resolution)")
+    p.add_argument("--no-adaptive", dest="rule", action="store_const", const="none",
+                   help="the same as --rule none")
     p.add_argument("--gray", default="0.3,0.6",
-                   help="binary gray zone LO,HI: scores inside are refined (default 0.3,0.6)")
+                   help="--rule gray, one sigmoid score: refine inside LO,HI (default 0.3,0.6)")
     p.add_argument("--class-margin", type=float, default=0.1,
-                   help="multi-class: refine while top-1 minus top-2 < this (default 0.1)")
+                   help="--rule gray, multi-class: refine while top-1 minus top-2 probability "
+                        "< this (default 0.1)")
 
 
 def infer_options(a):
@@ -99,7 +105,7 @@ def infer_options(a):
         lo, hi = (float(x) for x in a.gray.split(","))
     except ValueError:
         raise errors.ConfigError(f"--gray {a.gray!r}: expected LO,HI such as 0.3,0.6") from None
-    return dict(bits=a.bits, planes=a.planes, adaptive=a.adaptive, gray=(lo, hi),
+    return dict(bits=a.bits, planes=a.planes, rule=a.rule, gray=(lo, hi),
                 class_margin=a.class_margin)
 
 

@@ -42,7 +42,7 @@ def infer(binary, planes, adaptive, out, job):
     """The digits MLP, layered and adaptive, beside one-shot float32."""
     from lrmpi.experiments import digits
     from lrmpi.jobs.inference import run_infer
-    from lrmpi.nn import model as M
+    from lrmpi.nn import ops
     from lrmpi.nn.onnx_import import load_model
     rank, size = rank_size(get_comm())
     logger.setLevel("WARNING")
@@ -54,9 +54,9 @@ def infer(binary, planes, adaptive, out, job):
             mdl = load_model(path)
             X32 = X.astype(np.float32)
             t = time.perf_counter()
-            one = M.forward(mdl, X32)
+            one = ops.forward(mdl, X32)
             t_one = time.perf_counter() - t
-            pred = (one[:, 0] > 0.5).astype(int) if one.shape[1] == 1 else one.argmax(1)
+            pred = ops.decisions(mdl, one)
             print(f"lrmpi demo --infer: digits {'even/odd' if binary else '10-class'} MLP, "
                   f"{len(X)} test samples, {planes} planes, {size} rank(s)")
             print(f"one-shot float32: accuracy {np.mean(pred == y):.4f}  time {t_one:.4f} s")
@@ -69,7 +69,7 @@ def infer(binary, planes, adaptive, out, job):
                   flush=True)
 
         outcome = run_infer(path if rank == 0 else None, X, out, planes=planes,
-                            adaptive=adaptive, on_resolution=show, **job)
+                            rule="certified" if adaptive else "none", on_resolution=show, **job)
     if rank == 0:
         total = sum(m["work"] for m in outcome.resolutions)
         every = sum(m["work_all"] for m in outcome.resolutions)

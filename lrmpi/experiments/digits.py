@@ -72,19 +72,24 @@ def cnn_onnx(path, channels=8, seed=0):
     from onnx import TensorProto, helper, numpy_helper
     from sklearn.linear_model import LogisticRegression
 
-    from lrmpi.nn import model as M
+    from lrmpi.nn import graph as G
+    from lrmpi.nn import ops
     X, y = load()
     imgs = X.reshape(-1, 1, 8, 8)
     rng = np.random.default_rng(seed)
     Wc = rng.standard_normal((channels, 1, 3, 3)) / 3.0
     bc = np.zeros(channels)
-    z = M.conv2d(imgs[:TRAIN], Wc, (1, 1), (1, 1, 1, 1))
+    conv = {"W": Wc, "b": bc, "pads": (1, 1, 1, 1)}
+    z = ops.forward(G.sequential([("conv", conv), ("flatten", {})], (1, 8, 8)), imgs[:TRAIN])
+    z = z.reshape(-1, channels, 8, 8)
     mean, var = z.mean(axis=(0, 2, 3)), z.var(axis=(0, 2, 3))
     scale, shift = np.ones(channels), np.zeros(channels)
-    conv = M.Conv2d(Wc.copy(), bc.copy(), (1, 1), (1, 1, 1, 1))
-    M.fold_batchnorm(conv, scale, shift, mean, var, 1e-5)
-    feats = M.apply(M.Flatten(), M.apply(M.MaxPool(), M.apply(M.ReLU(), M.forward(
-        M.Model([conv]), imgs))))
+    g = scale / np.sqrt(var + 1e-5)  # the batch norm, folded as the importer folds it
+    folded = {"W": Wc * g[:, None, None, None], "b": (bc - mean) * g + shift,
+              "pads": (1, 1, 1, 1)}
+    feats = ops.forward(G.sequential([("conv", folded), ("relu", {}),
+                                      ("maxpool", {"kernel": (2, 2)}), ("flatten", {})],
+                                     (1, 8, 8)), imgs)
     head = LogisticRegression(max_iter=2000).fit(feats[:TRAIN], y[:TRAIN])
     f32 = np.float32
     inits = [numpy_helper.from_array(a.astype(f32), n) for n, a in [

@@ -35,6 +35,11 @@ def get_comm(comm=None):
     return _COMM
 
 
+def hostname():
+    import socket
+    return socket.gethostname()
+
+
 def rank_size(comm):
     return (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
 

@@ -16,7 +16,8 @@ into preallocated NumPy arrays; only small control messages are pickled.
     worker -> root   ERROR   pickled dict (error_message): where, what, traceback
     root -> worker   STOP    int64[1], no payload
     worker -> root   BYE     pickled int: RESULT messages it sent in all (after STOP)
-    rank -> root     PART    pickled Part: one rank's share of an inference resolution
+    root -> worker   TASK    pickled FarmTask: a task of a task farm (inference)
+    worker -> root   DONE    pickled FarmResult: its result
     root -> worker   STREAM  pickled str (StreamCommand): the next job of a stream
                              (lrmpi.experiments.stream)
 """
@@ -43,6 +44,8 @@ class Tag(IntEnum):
     HELLO = 18
     PART = 19
     STREAM = 20
+    TASK = 21
+    DONE = 22
 
 
 class Operand(IntEnum):
@@ -175,6 +178,21 @@ class Part:
     work: float          # multiply-adds done
     work_all: float      # ... had every sample been refined
     state: dict          # the rank's engine state (exact, for checkpoints and re-sharding)
+
+
+# --- TASK / DONE: a task farm's work (inference: a batch of samples at a resolution) ---
+
+@dataclass
+class FarmTask:
+    id: int
+    payload: object      # what the farm's compute function receives
+
+
+@dataclass
+class FarmResult:
+    id: int
+    value: object        # what it returned
+    seconds: float       # its compute time
 
 
 # --- STREAM: the next job of a stream of jobs ---

@@ -34,7 +34,7 @@ from lrmpi import config
 from lrmpi.errors import WorkerTimeout
 from lrmpi.log import logger
 from lrmpi.numerics import bounds
-from lrmpi.numerics.layered import PlaneView, finish_last, level_sums, sum_dtype
+from lrmpi.numerics.layered import finish_last, sum_dtype
 from lrmpi.numerics.schedule import levels, n_levels
 from lrmpi.parallel import faults, protocol
 from lrmpi.parallel.assembly import Assembly

@@ -73,7 +73,7 @@ def test_random_sigkills_of_infer_jobs_lose_nothing_finished(tmp_path):
     np.save(tmp_path / "x.npy", X)
     args = ("infer", tmp_path / "m.onnx", tmp_path / "x.npy", "--planes", 16, "--no-adaptive")
     full = []
-    run_infer(str(tmp_path / "m.onnx"), X, planes=16, adaptive=False,
+    run_infer(str(tmp_path / "m.onnx"), X, planes=16, rule="none",
               on_resolution=lambda m, s, p, r: full.append(s.copy()))
     rnd = random.Random(7)
     survived = []

@@ -38,7 +38,7 @@ def test_infer_cli_writes_every_resolution(n, mlp, tmp_path):
 
 
 @pytest.mark.parametrize("case, match", [
-    ("unsupported", "unsupported ONNX operator 'Tanh'"),
+    ("unsupported", "Tanh is not piecewise linear"),
     ("truncated", "not a readable ONNX model"),
     ("shape", "the model expects"),
 ])
@@ -76,13 +76,16 @@ def test_hung_rank_ends_an_infer_job_naming_it(mlp, tmp_path):
     t = time.time()
     p = run("infer", d / "m.onnx", d / "x.npy", "-o", out, "--planes", 6, "--no-adaptive",
             "--worker-timeout", 3, n=3,
-            env={"LRMPI_TEST_HANG_RANK": "2", "LRMPI_TEST_FAIL_AFTER": "3"}, timeout=60)
+            env={"LRMPI_TEST_HANG_RANK": "2", "LRMPI_TEST_FAIL_AFTER": "12",
+                 "LRMPI_ROOT_COMPUTES": "no"}, timeout=60)
     assert time.time() - t < 10 + 3
     assert p.returncode != 0
     assert "lrmpi: error: worker 2 of 3 on" in p.stderr and "did not answer" in p.stderr
     ck = Checkpoint(out)
     assert ck.attrs["status"] == "failed" and "worker 2 of 3" in ck.attrs["message"]
-    assert ck.attrs["completed"] == 2
+    # the farm hands out about CHUNKS_PER_RANK tasks per worker and round, so the
+    # 13th task of rank 2 falls after the first resolution and before the last
+    assert 1 <= ck.attrs["completed"] < 6, ck.attrs["completed"]
     for i in ck.resolution_indices():
         ck.resolution(i)
 

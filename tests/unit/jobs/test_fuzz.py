@@ -143,7 +143,7 @@ def test_model_loaders_never_crash(ed, cut, truncate):
     pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
-    from lrmpi.nn import model as M
+    from lrmpi.nn import graph as G
     from lrmpi.nn.onnx_import import load_model
     W = numpy_helper.from_array(np.ones((3, 4), np.float32), "W")
     g = helper.make_graph([helper.make_node("Gemm", ["x", "W"], ["z"], transB=1),
@@ -153,8 +153,8 @@ def test_model_loaders_never_crash(ed, cut, truncate):
                           [W])
     onnx_bytes = helper.make_model(g).SerializeToString()
     with tempfile.TemporaryDirectory() as d:
-        M.save(M.Model([M.Dense(np.ones((3, 4)), np.zeros(3)), M.ReLU()], (4,)),
-               os.path.join(d, "m.npz"))
+        G.save(G.sequential([("linear", {"W": np.ones((3, 4)), "b": np.zeros(3)}),
+                             ("relu", {})], (4,)), os.path.join(d, "m.npz"))
         with open(os.path.join(d, "m.npz"), "rb") as f:
             npz_bytes = f.read()
         for name, data in (("m.onnx", onnx_bytes), ("m.npz", npz_bytes)):

@@ -54,17 +54,3 @@ def test_resume_refuses_other_data(cnn, tmp_path):
         run_infer(model, X * 0.5, out, planes=2, resume=True)
     with pytest.raises(CheckpointError, match="planes=2, this run has planes=3"):
         run_infer(model, data, out, planes=3, resume=True)
-
-
-def test_rebalance_plan_spreads_active_samples():
-    from lrmpi.jobs.inference import _blocks, rebalance_plan
-    owners = _blocks(24, 3)
-    active = np.zeros(24, bool)
-    active[:7] = True  # all on rank 0
-    plan = rebalance_plan(active, owners, 3)
-    assert plan is not None
-    assert sorted(np.concatenate(plan).tolist()) == list(range(24))
-    assert sorted(int(active[rows].sum()) for rows in plan) == [2, 2, 3]
-    active[:] = False
-    active[[0, 1, 9, 10, 17, 18]] = True  # already even
-    assert rebalance_plan(active, owners, 3) is None

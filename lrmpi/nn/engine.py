@@ -1,0 +1,199 @@
+"""Layered inference with adaptive, certified refinement. MPI-free.
+
+Resolution r (quantized.py) is evaluated for the samples still active, in
+batches; each refined sample gets its logits, scores, decision and a rigorous
+bound per logit against the full-precision model (certify.py). Then a rule
+decides which samples stay active:
+
+    certified  (default) active while the decision is not proven equal to the
+               full-precision model's; a certified decision never differs from it
+    gray       the paper's rule: one sigmoid score inside the gray zone, or a
+               top-1/top-2 probability margin below `class_margin`
+    none       every sample at every resolution
+
+Frozen samples cost nothing afterwards. Every resolution reports how many of the
+samples it refined each rule would freeze, and the multiply-adds done against
+refining everything. The state (per sample: logits, scores, decision, bound,
+certified, active) is all a resume or a re-shard needs: a resolution is
+recomputed from the data, so results do not depend on batches or ranks.
+"""
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from lrmpi.errors import ConfigError, InputError
+from lrmpi.nn import certify, ops
+from lrmpi.nn.graph import Graph
+from lrmpi.nn.quantized import NodeWeights, linear_at
+from lrmpi.numerics import validate
+
+RULES = ("certified", "gray", "none")
+BATCH = 256  # samples per pass: the activations of a batch stay in the caches
+
+
+class PreparedModel:
+    """A graph with its weights as digit planes and its operator norms (once)."""
+
+    def __init__(self, graph, bits=7, planes=4):
+        if not isinstance(graph, Graph):
+            raise InputError("model: expected an lrmpi graph (load_model)")
+        self.graph = graph
+        self.bits, self.planes = validate.bits(bits), validate.planes(planes)
+        self.weights = {n.output: NodeWeights(n, self.bits, self.planes) for n in graph.linear}
+        self.norms = certify.ModelNorms(graph, self.weights)
+        self.macs = sum(_macs(n, graph.shapes) for n in graph.linear)  # per sample, 1 pair
+
+    def prepare(self, r):
+        """What resolution r needs of the model (its weights' error norms): done once,
+        before r's samples are shared out, so every rank has it."""
+        self.norms.prepare(r)
+        return self
+
+    def evaluate(self, X, r, batch=BATCH):
+        """(logits, per-logit bound) of samples X at resolution r, `batch` at a time
+        (the results do not depend on it: every sample is computed on its own)."""
+        out = [self._evaluate(X[i:i + batch], r) for i in range(0, len(X), batch)]
+        if not out:
+            return np.zeros((0, self.graph.outputs)), np.zeros((0, self.graph.outputs))
+        return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
+
+    def _evaluate(self, X, r):
+        tracker = certify.Tracker(self.graph, self.norms, r, self.bits, len(X))
+        return certify.forward_bounded(
+            self.graph, X, lambda node, h: linear_at(node, h, self.weights[node.output], r,
+                                                     self.bits), tracker)
+
+
+def _macs(node, shapes):
+    out = shapes[node.output]
+    W = node.params["W"]
+    per_output = int(np.prod(W.shape[1:]))
+    return per_output * int(np.prod(out))
+
+
+@dataclass(frozen=True, eq=False)
+class InferResolution:
+    index: int              # 1-based
+    planned: int
+    refined: np.ndarray     # (n,) bool: refined at this resolution
+    work: float             # multiply-adds done (pair products)
+    work_all: float         # ... had every sample been refined
+    frozen: dict            # rule -> how many of the refined samples it would freeze
+    elapsed: float
+
+
+def decide(graph, logits, probs, gray, class_margin):
+    """The paper's rule: True for the samples still uncertain."""
+    if logits.shape[1] == 1:
+        s = probs[:, 0]
+        return (s >= gray[0]) & (s <= gray[1])
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    return (top2[:, 1] - top2[:, 0]) < class_margin
+
+
+class LayeredInference:
+    """Iterate over the resolutions of a model's decisions on X.
+
+    Parameters
+    ----------
+    model : graph.Graph or PreparedModel
+    X : array (n, *input_shape)
+    bits, planes : digit planes of every layer's inputs and weights
+    rule : "certified" | "gray" | "none"  (see the module docstring)
+    gray : (lo, hi), the binary gray zone;  class_margin : the top-1/top-2 margin
+    """
+
+    def __init__(self, model, X, *, bits=7, planes=4, rule="certified", gray=(0.3, 0.6),
+                 class_margin=0.1, batch=BATCH):
+        if not isinstance(model, PreparedModel):
+            model = PreparedModel(model, bits, planes)
+        self.model = model
+        self.graph = g = model.graph
+        self.planes = model.planes
+        if rule not in RULES:
+            raise ConfigError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
+        if not (0.0 <= gray[0] <= gray[1] <= 1.0):
+            raise ConfigError(f"gray zone must satisfy 0 <= lo <= hi <= 1, got {gray}")
+        if not 0.0 <= class_margin <= 1.0:
+            raise ConfigError(f"class margin must be in 0..1, got {class_margin}")
+        self.rule, self.gray, self.class_margin, self.batch = rule, tuple(gray), class_margin, batch
+        self.X = as_samples(X, g.input_shape)
+        n, k = len(self.X), g.outputs
+        self.state = {"logits": np.zeros((n, k)), "scores": np.zeros((n, k)),
+                      "predicted": np.zeros(n, np.int64), "bound": np.full(n, np.inf),
+                      "certified": np.zeros(n, bool), "active": np.ones(n, bool),
+                      "next": 1}
+
+    @property
+    def planned(self):
+        return self.planes
+
+    def load_state(self, state):
+        """Continue from a state saved after some resolution."""
+        self.state = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
+
+    def __iter__(self):
+        while self.state["next"] <= self.planes:
+            yield self.step()
+
+    def step(self, run=None):
+        """Resolution state["next"] for the active samples. `run(r, chunks)`: the
+        (logits, bounds) of each chunk of sample indices (default: here, in order),
+        or None when the job must stop; then step returns None and changes nothing."""
+        t0 = time.perf_counter()
+        st, r = self.state, self.state["next"]
+        idx = np.flatnonzero(st["active"])
+        chunks = [idx[i:i + self.batch] for i in range(0, len(idx), self.batch)]
+        if run is None:
+            results = [self.model.evaluate(self.X[c], r, self.batch) for c in chunks]
+        else:
+            results = run(r, chunks)
+            if results is None:
+                return None
+        refined = np.zeros(len(self.X), bool)
+        frozen = {rule: 0 for rule in RULES}
+        for rows, (logits, radius) in zip(chunks, results):
+            self._record(rows, logits, radius, frozen)
+            refined[rows] = True
+        if r == self.planes:
+            st["active"][:] = False
+        st["next"] = r + 1
+        work = float(len(idx)) * self.model.macs * r * r
+        return InferResolution(r, self.planes, refined, work,
+                               float(len(self.X)) * self.model.macs * r * r, frozen,
+                               time.perf_counter() - t0)
+
+    def _record(self, rows, logits, radius, frozen):
+        st, g = self.state, self.graph
+        probs = ops.scores(g, logits)
+        cert = certify.certified(logits, radius)
+        unsure = decide(g, logits, probs, self.gray, self.class_margin)
+        st["logits"][rows], st["scores"][rows] = logits, probs
+        st["predicted"][rows] = ops.decisions(g, logits)
+        st["bound"][rows] = radius.max(axis=1)
+        st["certified"][rows] = cert
+        frozen["certified"] += int(cert.sum())
+        frozen["gray"] += int((~unsure).sum())
+        keep = {"certified": ~cert, "gray": unsure, "none": np.ones(len(rows), bool)}[self.rule]
+        st["active"][rows] = keep
+
+
+def as_samples(X, input_shape):
+    """X as float64 samples of the model's input shape (a flat vector per sample
+    is accepted when its size fits)."""
+    X = np.asarray(X)
+    if X.ndim < 2:
+        raise InputError(f"data: expected samples x features, got shape {X.shape}")
+    if X.dtype == object or X.dtype == bool or not (np.issubdtype(X.dtype, np.floating)
+                                                    or np.issubdtype(X.dtype, np.integer)):
+        raise InputError(f"data: dtype {X.dtype} is not a real numeric type")
+    shape = tuple(input_shape)
+    if X.shape[1:] != shape:
+        if int(np.prod(X.shape[1:])) != int(np.prod(shape)):
+            raise InputError(f"data: samples of shape {X.shape[1:]}, the model expects {shape}")
+        X = X.reshape((len(X),) + shape)
+    X = np.ascontiguousarray(X, np.float64)
+    if X.size and not np.all(np.isfinite(X)):
+        raise InputError("data: contains NaN or Inf")
+    return X

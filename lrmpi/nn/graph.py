@@ -1,0 +1,144 @@
+"""Models as graphs: named tensors, nodes in topological order (fan-out and fan-in).
+
+A Graph has one data input (per-sample shape `input_shape`), nodes that each read
+named tensors and write one, and one output tensor: the logits, optionally
+followed by a `head` (softmax or sigmoid) that turns them into scores. Node
+kinds (`op`) and their parameters:
+
+    linear      W (out, in), b (out,)                     y = x W^T + b
+    conv        W (O, C/g, kh, kw), b (O,), strides, pads (top, left, bottom,
+                right), dilations, group                   ONNX Conv
+    add         two or more activations                   y = x1 + x2 + ...
+    concat      activations, along the channels (axis 1)
+    affine      `fn` (add, sub, rsub: c - x, mul, div) with a constant c, broadcast
+    relu, leakyrelu (alpha), prelu (slope), clip (lo, hi: ReLU6 is clip 0..6)
+    maxpool, avgpool    kernel, strides, pads, dilations, ceil_mode, count_include_pad
+    globalavgpool, pad (pads per spatial axis, constant value), flatten, reshape (shape)
+
+Linear and conv nodes carry the products the digit planes compute; every other
+node is exact or rounds once in float64 (ops.py), and is piecewise linear, so a
+resolution's increments flow through it as through a dense layer.
+"""
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lrmpi.errors import InputError
+
+LINEAR_OPS = ("linear", "conv")
+HEADS = ("softmax", "sigmoid")
+OPS = LINEAR_OPS + ("add", "concat", "affine", "relu", "leakyrelu", "prelu", "clip",
+                    "maxpool", "avgpool", "globalavgpool", "pad", "flatten", "reshape")
+
+
+@dataclass
+class Node:
+    op: str
+    inputs: list
+    output: str
+    params: dict = field(default_factory=dict)
+    name: str = ""
+
+    def where(self):
+        return f"node {self.name or self.output!r} ({self.op})"
+
+
+@dataclass
+class Graph:
+    input: str
+    input_shape: tuple            # per sample
+    nodes: list                   # topological order
+    output: str                   # the logits
+    head: str = None              # softmax | sigmoid | None (raw scores)
+    shapes: dict = field(default_factory=dict)  # per-sample shape of every tensor
+
+    @property
+    def linear(self):
+        return [n for n in self.nodes if n.op in LINEAR_OPS]
+
+    def validate(self):
+        """Check the graph (ops, names, parameters) and fill in every tensor's shape."""
+        from lrmpi.nn import ops
+        known = {self.input}
+        if not any(n.op in LINEAR_OPS for n in self.nodes):
+            raise InputError("model: no Dense/Gemm/MatMul or Conv node")
+        for n in self.nodes:
+            if n.op not in OPS:
+                raise InputError(f"model: {n.where()}: unknown op {n.op!r}")
+            missing = [t for t in n.inputs if t not in known]
+            if missing:
+                raise InputError(f"model: {n.where()} reads {missing[0]!r}, which no earlier "
+                                 "node writes (the nodes must be in topological order)")
+            for key in ("W", "b", "c", "slope"):
+                v = n.params.get(key)
+                if v is not None and not np.all(np.isfinite(v)):
+                    raise InputError(f"model: {n.where()} has NaN or Inf in {key}")
+            known.add(n.output)
+        if self.output not in known:
+            raise InputError(f"model: output {self.output!r} is not written by any node")
+        if self.head not in (None,) + HEADS:
+            raise InputError(f"model: unknown head {self.head!r}")
+        # shapes: one zero sample through the float model
+        self.shapes = ops.shapes(self)
+        if len(self.shapes[self.output]) != 1:
+            raise InputError(f"model: the output {self.output!r} has per-sample shape "
+                             f"{self.shapes[self.output]}; expected a vector of scores")
+        if self.head == "sigmoid" and self.shapes[self.output] != (1,):
+            raise InputError("model: a sigmoid head needs one logit per sample")
+        return self
+
+    @property
+    def outputs(self):
+        return self.shapes[self.output][0]
+
+
+# --- lrmpi's own weight file: JSON description + arrays, nothing pickled ---
+
+def save(graph, path):
+    desc, arrays = [], {}
+    for i, n in enumerate(graph.nodes):
+        params = {}
+        for k, v in n.params.items():
+            if isinstance(v, np.ndarray):
+                arrays[f"node{i}.{k}"] = v
+            else:
+                params[k] = list(v) if isinstance(v, tuple) else v
+        desc.append({"op": n.op, "inputs": n.inputs, "output": n.output, "name": n.name,
+                     "params": params})
+    meta = {"input": graph.input, "input_shape": list(graph.input_shape), "output": graph.output,
+            "head": graph.head, "nodes": desc}
+    np.savez(path, graph=np.array(json.dumps(meta)), **arrays)
+
+
+def load_npz(path):
+    try:  # our own handle: numpy leaks it when a damaged zip fails to open
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
+            meta = json.loads(str(f["graph"]))
+            nodes = []
+            for i, d in enumerate(meta["nodes"]):
+                params = {k: tuple(v) if isinstance(v, list) else v
+                          for k, v in d["params"].items()}
+                for key in f.files:
+                    if key.startswith(f"node{i}."):
+                        params[key.split(".", 1)[1]] = np.asarray(f[key], np.float64)
+                nodes.append(Node(d["op"], list(d["inputs"]), d["output"], params,
+                                  d.get("name", "")))
+            g = Graph(meta["input"], tuple(meta["input_shape"]), nodes, meta["output"],
+                      meta.get("head"))
+    except InputError:
+        raise
+    except Exception as exc:  # zip, npy and JSON errors of a damaged file (found by fuzzing)
+        raise InputError(f"{path}: not a readable lrmpi model file "
+                         f"({type(exc).__name__}: {exc})") from None
+    return g.validate()
+
+
+def sequential(layers, input_shape, head=None):
+    """A chain of (op, params) as a Graph: x -> t1 -> t2 -> ... (tests, small models)."""
+    nodes, prev = [], "x"
+    for i, (op, params) in enumerate(layers):
+        out = f"t{i}"
+        nodes.append(Node(op, [prev], out, dict(params), f"{op}{i}"))
+        prev = out
+    return Graph("x", tuple(input_shape), nodes, prev, head).validate()

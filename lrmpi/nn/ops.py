@@ -1,0 +1,221 @@
+"""The float64 operations of a graph (graph.py), the reference forward pass, and
+the pieces the quantized pass shares with it (im2col, pooling).
+
+Every non-linear node here is computed the same way at every resolution and in
+the reference, so two passes that feed a node the same bits get the same bits
+out. Linear and conv nodes go through `linear(node, h)`: the float64 product here
+(`float_linear`), or the exact digit-plane product of a resolution (quantized.py).
+"""
+import math
+
+import numpy as np
+
+from lrmpi.nn.graph import LINEAR_OPS
+
+
+# --- the pass ---
+
+def forward(graph, X, linear=None, keep=(), after=None):
+    """The graph's output (logits) for a batch X (N, *input_shape); `linear(node, h)`
+    computes the linear and conv nodes (default: float64); `after(node, args, y)`
+    sees every other node's result. Tensors are dropped after their last reader;
+    those named in `keep` are returned too: (logits, {name: tensor})."""
+    linear = linear or float_linear
+    last = {}
+    for i, n in enumerate(graph.nodes):
+        for t in n.inputs:
+            last[t] = i
+    env, kept = {graph.input: np.asarray(X, np.float64)}, {}
+    for i, n in enumerate(graph.nodes):
+        args = [env[t] for t in n.inputs]
+        if n.op in LINEAR_OPS:
+            env[n.output] = linear(n, args[0])
+        else:
+            env[n.output] = apply(n, args)
+            if after is not None:
+                after(n, args, env[n.output])
+        if n.output in keep:
+            kept[n.output] = env[n.output]
+        for t in n.inputs:
+            if last.get(t) == i and t != graph.output:
+                del env[t]
+    return (env[graph.output], kept) if keep else env[graph.output]
+
+
+def scores(graph, logits):
+    """The head applied to the logits: probabilities (softmax), a score (sigmoid) or
+    the logits themselves."""
+    if graph.head == "softmax":
+        z = logits - logits.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+    if graph.head == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-logits))
+    return logits
+
+
+def decisions(graph, logits):
+    """The predicted class of each sample (one logit: > 0, i.e. score > 0.5)."""
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > 0).astype(np.int64)
+    return logits.argmax(axis=1)
+
+
+def shapes(graph):
+    """Per-sample shape of every tensor (one zero sample through the float model)."""
+    out = {graph.input: tuple(graph.input_shape)}
+    env = {graph.input: np.zeros((1,) + tuple(graph.input_shape))}
+    for n in graph.nodes:
+        args = [env[t] for t in n.inputs]
+        try:
+            env[n.output] = float_linear(n, args[0]) if n.op in LINEAR_OPS else apply(n, args)
+        except (ValueError, IndexError) as exc:
+            from lrmpi.errors import InputError
+            raise InputError(f"model: {n.where()}: shapes do not fit "
+                             f"({', '.join(str(a.shape[1:]) for a in args)}: {exc})") from None
+        out[n.output] = env[n.output].shape[1:]
+    return out
+
+
+# --- linear and conv in float64 ---
+
+def float_linear(node, h):
+    p = node.params
+    if node.op == "linear":
+        return h.reshape(h.shape[0], -1) @ p["W"].T + p["b"]
+    return conv(h, p["W"], p, lambda cols, Wg: cols @ Wg.T) + p["b"][None, :, None, None]
+
+
+def conv_geometry(x_shape, W_shape, p):
+    """(Ho, Wo) of a convolution of x (N, C, H, W) with W (O, C/g, kh, kw)."""
+    _, _, H, Wd = x_shape
+    _, _, kh, kw = W_shape
+    (sh, sw), (dh, dw) = p.get("strides", (1, 1)), p.get("dilations", (1, 1))
+    t, l, b, r = p.get("pads", (0, 0, 0, 0))
+    Ho = (H + t + b - dh * (kh - 1) - 1) // sh + 1
+    Wo = (Wd + l + r - dw * (kw - 1) - 1) // sw + 1
+    return Ho, Wo
+
+
+def im2col(x, kh, kw, p, fill=0):
+    """Rows (N*Ho*Wo, C*kh*kw) of the windows of x (N, C, H, W), any dtype: the
+    columns in (c, u, v) order, as W.reshape(O, -1)."""
+    (sh, sw), (dh, dw) = p.get("strides", (1, 1)), p.get("dilations", (1, 1))
+    t, l, b, r = p.get("pads", (0, 0, 0, 0))
+    if t or l or b or r:
+        x = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=fill)
+    win = np.lib.stride_tricks.sliding_window_view(
+        x, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
+    win = win[:, :, ::sh, ::sw, ::dh, ::dw]                 # (N, C, Ho, Wo, kh, kw)
+    N, C, Ho, Wo = win.shape[:4]
+    return win.transpose(0, 2, 3, 1, 4, 5).reshape(N * Ho * Wo, C * kh * kw), (N, Ho, Wo)
+
+
+def conv(x, W, p, product):
+    """ONNX Conv of x (N, C, H, W) with W (O, C/g, kh, kw): `product(cols, Wg)` of each
+    group's windows with its weights (O/g, C/g*kh*kw) gives (rows, O/g)."""
+    g = int(p.get("group", 1))
+    O, Cg, kh, kw = W.shape
+    Og = O // g
+    outs = []
+    for gi in range(g):
+        cols, (N, Ho, Wo) = im2col(x[:, gi * Cg:(gi + 1) * Cg], kh, kw, p)
+        outs.append(product(cols, W[gi * Og:(gi + 1) * Og].reshape(Og, -1)))
+    y = np.concatenate(outs, axis=1) if g > 1 else outs[0]
+    return y.reshape(N, Ho, Wo, O).transpose(0, 3, 1, 2)
+
+
+# --- everything else ---
+
+def apply(node, args):
+    p, x = node.params, args[0]
+    op = node.op
+    if op == "relu":
+        return np.maximum(x, 0.0)
+    if op == "leakyrelu":
+        return np.where(x >= 0, x, p["alpha"] * x)
+    if op == "prelu":
+        return np.where(x >= 0, x, p["slope"] * x)
+    if op == "clip":
+        return np.minimum(np.maximum(x, p.get("lo", -np.inf)), p.get("hi", np.inf))
+    if op == "add":
+        out = args[0] + args[1]
+        for a in args[2:]:
+            out = out + a
+        return out
+    if op == "concat":
+        return np.concatenate(args, axis=1)
+    if op == "affine":
+        c = p["c"]
+        if p["fn"] == "rsub":
+            return np.subtract(c, x)
+        return {"add": np.add, "sub": np.subtract, "mul": np.multiply,
+                "div": np.divide}[p["fn"]](x, c)
+    if op == "maxpool":
+        return pool(x, p, "max")
+    if op == "avgpool":
+        return pool(x, p, "avg")
+    if op == "globalavgpool":
+        return x.mean(axis=(2, 3), keepdims=True)
+    if op == "pad":
+        return np.pad(x, [(0, 0)] + [tuple(v) for v in p["pads"]],
+                      constant_values=p.get("value", 0.0))
+    if op == "flatten":
+        return x.reshape(x.shape[0], -1)
+    if op == "reshape":
+        return x.reshape((x.shape[0],) + tuple(p["shape"]))
+    raise ValueError(f"not an elementwise node: {op}")
+
+
+def pool_geometry(H, W, p):
+    (kh, kw), (sh, sw) = p["kernel"], p.get("strides", p["kernel"])
+    (dh, dw) = p.get("dilations", (1, 1))
+    t, l, b, r = p.get("pads", (0, 0, 0, 0))
+    rnd = math.ceil if p.get("ceil_mode", 0) else math.floor
+    Ho = int(rnd((H + t + b - dh * (kh - 1) - 1) / sh)) + 1
+    Wo = int(rnd((W + l + r - dw * (kw - 1) - 1) / sw)) + 1
+    # ONNX: with ceil_mode the last window must start inside the (left-padded) input
+    if p.get("ceil_mode", 0):
+        Ho -= (Ho - 1) * sh >= H + t
+        Wo -= (Wo - 1) * sw >= W + l
+    return Ho, Wo
+
+
+def pool(x, p, kind):
+    """Max or average pooling with pads, strides, dilations and ceil_mode (ONNX)."""
+    N, C, H, W = x.shape
+    (kh, kw), (sh, sw) = p["kernel"], p.get("strides", p["kernel"])
+    (dh, dw) = p.get("dilations", (1, 1))
+    t, l, b, r = p.get("pads", (0, 0, 0, 0))
+    Ho, Wo = pool_geometry(H, W, p)
+    # pad enough for every window (ceil_mode may read past the end padding)
+    bb = max(b, (Ho - 1) * sh + dh * (kh - 1) + 1 - H - t)
+    rr = max(r, (Wo - 1) * sw + dw * (kw - 1) + 1 - W - l)
+    fill = -np.inf if kind == "max" else 0.0
+    xp = np.pad(x, ((0, 0), (0, 0), (t, bb), (l, rr)), constant_values=fill)
+    win = np.lib.stride_tricks.sliding_window_view(
+        xp, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
+    win = win[:, :, ::sh, ::sw, ::dh, ::dw][:, :, :Ho, :Wo]
+    if kind == "max":
+        return win.max(axis=(4, 5))
+    total = win.sum(axis=(4, 5))
+    if p.get("count_include_pad", 0):
+        inside = np.ones((1, 1, H + t + b, W + l + r))
+        inside = np.pad(inside, ((0, 0), (0, 0), (0, bb - b), (0, rr - r)))
+    else:
+        inside = np.pad(np.ones((1, 1, H, W)), ((0, 0), (0, 0), (t, bb), (l, rr)))
+    cnt = np.lib.stride_tricks.sliding_window_view(
+        inside, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
+    cnt = cnt[:, :, ::sh, ::sw, ::dh, ::dw][:, :, :Ho, :Wo].sum(axis=(4, 5))
+    return total / cnt
+
+
+def window_overlap(p, kernel=None):
+    """At most how many windows read one input element (the norms of pooling and of
+    convolution): each tap of a window reads it for at most one window, and with
+    dilation 1 only every s-th tap can: ceil(k/s) per axis, else k."""
+    (kh, kw) = kernel or p["kernel"]
+    (sh, sw) = p.get("strides", kernel or p["kernel"])
+    (dh, dw) = p.get("dilations", (1, 1))
+    return ((math.ceil(kh / sh) if dh == 1 else kh)
+            * (math.ceil(kw / sw) if dw == 1 else kw))

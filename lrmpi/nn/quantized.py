@@ -1,0 +1,138 @@
+"""The resolution-r network: every linear and conv node as exact int8 pair products.
+
+Resolution r of a graph is a well-defined quantized network. At each linear or
+conv node, the node's input h (float64) is split per sample into r digit planes
+(a power-of-two scale per sample: x = 2^e_n sum_p d_p 2^(-b p) + residual, digits
+truncated toward zero), the weights per output unit / channel into r planes, and
+
+    z = fl( sum_{p,q <= r} (H_p W_q^T) 2^(e_n + e_o - b(p+q)) )  (+) b
+
+the r^2 pair products exact in integers (int8 x int8 -> int32 through the kernels,
+exact multi-limb sums), rounded once to float64, then the bias added in float64.
+Every other node is the float64 operation of ops.py. So resolution r equals, bit
+for bit, that quantized network evaluated with exact integer products (the
+tests check it against Python integers). Why recompute than reuse: the hidden
+activations of resolution r differ from those of r - 1 in every digit, so only
+the first layer could reuse earlier pairs; recomputing the still-active samples
+keeps no per-sample state but the scores, and costs r^2 products per layer for
+the few samples adaptive refinement keeps (measured: docs/).
+"""
+import numpy as np
+
+from lrmpi.numerics import kernels, planes as P
+from lrmpi.numerics.accumulate import ExactAccumulator
+from lrmpi.numerics.layered import level_sums
+from lrmpi.nn import ops
+
+
+class NodeWeights:
+    """A linear or conv node's weights as digit planes per output unit (all planes,
+    once per model): W2 (O, k) rows per group for conv."""
+
+    def __init__(self, node, bits, planes):
+        W = node.params["W"]
+        self.node, self.bits = node, bits
+        self.W2 = np.ascontiguousarray(W.reshape(W.shape[0], -1))
+        self.enc = P.encode(self.W2, bits, planes)
+        self.group = int(node.params.get("group", 1)) if node.op == "conv" else 1
+
+
+def quantize_samples(h, bits, r):
+    """(digit planes (r, N, d) int8, exponent per sample) of a batch of tensors."""
+    flat = np.ascontiguousarray(h.reshape(h.shape[0], -1))
+    amax, bad = kernels.rowmax(flat)
+    if bad:
+        raise FloatingPointError("an activation is NaN or Inf")
+    exps = np.frexp(amax)[1].astype(np.int32)
+    D, _, _ = kernels.encode(flat, exps, bits, r)
+    return D, exps
+
+
+def exact_product(Hd, erow, wenc, r, bits, rows_of_w=None):
+    """fl(sum_{p,q <= r} Hd[p] Wq[q]^T 2^(erow_i + ecol_o - b(p+q))), one rounding per
+    entry: Hd (r, m, k) int8, wenc the weights' Encoded (rows of W as rows)."""
+    Wd, ecol = wenc.digits, wenc.exps
+    if rows_of_w is not None:
+        Wd, ecol = Wd[:, rows_of_w[0]:rows_of_w[1]], ecol[rows_of_w[0]:rows_of_w[1]]
+    m, k = Hd.shape[1], Hd.shape[2]
+    pairs = [(p, q) for p in range(1, r + 1) for q in range(1, r + 1)]
+    pairs.sort(key=lambda pq: (pq[0] + pq[1], pq[0]))
+    sums = level_sums(_Planes(Hd), _Planes(Wd), pairs, bits)
+    acc = ExactAccumulator(m, Wd.shape[1], bits, r, k)
+    if len(sums) == 1:
+        (level, S), = sums
+        return acc.decode_sum(S, level, erow, np.ascontiguousarray(ecol))
+    for level, S in sums:
+        acc.add(np.ascontiguousarray(S), level)
+    return acc.decode(erow, np.ascontiguousarray(ecol))
+
+
+class _Planes:
+    """Plane p (1-based) of a (planes, rows, k) digit array, as level_sums reads it."""
+
+    def __init__(self, D):
+        self.D = D
+
+    def __getitem__(self, p):
+        return self.D[p - 1]
+
+
+def linear_at(node, h, weights, r, bits):
+    """(e, C, z) of the node at resolution r for the batch h (float64): the per-sample
+    exponents of h's planes, the exact product rounded once, z = C + b."""
+    D, e = quantize_samples(h, bits, r)
+    if node.op == "linear":
+        C = exact_product(D, e, weights.enc, r, bits)
+        z = C + node.params["b"]
+    else:
+        C = _conv_at(node, D, e, h.shape, weights, r, bits)
+        z = C + node.params["b"][None, :, None, None]
+    return e, C, z
+
+
+def _conv_at(node, D, e, shape, weights, r, bits):
+    N, Cin, H, W = shape
+    p = node.params
+    O, Cg, kh, kw = p["W"].shape
+    g = weights.group
+    Og = O // g
+    D = D.reshape(r, N, Cin, H, W)
+    Ho, Wo = ops.conv_geometry(shape, p["W"].shape, p)
+    erow = np.repeat(e, Ho * Wo)
+    outs = []
+    if g > 1 and Cg == 1 and Og == 1:  # depthwise: one tiny product per channel
+        outs.append(_depthwise_at(D, erow, weights, r, bits, p, kh, kw))
+    else:
+        for gi in range(g):
+            cols = np.stack([ops.im2col(D[q, :, gi * Cg:(gi + 1) * Cg], kh, kw, p)[0]
+                             for q in range(r)])
+            outs.append(exact_product(cols, erow, weights.enc, r, bits,
+                                      rows_of_w=(gi * Og, (gi + 1) * Og)))
+    y = np.concatenate(outs, axis=1) if len(outs) > 1 else outs[0]
+    return y.reshape(N, Ho, Wo, O).transpose(0, 3, 1, 2)
+
+
+def _depthwise_at(D, erow, weights, r, bits, p, kh, kw):
+    """Depthwise convolution (one input channel per output channel): the pair
+    products in int32 per channel (k = kh*kw digit products, exact), then the same
+    exact sums and one rounding as a GEMM's."""
+    Wd, ecol = weights.enc.digits, weights.enc.exps        # (planes, C, kh*kw)
+    cols = [ops.im2col(D[q], kh, kw, p)[0] for q in range(r)]  # (rows, C*kh*kw)
+    rows, C = cols[0].shape[0], Wd.shape[1]
+    acc = ExactAccumulator(rows, C, bits, r, kh * kw)
+    levels = {}
+    for pi in range(1, r + 1):
+        Hp = cols[pi - 1].reshape(rows, C, kh * kw).astype(np.int32)
+        for q in range(1, r + 1):
+            S = np.einsum("rck,ck->rc", Hp, Wd[q - 1].astype(np.int32))
+            lv = pi + q - 1
+            levels[lv] = S if lv not in levels else levels[lv] + S
+    for lv in sorted(levels):
+        acc.add(np.ascontiguousarray(levels[lv].astype(np.int64)), lv)
+    return acc.decode(erow, np.ascontiguousarray(ecol))
+
+
+def forward_at(graph, weights, X, r, bits, keep=()):
+    """The graph's logits at resolution r for a batch X (N, *input_shape), no bounds."""
+    return ops.forward(graph, X, lambda node, h: linear_at(node, h, weights[node.output], r,
+                                                           bits)[2], keep=keep)
