@@ -1,5 +1,5 @@
 # Extern-only declarations of ext/c/kernels.h; the contracts are written there.
-from libc.stdint cimport int8_t, int32_t, int64_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
 
 cdef extern from "c/kernels.h" nogil:
     enum: LRMPI_MAX_LIMBS
@@ -31,6 +31,11 @@ cdef extern from "c/kernels.h" nogil:
     void lrmpi_dot2_ref(int64_t, int64_t, const double *, int64_t, const double *, int64_t,
                         const int64_t *, const int64_t *, const int32_t *, const int32_t *,
                         double *, double *)
+    void lrmpi_crt_residues(int64_t, int64_t, const double *, int64_t, int64_t, int64_t,
+                            const int32_t *, int, const int32_t *, int8_t *, int64_t *)
+    void lrmpi_crt_reconstruct(int64_t, int64_t, int, const int32_t *, const int32_t *,
+                               int64_t, const uint64_t *, const uint64_t *, const int32_t *,
+                               const int32_t *, double *, int64_t, double *)
     const lrmpi_kernel_table *lrmpi_kernels()
     const lrmpi_kernel_table *lrmpi_kernels_for(const char *isa)
     const char *lrmpi_kernel_isas()

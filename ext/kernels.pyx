@@ -6,8 +6,8 @@ copy of dispatch.c's state. These wrappers do NOT validate their arguments:
 lrmpi/kernels.py does that once. Each takes an optional `isa` to call a
 specific variant (tests compare every variant with the reference).
 """
-from libc.stdint cimport int8_t, int32_t, int64_t
-from _kernels cimport (LRMPI_MAX_LIMBS, lrmpi_dot2_ref, lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
+from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
+from _kernels cimport (LRMPI_MAX_LIMBS, lrmpi_crt_reconstruct, lrmpi_crt_residues, lrmpi_dot2_ref, lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
                        lrmpi_kernel_isas, lrmpi_set_isa)
 
 
@@ -157,3 +157,34 @@ def dot2(const double[:, ::1] A, const double[:, :] B, const int64_t[::1] rows,
     with nogil:
         lrmpi_dot2_ref(count, k, &A[0, 0], A.shape[1], &B[0, 0], B.strides[0] // 8,
                        &rows[0], &cols[0], &erow[0], &ecol[0], &y[0], &s[0])
+
+
+def crt_residues(const double[:, :] X, int transpose, const int32_t[::1] exps,
+                 const int32_t[::1] moduli, int8_t[:, :, ::1] R, int64_t[::1] l1):
+    """R[l] := trunc(rows (or columns, transpose=1) of X scaled by 2^exps) mod
+    moduli[l], symmetric; l1 := each row's (column's) sum of |scaled integers|."""
+    cdef int64_t rows = R.shape[1], k = R.shape[2]
+    cdef int64_t sr = X.strides[0] // 8, sc = X.strides[1] // 8
+    if transpose:
+        sr, sc = sc, sr
+    if rows == 0 or k == 0:
+        return
+    with nogil:
+        lrmpi_crt_residues(rows, k, &X[0, 0], 0, sr, sc, &exps[0], <int>moduli.shape[0],
+                           &moduli[0], &R[0, 0, 0], &l1[0])
+
+
+def crt_reconstruct(const int32_t[::1] moduli, const int32_t[:, :, ::1] S,
+                    const uint64_t[::1] coef, const uint64_t[::1] Mw,
+                    const int32_t[::1] erow, const int32_t[::1] ecol, double[:, :] Y):
+    """Y := the CRT reconstruction of the residue products S (see kernels.h);
+    returns max |Y|."""
+    cdef int64_t m = S.shape[1], n = S.shape[2]
+    cdef double amax = 0.0
+    if m == 0 or n == 0:
+        return 0.0
+    with nogil:
+        lrmpi_crt_reconstruct(m, n, <int>moduli.shape[0], &moduli[0], &S[0, 0, 0], m * n,
+                              &coef[0], &Mw[0], &erow[0], &ecol[0], &Y[0, 0],
+                              Y.strides[0] // 8, &amax)
+    return amax

@@ -115,6 +115,25 @@ void lrmpi_dot2_ref(int64_t count, int64_t k, const double *A, int64_t lda, cons
                     const int32_t *erow, const int32_t *ecol, double *y, double *s);
 
 /* ------------------------------------------------------------------------- */
+/* CRT resolution (Ozaki scheme II), crt.c, portable C:                        */
+/* crt_residues: X'[i,c] = trunc(X[i sr + c sc] 2^exps[i]) (|X'| < 2^63 by the  */
+/*   caller's scaling); R[l, i, c] = X'[i,c] mod moduli[l] in symmetric range   */
+/*   (odd moduli <= 255: |R| <= 127); l1[i] = sum_c |X'[i,c]| (saturating).     */
+/*   ldx is unused (strides sr, sc in elements give rows or columns).           */
+/* crt_reconstruct: for each (i, j): r_l = S[l splane + i n + j] mod moduli[l], */
+/*   N = sum_l r_l coef_l mod M (coef_l = (M/m_l)((M/m_l)^-1 mod m_l), 128-bit  */
+/*   as two uint64 words, low first; M likewise, odd, < 2^127), taken in the    */
+/*   symmetric range; Y[i,j] = fl(N) 2^-(erow[i] + ecol[j]); amax = max|Y|.      */
+/*   Exact integer arithmetic; one rounding (fl) per entry. nmod <= 64.         */
+void lrmpi_crt_residues(int64_t rows, int64_t k, const double *X, int64_t ldx,
+                        int64_t sr, int64_t sc, const int32_t *exps, int nmod,
+                        const int32_t *moduli, int8_t *R, int64_t *l1);
+void lrmpi_crt_reconstruct(int64_t m, int64_t n, int nmod, const int32_t *moduli,
+                           const int32_t *S, int64_t splane, const uint64_t *coef,
+                           const uint64_t *Mw, const int32_t *erow, const int32_t *ecol,
+                           double *Y, int64_t ldy, double *amax);
+
+/* ------------------------------------------------------------------------- */
 /* Registration table (dispatch.c).                                           */
 typedef struct {
     const char *isa;             /* "ref", "avx2", "avx512" ...                */

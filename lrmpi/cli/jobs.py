@@ -21,6 +21,14 @@ def add_numeric_options(p, planes=4):
     p.add_argument("--scale", default="row",
                    help="power-of-two scale per row of A / column of B (row, default) or "
                         "one per operand (tensor)")
+    p.add_argument("--final", default=None, choices=("crt",),
+                   help="after the layers, one more resolution by the CRT (Ozaki scheme "
+                        "II): float64 grade from --moduli int8 products")
+    p.add_argument("--moduli", type=int, default=None,
+                   help="moduli of the CRT resolution, 1..16 (default: from --target)")
+    p.add_argument("--target", default=None,
+                   help="accuracy that picks the moduli: fp64 (default), fp32, or a "
+                        "relative error such as 1e-12")
 
 
 def add_job_options(p):
@@ -67,7 +75,17 @@ def job_options(a):
 
 
 def numeric_options(a):
-    return dict(bits=a.bits, planes=a.planes, order=a.order, cutoff=a.cutoff, scale=a.scale)
+    target = a.target
+    if target is not None and target not in ("fp64", "fp32"):
+        try:
+            target = float(target)
+        except ValueError:
+            raise errors.ConfigError(f"--target must be fp64, fp32 or a number, got "
+                                     f"{a.target!r}") from None
+        if not 0 < target < 1:
+            raise errors.ConfigError(f"--target must be in (0, 1), got {a.target}")
+    return dict(bits=a.bits, planes=a.planes, order=a.order, cutoff=a.cutoff, scale=a.scale,
+                final=a.final, moduli=a.moduli, target=target)
 
 
 @command

@@ -19,7 +19,8 @@ from lrmpi.parallel.protocol import STOP_MESSAGE, Tag
 from lrmpi.parallel.root import Root
 from lrmpi.parallel.worker import worker_run
 
-NUMERIC = ("bits", "planes", "order", "cutoff", "scale")  # LayeredMatmul's options
+NUMERIC = ("bits", "planes", "order", "cutoff", "scale", "final", "moduli",
+           "target")  # LayeredMatmul's options
 
 
 class MatmulJob:
@@ -27,7 +28,8 @@ class MatmulJob:
 
     name = "matmul"
     # job parameters a resumed run must share with its checkpoint
-    matched = ("bits", "planes", "order", "cutoff", "scale", "m", "n", "k", "fingerprint")
+    matched = ("bits", "planes", "order", "cutoff", "scale", "final", "moduli", "m", "n", "k",
+               "fingerprint")
 
     def __init__(self, A, B, numeric, on_resolution=None, worker_timeout=None, size=1):
         self.A, self.B, self.numeric = A, B, numeric
@@ -40,8 +42,11 @@ class MatmulJob:
         self.lm = lm = LayeredMatmul(_operand(self.A, "A"), _operand(self.B, "B"),
                                      **self.numeric)
         logger.debug("lrmpi: inputs ready at %.3f s", time.perf_counter() - self.start)
+        if lm.final == "crt":
+            _note_crt_cost(lm)
         return {"bits": lm.bits, "planes": lm.planes, "order": lm.order,
                 "cutoff": -1 if lm.cutoff is None else lm.cutoff, "scale": lm.scale,
+                "final": lm.final or "none", "moduli": lm.moduli or 0,
                 "m": lm.A.shape[0], "n": lm.B.shape[1], "k": lm.A.shape[1],
                 "planned": lm.planned, "ranks": self.size, "lrmpi_version": __version__,
                 # hashing 2 x 128 MB takes ~0.3 s: the writer thread does it, unless
@@ -74,6 +79,18 @@ class MatmulJob:
                          start=start, on_resolution=self.on_resolution,
                          worker_timeout=self.worker_timeout)
         return self.root.run()
+
+
+def _note_crt_cost(lm):
+    """Say so when the layers plus the CRT cost more than one float64 product here."""
+    from lrmpi.numerics import crt, kernels
+    isa = kernels.selected_isa()
+    products = sum(len(p) for p in lm.schedule) + lm.moduli
+    ratio = crt.cost_vs_float64(products, isa)
+    if ratio > 1:
+        logger.warning("lrmpi: %d layered pair products plus %d CRT moduli cost about %.1fx "
+                       "one float64 product with the %s kernel; the early resolutions are "
+                       "what lrmpi adds here", products - lm.moduli, lm.moduli, ratio, isa)
 
 
 def _operand(x, name):

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from lrmpi.log import logger
-from lrmpi.numerics import bounds, fallback, kernels, schedule, validate
+from lrmpi.errors import ConfigError
+from lrmpi.numerics import bounds, crt, fallback, kernels, schedule, validate
 from lrmpi.numerics import planes as planes_mod
 from lrmpi.numerics.accumulate import ExactAccumulator
 
@@ -31,7 +32,9 @@ class Resolution:
     pairs: int        # pair products included so far
     elapsed: float    # seconds since the computation started
     fallback: tuple = ()  # (rows, cols) of the entries recomputed because the planes
-                          # could not carry them (fallback.py), last resolution only
+                          # could not carry them (fallback.py), last layered resolution only
+    method: str = "planes"  # "planes", or "crt" for the CRT resolution (crt.py)
+    products: int = 0       # int8 products (pairs of planes, or moduli) of this resolution
 
 
 # --- tile computation (shared with MPI workers) ---
@@ -138,10 +141,16 @@ class LayeredMatmul:
         Keep only pairs of level p+q-1 <= cutoff.
     scale : {"row", "tensor"}
         Power-of-two scale per row of A and column of B, or one per operand.
+    final : {None, "crt"}
+        After the layers, one more resolution computed by the CRT (crt.py).
+    moduli : int, optional
+        Moduli of the CRT resolution (1..crt.MAX_MODULI; default: from `target`).
+    target : {"fp64", "fp32"} or float
+        The a-priori accuracy that picks the number of moduli (default "fp64").
     """
 
     def __init__(self, A, B, *, bits=7, planes=4, order="antidiagonal", cutoff=None,
-                 scale="row"):
+                 scale="row", final=None, moduli=None, target=None):
         self.bits = validate.bits(bits)
         self.planes = validate.planes(planes)
         self.scale = validate.scale(scale)
@@ -151,14 +160,36 @@ class LayeredMatmul:
         self.A = validate.operand(A, "A")
         self.B = validate.operand(B, "B")
         validate.shapes(self.A, self.B)
+        self.final, self.moduli = validate.final(final), None
+        if self.final == "crt":
+            self.moduli = crt.plan(moduli).count if moduli is not None else \
+                crt.moduli_for(self.A.shape[1], target or "fp64")
+        elif moduli is not None or target is not None:
+            raise ConfigError("moduli and target choose the CRT resolution: add final='crt'")
         # B: only the NaN/Inf check (its units are its columns); both at once (the
         # kernels release the GIL): the workers idle until the planes exist
         self._amax_a, _ = _both(lambda: _finite_rowmax(self.A, "A"),
                                 lambda: _finite_rowmax(self.B, "B"))
 
     @property
-    def planned(self):
+    def layers(self):
+        """Resolutions made of digit planes (the CRT one, if any, comes after them)."""
         return len(self.schedule)
+
+    @property
+    def planned(self):
+        return len(self.schedule) + (1 if self.final == "crt" else 0)
+
+    def crt_resolution(self, index, pairs, t0, history=((), ()), should_stop=None):
+        """The CRT resolution as a Resolution (None if `should_stop()` said so).
+        `history`: (bound_abs, cmax) of the earlier resolutions, for bound_rel."""
+        got = crt.crt_matmul(self.A, self.B, self.moduli, should_stop=should_stop)
+        if got is None:
+            return None
+        C, babs, cmax = got
+        rel = bounds.bound_rel([*history[0], babs], [*history[1], cmax])[-1]
+        return Resolution(index, self.planned, C, float(babs), float(rel), pairs,
+                          time.perf_counter() - t0, (), "crt", self.moduli)
 
     def encode(self):
         """(Encoded A, Encoded B.T): rows of A and columns of B as scaling units."""
@@ -181,18 +212,20 @@ class LayeredMatmul:
             cmax.append(float(np.abs(C).max()))
             babs = bnd.upto(cmax)
             fallback = ()
-            if r == self.planned - 1:
+            if r == self.layers - 1:
                 fallback, last = finish_last(self, ea, eb, bnd, C, cmax, babs)
                 babs[-1] = last
             rel = bounds.bound_rel(babs, cmax)[-1]
             yield Resolution(r + 1, self.planned, C, float(babs[r]), float(rel), npairs,
-                             time.perf_counter() - t0, fallback)
+                             time.perf_counter() - t0, fallback, "planes", len(pairs))
+        if self.final == "crt":
+            yield self.crt_resolution(self.planned, npairs, t0, (babs, cmax))
 
 
 def finish_last(lm, ea, eb, bnd, C, cmax, babs):
     """The last resolution: recompute the entries the planes cannot carry (in C),
     update cmax[-1]; returns ((rows, cols) recomputed, the resolution's bound_abs)."""
-    rows, cols, worst = fallback.apply(lm.A, lm.B, ea, eb, bnd.blocks(lm.planned - 1, C),
+    rows, cols, worst = fallback.apply(lm.A, lm.B, ea, eb, bnd.blocks(lm.layers - 1, C),
                                        C, lm.bits, lm.planes)
     if rows.size:
         logger.warning("lrmpi: %d entries were beyond the digit planes' reach; recomputed "

@@ -74,3 +74,12 @@ def scale(value):
     if value not in SCALES:
         raise ConfigError(f"scale must be one of {', '.join(SCALES)}; got {value!r}")
     return value
+
+
+def final(value):
+    """The final resolution's method: None (the layers only) or "crt"."""
+    if value in (None, "none", "planes"):
+        return None
+    if value != "crt":
+        raise ConfigError(f"final must be 'crt' or none, got {value!r}")
+    return "crt"

@@ -27,6 +27,8 @@ class Progress:
         if self.tty:
             sys.stderr.write("\r\033[K")  # clear the progress bar, then the log line
         on_disk = "" if durable is None else f"  durable {durable:.3f} s"
-        logger.info("lrmpi: resolution %d/%d  computed %.3f s%s  pairs %d  bound_abs %.3e  "
+        how = f"pairs {meta['pairs']}" if meta.get("method", "planes") == "planes" else \
+            f"{meta['method']} {meta['products']} int8 products"
+        logger.info("lrmpi: resolution %d/%d  computed %.3f s%s  %s  bound_abs %.3e  "
                     "bound_rel %.3e", meta["index"], self.planned, meta["elapsed_s"], on_disk,
-                    meta["pairs"], meta["bound_abs"], meta["bound_rel"])
+                    how, meta["bound_abs"], meta["bound_rel"])

@@ -102,7 +102,7 @@ class Root:
         self.mpi = MpiEndpoints(self, comm) if self.workers else None
         self.local = ThreadEndpoint(self.compute_local) if self.computes else None
         self.early = {r: {} for r in range(first, len(self.schedule))}  # results of r > cur
-        self.progress = Progress(len(self.schedule), len(self.tiles))
+        self.progress = Progress(lm.planned, len(self.tiles))
 
     def _resume(self, ckpt):
         """Continue after the checkpoint's last resolution, from its exact state: the
@@ -254,6 +254,44 @@ class Root:
                                    done=lambda durable: self.progress.resolution(meta, durable),
                                    release=lambda: self.assembly.release(C, bufs))
 
+    def _crt(self):
+        """The CRT resolution after the layers, on the root's cores (numerics/crt.py:
+        N int8 GEMMs on row blocks, threads). Returns the stop reason if told to stop
+        between row blocks, else None."""
+        said = []
+
+        def should_stop():
+            if self.control is not None and not said:
+                reason = self.control.stop_reason()
+                if reason:
+                    said.append(reason)
+            return bool(said)
+        r = self.lm.layers  # 0-based index of the CRT resolution
+        pairs = sum(len(x) for x in self.schedule)
+        babs = list(self.bounds.upto(self.cmax)) if self.cmax else []
+        t0 = time.perf_counter()
+        res = self.lm.crt_resolution(r + 1, pairs, t0, (babs, self.cmax), should_stop)
+        if res is None:
+            return said[0]
+        self.cmax.append(float(np.abs(res.C).max()) if res.C.size else 0.0)
+        meta = {"index": r + 1, "elapsed_s": self.elapsed(), "pairs": pairs,
+                "method": "crt", "products": res.products,
+                "bound_abs": res.bound_abs, "bound_rel": res.bound_rel, "cmax": self.cmax[-1],
+                "fallback": 0, "root_bytes_sent": 0, "root_bytes_recv": 0,
+                "kernel_s": time.perf_counter() - t0, "span_s": time.perf_counter() - t0,
+                "workers": 1}
+        self.meta.append(meta)
+        if self.on_resolution is not None:
+            self.on_resolution(meta, res.C)
+        if self.writer is None:
+            self.progress.resolution(meta)
+            return None
+        self.writer.begin_resolution(r + 1, res.C.shape)
+        self.writer.write_tile(r + 1, 0, 0, res.C)
+        self.writer.add_resolution(r + 1, {}, meta,
+                                   done=lambda durable: self.progress.resolution(meta, durable))
+        return None
+
     # --- the loop ---
     def run(self):
         """root_run: schedule, gather, checkpoint until done or told to stop.
@@ -275,6 +313,10 @@ class Root:
                 if self.writer is not None:
                     self.writer.check()  # e.g. the disk is full: fail now, not later
                 backoff.step(progressed)
+            if self.lm.final == "crt" and len(self.meta) < self.lm.planned:
+                reason = self._crt()
+                if reason:
+                    return self.stop("deadline", reason)
             return self.stop("complete")
         except BaseException as exc:
             self.fail(exc)

@@ -63,6 +63,30 @@ def test_identical_to_the_single_process_api(m, k, n, order, tmp_path):
         assert attrs["bound_abs"] == r.bound_abs
 
 
+@pytest.mark.parametrize("m, k, n", [(1, 1, 1), (300, 64, 90), (5, 40, 300)])
+def test_crt_final_resolution_identical_to_the_single_process_api(m, k, n, tmp_path):
+    rank = comm().Get_rank()
+    rng = np.random.default_rng(m + k + n)
+    A = (rng.random((m, k)) - 0.5) * np.exp(2 * rng.standard_normal((m, k)))
+    B = (rng.random((k, n)) - 0.5) * np.exp(2 * rng.standard_normal((k, n)))
+    got = []
+    out = os.path.join(shared_path(tmp_path), "c.h5")
+    outcome = run_matmul(A if rank == 0 else None, B if rank == 0 else None, out, planes=2,
+                         final="crt", on_resolution=lambda meta, C: got.append((meta, C.copy())))
+    if rank != 0:
+        assert outcome is None
+        return
+    ref = list(LayeredMatmul(A, B, planes=2, final="crt"))
+    assert outcome.status == "complete" and outcome.completed == len(ref) == 4
+    for (meta, C), r in zip(got, ref):
+        np.testing.assert_array_equal(C, r.C)
+        assert meta["method"] == r.method and meta["products"] == r.products
+        assert meta["bound_abs"] == r.bound_abs and meta["bound_rel"] == r.bound_rel
+    attrs, data = Checkpoint(out).resolution(4)
+    np.testing.assert_array_equal(data["C"], ref[-1].C)
+    assert attrs["method"] == "crt" and attrs["products"] == ref[-1].products == 15
+
+
 @pytest.mark.mpi(min_size=2)
 def test_a_worker_exception_reaches_the_root_and_ends_the_job(tmp_path):
     with config.configure(test_fail_rank=1, test_fail_after=3):

@@ -52,7 +52,7 @@ def _timed(cmd, env=None):
     return t, took, p.stdout
 
 
-def _lrmpi_run(a, fa, fb, c, ref, refmax):
+def _lrmpi_run(a, fa, fb, c, ref, refmax, hi=None):
     """One lrmpi job: per resolution its figures, times from launch and true error."""
     from lrmpi.jobs.checkpoint import Checkpoint
     # a fresh output each time: replacing a result would keep the earlier one listed
@@ -61,6 +61,8 @@ def _lrmpi_run(a, fa, fb, c, ref, refmax):
         shutil.rmtree(old) if os.path.isdir(old) else os.path.exists(old) and os.unlink(old)
     cmd = [a.mpiexec, "-n", str(a.ranks), sys.executable, "-m", "lrmpi", "matmul", fa, fb,
            "-o", c, "--planes", str(a.planes), "--keep", a.keep]
+    if a.final:
+        cmd += ["--final", a.final] + (["--moduli", str(a.moduli)] if a.moduli else [])
     launch, wall, _ = _timed(cmd + ([] if a.fsync else ["--no-fsync"]))
     ck = Checkpoint(c)
     offset = float(ck.attrs["started_at"]) - launch
@@ -73,6 +75,10 @@ def _lrmpi_run(a, fa, fb, c, ref, refmax):
         if i in ck.resolution_indices():
             C = ck.resolution(i)[1]["C"]
             row["err"] = float(np.abs(C - ref).max() / refmax)
+            if hi is not None:  # against the extended-precision rows
+                idx, R = hi
+                row["err_hi"] = float(np.abs(C[idx] - R).max() / np.abs(R).max())
+        row["method"] = m.get("method", "planes")
         rows.append(row)
     return {"wall_s": wall, "start_offset_s": offset, "resolutions": rows}
 
@@ -87,6 +93,13 @@ def matmul(argv):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--keep", default="all", choices=("all", "latest"))
     p.add_argument("--no-fsync", dest="fsync", action="store_false")
+    p.add_argument("--final", default=None, choices=("crt",),
+                   help="add the CRT resolution (its error is also measured against "
+                        "extended precision on sampled rows, beside numpy's own)")
+    p.add_argument("--moduli", type=int, default=None)
+    p.add_argument("--phi", type=float, default=None,
+                   help="operands (rand - 0.5) exp(phi randn) as in GEMMul8's tests "
+                        "(default: standard normal)")
     p.add_argument("--dir", default=None, help="folder for the inputs and outputs "
                    "(default: a temporary one; the disk being measured)")
     p.add_argument("--mpiexec", default=os.path.join(os.path.dirname(sys.executable), "mpiexec"))
@@ -103,10 +116,18 @@ def matmul(argv):
         for spec in a.shapes.split(","):
             mm, kk, nn = shape_of(spec)
             fa, fb = os.path.join(tmp, "A.npy"), os.path.join(tmp, "B.npy")
-            np.save(fa, rng.standard_normal((mm, kk)))
-            np.save(fb, rng.standard_normal((kk, nn)))
+            gen = (rng.standard_normal if a.phi is None else
+                   (lambda shape: (rng.random(shape) - 0.5) * np.exp(a.phi * rng.standard_normal(shape))))
+            np.save(fa, gen((mm, kk)))
+            np.save(fb, gen((kk, nn)))
             ref = np.load(fa) @ np.load(fb)
             refmax = float(np.abs(ref).max())
+            hi, numpy_err = None, None
+            if a.final:  # 64 rows in extended precision (x87 long double: 64-bit mantissa)
+                idx = np.sort(rng.choice(mm, min(mm, 64), replace=False))
+                R = np.load(fa)[idx].astype(np.longdouble) @ np.load(fb).astype(np.longdouble)
+                hi = (idx, R)
+                numpy_err = float(np.abs(ref[idx] - R).max() / np.abs(R).max())
             runs = {"numpy": [], "mpi": [], "lrmpi": []}
             for _ in range(a.repeats):
                 _, took, out = _timed([sys.executable, "-m", "lrmpi.experiments.baseline",
@@ -117,8 +138,9 @@ def matmul(argv):
                                        os.path.join(tmp, "Cm.npy")])
                 runs["mpi"].append(took)
                 runs["lrmpi"].append(_lrmpi_run(a, fa, fb, os.path.join(tmp, "C.h5"), ref,
-                                                refmax))
+                                                refmax, hi))
             row = _summarize(mm, kk, nn, a, runs, mbps)
+            row["numpy_err_hi"], row["phi"] = numpy_err, a.phi
             results.append(row)
             _print(row)
     save(a, {"machine": m, "disk_mb_s": mbps, "results": results}, _plot, results)
@@ -131,8 +153,9 @@ def _summarize(m, k, n, a, runs, mbps):
     res = []
     for i in range(nres):
         rows = [r["resolutions"][i] for r in runs["lrmpi"]]
-        keys = set.intersection(*(set(r) for r in rows))
+        keys = set.intersection(*(set(r) for r in rows)) - {"method"}
         out = {key: med(r[key] for r in rows) for key in keys}
+        out["method"] = rows[0]["method"]
         out["lag_s"] = med(r["durable_s"] - r["elapsed_s"] for r in rows)
         written = 8.0 * m * n + (4.0 * m * n if i > 0 or a.keep != "all" else 0.0)
         out["write_s_at_disk_speed"] = written / 1e6 / mbps
@@ -153,14 +176,19 @@ def _print(row):
           f"(load, multiply, save+fsync) {base:.2f} s; MPI one-shot (+ save) "
           f"{row['mpi_oneshot_s']:.2f} s; lrmpi whole job {row['lrmpi_wall_s']:.2f} s "
           f"(job starts {row['start_offset_s']:.2f} s after launch)")
-    print(f"{'res':>4} {'pairs':>5} {'computed':>9} {'durable':>9} {'x numpy':>8} {'lag':>6} "
-          f"{'write@disk':>10} {'effic.':>6} {'err_rel':>9} {'bound_rel':>9}")
+    if row.get("numpy_err_hi") is not None:
+        print(f"numpy's own error against extended precision (64 sampled rows): "
+              f"{row['numpy_err_hi']:.2e}; err_hi below is lrmpi's on the same rows")
+    print(f"{'res':>4} {'method':>6} {'prod':>4} {'pairs':>5} {'computed':>9} {'durable':>9} "
+          f"{'x numpy':>8} {'lag':>6} {'write@disk':>10} {'effic.':>6} {'err_rel':>9} "
+          f"{'bound_rel':>9} {'err_hi':>9}")
     for r in row["resolutions"]:
-        print(f"{int(r['index']):>4} {int(r['pairs']):>5} {r['computed_from_launch_s']:>9.2f} "
+        print(f"{int(r['index']):>4} {r['method']:>6} {int(r['products']):>4} "
+              f"{int(r['pairs']):>5} {r['computed_from_launch_s']:>9.2f} "
               f"{r['durable_from_launch_s']:>9.2f} {r['durable_from_launch_s'] / base:>8.2f} "
               f"{r['lag_s']:>6.2f} {r['write_s_at_disk_speed']:>10.2f} "
               f"{r.get('efficiency', float('nan')):>6.2f} {r.get('err', float('nan')):>9.2e} "
-              f"{r['bound_rel']:>9.2e}")
+              f"{r['bound_rel']:>9.2e} {r.get('err_hi', float('nan')):>9.2e}")
 
 
 def _plot(png, results):

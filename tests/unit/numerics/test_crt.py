@@ -1,0 +1,151 @@
+"""The CRT resolution (Ozaki scheme II): bit-exact against Python integers, bounds
+never below the true error (exact rationals), float64 grade, the k > kmax path,
+the moduli, and the resolution after the layers (stop and resume included)."""
+import math
+import os
+import signal
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from lrmpi.errors import ConfigError
+from lrmpi.numerics import crt, kernels
+from lrmpi.numerics.layered import LayeredMatmul
+
+
+def phi_matrix(rng, shape, phi):
+    """GEMMul8's test matrices: (rand - 0.5) exp(phi randn)."""
+    return (rng.random(shape) - 0.5) * np.exp(phi * rng.standard_normal(shape))
+
+
+def hard_pair(rng, m, k, n, phi):
+    A, B = phi_matrix(rng, (m, k), phi), phi_matrix(rng, (k, n), phi)
+    A[1] = 0.0                      # a zero row
+    B[:, 2] = 0.0                   # a zero column
+    A[3] *= 1e30                    # rows spanning 1e-30 .. 1e30
+    A[4] *= 1e-30
+    B[:, 0] *= 1e-30
+    return A, B
+
+
+def integer_reference(A, B, ops):
+    """fl(A'B') 2^-(ea+eb) from Python integers: the CRT step must give exactly this."""
+    Ai = [[math.trunc(math.ldexp(float(x), int(e))) for x in row] for row, e in zip(A, ops.ea)]
+    Bi = [[math.trunc(math.ldexp(float(x), int(e))) for x in col] for col, e in zip(B.T, ops.eb)]
+    out = np.empty((len(Ai), len(Bi)))
+    for i, a in enumerate(Ai):
+        for j, b in enumerate(Bi):
+            N = sum(x * y for x, y in zip(a, b))
+            out[i, j] = math.ldexp(float(N), -int(ops.ea[i]) - int(ops.eb[j]))
+    return out
+
+
+def exact_product(A, B):
+    return [[sum(Fraction(float(a)) * Fraction(float(b)) for a, b in zip(row, col))
+             for col in B.T] for row in A]
+
+
+@pytest.mark.parametrize("count", [1, 5, 11, crt.MAX_MODULI])
+@pytest.mark.parametrize("phi", [0.5, 4.0])
+def test_bit_exact_against_python_integers(count, phi):
+    rng = np.random.default_rng(count)
+    A, B = hard_pair(rng, 9, 40, 7, phi)
+    C, _, cmax = crt.crt_matmul(A, B, count)
+    want = integer_reference(A, B, crt.residues(A, B, crt.plan(count)))
+    np.testing.assert_array_equal(C, want)
+    assert cmax == np.abs(C).max()
+
+
+@pytest.mark.parametrize("trial", range(6))
+def test_bound_is_never_below_the_true_error(trial):
+    rng = np.random.default_rng(100 + trial)
+    phi = [0.0, 0.5, 1.0, 2.0, 3.0, 4.0][trial]
+    A, B = hard_pair(rng, 8, 30, 6, phi)
+    exact = exact_product(A, B)
+    for count in (1, 3, 8, 14, crt.MAX_MODULI):
+        C, babs, _ = crt.crt_matmul(A, B, count)
+        err = max(abs(Fraction(float(C[i, j])) - exact[i][j])
+                  for i in range(C.shape[0]) for j in range(C.shape[1]))
+        assert err <= Fraction(babs), (phi, count, float(err), babs)
+
+
+def test_inner_dimension_past_the_int32_limit():
+    """k > kmax(7): residue products are cut along k and reduced between the parts."""
+    rng = np.random.default_rng(5)
+    k = kernels.kmax(7) + 1000
+    A = rng.standard_normal((2, k))
+    B = rng.standard_normal((k, 3))
+    count = 6
+    C, _, _ = crt.crt_matmul(A, B, count)
+    ops = crt.residues(A, B, crt.plan(count))
+    # worst case for the int32 sums: every residue at its extreme
+    assert np.abs(ops.RA).max() >= 120
+    np.testing.assert_array_equal(C, integer_reference(A, B, ops))
+
+
+@pytest.mark.parametrize("phi", [0.5, 2.0])
+def test_fp64_target_reaches_numpy_accuracy(phi):
+    rng = np.random.default_rng(7)
+    A, B = phi_matrix(rng, (128, 512), phi), phi_matrix(rng, (512, 96), phi)
+    ref = A.astype(np.longdouble) @ B.astype(np.longdouble)
+    count = crt.moduli_for(512, "fp64")
+    assert count <= 16
+    C, babs, _ = crt.crt_matmul(A, B, count)
+    scale = float(np.abs(ref).max())
+    ours = float(np.abs(C - ref).max()) / scale
+    numpy_err = float(np.abs(A @ B - ref).max()) / scale
+    assert ours <= 2 * numpy_err, (ours, numpy_err)
+    assert float(np.abs(C - ref).max()) <= babs * (1 + 1e-6)
+
+
+def test_moduli_are_pairwise_coprime_and_bounded():
+    mods = crt.ALL_MODULI
+    assert all(m % 2 == 1 and m <= 255 for m in mods)
+    assert all(math.gcd(a, b) == 1 for i, a in enumerate(mods) for b in mods[i + 1:])
+    assert math.prod(mods[:crt.MAX_MODULI]) < 2 ** 127 <= math.prod(mods[:crt.MAX_MODULI + 1])
+    with pytest.raises(ConfigError, match="moduli must be an integer in 1..16"):
+        crt.plan(17)
+    with pytest.raises(ConfigError, match="beyond 16 moduli"):
+        crt.moduli_for(100, 1e-40)
+    assert crt.moduli_for(100, "fp32") < crt.moduli_for(100, "fp64") <= 16
+
+
+def test_a_resolution_after_the_layers():
+    rng = np.random.default_rng(3)
+    A, B = rng.standard_normal((70, 90)), rng.standard_normal((90, 50))
+    res = list(LayeredMatmul(A, B, planes=2, final="crt", moduli=13))
+    assert [r.method for r in res] == ["planes"] * 3 + ["crt"]
+    assert res[-1].products == 13 and res[-1].planned == 4 and res[-1].index == 4
+    C, babs, _ = crt.crt_matmul(A, B, 13)
+    np.testing.assert_array_equal(res[-1].C, C)
+    assert res[-1].bound_abs == babs < res[-2].bound_abs
+    with pytest.raises(ConfigError, match="add final='crt'"):
+        LayeredMatmul(A, B, moduli=3)
+    with pytest.raises(ConfigError, match="final must be"):
+        LayeredMatmul(A, B, final="ozaki")
+
+
+def test_a_stop_during_the_crt_resolution_resumes_to_the_same_result(tmp_path):
+    from lrmpi.jobs.checkpoint import Checkpoint
+    from lrmpi.jobs.matmul import load_result, run_matmul
+    rng = np.random.default_rng(4)
+    A, B = rng.standard_normal((600, 80)), rng.standard_normal((80, 40))
+    opts = dict(planes=2, final="crt", moduli=9)
+    full = run_matmul(A, B, str(tmp_path / "full.h5"), **opts)
+    assert full.status == "complete" and full.completed == 4
+
+    def stop_after_layers(meta, C):
+        if meta["index"] == 3:  # the layers are done: the CRT resolution is next
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    out = str(tmp_path / "c.h5")
+    part = run_matmul(A, B, out, on_resolution=stop_after_layers, **opts)
+    assert part.status == "deadline" and part.completed == 3
+    seen = []
+    done = run_matmul(A, B, out, resume=True, on_resolution=lambda m, C: seen.append(m), **opts)
+    assert done.status == "complete" and [m["index"] for m in seen] == [4]
+    assert seen[0]["method"] == "crt" and seen[0]["products"] == 9
+    C, attrs = load_result(out)
+    np.testing.assert_array_equal(C, load_result(str(tmp_path / "full.h5"))[0])
+    assert attrs["method"] == "crt" and Checkpoint(out).attrs["final"] == "crt"
