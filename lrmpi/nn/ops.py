@@ -196,9 +196,16 @@ def pool(x, p, kind):
     win = np.lib.stride_tricks.sliding_window_view(
         xp, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
     win = win[:, :, ::sh, ::sw, ::dh, ::dw][:, :, :Ho, :Wo]
+    # one elementwise max/add per kernel offset over strided slices: a reduction
+    # over the last two axes of the window view is 5-10x slower (measured)
+    out = win[:, :, :, :, 0, 0].copy()
+    for u in range(kh):
+        for v in range(kw):
+            if u or v:
+                (np.maximum if kind == "max" else np.add)(out, win[:, :, :, :, u, v], out=out)
     if kind == "max":
-        return win.max(axis=(4, 5))
-    total = win.sum(axis=(4, 5))
+        return out
+    total = out
     if p.get("count_include_pad", 0):
         inside = np.ones((1, 1, H + t + b, W + l + r))
         inside = np.pad(inside, ((0, 0), (0, 0), (0, bb - b), (0, rr - r)))
