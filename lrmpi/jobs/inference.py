@@ -90,7 +90,7 @@ class InferJob:
             return
         X = _bcast_array(self.group, None)
         self.group.gather(hostname())
-        farm.serve(comm, lambda task: _evaluate(model, X, task))
+        farm.serve(comm, lambda task, stopping: _evaluate(model, X, task, stopping))
 
     # --- rank 0 ---
     def execute(self, control, writer, ckpt, start):
@@ -106,7 +106,8 @@ class InferJob:
         self.group.bcast(self.model)
         _bcast_array(self.group, self.X)
         hosts = dict(enumerate(self.group.gather(hostname()) or []))
-        workers = farm.Farm(self.comm, lambda task: _evaluate(self.model, self.X, task),
+        workers = farm.Farm(self.comm, lambda task, stopping: _evaluate(self.model, self.X, task,
+                                                                          stopping),
                             hosts, self.worker_timeout)
         try:
             status, reason = self._loop(eng, workers, control, writer)
@@ -187,11 +188,12 @@ class InferJob:
             _report(meta, eng.planes)
 
 
-def _evaluate(model, X, task):
-    """A farm task: (logits, bounds) of samples `idx` at resolution r."""
+def _evaluate(model, X, task, stopping=None):
+    """A farm task: (logits, bounds) of samples `idx` at resolution r (None if
+    `stopping()` said so between batches)."""
     r, idx, norms = task
     model.norms.use(r, norms)
-    return model.evaluate(X[idx], r)
+    return model.evaluate(X[idx], r, stopping=stopping)
 
 
 def _graph_parts(graph):

@@ -22,7 +22,9 @@ from lrmpi.parallel.scheduler import hang_limit
 
 
 class Farm:
-    """The root side. `compute(payload)` is what every rank runs for a task."""
+    """The root side. `compute(payload, stopping)` is what every rank runs for a
+    task: it may return None once `stopping()` is true (a stop is on its way), and
+    its result is then dropped."""
 
     def __init__(self, comm, compute, hosts=None, worker_timeout=None):
         self.comm, self.compute, self.hosts = comm, compute, hosts or {}
@@ -36,8 +38,8 @@ class Farm:
     def _local(self, task, probe):
         faults.on_task(0)
         t0 = time.perf_counter()
-        value = self.compute(task.payload)
-        return FarmResult(task.id, value, time.perf_counter() - t0)
+        value = self.compute(task.payload, lambda: probe.Iprobe())
+        return None if probe.Iprobe() else FarmResult(task.id, value, time.perf_counter() - t0)
 
     def round(self, payloads, stop_reason=None):
         """Every payload computed somewhere: their values in order, or None when
@@ -142,7 +144,9 @@ def serve(comm, compute):
         try:
             faults.on_task(rank)
             t0 = time.perf_counter()
-            value = compute(msg.payload)
+            value = compute(msg.payload, lambda: comm.Iprobe(source=0, tag=Tag.STOP))
+            if comm.Iprobe(source=0, tag=Tag.STOP):
+                continue  # stopping: the root drops results now
             comm.send(FarmResult(msg.id, value, time.perf_counter() - t0), dest=0, tag=Tag.DONE)
         except Exception as exc:
             failed = True

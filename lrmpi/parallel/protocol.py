@@ -62,6 +62,7 @@ class Job:
     k: int
     schedule: tuple          # resolutions, each a tuple of (p, q) pairs
     tiling: tuple            # (m, n, row_blocks, col_blocks): partition.Tiling's fields
+    bcast: tuple = ()        # planes q of B (block 0) that travel by MPI_Ibcast, in order
     version: int = VERSION
 
     def check(self):
@@ -71,9 +72,19 @@ class Job:
         return self
 
 
-def job_message(bits, planes, k, schedule, tiling):
+def job_message(bits, planes, k, schedule, tiling, bcast=()):
     return Job(bits, planes, k, tuple(schedule),
-               (tiling.m, tiling.n, tiling.row_blocks, tiling.col_blocks))
+               (tiling.m, tiling.n, tiling.row_blocks, tiling.col_blocks), tuple(bcast))
+
+
+def bcast_planes(schedule, tiling, workers):
+    """B's planes that every worker will need, to broadcast once (collective:
+    the root sends about one copy whatever the number of workers) instead of
+    one point-to-point copy per worker: all of B's planes the schedule uses, when
+    C has one column block and there are at least two workers."""
+    if tiling.col_blocks != 1 or workers < 2:
+        return ()
+    return tuple(sorted({q for pairs in schedule for _, q in pairs}))
 
 
 # --- WORK header: [version, task, resolution, tile, nkeys, (operand, block, plane) * nkeys] ---

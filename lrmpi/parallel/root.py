@@ -99,6 +99,12 @@ class Root:
         self.sched = Scheduler(self.tiles, len(self.schedule),
                                ([0] if self.computes else []) + self.workers, self.keys_for,
                                first)
+        # B's planes broadcast to every worker (protocol.bcast_planes): the scheduler
+        # counts them as held, so they never travel point to point
+        self.bcast = protocol.bcast_planes(self.schedule[first:], self.tiling,
+                                           len(self.workers))
+        for w in self.workers:
+            self.sched.have[w].update((Operand.B, 0, q) for q in self.bcast)
         self.mpi = MpiEndpoints(self, comm) if self.workers else None
         self.local = ThreadEndpoint(self.compute_local) if self.computes else None
         self.early = {r: {} for r in range(first, len(self.schedule))}  # results of r > cur
@@ -324,10 +330,22 @@ class Root:
 
     def start_workers(self):
         msg = protocol.job_message(self.lm.bits, self.lm.planes, self.ea.shape[1],
-                                   self.schedule, self.tiling)
+                                   self.schedule, self.tiling, self.bcast)
         for w in self.workers:
             self.comm.send(msg, dest=w, tag=Tag.JOB)
         self.hosts = {w: self.comm.recv(source=w, tag=Tag.HELLO) for w in self.workers}
+        # every broadcast posted now, most significant first (each worker posts the
+        # same ones in the same order on JOB); MPICH broadcasts messages this large
+        # as scatter + allgather, so the root sends each byte about once: counted
+        # once, to the first resolution that uses the plane
+        first_use = {}
+        for r in range(self.cur, len(self.schedule)):
+            for _, q in self.schedule[r]:
+                first_use.setdefault(q, r)
+        for q in self.bcast:
+            plane = self.eb.digits[q - 1]
+            self.mpi.sends.append(self.comm.Ibcast(plane, root=0))
+            self.count(first_use[q], sent=plane.nbytes)
 
     def check_hung(self):
         """WorkerTimeout if a worker has sat on its current task far too long."""

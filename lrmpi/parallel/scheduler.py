@@ -70,21 +70,35 @@ class Scheduler:
         res, tile = pick
         keys = sorted(set(self.keys_for(res, tile)) - self.have[w])
         self.have[w].update(keys)
+        self.owner.setdefault(tile.index, w)  # it holds the tile's A blocks from now
         task = Task(self.next_id, res, tile, w, keys, now)
         self.next_id += 1
         self.outstanding[w].append(task)
         return task
 
     def _pick(self, w):
-        """(res, tile): lowest resolution first, preferring w's own tiles."""
+        """(res, tile): lowest resolution first; w's own tiles (it holds their A
+        blocks), else a tile nobody owns, else one of the current resolution whose
+        owner has no free slot, or any when tiles are few. Stealing from an owner
+        that will ask soon, or for a later resolution, sends the tile's A blocks
+        again: at 8 workers every tile changed hands each resolution, doubling the
+        root's bytes."""
+        depth = config.get().depth
+        # with fewer tiles than two per worker, resolutions pipelined across workers
+        # are the parallelism (one tile: worker 2 computes r + 1 while 1 computes r)
+        few = len(self.tiles) < 2 * len(self.workers)
         for r in range(self.cur, min(self.cur + config.get().lookahead, self.n_res)):
             todo = self.todo[r]
-            if todo:
-                for i, tile in enumerate(todo):
-                    if self.owner.get(tile.index) == w:
-                        del todo[i]
-                        return r, tile
-                return r, todo.popleft()
+            for i, tile in enumerate(todo):
+                if self.owner.get(tile.index) == w:
+                    del todo[i]
+                    return r, tile
+            for i, tile in enumerate(todo):
+                owner = self.owner.get(tile.index)
+                if owner is None or few or (r == self.cur and
+                                            len(self.outstanding.get(owner, ())) >= depth):
+                    del todo[i]
+                    return r, tile
         return None
 
     def _running(self, w, now):
@@ -117,9 +131,9 @@ class Scheduler:
         self.outstanding[w].remove(task)
         self.durations.append(now - max(task.started, self.last_done.get(w, 0.0)))
         self.last_done[w] = now
-        self.owner[task.tile.index] = w
         if task.res < self.cur or task.tile.index in self.arrived[task.res]:
-            return False
+            return False  # both copies' workers hold the blocks; the first stays owner
+        self.owner[task.tile.index] = w
         self.arrived[task.res].add(task.tile.index)
         return True
 

@@ -28,7 +28,7 @@ def worker_run(comm):
     rank, size = rank_size(comm)
     status, backoff = MPI.Status(), Backoff(cap=5e-3)
     job = None
-    planes, sent, failed = {}, 0, False
+    planes, sent, failed, bcasts = {}, 0, False, {}
     scratch = ScratchPool()
     while True:
         if not comm.Iprobe(source=0, tag=MPI.ANY_TAG, status=status):
@@ -39,6 +39,7 @@ def worker_run(comm):
         if tag == Tag.STOP:
             comm.Recv(protocol.stop_buffer(), source=0, tag=Tag.STOP)
             if job is not None:  # the root only waits for BYE once the job started
+                MPI.Request.Waitall(list(bcasts.values()))  # the root posted them all
                 comm.send(sent, dest=0, tag=Tag.BYE)
             return 1 if failed else 0
         if tag == Tag.JOB:
@@ -46,6 +47,12 @@ def worker_run(comm):
             comm.send(socket.gethostname(), dest=0, tag=Tag.HELLO)
             tiling = Tiling(*job.tiling)
             tiles = tiling.tiles()
+            MPI.Request.Waitall(list(bcasts.values()))  # a previous job's (a stream)
+            bcasts = {}
+            for q in job.bcast:  # B's planes by broadcast, in the root's order
+                buf = np.empty((tiling.n, job.k), np.int8)
+                planes[(Operand.B, 0, q)] = buf
+                bcasts[q] = comm.Ibcast(buf, root=0)
             continue
         header = protocol.work_buffer()
         comm.Recv(header, source=0, tag=Tag.WORK)
@@ -61,6 +68,8 @@ def worker_run(comm):
             faults.on_task(rank)
             tile = tiles[tile_index]
             pairs = job.schedule[res]
+            for q in sorted({q for _, q in pairs} & bcasts.keys()):
+                bcasts.pop(q).Wait()  # the planes this task reads have arrived
             nl, dtype = n_levels(pairs), sum_dtype(pairs, job.k, job.bits)
             buf = scratch.get((protocol.result_size(nl, tile.shape, dtype),), np.int64)
             t0 = time.perf_counter()

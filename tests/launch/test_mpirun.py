@@ -25,6 +25,33 @@ def test_mpiexec_gives_the_world_size_asked_for(n):
         [(str(r), str(n)) for r in range(n)]
 
 
+def test_root_bytes_do_not_grow_with_the_workers(tmp_path):
+    """B's planes travel by broadcast: per resolution the root sends about the same
+    bytes to 8 workers as to 2 (point to point it sent one copy of B per worker),
+    and the result stays bit-identical."""
+    rng = np.random.default_rng(8)
+    # 2048 rows: 4 tiles of >= 64 rows per worker at 8 workers (with fewer tiles than
+    # two per worker the scheduler pipelines resolutions across workers instead)
+    A, B = rng.standard_normal((2048, 384)), rng.standard_normal((384, 256))
+    np.save(tmp_path / "a.npy", A)
+    np.save(tmp_path / "b.npy", B)
+    sent, ref = {}, list(LayeredMatmul(A, B, planes=3))
+    for n in (3, 9):  # 2 and 8 workers (oversubscribed: bytes do not depend on speed)
+        out = tmp_path / f"c{n}.h5"
+        p = run("matmul", tmp_path / "a.npy", tmp_path / "b.npy", "-o", out, "--planes", 3,
+                n=n, env={"LRMPI_BACKUP_MIN_S": "60", "LRMPI_ROOT_COMPUTES": "no"},
+                timeout=180)
+        assert p.returncode == 0, p.stderr
+        ck = Checkpoint(out)
+        sent[n] = [ck.resolution_summary(r.index)["root_bytes_sent"] for r in ref]
+        for r in ref:
+            np.testing.assert_array_equal(ck.resolution(r.index)[1]["C"], r.C)
+    assert sum(sent[9]) <= 1.5 * sum(sent[3]), sent
+    # resolution 1: A's first plane once and B's once (point to point: 8 copies of
+    # B's); later ones may move a few tiles to balance the load (8 ranks on 2 cores)
+    assert sent[9][0] == sent[3][0] == A.size + B.size, sent
+
+
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_matmul_cli_writes_every_resolution_identical_to_the_api(n, operands, tmp_path):
     A, B, a, b = operands

@@ -77,7 +77,7 @@ def test_farm_with_tasks_and_results_past_the_eager_limit():
     from lrmpi.parallel.farm import Farm, serve
     comm = get_comm()
 
-    def compute(payload):
+    def compute(payload, stopping):
         i, block = payload
         return i, block * 2.0
 

@@ -42,6 +42,9 @@ def infer(argv):
     p.add_argument("--samples", type=float, default=1.0,
                    help="fraction of each speed model's sample count (quick runs)")
     p.add_argument("--no-accuracy", action="store_true", help="skip the digits table")
+    p.add_argument("--deadline", type=float, default=None,
+                   help="seconds: run each lrmpi job under --deadline (a user's time limit; "
+                        "the table shows the resolutions that were durable by then)")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
     a = p.parse_args(argv)
@@ -117,7 +120,7 @@ def speed_row(name, a):
                   f"{r['durable_s']:.2f} s = {r['durable_s'] / q8:.2f}x ort int8, "
                   f"{r['durable_s'] / f32:.2f}x ort f32; certified {r['certified']:.3f}, "
                   f"refined {r['refined']}, median bound/logit range {r['bound_rel']:.2e}")
-        print(f"  last resolution: decisions = ort float32 on {row['agree_ort_f32']:.4%}, "
+        print(f"  last durable resolution: decisions = ort float32 on {row['agree_ort_f32']:.4%}, "
               f"certified = float64 model on {row['certified_agree_f64']:.4%} "
               f"of {row['certified_n']}")
         return row
@@ -152,6 +155,8 @@ def lrmpi_run(model, data, out, a):
         subprocess.run(["rm", "-rf", out, out + ".d"], check=True)
     cmd = ["mpiexec", "-n", str(a.ranks), sys.executable, "-m", "lrmpi", "infer", model, data,
            "-o", out, "--planes", str(a.planes), "--rule", "certified"]
+    if a.deadline:
+        cmd += ["--deadline", f"{a.deadline:g}s", "--margin", "1", "--deadline-ok"]
     t = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
     wall = time.perf_counter() - t
@@ -171,7 +176,7 @@ def lrmpi_run(model, data, out, a):
 
 def _medians(runs):
     out = []
-    for i, first in enumerate(runs[0]["metas"]):
+    for i, first in enumerate(runs[0]["metas"][:min(len(r["metas"]) for r in runs)]):
         row = dict(first)
         for key in ("elapsed_s", "durable_s"):
             row[key] = statistics.median(r["metas"][i][key] for r in runs)
