@@ -83,3 +83,13 @@ def mpi_info():
     return [("mpi4py", mpi4py.__version__),
             ("MPI library", MPI.Get_library_version().splitlines()[0].strip()),
             ("MPI world size", str(MPI.COMM_WORLD.Get_size()))]
+
+
+def next_tag_from_root(comm, status, backoff):
+    """Wait, probing and sleeping with `backoff` (never spinning a core), for the
+    next message from rank 0; its tag (the message itself is still to receive)."""
+    any_tag = mpi().ANY_TAG
+    while not comm.Iprobe(source=0, tag=any_tag, status=status):
+        backoff.sleep()
+    backoff.reset()
+    return status.Get_tag()

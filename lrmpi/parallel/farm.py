@@ -15,7 +15,7 @@ from lrmpi import config
 from lrmpi.errors import RemoteTraceback, WorkerError, WorkerTimeout
 from lrmpi.parallel import faults, protocol
 from lrmpi.parallel.backoff import Backoff
-from lrmpi.parallel.comm import mpi, rank_size, root_has_a_core
+from lrmpi.parallel.comm import mpi, next_tag_from_root, rank_size, root_has_a_core
 from lrmpi.parallel.endpoints import ThreadEndpoint
 from lrmpi.parallel.protocol import FarmResult, FarmTask, Tag
 from lrmpi.parallel.scheduler import hang_limit
@@ -130,11 +130,7 @@ def serve(comm, compute):
     status, backoff = MPI.Status(), Backoff(cap=5e-3)
     failed = False
     while True:
-        if not comm.Iprobe(source=0, tag=MPI.ANY_TAG, status=status):
-            backoff.sleep()
-            continue
-        backoff.reset()
-        tag = status.Get_tag()
+        tag = next_tag_from_root(comm, status, backoff)
         msg = comm.recv(source=0, tag=tag)
         if tag == Tag.STOP:
             comm.send(0, dest=0, tag=Tag.BYE)

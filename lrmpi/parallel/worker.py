@@ -17,7 +17,7 @@ from lrmpi.numerics.layered import level_sums, sum_dtype
 from lrmpi.numerics.schedule import levels, n_levels
 from lrmpi.parallel import faults, protocol
 from lrmpi.parallel.backoff import Backoff
-from lrmpi.parallel.comm import mpi, rank_size
+from lrmpi.parallel.comm import mpi, next_tag_from_root, rank_size
 from lrmpi.parallel.partition import Tiling
 from lrmpi.parallel.protocol import Operand, Tag
 
@@ -31,11 +31,7 @@ def worker_run(comm):
     planes, sent, failed, bcasts = {}, 0, False, {}
     scratch = ScratchPool()
     while True:
-        if not comm.Iprobe(source=0, tag=MPI.ANY_TAG, status=status):
-            backoff.sleep()
-            continue
-        backoff.reset()
-        tag = status.Get_tag()
+        tag = next_tag_from_root(comm, status, backoff)
         if tag == Tag.STOP:
             comm.Recv(protocol.stop_buffer(), source=0, tag=Tag.STOP)
             if job is not None:  # the root only waits for BYE once the job started

@@ -110,3 +110,17 @@ def test_a_slow_link_is_a_straggler_and_changes_nothing(operands, tmp_path):
         np.testing.assert_array_equal(ck.resolution(r.index)[1]["C"], r.C)
     print(f"with {slow} at 20 Mbit/s: resolutions durable at "
           f"{[round(ck.resolution_summary(i)['durable_s'], 2) for i in ck.resolution_indices()]} s")
+
+
+def test_bench_scale_runs_on_the_simulated_hosts(tmp_path):
+    import json
+    out = tmp_path / "s.json"
+    p = subprocess.run([sys.executable, "-m", "lrmpi", "bench", "scale", "--n", "256",
+                        "--workers", "2", "--rates", "1gbit", "--planes", "2",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    row = json.loads(out.read_text())["results"][0]
+    assert row["workers"] == 2 and row["oneshot_s"] > 0 and row["res1_s"] > 0
+    # B's first plane once, and A's rows of the tiles the root did not compute itself
+    # (alone on its host, it computes too)
+    assert 256 * 256 <= row["resolutions"][0]["root_bytes_sent"] <= 2 * 256 * 256

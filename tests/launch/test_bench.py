@@ -64,3 +64,31 @@ def test_bench_deadline_stream_under_mpiexec(tmp_path):
                 assert row[mode] == sorted(row[mode], reverse=True)
     assert "success" in p.stdout or "one-shot" in p.stdout
     assert (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_matmul_crt_column(tmp_path):
+    out = tmp_path / "m.json"
+    p = run("bench", "matmul", "--shapes", "64x48x40", "--ranks", 2, "--repeats", 1,
+            "--planes", 2, "--final", "crt", "--phi", 2, "--json", out, timeout=300)
+    assert p.returncode == 0, p.stderr
+    row = json.loads(out.read_text())["results"][0]
+    last = row["resolutions"][-1]
+    assert last["method"] == "crt" and last["products"] == 15
+    # err is against numpy's own (inexact) product; err_hi against extended precision
+    assert last["err_hi"] <= last["bound_rel"]
+    assert last["err_hi"] <= max(4 * row["numpy_err_hi"], 1e-15)
+
+
+def test_bench_infer_smoke(tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "i.json"
+    p = run("bench", "infer", "--models", "mlp", "--samples", 0.01, "--repeats", 1,
+            "--planes", 2, "--no-accuracy", "--ranks", 2, "--json", out,
+            "--plot", tmp_path / "i.png", timeout=300)
+    assert p.returncode == 0, p.stderr
+    row = json.loads(out.read_text())["speed"][0]
+    assert row["model"] == "mlp" and row["samples"] == 327
+    assert row["ort_f32_s"] > 0 and row["ort_int8_s"] > 0
+    assert [r["index"] for r in row["resolutions"]] == [1, 2]
+    assert row["certified_agree_f64"] == 1.0
+    assert (tmp_path / "i.png").read_bytes()[:4] == b"\x89PNG"

@@ -20,7 +20,8 @@ def bench(func):
 
 
 def main(argv):
-    from lrmpi.experiments.bench import deadline, infer, kernels, matmul, straggler  # noqa: F401
+    from lrmpi.experiments.bench import (deadline, infer, kernels, matmul, scale,  # noqa: F401
+                                         straggler)
     p = argparse.ArgumentParser(prog="lrmpi bench", description="Benchmarks.")
     p.add_argument("name", choices=sorted(BENCHES))
     a, rest = p.parse_known_args(argv[:1])

@@ -188,7 +188,9 @@ def _agreement(path, X, ref32, run):
     from lrmpi.nn import ops
     from lrmpi.nn.onnx_import import load_model
     g = load_model(path)
-    pred64 = ops.decisions(g, ops.forward(g, X.astype(np.float64)))
+    # in batches: the float64 forward of 8192 VGG samples at once took 22 GB
+    pred64 = np.concatenate([ops.decisions(g, ops.forward(g, X[i:i + 256].astype(np.float64)))
+                             for i in range(0, len(X), 256)])
     pred32 = ops.decisions(g, np.asarray(ref32, np.float64))
     cert = run["certified_mask"]
     return {"agree_ort_f32": float(np.mean(run["predicted"] == pred32)),
