@@ -94,3 +94,29 @@ def test_farm_with_tasks_and_results_past_the_eager_limit():
                 np.testing.assert_array_equal(block, np.full(131072, 2.0 * i))
     finally:
         farm.stop()
+
+
+@pytest.mark.parametrize("builder", ["resnet_small", "mobilenet_small"])
+def test_residual_and_depthwise_graphs_identical_to_one_process(builder, tmp_path):
+    """A ResNet-style graph (identity and projection shortcuts, global average pool)
+    and a MobileNet-style one (depthwise + pointwise, ReLU6) under mpiexec."""
+    from lrmpi.experiments import models
+    comm = get_comm()
+    base = comm.bcast(str(tmp_path), root=0)
+    path = os.path.join(base, f"{builder}.onnx")
+    X = None
+    if comm.Get_rank() == 0:
+        models.save(getattr(models, builder)(), path)
+        X = np.random.default_rng(3).standard_normal((37, 3, 16, 16))
+    comm.Barrier()
+    got = []
+    outcome = run_infer(path, X, None, planes=2, rule="none",
+                        on_resolution=lambda m, s, p, r: got.append(s.copy()))
+    if comm.Get_rank() != 0:
+        assert outcome is None
+        return
+    eng = LayeredInference(load_model(path), X, planes=2, rule="none")
+    ref = [eng.state["scores"].copy() for _ in eng]
+    assert outcome.status == "complete" and len(got) == len(ref) == 2
+    for s, w in zip(got, ref):
+        np.testing.assert_array_equal(s, w)
