@@ -18,6 +18,7 @@ Error (docs/design.md, "CRT resolution"): the truncations only, |A - A'2^-ea| <
 (the last term: a result below the normal range). M < 2^127 keeps N within one
 signed 128-bit integer: at most MAX_MODULI moduli.
 """
+import functools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -75,8 +76,10 @@ class Plan:
     def count(self):
         return len(self.moduli)
 
+    @functools.cached_property
     def constants(self):
-        """(moduli int32, coef uint64 (N, 2) low word first, M as two uint64 words)."""
+        """(moduli int32, coef uint64 (N, 2) low word first, M as two uint64 words):
+        computed once per plan (every row block reads them)."""
         coef = []
         for m in self.moduli:
             Mi = self.M // m
@@ -149,7 +152,7 @@ def residues(A, B, pl):
     m, k = A.shape
     n = B.shape[1]
     ea, eb = exponents(A, pl.T, 1), exponents(B, pl.T, 0)
-    mods, _, _ = pl.constants()
+    mods, _, _ = pl.constants
     RA = np.empty((pl.count, m, k), np.int8)
     RB = np.empty((pl.count, n, k), np.int8)
     l1a, l1b = np.empty(m, np.int64), np.empty(n, np.int64)
@@ -176,7 +179,7 @@ def product_block(ops, r0, r1, S, C, isa=None):
             kernels.igemm(ops.RA[l, r0:r1, k0:k0 + km], ops.RB[l, :, k0:k0 + km], P, isa=isa)
             S[l] += np.remainder(P, mod).astype(np.int32)
             np.remainder(S[l], mod, out=S[l])
-    mods, coef, Mw = pl.constants()
+    mods, coef, Mw = pl.constants
     return _k.crt_reconstruct(mods, S, coef, Mw, ops.ea[r0:r1], ops.eb, C[r0:r1])
 
 
@@ -188,9 +191,12 @@ def bound_abs(ops, cmax):
     sa = np.where(ops.l1a > 0, np.ldexp(1.0, -ops.ea), 0.0)
     sb = np.where(ops.l1b > 0, np.ldexp(1.0, -ops.eb), 0.0)
     up = 1.0 + 2.0 ** -40  # the float products and sums below, and l1's conversion
-    t = (float(np.max(sa * ops.l1a.astype(np.float64), initial=0.0)) * float(np.max(sb, initial=0.0))
-         + float(np.max(sa, initial=0.0)) * float(np.max(sb * ops.l1b.astype(np.float64), initial=0.0))
-         + k * float(np.max(sa, initial=0.0)) * float(np.max(sb, initial=0.0)))
+
+    def top(x):
+        return float(np.max(x, initial=0.0))
+    ma, mb = top(sa), top(sb)
+    t = top(sa * ops.l1a.astype(np.float64)) * mb + ma * top(sb * ops.l1b.astype(np.float64)) \
+        + k * ma * mb
     return t * up * up + U * cmax * up + 2.0 ** -1074
 
 

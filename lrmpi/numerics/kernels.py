@@ -83,16 +83,21 @@ def colmax(X, *, isa=None):
     return amax, bad
 
 
+def _need_encode(X, exps, bits, units, what):
+    """The checks encode and encode_t share: one exponent per row (column) unit."""
+    _need_c(X, "X", np.float64, 2)
+    _need_c(exps, "exps", np.int32, 1)
+    if exps.shape[0] != units:
+        raise ValueError(f"exps has {exps.shape[0]} entries for {units} {what}")
+    if not 1 <= bits <= 7:
+        raise ValueError(f"bits must be in 1..7, got {bits}")
+
+
 def encode_t(X, exps, bits, planes, *, isa=None):
     """The columns of X (k x n) split into digit planes as the rows of X.T: returns
     (D of shape (planes, n, k), sumsq, l1), exactly encode(X.T, ...) but without
     forming X.T (the sums in l1 may round differently)."""
-    _need_c(X, "X", np.float64, 2)
-    _need_c(exps, "exps", np.int32, 1)
-    if exps.shape[0] != X.shape[1]:
-        raise ValueError(f"exps has {exps.shape[0]} entries for {X.shape[1]} columns")
-    if not 1 <= bits <= 7:
-        raise ValueError(f"bits must be in 1..7, got {bits}")
+    _need_encode(X, exps, bits, X.shape[1], "columns")
     if not 1 <= planes <= 16:
         raise ValueError(f"planes must be in 1..16, got {planes}")
     k, n = X.shape
@@ -112,12 +117,7 @@ def encode(X, exps, bits, planes, *, out=None, isa=None):
     Requires |X[i,j]| < 2^exps[i] (see planes.exponents). `out`: a C-contiguous
     int8 array (planes, rows, cols) to write D into (a reused buffer).
     """
-    _need_c(X, "X", np.float64, 2)
-    _need_c(exps, "exps", np.int32, 1)
-    if exps.shape[0] != X.shape[0]:
-        raise ValueError(f"exps has {exps.shape[0]} entries for {X.shape[0]} rows")
-    if not 1 <= bits <= 7:
-        raise ValueError(f"bits must be in 1..7, got {bits}")
+    _need_encode(X, exps, bits, X.shape[0], "rows")
     if planes < 1:
         raise ValueError(f"planes must be >= 1, got {planes}")
     m, n = X.shape

@@ -22,12 +22,8 @@ pytestmark = pytest.mark.skipif(HOSTS < 2, reason="no simulated cluster (LRMPI_N
 
 
 def cluster_cmd(*args, hosts=HOSTS):
-    names = ",".join(f"lrh{i}" for i in range(1, hosts + 1))
-    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    inner = (f"hostname lrh1; exec {mpiexec} -genv UCX_TLS tcp,self -genv UCX_NET_DEVICES eth0 "
-             f"-launcher ssh -launcher-exec {CI}/nsexec -hosts {names} -n {hosts} -ppn 1 "
-             f"{sys.executable} -m lrmpi " + " ".join(str(a) for a in args))
-    return ["ip", "netns", "exec", "lrh1", "unshare", "--uts", "sh", "-c", inner]
+    from lrmpi.experiments.bench.scale import cluster_command
+    return cluster_command(f"{CI}/nsexec", hosts, sys.executable, "-m", "lrmpi", *args)
 
 
 def rx_bytes(host):

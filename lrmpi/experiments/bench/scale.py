@@ -38,7 +38,8 @@ def _shape(hosts, rate):
                         "50ms"], check=True)
 
 
-def _cluster(launcher, hosts, *argv):
+def cluster_command(launcher, hosts, *argv):
+    """argv under mpiexec over hosts lrh1..lrhN, one rank each, launched from lrh1."""
     names = ",".join(f"lrh{i}" for i in range(1, hosts + 1))
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     inner = (f"hostname lrh1; exec {mpiexec} -genv UCX_TLS tcp,self -genv UCX_NET_DEVICES eth0 "
@@ -70,9 +71,9 @@ def scale(argv):
     from lrmpi.jobs.checkpoint import Checkpoint
     workers = [int(w) for w in a.workers.split(",")]
     hosts_needed = max(workers) + 1
-    have = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    missing = [f"lrh{i}" for i in range(1, hosts_needed + 1) if f"lrh{i} " not in have + " "
-               and f"lrh{i}\n" not in have]
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    have = {line.split()[0] for line in listed.splitlines() if line.strip()}
+    missing = [f"lrh{i}" for i in range(1, hosts_needed + 1) if f"lrh{i}" not in have]
     if missing:
         p.error(f"needs hosts lrh1..lrh{hosts_needed} (network namespaces; "
                 f"`bash .ci/netcluster.sh up {hosts_needed}` in the repository)")
@@ -95,12 +96,14 @@ def scale(argv):
             _shape(hosts_needed, rate)
             for w in workers:
                 hosts = w + 1
-                _, one = _run(_cluster(launcher, hosts, py, "-m", "lrmpi.experiments.baseline",
-                                       fa, fb, "--out", os.path.join(tmp, "Cm.npy")))
+                _, one = _run(cluster_command(launcher, hosts, py, "-m",
+                                              "lrmpi.experiments.baseline", fa, fb, "--out",
+                                              os.path.join(tmp, "Cm.npy")))
                 out = os.path.join(tmp, "C.h5")
                 subprocess.run(["rm", "-rf", out, out + ".d"], check=True)
-                launch, wall = _run(_cluster(launcher, hosts, py, "-m", "lrmpi", "matmul", fa,
-                                             fb, "-o", out, "--planes", a.planes))
+                launch, wall = _run(cluster_command(launcher, hosts, py, "-m", "lrmpi",
+                                                    "matmul", fa, fb, "-o", out,
+                                                    "--planes", a.planes))
                 ck = Checkpoint(out)
                 offset = float(ck.attrs["started_at"]) - launch
                 res = []
