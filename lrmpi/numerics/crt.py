@@ -163,24 +163,35 @@ def residues(A, B, pl):
     return Operands(pl, ea, eb, RA, RB, l1a, l1b)
 
 
-def product_block(ops, r0, r1, S, C, isa=None):
-    """Rows [r0, r1) of C from the residue products: S is an int32 scratch of
-    shape (N, r1 - r0, n). Returns max |C[r0:r1]|."""
-    pl, k = ops.plan, ops.k
+def product_tile(pl, RA, RB, ea, eb, C, S, isa=None):
+    """C := the CRT product of one tile: RA[l] (rows, k) and RB[l] (cols, k) are the
+    residues of its A rows and B columns for modulus l (any sequence or mapping
+    indexed 0..N-1), ea/eb their exponents, C a float64 (rows, cols) view, S an
+    int32 scratch of shape (N, rows, cols). Returns max |C|. Exact sums, so the
+    result does not depend on how C is cut into tiles."""
     km = kernels.kmax(7)  # residues are at most 127 in magnitude
+    k = RA[0].shape[1]
     for l, mod in enumerate(pl.moduli):
         S[l].fill(0)
         if k <= km:
-            kernels.igemm(ops.RA[l, r0:r1], ops.RB[l], S[l], isa=isa)
+            kernels.igemm(RA[l], RB[l], S[l], isa=isa)
             continue
         P = np.zeros_like(S[l])
         for k0 in range(0, k, km):  # reduce each exact partial sum before the next
             P.fill(0)
-            kernels.igemm(ops.RA[l, r0:r1, k0:k0 + km], ops.RB[l, :, k0:k0 + km], P, isa=isa)
+            kernels.igemm(RA[l][:, k0:k0 + km], RB[l][:, k0:k0 + km], P, isa=isa)
             S[l] += np.remainder(P, mod).astype(np.int32)
             np.remainder(S[l], mod, out=S[l])
     mods, coef, Mw = pl.constants
-    return _k.crt_reconstruct(mods, S, coef, Mw, ops.ea[r0:r1], ops.eb, C[r0:r1])
+    return _k.crt_reconstruct(mods, S, coef, Mw, np.ascontiguousarray(ea, np.int32),
+                              np.ascontiguousarray(eb, np.int32), C)
+
+
+def product_block(ops, r0, r1, S, C, isa=None):
+    """Rows [r0, r1) of C from the residue products: S is an int32 scratch of
+    shape (N, r1 - r0, n). Returns max |C[r0:r1]|."""
+    return product_tile(ops.plan, ops.RA[:, r0:r1], ops.RB, ops.ea[r0:r1], ops.eb,
+                        C[r0:r1], S, isa)
 
 
 def bound_abs(ops, cmax):

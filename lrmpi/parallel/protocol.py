@@ -20,6 +20,14 @@ into preallocated NumPy arrays; only small control messages are pickled.
     worker -> root   DONE    pickled FarmResult: its result
     root -> worker   STREAM  pickled str (StreamCommand): the next job of a stream
                              (lrmpi.experiments.stream)
+    root -> worker   CRT     pickled CrtSetup, to every worker once the residues of
+                             the CRT resolution exist (before any of its WORK); the
+                             root then posts the Ibcasts it lists, in order
+
+The CRT resolution (numerics/crt.py) is resolution len(Job.schedule) (0-based): its
+WORK lists residue blocks (Operand.RA / RB, block, modulus index) as PLANE
+messages, and its RESULT carries one "level" CRT_LEVEL: the tile of C itself, in
+float64.
 """
 import socket
 import traceback
@@ -28,8 +36,10 @@ from enum import IntEnum
 
 import numpy as np
 
-VERSION = 4  # 4: RESULT carries the kernel time; 3: JOB is a Job dataclass
-MAX_KEYS = 2 * 16          # plane blocks one WORK can carry: all planes of A and B
+VERSION = 5  # 5: the CRT resolution (Job.crt, CRT, Operand.RA/RB); 4: RESULT carries
+# the kernel time; 3: JOB is a Job dataclass
+MAX_KEYS = 2 * 16          # plane blocks one WORK can carry: all planes (or residues,
+                           # at most 16 moduli) of A and B
 MAX_LEVELS = 32            # levels in one resolution (2 * MAX_PLANES)
 
 
@@ -46,11 +56,22 @@ class Tag(IntEnum):
     STREAM = 20
     TASK = 21
     DONE = 22
+    CRT = 23
 
 
 class Operand(IntEnum):
     A = 0
     B = 1
+    RA = 2   # residues of A's rows modulo one CRT modulus (plane = modulus index)
+    RB = 3   # residues of B's columns
+
+
+def is_rows_of_a(op):
+    """True for blocks cut by C's row blocks (A's planes, A's residues)."""
+    return op in (Operand.A, Operand.RA)
+
+
+CRT_LEVEL = 0  # the "level" of a CRT result: the tile of C (float64), not a level sum
 
 
 # --- JOB: what every worker needs to know, once ---
@@ -63,6 +84,7 @@ class Job:
     schedule: tuple          # resolutions, each a tuple of (p, q) pairs
     tiling: tuple            # (m, n, row_blocks, col_blocks): partition.Tiling's fields
     bcast: tuple = ()        # planes q of B (block 0) that travel by MPI_Ibcast, in order
+    crt: int = 0             # moduli of the CRT resolution after the layers (0: none)
     version: int = VERSION
 
     def check(self):
@@ -72,9 +94,24 @@ class Job:
         return self
 
 
-def job_message(bits, planes, k, schedule, tiling, bcast=()):
+def job_message(bits, planes, k, schedule, tiling, bcast=(), crt=0):
     return Job(bits, planes, k, tuple(schedule),
-               (tiling.m, tiling.n, tiling.row_blocks, tiling.col_blocks), tuple(bcast))
+               (tiling.m, tiling.n, tiling.row_blocks, tiling.col_blocks), tuple(bcast), crt)
+
+
+# --- CRT: what the CRT resolution's tasks need besides their residue blocks ---
+
+@dataclass(frozen=True)
+class CrtSetup:
+    moduli: int              # crt.plan(moduli) on both sides
+    ea: np.ndarray           # int32 (m,): exponents of A's rows
+    eb: np.ndarray           # int32 (n,): exponents of B's columns
+    bcast: tuple = ()        # moduli indices l whose B residues (RB, 0, l) come by Ibcast
+
+
+def crt_bcast(moduli, tiling, workers):
+    """Moduli whose B residues are broadcast (same rule as bcast_planes)."""
+    return tuple(range(moduli)) if tiling.col_blocks == 1 and workers >= 2 else ()
 
 
 def bcast_planes(schedule, tiling, workers):

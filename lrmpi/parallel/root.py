@@ -40,12 +40,13 @@ from lrmpi.parallel import faults, protocol
 from lrmpi.parallel.assembly import Assembly
 from lrmpi.parallel.backoff import Backoff
 from lrmpi.parallel.comm import rank_size, root_has_a_core
+from lrmpi.parallel.crt_stage import CrtStage
 from lrmpi.parallel.endpoints import MpiEndpoints, ThreadEndpoint
 from lrmpi.parallel.partition import default_tiling
 from lrmpi.parallel.progress import Progress
 from lrmpi.parallel.protocol import Operand, Tag
 from lrmpi.parallel.scheduler import Scheduler
-from lrmpi.parallel.worker import compute
+from lrmpi.parallel.worker import compute, compute_crt
 
 
 class Root:
@@ -74,8 +75,14 @@ class Root:
                                      len(self.workers) + (1 if self.computes else 0))
         self.tiles = self.tiling.tiles()
         self.schedule = lm.schedule
-        self.nlevels = [n_levels(r) for r in self.schedule]
-        self.sdtype = [sum_dtype(r, k, lm.bits) for r in self.schedule]
+        self.layers = len(self.schedule)  # resolutions of digit planes
+        # the CRT resolution, if any, is resolution `layers` (0-based): its tasks
+        # return their tile of C in float64, one "level" (crt_stage.py)
+        self.crt = CrtStage(lm, self.tiling, None) if lm.final == "crt" else None
+        self.nres = self.layers + (1 if self.crt else 0)
+        self.nlevels = [n_levels(r) for r in self.schedule] + [1] * (self.nres - self.layers)
+        self.sdtype = [sum_dtype(r, k, lm.bits) for r in self.schedule] + \
+            [np.float64] * (self.nres - self.layers)
         # resolution 1's bound now, while the workers wait anyway; each later one
         # when its resolution finishes (all at once before the first dispatch cost
         # 0.1 s at n = 4096; after it, beside busy workers, 0.8 s)
@@ -84,11 +91,13 @@ class Root:
         logger.debug("lrmpi: bounds at %.3f s", self.elapsed())
         self.assembly = Assembly(self.ea, self.eb, self.schedule, self.sdtype,
                                  keep_sums=writer is not None)
-        self.traffic = [[0, 0] for _ in self.schedule]  # bytes sent, received per resolution
+        self.traffic = [[0, 0] for _ in range(self.nres)]  # bytes sent, received per resolution
         # per resolution: first WORK sent, last RESULT in, kernel seconds (the
         # pipeline's efficiency: kernel time / (workers x that span))
-        self.timing = [[None, None, 0.0] for _ in self.schedule]
+        self.timing = [[None, None, 0.0] for _ in range(self.nres)]
         self.meta, self.cmax = [], []
+        if self.crt:
+            self.crt.c_pool = self.assembly.c_pool
         first = 0
         if resume is not None and resume.attrs.get("completed", 0) > 0:
             first = self._resume(resume)
@@ -96,9 +105,18 @@ class Root:
         if writer is not None and writer.keep != "all":  # resolution 1's file will go
             self.assembly.c1_is_sums = False
         # rank 0 is a worker too when it computes (its keys are in its memory already)
-        self.sched = Scheduler(self.tiles, len(self.schedule),
+        self.sched = Scheduler(self.tiles, self.nres,
                                ([0] if self.computes else []) + self.workers, self.keys_for,
-                               first)
+                               first, [len(p) for p in self.schedule] +
+                               [(lm.moduli or 0) + 1] * (self.nres - self.layers))
+        if self.crt:  # its tasks wait for the residues (computed once the layers run)
+            self.sched.available = self.layers
+            self.crt_sent = False
+            self.crt_bcast = protocol.crt_bcast(lm.moduli, self.tiling, len(self.workers))
+            for w in self.workers:
+                self.sched.have[w].update((Operand.RB, 0, l) for l in self.crt_bcast)
+            if first > 0:
+                self.crt.start()
         # B's planes broadcast to every worker (protocol.bcast_planes): the scheduler
         # counts them as held, so they never travel point to point
         self.bcast = protocol.bcast_planes(self.schedule[first:], self.tiling,
@@ -107,8 +125,10 @@ class Root:
             self.sched.have[w].update((Operand.B, 0, q) for q in self.bcast)
         self.mpi = MpiEndpoints(self, comm) if self.workers else None
         self.local = ThreadEndpoint(self.compute_local) if self.computes else None
-        self.early = {r: {} for r in range(first, len(self.schedule))}  # results of r > cur
+        self.early = {r: {} for r in range(first, self.nres)}  # results of r > cur
         self.progress = Progress(lm.planned, len(self.tiles))
+        if self.crt and first == self.layers and resume is not None:
+            self._resume_crt_tiles(resume)
 
     def _resume(self, ckpt):
         """Continue after the checkpoint's last resolution, from its exact state: the
@@ -139,12 +159,37 @@ class Root:
         return self.elapsed_offset + time.perf_counter() - self.start
 
     # --- what the endpoints ask of the root ---
+    def _resume_crt_tiles(self, ckpt):
+        """The tiles a stopped CRT resolution finished (resume data): kept, not
+        computed again."""
+        got = ckpt.partial(self.layers + 1, self.assembly.shape)
+        if got is None:
+            return
+        C, rows = got
+        by_corner = {(t.r0, t.r1, t.c0, t.c1): t for t in self.tiles}
+        done = [by_corner[tuple(int(x) for x in r)] for r in rows
+                if tuple(int(x) for x in r) in by_corner]
+        if len(done) != len(rows):  # another tiling (other ranks): recompute it all
+            logger.info("lrmpi: the CRT resolution's finished tiles were cut for another "
+                        "number of ranks: computing it again")
+            return
+        self.sched.preload(self.layers, [t.index for t in done])
+        for t in done:
+            self._apply_crt(self.layers, t, [(protocol.CRT_LEVEL, C[t.r0:t.r1, t.c0:t.c1])],
+                            None)
+        logger.info("lrmpi: resuming the CRT resolution with %d of %d tiles done",
+                    len(done), len(self.tiles))
+
     def keys_for(self, res, tile):
+        if res == self.layers:
+            return self.crt.keys(tile)
         pairs = self.schedule[res]
         return ({(Operand.A, tile.rb, p) for p, _ in pairs}
                 | {(Operand.B, tile.cb, q) for _, q in pairs})
 
     def plane_block(self, op, block, plane):
+        if op in (Operand.RA, Operand.RB):
+            return self.crt.block(op, block, plane)
         if op == Operand.A:
             r0, r1 = self.tiling.rows(block)
             return self.ea.digits[plane - 1, r0:r1]
@@ -173,10 +218,14 @@ class Root:
         faults.on_task(0)
         t, r = task.tile, task.res
         task.buf = self.result_buffer(task)
+        body = protocol.result_body(task.buf, self.nlevels[r], t.shape, self.sdtype[r])
         t0 = time.perf_counter()
-        sums = compute(probe, 0, _RootPlanes(self), t, self.schedule[r], self.lm.bits,
-                       protocol.result_body(task.buf, self.nlevels[r], t.shape, self.sdtype[r]),
-                       self.assembly.scratch)
+        if r == self.layers:
+            sums = compute_crt(probe, 0, _RootPlanes(self), t, self.crt.setup(), body[0],
+                               self.assembly.scratch)
+        else:
+            sums = compute(probe, 0, _RootPlanes(self), t, self.schedule[r], self.lm.bits,
+                           body, self.assembly.scratch)
         task.kernel_s = time.perf_counter() - t0
         return sums
 
@@ -208,6 +257,8 @@ class Root:
             self._apply(task.res, task.tile, sums, task.buf)
 
     def _apply(self, r, tile, sums, buf):
+        if r == self.layers:
+            return self._apply_crt(r, tile, sums, buf)
         logger.debug("lrmpi: result r%d t%d at %.3f s", r + 1, tile.index, self.elapsed())
         done = self.assembly.add(r, tile, sums, buf)
         if self.writer is not None:  # to the disk tile by tile, while the rest computes
@@ -219,8 +270,10 @@ class Root:
             return
         self._finish(r)
         self.sched.advance()
+        if r == 0 and self.crt:  # resolution 1 is out: the residues, beside the layers
+            self.crt.start()
         nxt = r + 1
-        if nxt < len(self.schedule):
+        if nxt < self.nres:
             # results of r+1 that came early; applying them may finish r+1 too
             # (and so on), which advances the scheduler inside this loop
             early, self.early[nxt] = sorted(self.early[nxt].items()), {}
@@ -260,43 +313,61 @@ class Root:
                                    done=lambda durable: self.progress.resolution(meta, durable),
                                    release=lambda: self.assembly.release(C, bufs))
 
-    def _crt(self):
-        """The CRT resolution after the layers, on the root's cores (numerics/crt.py:
-        N int8 GEMMs on row blocks, threads). Returns the stop reason if told to stop
-        between row blocks, else None."""
-        said = []
+    def _apply_crt(self, r, tile, sums, buf):
+        """A tile of the CRT resolution: its C values, final (no accumulator)."""
+        (_, values), = sums
+        done = self.crt.add(tile, values)
+        if buf is not None:
+            self.assembly.scratch.put(buf)
+        if self.writer is not None:
+            if done == 1:
+                self.writer.begin_resolution(r + 1, self.assembly.shape)
+            self.writer.write_tile(r + 1, tile.r0, tile.c0, self.crt.tile_of(tile))
+        self.progress.tile(r, done, self.elapsed())
+        if done < len(self.tiles):
+            return
+        self._finish_crt(r)
+        self.sched.advance()
 
-        def should_stop():
-            if self.control is not None and not said:
-                reason = self.control.stop_reason()
-                if reason:
-                    said.append(reason)
-            return bool(said)
-        r = self.lm.layers  # 0-based index of the CRT resolution
-        pairs = sum(len(x) for x in self.schedule)
+    def _finish_crt(self, r):
         babs = list(self.bounds.upto(self.cmax)) if self.cmax else []
-        t0 = time.perf_counter()
-        res = self.lm.crt_resolution(r + 1, pairs, t0, (babs, self.cmax), should_stop)
-        if res is None:
-            return said[0]
-        self.cmax.append(float(np.abs(res.C).max()) if res.C.size else 0.0)
-        meta = {"index": r + 1, "elapsed_s": self.elapsed(), "pairs": pairs,
-                "method": "crt", "products": res.products,
-                "bound_abs": res.bound_abs, "bound_rel": res.bound_rel, "cmax": self.cmax[-1],
-                "fallback": 0, "root_bytes_sent": 0, "root_bytes_recv": 0,
-                "kernel_s": time.perf_counter() - t0, "span_s": time.perf_counter() - t0,
-                "workers": 1}
+        C, cmax, b = self.crt.finish()
+        self.cmax.append(cmax)
+        first, last, kernel = self.timing[r]
+        meta = {"index": r + 1, "elapsed_s": self.elapsed(),
+                "pairs": sum(len(x) for x in self.schedule),
+                "method": "crt", "products": self.crt.products, "bound_abs": b,
+                "bound_rel": float(bounds.bound_rel([*babs, b], self.cmax)[-1]),
+                "cmax": cmax, "fallback": 0,
+                "root_bytes_sent": self.traffic[r][0], "root_bytes_recv": self.traffic[r][1],
+                "kernel_s": kernel, "span_s": (last - first) if first is not None else 0.0,
+                "workers": len(self.sched.workers)}
         self.meta.append(meta)
         if self.on_resolution is not None:
-            self.on_resolution(meta, res.C)
+            self.on_resolution(meta, C)
         if self.writer is None:
             self.progress.resolution(meta)
-            return None
-        self.writer.begin_resolution(r + 1, res.C.shape)
-        self.writer.write_tile(r + 1, 0, 0, res.C)
+            self.assembly.release(C)
+            return
         self.writer.add_resolution(r + 1, {}, meta,
-                                   done=lambda durable: self.progress.resolution(meta, durable))
-        return None
+                                   done=lambda durable: self.progress.resolution(meta, durable),
+                                   release=lambda: self.assembly.release(C))
+
+    def _crt_ready(self):
+        """Once the residues exist: tell the workers (CRT), broadcast B's, and let the
+        scheduler hand out the CRT resolution's tasks."""
+        if not self.crt or self.crt_sent or not self.crt.ready():
+            return
+        self.crt_sent = True
+        if self.workers:
+            setup = self.crt.setup(self.crt_bcast)
+            for w in self.workers:  # nonblocking: a busy worker reads it after its task
+                self.mpi.sends.append(self.comm.isend(setup, dest=w, tag=Tag.CRT))
+            for l in self.crt_bcast:
+                block = self.crt.block(Operand.RB, 0, l)
+                self.mpi.sends.append(self.comm.Ibcast(block, root=0))
+                self.count(self.layers, sent=block.nbytes)
+        self.sched.available = self.nres
 
     # --- the loop ---
     def run(self):
@@ -309,6 +380,7 @@ class Root:
                 reason = self.control.stop_reason() if self.control is not None else None
                 if reason:
                     return self.stop("deadline", reason)
+                self._crt_ready()
                 progressed = self.dispatch()
                 for task, sums in self.poll():
                     self.on_result(task, sums)
@@ -319,10 +391,6 @@ class Root:
                 if self.writer is not None:
                     self.writer.check()  # e.g. the disk is full: fail now, not later
                 backoff.step(progressed)
-            if self.lm.final == "crt" and len(self.meta) < self.lm.planned:
-                reason = self._crt()
-                if reason:
-                    return self.stop("deadline", reason)
             return self.stop("complete")
         except BaseException as exc:
             self.fail(exc)
@@ -360,6 +428,9 @@ class Root:
     def stop(self, status, reason=""):
         """root_stop: record the status (after every resolution queued for the disk),
         stop the workers."""
+        if self.crt and self.writer is not None and self.cur == self.layers \
+                and self.crt.done:  # the CRT resolution's finished tiles are resume data
+            self.writer.keep_partial(self.layers + 1, self.crt.partial())
         if self.control is not None:
             self.control.mark(status, reason)
         self._stop_all()

@@ -27,6 +27,7 @@ class Task:
     buf: object = None   # the result's receive buffer (set by the endpoint)
     req: object = None   # its MPI request
     kernel_s: float = 0.0  # seconds its kernels took (reported with the result)
+    weight: float = 1.0    # its work in units the scheduler compares durations in
 
 
 def hang_limit(durations, timeout=None):
@@ -43,11 +44,17 @@ def hang_limit(durations, timeout=None):
 
 class Scheduler:
     """Tasks (resolution, tile) for `workers` (rank numbers; [0] for the root alone),
-    from resolution `first` on. `keys_for(res, tile)`: the plane blocks a task needs."""
+    from resolution `first` on. `keys_for(res, tile)`: the plane blocks a task needs.
+    `weights[res]`: a task's work at resolution res (int8 products, say): durations
+    are compared per unit of it, so a resolution of 15 products is not a straggler
+    beside one of 4. `available`: resolutions below it may be handed out (raise it
+    when the inputs of a later one exist)."""
 
-    def __init__(self, tiles, n_res, workers, keys_for, first=0):
+    def __init__(self, tiles, n_res, workers, keys_for, first=0, weights=None):
         self.tiles, self.n_res, self.cur = tiles, n_res, first
         self.workers, self.keys_for = list(workers), keys_for
+        self.weights = list(weights) if weights is not None else [1.0] * n_res
+        self.available = n_res
         self.todo = {r: deque(tiles) for r in range(first, n_res)}
         self.arrived = {r: set() for r in range(first, n_res)}  # tile indices with a result
         self.outstanding = {w: deque() for w in self.workers}  # FIFO per worker
@@ -71,7 +78,7 @@ class Scheduler:
         keys = sorted(set(self.keys_for(res, tile)) - self.have[w])
         self.have[w].update(keys)
         self.owner.setdefault(tile.index, w)  # it holds the tile's A blocks from now
-        task = Task(self.next_id, res, tile, w, keys, now)
+        task = Task(self.next_id, res, tile, w, keys, now, weight=self.weights[res])
         self.next_id += 1
         self.outstanding[w].append(task)
         return task
@@ -87,7 +94,7 @@ class Scheduler:
         # with fewer tiles than two per worker, resolutions pipelined across workers
         # are the parallelism (one tile: worker 2 computes r + 1 while 1 computes r)
         few = len(self.tiles) < 2 * len(self.workers)
-        for r in range(self.cur, min(self.cur + config.get().lookahead, self.n_res)):
+        for r in range(self.cur, min(self.cur + config.get().lookahead, self.available)):
             todo = self.todo[r]
             for i, tile in enumerate(todo):
                 if self.owner.get(tile.index) == w:
@@ -112,9 +119,12 @@ class Scheduler:
         if len(self.workers) < 2 or len(self.durations) < 2:
             return None
         c = config.get()
-        limit = max(c.backup_min_s, c.backup_factor * statistics.median(self.durations))
+        median = statistics.median(self.durations)
         for v in self.workers:
-            if v == w or not self.outstanding[v] or self._running(v, now) <= limit:
+            if v == w or not self.outstanding[v]:
+                continue
+            limit = max(c.backup_min_s, c.backup_factor * median * self.outstanding[v][0].weight)
+            if self._running(v, now) <= limit:
                 continue
             for task in self.outstanding[v]:
                 key = (task.res, task.tile.index)
@@ -129,13 +139,19 @@ class Scheduler:
         False for the slower copy of a backed-up task (drop it)."""
         w = task.worker
         self.outstanding[w].remove(task)
-        self.durations.append(now - max(task.started, self.last_done.get(w, 0.0)))
+        self.durations.append((now - max(task.started, self.last_done.get(w, 0.0))) / task.weight)
         self.last_done[w] = now
         if task.res < self.cur or task.tile.index in self.arrived[task.res]:
             return False  # both copies' workers hold the blocks; the first stays owner
         self.owner[task.tile.index] = w
         self.arrived[task.res].add(task.tile.index)
         return True
+
+    def preload(self, res, indices):
+        """Tiles of resolution res already done (resume data): not handed out."""
+        indices = set(indices)
+        self.todo[res] = deque(t for t in self.todo[res] if t.index not in indices)
+        self.arrived[res] |= indices
 
     def advance(self):
         """The current resolution is complete: move on to the next."""
@@ -144,10 +160,12 @@ class Scheduler:
     def hung(self, now, timeout=None):
         """(worker, task, seconds, limit) for a worker that sat on its current task
         longer than hang_limit, else None."""
-        limit = hang_limit(self.durations, timeout)
         for w in self.workers:
             if self.outstanding[w]:
                 running = self._running(w, now)
+                limit = hang_limit(self.durations, timeout)
+                if timeout is None and self.durations:  # per unit of work, like backups
+                    limit = max(config.get().hang_min_s, limit * self.outstanding[w][0].weight)
                 if running > limit:
                     return w, self.outstanding[w][0], running, limit
         return None

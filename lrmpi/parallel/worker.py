@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from lrmpi import config
+from lrmpi.numerics import crt
 from lrmpi.numerics.buffers import ScratchPool
 from lrmpi.numerics.layered import level_sums, sum_dtype
 from lrmpi.numerics.schedule import levels, n_levels
@@ -27,7 +28,7 @@ def worker_run(comm):
     MPI = mpi()
     rank, size = rank_size(comm)
     status, backoff = MPI.Status(), Backoff(cap=5e-3)
-    job = None
+    job = crt_setup = None
     planes, sent, failed, bcasts = {}, 0, False, {}
     scratch = ScratchPool()
     while True:
@@ -44,17 +45,20 @@ def worker_run(comm):
             tiling = Tiling(*job.tiling)
             tiles = tiling.tiles()
             MPI.Request.Waitall(list(bcasts.values()))  # a previous job's (a stream)
-            bcasts = {}
-            for q in job.bcast:  # B's planes by broadcast, in the root's order
-                buf = np.empty((tiling.n, job.k), np.int8)
-                planes[(Operand.B, 0, q)] = buf
-                bcasts[q] = comm.Ibcast(buf, root=0)
+            bcasts, crt_setup = {}, None
+            _post_bcasts(comm, planes, bcasts, [(Operand.B, 0, q) for q in job.bcast],
+                         (tiling.n, job.k))
+            continue
+        if tag == Tag.CRT:  # the CRT resolution's setup, then its broadcast residues
+            crt_setup = comm.recv(source=0, tag=Tag.CRT)
+            _post_bcasts(comm, planes, bcasts, [(Operand.RB, 0, l) for l in crt_setup.bcast],
+                         (tiling.n, job.k))
             continue
         header = protocol.work_buffer()
         comm.Recv(header, source=0, tag=Tag.WORK)
         task, res, tile_index, keys = protocol.decode_work(header)
         for op, block, plane in keys:
-            r0, r1 = tiling.rows(block) if op == Operand.A else tiling.cols(block)
+            r0, r1 = tiling.rows(block) if protocol.is_rows_of_a(op) else tiling.cols(block)
             buf = np.empty((r1 - r0, job.k), np.int8)
             comm.Recv(buf, source=0, tag=Tag.PLANE)
             planes[(op, block, plane)] = buf
@@ -63,14 +67,23 @@ def worker_run(comm):
         try:
             faults.on_task(rank)
             tile = tiles[tile_index]
-            pairs = job.schedule[res]
-            for q in sorted({q for _, q in pairs} & bcasts.keys()):
-                bcasts.pop(q).Wait()  # the planes this task reads have arrived
-            nl, dtype = n_levels(pairs), sum_dtype(pairs, job.k, job.bits)
+            is_crt = res == len(job.schedule)
+            needs = ({(Operand.RB, 0, l) for l in range(crt_setup.moduli)} if is_crt else
+                     {(Operand.B, 0, q) for _, q in job.schedule[res]})
+            for key in sorted(needs & bcasts.keys()):
+                bcasts.pop(key).Wait()  # the planes this task reads have arrived
+            if is_crt:
+                nl, dtype = 1, np.float64
+            else:
+                pairs = job.schedule[res]
+                nl, dtype = n_levels(pairs), sum_dtype(pairs, job.k, job.bits)
             buf = scratch.get((protocol.result_size(nl, tile.shape, dtype),), np.int64)
+            body = protocol.result_body(buf, nl, tile.shape, dtype)
             t0 = time.perf_counter()
-            sums = compute(comm, rank, planes, tile, pairs, job.bits,
-                           protocol.result_body(buf, nl, tile.shape, dtype), scratch)
+            if is_crt:
+                sums = compute_crt(comm, rank, planes, tile, crt_setup, body[0], scratch)
+            else:
+                sums = compute(comm, rank, planes, tile, pairs, job.bits, body, scratch)
             if sums is not None:
                 comm.Send(protocol.encode_result(buf, task, sums, time.perf_counter() - t0),
                           dest=0, tag=Tag.RESULT)
@@ -79,6 +92,34 @@ def worker_run(comm):
         except Exception as exc:
             failed = True
             comm.send(protocol.error_message(rank, size, exc), dest=0, tag=Tag.ERROR)
+
+
+def _post_bcasts(comm, planes, bcasts, keys, shape):
+    """Receive buffers for broadcast blocks `keys`, posted in the root's order."""
+    for key in keys:
+        buf = np.empty(shape, np.int8)
+        planes[key] = buf
+        bcasts[key] = comm.Ibcast(buf, root=0)
+
+
+def compute_crt(comm, rank, planes, tile, setup, C, scratch):
+    """A CRT task: the tile of C (float64) into `C`, column chunk by column chunk
+    (STOP looked for between them); [(CRT_LEVEL, C)], or None if STOP came."""
+    pl = crt.plan(setup.moduli)
+    RA = [planes[(Operand.RA, tile.rb, l)] for l in range(pl.count)]
+    ea = setup.ea[tile.r0:tile.r1]
+    chunk = config.get().chunk_cols
+    for c0 in range(0, tile.shape[1], chunk):
+        c1 = min(c0 + chunk, tile.shape[1])
+        t0 = time.perf_counter()
+        RB = [planes[(Operand.RB, tile.cb, l)][c0:c1] for l in range(pl.count)]
+        S = scratch.get((pl.count, tile.shape[0], c1 - c0), np.int32)
+        crt.product_tile(pl, RA, RB, ea, setup.eb[tile.c0 + c0:tile.c0 + c1], C[:, c0:c1], S)
+        scratch.put(S)
+        faults.after_task(rank, time.perf_counter() - t0)
+        if comm.Iprobe(source=0, tag=Tag.STOP):
+            return None
+    return [(protocol.CRT_LEVEL, C)]
 
 
 def compute(comm, rank, planes, tile, pairs, bits, body, scratch):

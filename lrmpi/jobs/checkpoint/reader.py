@@ -167,6 +167,28 @@ class Checkpoint:
             raise CheckpointError(f"{path}: level sums of resolution {index} out of range")
         return out
 
+    def partial(self, index, shape):
+        """(C, tiles) of resolution `index` stopped part way: C of `shape` holds the
+        tiles listed (rows r0, r1, c0, c1, each within C); None if there is none."""
+        path = S.partial_file(self.path, self.job_id or "", index)
+        if not self.job_id or not os.path.exists(path):
+            return None
+        probe(path, "resume data")
+        try:
+            with h5py.File(path, "r") as f:
+                if S.py(f.attrs.get(S.JOB_ID)) != self.job_id:
+                    raise CheckpointError(f"{path} belongs to another job than {self.path}")
+                tiles = np.asarray(f.attrs[S.TILES], np.int64).reshape(-1, 4)
+                C = f["C"][()]
+        except S.H5_ERRORS as exc:
+            raise CheckpointError(f"{self.path}: the finished tiles of resolution {index} "
+                                  f"are unreadable ({exc})") from None
+        m, n = shape
+        if C.shape != tuple(shape) or C.dtype != np.float64 or not all(
+                0 <= r0 <= r1 <= m and 0 <= c0 <= c1 <= n for r0, r1, c0, c1 in tiles):
+            raise CheckpointError(f"{path}: finished tiles do not fit a {m} x {n} C")
+        return C, tiles
+
     def state(self, index):
         """The exact engine state saved with inference resolution `index`."""
         path = S.state_file(self.path, self.job_id or "", index)

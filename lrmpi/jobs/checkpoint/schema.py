@@ -16,6 +16,10 @@ Layout of a job written to OUT.h5::
     OUT.h5.d/<job_id>/sums001.h5   matmul resume data: the exact level sums resolution
                                    1 added (dataset sums, attr levels)
     OUT.h5.d/<job_id>/state002.h5  infer resume data: the exact engine state after 2
+    OUT.h5.d/<job_id>/partial004.h5  a CRT resolution stopped part way (matmul resume
+                                   data): dataset C with the finished tiles, attr
+                                   tiles (t, 4) = their r0, r1, c0, c1; gone once the
+                                   resolution is complete
     OUT.h5.d/.lock                 the advisory lock of the job writing OUT.h5
 
 With keep="latest" the job file lists only the last resolution (its file is the only
@@ -42,6 +46,9 @@ DURABLE = "durable_s"
 KEEP_ATTR = "keep"
 KEEP = ("all", "latest")  # resolution files kept: all, or the latest only
 HISTORY = ("elapsed_s", "cmax")  # per-resolution figures the job file keeps for all
+
+# a resolution stopped part way (matmul's CRT resolution: finished tiles)
+TILES = "tiles"
 
 # level sums (matmul resume data)
 SUMS = "sums"
@@ -76,6 +83,10 @@ def sums_file(path, job_id, index):
 
 def state_file(path, job_id, index):
     return os.path.join(job_dir(path, job_id), f"state{res_name(index)}.h5")
+
+
+def partial_file(path, job_id, index):
+    return os.path.join(job_dir(path, job_id), f"partial{res_name(index)}.h5")
 
 
 def link_target(path, job_id, index):

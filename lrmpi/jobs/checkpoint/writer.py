@@ -337,6 +337,9 @@ class CheckpointWriter:
         for old in glob.glob(os.path.join(S.job_dir(self.path, self.job_id), "state*.h5")):
             if old != S.state_file(self.path, self.job_id, index):
                 os.unlink(old)
+        partial = S.partial_file(self.path, self.job_id, index)
+        if os.path.exists(partial):  # its tiles are in the resolution now
+            os.unlink(partial)
 
     def _good_enough(self, attrs):
         return _bound_rel(attrs) <= self.earlier_rel
@@ -352,6 +355,20 @@ class CheckpointWriter:
         """Write a tile of resolution `index`'s C at (r0, c0). `tile` must stay
         unchanged until add_resolution's release() has run."""
         self._submit(lambda: self._tile(index, r0, c0, tile))
+
+    def keep_partial(self, index, tiles):
+        """Resolution `index` stops part way: what was streamed of it becomes resume
+        data (S.partial_file, committed like every file) instead of being dropped;
+        `tiles` (t, 4): the r0, r1, c0, c1 of the tiles written."""
+        def job():
+            stream = self.streams.pop(index, None)
+            if stream is None:
+                return
+            stream.f.attrs[S.JOB_ID] = self.job_id
+            stream.f.attrs[S.TILES] = np.asarray(tiles, np.int64).reshape(-1, 4)
+            stream.path = S.partial_file(self.path, self.job_id, index)
+            stream.commit()
+        self._submit(job)
 
     def add_resolution(self, index, datasets, attrs, state=None, sums=None, done=None,
                        release=None):

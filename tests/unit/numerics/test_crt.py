@@ -149,3 +149,48 @@ def test_a_stop_during_the_crt_resolution_resumes_to_the_same_result(tmp_path):
     C, attrs = load_result(out)
     np.testing.assert_array_equal(C, load_result(str(tmp_path / "full.h5"))[0])
     assert attrs["method"] == "crt" and Checkpoint(out).attrs["final"] == "crt"
+
+
+def test_a_stop_inside_the_crt_resolution_keeps_its_finished_tiles(tmp_path, monkeypatch):
+    """The CRT resolution's finished tiles are resume data: a stop part way keeps
+    them (partial file), the resumed job computes only the others, same C."""
+    from lrmpi.jobs.checkpoint import Checkpoint, schema
+    from lrmpi.jobs.matmul import load_result, run_matmul
+    from lrmpi.parallel.root import Root
+    rng = np.random.default_rng(5)
+    A, B = rng.standard_normal((600, 80)), rng.standard_normal((80, 40))
+    opts = dict(planes=2, final="crt", moduli=11)
+    assert run_matmul(A, B, str(tmp_path / "full.h5"), **opts).status == "complete"
+    applied = []
+    real = Root._apply_crt
+
+    def counting(self, r, tile, sums, buf):
+        applied.append((buf is None, tile.index))  # buf None: a tile from the resume data
+        real(self, r, tile, sums, buf)
+        if len(applied) == 2 and not getattr(self, "_signalled", False):
+            self._signalled = True
+            os.kill(os.getpid(), signal.SIGUSR1)
+    monkeypatch.setattr(Root, "_apply_crt", counting)
+    out = str(tmp_path / "c.h5")
+    part = run_matmul(A, B, out, **opts)
+    assert part.status == "deadline" and part.completed == 3
+    ck = Checkpoint(out)
+    C_part, tiles = ck.partial(4, (600, 40))
+    assert len(tiles) >= 2 and os.path.exists(schema.partial_file(out, ck.job_id, 4))
+    C_full = load_result(str(tmp_path / "full.h5"))[0]
+    for r0, r1, c0, c1 in tiles:  # the kept tiles are final values already
+        np.testing.assert_array_equal(C_part[r0:r1, c0:c1], C_full[r0:r1, c0:c1])
+    first_run = len(applied)
+    done = run_matmul(A, B, out, resume=True, **opts)
+    assert done.status == "complete" and done.completed == 4
+    resumed = applied[first_run:]
+    assert sum(pre for pre, _ in resumed) == len(tiles)          # preloaded ...
+    assert sum(not pre for pre, _ in resumed) == full_tiles(resumed) - len(tiles)  # ... + rest
+    C, attrs = load_result(out)
+    np.testing.assert_array_equal(C, C_full)
+    assert attrs["method"] == "crt" and attrs["products"] == 11
+    assert not os.path.exists(schema.partial_file(out, ck.job_id, 4))
+
+
+def full_tiles(applied):
+    return len({i for _, i in applied})

@@ -71,3 +71,27 @@ def test_hang_limits():
     t = s.assign(1, 0.0)
     assert s.hung(10.0, timeout=5.0)[:2] == (1, t)
     assert s.hung(4.0, timeout=5.0) is None
+
+
+def test_durations_compare_per_unit_of_work_and_later_resolutions_wait_until_available():
+    """A task of a resolution 4x the work is not a straggler at 3x the median time of
+    the smaller tasks; at 9x it is. Resolutions past `available` are not handed out."""
+    with config.configure(backup_factor=2.0, backup_min_s=0.0, depth=1, lookahead=3):
+        tiles = Tiling(64 * 3, 32, 3, 1).tiles()
+        s = Scheduler(tiles, 2, (1, 2), lambda res, tile: set(), weights=[1, 4])
+        s.available = 1
+        for w, t0 in ((1, 0.0), (2, 0.0), (1, 1.0)):  # three tasks of 1 s each
+            task = s.assign(w, t0)
+            assert task.res == 0
+            assert s.complete(task, t0 + 1.0)
+        assert s.assign(1, 2.0) is None  # resolution 0 done; 1 not available yet
+        s.advance()
+        s.available = 2
+        big = s.assign(1, 2.0)
+        assert big.res == 1 and big.weight == 4
+        assert s.assign(2, 2.0).res == 1
+        assert s.complete(s.outstanding[2][0], 6.0)  # 4 s for 4 units: the same rate
+        assert s.complete(s.assign(2, 6.0), 10.0)   # the last tile, likewise
+        assert s.assign(2, 10.0) is None  # worker 1 at 8 s = 2 x 1 s x 4: not yet
+        backup = s.assign(2, 11.0)         # at 9 s: backed up
+        assert backup is not None and backup.tile.index == big.tile.index
