@@ -96,10 +96,14 @@ def matmul(argv):
     p.add_argument("B", help="right operand: B.npy or FILE.h5:/dataset")
     add_numeric_options(p)
     add_job_options(p)
+    p.add_argument("--write", default="root", choices=("root", "ranks"),
+                   help="who writes C and the resume data: the root (default), or each "
+                        "worker its own tiles, bound by a virtual dataset (many nodes, a "
+                        "shared file system: the root no longer receives or writes C)")
     a = p.parse_args(argv)
     from lrmpi.jobs.matmul import run_matmul
-    return exit_code(run_matmul(a.A, a.B, a.output, **numeric_options(a), **job_options(a)),
-                     a.deadline_ok)
+    return exit_code(run_matmul(a.A, a.B, a.output, **numeric_options(a), **job_options(a),
+                                write=a.write), a.deadline_ok)
 
 
 def add_infer_options(p):

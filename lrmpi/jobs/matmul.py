@@ -9,9 +9,10 @@ import time
 import numpy as np
 
 from lrmpi._version import __version__
-from lrmpi.errors import CheckpointError
+from lrmpi.errors import CheckpointError, ConfigError
 from lrmpi.jobs import inputs
 from lrmpi.jobs.checkpoint import Checkpoint
+from lrmpi.jobs.checkpoint.rank_files import RankFiles
 from lrmpi.jobs.job import JobOptions, file_inputs, fingerprint, run_job
 from lrmpi.log import logger
 from lrmpi.numerics.layered import LayeredMatmul
@@ -31,8 +32,9 @@ class MatmulJob:
     matched = ("bits", "planes", "order", "cutoff", "scale", "final", "moduli", "m", "n", "k",
                "fingerprint")
 
-    def __init__(self, A, B, numeric, on_resolution=None, worker_timeout=None, size=1):
-        self.A, self.B, self.numeric = A, B, numeric
+    def __init__(self, A, B, numeric, on_resolution=None, worker_timeout=None, size=1,
+                 write="root"):
+        self.A, self.B, self.numeric, self.write = A, B, numeric, write
         self.on_resolution, self.worker_timeout, self.size = on_resolution, worker_timeout, size
         self.inputs = file_inputs(A, B)
         self.root = None
@@ -49,6 +51,7 @@ class MatmulJob:
                 "final": lm.final or "none", "moduli": lm.moduli or 0,
                 "m": lm.A.shape[0], "n": lm.B.shape[1], "k": lm.A.shape[1],
                 "planned": lm.planned, "ranks": self.size, "lrmpi_version": __version__,
+                "write": self.write,
                 # hashing 2 x 128 MB takes ~0.3 s: the writer thread does it, unless
                 # a resume needs it now
                 "fingerprint": lambda: fingerprint(lm.A, lm.B)}
@@ -72,12 +75,12 @@ class MatmulJob:
                 comm.Send(STOP_MESSAGE, dest=w, tag=Tag.STOP)
 
     def serve(self, comm):
-        worker_run(comm)
+        worker_run(comm, RankFiles)
 
     def execute(self, control, writer, ckpt, start):
         self.root = Root(self.lm, self.comm, writer=writer, control=control, resume=ckpt,
                          start=start, on_resolution=self.on_resolution,
-                         worker_timeout=self.worker_timeout)
+                         worker_timeout=self.worker_timeout, write=self.write)
         return self.root.run()
 
 
@@ -97,13 +100,15 @@ def _operand(x, name):
     return inputs.load(x, name) if isinstance(x, (str, os.PathLike)) else x
 
 
-def run_matmul(A, B, out=None, *, comm=None, on_resolution=None, **options):
+def run_matmul(A, B, out=None, *, comm=None, on_resolution=None, write="root", **options):
     """C = A @ B in layers over every rank of `comm` (lrmpi's COMM_WORLD duplicate).
 
     A, B: arrays (used on rank 0) or `.npy` / `FILE.h5:/dataset` paths (read by
     rank 0 only). `out`: checkpoint path (HDF5), optional. `on_resolution(meta,
     C)` is called on the root for each finished resolution (C is reused: copy
-    what you keep). Options: the numerics (bits, planes, order, cutoff, scale; see
+    what you keep; None when the ranks wrote it). `write`: "root" (default) or
+    "ranks": each worker writes its own tiles of C and level sums (rank_files.py),
+    for many nodes on a shared file system. Options: the numerics (bits, planes, order, cutoff, scale; see
     LayeredMatmul) and the job's (see jobs.job.JobOptions: deadline, time_margin,
     resume, overwrite, fsync, requeue, max_restarts, worker_timeout). Returns an
     Outcome on rank 0, None on the other ranks.
@@ -115,7 +120,10 @@ def run_matmul(A, B, out=None, *, comm=None, on_resolution=None, **options):
         raise TypeError(f"run_matmul: unknown option(s) {', '.join(unknown)}; valid: "
                         + ", ".join(NUMERIC + tuple(f for f in JobOptions.__dataclass_fields__)))
     comm = get_comm(comm)
-    job = MatmulJob(A, B, numeric, on_resolution, opts.worker_timeout, rank_size(comm)[1])
+    if write not in ("root", "ranks"):
+        raise ConfigError(f"write must be root or ranks, got {write!r}")
+    job = MatmulJob(A, B, numeric, on_resolution, opts.worker_timeout, rank_size(comm)[1],
+                    write)
     job.comm = comm
     return run_job(job, out, opts, comm)
 

@@ -87,7 +87,7 @@ class MpiEndpoints:
         for i in sorted(done, reverse=True):
             task = self.pending.pop(i)
             self.received[task.worker] += 1
-            self.root.count(task.res, received=task.buf.nbytes)
+            self.root.count(task.res, received=protocol.result_nbytes(task.buf))
             out.append((task, self.root.decode(task)))
         return out
 

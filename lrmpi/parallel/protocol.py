@@ -20,6 +20,11 @@ into preallocated NumPy arrays; only small control messages are pickled.
     worker -> root   DONE    pickled FarmResult: its result
     root -> worker   STREAM  pickled str (StreamCommand): the next job of a stream
                              (lrmpi.experiments.stream)
+    worker -> root   RESULT  (results written by the ranks, Job.write) the header only:
+                             R_NLEVELS = WRITTEN, max |C tile| in the first level slot
+    root -> worker   SEAL    int64[1]: resolution r (0-based) is complete; commit
+                             your file of it (results written by the ranks)
+    worker -> root   SEALED  pickled (r, file name or None, tile indices in it)
     root -> worker   CRT     pickled CrtSetup, to every worker once the residues of
                              the CRT resolution exist (before any of its WORK); the
                              root then posts the Ibcasts it lists, in order
@@ -36,7 +41,7 @@ from enum import IntEnum
 
 import numpy as np
 
-VERSION = 5  # 5: the CRT resolution (Job.crt, CRT, Operand.RA/RB); 4: RESULT carries
+VERSION = 6  # 6: results written by the ranks (Job.write, SEAL); 5: the CRT resolution (Job.crt, CRT, Operand.RA/RB); 4: RESULT carries
 # the kernel time; 3: JOB is a Job dataclass
 MAX_KEYS = 2 * 16          # plane blocks one WORK can carry: all planes (or residues,
                            # at most 16 moduli) of A and B
@@ -57,6 +62,8 @@ class Tag(IntEnum):
     TASK = 21
     DONE = 22
     CRT = 23
+    SEAL = 24
+    SEALED = 25
 
 
 class Operand(IntEnum):
@@ -85,6 +92,10 @@ class Job:
     tiling: tuple            # (m, n, row_blocks, col_blocks): partition.Tiling's fields
     bcast: tuple = ()        # planes q of B (block 0) that travel by MPI_Ibcast, in order
     crt: int = 0             # moduli of the CRT resolution after the layers (0: none)
+    # results written by the ranks (jobs.checkpoint.rank_files): (checkpoint path, job
+    # id), and the row and column exponents to decode C with; () : the root writes
+    write: tuple = ()
+    exps: tuple = ()
     version: int = VERSION
 
     def check(self):
@@ -94,9 +105,10 @@ class Job:
         return self
 
 
-def job_message(bits, planes, k, schedule, tiling, bcast=(), crt=0):
+def job_message(bits, planes, k, schedule, tiling, bcast=(), crt=0, write=(), exps=()):
     return Job(bits, planes, k, tuple(schedule),
-               (tiling.m, tiling.n, tiling.row_blocks, tiling.col_blocks), tuple(bcast), crt)
+               (tiling.m, tiling.n, tiling.row_blocks, tiling.col_blocks), tuple(bcast), crt,
+               tuple(write), tuple(exps))
 
 
 # --- CRT: what the CRT resolution's tasks need besides their residue blocks ---
@@ -186,10 +198,37 @@ def encode_result(buf, task, level_sums, seconds=0.0):
     return buf
 
 
+WRITTEN = -1  # R_NLEVELS of a result the worker wrote to its own file
+
+
+@dataclass(frozen=True)
+class Written:
+    """A tile the worker decoded and wrote itself: only its max |C| travels."""
+    amax: float
+
+
+def encode_written(buf, task, amax, seconds=0.0):
+    """The header-only RESULT of a tile written by the worker."""
+    buf[R_TASK], buf[R_USEC], buf[R_NLEVELS] = task, round(seconds * 1e6), WRITTEN
+    buf[R_LEVELS:R_LEVELS + 1].view(np.float64)[0] = amax
+    return buf[:RESULT_HDR]
+
+
+def result_nbytes(buf):
+    """Bytes of the RESULT message received into `buf` (a written tile's is the header)."""
+    return RESULT_HDR * 8 if buf[R_NLEVELS] == WRITTEN else buf.nbytes
+
+
+SEAL_LEN = 1
+
+
 def decode_result(buf, shape, dtype=np.int64):
-    """(task, [(level, S view)], kernel seconds) from a RESULT buffer of a tile of
-    `shape`."""
+    """(task, [(level, S view)] or Written, kernel seconds) from a RESULT buffer of a
+    tile of `shape`."""
     n = int(buf[R_NLEVELS])
+    if n == WRITTEN:
+        return (int(buf[R_TASK]), Written(float(buf[R_LEVELS:R_LEVELS + 1].view(np.float64)[0])),
+                int(buf[R_USEC]) * 1e-6)
     body = result_body(buf, n, shape, dtype)
     return (int(buf[R_TASK]), [(int(buf[R_LEVELS + i]), body[i]) for i in range(n)],
             int(buf[R_USEC]) * 1e-6)

@@ -34,6 +34,7 @@ from lrmpi import config
 from lrmpi.errors import WorkerTimeout
 from lrmpi.log import logger
 from lrmpi.numerics import bounds
+from lrmpi.numerics.crt import bound_abs as bounds_crt
 from lrmpi.numerics.layered import finish_last, sum_dtype
 from lrmpi.numerics.schedule import levels, n_levels
 from lrmpi.parallel import faults, protocol
@@ -45,6 +46,7 @@ from lrmpi.parallel.endpoints import MpiEndpoints, ThreadEndpoint
 from lrmpi.parallel.partition import default_tiling
 from lrmpi.parallel.progress import Progress
 from lrmpi.parallel.protocol import Operand, Tag
+from lrmpi.parallel.ranks_write import RanksWrite
 from lrmpi.parallel.scheduler import Scheduler
 from lrmpi.parallel.worker import compute, compute_crt
 
@@ -61,13 +63,20 @@ class Root:
     """
 
     def __init__(self, lm, comm=None, *, writer=None, control=None, resume=None, start=None,
-                 on_resolution=None, worker_timeout=None):
+                 on_resolution=None, worker_timeout=None, write="root"):
         self.start = time.perf_counter() if start is None else start
         self.elapsed_offset = 0.0
         self.lm, self.comm, self.writer, self.control = lm, comm, writer, control
         self.on_resolution, self.worker_timeout, self.hosts = on_resolution, worker_timeout, {}
         self.workers = list(range(1, rank_size(comm)[1]))
-        self.computes = not self.workers or root_has_a_core(comm)
+        # results written by the ranks (ranks_write.py): a fresh job with workers and a
+        # checkpoint; a resumed one continues with the root writing
+        fresh = resume is None or resume.attrs.get("completed", 0) == 0
+        self.ranks = RanksWrite(self) if (write == "ranks" and writer is not None
+                                          and self.workers and fresh) else None
+        if write == "ranks" and self.ranks is None and writer is not None and self.workers:
+            logger.info("lrmpi: a resumed job's results are written by the root")
+        self.computes = (not self.workers or root_has_a_core(comm)) and self.ranks is None
         self.ea, self.eb = lm.encode()
         logger.debug("lrmpi: encoded at %.3f s", self.elapsed())
         m, k = self.ea.shape
@@ -101,14 +110,16 @@ class Root:
         first = 0
         if resume is not None and resume.attrs.get("completed", 0) > 0:
             first = self._resume(resume)
-        self.assembly.start(first)
+        if self.ranks is None:  # with ranks writing, the workers hold the accumulators
+            self.assembly.start(first)
         if writer is not None and writer.keep != "all":  # resolution 1's file will go
             self.assembly.c1_is_sums = False
         # rank 0 is a worker too when it computes (its keys are in its memory already)
         self.sched = Scheduler(self.tiles, self.nres,
                                ([0] if self.computes else []) + self.workers, self.keys_for,
                                first, [len(p) for p in self.schedule] +
-                               [(lm.moduli or 0) + 1] * (self.nres - self.layers))
+                               [(lm.moduli or 0) + 1] * (self.nres - self.layers),
+                               pinned=self.ranks is not None)
         if self.crt:  # its tasks wait for the residues (computed once the layers run)
             self.sched.available = self.layers
             self.crt_sent = False
@@ -257,6 +268,8 @@ class Root:
             self._apply(task.res, task.tile, sums, task.buf)
 
     def _apply(self, r, tile, sums, buf):
+        if isinstance(sums, protocol.Written):
+            return self.ranks.tile(r, tile, sums.amax, buf)
         if r == self.layers:
             return self._apply_crt(r, tile, sums, buf)
         logger.debug("lrmpi: result r%d t%d at %.3f s", r + 1, tile.index, self.elapsed())
@@ -269,6 +282,10 @@ class Root:
         if done < len(self.tiles):
             return
         self._finish(r)
+        self.advance(r)
+
+    def advance(self, r):
+        """Resolution r has every tile: on to the next, and its results that came early."""
         self.sched.advance()
         if r == 0 and self.crt:  # resolution 1 is out: the residues, beside the layers
             self.crt.start()
@@ -288,16 +305,7 @@ class Root:
         if r == len(self.schedule) - 1:  # entries beyond the planes' reach (fallback.py)
             redone, babs[-1] = finish_last(self.lm, self.ea, self.eb, self.bounds, C,
                                            self.cmax, babs)
-        rel = float(bounds.bound_rel(babs, self.cmax)[-1])
-        first, last, kernel = self.timing[r]
-        meta = {"index": r + 1, "elapsed_s": self.elapsed(),
-                "pairs": sum(len(x) for x in self.schedule[:r + 1]),
-                "method": "planes", "products": len(self.schedule[r]),
-                "bound_abs": float(babs[r]), "bound_rel": rel, "cmax": self.cmax[-1],
-                "fallback": len(redone[0]) if redone else 0,
-                "root_bytes_sent": self.traffic[r][0], "root_bytes_recv": self.traffic[r][1],
-                "kernel_s": kernel, "span_s": (last - first) if first is not None else 0.0,
-                "workers": len(self.sched.workers)}
+        meta = self.resolution_meta(r, babs, redone)
         self.meta.append(meta)
         if self.on_resolution is not None:
             self.on_resolution(meta, C)
@@ -313,6 +321,31 @@ class Root:
                                    done=lambda durable: self.progress.resolution(meta, durable),
                                    release=lambda: self.assembly.release(C, bufs))
 
+    def resolution_meta(self, r, babs, redone=()):
+        """The attributes of layered resolution r (self.cmax holds its max |C|)."""
+        rel = float(bounds.bound_rel(babs, self.cmax)[-1])
+        return {"index": r + 1, "pairs": sum(len(x) for x in self.schedule[:r + 1]),
+                "method": "planes", "products": len(self.schedule[r]),
+                "bound_abs": float(babs[r]), "bound_rel": rel, "cmax": self.cmax[-1],
+                "fallback": len(redone[0]) if redone else 0, **self._figures(r)}
+
+    def crt_meta(self, r, cmax):
+        """The attributes of the CRT resolution r, max |C| = cmax (appended to self.cmax)."""
+        babs = list(self.bounds.upto(self.cmax)) if self.cmax else []
+        b = bounds_crt(self.crt.ops, cmax)
+        self.cmax.append(cmax)
+        return {"index": r + 1, "pairs": sum(len(x) for x in self.schedule),
+                "method": "crt", "products": self.crt.products, "bound_abs": b,
+                "bound_rel": float(bounds.bound_rel([*babs, b], self.cmax)[-1]),
+                "cmax": cmax, "fallback": 0, **self._figures(r)}
+
+    def _figures(self, r):
+        first, last, kernel = self.timing[r]
+        return {"elapsed_s": self.elapsed(),
+                "root_bytes_sent": self.traffic[r][0], "root_bytes_recv": self.traffic[r][1],
+                "kernel_s": kernel, "span_s": (last - first) if first is not None else 0.0,
+                "workers": len(self.sched.workers)}
+
     def _apply_crt(self, r, tile, sums, buf):
         """A tile of the CRT resolution: its C values, final (no accumulator)."""
         (_, values), = sums
@@ -327,21 +360,11 @@ class Root:
         if done < len(self.tiles):
             return
         self._finish_crt(r)
-        self.sched.advance()
+        self.advance(r)
 
     def _finish_crt(self, r):
-        babs = list(self.bounds.upto(self.cmax)) if self.cmax else []
-        C, cmax, b = self.crt.finish()
-        self.cmax.append(cmax)
-        first, last, kernel = self.timing[r]
-        meta = {"index": r + 1, "elapsed_s": self.elapsed(),
-                "pairs": sum(len(x) for x in self.schedule),
-                "method": "crt", "products": self.crt.products, "bound_abs": b,
-                "bound_rel": float(bounds.bound_rel([*babs, b], self.cmax)[-1]),
-                "cmax": cmax, "fallback": 0,
-                "root_bytes_sent": self.traffic[r][0], "root_bytes_recv": self.traffic[r][1],
-                "kernel_s": kernel, "span_s": (last - first) if first is not None else 0.0,
-                "workers": len(self.sched.workers)}
+        C, cmax, _ = self.crt.finish()
+        meta = self.crt_meta(r, cmax)
         self.meta.append(meta)
         if self.on_resolution is not None:
             self.on_resolution(meta, C)
@@ -376,7 +399,7 @@ class Root:
         backoff = Backoff()
         try:
             self.start_workers()
-            while not self.sched.finished:
+            while not self.sched.finished or (self.ranks and self.ranks.pending):
                 reason = self.control.stop_reason() if self.control is not None else None
                 if reason:
                     return self.stop("deadline", reason)
@@ -385,6 +408,8 @@ class Root:
                 for task, sums in self.poll():
                     self.on_result(task, sums)
                     progressed = True
+                if self.ranks is not None:
+                    progressed = self.ranks.poll() or progressed
                 if self.workers:
                     self.mpi.check_error()
                     self.check_hung()
@@ -397,8 +422,12 @@ class Root:
             raise
 
     def start_workers(self):
+        write = exps = ()
+        if self.ranks is not None:
+            write, exps = (self.writer.path, self.writer.job_id), (self.ea.exps, self.eb.exps)
         msg = protocol.job_message(self.lm.bits, self.lm.planes, self.ea.shape[1],
-                                   self.schedule, self.tiling, self.bcast)
+                                   self.schedule, self.tiling, self.bcast, self.lm.moduli or 0,
+                                   write, exps)
         for w in self.workers:
             self.comm.send(msg, dest=w, tag=Tag.JOB)
         self.hosts = {w: self.comm.recv(source=w, tag=Tag.HELLO) for w in self.workers}
@@ -441,6 +470,8 @@ class Root:
             self.local.stop()
         if self.workers:
             self.mpi.stop(self.workers, config.get().stop_timeout_s, self.hosts)
+            if self.ranks is not None:
+                self.ranks.drain()
 
     def fail(self, exc):
         try:

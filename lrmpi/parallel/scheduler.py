@@ -48,13 +48,16 @@ class Scheduler:
     `weights[res]`: a task's work at resolution res (int8 products, say): durations
     are compared per unit of it, so a resolution of 15 products is not a straggler
     beside one of 4. `available`: resolutions below it may be handed out (raise it
-    when the inputs of a later one exist)."""
+    when the inputs of a later one exist). `pinned`: a tile stays on the worker that
+    first took it, no stealing, no backups (results written by the ranks: the worker
+    holds the tile's accumulator)."""
 
-    def __init__(self, tiles, n_res, workers, keys_for, first=0, weights=None):
+    def __init__(self, tiles, n_res, workers, keys_for, first=0, weights=None, pinned=False):
         self.tiles, self.n_res, self.cur = tiles, n_res, first
         self.workers, self.keys_for = list(workers), keys_for
         self.weights = list(weights) if weights is not None else [1.0] * n_res
         self.available = n_res
+        self.pinned = pinned
         self.todo = {r: deque(tiles) for r in range(first, n_res)}
         self.arrived = {r: set() for r in range(first, n_res)}  # tile indices with a result
         self.outstanding = {w: deque() for w in self.workers}  # FIFO per worker
@@ -71,7 +74,7 @@ class Scheduler:
         DEPTH tasks outstanding or nothing is left to do."""
         if len(self.outstanding[w]) >= config.get().depth:
             return None
-        pick = self._pick(w) or self._backup(w, now)
+        pick = self._pick(w) or (None if self.pinned else self._backup(w, now))
         if pick is None:
             return None
         res, tile = pick
@@ -93,7 +96,7 @@ class Scheduler:
         depth = config.get().depth
         # with fewer tiles than two per worker, resolutions pipelined across workers
         # are the parallelism (one tile: worker 2 computes r + 1 while 1 computes r)
-        few = len(self.tiles) < 2 * len(self.workers)
+        few = len(self.tiles) < 2 * len(self.workers) and not self.pinned
         for r in range(self.cur, min(self.cur + config.get().lookahead, self.available)):
             todo = self.todo[r]
             for i, tile in enumerate(todo):
@@ -102,7 +105,7 @@ class Scheduler:
                     return r, tile
             for i, tile in enumerate(todo):
                 owner = self.owner.get(tile.index)
-                if owner is None or few or (r == self.cur and
+                if owner is None or few or (r == self.cur and not self.pinned and
                                             len(self.outstanding.get(owner, ())) >= depth):
                     del todo[i]
                     return r, tile

@@ -13,6 +13,7 @@ import numpy as np
 
 from lrmpi import config
 from lrmpi.numerics import crt
+from lrmpi.numerics.accumulate import ExactAccumulator
 from lrmpi.numerics.buffers import ScratchPool
 from lrmpi.numerics.layered import level_sums, sum_dtype
 from lrmpi.numerics.schedule import levels, n_levels
@@ -23,22 +24,36 @@ from lrmpi.parallel.partition import Tiling
 from lrmpi.parallel.protocol import Operand, Tag
 
 
-def worker_run(comm):
-    """Serve WORK until STOP; report exceptions to the root instead of dying."""
+def worker_run(comm, rank_files=None):
+    """Serve WORK until STOP; report exceptions to the root instead of dying.
+    `rank_files(write, rank)`: this rank's result files (jobs.checkpoint.rank_files),
+    for jobs whose results the ranks write (Job.write)."""
     MPI = mpi()
     rank, size = rank_size(comm)
     status, backoff = MPI.Status(), Backoff(cap=5e-3)
-    job = crt_setup = None
+    job = crt_setup = owned = None
     planes, sent, failed, bcasts = {}, 0, False, {}
     scratch = ScratchPool()
     while True:
         tag = next_tag_from_root(comm, status, backoff)
         if tag == Tag.STOP:
             comm.Recv(protocol.stop_buffer(), source=0, tag=Tag.STOP)
+            if owned is not None:  # files never sealed: not results
+                owned.files.abort()
             if job is not None:  # the root only waits for BYE once the job started
                 MPI.Request.Waitall(list(bcasts.values()))  # the root posted them all
                 comm.send(sent, dest=0, tag=Tag.BYE)
             return 1 if failed else 0
+        if tag == Tag.SEAL:  # resolution r is complete: commit this rank's file of it
+            r = np.empty(protocol.SEAL_LEN, np.int64)
+            comm.Recv(r, source=0, tag=Tag.SEAL)
+            try:
+                name, written = owned.files.seal(int(r[0])) if not failed else (None, [])
+                comm.send((int(r[0]), name, written), dest=0, tag=Tag.SEALED)
+            except Exception as exc:
+                failed = True
+                comm.send(protocol.error_message(rank, size, exc), dest=0, tag=Tag.ERROR)
+            continue
         if tag == Tag.JOB:
             job = comm.recv(source=0, tag=Tag.JOB).check()
             comm.send(socket.gethostname(), dest=0, tag=Tag.HELLO)
@@ -46,6 +61,7 @@ def worker_run(comm):
             tiles = tiling.tiles()
             MPI.Request.Waitall(list(bcasts.values()))  # a previous job's (a stream)
             bcasts, crt_setup = {}, None
+            owned = OwnedTiles(job, rank_files(job.write, rank)) if job.write else None
             _post_bcasts(comm, planes, bcasts, [(Operand.B, 0, q) for q in job.bcast],
                          (tiling.n, job.k))
             continue
@@ -84,7 +100,12 @@ def worker_run(comm):
                 sums = compute_crt(comm, rank, planes, tile, crt_setup, body[0], scratch)
             else:
                 sums = compute(comm, rank, planes, tile, pairs, job.bits, body, scratch)
-            if sums is not None:
+            if sums is not None and owned is not None:  # C to this rank's file; its max out
+                amax = owned.write(res, tile, sums)
+                comm.Send(protocol.encode_written(buf, task, amax, time.perf_counter() - t0),
+                          dest=0, tag=Tag.RESULT)
+                sent += 1
+            elif sums is not None:
                 comm.Send(protocol.encode_result(buf, task, sums, time.perf_counter() - t0),
                           dest=0, tag=Tag.RESULT)
                 sent += 1
@@ -92,6 +113,34 @@ def worker_run(comm):
         except Exception as exc:
             failed = True
             comm.send(protocol.error_message(rank, size, exc), dest=0, tag=Tag.ERROR)
+
+
+class OwnedTiles:
+    """Results this rank writes itself (Job.write): an exact accumulator for each
+    tile it computes (the scheduler keeps a tile on one rank in this mode), each
+    resolution's tile of C decoded here and written with its level sums."""
+
+    def __init__(self, job, files):
+        self.job, self.files, self.acc = job, files, {}
+        self.erow, self.ecol = job.exps
+
+    def write(self, res, tile, sums):
+        """Add a task's result, write the tile; returns max |C tile|."""
+        if res == len(self.job.schedule):  # the CRT resolution: the tile of C itself
+            (_, C), = sums
+            self.files.put(res, tile, C)
+            return float(np.abs(C).max()) if C.size else 0.0
+        acc = self.acc.get(tile.index)
+        if acc is None:
+            acc = self.acc[tile.index] = ExactAccumulator(*tile.shape, self.job.bits,
+                                                          self.job.planes, self.job.k)
+        for level, S in sums:
+            acc.add(S, level)
+        C = np.empty(tile.shape)
+        _, amax = acc.decode(self.erow[tile.r0:tile.r1], self.ecol[tile.c0:tile.c1], out=C,
+                             with_max=True)
+        self.files.put(res, tile, C, [lv for lv, _ in sums], np.stack([S for _, S in sums]))
+        return float(amax)
 
 
 def _post_bcasts(comm, planes, bcasts, keys, shape):

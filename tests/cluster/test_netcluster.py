@@ -56,6 +56,24 @@ def test_a_matmul_across_the_hosts_is_identical_to_one_host(operands, tmp_path):
         np.testing.assert_array_equal(ck.resolution(r.index)[1]["C"], r.C)
 
 
+def test_results_written_by_the_hosts_identical_and_c_never_reaches_the_root(operands,
+                                                                            tmp_path):
+    """--write ranks: each host writes its tiles (the shared file system is this
+    machine's); the root's link carries plane blocks out and headers in, not C."""
+    A, B, a, b = operands
+    out = tmp_path / "c.h5"
+    p = subprocess.run(cluster_cmd("matmul", a, b, "-o", out, "--planes", 3,
+                                   "--write", "ranks"),
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    ck = Checkpoint(out)
+    assert ck.attrs["status"] == "complete" and ck.attrs["write"] == "ranks"
+    for r in LayeredMatmul(A, B, planes=3):
+        attrs, data = ck.resolution(r.index)
+        np.testing.assert_array_equal(data["C"], r.C)
+        assert attrs["root_bytes_recv"] < 64 * 1024  # C alone would be 2.4 MB
+
+
 def test_a_killed_host_ends_the_job_and_keeps_what_was_finished(operands, tmp_path):
     A, B, a, b = operands
     out = tmp_path / "c.h5"

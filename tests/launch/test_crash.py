@@ -201,3 +201,36 @@ def test_keep_latest_lists_one_resolution_and_resumes_identically(reference, tmp
     ck = Checkpoint(out)
     assert ck.completed == 64 and ck.resolution_indices() == [64]
     np.testing.assert_array_equal(ck.resolution(64)[1]["C"], ref[-1])
+
+
+RANKS_TRIALS = int(os.environ.get("LRMPI_RANKS_KILL_TRIALS", "6"))
+
+
+@pytest.mark.slow
+def test_sigkills_with_results_written_by_the_ranks_lose_nothing_finished(reference, tmp_path):
+    """--write ranks under mpiexec -n 3: a SIGKILL of any rank (a worker holding its
+    files half-written, or the root) ends the job by itself, and every resolution the
+    job file lists reads back whole (its rank files were committed before it was
+    listed; a missing one is an error, never fill values)."""
+    A, B, ref = reference
+    np.save(tmp_path / "A.npy", A)
+    np.save(tmp_path / "B.npy", B)
+    rnd = random.Random(7)
+    survived = []
+    for trial in range(RANKS_TRIALS):
+        out = tmp_path / f"r{trial}.h5"
+        victim = trial % 3
+        proc = start("matmul", tmp_path / "A.npy", tmp_path / "B.npy", "-o", out, *JOB,
+                     "--write", "ranks", n=3,
+                     env={"LRMPI_TEST_SLOW_RANK": "1", "LRMPI_TEST_SLOW_S": "0.02"})
+        try:
+            time.sleep(rnd.uniform(1.0, 3.0))
+            os.kill(rank_pid(proc, victim), signal.SIGKILL)
+            proc.communicate(timeout=30)  # the job ends by itself
+            assert proc.returncode != 0
+        finally:
+            kill_tree(proc)
+        survived.append(check_survivors(out, ref))
+    assert any(s > 0 for s in survived), survived
+    print(f"--write ranks: {RANKS_TRIALS} SIGKILLs (ranks 0, 1, 2), resolutions listed and "
+          f"whole after each: {survived}, lost: 0")

@@ -5,6 +5,7 @@ LRMPI_EXPECT_SIZE=N (a launcher that does not match mpi4py's MPI silently
 gives N processes of size 1: the first test catches that).
 """
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -88,6 +89,57 @@ def test_crt_final_resolution_identical_to_the_single_process_api(m, k, n, tmp_p
     if comm().Get_size() > 1 and m >= 300:  # several tiles each: the workers computed
         # some, so their residue blocks left the root and their tiles of C came back
         assert attrs["root_bytes_sent"] >= 15 * k and attrs["root_bytes_recv"] >= 8 * n
+
+
+@pytest.mark.parametrize("m, k, n, final", [(300, 64, 90, None), (130, 40, 300, "crt"),
+                                           (1, 1, 1, None)])
+def test_results_written_by_the_ranks_identical_to_the_root_writing(m, k, n, final, tmp_path):
+    """--write ranks: every resolution's C (a virtual dataset over the workers' files)
+    bit-identical to the single-process API; the root receives no C; a resume from
+    such a checkpoint (its level sums in the rank files) completes identically; a
+    missing rank file is an error, never fill values."""
+    from lrmpi.errors import CheckpointError
+    from lrmpi.jobs.checkpoint import schema
+    size, rank = comm().Get_size(), comm().Get_rank()
+    rng = np.random.default_rng(m + n)
+    A, B = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+    base = shared_path(tmp_path)
+    opts = dict(planes=3, final=final, write="ranks")
+    out = os.path.join(base, "c.h5")
+    outcome = run_matmul(A if rank == 0 else None, B if rank == 0 else None, out, **opts)
+    ref = list(LayeredMatmul(A, B, planes=3, final=final))
+    if rank == 0:
+        assert outcome.status == "complete" and outcome.completed == len(ref)
+        ck = Checkpoint(out)
+        ranks_wrote = bool(schema.rank_files_of(out, ck.job_id, 1))
+        assert ranks_wrote == (size > 1)  # one rank: the root writes, as always
+        for r in ref:
+            attrs, data = ck.resolution(r.index)
+            np.testing.assert_array_equal(data["C"], r.C)
+            assert attrs["bound_abs"] == r.bound_abs
+            if ranks_wrote:
+                assert attrs["root_bytes_recv"] < 4096 * 16  # headers only, no C
+    # stopped after resolution 1, resumed (by the root writing): the same results
+    out2 = os.path.join(base, "stopped.h5")
+
+    def stop_after_first(meta, C):
+        if meta["index"] == 1:
+            os.kill(os.getpid(), signal.SIGUSR1)
+    part = run_matmul(A if rank == 0 else None, B if rank == 0 else None, out2,
+                      on_resolution=stop_after_first if rank == 0 else None, **opts)
+    done = run_matmul(A if rank == 0 else None, B if rank == 0 else None, out2, resume=True,
+                      **opts)
+    if rank != 0:
+        return
+    assert part.status in ("deadline", "complete") and done.status == "complete"
+    ck2 = Checkpoint(out2)
+    for r in ref:
+        np.testing.assert_array_equal(ck2.resolution(r.index)[1]["C"], r.C)
+    if ranks_wrote:
+        victim = schema.rank_files_of(out, ck.job_id, 2)[0]
+        os.unlink(victim)
+        with pytest.raises(CheckpointError, match="missing"):
+            Checkpoint(out).resolution(2)
 
 
 @pytest.mark.mpi(min_size=2)

@@ -65,6 +65,7 @@ def scale(argv):
     p.add_argument("--workers", default="2,4,8")
     p.add_argument("--rates", default="1gbit,10gbit")
     p.add_argument("--planes", type=int, default=4)
+    p.add_argument("--write", default="root", help="root, ranks, or root,ranks: both")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
     a = p.parse_args(argv)
@@ -94,7 +95,7 @@ def scale(argv):
         py = sys.executable
         for rate in a.rates.split(","):
             _shape(hosts_needed, rate)
-            for w in workers:
+            for w, write in [(w, x) for w in workers for x in a.write.split(",")]:
                 hosts = w + 1
                 _, one = _run(cluster_command(launcher, hosts, py, "-m",
                                               "lrmpi.experiments.baseline", fa, fb, "--out",
@@ -103,7 +104,7 @@ def scale(argv):
                 subprocess.run(["rm", "-rf", out, out + ".d"], check=True)
                 launch, wall = _run(cluster_command(launcher, hosts, py, "-m", "lrmpi",
                                                     "matmul", fa, fb, "-o", out,
-                                                    "--planes", a.planes))
+                                                    "--planes", a.planes, "--write", write))
                 ck = Checkpoint(out)
                 offset = float(ck.attrs["started_at"]) - launch
                 res = []
@@ -114,16 +115,18 @@ def scale(argv):
                                 "err": err, "root_bytes_sent": int(s["root_bytes_sent"]),
                                 "root_bytes_recv": int(s["root_bytes_recv"])})
                 fp32 = next((r for r in res if r["err"] <= 1e-6), res[-1])
-                row = {"rate": rate, "workers": w, "n": a.n, "oneshot_s": one,
+                row = {"rate": rate, "workers": w, "write": write, "n": a.n, "oneshot_s": one,
                        "lrmpi_wall_s": wall, "res1_s": res[0]["durable_s"],
                        "fp32_s": fp32["durable_s"], "fp32_index": fp32["index"],
                        "resolutions": res}
                 rows.append(row)
-                print(f"{rate:>7} {w} workers: one-shot {one:6.2f} s; lrmpi res 1 "
+                print(f"{rate:>7} {w} workers, {write} writes: one-shot {one:6.2f} s; lrmpi res 1 "
                       f"{row['res1_s']:6.2f} s ({row['res1_s'] / one:.2f}x), fp32-level "
                       f"(res {fp32['index']}) {row['fp32_s']:6.2f} s "
                       f"({row['fp32_s'] / one:.2f}x); root MB sent per resolution "
-                      + " ".join(f"{r['root_bytes_sent'] / 1e6:.1f}" for r in res))
+                      + " ".join(f"{r['root_bytes_sent'] / 1e6:.1f}" for r in res)
+                      + "; received " + " ".join(f"{r['root_bytes_recv'] / 1e6:.1f}"
+                                                 for r in res))
         _shape(hosts_needed, "10gbit")
     save(a, {"machine": m, "results": rows}, _plot, rows)
     return 0
@@ -131,18 +134,21 @@ def scale(argv):
 
 def _plot(png, rows):
     plt, fig, (ax1, ax2) = panels(2, 5.5)
-    for rate in sorted({r["rate"] for r in rows}):
-        sel = [r for r in rows if r["rate"] == rate]
+    for rate, write in sorted({(r["rate"], r.get("write", "root")) for r in rows}):
+        sel = [r for r in rows if r["rate"] == rate and r.get("write", "root") == write]
         w = [r["workers"] for r in sel]
-        ax1.plot(w, [r["res1_s"] / r["oneshot_s"] for r in sel], "o-", label=f"res 1, {rate}")
+        tag = f"{rate}, {write} writes"
+        ax1.plot(w, [r["res1_s"] / r["oneshot_s"] for r in sel], "o-", label=f"res 1, {tag}")
         ax1.plot(w, [r["fp32_s"] / r["oneshot_s"] for r in sel], "s--",
-                 label=f"fp32-level, {rate}")
+                 label=f"fp32-level, {tag}")
         ax2.plot(w, [sum(x["root_bytes_sent"] for x in r["resolutions"]) / 1e6 for r in sel],
-                 "o-", label=rate)
+                 "o-", label=f"sent, {tag}")
+        ax2.plot(w, [sum(x["root_bytes_recv"] for x in r["resolutions"]) / 1e6 for r in sel],
+                 "^:", label=f"received, {tag}")
     ax1.axhline(1.0, color="k", lw=0.8)
     ax1.set(xlabel="workers", ylabel="durable time / one-shot MPI float64")
-    ax2.set(xlabel="workers", ylabel="root MB sent (all resolutions)")
-    ax1.legend(fontsize=7), ax2.legend(fontsize=7)
+    ax2.set(xlabel="workers", ylabel="root MB (all resolutions)")
+    ax1.legend(fontsize=6), ax2.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     print(f"wrote {png}")

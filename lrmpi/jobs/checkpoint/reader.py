@@ -123,6 +123,11 @@ class Checkpoint:
         with h5py.File(path, "r") as f:
             if S.py(f.attrs.get(S.JOB_ID)) != self.job_id:
                 raise CheckpointError(f"{path} belongs to another job than {self.path}")
+            # C written by the ranks: a virtual dataset reads a missing source file as
+            # fill values, silently; refuse instead
+            for name in np.atleast_1d(f.attrs.get(S.RANK_FILES, [])):
+                if not os.path.exists(os.path.join(os.path.dirname(path), S.py(name))):
+                    raise CheckpointError(f"{path}: its C is in {S.py(name)}, which is missing")
             return _read_group(f, datasets)
 
     def resolution_summary(self, index):
@@ -139,7 +144,8 @@ class Checkpoint:
         return out
 
     def has_sums(self, index):
-        return os.path.exists(S.sums_file(self.path, self.job_id or "", index))
+        return os.path.exists(S.sums_file(self.path, self.job_id or "", index)) or \
+            bool(self.job_id and S.rank_files_of(self.path, self.job_id, index))
 
     def last(self):
         """attrs of the last completed resolution, or {} if there is none."""
@@ -153,8 +159,12 @@ class Checkpoint:
         if safe and os.path.exists(path):
             probe(path, "resume data")
         try:
-            with h5py.File(path, "r") as f:
-                out = S.read_tile_sums(f, index, shape)
+            if not os.path.exists(path) and self.job_id \
+                    and S.rank_files_of(self.path, self.job_id, index):
+                out = self._rank_sums(index, shape)
+            else:
+                with h5py.File(path, "r") as f:
+                    out = S.read_tile_sums(f, index, shape)
         except S.H5_ERRORS as exc:
             raise CheckpointError(f"{self.path}: resume data of resolution {index} is "
                                   f"missing or unreadable ({exc})") from None
@@ -188,6 +198,30 @@ class Checkpoint:
                 0 <= r0 <= r1 <= m and 0 <= c0 <= c1 <= n for r0, r1, c0, c1 in tiles):
             raise CheckpointError(f"{path}: finished tiles do not fit a {m} x {n} C")
         return C, tiles
+
+    def _rank_sums(self, index, shape):
+        """[(level, S)] of a resolution whose ranks wrote their tiles' level sums
+        (rank_files.py), every tile placed where the resolution's C maps it."""
+        with h5py.File(S.res_file(self.path, self.job_id, index), "r") as f:
+            vds = {S.py(m.dset_name): (S.py(m.file_name), m.vspace.get_select_bounds())
+                   for m in f["C"].virtual_sources()}
+        out = None
+        for dset, (name, (lo, hi)) in vds.items():
+            t = dset[len(S.tile_c("")):]
+            with h5py.File(os.path.join(S.job_dir(self.path, self.job_id),
+                                        os.path.basename(name)), "r") as g:
+                d = g[S.tile_sums(t)]
+                levels = [int(x) for x in np.atleast_1d(d.attrs[S.LEVELS])]
+                if out is None:
+                    out = [(lv, np.zeros(shape, d.dtype)) for lv in levels]
+                if [lv for lv, _ in out] != levels or d.shape[0] != len(levels) or \
+                        d.shape[1:] != (hi[0] - lo[0] + 1, hi[1] - lo[1] + 1):
+                    raise ValueError("rank files disagree on the level sums")
+                for i, (_, S_) in enumerate(out):
+                    S_[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1] = d[i]
+        if out is None:
+            raise ValueError("no tiles")
+        return out
 
     def state(self, index):
         """The exact engine state saved with inference resolution `index`."""

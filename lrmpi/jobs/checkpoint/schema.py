@@ -20,6 +20,11 @@ Layout of a job written to OUT.h5::
                                    data): dataset C with the finished tiles, attr
                                    tiles (t, 4) = their r0, r1, c0, c1; gone once the
                                    resolution is complete
+    OUT.h5.d/<job_id>/rank0002-res003.h5  results written by the ranks (--write ranks):
+                                   rank 2's tiles of resolution 3, datasets C<t> (float64)
+                                   and S<t> (its level sums, attr levels) per tile t;
+                                   res003.h5's C is then a virtual dataset over these
+                                   files (attr rank_files lists them)
     OUT.h5.d/.lock                 the advisory lock of the job writing OUT.h5
 
 With keep="latest" the job file lists only the last resolution (its file is the only
@@ -49,6 +54,18 @@ HISTORY = ("elapsed_s", "cmax")  # per-resolution figures the job file keeps for
 
 # a resolution stopped part way (matmul's CRT resolution: finished tiles)
 TILES = "tiles"
+
+# results written by the ranks
+RANK_FILES = "rank_files"  # attr of a resolution file whose C is a virtual dataset
+
+
+def tile_c(t):
+    return f"C{t}"
+
+
+def tile_sums(t):
+    return f"S{t}"
+
 
 # level sums (matmul resume data)
 SUMS = "sums"
@@ -87,6 +104,20 @@ def state_file(path, job_id, index):
 
 def partial_file(path, job_id, index):
     return os.path.join(job_dir(path, job_id), f"partial{res_name(index)}.h5")
+
+
+def rank_file(path, job_id, index, rank):
+    return os.path.join(job_dir(path, job_id), rank_name(index, rank))
+
+
+def rank_name(index, rank):
+    return f"rank{rank:04d}-res{res_name(index)}.h5"
+
+
+def rank_files_of(path, job_id, index):
+    """The rank files of resolution `index` on disk, sorted."""
+    import glob
+    return sorted(glob.glob(os.path.join(job_dir(path, job_id), f"rank*-res{res_name(index)}.h5")))
 
 
 def link_target(path, job_id, index):

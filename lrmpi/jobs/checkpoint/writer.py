@@ -287,9 +287,10 @@ class CheckpointWriter:
         if self.fsync:  # start the disk now, not at the end: durable soon after the last tile
             _fsync_path(stream.tmp)
 
-    def _write_resolution(self, index, datasets, attrs, state, sums, done, release):
+    def _write_resolution(self, index, datasets, attrs, state, sums, done, release,
+                          virtual=None):
         try:
-            self._write_resolution_files(index, datasets, attrs, state, sums)
+            self._write_resolution_files(index, datasets, attrs, state, sums, virtual)
         finally:
             if release is not None:
                 release()
@@ -297,7 +298,7 @@ class CheckpointWriter:
             # kept until this one is as good) on disk beside it
             done(self.durable[-1] if self.durable[-1] == self.durable[-1] else self.stamped)
 
-    def _write_resolution_files(self, index, datasets, attrs, state, sums):
+    def _write_resolution_files(self, index, datasets, attrs, state, sums, virtual=None):
         if sums is not None:  # before the resolution: a linked one can always resume
             atomic_h5(S.sums_file(self.path, self.job_id, index),
                       lambda f: S.write_tile_sums(f, index, sums), self.fsync, sums.nbytes)
@@ -314,6 +315,8 @@ class CheckpointWriter:
             f.attrs[S.JOB_ID] = self.job_id
             for k, v in attrs.items():
                 f.attrs[k] = v
+            if virtual is not None:
+                _virtual_c(f, *virtual)
             for k, v in datasets.items():
                 if k in f:  # streamed already: v holds (row, values) to write again
                     for i, row in v:
@@ -371,7 +374,7 @@ class CheckpointWriter:
         self._submit(job)
 
     def add_resolution(self, index, datasets, attrs, state=None, sums=None, done=None,
-                       release=None):
+                       release=None, virtual=None):
         """Queue resolution `index` (datasets + attrs; C may have been streamed already)
         and its resume data for the disk.
 
@@ -379,13 +382,16 @@ class CheckpointWriter:
         (evaluated on the writer thread), replacing the previous one. `sums`: a
         TileSums increment instead, into a file of its own that is kept (matmul).
         `done(durable_s)` runs once the resolution is on disk; `release()` runs in any
-        case once the arrays are no longer needed (buffer pools).
+        case once the arrays are no longer needed (buffer pools). `virtual`: (shape,
+        parts) when the ranks wrote C (rank_files.py): C becomes a virtual dataset over
+        their committed files, parts = [(file name, [(tile, r0, r1, c0, c1)])].
         """
         self._slots.acquire()
 
         def job():
             try:
-                self._write_resolution(index, datasets, attrs, state, sums, done, release)
+                self._write_resolution(index, datasets, attrs, state, sums, done, release,
+                                       virtual)
             finally:
                 self._slots.release()
 
@@ -402,6 +408,15 @@ class CheckpointWriter:
             skipped()
             raise
 
+    def read_rank_tiles(self, parts, shape):
+        """C of `shape` from the committed rank files `parts` (as add_resolution's)."""
+        C = np.empty(shape)
+        for name, tiles in parts:
+            with h5py.File(os.path.join(S.job_dir(self.path, self.job_id), name), "r") as f:
+                for t, r0, r1, c0, c1 in tiles:
+                    f[S.tile_c(t)].read_direct(C, dest_sel=np.s_[r0:r1, c0:c1])
+        return C
+
     def set_status(self, status, message=""):
         """Mark the job file (after everything queued before) and wait for the disk.
         While an earlier result is kept, only `complete` replaces it."""
@@ -414,6 +429,19 @@ class CheckpointWriter:
                 self._write_job()
         self._submit(mark)
         self.flush()
+
+
+def _virtual_c(f, shape, parts):
+    """C as a virtual dataset over the rank files (relative names: HDF5 looks for them
+    beside this file, so the folder can be moved); the files' names in RANK_FILES
+    (readers check they exist: a missing source would read as fill values)."""
+    layout = h5py.VirtualLayout(shape, np.float64)
+    for name, tiles in parts:
+        for t, r0, r1, c0, c1 in tiles:
+            layout[r0:r1, c0:c1] = h5py.VirtualSource(f"./{name}", S.tile_c(t),
+                                                      shape=(r1 - r0, c1 - c0))
+    f.create_virtual_dataset("C", layout, fillvalue=np.nan)
+    f.attrs[S.RANK_FILES] = [name for name, _ in parts]
 
 
 def _bound_rel(attrs):

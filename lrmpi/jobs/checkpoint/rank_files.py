@@ -1,0 +1,51 @@
+"""Results written by the ranks that computed them (`--write ranks`): one file per
+rank and resolution, bound into the resolution's file by a virtual dataset.
+
+Each rank writes its tiles of resolution r (C and the exact level sums, the resume
+data) into OUT.h5.d/<job_id>/rank<w>-res<r>.h5 under a temporary name; when the
+root says r is complete (SEAL) the rank fsyncs and renames it (crash-safe as every
+file here) and answers. Only once every rank answered does the root write res<r>.h5,
+whose C maps each tile to its rank file, and link it: a SIGKILL of any rank before
+leaves r unlisted, never listed but unreadable.
+"""
+import os
+
+from lrmpi.jobs.checkpoint import schema as S
+from lrmpi.jobs.checkpoint.writer import AtomicH5
+
+
+class RankFiles:
+    """A worker's files of one job: `write` is Job.write (checkpoint path, job id)."""
+
+    def __init__(self, write, rank, fsync=True):
+        self.path, self.job_id = write
+        self.rank, self.fsync = rank, fsync
+        self.open = {}   # resolution (0-based) -> (AtomicH5, [tile indices])
+
+    def put(self, res, tile, C, levels=None, sums=None):
+        """Tile `tile` of resolution res: its C and (layered) its level sums."""
+        if res not in self.open:
+            f = AtomicH5(S.rank_file(self.path, self.job_id, res + 1, self.rank), self.fsync)
+            f.f.attrs[S.JOB_ID] = self.job_id
+            self.open[res] = (f, [])
+        f, tiles = self.open[res]
+        f.f.create_dataset(S.tile_c(tile.index), data=C)
+        if sums is not None:
+            d = f.f.create_dataset(S.tile_sums(tile.index), data=sums)
+            d.attrs[S.LEVELS] = list(levels)
+        tiles.append(tile.index)
+
+    def seal(self, res):
+        """Commit resolution res's file (fsync, rename): (file name, tiles), or
+        (None, []) if this rank computed no tile of it."""
+        f, tiles = self.open.pop(res, (None, []))
+        if f is None:
+            return None, []
+        f.commit()
+        return os.path.basename(f.path), tiles
+
+    def abort(self):
+        """The job stops: files never sealed are removed."""
+        for f, _ in self.open.values():
+            f.abort()
+        self.open = {}
