@@ -90,7 +90,7 @@ class Job:
     k: int
     schedule: tuple          # resolutions, each a tuple of (p, q) pairs
     tiling: tuple            # (m, n, row_blocks, col_blocks): partition.Tiling's fields
-    bcast: tuple = ()        # planes q of B (block 0) that travel by MPI_Ibcast, in order
+    bcast: tuple = ()        # planes q of B (whole: every column block) by MPI_Ibcast, in order
     crt: int = 0             # moduli of the CRT resolution after the layers (0: none)
     # results written by the ranks (jobs.checkpoint.rank_files): (checkpoint path, job
     # id), and the row and column exponents to decode C with; () : the root writes
@@ -118,20 +118,29 @@ class CrtSetup:
     moduli: int              # crt.plan(moduli) on both sides
     ea: np.ndarray           # int32 (m,): exponents of A's rows
     eb: np.ndarray           # int32 (n,): exponents of B's columns
-    bcast: tuple = ()        # moduli indices l whose B residues (RB, 0, l) come by Ibcast
+    bcast: tuple = ()        # moduli indices l whose B residues (RB, all blocks) come by Ibcast
 
 
 def crt_bcast(moduli, tiling, workers):
     """Moduli whose B residues are broadcast (same rule as bcast_planes)."""
-    return tuple(range(moduli)) if tiling.col_blocks == 1 and workers >= 2 else ()
+    return tuple(range(moduli)) if _shared(tiling, workers) else ()
+
+
+def _shared(tiling, workers):
+    """Whether B's blocks are each needed by several workers: one column block (all
+    of them need it), or a 2-D tiling (every row block's owner needs each column
+    block). Column blocks in one row (wide C) go to one worker each: point to
+    point sends B once already, and a broadcast would give every worker all of it."""
+    return workers >= 2 and (tiling.col_blocks == 1 or tiling.row_blocks > 1)
 
 
 def bcast_planes(schedule, tiling, workers):
     """B's planes that every worker will need, to broadcast once (collective:
     the root sends about one copy whatever the number of workers) instead of
     one point-to-point copy per worker: all of B's planes the schedule uses, when
-    C has one column block and there are at least two workers."""
-    if tiling.col_blocks != 1 or workers < 2:
+    several workers need each of its blocks (_shared). A plane travels whole; a
+    worker holds every column block of it (views)."""
+    if not _shared(tiling, workers):
         return ()
     return tuple(sorted({q for pairs in schedule for _, q in pairs}))
 

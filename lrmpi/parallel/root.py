@@ -125,7 +125,8 @@ class Root:
             self.crt_sent = False
             self.crt_bcast = protocol.crt_bcast(lm.moduli, self.tiling, len(self.workers))
             for w in self.workers:
-                self.sched.have[w].update((Operand.RB, 0, l) for l in self.crt_bcast)
+                self.sched.have[w].update((Operand.RB, cb, l) for l in self.crt_bcast
+                                          for cb in range(self.tiling.col_blocks))
             if first > 0:
                 self.crt.start()
         # B's planes broadcast to every worker (protocol.bcast_planes): the scheduler
@@ -133,7 +134,8 @@ class Root:
         self.bcast = protocol.bcast_planes(self.schedule[first:], self.tiling,
                                            len(self.workers))
         for w in self.workers:
-            self.sched.have[w].update((Operand.B, 0, q) for q in self.bcast)
+            self.sched.have[w].update((Operand.B, cb, q) for q in self.bcast
+                                      for cb in range(self.tiling.col_blocks))
         self.mpi = MpiEndpoints(self, comm) if self.workers else None
         self.local = ThreadEndpoint(self.compute_local) if self.computes else None
         self.early = {r: {} for r in range(first, self.nres)}  # results of r > cur
@@ -387,7 +389,7 @@ class Root:
             for w in self.workers:  # nonblocking: a busy worker reads it after its task
                 self.mpi.sends.append(self.comm.isend(setup, dest=w, tag=Tag.CRT))
             for l in self.crt_bcast:
-                block = self.crt.block(Operand.RB, 0, l)
+                block = self.crt.ops.RB[l]  # whole: every column block
                 self.mpi.sends.append(self.comm.Ibcast(block, root=0))
                 self.count(self.layers, sent=block.nbytes)
         self.sched.available = self.nres

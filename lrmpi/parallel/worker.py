@@ -62,13 +62,11 @@ def worker_run(comm, rank_files=None):
             MPI.Request.Waitall(list(bcasts.values()))  # a previous job's (a stream)
             bcasts, crt_setup = {}, None
             owned = OwnedTiles(job, rank_files(job.write, rank)) if job.write else None
-            _post_bcasts(comm, planes, bcasts, [(Operand.B, 0, q) for q in job.bcast],
-                         (tiling.n, job.k))
+            _post_bcasts(comm, planes, bcasts, Operand.B, job.bcast, tiling, job.k)
             continue
         if tag == Tag.CRT:  # the CRT resolution's setup, then its broadcast residues
             crt_setup = comm.recv(source=0, tag=Tag.CRT)
-            _post_bcasts(comm, planes, bcasts, [(Operand.RB, 0, l) for l in crt_setup.bcast],
-                         (tiling.n, job.k))
+            _post_bcasts(comm, planes, bcasts, Operand.RB, crt_setup.bcast, tiling, job.k)
             continue
         header = protocol.work_buffer()
         comm.Recv(header, source=0, tag=Tag.WORK)
@@ -84,8 +82,8 @@ def worker_run(comm, rank_files=None):
             faults.on_task(rank)
             tile = tiles[tile_index]
             is_crt = res == len(job.schedule)
-            needs = ({(Operand.RB, 0, l) for l in range(crt_setup.moduli)} if is_crt else
-                     {(Operand.B, 0, q) for _, q in job.schedule[res]})
+            needs = ({(Operand.RB, l) for l in range(crt_setup.moduli)} if is_crt else
+                     {(Operand.B, q) for _, q in job.schedule[res]})
             for key in sorted(needs & bcasts.keys()):
                 bcasts.pop(key).Wait()  # the planes this task reads have arrived
             if is_crt:
@@ -143,12 +141,16 @@ class OwnedTiles:
         return float(amax)
 
 
-def _post_bcasts(comm, planes, bcasts, keys, shape):
-    """Receive buffers for broadcast blocks `keys`, posted in the root's order."""
-    for key in keys:
-        buf = np.empty(shape, np.int8)
-        planes[key] = buf
-        bcasts[key] = comm.Ibcast(buf, root=0)
+def _post_bcasts(comm, planes, bcasts, op, numbers, tiling, k):
+    """Receive buffers for the broadcast planes `numbers` of operand op (B's planes or
+    residues), whole, posted in the root's order: every column block is a view
+    (planes[(op, block, number)]); one request per plane (bcasts[(op, number)])."""
+    for q in numbers:
+        buf = np.empty((tiling.n, k), np.int8)
+        for cb in range(tiling.col_blocks):
+            c0, c1 = tiling.cols(cb)
+            planes[(op, cb, q)] = buf[c0:c1]
+        bcasts[(op, q)] = comm.Ibcast(buf, root=0)
 
 
 def compute_crt(comm, rank, planes, tile, setup, C, scratch):

@@ -142,6 +142,28 @@ def test_results_written_by_the_ranks_identical_to_the_root_writing(m, k, n, fin
             Checkpoint(out).resolution(2)
 
 
+@pytest.mark.mpi(min_size=3)
+def test_a_2d_tiling_broadcasts_b_once(tmp_path):
+    """2 x 8 tiles: every column block of B is needed by two workers; its planes
+    travel by broadcast, about once from the root (point to point: about twice)."""
+    rank = comm().Get_rank()
+    rng = np.random.default_rng(9)
+    m, k, n = 256, 40, 2048
+    A, B = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+    got = []
+    with config.configure(tiles_per_worker=8, root_computes="no"):
+        outcome = run_matmul(A if rank == 0 else None, B if rank == 0 else None, None,
+                             planes=2, on_resolution=lambda meta, C: got.append((meta, C.copy())))
+    if rank != 0:
+        return
+    ref = list(LayeredMatmul(A, B, planes=2))
+    assert outcome.status == "complete"
+    for (meta, C), r in zip(got, ref):
+        np.testing.assert_array_equal(C, r.C)
+    sent = got[0][0]["root_bytes_sent"]  # resolution 1: A's and B's plane 1
+    assert sent <= m * k + 1.2 * n * k, sent
+
+
 @pytest.mark.mpi(min_size=2)
 def test_a_worker_exception_reaches_the_root_and_ends_the_job(tmp_path):
     with config.configure(test_fail_rank=1, test_fail_after=3):
