@@ -276,15 +276,19 @@ class Root:
             return self._apply_crt(r, tile, sums, buf)
         logger.debug("lrmpi: result r%d t%d at %.3f s", r + 1, tile.index, self.elapsed())
         done = self.assembly.add(r, tile, sums, buf)
-        if self.writer is not None:  # to the disk tile by tile, while the rest computes
+        if self._tile_in(r, tile, done, self.assembly.tile_of(r, tile)):
+            self._finish(r)
+            self.advance(r)
+
+    def _tile_in(self, r, tile, done, values):
+        """A decoded tile of r (the done-th): streamed to the disk while the rest
+        computes; True when it was r's last."""
+        if self.writer is not None:
             if done == 1:
                 self.writer.begin_resolution(r + 1, self.assembly.shape)
-            self.writer.write_tile(r + 1, tile.r0, tile.c0, self.assembly.tile_of(r, tile))
+            self.writer.write_tile(r + 1, tile.r0, tile.c0, values)
         self.progress.tile(r, done, self.elapsed())
-        if done < len(self.tiles):
-            return
-        self._finish(r)
-        self.advance(r)
+        return done == len(self.tiles)
 
     def advance(self, r):
         """Resolution r has every tile: on to the next, and its results that came early."""
@@ -354,15 +358,9 @@ class Root:
         done = self.crt.add(tile, values)
         if buf is not None:
             self.assembly.scratch.put(buf)
-        if self.writer is not None:
-            if done == 1:
-                self.writer.begin_resolution(r + 1, self.assembly.shape)
-            self.writer.write_tile(r + 1, tile.r0, tile.c0, self.crt.tile_of(tile))
-        self.progress.tile(r, done, self.elapsed())
-        if done < len(self.tiles):
-            return
-        self._finish_crt(r)
-        self.advance(r)
+        if self._tile_in(r, tile, done, self.crt.tile_of(tile)):
+            self._finish_crt(r)
+            self.advance(r)
 
     def _finish_crt(self, r):
         C, cmax, _ = self.crt.finish()

@@ -26,6 +26,14 @@ def reference():
     return A, B, [r.C for r in LayeredMatmul(A, B, planes=8, order="pairwise")]
 
 
+def save_operands(reference, tmp_path):
+    """A.npy and B.npy in tmp_path; returns the reference resolutions."""
+    A, B, ref = reference
+    np.save(tmp_path / "A.npy", A)
+    np.save(tmp_path / "B.npy", B)
+    return ref
+
+
 def check_survivors(out, ref):
     """Every resolution the job file links is readable and identical to the reference."""
     if not os.path.exists(out):
@@ -41,9 +49,7 @@ def check_survivors(out, ref):
 
 @pytest.mark.slow
 def test_random_sigkills_of_the_root_lose_nothing_finished(reference, tmp_path):
-    A, B, ref = reference
-    np.save(tmp_path / "A.npy", A)
-    np.save(tmp_path / "B.npy", B)
+    ref = save_operands(reference, tmp_path)
     rnd = random.Random(2026)
     survived = []
     for trial in range(TRIALS):
@@ -212,9 +218,7 @@ def test_sigkills_with_results_written_by_the_ranks_lose_nothing_finished(refere
     files half-written, or the root) ends the job by itself, and every resolution the
     job file lists reads back whole (its rank files were committed before it was
     listed; a missing one is an error, never fill values)."""
-    A, B, ref = reference
-    np.save(tmp_path / "A.npy", A)
-    np.save(tmp_path / "B.npy", B)
+    ref = save_operands(reference, tmp_path)
     rnd = random.Random(7)
     survived = []
     for trial in range(RANKS_TRIALS):
