@@ -33,6 +33,7 @@ class RankFiles:
         if sums is not None:
             d = f.f.create_dataset(S.tile_sums(tile.index), data=sums)
             d.attrs[S.LEVELS] = list(levels)
+            d.attrs[S.CORNER] = (tile.r0, tile.c0)  # where the tile sits in C
         tiles.append(tile.index)
 
     def seal(self, res):

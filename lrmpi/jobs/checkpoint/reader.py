@@ -201,26 +201,28 @@ class Checkpoint:
 
     def _rank_sums(self, index, shape):
         """[(level, S)] of a resolution whose ranks wrote their tiles' level sums
-        (rank_files.py), every tile placed where the resolution's C maps it."""
-        with h5py.File(S.res_file(self.path, self.job_id, index), "r") as f:
-            vds = {S.py(m.dset_name): (S.py(m.file_name), m.vspace.get_select_bounds())
-                   for m in f["C"].virtual_sources()}
-        out = None
-        for dset, (name, (lo, hi)) in vds.items():
-            t = dset[len(S.tile_c("")):]
-            with h5py.File(os.path.join(S.job_dir(self.path, self.job_id),
-                                        os.path.basename(name)), "r") as g:
-                d = g[S.tile_sums(t)]
-                levels = [int(x) for x in np.atleast_1d(d.attrs[S.LEVELS])]
-                if out is None:
-                    out = [(lv, np.zeros(shape, d.dtype)) for lv in levels]
-                if [lv for lv, _ in out] != levels or d.shape[0] != len(levels) or \
-                        d.shape[1:] != (hi[0] - lo[0] + 1, hi[1] - lo[1] + 1):
-                    raise ValueError("rank files disagree on the level sums")
-                for i, (_, S_) in enumerate(out):
-                    S_[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1] = d[i]
-        if out is None:
-            raise ValueError("no tiles")
+        (rank_files.py): every tile of every rank file placed at its corner."""
+        out, seen = None, 0
+        for path in S.rank_files_of(self.path, self.job_id, index):
+            with h5py.File(path, "r") as g:
+                for name in g:
+                    if not name.startswith(S.tile_sums("")):
+                        continue
+                    d = g[name]
+                    levels = [int(x) for x in np.atleast_1d(d.attrs[S.LEVELS])]
+                    r0, c0 = (int(x) for x in d.attrs[S.CORNER])
+                    if out is None:
+                        out = [(lv, np.zeros(shape, d.dtype)) for lv in levels]
+                    rows, cols = d.shape[1:]
+                    if [lv for lv, _ in out] != levels or d.shape[0] != len(levels) or \
+                            not (0 <= r0 and r0 + rows <= shape[0] and 0 <= c0
+                                 and c0 + cols <= shape[1]):
+                        raise ValueError("rank files disagree on the level sums")
+                    for i, (_, S_) in enumerate(out):
+                        S_[r0:r0 + rows, c0:c0 + cols] = d[i]
+                    seen += rows * cols
+        if out is None or seen != shape[0] * shape[1]:
+            raise ValueError("the rank files do not cover C")
         return out
 
     def state(self, index):

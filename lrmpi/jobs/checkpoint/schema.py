@@ -22,7 +22,8 @@ Layout of a job written to OUT.h5::
                                    resolution is complete
     OUT.h5.d/<job_id>/rank0002-res003.h5  results written by the ranks (--write ranks):
                                    rank 2's tiles of resolution 3, datasets C<t> (float64)
-                                   and S<t> (its level sums, attr levels) per tile t;
+                                   and S<t> (its level sums, attrs levels, corner) per
+                                   tile t;
                                    res003.h5's C is then a virtual dataset over these
                                    files (attr rank_files lists them)
     OUT.h5.d/.lock                 the advisory lock of the job writing OUT.h5
@@ -57,6 +58,7 @@ TILES = "tiles"
 
 # results written by the ranks
 RANK_FILES = "rank_files"  # attr of a resolution file whose C is a virtual dataset
+CORNER = "corner"          # attr of a tile's level sums in a rank file: (r0, c0)
 
 
 def tile_c(t):
