@@ -93,7 +93,7 @@ class Job:
     bcast: tuple = ()        # planes q of B (whole: every column block) by MPI_Ibcast, in order
     crt: int = 0             # moduli of the CRT resolution after the layers (0: none)
     # results written by the ranks (jobs.checkpoint.rank_files): (checkpoint path, job
-    # id), and the row and column exponents to decode C with; () : the root writes
+    # id, fsync), and the row and column exponents to decode C with; () : the root writes
     write: tuple = ()
     exps: tuple = ()
     version: int = VERSION

@@ -424,7 +424,8 @@ class Root:
     def start_workers(self):
         write = exps = ()
         if self.ranks is not None:
-            write, exps = (self.writer.path, self.writer.job_id), (self.ea.exps, self.eb.exps)
+            write = (self.writer.path, self.writer.job_id, self.writer.fsync)
+            exps = (self.ea.exps, self.eb.exps)
         msg = protocol.job_message(self.lm.bits, self.lm.planes, self.ea.shape[1],
                                    self.schedule, self.tiling, self.bcast, self.lm.moduli or 0,
                                    write, exps)

@@ -15,11 +15,12 @@ from lrmpi.jobs.checkpoint.writer import AtomicH5
 
 
 class RankFiles:
-    """A worker's files of one job: `write` is Job.write (checkpoint path, job id)."""
+    """A worker's files of one job: `write` is Job.write (checkpoint path, job id,
+    fsync: the job's --no-fsync holds for these files too)."""
 
-    def __init__(self, write, rank, fsync=True):
-        self.path, self.job_id = write
-        self.rank, self.fsync = rank, fsync
+    def __init__(self, write, rank):
+        self.path, self.job_id, self.fsync = write
+        self.rank = rank
         self.open = {}   # resolution (0-based) -> (AtomicH5, [tile indices])
 
     def put(self, res, tile, C, levels=None, sums=None):
