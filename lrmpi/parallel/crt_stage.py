@@ -81,8 +81,12 @@ class CrtStage:
         return self.C[tile.r0:tile.r1, tile.c0:tile.c1]
 
     def finish(self):
-        """(C, max|C|, rigorous max|C - AB|) once every tile is in."""
-        return self.C, self.cmax, crt.bound_abs(self.ops, self.cmax)
+        """(C, max|C|) once every tile is in."""
+        return self.C, self.cmax
+
+    def bound(self, cmax):
+        """Rigorous max |C - AB| of the resolution, max |C| = cmax."""
+        return crt.bound_abs(self.ops, cmax)
 
     def partial(self):
         """The finished tiles, as (r0, r1, c0, c1) rows (resume data)."""

@@ -84,12 +84,9 @@ class RanksWrite:
                 if redone:  # entries changed: C whole in the resolution's file
                     datasets = {"C": C}
             meta = root.resolution_meta(r, babs, redone)
-        root.meta.append(meta)
-        if root.on_resolution is not None:
-            root.on_resolution(meta, C)  # None: C is in the ranks' files
-        root.writer.add_resolution(r + 1, datasets, meta,
-                                   virtual=None if datasets else (root.assembly.shape, parts),
-                                   done=lambda durable: root.progress.resolution(meta, durable))
+        # C is None unless read back: it is in the ranks' files
+        root.publish(meta, C, datasets,
+                     virtual=None if datasets else (root.assembly.shape, parts))
 
 
 def _corners(tile):

@@ -34,7 +34,6 @@ from lrmpi import config
 from lrmpi.errors import WorkerTimeout
 from lrmpi.log import logger
 from lrmpi.numerics import bounds
-from lrmpi.numerics.crt import bound_abs as bounds_crt
 from lrmpi.numerics.layered import finish_last, sum_dtype
 from lrmpi.numerics.schedule import levels, n_levels
 from lrmpi.parallel import faults, protocol
@@ -87,8 +86,7 @@ class Root:
         self.layers = len(self.schedule)  # resolutions of digit planes
         # the CRT resolution, if any, is resolution `layers` (0-based): its tasks
         # return their tile of C in float64, one "level" (crt_stage.py)
-        self.crt = CrtStage(lm, self.tiling, None) if lm.final == "crt" else None
-        self.nres = self.layers + (1 if self.crt else 0)
+        self.nres = self.layers + (1 if lm.final == "crt" else 0)
         self.nlevels = [n_levels(r) for r in self.schedule] + [1] * (self.nres - self.layers)
         self.sdtype = [sum_dtype(r, k, lm.bits) for r in self.schedule] + \
             [np.float64] * (self.nres - self.layers)
@@ -105,8 +103,8 @@ class Root:
         # pipeline's efficiency: kernel time / (workers x that span))
         self.timing = [[None, None, 0.0] for _ in range(self.nres)]
         self.meta, self.cmax = [], []
-        if self.crt:
-            self.crt.c_pool = self.assembly.c_pool
+        self.crt = CrtStage(lm, self.tiling, self.assembly.c_pool) \
+            if self.nres > self.layers else None
         first = 0
         if resume is not None and resume.attrs.get("completed", 0) > 0:
             first = self._resume(resume)
@@ -124,24 +122,27 @@ class Root:
             self.sched.available = self.layers
             self.crt_sent = False
             self.crt_bcast = protocol.crt_bcast(lm.moduli, self.tiling, len(self.workers))
-            for w in self.workers:
-                self.sched.have[w].update((Operand.RB, cb, l) for l in self.crt_bcast
-                                          for cb in range(self.tiling.col_blocks))
+            self._held_by_broadcast(Operand.RB, self.crt_bcast)
             if first > 0:
                 self.crt.start()
         # B's planes broadcast to every worker (protocol.bcast_planes): the scheduler
         # counts them as held, so they never travel point to point
         self.bcast = protocol.bcast_planes(self.schedule[first:], self.tiling,
                                            len(self.workers))
-        for w in self.workers:
-            self.sched.have[w].update((Operand.B, cb, q) for q in self.bcast
-                                      for cb in range(self.tiling.col_blocks))
+        self._held_by_broadcast(Operand.B, self.bcast)
         self.mpi = MpiEndpoints(self, comm) if self.workers else None
         self.local = ThreadEndpoint(self.compute_local) if self.computes else None
         self.early = {r: {} for r in range(first, self.nres)}  # results of r > cur
         self.progress = Progress(lm.planned, len(self.tiles))
         if self.crt and first == self.layers and resume is not None:
             self._resume_crt_tiles(resume)
+
+    def _held_by_broadcast(self, op, numbers):
+        """Planes (or residues) `numbers` of op reach every worker by broadcast, whole:
+        the scheduler counts each of their column blocks as held, never to send."""
+        for w in self.workers:
+            self.sched.have[w].update((op, cb, q) for q in numbers
+                                      for cb in range(self.tiling.col_blocks))
 
     def _resume(self, ckpt):
         """Continue after the checkpoint's last resolution, from its exact state: the
@@ -180,8 +181,8 @@ class Root:
             return
         C, rows = got
         by_corner = {(t.r0, t.r1, t.c0, t.c1): t for t in self.tiles}
-        done = [by_corner[tuple(int(x) for x in r)] for r in rows
-                if tuple(int(x) for x in r) in by_corner]
+        corners = [tuple(int(x) for x in r) for r in rows]
+        done = [by_corner[c] for c in corners if c in by_corner]
         if len(done) != len(rows):  # another tiling (other ranks): recompute it all
             logger.info("lrmpi: the CRT resolution's finished tiles were cut for another "
                         "number of ranks: computing it again")
@@ -312,20 +313,31 @@ class Root:
             redone, babs[-1] = finish_last(self.lm, self.ea, self.eb, self.bounds, C,
                                            self.cmax, babs)
         meta = self.resolution_meta(r, babs, redone)
-        self.meta.append(meta)
-        if self.on_resolution is not None:
-            self.on_resolution(meta, C)
         if self.writer is None:
-            self.progress.resolution(meta)
-            self.assembly.release(C)
+            self.publish(meta, C, release=lambda: self.assembly.release(C))
             return
         sums, bufs = self.assembly.resume_data(r)
         datasets = {}
         if redone:  # rows the fallback changed after they were streamed: again
             datasets = {"C": [(int(i), C[i]) for i in np.unique(redone[0])]}
-        self.writer.add_resolution(r + 1, datasets, meta, sums=sums,
+        self.publish(meta, C, datasets, sums=sums,
+                     release=lambda: self.assembly.release(C, bufs))
+
+    def publish(self, meta, C, datasets=None, release=None, **write):
+        """A finished resolution: recorded, given to on_resolution, queued for the disk
+        (`write`: add_resolution's sums or virtual). `release()` runs once C and the
+        buffers are no longer needed (at once without a checkpoint)."""
+        self.meta.append(meta)
+        if self.on_resolution is not None:
+            self.on_resolution(meta, C)
+        if self.writer is None:
+            self.progress.resolution(meta)
+            if release is not None:
+                release()
+            return
+        self.writer.add_resolution(meta["index"], datasets or {}, meta,
                                    done=lambda durable: self.progress.resolution(meta, durable),
-                                   release=lambda: self.assembly.release(C, bufs))
+                                   release=release, **write)
 
     def resolution_meta(self, r, babs, redone=()):
         """The attributes of layered resolution r (self.cmax holds its max |C|)."""
@@ -338,7 +350,7 @@ class Root:
     def crt_meta(self, r, cmax):
         """The attributes of the CRT resolution r, max |C| = cmax (appended to self.cmax)."""
         babs = list(self.bounds.upto(self.cmax)) if self.cmax else []
-        b = bounds_crt(self.crt.ops, cmax)
+        b = self.crt.bound(cmax)
         self.cmax.append(cmax)
         return {"index": r + 1, "pairs": sum(len(x) for x in self.schedule),
                 "method": "crt", "products": self.crt.products, "bound_abs": b,
@@ -363,18 +375,8 @@ class Root:
             self.advance(r)
 
     def _finish_crt(self, r):
-        C, cmax, _ = self.crt.finish()
-        meta = self.crt_meta(r, cmax)
-        self.meta.append(meta)
-        if self.on_resolution is not None:
-            self.on_resolution(meta, C)
-        if self.writer is None:
-            self.progress.resolution(meta)
-            self.assembly.release(C)
-            return
-        self.writer.add_resolution(r + 1, {}, meta,
-                                   done=lambda durable: self.progress.resolution(meta, durable),
-                                   release=lambda: self.assembly.release(C))
+        C, cmax = self.crt.finish()
+        self.publish(self.crt_meta(r, cmax), C, release=lambda: self.assembly.release(C))
 
     def _crt_ready(self):
         """Once the residues exist: tell the workers (CRT), broadcast B's, and let the

@@ -98,14 +98,13 @@ def worker_run(comm, rank_files=None):
                 sums = compute_crt(comm, rank, planes, tile, crt_setup, body[0], scratch)
             else:
                 sums = compute(comm, rank, planes, tile, pairs, job.bits, body, scratch)
-            if sums is not None and owned is not None:  # C to this rank's file; its max out
-                amax = owned.write(res, tile, sums)
-                comm.Send(protocol.encode_written(buf, task, amax, time.perf_counter() - t0),
-                          dest=0, tag=Tag.RESULT)
-                sent += 1
-            elif sums is not None:
-                comm.Send(protocol.encode_result(buf, task, sums, time.perf_counter() - t0),
-                          dest=0, tag=Tag.RESULT)
+            if sums is not None:
+                if owned is not None:  # C to this rank's file; only its max travels
+                    msg = protocol.encode_written(buf, task, owned.write(res, tile, sums),
+                                                  time.perf_counter() - t0)
+                else:
+                    msg = protocol.encode_result(buf, task, sums, time.perf_counter() - t0)
+                comm.Send(msg, dest=0, tag=Tag.RESULT)
                 sent += 1
             scratch.put(buf)
         except Exception as exc:
@@ -121,6 +120,7 @@ class OwnedTiles:
     def __init__(self, job, files):
         self.job, self.files, self.acc = job, files, {}
         self.erow, self.ecol = job.exps
+        self.cbuf = {}  # a decoded tile per tile shape, reused (it is written at once)
 
     def write(self, res, tile, sums):
         """Add a task's result, write the tile; returns max |C tile|."""
@@ -134,10 +134,12 @@ class OwnedTiles:
                                                           self.job.planes, self.job.k)
         for level, S in sums:
             acc.add(S, level)
-        C = np.empty(tile.shape)
+        C = self.cbuf.get(tile.shape)
+        if C is None:
+            C = self.cbuf[tile.shape] = np.empty(tile.shape)
         _, amax = acc.decode(self.erow[tile.r0:tile.r1], self.ecol[tile.c0:tile.c1], out=C,
                              with_max=True)
-        self.files.put(res, tile, C, [lv for lv, _ in sums], np.stack([S for _, S in sums]))
+        self.files.put(res, tile, C, sums)
         return float(amax)
 
 

@@ -23,8 +23,9 @@ class RankFiles:
         self.rank = rank
         self.open = {}   # resolution (0-based) -> (AtomicH5, [tile indices])
 
-    def put(self, res, tile, C, levels=None, sums=None):
-        """Tile `tile` of resolution res: its C and (layered) its level sums."""
+    def put(self, res, tile, C, sums=None):
+        """Tile `tile` of resolution res: its C and (layered) its level sums
+        [(level, S)], written as they are (no stacked copy)."""
         if res not in self.open:
             f = AtomicH5(S.rank_file(self.path, self.job_id, res + 1, self.rank), self.fsync)
             f.f.attrs[S.JOB_ID] = self.job_id
@@ -32,8 +33,11 @@ class RankFiles:
         f, tiles = self.open[res]
         f.f.create_dataset(S.tile_c(tile.index), data=C)
         if sums is not None:
-            d = f.f.create_dataset(S.tile_sums(tile.index), data=sums)
-            d.attrs[S.LEVELS] = list(levels)
+            d = f.f.create_dataset(S.tile_sums(tile.index), (len(sums), *C.shape),
+                                   dtype=sums[0][1].dtype)
+            for i, (_, level_sum) in enumerate(sums):
+                d[i] = level_sum
+            d.attrs[S.LEVELS] = [lv for lv, _ in sums]
             d.attrs[S.CORNER] = (tile.r0, tile.c0)  # where the tile sits in C
         tiles.append(tile.index)
 
