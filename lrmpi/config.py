@@ -50,8 +50,8 @@ class Config:
     max_margin_s: float = 10.0   # time kept free before the deadline, at most (s) ...
     margin_fraction: float = 0.1  # ... and at most this share of the time available
 
-    # --- inference (nn.certify) ---
-    norm_cache: str = "~/.cache/lrmpi"  # operator norms of models met before ("" : none)
+    # --- per-model caches (lrmpi.cache: imported graphs, norms, packed weights) ---
+    cache_dir: str = "~/.cache/lrmpi"  # folder of per-model work kept across runs ("" : none)
 
     # --- inputs (jobs.inputs) and bounds (numerics.bounds) ---
     memory_fraction: float = 0.5  # refuse operands whose float64 copy needs more of the RAM

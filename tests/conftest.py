@@ -4,7 +4,7 @@ import tempfile
 
 # the operator-norm cache of the inference bounds: a fresh one per test session
 # (child processes inherit it), so the norms are computed, not found
-os.environ.setdefault("LRMPI_NORM_CACHE", tempfile.mkdtemp(prefix="lrmpi-norms-"))
+os.environ.setdefault("LRMPI_CACHE_DIR", tempfile.mkdtemp(prefix="lrmpi-norms-"))
 import numpy as np
 import pytest
 

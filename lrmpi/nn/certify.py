@@ -29,7 +29,6 @@ Costs: the operator norms once per model (a Gram matrix and a Cholesky per
 layer), then a few norms per sample and layer, a small fraction of a resolution.
 """
 import math
-import os
 
 import numpy as np
 
@@ -189,7 +188,7 @@ def P_dequantize(enc, r):
 class ModelNorms:
     """NodeNorms of every linear/conv node of a graph (once per model). The operator
     norms cost seconds for a large model: they are kept in a cache folder
-    (config.norm_cache, keyed by the weights' digits), so a model met before starts
+    (config cache_dir, keyed by the weights' digits), so a model met before starts
     at once."""
 
     def __init__(self, graph, weights):
@@ -218,30 +217,21 @@ class ModelNorms:
 
 
 class _NormCache:
-    """Operator norms of a model's weights on disk, keyed by the weights' digits."""
+    """Operator norms of a model's weights on disk (lrmpi.cache), keyed by the
+    weights' digits, the nodes' parameters and input shapes."""
 
     def __init__(self, graph, weights):
-        import hashlib
-        from lrmpi import config
-        folder = os.path.expanduser(config.get().norm_cache)
-        self.path = None
-        if not folder:
-            return
-        h = hashlib.sha256()
+        from lrmpi import cache
+        parts = []
         for n in graph.linear:
             w = weights[n.output]
-            h.update(repr((n.op, n.output, graph.shapes[n.inputs[0]],
-                           sorted((k, v) for k, v in n.params.items()
-                                  if not isinstance(v, np.ndarray)))).encode())
-            for a in (w.enc.digits, w.enc.exps, n.params["b"]):
-                h.update(np.ascontiguousarray(a).tobytes())
-        self.path = os.path.join(folder, f"norms-{h.hexdigest()[:24]}.npz")
-        self.saved = {}
-        try:
-            with np.load(self.path, allow_pickle=False) as f:
-                self.saved = {k: f[k] for k in f.files}
-        except (OSError, ValueError, KeyError):
-            pass
+            parts.append((n.op, n.output, graph.shapes[n.inputs[0]],
+                          sorted((k, v) for k, v in n.params.items()
+                                 if not isinstance(v, np.ndarray)),
+                          w.enc.digits, w.enc.exps, n.params["b"]))
+        self.entry = cache.Entry("norms", cache.digest(*parts))
+        self.path = self.entry.path
+        self.saved = self.entry.load() or {}
 
     def restore(self, node, weights, in_shape):
         name = node.output
@@ -269,14 +259,7 @@ class _NormCache:
             for r, v in nn_.dS.items():
                 out[f"{name}/dS@{r}"] = np.asarray(v)
                 out[f"{name}/drows@{r}"] = nn_.drows[r]
-        try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            tmp = f"{self.path}.tmp.{os.getpid()}"
-            with open(tmp, "wb") as f:
-                np.savez(f, **out)
-            os.replace(tmp, self.path)
-        except OSError:  # a cache only: a read-only home changes nothing
-            pass
+        self.entry.store(out)
 
 
 def residual_norm(h, e, bits, r):

@@ -1,0 +1,95 @@
+"""Per-model work kept across runs: one folder (config cache_dir), one file per entry.
+
+What a model costs to prepare once (its imported graph, operator norms, packed
+weights) is stored under a key that names everything the stored values depend
+on: the model's bytes (or the arrays derived from them), lrmpi's version and, for
+anything kernel-specific, the kernel ISA. A key never matches different inputs,
+so an entry is either right or absent; a damaged or foreign entry reads as absent.
+
+Entries are arrays only (numpy .npz, read with allow_pickle=False): a cache file
+is never unpickled. Writes are atomic (a temporary name in the same folder, then
+os.replace), so a reader sees a whole entry or none, and concurrent writers of
+the same entry (several ranks or jobs) are harmless: the last rename wins and
+both wrote the same values. The cache is never required: a read-only or missing
+folder, or cache_dir = "", means every entry is computed again.
+"""
+import hashlib
+import os
+
+import numpy as np
+
+from lrmpi import config
+from lrmpi._version import __version__
+
+
+def digest(*parts):
+    """A hex key over `parts` (bytes, str, numbers, numpy arrays, tuples of them)
+    and lrmpi's version: the same parts give the same key, any change another."""
+    h = hashlib.sha256(__version__.encode())
+    for p in parts:
+        _feed(h, p)
+    return h.hexdigest()[:32]
+
+
+def _feed(h, p):
+    if isinstance(p, np.ndarray):
+        h.update(f"{p.dtype.str}{p.shape}".encode())
+        h.update(np.ascontiguousarray(p).tobytes())
+    elif isinstance(p, (bytes, bytearray, memoryview)):
+        h.update(b"b%d:" % len(p))
+        h.update(p)
+    elif isinstance(p, (tuple, list)):
+        h.update(b"(%d" % len(p))
+        for q in p:
+            _feed(h, q)
+        h.update(b")")
+    else:
+        h.update(repr(p).encode())
+    h.update(b";")
+
+
+def file_digest(path, chunk=1 << 22):
+    """The SHA-256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
+
+
+class Entry:
+    """One cache entry: `kind` (a short name: "graph", "norms", ...) and a key from
+    digest(); load() -> {name: array} or None, store({name: array})."""
+
+    def __init__(self, kind, key):
+        folder = config.get().cache_dir
+        self.path = os.path.join(os.path.expanduser(folder), f"{kind}-{key}.npz") \
+            if folder else None
+
+    def load(self):
+        if self.path is None:
+            return None
+        try:
+            with np.load(self.path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        except (OSError, ValueError, KeyError, EOFError):
+            return None  # absent, damaged or foreign: computed again
+
+    def store(self, arrays):
+        if self.path is None:
+            return False
+        tmp = f"{self.path}.tmp.{os.getpid()}"
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, self.path)
+            return True
+        except OSError:  # a cache only: a read-only or full disk changes nothing
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            return False
