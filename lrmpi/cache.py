@@ -71,10 +71,10 @@ class Entry:
     def load(self):
         if self.path is None:
             return None
-        try:
-            with np.load(self.path, allow_pickle=False) as f:
+        try:  # our own handle: numpy leaks its own when a damaged zip fails to open
+            with open(self.path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
                 return {k: f[k] for k in f.files}
-        except (OSError, ValueError, KeyError, EOFError):
+        except Exception:  # noqa: BLE001 -- zip/npy errors of any kind
             return None  # absent, damaged or foreign: computed again
 
     def store(self, arrays):
