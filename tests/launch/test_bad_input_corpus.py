@@ -157,3 +157,22 @@ def test_bad_input(case, build, message, tmp_path):
     if not case.startswith("resume"):
         assert not (tmp_path / "out.h5").exists() or "out.h5" in before
     assert len(CASES) >= 25
+
+
+# settings (issue #24 D10-D12): under mpiexec -n 3 each hung, spun or aborted with a
+# traceback; now one line naming the variable and its range, exit 2, every rank ends
+SETTINGS = [("LRMPI_WRITE_QUEUE", "0"), ("LRMPI_DEPTH", "-1"), ("LRMPI_LOOKAHEAD", "0"),
+            ("LRMPI_KERNEL", "foo"), ("LRMPI_BOUND_ROW_BLOCK", "0")]
+
+
+@pytest.mark.parametrize("name, value", SETTINGS, ids=[f"{n}={v}" for n, v in SETTINGS])
+def test_bad_setting(name, value, tmp_path):
+    a = npy(tmp_path, "a.npy", G)
+    t = time.time()
+    p = run("matmul", a, npy(tmp_path, "b.npy", GB), "-o", tmp_path / "out.h5", "--deadline",
+            "30s", n=3, timeout=60, env={name: value})
+    assert time.time() - t < 10
+    assert p.returncode == 2, p.stderr
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("lrmpi: error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"lrmpi: error: {name}={value!r}: expected")
+    assert "Traceback" not in p.stderr and not (tmp_path / "out.h5").exists()
