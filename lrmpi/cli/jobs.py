@@ -35,11 +35,13 @@ def add_job_options(p):
     p.add_argument("-o", "--output", default=None,
                    help="HDF5 checkpoint to write (without it, results are not kept)")
     p.add_argument("--deadline", default=None,
-                   help="stop by then: 90s, 5m, 1h30m, 2:30:00, 2026-11-27T18:00, @EPOCH "
-                        "(inside SLURM the job's end time applies too)")
+                   help="stop by then: a duration (90 = 90 seconds: a bare number is seconds, "
+                        "not minutes as in SLURM; 90s, 5m, 1h30m; SLURM's M:S, H:M:S, D-H, "
+                        "D-H:M, D-H:M:S) or a time (2026-11-27T18:00, @EPOCH); inside SLURM "
+                        "the job's end time applies too")
     p.add_argument("--margin", type=float, default=None,
-                   help="seconds kept free before the deadline (default: 10%% of the time, "
-                        "at most 10 s)")
+                   help="seconds kept free before the deadline, >= 0 (default: 10%% of the "
+                        "time, at most 10 s)")
     p.add_argument("--resume", action="store_true",
                    help="continue the checkpoint in -o if it matches the inputs")
     p.add_argument("--overwrite", action="store_true",

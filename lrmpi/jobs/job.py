@@ -137,6 +137,9 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
         try:
             if opts.overwrite and opts.resume:
                 raise ConfigError("--resume and --overwrite exclude each other")
+            if out is not None and not str(out).strip():
+                raise ConfigError("-o/--output is empty: give a file name (or leave -o out "
+                                  "to keep no results)")
             if out:
                 check_output(out, kind.inputs, opts.resume)
             attrs = kind.prepare()

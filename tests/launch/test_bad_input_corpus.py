@@ -113,7 +113,15 @@ CASES = [
     ("deadline-garbage", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB),
                                     "--deadline", "soon"], "expected a duration"),
     ("margin", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB), "--margin", -1],
-     "--margin must be >= 0"),
+     "--margin must be a number of seconds >= 0"),
+    ("margin-nan", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB), "--deadline",
+                              "3s", "--margin", "nan"], "--margin must be a number of seconds"),
+    ("deadline-empty", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB),
+                                  "--deadline", ""], "--deadline '': expected a duration"),
+    ("deadline-inf", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB),
+                                "--deadline", "inf"], "--deadline 'inf': expected a duration"),
+    ("output-empty", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB), "-o", ""],
+     "-o/--output is empty"),
     ("output-is-dir", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB), "-o", d],
      "is a directory"),
     ("output-dir-missing", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB), "-o",
@@ -162,7 +170,8 @@ def test_bad_input(case, build, message, tmp_path):
 # settings (issue #24 D10-D12): under mpiexec -n 3 each hung, spun or aborted with a
 # traceback; now one line naming the variable and its range, exit 2, every rank ends
 SETTINGS = [("LRMPI_WRITE_QUEUE", "0"), ("LRMPI_DEPTH", "-1"), ("LRMPI_LOOKAHEAD", "0"),
-            ("LRMPI_KERNEL", "foo"), ("LRMPI_BOUND_ROW_BLOCK", "0")]
+            ("LRMPI_KERNEL", "foo"), ("LRMPI_BOUND_ROW_BLOCK", "0"),
+            ("SLURM_JOB_END_TIME", "abc")]  # D14: was silently no deadline
 
 
 @pytest.mark.parametrize("name, value", SETTINGS, ids=[f"{n}={v}" for n, v in SETTINGS])
