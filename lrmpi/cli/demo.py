@@ -24,7 +24,9 @@ def demo(argv):
     from lrmpi.experiments import demo as bodies
     if a.infer:
         planes = a.planes if "--planes" in " ".join(argv) else 4
-        return exit_code(bodies.infer(a.binary, planes, a.adaptive, a.output, job_options(a)))
+        return exit_code(bodies.infer(a.binary, planes, a.adaptive, a.output, job_options(a)),
+                         a.deadline_ok)
     if a.n < 1:
         raise errors.ConfigError(f"--n must be >= 1, got {a.n}")
-    return exit_code(bodies.matmul(a.n, a.seed, a.output, numeric_options(a), job_options(a)))
+    return exit_code(bodies.matmul(a.n, a.seed, a.output, numeric_options(a), job_options(a)),
+                     a.deadline_ok)

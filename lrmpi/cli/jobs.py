@@ -59,8 +59,9 @@ def add_job_options(p):
                    help="resolution files to keep: all (default), or only the latest (plus "
                         "the exact resume data); the job file lists what is kept")
     p.add_argument("--deadline-ok", action="store_true",
-                   help="exit 0 instead of 3 when stopped by the deadline or a signal with the "
-                        "best resolution on disk (SLURM: a success for afterok chains)")
+                   help="exit 0 instead of 3 when stopped by the deadline or a signal with a "
+                        "resolution of these inputs on disk (SLURM: a success for afterok "
+                        "chains); a stop with none still exits 4")
     p.add_argument("--no-fsync", dest="fsync", action="store_false",
                    help="skip fsync of checkpoints (still safe against process kills, "
                         "not against a node crash)")

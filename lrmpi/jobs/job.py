@@ -37,6 +37,7 @@ class Outcome:
     reason: str = ""
     resolutions: list = field(default_factory=list)  # per-resolution metadata dicts
     kept_earlier: bool = False  # the output still holds an earlier, better result
+    on_disk: bool = False       # the output holds a resolution of these inputs (exit 3, not 4)
 
     @property
     def interrupted(self):
@@ -166,7 +167,7 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                 kind.release(comm)
                 lock.release()
                 return Outcome("complete", ckpt.completed, int(ckpt.attrs.get("planned", 0)),
-                               "already complete")
+                               "already complete", on_disk=True)
             attrs["started_at"] = time.time() - (time.perf_counter() - start)  # epoch s
             writer = CheckpointWriter(out, kind.name, attrs, fsync=opts.fsync, resume=ckpt,
                                       replace=earlier, clock=lambda: kind.elapsed(),
@@ -189,15 +190,21 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                 if lock is not None:
                     lock.release()
     meta = kind.meta
-    if kept:
+    # what the output holds of these inputs: this job's resolutions once its job file is
+    # in place, or an earlier result of the same inputs it kept
+    on_disk = writer is not None and (writer.kept_same_inputs() if kept else len(meta) > 0)
+    if kept and on_disk:
         logger.warning("lrmpi: kept the earlier result in %s: this run stopped (%s) with less",
                        out, reason or status)
-    elif status == "deadline":
+    elif status == "deadline" and on_disk:
         logger.warning("lrmpi: stopping (%s) with resolution %d/%d on disk", reason,
                        len(meta), kind.planned)
+    elif status == "deadline":
+        logger.warning("lrmpi: stopping (%s) with no resolution of these inputs on disk%s",
+                       reason, f" ({out} holds another job's result)" if kept else "")
     if opts.requeue and status == "deadline" and reason != INTERRUPTED:
         slurm.requeue(opts.max_restarts)
-    return Outcome(status, len(meta), kind.planned, reason, meta, kept)
+    return Outcome(status, len(meta), kind.planned, reason, meta, kept, on_disk)
 
 
 def file_inputs(*specs):

@@ -345,7 +345,21 @@ class CheckpointWriter:
             os.unlink(partial)
 
     def _good_enough(self, attrs):
-        return _bound_rel(attrs) <= self.earlier_rel
+        """A resolution of this job may replace the earlier result: it is at least as
+        good, or the earlier one is of other inputs (any resolution of the inputs
+        asked for beats a result of others, and keeps this job resumable)."""
+        return not self._same_inputs() or _bound_rel(attrs) <= self.earlier_rel
+
+    def _same_inputs(self):
+        e = self.earlier.attrs
+        fp = self.attrs.get("fingerprint")
+        return e.get("kind") == self.kind and fp is not None and not callable(fp) \
+            and e.get("fingerprint") == fp
+
+    def kept_same_inputs(self):
+        """After close(): the earlier result this job kept is of the same inputs (a
+        stop then still leaves a result of them in the output)."""
+        return self.earlier is not None and self._same_inputs()
 
     # --- the API the job calls ---
     def begin_resolution(self, index, shape):
