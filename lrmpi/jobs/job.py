@@ -20,7 +20,7 @@ import numpy as np
 
 from lrmpi.errors import CheckpointError, ConfigError
 from lrmpi.jobs import slurm
-from lrmpi.jobs.checkpoint import CheckpointWriter
+from lrmpi.jobs.checkpoint import CheckpointWriter, owned
 from lrmpi.jobs.checkpoint.output import OutputLock, check_output, existing, sweep
 from lrmpi.jobs.deadline import Deadline, StopSignals
 from lrmpi.log import logger
@@ -160,7 +160,7 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                     if opts.resume:
                         logger.info("lrmpi: no checkpoint at %s yet: starting from the "
                                     "beginning", out)
-                sweep(out, keep={found.job_id} if found is not None and found.job_id else set())
+                sweep(out, found)
             if ckpt is not None and ckpt.attrs.get("status") == "complete":
                 logger.info("lrmpi: %s is already complete (%d resolutions); nothing to do",
                             out, ckpt.completed)
@@ -171,7 +171,8 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
             attrs["started_at"] = time.time() - (time.perf_counter() - start)  # epoch s
             writer = CheckpointWriter(out, kind.name, attrs, fsync=opts.fsync, resume=ckpt,
                                       replace=earlier, clock=lambda: kind.elapsed(),
-                                      keep=ckpt.attrs.get("keep", "all") if ckpt else opts.keep) \
+                                      keep=ckpt.attrs.get("keep", "all") if ckpt else opts.keep,
+                                      protect=owned.protected(kind.inputs)) \
                 if out else None
             if out is None:
                 logger.info("lrmpi: no -o given: results are not kept")

@@ -320,12 +320,12 @@ class Root:
         datasets = {}
         if redone:  # rows the fallback changed after they were streamed: again
             datasets = {"C": [(int(i), C[i]) for i in np.unique(redone[0])]}
-        self.publish(meta, C, datasets, sums=sums,
+        self.publish(meta, C, datasets, sums=sums, whole=C,
                      release=lambda: self.assembly.release(C, bufs))
 
     def publish(self, meta, C, datasets=None, release=None, **write):
         """A finished resolution: recorded, given to on_resolution, queued for the disk
-        (`write`: add_resolution's sums or virtual). `release()` runs once C and the
+        (`write`: add_resolution's sums, virtual or whole). `release()` runs once C and the
         buffers are no longer needed (at once without a checkpoint)."""
         self.meta.append(meta)
         if self.on_resolution is not None:
@@ -376,7 +376,8 @@ class Root:
 
     def _finish_crt(self, r):
         C, cmax = self.crt.finish()
-        self.publish(self.crt_meta(r, cmax), C, release=lambda: self.assembly.release(C))
+        self.publish(self.crt_meta(r, cmax), C, whole=C,
+                     release=lambda: self.assembly.release(C))
 
     def _crt_ready(self):
         """Once the residues exist: tell the workers (CRT), broadcast B's, and let the

@@ -10,8 +10,9 @@ leaves r unlisted, never listed but unreadable.
 """
 import os
 
+from lrmpi.jobs.checkpoint import checksum
 from lrmpi.jobs.checkpoint import schema as S
-from lrmpi.jobs.checkpoint.writer import AtomicH5
+from lrmpi.jobs.checkpoint.atomic import AtomicH5
 
 
 class RankFiles:
@@ -31,14 +32,16 @@ class RankFiles:
             f.f.attrs[S.JOB_ID] = self.job_id
             self.open[res] = (f, [])
         f, tiles = self.open[res]
-        f.f.create_dataset(S.tile_c(tile.index), data=C)
+        checksum.put(f.f, S.tile_c(tile.index), C)
         if sums is not None:
-            d = f.f.create_dataset(S.tile_sums(tile.index), (len(sums), *C.shape),
-                                   dtype=sums[0][1].dtype)
+            shape, dtype = (len(sums), *C.shape), sums[0][1].dtype
+            d = f.f.create_dataset(S.tile_sums(tile.index), shape, dtype=dtype)
             for i, (_, level_sum) in enumerate(sums):
                 d[i] = level_sum
             d.attrs[S.LEVELS] = [lv for lv, _ in sums]
             d.attrs[S.CORNER] = (tile.r0, tile.c0)  # where the tile sits in C
+            d.attrs[S.CHECKSUM] = checksum.tiled_digest(shape, dtype,
+                                                        [(0, 0, [s for _, s in sums])])
         tiles.append(tile.index)
 
     def seal(self, res):

@@ -1,0 +1,42 @@
+"""Tampering with checkpoints in tests: edit a file with h5py and seal it again, as a
+tool (or an adversary) that recomputes the checksums would, so that the checks
+behind the checksums (identity, ranges, shapes) are what a test meets."""
+import h5py
+
+from lrmpi.jobs.checkpoint import checksum
+from lrmpi.jobs.checkpoint import schema as S
+
+
+def reseal(path):
+    """Every dataset's checksum from its data again, then the file's."""
+    with h5py.File(path, "r+") as f:
+        def one(name, obj):
+            if isinstance(obj, h5py.Dataset) and not obj.is_virtual:
+                checksum.stamp(obj, obj[()])
+        f.visititems(one)
+        checksum.seal(f)
+
+
+def flip(path, offset):
+    """Flip every bit of the byte at `offset` of a file."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
+def data_offsets(path):
+    """(dataset name, file offset of its first byte) of every contiguous dataset."""
+    out = []
+    with h5py.File(path, "r") as f:
+        def one(name, obj):
+            if isinstance(obj, h5py.Dataset) and not obj.is_virtual and obj.size:
+                off = obj.id.get_offset()
+                if off is not None:
+                    out.append((name, off))
+        f.visititems(one)
+    return out
+
+
+__all__ = ["reseal", "flip", "data_offsets", "S"]
