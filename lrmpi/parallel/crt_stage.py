@@ -35,7 +35,8 @@ class CrtStage:
         """Compute the residues on a thread (the kernels release the GIL)."""
         if self.future is None:
             pool = ThreadPoolExecutor(1, thread_name_prefix="lrmpi-crt-residues")
-            self.future = pool.submit(crt.residues, self.lm.A, self.lm.B, self.plan)
+            self.future = pool.submit(crt.residues, self.lm.A, self.lm.B, self.plan,
+                                      self.lm.crt_stats)
             pool.shutdown(wait=False)
 
     def ready(self):
@@ -83,10 +84,6 @@ class CrtStage:
     def finish(self):
         """(C, max|C|) once every tile is in."""
         return self.C, self.cmax
-
-    def bound(self, cmax):
-        """Rigorous max |C - AB| of the resolution, max |C| = cmax."""
-        return crt.bound_abs(self.ops, cmax)
 
     def partial(self):
         """The finished tiles, as (r0, r1, c0, c1) rows (resume data)."""

@@ -71,8 +71,11 @@ class RanksWrite:
     def _finish(self, r, parts):
         root = self.root
         cmax, C, datasets = self.amax.pop(r), None, {}
-        if r == root.layers:
-            meta = root.crt_meta(r, cmax)
+        if r == root.layers:  # the fallback and the CRT rule need C: read it back once
+            C = root.writer.read_rank_tiles(parts, root.assembly.shape)
+            meta, changed = root.crt_meta(r, C, cmax)
+            if changed:  # entries changed: C whole in the resolution's file
+                datasets = {"C": C}
         else:
             root.cmax.append(cmax)
             babs = root.bounds.upto(root.cmax)
@@ -83,6 +86,8 @@ class RanksWrite:
                                                root.cmax, babs)
                 if redone:  # entries changed: C whole in the resolution's file
                     datasets = {"C": C}
+                if root.crt is not None:  # kept for the CRT rule
+                    root.held = [C, float(babs[-1]), root.cmax[-1], 1, False]
             meta = root.resolution_meta(r, babs, redone)
         # C is None unless read back: it is in the ranks' files
         root.publish(meta, C, datasets,

@@ -33,7 +33,7 @@ import numpy as np
 from lrmpi import config
 from lrmpi.errors import WorkerTimeout
 from lrmpi.log import logger
-from lrmpi.numerics import bounds
+from lrmpi.numerics import bounds, crt_bound
 from lrmpi.numerics.layered import finish_last, sum_dtype
 from lrmpi.numerics.schedule import levels, n_levels
 from lrmpi.parallel import faults, protocol
@@ -103,6 +103,7 @@ class Root:
         # pipeline's efficiency: kernel time / (workers x that span))
         self.timing = [[None, None, 0.0] for _ in range(self.nres)]
         self.meta, self.cmax = [], []
+        self.held = None  # the last layered resolution while the CRT one may need it
         self.crt = CrtStage(lm, self.tiling, self.assembly.c_pool) \
             if self.nres > self.layers else None
         first = 0
@@ -313,15 +314,37 @@ class Root:
             redone, babs[-1] = finish_last(self.lm, self.ea, self.eb, self.bounds, C,
                                            self.cmax, babs)
         meta = self.resolution_meta(r, babs, redone)
+        # the last layered C stays until the CRT resolution has shown it improves on it
+        held = self.crt is not None and r == self.layers - 1
+        if held:  # [C, bound, max |C|, users left, from the pool]
+            self.held = [C, float(babs[r]), self.cmax[-1], 2, True]
+        keep = self._drop_held if held else (lambda: self.assembly.release(C))
         if self.writer is None:
-            self.publish(meta, C, release=lambda: self.assembly.release(C))
+            self.publish(meta, C, release=keep)
             return
         sums, bufs = self.assembly.resume_data(r)
-        datasets = {}
-        if redone:  # rows the fallback changed after they were streamed: again
-            datasets = {"C": [(int(i), C[i]) for i in np.unique(redone[0])]}
-        self.publish(meta, C, datasets, sums=sums, whole=C,
-                     release=lambda: self.assembly.release(C, bufs))
+        self.publish(meta, C, _rewritten(C, redone), sums=sums, whole=C,
+                     release=lambda: (self.assembly.release(None, bufs), keep()))
+
+    def _drop_held(self):
+        """The held last layered C: back to the pool once written and no longer needed."""
+        self.held[3] -= 1
+        if self.held[3] == 0 and self.held[4]:
+            self.assembly.release(self.held[0])
+
+    def last_layers(self):
+        """(C, bound_abs, max |C|) of the last layered resolution, for the CRT rule
+        (crt_bound.finish): held since it was finished, or (a resumed job) decoded
+        again from the exact state after the layers, fallback included: the same bits."""
+        if self.held is not None:
+            return tuple(self.held[:3])
+        C = np.empty(self.assembly.shape)
+        self.assembly.acc.decode(self.ea.exps, self.eb.exps, out=C)
+        cmax = list(self.cmax[:self.layers])
+        _, babs = finish_last(self.lm, self.ea, self.eb, self.bounds, C, cmax,
+                              self.bounds.upto(cmax))
+        self.held = [C, float(babs), cmax[-1], 1, False]
+        return C, float(babs), cmax[-1]
 
     def publish(self, meta, C, datasets=None, release=None, **write):
         """A finished resolution: recorded, given to on_resolution, queued for the disk
@@ -347,15 +370,21 @@ class Root:
                 "bound_abs": float(babs[r]), "bound_rel": rel, "cmax": self.cmax[-1],
                 "fallback": len(redone[0]) if redone else 0, **self._figures(r)}
 
-    def crt_meta(self, r, cmax):
-        """The attributes of the CRT resolution r, max |C| = cmax (appended to self.cmax)."""
-        babs = list(self.bounds.upto(self.cmax)) if self.cmax else []
-        b = self.crt.bound(cmax)
+    def crt_meta(self, r, C, cmax):
+        """The CRT resolution r once its C is whole (max |C| = cmax): the fallback and
+        the rule that it never replaces a better layered result (crt_bound.finish, C
+        changed in place). Its attributes, and the rows of C to write again."""
+        history = [m["bound_abs"] for m in self.meta[:self.layers]]
+        b, cmax, redone, method = crt_bound.finish(self.lm, self.ea, self.eb, self.crt.ops, C,
+                                                   cmax, self.last_layers)
+        if self.held is not None:
+            self._drop_held()
         self.cmax.append(cmax)
-        return {"index": r + 1, "pairs": sum(len(x) for x in self.schedule),
-                "method": "crt", "products": self.crt.products, "bound_abs": b,
-                "bound_rel": float(bounds.bound_rel([*babs, b], self.cmax)[-1]),
-                "cmax": cmax, "fallback": 0, **self._figures(r)}
+        meta = {"index": r + 1, "pairs": sum(len(x) for x in self.schedule),
+                "method": method, "products": self.crt.products, "bound_abs": b,
+                "bound_rel": float(bounds.bound_rel([*history, b], self.cmax)[-1]),
+                "cmax": cmax, "fallback": len(redone[0]) if redone else 0, **self._figures(r)}
+        return meta, _rewritten(C, redone, method == "planes")
 
     def _figures(self, r):
         first, last, kernel = self.timing[r]
@@ -376,8 +405,8 @@ class Root:
 
     def _finish_crt(self, r):
         C, cmax = self.crt.finish()
-        self.publish(self.crt_meta(r, cmax), C, whole=C,
-                     release=lambda: self.assembly.release(C))
+        meta, datasets = self.crt_meta(r, C, cmax)
+        self.publish(meta, C, datasets, whole=C, release=lambda: self.assembly.release(C))
 
     def _crt_ready(self):
         """Once the residues exist: tell the workers (CRT), broadcast B's, and let the
@@ -491,6 +520,14 @@ class Root:
             except Exception:  # the job is failing anyway: make sure it ends
                 if self.workers:
                     self.comm.Abort(1)
+
+
+def _rewritten(C, redone, whole=False):
+    """The rows of C to write again after they were streamed: those the fallback
+    changed (`redone`), or all of them."""
+    if whole:
+        return {"C": [(np.s_[:], C)]}
+    return {"C": [(int(i), C[i]) for i in np.unique(redone[0])]} if redone else {}
 
 
 class _RootPlanes:
