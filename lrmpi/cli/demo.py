@@ -19,7 +19,7 @@ def demo(argv):
                    help="with --infer: refine every sample")
     # 8 planes of 7 bits hold all 53 bits of a double; pairs past level 9 add
     # nothing measurable (the Ozaki triangle), so the demo stops there
-    p.set_defaults(cutoff=9)
+    p.set_defaults(default_cutoff=9)
     a = p.parse_args(argv)
     from lrmpi.experiments import demo as bodies
     if a.infer:

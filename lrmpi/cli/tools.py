@@ -88,6 +88,8 @@ def inspect(argv):
     p.add_argument("--overwrite", action="store_true",
                    help="replace the --plot file if it exists (never without)")
     a = p.parse_args(argv)
+    if a.overwrite and not a.plot:
+        raise errors.ConfigError("--overwrite replaces the --plot file, and there is no --plot")
     png = _plot_path(a.plot, a.path, a.overwrite) if a.plot else None
     from lrmpi.jobs.checkpoint import Checkpoint, owned
     ck = Checkpoint(a.path, safe=True)

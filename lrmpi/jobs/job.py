@@ -59,7 +59,8 @@ class JobOptions:
     requeue: bool = False       # inside SLURM: requeue the job when stopped by the deadline
     max_restarts: int = 3
     worker_timeout: float = None  # seconds a rank may be silent before the job fails
-    keep: str = "all"           # resolution files kept: "all", or the "latest" only
+    keep: str = None            # resolution files kept: "all" (None: the default, or what
+                                # a resumed checkpoint keeps), or the "latest" only
 
     @classmethod
     def split(cls, options):
@@ -161,6 +162,10 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                         logger.info("lrmpi: no checkpoint at %s yet: starting from the "
                                     "beginning", out)
                 sweep(out, found)
+            keep = ckpt.attrs.get("keep", "all") if ckpt is not None else opts.keep or "all"
+            if ckpt is not None and opts.keep not in (None, keep):
+                raise ConfigError(f"--keep {opts.keep}: {out} keeps {keep} resolution files; a "
+                                  "resumed job keeps what it began with (leave --keep out)")
             if ckpt is not None and ckpt.attrs.get("status") == "complete":
                 logger.info("lrmpi: %s is already complete (%d resolutions); nothing to do",
                             out, ckpt.completed)
@@ -171,7 +176,7 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
             attrs["started_at"] = time.time() - (time.perf_counter() - start)  # epoch s
             writer = CheckpointWriter(out, kind.name, attrs, fsync=opts.fsync, resume=ckpt,
                                       replace=earlier, clock=lambda: kind.elapsed(),
-                                      keep=ckpt.attrs.get("keep", "all") if ckpt else opts.keep,
+                                      keep=keep,
                                       protect=owned.protected(kind.inputs)) \
                 if out else None
             if out is None:

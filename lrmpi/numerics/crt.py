@@ -107,14 +107,16 @@ def unit_stats(X, axis):
     l1 = np.zeros(X.shape[1 - axis])
     for i0 in range(0, X.shape[0], BLOCK):
         Xb = X[i0:i0 + BLOCK]
+        with np.errstate(over="ignore"):  # 1-norms beyond float64: inf (no bound a priori)
+            l1[i0:i0 + BLOCK] = np.abs(Xb).sum(axis=1) if axis == 1 else 0.0
+            if axis == 0:
+                l1 += np.abs(Xb).sum(axis=0)
         if axis == 1:
             Xs = Xb * s[i0:i0 + BLOCK, None]
             ss[i0:i0 + BLOCK] = np.einsum("ij,ij->i", Xs, Xs)
-            l1[i0:i0 + BLOCK] = np.abs(Xb).sum(axis=1)
         else:
             Xs = Xb * s[None, :]
             ss += np.einsum("ij,ij->j", Xs, Xs)
-            l1 += np.abs(Xb).sum(axis=0)
     nrm = np.sqrt(ss) * (1.0 + (k + 4) * U) + 2.0 ** -1000   # >= the true scaled norm
     return amax, ea, nrm, l1, bad
 
@@ -206,9 +208,10 @@ def bound_abs(ops, cmax):
     def top(x):
         return float(np.max(x, initial=0.0))
     ma, mb = top(sa), top(sb)
-    t = top(sa * ops.l1a.astype(np.float64)) * mb + ma * top(sb * ops.l1b.astype(np.float64)) \
-        + k * ma * mb
-    return t * up * up + U * cmax * up + 2.0 ** -1074
+    with np.errstate(over="ignore"):  # operands near the top of float64: inf, no bound
+        t = top(sa * ops.l1a.astype(np.float64)) * mb + \
+            ma * top(sb * ops.l1b.astype(np.float64)) + k * ma * mb
+        return t * up * up + U * cmax * up + 2.0 ** -1074
 
 
 def crt_matmul(A, B, count, *, threads=None, should_stop=None, isa=None, with_ops=False):

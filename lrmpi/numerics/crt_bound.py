@@ -125,9 +125,10 @@ def elementwise(ops, C, rows=256):
     """E >= |C - AB| entry by entry, by blocks of rows: (i0, i1, E) (the same terms as
     crt.bound_abs, not maximised)."""
     k = ops.k
-    sa = np.where(ops.l1a > 0, np.ldexp(1.0, -ops.ea.astype(np.int64)), 0.0)
-    sb = np.where(ops.l1b > 0, np.ldexp(1.0, -ops.eb.astype(np.int64)), 0.0)
-    xa, xb = sa * ops.l1a.astype(np.float64), sb * ops.l1b.astype(np.float64)
+    with np.errstate(over="ignore"):  # beyond float64: inf, recomputed or no bound
+        sa = np.where(ops.l1a > 0, np.ldexp(1.0, -ops.ea.astype(np.int64)), 0.0)
+        sb = np.where(ops.l1b > 0, np.ldexp(1.0, -ops.eb.astype(np.int64)), 0.0)
+        xa, xb = sa * ops.l1a.astype(np.float64), sb * ops.l1b.astype(np.float64)
     for i0 in range(0, C.shape[0], rows):
         i1 = min(C.shape[0], i0 + rows)
         with np.errstate(over="ignore", invalid="ignore"):

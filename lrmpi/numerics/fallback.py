@@ -55,8 +55,9 @@ def apply(A, B, ea, eb, blocks, C, bits, planes, unit=None):
         if guarantee == float("inf"):  # the planes promise nothing a product could beat
             worst = max(worst, float(E.max()))
             continue
-        L = (At[i0:i1] @ Bt) * shrink
-        bad = (E > guarantee * L + FLOOR) & live_r[i0:i1, None] & live_c[None, :]
+        with np.errstate(over="ignore"):  # |A||B| beyond float64: inf, nothing to beat
+            L = (At[i0:i1] @ Bt) * shrink
+            bad = (E > guarantee * L + FLOOR) & live_r[i0:i1, None] & live_c[None, :]
         if bad.any():
             r, c = np.nonzero(bad)
             rows.append(r + i0)

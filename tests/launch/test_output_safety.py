@@ -237,6 +237,8 @@ def test_entries_beyond_the_planes_reach_are_recomputed_with_a_finite_bound(tmp_
 # --- I and 7: the command line ---
 
 def test_inspect_plot_errors_are_one_line_and_a_name_gets_its_extension(operands, tmp_path):
+    """Also issue #24 D22: --plot thesis.pdf replaced an existing file; --plot A.npy was a
+    matplotlib traceback."""
     _, _, a, b = operands
     out = tmp_path / "c.h5"
     complete_result(a, b, out)
@@ -246,6 +248,53 @@ def test_inspect_plot_errors_are_one_line_and_a_name_gets_its_extension(operands
     p = run("inspect", out, "--plot", tmp_path / "outplot")
     assert p.returncode == 0 and f"wrote {tmp_path / 'outplot.png'}" in p.stdout
     assert (tmp_path / "outplot.png").exists()
+    thesis = tmp_path / "thesis.pdf"
+    thesis.write_bytes(b"%PDF my thesis")
+    npy = tmp_path / "A.npy"
+    before = npy.read_bytes()
+    for plot, msg in ((thesis, "exists; pass --overwrite to replace it"),
+                      (npy, "cannot draw a .npy file"), (out, "cannot draw a .h5 file")):
+        p = run("inspect", out, "--plot", plot)
+        assert p.returncode == 2 and len(errors(p)) == 1 and msg in errors(p)[0], p.stderr
+        assert "Traceback" not in p.stderr
+    assert thesis.read_bytes() == b"%PDF my thesis" and npy.read_bytes() == before
+    p = run("inspect", out, "--plot", thesis, "--overwrite")
+    assert p.returncode == 0 and thesis.read_bytes().startswith(b"%PDF-")
+
+
+def test_keep_latest_leaves_no_resume_data_once_complete(operands, tmp_path):
+    """Issue #24 D21: --keep latest kept 257 MB of resume sums after the job was complete
+    (one 8 MB result). While it runs, they stay (a stop must resume: test_crash.py)."""
+    _, _, a, b = operands
+    for write, n in (("root", None), ("ranks", 3)):
+        out = tmp_path / f"c-{write}.h5"
+        p = run("matmul", a, b, "-o", out, "--planes", 3, "--keep", "latest", "--write", write,
+                n=n)
+        assert p.returncode == 0, p.stderr
+        ck = Checkpoint(out)
+        files = sorted(os.listdir(ck.folder))
+        if write == "root":
+            assert files == ["res005.h5"], files
+        else:  # the last resolution's C is in its rank files
+            assert files[-1] == "res005.h5" and all(f.endswith("-res005.h5") for f in files[:-1])
+        ck.verify()
+        p = run("matmul", a, b, "-o", out, "--planes", 3, "--resume", "--keep", "all", n=n)
+        assert p.returncode == 2 and "a resumed job keeps what it began with" in p.stderr
+        p = run("matmul", a, b, "-o", out, "--planes", 3, "--resume", n=n)
+        assert p.returncode == 0 and "already complete" in p.stderr
+
+
+def test_an_overflowing_product_prints_no_numpy_warning(tmp_path):
+    """Issue #24 D24b: an overflowing product printed a numpy RuntimeWarning."""
+    np.save(tmp_path / "big.npy", np.full((5, 5), 1e200))
+    for extra in ([], ["--final", "crt"], ["--write", "ranks"]):
+        out = tmp_path / f"big{len(extra)}{extra[-1] if extra else ''}.h5"
+        p = run("matmul", tmp_path / "big.npy", tmp_path / "big.npy", "-o", out, "--planes", 2,
+                *extra, n=3)
+        assert p.returncode == 0, p.stderr
+        assert "Warning" not in p.stderr, p.stderr
+        C, attrs = load_result(out)
+        assert np.isinf(C).all() and attrs["bound_abs"] == np.inf
 
 
 def test_cli_version_help_and_option_values():
