@@ -17,13 +17,13 @@ def reseal(path):
         checksum.seal(f)
 
 
-def flip(path, offset):
-    """Flip every bit of the byte at `offset` of a file."""
+def flip(path, offset, mask=0xFF):
+    """Flip the bits `mask` of the byte at `offset` of a file."""
     with open(path, "r+b") as f:
         f.seek(offset)
         b = f.read(1)
         f.seek(offset)
-        f.write(bytes([b[0] ^ 0xFF]))
+        f.write(bytes([b[0] ^ mask]))
 
 
 def data_offsets(path):
