@@ -328,3 +328,20 @@ def test_a_run_without_output_says_its_results_are_not_kept(operands):
     _, _, a, b = operands
     p = run("matmul", a, b, "--planes", 1)
     assert p.returncode == 0 and "results are not kept" in p.stderr
+
+
+def test_pack_speaks_of_the_packed_file(operands, tmp_path):
+    """Issue #24 D24b: `pack X X --overwrite` spoke of "-o"."""
+    _, _, a, b = operands
+    out = tmp_path / "c.h5"
+    complete_result(a, b, out, n=None)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    for argv, msg in (([out, out, "--overwrite"], "pack: " + str(out) + " is the checkpoint itself"),
+                      ([out, notes], "exists; pass --overwrite"),
+                      ([out, notes, "--overwrite"], "the packed file " + str(notes) +
+                       " exists and was not written by lrmpi")):
+        p = run("pack", *argv)
+        assert p.returncode == 2 and len(errors(p)) == 1 and msg in errors(p)[0], p.stderr
+        assert " -o " not in errors(p)[0]
+    assert notes.read_text() == "mine"
