@@ -70,8 +70,9 @@ def add_job_options(p):
 
 
 def job_options(a):
-    if a.worker_timeout is not None and a.worker_timeout <= 0:
-        raise errors.ConfigError(f"--worker-timeout must be > 0, got {a.worker_timeout}")
+    if a.worker_timeout is not None and not 0 < a.worker_timeout < float("inf"):  # nan too
+        raise errors.ConfigError(f"--worker-timeout must be a number of seconds > 0, got "
+                                 f"{a.worker_timeout}")
     if a.max_restarts < 0:
         raise errors.ConfigError(f"--max-restarts must be >= 0, got {a.max_restarts}")
     return dict(worker_timeout=a.worker_timeout, deadline=a.deadline, time_margin=a.margin,
@@ -150,8 +151,8 @@ def infer_options(a):
         lo, hi = (float(x) for x in gray.split(","))
     except ValueError:
         raise errors.ConfigError(f"--gray {gray!r}: expected LO,HI such as 0.3,0.6") from None
-    if not 0 <= lo < hi <= 1:  # nan too
-        raise errors.ConfigError(f"--gray {gray!r}: expected 0 <= LO < HI <= 1")
+    if not 0 <= lo <= hi <= 1:  # nan too
+        raise errors.ConfigError(f"--gray {gray!r}: expected 0 <= LO <= HI <= 1")
     return dict(bits=a.bits, planes=a.planes, rule=rule, gray=(lo, hi),
                 class_margin=0.1 if a.class_margin is None else a.class_margin)
 

@@ -114,6 +114,9 @@ CASES = [
                                     "--deadline", "soon"], "expected a duration"),
     ("margin", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB), "--margin", -1],
      "--margin must be a number of seconds >= 0"),
+    ("worker-timeout-nan", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB),
+                                      "--worker-timeout", "nan"],
+     "--worker-timeout must be a number of seconds > 0"),
     ("margin-nan", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB), "--deadline",
                               "3s", "--margin", "nan"], "--margin must be a number of seconds"),
     ("deadline-empty", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB),
@@ -143,7 +146,7 @@ CASES = [
     ("infer-gray", lambda d: ["infer", onnx_model(d), npy(d, "x.npy", G), "--rule", "gray",
                               "--gray", "a,b"], "--gray"),
     ("infer-gray-nan", lambda d: ["infer", onnx_model(d), npy(d, "x.npy", G), "--rule", "gray",
-                                  "--gray", "nan,0.5"], "expected 0 <= LO < HI <= 1"),
+                                  "--gray", "nan,0.5"], "expected 0 <= LO <= HI <= 1"),
     # conflicting options (issue #24 D20): refused, not one of them silently dropped
     ("infer-rule-no-adaptive", lambda d: ["infer", onnx_model(d), npy(d, "x.npy", G), "--rule",
                                           "certified", "--no-adaptive"],

@@ -315,7 +315,7 @@ def test_cli_version_help_and_option_values():
 @pytest.mark.parametrize("argv, msg", [
     (["--deadline", "-5s"], "a deadline must lie ahead"),
     (["--margin", "-1"], "--margin must be a number of seconds >= 0"),
-    (["--worker-timeout", "-3"], "--worker-timeout must be > 0"),
+    (["--worker-timeout", "-3"], "--worker-timeout must be a number of seconds > 0"),
     (["--planes", "-2"], "planes must be in 1..16"),
 ])
 def test_negative_values_get_the_clear_message(operands, argv, msg):
