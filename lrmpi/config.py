@@ -169,7 +169,7 @@ def _check(name, value, shown=None):
     if (typ is int and (isinstance(value, bool) or not isinstance(value, int))) \
             or (typ is float and isinstance(value, str)) or not rule.ok(value):
         shown = shown or f"{name}={value!r}"
-        meaning = dict((r[0], r[2]) for r in table()).get(Config.env_name(name), "")
+        meaning = {r[0]: r[2] for r in table()}.get(Config.env_name(name), "")
         raise ConfigError(f"{shown}: expected {rule.text(typ)}"
                           + (f" ({meaning.rstrip('. ')})" if meaning else ""))
 

@@ -39,4 +39,25 @@ def data_offsets(path):
     return out
 
 
-__all__ = ["reseal", "flip", "data_offsets", "S"]
+def snapshot(root):
+    """Every path under root: its kind, and content (files) or target (links, never
+    followed); the lock aside (its content is the pid of the last job)."""
+    import os
+    out = {}
+    for d, dirs, files in os.walk(root):
+        for name in dirs + files:
+            if name == S.LOCK_NAME:
+                continue
+            p = os.path.join(d, name)
+            rel = os.path.relpath(p, root)
+            if os.path.islink(p):
+                out[rel] = ("link", os.readlink(p))
+            elif os.path.isdir(p):
+                out[rel] = ("dir",)
+            else:
+                with open(p, "rb") as f:
+                    out[rel] = ("file", f.read())
+    return out
+
+
+__all__ = ["S", "data_offsets", "flip", "reseal", "snapshot"]

@@ -58,7 +58,7 @@ def test_a_stop_with_nothing_on_disk_exits_4_even_with_deadline_ok(tmp_path):
 
 def test_overwrite_with_other_inputs_keeps_the_old_result_until_its_first_resolution(tmp_path):
     """D5: it exited 0 with the old product in OUT.h5 and the new work lost."""
-    A, a = save(tmp_path, "A.npy", (64, 32), 1)
+    _, a = save(tmp_path, "A.npy", (64, 32), 1)
     B, b = save(tmp_path, "B.npy", (32, 48), 2)
     A2, a2 = save(tmp_path, "A2.npy", (64, 32), 3)
     out = tmp_path / "c.h5"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from launching import run
 from tamper import reseal
+from tamper import snapshot as tree
 
 from lrmpi import LayeredMatmul
 from lrmpi.jobs.checkpoint import Checkpoint
@@ -32,26 +33,6 @@ def ab(tmp_path):
 
 def job(out, a, b, *extra, n=None):
     return run("matmul", a, b, "-o", out, "--planes", 2, *extra, n=n)
-
-
-def tree(root):
-    """Every path under root with its kind and content (files), links unfollowed; the
-    lock's content (the pid of the last job) aside."""
-    out = {}
-    for d, dirs, files in os.walk(root):
-        for name in dirs + files:
-            if name == ".lock":
-                continue
-            p = os.path.join(d, name)
-            rel = os.path.relpath(p, root)
-            if os.path.islink(p):
-                out[rel] = ("link", os.readlink(p))
-            elif os.path.isdir(p):
-                out[rel] = ("dir",)
-            else:
-                with open(p, "rb") as f:
-                    out[rel] = ("file", f.read())
-    return out
 
 
 def test_a_users_folder_in_the_output_folder_survives_every_run(ab, tmp_path):
@@ -118,7 +99,7 @@ def test_a_job_file_copied_over_another_is_refused_and_overwrite_writes_beside(a
     p = job(m, a, b, "--planes", 3, "--overwrite")
     assert p.returncode == 0, p.stderr
     assert "not intact" in p.stderr
-    for name, kind in before.items():  # every file of M's real job is still there
+    for name in before:  # every file of M's real job is still there
         assert os.path.exists(os.path.join(str(m) + ".d", name)), name
     assert own in os.listdir(str(m) + ".d")
     np.testing.assert_array_equal(load_result(m)[0], list(LayeredMatmul(A, B, planes=3))[-1].C)
@@ -156,7 +137,7 @@ def test_an_edited_job_id_deletes_nothing_and_reads_nothing_outside(ab, tmp_path
 def test_overwrite_never_deletes_one_of_its_inputs(ab, tmp_path):
     """D24a: --overwrite deleted the old job folder holding one of the new job's inputs
     (C.h5.d/<id>/res002.h5:/C as A)."""
-    A, B, a, b = ab
+    _, _, a, b = ab
     out = tmp_path / "C.h5"
     np.save(tmp_path / "sq.npy", np.random.default_rng(1).standard_normal((20, 20)))
     assert job(out, a, b).returncode == 0
@@ -175,7 +156,7 @@ def test_overwrite_never_deletes_one_of_its_inputs(ab, tmp_path):
 def test_a_virtual_source_or_rank_file_from_elsewhere_is_refused(ab, tmp_path):
     """D4: a --write ranks resolution whose virtual source was edited to an absolute path
     elsewhere: load_result returned that file's data, inspect saw nothing, pack copied it."""
-    A, B, a, b = ab
+    _, _, a, b = ab
     out, other = tmp_path / "c.h5", tmp_path / "o.h5"
     assert job(out, a, b, "--write", "ranks", n=3).returncode == 0
     assert job(other, tmp_path / "A2.npy", b, "--write", "ranks", n=3).returncode == 0

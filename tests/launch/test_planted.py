@@ -15,6 +15,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from launching import finish, kill_tree, run, start
+from tamper import snapshot
 
 from lrmpi.jobs.checkpoint import Checkpoint
 
@@ -29,24 +30,6 @@ plants = st.lists(st.tuples(where, names, kinds), min_size=1, max_size=6,
                   unique_by=lambda p: (p[0], p[1]))
 steps = st.lists(st.sampled_from(["run", "overwrite", "overwrite-other", "resume",
                                   "kill-early", "kill-late", "plant"]), min_size=2, max_size=4)
-
-
-def snapshot(root):
-    """Every path under root: kind, and content (files) or target (links); lrmpi's own
-    output aside."""
-    out = {}
-    for d, dirs, files in os.walk(root):
-        for name in dirs + files:
-            p = os.path.join(d, name)
-            rel = os.path.relpath(p, root)
-            if os.path.islink(p):
-                out[rel] = ("link", os.readlink(p))
-            elif os.path.isdir(p):
-                out[rel] = ("dir",)
-            else:
-                with open(p, "rb") as f:
-                    out[rel] = ("file", f.read())
-    return out
 
 
 def user_things(root):

@@ -151,13 +151,20 @@ def remove(folder, name, protect=()):
     return True
 
 
+def _folder_or_none(out, job_id):
+    """The job's folder if the id is valid and the folder a real one, else None."""
+    if not valid_job_id(job_id):
+        return None
+    try:
+        return job_folder(out, job_id)
+    except CheckpointError:
+        return None
+
+
 def remove_job(out, job_id, protect=()):
     """Remove a job's files (only those remove() allows) and then its folder if that
     left it empty; what is not lrmpi's stays, and so does the folder then."""
-    try:
-        folder = job_folder(out, job_id)
-    except CheckpointError:
-        return
+    folder = _folder_or_none(out, job_id)
     if folder is None:
         return
     for name in sorted(os.listdir(folder)):
@@ -191,12 +198,7 @@ def sweep(out, job_id):
     and OUT.h5.tmp.PID of dead processes. Nothing else (other folders in OUT.h5.d may
     be another job's data). Call under the output's lock."""
     stale_job_file_tmp(out)
-    if not valid_job_id(job_id):
-        return
-    try:
-        folder = job_folder(out, job_id)
-    except CheckpointError:
-        return
+    folder = _folder_or_none(out, job_id)
     if folder is None:
         return
     for name in os.listdir(folder):

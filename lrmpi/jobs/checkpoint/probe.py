@@ -51,7 +51,8 @@ def probe(path, what="checkpoint", folder=False):
     try:
         p = subprocess.run([sys.executable, "-c", _PROBE, str(path), "1" if folder else "0",
                             S.JOB_ID_RE.pattern, S.OWN_FILE_RE.pattern],
-                           capture_output=True, timeout=config.get().probe_timeout_s)
+                           capture_output=True, timeout=config.get().probe_timeout_s,
+                           check=False)
     except subprocess.TimeoutExpired:
         raise CheckpointError(f"{path}: reading the {what} hangs the HDF5 library") from None
     if p.returncode < 0:

@@ -136,7 +136,7 @@ class Checkpoint:
         listed = [S.py(x) for x in np.atleast_1d(f.attrs.get(S.RANK_FILES, []))]
         names, own = S.rank_name_re(index), {}
         for m in d.virtual_sources():
-            name = m.file_name[2:] if m.file_name.startswith("./") else m.file_name
+            name = m.file_name.removeprefix("./")
             (r0, c0), (r1, c1) = m.vspace.get_select_bounds()
             r1, c1 = r1 + 1, c1 + 1
             if not names.fullmatch(name) or name not in listed or \

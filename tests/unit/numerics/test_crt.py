@@ -1,6 +1,7 @@
 """The CRT resolution (Ozaki scheme II): bit-exact against Python integers, bounds
 never below the true error (exact rationals), float64 grade, the k > kmax path,
 the moduli, and the resolution after the layers (stop and resume included)."""
+import itertools
 import math
 import os
 import signal
@@ -150,9 +151,9 @@ def test_bounds_never_increase_and_a_worse_crt_is_not_the_answer(planes, moduli)
     A, B = phi_matrix(rng, (40, 90), 1.0), phi_matrix(rng, (90, 30), 1.0)
     res = list(LayeredMatmul(A, B, planes=planes, final="crt", moduli=moduli))
     b = [r.bound_abs for r in res]
-    assert all(x >= y for x, y in zip(b, b[1:])), b
+    assert all(x >= y for x, y in itertools.pairwise(b)), b
     rel = [r.bound_rel for r in res]
-    assert all(x >= y for x, y in zip(rel, rel[1:])), rel
+    assert all(x >= y for x, y in itertools.pairwise(rel)), rel
     last, layers = res[-1], res[-2]
     ref = A.astype(np.longdouble) @ B.astype(np.longdouble)
     assert float(np.abs(last.C - ref).max()) <= last.bound_abs
