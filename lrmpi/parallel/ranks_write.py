@@ -87,7 +87,7 @@ class RanksWrite:
                 if redone:  # entries changed: C whole in the resolution's file
                     datasets = {"C": C}
                 if root.crt is not None:  # kept for the CRT rule
-                    root.held = [C, float(babs[-1]), root.cmax[-1], 1, False]
+                    root.crt.hold(C, float(babs[-1]), root.cmax[-1])
             meta = root.resolution_meta(r, babs, redone)
         # C is None unless read back: it is in the ranks' files
         root.publish(meta, C, datasets,

@@ -103,7 +103,6 @@ class Root:
         # pipeline's efficiency: kernel time / (workers x that span))
         self.timing = [[None, None, 0.0] for _ in range(self.nres)]
         self.meta, self.cmax = [], []
-        self.held = None  # the last layered resolution while the CRT one may need it
         self.crt = CrtStage(lm, self.tiling, self.assembly.c_pool) \
             if self.nres > self.layers else None
         first = 0
@@ -315,10 +314,10 @@ class Root:
                                            self.cmax, babs)
         meta = self.resolution_meta(r, babs, redone)
         # the last layered C stays until the CRT resolution has shown it improves on it
-        held = self.crt is not None and r == self.layers - 1
-        if held:  # [C, bound, max |C|, users left, from the pool]
-            self.held = [C, float(babs[r]), self.cmax[-1], 2, True]
-        keep = self._drop_held if held else (lambda: self.assembly.release(C))
+        keep = lambda: self.assembly.release(C)  # noqa: E731
+        if self.crt is not None and r == self.layers - 1:
+            self.crt.hold(C, float(babs[r]), self.cmax[-1], keep, users=2)
+            keep = self.crt.drop
         if self.writer is None:
             self.publish(meta, C, release=keep)
             return
@@ -326,24 +325,15 @@ class Root:
         self.publish(meta, C, _rewritten(C, redone), sums=sums, whole=C,
                      release=lambda: (self.assembly.release(None, bufs), keep()))
 
-    def _drop_held(self):
-        """The held last layered C: back to the pool once written and no longer needed."""
-        self.held[3] -= 1
-        if self.held[3] == 0 and self.held[4]:
-            self.assembly.release(self.held[0])
-
-    def last_layers(self):
-        """(C, bound_abs, max |C|) of the last layered resolution, for the CRT rule
-        (crt_bound.finish): held since it was finished, or (a resumed job) decoded
-        again from the exact state after the layers, fallback included: the same bits."""
-        if self.held is not None:
-            return tuple(self.held[:3])
+    def decode_layers(self):
+        """(C, bound_abs, max |C|) of the last layered resolution of a resumed job, for
+        the CRT rule: decoded again from the exact state after the layers, fallback
+        included (the same bits as when it was finished)."""
         C = np.empty(self.assembly.shape)
         self.assembly.acc.decode(self.ea.exps, self.eb.exps, out=C)
         cmax = list(self.cmax[:self.layers])
         _, babs = finish_last(self.lm, self.ea, self.eb, self.bounds, C, cmax,
                               self.bounds.upto(cmax))
-        self.held = [C, float(babs), cmax[-1], 1, False]
         return C, float(babs), cmax[-1]
 
     def publish(self, meta, C, datasets=None, release=None, **write):
@@ -375,10 +365,10 @@ class Root:
         the rule that it never replaces a better layered result (crt_bound.finish, C
         changed in place). Its attributes, and the rows of C to write again."""
         history = [m["bound_abs"] for m in self.meta[:self.layers]]
-        b, cmax, redone, method = crt_bound.finish(self.lm, self.ea, self.eb, self.crt.ops, C,
-                                                   cmax, self.last_layers)
-        if self.held is not None:
-            self._drop_held()
+        b, cmax, redone, method = crt_bound.finish(
+            self.lm, self.ea, self.eb, self.crt.ops, C, cmax,
+            lambda: self.crt.layers_result(self.decode_layers))
+        self.crt.drop()
         self.cmax.append(cmax)
         meta = {"index": r + 1, "pairs": sum(len(x) for x in self.schedule),
                 "method": method, "products": self.crt.products, "bound_abs": b,

@@ -33,10 +33,10 @@ import numpy as np
 
 from lrmpi import config
 from lrmpi.errors import CheckpointError
-from lrmpi.jobs.checkpoint import checksum, owned
+from lrmpi.jobs.checkpoint import checksum, owned, rank_files
 from lrmpi.jobs.checkpoint import schema as S
 from lrmpi.jobs.checkpoint.atomic import AtomicH5, atomic_h5, fsync_path
-from lrmpi.log import logger
+from lrmpi.jobs.checkpoint.earlier import Earlier
 
 
 def new_job_id():
@@ -78,18 +78,9 @@ class CheckpointWriter:
         # written before them: the next one)
         self.checksums_from = 1 if resume is None else (
             resume.checksums_from if resume.checked else resume.completed + 1)
-        # an earlier result to keep until this job has one at least as good; one whose
-        # folder does not hold it intact is replaced at once and none of its files go
-        self.earlier = replace if replace is not None and replace.completed > 0 else None
-        self.earlier_ok, self.earlier_rel = False, math.inf
-        if self.earlier is not None:
-            problem = self.earlier.problem()
-            if problem is None:
-                self.earlier_ok, self.earlier_rel = True, _bound_rel(self.earlier.last())
-            else:
-                logger.warning("lrmpi: the earlier result in %s is not intact (%s): this job "
-                               "replaces it at its first resolution and deletes none of its "
-                               "files", path, problem)
+        # an earlier result to keep until this job has one at least as good
+        self.earlier = Earlier(replace, self.path) \
+            if replace is not None and replace.completed > 0 else None
         self.published = self.earlier is None
         self.streams = {}  # resolution -> AtomicH5 of its file, while tiles stream in
         self.folder = owned.make_job_folder(self.path, self.job_id)
@@ -216,19 +207,10 @@ class CheckpointWriter:
                 owned.remove(self.folder, name, self.protect)
 
     def _remove_earlier(self):
-        """This job's result is in OUT.h5 now: the earlier job's files can go, if its
-        folder held it intact (else nothing proves they are lrmpi's to delete)."""
-        if self.earlier is None:
-            return
-        if self.earlier_ok and self.earlier.job_id and self.earlier.job_id != self.job_id:
-            owned.remove_job(self.path, self.earlier.job_id, self.protect)
-        elif self.earlier_ok and not self.earlier.job_id:
-            # written before job ids: its files lay in OUT.h5.d itself
-            side = S.sidecar(self.path)
-            for name in os.listdir(side):
-                owned.remove(side, name, self.protect)
-        self.earlier = None
-        self.earlier_ok = False
+        """This job's result is in OUT.h5 now: the earlier job's files can go."""
+        if self.earlier is not None:
+            self.earlier.remove(self.job_id, self.protect)
+            self.earlier = None
 
     def _begin(self, index, shape):
         path = S.res_file(self.path, self.job_id, index)
@@ -274,7 +256,7 @@ class CheckpointWriter:
             for k, v in attrs.items():
                 f.attrs[k] = v
             if virtual is not None:
-                _virtual_c(f, *virtual)
+                rank_files.virtual_c(f, *virtual)
             for k, v in datasets.items():
                 if k not in f:
                     checksum.put(f, k, v)
@@ -308,23 +290,13 @@ class CheckpointWriter:
         owned.remove(self.folder, f"partial{S.res_name(index)}.h5", self.protect)
 
     def _good_enough(self, attrs):
-        """A resolution of this job may replace the earlier result: it is at least as
-        good, or the earlier one is of other inputs (any resolution of the inputs
-        asked for beats a result of others, and keeps this job resumable) or not
-        intact."""
-        return not self.earlier_ok or not self._same_inputs() or \
-            _bound_rel(attrs) <= self.earlier_rel
-
-    def _same_inputs(self):
-        e = self.earlier.attrs
-        fp = self.attrs.get("fingerprint")
-        return e.get("kind") == self.kind and fp is not None and not callable(fp) \
-            and e.get("fingerprint") == fp
+        return self.earlier.beaten_by(self.kind, self.attrs, attrs)
 
     def kept_same_inputs(self):
         """After close(): the earlier result this job kept is of the same inputs (a
         stop then still leaves a result of them in the output)."""
-        return self.earlier is not None and self.earlier_ok and self._same_inputs()
+        return self.earlier is not None and self.earlier.ok and \
+            self.earlier.same_inputs(self.kind, self.attrs)
 
     # --- the API the job calls ---
     def begin_resolution(self, index, shape):
@@ -397,16 +369,7 @@ class CheckpointWriter:
     def read_rank_tiles(self, parts, shape):
         """C of `shape` from the committed rank files `parts` (as add_resolution's),
         each of this job and checked."""
-        C = np.empty(shape)
-        for name, tiles in parts:
-            path = owned.own_file(self.path, self.job_id, name)
-            with h5py.File(path, "r") as f:
-                checksum.verify(f, path, required=True)
-                if S.py(f.attrs.get(S.JOB_ID)) != self.job_id:
-                    raise CheckpointError(f"{path} belongs to another job than {self.path}")
-                for t, r0, r1, c0, c1 in tiles:
-                    C[r0:r1, c0:c1] = checksum.read(f[S.tile_c(t)], path)
-        return C
+        return rank_files.read_tiles(self.path, self.job_id, parts, shape)
 
     def set_status(self, status, message=""):
         """Mark the job file (after everything queued before) and wait for the disk.
@@ -420,25 +383,3 @@ class CheckpointWriter:
                 self._write_job()
         self._submit(mark)
         self.flush()
-
-
-def _virtual_c(f, shape, parts):
-    """C as a virtual dataset over the rank files (relative names: HDF5 looks for them
-    beside this file, so the folder can be moved); the files' names in RANK_FILES
-    (readers check they exist: a missing source would read as fill values)."""
-    layout = h5py.VirtualLayout(shape, np.float64)
-    for name, tiles in parts:
-        for t, r0, r1, c0, c1 in tiles:
-            layout[r0:r1, c0:c1] = h5py.VirtualSource(f"./{name}", S.tile_c(t),
-                                                      shape=(r1 - r0, c1 - c0))
-    f.create_virtual_dataset("C", layout, fillvalue=np.nan)
-    f.attrs[S.RANK_FILES] = [name for name, _ in parts]
-
-
-def _bound_rel(attrs):
-    v = attrs.get("bound_rel", math.inf) if attrs else math.inf
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return math.inf
-    return math.inf if v != v else v
