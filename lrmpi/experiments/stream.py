@@ -41,7 +41,7 @@ from lrmpi.numerics.layered import LayeredMatmul
 from lrmpi.parallel import protocol
 from lrmpi.parallel.backoff import Backoff
 from lrmpi.parallel.comm import get_comm, rank_size
-from lrmpi.parallel.protocol import StreamCommand
+from lrmpi.parallel.messages import StreamCommand
 from lrmpi.parallel.root import Root
 from lrmpi.parallel.worker import worker_run
 

@@ -3,7 +3,7 @@
 MPI-free. After the layers, one more resolution is computed tile by tile by the
 same scheduler (numerics/crt.py has the mathematics): the root computes the
 residues of A's rows and B's columns once, on a thread, while the layers run;
-tasks then carry residue blocks (protocol.Operand.RA / RB; plan.Plan.keys) as
+tasks then carry residue blocks (messages.Operand.RA / RB; plan.Plan.keys) as
 layered tasks carry plane blocks, and return their tile of C in float64 (exact sums, one rounding per
 entry, so any tiling gives the same C). Finished tiles are the resolution's
 resume data: a job stopped inside it keeps them (checkpoint "partial" file) and a
@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from lrmpi.numerics import crt
-from lrmpi.parallel.protocol import CrtSetup, Operand
+from lrmpi.parallel.messages import CrtSetup, Operand
 
 
 class CrtStage:

@@ -18,7 +18,7 @@ from lrmpi.parallel import faults, protocol, worker
 from lrmpi.parallel.backoff import Backoff
 from lrmpi.parallel.comm import rank_size, root_has_a_core
 from lrmpi.parallel.endpoints import Endpoints, ThreadEndpoint, WorkerRanks
-from lrmpi.parallel.protocol import FarmResult, FarmTask
+from lrmpi.parallel.messages import FarmResult, FarmTask
 from lrmpi.parallel.scheduler import Watch
 
 

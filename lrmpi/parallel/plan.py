@@ -14,7 +14,8 @@ import numpy as np
 from lrmpi.numerics.layered import sum_dtype
 from lrmpi.numerics.schedule import levels
 from lrmpi.parallel.partition import Tiling
-from lrmpi.parallel.protocol import Job, Operand, ResultKind
+from lrmpi.parallel.messages import Job, Operand
+from lrmpi.parallel.protocol import ResultKind
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Plan:
 
     def job(self, bcast=(), write=(), exps=()):
         """The JOB message of this plan (`bcast`: B's planes broadcast; `write`, `exps`:
-        results written by the ranks, see protocol.Job)."""
+        results written by the ranks, see messages.Job)."""
         t = self.tiling
         return Job(self.bits, self.planes, self.k, tuple(self.schedule),
                    (t.m, t.n, t.row_blocks, t.col_blocks), tuple(bcast), self.moduli,

@@ -30,13 +30,13 @@ of messages (a test compares it with `Tag`).
 """
 import socket
 import traceback
-from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
 
 from lrmpi.errors import ProtocolError
 from lrmpi.parallel.comm import mpi
+from lrmpi.parallel.messages import Seal, Stop, Work
 
 VERSION = 7  # 7: one STOP, explicit result kinds; 6: results written by the ranks (Job.write,
 # SEAL); 5: the CRT resolution (Job.crt, CRT, Operand.RA/RB); 4: RESULT carries the kernel
@@ -64,80 +64,13 @@ class Tag(IntEnum):
     SEALED = 25
 
 
-class Operand(IntEnum):
-    A = 0
-    B = 1
-    RA = 2   # residues of A's rows modulo one CRT modulus (plane = modulus index)
-    RB = 3   # residues of B's columns
-
-
 def _version_check(version):
     if version != VERSION:
         raise ProtocolError(f"protocol version {version} != {VERSION}: mixed lrmpi versions "
                             "among the ranks (install one lrmpi everywhere)")
 
 
-# --- what a worker receives: recv_from_root ---
-
-@dataclass(frozen=True)
-class Job:
-    """JOB: what every worker needs to know, once (parallel.plan.Plan.job builds it)."""
-    bits: int
-    planes: int
-    k: int
-    schedule: tuple          # resolutions, each a tuple of (p, q) pairs
-    tiling: tuple            # (m, n, row_blocks, col_blocks): partition.Tiling's fields
-    bcast: tuple = ()        # planes q of B (whole: every column block) by Ibcast, in order
-    crt: int = 0             # moduli of the CRT resolution after the layers (0: none)
-    # results written by the ranks (jobs.checkpoint.rank_files): (checkpoint path, job
-    # id, fsync), and the row and column exponents to decode C with; () : the root writes
-    write: tuple = ()
-    exps: tuple = ()
-    version: int = VERSION
-
-
-@dataclass(frozen=True)
-class CrtSetup:
-    """CRT: what the CRT resolution's tasks need besides their residue blocks."""
-    moduli: int              # crt.plan(moduli) on both sides
-    ea: np.ndarray           # int32 (m,): exponents of A's rows
-    eb: np.ndarray           # int32 (n,): exponents of B's columns
-    bcast: tuple = ()        # moduli indices l whose B residues (RB, all blocks) come by Ibcast
-
-
-@dataclass(frozen=True)
-class Work:
-    """WORK: task `task` is (resolution res, tile); its PLANE messages follow, one per key."""
-    task: int
-    res: int
-    tile: int
-    keys: list               # (operand, block, plane)
-
-
-@dataclass(frozen=True)
-class Seal:
-    """SEAL: resolution res has every tile: commit this rank's file of it."""
-    res: int
-
-
-class Stop:
-    """STOP: end the job (answered by BYE once a job started)."""
-
-
-@dataclass
-class FarmTask:
-    """TASK: a task of a task farm (inference: a batch of samples at a resolution)."""
-    id: int
-    payload: object      # what the farm's compute function receives
-
-
-@dataclass
-class FarmResult:
-    """DONE: a farm task's result."""
-    id: int
-    value: object        # what the compute function returned
-    seconds: float       # its compute time
-
+# --- what a worker receives ---
 
 def recv_from_root(comm, backoff):
     """Wait, probing and sleeping with `backoff` (never spinning a core), for the next
@@ -156,12 +89,12 @@ def recv_from_root(comm, backoff):
 # --- JOB / HELLO ---
 
 def send_job(comm, worker, job):
-    comm.send(job, dest=worker, tag=Tag.JOB)
+    comm.send((VERSION, job), dest=worker, tag=Tag.JOB)
 
 
 def _recv_job(comm):
-    job = comm.recv(source=0, tag=Tag.JOB)
-    _version_check(job.version)
+    version, job = comm.recv(source=0, tag=Tag.JOB)
+    _version_check(version)
     return job
 
 
@@ -433,12 +366,6 @@ def poll_done(comm):
 
 
 # --- STREAM: the next job of a stream of jobs (lrmpi.experiments.stream) ---
-
-class StreamCommand:
-    LAYERED = "layered"
-    ONESHOT = "oneshot"
-    DONE = "done"
-
 
 def send_stream(comm, worker, command):
     comm.send(command, dest=worker, tag=Tag.STREAM)

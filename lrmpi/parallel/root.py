@@ -42,7 +42,7 @@ from lrmpi.parallel.crt_stage import CrtStage
 from lrmpi.parallel.endpoints import Endpoints, MatmulRanks, ResultBuffers, ThreadEndpoint
 from lrmpi.parallel.partition import default_tiling
 from lrmpi.parallel.progress import Figures, Progress
-from lrmpi.parallel.protocol import Operand
+from lrmpi.parallel.messages import Operand
 from lrmpi.parallel.ranks_write import RanksWrite
 from lrmpi.parallel.resolutions import Resolutions
 from lrmpi.parallel.scheduler import Scheduler

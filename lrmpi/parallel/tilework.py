@@ -13,7 +13,7 @@ from lrmpi.numerics.accumulate import ExactAccumulator
 from lrmpi.numerics.layered import level_sums
 from lrmpi.numerics.schedule import levels
 from lrmpi.parallel import faults
-from lrmpi.parallel.protocol import Operand
+from lrmpi.parallel.messages import Operand
 
 
 def compute_tile(plan, res, tile, blocks, body, scratch, should_stop, rank, crt_setup=None):

@@ -21,7 +21,7 @@ from lrmpi.parallel import protocol
 from lrmpi.parallel.backoff import Backoff
 from lrmpi.parallel.comm import rank_size, waitall
 from lrmpi.parallel.plan import Plan
-from lrmpi.parallel.protocol import CrtSetup, Job, Operand, Seal, Stop, Work
+from lrmpi.parallel.messages import CrtSetup, Job, Operand, Seal, Stop, Work
 from lrmpi.parallel.tilework import OwnedTiles, compute_tile
 
 

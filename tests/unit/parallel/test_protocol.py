@@ -7,14 +7,15 @@ import pytest
 
 from lrmpi.errors import ProtocolError
 from lrmpi.parallel import protocol
+from lrmpi.parallel.messages import Work
 from lrmpi.parallel.protocol import ResultKind
 
 
 def test_work_round_trip():
     keys = [(0, 3, 1), (1, 0, 2)]
     assert protocol.decode_work(protocol.encode_work(7, 2, 5, keys)) == \
-        protocol.Work(7, 2, 5, keys)
-    assert protocol.decode_work(protocol.encode_work(0, 0, 0, [])) == protocol.Work(0, 0, 0, [])
+        Work(7, 2, 5, keys)
+    assert protocol.decode_work(protocol.encode_work(0, 0, 0, [])) == Work(0, 0, 0, [])
 
 
 def test_work_rejects_other_versions_and_too_many_keys():

@@ -7,7 +7,7 @@ from lrmpi.numerics.layered import level_sums
 from lrmpi.parallel import protocol
 from lrmpi.parallel.partition import Tiling
 from lrmpi.parallel.plan import Plan
-from lrmpi.parallel.protocol import Operand
+from lrmpi.parallel.messages import Operand
 from lrmpi.parallel.tilework import HeldPlanes, compute_tile
 
 
