@@ -78,13 +78,22 @@ class WorkerRanks:
     def _cancel(self):
         """After BYE: receives posted for results that will not come."""
 
+    def stoppable(self, exc):
+        """Whether the workers can still be stopped by the handshake after `exc`: not
+        when one is hung (it will never say BYE)."""
+        return not isinstance(exc, WorkerTimeout)
+
+    def check_error(self):
+        """WorkerError for a worker's ERROR report, its traceback attached."""
+        error = protocol.poll_error(self.comm)
+        if error is not None:
+            raise WorkerError(error[0]) from RemoteTraceback(error[1])
+
     def check(self, watch, now, timeout=None, describe=None):
         """WorkerError for a worker's ERROR report; WorkerTimeout naming a worker that
         sat on its task longer than the hang limit (`watch`: a scheduler.Watch;
         `describe(task)`: what the message says of the task)."""
-        error = protocol.poll_error(self.comm)
-        if error is not None:
-            raise WorkerError(error[0]) from RemoteTraceback(error[1])
+        self.check_error()
         hung = watch.hung(now, timeout)
         if hung is not None:
             w, task, running, limit = hung
@@ -147,10 +156,10 @@ class Endpoints:
             self.ranks.stop(config.get().stop_timeout_s)
 
     def fail(self, exc):
-        """The job fails with `exc`: a hung worker will never say BYE, so the job ends
-        now, naming it; otherwise the workers are stopped as usual, and the job ends if
-        even that fails."""
-        if isinstance(exc, WorkerTimeout) and self.ranks is not None:
+        """The job fails with `exc`: when the workers cannot be stopped (a hung worker
+        will never say BYE) the job ends now, naming the error; otherwise the workers
+        are stopped as usual, and the job ends if even that fails."""
+        if self.ranks is not None and not self.ranks.stoppable(exc):
             sys.stderr.write(f"lrmpi: error: {exc}\n")
             sys.stderr.flush()
             self.ranks.comm.Abort(1)
@@ -197,14 +206,35 @@ class MatmulRanks(WorkerRanks):
         super().__init__(comm)
         self.blocks, self.buffers, self.figures = blocks, buffers, figures
         self.pending = []    # tasks with a posted result receive
+        self.state = "idle"  # -> "starting" (JOB sent) -> "running" (broadcasts posted)
 
     def start(self, job, bcasts):
         """JOB to every worker, their HELLOs (host names), then the broadcasts
         [(array, resolution it is counted to)] posted in order."""
+        self.state = "starting"
         for w in self.workers:
             protocol.send_job(self.comm, w, job)
-        self.hosts = {w: protocol.recv_hello(self.comm, w) for w in self.workers}
+        hosts, backoff = {}, Backoff()
+        while len(hosts) < len(self.workers):  # or a worker's ERROR (it cannot read JOB)
+            for w in self.workers:
+                if w not in hosts and (host := protocol.poll_hello(self.comm, w)) is not None:
+                    hosts[w] = host
+            self.check_error()
+            backoff.step(False)
+        self.hosts = hosts
         self.broadcast(bcasts)
+        self.state = "running"
+
+    def stoppable(self, exc):
+        """Not while starting: the workers that read JOB wait for broadcasts the root
+        has not posted (and a worker that could not read it posts none)."""
+        return super().stoppable(exc) and self.state != "starting"
+
+    def stop(self, timeout):
+        if self.state == "idle":  # no JOB went out: the workers wait for one, no BYE
+            protocol.release(self.comm)
+            return
+        super().stop(timeout)
 
     def broadcast(self, bcasts):
         """Whole planes (or residues) to every worker, [(array, resolution)]: MPICH

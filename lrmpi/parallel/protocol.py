@@ -9,7 +9,7 @@ from a user file is ever unpickled. docs/design.md, "Wire format", has the table
 of messages (a test compares it with `Tag`).
 
     root -> worker   JOB     send_job: pickled Job, once a job (answered by HELLO)
-    worker -> root   HELLO   send_hello / recv_hello: pickled str, the host name
+    worker -> root   HELLO   send_hello / poll_hello: pickled str, the host name
     root -> worker   WORK    send_work: int64[WORK_LEN] header, then one PLANE per
                              plane block it lists, in that order (recv_plane)
     root -> worker   PLANE   send_plane / recv_plane: int8 (rows, k), one plane of one block
@@ -81,7 +81,8 @@ def recv_from_root(comm, backoff):
         backoff.sleep()
     backoff.reset()
     tag = status.Get_tag()
-    if tag not in _FROM_ROOT:
+    if tag not in _FROM_ROOT:  # taken off the queue first: the next one may be fine
+        comm.Recv(np.empty(status.Get_count(mpi().BYTE), np.uint8), source=0, tag=tag)
         raise ProtocolError(f"unexpected message (tag {tag}) from the root")
     return _FROM_ROOT[tag](comm)
 
@@ -102,8 +103,10 @@ def send_hello(comm):
     comm.send(socket.gethostname(), dest=0, tag=Tag.HELLO)
 
 
-def recv_hello(comm, worker):
-    return comm.recv(source=worker, tag=Tag.HELLO)
+def poll_hello(comm, worker):
+    """The host name `worker` answered JOB with, or None while it has not."""
+    return comm.recv(source=worker, tag=Tag.HELLO) if comm.iprobe(source=worker, tag=Tag.HELLO) \
+        else None
 
 
 # --- WORK / PLANE: [version, task, resolution, tile, nkeys, (operand, block, plane) * nkeys] ---

@@ -31,22 +31,24 @@ def serve(comm, handler):
     `handler.handle(msg, failed)` receives what follows `msg` and does its work
     (only drains once `failed`); returns the results it sent to the root.
     `handler.stop()` ends its job; `handler.started` says whether the root waits for
-    a BYE (a matmul worker released before any JOB answers none)."""
+    a BYE (a matmul worker released before any JOB answers none; one that failed
+    answers, since only a started job fails)."""
     rank, size = rank_size(comm)
     backoff = Backoff(cap=5e-3)
     sent, failed = 0, False
     while True:
-        msg = protocol.recv_from_root(comm, backoff)
-        if isinstance(msg, Stop):
-            handler.stop()
-            if handler.started:
-                protocol.send_bye(comm, sent)
-            return 1 if failed else 0
         try:
+            msg = protocol.recv_from_root(comm, backoff)  # a bad one raises ProtocolError
+            if isinstance(msg, Stop):
+                break
             sent += handler.handle(msg, failed)
         except Exception as exc:
             failed = True
             protocol.send_error(comm, rank, size, exc)
+    handler.stop()
+    if handler.started or failed:  # the root waits for it (after a JOB it could not read too)
+        protocol.send_bye(comm, sent)
+    return 1 if failed else 0
 
 
 def worker_run(comm, rank_files=None):

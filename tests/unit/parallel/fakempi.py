@@ -16,8 +16,8 @@ import numpy as np
 from mpi4py import MPI
 
 
-class Aborted(Exception):
-    """Comm.Abort was called (the job would end here)."""
+class Aborted(BaseException):
+    """Comm.Abort was called: the job ends here (like the process, nothing catches it)."""
 
 
 class World:
@@ -33,8 +33,9 @@ class World:
 
 
 class Request:
-    def __init__(self, test=None):
-        self._test, self.done, self.value, self.cancelled = test, test is None, None, False
+    def __init__(self, world, test=None):
+        self.world, self._test = world, test
+        self.done, self.value, self.cancelled = test is None, None, False
 
     def Test(self):
         if not self.done:
@@ -43,6 +44,8 @@ class Request:
 
     def Wait(self):
         while not self.Test():
+            if self.world.aborted is not None:  # the job ended: so does this rank
+                raise Aborted(self.world.aborted)
             time.sleep(1e-4)
         return self.value
 
@@ -79,14 +82,14 @@ class Comm:
 
     def isend(self, obj, dest, tag):
         self.send(obj, dest, tag)
-        return Request()
+        return Request(self.world)
 
     def Send(self, buf, dest, tag):
         self._put(dest, tag, "buf", np.ascontiguousarray(buf).tobytes())
 
     def Isend(self, buf, dest, tag):
         self.Send(buf, dest, tag)
-        return Request()
+        return Request(self.world)
 
     # --- receiving ---
     def _find(self, source, tag):
@@ -99,6 +102,8 @@ class Comm:
         return None
 
     def iprobe(self, source, tag, status=None):
+        if self.world.aborted is not None:  # the job ended: so does this rank
+            raise Aborted(self.world.aborted)
         with self.world.cond:
             found = self._find(source, tag)
             if found is not None and status is not None:
@@ -114,6 +119,8 @@ class Comm:
             while (found := self._find(source, tag)) is None:
                 if not block:
                     return None
+                if self.world.aborted is not None:
+                    raise Aborted(self.world.aborted)
                 self.world.cond.wait(0.01)
             s, i = found
             return self.world.queues[(s, self.rank)].pop(i)
@@ -140,13 +147,13 @@ class Comm:
                 return False, None
             self._copy(message, buf)
             return True, None
-        return Request(test)
+        return Request(self.world, test)
 
     def irecv(self, source, tag):
         def test():
             message = self._take(source, tag, block=False)
             return (False, None) if message is None else (True, pickle.loads(message[2]))
-        return Request(test)
+        return Request(self.world, test)
 
     # --- broadcasts from rank 0, matched by the order they are posted ---
     def Ibcast(self, buf, root=0):
@@ -157,7 +164,7 @@ class Comm:
             if self.rank == 0:
                 self.world.bcasts.append(np.ascontiguousarray(buf).tobytes())
                 self.world.cond.notify_all()
-                return Request()
+                return Request(self.world)
 
         def test():
             with self.world.cond:
@@ -166,7 +173,7 @@ class Comm:
                 payload = self.world.bcasts[index]
             buf.reshape(-1).view(np.uint8)[:] = np.frombuffer(payload, np.uint8)
             return True, None
-        return Request(test)
+        return Request(self.world, test)
 
 
 def run_ranks(world, serve, ranks=None):

@@ -1,6 +1,7 @@
 """The root's endpoints and the worker loop over an in-process communicator (threads
 for ranks, fakempi.py): tasks and their planes out, results in, errors, hangs, the
 STOP/BYE handshake, and whole runs bit-identical to one process."""
+import re
 import time
 
 import numpy as np
@@ -53,6 +54,7 @@ def _endpoint(world, rng, k=50):
     figures = Figures(plan.nres, world.size - 1)
     blocks = RootBlocks(ea, eb, plan.tiling)
     ranks = MatmulRanks(world.comms[0], blocks, ResultBuffers(plan, ScratchPool()), figures)
+    ranks.state = "running"  # as after start() (JOB, HELLO, broadcasts: whole runs test it)
     sched = Scheduler(plan.tiles, plan.nres, ranks.workers, plan.keys)
     return plan, blocks, ranks, sched, figures
 
@@ -199,3 +201,46 @@ def test_a_farm_worker_error_reaches_the_root():
             f.round(list(range(10)))
         f.stop()
     assert join() == {1: 1}  # the worker reports that a task failed
+
+
+def test_a_worker_that_cannot_read_the_job_ends_it_with_one_clear_error(rng, monkeypatch,
+                                                                        capfd):
+    """Mixed lrmpi versions: the worker reports a ProtocolError, the root names the rank
+    in one line and ends the job (the other workers wait for broadcasts the failing
+    one never joins: no handshake can end them), instead of waiting for its HELLO."""
+    world = World(3)
+    join = run_ranks(world, worker_run)
+    real = protocol.send_job
+
+    def older(comm, worker, job):
+        if worker == 2:
+            comm.send((protocol.VERSION - 1, job), dest=worker, tag=protocol.Tag.JOB)
+        else:
+            real(comm, worker, job)
+    monkeypatch.setattr(protocol, "send_job", older)
+    A, B = rng.standard_normal((200, 10)), rng.standard_normal((10, 5))
+    marked = []
+    control = type("Control", (), {"stop_reason": lambda self: None,
+                                   "mark": lambda self, *status: marked.append(status)})()
+    with config.configure(root_computes="no"):
+        root = Root(LayeredMatmul(A, B, planes=2), world.comms[0], control=control)
+        assert root.bcast  # the other worker waits for broadcasts
+        with pytest.raises(Aborted):
+            root.run()
+    err = capfd.readouterr().err
+    assert err.count("lrmpi: error:") == 1
+    assert re.search(r"lrmpi: error: worker 2 of 3 on .*: ProtocolError: protocol version "
+                     r".*mixed lrmpi versions", err)
+    assert marked[0][0] == "failed" and "mixed lrmpi versions" in marked[0][1]
+    with pytest.raises(Aborted):
+        join()
+
+
+def test_a_root_that_fails_before_any_job_releases_the_workers(rng):
+    world = World(3)
+    join = run_ranks(world, worker_run)
+    with config.configure(root_computes="no"):
+        root = Root(LayeredMatmul(rng.standard_normal((9, 4)), rng.standard_normal((4, 3)),
+                                  planes=2), world.comms[0])
+    root.fail(ValueError("before the job"))  # e.g. start_workers raised before any JOB
+    assert join() == {1: 0, 2: 0} and world.aborted is None
