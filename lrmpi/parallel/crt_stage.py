@@ -7,7 +7,7 @@ tasks then carry residue blocks (messages.Operand.RA / RB; plan.Plan.keys) as
 layered tasks carry plane blocks, and return their tile of C in float64 (exact sums, one rounding per
 entry, so any tiling gives the same C). Finished tiles are the resolution's
 resume data: a job stopped inside it keeps them (checkpoint "partial" file) and a
-resumed job computes only the others.
+resumed job computes only the others (design.md, "CRT resolution").
 """
 from concurrent.futures import ThreadPoolExecutor
 

@@ -6,7 +6,7 @@ next), computes tasks itself on a thread when it has a core of its own
 (endpoints.ThreadEndpoint), polls without spinning, re-raises a worker's error, names a
 worker silent past the hang limit, and stops between tasks when told to. Tasks
 and results are small pickled objects (the bulk data, the model and the samples,
-reach every rank once, before the first round). The workers run worker.serve,
+reach every rank once, before the first round; design.md, "Inference"). The workers run worker.serve,
 the loop every job kind shares, with a FarmWorker.
 """
 import time

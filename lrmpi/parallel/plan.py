@@ -100,7 +100,7 @@ class Plan:
 
 
 def shared_b(tiling, workers):
-    """Whether B's blocks are each needed by several workers: one column block (all
+    """(design.md, "Plane distribution") Whether B's blocks are each needed by several workers: one column block (all
     of them need it), or a 2-D tiling (every row block's owner needs each column
     block). Column blocks in one row (wide C) go to one worker each: point to
     point sends B once already, and a broadcast would give every worker all of it."""

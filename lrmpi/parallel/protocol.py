@@ -5,8 +5,8 @@ function that sends it and one that receives it (a worker receives everything th
 root sends through `recv_from_root`; the root polls for what workers send). Bulk
 arrays (digit planes, level sums, tiles of C) travel with the buffer methods into
 preallocated NumPy arrays; control messages are small pickled objects, and nothing
-from a user file is ever unpickled. docs/design.md, "Wire format", has the table
-of messages (a test compares it with `Tag`).
+from a user file is ever unpickled. The table of messages is in design.md, "Wire
+format" (a test compares it with `Tag`).
 
     root -> worker   JOB     send_job: pickled Job, once a job (answered by HELLO)
     worker -> root   HELLO   send_hello / poll_hello: pickled str, the host name

@@ -10,7 +10,8 @@ over the rank files, and linked (resolutions.Resolutions.written). The root neve
 receives or writes C itself, except at the last layered resolution, whose fallback
 check reads C back from the rank files (and writes it whole if an entry changed).
 
-Workers answer SEAL in order, so resolutions finish in order. MPI-free: the root's
+Workers answer SEAL in order, so resolutions finish in order (design.md, "Results
+written by the ranks"). MPI-free: the root's
 endpoints (endpoints.MatmulRanks) send SEAL and receive SEALED.
 """
 

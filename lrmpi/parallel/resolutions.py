@@ -44,7 +44,7 @@ class Resolutions:
     def layered(self, r, cmax, C):
         """(attributes, rows the fallback changed) of layered resolution r, max |C_r| =
         cmax; at the last layer, entries beyond the planes' reach are recomputed in C
-        (numerics/fallback.py, design.md "Fallback")."""
+        (numerics/fallback.py; design.md, "Fallback")."""
         self.cmax.append(cmax)
         babs = self.bounds.upto(self.cmax)
         redone = ()

@@ -324,7 +324,7 @@ class Root:
 
     def stop(self, status, reason=""):
         """root_stop: record the status (after every resolution queued for the disk),
-        stop the workers."""
+        stop the workers (design.md, "Deadlines and signals")."""
         layers = self.plan.layers
         if self.crt and self.writer is not None and self.cur == layers \
                 and self.crt.done:  # the CRT resolution's finished tiles are resume data

@@ -8,6 +8,7 @@ left, preferring the worker's own tiles (it already holds their A rows), and at
 most LOOKAHEAD resolutions are in flight. When r1 has no unassigned tile left but a
 tile of r1 has run BACKUP_FACTOR times the median task on a slow worker, an idle
 worker gets it again (a backup); the first result counts, the other is dropped.
+Tiles stay with the worker that holds their A blocks (design.md, "Plane distribution").
 """
 import statistics
 from collections import deque

@@ -97,8 +97,9 @@ class RootBlocks:
 class OwnedTiles:
     """Results a worker writes itself (`--write ranks`): an exact accumulator for each
     tile it computes (the scheduler keeps a tile on one rank in this mode), each
-    resolution's tile of C decoded here and written with its level sums to `files`
-    (jobs.checkpoint.rank_files.RankFiles)."""
+    resolution's tile of C decoded here (the root's kernel and rounding: the same C)
+    and written with its level sums to `files` (jobs.checkpoint.rank_files.RankFiles;
+    design.md, "Results written by the ranks")."""
 
     def __init__(self, plan, exps, files):
         self.plan, self.files, self.acc = plan, files, {}

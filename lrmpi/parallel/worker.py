@@ -91,7 +91,9 @@ class MatmulWorker:
     def stop(self):
         if self.owned is not None:  # files never sealed: not results
             self.owned.files.abort()
-        waitall(list(self.bcasts.values()))  # the root posted them all
+        # every broadcast completes before BYE (the root posted them all), so a stop
+        # never leaves one half-done (design.md, "Plane distribution")
+        waitall(list(self.bcasts.values()))
 
     def _job(self, job):
         protocol.send_hello(self.comm)
