@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from lrmpi import config
+from lrmpi.errors import ProtocolError
 from lrmpi.parallel import faults, protocol, worker
 from lrmpi.parallel.backoff import Backoff
 from lrmpi.parallel.comm import rank_size, root_has_a_core
@@ -126,6 +127,8 @@ class FarmWorker:
         return protocol.stop_waiting(self.comm)
 
     def handle(self, task, failed):
+        if not isinstance(task, FarmTask):
+            raise ProtocolError(f"a farm worker received a {type(task).__name__}")
         if failed:
             return 0
         faults.on_task(self.rank)

@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from lrmpi.errors import ProtocolError
 from lrmpi.numerics.buffers import ScratchPool
 from lrmpi.parallel import protocol
 from lrmpi.parallel.backoff import Backoff
@@ -86,6 +87,8 @@ class MatmulWorker:
         elif isinstance(msg, Seal):  # resolution r is complete: commit this rank's file of it
             name, tiles = self.owned.files.seal(msg.res) if not failed else (None, [])
             protocol.send_sealed(self.comm, msg.res, name, tiles)
+        else:
+            raise ProtocolError(f"a matmul worker received a {type(msg).__name__}")
         return 0
 
     def stop(self):

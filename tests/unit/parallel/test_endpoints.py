@@ -12,8 +12,8 @@ from lrmpi.errors import ProtocolError, WorkerError, WorkerTimeout
 from lrmpi.numerics.buffers import ScratchPool
 from lrmpi.parallel import farm, protocol
 from lrmpi.parallel.backoff import Backoff
-from lrmpi.parallel.endpoints import Endpoints, MatmulRanks, ResultBuffers
-from lrmpi.parallel.messages import Stop, Work
+from lrmpi.parallel.endpoints import Endpoints, MatmulRanks, ResultBuffers, WorkerRanks
+from lrmpi.parallel.messages import FarmTask, Stop, Work
 from lrmpi.parallel.partition import Tiling
 from lrmpi.parallel.plan import Plan
 from lrmpi.parallel.progress import Figures
@@ -244,3 +244,18 @@ def test_a_root_that_fails_before_any_job_releases_the_workers(rng):
                                   planes=2), world.comms[0])
     root.fail(ValueError("before the job"))  # e.g. start_workers raised before any JOB
     assert join() == {1: 0, 2: 0} and world.aborted is None
+
+
+def test_a_message_of_another_job_kind_is_a_protocol_error_reported_to_the_root():
+    world = World(2)
+    join = run_ranks(world, worker_run)
+    root = world.comms[0]
+    protocol.send_task(root, 1, FarmTask(0, "x"))  # a farm's task to a matmul worker
+    ranks = WorkerRanks(root)
+    deadline = time.time() + 30
+    with pytest.raises(WorkerError, match="ProtocolError: a matmul worker received a FarmTask"):
+        while time.time() < deadline:
+            ranks.check_error()
+            time.sleep(0.001)
+    ranks.stop(timeout=30)  # a failed worker answers STOP with BYE
+    assert join() == {1: 1}
