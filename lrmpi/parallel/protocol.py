@@ -8,25 +8,13 @@ preallocated NumPy arrays; control messages are small pickled objects, and nothi
 from a user file is ever unpickled. The table of messages is in design.md, "Wire
 format" (a test compares it with `Tag`).
 
-    root -> worker   JOB     send_job: pickled Job, once a job (answered by HELLO)
-    worker -> root   HELLO   send_hello / poll_hello: pickled str, the host name
-    root -> worker   WORK    send_work: int64[WORK_LEN] header, then one PLANE per
-                             plane block it lists, in that order (recv_plane)
-    root -> worker   PLANE   send_plane / recv_plane: int8 (rows, k), one plane of one block
-    worker -> root   RESULT  send_result / post_result + decode_result: int64[RESULT_HDR]
-                             header (task, kernel microseconds, kind, levels), then the
-                             body of its kind (ResultKind)
-    worker -> root   ERROR   send_error / poll_error: pickled dict, where, what, traceback
-    root -> worker   STOP    send_stop, release / stop_waiting: int64[1], no payload
-    worker -> root   BYE     send_bye / poll_bye: pickled int, results sent (after STOP)
-    root -> worker   CRT     send_crt: pickled CrtSetup, before the CRT resolution's WORK
-    root -> worker   SEAL    send_seal: int64[1], resolution r (0-based) is complete
-    worker -> root   SEALED  send_sealed / poll_sealed: pickled (r, file name, tiles)
-    root -> worker   TASK    send_task: pickled FarmTask (a task farm: inference)
-    worker -> root   DONE    send_done / poll_done: pickled FarmResult
-    root -> worker   STREAM  send_stream / recv_stream: pickled str (StreamCommand)
-    collective       (none)  post_bcast: a whole plane of B (or its residues) by Ibcast,
-                             posted in the same order on every rank
+Each message's pair (layouts: design.md, "Wire format"; direction root -> worker
+unless marked <-): JOB send_job; HELLO<- send_hello / poll_hello; WORK send_work and
+PLANE send_plane / recv_plane (a WORK's PLANEs follow it); RESULT<- send_result /
+post_result, decode_result; ERROR<- send_error / poll_error; STOP send_stop, release
+/ stop_waiting; BYE<- send_bye / poll_bye; CRT send_crt; SEAL send_seal; SEALED<-
+send_sealed / poll_sealed; TASK send_task; DONE<- send_done / poll_done; STREAM
+send_stream / recv_stream. post_bcast posts a broadcast (no tag: by posting order).
 """
 import socket
 import traceback
