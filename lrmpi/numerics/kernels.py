@@ -36,7 +36,9 @@ def selected_isa():
 
 
 def select_isa(isa):
-    """Dispatch every kernel to `isa` (one of available_isas())."""
+    """Dispatch every kernel to `isa` (one of available_isas(); "" : the best)."""
+    if not isa:
+        isa = available_isas()[-1]
     if isa not in available_isas():
         raise ConfigError(
             f"LRMPI_KERNEL={isa!r} is not usable here; this CPU supports: "
@@ -49,6 +51,7 @@ if config.peek().kernel:  # an ISA this CPU lacks: one line from config.check(),
         select_isa(config.peek().kernel)
     except ConfigError as exc:
         config.defer(exc)
+config.on_change("kernel", select_isa)  # config.configure(kernel=...) takes effect
 
 
 # --- checks ---

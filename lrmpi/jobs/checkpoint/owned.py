@@ -114,13 +114,11 @@ def own_file(out, job_id, name, where=None):
     return path
 
 
-def protected(specs):
-    """os.stat of the input files among `specs` (paths or FILE.h5:/dataset specs):
-    never deleted, wherever they lie."""
-    from lrmpi.jobs.checkpoint.output import input_file
+def protected(paths):
+    """os.stat of the input files `paths` (None for an input that is no file): never
+    deleted, wherever they lie."""
     out = []
-    for spec in specs:
-        f = input_file(spec)
+    for f in paths:
         if f is not None:
             try:
                 out.append(os.stat(f))

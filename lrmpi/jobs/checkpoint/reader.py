@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from lrmpi.errors import CheckpointError
-from lrmpi.jobs.checkpoint import checksum, owned
+from lrmpi.jobs.checkpoint import checksum, owned, resume_data
 from lrmpi.jobs.checkpoint import schema as S
 from lrmpi.jobs.checkpoint.probe import is_lrmpi_file, probe  # noqa: F401 (re-exported)
 
@@ -207,7 +207,7 @@ class Checkpoint:
                 out = self._rank_sums(index, shape)
             else:
                 with self._open(name, index, f"resume data of resolution {index}") as (f, ok):
-                    out = S.read_tile_sums(f, index, shape,
+                    out = resume_data.read_tile_sums(f, index, shape,
                                            lambda d: checksum.read(d, f.filename, ok))
         except ValueError as exc:
             raise CheckpointError(f"{self.path}: resume data of resolution {index} is "
@@ -269,7 +269,7 @@ class Checkpoint:
         with self._open(f"state{S.res_name(index)}.h5", index,
                         f"resume state of resolution {index}") as (f, ok):
             try:
-                return S.read_state(f, index, lambda d: checksum.read(d, f.filename, ok))
+                return resume_data.read_state(f, index, lambda d: checksum.read(d, f.filename, ok))
             except ValueError as exc:
                 raise CheckpointError(f"{f.filename}: {exc}") from None
 

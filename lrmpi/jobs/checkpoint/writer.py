@@ -33,7 +33,7 @@ import numpy as np
 
 from lrmpi import config
 from lrmpi.errors import CheckpointError
-from lrmpi.jobs.checkpoint import checksum, owned, rank_files
+from lrmpi.jobs.checkpoint import checksum, owned, rank_files, resume_data
 from lrmpi.jobs.checkpoint import schema as S
 from lrmpi.jobs.checkpoint.atomic import AtomicH5, atomic_h5, fsync_path
 from lrmpi.jobs.checkpoint.earlier import Earlier
@@ -239,13 +239,13 @@ class CheckpointWriter:
                                 whole=None):
         if sums is not None:  # before the resolution: a linked one can always resume
             atomic_h5(S.sums_file(self.path, self.job_id, index),
-                      lambda f: S.write_tile_sums(f, index, sums, self.job_id), self.fsync,
+                      lambda f: resume_data.write_tile_sums(f, index, sums, self.job_id), self.fsync,
                       sums.nbytes)
         if state is not None:
             state = state() if callable(state) else state
             atomic_h5(S.state_file(self.path, self.job_id, index),
-                      lambda f: S.write_state(f, index, state, self.job_id), self.fsync,
-                      S.nbytes(state))
+                      lambda f: resume_data.write_state(f, index, state, self.job_id), self.fsync,
+                      resume_data.nbytes(state))
         stream = self.streams.pop(index, None)
         if stream is None:
             stream = AtomicH5(S.res_file(self.path, self.job_id, index), self.fsync,
