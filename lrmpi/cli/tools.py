@@ -88,11 +88,17 @@ def inspect(argv):
     p.add_argument("path", help="OUT.h5 written by lrmpi")
     p.add_argument("--plot", default=None, metavar="PNG",
                    help="draw the error bound against time into PNG")
+    p.add_argument("--status", action="store_true",
+                   help="print only the status (running, complete, deadline, failed): "
+                        "for scripts")
     a = p.parse_args(argv)
     png = _plot_path(a.plot) if a.plot else None
     from lrmpi.jobs.checkpoint import Checkpoint
     ck = Checkpoint(a.path, safe=True)
     at = ck.attrs
+    if a.status:
+        print(at.get("status"))
+        return EXIT_OK
     print(f"{a.path}: {at.get('kind')} status={at.get('status')} completed={at.get('completed')}"
           f"/{at.get('planned')} bits={at.get('bits')} planes={at.get('planes')} "
           f"order={at.get('order')} lrmpi {at.get('lrmpi_version')}")
