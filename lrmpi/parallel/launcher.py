@@ -52,13 +52,19 @@ def describe(MPI):
 
 def check_before_init(lib, environ=None):
     """A LaunchError (to raise later) if MPI_Init would abort: MPICH (or an MPI of its
-    family) started by Open MPI's launcher, which speaks only PMIx to its ranks."""
+    family) started by Open MPI's launcher, which speaks only PMIx to its ranks; Open
+    MPI started by srun without a PMI (--mpi=none), which it cannot wire up."""
     env = os.environ if environ is None else environ
-    if lib["family"] != "mpich" or not env.get("OMPI_COMM_WORLD_SIZE", "").isdigit():
-        return None
-    size = int(env["OMPI_COMM_WORLD_SIZE"])
-    return _mismatch(f"Open MPI's launcher started {size} process(es) "
-                     f"(OMPI_COMM_WORLD_SIZE={size})", lib)
+    if lib["family"] == "mpich" and env.get("OMPI_COMM_WORLD_SIZE", "").isdigit():
+        size = int(env["OMPI_COMM_WORLD_SIZE"])
+        return _mismatch(f"Open MPI's launcher started {size} process(es) "
+                         f"(OMPI_COMM_WORLD_SIZE={size})", lib)
+    step = env.get("SLURM_STEP_NUM_TASKS", "")
+    if lib["family"] == "openmpi" and step.isdigit() and int(step) > 1 and \
+            not any(v in env for v in ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK")):
+        return _srun_without_pmi(f"srun started {step} tasks (SLURM_STEP_NUM_TASKS={step})",
+                                 lib)
+    return None
 
 
 def check_world(world_size, library, environ=None):
@@ -74,11 +80,15 @@ def check_world(world_size, library, environ=None):
         return errors.LaunchError(f"{started}: mpi4py is not installed (pip install "
                                   f"'lrmpi[mpi]', or build it against the site's MPI)")
     if var == "SLURM_STEP_NUM_TASKS":
-        return errors.LaunchError(
-            f"{started}: srun passed no process manager interface that mpi4py's MPI "
-            f"({lib['version']}) reads: use srun --mpi=pmi2 for MPICH, --mpi=pmix for "
-            f"Open MPI (lrmpi info shows the library)")
+        return _srun_without_pmi(started, lib)
     return _mismatch(started, lib)
+
+
+def _srun_without_pmi(started, lib):
+    return errors.LaunchError(
+        f"{started}: srun passed no process manager interface that mpi4py's MPI "
+        f"({lib['version']}) reads: use srun --mpi=pmi2 for MPICH, --mpi=pmix for "
+        f"Open MPI (lrmpi info shows the library)")
 
 
 def _mismatch(started, lib):

@@ -60,6 +60,18 @@ def test_mpich_under_open_mpis_launcher_is_refused_before_mpi_init():
     assert launcher.check_before_init(MPICH, {"PMI_SIZE": "3"}) is None
 
 
+def test_open_mpi_under_srun_without_a_pmi_is_refused_before_mpi_init():
+    step = {"SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_ID": "0", "SLURM_PROCID": "0"}
+    err = launcher.check_before_init(OMPI, step)
+    assert isinstance(err, errors.LaunchError) and "--mpi=pmix" in str(err)
+    assert launcher.check_before_init(OMPI, {**step, "PMIX_RANK": "0"}) is None  # --mpi=pmix
+    assert launcher.check_before_init(OMPI, {**step, "PMI_RANK": "0"}) is None   # --mpi=pmi2
+    # Open MPI's own mpirun inside SLURM: its ranks inherit the daemons' step
+    assert launcher.check_before_init(OMPI, {**step, "OMPI_COMM_WORLD_SIZE": "1"}) is None
+    assert launcher.check_before_init(OMPI, {"SLURM_STEP_NUM_TASKS": "1"}) is None
+    assert launcher.check_before_init(MPICH, step) is None  # MPICH: singletons, after init
+
+
 def _fake_launcher(folder, name, says):
     folder.mkdir(parents=True, exist_ok=True)
     exe = folder / name
