@@ -60,15 +60,20 @@ def jobscript(argv):
         knobs["MPI"] = a.srun_mpi or _srun_plugin()
     else:
         knobs["MPIEXEC"] = a.mpiexec or _mpiexec()
+    # #SBATCH lines are comments to bash: a newline or blank in a value would end one
     for opt in a.sbatch:
-        if not opt.startswith("--") or "\n" in opt:
+        if not opt.startswith("--") or not _one_word(opt):
             raise errors.ConfigError(f"--sbatch {opt!r}: expected one option such as "
                                      f"--partition=long")
+    for flag, value in (("--time", a.time), ("--job-name", a.job_name)):
+        if value is not None and not _one_word(value):
+            raise errors.ConfigError(f"{flag} {value!r}: expected one word")
     name = a.job_name or f"lrmpi-{command_name}"
     sbatch = {"job-name": name, "ntasks": _at_least(a.ntasks, 1, "--ntasks"),
               "time": a.time, "output": f"{name}-%j.log"}
     from lrmpi._version import __version__
-    header = [f"written by lrmpi {__version__}: lrmpi jobscript {shlex.join(argv)}"]
+    said = shlex.join(argv).encode("unicode_escape").decode("ascii")  # no newline ends it
+    header = [f"written by lrmpi {__version__}: lrmpi jobscript {said}"]
     sys.stdout.write(jobscripts.fill(jobscripts.template(template), knobs, sbatch,
                                      a.sbatch, header))
     return EXIT_OK
@@ -110,6 +115,10 @@ def _options(p, ns):
             words += [action.option_strings[-1], str(value)]
         done.add(action.dest)
     return words
+
+
+def _one_word(value):
+    return value != "" and all(c.isprintable() and not c.isspace() for c in value)
 
 
 def _absolute(spec):

@@ -85,6 +85,8 @@ def test_printed_infer_script_takes_the_options_of_infer(tmp_path, capsys, monke
     (["matmul", "A.npy", "B.npy", "-o", "c.h5", "--sbatch", "partition=x"], "--sbatch"),
     (["matmul", "A.npy", "B.npy", "-o", "c.h5", "--site-env", "/no/such/file"], "--site-env"),
     (["infer", "m.onnx", "x.npy", "-o", "s.h5", "--gray", "1"], "--gray"),
+    (["matmul", "A.npy", "B.npy", "-o", "c.h5", "--time", "1:00\nrm x"], "--time"),
+    (["matmul", "A.npy", "B.npy", "-o", "c.h5", "--job-name", "a b"], "--job-name"),
 ])
 def test_bad_jobscript_options_are_one_line(args, msg, capsys):
     assert main(["jobscript", *args]) == 2
@@ -195,6 +197,22 @@ def test_mpiexec_script_is_lrmpis_exit_code_and_lets_lrmpi_requeue(tmp_path, sta
     assert args[5:] == ["--planes", "4", "--resume", "--deadline-ok", "--requeue",
                         "--max-restarts", "2"]
     assert "scontrol" not in calls
+
+
+def test_hostile_words_stay_data(tmp_path, capsys, monkeypatch):
+    """A newline or quote in a path or option never becomes a line of shell: values
+    are quoted, the header comment escapes them."""
+    monkeypatch.chdir(tmp_path)
+    evil = "a\ntouch pwned #'$(touch pwned2)'.npy"
+    text = printed(capsys, "matmul", evil, "B.npy", "-o", "c.h5", "--deadline", "1h\n;touch x")
+    got = knobs(text)
+    assert got["INPUTS"][0] == str(tmp_path / evil)
+    assert got["OPTIONS"] == ["--deadline", "1h\n;touch x"]
+    header = text.splitlines()[1]
+    assert header.startswith("# written by lrmpi") and "\\n" in header
+    # the script up to its first command, run by bash: nothing of the words was executed
+    subprocess.run(["bash", "-c", text.split("set -euo pipefail")[0]], cwd=tmp_path, check=True)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(("pwned", "x"))]
 
 
 def test_fill_refuses_a_knob_the_template_lacks():
