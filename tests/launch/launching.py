@@ -62,11 +62,12 @@ def since_start(out):
 
 def random_instant(proc, out, rnd, planned, timeout=120):
     """Wait for a random point of the job's life chosen by its progress, not by the
-    clock (a loaded machine stretches start-up past any fixed window): with k drawn
-    from -1..planned-1, k = -1 a random instant of start-up, else the job file listing
-    k resolutions (0: it exists, the job started) and then up to 0.2 s more, so that
-    kills land before, between and during the writing of resolutions."""
-    k = rnd.randrange(-1, planned)
+    clock (a loaded machine stretches start-up past any fixed window): one time in ten
+    a random instant of start-up (k = -1), else the job file listing k resolutions (0:
+    it exists, the job started; k from 0..planned-1, early ones likelier: a trial runs
+    until then) and then up to 0.2 s more, so that kills land before, between and
+    during the writing of resolutions."""
+    k = -1 if rnd.random() < 0.1 else int(planned * rnd.random() ** 2)
     if k < 0:
         time.sleep(rnd.uniform(0.0, 1.0))
         return k
