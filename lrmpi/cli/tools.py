@@ -18,6 +18,7 @@ def info(argv):
 
     import lrmpi
     from lrmpi._ext import kernels as extension
+    from lrmpi.machine import cpu_model
     from lrmpi.numerics import kernels
     rows = [
         ("lrmpi", f"{lrmpi.__version__} from {os.path.dirname(lrmpi.__file__)}"),
@@ -26,7 +27,7 @@ def info(argv):
         ("numpy", np.__version__),
         ("h5py", f"{h5py.version.version} (HDF5 {h5py.version.hdf5_version}, "
                  f"parallel={h5py.get_config().mpi})"),
-        ("cpu", _cpu_model()),
+        ("cpu", cpu_model()),
         ("kernel isa", f"{kernels.selected_isa()} (available: "
                        f"{', '.join(kernels.available_isas())})"),
     ]
@@ -38,18 +39,6 @@ def info(argv):
             print(f"{key:<{width}}  {value}", flush=True)
     comm.get_comm()  # LaunchError (one line, exit 1) if the launcher is not of this MPI
     return EXIT_OK
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or "unknown"
 
 
 # columns of `inspect`: (header, attribute, format); a missing attribute prints "-"
