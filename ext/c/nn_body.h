@@ -1,0 +1,417 @@
+/* Fused inference layers: the bodies every ISA variant instantiates (nn_ref.c,
+ * nn_x86.c), as bodies.h does for the other kernels. Contracts: kernels.h
+ * (nn_quantize, nn_pack, nn_layer); the invariant: docs/design.md, Inference.
+ *
+ * A layer call walks its output rows (the positions of whole samples) in units
+ * sized for L2: im2col of the unit's windows from the channels-last input
+ * planes (a linear node's rows are its planes), every level sum
+ * S_l = sum_{p+q-1=l} A_p W_q^T in int32 by the ISA's product (`levels`), then
+ * one pass per row: the exact sum rounded once (r = 1: S 2^t, exact, or
+ * ldexp's one rounding; r > 1: carry-save limbs and the ISA's decode, the same
+ * kernels as ExactAccumulator), bias, activation, the outputs asked for, and
+ * the row kept for the next node's planes, which are cut per sample once its
+ * unit is done. No float64 array between layers unless the caller asks.
+ */
+#ifndef LRMPI_NN_BODY_H
+#define LRMPI_NN_BODY_H
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include "bodies.h"
+#include "gemm_internal.h"
+#include "kernels.h"
+#undef MR /* bodies.h's igemm block, expanded there already: free the names */
+#undef NR
+
+/* The level sums of a unit (int32): S[l][i][j] = sum over pairs p + q = l
+ * (0-based planes) of A_p[i] . W_q[j] over kpad, for i < m (mpad rows of A
+ * readable: their sums are dropped), j < opad; A_p at A + p pa, rows lda apart;
+ * W as this ISA's nn_pack wrote it, wq bytes a plane. */
+typedef void (*nn_levels_fn)(int r, int64_t m, int64_t mpad, int64_t opad, int64_t kpad,
+                             const int8_t *A, int64_t lda, int64_t pa, const int8_t *W,
+                             int64_t wq, int32_t *S, int64_t lds, int64_t ls);
+
+/* per-thread scratch of one variant (first touch is slow on these VMs: kept) */
+typedef struct {
+    int8_t *a, *s, *y, *c;
+    size_t ca, cs, cy, cc;
+} nn_scratch;
+
+#define NN_XB 256 /* pixels of a row transposed at once (NHWC planes) */
+#define NN_CB 16  /* channels transposed at once */
+
+/* The r digits of len values x[j] 2^(bits - e) (s1 s2 = that power of two),
+ * most significant first, into dst[p pstride + j]: encode_body's arithmetic
+ * (exact scaling, truncation toward zero, exact remainders). */
+LRMPI_INLINE void nn_peel(int64_t len, const double *x, double s1, double s2, int bits, int r,
+                          int8_t *dst, int64_t pstride)
+{
+    const double radix = (double)(1 << bits);
+    double y[ENC_CHUNK];
+    for (int64_t j0 = 0; j0 < len; j0 += ENC_CHUNK) {
+        const int64_t n = len - j0 < ENC_CHUNK ? len - j0 : ENC_CHUNK;
+        for (int64_t j = 0; j < n; j++)
+            y[j] = (x[j0 + j] * s1) * s2;
+        for (int p = 0; p < r; p++) {
+            int8_t *d = dst + p * pstride + j0;
+            for (int64_t j = 0; j < n; j++) {
+                const int32_t v = (int32_t)y[j];
+                d[j] = (int8_t)v;
+                y[j] = (y[j] - (double)v) * radix;
+            }
+        }
+    }
+}
+
+/* Exponent of a sample's planes: max|h| < 2^e, 0 for an all-zero sample. */
+LRMPI_INLINE int32_t nn_exponent(double amax)
+{
+    int e = 0;
+    (void)frexp(amax, &e);
+    return (int32_t)e;
+}
+
+/* Zero the padding of one sample's NHWC image (every plane), around H x W. */
+LRMPI_INLINE void nn_zero_border(const lrmpi_nn_planes *P, int8_t *img)
+{
+    const int64_t C = P->C, row = P->Wp * C;
+    for (int p = 0; p < P->r; p++) {
+        int8_t *b = img + p * P->pstride;
+        if (P->pt)
+            memset(b, 0, (size_t)(P->pt * row));
+        const int64_t below = P->Hp - P->pt - P->H;
+        if (below > 0)
+            memset(b + (P->pt + P->H) * row, 0, (size_t)(below * row));
+        const int64_t right = P->Wp - P->pl - P->W;
+        if (P->pl || right > 0)
+            for (int64_t y = P->pt; y < P->pt + P->H; y++) {
+                memset(b + y * row, 0, (size_t)(P->pl * C));
+                memset(b + y * row + (P->pl + P->W) * C, 0, (size_t)((right > 0 ? right : 0) * C));
+            }
+    }
+}
+
+/* One sample h (C x H x W, NCHW) into its planes; the exponent is e. */
+LRMPI_INLINE void nn_cut_sample(const double *h, int32_t e, const lrmpi_nn_planes *P,
+                                int64_t s)
+{
+    double s1, s2;
+    pow2_split(P->bits - e, &s1, &s2);
+    const int64_t size = P->C * P->H * P->W;
+    if (P->layout == LRMPI_NN_ROWS) {
+        int8_t *d = P->D + s * P->kpad;
+        nn_peel(size, h, s1, s2, P->bits, P->r, d, P->pstride);
+        for (int p = 0; p < P->r; p++)
+            memset(d + p * P->pstride + size, 0, (size_t)(P->kpad - size));
+        return;
+    }
+    /* NCHW -> padded NHWC: a block of NN_CB channels x NN_XB pixels of one image
+     * row peeled into tmp, then written pixel by pixel, channels contiguous */
+    int8_t tmp[16][NN_CB][NN_XB];
+    int8_t *img = P->D + s * P->Hp * P->Wp * P->C;
+    nn_zero_border(P, img);
+    const int64_t C = P->C, H = P->H, W = P->W;
+    for (int64_t y = 0; y < H; y++)
+        for (int64_t c0 = 0; c0 < C; c0 += NN_CB) {
+            const int64_t cb = C - c0 < NN_CB ? C - c0 : NN_CB;
+            for (int64_t x0 = 0; x0 < W; x0 += NN_XB) {
+                const int64_t xb = W - x0 < NN_XB ? W - x0 : NN_XB;
+                for (int64_t cc = 0; cc < cb; cc++)
+                    nn_peel(xb, h + ((c0 + cc) * H + y) * W + x0, s1, s2, P->bits, P->r,
+                            &tmp[0][cc][0], NN_CB * NN_XB);
+                for (int p = 0; p < P->r; p++) {
+                    int8_t *d = img + p * P->pstride + ((y + P->pt) * P->Wp + x0 + P->pl) * C + c0;
+                    for (int64_t xx = 0; xx < xb; xx++)
+                        for (int64_t cc = 0; cc < cb; cc++)
+                            d[xx * C + cc] = tmp[p][cc][xx];
+                }
+            }
+        }
+}
+
+LRMPI_INLINE int nn_quantize_body(int64_t n, const double *h, const lrmpi_nn_planes *P)
+{
+    const int64_t size = P->C * P->H * P->W;
+    for (int64_t s = 0; s < n; s++) {
+        double amax;
+        if (rowmax_body(1, size, h + s * size, size, &amax))
+            return 1;
+        P->exps[s] = nn_exponent(amax);
+        nn_cut_sample(h + s * size, P->exps[s], P, s);
+    }
+    return 0;
+}
+
+/* im2col of rows [0, m) of a unit (samples from s0) into A (r planes of mpad rows
+ * of kpad, pa bytes apart): row (sample, y, x) holds the window in (u, v, c)
+ * order, the weights' column order; the k tail and rows m.. are zeroed. */
+LRMPI_INLINE void nn_im2col(const lrmpi_nn_layer *L, int64_t s0, int64_t m, int64_t mpad,
+                            int8_t *A, int64_t pa)
+{
+    const int64_t C = L->C, P = L->Ho * L->Wo, img = L->Hp * L->Wp * C;
+    const int64_t k = L->kh * L->kw * C, run = L->kw * C;
+    for (int p = 0; p < L->r; p++) {
+        const int8_t *D = L->D + p * L->dstride;
+        for (int64_t i = 0; i < m; i++) {
+            const int64_t s = s0 + i / P, pos = i % P, y = pos / L->Wo, x = pos % L->Wo;
+            int8_t *dst = A + p * pa + i * L->kpad;
+            for (int64_t u = 0; u < L->kh; u++) {
+                const int8_t *src = D + s * img + ((y * L->sh + u * L->dh) * L->Wp + x * L->sw) * C;
+                if (L->dw == 1) { /* the kw taps of a window row are contiguous */
+                    if (run >= 32)
+                        memcpy(dst + u * run, src, (size_t)run);
+                    else
+                        for (int64_t j = 0; j < run; j++)
+                            dst[u * run + j] = src[j];
+                } else {
+                    for (int64_t v = 0; v < L->kw; v++)
+                        memcpy(dst + (u * L->kw + v) * C, src + v * L->dw * C, (size_t)C);
+                }
+            }
+            memset(dst + k, 0, (size_t)(L->kpad - k));
+        }
+        memset(A + p * pa + m * L->kpad, 0, (size_t)((mpad - m) * L->kpad));
+    }
+}
+
+/* Depthwise level sums: each output channel reads its own input channel; the
+ * packed weights are [q][tap][opad] int8 (nn_pack). Vectorized over channels. */
+LRMPI_INLINE void nn_depthwise_levels(const lrmpi_nn_layer *L, int64_t s0, int64_t m,
+                                      int32_t *S, int64_t opad, int64_t ls)
+{
+    const int64_t C = L->C, P = L->Ho * L->Wo, img = L->Hp * L->Wp * C;
+    const int64_t taps = L->kh * L->kw, O = L->O;
+    const int r = L->r;
+    for (int64_t i = 0; i < m; i++) {
+        const int64_t s = s0 + i / P, pos = i % P, y = pos / L->Wo, x = pos % L->Wo;
+        for (int l = 0; l < 2 * r - 1; l++)
+            memset(S + l * ls + i * opad, 0, (size_t)opad * 4);
+        for (int p = 0; p < r; p++)
+            for (int q = 0; q < r; q++) {
+                int32_t *dst = S + (p + q) * ls + i * opad;
+                for (int64_t u = 0; u < L->kh; u++)
+                    for (int64_t v = 0; v < L->kw; v++) {
+                        const int8_t *src = L->D + p * L->dstride + s * img +
+                                            ((y * L->sh + u * L->dh) * L->Wp + x * L->sw +
+                                             v * L->dw) * C;
+                        const int8_t *w = L->wpack + (q * taps + u * L->kw + v) * opad;
+                        for (int64_t o = 0; o < O; o++)
+                            dst[o] += (int32_t)src[o] * (int32_t)w[o];
+                    }
+            }
+    }
+}
+
+/* z >= 0 ? z : a z, numpy's where(z >= 0, z, a z) (NaN takes the a z branch,
+ * which is NaN too). */
+LRMPI_INLINE double nn_act(int act, double z, double a, double lo, double hi)
+{
+    switch (act) {
+    case LRMPI_ACT_RELU: /* np.maximum(z, 0.0): z if z >= 0 or z is NaN */
+        return (z >= 0.0 || z != z) ? z : 0.0;
+    case LRMPI_ACT_LEAKY:
+    case LRMPI_ACT_PRELU:
+        return z >= 0.0 ? z : a * z;
+    case LRMPI_ACT_CLIP: { /* np.minimum(np.maximum(z, lo), hi) */
+        const double t = (z >= lo || z != z) ? z : lo;
+        return (t <= hi || t != t) ? t : hi;
+    }
+    default:
+        return z;
+    }
+}
+
+/* The exact sums of row i of a unit rounded once: crow[o] for o < O. */
+LRMPI_INLINE void nn_round_row(const lrmpi_nn_layer *L, const int32_t *S, int64_t ls,
+                               int64_t opad, int64_t i, int32_t es, int fmin, int fmax,
+                               int64_t *limbs, double *crow, lrmpi_decode_fn decode)
+{
+    const int r = L->r, base = -2 * L->bits * r;
+    const int64_t O = L->O;
+    const int32_t *f = L->f;
+    if (r == 1) {
+        const int32_t *s = S + i * opad;
+        const int t0 = es + base;
+        /* |S| < 2^31: S 2^t is a normal double, exact, while t stays in range */
+        if (t0 + fmin >= -1022 && t0 + fmax <= 1023 - 32) {
+            for (int64_t o = 0; o < O; o++) {
+                union { uint64_t u; double d; } p2 = {(uint64_t)(t0 + f[o] + 1023) << 52};
+                crow[o] = (double)s[o] * p2.d;
+            }
+        } else {
+            for (int64_t o = 0; o < O; o++) /* subnormal or huge: one rounding */
+                crow[o] = ldexp((double)s[o], t0 + f[o]);
+        }
+        return;
+    }
+    memset(limbs, 0, (size_t)(L->nlimbs * opad) * 8);
+    for (int l = 0; l < 2 * r - 1; l++) /* level l+1 sits at 2^(bits (2r - 2 - l)) */
+        acc_add_body(1, O, limbs, opad, opad, L->nlimbs, S + l * ls + i * opad, 1, opad,
+                     L->bits * (2 * r - 2 - l));
+    decode(1, O, limbs, opad, opad, L->nlimbs, &es, f, base, crow, opad, NULL);
+}
+
+/* The next node's planes of the unit's samples from their activations
+ * y[(j P + pos) O + o]; 1 if one holds NaN or Inf. */
+LRMPI_INLINE int nn_cut_next(const lrmpi_nn_layer *L, int64_t s0, int64_t ns, const double *y,
+                             const double *smax, double *tmp)
+{
+    const lrmpi_nn_planes *N = L->next;
+    const int64_t O = L->O, P = L->Ho * L->Wo;
+    for (int64_t j = 0; j < ns; j++) {
+        const int64_t s = s0 + j;
+        if (!(smax[j] <= DBL_MAX))
+            return 1;
+        const int32_t e = nn_exponent(smax[j]);
+        N->exps[s] = e;
+        double s1, s2;
+        pow2_split(N->bits - e, &s1, &s2);
+        const double *ys = y + j * P * O;
+        if (N->layout == LRMPI_NN_ROWS) {
+            int8_t *d = N->D + s * N->kpad;
+            if (P == 1) {
+                nn_peel(O, ys, s1, s2, N->bits, N->r, d, N->pstride);
+            } else { /* NCHW flattening order: channel-major */
+                for (int64_t o = 0; o < O; o++)
+                    for (int64_t pos = 0; pos < P; pos++)
+                        tmp[o * P + pos] = ys[pos * O + o];
+                nn_peel(O * P, tmp, s1, s2, N->bits, N->r, d, N->pstride);
+            }
+            for (int p = 0; p < N->r; p++)
+                memset(d + p * N->pstride + O * P, 0, (size_t)(N->kpad - O * P));
+        } else {
+            int8_t *img = N->D + s * N->Hp * N->Wp * O;
+            nn_zero_border(N, img);
+            for (int64_t pos = 0; pos < P; pos++) {
+                const int64_t yy = pos / L->Wo, xx = pos % L->Wo;
+                nn_peel(O, ys + pos * O, s1, s2, N->bits, N->r,
+                        img + ((yy + N->pt) * N->Wp + xx + N->pl) * O, N->pstride);
+            }
+        }
+    }
+    return 0;
+}
+
+LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
+                               lrmpi_decode_fn decode, nn_scratch *sc, int64_t wq)
+{
+    const int r = L->r, nlev = 2 * r - 1;
+    const int64_t P = L->Ho * L->Wo, O = L->O, opad = (O + 31) / 32 * 32;
+    const int direct = !L->depthwise && L->kh == 1 && L->kw == 1 && L->Hp == 1 && L->Wp == 1;
+    int64_t per = L->unit_rows / P > 0 ? L->unit_rows / P : 1; /* samples per unit */
+    if (direct) /* units start on 32-row blocks of the planes */
+        per = per < 32 ? 32 : per / 32 * 32;
+    const int64_t mmax = per * P, mpad_max = (mmax + 31) / 32 * 32;
+    const size_t need_a = direct || L->depthwise ? 64 : (size_t)r * mpad_max * L->kpad;
+    const size_t need_y = L->next ? (size_t)(mmax * O + per + mmax * O) * 8 : 64;
+    if (lrmpi_scratch(&sc->a, &sc->ca, need_a) ||
+        lrmpi_scratch(&sc->s, &sc->cs, (size_t)nlev * mpad_max * opad * 4) ||
+        lrmpi_scratch(&sc->y, &sc->cy, need_y) ||
+        lrmpi_scratch(&sc->c, &sc->cc, (size_t)(opad * (L->nlimbs + 1)) * 8))
+        return -1;
+    int fmin = INT_MAX, fmax = INT_MIN;
+    for (int64_t o = 0; o < O; o++) {
+        fmin = L->f[o] < fmin ? L->f[o] : fmin;
+        fmax = L->f[o] > fmax ? L->f[o] : fmax;
+    }
+    double *crow = (double *)sc->c;
+    int64_t *limbs = (int64_t *)sc->c + opad;
+    double *ybuf = (double *)sc->y, *smax = ybuf + mmax * O, *tmp = smax + per;
+    const double a = L->act == LRMPI_ACT_LEAKY ? L->slope[0] : 0.0;
+    for (int64_t s0 = 0; s0 < L->n; s0 += per) {
+        const int64_t ns = L->n - s0 < per ? L->n - s0 : per, m = ns * P;
+        const int64_t mpad = (m + 31) / 32 * 32, ls = mpad * opad;
+        int32_t *S = (int32_t *)sc->s;
+        if (L->depthwise) {
+            nn_depthwise_levels(L, s0, m, S, opad, ls);
+        } else if (direct) {
+            levels(r, m, mpad, opad, L->kpad, L->D + s0 * L->kpad, L->kpad, L->dstride,
+                   L->wpack, wq, S, opad, ls);
+        } else {
+            nn_im2col(L, s0, m, mpad, sc->a, mpad * L->kpad);
+            levels(r, m, mpad, opad, L->kpad, sc->a, L->kpad, mpad * L->kpad, L->wpack, wq, S,
+                   opad, ls);
+        }
+        for (int64_t j = 0; j < ns; j++)
+            smax[j] = 0.0;
+        for (int64_t i = 0; i < m; i++) {
+            const int64_t j = i / P, s = s0 + j, pos = i % P;
+            nn_round_row(L, S, ls, opad, i, L->e[s], fmin, fmax, limbs, crow, decode);
+            const int64_t at = s * O * P + pos;
+            double big = smax[j];
+            int nonfinite = 0;
+            for (int64_t o = 0; o < O; o++) {
+                const double c = crow[o], z = c + L->bias[o];
+                const double y = nn_act(L->act, z, L->act == LRMPI_ACT_PRELU ? L->slope[o] : a,
+                                        L->lo, L->hi);
+                if (L->Cout)
+                    L->Cout[at + o * P] = c;
+                if (L->Zout)
+                    L->Zout[at + o * P] = z;
+                if (L->Yout)
+                    L->Yout[at + o * P] = y;
+                if (L->next) {
+                    ybuf[i * O + o] = y;
+                    const double v = fabs(y);
+                    nonfinite |= !(v <= DBL_MAX);
+                    big = v > big ? v : big;
+                }
+            }
+            smax[j] = nonfinite ? INFINITY : big;
+        }
+        if (L->next && nn_cut_next(L, s0, ns, ybuf, smax, tmp))
+            return 1;
+    }
+    return 0;
+}
+
+/* Packing shared by the ISAs whose product reads plain rows (ref, avx2) and by
+ * depthwise weights everywhere: [q][o][kpad] (or [q][tap][opad]), zero-padded. */
+LRMPI_INLINE void nn_pack_plain(int planes, int64_t O, int64_t k, int64_t kpad, int depthwise,
+                                const int8_t *W, int8_t *out)
+{
+    const int64_t opad = (O + 31) / 32 * 32;
+    if (depthwise) {
+        memset(out, 0, (size_t)(planes * k * opad));
+        for (int q = 0; q < planes; q++)
+            for (int64_t o = 0; o < O; o++)
+                for (int64_t t = 0; t < k; t++)
+                    out[(q * k + t) * opad + o] = W[(q * O + o) * k + t];
+        return;
+    }
+    memset(out, 0, (size_t)(planes * opad * kpad));
+    for (int q = 0; q < planes; q++)
+        for (int64_t o = 0; o < O; o++)
+            memcpy(out + (q * opad + o) * kpad, W + (q * O + o) * k, (size_t)k);
+}
+
+/* One ISA's four entry points: NAME's body compiled under ATTR (a target list,
+ * or nothing), its product LEVELS, packing PACK/PSIZE for dense weights. */
+#define LRMPI_NN_VARIANT(NAME, ATTR, LEVELS, DECODE, PACK, PSIZE)                          \
+    static __thread nn_scratch nn_scratch_##NAME;                                          \
+    ATTR int lrmpi_nn_quantize_##NAME(int64_t n, const double *h, const lrmpi_nn_planes *P) \
+    {                                                                                      \
+        return nn_quantize_body(n, h, P);                                                  \
+    }                                                                                      \
+    int64_t lrmpi_nn_packed_size_##NAME(int planes, int64_t O, int64_t kpad, int depthwise) \
+    {                                                                                      \
+        const int64_t opad = (O + 31) / 32 * 32;                                           \
+        return depthwise ? planes * kpad * opad : PSIZE(planes, opad, kpad);               \
+    }                                                                                      \
+    void lrmpi_nn_pack_##NAME(int planes, int64_t O, int64_t k, int64_t kpad, int depthwise,\
+                              const int8_t *W, int8_t *out)                                \
+    {                                                                                      \
+        if (depthwise)                                                                     \
+            nn_pack_plain(planes, O, k, k, 1, W, out);                                     \
+        else                                                                               \
+            PACK(planes, O, k, kpad, W, out);                                              \
+    }                                                                                      \
+    ATTR int lrmpi_nn_layer_##NAME(const lrmpi_nn_layer *L)                                \
+    {                                                                                      \
+        const int64_t opad = (L->O + 31) / 32 * 32;                                        \
+        const int64_t wq = L->depthwise ? L->kh * L->kw * opad : PSIZE(1, opad, L->kpad);  \
+        return nn_layer_body(L, LEVELS, DECODE, &nn_scratch_##NAME, wq);                   \
+    }
+
+#endif

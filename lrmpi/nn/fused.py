@@ -1,0 +1,238 @@
+"""The resolution-r pass through the fused C layers (ext/c/nn_body.h): bit for bit
+the network of quantized.py (docs/design.md, Inference), without Python loops over
+pairs, planes, groups or kernel offsets.
+
+Compiled once per model (FusedModel): every linear/conv node's weight planes
+packed for this ISA (all planes; resolution r reads the first r), the activation
+after it absorbed when the node's output has no other reader, and, when the only
+reader of that activation is the next linear/conv node, that node's input planes
+written by this node's call: no float64 array between them unless a bound tracker
+asks for the values (tracker=None skips them). One C call per node and batch does
+the im2col, all r^2 pair products (level sums in int32), the one rounding, bias,
+activation and the next planes. Nodes the kernels do not take (grouped convs
+that are not depthwise; r k past kmax) go through quantized.linear_at; every
+other node is ops.apply in float64, as in the reference.
+"""
+import numpy as np
+
+from lrmpi.nn import ops
+from lrmpi.nn.graph import LINEAR_OPS
+from lrmpi.nn.quantized import linear_at
+from lrmpi.numerics import kernels, kernels_nn as K
+from lrmpi.numerics.accumulate import nlimbs
+
+ACTIVATIONS = ("relu", "leakyrelu", "prelu", "clip")
+L2_BYTES = 1 << 20  # a unit's level sums (int32) are sized to stay near this
+
+
+class FusedNode:
+    """One linear/conv node as the kernels take it: geometry, packed weights, the
+    input planes' layout, the activation it absorbs and the node it feeds."""
+
+    def __init__(self, node, weights, shapes, isa):
+        p, W = node.params, node.params["W"]
+        self.node, self.isa, self.planes = node, isa, weights.enc.planes
+        self.in_shape = tuple(shapes[node.inputs[0]])
+        self.out_shape = tuple(shapes[node.output])
+        self.O = W.shape[0]
+        self.f = np.ascontiguousarray(weights.enc.exps, np.int32)
+        self.bias = np.ascontiguousarray(p["b"], np.float64)
+        self.act, self.act_node, self.slope, self.lo, self.hi = "none", None, None, -np.inf, np.inf
+        self.feeds = None  # the FusedNode whose input planes this one writes
+        self.depthwise = False
+        if node.op == "linear":
+            k = int(np.prod(self.in_shape))
+            self.geom = dict(Hp=1, Wp=1, C=k, kh=1, kw=1, sh=1, sw=1, dh=1, dw=1, Ho=1, Wo=1)
+            self.k, digits = k, weights.enc.digits
+        else:
+            C, H, Wd = self.in_shape
+            O, Cg, kh, kw = W.shape
+            g = int(p.get("group", 1))
+            t, l, b, r = p.get("pads", (0, 0, 0, 0))
+            (sh, sw), (dh, dw) = p.get("strides", (1, 1)), p.get("dilations", (1, 1))
+            Ho, Wo = ops.conv_geometry((1, C, H, Wd), W.shape, p)
+            self.pads = (t, l, H + t + b, Wd + l + r)
+            self.geom = dict(Hp=H + t + b, Wp=Wd + l + r, C=C, kh=kh, kw=kw, sh=sh, sw=sw,
+                             dh=dh, dw=dw, Ho=Ho, Wo=Wo)
+            self.depthwise = g > 1 and Cg == 1 and g == C == O
+            if g > 1 and not self.depthwise:
+                self.supported = False
+                return
+            self.k = kh * kw * (1 if self.depthwise else C)
+            digits = weights.enc.digits if self.depthwise else weights.gemm.digits
+        self.kpad = self.k if self.depthwise else K.nn_kpad(self.k)
+        self.wpack = K.nn_pack(np.ascontiguousarray(digits), self.kpad, self.depthwise, isa=isa)
+        self.supported = True
+
+    def takes(self, r, bits):
+        """Whether the kernels compute this node at resolution r (int32 level sums)."""
+        return self.supported and r * self.k <= kernels.kmax(bits) and \
+            nlimbs(bits, r, self.k) <= kernels.MAX_LIMBS
+
+    def absorb(self, act_node):
+        """Take the activation node after this one if the kernels do it the same way."""
+        p, op = act_node.params, act_node.op
+        if op == "leakyrelu":
+            alpha = np.asarray(p["alpha"], np.float64)
+            if alpha.size != 1:
+                return False
+            self.slope = alpha.reshape(1).copy()
+        elif op == "prelu":
+            self.slope = _per_channel(p["slope"], self.out_shape)
+            if self.slope is None:
+                return False
+        elif op == "clip":
+            lo, hi = np.asarray(p.get("lo", -np.inf)), np.asarray(p.get("hi", np.inf))
+            if lo.size != 1 or hi.size != 1:
+                return False
+            self.lo, self.hi = float(lo.reshape(())), float(hi.reshape(()))
+        self.act, self.act_node = op, act_node
+        return True
+
+    def planes_for(self, r, bits, n, buf):
+        """NNPlanes of this node's input for n samples at resolution r, in `buf`'s
+        reused arrays."""
+        g = self.geom
+        if self.node.op == "linear":
+            spec = dict(layout=K.NN_ROWS, C=g["C"], H=1, W=1, kpad=self.kpad)
+            size = -(-n // 32) * 32 * self.kpad
+        else:
+            t, l, Hp, Wp = self.pads
+            C, H, W = self.in_shape
+            spec = dict(layout=K.NN_NHWC, C=C, H=H, W=W, pt=t, pl=l, Hp=Hp, Wp=Wp)
+            size = n * Hp * Wp * C
+        D = buf.get(("D", self.node.output), (r, max(size, 1)), np.int8)
+        e = buf.get(("e", self.node.output), (max(n, 1),), np.int32)
+        return K.NNPlanes(r=r, bits=bits, D=D, exps=e, **spec)
+
+    def spec(self, n, r, bits):
+        P = self.geom["Ho"] * self.geom["Wo"]
+        levels = 2 * r - 1
+        opad = -(-self.O // 32) * 32
+        unit = max(32, L2_BYTES // (4 * opad * levels))
+        return K.NNLayer(n=n, O=self.O, depthwise=int(self.depthwise), kpad=self.kpad, r=r,
+                         bits=bits, nlimbs=nlimbs(bits, r, self.k), wplanes=self.planes,
+                         act=K.ACTS[self.act], lo=self.lo, hi=self.hi,
+                         unit_rows=max(unit, P), **self.geom)
+
+
+def _per_channel(slope, out_shape):
+    """PReLU's slope as one value per output channel, if it is one (bit for bit)."""
+    s = np.asarray(slope, np.float64)
+    try:
+        full = np.broadcast_to(s, out_shape)
+    except ValueError:
+        return None
+    rows = np.ascontiguousarray(full).reshape(out_shape[0], -1)
+    bits = rows.view(np.uint64)
+    if not np.all(bits == bits[:, :1]):
+        return None
+    return np.ascontiguousarray(rows[:, 0])
+
+
+class Buffers:
+    """Arrays reused across batches (first touch of fresh memory is slow here)."""
+
+    def __init__(self):
+        self.arrays = {}
+
+    def get(self, key, shape, dtype):
+        a = self.arrays.get(key)
+        need = int(np.prod(shape))
+        if a is None or a.dtype != dtype or a.size < need:
+            a = self.arrays[key] = np.empty(need, dtype)
+        return a[:need].reshape(shape)
+
+
+class FusedModel:
+    """A graph compiled for the fused kernels (see the module docstring)."""
+
+    def __init__(self, graph, weights, bits, isa=None):
+        self.graph, self.weights, self.bits = graph, weights, bits
+        self.isa = isa or kernels.selected_isa()
+        self.nodes = {n.output: FusedNode(n, weights[n.output], graph.shapes, self.isa)
+                      for n in graph.linear}
+        self.readers = {}
+        for i, n in enumerate(graph.nodes):
+            for t in set(n.inputs):
+                self.readers.setdefault(t, []).append(i)
+        self.absorbed = {}  # activation node output -> the FusedNode that computes it
+        for fn in self.nodes.values():
+            if not fn.supported:
+                continue
+            only = self._only_reader(fn.node.output)
+            if only is not None and only.op in ACTIVATIONS and fn.absorb(only):
+                self.absorbed[only.output] = fn
+            nxt = self._only_reader(fn.act_node.output if fn.act_node else fn.node.output)
+            if nxt is not None and nxt.op in LINEAR_OPS and self.nodes[nxt.output].supported:
+                fn.feeds = self.nodes[nxt.output]
+        self.buffers = Buffers()
+
+    def _only_reader(self, tensor):
+        readers = self.readers.get(tensor, [])
+        if tensor == self.graph.output or len(readers) != 1:
+            return None
+        return self.graph.nodes[readers[0]]
+
+    def forward(self, X, r, tracker=None):
+        """The logits (N, outputs) of X at resolution r; with a tracker, its hook
+        sees every node: tracker.linear(node, h, e, C, z), tracker.other(node, args, y)."""
+        g, bits, n = self.graph, self.bits, len(X)
+        last = {}
+        for i, node in enumerate(g.nodes):
+            for t in node.inputs:
+                last[t] = i
+        env, planes = {g.input: np.ascontiguousarray(X, np.float64)}, {}
+        self._pending = {}  # absorbed activation -> its tracker call, made in graph order
+        for i, node in enumerate(g.nodes):
+            if node.output in self.absorbed:  # computed with its linear node
+                if tracker is not None:
+                    tracker.other(node, *self._pending.pop(node.output))
+            elif node.op in LINEAR_OPS:
+                self._linear(node, env, planes, r, tracker, n)
+            else:
+                args = [env[t] for t in node.inputs]
+                env[node.output] = ops.apply(node, args)
+                if tracker is not None:
+                    tracker.other(node, args, env[node.output])
+            for t in node.inputs:
+                if last.get(t) == i and t != g.output:
+                    env.pop(t, None)
+        return env[g.output]
+
+    def _linear(self, node, env, planes, r, tracker, n):
+        fn = self.nodes[node.output]
+        h = env.get(node.inputs[0])
+        if not fn.takes(r, self.bits):
+            e, C, z = linear_at(node, h, self.weights[node.output], r, self.bits)
+            if tracker is not None:
+                tracker.linear(node, h, e, C, z)
+            env[node.output] = z
+            return
+        src = planes.pop(node.output, None)
+        if src is None:
+            src = fn.planes_for(r, self.bits, n, self.buffers)
+            K.nn_quantize(h, src, isa=self.isa)
+        out = fn.act_node.output if fn.act_node else node.output
+        shape = (n,) + fn.out_shape
+        size = int(np.prod(shape))
+        track = tracker is not None
+        # y is needed unless the next node's planes are all that reads it
+        Y = np.empty(size) if track or fn.feeds is None or not fn.feeds.takes(r, self.bits) \
+            else None
+        Z = np.empty(size) if track and fn.act_node is not None else None
+        C = np.empty(size) if track else None
+        nxt = None
+        if fn.feeds is not None and fn.feeds.takes(r, self.bits):
+            nxt = fn.feeds.planes_for(r, self.bits, n, self.buffers)
+            planes[fn.feeds.node.output] = nxt
+        K.nn_layer(fn.spec(n, r, self.bits), src.D, src.exps, fn.wpack, fn.f, fn.bias,
+                   slope=fn.slope, Cout=C, Zout=Z, Yout=Y, nxt=nxt, isa=self.isa)
+        y = Y.reshape(shape) if Y is not None else None
+        if track:
+            z = Z.reshape(shape) if Z is not None else y
+            tracker.linear(node, h, src.exps[:n].copy(), C.reshape(shape), z)
+            if fn.act_node is not None:
+                self._pending[out] = ([z], y)
+        if y is not None:
+            env[out] = y
