@@ -203,23 +203,70 @@ LRMPI_INLINE void nn_depthwise_levels(const lrmpi_nn_layer *L, int64_t s0, int64
     }
 }
 
-/* z >= 0 ? z : a z, numpy's where(z >= 0, z, a z) (NaN takes the a z branch,
- * which is NaN too). */
-LRMPI_INLINE double nn_act(int act, double z, double a, double lo, double hi)
+/* y := act(z) over a row, numpy's semantics (NaN propagates): relu is
+ * np.maximum(z, 0), leaky/prelu np.where(z >= 0, z, a z), clip
+ * np.minimum(np.maximum(z, lo), hi). One loop per kind: each vectorizes. */
+LRMPI_INLINE void nn_act_row(int act, int64_t n, const double *restrict z, double *restrict y,
+                             const double *slope, double lo, double hi)
 {
     switch (act) {
-    case LRMPI_ACT_RELU: /* np.maximum(z, 0.0): z if z >= 0 or z is NaN */
-        return (z >= 0.0 || z != z) ? z : 0.0;
-    case LRMPI_ACT_LEAKY:
+    case LRMPI_ACT_RELU:
+        for (int64_t o = 0; o < n; o++)
+            y[o] = (z[o] >= 0.0 || z[o] != z[o]) ? z[o] : 0.0;
+        break;
+    case LRMPI_ACT_LEAKY: {
+        const double a = slope[0];
+        for (int64_t o = 0; o < n; o++)
+            y[o] = z[o] >= 0.0 ? z[o] : a * z[o];
+        break;
+    }
     case LRMPI_ACT_PRELU:
-        return z >= 0.0 ? z : a * z;
-    case LRMPI_ACT_CLIP: { /* np.minimum(np.maximum(z, lo), hi) */
-        const double t = (z >= lo || z != z) ? z : lo;
-        return (t <= hi || t != t) ? t : hi;
-    }
+        for (int64_t o = 0; o < n; o++)
+            y[o] = z[o] >= 0.0 ? z[o] : slope[o] * z[o];
+        break;
+    case LRMPI_ACT_CLIP:
+        for (int64_t o = 0; o < n; o++) {
+            const double t = (z[o] >= lo || z[o] != z[o]) ? z[o] : lo;
+            y[o] = (t <= hi || t != t) ? t : hi;
+        }
+        break;
     default:
-        return z;
+        memcpy(y, z, (size_t)n * 8);
     }
+}
+
+/* A row of O values into an NCHW output at `at`, P positions apart. */
+LRMPI_INLINE void nn_store_row(double *restrict out, int64_t at, int64_t P, int64_t O,
+                               const double *restrict v)
+{
+    if (P == 1)
+        memcpy(out + at, v, (size_t)O * 8);
+    else
+        for (int64_t o = 0; o < O; o++)
+            out[at + o * P] = v[o];
+}
+
+/* max |v| over a row, +Inf if it holds NaN or Inf (rowmax_body's rule) */
+LRMPI_INLINE double nn_row_max(int64_t n, const double *v)
+{
+    double mx[LANES] = {0};
+    int bad = 0;
+    int64_t j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int u = 0; u < LANES; u++) {
+            const double a = fabs(v[j + u]);
+            bad |= !(a <= DBL_MAX);
+            mx[u] = a > mx[u] ? a : mx[u];
+        }
+    for (; j < n; j++) {
+        const double a = fabs(v[j]);
+        bad |= !(a <= DBL_MAX);
+        mx[0] = a > mx[0] ? a : mx[0];
+    }
+    double r = 0.0;
+    for (int u = 0; u < LANES; u++)
+        r = mx[u] > r ? mx[u] : r;
+    return bad ? INFINITY : r;
 }
 
 /* The exact sums of row i of a unit rounded once: crow[o] for o < O. */
@@ -308,17 +355,17 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
     if (lrmpi_scratch(&sc->a, &sc->ca, need_a) ||
         lrmpi_scratch(&sc->s, &sc->cs, (size_t)nlev * mpad_max * opad * 4) ||
         lrmpi_scratch(&sc->y, &sc->cy, need_y) ||
-        lrmpi_scratch(&sc->c, &sc->cc, (size_t)(opad * (L->nlimbs + 1)) * 8))
+        lrmpi_scratch(&sc->c, &sc->cc, (size_t)(opad * (L->nlimbs + 2)) * 8))
         return -1;
     int fmin = INT_MAX, fmax = INT_MIN;
     for (int64_t o = 0; o < O; o++) {
         fmin = L->f[o] < fmin ? L->f[o] : fmin;
         fmax = L->f[o] > fmax ? L->f[o] : fmax;
     }
-    double *crow = (double *)sc->c;
-    int64_t *limbs = (int64_t *)sc->c + opad;
+    double *crow = (double *)sc->c, *yrow = crow + opad;
+    int64_t *limbs = (int64_t *)sc->c + 2 * opad;
+    const double *bias = L->bias;
     double *ybuf = (double *)sc->y, *smax = ybuf + mmax * O, *tmp = smax + per;
-    const double a = L->act == LRMPI_ACT_LEAKY ? L->slope[0] : 0.0;
     for (int64_t s0 = 0; s0 < L->n; s0 += per) {
         const int64_t ns = L->n - s0 < per ? L->n - s0 : per, m = ns * P;
         const int64_t mpad = (m + 31) / 32 * 32, ls = mpad * opad;
@@ -336,29 +383,22 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
         for (int64_t j = 0; j < ns; j++)
             smax[j] = 0.0;
         for (int64_t i = 0; i < m; i++) {
-            const int64_t j = i / P, s = s0 + j, pos = i % P;
+            const int64_t j = i / P, s = s0 + j, pos = i % P, at = s * O * P + pos;
             nn_round_row(L, S, ls, opad, i, L->e[s], fmin, fmax, limbs, crow, decode);
-            const int64_t at = s * O * P + pos;
-            double big = smax[j];
-            int nonfinite = 0;
-            for (int64_t o = 0; o < O; o++) {
-                const double c = crow[o], z = c + L->bias[o];
-                const double y = nn_act(L->act, z, L->act == LRMPI_ACT_PRELU ? L->slope[o] : a,
-                                        L->lo, L->hi);
-                if (L->Cout)
-                    L->Cout[at + o * P] = c;
-                if (L->Zout)
-                    L->Zout[at + o * P] = z;
-                if (L->Yout)
-                    L->Yout[at + o * P] = y;
-                if (L->next) {
-                    ybuf[i * O + o] = y;
-                    const double v = fabs(y);
-                    nonfinite |= !(v <= DBL_MAX);
-                    big = v > big ? v : big;
-                }
+            if (L->Cout)
+                nn_store_row(L->Cout, at, P, O, crow);
+            for (int64_t o = 0; o < O; o++) /* z, in place */
+                crow[o] += bias[o];
+            if (L->Zout)
+                nn_store_row(L->Zout, at, P, O, crow);
+            double *y = L->next ? ybuf + i * O : yrow;
+            nn_act_row(L->act, O, crow, y, L->slope, L->lo, L->hi);
+            if (L->Yout)
+                nn_store_row(L->Yout, at, P, O, y);
+            if (L->next) {
+                const double big = nn_row_max(O, y);
+                smax[j] = big > smax[j] || big != big ? big : smax[j];
             }
-            smax[j] = nonfinite ? INFINITY : big;
         }
         if (L->next && nn_cut_next(L, s0, ns, ybuf, smax, tmp))
             return 1;

@@ -24,8 +24,9 @@ import numpy as np
 
 from lrmpi.errors import ConfigError, InputError
 from lrmpi.nn import certify, ops
+from lrmpi.nn.fused import FusedModel
 from lrmpi.nn.graph import Graph
-from lrmpi.nn.quantized import NodeWeights, linear_at
+from lrmpi.nn.quantized import NodeWeights
 from lrmpi.numerics import validate
 
 RULES = ("certified", "gray", "none")
@@ -37,7 +38,9 @@ BATCH_MACS = 4e9
 
 
 class PreparedModel:
-    """A graph with its weights as digit planes and its operator norms (once)."""
+    """A graph with its weights as digit planes and its operator norms (once). The
+    weights packed for this rank's kernels (FusedModel) are made where they are
+    used, on first use: they are not sent to the other ranks (whose ISA may differ)."""
 
     def __init__(self, graph, bits=7, planes=4):
         if not isinstance(graph, Graph):
@@ -47,6 +50,16 @@ class PreparedModel:
         self.weights = {n.output: NodeWeights(n, self.bits, self.planes) for n in graph.linear}
         self.norms = certify.ModelNorms(graph, self.weights)
         self.macs = sum(_macs(n, graph.shapes) for n in graph.linear)  # per sample, 1 pair
+        self._fused = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_fused": None}
+
+    @property
+    def fused(self):
+        if self._fused is None:
+            self._fused = FusedModel(self.graph, self.weights, self.bits)
+        return self._fused
 
     def prepare(self, r):
         """What resolution r needs of the model (its weights' error norms): done once,
@@ -70,9 +83,8 @@ class PreparedModel:
 
     def _evaluate(self, X, r):
         tracker = certify.Tracker(self.graph, self.norms, r, self.bits, len(X))
-        return certify.forward_bounded(
-            self.graph, X, lambda node, h: linear_at(node, h, self.weights[node.output], r,
-                                                     self.bits), tracker)
+        logits = self.fused.forward(X, r, tracker)
+        return logits, tracker.logit_radius
 
 
 def _macs(node, shapes):

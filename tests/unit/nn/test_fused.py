@@ -1,0 +1,196 @@
+"""The fused C layers (lrmpi/nn/fused.py, ext/c/nn_body.h) compute resolution r bit
+for bit: against the Python-integer network (tests/exact.py) for every activation
+they absorb, on every ISA this CPU has, and against quantized.py's pass on models
+large enough to cross the kernels' blocks; the bound hook sees the same values."""
+import numpy as np
+import pytest
+from exact import exact_linear
+
+from lrmpi.nn import ops
+from lrmpi.nn import graph as G
+from lrmpi.nn.fused import FusedModel
+from lrmpi.nn.quantized import NodeWeights, forward_at
+from lrmpi.numerics import kernels
+
+ISAS = kernels.available_isas()
+ACTS = [("relu", {}), ("leakyrelu", {"alpha": 0.1}), ("prelu", {"slope": None}),
+        ("clip", {"lo": -0.5, "hi": 1.5})]
+
+
+def _act(name, params, channels, rng, spatial=False):
+    if name == "prelu":
+        s = rng.uniform(-0.5, 0.5, channels)
+        return name, {"slope": s.reshape(channels, 1, 1) if spatial else s}
+    return name, params
+
+
+def dense_chain(rng, act, d=70, h=45):
+    """linear -> act -> linear -> act -> linear: each activation absorbed, each
+    hidden layer's planes written by the layer before."""
+    a = _act(*act, h, rng)
+    return G.sequential([("linear", {"W": rng.standard_normal((h, d)), "b": rng.standard_normal(h)}),
+                         a, ("linear", {"W": rng.standard_normal((h, h)) / 3,
+                                        "b": rng.standard_normal(h)}),
+                         _act(*act, h, rng),
+                         ("linear", {"W": rng.standard_normal((5, h)), "b": rng.standard_normal(5)})],
+                        (d,), head="softmax")
+
+
+def conv_chain(rng, act):
+    """conv (strided, dilated, padded) -> act -> conv -> act -> depthwise conv -> act
+    -> flatten -> linear: NHWC planes handed from conv to conv."""
+    layers = [("conv", {"W": rng.standard_normal((6, 3, 3, 3)), "b": rng.standard_normal(6),
+                        "pads": (1, 2, 0, 1), "strides": (1, 2), "dilations": (2, 1)}),
+              _act(*act, 6, rng, spatial=True),
+              ("conv", {"W": rng.standard_normal((7, 6, 2, 3)) / 2, "b": rng.standard_normal(7),
+                        "pads": (1, 1, 1, 1)}),
+              _act(*act, 7, rng, spatial=True),
+              ("conv", {"W": rng.standard_normal((7, 1, 3, 3)), "b": rng.standard_normal(7),
+                        "pads": (1, 1, 1, 1), "group": 7, "strides": (2, 1)}),
+              _act(*act, 7, rng, spatial=True), ("flatten", {})]
+    flat = int(np.prod(ops.shapes(G.sequential(layers, (3, 9, 8)))[f"t{len(layers) - 1}"]))
+    layers.append(("linear", {"W": rng.standard_normal((4, flat)) / 8,
+                              "b": rng.standard_normal(4)}))
+    return G.sequential(layers, (3, 9, 8), head="softmax")
+
+
+def _exact(graph, weights, X, r):
+    return ops.forward(graph, X, lambda node, h: exact_linear(node, h, weights[node.output].enc,
+                                                              r, 7))
+
+
+def _same(a, b):
+    np.testing.assert_array_equal(np.asarray(a).view(np.uint64), np.asarray(b).view(np.uint64))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("act", ACTS, ids=[a[0] for a in ACTS])
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_fused_equals_the_exact_integer_network(isa, act, kind):
+    rng = np.random.default_rng(11)
+    graph = dense_chain(rng, act) if kind == "dense" else conv_chain(rng, act)
+    X = rng.standard_normal((5,) + graph.input_shape) * np.exp(rng.uniform(-4, 4, (5,) + (1,) * len(graph.input_shape)))
+    weights = {n.output: NodeWeights(n, 7, 3) for n in graph.linear}
+    fm = FusedModel(graph, weights, 7, isa=isa)
+    absorbed = {fn.act for fn in fm.nodes.values()}
+    assert act[0] in absorbed  # the activation really went through the kernels
+    assert any(fn.feeds is not None for fn in fm.nodes.values())
+    for r in (1, 2, 3):
+        _same(fm.forward(X, r), _exact(graph, weights, X, r))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_fused_crosses_the_kernels_blocks(isa):
+    """Many units of rows, O and k off the 32/64 grid, a 1x1 strided conv, r up to 4,
+    batches not a multiple of 32: against quantized.py's pass (itself exact)."""
+    rng = np.random.default_rng(5)
+    conv = G.sequential([("conv", {"W": rng.standard_normal((40, 5, 3, 3)), "b": rng.standard_normal(40),
+                                   "pads": (1, 1, 1, 1)}), ("relu", {}),
+                         ("conv", {"W": rng.standard_normal((33, 40, 1, 1)),
+                                   "b": rng.standard_normal(33), "strides": (2, 2)}), ("relu", {}),
+                         ("flatten", {}),
+                         ("linear", {"W": rng.standard_normal((3, 33 * 8 * 6)), "b": rng.standard_normal(3)})],
+                        (5, 15, 11))
+    dense = G.sequential([("linear", {"W": rng.standard_normal((300, 200)), "b": rng.standard_normal(300)}),
+                          ("relu", {}),
+                          ("linear", {"W": rng.standard_normal((97, 300)), "b": rng.standard_normal(97)})],
+                         (200,))
+    for graph, n in ((conv, 37), (dense, 523)):
+        X = rng.standard_normal((n,) + graph.input_shape)
+        weights = {nd.output: NodeWeights(nd, 7, 4) for nd in graph.linear}
+        fm = FusedModel(graph, weights, 7, isa=isa)
+        for r in (1, 2, 4):
+            _same(fm.forward(X, r), forward_at(graph, weights, X, r, 7))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_extreme_scales_round_once_like_the_reference(isa):
+    """Samples near the subnormal range and near overflow: r = 1 leaves the exact
+    scaling for ldexp's one rounding; r > 1 the decode's subnormal path."""
+    rng = np.random.default_rng(3)
+    graph = G.sequential([("linear", {"W": rng.standard_normal((9, 6)) * 1e-300,
+                                      "b": np.zeros(9)}), ("relu", {}),
+                          ("linear", {"W": rng.standard_normal((2, 9)), "b": np.zeros(2)})], (6,))
+    X = rng.standard_normal((4, 6)) * np.array([[1e-12], [1e-8], [1.0], [1e10]])
+    weights = {n.output: NodeWeights(n, 7, 3) for n in graph.linear}
+    fm = FusedModel(graph, weights, 7, isa=isa)
+    for r in (1, 2, 3):
+        _same(fm.forward(X, r), _exact(graph, weights, X, r))
+
+
+def test_nan_and_inf_are_refused():
+    rng = np.random.default_rng(1)
+    graph = dense_chain(rng, ACTS[0])
+    weights = {n.output: NodeWeights(n, 7, 2) for n in graph.linear}
+    fm = FusedModel(graph, weights, 7)
+    X = rng.standard_normal((3, 70))
+    X[1, 4] = np.nan
+    with pytest.raises(FloatingPointError):
+        fm.forward(X, 1)
+    big = G.sequential([("linear", {"W": np.full((3, 2), 1e300), "b": np.zeros(3)}), ("relu", {}),
+                        ("linear", {"W": np.ones((2, 3)), "b": np.zeros(2)})], (2,))
+    fm = FusedModel(big, {n.output: NodeWeights(n, 7, 2) for n in big.linear}, 7)
+    with pytest.raises(FloatingPointError):  # the hidden layer overflows to Inf
+        fm.forward(np.full((2, 2), 1e300), 1)
+
+
+class Recorder:
+    """A tracker that keeps what the hook is given."""
+
+    def __init__(self):
+        self.calls = []
+
+    def linear(self, node, h, e, C, z):
+        self.calls.append(("linear", node.output, h.copy(), e.copy(), C.copy(), z.copy()))
+
+    def other(self, node, args, y):
+        self.calls.append(("other", node.output, [a.copy() for a in args], y.copy()))
+
+
+def test_the_bound_hook_sees_what_the_reference_pass_gives_it():
+    rng = np.random.default_rng(2)
+    graph = conv_chain(rng, ACTS[2])
+    X = rng.standard_normal((4,) + graph.input_shape)
+    weights = {n.output: NodeWeights(n, 7, 3) for n in graph.linear}
+    from lrmpi.nn.quantized import linear_at
+    for r in (1, 2):
+        want, got = Recorder(), Recorder()
+
+        def lin(nd, h):  # the reference pass with the hook, as certify feeds it
+            e, C, z = linear_at(nd, h, weights[nd.output], r, 7)
+            want.linear(nd, h, e, C, z)
+            return z
+        ref = ops.forward(graph, X, lin, after=want.other)
+        out = FusedModel(graph, weights, 7).forward(X, r, got)
+        _same(out, ref)
+        assert [c[:2] for c in got.calls] == [c[:2] for c in want.calls]
+        for a, b in zip(got.calls, want.calls):
+            for x, y in zip(a[2:], b[2:]):
+                for u, v in zip(x if isinstance(x, list) else [x], y if isinstance(y, list) else [y]):
+                    _same(u, v)
+
+
+def test_grouped_convs_fall_back_and_stay_exact():
+    rng = np.random.default_rng(4)
+    graph = G.sequential([("conv", {"W": rng.standard_normal((6, 2, 3, 3)), "b": rng.standard_normal(6),
+                                    "group": 2}), ("relu", {}), ("flatten", {}),
+                          ("linear", {"W": rng.standard_normal((3, 6 * 4 * 4)),
+                                      "b": rng.standard_normal(3)})], (4, 6, 6))
+    weights = {n.output: NodeWeights(n, 7, 2) for n in graph.linear}
+    fm = FusedModel(graph, weights, 7)
+    assert not fm.nodes["t0"].supported
+    X = rng.standard_normal((3, 4, 6, 6))
+    for r in (1, 2):
+        _same(fm.forward(X, r), _exact(graph, weights, X, r))
+
+
+def test_a_sample_is_the_same_in_any_batch():
+    rng = np.random.default_rng(6)
+    graph = conv_chain(rng, ACTS[3])
+    X = rng.standard_normal((40,) + graph.input_shape)
+    weights = {n.output: NodeWeights(n, 7, 2) for n in graph.linear}
+    fm = FusedModel(graph, weights, 7)
+    whole = fm.forward(X, 2)
+    for i in (0, 17, 39):
+        _same(fm.forward(X[i:i + 1], 2), whole[i:i + 1])
+    _same(np.concatenate([fm.forward(X[i:i + 7], 2) for i in range(0, 40, 7)]), whole)
