@@ -29,7 +29,7 @@ cdef extern from "c/kernels.h" nogil:
         int32_t *exps
     ctypedef struct lrmpi_nn_layer:
         int64_t n, Hp, Wp, C, kh, kw, sh, sw, dh, dw, Ho, Wo, O
-        int depthwise
+        int depthwise, direct
         int64_t kpad
         int r, bits, nlimbs
         const int8_t *D

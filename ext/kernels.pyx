@@ -241,6 +241,7 @@ def nn_layer(spec, const int8_t[:, ::1] D, const int32_t[::1] e, const int8_t[::
     L.n, L.Hp, L.Wp, L.C = spec.n, spec.Hp, spec.Wp, spec.C
     L.kh, L.kw, L.sh, L.sw, L.dh, L.dw = spec.kh, spec.kw, spec.sh, spec.sw, spec.dh, spec.dw
     L.Ho, L.Wo, L.O, L.depthwise, L.kpad = spec.Ho, spec.Wo, spec.O, spec.depthwise, spec.kpad
+    L.direct = spec.direct
     L.r, L.bits, L.nlimbs, L.wplanes = spec.r, spec.bits, spec.nlimbs, spec.wplanes
     L.act, L.lo, L.hi, L.unit_rows = spec.act, spec.lo, spec.hi, spec.unit_rows
     L.D, L.dstride, L.e = &D[0, 0], D.shape[1], &e[0]

@@ -184,9 +184,10 @@ typedef int (*lrmpi_nn_quantize_fn)(int64_t n, const double *h, const lrmpi_nn_p
 typedef struct {
     int64_t n;                  /* samples                                      */
     /* geometry: the input planes (NHWC layout, padded: Hp x Wp x C; a linear  */
-    /* node reads ROWS planes: Hp = Wp = kh = kw = 1, C = k)                    */
+    /* node reads ROWS planes, `direct`: Hp = Wp = kh = kw = 1, C = k)          */
     int64_t Hp, Wp, C, kh, kw, sh, sw, dh, dw, Ho, Wo, O;
     int depthwise;              /* O == C, each output reads its own channel    */
+    int direct;                 /* ROWS planes (a linear node): rows read in place */
     int64_t kpad;               /* kh kw C rounded up to 64 (ROWS: the row)     */
     int r, bits, nlimbs;        /* planes used; bits; limbs of the exact sums   */
     const int8_t *D;            /* input planes, plane stride dstride bytes     */

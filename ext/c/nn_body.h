@@ -235,15 +235,23 @@ LRMPI_INLINE void nn_act_row(int act, int64_t n, const double *restrict z, doubl
     }
 }
 
-/* A row of O values into an NCHW output at `at`, P positions apart. */
-LRMPI_INLINE void nn_store_row(double *restrict out, int64_t at, int64_t P, int64_t O,
-                               const double *restrict v)
+#define NN_RB 16 /* rows of the epilogue's block: stored per channel as runs */
+
+/* A block of rb rows (values v[rr ldv + o]) into an NCHW output: with P = 1 each
+ * row is a sample (contiguous), else rows are positions pos0.. of sample s,
+ * written channel by channel as runs of rb positions. */
+LRMPI_INLINE void nn_store_block(double *restrict out, int64_t s, int64_t pos0, int64_t P,
+                                 int64_t O, int64_t rb, const double *restrict v, int64_t ldv)
 {
-    if (P == 1)
-        memcpy(out + at, v, (size_t)O * 8);
-    else
-        for (int64_t o = 0; o < O; o++)
-            out[at + o * P] = v[o];
+    if (P == 1) {
+        for (int64_t rr = 0; rr < rb; rr++)
+            memcpy(out + (s + rr) * O, v + rr * ldv, (size_t)O * 8);
+        return;
+    }
+    double *base = out + s * O * P + pos0;
+    for (int64_t o = 0; o < O; o++)
+        for (int64_t rr = 0; rr < rb; rr++)
+            base[o * P + rr] = v[rr * ldv + o];
 }
 
 /* max |v| over a row, +Inf if it holds NaN or Inf (rowmax_body's rule) */
@@ -345,27 +353,28 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
 {
     const int r = L->r, nlev = 2 * r - 1;
     const int64_t P = L->Ho * L->Wo, O = L->O, opad = (O + 31) / 32 * 32;
-    const int direct = !L->depthwise && L->kh == 1 && L->kw == 1 && L->Hp == 1 && L->Wp == 1;
+    const int direct = L->direct;
     int64_t per = L->unit_rows / P > 0 ? L->unit_rows / P : 1; /* samples per unit */
     if (direct) /* units start on 32-row blocks of the planes */
         per = per < 32 ? 32 : per / 32 * 32;
     const int64_t mmax = per * P, mpad_max = (mmax + 31) / 32 * 32;
     const size_t need_a = direct || L->depthwise ? 64 : (size_t)r * mpad_max * L->kpad;
-    const size_t need_y = L->next ? (size_t)(mmax * O + per + mmax * O) * 8 : 64;
+    /* the unit's activations (for the next planes), their maxima, a transpose */
+    const size_t need_y = (size_t)((L->next ? 2 * mmax * O : 0) + per) * 8;
     if (lrmpi_scratch(&sc->a, &sc->ca, need_a) ||
         lrmpi_scratch(&sc->s, &sc->cs, (size_t)nlev * mpad_max * opad * 4) ||
         lrmpi_scratch(&sc->y, &sc->cy, need_y) ||
-        lrmpi_scratch(&sc->c, &sc->cc, (size_t)(opad * (L->nlimbs + 2)) * 8))
+        lrmpi_scratch(&sc->c, &sc->cc, (size_t)(opad * (L->nlimbs + 2 * NN_RB)) * 8))
         return -1;
     int fmin = INT_MAX, fmax = INT_MIN;
     for (int64_t o = 0; o < O; o++) {
         fmin = L->f[o] < fmin ? L->f[o] : fmin;
         fmax = L->f[o] > fmax ? L->f[o] : fmax;
     }
-    double *crow = (double *)sc->c, *yrow = crow + opad;
-    int64_t *limbs = (int64_t *)sc->c + 2 * opad;
+    double *cblk = (double *)sc->c, *yblk = cblk + NN_RB * opad;
+    int64_t *limbs = (int64_t *)sc->c + 2 * NN_RB * opad;
     const double *bias = L->bias;
-    double *ybuf = (double *)sc->y, *smax = ybuf + mmax * O, *tmp = smax + per;
+    double *smax = (double *)sc->y, *ybuf = smax + per, *tmp = ybuf + mmax * O;
     for (int64_t s0 = 0; s0 < L->n; s0 += per) {
         const int64_t ns = L->n - s0 < per ? L->n - s0 : per, m = ns * P;
         const int64_t mpad = (m + 31) / 32 * 32, ls = mpad * opad;
@@ -382,23 +391,37 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
         }
         for (int64_t j = 0; j < ns; j++)
             smax[j] = 0.0;
-        for (int64_t i = 0; i < m; i++) {
-            const int64_t j = i / P, s = s0 + j, pos = i % P, at = s * O * P + pos;
-            nn_round_row(L, S, ls, opad, i, L->e[s], fmin, fmax, limbs, crow, decode);
-            if (L->Cout)
-                nn_store_row(L->Cout, at, P, O, crow);
-            for (int64_t o = 0; o < O; o++) /* z, in place */
-                crow[o] += bias[o];
-            if (L->Zout)
-                nn_store_row(L->Zout, at, P, O, crow);
-            double *y = L->next ? ybuf + i * O : yrow;
-            nn_act_row(L->act, O, crow, y, L->slope, L->lo, L->hi);
-            if (L->Yout)
-                nn_store_row(L->Yout, at, P, O, y);
-            if (L->next) {
-                const double big = nn_row_max(O, y);
-                smax[j] = big > smax[j] || big != big ? big : smax[j];
+        for (int64_t i0 = 0; i0 < m;) {
+            /* a block of rows: samples (P = 1) or positions of one sample */
+            const int64_t pos0 = i0 % P, s = s0 + i0 / P;
+            int64_t rb = m - i0 < NN_RB ? m - i0 : NN_RB;
+            if (P > 1 && rb > P - pos0)
+                rb = P - pos0;
+            for (int64_t rr = 0; rr < rb; rr++) {
+                double *c = cblk + rr * opad;
+                nn_round_row(L, S, ls, opad, i0 + rr, L->e[s0 + (i0 + rr) / P], fmin, fmax,
+                             limbs, c, decode);
             }
+            if (L->Cout)
+                nn_store_block(L->Cout, s, pos0, P, O, rb, cblk, opad);
+            for (int64_t rr = 0; rr < rb; rr++) /* z, in place */
+                for (int64_t o = 0; o < O; o++)
+                    cblk[rr * opad + o] += bias[o];
+            if (L->Zout)
+                nn_store_block(L->Zout, s, pos0, P, O, rb, cblk, opad);
+            double *y = L->next ? ybuf + i0 * O : yblk;
+            const int64_t ldy = L->next ? O : opad;
+            for (int64_t rr = 0; rr < rb; rr++)
+                nn_act_row(L->act, O, cblk + rr * opad, y + rr * ldy, L->slope, L->lo, L->hi);
+            if (L->Yout)
+                nn_store_block(L->Yout, s, pos0, P, O, rb, y, ldy);
+            if (L->next)
+                for (int64_t rr = 0; rr < rb; rr++) {
+                    const int64_t j = (i0 + rr) / P;
+                    const double big = nn_row_max(O, y + rr * ldy);
+                    smax[j] = big > smax[j] || big != big ? big : smax[j];
+                }
+            i0 += rb;
         }
         if (L->next && nn_cut_next(L, s0, ns, ybuf, smax, tmp))
             return 1;

@@ -110,7 +110,8 @@ class FusedNode:
         levels = 2 * r - 1
         opad = -(-self.O // 32) * 32
         unit = max(32, L2_BYTES // (4 * opad * levels))
-        return K.NNLayer(n=n, O=self.O, depthwise=int(self.depthwise), kpad=self.kpad, r=r,
+        return K.NNLayer(n=n, O=self.O, depthwise=int(self.depthwise),
+                         direct=int(self.node.op == "linear"), kpad=self.kpad, r=r,
                          bits=bits, nlimbs=nlimbs(bits, r, self.k), wplanes=self.planes,
                          act=K.ACTS[self.act], lo=self.lo, hi=self.hi,
                          unit_rows=max(unit, P), **self.geom)

@@ -67,8 +67,9 @@ class NNPlanes:
 @dataclass
 class NNLayer:
     """A linear or conv node's geometry at resolution r (kernels.h, lrmpi_nn_layer):
-    the input image Hp x Wp x C (padded; linear: 1 x 1 x k), kernel, strides,
-    dilations, output Ho x Wo x O; kpad the padded k (depthwise: kh kw)."""
+    the input image Hp x Wp x C (padded; linear: 1 x 1 x k, `direct`: its ROWS
+    planes are the product's rows), kernel, strides, dilations, output Ho x Wo x O;
+    kpad the padded k (depthwise: kh kw)."""
 
     n: int
     Hp: int
@@ -84,6 +85,7 @@ class NNLayer:
     Wo: int
     O: int
     depthwise: int
+    direct: int
     kpad: int
     r: int
     bits: int
@@ -158,8 +160,9 @@ def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yo
             s.nlimbs > MAX_LIMBS or (s.Ho - 1) * s.sh + (s.kh - 1) * s.dh >= s.Hp or \
             (s.Wo - 1) * s.sw + (s.kw - 1) * s.dw >= s.Wp:
         raise ValueError(f"geometry does not fit: {s}")
-    direct = not s.depthwise and s.kh == s.kw == s.Hp == s.Wp == 1
-    need = (-(-n // 32) * 32 * s.kpad) if direct else n * s.Hp * s.Wp * s.C
+    if s.direct and (s.depthwise or not s.kh == s.kw == s.Hp == s.Wp == 1 or s.C > s.kpad):
+        raise ValueError("direct: a linear node's ROWS planes")
+    need = (-(-n // 32) * 32 * s.kpad) if s.direct else n * s.Hp * s.Wp * s.C
     if D.shape[1] < need:
         raise ValueError(f"input planes of {D.shape[1]} bytes for {n} samples (need {need})")
     _need_c(wpack, "wpack", np.int8, 1)
