@@ -24,7 +24,7 @@ from lrmpi.jobs import inputs
 from lrmpi.jobs.job import JobOptions, file_inputs, fingerprint, run_job
 from lrmpi.log import logger
 from lrmpi.nn.engine import LayeredInference, PreparedModel
-from lrmpi.nn.onnx_import import load_model
+from lrmpi.nn.loading import load_model
 from lrmpi.parallel import farm
 from lrmpi.parallel.collective import Group
 from lrmpi.parallel.comm import get_comm, hostname
@@ -213,11 +213,12 @@ def _persisted(st):
 
 
 def _bcast_array(group, X):
-    """A float64 array from rank 0 to every rank (shape first, then the buffer)."""
-    shape = group.bcast(None if X is None else X.shape)
+    """An array from rank 0 to every rank, in its own dtype (shape and dtype first,
+    then the buffer)."""
+    head = group.bcast(None if X is None else (X.shape, X.dtype.str))
     if group.comm is None or group.size == 1:
         return X
-    buf = np.ascontiguousarray(X, np.float64) if X is not None else np.empty(shape)
+    buf = np.ascontiguousarray(X) if X is not None else np.empty(head[0], np.dtype(head[1]))
     group.comm.Bcast(buf, root=0)
     return buf
 

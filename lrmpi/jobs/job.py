@@ -20,8 +20,6 @@ import numpy as np
 
 from lrmpi.errors import CheckpointError, ConfigError
 from lrmpi.jobs import slurm
-from lrmpi.jobs.checkpoint import CheckpointWriter
-from lrmpi.jobs.checkpoint.output import OutputLock, check_output, existing, sweep
 from lrmpi.jobs.deadline import Deadline, StopSignals
 from lrmpi.log import logger
 from lrmpi.parallel.comm import get_comm, rank_size
@@ -71,13 +69,17 @@ class JobOptions:
 def fingerprint(*parts):
     """SHA-256 (first 128 bits) of arrays (dtype-independent float64 values and
     shapes) and other parts (their repr): what a resumed job must match.
-    SHA-256 because x86 has instructions for it: 1.5 GB/s, blake2b 0.9."""
+    SHA-256 because x86 has instructions for it: 1.5 GB/s, blake2b 0.9. Arrays
+    are converted in slices (a float32 input is hashed as the float64 values it
+    holds without a float64 copy of it all)."""
     h = hashlib.sha256()
     for x in parts:
         if isinstance(x, np.ndarray):
             h.update(np.asarray(x.shape, np.int64).tobytes())
-            x = np.ascontiguousarray(x, np.float64)
-            h.update(memoryview(x).cast("B"))
+            flat = x.reshape(-1) if x.flags.c_contiguous else np.ascontiguousarray(x).reshape(-1)
+            for i in range(0, flat.size, 1 << 20):
+                part = np.ascontiguousarray(flat[i:i + (1 << 20)], np.float64)
+                h.update(memoryview(part).cast("B"))
         else:
             h.update(repr(x).encode())
     return h.hexdigest()[:32]
@@ -133,6 +135,9 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
         if rank != 0:
             kind.serve(comm)
             return None
+        # HDF5 on the root only: the other ranks never open a checkpoint
+        from lrmpi.jobs.checkpoint import CheckpointWriter
+        from lrmpi.jobs.checkpoint.output import OutputLock, check_output, existing, sweep
         lock = None
         try:
             if opts.overwrite and opts.resume:

@@ -96,6 +96,12 @@ class Graph:
 # --- lrmpi's own weight file: JSON description + arrays, nothing pickled ---
 
 def save(graph, path):
+    np.savez(path, **to_arrays(graph))
+
+
+def to_arrays(graph):
+    """The graph as arrays: a JSON description (`graph`) and the parameters'
+    arrays (what save writes and load_npz / from_arrays read)."""
     desc, arrays = [], {}
     for i, n in enumerate(graph.nodes):
         params = {}
@@ -108,24 +114,28 @@ def save(graph, path):
                      "params": params})
     meta = {"input": graph.input, "input_shape": list(graph.input_shape), "output": graph.output,
             "head": graph.head, "nodes": desc}
-    np.savez(path, graph=np.array(json.dumps(meta)), **arrays)
+    return {"graph": np.array(json.dumps(meta)), **arrays}
+
+
+def from_arrays(f):
+    """The graph of to_arrays' output (any mapping of names to arrays), validated."""
+    meta = json.loads(str(f["graph"]))
+    names = list(f.keys()) if hasattr(f, "keys") else f.files
+    nodes = []
+    for i, d in enumerate(meta["nodes"]):
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in d["params"].items()}
+        for key in names:
+            if key.startswith(f"node{i}."):
+                params[key.split(".", 1)[1]] = np.asarray(f[key], np.float64)
+        nodes.append(Node(d["op"], list(d["inputs"]), d["output"], params, d.get("name", "")))
+    return Graph(meta["input"], tuple(meta["input_shape"]), nodes, meta["output"],
+                 meta.get("head"))
 
 
 def load_npz(path):
     try:  # our own handle: numpy leaks it when a damaged zip fails to open
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
-            meta = json.loads(str(f["graph"]))
-            nodes = []
-            for i, d in enumerate(meta["nodes"]):
-                params = {k: tuple(v) if isinstance(v, list) else v
-                          for k, v in d["params"].items()}
-                for key in f.files:
-                    if key.startswith(f"node{i}."):
-                        params[key.split(".", 1)[1]] = np.asarray(f[key], np.float64)
-                nodes.append(Node(d["op"], list(d["inputs"]), d["output"], params,
-                                  d.get("name", "")))
-            g = Graph(meta["input"], tuple(meta["input_shape"]), nodes, meta["output"],
-                      meta.get("head"))
+            g = from_arrays(f)
     except InputError:
         raise
     except Exception as exc:  # zip, npy and JSON errors of a damaged file (found by fuzzing)
