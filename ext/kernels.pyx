@@ -231,7 +231,8 @@ cdef double *_opt(double[::1] a):
 
 def nn_layer(spec, const int8_t[:, ::1] D, const int32_t[::1] e, const int8_t[::1] wpack,
              const int32_t[::1] f, const double[::1] bias, const double[::1] slope,
-             double[::1] Cout, double[::1] Zout, double[::1] Yout, nxt, isa=None):
+             double[::1] Cout, double[::1] Zout, double[::1] Yout, nxt, double[::1] times,
+             isa=None):
     """One fused layer (kernels.h nn_layer); spec: lrmpi.numerics.kernels.NNLayer.
     Returns the C kernel's status (0, 1: NaN/Inf in y, -1: no memory)."""
     cdef const lrmpi_kernel_table *t = _table(isa)
@@ -250,6 +251,7 @@ def nn_layer(spec, const int8_t[:, ::1] D, const int32_t[::1] e, const int8_t[::
     if slope is not None:
         L.slope = &slope[0]
     L.Cout, L.Zout, L.Yout = _opt(Cout), _opt(Zout), _opt(Yout)
+    L.times = _opt(times)
     L.next = NULL
     if nxt is not None:
         _planes(&N, nxt)

@@ -204,6 +204,8 @@ typedef struct {
     double *Cout, *Zout, *Yout; /* the rounded product, + bias, the activation  */
     const lrmpi_nn_planes *next;/* or NULL: y quantized for the next node       */
     int64_t unit_rows;          /* output rows (positions) per block: L2 size   */
+    double *times;              /* or NULL: += thread CPU seconds in the products,*/
+                                /* the rounding to the stores, the next planes  */
 } lrmpi_nn_layer;
 
 /* nn_packed_size: bytes of nn_pack's output for `planes` planes of O rows of  */

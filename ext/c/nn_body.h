@@ -18,6 +18,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 #include "bodies.h"
 #include "gemm_internal.h"
 #include "kernels.h"
@@ -31,6 +32,16 @@
 typedef void (*nn_levels_fn)(int r, int64_t m, int64_t mpad, int64_t opad, int64_t kpad,
                              const int8_t *A, int64_t lda, int64_t pa, const int8_t *W,
                              int64_t wq, int32_t *S, int64_t lds, int64_t ls);
+
+/* thread CPU seconds (the stage timers of lrmpi/stages.py), when asked for */
+static inline double nn_clock(const double *times)
+{
+    if (!times)
+        return 0.0;
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 /* per-thread scratch of one variant (first touch is slow on these VMs: kept) */
 typedef struct {
@@ -379,6 +390,7 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
         const int64_t ns = L->n - s0 < per ? L->n - s0 : per, m = ns * P;
         const int64_t mpad = (m + 31) / 32 * 32, ls = mpad * opad;
         int32_t *S = (int32_t *)sc->s;
+        double t0 = nn_clock(L->times);
         if (L->depthwise) {
             nn_depthwise_levels(L, s0, m, S, opad, ls);
         } else if (direct) {
@@ -389,6 +401,7 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
             levels(r, m, mpad, opad, L->kpad, sc->a, L->kpad, mpad * L->kpad, L->wpack, wq, S,
                    opad, ls);
         }
+        double t1 = nn_clock(L->times);
         for (int64_t j = 0; j < ns; j++)
             smax[j] = 0.0;
         for (int64_t i0 = 0; i0 < m;) {
@@ -423,8 +436,14 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
                 }
             i0 += rb;
         }
+        double t2 = nn_clock(L->times);
         if (L->next && nn_cut_next(L, s0, ns, ybuf, smax, tmp))
             return 1;
+        if (L->times) {
+            L->times[0] += t1 - t0;
+            L->times[1] += t2 - t1;
+            L->times[2] += nn_clock(L->times) - t2;
+        }
     }
     return 0;
 }

@@ -14,10 +14,12 @@ fine: idle ranks take part in every step and write nothing.
 """
 import os
 import sys
+import threading
 import time
 
 import numpy as np
 
+from lrmpi import stages
 from lrmpi._version import __version__
 from lrmpi.errors import InputError, WorkerTimeout
 from lrmpi.jobs import inputs
@@ -49,6 +51,7 @@ class InferJob:
         self.comm, self.group = comm, Group(comm)
         self.inputs = file_inputs(model, data)
         self.meta, self.start, self.offset = [], time.perf_counter(), 0.0
+        self.setup = {}  # wall seconds of the start-up steps (the first resolution's attrs)
 
     # --- rank 0, before the job ---
     def prepare(self):
@@ -81,10 +84,12 @@ class InferJob:
         return self.offset + time.perf_counter() - self.start
 
     def release(self, comm):
+        self.group.meet()
         self.group.bcast(None)
 
     # --- the other ranks ---
     def serve(self, comm):
+        self.group.meet()
         model = self.group.bcast(None)
         if model is None:
             return
@@ -103,9 +108,13 @@ class InferJob:
             eng.load_state(state)
             self.meta = [ckpt.resolution_summary(i) for i in range(1, done + 1)]
             self.offset, self.start = float(self.meta[-1]["elapsed_s"]), time.perf_counter()
+        t = time.perf_counter()
+        self.setup["prepare_s"] = t - start
+        self.group.meet()
         self.group.bcast(self.model)
         _bcast_array(self.group, self.X)
         hosts = dict(enumerate(self.group.gather(hostname()) or []))
+        self.setup["bcast_s"] = time.perf_counter() - t
         workers = farm.Farm(self.comm, lambda task, stopping: _evaluate(self.model, self.X, task,
                                                                           stopping),
                             hosts, self.worker_timeout)
@@ -146,6 +155,7 @@ class InferJob:
                     return None
                 logits = np.concatenate([g[0] for g in got]) if got else None
                 radius = np.concatenate([g[1] for g in got]) if got else None
+                self.spent = stages.total(g[2] for g in got)
                 out, at = [], 0
                 for c in chunks:
                     out.append((logits[at:at + len(c)], radius[at:at + len(c)]))
@@ -172,7 +182,10 @@ class InferJob:
                 "refined_count": int(res.refined.sum()),
                 "certified_count": int(st["certified"].sum()),
                 "frozen_certified": res.frozen["certified"], "frozen_gray": res.frozen["gray"],
-                "work": res.work, "work_all": res.work_all, "fallback": 0}
+                "work": res.work, "work_all": res.work_all, "fallback": 0,
+                **{f"cpu_{k}_s": float(v) for k, v in getattr(self, "spent", {}).items()},
+                **self.setup}
+        self.setup = {}  # start-up figures go with the first resolution computed
         self.meta.append(meta)
         if self.on_resolution is not None:
             self.on_resolution(meta, st["scores"], st["predicted"], res.refined)
@@ -188,12 +201,21 @@ class InferJob:
             _report(meta, eng.planes)
 
 
+_since = {}  # per thread: the stage times at the end of its last task
+
+
 def _evaluate(model, X, task, stopping=None):
-    """A farm task: (logits, bounds) of samples `idx` at resolution r (None if
-    `stopping()` said so between batches)."""
+    """A farm task: (logits, bounds, stage times) of samples `idx` at resolution r
+    (None if `stopping()` said so between batches). The stage times run from the
+    end of this thread's previous task: a worker's send of that task's result
+    counts too (stages.py)."""
     r, idx, norms = task
     model.norms.use(r, norms)
-    return model.evaluate(X[idx], r, stopping=stopping)
+    out = model.evaluate(X[idx], r, stopping=stopping)
+    key = threading.get_ident()
+    spent = stages.since(_since.get(key, {}))
+    _since[key] = stages.snapshot()
+    return None if out is None else (*out, spent)
 
 
 def _graph_parts(graph):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lrmpi import stages
 from lrmpi.errors import ConfigError, InputError
 from lrmpi.nn import certify, ops
 from lrmpi.nn.fused import FusedModel
@@ -82,7 +83,8 @@ class PreparedModel:
         return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
 
     def _evaluate(self, X, r):
-        tracker = certify.Tracker(self.graph, self.norms, r, self.bits, len(X))
+        with stages.timed("bound"):
+            tracker = certify.Tracker(self.graph, self.norms, r, self.bits, len(X))
         logits = self.fused.forward(X, r, tracker)
         return logits, tracker.logit_radius
 

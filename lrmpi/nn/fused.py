@@ -15,6 +15,7 @@ other node is ops.apply in float64, as in the reference.
 """
 import numpy as np
 
+from lrmpi import stages
 from lrmpi.nn import ops
 from lrmpi.nn.graph import LINEAR_OPS
 from lrmpi.nn.quantized import linear_at
@@ -168,6 +169,7 @@ class FusedModel:
             if nxt is not None and nxt.op in LINEAR_OPS and self.nodes[nxt.output].supported:
                 fn.feeds = self.nodes[nxt.output]
         self.buffers = Buffers()
+        self.times = np.zeros(3)  # the kernels' stage times (products, decode, quantize)
 
     def _only_reader(self, tensor):
         readers = self.readers.get(tensor, [])
@@ -188,14 +190,17 @@ class FusedModel:
         for i, node in enumerate(g.nodes):
             if node.output in self.absorbed:  # computed with its linear node
                 if tracker is not None:
-                    tracker.other(node, *self._pending.pop(node.output))
+                    with stages.timed("bound"):
+                        tracker.other(node, *self._pending.pop(node.output))
             elif node.op in LINEAR_OPS:
                 self._linear(node, env, planes, r, tracker, n)
             else:
                 args = [env[t] for t in node.inputs]
-                env[node.output] = ops.apply(node, args)
+                with stages.timed("ops"):
+                    env[node.output] = ops.apply(node, args)
                 if tracker is not None:
-                    tracker.other(node, args, env[node.output])
+                    with stages.timed("bound"):
+                        tracker.other(node, args, env[node.output])
             for t in node.inputs:
                 if last.get(t) == i and t != g.output:
                     env.pop(t, None)
@@ -205,15 +210,18 @@ class FusedModel:
         fn = self.nodes[node.output]
         h = env.get(node.inputs[0])
         if not fn.takes(r, self.bits):
-            e, C, z = linear_at(node, h, self.weights[node.output], r, self.bits)
+            with stages.timed("products"):
+                e, C, z = linear_at(node, h, self.weights[node.output], r, self.bits)
             if tracker is not None:
-                tracker.linear(node, h, e, C, z)
+                with stages.timed("bound"):
+                    tracker.linear(node, h, e, C, z)
             env[node.output] = z
             return
         src = planes.pop(node.output, None)
         if src is None:
             src = fn.planes_for(r, self.bits, n, self.buffers)
-            K.nn_quantize(h, src, isa=self.isa)
+            with stages.timed("quantize"):
+                K.nn_quantize(h, src, isa=self.isa)
         out = fn.act_node.output if fn.act_node else node.output
         shape = (n,) + fn.out_shape
         size = int(np.prod(shape))
@@ -227,12 +235,18 @@ class FusedModel:
         if fn.feeds is not None and fn.feeds.takes(r, self.bits):
             nxt = fn.feeds.planes_for(r, self.bits, n, self.buffers)
             planes[fn.feeds.node.output] = nxt
+        t = self.times
+        t[:] = 0.0
         K.nn_layer(fn.spec(n, r, self.bits), src.D, src.exps, fn.wpack, fn.f, fn.bias,
-                   slope=fn.slope, Cout=C, Zout=Z, Yout=Y, nxt=nxt, isa=self.isa)
+                   slope=fn.slope, Cout=C, Zout=Z, Yout=Y, nxt=nxt, times=t, isa=self.isa)
+        stages.add("products", t[0])
+        stages.add("decode", t[1])
+        stages.add("quantize", t[2])
         y = Y.reshape(shape) if Y is not None else None
         if track:
             z = Z.reshape(shape) if Z is not None else y
-            tracker.linear(node, h, src.exps[:n].copy(), C.reshape(shape), z)
+            with stages.timed("bound"):
+                tracker.linear(node, h, src.exps[:n].copy(), C.reshape(shape), z)
             if fn.act_node is not None:
                 self._pending[out] = ([z], y)
         if y is not None:

@@ -132,12 +132,14 @@ def nn_pack(W, kpad, depthwise=False, *, isa=None):
 
 
 def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yout=None,
-             nxt=None, isa=None):
+             nxt=None, times=None, isa=None):
     """One fused layer for spec.n samples (kernels.h nn_layer): D the input planes
     (NNPlanes.D: ROWS for a linear node, NHWC for a conv), e their exponents, the
     packed weights, f and bias per output channel; fills the optional outputs
     (flat n x O x Ho x Wo float64) and the next node's planes `nxt` (NNPlanes).
-    Raises FloatingPointError if the activation quantized for `nxt` holds NaN/Inf."""
+    `times` (float64, 3): += thread CPU seconds in the products, the rounding to
+    the stores, the next planes. Raises FloatingPointError if the activation
+    quantized for `nxt` holds NaN/Inf."""
     s = spec
     n, P, O = s.n, s.Ho * s.Wo, s.O
     _need_c(D, "D", np.int8, 2)
@@ -182,9 +184,13 @@ def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yo
         if nxt.C * nxt.H * nxt.W != O * P or nxt.layout == NN_NHWC and \
                 (nxt.C, nxt.H, nxt.W) != (O, s.Ho, s.Wo):
             raise ValueError("nxt does not hold this layer's output")
+    if times is not None:
+        _need_c(times, "times", np.float64, 1)
+        if times.shape[0] < 3:
+            raise ValueError("times: 3 entries")
     if n == 0:
         return
-    status = _k.nn_layer(s, D, e, wpack, f, bias, slope, Cout, Zout, Yout, nxt, isa)
+    status = _k.nn_layer(s, D, e, wpack, f, bias, slope, Cout, Zout, Yout, nxt, times, isa)
     if status < 0:
         raise MemoryError("nn_layer: no memory for its scratch")
     if status:

@@ -11,7 +11,7 @@ reach every rank once, before the first round).
 import time
 from collections import deque
 
-from lrmpi import config
+from lrmpi import config, stages
 from lrmpi.errors import RemoteTraceback, WorkerError, WorkerTimeout
 from lrmpi.parallel import faults, protocol
 from lrmpi.parallel.backoff import Backoff
@@ -143,7 +143,9 @@ def serve(comm, compute):
             value = compute(msg.payload, lambda: comm.Iprobe(source=0, tag=Tag.STOP))
             if comm.Iprobe(source=0, tag=Tag.STOP):
                 continue  # stopping: the root drops results now
-            comm.send(FarmResult(msg.id, value, time.perf_counter() - t0), dest=0, tag=Tag.DONE)
+            t1 = time.perf_counter()
+            comm.send(FarmResult(msg.id, value, t1 - t0), dest=0, tag=Tag.DONE)
+            stages.add("comm", time.perf_counter() - t1)  # wall: a send waits for the root
         except Exception as exc:
             failed = True
             comm.send(protocol.error_message(rank, size, exc), dest=0, tag=Tag.ERROR)
