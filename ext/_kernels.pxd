@@ -27,6 +27,7 @@ cdef extern from "c/kernels.h" nogil:
         int8_t *D
         int64_t pstride
         int32_t *exps
+        double *sq
     ctypedef struct lrmpi_nn_layer:
         int64_t n, Hp, Wp, C, kh, kw, sh, sw, dh, dw, Ho, Wo, O
         int depthwise, direct
@@ -47,6 +48,7 @@ cdef extern from "c/kernels.h" nogil:
         double *Yout
         const lrmpi_nn_planes *next
         int64_t unit_rows
+        double *sq
         double *times
     ctypedef int (*lrmpi_nn_quantize_fn)(int64_t, const double *, const lrmpi_nn_planes *) noexcept nogil
     ctypedef int64_t (*lrmpi_nn_packed_size_fn)(int, int64_t, int64_t, int) noexcept nogil

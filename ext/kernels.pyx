@@ -192,6 +192,10 @@ def crt_reconstruct(const int32_t[::1] moduli, const int32_t[:, :, ::1] S,
 
 # --- fused inference layers (kernels.h, nn_*): lrmpi/numerics/kernels.py checks ---
 
+cdef double *_opt(double[::1] a):
+    return NULL if a is None else &a[0]
+
+
 cdef int _planes(lrmpi_nn_planes *P, d) except -1:
     """Fill P from a dict of lrmpi.numerics.kernels.NNPlanes fields."""
     cdef int8_t[:, ::1] D = d.D
@@ -199,6 +203,7 @@ cdef int _planes(lrmpi_nn_planes *P, d) except -1:
     P.layout, P.C, P.H, P.W, P.kpad = d.layout, d.C, d.H, d.W, d.kpad
     P.pt, P.pl, P.Hp, P.Wp, P.r, P.bits = d.pt, d.pl, d.Hp, d.Wp, d.r, d.bits
     P.D, P.pstride, P.exps = &D[0, 0], D.shape[1], &e[0]
+    P.sq = _opt(d.sq)
     return 0
 
 
@@ -225,14 +230,10 @@ def nn_pack(const int8_t[:, :, ::1] W, int64_t kpad, int depthwise, int8_t[::1] 
         t.nn_pack(W.shape[0], W.shape[1], W.shape[2], kpad, depthwise, &W[0, 0, 0], &out[0])
 
 
-cdef double *_opt(double[::1] a):
-    return NULL if a is None else &a[0]
-
-
 def nn_layer(spec, const int8_t[:, ::1] D, const int32_t[::1] e, const int8_t[::1] wpack,
              const int32_t[::1] f, const double[::1] bias, const double[::1] slope,
-             double[::1] Cout, double[::1] Zout, double[::1] Yout, nxt, double[::1] times,
-             isa=None):
+             double[::1] Cout, double[::1] Zout, double[::1] Yout, nxt, double[::1] sq,
+             double[::1] times, isa=None):
     """One fused layer (kernels.h nn_layer); spec: lrmpi.numerics.kernels.NNLayer.
     Returns the C kernel's status (0, 1: NaN/Inf in y, -1: no memory)."""
     cdef const lrmpi_kernel_table *t = _table(isa)
@@ -251,7 +252,7 @@ def nn_layer(spec, const int8_t[:, ::1] D, const int32_t[::1] e, const int8_t[::
     if slope is not None:
         L.slope = &slope[0]
     L.Cout, L.Zout, L.Yout = _opt(Cout), _opt(Zout), _opt(Yout)
-    L.times = _opt(times)
+    L.times, L.sq = _opt(times), _opt(sq)
     L.next = NULL
     if nxt is not None:
         _planes(&N, nxt)

@@ -164,6 +164,9 @@ typedef struct {
     int8_t *D;             /* r planes                                         */
     int64_t pstride;       /* bytes per plane (>= n x row or image size)       */
     int32_t *exps;         /* n: per-sample exponent, max|h_n| < 2^e (0 if 0)  */
+    double *sq;            /* or NULL: n x 2, per sample the float64 sums of    */
+                           /* h^2 and of (h - Q_r(h))^2 2^(2 b (r + 1) - 2 e)   */
+                           /* (the truncation residual in units of its scale)  */
 } lrmpi_nn_planes;
 
 /* nn_quantize: the planes of h (n samples, each C x H x W float64 in NCHW     */
@@ -204,6 +207,8 @@ typedef struct {
     double *Cout, *Zout, *Yout; /* the rounded product, + bias, the activation  */
     const lrmpi_nn_planes *next;/* or NULL: y quantized for the next node       */
     int64_t unit_rows;          /* output rows (positions) per block: L2 size   */
+    double *sq;                 /* or NULL: n x 3, per sample the float64 sums   */
+                                /* of C^2, z^2, y^2 (over its outputs)           */
     double *times;              /* or NULL: += thread CPU seconds in the products,*/
                                 /* the rounding to the stores, the next planes  */
 } lrmpi_nn_layer;

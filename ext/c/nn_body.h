@@ -54,12 +54,14 @@ typedef struct {
 
 /* The r digits of len values x[j] 2^(bits - e) (s1 s2 = that power of two),
  * most significant first, into dst[p pstride + j]: encode_body's arithmetic
- * (exact scaling, truncation toward zero, exact remainders). */
+ * (exact scaling, truncation toward zero, exact remainders). With `sq`:
+ * sq[0] += sum x^2, sq[1] += sum of the scaled remainders squared (what r
+ * planes leave of x, times 2^(b (r + 1) - e)), in LANES partial sums. */
 LRMPI_INLINE void nn_peel(int64_t len, const double *x, double s1, double s2, int bits, int r,
-                          int8_t *dst, int64_t pstride)
+                          int8_t *dst, int64_t pstride, double *sq)
 {
     const double radix = (double)(1 << bits);
-    double y[ENC_CHUNK];
+    double y[ENC_CHUNK], a[LANES] = {0}, b[LANES] = {0};
     for (int64_t j0 = 0; j0 < len; j0 += ENC_CHUNK) {
         const int64_t n = len - j0 < ENC_CHUNK ? len - j0 : ENC_CHUNK;
         for (int64_t j = 0; j < n; j++)
@@ -72,7 +74,39 @@ LRMPI_INLINE void nn_peel(int64_t len, const double *x, double s1, double s2, in
                 y[j] = (y[j] - (double)v) * radix;
             }
         }
+        if (sq) {
+            int64_t j = 0;
+            for (; j + LANES <= n; j += LANES)
+                for (int u = 0; u < LANES; u++) {
+                    a[u] += x[j0 + j + u] * x[j0 + j + u];
+                    b[u] += y[j + u] * y[j + u];
+                }
+            for (; j < n; j++) {
+                a[0] += x[j0 + j] * x[j0 + j];
+                b[0] += y[j] * y[j];
+            }
+        }
     }
+    if (sq)
+        for (int u = 0; u < LANES; u++) {
+            sq[0] += a[u];
+            sq[1] += b[u];
+        }
+}
+
+/* sum v^2 over a row, LANES partial sums */
+LRMPI_INLINE double nn_sumsq(int64_t n, const double *v)
+{
+    double a[LANES] = {0}, s = 0.0;
+    int64_t j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int u = 0; u < LANES; u++)
+            a[u] += v[j + u] * v[j + u];
+    for (; j < n; j++)
+        a[0] += v[j] * v[j];
+    for (int u = 0; u < LANES; u++)
+        s += a[u];
+    return s;
 }
 
 /* Exponent of a sample's planes: max|h| < 2^e, 0 for an all-zero sample. */
@@ -103,20 +137,10 @@ LRMPI_INLINE void nn_zero_border(const lrmpi_nn_planes *P, int8_t *img)
     }
 }
 
-/* One sample h (C x H x W, NCHW) into its planes; the exponent is e. */
-LRMPI_INLINE void nn_cut_sample(const double *h, int32_t e, const lrmpi_nn_planes *P,
-                                int64_t s)
+/* One sample h (NCHW) into padded NHWC planes (nn_cut_sample). */
+LRMPI_INLINE void nn_cut_nhwc(const double *h, const lrmpi_nn_planes *P, int64_t s, double s1,
+                              double s2, double *sq)
 {
-    double s1, s2;
-    pow2_split(P->bits - e, &s1, &s2);
-    const int64_t size = P->C * P->H * P->W;
-    if (P->layout == LRMPI_NN_ROWS) {
-        int8_t *d = P->D + s * P->kpad;
-        nn_peel(size, h, s1, s2, P->bits, P->r, d, P->pstride);
-        for (int p = 0; p < P->r; p++)
-            memset(d + p * P->pstride + size, 0, (size_t)(P->kpad - size));
-        return;
-    }
     /* NCHW -> padded NHWC: a block of NN_CB channels x NN_XB pixels of one image
      * row peeled into tmp, then written pixel by pixel, channels contiguous */
     int8_t tmp[16][NN_CB][NN_XB];
@@ -130,7 +154,7 @@ LRMPI_INLINE void nn_cut_sample(const double *h, int32_t e, const lrmpi_nn_plane
                 const int64_t xb = W - x0 < NN_XB ? W - x0 : NN_XB;
                 for (int64_t cc = 0; cc < cb; cc++)
                     nn_peel(xb, h + ((c0 + cc) * H + y) * W + x0, s1, s2, P->bits, P->r,
-                            &tmp[0][cc][0], NN_CB * NN_XB);
+                            &tmp[0][cc][0], NN_CB * NN_XB, sq);
                 for (int p = 0; p < P->r; p++) {
                     int8_t *d = img + p * P->pstride + ((y + P->pt) * P->Wp + x0 + P->pl) * C + c0;
                     for (int64_t xx = 0; xx < xb; xx++)
@@ -139,6 +163,27 @@ LRMPI_INLINE void nn_cut_sample(const double *h, int32_t e, const lrmpi_nn_plane
                 }
             }
         }
+}
+
+/* One sample h (C x H x W, NCHW) into its planes; the exponent is e. */
+LRMPI_INLINE void nn_cut_sample(const double *h, int32_t e, const lrmpi_nn_planes *P,
+                                int64_t s)
+{
+    double s1, s2, q[2] = {0.0, 0.0}, *sq = P->sq ? q : NULL;
+    pow2_split(P->bits - e, &s1, &s2);
+    const int64_t size = P->C * P->H * P->W;
+    if (P->layout == LRMPI_NN_ROWS) {
+        int8_t *d = P->D + s * P->kpad;
+        nn_peel(size, h, s1, s2, P->bits, P->r, d, P->pstride, sq);
+        for (int p = 0; p < P->r; p++)
+            memset(d + p * P->pstride + size, 0, (size_t)(P->kpad - size));
+    } else {
+        nn_cut_nhwc(h, P, s, s1, s2, sq);
+    }
+    if (sq) {
+        P->sq[2 * s] = q[0];
+        P->sq[2 * s + 1] = q[1];
+    }
 }
 
 LRMPI_INLINE int nn_quantize_body(int64_t n, const double *h, const lrmpi_nn_planes *P)
@@ -331,18 +376,18 @@ LRMPI_INLINE int nn_cut_next(const lrmpi_nn_layer *L, int64_t s0, int64_t ns, co
             return 1;
         const int32_t e = nn_exponent(smax[j]);
         N->exps[s] = e;
-        double s1, s2;
+        double s1, s2, q[2] = {0.0, 0.0}, *sq = N->sq ? q : NULL;
         pow2_split(N->bits - e, &s1, &s2);
         const double *ys = y + j * P * O;
         if (N->layout == LRMPI_NN_ROWS) {
             int8_t *d = N->D + s * N->kpad;
             if (P == 1) {
-                nn_peel(O, ys, s1, s2, N->bits, N->r, d, N->pstride);
+                nn_peel(O, ys, s1, s2, N->bits, N->r, d, N->pstride, sq);
             } else { /* NCHW flattening order: channel-major */
                 for (int64_t o = 0; o < O; o++)
                     for (int64_t pos = 0; pos < P; pos++)
                         tmp[o * P + pos] = ys[pos * O + o];
-                nn_peel(O * P, tmp, s1, s2, N->bits, N->r, d, N->pstride);
+                nn_peel(O * P, tmp, s1, s2, N->bits, N->r, d, N->pstride, sq);
             }
             for (int p = 0; p < N->r; p++)
                 memset(d + p * N->pstride + O * P, 0, (size_t)(N->kpad - O * P));
@@ -352,8 +397,12 @@ LRMPI_INLINE int nn_cut_next(const lrmpi_nn_layer *L, int64_t s0, int64_t ns, co
             for (int64_t pos = 0; pos < P; pos++) {
                 const int64_t yy = pos / L->Wo, xx = pos % L->Wo;
                 nn_peel(O, ys + pos * O, s1, s2, N->bits, N->r,
-                        img + ((yy + N->pt) * N->Wp + xx + N->pl) * O, N->pstride);
+                        img + ((yy + N->pt) * N->Wp + xx + N->pl) * O, N->pstride, sq);
             }
+        }
+        if (sq) {
+            N->sq[2 * s] = q[0];
+            N->sq[2 * s + 1] = q[1];
         }
     }
     return 0;
@@ -386,6 +435,8 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
     int64_t *limbs = (int64_t *)sc->c + 2 * NN_RB * opad;
     const double *bias = L->bias;
     double *smax = (double *)sc->y, *ybuf = smax + per, *tmp = ybuf + mmax * O;
+    if (L->sq)
+        memset(L->sq, 0, (size_t)(3 * L->n) * 8);
     for (int64_t s0 = 0; s0 < L->n; s0 += per) {
         const int64_t ns = L->n - s0 < per ? L->n - s0 : per, m = ns * P;
         const int64_t mpad = (m + 31) / 32 * 32, ls = mpad * opad;
@@ -417,17 +468,26 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
             }
             if (L->Cout)
                 nn_store_block(L->Cout, s, pos0, P, O, rb, cblk, opad);
+            if (L->sq)
+                for (int64_t rr = 0; rr < rb; rr++)
+                    L->sq[3 * (s0 + (i0 + rr) / P)] += nn_sumsq(O, cblk + rr * opad);
             for (int64_t rr = 0; rr < rb; rr++) /* z, in place */
                 for (int64_t o = 0; o < O; o++)
                     cblk[rr * opad + o] += bias[o];
             if (L->Zout)
                 nn_store_block(L->Zout, s, pos0, P, O, rb, cblk, opad);
+            if (L->sq)
+                for (int64_t rr = 0; rr < rb; rr++)
+                    L->sq[3 * (s0 + (i0 + rr) / P) + 1] += nn_sumsq(O, cblk + rr * opad);
             double *y = L->next ? ybuf + i0 * O : yblk;
             const int64_t ldy = L->next ? O : opad;
             for (int64_t rr = 0; rr < rb; rr++)
                 nn_act_row(L->act, O, cblk + rr * opad, y + rr * ldy, L->slope, L->lo, L->hi);
             if (L->Yout)
                 nn_store_block(L->Yout, s, pos0, P, O, rb, y, ldy);
+            if (L->sq)
+                for (int64_t rr = 0; rr < rb; rr++)
+                    L->sq[3 * (s0 + (i0 + rr) / P) + 2] += nn_sumsq(O, y + rr * ldy);
             if (L->next)
                 for (int64_t rr = 0; rr < rb; rr++) {
                     const int64_t j = (i0 + rr) / P;

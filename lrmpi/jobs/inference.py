@@ -93,7 +93,7 @@ class InferJob:
         model = self.group.bcast(None)
         if model is None:
             return
-        X = _bcast_array(self.group, None)
+        X = _share_data(self.group, None, None)
         self.group.gather(hostname())
         farm.serve(comm, lambda task, stopping: _evaluate(model, X, task, stopping))
 
@@ -112,7 +112,7 @@ class InferJob:
         self.setup["prepare_s"] = t - start
         self.group.meet()
         self.group.bcast(self.model)
-        _bcast_array(self.group, self.X)
+        _share_data(self.group, self.X, self.data)
         hosts = dict(enumerate(self.group.gather(hostname()) or []))
         self.setup["bcast_s"] = time.perf_counter() - t
         workers = farm.Farm(self.comm, lambda task, stopping: _evaluate(self.model, self.X, task,
@@ -234,15 +234,51 @@ def _persisted(st):
                                       "active")}
 
 
-def _bcast_array(group, X):
-    """An array from rank 0 to every rank, in its own dtype (shape and dtype first,
-    then the buffer)."""
-    head = group.bcast(None if X is None else (X.shape, X.dtype.str))
+def _share_data(group, X, spec):
+    """The samples on every rank. A rank on the root's host that finds the same .npy
+    file (device, inode, size, modification time) maps it itself: nothing travels
+    (the first broadcast of 100 MB took 2.8 s, most of a job's start). The others
+    receive it by broadcast, in its own dtype."""
+    local = None
+    if group.rank == 0 and isinstance(spec, (str, os.PathLike)) and str(spec).endswith(".npy") \
+            and _mapped(X):
+        local = (str(spec), _identity(str(spec)), hostname())
+    head = group.bcast(None if group.rank else (X.shape, X.dtype.str, local))
     if group.comm is None or group.size == 1:
         return X
-    buf = np.ascontiguousarray(X) if X is not None else np.empty(head[0], np.dtype(head[1]))
-    group.comm.Bcast(buf, root=0)
-    return buf
+    shape, dtype, local = head
+    mine = None
+    if group.rank and local is not None and local[2] == hostname() and \
+            _identity(local[0]) == local[1]:
+        try:  # the root checked these values (finite, shape): the same file holds them
+            mine = np.load(local[0], mmap_mode="r", allow_pickle=False).reshape(shape)
+        except (OSError, ValueError):
+            mine = None
+        if mine is not None and mine.dtype.str != dtype:
+            mine = None
+    need = group.comm.allreduce(int(group.rank != 0 and mine is None))
+    if need:
+        buf = np.ascontiguousarray(X) if group.rank == 0 else np.empty(shape, np.dtype(dtype))
+        group.comm.Bcast(buf, root=0)
+        mine = buf if mine is None else mine
+    return X if group.rank == 0 else mine
+
+
+def _mapped(X):
+    """Whether X is (a view of) a memory-mapped file, as inputs.load maps .npy files."""
+    while X is not None:
+        if isinstance(X, np.memmap):
+            return True
+        X = X.base if isinstance(X, np.ndarray) else None
+    return False
+
+
+def _identity(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _report(meta, planned, durable=None):

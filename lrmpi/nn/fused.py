@@ -90,9 +90,9 @@ class FusedNode:
         self.act, self.act_node = op, act_node
         return True
 
-    def planes_for(self, r, bits, n, buf):
+    def planes_for(self, r, bits, n, buf, sq=False):
         """NNPlanes of this node's input for n samples at resolution r, in `buf`'s
-        reused arrays."""
+        reused arrays (with the sums for its norms if `sq`)."""
         g = self.geom
         if self.node.op == "linear":
             spec = dict(layout=K.NN_ROWS, C=g["C"], H=1, W=1, kpad=self.kpad)
@@ -104,7 +104,18 @@ class FusedNode:
             size = n * Hp * Wp * C
         D = buf.get(("D", self.node.output), (r, max(size, 1)), np.int8)
         e = buf.get(("e", self.node.output), (max(n, 1),), np.int32)
-        return K.NNPlanes(r=r, bits=bits, D=D, exps=e, **spec)
+        sums = buf.get(("hsq", self.node.output), (2 * max(n, 1),), np.float64) if sq else None
+        return K.NNPlanes(r=r, bits=bits, D=D, exps=e, sq=sums, **spec)
+
+    def norms(self, src, sq, r, bits, n):
+        """Per-sample upper bounds on the l2 norms of the node's input h, of what r
+        planes leave of it (dq), of C, z and the activation y, from the kernels' sums."""
+        k, size = int(np.prod(self.in_shape)), int(np.prod(self.out_shape))
+        hs = src.sq[:2 * n].reshape(n, 2)
+        C, z, y = (K.nn_norms(sq[:, i], size) for i in range(3))
+        return {"h": K.nn_norms(hs[:, 0], k),
+                "dq": K.nn_residual_norms(hs[:, 1], src.exps[:n], bits, r, k),
+                "C": C, "z": z, "y": y}
 
     def spec(self, n, r, bits):
         P = self.geom["Ho"] * self.geom["Wo"]
@@ -190,8 +201,9 @@ class FusedModel:
         for i, node in enumerate(g.nodes):
             if node.output in self.absorbed:  # computed with its linear node
                 if tracker is not None:
+                    args, y, extra = self._pending.pop(node.output)
                     with stages.timed("bound"):
-                        tracker.other(node, *self._pending.pop(node.output))
+                        tracker.other(node, args, y, **extra)
             elif node.op in LINEAR_OPS:
                 self._linear(node, env, planes, r, tracker, n)
             else:
@@ -212,42 +224,73 @@ class FusedModel:
         if not fn.takes(r, self.bits):
             with stages.timed("products"):
                 e, C, z = linear_at(node, h, self.weights[node.output], r, self.bits)
-            if tracker is not None:
+            if tracker is not None:  # arrays, no norms: the tracker computes them
                 with stages.timed("bound"):
                     tracker.linear(node, h, e, C, z)
             env[node.output] = z
             return
+        wants = _wants(tracker, node)
+        norms = "norms" in wants
         src = planes.pop(node.output, None)
         if src is None:
-            src = fn.planes_for(r, self.bits, n, self.buffers)
+            src = fn.planes_for(r, self.bits, n, self.buffers, norms)
             with stages.timed("quantize"):
                 K.nn_quantize(h, src, isa=self.isa)
         out = fn.act_node.output if fn.act_node else node.output
         shape = (n,) + fn.out_shape
         size = int(np.prod(shape))
-        track = tracker is not None
-        # y is needed unless the next node's planes are all that reads it
-        Y = np.empty(size) if track or fn.feeds is None or not fn.feeds.takes(r, self.bits) \
-            else None
-        Z = np.empty(size) if track and fn.act_node is not None else None
-        C = np.empty(size) if track else None
+        feeds = fn.feeds if fn.feeds is not None and fn.feeds.takes(r, self.bits) else None
+        # y is needed unless the next node's planes are all that reads it and the
+        # tracker asks for no values of it
+        need_y = feeds is None or "h" in _wants(tracker, feeds.node) or \
+            (fn.act_node is not None and "y" in _wants(tracker, fn.act_node)) or \
+            (fn.act_node is None and "z" in wants)
+        Y = np.empty(size) if need_y else None
+        Z = np.empty(size) if fn.act_node is not None and "z" in wants else None
+        C = np.empty(size) if "C" in wants else None
+        sq = self.buffers.get(("sq", node.output), (3 * n,), np.float64) if norms else None
         nxt = None
-        if fn.feeds is not None and fn.feeds.takes(r, self.bits):
-            nxt = fn.feeds.planes_for(r, self.bits, n, self.buffers)
-            planes[fn.feeds.node.output] = nxt
+        if feeds is not None:
+            nxt = feeds.planes_for(r, self.bits, n, self.buffers,
+                                   "norms" in _wants(tracker, feeds.node))
+            planes[feeds.node.output] = nxt
         t = self.times
         t[:] = 0.0
         K.nn_layer(fn.spec(n, r, self.bits), src.D, src.exps, fn.wpack, fn.f, fn.bias,
-                   slope=fn.slope, Cout=C, Zout=Z, Yout=Y, nxt=nxt, times=t, isa=self.isa)
+                   slope=fn.slope, Cout=C, Zout=Z, Yout=Y, nxt=nxt, sq=sq, times=t,
+                   isa=self.isa)
         stages.add("products", t[0])
         stages.add("decode", t[1])
         stages.add("quantize", t[2])
         y = Y.reshape(shape) if Y is not None else None
-        if track:
-            z = Z.reshape(shape) if Z is not None else y
+        if tracker is not None:
+            z = Z.reshape(shape) if Z is not None else (y if fn.act_node is None else None)
+            extra = {}
+            if norms:
+                with stages.timed("bound"):
+                    extra = {"norms": fn.norms(src, sq[:3 * n].reshape(n, 3), r, self.bits, n)}
             with stages.timed("bound"):
-                tracker.linear(node, h, src.exps[:n].copy(), C.reshape(shape), z)
+                tracker.linear(node, h if "h" in wants else None, src.exps[:n].copy(),
+                               C.reshape(shape) if C is not None else None, z, **extra)
             if fn.act_node is not None:
-                self._pending[out] = ([z], y)
+                act_extra = {"norms": {"z": extra["norms"]["z"], "y": extra["norms"]["y"]}} \
+                    if norms and "norms" in _wants(tracker, fn.act_node) else {}
+                self._pending[out] = ([z], y, act_extra)
         if y is not None:
             env[out] = y
+
+
+ARRAYS = frozenset(("h", "C", "z", "y"))
+
+
+def _wants(tracker, node):
+    """What the bound tracker asks of a node (nn-interface.md): `tracker.wants`, a
+    set or a function of the node, of "h", "C", "z", "y" (the arrays of the hook;
+    None is passed for the others) and "norms" (per-sample l2 norms from the
+    kernels, a `norms=` keyword); every array without it, nothing without a tracker."""
+    if tracker is None:
+        return frozenset()
+    w = getattr(tracker, "wants", None)
+    if w is None:
+        return ARRAYS
+    return w(node) if callable(w) else w

@@ -20,7 +20,9 @@ class NNPlanes:
     """Digit planes of a batch of per-sample tensors as a layer reads them
     (kernels.h, lrmpi_nn_planes): layout NN_ROWS (rows of kpad, NCHW order) or
     NN_NHWC (channels last, zero-padded image Hp x Wp, the image at (pt, pl));
-    D (>= r, pstride) int8, exps (>= n,) int32."""
+    D (>= r, pstride) int8, exps (>= n,) int32; sq (n, 2) float64 or None: per
+    sample the float64 sums of h^2 and of its truncation residual squared, the
+    residual in units of 2^(e - b (r + 1)) (nn_norms turns them into bounds)."""
 
     layout: int
     C: int
@@ -35,6 +37,7 @@ class NNPlanes:
     pl: int = 0
     Hp: int = 1
     Wp: int = 1
+    sq: np.ndarray = None
 
     def sample_bytes(self):
         return self.kpad if self.layout == NN_ROWS else self.Hp * self.Wp * self.C
@@ -62,6 +65,10 @@ class NNPlanes:
             raise ValueError(f"{name}: unknown layout {self.layout}")
         if self.D.shape[1] < rows * self.sample_bytes():
             raise ValueError(f"{name}: planes of {self.D.shape[1]} bytes for {n} samples")
+        if self.sq is not None:
+            _need_c(self.sq, f"{name}.sq", np.float64, 1)
+            if self.sq.shape[0] < 2 * n:
+                raise ValueError(f"{name}.sq: 2 sums per sample")
 
 
 @dataclass
@@ -132,11 +139,12 @@ def nn_pack(W, kpad, depthwise=False, *, isa=None):
 
 
 def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yout=None,
-             nxt=None, times=None, isa=None):
+             nxt=None, sq=None, times=None, isa=None):
     """One fused layer for spec.n samples (kernels.h nn_layer): D the input planes
     (NNPlanes.D: ROWS for a linear node, NHWC for a conv), e their exponents, the
     packed weights, f and bias per output channel; fills the optional outputs
     (flat n x O x Ho x Wo float64) and the next node's planes `nxt` (NNPlanes).
+    `sq` (float64, 3 n): per sample the float64 sums of C^2, z^2, y^2.
     `times` (float64, 3): += thread CPU seconds in the products, the rounding to
     the stores, the next planes. Raises FloatingPointError if the activation
     quantized for `nxt` holds NaN/Inf."""
@@ -184,14 +192,40 @@ def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yo
         if nxt.C * nxt.H * nxt.W != O * P or nxt.layout == NN_NHWC and \
                 (nxt.C, nxt.H, nxt.W) != (O, s.Ho, s.Wo):
             raise ValueError("nxt does not hold this layer's output")
+    if sq is not None:
+        _need_c(sq, "sq", np.float64, 1)
+        if sq.shape[0] < 3 * n:
+            raise ValueError("sq: 3 sums per sample")
     if times is not None:
         _need_c(times, "times", np.float64, 1)
         if times.shape[0] < 3:
             raise ValueError("times: 3 entries")
     if n == 0:
         return
-    status = _k.nn_layer(s, D, e, wpack, f, bias, slope, Cout, Zout, Yout, nxt, times, isa)
+    status = _k.nn_layer(s, D, e, wpack, f, bias, slope, Cout, Zout, Yout, nxt, sq, times, isa)
     if status < 0:
         raise MemoryError("nn_layer: no memory for its scratch")
     if status:
         raise FloatingPointError("an activation is NaN or Inf")
+
+
+U = 2.0**-53
+
+
+def nn_norms(sums, count):
+    """Upper bounds on the l2 norms sqrt(sum x^2) of vectors of `count` entries whose
+    squares a kernel summed in float64 (`sums`, any shape): that sum is within
+    gamma_count of the exact one (nonnegative terms, any order), below it by at most
+    2^-1074 per square that underflowed; sqrt and the last product round up."""
+    g = count * U / (1 - count * U)
+    s = (np.asarray(sums, np.float64) + count * 2.0**-1073) / (1 - g)
+    return np.sqrt(s) * (1 + 2.0**-51)
+
+
+def nn_residual_norms(sums, exps, bits, r, count):
+    """Upper bounds on ||h - Q_r(h)||_2 from NNPlanes.sq's residual sums (in units
+    of 2^(e - b (r + 1)) per sample): the scaling by a power of two is exact in
+    the normal range; count 2^-1074 covers a subnormal result's rounding and the
+    bits an extreme scale (pow2_split) drops below the subnormal range."""
+    scale = np.ldexp(1.0, np.asarray(exps, np.int64) - bits * (r + 1))
+    return nn_norms(sums, count) * scale + count * 2.0**-1074

@@ -2,6 +2,8 @@
 for bit: against the Python-integer network (tests/exact.py) for every activation
 they absorb, on every ISA this CPU has, and against quantized.py's pass on models
 large enough to cross the kernels' blocks; the bound hook sees the same values."""
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from exact import exact_linear
@@ -194,3 +196,57 @@ def test_a_sample_is_the_same_in_any_batch():
     for i in (0, 17, 39):
         _same(fm.forward(X[i:i + 1], 2), whole[i:i + 1])
     _same(np.concatenate([fm.forward(X[i:i + 7], 2) for i in range(0, 40, 7)]), whole)
+
+
+class NormRecorder(Recorder):
+    """Asks for every array and the kernels' norms."""
+
+    wants = frozenset(("h", "C", "z", "y", "norms"))
+
+    def linear(self, node, h, e, C, z, norms=None):
+        self.calls.append(("linear", node.output, h.copy(), e.copy(), C.copy(), z.copy(), norms))
+
+    def other(self, node, args, y, norms=None):
+        self.calls.append(("other", node.output, [a.copy() for a in args], y.copy(), norms))
+
+
+def _exact_sq(x):
+    """Exact sum of squares per sample (Fractions)."""
+    return [sum((Fraction(float(v)) ** 2 for v in row), Fraction(0)) for row in x.reshape(len(x), -1)]
+
+
+def _above(bounds, exact_sq):
+    for b, s in zip(bounds, exact_sq):
+        assert Fraction(float(b)) ** 2 >= s
+        assert float(b) <= float(s) ** 0.5 * (1 + 1e-12) + 1e-300  # and tight
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_the_kernels_norms_bound_the_hooks_values(isa):
+    """norms["h"], ["dq"], ["C"], ["z"], ["y"] are upper bounds (exactly checked) on the
+    l2 norms of h, h - Q_r(h), C, z and the activation, and tight."""
+    rng = np.random.default_rng(8)
+    for graph in (dense_chain(rng, ACTS[1]), conv_chain(rng, ACTS[2])):
+        X = rng.standard_normal((4,) + graph.input_shape) * \
+            np.array([1e-150, 1.0, 3e5, 1e150]).reshape((4,) + (1,) * len(graph.input_shape))
+        weights = {n.output: NodeWeights(n, 7, 3) for n in graph.linear}
+        for r in (1, 3):
+            rec = NormRecorder()
+            FusedModel(graph, weights, 7, isa=isa).forward(X, r, rec)
+            seen = 0
+            for call in rec.calls:
+                if call[0] != "linear" or call[-1] is None:
+                    continue
+                _, _, h, e, C, z, norms = call
+                step = np.ldexp(1.0, e.astype(np.int64) - 7 * r).reshape((-1,) + (1,) * (h.ndim - 1))
+                res = h - np.trunc(h / step) * step  # exact: the truncation at 2^(e - b r)
+                _above(norms["h"], _exact_sq(h))
+                _above(norms["dq"], _exact_sq(res))
+                _above(norms["C"], _exact_sq(C))
+                _above(norms["z"], _exact_sq(z))
+                seen += 1
+            for call in rec.calls:
+                if call[0] == "other" and call[-1] is not None:
+                    _above(call[-1]["y"], _exact_sq(call[3]))
+            assert seen == len(graph.linear) - sum(not fn.takes(r, 7) for fn in
+                                                   FusedModel(graph, weights, 7).nodes.values())
