@@ -94,17 +94,18 @@ LRMPI_INLINE void nn_peel(int64_t len, const double *x, double s1, double s2, in
         }
 }
 
-/* sum v^2 over a row, LANES partial sums */
+/* sum v^2 over a row: 4 LANES partial sums (independent chains, not one add
+ * latency per vector) */
 LRMPI_INLINE double nn_sumsq(int64_t n, const double *v)
 {
-    double a[LANES] = {0}, s = 0.0;
+    double a[4 * LANES] = {0}, s = 0.0;
     int64_t j = 0;
-    for (; j + LANES <= n; j += LANES)
-        for (int u = 0; u < LANES; u++)
+    for (; j + 4 * LANES <= n; j += 4 * LANES)
+        for (int u = 0; u < 4 * LANES; u++)
             a[u] += v[j + u] * v[j + u];
     for (; j < n; j++)
         a[0] += v[j] * v[j];
-    for (int u = 0; u < LANES; u++)
+    for (int u = 0; u < 4 * LANES; u++)
         s += a[u];
     return s;
 }
@@ -233,14 +234,15 @@ LRMPI_INLINE void nn_im2col(const lrmpi_nn_layer *L, int64_t s0, int64_t m, int6
 
 /* Depthwise level sums: each output channel reads its own input channel; the
  * packed weights are [q][tap][opad] int8 (nn_pack). Vectorized over channels. */
-LRMPI_INLINE void nn_depthwise_levels(const lrmpi_nn_layer *L, int64_t s0, int64_t m,
-                                      int32_t *S, int64_t opad, int64_t ls)
+LRMPI_INLINE void nn_depthwise_levels(const lrmpi_nn_layer *L, int64_t s0, int64_t b0,
+                                      int64_t m, int32_t *S, int64_t opad, int64_t ls)
 {
     const int64_t C = L->C, P = L->Ho * L->Wo, img = L->Hp * L->Wp * C;
     const int64_t taps = L->kh * L->kw, O = L->O;
     const int r = L->r;
-    for (int64_t i = 0; i < m; i++) {
-        const int64_t s = s0 + i / P, pos = i % P, y = pos / L->Wo, x = pos % L->Wo;
+    for (int64_t i = 0; i < m; i++) { /* row b0 + i of the unit, row i of S */
+        const int64_t s = s0 + (b0 + i) / P, pos = (b0 + i) % P;
+        const int64_t y = pos / L->Wo, x = pos % L->Wo;
         for (int l = 0; l < 2 * r - 1; l++)
             memset(S + l * ls + i * opad, 0, (size_t)opad * 4);
         for (int p = 0; p < r; p++)
@@ -291,6 +293,43 @@ LRMPI_INLINE void nn_act_row(int act, int64_t n, const double *restrict z, doubl
     }
 }
 
+/* max |v| over a row, +Inf if it holds NaN or Inf */
+LRMPI_INLINE double nn_row_max(int64_t n, const double *v)
+{
+    double mx[LANES] = {0};
+    int bad = 0;
+    for (int64_t j = 0; j < n; j++) {
+        const double a = fabs(v[j]);
+        bad |= !(a <= DBL_MAX);
+        mx[j % LANES] = a > mx[j % LANES] ? a : mx[j % LANES];
+    }
+    double r = 0.0;
+    for (int u = 0; u < LANES; u++)
+        r = mx[u] > r ? mx[u] : r;
+    return bad ? INFINITY : r;
+}
+
+/* A row of C (in L1) finished: z = C + bias (written over C), y = act(z), the
+ * row's sums of C^2, z^2, y^2 (q[0..2], nn_sumsq's order) and max |y| (+Inf if y
+ * holds NaN or Inf), returned. The portable version in passes (each vectorizes);
+ * nn_x86.c has an AVX-512 one pass that gives the same bits. */
+typedef double (*nn_finish_fn)(int act, int64_t O, double *restrict c,
+                               const double *restrict bias, const double *restrict slope,
+                               double lo, double hi, double *restrict y, double *q);
+
+LRMPI_INLINE double nn_finish_row(int act, int64_t O, double *restrict c,
+                                  const double *restrict bias, const double *restrict slope,
+                                  double lo, double hi, double *restrict y, double *q)
+{
+    q[0] = nn_sumsq(O, c);
+    for (int64_t o = 0; o < O; o++)
+        c[o] += bias[o];
+    q[1] = nn_sumsq(O, c);
+    nn_act_row(act, O, c, y, slope, lo, hi);
+    q[2] = nn_sumsq(O, y);
+    return nn_row_max(O, y);
+}
+
 #define NN_RB 16 /* rows of the epilogue's block: stored per channel as runs */
 
 /* A block of rb rows (values v[rr ldv + o]) into an NCHW output: with P = 1 each
@@ -308,29 +347,6 @@ LRMPI_INLINE void nn_store_block(double *restrict out, int64_t s, int64_t pos0, 
     for (int64_t o = 0; o < O; o++)
         for (int64_t rr = 0; rr < rb; rr++)
             base[o * P + rr] = v[rr * ldv + o];
-}
-
-/* max |v| over a row, +Inf if it holds NaN or Inf (rowmax_body's rule) */
-LRMPI_INLINE double nn_row_max(int64_t n, const double *v)
-{
-    double mx[LANES] = {0};
-    int bad = 0;
-    int64_t j = 0;
-    for (; j + LANES <= n; j += LANES)
-        for (int u = 0; u < LANES; u++) {
-            const double a = fabs(v[j + u]);
-            bad |= !(a <= DBL_MAX);
-            mx[u] = a > mx[u] ? a : mx[u];
-        }
-    for (; j < n; j++) {
-        const double a = fabs(v[j]);
-        bad |= !(a <= DBL_MAX);
-        mx[0] = a > mx[0] ? a : mx[0];
-    }
-    double r = 0.0;
-    for (int u = 0; u < LANES; u++)
-        r = mx[u] > r ? mx[u] : r;
-    return bad ? INFINITY : r;
 }
 
 /* The exact sums of row i of a unit rounded once: crow[o] for o < O. */
@@ -363,53 +379,108 @@ LRMPI_INLINE void nn_round_row(const lrmpi_nn_layer *L, const int32_t *S, int64_
     decode(1, O, limbs, opad, opad, L->nlimbs, &es, f, base, crow, opad, NULL);
 }
 
-/* The next node's planes of the unit's samples from their activations
- * y[(j P + pos) O + o]; 1 if one holds NaN or Inf. */
-LRMPI_INLINE int nn_cut_next(const lrmpi_nn_layer *L, int64_t s0, int64_t ns, const double *y,
-                             const double *smax, double *tmp)
+/* The next node's planes of sample s from its activations ys[pos O + o] (its P
+ * positions, channels last), whose max |y| is amax; 1 if one is NaN or Inf. */
+LRMPI_INLINE int nn_cut_next(const lrmpi_nn_layer *L, int64_t s, const double *ys, double amax,
+                             double *tmp)
 {
     const lrmpi_nn_planes *N = L->next;
     const int64_t O = L->O, P = L->Ho * L->Wo;
-    for (int64_t j = 0; j < ns; j++) {
-        const int64_t s = s0 + j;
-        if (!(smax[j] <= DBL_MAX))
-            return 1;
-        const int32_t e = nn_exponent(smax[j]);
-        N->exps[s] = e;
-        double s1, s2, q[2] = {0.0, 0.0}, *sq = N->sq ? q : NULL;
-        pow2_split(N->bits - e, &s1, &s2);
-        const double *ys = y + j * P * O;
-        if (N->layout == LRMPI_NN_ROWS) {
-            int8_t *d = N->D + s * N->kpad;
-            if (P == 1) {
-                nn_peel(O, ys, s1, s2, N->bits, N->r, d, N->pstride, sq);
-            } else { /* NCHW flattening order: channel-major */
-                for (int64_t o = 0; o < O; o++)
-                    for (int64_t pos = 0; pos < P; pos++)
-                        tmp[o * P + pos] = ys[pos * O + o];
-                nn_peel(O * P, tmp, s1, s2, N->bits, N->r, d, N->pstride, sq);
-            }
-            for (int p = 0; p < N->r; p++)
-                memset(d + p * N->pstride + O * P, 0, (size_t)(N->kpad - O * P));
-        } else {
-            int8_t *img = N->D + s * N->Hp * N->Wp * O;
-            nn_zero_border(N, img);
-            for (int64_t pos = 0; pos < P; pos++) {
-                const int64_t yy = pos / L->Wo, xx = pos % L->Wo;
-                nn_peel(O, ys + pos * O, s1, s2, N->bits, N->r,
-                        img + ((yy + N->pt) * N->Wp + xx + N->pl) * O, N->pstride, sq);
-            }
+    if (!(amax <= DBL_MAX))
+        return 1;
+    const int32_t e = nn_exponent(amax);
+    N->exps[s] = e;
+    double s1, s2, q[2] = {0.0, 0.0}, *sq = N->sq ? q : NULL;
+    pow2_split(N->bits - e, &s1, &s2);
+    if (N->layout == LRMPI_NN_ROWS) {
+        int8_t *d = N->D + s * N->kpad;
+        if (P == 1) {
+            nn_peel(O, ys, s1, s2, N->bits, N->r, d, N->pstride, sq);
+        } else { /* NCHW flattening order: channel-major */
+            for (int64_t o = 0; o < O; o++)
+                for (int64_t pos = 0; pos < P; pos++)
+                    tmp[o * P + pos] = ys[pos * O + o];
+            nn_peel(O * P, tmp, s1, s2, N->bits, N->r, d, N->pstride, sq);
         }
-        if (sq) {
-            N->sq[2 * s] = q[0];
-            N->sq[2 * s + 1] = q[1];
+        for (int p = 0; p < N->r; p++)
+            memset(d + p * N->pstride + O * P, 0, (size_t)(N->kpad - O * P));
+    } else {
+        int8_t *img = N->D + s * N->Hp * N->Wp * O;
+        nn_zero_border(N, img);
+        for (int64_t pos = 0; pos < P; pos++) {
+            const int64_t yy = pos / L->Wo, xx = pos % L->Wo;
+            nn_peel(O, ys + pos * O, s1, s2, N->bits, N->r,
+                    img + ((yy + N->pt) * N->Wp + xx + N->pl) * O, N->pstride, sq);
         }
+    }
+    if (sq) {
+        N->sq[2 * s] = q[0];
+        N->sq[2 * s + 1] = q[1];
     }
     return 0;
 }
 
+/* The epilogue of rows [b0, b0 + mb) of a unit (samples from s0) whose level sums
+ * are rows 0.. of S: blocks of NN_RB rows (samples, or positions of one sample);
+ * a sample's next planes are cut as soon as its last row is done (its rows still
+ * in cache). Returns 1 on NaN/Inf in what `next` quantizes. */
+LRMPI_INLINE int nn_epilogue(const lrmpi_nn_layer *L, int64_t s0, int64_t b0, int64_t mb,
+                             const int32_t *S, int64_t ls, int64_t opad, int fmin, int fmax,
+                             double *cblk, double *yblk, int64_t *limbs, double *ybuf,
+                             double *smax, double *tmp, lrmpi_decode_fn decode,
+                             nn_finish_fn finish, double *tq)
+{
+    const int64_t P = L->Ho * L->Wo, O = L->O;
+    const double *bias = L->bias;
+    for (int64_t i0 = b0; i0 < b0 + mb;) {
+        const int64_t pos0 = i0 % P, s = s0 + i0 / P;
+        int64_t rb = b0 + mb - i0 < NN_RB ? b0 + mb - i0 : NN_RB;
+        if (P > 1 && rb > P - pos0)
+            rb = P - pos0;
+        for (int64_t rr = 0; rr < rb; rr++)
+            nn_round_row(L, S, ls, opad, i0 + rr - b0, L->e[s0 + (i0 + rr) / P], fmin, fmax,
+                         limbs, cblk + rr * opad, decode);
+        if (L->Cout)
+            nn_store_block(L->Cout, s, pos0, P, O, rb, cblk, opad);
+        /* y: the block's rows (P = 1: each a whole sample, cut from L1), or the
+         * sample's positions in ybuf (P > 1: cut once its last one is done) */
+        double *y = L->next && P > 1 ? ybuf + pos0 * O : yblk;
+        const int64_t ldy = L->next && P > 1 ? O : opad;
+        double big[NN_RB], q[NN_RB][3];
+        for (int64_t rr = 0; rr < rb; rr++) /* cblk becomes z */
+            big[rr] = finish(L->act, O, cblk + rr * opad, bias, L->slope, L->lo, L->hi,
+                             y + rr * ldy, q[rr]);
+        if (L->Zout)
+            nn_store_block(L->Zout, s, pos0, P, O, rb, cblk, opad);
+        if (L->Yout)
+            nn_store_block(L->Yout, s, pos0, P, O, rb, y, ldy);
+        for (int64_t rr = 0; rr < rb; rr++) {
+            const int64_t j = (i0 + rr) / P;
+            if (L->sq)
+                for (int t = 0; t < 3; t++)
+                    L->sq[3 * (s0 + j) + t] += q[rr][t];
+            if (!L->next)
+                continue;
+            smax[j] = big[rr] > smax[j] || big[rr] != big[rr] ? big[rr] : smax[j];
+            if ((i0 + rr + 1) % P == 0) { /* the sample's last row */
+                const double t = nn_clock(tq);
+                if (nn_cut_next(L, s0 + j, P > 1 ? ybuf : y + rr * ldy, smax[j], tmp))
+                    return 1;
+                if (tq)
+                    *tq += nn_clock(tq) - t;
+            }
+        }
+        i0 += rb;
+    }
+    return 0;
+}
+
+/* `sub`: rows per call of the product, each followed by its epilogue while its
+ * level sums are in cache (0: the whole unit at once, for products that pack
+ * the weights per call). */
 LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
-                               lrmpi_decode_fn decode, nn_scratch *sc, int64_t wq)
+                               lrmpi_decode_fn decode, nn_finish_fn finish, nn_scratch *sc,
+                               int64_t wq, int64_t sub)
 {
     const int r = L->r, nlev = 2 * r - 1;
     const int64_t P = L->Ho * L->Wo, O = L->O, opad = (O + 31) / 32 * 32;
@@ -418,11 +489,12 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
     if (direct) /* units start on 32-row blocks of the planes */
         per = per < 32 ? 32 : per / 32 * 32;
     const int64_t mmax = per * P, mpad_max = (mmax + 31) / 32 * 32;
+    const int64_t sb = sub > 0 && sub < mpad_max ? sub : mpad_max; /* a multiple of 32 */
     const size_t need_a = direct || L->depthwise ? 64 : (size_t)r * mpad_max * L->kpad;
-    /* the unit's activations (for the next planes), their maxima, a transpose */
-    const size_t need_y = (size_t)((L->next ? 2 * mmax * O : 0) + per) * 8;
+    /* a sample's activations (P > 1, for the next planes), a transpose, the maxima */
+    const size_t need_y = (size_t)((L->next && P > 1 ? 2 * P * O : 0) + per) * 8;
     if (lrmpi_scratch(&sc->a, &sc->ca, need_a) ||
-        lrmpi_scratch(&sc->s, &sc->cs, (size_t)nlev * mpad_max * opad * 4) ||
+        lrmpi_scratch(&sc->s, &sc->cs, (size_t)nlev * sb * opad * 4) ||
         lrmpi_scratch(&sc->y, &sc->cy, need_y) ||
         lrmpi_scratch(&sc->c, &sc->cc, (size_t)(opad * (L->nlimbs + 2 * NN_RB)) * 8))
         return -1;
@@ -433,77 +505,43 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
     }
     double *cblk = (double *)sc->c, *yblk = cblk + NN_RB * opad;
     int64_t *limbs = (int64_t *)sc->c + 2 * NN_RB * opad;
-    const double *bias = L->bias;
-    double *smax = (double *)sc->y, *ybuf = smax + per, *tmp = ybuf + mmax * O;
+    double *smax = (double *)sc->y, *ybuf = smax + per, *tmp = ybuf + P * O;
+    double tl = 0.0, tq = 0.0, t_all = nn_clock(L->times);
+    double *tqp = L->times ? &tq : NULL;
+    int32_t *S = (int32_t *)sc->s;
     if (L->sq)
         memset(L->sq, 0, (size_t)(3 * L->n) * 8);
     for (int64_t s0 = 0; s0 < L->n; s0 += per) {
         const int64_t ns = L->n - s0 < per ? L->n - s0 : per, m = ns * P;
-        const int64_t mpad = (m + 31) / 32 * 32, ls = mpad * opad;
-        int32_t *S = (int32_t *)sc->s;
+        const int64_t mpad = (m + 31) / 32 * 32;
         double t0 = nn_clock(L->times);
-        if (L->depthwise) {
-            nn_depthwise_levels(L, s0, m, S, opad, ls);
-        } else if (direct) {
-            levels(r, m, mpad, opad, L->kpad, L->D + s0 * L->kpad, L->kpad, L->dstride,
-                   L->wpack, wq, S, opad, ls);
-        } else {
+        if (!direct && !L->depthwise)
             nn_im2col(L, s0, m, mpad, sc->a, mpad * L->kpad);
-            levels(r, m, mpad, opad, L->kpad, sc->a, L->kpad, mpad * L->kpad, L->wpack, wq, S,
-                   opad, ls);
-        }
-        double t1 = nn_clock(L->times);
+        tl += nn_clock(L->times) - t0;
         for (int64_t j = 0; j < ns; j++)
             smax[j] = 0.0;
-        for (int64_t i0 = 0; i0 < m;) {
-            /* a block of rows: samples (P = 1) or positions of one sample */
-            const int64_t pos0 = i0 % P, s = s0 + i0 / P;
-            int64_t rb = m - i0 < NN_RB ? m - i0 : NN_RB;
-            if (P > 1 && rb > P - pos0)
-                rb = P - pos0;
-            for (int64_t rr = 0; rr < rb; rr++) {
-                double *c = cblk + rr * opad;
-                nn_round_row(L, S, ls, opad, i0 + rr, L->e[s0 + (i0 + rr) / P], fmin, fmax,
-                             limbs, c, decode);
-            }
-            if (L->Cout)
-                nn_store_block(L->Cout, s, pos0, P, O, rb, cblk, opad);
-            if (L->sq)
-                for (int64_t rr = 0; rr < rb; rr++)
-                    L->sq[3 * (s0 + (i0 + rr) / P)] += nn_sumsq(O, cblk + rr * opad);
-            for (int64_t rr = 0; rr < rb; rr++) /* z, in place */
-                for (int64_t o = 0; o < O; o++)
-                    cblk[rr * opad + o] += bias[o];
-            if (L->Zout)
-                nn_store_block(L->Zout, s, pos0, P, O, rb, cblk, opad);
-            if (L->sq)
-                for (int64_t rr = 0; rr < rb; rr++)
-                    L->sq[3 * (s0 + (i0 + rr) / P) + 1] += nn_sumsq(O, cblk + rr * opad);
-            double *y = L->next ? ybuf + i0 * O : yblk;
-            const int64_t ldy = L->next ? O : opad;
-            for (int64_t rr = 0; rr < rb; rr++)
-                nn_act_row(L->act, O, cblk + rr * opad, y + rr * ldy, L->slope, L->lo, L->hi);
-            if (L->Yout)
-                nn_store_block(L->Yout, s, pos0, P, O, rb, y, ldy);
-            if (L->sq)
-                for (int64_t rr = 0; rr < rb; rr++)
-                    L->sq[3 * (s0 + (i0 + rr) / P) + 2] += nn_sumsq(O, y + rr * ldy);
-            if (L->next)
-                for (int64_t rr = 0; rr < rb; rr++) {
-                    const int64_t j = (i0 + rr) / P;
-                    const double big = nn_row_max(O, y + rr * ldy);
-                    smax[j] = big > smax[j] || big != big ? big : smax[j];
-                }
-            i0 += rb;
+        for (int64_t b0 = 0; b0 < m; b0 += sb) {
+            const int64_t mb = m - b0 < sb ? m - b0 : sb, mbpad = (mb + 31) / 32 * 32;
+            const int64_t ls = mbpad * opad;
+            t0 = nn_clock(L->times);
+            if (L->depthwise)
+                nn_depthwise_levels(L, s0, b0, mb, S, opad, ls);
+            else if (direct)
+                levels(r, mb, mbpad, opad, L->kpad, L->D + (s0 + b0) * L->kpad, L->kpad,
+                       L->dstride, L->wpack, wq, S, opad, ls);
+            else
+                levels(r, mb, mbpad, opad, L->kpad, sc->a + b0 * L->kpad, L->kpad,
+                       mpad * L->kpad, L->wpack, wq, S, opad, ls);
+            tl += nn_clock(L->times) - t0;
+            if (nn_epilogue(L, s0, b0, mb, S, ls, opad, fmin, fmax, cblk, yblk, limbs, ybuf,
+                            smax, tmp, decode, finish, tqp))
+                return 1;
         }
-        double t2 = nn_clock(L->times);
-        if (L->next && nn_cut_next(L, s0, ns, ybuf, smax, tmp))
-            return 1;
-        if (L->times) {
-            L->times[0] += t1 - t0;
-            L->times[1] += t2 - t1;
-            L->times[2] += nn_clock(L->times) - t2;
-        }
+    }
+    if (L->times) { /* products, the rest of the layer, the next planes */
+        L->times[0] += tl;
+        L->times[1] += nn_clock(L->times) - t_all - tl - tq;
+        L->times[2] += tq;
     }
     return 0;
 }
@@ -529,8 +567,9 @@ LRMPI_INLINE void nn_pack_plain(int planes, int64_t O, int64_t k, int64_t kpad, 
 }
 
 /* One ISA's four entry points: NAME's body compiled under ATTR (a target list,
- * or nothing), its product LEVELS, packing PACK/PSIZE for dense weights. */
-#define LRMPI_NN_VARIANT(NAME, ATTR, LEVELS, DECODE, PACK, PSIZE)                          \
+ * or nothing), its product LEVELS, DECODE (r > 1) and FINISH of a row, packing
+ * PACK/PSIZE for dense weights, SUB rows per product call (nn_layer_body). */
+#define LRMPI_NN_VARIANT(NAME, ATTR, LEVELS, DECODE, FINISH, PACK, PSIZE, SUB)             \
     static __thread nn_scratch nn_scratch_##NAME;                                          \
     ATTR int lrmpi_nn_quantize_##NAME(int64_t n, const double *h, const lrmpi_nn_planes *P) \
     {                                                                                      \
@@ -553,7 +592,7 @@ LRMPI_INLINE void nn_pack_plain(int planes, int64_t O, int64_t k, int64_t kpad, 
     {                                                                                      \
         const int64_t opad = (L->O + 31) / 32 * 32;                                        \
         const int64_t wq = L->depthwise ? L->kh * L->kw * opad : PSIZE(1, opad, L->kpad);  \
-        return nn_layer_body(L, LEVELS, DECODE, &nn_scratch_##NAME, wq);                   \
+        return nn_layer_body(L, LEVELS, DECODE, FINISH, &nn_scratch_##NAME, wq, SUB);      \
     }
 
 #endif

@@ -13,6 +13,13 @@ static void plain_pack(int planes, int64_t O, int64_t k, int64_t kpad, const int
     nn_pack_plain(planes, O, k, kpad, 0, W, out);
 }
 
+static double finish_ref(int act, int64_t O, double *restrict c, const double *restrict bias,
+                         const double *restrict slope, double lo, double hi, double *restrict y,
+                         double *q)
+{
+    return nn_finish_row(act, O, c, bias, slope, lo, hi, y, q);
+}
+
 /* S_l = sum over p + q = l of A_p W_q^T through `gemm` (C += A Bt^T) */
 LRMPI_INLINE void levels_by_gemm(lrmpi_igemm_fn gemm, int r, int64_t m, int64_t opad,
                                  int64_t kpad, const int8_t *A, int64_t lda, int64_t pa,
@@ -35,9 +42,16 @@ static void levels_ref(int r, int64_t m, int64_t mpad, int64_t opad, int64_t kpa
     levels_by_gemm(lrmpi_igemm_ref, r, m, opad, kpad, A, lda, pa, W, wq, S, lds, ls);
 }
 
-LRMPI_NN_VARIANT(ref, , levels_ref, lrmpi_decode_ref, plain_pack, plain_size)
+LRMPI_NN_VARIANT(ref, , levels_ref, lrmpi_decode_ref, finish_ref, plain_pack, plain_size, 0)
 
 #if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx2"))) static double finish_avx2(int act, int64_t O,
+    double *restrict c, const double *restrict bias, const double *restrict slope, double lo,
+    double hi, double *restrict y, double *q)
+{
+    return nn_finish_row(act, O, c, bias, slope, lo, hi, y, q);
+}
+
 static void levels_avx2(int r, int64_t m, int64_t mpad, int64_t opad, int64_t kpad,
                         const int8_t *A, int64_t lda, int64_t pa, const int8_t *W, int64_t wq,
                         int32_t *S, int64_t lds, int64_t ls)
@@ -47,5 +61,5 @@ static void levels_avx2(int r, int64_t m, int64_t mpad, int64_t opad, int64_t kp
 }
 
 LRMPI_NN_VARIANT(avx2, __attribute__((target("avx2"))), levels_avx2, lrmpi_decode_ref,
-                 plain_pack, plain_size)
+                 finish_avx2, plain_pack, plain_size, 0)
 #endif

@@ -3,6 +3,7 @@
  * B xor 0x80), or on AMX tiles (igemm_amx.c); the rest of the layer (im2col,
  * rounding, bias, activation, the next planes) vectorized with AVX-512. */
 #if defined(__x86_64__)
+#include <immintrin.h>
 #include "nn_body.h"
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512cd,avx512vnni")))
@@ -62,7 +63,90 @@ static void levels_vnni(int r, int64_t m, int64_t mpad, int64_t opad, int64_t kp
     }
 }
 
-LRMPI_NN_VARIANT(avx512, AVX512, levels_vnni, lrmpi_decode_avx512, vnni_pack, vnni_size)
-LRMPI_NN_VARIANT(amx, AVX512, lrmpi_nn_amx_levels, lrmpi_decode_avx512, lrmpi_nn_amx_pack,
-                 lrmpi_nn_amx_size)
+/* nn_finish_row in one pass: 8 lanes a vector, four vectors of partial sums in
+ * the portable version's lane order (nn_sumsq: 32 lanes, the tail into lane 0,
+ * then lanes 0..31 in order; products and sums rounded separately), so the sums
+ * are the same bits on every ISA; max |y| ignores NaN and flags it. */
+#define FINISH_BODY(ACT)                                                                  \
+    for (; o + 32 <= O; o += 32)                                                         \
+        for (int k = 0; k < 4; k++) {                                                    \
+            const __m512d cv = _mm512_loadu_pd(c + o + 8 * k);                           \
+            const __m512d z = _mm512_add_pd(cv, _mm512_loadu_pd(bias + o + 8 * k));      \
+            const __m512d yv = ACT;                                                      \
+            sc[k] = _mm512_add_pd(sc[k], _mm512_mul_pd(cv, cv));                         \
+            sz[k] = _mm512_add_pd(sz[k], _mm512_mul_pd(z, z));                           \
+            sy[k] = _mm512_add_pd(sy[k], _mm512_mul_pd(yv, yv));                         \
+            mx = _mm512_max_pd(_mm512_abs_pd(yv), mx); /* NaN: mx stays */               \
+            bad |= _mm512_cmp_pd_mask(yv, yv, _CMP_UNORD_Q);                             \
+            _mm512_storeu_pd(c + o + 8 * k, z);                                          \
+            _mm512_storeu_pd(y + o + 8 * k, yv);                                         \
+        }
+
+AVX512 static double finish_avx512(int act, int64_t O, double *restrict c,
+                                   const double *restrict bias, const double *restrict slope,
+                                   double lo, double hi, double *restrict y, double *q)
+{
+    __m512d sc[4], sz[4], sy[4], mx = _mm512_setzero_pd();
+    for (int k = 0; k < 4; k++)
+        sc[k] = sz[k] = sy[k] = _mm512_setzero_pd();
+    const __m512d zero = _mm512_setzero_pd(), vlo = _mm512_set1_pd(lo), vhi = _mm512_set1_pd(hi);
+    const __m512d va = _mm512_set1_pd(act == LRMPI_ACT_LEAKY ? slope[0] : 0.0);
+    __mmask8 bad = 0;
+    int64_t o = 0;
+    switch (act) {
+    case LRMPI_ACT_RELU: /* z where z >= 0 or NaN, else 0 */
+        FINISH_BODY(_mm512_mask_mov_pd(zero, _mm512_cmp_pd_mask(z, zero, _CMP_NLT_UQ), z))
+        break;
+    case LRMPI_ACT_LEAKY:
+        FINISH_BODY(_mm512_mask_mov_pd(_mm512_mul_pd(va, z),
+                                       _mm512_cmp_pd_mask(z, zero, _CMP_GE_OQ), z))
+        break;
+    case LRMPI_ACT_PRELU:
+        FINISH_BODY(_mm512_mask_mov_pd(_mm512_mul_pd(_mm512_loadu_pd(slope + o + 8 * k), z),
+                                       _mm512_cmp_pd_mask(z, zero, _CMP_GE_OQ), z))
+        break;
+    case LRMPI_ACT_CLIP: { /* t = z >= lo or NaN ? z : lo; y = t <= hi or NaN ? t : hi */
+#define CLIP_T _mm512_mask_mov_pd(vlo, _mm512_cmp_pd_mask(z, vlo, _CMP_NLT_UQ), z)
+        FINISH_BODY(_mm512_mask_mov_pd(vhi, _mm512_cmp_pd_mask(CLIP_T, vhi, _CMP_NGT_UQ), CLIP_T))
+#undef CLIP_T
+        break;
+    }
+    default:
+        FINISH_BODY(z)
+    }
+    double a[3][32], m[8];
+    for (int k = 0; k < 4; k++) {
+        _mm512_storeu_pd(a[0] + 8 * k, sc[k]);
+        _mm512_storeu_pd(a[1] + 8 * k, sz[k]);
+        _mm512_storeu_pd(a[2] + 8 * k, sy[k]);
+    }
+    _mm512_storeu_pd(m, mx);
+    double big = 0.0;
+    for (int u = 0; u < 8; u++)
+        big = m[u] > big ? m[u] : big;
+    for (; o < O; o++) { /* the tail, as nn_finish_row: lane 0, in order */
+        const double cv = c[o], z = cv + bias[o];
+        double t[1];
+        nn_act_row(act, 1, &z, t, act == LRMPI_ACT_PRELU ? slope + o : slope, lo, hi);
+        a[0][0] += cv * cv;
+        a[1][0] += z * z;
+        a[2][0] += t[0] * t[0];
+        c[o] = z;
+        y[o] = t[0];
+        const double v = fabs(t[0]);
+        bad |= t[0] != t[0];
+        big = v > big ? v : big;
+    }
+    for (int i = 0; i < 3; i++) {
+        q[i] = 0.0;
+        for (int u = 0; u < 32; u++)
+            q[i] += a[i][u];
+    }
+    return bad || !(big <= DBL_MAX) ? INFINITY : big;
+}
+
+LRMPI_NN_VARIANT(avx512, AVX512, levels_vnni, lrmpi_decode_avx512, finish_avx512, vnni_pack,
+                 vnni_size, 0)
+LRMPI_NN_VARIANT(amx, AVX512, lrmpi_nn_amx_levels, lrmpi_decode_avx512, finish_avx512,
+                 lrmpi_nn_amx_pack, lrmpi_nn_amx_size, 64)
 #endif
