@@ -67,18 +67,22 @@ class JobOptions:
 
 
 def fingerprint(*parts):
-    """SHA-256 (first 128 bits) of arrays (dtype-independent float64 values and
-    shapes) and other parts (their repr): what a resumed job must match.
-    SHA-256 because x86 has instructions for it: 1.5 GB/s, blake2b 0.9. Arrays
-    are converted in slices (a float32 input is hashed as the float64 values it
-    holds without a float64 copy of it all)."""
+    """SHA-256 (first 128 bits) of arrays (shapes and values) and other parts (their
+    repr): what a resumed job must match. Values are hashed as float64, except
+    float32 arrays, hashed as they are (with a tag): their float64 copy doubled
+    the bytes, and this hash is written before the first resolution can be.
+    SHA-256 because x86 has instructions for it: 1.5 GB/s, blake2b 0.9."""
     h = hashlib.sha256()
     for x in parts:
         if isinstance(x, np.ndarray):
             h.update(np.asarray(x.shape, np.int64).tobytes())
+            f32 = x.dtype == np.float32
+            if f32:
+                h.update(b"float32")
             flat = x.reshape(-1) if x.flags.c_contiguous else np.ascontiguousarray(x).reshape(-1)
             for i in range(0, flat.size, 1 << 20):
-                part = np.ascontiguousarray(flat[i:i + (1 << 20)], np.float64)
+                part = np.ascontiguousarray(flat[i:i + (1 << 20)],
+                                            np.float32 if f32 else np.float64)
                 h.update(memoryview(part).cast("B"))
         else:
             h.update(repr(x).encode())

@@ -18,7 +18,6 @@ import numpy as np
 from lrmpi import stages
 from lrmpi.nn import ops
 from lrmpi.nn.graph import LINEAR_OPS
-from lrmpi.nn.quantized import linear_at
 from lrmpi.numerics import kernels, kernels_nn as K
 from lrmpi.numerics.accumulate import nlimbs
 
@@ -222,6 +221,7 @@ class FusedModel:
         fn = self.nodes[node.output]
         h = env.get(node.inputs[0])
         if not fn.takes(r, self.bits):
+            from lrmpi.nn.quantized import linear_at  # nodes the kernels do not take
             with stages.timed("products"):
                 e, C, z = linear_at(node, h, self.weights[node.output], r, self.bits)
             if tracker is not None:  # arrays, no norms: the tracker computes them

@@ -57,8 +57,9 @@ class Graph:
     def linear(self):
         return [n for n in self.nodes if n.op in LINEAR_OPS]
 
-    def validate(self):
-        """Check the graph (ops, names, parameters) and fill in every tensor's shape."""
+    def validate(self, shapes=None):
+        """Check the graph (ops, names, parameters) and fill in every tensor's shape
+        (`shapes`: known already, e.g. kept with a cached copy of this graph)."""
         from lrmpi.nn import ops
         known = {self.input}
         if not any(n.op in LINEAR_OPS for n in self.nodes):
@@ -80,7 +81,7 @@ class Graph:
         if self.head not in (None,) + HEADS:
             raise InputError(f"model: unknown head {self.head!r}")
         # shapes: one zero sample through the float model
-        self.shapes = ops.shapes(self)
+        self.shapes = ops.shapes(self) if shapes is None else shapes
         if len(self.shapes[self.output]) != 1:
             raise InputError(f"model: the output {self.output!r} has per-sample shape "
                              f"{self.shapes[self.output]}; expected a vector of scores")
@@ -107,7 +108,10 @@ def to_arrays(graph):
         params = {}
         for k, v in n.params.items():
             if isinstance(v, np.ndarray):
-                arrays[f"node{i}.{k}"] = v
+                # float32 where that holds the values exactly (ONNX weights): half the
+                # bytes to read; readers convert to float64, the same values
+                v32 = v.astype(np.float32)
+                arrays[f"node{i}.{k}"] = v32 if np.array_equal(v32, v) else v
             else:
                 params[k] = list(v) if isinstance(v, tuple) else v
         desc.append({"op": n.op, "inputs": n.inputs, "output": n.output, "name": n.name,

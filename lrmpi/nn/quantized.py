@@ -23,7 +23,6 @@ import numpy as np
 
 from lrmpi.numerics import kernels, planes as P
 from lrmpi.numerics.accumulate import ExactAccumulator
-from lrmpi.numerics.layered import level_sums
 from lrmpi.nn import ops
 
 
@@ -74,6 +73,7 @@ def exact_product(Hd, erow, wenc, r, bits, rows_of_w=None):
     Wd, ecol = wenc.digits, wenc.exps
     if rows_of_w is not None:
         Wd, ecol = Wd[:, rows_of_w[0]:rows_of_w[1]], ecol[rows_of_w[0]:rows_of_w[1]]
+    from lrmpi.numerics.layered import level_sums  # the matmul machinery: not at start-up
     m, k = Hd.shape[1], Hd.shape[2]
     pairs = [(p, q) for p in range(1, r + 1) for q in range(1, r + 1)]
     pairs.sort(key=lambda pq: (pq[0] + pq[1], pq[0]))
