@@ -46,6 +46,9 @@ cdef extern from "c/kernels.h" nogil:
         double *Cout
         double *Zout
         double *Yout
+        int pool
+        int64_t pkh, pkw, psh, psw, pdh, pdw, ppt, ppl, pHo, pWo
+        double *Pout
         const lrmpi_nn_planes *next
         int64_t unit_rows
         double *sq

@@ -205,7 +205,13 @@ typedef struct {
     double lo, hi;              /* CLIP                                         */
     /* outputs, n x O x Ho x Wo float64 (NCHW), each optional (NULL):           */
     double *Cout, *Zout, *Yout; /* the rounded product, + bias, the activation  */
-    const lrmpi_nn_planes *next;/* or NULL: y quantized for the next node       */
+    /* max pooling of y (ONNX MaxPool: windows pkh x pkw, strides, dilations,   */
+    /* pads ppt/ppl: taps outside the image are skipped, like -inf padding) to  */
+    /* pHo x pWo per channel, before `next` and into Pout (NCHW), if `pool`     */
+    int pool;
+    int64_t pkh, pkw, psh, psw, pdh, pdw, ppt, ppl, pHo, pWo;
+    double *Pout;
+    const lrmpi_nn_planes *next;/* or NULL: y (pooled) quantized for the next node */
     int64_t unit_rows;          /* output rows (positions) per block: L2 size   */
     double *sq;                 /* or NULL: n x 3, per sample the float64 sums   */
                                 /* of C^2, z^2, y^2 (over its outputs)           */

@@ -379,13 +379,12 @@ LRMPI_INLINE void nn_round_row(const lrmpi_nn_layer *L, const int32_t *S, int64_
     decode(1, O, limbs, opad, opad, L->nlimbs, &es, f, base, crow, opad, NULL);
 }
 
-/* The next node's planes of sample s from its activations ys[pos O + o] (its P
- * positions, channels last), whose max |y| is amax; 1 if one is NaN or Inf. */
-LRMPI_INLINE int nn_cut_next(const lrmpi_nn_layer *L, int64_t s, const double *ys, double amax,
-                             double *tmp)
+/* The next node's planes N of sample s from its values ys[pos O + o] (P
+ * positions of an image Wo wide, O channels last), whose max |y| is amax; 1 if
+ * one is NaN or Inf. */
+LRMPI_INLINE int nn_cut_next(const lrmpi_nn_planes *N, int64_t s, const double *ys, int64_t P,
+                             int64_t Wo, int64_t O, double amax, double *tmp)
 {
-    const lrmpi_nn_planes *N = L->next;
-    const int64_t O = L->O, P = L->Ho * L->Wo;
     if (!(amax <= DBL_MAX))
         return 1;
     const int32_t e = nn_exponent(amax);
@@ -408,7 +407,7 @@ LRMPI_INLINE int nn_cut_next(const lrmpi_nn_layer *L, int64_t s, const double *y
         int8_t *img = N->D + s * N->Hp * N->Wp * O;
         nn_zero_border(N, img);
         for (int64_t pos = 0; pos < P; pos++) {
-            const int64_t yy = pos / L->Wo, xx = pos % L->Wo;
+            const int64_t yy = pos / Wo, xx = pos % Wo;
             nn_peel(O, ys + pos * O, s1, s2, N->bits, N->r,
                     img + ((yy + N->pt) * N->Wp + xx + N->pl) * O, N->pstride, sq);
         }
@@ -420,6 +419,43 @@ LRMPI_INLINE int nn_cut_next(const lrmpi_nn_layer *L, int64_t s, const double *y
     return 0;
 }
 
+/* Max pooling of one sample's activations y (Ho x Wo x O, channels last) into
+ * out (pHo x pWo x O): np.maximum over the taps in ONNX's order, a tap outside the
+ * image being -inf (ops.pool pads with it). Returns max |out| (+Inf if it holds
+ * NaN or Inf). */
+LRMPI_INLINE double nn_maxpool(const lrmpi_nn_layer *L, const double *restrict y,
+                               double *restrict out)
+{
+    const int64_t O = L->O, Ho = L->Ho, Wo = L->Wo;
+    double big = 0.0;
+    int bad = 0;
+    for (int64_t oy = 0; oy < L->pHo; oy++)
+        for (int64_t ox = 0; ox < L->pWo; ox++) {
+            double *m = out + (oy * L->pWo + ox) * O;
+            for (int64_t o = 0; o < O; o++)
+                m[o] = -INFINITY;
+            for (int64_t u = 0; u < L->pkh; u++) {
+                const int64_t iy = oy * L->psh + u * L->pdh - L->ppt;
+                if (iy < 0 || iy >= Ho)
+                    continue; /* -inf: changes no maximum */
+                for (int64_t v = 0; v < L->pkw; v++) {
+                    const int64_t ix = ox * L->psw + v * L->pdw - L->ppl;
+                    if (ix < 0 || ix >= Wo)
+                        continue;
+                    const double *t = y + (iy * Wo + ix) * O;
+                    for (int64_t o = 0; o < O; o++) /* np.maximum(m, t): NaN propagates */
+                        m[o] = (m[o] >= t[o] || m[o] != m[o]) ? m[o] : t[o];
+                }
+            }
+            for (int64_t o = 0; o < O; o++) {
+                const double a = fabs(m[o]);
+                bad |= !(a <= DBL_MAX);
+                big = a > big ? a : big;
+            }
+        }
+    return bad ? INFINITY : big;
+}
+
 /* The epilogue of rows [b0, b0 + mb) of a unit (samples from s0) whose level sums
  * are rows 0.. of S: blocks of NN_RB rows (samples, or positions of one sample);
  * a sample's next planes are cut as soon as its last row is done (its rows still
@@ -427,7 +463,7 @@ LRMPI_INLINE int nn_cut_next(const lrmpi_nn_layer *L, int64_t s, const double *y
 LRMPI_INLINE int nn_epilogue(const lrmpi_nn_layer *L, int64_t s0, int64_t b0, int64_t mb,
                              const int32_t *S, int64_t ls, int64_t opad, int fmin, int fmax,
                              double *cblk, double *yblk, int64_t *limbs, double *ybuf,
-                             double *smax, double *tmp, lrmpi_decode_fn decode,
+                             double *smax, double *tmp, double *pbuf, lrmpi_decode_fn decode,
                              nn_finish_fn finish, double *tq)
 {
     const int64_t P = L->Ho * L->Wo, O = L->O;
@@ -443,9 +479,11 @@ LRMPI_INLINE int nn_epilogue(const lrmpi_nn_layer *L, int64_t s0, int64_t b0, in
         if (L->Cout)
             nn_store_block(L->Cout, s, pos0, P, O, rb, cblk, opad);
         /* y: the block's rows (P = 1: each a whole sample, cut from L1), or the
-         * sample's positions in ybuf (P > 1: cut once its last one is done) */
-        double *y = L->next && P > 1 ? ybuf + pos0 * O : yblk;
-        const int64_t ldy = L->next && P > 1 ? O : opad;
+         * sample's positions in ybuf (P > 1: pooled and cut once its last one is
+         * done) */
+        const int keep = (L->next || L->pool) && P > 1;
+        double *y = keep ? ybuf + pos0 * O : yblk;
+        const int64_t ldy = keep ? O : opad;
         double big[NN_RB], q[NN_RB][3];
         for (int64_t rr = 0; rr < rb; rr++) /* cblk becomes z */
             big[rr] = finish(L->act, O, cblk + rr * opad, bias, L->slope, L->lo, L->hi,
@@ -459,12 +497,23 @@ LRMPI_INLINE int nn_epilogue(const lrmpi_nn_layer *L, int64_t s0, int64_t b0, in
             if (L->sq)
                 for (int t = 0; t < 3; t++)
                     L->sq[3 * (s0 + j) + t] += q[rr][t];
-            if (!L->next)
+            if (!L->next && !L->pool)
                 continue;
             smax[j] = big[rr] > smax[j] || big[rr] != big[rr] ? big[rr] : smax[j];
             if ((i0 + rr + 1) % P == 0) { /* the sample's last row */
                 const double t = nn_clock(tq);
-                if (nn_cut_next(L, s0 + j, P > 1 ? ybuf : y + rr * ldy, smax[j], tmp))
+                const double *ys = P > 1 ? ybuf : y + rr * ldy;
+                double amax = smax[j];
+                int64_t Pn = P, Wn = L->Wo;
+                if (L->pool) {
+                    amax = nn_maxpool(L, ys, pbuf);
+                    ys = pbuf;
+                    Pn = L->pHo * L->pWo;
+                    Wn = L->pWo;
+                    if (L->Pout)
+                        nn_store_block(L->Pout, s0 + j, 0, Pn, O, Pn, pbuf, O);
+                }
+                if (L->next && nn_cut_next(L->next, s0 + j, ys, Pn, Wn, O, amax, tmp))
                     return 1;
                 if (tq)
                     *tq += nn_clock(tq) - t;
@@ -491,8 +540,12 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
     const int64_t mmax = per * P, mpad_max = (mmax + 31) / 32 * 32;
     const int64_t sb = sub > 0 && sub < mpad_max ? sub : mpad_max; /* a multiple of 32 */
     const size_t need_a = direct || L->depthwise ? 64 : (size_t)r * mpad_max * L->kpad;
-    /* a sample's activations (P > 1, for the next planes), a transpose, the maxima */
-    const size_t need_y = (size_t)((L->next && P > 1 ? 2 * P * O : 0) + per) * 8;
+    /* a sample's activations (P > 1, for the next planes or the pooling), a
+     * transpose, the pooled sample, the maxima */
+    const int64_t PP = L->pool ? L->pHo * L->pWo : 0;
+    const int64_t PM = P > PP ? P : PP;
+    const size_t need_y = (size_t)(((L->next || L->pool) && P > 1 ? (P + PM + PP) * O : 0)
+                                   + per) * 8;
     if (lrmpi_scratch(&sc->a, &sc->ca, need_a) ||
         lrmpi_scratch(&sc->s, &sc->cs, (size_t)nlev * sb * opad * 4) ||
         lrmpi_scratch(&sc->y, &sc->cy, need_y) ||
@@ -506,6 +559,7 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
     double *cblk = (double *)sc->c, *yblk = cblk + NN_RB * opad;
     int64_t *limbs = (int64_t *)sc->c + 2 * NN_RB * opad;
     double *smax = (double *)sc->y, *ybuf = smax + per, *tmp = ybuf + P * O;
+    double *pbuf = tmp + PM * O;
     double tl = 0.0, tq = 0.0, t_all = nn_clock(L->times);
     double *tqp = L->times ? &tq : NULL;
     int32_t *S = (int32_t *)sc->s;
@@ -534,7 +588,7 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
                        mpad * L->kpad, L->wpack, wq, S, opad, ls);
             tl += nn_clock(L->times) - t0;
             if (nn_epilogue(L, s0, b0, mb, S, ls, opad, fmin, fmax, cblk, yblk, limbs, ybuf,
-                            smax, tmp, decode, finish, tqp))
+                            smax, tmp, pbuf, decode, finish, tqp))
                 return 1;
         }
     }

@@ -39,6 +39,8 @@ class FusedNode:
         self.bias = np.ascontiguousarray(p["b"], np.float64)
         self.act, self.act_node, self.slope, self.lo, self.hi = "none", None, None, -np.inf, np.inf
         self.feeds = None  # the FusedNode whose input planes this one writes
+        self.pool_node, self.pool = None, None  # a max pooling after the activation
+        self.passes = []   # flatten/reshape nodes between it (or them) and `feeds`
         self.depthwise = False
         if node.op == "linear":
             k = int(np.prod(self.in_shape))
@@ -88,6 +90,25 @@ class FusedNode:
             self.lo, self.hi = float(lo.reshape(())), float(hi.reshape(()))
         self.act, self.act_node = op, act_node
         return True
+
+    def absorb_pool(self, pool_node, shapes):
+        """Take a max pooling of this conv's activation (ONNX MaxPool geometry)."""
+        if self.node.op != "conv" or pool_node.op != "maxpool":
+            return False
+        p = pool_node.params
+        (kh, kw) = p["kernel"]
+        (sh, sw), (dh, dw) = p.get("strides", p["kernel"]), p.get("dilations", (1, 1))
+        t, l = p.get("pads", (0, 0, 0, 0))[:2]
+        _, Ho, Wo = shapes[pool_node.output]
+        self.pool_node, self.pool = pool_node, (kh, kw, sh, sw, dh, dw, t, l, Ho, Wo)
+        return True
+
+    def pooled_shape(self, shapes):
+        return tuple(shapes[self.pool_node.output]) if self.pool_node else self.y_shape
+
+    @property
+    def y_shape(self):
+        return self.out_shape
 
     def planes_for(self, r, bits, n, buf, sq=False):
         """NNPlanes of this node's input for n samples at resolution r, in `buf`'s
@@ -168,19 +189,30 @@ class FusedModel:
         for i, n in enumerate(graph.nodes):
             for t in set(n.inputs):
                 self.readers.setdefault(t, []).append(i)
-        self.absorbed = {}  # activation node output -> the FusedNode that computes it
+        # nodes computed inside a linear/conv node's call: its activation, a max
+        # pooling after it, flatten/reshape nodes before the node it feeds
+        self.absorbed = {}
         for fn in self.nodes.values():
             if not fn.supported:
                 continue
             only = self._only_reader(fn.node.output)
             if only is not None and only.op in ACTIVATIONS and fn.absorb(only):
                 self.absorbed[only.output] = fn
-            nxt = self._only_reader(fn.act_node.output if fn.act_node else fn.node.output)
-            if nxt is not None and nxt.op in LINEAR_OPS and self.nodes[nxt.output].supported:
-                fn.feeds = self.nodes[nxt.output]
+            out = fn.act_node.output if fn.act_node else fn.node.output
+            only = self._only_reader(out)
+            if only is not None and fn.absorb_pool(only, graph.shapes):
+                self.absorbed[only.output] = fn
+                out = only.output
+            chain, nxt = [], self._only_reader(out)
+            while nxt is not None and nxt.op in ("flatten", "reshape"):
+                chain.append(nxt)
+                nxt = self._only_reader(nxt.output)
+            if nxt is not None and nxt.op in LINEAR_OPS and self.nodes[nxt.output].supported \
+                    and (not chain or nxt.op == "linear"):  # flat order: ROWS planes
+                fn.feeds, fn.passes = self.nodes[nxt.output], chain
+                self.absorbed.update({c.output: fn for c in chain})
         self.buffers = Buffers()
         self.times = np.zeros(3)  # the kernels' stage times (products, decode, quantize)
-
     def _only_reader(self, tensor):
         readers = self.readers.get(tensor, [])
         if tensor == self.graph.output or len(readers) != 1:
@@ -199,8 +231,8 @@ class FusedModel:
         self._pending = {}  # absorbed activation -> its tracker call, made in graph order
         for i, node in enumerate(g.nodes):
             if node.output in self.absorbed:  # computed with its linear node
+                args, y, extra = self._pending.pop(node.output, (None, None, {}))
                 if tracker is not None:
-                    args, y, extra = self._pending.pop(node.output)
                     with stages.timed("bound"):
                         tracker.other(node, args, y, **extra)
             elif node.op in LINEAR_OPS:
@@ -236,18 +268,24 @@ class FusedModel:
             src = fn.planes_for(r, self.bits, n, self.buffers, norms)
             with stages.timed("quantize"):
                 K.nn_quantize(h, src, isa=self.isa)
-        out = fn.act_node.output if fn.act_node else node.output
         shape = (n,) + fn.out_shape
         size = int(np.prod(shape))
         feeds = fn.feeds if fn.feeds is not None and fn.feeds.takes(r, self.bits) else None
-        # y is needed unless the next node's planes are all that reads it and the
-        # tracker asks for no values of it
-        need_y = feeds is None or "h" in _wants(tracker, feeds.node) or \
-            (fn.act_node is not None and "y" in _wants(tracker, fn.act_node)) or \
-            (fn.act_node is None and "z" in wants)
+
+        def arrays(nd):
+            return bool(_wants(tracker, nd) & ARRAYS)
+        # the arrays someone reads: the activation y (or z), the pooled y; the next
+        # node's planes need neither
+        last = feeds is None or "h" in _wants(tracker, feeds.node) or any(map(arrays, fn.passes))
+        pooled = fn.pool is not None and (last or arrays(fn.pool_node))
+        need_y = (fn.pool is None and last) or (fn.pool is not None and arrays(fn.pool_node)) \
+            or (fn.act_node is not None and "y" in _wants(tracker, fn.act_node)) \
+            or (fn.act_node is None and "z" in wants)
         Y = np.empty(size) if need_y else None
         Z = np.empty(size) if fn.act_node is not None and "z" in wants else None
         C = np.empty(size) if "C" in wants else None
+        pshape = (n,) + fn.pooled_shape(self.graph.shapes)
+        Pout = np.empty(int(np.prod(pshape))) if pooled else None
         sq = self.buffers.get(("sq", node.output), (3 * n,), np.float64) if norms else None
         nxt = None
         if feeds is not None:
@@ -258,7 +296,7 @@ class FusedModel:
         t[:] = 0.0
         K.nn_layer(fn.spec(n, r, self.bits), src.D, src.exps, fn.wpack, fn.f, fn.bias,
                    slope=fn.slope, Cout=C, Zout=Z, Yout=Y, nxt=nxt, sq=sq, times=t,
-                   isa=self.isa)
+                   pool=fn.pool, Pout=Pout, isa=self.isa)
         stages.add("products", t[0])
         stages.add("decode", t[1])
         stages.add("quantize", t[2])
@@ -275,10 +313,24 @@ class FusedModel:
             if fn.act_node is not None:
                 act_extra = {"norms": {"z": extra["norms"]["z"], "y": extra["norms"]["y"]}} \
                     if norms and "norms" in _wants(tracker, fn.act_node) else {}
-                self._pending[out] = ([z], y, act_extra)
+                self._pending[fn.act_node.output] = ([z], y, act_extra)
+        out = fn.act_node.output if fn.act_node else node.output
         if y is not None:
             env[out] = y
-
+        if fn.pool is not None:  # the pooled activation, and its flattened views
+            p = Pout.reshape(pshape) if Pout is not None else None
+            self._pending[fn.pool_node.output] = ([y], p, {})
+            out, val = fn.pool_node.output, p
+            if p is not None:
+                env[out] = p
+        else:
+            val = y
+        for c in fn.passes:
+            nv = None if val is None else val.reshape((n,) + tuple(self.graph.shapes[c.output]))
+            self._pending[c.output] = ([val], nv, {})
+            val = nv
+            if nv is not None:
+                env[c.output] = nv
 
 ARRAYS = frozenset(("h", "C", "z", "y"))
 

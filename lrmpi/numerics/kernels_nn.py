@@ -139,12 +139,14 @@ def nn_pack(W, kpad, depthwise=False, *, isa=None):
 
 
 def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yout=None,
-             nxt=None, sq=None, times=None, isa=None):
+             nxt=None, sq=None, times=None, pool=None, Pout=None, isa=None):
     """One fused layer for spec.n samples (kernels.h nn_layer): D the input planes
     (NNPlanes.D: ROWS for a linear node, NHWC for a conv), e their exponents, the
     packed weights, f and bias per output channel; fills the optional outputs
     (flat n x O x Ho x Wo float64) and the next node's planes `nxt` (NNPlanes).
     `sq` (float64, 3 n): per sample the float64 sums of C^2, z^2, y^2.
+    `pool`: (kh, kw, sh, sw, dh, dw, pad top, pad left, Ho, Wo) of a max pooling of
+    y (a conv's) before `nxt`, its output in `Pout` (flat NCHW) if given.
     `times` (float64, 3): += thread CPU seconds in the products, the rounding to
     the stores, the next planes. Raises FloatingPointError if the activation
     quantized for `nxt` holds NaN/Inf."""
@@ -189,8 +191,9 @@ def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yo
                 raise ValueError(f"{name} has {arr.shape[0]} entries for {n * O * P}")
     if nxt is not None:
         nxt.check(n, "nxt")
-        if nxt.C * nxt.H * nxt.W != O * P or nxt.layout == NN_NHWC and \
-                (nxt.C, nxt.H, nxt.W) != (O, s.Ho, s.Wo):
+        oh, ow = (pool[8], pool[9]) if pool is not None else (s.Ho, s.Wo)
+        if nxt.C * nxt.H * nxt.W != O * oh * ow or nxt.layout == NN_NHWC and \
+                (nxt.C, nxt.H, nxt.W) != (O, oh, ow):
             raise ValueError("nxt does not hold this layer's output")
     if sq is not None:
         _need_c(sq, "sq", np.float64, 1)
@@ -200,9 +203,20 @@ def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yo
         _need_c(times, "times", np.float64, 1)
         if times.shape[0] < 3:
             raise ValueError("times: 3 entries")
+    PP = P
+    if pool is not None:
+        pool = tuple(int(v) for v in pool)
+        if len(pool) != 10 or min(pool[:6]) < 1 or min(pool[6:]) < 0 or P == 1:
+            raise ValueError(f"pool: 10 values (kh kw sh sw dh dw pt pl Ho Wo) after a conv: {pool}")
+        PP = pool[8] * pool[9]
+    if Pout is not None:
+        _need_c(Pout, "Pout", np.float64, 1)
+        if pool is None or Pout.shape[0] != n * O * PP:
+            raise ValueError("Pout: the pooled output (pool given), n x O x Ho x Wo")
     if n == 0:
         return
-    status = _k.nn_layer(s, D, e, wpack, f, bias, slope, Cout, Zout, Yout, nxt, sq, times, isa)
+    status = _k.nn_layer(s, D, e, wpack, f, bias, slope, Cout, Zout, Yout, nxt, sq, times, pool,
+                         Pout, isa)
     if status < 0:
         raise MemoryError("nn_layer: no memory for its scratch")
     if status:

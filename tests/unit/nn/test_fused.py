@@ -56,6 +56,22 @@ def conv_chain(rng, act):
     return G.sequential(layers, (3, 9, 8), head="softmax")
 
 
+def pool_chain(rng, act):
+    """conv -> act -> max pool (pads, ceil_mode, dilation) -> conv -> max pool (no act)
+    -> flatten -> linear: pooled planes handed on, NHWC and flat."""
+    layers = [("conv", {"W": rng.standard_normal((5, 2, 3, 3)), "b": rng.standard_normal(5),
+                        "pads": (1, 1, 1, 1)}),
+              _act(*act, 5, rng, spatial=True),
+              ("maxpool", {"kernel": (3, 2), "strides": (2, 2), "pads": (1, 0, 1, 1),
+                           "ceil_mode": 1, "dilations": (1, 2)}),
+              ("conv", {"W": rng.standard_normal((6, 5, 2, 2)) / 2, "b": rng.standard_normal(6)}),
+              ("maxpool", {"kernel": (2, 2), "strides": (1, 1)}), ("flatten", {})]
+    flat = int(np.prod(ops.shapes(G.sequential(layers, (2, 11, 9)))[f"t{len(layers) - 1}"]))
+    layers.append(("linear", {"W": rng.standard_normal((3, flat)) / 4,
+                              "b": rng.standard_normal(3)}))
+    return G.sequential(layers, (2, 11, 9), head="softmax")
+
+
 def _exact(graph, weights, X, r):
     return ops.forward(graph, X, lambda node, h: exact_linear(node, h, weights[node.output].enc,
                                                               r, 7))
@@ -67,16 +83,19 @@ def _same(a, b):
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("act", ACTS, ids=[a[0] for a in ACTS])
-@pytest.mark.parametrize("kind", ["dense", "conv"])
+@pytest.mark.parametrize("kind", ["dense", "conv", "pool"])
 def test_fused_equals_the_exact_integer_network(isa, act, kind):
     rng = np.random.default_rng(11)
-    graph = dense_chain(rng, act) if kind == "dense" else conv_chain(rng, act)
+    graph = {"dense": dense_chain, "conv": conv_chain, "pool": pool_chain}[kind](rng, act)
     X = rng.standard_normal((5,) + graph.input_shape) * np.exp(rng.uniform(-4, 4, (5,) + (1,) * len(graph.input_shape)))
     weights = {n.output: NodeWeights(n, 7, 3) for n in graph.linear}
     fm = FusedModel(graph, weights, 7, isa=isa)
     absorbed = {fn.act for fn in fm.nodes.values()}
     assert act[0] in absorbed  # the activation really went through the kernels
     assert any(fn.feeds is not None for fn in fm.nodes.values())
+    if kind == "pool":  # both poolings, and the flatten, inside the conv nodes' calls
+        assert sum(fn.pool is not None for fn in fm.nodes.values()) == 2
+        assert any(fn.passes for fn in fm.nodes.values())
     for r in (1, 2, 3):
         _same(fm.forward(X, r), _exact(graph, weights, X, r))
 
@@ -149,9 +168,10 @@ class Recorder:
         self.calls.append(("other", node.output, [a.copy() for a in args], y.copy()))
 
 
-def test_the_bound_hook_sees_what_the_reference_pass_gives_it():
+@pytest.mark.parametrize("kind", ["conv", "pool"])
+def test_the_bound_hook_sees_what_the_reference_pass_gives_it(kind):
     rng = np.random.default_rng(2)
-    graph = conv_chain(rng, ACTS[2])
+    graph = (conv_chain if kind == "conv" else pool_chain)(rng, ACTS[2])
     X = rng.standard_normal((4,) + graph.input_shape)
     weights = {n.output: NodeWeights(n, 7, 3) for n in graph.linear}
     from lrmpi.nn.quantized import linear_at
@@ -226,7 +246,7 @@ def test_the_kernels_norms_bound_the_hooks_values(isa):
     """norms["h"], ["dq"], ["C"], ["z"], ["y"] are upper bounds (exactly checked) on the
     l2 norms of h, h - Q_r(h), C, z and the activation, and tight."""
     rng = np.random.default_rng(8)
-    for graph in (dense_chain(rng, ACTS[1]), conv_chain(rng, ACTS[2])):
+    for graph in (dense_chain(rng, ACTS[1]), conv_chain(rng, ACTS[2]), pool_chain(rng, ACTS[0])):
         X = rng.standard_normal((4,) + graph.input_shape) * \
             np.array([1e-150, 1.0, 3e5, 1e150]).reshape((4,) + (1,) * len(graph.input_shape))
         weights = {n.output: NodeWeights(n, 7, 3) for n in graph.linear}
