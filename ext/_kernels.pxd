@@ -43,9 +43,11 @@ cdef extern from "c/kernels.h" nogil:
         int act
         const double *slope
         double lo, hi
+        const double *Res
         double *Cout
         double *Zout
         double *Yout
+        double *Aout
         int pool
         int64_t pkh, pkw, psh, psw, pdh, pdw, ppt, ppl, pHo, pWo
         double *Pout

@@ -233,7 +233,8 @@ def nn_pack(const int8_t[:, :, ::1] W, int64_t kpad, int depthwise, int8_t[::1] 
 def nn_layer(spec, const int8_t[:, ::1] D, const int32_t[::1] e, const int8_t[::1] wpack,
              const int32_t[::1] f, const double[::1] bias, const double[::1] slope,
              double[::1] Cout, double[::1] Zout, double[::1] Yout, nxt, double[::1] sq,
-             double[::1] times, pool, double[::1] Pout, isa=None):
+             double[::1] times, pool, double[::1] Pout, double[::1] Res, double[::1] Aout,
+             isa=None):
     """One fused layer (kernels.h nn_layer); spec: lrmpi.numerics.kernels.NNLayer.
     Returns the C kernel's status (0, 1: NaN/Inf in y, -1: no memory)."""
     cdef const lrmpi_kernel_table *t = _table(isa)
@@ -251,7 +252,7 @@ def nn_layer(spec, const int8_t[:, ::1] D, const int32_t[::1] e, const int8_t[::
     L.slope = NULL
     if slope is not None:
         L.slope = &slope[0]
-    L.Cout, L.Zout, L.Yout = _opt(Cout), _opt(Zout), _opt(Yout)
+    L.Cout, L.Zout, L.Yout, L.Aout, L.Res = _opt(Cout), _opt(Zout), _opt(Yout), _opt(Aout), _opt(Res)
     L.times, L.sq = _opt(times), _opt(sq)
     L.pool, L.Pout = pool is not None, _opt(Pout)
     if pool is not None:

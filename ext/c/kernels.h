@@ -203,8 +203,12 @@ typedef struct {
     int act;                    /* LRMPI_ACT_*                                  */
     const double *slope;        /* LEAKY: [a]; PRELU: O per-channel slopes      */
     double lo, hi;              /* CLIP                                         */
+    /* a residual added before the activation: a = z + Res (NCHW, like z), y =   */
+    /* act(a), or NULL (a = z)                                                  */
+    const double *Res;
     /* outputs, n x O x Ho x Wo float64 (NCHW), each optional (NULL):           */
     double *Cout, *Zout, *Yout; /* the rounded product, + bias, the activation  */
+    double *Aout;               /* z + Res                                      */
     /* max pooling of y (ONNX MaxPool: windows pkh x pkw, strides, dilations,   */
     /* pads ppt/ppl: taps outside the image are skipped, like -inf padding) to  */
     /* pHo x pWo per channel, before `next` and into Pout (NCHW), if `pool`     */
@@ -213,8 +217,8 @@ typedef struct {
     double *Pout;
     const lrmpi_nn_planes *next;/* or NULL: y (pooled) quantized for the next node */
     int64_t unit_rows;          /* output rows (positions) per block: L2 size   */
-    double *sq;                 /* or NULL: n x 3, per sample the float64 sums   */
-                                /* of C^2, z^2, y^2 (over its outputs)           */
+    double *sq;                 /* or NULL: n x 5, per sample the float64 sums   */
+                                /* of C^2, z^2, y^2, Res^2, a^2 (its outputs)   */
     double *times;              /* or NULL: += thread CPU seconds in the products,*/
                                 /* the rounding to the stores, the next planes  */
 } lrmpi_nn_layer;

@@ -309,28 +309,55 @@ LRMPI_INLINE double nn_row_max(int64_t n, const double *v)
     return bad ? INFINITY : r;
 }
 
-/* A row of C (in L1) finished: z = C + bias (written over C), y = act(z), the
- * row's sums of C^2, z^2, y^2 (q[0..2], nn_sumsq's order) and max |y| (+Inf if y
- * holds NaN or Inf), returned. The portable version in passes (each vectorizes);
- * nn_x86.c has an AVX-512 one pass that gives the same bits. */
+/* A row of C (in L1) finished: z = C + bias (written over C), a = z + res (written
+ * over res; or a = z without res), y = act(a), the row's sums of C^2, z^2, y^2,
+ * res^2, a^2 (q[0..4], nn_sumsq's order) and max |y| (+Inf if y holds NaN or
+ * Inf), returned. The portable version in passes (each vectorizes); nn_x86.c has
+ * an AVX-512 one pass that gives the same bits. */
 typedef double (*nn_finish_fn)(int act, int64_t O, double *restrict c,
-                               const double *restrict bias, const double *restrict slope,
-                               double lo, double hi, double *restrict y, double *q);
+                               const double *restrict bias, double *restrict res,
+                               const double *restrict slope, double lo, double hi,
+                               double *restrict y, double *q);
 
 LRMPI_INLINE double nn_finish_row(int act, int64_t O, double *restrict c,
-                                  const double *restrict bias, const double *restrict slope,
-                                  double lo, double hi, double *restrict y, double *q)
+                                  const double *restrict bias, double *restrict res,
+                                  const double *restrict slope, double lo, double hi,
+                                  double *restrict y, double *q)
 {
     q[0] = nn_sumsq(O, c);
     for (int64_t o = 0; o < O; o++)
         c[o] += bias[o];
     q[1] = nn_sumsq(O, c);
-    nn_act_row(act, O, c, y, slope, lo, hi);
+    const double *a = c;
+    q[3] = q[4] = 0.0;
+    if (res) {
+        q[3] = nn_sumsq(O, res);
+        for (int64_t o = 0; o < O; o++)
+            res[o] = c[o] + res[o];
+        q[4] = nn_sumsq(O, res);
+        a = res;
+    }
+    nn_act_row(act, O, a, y, slope, lo, hi);
     q[2] = nn_sumsq(O, y);
     return nn_row_max(O, y);
 }
 
 #define NN_RB 16 /* rows of the epilogue's block: stored per channel as runs */
+
+/* The inverse of nn_store_block: rb rows of an NCHW array into v[rr ldv + o]. */
+LRMPI_INLINE void nn_load_block(const double *restrict in, int64_t s, int64_t pos0, int64_t P,
+                                int64_t O, int64_t rb, double *restrict v, int64_t ldv)
+{
+    if (P == 1) {
+        for (int64_t rr = 0; rr < rb; rr++)
+            memcpy(v + rr * ldv, in + (s + rr) * O, (size_t)O * 8);
+        return;
+    }
+    const double *base = in + s * O * P + pos0;
+    for (int64_t o = 0; o < O; o++)
+        for (int64_t rr = 0; rr < rb; rr++)
+            v[rr * ldv + o] = base[o * P + rr];
+}
 
 /* A block of rb rows (values v[rr ldv + o]) into an NCHW output: with P = 1 each
  * row is a sample (contiguous), else rows are positions pos0.. of sample s,
@@ -462,7 +489,8 @@ LRMPI_INLINE double nn_maxpool(const lrmpi_nn_layer *L, const double *restrict y
  * in cache). Returns 1 on NaN/Inf in what `next` quantizes. */
 LRMPI_INLINE int nn_epilogue(const lrmpi_nn_layer *L, int64_t s0, int64_t b0, int64_t mb,
                              const int32_t *S, int64_t ls, int64_t opad, int fmin, int fmax,
-                             double *cblk, double *yblk, int64_t *limbs, double *ybuf,
+                             double *cblk, double *yblk, double *rblk, int64_t *limbs,
+                             double *ybuf,
                              double *smax, double *tmp, double *pbuf, lrmpi_decode_fn decode,
                              nn_finish_fn finish, double *tq)
 {
@@ -484,19 +512,23 @@ LRMPI_INLINE int nn_epilogue(const lrmpi_nn_layer *L, int64_t s0, int64_t b0, in
         const int keep = (L->next || L->pool) && P > 1;
         double *y = keep ? ybuf + pos0 * O : yblk;
         const int64_t ldy = keep ? O : opad;
-        double big[NN_RB], q[NN_RB][3];
-        for (int64_t rr = 0; rr < rb; rr++) /* cblk becomes z */
-            big[rr] = finish(L->act, O, cblk + rr * opad, bias, L->slope, L->lo, L->hi,
-                             y + rr * ldy, q[rr]);
+        double big[NN_RB], q[NN_RB][5];
+        if (L->Res)
+            nn_load_block(L->Res, s, pos0, P, O, rb, rblk, opad);
+        for (int64_t rr = 0; rr < rb; rr++) /* cblk becomes z, rblk z + Res */
+            big[rr] = finish(L->act, O, cblk + rr * opad, bias, L->Res ? rblk + rr * opad : NULL,
+                             L->slope, L->lo, L->hi, y + rr * ldy, q[rr]);
         if (L->Zout)
             nn_store_block(L->Zout, s, pos0, P, O, rb, cblk, opad);
+        if (L->Aout)
+            nn_store_block(L->Aout, s, pos0, P, O, rb, L->Res ? rblk : cblk, opad);
         if (L->Yout)
             nn_store_block(L->Yout, s, pos0, P, O, rb, y, ldy);
         for (int64_t rr = 0; rr < rb; rr++) {
             const int64_t j = (i0 + rr) / P;
             if (L->sq)
-                for (int t = 0; t < 3; t++)
-                    L->sq[3 * (s0 + j) + t] += q[rr][t];
+                for (int t = 0; t < 5; t++)
+                    L->sq[5 * (s0 + j) + t] += q[rr][t];
             if (!L->next && !L->pool)
                 continue;
             smax[j] = big[rr] > smax[j] || big[rr] != big[rr] ? big[rr] : smax[j];
@@ -549,22 +581,22 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
     if (lrmpi_scratch(&sc->a, &sc->ca, need_a) ||
         lrmpi_scratch(&sc->s, &sc->cs, (size_t)nlev * sb * opad * 4) ||
         lrmpi_scratch(&sc->y, &sc->cy, need_y) ||
-        lrmpi_scratch(&sc->c, &sc->cc, (size_t)(opad * (L->nlimbs + 2 * NN_RB)) * 8))
+        lrmpi_scratch(&sc->c, &sc->cc, (size_t)(opad * (L->nlimbs + 3 * NN_RB)) * 8))
         return -1;
     int fmin = INT_MAX, fmax = INT_MIN;
     for (int64_t o = 0; o < O; o++) {
         fmin = L->f[o] < fmin ? L->f[o] : fmin;
         fmax = L->f[o] > fmax ? L->f[o] : fmax;
     }
-    double *cblk = (double *)sc->c, *yblk = cblk + NN_RB * opad;
-    int64_t *limbs = (int64_t *)sc->c + 2 * NN_RB * opad;
+    double *cblk = (double *)sc->c, *yblk = cblk + NN_RB * opad, *rblk = yblk + NN_RB * opad;
+    int64_t *limbs = (int64_t *)sc->c + 3 * NN_RB * opad;
     double *smax = (double *)sc->y, *ybuf = smax + per, *tmp = ybuf + P * O;
     double *pbuf = tmp + PM * O;
     double tl = 0.0, tq = 0.0, t_all = nn_clock(L->times);
     double *tqp = L->times ? &tq : NULL;
     int32_t *S = (int32_t *)sc->s;
     if (L->sq)
-        memset(L->sq, 0, (size_t)(3 * L->n) * 8);
+        memset(L->sq, 0, (size_t)(5 * L->n) * 8);
     for (int64_t s0 = 0; s0 < L->n; s0 += per) {
         const int64_t ns = L->n - s0 < per ? L->n - s0 : per, m = ns * P;
         const int64_t mpad = (m + 31) / 32 * 32;
@@ -587,8 +619,8 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
                 levels(r, mb, mbpad, opad, L->kpad, sc->a + b0 * L->kpad, L->kpad,
                        mpad * L->kpad, L->wpack, wq, S, opad, ls);
             tl += nn_clock(L->times) - t0;
-            if (nn_epilogue(L, s0, b0, mb, S, ls, opad, fmin, fmax, cblk, yblk, limbs, ybuf,
-                            smax, tmp, pbuf, decode, finish, tqp))
+            if (nn_epilogue(L, s0, b0, mb, S, ls, opad, fmin, fmax, cblk, yblk, rblk, limbs,
+                            ybuf, smax, tmp, pbuf, decode, finish, tqp))
                 return 1;
         }
     }

@@ -14,10 +14,10 @@ static void plain_pack(int planes, int64_t O, int64_t k, int64_t kpad, const int
 }
 
 static double finish_ref(int act, int64_t O, double *restrict c, const double *restrict bias,
-                         const double *restrict slope, double lo, double hi, double *restrict y,
-                         double *q)
+                         double *restrict res, const double *restrict slope, double lo,
+                         double hi, double *restrict y, double *q)
 {
-    return nn_finish_row(act, O, c, bias, slope, lo, hi, y, q);
+    return nn_finish_row(act, O, c, bias, res, slope, lo, hi, y, q);
 }
 
 /* S_l = sum over p + q = l of A_p W_q^T through `gemm` (C += A Bt^T) */
@@ -46,10 +46,10 @@ LRMPI_NN_VARIANT(ref, , levels_ref, lrmpi_decode_ref, finish_ref, plain_pack, pl
 
 #if defined(__x86_64__) || defined(__i386__)
 __attribute__((target("avx2"))) static double finish_avx2(int act, int64_t O,
-    double *restrict c, const double *restrict bias, const double *restrict slope, double lo,
-    double hi, double *restrict y, double *q)
+    double *restrict c, const double *restrict bias, double *restrict res,
+    const double *restrict slope, double lo, double hi, double *restrict y, double *q)
 {
-    return nn_finish_row(act, O, c, bias, slope, lo, hi, y, q);
+    return nn_finish_row(act, O, c, bias, res, slope, lo, hi, y, q);
 }
 
 static void levels_avx2(int r, int64_t m, int64_t mpad, int64_t opad, int64_t kpad,

@@ -66,29 +66,40 @@ static void levels_vnni(int r, int64_t m, int64_t mpad, int64_t opad, int64_t kp
 /* nn_finish_row in one pass: 8 lanes a vector, four vectors of partial sums in
  * the portable version's lane order (nn_sumsq: 32 lanes, the tail into lane 0,
  * then lanes 0..31 in order; products and sums rounded separately), so the sums
- * are the same bits on every ISA; max |y| ignores NaN and flags it. */
+ * are the same bits on every ISA; max |y| ignores NaN and flags it. `z` in ACT
+ * is the activation's input (z + res with a residual). */
 #define FINISH_BODY(ACT)                                                                  \
     for (; o + 32 <= O; o += 32)                                                         \
         for (int k = 0; k < 4; k++) {                                                    \
             const __m512d cv = _mm512_loadu_pd(c + o + 8 * k);                           \
-            const __m512d z = _mm512_add_pd(cv, _mm512_loadu_pd(bias + o + 8 * k));      \
+            const __m512d zz = _mm512_add_pd(cv, _mm512_loadu_pd(bias + o + 8 * k));     \
+            __m512d z = zz;                                                              \
+            if (res) {                                                                   \
+                const __m512d rv = _mm512_loadu_pd(res + o + 8 * k);                     \
+                z = _mm512_add_pd(zz, rv);                                               \
+                s[3][k] = _mm512_add_pd(s[3][k], _mm512_mul_pd(rv, rv));                 \
+                s[4][k] = _mm512_add_pd(s[4][k], _mm512_mul_pd(z, z));                   \
+                _mm512_storeu_pd(res + o + 8 * k, z);                                    \
+            }                                                                            \
             const __m512d yv = ACT;                                                      \
-            sc[k] = _mm512_add_pd(sc[k], _mm512_mul_pd(cv, cv));                         \
-            sz[k] = _mm512_add_pd(sz[k], _mm512_mul_pd(z, z));                           \
-            sy[k] = _mm512_add_pd(sy[k], _mm512_mul_pd(yv, yv));                         \
+            s[0][k] = _mm512_add_pd(s[0][k], _mm512_mul_pd(cv, cv));                     \
+            s[1][k] = _mm512_add_pd(s[1][k], _mm512_mul_pd(zz, zz));                     \
+            s[2][k] = _mm512_add_pd(s[2][k], _mm512_mul_pd(yv, yv));                     \
             mx = _mm512_max_pd(_mm512_abs_pd(yv), mx); /* NaN: mx stays */               \
             bad |= _mm512_cmp_pd_mask(yv, yv, _CMP_UNORD_Q);                             \
-            _mm512_storeu_pd(c + o + 8 * k, z);                                          \
+            _mm512_storeu_pd(c + o + 8 * k, zz);                                         \
             _mm512_storeu_pd(y + o + 8 * k, yv);                                         \
         }
 
 AVX512 static double finish_avx512(int act, int64_t O, double *restrict c,
-                                   const double *restrict bias, const double *restrict slope,
-                                   double lo, double hi, double *restrict y, double *q)
+                                   const double *restrict bias, double *restrict res,
+                                   const double *restrict slope, double lo, double hi,
+                                   double *restrict y, double *q)
 {
-    __m512d sc[4], sz[4], sy[4], mx = _mm512_setzero_pd();
-    for (int k = 0; k < 4; k++)
-        sc[k] = sz[k] = sy[k] = _mm512_setzero_pd();
+    __m512d s[5][4], mx = _mm512_setzero_pd();
+    for (int i = 0; i < 5; i++)
+        for (int k = 0; k < 4; k++)
+            s[i][k] = _mm512_setzero_pd();
     const __m512d zero = _mm512_setzero_pd(), vlo = _mm512_set1_pd(lo), vhi = _mm512_set1_pd(hi);
     const __m512d va = _mm512_set1_pd(act == LRMPI_ACT_LEAKY ? slope[0] : 0.0);
     __mmask8 bad = 0;
@@ -114,30 +125,34 @@ AVX512 static double finish_avx512(int act, int64_t O, double *restrict c,
     default:
         FINISH_BODY(z)
     }
-    double a[3][32], m[8];
-    for (int k = 0; k < 4; k++) {
-        _mm512_storeu_pd(a[0] + 8 * k, sc[k]);
-        _mm512_storeu_pd(a[1] + 8 * k, sz[k]);
-        _mm512_storeu_pd(a[2] + 8 * k, sy[k]);
-    }
+    double a[5][32], m[8];
+    for (int i = 0; i < 5; i++)
+        for (int k = 0; k < 4; k++)
+            _mm512_storeu_pd(a[i] + 8 * k, s[i][k]);
     _mm512_storeu_pd(m, mx);
     double big = 0.0;
     for (int u = 0; u < 8; u++)
         big = m[u] > big ? m[u] : big;
     for (; o < O; o++) { /* the tail, as nn_finish_row: lane 0, in order */
-        const double cv = c[o], z = cv + bias[o];
-        double t[1];
+        const double cv = c[o], zz = cv + bias[o];
+        double z = zz, t[1];
+        if (res) {
+            a[3][0] += res[o] * res[o];
+            z = zz + res[o];
+            a[4][0] += z * z;
+            res[o] = z;
+        }
         nn_act_row(act, 1, &z, t, act == LRMPI_ACT_PRELU ? slope + o : slope, lo, hi);
         a[0][0] += cv * cv;
-        a[1][0] += z * z;
+        a[1][0] += zz * zz;
         a[2][0] += t[0] * t[0];
-        c[o] = z;
+        c[o] = zz;
         y[o] = t[0];
         const double v = fabs(t[0]);
         bad |= t[0] != t[0];
         big = v > big ? v : big;
     }
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 5; i++) {
         q[i] = 0.0;
         for (int u = 0; u < 32; u++)
             q[i] += a[i][u];

@@ -347,7 +347,7 @@ class Tracker:
             Fn = L * F[0] + gamma(K + 1) * L * (nx + R[0] + F[0]) + U1 * (ny + Rn + L * F[0])
         elif op == "add":
             g = gamma(len(args))
-            total = sum(_norm(a) for a in args)
+            total = sum(norms["args"]) if norms else sum(_norm(a) for a in args)
             Rn = sum(R) + g * total
             Fn = sum(F) + g * (total + sum(R) + sum(F))
         elif op == "concat":

@@ -39,6 +39,8 @@ class FusedNode:
         self.bias = np.ascontiguousarray(p["b"], np.float64)
         self.act, self.act_node, self.slope, self.lo, self.hi = "none", None, None, -np.inf, np.inf
         self.feeds = None  # the FusedNode whose input planes this one writes
+        self.res_node, self.res_input = None, None  # a residual add before the activation
+        self.shared = False  # its last tensor has readers besides `feeds`
         self.pool_node, self.pool = None, None  # a max pooling after the activation
         self.passes = []   # flatten/reshape nodes between it (or them) and `feeds`
         self.depthwise = False
@@ -129,13 +131,14 @@ class FusedNode:
 
     def norms(self, src, sq, r, bits, n):
         """Per-sample upper bounds on the l2 norms of the node's input h, of what r
-        planes leave of it (dq), of C, z and the activation y, from the kernels' sums."""
+        planes leave of it (dq), of C, z, the activation y, a residual `res` and the
+        sum a = z + res, from the kernels' sums."""
         k, size = int(np.prod(self.in_shape)), int(np.prod(self.out_shape))
         hs = src.sq[:2 * n].reshape(n, 2)
-        C, z, y = (K.nn_norms(sq[:, i], size) for i in range(3))
+        C, z, y, res, a = (K.nn_norms(sq[:, i], size) for i in range(5))
         return {"h": K.nn_norms(hs[:, 0], k),
                 "dq": K.nn_residual_norms(hs[:, 1], src.exps[:n], bits, r, k),
-                "C": C, "z": z, "y": y}
+                "C": C, "z": z, "y": y, "res": res, "a": a}
 
     def spec(self, n, r, bits):
         P = self.geom["Ho"] * self.geom["Wo"]
@@ -189,17 +192,27 @@ class FusedModel:
         for i, n in enumerate(graph.nodes):
             for t in set(n.inputs):
                 self.readers.setdefault(t, []).append(i)
-        # nodes computed inside a linear/conv node's call: its activation, a max
-        # pooling after it, flatten/reshape nodes before the node it feeds
+        # nodes computed inside a linear/conv node's call: a residual add (its other
+        # addend computed before the node), the activation, a max pooling after it,
+        # flatten/reshape nodes before the node it feeds
+        order = {n.output: i for i, n in enumerate(graph.nodes)}
         self.absorbed = {}
         for fn in self.nodes.values():
             if not fn.supported:
                 continue
-            only = self._only_reader(fn.node.output)
+            out = fn.node.output
+            only = self._only_reader(out)
+            if only is not None and only.op == "add" and len(only.inputs) == 2:
+                other = only.inputs[1] if only.inputs[0] == out else only.inputs[0]
+                if other != out and order.get(other, -1) < order[out]:
+                    fn.res_node, fn.res_input = only, other
+                    self.absorbed[only.output] = fn
+                    out = only.output
+                    only = self._only_reader(out)
             if only is not None and only.op in ACTIVATIONS and fn.absorb(only):
                 self.absorbed[only.output] = fn
-            out = fn.act_node.output if fn.act_node else fn.node.output
-            only = self._only_reader(out)
+                out = only.output
+                only = self._only_reader(out)
             if only is not None and fn.absorb_pool(only, graph.shapes):
                 self.absorbed[only.output] = fn
                 out = only.output
@@ -211,6 +224,12 @@ class FusedModel:
                     and (not chain or nxt.op == "linear"):  # flat order: ROWS planes
                 fn.feeds, fn.passes = self.nodes[nxt.output], chain
                 self.absorbed.update({c.output: fn for c in chain})
+            elif out != graph.output:  # several readers: the planes of one, the array for all
+                takers = [graph.nodes[i] for i in self.readers.get(out, [])
+                          if graph.nodes[i].op in LINEAR_OPS
+                          and self.nodes[graph.nodes[i].output].supported]
+                if takers and len(self.readers[out]) > 1:
+                    fn.feeds, fn.shared = self.nodes[takers[0].output], True
         self.buffers = Buffers()
         self.times = np.zeros(3)  # the kernels' stage times (products, decode, quantize)
     def _only_reader(self, tensor):
@@ -271,22 +290,30 @@ class FusedModel:
         shape = (n,) + fn.out_shape
         size = int(np.prod(shape))
         feeds = fn.feeds if fn.feeds is not None and fn.feeds.takes(r, self.bits) else None
+        act, add = fn.act_node, fn.res_node
 
         def arrays(nd):
             return bool(_wants(tracker, nd) & ARRAYS)
-        # the arrays someone reads: the activation y (or z), the pooled y; the next
-        # node's planes need neither
-        last = feeds is None or "h" in _wants(tracker, feeds.node) or any(map(arrays, fn.passes))
+        # the arrays someone reads: z, the residual sum a, the activation y, the pooled
+        # y; the next node's planes need none of them
+        last = feeds is None or fn.shared or "h" in _wants(tracker, feeds.node) or \
+            any(map(arrays, fn.passes))
         pooled = fn.pool is not None and (last or arrays(fn.pool_node))
         need_y = (fn.pool is None and last) or (fn.pool is not None and arrays(fn.pool_node)) \
-            or (fn.act_node is not None and "y" in _wants(tracker, fn.act_node)) \
-            or (fn.act_node is None and "z" in wants)
+            or (act is not None and "y" in _wants(tracker, act)) \
+            or (act is None and add is not None and arrays(add)) \
+            or (act is None and add is None and "z" in wants)
+        need_a = add is not None and act is not None and (arrays(add) or arrays(act))
+        need_z = (act is not None or add is not None) and \
+            ("z" in wants or (add is not None and arrays(add)))
         Y = np.empty(size) if need_y else None
-        Z = np.empty(size) if fn.act_node is not None and "z" in wants else None
+        Z = np.empty(size) if need_z else None
+        A = np.empty(size) if need_a else None
         C = np.empty(size) if "C" in wants else None
+        res = np.ascontiguousarray(env[fn.res_input], np.float64) if add is not None else None
         pshape = (n,) + fn.pooled_shape(self.graph.shapes)
         Pout = np.empty(int(np.prod(pshape))) if pooled else None
-        sq = self.buffers.get(("sq", node.output), (3 * n,), np.float64) if norms else None
+        sq = self.buffers.get(("sq", node.output), (5 * n,), np.float64) if norms else None
         nxt = None
         if feeds is not None:
             nxt = feeds.planes_for(r, self.bits, n, self.buffers,
@@ -296,27 +323,38 @@ class FusedModel:
         t[:] = 0.0
         K.nn_layer(fn.spec(n, r, self.bits), src.D, src.exps, fn.wpack, fn.f, fn.bias,
                    slope=fn.slope, Cout=C, Zout=Z, Yout=Y, nxt=nxt, sq=sq, times=t,
-                   pool=fn.pool, Pout=Pout, isa=self.isa)
+                   pool=fn.pool, Pout=Pout, Res=None if res is None else res.reshape(-1),
+                   Aout=A, isa=self.isa)
         stages.add("products", t[0])
         stages.add("decode", t[1])
         stages.add("quantize", t[2])
         y = Y.reshape(shape) if Y is not None else None
+        z = Z.reshape(shape) if Z is not None else (y if act is None and add is None else None)
+        a = A.reshape(shape) if A is not None else (y if act is None else None)
         if tracker is not None:
-            z = Z.reshape(shape) if Z is not None else (y if fn.act_node is None else None)
-            extra = {}
+            nm = None
             if norms:
                 with stages.timed("bound"):
-                    extra = {"norms": fn.norms(src, sq[:3 * n].reshape(n, 3), r, self.bits, n)}
+                    nm = fn.norms(src, sq[:5 * n].reshape(n, 5), r, self.bits, n)
             with stages.timed("bound"):
                 tracker.linear(node, h if "h" in wants else None, src.exps[:n].copy(),
-                               C.reshape(shape) if C is not None else None, z, **extra)
-            if fn.act_node is not None:
-                act_extra = {"norms": {"z": extra["norms"]["z"], "y": extra["norms"]["y"]}} \
-                    if norms and "norms" in _wants(tracker, fn.act_node) else {}
-                self._pending[fn.act_node.output] = ([z], y, act_extra)
-        out = fn.act_node.output if fn.act_node else node.output
+                               C.reshape(shape) if C is not None else None, z,
+                               **({"norms": nm} if nm else {}))
+            if add is not None:  # its hook call waits for its place in the graph
+                args = [z if t == node.output else res for t in add.inputs]
+                extra = {"norms": {"args": [nm["z"] if t == node.output else nm["res"]
+                                            for t in add.inputs], "y": nm["a"]}} \
+                    if nm and "norms" in _wants(tracker, add) else {}
+                self._pending[add.output] = (args, a, extra)
+            if act is not None:
+                extra = {"norms": {"z": nm["a" if add is not None else "z"], "y": nm["y"]}} \
+                    if nm and "norms" in _wants(tracker, act) else {}
+                self._pending[act.output] = ([a if add is not None else z], y, extra)
+        out = act.output if act is not None else add.output if add is not None else node.output
         if y is not None:
             env[out] = y
+        if add is not None and act is not None and a is not None:
+            env[add.output] = a
         if fn.pool is not None:  # the pooled activation, and its flattened views
             p = Pout.reshape(pshape) if Pout is not None else None
             self._pending[fn.pool_node.output] = ([y], p, {})

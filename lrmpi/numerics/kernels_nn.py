@@ -139,12 +139,14 @@ def nn_pack(W, kpad, depthwise=False, *, isa=None):
 
 
 def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yout=None,
-             nxt=None, sq=None, times=None, pool=None, Pout=None, isa=None):
+             nxt=None, sq=None, times=None, pool=None, Pout=None, Res=None, Aout=None,
+             isa=None):
     """One fused layer for spec.n samples (kernels.h nn_layer): D the input planes
     (NNPlanes.D: ROWS for a linear node, NHWC for a conv), e their exponents, the
     packed weights, f and bias per output channel; fills the optional outputs
     (flat n x O x Ho x Wo float64) and the next node's planes `nxt` (NNPlanes).
-    `sq` (float64, 3 n): per sample the float64 sums of C^2, z^2, y^2.
+    `Res` (flat NCHW like z): a residual, y = act(z + Res), Aout the sum.
+    `sq` (float64, 5 n): per sample the float64 sums of C^2, z^2, y^2, Res^2, a^2.
     `pool`: (kh, kw, sh, sw, dh, dw, pad top, pad left, Ho, Wo) of a max pooling of
     y (a conv's) before `nxt`, its output in `Pout` (flat NCHW) if given.
     `times` (float64, 3): += thread CPU seconds in the products, the rounding to
@@ -184,7 +186,10 @@ def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yo
         _need_c(slope, "slope", np.float64, 1)
         if slope.shape[0] < (O if s.act == ACTS["prelu"] else 1):
             raise ValueError("one slope per channel (prelu) or one (leakyrelu)")
-    for arr, name in ((Cout, "Cout"), (Zout, "Zout"), (Yout, "Yout")):
+    if Aout is not None and Res is None:
+        raise ValueError("Aout is the sum z + Res: give Res")
+    for arr, name in ((Cout, "Cout"), (Zout, "Zout"), (Yout, "Yout"), (Res, "Res"),
+                      (Aout, "Aout")):
         if arr is not None:
             _need_c(arr, name, np.float64, 1)
             if arr.shape[0] != n * O * P:
@@ -197,8 +202,8 @@ def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yo
             raise ValueError("nxt does not hold this layer's output")
     if sq is not None:
         _need_c(sq, "sq", np.float64, 1)
-        if sq.shape[0] < 3 * n:
-            raise ValueError("sq: 3 sums per sample")
+        if sq.shape[0] < 5 * n:
+            raise ValueError("sq: 5 sums per sample")
     if times is not None:
         _need_c(times, "times", np.float64, 1)
         if times.shape[0] < 3:
@@ -216,7 +221,7 @@ def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yo
     if n == 0:
         return
     status = _k.nn_layer(s, D, e, wpack, f, bias, slope, Cout, Zout, Yout, nxt, sq, times, pool,
-                         Pout, isa)
+                         Pout, Res, Aout, isa)
     if status < 0:
         raise MemoryError("nn_layer: no memory for its scratch")
     if status:

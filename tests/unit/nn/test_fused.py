@@ -72,6 +72,28 @@ def pool_chain(rng, act):
     return G.sequential(layers, (2, 11, 9), head="softmax")
 
 
+def res_chain(rng, act):
+    """Residual blocks: a projection computed before the conv whose sum it joins, an
+    identity shortcut from a tensor two convs read (planes for one, the array for
+    the other), an add of two convs (the later one takes it: the earlier one's
+    other addend does not exist yet when it runs)."""
+    def conv(i, o, k, cin, cout):
+        return G.Node("conv", [i], o, {"W": rng.standard_normal((cout, cin, k, k)) / 2,
+                                      "b": rng.standard_normal(cout), "pads": (k // 2,) * 4})
+    name, params = _act(*act, 4, rng, spatial=True)
+    nodes = [conv("x", "a", 3, 3, 4), G.Node(name, ["a"], "b", params),
+             conv("x", "p", 1, 3, 4), conv("b", "c", 3, 4, 4),
+             G.Node("add", ["c", "p"], "d"), G.Node(name, ["d"], "e", params),
+             conv("e", "f", 3, 4, 4), G.Node("add", ["e", "f"], "h"),
+             G.Node(name, ["h"], "i", params), conv("i", "k", 1, 4, 4),
+             conv("i", "m", 3, 4, 4),
+             G.Node("add", ["k", "m"], "n"), G.Node("flatten", ["n"], "o")]
+    flat = int(np.prod(G.Graph("x", (3, 6, 5), list(nodes), "o").validate().shapes["o"]))
+    nodes.append(G.Node("linear", ["o"], "y", {"W": rng.standard_normal((3, flat)) / 6,
+                                               "b": rng.standard_normal(3)}))
+    return G.Graph("x", (3, 6, 5), nodes, "y", "softmax").validate()
+
+
 def _exact(graph, weights, X, r):
     return ops.forward(graph, X, lambda node, h: exact_linear(node, h, weights[node.output].enc,
                                                               r, 7))
@@ -83,10 +105,11 @@ def _same(a, b):
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("act", ACTS, ids=[a[0] for a in ACTS])
-@pytest.mark.parametrize("kind", ["dense", "conv", "pool"])
+@pytest.mark.parametrize("kind", ["dense", "conv", "pool", "res"])
 def test_fused_equals_the_exact_integer_network(isa, act, kind):
     rng = np.random.default_rng(11)
-    graph = {"dense": dense_chain, "conv": conv_chain, "pool": pool_chain}[kind](rng, act)
+    graph = {"dense": dense_chain, "conv": conv_chain, "pool": pool_chain,
+             "res": res_chain}[kind](rng, act)
     X = rng.standard_normal((5,) + graph.input_shape) * np.exp(rng.uniform(-4, 4, (5,) + (1,) * len(graph.input_shape)))
     weights = {n.output: NodeWeights(n, 7, 3) for n in graph.linear}
     fm = FusedModel(graph, weights, 7, isa=isa)
@@ -96,6 +119,9 @@ def test_fused_equals_the_exact_integer_network(isa, act, kind):
     if kind == "pool":  # both poolings, and the flatten, inside the conv nodes' calls
         assert sum(fn.pool is not None for fn in fm.nodes.values()) == 2
         assert any(fn.passes for fn in fm.nodes.values())
+    if kind == "res":  # every add inside the call of the conv that comes later
+        assert sorted(fn.res_input for fn in fm.nodes.values() if fn.res_node) == ["e", "k", "p"]
+        assert fm.nodes["c"].shared and fm.nodes["c"].feeds is fm.nodes["f"]
     for r in (1, 2, 3):
         _same(fm.forward(X, r), _exact(graph, weights, X, r))
 
@@ -168,10 +194,10 @@ class Recorder:
         self.calls.append(("other", node.output, [a.copy() for a in args], y.copy()))
 
 
-@pytest.mark.parametrize("kind", ["conv", "pool"])
+@pytest.mark.parametrize("kind", ["conv", "pool", "res"])
 def test_the_bound_hook_sees_what_the_reference_pass_gives_it(kind):
     rng = np.random.default_rng(2)
-    graph = (conv_chain if kind == "conv" else pool_chain)(rng, ACTS[2])
+    graph = {"conv": conv_chain, "pool": pool_chain, "res": res_chain}[kind](rng, ACTS[2])
     X = rng.standard_normal((4,) + graph.input_shape)
     weights = {n.output: NodeWeights(n, 7, 3) for n in graph.linear}
     from lrmpi.nn.quantized import linear_at
@@ -246,7 +272,8 @@ def test_the_kernels_norms_bound_the_hooks_values(isa):
     """norms["h"], ["dq"], ["C"], ["z"], ["y"] are upper bounds (exactly checked) on the
     l2 norms of h, h - Q_r(h), C, z and the activation, and tight."""
     rng = np.random.default_rng(8)
-    for graph in (dense_chain(rng, ACTS[1]), conv_chain(rng, ACTS[2]), pool_chain(rng, ACTS[0])):
+    for graph in (dense_chain(rng, ACTS[1]), conv_chain(rng, ACTS[2]), pool_chain(rng, ACTS[0]),
+                  res_chain(rng, ACTS[1])):
         X = rng.standard_normal((4,) + graph.input_shape) * \
             np.array([1e-150, 1.0, 3e5, 1e150]).reshape((4,) + (1,) * len(graph.input_shape))
         weights = {n.output: NodeWeights(n, 7, 3) for n in graph.linear}
@@ -268,5 +295,7 @@ def test_the_kernels_norms_bound_the_hooks_values(isa):
             for call in rec.calls:
                 if call[0] == "other" and call[-1] is not None:
                     _above(call[-1]["y"], _exact_sq(call[3]))
+                    for bound, arg in zip(call[-1].get("args", []), call[2]):
+                        _above(bound, _exact_sq(arg))
             assert seen == len(graph.linear) - sum(not fn.takes(r, 7) for fn in
                                                    FusedModel(graph, weights, 7).nodes.values())
