@@ -376,6 +376,13 @@ LRMPI_INLINE void nn_store_block(double *restrict out, int64_t s, int64_t pos0, 
             base[o * P + rr] = v[rr * ldv + o];
 }
 
+/* Whether N 2^(t0 + f) stays a normal double for every channel when |N| < 2^nbits
+ * (nonzero N >= 1): then scaling by 2^t is exact. */
+static inline int t0_ok(int t0, int fmin, int fmax, int nbits)
+{
+    return t0 + fmin >= -1022 && t0 + fmax <= 1023 - nbits - 1;
+}
+
 /* The exact sums of row i of a unit rounded once: crow[o] for o < O. */
 LRMPI_INLINE void nn_round_row(const lrmpi_nn_layer *L, const int32_t *S, int64_t ls,
                                int64_t opad, int64_t i, int32_t es, int fmin, int fmax,
@@ -397,6 +404,28 @@ LRMPI_INLINE void nn_round_row(const lrmpi_nn_layer *L, const int32_t *S, int64_
             for (int64_t o = 0; o < O; o++) /* subnormal or huge: one rounding */
                 crow[o] = ldexp((double)s[o], t0 + f[o]);
         }
+        return;
+    }
+    if ((r == 2 || r == 3) && t0_ok(es + base, fmin, fmax, 61)) {
+        /* |S_l| < 2^31, shifts <= 28: N = sum S_l 2^shift < 2^61 is exact in int64;
+         * (double)N rounds once (to nearest) and 2^t keeps it normal: the same
+         * value as decode() */
+        const int t0 = es + base, b = L->bits;
+        const int32_t *s0 = S + i * opad, *s1 = s0 + ls, *s2 = s1 + ls, *s3 = s2 + ls,
+                      *s4 = s3 + ls;
+        if (r == 2)
+            for (int64_t o = 0; o < O; o++) {
+                const int64_t N = ((int64_t)s0[o] << 2 * b) + ((int64_t)s1[o] << b) + s2[o];
+                union { uint64_t u; double d; } p2 = {(uint64_t)(t0 + f[o] + 1023) << 52};
+                crow[o] = (double)N * p2.d;
+            }
+        else
+            for (int64_t o = 0; o < O; o++) {
+                const int64_t N = ((int64_t)s0[o] << 4 * b) + ((int64_t)s1[o] << 3 * b) +
+                                  ((int64_t)s2[o] << 2 * b) + ((int64_t)s3[o] << b) + s4[o];
+                union { uint64_t u; double d; } p2 = {(uint64_t)(t0 + f[o] + 1023) << 52};
+                crow[o] = (double)N * p2.d;
+            }
         return;
     }
     memset(limbs, 0, (size_t)(L->nlimbs * opad) * 8);
