@@ -207,16 +207,25 @@ cdef int _planes(lrmpi_nn_planes *P, d) except -1:
     return 0
 
 
-def nn_quantize(const double[::1] h, int64_t n, planes, isa=None):
-    """The digit planes of n samples h (flat, NCHW) into planes; True if h holds
-    NaN or Inf."""
+def nn_quantize(h, int64_t n, planes, isa=None):
+    """The digit planes of n samples h (flat, NCHW; float64 or float32) into planes:
+    0, 1 if h holds NaN or Inf, -1 without memory."""
     cdef const lrmpi_kernel_table *t = _table(isa)
     cdef lrmpi_nn_planes P
-    cdef int bad
+    cdef int bad, f32 = h.dtype.itemsize == 4
+    cdef const double[::1] h64
+    cdef const float[::1] h32
+    cdef const void *p
+    if f32:
+        h32 = h
+        p = &h32[0]
+    else:
+        h64 = h
+        p = &h64[0]
     _planes(&P, planes)
     with nogil:
-        bad = t.nn_quantize(n, &h[0], &P)
-    return bool(bad)
+        bad = t.nn_quantize(n, p, f32, &P)
+    return bad
 
 
 def nn_packed_size(int planes, int64_t O, int64_t kpad, int depthwise, isa=None):

@@ -170,10 +170,12 @@ typedef struct {
 } lrmpi_nn_planes;
 
 /* nn_quantize: the planes of h (n samples, each C x H x W float64 in NCHW     */
+/*   order, contiguous; float32 if f32, exact in float64: no float64 copy)     */
 /*   order, contiguous) into `out`: per sample e = frexp(max|h_n|), digits as  */
 /*   encode's (every digit has the sign of its value). Returns 1 if h holds    */
 /*   NaN or Inf (out is then undefined), else 0.                               */
-typedef int (*lrmpi_nn_quantize_fn)(int64_t n, const double *h, const lrmpi_nn_planes *out);
+typedef int (*lrmpi_nn_quantize_fn)(int64_t n, const void *h, int f32,
+                                    const lrmpi_nn_planes *out);
 
 /* Activations fused after the bias (numpy's semantics, NaN propagates):       */
 /*   RELU max(z, 0); LEAKY z >= 0 ? z : a z (a = slope[0]); PRELU the same     */
@@ -304,7 +306,7 @@ void lrmpi_igemm_amx(int64_t, int64_t, int64_t, const int8_t *, int64_t,
 
 /* Fused inference layers per ISA (nn_ref.c, nn_x86.c).                      */
 #define LRMPI_NN_DECLARE(isa)                                                      \
-    int lrmpi_nn_quantize_##isa(int64_t, const double *, const lrmpi_nn_planes *); \
+    int lrmpi_nn_quantize_##isa(int64_t, const void *, int, const lrmpi_nn_planes *); \
     int64_t lrmpi_nn_packed_size_##isa(int, int64_t, int64_t, int);               \
     void lrmpi_nn_pack_##isa(int, int64_t, int64_t, int64_t, int, const int8_t *,  \
                              int8_t *);                                            \

@@ -94,6 +94,12 @@ LRMPI_INLINE void nn_peel(int64_t len, const double *x, double s1, double s2, in
         }
 }
 
+/* The ISA's digit cut: nn_peel, or a variant giving the same digits and sums
+ * (nn_x86.c defines NN_PEEL before including this file). */
+#ifndef NN_PEEL
+#define NN_PEEL nn_peel
+#endif
+
 /* sum v^2 over a row: 4 LANES partial sums (independent chains, not one add
  * latency per vector) */
 LRMPI_INLINE double nn_sumsq(int64_t n, const double *v)
@@ -154,7 +160,7 @@ LRMPI_INLINE void nn_cut_nhwc(const double *h, const lrmpi_nn_planes *P, int64_t
             for (int64_t x0 = 0; x0 < W; x0 += NN_XB) {
                 const int64_t xb = W - x0 < NN_XB ? W - x0 : NN_XB;
                 for (int64_t cc = 0; cc < cb; cc++)
-                    nn_peel(xb, h + ((c0 + cc) * H + y) * W + x0, s1, s2, P->bits, P->r,
+                    NN_PEEL(xb, h + ((c0 + cc) * H + y) * W + x0, s1, s2, P->bits, P->r,
                             &tmp[0][cc][0], NN_CB * NN_XB, sq);
                 for (int p = 0; p < P->r; p++) {
                     int8_t *d = img + p * P->pstride + ((y + P->pt) * P->Wp + x0 + P->pl) * C + c0;
@@ -175,7 +181,7 @@ LRMPI_INLINE void nn_cut_sample(const double *h, int32_t e, const lrmpi_nn_plane
     const int64_t size = P->C * P->H * P->W;
     if (P->layout == LRMPI_NN_ROWS) {
         int8_t *d = P->D + s * P->kpad;
-        nn_peel(size, h, s1, s2, P->bits, P->r, d, P->pstride, sq);
+        NN_PEEL(size, h, s1, s2, P->bits, P->r, d, P->pstride, sq);
         for (int p = 0; p < P->r; p++)
             memset(d + p * P->pstride + size, 0, (size_t)(P->kpad - size));
     } else {
@@ -187,15 +193,29 @@ LRMPI_INLINE void nn_cut_sample(const double *h, int32_t e, const lrmpi_nn_plane
     }
 }
 
-LRMPI_INLINE int nn_quantize_body(int64_t n, const double *h, const lrmpi_nn_planes *P)
+LRMPI_INLINE int nn_quantize_body(int64_t n, const void *hv, int f32, const lrmpi_nn_planes *P,
+                                  nn_scratch *sc)
 {
     const int64_t size = P->C * P->H * P->W;
+    double *h64 = NULL;
+    if (f32) { /* one sample at a time in float64 (exact), in cache */
+        if (lrmpi_scratch(&sc->a, &sc->ca, (size_t)size * 8))
+            return -1;
+        h64 = (double *)sc->a;
+    }
     for (int64_t s = 0; s < n; s++) {
+        const double *h = (const double *)hv + s * size;
+        if (f32) {
+            const float *x = (const float *)hv + s * size;
+            for (int64_t j = 0; j < size; j++)
+                h64[j] = (double)x[j];
+            h = h64;
+        }
         double amax;
-        if (rowmax_body(1, size, h + s * size, size, &amax))
+        if (rowmax_body(1, size, h, size, &amax))
             return 1;
         P->exps[s] = nn_exponent(amax);
-        nn_cut_sample(h + s * size, P->exps[s], P, s);
+        nn_cut_sample(h, P->exps[s], P, s);
     }
     return 0;
 }
@@ -450,12 +470,12 @@ LRMPI_INLINE int nn_cut_next(const lrmpi_nn_planes *N, int64_t s, const double *
     if (N->layout == LRMPI_NN_ROWS) {
         int8_t *d = N->D + s * N->kpad;
         if (P == 1) {
-            nn_peel(O, ys, s1, s2, N->bits, N->r, d, N->pstride, sq);
+            NN_PEEL(O, ys, s1, s2, N->bits, N->r, d, N->pstride, sq);
         } else { /* NCHW flattening order: channel-major */
             for (int64_t o = 0; o < O; o++)
                 for (int64_t pos = 0; pos < P; pos++)
                     tmp[o * P + pos] = ys[pos * O + o];
-            nn_peel(O * P, tmp, s1, s2, N->bits, N->r, d, N->pstride, sq);
+            NN_PEEL(O * P, tmp, s1, s2, N->bits, N->r, d, N->pstride, sq);
         }
         for (int p = 0; p < N->r; p++)
             memset(d + p * N->pstride + O * P, 0, (size_t)(N->kpad - O * P));
@@ -464,7 +484,7 @@ LRMPI_INLINE int nn_cut_next(const lrmpi_nn_planes *N, int64_t s, const double *
         nn_zero_border(N, img);
         for (int64_t pos = 0; pos < P; pos++) {
             const int64_t yy = pos / Wo, xx = pos % Wo;
-            nn_peel(O, ys + pos * O, s1, s2, N->bits, N->r,
+            NN_PEEL(O, ys + pos * O, s1, s2, N->bits, N->r,
                     img + ((yy + N->pt) * N->Wp + xx + N->pl) * O, N->pstride, sq);
         }
     }
@@ -686,9 +706,10 @@ LRMPI_INLINE void nn_pack_plain(int planes, int64_t O, int64_t k, int64_t kpad, 
  * PACK/PSIZE for dense weights, SUB rows per product call (nn_layer_body). */
 #define LRMPI_NN_VARIANT(NAME, ATTR, LEVELS, DECODE, FINISH, PACK, PSIZE, SUB)             \
     static __thread nn_scratch nn_scratch_##NAME;                                          \
-    ATTR int lrmpi_nn_quantize_##NAME(int64_t n, const double *h, const lrmpi_nn_planes *P) \
+    ATTR int lrmpi_nn_quantize_##NAME(int64_t n, const void *h, int f32,                  \
+                                      const lrmpi_nn_planes *P)                            \
     {                                                                                      \
-        return nn_quantize_body(n, h, P);                                                  \
+        return nn_quantize_body(n, h, f32, P, &nn_scratch_##NAME);                         \
     }                                                                                      \
     int64_t lrmpi_nn_packed_size_##NAME(int planes, int64_t O, int64_t kpad, int depthwise) \
     {                                                                                      \

@@ -4,9 +4,53 @@
  * rounding, bias, activation, the next planes) vectorized with AVX-512. */
 #if defined(__x86_64__)
 #include <immintrin.h>
-#include "nn_body.h"
+#include "bodies.h"
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512cd,avx512vnni")))
+
+/* nn_peel on AVX-512: 8 values a step, the digits truncated by vcvttpd2dq and
+ * narrowed by vpmovdb (|digit| < 2^bits <= 128), the remainders exact; the sums
+ * in nn_peel's lanes (one 8-lane accumulator, the tail into lane 0), so the
+ * same digits and the same sums on every ISA. */
+AVX512 static inline void peel_avx512(int64_t len, const double *x, double s1, double s2,
+                                      int bits, int r, int8_t *dst, int64_t pstride, double *sq)
+{
+    const __m512d v1 = _mm512_set1_pd(s1), v2 = _mm512_set1_pd(s2);
+    const __m512d radix = _mm512_set1_pd((double)(1 << bits));
+    __m512d ax = _mm512_setzero_pd(), ay = _mm512_setzero_pd();
+    int64_t j = 0;
+    for (; j + 8 <= len; j += 8) {
+        const __m512d xv = _mm512_loadu_pd(x + j);
+        __m512d y = _mm512_mul_pd(_mm512_mul_pd(xv, v1), v2);
+        for (int p = 0; p < r; p++) {
+            const __m256i d = _mm512_cvttpd_epi32(y);
+            _mm_storel_epi64((__m128i *)(dst + p * pstride + j), _mm256_cvtepi32_epi8(d));
+            y = _mm512_mul_pd(_mm512_sub_pd(y, _mm512_cvtepi32_pd(d)), radix);
+        }
+        ax = _mm512_add_pd(ax, _mm512_mul_pd(xv, xv));
+        ay = _mm512_add_pd(ay, _mm512_mul_pd(y, y));
+    }
+    double a[8], b[8];
+    _mm512_storeu_pd(a, ax);
+    _mm512_storeu_pd(b, ay);
+    for (; j < len; j++) {
+        double y = (x[j] * s1) * s2;
+        for (int p = 0; p < r; p++) {
+            const int32_t v = (int32_t)y;
+            dst[p * pstride + j] = (int8_t)v;
+            y = (y - (double)v) * (double)(1 << bits);
+        }
+        a[0] += x[j] * x[j];
+        b[0] += y * y;
+    }
+    if (sq)
+        for (int u = 0; u < 8; u++) {
+            sq[0] += a[u];
+            sq[1] += b[u];
+        }
+}
+#define NN_PEEL peel_avx512
+#include "nn_body.h"
 
 static __thread int8_t *vnni_a;
 static __thread size_t vnni_ca;

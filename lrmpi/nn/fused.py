@@ -246,7 +246,10 @@ class FusedModel:
         for i, node in enumerate(g.nodes):
             for t in node.inputs:
                 last[t] = i
-        env, planes = {g.input: np.ascontiguousarray(X, np.float64)}, {}
+        # the samples as given (float32 stays: the quantizer reads it; float64 copies
+        # are made for the readers that compute in float64: _f64)
+        X = np.ascontiguousarray(X, X.dtype if X.dtype == np.float32 else np.float64)
+        env, planes = {g.input: X}, {}
         self._pending = {}  # absorbed activation -> its tracker call, made in graph order
         for i, node in enumerate(g.nodes):
             if node.output in self.absorbed:  # computed with its linear node
@@ -257,7 +260,7 @@ class FusedModel:
             elif node.op in LINEAR_OPS:
                 self._linear(node, env, planes, r, tracker, n)
             else:
-                args = [env[t] for t in node.inputs]
+                args = [_f64(env, t) for t in node.inputs]
                 with stages.timed("ops"):
                     env[node.output] = ops.apply(node, args)
                 if tracker is not None:
@@ -271,6 +274,8 @@ class FusedModel:
     def _linear(self, node, env, planes, r, tracker, n):
         fn = self.nodes[node.output]
         h = env.get(node.inputs[0])
+        if not fn.takes(r, self.bits) or "h" in _wants(tracker, node):
+            h = _f64(env, node.inputs[0])
         if not fn.takes(r, self.bits):
             from lrmpi.nn.quantized import linear_at  # nodes the kernels do not take
             with stages.timed("products"):
@@ -310,7 +315,7 @@ class FusedModel:
         Z = np.empty(size) if need_z else None
         A = np.empty(size) if need_a else None
         C = np.empty(size) if "C" in wants else None
-        res = np.ascontiguousarray(env[fn.res_input], np.float64) if add is not None else None
+        res = _f64(env, fn.res_input) if add is not None else None
         pshape = (n,) + fn.pooled_shape(self.graph.shapes)
         Pout = np.empty(int(np.prod(pshape))) if pooled else None
         sq = self.buffers.get(("sq", node.output), (5 * n,), np.float64) if norms else None
@@ -371,6 +376,14 @@ class FusedModel:
                 env[c.output] = nv
 
 ARRAYS = frozenset(("h", "C", "z", "y"))
+
+
+def _f64(env, name):
+    """env[name] as a contiguous float64 array (the samples may be float32)."""
+    x = env.get(name)
+    if x is not None and (x.dtype != np.float64 or not x.flags.c_contiguous):
+        x = env[name] = np.ascontiguousarray(x, np.float64)
+    return x
 
 
 def _wants(tracker, node):

@@ -110,17 +110,20 @@ def nn_kpad(k):
 
 
 def nn_quantize(h, planes, *, isa=None):
-    """Per-sample digit planes of h (n, C, H, W) or (n, k) float64 into `planes`
-    (NNPlanes): e = frexp(max|h_n|), digits as encode's. Raises FloatingPointError
-    on NaN or Inf."""
-    _need(h, "h", np.float64, h.ndim)
+    """Per-sample digit planes of h (n, C, H, W) or (n, k), float64 or float32 (exact
+    in float64), into `planes` (NNPlanes): e = frexp(max|h_n|), digits as encode's.
+    Raises FloatingPointError on NaN or Inf."""
+    _need(h, "h", np.float32 if h.dtype == np.float32 else np.float64, h.ndim)
     if not h.flags.c_contiguous or h.ndim < 2:
         raise ValueError("h must be C-contiguous, samples first")
     n = h.shape[0]
     if int(np.prod(h.shape[1:])) != planes.C * planes.H * planes.W:
         raise ValueError(f"h {h.shape} does not fit planes of {planes.C}x{planes.H}x{planes.W}")
     planes.check(n)
-    if n and _k.nn_quantize(h.reshape(-1), n, planes, isa):
+    status = _k.nn_quantize(h.reshape(-1), n, planes, isa) if n else 0
+    if status < 0:
+        raise MemoryError("nn_quantize: no memory for its scratch")
+    if status:
         raise FloatingPointError("an activation is NaN or Inf")
 
 
