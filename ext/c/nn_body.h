@@ -403,6 +403,34 @@ static inline int t0_ok(int t0, int fmin, int fmax, int nbits)
     return t0 + fmin >= -1022 && t0 + fmax <= 1023 - nbits - 1;
 }
 
+/* The exact sums of len values of one sample rounded once (r <= 3, the scale in
+ * the normal range for every channel: the caller checked t0_ok), the level sums
+ * S + l ls contiguous, f their channels' exponents: nn_round_row's fast paths over
+ * a run of rows, with f tiled. */
+static inline void nn_round_flat(int r, int bits, int64_t len, const int32_t *S, int64_t ls,
+                                 int t0, const int32_t *f, double *c)
+{
+    const int32_t *s0 = S, *s1 = s0 + ls, *s2 = s1 + ls, *s3 = s2 + ls, *s4 = s3 + ls;
+    if (r == 1)
+        for (int64_t o = 0; o < len; o++) {
+            union { uint64_t u; double d; } p2 = {(uint64_t)(t0 + f[o] + 1023) << 52};
+            c[o] = (double)s0[o] * p2.d;
+        }
+    else if (r == 2)
+        for (int64_t o = 0; o < len; o++) {
+            const int64_t N = ((int64_t)s0[o] << 2 * bits) + ((int64_t)s1[o] << bits) + s2[o];
+            union { uint64_t u; double d; } p2 = {(uint64_t)(t0 + f[o] + 1023) << 52};
+            c[o] = (double)N * p2.d;
+        }
+    else
+        for (int64_t o = 0; o < len; o++) {
+            const int64_t N = ((int64_t)s0[o] << 4 * bits) + ((int64_t)s1[o] << 3 * bits) +
+                              ((int64_t)s2[o] << 2 * bits) + ((int64_t)s3[o] << bits) + s4[o];
+            union { uint64_t u; double d; } p2 = {(uint64_t)(t0 + f[o] + 1023) << 52};
+            c[o] = (double)N * p2.d;
+        }
+}
+
 /* The exact sums of row i of a unit rounded once: crow[o] for o < O. */
 LRMPI_INLINE void nn_round_row(const lrmpi_nn_layer *L, const int32_t *S, int64_t ls,
                                int64_t opad, int64_t i, int32_t es, int fmin, int fmax,
@@ -532,6 +560,12 @@ LRMPI_INLINE double nn_maxpool(const lrmpi_nn_layer *L, const double *restrict y
     return bad ? INFINITY : big;
 }
 
+/* f, bias and PReLU slopes repeated for NN_RB rows (the flat epilogue's runs) */
+typedef struct {
+    int32_t *f;
+    double *b, *s;
+} nn_tiles;
+
 /* The epilogue of rows [b0, b0 + mb) of a unit (samples from s0) whose level sums
  * are rows 0.. of S: blocks of NN_RB rows (samples, or positions of one sample);
  * a sample's next planes are cut as soon as its last row is done (its rows still
@@ -540,8 +574,8 @@ LRMPI_INLINE int nn_epilogue(const lrmpi_nn_layer *L, int64_t s0, int64_t b0, in
                              const int32_t *S, int64_t ls, int64_t opad, int fmin, int fmax,
                              double *cblk, double *yblk, double *rblk, int64_t *limbs,
                              double *ybuf,
-                             double *smax, double *tmp, double *pbuf, lrmpi_decode_fn decode,
-                             nn_finish_fn finish, double *tq)
+                             double *smax, double *tmp, double *pbuf, const nn_tiles *tiles,
+                             lrmpi_decode_fn decode, nn_finish_fn finish, double *tq)
 {
     const int64_t P = L->Ho * L->Wo, O = L->O;
     const double *bias = L->bias;
@@ -550,9 +584,18 @@ LRMPI_INLINE int nn_epilogue(const lrmpi_nn_layer *L, int64_t s0, int64_t b0, in
         int64_t rb = b0 + mb - i0 < NN_RB ? b0 + mb - i0 : NN_RB;
         if (P > 1 && rb > P - pos0)
             rb = P - pos0;
-        for (int64_t rr = 0; rr < rb; rr++)
-            nn_round_row(L, S, ls, opad, i0 + rr - b0, L->e[s0 + (i0 + rr) / P], fmin, fmax,
-                         limbs, cblk + rr * opad, decode);
+        /* rows of one sample's positions with O a multiple of 32 are one run: rounded
+         * and finished in one call each (per-row overhead dominated convs of 32-64
+         * channels) */
+        const int t0 = L->e[s] - 2 * L->bits * L->r;
+        const int flat = P > 1 && opad == O && L->r <= 3 &&
+                         t0_ok(t0, fmin, fmax, L->r == 1 ? 32 : 61);
+        if (flat)
+            nn_round_flat(L->r, L->bits, rb * O, S + (i0 - b0) * opad, ls, t0, tiles->f, cblk);
+        else
+            for (int64_t rr = 0; rr < rb; rr++)
+                nn_round_row(L, S, ls, opad, i0 + rr - b0, L->e[s0 + (i0 + rr) / P], fmin, fmax,
+                             limbs, cblk + rr * opad, decode);
         if (L->Cout)
             nn_store_block(L->Cout, s, pos0, P, O, rb, cblk, opad);
         /* y: the block's rows (P = 1: each a whole sample, cut from L1), or the
@@ -564,9 +607,20 @@ LRMPI_INLINE int nn_epilogue(const lrmpi_nn_layer *L, int64_t s0, int64_t b0, in
         double big[NN_RB], q[NN_RB][5];
         if (L->Res)
             nn_load_block(L->Res, s, pos0, P, O, rb, rblk, opad);
-        for (int64_t rr = 0; rr < rb; rr++) /* cblk becomes z, rblk z + Res */
-            big[rr] = finish(L->act, O, cblk + rr * opad, bias, L->Res ? rblk + rr * opad : NULL,
-                             L->slope, L->lo, L->hi, y + rr * ldy, q[rr]);
+        if (flat && (ldy == O)) { /* cblk becomes z, rblk z + Res */
+            big[0] = finish(L->act, rb * O, cblk, tiles->b, L->Res ? rblk : NULL,
+                            L->act == LRMPI_ACT_PRELU ? tiles->s : L->slope, L->lo, L->hi, y,
+                            q[0]);
+            for (int64_t rr = 1; rr < rb; rr++) { /* the same sample: counted in row 0 */
+                big[rr] = 0.0;
+                q[rr][0] = q[rr][1] = q[rr][2] = q[rr][3] = q[rr][4] = 0.0;
+            }
+        } else {
+            for (int64_t rr = 0; rr < rb; rr++)
+                big[rr] = finish(L->act, O, cblk + rr * opad, bias,
+                                 L->Res ? rblk + rr * opad : NULL, L->slope, L->lo, L->hi,
+                                 y + rr * ldy, q[rr]);
+        }
         if (L->Zout)
             nn_store_block(L->Zout, s, pos0, P, O, rb, cblk, opad);
         if (L->Aout)
@@ -630,7 +684,7 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
     if (lrmpi_scratch(&sc->a, &sc->ca, need_a) ||
         lrmpi_scratch(&sc->s, &sc->cs, (size_t)nlev * sb * opad * 4) ||
         lrmpi_scratch(&sc->y, &sc->cy, need_y) ||
-        lrmpi_scratch(&sc->c, &sc->cc, (size_t)(opad * (L->nlimbs + 3 * NN_RB)) * 8))
+        lrmpi_scratch(&sc->c, &sc->cc, (size_t)(opad * (L->nlimbs + 6 * NN_RB)) * 8))
         return -1;
     int fmin = INT_MAX, fmax = INT_MIN;
     for (int64_t o = 0; o < O; o++) {
@@ -638,7 +692,15 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
         fmax = L->f[o] > fmax ? L->f[o] : fmax;
     }
     double *cblk = (double *)sc->c, *yblk = cblk + NN_RB * opad, *rblk = yblk + NN_RB * opad;
-    int64_t *limbs = (int64_t *)sc->c + 3 * NN_RB * opad;
+    int64_t *limbs = (int64_t *)sc->c + 6 * NN_RB * opad;
+    nn_tiles tiles = {(int32_t *)(rblk + NN_RB * opad), rblk + 2 * NN_RB * opad,
+                      rblk + 3 * NN_RB * opad};
+    for (int64_t rr = 0; rr < NN_RB; rr++)
+        for (int64_t o = 0; o < O; o++) {
+            tiles.f[rr * O + o] = L->f[o];
+            tiles.b[rr * O + o] = L->bias[o];
+            tiles.s[rr * O + o] = L->act == LRMPI_ACT_PRELU ? L->slope[o] : 0.0;
+        }
     double *smax = (double *)sc->y, *ybuf = smax + per, *tmp = ybuf + P * O;
     double *pbuf = tmp + PM * O;
     double tl = 0.0, tq = 0.0, t_all = nn_clock(L->times);
@@ -669,7 +731,7 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
                        mpad * L->kpad, L->wpack, wq, S, opad, ls);
             tl += nn_clock(L->times) - t0;
             if (nn_epilogue(L, s0, b0, mb, S, ls, opad, fmin, fmax, cblk, yblk, rblk, limbs,
-                            ybuf, smax, tmp, pbuf, decode, finish, tqp))
+                            ybuf, smax, tmp, pbuf, &tiles, decode, finish, tqp))
                 return 1;
         }
     }

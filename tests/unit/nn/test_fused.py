@@ -94,6 +94,26 @@ def res_chain(rng, act):
     return G.Graph("x", (3, 6, 5), nodes, "y", "softmax").validate()
 
 
+def wide_chain(rng, act):
+    """Channels a multiple of 32 (the epilogue rounds and finishes a sample's rows as
+    one run): conv -> act -> conv + residual -> act -> max pool -> conv -> act ->
+    flatten -> linear."""
+    def conv(i, o, cin, cout):
+        return G.Node("conv", [i], o, {"W": rng.standard_normal((cout, cin, 3, 3)) / 4,
+                                      "b": rng.standard_normal(cout), "pads": (1, 1, 1, 1)})
+    name, params = _act(*act, 32, rng, spatial=True)
+    name2, params2 = _act(*act, 64, rng, spatial=True)
+    nodes = [conv("x", "a", 2, 32), G.Node(name, ["a"], "b", params), conv("b", "c", 32, 32),
+             G.Node("add", ["b", "c"], "d"), G.Node(name, ["d"], "e", params),
+             G.Node("maxpool", ["e"], "f", {"kernel": (2, 2), "strides": (2, 2)}),
+             conv("f", "g", 32, 64), G.Node(name2, ["g"], "h", params2),
+             G.Node("flatten", ["h"], "i")]
+    flat = int(np.prod(G.Graph("x", (2, 6, 4), list(nodes), "i").validate().shapes["i"]))
+    nodes.append(G.Node("linear", ["i"], "y", {"W": rng.standard_normal((3, flat)) / 16,
+                                               "b": rng.standard_normal(3)}))
+    return G.Graph("x", (2, 6, 4), nodes, "y", "softmax").validate()
+
+
 def _exact(graph, weights, X, r):
     return ops.forward(graph, X, lambda node, h: exact_linear(node, h, weights[node.output].enc,
                                                               r, 7))
@@ -105,11 +125,11 @@ def _same(a, b):
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("act", ACTS, ids=[a[0] for a in ACTS])
-@pytest.mark.parametrize("kind", ["dense", "conv", "pool", "res"])
+@pytest.mark.parametrize("kind", ["dense", "conv", "pool", "res", "wide"])
 def test_fused_equals_the_exact_integer_network(isa, act, kind):
     rng = np.random.default_rng(11)
     graph = {"dense": dense_chain, "conv": conv_chain, "pool": pool_chain,
-             "res": res_chain}[kind](rng, act)
+             "res": res_chain, "wide": wide_chain}[kind](rng, act)
     X = rng.standard_normal((5,) + graph.input_shape) * np.exp(rng.uniform(-4, 4, (5,) + (1,) * len(graph.input_shape)))
     weights = {n.output: NodeWeights(n, 7, 3) for n in graph.linear}
     fm = FusedModel(graph, weights, 7, isa=isa)
@@ -194,10 +214,11 @@ class Recorder:
         self.calls.append(("other", node.output, [a.copy() for a in args], y.copy()))
 
 
-@pytest.mark.parametrize("kind", ["conv", "pool", "res"])
+@pytest.mark.parametrize("kind", ["conv", "pool", "res", "wide"])
 def test_the_bound_hook_sees_what_the_reference_pass_gives_it(kind):
     rng = np.random.default_rng(2)
-    graph = {"conv": conv_chain, "pool": pool_chain, "res": res_chain}[kind](rng, ACTS[2])
+    graph = {"conv": conv_chain, "pool": pool_chain, "res": res_chain,
+             "wide": wide_chain}[kind](rng, ACTS[2])
     X = rng.standard_normal((4,) + graph.input_shape)
     weights = {n.output: NodeWeights(n, 7, 3) for n in graph.linear}
     from lrmpi.nn.quantized import linear_at
@@ -273,7 +294,7 @@ def test_the_kernels_norms_bound_the_hooks_values(isa):
     l2 norms of h, h - Q_r(h), C, z and the activation, and tight."""
     rng = np.random.default_rng(8)
     for graph in (dense_chain(rng, ACTS[1]), conv_chain(rng, ACTS[2]), pool_chain(rng, ACTS[0]),
-                  res_chain(rng, ACTS[1])):
+                  res_chain(rng, ACTS[1]), wide_chain(rng, ACTS[2])):
         X = rng.standard_normal((4,) + graph.input_shape) * \
             np.array([1e-150, 1.0, 3e5, 1e150]).reshape((4,) + (1,) * len(graph.input_shape))
         weights = {n.output: NodeWeights(n, 7, 3) for n in graph.linear}
