@@ -100,20 +100,29 @@ LRMPI_INLINE void nn_peel(int64_t len, const double *x, double s1, double s2, in
 #define NN_PEEL nn_peel
 #endif
 
+/* The sum of 32 partial sums in a fixed tree: the four 8-lane groups added lane by
+ * lane ((g0 + g1) + (g2 + g3)), then the 8 lanes pairwise: the AVX-512 row pass
+ * (nn_x86.c) adds in the same order, so both give the same bits. */
+LRMPI_INLINE double nn_tree32(const double *a)
+{
+    double t[8];
+    for (int u = 0; u < 8; u++)
+        t[u] = (a[u] + a[8 + u]) + (a[16 + u] + a[24 + u]);
+    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+}
+
 /* sum v^2 over a row: 4 LANES partial sums (independent chains, not one add
- * latency per vector) */
+ * latency per vector), the tail into lane 0, then nn_tree32 */
 LRMPI_INLINE double nn_sumsq(int64_t n, const double *v)
 {
-    double a[4 * LANES] = {0}, s = 0.0;
+    double a[4 * LANES] = {0};
     int64_t j = 0;
     for (; j + 4 * LANES <= n; j += 4 * LANES)
         for (int u = 0; u < 4 * LANES; u++)
             a[u] += v[j + u] * v[j + u];
     for (; j < n; j++)
         a[0] += v[j] * v[j];
-    for (int u = 0; u < 4 * LANES; u++)
-        s += a[u];
-    return s;
+    return nn_tree32(a);
 }
 
 /* Exponent of a sample's planes: max|h| < 2^e, 0 for an all-zero sample. */
@@ -344,6 +353,8 @@ LRMPI_INLINE double nn_finish_row(int act, int64_t O, double *restrict c,
                                   const double *restrict slope, double lo, double hi,
                                   double *restrict y, double *q)
 {
+    double d[5];
+    q = q ? q : d; /* NULL: the sums are not wanted (a pass spared is not worth a branch) */
     q[0] = nn_sumsq(O, c);
     for (int64_t o = 0; o < O; o++)
         c[o] += bias[o];
@@ -610,7 +621,7 @@ LRMPI_INLINE int nn_epilogue(const lrmpi_nn_layer *L, int64_t s0, int64_t b0, in
         if (flat && (ldy == O)) { /* cblk becomes z, rblk z + Res */
             big[0] = finish(L->act, rb * O, cblk, tiles->b, L->Res ? rblk : NULL,
                             L->act == LRMPI_ACT_PRELU ? tiles->s : L->slope, L->lo, L->hi, y,
-                            q[0]);
+                            L->sq ? q[0] : NULL);
             for (int64_t rr = 1; rr < rb; rr++) { /* the same sample: counted in row 0 */
                 big[rr] = 0.0;
                 q[rr][0] = q[rr][1] = q[rr][2] = q[rr][3] = q[rr][4] = 0.0;
@@ -619,7 +630,7 @@ LRMPI_INLINE int nn_epilogue(const lrmpi_nn_layer *L, int64_t s0, int64_t b0, in
             for (int64_t rr = 0; rr < rb; rr++)
                 big[rr] = finish(L->act, O, cblk + rr * opad, bias,
                                  L->Res ? rblk + rr * opad : NULL, L->slope, L->lo, L->hi,
-                                 y + rr * ldy, q[rr]);
+                                 y + rr * ldy, L->sq ? q[rr] : NULL);
         }
         if (L->Zout)
             nn_store_block(L->Zout, s, pos0, P, O, rb, cblk, opad);

@@ -109,9 +109,9 @@ static void levels_vnni(int r, int64_t m, int64_t mpad, int64_t opad, int64_t kp
 
 /* nn_finish_row in one pass: 8 lanes a vector, four vectors of partial sums in
  * the portable version's lane order (nn_sumsq: 32 lanes, the tail into lane 0,
- * then lanes 0..31 in order; products and sums rounded separately), so the sums
- * are the same bits on every ISA; max |y| ignores NaN and flags it. `z` in ACT
- * is the activation's input (z + res with a residual). */
+ * then nn_tree32; products and sums rounded separately), so the sums are the
+ * same bits on every ISA; max |y| ignores NaN and flags it. `z` in ACT is the
+ * activation's input (z + res with a residual); q NULL: no sums wanted. */
 #define FINISH_BODY(ACT)                                                                  \
     for (; o + 32 <= O; o += 32)                                                         \
         for (int k = 0; k < 4; k++) {                                                    \
@@ -170,9 +170,10 @@ AVX512 static double finish_avx512(int act, int64_t O, double *restrict c,
         FINISH_BODY(z)
     }
     double a[5][32], m[8];
-    for (int i = 0; i < 5; i++)
-        for (int k = 0; k < 4; k++)
-            _mm512_storeu_pd(a[i] + 8 * k, s[i][k]);
+    if (q)
+        for (int i = 0; i < 5; i++)
+            for (int k = 0; k < 4; k++)
+                _mm512_storeu_pd(a[i] + 8 * k, s[i][k]);
     _mm512_storeu_pd(m, mx);
     double big = 0.0;
     for (int u = 0; u < 8; u++)
@@ -181,26 +182,28 @@ AVX512 static double finish_avx512(int act, int64_t O, double *restrict c,
         const double cv = c[o], zz = cv + bias[o];
         double z = zz, t[1];
         if (res) {
-            a[3][0] += res[o] * res[o];
+            if (q)
+                a[3][0] += res[o] * res[o];
             z = zz + res[o];
-            a[4][0] += z * z;
+            if (q)
+                a[4][0] += z * z;
             res[o] = z;
         }
         nn_act_row(act, 1, &z, t, act == LRMPI_ACT_PRELU ? slope + o : slope, lo, hi);
-        a[0][0] += cv * cv;
-        a[1][0] += zz * zz;
-        a[2][0] += t[0] * t[0];
+        if (q) {
+            a[0][0] += cv * cv;
+            a[1][0] += zz * zz;
+            a[2][0] += t[0] * t[0];
+        }
         c[o] = zz;
         y[o] = t[0];
         const double v = fabs(t[0]);
         bad |= t[0] != t[0];
         big = v > big ? v : big;
     }
-    for (int i = 0; i < 5; i++) {
-        q[i] = 0.0;
-        for (int u = 0; u < 32; u++)
-            q[i] += a[i][u];
-    }
+    if (q)
+        for (int i = 0; i < 5; i++)
+            q[i] = nn_tree32(a[i]);
     return bad || !(big <= DBL_MAX) ? INFINITY : big;
 }
 
