@@ -450,41 +450,18 @@ LRMPI_INLINE void nn_round_row(const lrmpi_nn_layer *L, const int32_t *S, int64_
     const int r = L->r, base = -2 * L->bits * r;
     const int64_t O = L->O;
     const int32_t *f = L->f;
-    if (r == 1) {
-        const int32_t *s = S + i * opad;
-        const int t0 = es + base;
-        /* |S| < 2^31: S 2^t is a normal double, exact, while t stays in range */
-        if (t0 + fmin >= -1022 && t0 + fmax <= 1023 - 32) {
-            for (int64_t o = 0; o < O; o++) {
-                union { uint64_t u; double d; } p2 = {(uint64_t)(t0 + f[o] + 1023) << 52};
-                crow[o] = (double)s[o] * p2.d;
-            }
-        } else {
-            for (int64_t o = 0; o < O; o++) /* subnormal or huge: one rounding */
-                crow[o] = ldexp((double)s[o], t0 + f[o]);
-        }
+    const int t0 = es + base;
+    /* r = 1: |S| < 2^31, S 2^t exact while it stays normal; r = 2, 3: the exact sum
+     * fits int64 (|N| < 2^61: |S_l| < 2^31, shifts <= 28), (double)N rounds once (to
+     * nearest) and 2^t keeps it normal: the same value as decode() */
+    if (r <= 3 && t0_ok(t0, fmin, fmax, r == 1 ? 32 : 61)) {
+        nn_round_flat(r, L->bits, O, S + i * opad, ls, t0, f, crow);
         return;
     }
-    if ((r == 2 || r == 3) && t0_ok(es + base, fmin, fmax, 61)) {
-        /* |S_l| < 2^31, shifts <= 28: N = sum S_l 2^shift < 2^61 is exact in int64;
-         * (double)N rounds once (to nearest) and 2^t keeps it normal: the same
-         * value as decode() */
-        const int t0 = es + base, b = L->bits;
-        const int32_t *s0 = S + i * opad, *s1 = s0 + ls, *s2 = s1 + ls, *s3 = s2 + ls,
-                      *s4 = s3 + ls;
-        if (r == 2)
-            for (int64_t o = 0; o < O; o++) {
-                const int64_t N = ((int64_t)s0[o] << 2 * b) + ((int64_t)s1[o] << b) + s2[o];
-                union { uint64_t u; double d; } p2 = {(uint64_t)(t0 + f[o] + 1023) << 52};
-                crow[o] = (double)N * p2.d;
-            }
-        else
-            for (int64_t o = 0; o < O; o++) {
-                const int64_t N = ((int64_t)s0[o] << 4 * b) + ((int64_t)s1[o] << 3 * b) +
-                                  ((int64_t)s2[o] << 2 * b) + ((int64_t)s3[o] << b) + s4[o];
-                union { uint64_t u; double d; } p2 = {(uint64_t)(t0 + f[o] + 1023) << 52};
-                crow[o] = (double)N * p2.d;
-            }
+    if (r == 1) {
+        const int32_t *s = S + i * opad;
+        for (int64_t o = 0; o < O; o++) /* subnormal or huge: one rounding */
+            crow[o] = ldexp((double)s[o], t0 + f[o]);
         return;
     }
     memset(limbs, 0, (size_t)(L->nlimbs * opad) * 8);
