@@ -13,7 +13,6 @@ computed on its own, with exact integer products. Fewer samples than ranks is
 fine: idle ranks take part in every step and write nothing.
 """
 import os
-import sys
 import threading
 import time
 
@@ -21,22 +20,22 @@ import numpy as np
 
 from lrmpi import stages
 from lrmpi._version import __version__
-from lrmpi.errors import InputError, WorkerTimeout
+from lrmpi.errors import InputError
 from lrmpi.jobs import inputs
 from lrmpi.jobs.job import JobOptions, file_inputs, fingerprint, run_job
-from lrmpi.log import logger
 from lrmpi.nn.engine import LayeredInference, PreparedModel
 from lrmpi.nn.loading import load_model
 from lrmpi.parallel import farm
 from lrmpi.parallel.collective import Group
 from lrmpi.parallel.comm import get_comm, hostname
+from lrmpi.parallel.progress import log_resolution
 
 ENGINE = ("bits", "planes", "rule", "gray", "class_margin")  # the engine's options
 CHUNKS_PER_RANK = 4  # chunks of active samples per rank and round: load balance
 
 
 class InferJob:
-    """The infer kind of job (see jobs.job for the protocol)."""
+    """The infer kind of job (a jobs.kind.JobKind)."""
 
     name = "infer"
     matched = ("bits", "planes", "rule", "gray_lo", "gray_hi", "class_margin", "n_samples",
@@ -83,19 +82,19 @@ class InferJob:
     def elapsed(self):
         return self.offset + time.perf_counter() - self.start
 
-    def release(self, comm):
+    def release(self):
         self.group.meet()
         self.group.bcast(None)
 
     # --- the other ranks ---
-    def serve(self, comm):
+    def serve(self):
         self.group.meet()
         model = self.group.bcast(None)
         if model is None:
             return
-        X = _share_data(self.group, None, None)
+        X = self.group.bcast_array(None)
         self.group.gather(hostname())
-        farm.serve(comm, lambda task, stopping: _evaluate(model, X, task, stopping))
+        farm.serve(self.comm, lambda task, stopping: _evaluate(model, X, task, stopping))
 
     # --- rank 0 ---
     def execute(self, control, writer, ckpt, start):
@@ -112,7 +111,8 @@ class InferJob:
         self.setup["prepare_s"] = t - start
         self.group.meet()
         self.group.bcast(self.model)
-        _share_data(self.group, self.X, self.data)
+        self.group.bcast_array(self.X, self.data if isinstance(self.data, (str, os.PathLike))
+                               else None)
         hosts = dict(enumerate(self.group.gather(hostname()) or []))
         self.setup["bcast_s"] = time.perf_counter() - t
         workers = farm.Farm(self.comm, lambda task, stopping: _evaluate(self.model, self.X, task,
@@ -120,15 +120,9 @@ class InferJob:
                             hosts, self.worker_timeout)
         try:
             status, reason = self._loop(eng, workers, control, writer)
-        except WorkerTimeout as exc:  # a rank hung: mark the file, end every rank
-            control.mark("failed", f"WorkerTimeout: {exc}")
-            sys.stderr.write(f"lrmpi: error: {exc}\n")
-            sys.stderr.flush()
-            self.group.abort(1)
-            raise
         except BaseException as exc:
             control.mark("failed", f"{type(exc).__name__}: {exc}")
-            workers.stop()
+            workers.fail(exc)
             raise
         control.mark(status, reason)
         workers.stop()
@@ -234,60 +228,11 @@ def _persisted(st):
                                       "active")}
 
 
-def _share_data(group, X, spec):
-    """The samples on every rank. A rank on the root's host that finds the same .npy
-    file (device, inode, size, modification time) maps it itself: nothing travels
-    (the first broadcast of 100 MB took 2.8 s, most of a job's start). The others
-    receive it by broadcast, in its own dtype."""
-    local = None
-    if group.rank == 0 and isinstance(spec, (str, os.PathLike)) and str(spec).endswith(".npy") \
-            and _mapped(X):
-        local = (str(spec), _identity(str(spec)), hostname())
-    head = group.bcast(None if group.rank else (X.shape, X.dtype.str, local))
-    if group.comm is None or group.size == 1:
-        return X
-    shape, dtype, local = head
-    mine = None
-    if group.rank and local is not None and local[2] == hostname() and \
-            _identity(local[0]) == local[1]:
-        try:  # the root checked these values (finite, shape): the same file holds them
-            mine = np.load(local[0], mmap_mode="r", allow_pickle=False).reshape(shape)
-        except (OSError, ValueError):
-            mine = None
-        if mine is not None and mine.dtype.str != dtype:
-            mine = None
-    need = group.comm.allreduce(int(group.rank != 0 and mine is None))
-    if need:
-        buf = np.ascontiguousarray(X) if group.rank == 0 else np.empty(shape, np.dtype(dtype))
-        group.comm.Bcast(buf, root=0)
-        mine = buf if mine is None else mine
-    return X if group.rank == 0 else mine
-
-
-def _mapped(X):
-    """Whether X is (a view of) a memory-mapped file, as inputs.load maps .npy files."""
-    while X is not None:
-        if isinstance(X, np.memmap):
-            return True
-        X = X.base if isinstance(X, np.ndarray) else None
-    return False
-
-
-def _identity(path):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 def _report(meta, planned, durable=None):
-    on_disk = "" if durable is None else f"  durable {durable:.3f} s"
-    logger.info("lrmpi: resolution %d/%d  computed %.3f s%s  refined %d  certified %d  "
-                "work %.3g/%.3g  logit bound median %.3e (%.1e of the range)", meta["index"],
-                planned, meta["elapsed_s"], on_disk, meta["refined_count"],
-                meta["certified_count"], meta["work"], meta["work_all"], meta["bound_median"],
-                meta["bound_rel"])
+    log_resolution(meta, planned, durable,
+                   f"refined {meta['refined_count']}  certified {meta['certified_count']}  "
+                   f"work {meta['work']:.3g}/{meta['work_all']:.3g}  logit bound median "
+                   f"{meta['bound_median']:.3e} ({meta['bound_rel']:.1e} of the range)")
 
 
 def run_infer(model, data, out=None, *, comm=None, on_resolution=None, **options):
