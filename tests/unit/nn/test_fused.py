@@ -320,3 +320,15 @@ def test_the_kernels_norms_bound_the_hooks_values(isa):
                         _above(bound, _exact_sq(arg))
             assert seen == len(graph.linear) - sum(not fn.takes(r, 7) for fn in
                                                    FusedModel(graph, weights, 7).nodes.values())
+
+
+def test_float32_samples_are_quantized_as_given():
+    """float32 batches (as data files hold them) go to the quantizer without a float64
+    copy: the same bits as their float64 values."""
+    rng = np.random.default_rng(9)
+    for graph in (dense_chain(rng, ACTS[0]), conv_chain(rng, ACTS[3])):
+        X = rng.standard_normal((6,) + graph.input_shape).astype(np.float32)
+        weights = {n.output: NodeWeights(n, 7, 2) for n in graph.linear}
+        fm = FusedModel(graph, weights, 7)
+        for r in (1, 2):
+            _same(fm.forward(X, r), forward_at(graph, weights, X.astype(np.float64), r, 7))
