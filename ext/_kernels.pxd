@@ -57,7 +57,7 @@ cdef extern from "c/kernels.h" nogil:
         double *times
     ctypedef int (*lrmpi_nn_quantize_fn)(int64_t, const void *, int, const lrmpi_nn_planes *) noexcept nogil
     ctypedef int64_t (*lrmpi_nn_packed_size_fn)(int, int64_t, int64_t, int) noexcept nogil
-    ctypedef void (*lrmpi_nn_pack_fn)(int, int64_t, int64_t, int64_t, int, const int8_t *,
+    ctypedef void (*lrmpi_nn_pack_fn)(int, int64_t, int64_t, int64_t, int, int64_t, const int8_t *,
                                       int8_t *) noexcept nogil
     ctypedef int (*lrmpi_nn_layer_fn)(const lrmpi_nn_layer *) noexcept nogil
     ctypedef struct lrmpi_kernel_table:

@@ -232,11 +232,14 @@ def nn_packed_size(int planes, int64_t O, int64_t kpad, int depthwise, isa=None)
     return _table(isa).nn_packed_size(planes, O, kpad, depthwise)
 
 
-def nn_pack(const int8_t[:, :, ::1] W, int64_t kpad, int depthwise, int8_t[::1] out, isa=None):
-    """W (planes, O, k) int8 -> out in the ISA's layout (64-byte aligned)."""
+def nn_pack(const int8_t[:, :, ::1] W, int64_t kpad, int depthwise, int64_t taps,
+            int8_t[::1] out, isa=None):
+    """W (planes, O, k) int8 -> out in the ISA's layout (64-byte aligned); rows in
+    (c, u, v) order permuted to (u, v, c) when taps > 1."""
     cdef const lrmpi_kernel_table *t = _table(isa)
     with nogil:
-        t.nn_pack(W.shape[0], W.shape[1], W.shape[2], kpad, depthwise, &W[0, 0, 0], &out[0])
+        t.nn_pack(W.shape[0], W.shape[1], W.shape[2], kpad, depthwise, taps, &W[0, 0, 0],
+                  &out[0])
 
 
 def nn_layer(spec, const int8_t[:, ::1] D, const int32_t[::1] e, const int8_t[::1] wpack,

@@ -228,6 +228,8 @@ typedef struct {
 /* nn_packed_size: bytes of nn_pack's output for `planes` planes of O rows of  */
 /*   kpad (a multiple of 64) int8 digits (conv: in (u, v, c) order).           */
 /* nn_pack: W (planes x O x k int8, row stride k) -> this ISA's layout, k      */
+/*   (a conv's rows in ONNX's (c, u, v) order with taps = kh kw > 1: permuted to */
+/*   the (u, v, c) order of the windows first)                                  */
 /*   zero-padded to kpad and O to a multiple of 32; `out` 64-byte aligned.     */
 /*   Depthwise weights (k = kh kw) are packed alike on every ISA.              */
 /* nn_layer: the node at resolution L->r for L->n samples: every pair product  */
@@ -237,7 +239,7 @@ typedef struct {
 /*   it, else 0.                                                               */
 typedef int64_t (*lrmpi_nn_packed_size_fn)(int planes, int64_t O, int64_t kpad, int depthwise);
 typedef void (*lrmpi_nn_pack_fn)(int planes, int64_t O, int64_t k, int64_t kpad,
-                                 int depthwise, const int8_t *W, int8_t *out);
+                                 int depthwise, int64_t taps, const int8_t *W, int8_t *out);
 typedef int (*lrmpi_nn_layer_fn)(const lrmpi_nn_layer *L);
 
 /* ------------------------------------------------------------------------- */
@@ -308,7 +310,8 @@ void lrmpi_igemm_amx(int64_t, int64_t, int64_t, const int8_t *, int64_t,
 #define LRMPI_NN_DECLARE(isa)                                                      \
     int lrmpi_nn_quantize_##isa(int64_t, const void *, int, const lrmpi_nn_planes *); \
     int64_t lrmpi_nn_packed_size_##isa(int, int64_t, int64_t, int);               \
-    void lrmpi_nn_pack_##isa(int, int64_t, int64_t, int64_t, int, const int8_t *,  \
+    void lrmpi_nn_pack_##isa(int, int64_t, int64_t, int64_t, int, int64_t,         \
+                             const int8_t *,                                        \
                              int8_t *);                                            \
     int lrmpi_nn_layer_##isa(const lrmpi_nn_layer *);
 LRMPI_NN_DECLARE(ref)

@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include "bodies.h"
@@ -751,6 +752,21 @@ LRMPI_INLINE void nn_pack_plain(int planes, int64_t O, int64_t k, int64_t kpad, 
             memcpy(out + (q * opad + o) * kpad, W + (q * O + o) * k, (size_t)k);
 }
 
+/* rows of k = C x taps digits in (c, tap) order -> a new buffer in (tap, c) order
+ * (free() it); NULL without memory (the caller then packs as it was given). */
+static inline int8_t *nn_permute_taps(int64_t rows, int64_t k, int64_t taps, const int8_t *W)
+{
+    int8_t *t = malloc((size_t)(rows * k));
+    if (!t)
+        return NULL;
+    const int64_t C = k / taps;
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t u = 0; u < taps; u++)
+                t[i * k + u * C + c] = W[i * k + c * taps + u];
+    return t;
+}
+
 /* One ISA's four entry points: NAME's body compiled under ATTR (a target list,
  * or nothing), its product LEVELS, DECODE (r > 1) and FINISH of a row, packing
  * PACK/PSIZE for dense weights, SUB rows per product call (nn_layer_body). */
@@ -767,12 +783,17 @@ LRMPI_INLINE void nn_pack_plain(int planes, int64_t O, int64_t k, int64_t kpad, 
         return depthwise ? planes * kpad * opad : PSIZE(planes, opad, kpad);               \
     }                                                                                      \
     void lrmpi_nn_pack_##NAME(int planes, int64_t O, int64_t k, int64_t kpad, int depthwise,\
-                              const int8_t *W, int8_t *out)                                \
+                              int64_t taps, const int8_t *W, int8_t *out)                  \
     {                                                                                      \
-        if (depthwise)                                                                     \
+        if (depthwise) {                                                                   \
             nn_pack_plain(planes, O, k, k, 1, W, out);                                     \
-        else                                                                               \
+        } else if (taps > 1) { /* (c, u, v) -> (u, v, c), row by row */                   \
+            int8_t *t = nn_permute_taps(planes * O, k, taps, W);                           \
+            PACK(planes, O, k, kpad, t ? t : W, out);                                      \
+            free(t);                                                                       \
+        } else {                                                                           \
             PACK(planes, O, k, kpad, W, out);                                              \
+        }                                                                                  \
     }                                                                                      \
     ATTR int lrmpi_nn_layer_##NAME(const lrmpi_nn_layer *L)                                \
     {                                                                                      \

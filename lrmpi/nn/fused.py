@@ -47,7 +47,7 @@ class FusedNode:
         if node.op == "linear":
             k = int(np.prod(self.in_shape))
             self.geom = dict(Hp=1, Wp=1, C=k, kh=1, kw=1, sh=1, sw=1, dh=1, dw=1, Ho=1, Wo=1)
-            self.k, digits = k, weights.enc.digits
+            self.k, digits, taps = k, weights.enc.digits, 1
         else:
             C, H, Wd = self.in_shape
             O, Cg, kh, kw = W.shape
@@ -63,9 +63,10 @@ class FusedNode:
                 self.supported = False
                 return
             self.k = kh * kw * (1 if self.depthwise else C)
-            digits = weights.enc.digits if self.depthwise else weights.gemm.digits
+            digits, taps = weights.enc.digits, 1 if self.depthwise else kh * kw
         self.kpad = self.k if self.depthwise else K.nn_kpad(self.k)
-        self.wpack = K.nn_pack(np.ascontiguousarray(digits), self.kpad, self.depthwise, isa=isa)
+        self.wpack = K.nn_pack(np.ascontiguousarray(digits), self.kpad, self.depthwise, taps=taps,
+                               isa=isa)
         self.supported = True
 
     def takes(self, r, bits):

@@ -127,17 +127,21 @@ def nn_quantize(h, planes, *, isa=None):
         raise FloatingPointError("an activation is NaN or Inf")
 
 
-def nn_pack(W, kpad, depthwise=False, *, isa=None):
+def nn_pack(W, kpad, depthwise=False, *, taps=1, isa=None):
     """Weights' digits W (planes, O, k) int8 in the ISA's layout (k padded to kpad,
-    O to a multiple of 32), as nn_layer reads them: a 64-byte aligned int8 array."""
+    O to a multiple of 32), as nn_layer reads them: a 64-byte aligned int8 array.
+    A conv's rows in ONNX's (c, u, v) order (taps = kh kw) are permuted to the
+    windows' (u, v, c) order on the way."""
     _need_c(W, "W", np.int8, 3)
     planes, O, k = W.shape
+    if taps < 1 or k % taps:
+        raise ValueError(f"taps {taps} does not divide k = {k}")
     if (depthwise and kpad != k) or (not depthwise and (kpad % 64 or kpad < k)):
         raise ValueError(f"kpad {kpad} for k = {k}")
     size = _k.nn_packed_size(planes, O, kpad, int(depthwise), isa)
     raw = np.empty(size + 64, np.int8)
     out = raw[(-raw.ctypes.data) % 64:][:size]
-    _k.nn_pack(W, kpad, int(depthwise), out, isa)
+    _k.nn_pack(W, kpad, int(depthwise), taps, out, isa)
     return out
 
 
