@@ -28,6 +28,7 @@ extensions = [
         ["ext/kernels.pyx", *C_SOURCES],
         include_dirs=["ext"],
         depends=["ext/c/kernels.h", "ext/c/gemm_internal.h", "ext/c/bodies.h", "ext/c/nn_body.h",
+                 "ext/c/nn_cut.h", "ext/c/nn_epilogue.h",
                  "ext/_kernels.pxd"],
         extra_compile_args=CFLAGS,
     ),
