@@ -45,6 +45,16 @@ def since(snap):
     return {k: v - snap.get(k, 0.0) for k, v in _acc().items()}
 
 
+def take():
+    """{stage: seconds} of this thread since its last take() (or since it began):
+    the mark is kept with the thread's own counters, so a new thread that gets a
+    dead one's id starts from zero."""
+    acc = _acc()
+    last = getattr(_local, "last", None) or dict.fromkeys(STAGES, 0.0)
+    _local.last = dict(acc)
+    return {k: v - last.get(k, 0.0) for k, v in acc.items()}
+
+
 def total(parts):
     """The sum of several {stage: seconds}."""
     out = dict.fromkeys(STAGES, 0.0)

@@ -13,7 +13,6 @@ computed on its own, with exact integer products. Fewer samples than ranks is
 fine: idle ranks take part in every step and write nothing.
 """
 import os
-import threading
 import time
 
 import numpy as np
@@ -195,9 +194,6 @@ class InferJob:
             _report(meta, eng.planes)
 
 
-_since = {}  # per thread: the stage times at the end of its last task
-
-
 def _evaluate(model, X, task, stopping=None):
     """A farm task: (logits, bounds, stage times) of samples `idx` at resolution r
     (None if `stopping()` said so between batches). The stage times run from the
@@ -206,9 +202,7 @@ def _evaluate(model, X, task, stopping=None):
     r, idx, norms = task
     model.norms.use(r, norms)
     out = model.evaluate(X[idx], r, stopping=stopping)
-    key = threading.get_ident()
-    spent = stages.since(_since.get(key, {}))
-    _since[key] = stages.snapshot()
+    spent = stages.take()
     return None if out is None else (*out, spent)
 
 
