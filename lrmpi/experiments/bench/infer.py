@@ -14,6 +14,8 @@
     start-up (launch to job start, prepare, broadcast) and the write (durable -
     computed). Decisions at the last resolution compared with onnxruntime
     float32, and the certified ones with the float64 model.
+(c) --file MODEL.onnx: the same row for a model of the user's (a zoo graph with
+    a symbolic batch axis, e.g. a ResNet-50), --file-samples random samples.
 """
 import argparse
 import os
@@ -49,6 +51,11 @@ def infer(argv):
                    help=f"speed models, comma-separated, of {', '.join(SPEED)}; '' for none")
     p.add_argument("--samples", type=float, default=1.0,
                    help="fraction of each speed model's sample count (quick runs)")
+    p.add_argument("--file", action="append", default=[], metavar="MODEL.onnx",
+                   help="also this ONNX model of your own (one float input with a symbolic "
+                        "batch axis; random normal samples; its first output); repeatable")
+    p.add_argument("--file-samples", type=int, default=64, metavar="N",
+                   help="samples for each --file model (default 64)")
     p.add_argument("--no-accuracy", action="store_true", help="skip the digits table")
     p.add_argument("--deadline", type=float, default=None,
                    help="seconds: run each lrmpi job under --deadline (a user's time limit; "
@@ -61,10 +68,11 @@ def infer(argv):
     for name in models:
         if name not in SPEED:
             p.error(f"unknown model {name!r}; choose from {', '.join(SPEED)}")
-    if models:  # every missing piece named now, in one line, before any work
+    if models or a.file:  # every missing piece named now, in one line, before any work
         need("onnxruntime", "bench", "lrmpi bench infer")
         need("onnx", "infer", "lrmpi bench infer")
         launcher(a, a.ranks)
+    files = {path: file_shape(p, path, a.file_samples) for path in a.file}
     if not a.no_accuracy:
         for module in ("onnx", "sklearn"):
             need(module, "infer", "lrmpi bench infer (the digits accuracy table)")
@@ -79,6 +87,8 @@ def infer(argv):
         doc["accuracy"] = accuracy_table(a.planes)
     for name in models:
         doc["speed"].append(speed_row(name, a))
+    for path, shape in files.items():
+        doc["speed"].append(speed_row(path, a, shape))
     save(a, doc, _plot, doc["speed"])
     return 0
 
@@ -132,14 +142,33 @@ with open(sys.argv[4], "wb") as f:
 STAGES = ("quantize", "products", "decode", "ops", "bound", "comm")
 
 
-def speed_row(name, a):
+def file_shape(p, path, count):
+    """The per-sample input shape of a --file model (usage error if it has none)."""
+    import onnx
+    try:
+        dims = onnx.load(path, load_external_data=False).graph.input[0].type.tensor_type \
+            .shape.dim
+    except Exception as exc:  # noqa: BLE001 -- unreadable: one line
+        p.error(f"--file {path}: {exc}")
+    if not dims or any(d.dim_value <= 0 for d in dims[1:]) or \
+            dims[0].dim_value not in (0, count):
+        p.error(f"--file {path}: needs an input of a fixed per-sample shape and a symbolic "
+                f"batch axis; has {[d.dim_param or d.dim_value for d in dims]}")
+    return [d.dim_value for d in dims[1:]]
+
+
+def speed_row(name, a, shape=None):
+    """One model's row: `name` of SPEED (generated), or a --file path of input `shape`."""
     from lrmpi.experiments import models
-    builder, count = SPEED[name]
-    count = max(1, int(count * a.samples))
     with tempfile.TemporaryDirectory() as tmp:
-        proto = getattr(models, builder)()
-        path = models.save(proto, os.path.join(tmp, "m.onnx"))
-        shape = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[1:]]
+        if shape is None:
+            builder, count = SPEED[name]
+            count = max(1, int(count * a.samples))
+            proto = getattr(models, builder)()
+            path = models.save(proto, os.path.join(tmp, "m.onnx"))
+            shape = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[1:]]
+        else:
+            path, count, name = name, a.file_samples, os.path.basename(name)
         X = np.random.default_rng(1).standard_normal((count, *shape)).astype(np.float32)
         data = os.path.join(tmp, "x.npy")
         np.save(data, X)
