@@ -10,7 +10,13 @@ from lrmpi.numerics import kernels, kernels_nn as K
 from lrmpi.numerics.accumulate import nlimbs
 
 ACTIVATIONS = ("relu", "leakyrelu", "prelu", "clip")
-L2_BYTES = 1 << 20  # a unit's level sums (int32) are sized to stay near this
+# a unit's level sums (int32) are sized to stay near this; measured (thread CPU,
+# amx, shared machine, best of 3) 256K / 512K / 1M / 2M: VGG r=1 x 512 0.153 /
+# 0.156 / 0.155 / 0.165 s, r=2 x 256 0.126 / 0.124 / 0.130 / 0.141; ResNet-18 r=1
+# x 128 0.181 / 0.180 / 0.182 / 0.185; MLP r=1 x 8192 0.068 / 0.068 / 0.067 /
+# 0.069: flat up to 1M (the product's 64-row sub-blocks keep the sums in L2), 2M
+# slower
+L2_BYTES = 1 << 20
 
 
 class FusedNode:
