@@ -156,8 +156,9 @@ def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yo
     `sq` (float64, 5 n): per sample the float64 sums of C^2, z^2, y^2, Res^2, a^2.
     `pool`: (kh, kw, sh, sw, dh, dw, pad top, pad left, Ho, Wo) of a max pooling of
     y (a conv's) before `nxt`, its output in `Pout` (flat NCHW) if given.
-    `times` (float64, 3): += thread CPU seconds in the products, the rounding to
-    the stores, the next planes. Raises FloatingPointError if the activation
+    `times` (float64, 3): += the call's thread CPU seconds, split between the
+    products, the rounding to the stores and the next planes in the proportions
+    of the wall clock read around each. Raises FloatingPointError if the activation
     quantized for `nxt` holds NaN/Inf."""
     s = spec
     n, P, O = s.n, s.Ho * s.Wo, s.O
