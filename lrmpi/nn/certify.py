@@ -288,14 +288,23 @@ class Tracker:
         self.R, self.F = {graph.input: zero}, {graph.input: zero}
         self.logit_radius = None
 
-    def linear(self, node, h, e, C, z):
+    def wants(self, node):
+        """What the pass gives the hook (nn/fused.py): the kernels' per-sample norms
+        (upper bounds) instead of the arrays, except C and z at the logits."""
+        return {"norms", "C", "z"} if node.output == self.graph.output else {"norms"}
+
+    def linear(self, node, h, e, C, z, norms=None):
         nn_ = self.norms.nodes[node.output]
         t = node.inputs[0]
         R, F = self.R[t], self.F[t]
-        nh = _norm(h)
-        dq = residual_norm(h, e, self.bits, self.r)
-        nC, nz = _norm(C), _norm(z)
-        positions = z[0].size // z.shape[1] if z.ndim > 2 else 1
+        if norms is None:
+            nh = _norm(h)
+            dq = residual_norm(h, e, self.bits, self.r)
+            nC, nz = _norm(C), _norm(z)
+        else:
+            nh, dq, nC, nz = norms["h"], norms["dq"], norms["C"], norms["z"]
+        shape = self.graph.shapes[node.output]
+        positions = int(np.prod(shape[1:])) if len(shape) > 1 else 1
         dS, drows = nn_.at(self.r)
         Rn = nn_.S * (R + dq) + dS * nh + U1 * (nC + nz)
         Fn = nn_.S * F + gamma(nn_.k + 1) * (nn_.frob * (nh + R + F)
@@ -310,7 +319,7 @@ class Tracker:
                                          + np.abs(node.params["b"])[None, :]))
             self.logit_radius = np.minimum(_up(per), (Rn + Fn)[:, None])
 
-    def other(self, node, args, y):
+    def other(self, node, args, y, norms=None):
         op, p = node.op, node.params
         R = [self.R[t] for t in node.inputs]
         F = [self.F[t] for t in node.inputs]
@@ -318,7 +327,7 @@ class Tracker:
             Rn, Fn = R[0], F[0]
         elif op in ("leakyrelu", "prelu"):
             L = max(1.0, float(np.max(np.abs(p["alpha"] if op == "leakyrelu" else p["slope"]))))
-            ny = _norm(y)
+            ny = _norm(y) if norms is None else norms["y"]
             Rn = L * R[0] + U1 * ny
             Fn = L * F[0] + 2 * U1 * (ny + L * (R[0] + F[0]))
         elif op == "maxpool":
@@ -338,7 +347,7 @@ class Tracker:
             Fn = L * F[0] + gamma(K + 1) * L * (nx + R[0] + F[0]) + U1 * (ny + Rn + L * F[0])
         elif op == "add":
             g = gamma(len(args))
-            total = sum(_norm(a) for a in args)
+            total = sum(norms["args"]) if norms else sum(_norm(a) for a in args)
             Rn = sum(R) + g * total
             Fn = sum(F) + g * (total + sum(R) + sum(F))
         elif op == "concat":

@@ -95,6 +95,29 @@ def test_bench_infer_smoke(tmp_path):
     assert (tmp_path / "i.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_bench_infer_times_a_model_file_from_launch(tmp_path):
+    """--file: a model of the user's (symbolic batch axis) gets the generated
+    models' row; a fixed batch axis is refused in one line before any work."""
+    pytest.importorskip("onnxruntime")
+    from lrmpi.experiments import models
+    proto = models.mlp()
+    path = models.save(proto, tmp_path / "mine.onnx")
+    out = tmp_path / "f.json"
+    p = run("bench", "infer", "--models", "", "--file", path, "--file-samples", 40,
+            "--repeats", 1, "--planes", 1, "--no-accuracy", "--ranks", 2, "--json", out,
+            timeout=300)
+    assert p.returncode == 0, p.stderr
+    row = json.loads(out.read_text())["speed"][0]
+    assert row["model"] == "mine.onnx" and row["samples"] == 40
+    assert [r["index"] for r in row["resolutions"]] == [1]
+    assert row["resolutions"][0]["durable_from_launch_s"] > 0
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    fixed = models.save(proto, tmp_path / "fixed.onnx")
+    p = run("bench", "infer", "--models", "", "--file", fixed, "--file-samples", 40,
+            "--no-accuracy")
+    assert p.returncode == 2 and "symbolic batch axis" in p.stderr and "ort" not in p.stdout
+
+
 def _hide(tmp_path, module):
     """PYTHONPATH that makes `import module` fail, as if it were not installed."""
     stub = tmp_path / "hidden" / module
