@@ -57,6 +57,10 @@ class Config:
     memory_fraction: float = 0.5  # refuse operands whose float64 copy needs more of the RAM
     bound_row_block: int = 32    # rows of C per block of the bound GEMM (temporary in L2)
 
+    # --- inference bounds (nn.certify, nn.plan) ---
+    bound_budget: float = 0.5    # the logit bound's products at most this share of its resolution's
+    bound_f64: int = 0           # 1: the logit bound may estimate with float64 products too
+
     # --- SLURM (jobs.slurm) ---
     slurm_timeout_s: float = 10.0  # squeue / scontrol calls give up after this long (s)
 

@@ -45,7 +45,7 @@ class PreparedModel:
         self.graph = graph
         self.bits, self.planes = validate.bits(bits), validate.planes(planes)
         self.weights = {n.output: NodeWeights(n, self.bits, self.planes) for n in graph.linear}
-        self.norms = certify.ModelNorms(graph, self.weights)
+        self.norms = certify.Bounds(graph, self.weights, self.bits)
         self.macs = sum(_macs(n, graph.shapes) for n in graph.linear)  # per sample, 1 pair
 
     def prepare(self, r):
@@ -69,7 +69,7 @@ class PreparedModel:
         return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
 
     def _evaluate(self, X, r):
-        tracker = certify.Tracker(self.graph, self.norms, r, self.bits, len(X))
+        tracker = self.norms.tracker(r, len(X))
         return certify.forward_bounded(
             self.graph, X, lambda node, h: linear_at(node, h, self.weights[node.output], r,
                                                      self.bits), tracker)
