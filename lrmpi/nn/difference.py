@@ -51,6 +51,7 @@ class DiffTracker:
     def __init__(self, graph, norms, estimates, r, bits, n, plan, level="tight"):
         self.graph, self.norms, self.estimates = graph, norms, estimates
         self.r, self.bits, self.plan, self.level = r, bits, plan, level
+        self.n = n
         self.D, self.B = {graph.input: None}, {graph.input: np.zeros(n)}
         self.logit_radius = None
         self.last = {}
@@ -61,10 +62,10 @@ class DiffTracker:
 
     # --- bookkeeping ---
     def _done(self, node, D, B, per=None):
-        B = up(B)
+        B = up(np.zeros(self.n) + B)
         self.D[node.output], self.B[node.output] = D, B
         if node.output == self.graph.output:
-            glob = B[:, None] + (0.0 if D is None else np.abs(D))
+            glob = B[:, None] + (0.0 if D is None or "estimate" in DROPPED else np.abs(D))
             glob = up(np.broadcast_to(glob, (len(B), self.graph.outputs)))
             self.logit_radius = glob if per is None else np.minimum(up(per), glob)
         i = self.index[node.output]
@@ -80,73 +81,73 @@ class DiffTracker:
         mode = self.plan.get(node.output, 0)
         if mode != "f64":
             mode = max(0, min(mode, 53 // self.bits - self.r))  # W's planes float64 holds
-        S = nn_.operator(self.level)
-        g = gamma(nn_.k + 1)
-        nh = norm_up(h)
+        S, g = nn_.operator(self.level), gamma(nn_.k + 1)
+        nh, nC, nz = norm_up(h), norm_up(C), norm_up(z)
         rootP = math.sqrt(nn_.positions) * UP
+        rows = nn_.rows[None, :]
+        bias = np.abs(node.params["b"])[None, :]
         out = node.output == self.graph.output and node.op == "linear"
         if mode == "f64":
             hf = h if D is None else h - D
-            dz = z - ops.float_linear(node, hf)
+            # one sample at a time: BLAS's blocking (so its rounding) may depend on the
+            # batch's size, and a sample's bound must not
+            dz = z - np.concatenate([ops.float_linear(node, hf[i:i + 1])
+                                     for i in range(len(hf))])
             nhf = norm_up(hf)
-            # (hf - h_f) W^T, the shadow's and the float model's roundings, dz's
-            beta_z = (S * (beta + U1 * nhf) + g * (nn_.A * (2 * nhf * (1 + U1) + beta)
-                                                   + 2 * nn_.bnorm * rootP)
-                      + U1 * norm_up(dz))
-            per = None
-            if out:
-                rows = nn_.rows[None, :]
-                per = (np.abs(dz) * (1 + U1) + rows * (beta + U1 * nhf)[:, None]
-                       + g * (rows * (2 * nhf * (1 + U1) + beta)[:, None]
-                              + 2 * np.abs(node.params["b"])[None, :]))
+            rh = 0.0 if D is None else U1 * nhf  # hf's rounding
+            nf = nhf + rh + beta                  # >= ||h_f||
+            beta_z = _sum({"carried": S * beta, "estimate_rounding": S * rh + U1 * norm_up(dz),
+                           "shadow": g * (nn_.A * nhf + nn_.bnorm * rootP),
+                           "float_rounding": g * (nn_.A * nf + nn_.bnorm * rootP)})
+            per = None if not out else _sum({
+                "estimate": np.abs(dz), "carried": rows * beta[:, None],
+                "estimate_rounding": U1 * np.abs(dz) + rows * np.reshape(rh, (-1, 1)),
+                "shadow": g * (rows * nhf[:, None] + bias),
+                "float_rounding": g * (rows * nf[:, None] + bias)})
             return self._done(node, dz, beta_z, per)
         r = self.r
         dh = residual(h, e, self.bits, r)
         ut = -dh if D is None else D - dh
         nut = norm_up(ut)
         dSr, drr = nn_.residual(r, self.level)
-        nhf = nh + beta + (0.0 if D is None else norm_up(D))
-        # the roundings of both networks (C rounded once, + b; the float model)
-        rho = U1 * (norm_up(C) + norm_up(z)) + g * (nn_.A * nhf + nn_.bnorm * rootP)
+        nf = nh + beta + (0.0 if D is None else norm_up(D))     # >= ||h_f||
+        common = {"carried": S * beta, "r_rounding": U1 * (nC + nz),
+                  "float_rounding": g * (nn_.A * nf + nn_.bnorm * rootP)}
+        common_rows = None if not out else {
+            "carried": rows * beta[:, None], "r_rounding": U1 * (np.abs(C) + np.abs(z)),
+            "float_rounding": g * (rows * nf[:, None] + bias)}
         if mode == 0:
-            beta_z = S * (beta + nut * (1 + U1)) + dSr * nh + rho
-            per = None
-            if out:
-                rows = nn_.rows[None, :]
-                per = (rows * (beta + nut * (1 + U1))[:, None] + drr[None, :] * nh[:, None]
-                       + self._rho_rows(node, nn_, C, z, nhf))
+            beta_z = _sum({**common, "input_truncation": S * nut * (1 + U1),
+                           "weight_truncation": dSr * nh})
+            per = None if not out else _sum({
+                **common_rows, "input_truncation": rows * (nut * (1 + U1))[:, None],
+                "weight_truncation": drr[None, :] * nh[:, None]})
             return self._done(node, None, beta_z, per)
         p = mode
         est = self.estimates(node)
-        eu = sample_exps(ut)
         P1 = ops_product(node, ut, est.leading(p), p, self.bits)
         P2 = ops_product(node, h, est.residual(r, p), p, self.bits)
         dz = P1 - P2
-        nres = norm_up(residual(ut, eu, self.bits, p))          # ut - Q_p(ut)
-        dSp, drp = nn_.residual(p, self.level)                   # W - Q_p(W)
-        dSrp, drrp = nn_.residual(r + p, self.level)             # dW - its p planes
+        nres = norm_up(residual(ut, sample_exps(ut), self.bits, p))   # ut - Q_p(ut)
+        dSp, drp = nn_.residual(p, self.level)                         # W - Q_p(W)
+        dSrp, drrp = nn_.residual(r + p, self.level)                   # dW - its p planes
         if p < r:    # Q_r(h) - Q_p(h): h's planes p+1..r (exact)
             nmid = norm_up(residual(h, e, self.bits, p) - dh)
         else:        # Q_p(h) - Q_r(h): planes r+1..p
             nmid = norm_up(dh - residual(h, e, self.bits, p))
-        eta = (S * (U1 * nut + nres) + dSp * nut + dSrp * nh + (dSr + dSrp) * nmid
-               + U1 * (norm_up(P1) + norm_up(P2) + norm_up(dz)))
-        beta_z = S * beta + eta + rho
-        per = None
-        if out:
-            rows = nn_.rows[None, :]
-            per = (np.abs(dz) * (1 + U1) + rows * (beta + U1 * nut + nres)[:, None]
-                   + drp[None, :] * nut[:, None] + drrp[None, :] * nh[:, None]
-                   + (drr + drrp)[None, :] * nmid[:, None] + U1 * (np.abs(P1) + np.abs(P2))
-                   + self._rho_rows(node, nn_, C, z, nhf))
+        beta_z = _sum({**common, "estimate_input": S * nres, "estimate_weights": dSp * nut,
+                       "estimate_residual_weights": dSrp * nh,
+                       "estimate_h_planes": (dSr + dSrp) * nmid,
+                       "estimate_rounding": U1 * (S * nut + norm_up(P1) + norm_up(P2)
+                                                  + norm_up(dz))})
+        per = None if not out else _sum({
+            **common_rows, "estimate": np.abs(dz),
+            "estimate_input": rows * nres[:, None], "estimate_weights": drp[None, :] * nut[:, None],
+            "estimate_residual_weights": drrp[None, :] * nh[:, None],
+            "estimate_h_planes": (drr + drrp)[None, :] * nmid[:, None],
+            "estimate_rounding": U1 * (rows * nut[:, None] + np.abs(P1) + np.abs(P2)
+                                       + np.abs(dz))})
         return self._done(node, dz, beta_z, per)
-
-    @staticmethod
-    def _rho_rows(node, nn_, C, z, nhf):
-        """Per logit, the roundings of both networks at the output node."""
-        return (U1 * (np.abs(C) + np.abs(z))
-                + gamma(nn_.k + 1) * (nn_.rows[None, :] * nhf[:, None]
-                                      + np.abs(node.params["b"])[None, :]))
 
     # --- every other node ---
     def other(self, node, args, y):
@@ -155,7 +156,7 @@ class DiffTracker:
             D = self.D[ins[0]]
             if D is not None:
                 D = ops.apply(_zero_padding(node), [D])
-            return self._done(node, D, self.B[ins[0]] * 1.0)
+            return self._done(node, D, _sum({"carried": self.B[ins[0]]}))
         if op == "add":
             return self._add(node, args)
         if op == "concat":
@@ -163,35 +164,31 @@ class DiffTracker:
             D = None if all(d is None for d in Ds) else np.concatenate(
                 [np.zeros_like(a) if d is None else d for d, a in zip(Ds, args)], axis=1)
             B = np.sqrt(sum(self.B[t] ** 2 for t in ins)) * (1 + 4 * 2.0**-53)
-            return self._done(node, D, B)
+            return self._done(node, D, _sum({"carried": B}))
         if op not in EXACT + ROUNDED + POOLS:
             raise ValueError(f"no difference bound for {op}")
         D, bx = self.D[ins[0]], self.B[ins[0]]
         L, K = _lipschitz(node, args[0])
         if D is None:      # the estimate is 0: w = x_r exactly, f(w) = y
-            w, yw, Dy, nw = args[0], y, None, norm_up(args[0])
-            rw = 0.0
-        else:
+            w, yw, Dy, rw = args[0], y, None, 0.0
+        else:              # w = x_r - D estimates x_f, D_y = y_r - f(w)
             w = args[0] - D
             yw = ops.apply(node, [w])
             Dy = y - yw
+            rw = U1 * norm_up(w)
+        terms = {"carried": L * bx,                                  # f(w) - f(x_f)
+                 "estimate_rounding": L * rw + (0.0 if Dy is None else U1 * norm_up(Dy))}
+        if op in ROUNDED:  # one rounding of f at w and at x_f
+            terms["op_rounding"] = U1 * (2 + U1) * norm_up(yw) + U1 * L * (bx + rw)
+        elif op in POOLS:  # a sum of K terms: gamma_(K+1) of f(|.|), at w and at x_f
             nw = norm_up(w)
-            rw = U1 * nw          # w's rounding
-        nDy = 0.0 if Dy is None else norm_up(Dy)
-        lip = L * (bx + rw)       # f(w) - f(x_f)
-        if op in EXACT:
-            B = lip + U1 * nDy
-        elif op in ROUNDED:       # f's rounding at w and at x_f
-            B = U1 * nDy + U1 * (2 + U1) * norm_up(yw) + lip * (1 + U1)
-        else:                     # pooling sums K terms: gamma_(K+1) of f(|.|) in both
-            B = U1 * nDy + gamma(K + 1) * L * (nw * (2 + U1) + bx) + lip
-        return self._done(node, Dy, B)
+            terms["op_rounding"] = gamma(K + 1) * L * (nw * (2 + U1) + bx)
+        return self._done(node, Dy, _sum(terms))
 
     def _add(self, node, args):
         Ds = [self.D[t] for t in node.inputs]
         Bs = [self.B[t] for t in node.inputs]
         g = gamma(len(args) - 1)
-        nx = sum(norm_up(a) for a in args)
         parts = [d for d in Ds if d is not None]
         D, nd = None, 0.0
         if parts:
@@ -199,9 +196,37 @@ class DiffTracker:
             for d in parts[1:]:
                 D = D + d
             nd = sum(norm_up(d) for d in parts)
-        # y_r, y_f and D each round their sum by gamma_(n-1) of the |terms|
-        B = sum(Bs) + g * (2 * nx + 2 * nd + sum(Bs))
-        return self._done(node, D, B)
+        # y_r and y_f round their sums by gamma_(n-1) of the |terms|, and so does D
+        nx = sum(norm_up(a) for a in args)
+        return self._done(node, D, _sum({"carried": sum(Bs),
+                                         "op_rounding": g * (2 * nx + nd + sum(Bs)),
+                                         "estimate_rounding": g * nd}))
+
+
+# The terms of the bound, by what each covers (the mutation test drops each in turn):
+TERMS = ("carried",                    # the radius carried in, times the Lipschitz constant
+         "estimate",                   # |D| at the logits
+         "input_truncation",           # mode 0: ||D - dh|| through W
+         "weight_truncation",          # mode 0: W - Q_r(W) on h
+         "estimate_input",             # u~ beyond its p planes, through W
+         "estimate_weights",           # W beyond its p planes, on u~
+         "estimate_residual_weights",  # W - Q_r(W) beyond its p planes, on h
+         "estimate_h_planes",          # h's planes between p and r, on W - Q_r(W)
+         "estimate_rounding",          # the estimate's own float operations
+         "r_rounding",                 # C rounded once, + b
+         "float_rounding",             # the float model's products and sums
+         "op_rounding",                # the roundings of other nodes in both networks
+         "shadow")                     # mode f64: the float64 estimate's rounding
+DROPPED = frozenset()  # names of terms to leave out: only the mutation test sets it
+
+
+def _sum(terms):
+    """A bound's terms, named after what each covers (module docstring), added up."""
+    total = 0.0
+    for name, value in terms.items():
+        if name not in DROPPED:
+            total = total + value
+    return total
 
 
 def _zero_padding(node):

@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from lrmpi.nn import ops, verified as V
+from lrmpi.nn import verified as V
 
 SYMBOL_LIMIT = 2e9    # multiply-adds of a convolution's frequency matrices (~1 s)
 LEVELS = ("cheap", "tight")
@@ -48,7 +48,7 @@ class NodeNorms:
         self.k = self.W2.shape[1]
         self.conv = node.op == "conv"
         self.group = int(node.params.get("group", 1)) if self.conv else 1
-        self.overlap = ops.window_overlap(node.params, W.shape[2:]) if self.conv else 1
+        self.overlap = V.conv_overlap(node.params, W.shape[2:]) if self.conv else 1
         self.positions = int(np.prod(out_shape[1:])) if self.conv else 1
         self.A = V.abs_operator_bound(W if self.conv else self.W2, node.params)
         b = node.params["b"]

@@ -51,9 +51,12 @@ def norm_up(x):
     y = np.ldexp(flat, -e[:, None])                     # exact but for subnormal results
     s = np.einsum("ij,ij->i", y, y)
     # each y_i lost < 2^-1074 to underflow (its square < 2^-1072 more), the squares
-    # and their sum round by gamma_(d+1): the sum is at least 1/4 unless x[n] = 0
+    # and their sum round by gamma_(d+1): the sum is at least 1/4 unless x[n] = 0;
+    # scaling back may round a subnormal result (one ulp) or overflow (inf: valid)
     s = (s + d * 2.0**-1071) * (1 + 2 * gamma(d + 2))
-    return np.ldexp(np.sqrt(s) * (1 + 4 * U), e)
+    with np.errstate(over="ignore"):
+        out = np.ldexp(np.sqrt(s) * (1 + 4 * U), e) + 2.0**-1073
+    return np.where(np.any(flat != 0, axis=1), out, 0.0)
 
 
 def sample_exps(x):
@@ -126,7 +129,7 @@ def _lambda_max_bound(G, fro2, k, complex_=False, iterations=40):
 def spectral_bound(M):
     """A verified upper bound on ||M||_2 (capped by the Frobenius norm)."""
     M = np.asarray(M, np.float64)
-    if M.size == 0:
+    if M.size == 0 or not np.any(M):
         return 0.0
     M, scale = _scaled(M)
     if M.shape[0] > M.shape[1]:
@@ -147,6 +150,13 @@ def group_blocks(W, group):
     Og = O // group
     W2 = W.reshape(O, -1)
     return [W2[i * Og:(i + 1) * Og] for i in range(group)]
+
+
+def conv_overlap(p, kernel):
+    """At most how many windows of a convolution read one input element (its
+    strides default to 1, not to the kernel as a pooling's)."""
+    from lrmpi.nn import ops
+    return ops.window_overlap({"strides": (1, 1), **p}, tuple(kernel))
 
 
 def im2col_operator_bound(W, p, overlap):
