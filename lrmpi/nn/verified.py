@@ -42,21 +42,26 @@ def up(x):
 
 def norm_up(x):
     """Per sample (first axis), an upper bound on the l2 norm of x[n]."""
+    from lrmpi.numerics import kernels
     x = np.asarray(x, np.float64)
-    flat = x.reshape(x.shape[0], -1)
+    flat = np.ascontiguousarray(x.reshape(x.shape[0], -1))
     d = flat.shape[1]
     if d == 0 or flat.shape[0] == 0:
         return np.zeros(flat.shape[0])
-    e = np.frexp(np.max(np.abs(flat), axis=1))[1]      # max|x[n]| < 2^e: y in (-1, 1)
-    y = np.ldexp(flat, -e[:, None])                     # exact but for subnormal results
+    amax, _ = kernels.rowmax(flat)
+    e = np.frexp(amax)[1]                               # max|x[n]| < 2^e
+    if np.all((e > -500) & (e < 500)):                  # squares neither over- nor underflow
+        y, e = flat, np.zeros_like(e)                   # (but for entries < 2^-537)
+    else:
+        y = np.ldexp(flat, -e[:, None])                 # exact but for subnormal results
     s = np.einsum("ij,ij->i", y, y)
     # each y_i lost < 2^-1074 to underflow (its square < 2^-1072 more), the squares
-    # and their sum round by gamma_(d+1): the sum is at least 1/4 unless x[n] = 0;
-    # scaling back may round a subnormal result (one ulp) or overflow (inf: valid)
+    # and their sum round by gamma_(d+1); scaling back may round a subnormal result
+    # (one ulp) or overflow (inf: still an upper bound)
     s = (s + d * 2.0**-1071) * (1 + 2 * gamma(d + 2))
     with np.errstate(over="ignore"):
         out = np.ldexp(np.sqrt(s) * (1 + 4 * U), e) + 2.0**-1073
-    return np.where(np.any(flat != 0, axis=1), out, 0.0)
+    return np.where(amax > 0, out, 0.0)
 
 
 def sample_exps(x):
@@ -68,18 +73,19 @@ def sample_exps(x):
 
 def residual(x, e, bits, planes):
     """x - Q(x) exactly, Q(x) the first `planes` digit planes of x per sample
-    (truncation toward zero at 2^(e_n - bits planes)): the scalings are by powers of
-    two, the truncation is exact and the difference is a float64 (it has the low
-    bits of x only). A step below the normal range keeps x whole as its residual."""
+    (truncation toward zero at the step 2^(e_n - bits planes)): scaling by powers of
+    two, truncating and subtracting are exact (the difference has x's low bits).
+    Steps below the normal range take fmod (exact; 25x slower); below 2^-1074
+    every float is a multiple of the step (residual 0)."""
     flat = x.reshape(x.shape[0], -1)
-    k = e.astype(np.int64) - bits * planes
-    out = flat.copy()
-    ok = k > -1000
-    if np.any(ok):
-        step = np.ldexp(1.0, k[ok])[:, None]
-        f = flat[ok]
-        out[ok] = f - np.trunc(f / step) * step
-    return out.reshape(x.shape)
+    k = np.maximum(e.astype(np.int64) - bits * planes, -1074)
+    if np.all(k > -1000):
+        t = flat * np.ldexp(1.0, -k)[:, None]
+        np.trunc(t, out=t)
+        t *= np.ldexp(1.0, k)[:, None]
+        np.subtract(flat, t, out=t)
+        return t.reshape(x.shape)
+    return np.fmod(flat, np.ldexp(1.0, k)[:, None]).reshape(x.shape)
 
 
 # --- operator norms ---
