@@ -60,6 +60,7 @@ class Config:
     # --- inference bounds (nn.certify, nn.plan) ---
     bound_budget: float = 0.5    # the logit bound's products at most this share of its resolution's
     bound_f64: int = 0           # 1: the logit bound may estimate with float64 products too
+    bound_retry: float = 2.0     # ... a second pass at most this share for samples it would certify
 
     # --- SLURM (jobs.slurm) ---
     slurm_timeout_s: float = 10.0  # squeue / scontrol calls give up after this long (s)

@@ -172,7 +172,9 @@ class InferJob:
                 "refined_count": int(res.refined.sum()),
                 "certified_count": int(st["certified"].sum()),
                 "frozen_certified": res.frozen["certified"], "frozen_gray": res.frozen["gray"],
-                "work": res.work, "work_all": res.work_all, "fallback": 0}
+                "work": res.work, "work_all": res.work_all, "fallback": 0,
+                "certified_fraction": float(np.mean(st["certified"]))}
+        meta.update(self.model.norms.summary(r))
         self.meta.append(meta)
         if self.on_resolution is not None:
             self.on_resolution(meta, st["scores"], st["predicted"], res.refined)
@@ -224,11 +226,11 @@ def _bcast_array(group, X):
 
 def _report(meta, planned, durable=None):
     on_disk = "" if durable is None else f"  durable {durable:.3f} s"
-    logger.info("lrmpi: resolution %d/%d  computed %.3f s%s  refined %d  certified %d  "
-                "work %.3g/%.3g  logit bound median %.3e (%.1e of the range)", meta["index"],
-                planned, meta["elapsed_s"], on_disk, meta["refined_count"],
-                meta["certified_count"], meta["work"], meta["work_all"], meta["bound_median"],
-                meta["bound_rel"])
+    logger.info("lrmpi: resolution %d/%d  computed %.3f s%s  refined %d  certified %d "
+                "(%.1f %%)  work %.3g/%.3g  logit bound median %.3e (%.1e of the range, %s)",
+                meta["index"], planned, meta["elapsed_s"], on_disk, meta["refined_count"],
+                meta["certified_count"], 100 * meta["certified_fraction"], meta["work"],
+                meta["work_all"], meta["bound_median"], meta["bound_rel"], meta["bound_method"])
 
 
 def run_infer(model, data, out=None, *, comm=None, on_resolution=None, **options):

@@ -20,6 +20,8 @@ Module map (imports go one way: verified <- norms <- plan, difference <- certify
 verified.py (verified linear algebra), norms.py (per-node norms and their cache),
 plan.py (the precision plan), difference.py (the tracker), certify.py (this).
 """
+import time
+
 import numpy as np
 
 from lrmpi import config
@@ -39,7 +41,10 @@ class Bounds:
         self.budget = config.get().bound_budget if budget is None else budget
         self.norms = ModelNorms(graph, weights, should_stop)
         self.estimates = {n.output: EstimateWeights(n, bits) for n in graph.linear}
+        self.retry_budget = config.get().bound_retry
         self.plans = {}     # r -> (plan, predicted error, cost fraction, level)
+        self.retries = {}   # r -> the same, of the retry plan (None: no retry)
+        self.cost = {}      # r -> samples, retried, CPU seconds (this rank's share)
 
     def prepare(self, r, should_stop=None):
         """Choose resolution r's plan and compute the norms it reads (cached)."""
@@ -53,9 +58,17 @@ class Bounds:
             plan, err, spent = P.choose(self.graph, self.norms, r, self.bits, self.budget,
                                         config.get().bound_f64)
             level = "tight" if any(m != 0 for m in plan.values()) else "cheap"
-        self.norms.prepare(P.planes_needed(plan, r), level, should_stop)
         self.plans[r] = (plan, err, spent, level)
-        _log_plan(r, plan, err, spent, self.budget)
+        self.retries[r] = None
+        qs = set(P.planes_needed(plan, r))
+        if level == "tight" and self.retry_budget > self.budget:
+            rplan, rerr, rspent = P.choose(self.graph, self.norms, r, self.bits,
+                                           self.retry_budget, config.get().bound_f64)
+            if rerr < err:
+                self.retries[r] = (rplan, rerr, rspent, "tight")
+                qs.update(P.planes_needed(rplan, r))
+        self.norms.prepare(sorted(qs), level, should_stop)
+        _log_plan(r, plan, err, spent, self.budget, self.retries[r])
         return self.plans[r]
 
     def _fits(self, r):
@@ -63,20 +76,63 @@ class Bounds:
         node, against r^2) fits the budget at all."""
         return self.budget > 0 and P.cost(1) <= self.budget * r * r and 53 // self.bits > r
 
+    def summary(self, r):
+        """What resolution r's bound was, for its record (HDF5 attributes)."""
+        plan, err, spent, _ = self.plans[r]
+        retry = self.retries.get(r)
+        return {"bound_method": "operator-norm" if err is None else "difference",
+                "bound_cost": float(spent),
+                "bound_retry_cost": float(retry[2]) if retry else 0.0}
+
     def values(self, r):
-        return {"plan": self.plans.get(r), "norms": self.norms.values()}
+        return {"plan": self.plans.get(r), "retry": self.retries.get(r),
+                "norms": self.norms.values()}
 
     def use(self, r, values):
         if values.get("plan") is not None:
-            self.plans[r] = values["plan"]
+            self.plans[r], self.retries[r] = values["plan"], values.get("retry")
         self.norms.use(values["norms"])
 
-    def tracker(self, r, n):
+    def tracker(self, r, n, retry=False):
         if r not in self.plans:
             self.prepare(r)
-        plan, _, _, level = self.plans[r]
+        plan, _, _, level = self.retries[r] if retry else self.plans[r]
         return DiffTracker(self.graph, self.norms, lambda node: self.estimates[node.output],
                            r, self.bits, n, plan, level)
+
+    def evaluate(self, X, r, linear):
+        """(logits, radius) of the samples X at resolution r: the resolution's plan for
+        all, then the retry plan for those it did not certify but would have if what
+        its estimate leaves out shrank as the retry plan predicts (a decision on the
+        sample's own values: it does not depend on the batch)."""
+        tracker = self.tracker(r, len(X))
+        logits, radius = forward_bounded(self.graph, X, linear, tracker)
+        again = self._worth_retrying(r, logits, radius, tracker.logit_estimate)
+        cost = self.cost.setdefault(r, {"samples": 0, "retried": 0, "bound_s": 0.0,
+                                        "retry_s": 0.0})
+        cost["samples"] += len(X)
+        cost["bound_s"] += tracker.seconds
+        if np.any(again):
+            t = time.thread_time()
+            t2 = self.tracker(r, int(again.sum()), retry=True)
+            _, r2 = forward_bounded(self.graph, X[again], linear, t2)
+            radius = radius.copy()
+            radius[again] = np.minimum(radius[again], r2)
+            cost["retried"] += int(again.sum())
+            cost["retry_s"] += time.thread_time() - t   # its forward pass included
+        return logits, radius
+
+    def _worth_retrying(self, r, logits, radius, estimate):
+        n = len(logits)
+        retry = self.retries.get(r)
+        if retry is None or estimate is None or retry[1] is None or not self.plans[r][1]:
+            return np.zeros(n, bool)
+        shrink = retry[1] / self.plans[r][1]
+        if shrink >= 0.5:
+            return np.zeros(n, bool)
+        est = np.abs(estimate)
+        predicted = est + 2 * shrink * np.maximum(radius - est, 0.0)
+        return ~certified(logits, radius) & certified(logits, predicted)
 
     def __getstate__(self):  # the estimates' planes are made again where they are used
         d = dict(self.__dict__)
@@ -84,16 +140,20 @@ class Bounds:
         return d
 
 
-def _log_plan(r, plan, err, spent, budget):
+def _log_plan(r, plan, err, spent, budget, retry):
     modes = sorted({str(m) for m in plan.values()})
     if err is None:
-        logger.info("lrmpi: bounds at resolution %d: the operator-norm bound (the difference "
-                    "bound's cheapest estimate costs more than %.2g of the resolution's "
-                    "products)", r, budget)
-    else:
-        logger.info("lrmpi: bounds at resolution %d: difference bound, estimate modes %s, "
-                    "predicted estimate error %.2g per layer, cost %.2f of the resolution's "
-                    "products", r, ",".join(modes), err, spent)
+        logger.info("lrmpi: bounds at resolution %d: the operator-norm bound stands (the "
+                    "difference bound's cheapest estimate costs more than %.2g of the "
+                    "resolution's products)", r, budget)
+        return
+    again = "" if retry is None else (
+        f"; samples it does not certify but a finer estimate would: modes "
+        f"{','.join(sorted({str(m) for m in retry[0].values()}))}, error {retry[1]:.2g}, "
+        f"cost {retry[2]:.2f} more")
+    logger.info("lrmpi: bounds at resolution %d: difference bound, estimate modes %s, "
+                "predicted estimate error %.2g per layer, cost %.2f of the resolution's "
+                "products%s", r, ",".join(modes), err, spent, again)
 
 
 def certified(logits, radius):

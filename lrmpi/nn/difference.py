@@ -31,11 +31,12 @@ difference signed, so a ReLU whose input keeps its sign passes it whole or not a
 all and errors of random sign cancel as they do in the networks themselves.
 """
 import math
+import time
 
 import numpy as np
 
 from lrmpi.nn import ops
-from lrmpi.nn.verified import U1, UP, gamma, norm_up, residual, sample_exps, up
+from lrmpi.nn.verified import U1, UP, gamma, norm_up, residual, up
 
 EXACT = ("relu", "clip", "maxpool")             # f computed without rounding
 ROUNDED = ("leakyrelu", "prelu", "affine")      # one rounding per element
@@ -52,8 +53,9 @@ class DiffTracker:
         self.graph, self.norms, self.estimates = graph, norms, estimates
         self.r, self.bits, self.plan, self.level = r, bits, plan, level
         self.n = n
-        self.D, self.B = {graph.input: None}, {graph.input: np.zeros(n)}
-        self.logit_radius = None
+        self.D, self.B, self.N = {graph.input: None}, {graph.input: np.zeros(n)}, {}
+        self.logit_radius = self.logit_estimate = None
+        self.seconds = 0.0   # this thread's CPU time in the bound (cost accounting)
         self.last = {}
         for i, nd in enumerate(graph.nodes):
             for t in nd.inputs:
@@ -61,29 +63,51 @@ class DiffTracker:
         self.index = {nd.output: i for i, nd in enumerate(graph.nodes)}
 
     # --- bookkeeping ---
-    def _done(self, node, D, B, per=None):
+    def _norm(self, t):
+        """||D[t]||, computed once."""
+        if t not in self.N:
+            self.N[t] = norm_up(self.D[t])
+        return self.N[t]
+
+    def _done(self, node, D, B, per=None, nD=None):
         B = up(np.zeros(self.n) + B)
         self.D[node.output], self.B[node.output] = D, B
+        if nD is not None:
+            self.N[node.output] = nD
         if node.output == self.graph.output:
             glob = B[:, None] + (0.0 if D is None or "estimate" in DROPPED else np.abs(D))
             glob = up(np.broadcast_to(glob, (len(B), self.graph.outputs)))
             self.logit_radius = glob if per is None else np.minimum(up(per), glob)
+            self.logit_estimate = D
         i = self.index[node.output]
         for t in node.inputs:
             if self.last.get(t) == i:
                 self.D.pop(t, None)
                 self.B.pop(t, None)
+                self.N.pop(t, None)
+
+    # --- the hook (quantized forward passes call it at every node) ---
+    def linear(self, node, h, e, C, z):
+        t = time.thread_time()
+        self._linear(node, h, e, C, z)
+        self.seconds += time.thread_time() - t
+
+    def other(self, node, args, y):
+        t = time.thread_time()
+        self._other(node, args, y)
+        self.seconds += time.thread_time() - t
 
     # --- linear and conv nodes ---
-    def linear(self, node, h, e, C, z):
+    def _linear(self, node, h, e, C, z):
         nn_ = self.norms.nodes[node.output]
         D, beta = self.D[node.inputs[0]], self.B[node.inputs[0]]
         mode = self.plan.get(node.output, 0)
         if mode != "f64":
             mode = max(0, min(mode, 53 // self.bits - self.r))  # W's planes float64 holds
         S, g = nn_.operator(self.level), gamma(nn_.k + 1)
-        nh, nC, nz = norm_up(h), norm_up(C), norm_up(z)
         rootP = math.sqrt(nn_.positions) * UP
+        nh, nz = norm_up(h), norm_up(z)
+        nC = nz * (1 + U1) + nn_.bnorm * rootP             # C + b = z / (1 + delta)
         rows = nn_.rows[None, :]
         bias = np.abs(node.params["b"])[None, :]
         out = node.output == self.graph.output and node.op == "linear"
@@ -108,9 +132,9 @@ class DiffTracker:
         r = self.r
         dh = residual(h, e, self.bits, r)
         ut = -dh if D is None else D - dh
-        nut = norm_up(ut)
+        nut, eu = norm_up(ut, exps=True)
         dSr, drr = nn_.residual(r, self.level)
-        nf = nh + beta + (0.0 if D is None else norm_up(D))     # >= ||h_f||
+        nf = nh + beta + (0.0 if D is None else self._norm(node.inputs[0]))  # >= ||h_f||
         common = {"carried": S * beta, "r_rounding": U1 * (nC + nz),
                   "float_rounding": g * (nn_.A * nf + nn_.bnorm * rootP)}
         common_rows = None if not out else {
@@ -128,18 +152,21 @@ class DiffTracker:
         P1 = ops_product(node, ut, est.leading(p), p, self.bits)
         P2 = ops_product(node, h, est.residual(r, p), p, self.bits)
         dz = P1 - P2
-        nres = norm_up(residual(ut, sample_exps(ut), self.bits, p))   # ut - Q_p(ut)
+        nres = norm_up(residual(ut, eu, self.bits, p))                 # ut - Q_p(ut)
         dSp, drp = nn_.residual(p, self.level)                         # W - Q_p(W)
         dSrp, drrp = nn_.residual(r + p, self.level)                   # dW - its p planes
-        if p < r:    # Q_r(h) - Q_p(h): h's planes p+1..r (exact)
+        if p == r or dSr + dSrp == 0.0:
+            nmid = np.zeros(len(h))
+        elif p < r:  # Q_r(h) - Q_p(h): h's planes p+1..r (exact)
             nmid = norm_up(residual(h, e, self.bits, p) - dh)
         else:        # Q_p(h) - Q_r(h): planes r+1..p
             nmid = norm_up(dh - residual(h, e, self.bits, p))
         beta_z = _sum({**common, "estimate_input": S * nres, "estimate_weights": dSp * nut,
                        "estimate_residual_weights": dSrp * nh,
                        "estimate_h_planes": (dSr + dSrp) * nmid,
-                       "estimate_rounding": U1 * (S * nut + norm_up(P1) + norm_up(P2)
-                                                  + norm_up(dz))})
+                       # ||P1|| <= ||Q_p W|| ||u~||, ||P2|| <= ||Q_p dW|| ||h||, dz their sum
+                       "estimate_rounding": U1 * (S * nut + 3 * ((S + dSp) * nut
+                                                                 + (dSr + dSrp) * nh))})
         per = None if not out else _sum({
             **common_rows, "estimate": np.abs(dz),
             "estimate_input": rows * nres[:, None], "estimate_weights": drp[None, :] * nut[:, None],
@@ -150,7 +177,7 @@ class DiffTracker:
         return self._done(node, dz, beta_z, per)
 
     # --- every other node ---
-    def other(self, node, args, y):
+    def _other(self, node, args, y):
         op, ins = node.op, node.inputs
         if op in MOVES:
             D = self.D[ins[0]]
@@ -170,20 +197,27 @@ class DiffTracker:
         D, bx = self.D[ins[0]], self.B[ins[0]]
         L, K = _lipschitz(node, args[0])
         if D is None:      # the estimate is 0: w = x_r exactly, f(w) = y
-            w, yw, Dy, rw = args[0], y, None, 0.0
+            w, yw, Dy, nDy, nw, rw = args[0], y, None, None, None, 0.0
+            terms = {"carried": L * bx}
         else:              # w = x_r - D estimates x_f, D_y = y_r - f(w)
             w = args[0] - D
-            yw = ops.apply(node, [w])
-            Dy = y - yw
-            rw = U1 * norm_up(w)
-        terms = {"carried": L * bx,                                  # f(w) - f(x_f)
-                 "estimate_rounding": L * rw + (0.0 if Dy is None else U1 * norm_up(Dy))}
+            nw = norm_up(w)
+            rw = U1 * nw                                             # w's rounding
+            if op == "relu":   # in place: fresh arrays cost their first touch
+                yw = np.maximum(w, 0.0, out=w)
+                Dy = np.subtract(y, yw, out=yw)
+                yw = None
+            else:
+                yw = ops.apply(node, [w])
+                Dy = y - yw
+            nDy = norm_up(Dy)
+            terms = {"carried": L * bx, "estimate_rounding": L * rw + U1 * nDy}
         if op in ROUNDED:  # one rounding of f at w and at x_f
             terms["op_rounding"] = U1 * (2 + U1) * norm_up(yw) + U1 * L * (bx + rw)
         elif op in POOLS:  # a sum of K terms: gamma_(K+1) of f(|.|), at w and at x_f
-            nw = norm_up(w)
+            nw = norm_up(w) if nw is None else nw
             terms["op_rounding"] = gamma(K + 1) * L * (nw * (2 + U1) + bx)
-        return self._done(node, Dy, _sum(terms))
+        return self._done(node, Dy, _sum(terms), nD=nDy)
 
     def _add(self, node, args):
         Ds = [self.D[t] for t in node.inputs]

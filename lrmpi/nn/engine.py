@@ -69,10 +69,8 @@ class PreparedModel:
         return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
 
     def _evaluate(self, X, r):
-        tracker = self.norms.tracker(r, len(X))
-        return certify.forward_bounded(
-            self.graph, X, lambda node, h: linear_at(node, h, self.weights[node.output], r,
-                                                     self.bits), tracker)
+        return self.norms.evaluate(
+            X, r, lambda node, h: linear_at(node, h, self.weights[node.output], r, self.bits))
 
 
 def _macs(node, shapes):

@@ -109,7 +109,15 @@ def choose(graph, norms, r, bits, budget, with_f64=False):
     if spent > allowed or 53 // bits - r < 1:
         plan = {n.output: 0 for n in nodes}
         return plan, _error(plan, nodes, sens, norms, r, bits), 0.0
-    limit = 0.1 * len(nodes)
+    # the estimate's part of a logit's radius is about the layers' summed errors
+    # (err x layers) spread over the last linear node's inputs (a logit sees their
+    # norm: sqrt(inputs) x an entry), the true deviation about sqrt(layers) local
+    # errors: precision beyond a tenth of it changes nothing
+    last = graph.shapes[nodes[-1].inputs[0]]
+    inputs = 1
+    for d in last:
+        inputs *= int(d)
+    limit = 0.1 / math.sqrt(len(nodes) * inputs)
     while _error(plan, nodes, sens, norms, r, bits) > limit:
         best = None
         for n in nodes:

@@ -40,28 +40,40 @@ def up(x):
     return x * UP + TINY
 
 
-def norm_up(x):
-    """Per sample (first axis), an upper bound on the l2 norm of x[n]."""
-    from lrmpi.numerics import kernels
+def norm_up(x, exps=False):
+    """Per sample (first axis), an upper bound on the l2 norm of x[n]; with `exps`,
+    also sample_exps(x). One pass (the sum of squares) unless a sample's squares
+    over- or underflow: those are scaled by a power of two first (exact)."""
     x = np.asarray(x, np.float64)
-    flat = np.ascontiguousarray(x.reshape(x.shape[0], -1))
-    d = flat.shape[1]
-    if d == 0 or flat.shape[0] == 0:
-        return np.zeros(flat.shape[0])
-    amax, _ = kernels.rowmax(flat)
-    e = np.frexp(amax)[1]                               # max|x[n]| < 2^e
-    if np.all((e > -500) & (e < 500)):                  # squares neither over- nor underflow
-        y, e = flat, np.zeros_like(e)                   # (but for entries < 2^-537)
-    else:
-        y = np.ldexp(flat, -e[:, None])                 # exact but for subnormal results
-    s = np.einsum("ij,ij->i", y, y)
-    # each y_i lost < 2^-1074 to underflow (its square < 2^-1072 more), the squares
-    # and their sum round by gamma_(d+1); scaling back may round a subnormal result
-    # (one ulp) or overflow (inf: still an upper bound)
-    s = (s + d * 2.0**-1071) * (1 + 2 * gamma(d + 2))
+    flat = x.reshape(x.shape[0], -1)
+    n, d = flat.shape
+    if d == 0 or n == 0:
+        return (np.zeros(n), np.zeros(n, np.int32)) if exps else np.zeros(n)
+    if exps:
+        from lrmpi.numerics import kernels
+        flat = np.ascontiguousarray(flat)
+        e = np.frexp(kernels.rowmax(flat)[0])[1].astype(np.int32)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        s = np.einsum("ij,ij->i", flat, flat)
+    odd = ~(s > 2.0**-900) | ~np.isfinite(s)      # tiny, zero, overflowed (or NaN)
+    out = _finish(np.where(odd, 0.0, s), d, np.zeros(n, np.int64))
+    if np.any(odd):
+        sub = flat[odd]
+        m = np.max(np.abs(sub), axis=1)
+        k = np.frexp(m)[1]                         # max|x[n]| < 2^k
+        y = np.ldexp(sub, -k[:, None])             # exact but for subnormal results
+        out[odd] = np.where(m > 0, _finish(np.einsum("ij,ij->i", y, y), d, k), 0.0)
+    return (out, e) if exps else out
+
+
+def _finish(s, d, shift):
+    """sqrt of a computed sum of d squares (of x 2^-shift), rounded up: each square
+    lost < 2^-1072 to underflow, the squares and their sum round by gamma_(d+1);
+    scaling back may round a subnormal result (one ulp) or overflow (inf: still an
+    upper bound)."""
+    t = (s + d * 2.0**-1071) * (1 + 2 * gamma(d + 2))
     with np.errstate(over="ignore"):
-        out = np.ldexp(np.sqrt(s) * (1 + 4 * U), e) + 2.0**-1073
-    return np.where(amax > 0, out, 0.0)
+        return np.ldexp(np.sqrt(t) * (1 + 4 * U), shift) + 2.0**-1073
 
 
 def sample_exps(x):

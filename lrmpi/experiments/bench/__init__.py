@@ -20,8 +20,8 @@ def bench(func):
 
 
 def main(argv):
-    from lrmpi.experiments.bench import (deadline, infer, kernels, matmul, scale,  # noqa: F401
-                                         straggler)
+    from lrmpi.experiments.bench import (bounds, deadline, infer, kernels, matmul,  # noqa: F401
+                                         scale, straggler)
     p = argparse.ArgumentParser(prog="lrmpi bench", description="Benchmarks.")
     p.add_argument("name", choices=sorted(BENCHES))
     a, rest = p.parse_known_args(argv[:1])

@@ -45,6 +45,8 @@ def infer(argv):
     p.add_argument("--deadline", type=float, default=None,
                    help="seconds: run each lrmpi job under --deadline (a user's time limit; "
                         "the table shows the resolutions that were durable by then)")
+    p.add_argument("--no-tightness", action="store_true",
+                   help="skip the --rule none run that measures the bounds' tightness")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
     a = p.parse_args(argv)
@@ -115,11 +117,18 @@ def speed_row(name, a):
                "resolutions": _medians(runs)}
         last = runs[-1]
         row.update(_agreement(path, X, ref32, last))
+        if not a.no_tightness:  # every sample at every resolution: bounds.tightness
+            from lrmpi.experiments.bench import bounds
+            out = os.path.join(tmp, "none.h5")
+            lrmpi_run(path, os.path.join(tmp, "x.npy"), out, a, rule="none")
+            for r, t in zip(row["resolutions"], bounds.tightness(path, X, out)):
+                r.update(tightness=t["tightness"], tightness_p90=t["tightness_p90"])
         for r in row["resolutions"]:
             print(f"  r{r['index']}: elapsed {r['elapsed_s']:.2f} s, durable "
                   f"{r['durable_s']:.2f} s = {r['durable_s'] / q8:.2f}x ort int8, "
                   f"{r['durable_s'] / f32:.2f}x ort f32; certified {r['certified']:.3f}, "
-                  f"refined {r['refined']}, median bound/logit range {r['bound_rel']:.2e}")
+                  f"refined {r['refined']}, median bound/logit range {r['bound_rel']:.2e}"
+                  + (f", tightness {r['tightness']:.3g}" if "tightness" in r else ""))
         print(f"  last durable resolution: decisions = ort float32 on {row['agree_ort_f32']:.4%}, "
               f"certified = float64 model on {row['certified_agree_f64']:.4%} "
               f"of {row['certified_n']}")
@@ -148,13 +157,13 @@ def quantized(path, tmp):
     return out
 
 
-def lrmpi_run(model, data, out, a):
+def lrmpi_run(model, data, out, a, rule="certified"):
     """One `mpiexec -n RANKS lrmpi infer` run: each resolution's meta from the checkpoint."""
     from lrmpi.jobs.checkpoint.reader import Checkpoint
     if os.path.exists(out):
         subprocess.run(["rm", "-rf", out, out + ".d"], check=True)
     cmd = ["mpiexec", "-n", str(a.ranks), sys.executable, "-m", "lrmpi", "infer", model, data,
-           "-o", out, "--planes", str(a.planes), "--rule", "certified"]
+           "-o", out, "--planes", str(a.planes), "--rule", rule]
     if a.deadline:
         cmd += ["--deadline", f"{a.deadline:g}s", "--margin", "1", "--deadline-ok"]
     t = time.perf_counter()
