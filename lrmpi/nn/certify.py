@@ -50,25 +50,29 @@ class Bounds:
         """Choose resolution r's plan and compute the norms it reads (cached)."""
         if r in self.plans:
             return self.plans[r]
-        level = "cheap"
-        plan = {n.output: 0 for n in self.graph.linear}
-        err, spent = None, 0.0
+        cheap = ({n.output: 0 for n in self.graph.linear}, None, 0.0, "cheap")
+        self.plans[r], self.retries[r], why = cheap, None, "budget"
         if self._fits(r):
             self.norms.prepare([], "tight", should_stop)   # S: the sensitivities
-            plan, err, spent = P.choose(self.graph, self.norms, r, self.bits, self.budget,
-                                        config.get().bound_f64)
-            level = "tight" if any(m != 0 for m in plan.values()) else "cheap"
-        self.plans[r] = (plan, err, spent, level)
-        self.retries[r] = None
+            f64 = config.get().bound_f64
+            plan, err, spent = P.choose(self.graph, self.norms, r, self.bits, self.budget, f64)
+            retry = None
+            if self.retry_budget > self.budget:
+                rplan, rerr, rspent = P.choose(self.graph, self.norms, r, self.bits,
+                                               self.retry_budget, f64)
+                if rerr < err:
+                    retry = (rplan, rerr, rspent, "tight")
+            best = retry[1] if retry else err
+            if P.hopeless(self.graph, best, r, self.bits):
+                why = f"predicted tightness {P.tightness(self.graph, best):.2g}"
+            else:
+                self.plans[r], self.retries[r] = (plan, err, spent, "tight"), retry
+        plan, err, spent, level = self.plans[r]
         qs = set(P.planes_needed(plan, r))
-        if level == "tight" and self.retry_budget > self.budget:
-            rplan, rerr, rspent = P.choose(self.graph, self.norms, r, self.bits,
-                                           self.retry_budget, config.get().bound_f64)
-            if rerr < err:
-                self.retries[r] = (rplan, rerr, rspent, "tight")
-                qs.update(P.planes_needed(rplan, r))
+        if self.retries[r]:
+            qs.update(P.planes_needed(self.retries[r][0], r))
         self.norms.prepare(sorted(qs), level, should_stop)
-        _log_plan(r, plan, err, spent, self.budget, self.retries[r])
+        _log_plan(r, self.plans[r], self.retries[r], self.budget, why)
         return self.plans[r]
 
     def _fits(self, r):
@@ -140,13 +144,16 @@ class Bounds:
         return d
 
 
-def _log_plan(r, plan, err, spent, budget, retry):
-    modes = sorted({str(m) for m in plan.values()})
+def _log_plan(r, plan, retry, budget, why):
+    plan, err, spent, _ = plan
     if err is None:
-        logger.info("lrmpi: bounds at resolution %d: the operator-norm bound stands (the "
-                    "difference bound's cheapest estimate costs more than %.2g of the "
-                    "resolution's products)", r, budget)
+        reason = (f"the difference bound's cheapest estimate costs more than {budget:.2g} of "
+                  "the resolution's products") if why == "budget" else (
+            f"the difference bound cannot reach the margins at this resolution ({why})")
+        logger.info("lrmpi: bounds at resolution %d: the operator-norm bound stands (%s)",
+                    r, reason)
         return
+    modes = sorted({str(m) for m in plan.values()})
     again = "" if retry is None else (
         f"; samples it does not certify but a finer estimate would: modes "
         f"{','.join(sorted({str(m) for m in retry[0].values()}))}, error {retry[1]:.2g}, "

@@ -54,6 +54,10 @@ class DiffTracker:
         self.r, self.bits, self.plan, self.level = r, bits, plan, level
         self.n = n
         self.D, self.B, self.N = {graph.input: None}, {graph.input: np.zeros(n)}, {}
+        # the cheap bound (mode 0 everywhere, cheap norms) reads no tensor: norms of
+        # x_r come from the planes' exponents (|h| < 2^e) and carried upper bounds M
+        self.fast = level == "cheap" and all(m == 0 for m in plan.values())
+        self.M = {}
         self.logit_radius = self.logit_estimate = None
         self.seconds = 0.0   # this thread's CPU time in the bound (cost accounting)
         self.last = {}
@@ -69,11 +73,19 @@ class DiffTracker:
             self.N[t] = norm_up(self.D[t])
         return self.N[t]
 
-    def _done(self, node, D, B, per=None, nD=None):
+    def _size(self, t, x):
+        """An upper bound on ||x_r[t]|| per sample: carried (fast mode) or measured."""
+        if t not in self.M:
+            self.M[t] = norm_up(x)
+        return self.M[t]
+
+    def _done(self, node, D, B, per=None, nD=None, M=None):
         B = up(np.zeros(self.n) + B)
         self.D[node.output], self.B[node.output] = D, B
         if nD is not None:
             self.N[node.output] = nD
+        if M is not None:
+            self.M[node.output] = up(np.zeros(self.n) + M)
         if node.output == self.graph.output:
             glob = B[:, None] + (0.0 if D is None or "estimate" in DROPPED else np.abs(D))
             glob = up(np.broadcast_to(glob, (len(B), self.graph.outputs)))
@@ -82,9 +94,8 @@ class DiffTracker:
         i = self.index[node.output]
         for t in node.inputs:
             if self.last.get(t) == i:
-                self.D.pop(t, None)
-                self.B.pop(t, None)
-                self.N.pop(t, None)
+                for d in (self.D, self.B, self.N, self.M):
+                    d.pop(t, None)
 
     # --- the hook (quantized forward passes call it at every node) ---
     def linear(self, node, h, e, C, z):
@@ -106,6 +117,8 @@ class DiffTracker:
             mode = max(0, min(mode, 53 // self.bits - self.r))  # W's planes float64 holds
         S, g = nn_.operator(self.level), gamma(nn_.k + 1)
         rootP = math.sqrt(nn_.positions) * UP
+        if self.fast:
+            return self._linear_fast(node, nn_, h, e, C, z, beta, S, g, rootP)
         nh, nz = norm_up(h), norm_up(z)
         nC = nz * (1 + U1) + nn_.bnorm * rootP             # C + b = z / (1 + delta)
         rows = nn_.rows[None, :]
@@ -176,9 +189,35 @@ class DiffTracker:
                                        + np.abs(dz))})
         return self._done(node, dz, beta_z, per)
 
+    def _linear_fast(self, node, nn_, h, e, C, z, beta, S, g, rootP):
+        """Mode 0 without reading h or z: |h_i| < 2^e and |dh_i| < 2^(e - bits r) per
+        sample, ||C|| <= ||Q_r(W)|| ||Q_r(h)||, ||Q_r(W)|| <= S + dS_r."""
+        root = math.sqrt(h[0].size) * UP
+        nh = np.ldexp(root, e)
+        ndh = np.ldexp(root, e - self.bits * self.r)
+        dSr, drr = nn_.residual(self.r, self.level)
+        nC = (1 + U1) * (S + dSr) * nh
+        nz = (1 + U1) * (nC + nn_.bnorm * rootP)
+        nf = nh + beta
+        beta_z = _sum({"carried": S * beta, "r_rounding": U1 * (nC + nz),
+                       "float_rounding": g * (nn_.A * nf + nn_.bnorm * rootP),
+                       "input_truncation": S * ndh, "weight_truncation": dSr * nh})
+        per = None
+        if node.output == self.graph.output and node.op == "linear":
+            rows = nn_.rows[None, :]
+            per = _sum({"carried": rows * beta[:, None],
+                        "r_rounding": U1 * (np.abs(C) + np.abs(z)),
+                        "float_rounding": g * (rows * nf[:, None]
+                                               + np.abs(node.params["b"])[None, :]),
+                        "input_truncation": rows * ndh[:, None],
+                        "weight_truncation": drr[None, :] * nh[:, None]})
+        return self._done(node, None, beta_z, per, M=nz)
+
     # --- every other node ---
     def _other(self, node, args, y):
         op, ins = node.op, node.inputs
+        if self.fast:
+            return self._other_fast(node, args, y)
         if op in MOVES:
             D = self.D[ins[0]]
             if D is not None:
@@ -218,6 +257,44 @@ class DiffTracker:
             nw = norm_up(w) if nw is None else nw
             terms["op_rounding"] = gamma(K + 1) * L * (nw * (2 + U1) + bx)
         return self._done(node, Dy, _sum(terms), nD=nDy)
+
+    def _other_fast(self, node, args, y):
+        """Every other node with no estimate (D = 0), from carried norm bounds M."""
+        op, p, ins = node.op, node.params, node.inputs
+        Ms = [self._size(t, a) for t, a in zip(ins, args)]
+        Bs = [self.B[t] for t in ins]
+        if op == "add":
+            g = gamma(len(args) - 1)
+            return self._done(node, None, _sum({"carried": sum(Bs),
+                                                "op_rounding": g * (2 * sum(Ms) + sum(Bs))}),
+                              M=(1 + g) * sum(Ms))
+        if op == "concat":
+            B = np.sqrt(sum(b * b for b in Bs)) * (1 + 4 * 2.0**-53)
+            return self._done(node, None, _sum({"carried": B}),
+                              M=np.sqrt(sum(m * m for m in Ms)) * (1 + 4 * 2.0**-53))
+        M, bx = Ms[0], Bs[0]
+        if op in MOVES:   # a pad adds its constant entries to x's norm
+            extra = 0.0
+            if op == "pad":
+                extra = abs(float(p.get("value", 0.0))) * math.sqrt(
+                    max(0, y[0].size - args[0][0].size)) * UP
+            return self._done(node, None, _sum({"carried": bx}), M=M + extra)
+        if op not in EXACT + ROUNDED + POOLS:
+            raise ValueError(f"no difference bound for {op}")
+        L, K = _lipschitz(node, args[0])
+        terms = {"carried": L * bx}
+        if op in ("relu", "maxpool"):
+            My = L * M
+        elif op == "clip":   # |clip(x)| <= max(|x|, lo if lo > 0, -hi if hi < 0)
+            c = max(p.get("lo", 0.0), -p.get("hi", 0.0), 0.0)
+            My = M + c * math.sqrt(y[0].size) * UP
+        elif op in ROUNDED:
+            My = (1 + U1) * (L * M + _offset_norm(node, args[0]))
+            terms["op_rounding"] = U1 * (2 + U1) * My + U1 * L * bx
+        else:                # pooling
+            terms["op_rounding"] = gamma(K + 1) * L * (M * (2 + U1) + bx)
+            My = (1 + gamma(K + 1)) * L * M
+        return self._done(node, None, _sum(terms), M=My)
 
     def _add(self, node, args):
         Ds = [self.D[t] for t in node.inputs]
@@ -261,6 +338,16 @@ def _sum(terms):
         if name not in DROPPED:
             total = total + value
     return total
+
+
+def _offset_norm(node, x):
+    """||c|| broadcast over one sample of x, for an affine add/sub/rsub (else 0)."""
+    p = node.params
+    if node.op != "affine" or p["fn"] not in ("add", "sub", "rsub"):
+        return 0.0
+    c = np.asarray(p["c"], np.float64)
+    c = np.broadcast_to(c, np.broadcast_shapes(c.shape, x[:1].shape))
+    return math.sqrt(float(np.sum(c * c)) * (1 + 2 * gamma(c.size + 2))) * UP
 
 
 def _zero_padding(node):

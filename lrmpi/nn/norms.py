@@ -3,10 +3,11 @@
 Per node (NodeNorms), all upper bounds (verified.py):
 
     S        ||W||_2 as an operator on the node's input shape: the convolution's
-             own norm (its frequency matrices) when that costs at most
-             SYMBOL_LIMIT multiply-adds, else sqrt(overlap) ||W_2||_2 (the weight
-             matrix times the window matrix); before the tight bound asks for it,
-             the Frobenius form sqrt(overlap) ||W||_F (no factorisation at all)
+             own norm (its frequency matrices) for the convolutions this costs least
+             for, at most SYMBOL_LIMIT multiply-adds each and SYMBOL_TOTAL in all,
+             else sqrt(overlap) ||W_2||_2 (the weight matrix times the window
+             matrix); before the tight bound asks for it, the Frobenius form
+             sqrt(overlap) ||W||_F (no factorisation at all)
     A        || |W| ||_2 (Schur test): the float model's rounding is at most
              gamma_(k+1) (|W| |h| + |b|) per output
     dS[q]    ||W - Q_q(W)||_2 for q planes of W, the same three ways
@@ -26,7 +27,8 @@ import numpy as np
 
 from lrmpi.nn import verified as V
 
-SYMBOL_LIMIT = 2e9    # multiply-adds of a convolution's frequency matrices (~1 s)
+SYMBOL_LIMIT = 2e9    # multiply-adds of one convolution's frequency matrices (~1 s)
+SYMBOL_TOTAL = 2e10   # ... of a model's: its S and up to 7 weight residuals each
 LEVELS = ("cheap", "tight")
 
 
@@ -57,6 +59,8 @@ class NodeNorms:
         self.S = {"cheap": self._frobenius(self.W2)}
         self.dS, self.drows = {}, {}   # q -> {level: norm}; q -> row norms
         self._enc = None
+        self.symbol = False            # ModelNorms decides (the model's symbol budget)
+        self.symbol_cost = V.conv_symbol_cost(W, in_shape, node.params) if self.conv else 0.0
 
     # --- the operator norm of a weight-shaped matrix, by level ---
     def _frobenius(self, M2):
@@ -69,7 +73,7 @@ class NodeNorms:
         if not self.conv:
             return V.spectral_bound(M2)
         W = M2.reshape(self.node.params["W"].shape)
-        if V.conv_symbol_cost(W, self.in_shape, self.node.params) <= SYMBOL_LIMIT:
+        if self.symbol:
             return V.conv_operator_bound(W, self.in_shape, self.node.params,
                                          lambda: check(should_stop))
         return V.im2col_operator_bound(W, self.node.params, self.overlap)
@@ -134,6 +138,14 @@ class ModelNorms:
             check(should_stop)
             self.nodes[n.output] = NodeNorms(n, weights[n.output], graph.shapes[n.inputs[0]],
                                              (None,) + tuple(graph.shapes[n.output]))
+        # which convolutions get their own norms (frequency matrices) rather than
+        # sqrt(overlap) ||W_2||: the cheapest first, within the model's budget; a
+        # function of the model alone, so the bounds are the same with a cache or not
+        spent = 0.0
+        for nn_ in sorted((v for v in self.nodes.values() if v.conv),
+                          key=lambda v: v.symbol_cost):
+            if nn_.symbol_cost <= SYMBOL_LIMIT and spent + 8 * nn_.symbol_cost <= SYMBOL_TOTAL:
+                nn_.symbol, spent = True, spent + 8 * nn_.symbol_cost
         self.cache = _Cache(graph, weights)
         self.cache.restore(self.nodes)
 

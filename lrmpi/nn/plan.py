@@ -31,7 +31,7 @@ from lrmpi.nn.verified import U
 
 KAPPA = 8.0        # measured: p planes leave out ~8 x 2^-(bits p) of a local error
 F64_COST = 20.0    # a float64 product in int8 pair products (AMX: 21-25x numpy float64)
-MAX_PLANES = 3
+MAX_PLANES = 4
 
 
 def macs(node, shapes):
@@ -113,11 +113,7 @@ def choose(graph, norms, r, bits, budget, with_f64=False):
     # (err x layers) spread over the last linear node's inputs (a logit sees their
     # norm: sqrt(inputs) x an entry), the true deviation about sqrt(layers) local
     # errors: precision beyond a tenth of it changes nothing
-    last = graph.shapes[nodes[-1].inputs[0]]
-    inputs = 1
-    for d in last:
-        inputs *= int(d)
-    limit = 0.1 / math.sqrt(len(nodes) * inputs)
+    limit = 0.1 / (tightness(graph, 1.0) - 1)
     while _error(plan, nodes, sens, norms, r, bits) > limit:
         best = None
         for n in nodes:
@@ -148,6 +144,23 @@ def _upgrades(mode, r, bits, with_f64):
 def _error(plan, nodes, sens, norms, r, bits):
     return sum(sens.get(n.output, 0.0) * eta(plan[n.output], norms.nodes[n.output], r, bits)
                for n in nodes) / len(nodes)
+
+
+def tightness(graph, err):
+    """The radius over the deviation a plan's predicted error amounts to (module
+    docstring): 1 + err sqrt(layers x the last linear node's inputs)."""
+    nodes = graph.linear
+    inputs = 1
+    for d in graph.shapes[nodes[-1].inputs[0]]:
+        inputs *= int(d)
+    return 1 + err * math.sqrt(len(nodes) * inputs)
+
+
+def hopeless(graph, err, r, bits):
+    """Whether a bound of that tightness cannot certify at resolution r: the
+    deviation is about 8 2^(-bits r) of the logits' range (measured on the bench
+    models: 5e-4 to 2e-3 at r = 2), and no margin exceeds the range."""
+    return tightness(graph, err) * 8 * 2.0 ** (-bits * r) > 1
 
 
 def planes_needed(plan, r):

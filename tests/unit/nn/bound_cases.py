@@ -114,9 +114,9 @@ def _bits(rng, shape, bits):
 
 
 def mutation_cases(rng):
-    """(label, graph, X, r, mode, reference "f64" | "exact", baseline DROPPED): the
-    bound minus `baseline` is valid for the case, and minus one more term (the one
-    the case is built for) it must not be."""
+    """(label, graph, X, r, mode, reference "f64" | "exact", baseline DROPPED, level):
+    the bound minus `baseline` is valid for the case, and minus one more term (the
+    one the case is built for) it must not be."""
     cases = []
     x53 = rng.uniform(0.5, 1, (20, 1))                      # 53-bit values
     cases.append(("input truncation", _one([[1.0]], [0.0]), x53, 2, 0, "f64", ()))
@@ -152,4 +152,18 @@ def mutation_cases(rng):
         _n("linear", ["fx"], "unused", W=np.ones((1, 32)), b=np.zeros(1))], "y").validate()
     cases.append(("op rounding", pool, rng.standard_normal((20, 2, 4, 4)) * 1e3, 2, 0, "exact",
                   ("float_rounding", "shadow")))
+    cases = [c + ("tight",) for c in cases]
+    # the cheap bound (no tensor read: |h| < 2^e, |dh| < 2^(e - 7r)): weights whose
+    # residual is near its plane's step times inputs near 2^e exact in r planes,
+    # and roundings at r = 10, where the input's step no longer covers them
+    cases.append(("weight truncation, cheap", _one([[0.5 + 0.99 * 2**-14]], [0.0]),
+                  np.array([[1 - 2.0**-14]]), 2, 0, "f64", (), "cheap"))
+    cases.append(("input truncation, cheap", _one([[1.0]], [0.0]), x53, 2, 0, "f64", (),
+                  "cheap"))
+    cases.append(("float rounding, cheap", _one(W28, [0.0, 0.0, 0.0]), X28, 10, 0, "f64", (),
+                  "cheap"))
+    cases.append(("r rounding, cheap", _one(W28, [0.0, 0.0, 0.0]), X28, 10, 0, "exact",
+                  ("float_rounding", "shadow"), "cheap"))
+    cases.append(("op rounding, cheap", pool, rng.standard_normal((20, 2, 4, 4)) * 1e3, 2, 0,
+                  "exact", ("float_rounding", "shadow"), "cheap"))
     return cases

@@ -27,10 +27,11 @@ def test_the_radius_covers_the_exact_and_the_float64_model(name, graph, X, refer
     model, exact, f64 = references[name]
     for r in (1, 2, 3, 4):
         for mode in MODES:
-            logits, radius = bounded(model, X, r, mode)
-            assert not violations(logits, exact, radius), (r, mode)
-            assert not violations(logits, f64, radius), (r, mode)
-            assert np.all(np.isfinite(radius))
+            for level in ("tight", "cheap") if mode == 0 else ("tight",):
+                logits, radius = bounded(model, X, r, mode, level)
+                assert not violations(logits, exact, radius), (r, mode, level)
+                assert not violations(logits, f64, radius), (r, mode, level)
+                assert np.all(np.isfinite(radius))
 
 
 def _random_net(rng, kind):
@@ -108,35 +109,50 @@ def test_certified_decisions_equal_the_float64_models_on_near_ties():
 @pytest.fixture(scope="module")
 def mutation_suite():
     cases = []
-    for label, g, X, r, mode, ref, base in mutation_cases(np.random.default_rng(7)):
+    for label, g, X, r, mode, ref, base, level in mutation_cases(np.random.default_rng(7)):
         R = ops.forward(g, X) if ref == "f64" else exact_model_logits(g, X)
-        cases.append((label, X, r, mode, R, base, prepared(g, planes=max(4, r))))
+        cases.append((label, X, r, mode, R, base, level, prepared(g, planes=max(4, r))))
     return cases
 
 
-def _violates(model, X, r, mode, reference, dropped, monkeypatch):
+def _violates(model, X, r, mode, level, reference, dropped, monkeypatch):
     monkeypatch.setattr(difference, "DROPPED", frozenset(dropped))
-    logits, radius = bounded(model, X, r, mode)
+    logits, radius = bounded(model, X, r, mode, level)
     return bool(violations(logits, reference, radius))
 
 
 def test_each_mutation_case_is_covered_by_the_whole_bound(mutation_suite, monkeypatch):
-    for label, X, r, mode, R, base, model in mutation_suite:
-        assert not _violates(model, X, r, mode, R, base, monkeypatch), label
+    for label, X, r, mode, R, base, level, model in mutation_suite:
+        assert not _violates(model, X, r, mode, level, R, base, monkeypatch), label
+
+
+def _needed(term, suite, references, levels, monkeypatch):
+    for label, X, r, mode, R, base, level, model in suite:
+        if level in levels and _violates(model, X, r, mode, level, R, set(base) | {term},
+                                         monkeypatch):
+            return True
+    for name, _, X in GRAPHS:
+        model, exact, f64 = references[name]
+        for r in (1, 2, 3):
+            for mode in MODES if "tight" in levels else (0,):
+                for level in levels:
+                    if _violates(model, X, r, mode, level, f64, {term}, monkeypatch):
+                        return True
+    return False
 
 
 @pytest.mark.parametrize("term", difference.TERMS)
 def test_leaving_out_any_term_breaks_the_bound(term, mutation_suite, references, monkeypatch):
-    for label, X, r, mode, R, base, model in mutation_suite:
-        if _violates(model, X, r, mode, R, set(base) | {term}, monkeypatch):
-            return
-    for name, _, X in GRAPHS:
-        model, exact, f64 = references[name]
-        for r in (1, 2, 3):
-            for mode in MODES:
-                if _violates(model, X, r, mode, f64, {term}, monkeypatch):
-                    return
-    pytest.fail(f"no case needs the term {term!r}: the tests could not catch its loss")
+    assert _needed(term, mutation_suite, references, ("tight",), monkeypatch), \
+        f"no case needs the term {term!r}: the tests could not catch its loss"
+
+
+@pytest.mark.parametrize("term", ["carried", "input_truncation", "weight_truncation",
+                                  "r_rounding", "float_rounding", "op_rounding"])
+def test_leaving_out_any_term_breaks_the_cheap_bound(term, mutation_suite, references,
+                                                     monkeypatch):
+    """The cheap bound (resolution 1: no tensor read) has its own formulas."""
+    assert _needed(term, mutation_suite, references, ("cheap",), monkeypatch), term
 
 
 def test_a_samples_radius_does_not_depend_on_its_batch():
