@@ -19,6 +19,7 @@ plan is one per resolution), so results do not depend on batches or ranks.
 Module map (imports go one way: verified <- norms <- plan, difference <- certify):
 verified.py (verified linear algebra), norms.py (per-node norms and their cache),
 plan.py (the precision plan), difference.py (the tracker), certify.py (this).
+Invariants: docs/design.md, "Inference".
 """
 import time
 

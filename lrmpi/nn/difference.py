@@ -29,6 +29,7 @@ a sum adds radii, a concatenation takes the root of their squares, data movement
 keeps them. Only B compounds through the depth; the estimate follows the
 difference signed, so a ReLU whose input keeps its sign passes it whole or not at
 all and errors of random sign cancel as they do in the networks themselves.
+The invariants: docs/design.md, "Inference".
 """
 import math
 import time

@@ -19,7 +19,8 @@ the difference bound). Everything computed is kept in the cache folder
 (lrmpi.cache, keyed by the weights' values, the nodes' parameters and input
 shapes, and lrmpi's version), so a model met before starts with it, and ranks
 receive rank 0's values (values()/use()) instead of computing them again. Long
-loops call `should_stop()` between nodes and frequency blocks.
+loops call `should_stop()` between nodes and frequency blocks. Which convolutions get
+their own norms depends on the model alone (docs/design.md, "Inference").
 """
 import math
 

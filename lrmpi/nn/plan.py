@@ -21,8 +21,10 @@ and costs (in pair products of the node: one int8 product of its shape)
 costs r^2) greedily where sum_l C_l eta_l falls most per pair product, every node
 at mode 1 at least (a node without estimate would drop the estimate of all before
 it); if even that does not fit, the cheap bound (mode 0 everywhere) stands. It
-stops once the estimate's part is a tenth of the layers' count (the deviation's
-own scale), where more precision changes nothing.
+stops once the estimate's part of a logit's radius is predicted to be a tenth of
+the deviation (`tightness`), where more precision changes nothing; `hopeless` says
+when even the best affordable plan cannot reach a margin. (docs/design.md,
+"Inference")
 """
 import math
 

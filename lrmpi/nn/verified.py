@@ -18,6 +18,8 @@ rounding of its own computation covered by a proven term (never by hope):
                      evaluated directly from the taps with a proven error term
     abs_operator_bound   || |W| ||_2 by the Schur test sqrt(max row sum * max column
                      sum) of the non-negative operator
+
+The arguments, in one place: docs/design.md, "Inference" (Rigour).
 """
 import math
 
