@@ -39,19 +39,19 @@ BATCH_MACS = 4e9
 class PreparedModel:
     """A graph with its weights as digit planes and its operator norms (once)."""
 
-    def __init__(self, graph, bits=7, planes=4):
+    def __init__(self, graph, bits=7, planes=4, should_stop=None):
         if not isinstance(graph, Graph):
             raise InputError("model: expected an lrmpi graph (load_model)")
         self.graph = graph
         self.bits, self.planes = validate.bits(bits), validate.planes(planes)
         self.weights = {n.output: NodeWeights(n, self.bits, self.planes) for n in graph.linear}
-        self.norms = certify.Bounds(graph, self.weights, self.bits)
+        self.norms = certify.Bounds(graph, self.weights, self.bits, should_stop=should_stop)
         self.macs = sum(_macs(n, graph.shapes) for n in graph.linear)  # per sample, 1 pair
 
-    def prepare(self, r):
-        """What resolution r needs of the model (its weights' error norms): done once,
+    def prepare(self, r, should_stop=None):
+        """What resolution r needs of the model (its bound's plan and norms): done once,
         before r's samples are shared out, so every rank has it."""
-        self.norms.prepare(r)
+        self.norms.prepare(r, should_stop)
         return self
 
     def evaluate(self, X, r, batch=BATCH, stopping=None):
