@@ -66,6 +66,8 @@ class Bounds:
             best = retry[1] if retry else err
             if P.hopeless(self.graph, best, r, self.bits):
                 why = f"predicted tightness {P.tightness(self.graph, best):.2g}"
+            elif retry and P.hopeless(self.graph, err, r, self.bits):
+                self.plans[r] = retry   # the budget's plan could certify none: no first pass
             else:
                 self.plans[r], self.retries[r] = (plan, err, spent, "tight"), retry
         plan, err, spent, level = self.plans[r]
