@@ -16,9 +16,9 @@ class's upper end (one sigmoid logit: the interval excludes 0): then it is the
 float model's decision. Every sample's bound depends on that sample alone (the
 plan is one per resolution), so results do not depend on batches or ranks.
 
-Module map (imports go one way: verified <- norms <- plan, difference <- certify):
-verified.py (verified linear algebra), norms.py (per-node norms and their cache),
-plan.py (the precision plan), difference.py (the tracker), certify.py (this).
+Module map (imports go one way, to certify): verified.py (verified linear algebra),
+norms.py (per-node norms and their cache), lipschitz.py, plan.py (the precision
+plan), estimate.py (the estimate's products), difference.py (the tracker), certify.py.
 Invariants: docs/design.md, "Inference".
 """
 import time
@@ -28,7 +28,8 @@ import numpy as np
 from lrmpi import config
 from lrmpi.log import logger
 from lrmpi.nn import ops, plan as P
-from lrmpi.nn.difference import DiffTracker, EstimateWeights
+from lrmpi.nn.difference import DiffTracker
+from lrmpi.nn.estimate import EstimateWeights
 from lrmpi.nn.norms import ModelNorms
 
 

@@ -37,6 +37,8 @@ import time
 import numpy as np
 
 from lrmpi.nn import ops
+from lrmpi.nn.estimate import ops_product
+from lrmpi.nn.lipschitz import lipschitz
 from lrmpi.nn.verified import U1, UP, gamma, norm_up, residual, up
 
 EXACT = ("relu", "clip", "maxpool")             # f computed without rounding
@@ -235,7 +237,7 @@ class DiffTracker:
         if op not in EXACT + ROUNDED + POOLS:
             raise ValueError(f"no difference bound for {op}")
         D, bx = self.D[ins[0]], self.B[ins[0]]
-        L, K = _lipschitz(node, args[0])
+        L, K = lipschitz(node, args[0].shape)
         if D is None:      # the estimate is 0: w = x_r exactly, f(w) = y
             w, yw, Dy, nDy, nw, rw = args[0], y, None, None, None, 0.0
             terms = {"carried": L * bx}
@@ -282,7 +284,7 @@ class DiffTracker:
             return self._done(node, None, _sum({"carried": bx}), M=M + extra)
         if op not in EXACT + ROUNDED + POOLS:
             raise ValueError(f"no difference bound for {op}")
-        L, K = _lipschitz(node, args[0])
+        L, K = lipschitz(node, args[0].shape)
         terms = {"carried": L * bx}
         if op in ("relu", "maxpool"):
             My = L * M
@@ -355,74 +357,3 @@ def _zero_padding(node):
     if node.op != "pad":
         return node
     return type(node)(node.op, node.inputs, node.output, {**node.params, "value": 0.0})
-
-
-def _lipschitz(node, x):
-    """(L, K): the node's Lipschitz constant in l2, and the terms its sums add."""
-    op, p = node.op, node.params
-    if op in ("relu", "clip"):
-        return 1.0, 0
-    if op == "maxpool":
-        return math.sqrt(ops.window_overlap(p)) * UP, 0
-    if op == "leakyrelu":
-        return max(1.0, abs(float(p["alpha"]))), 0
-    if op == "prelu":
-        return max(1.0, float(np.max(np.abs(p["slope"])))), 0
-    if op == "affine":
-        c = np.abs(np.asarray(p["c"], np.float64))
-        if p["fn"] in ("add", "sub", "rsub") or not c.size:
-            return 1.0, 0
-        if p["fn"] == "mul":
-            return float(c.max()), 0
-        return float((1.0 / c).max()) * (1 + 2.0**-50), 0
-    if op == "globalavgpool":
-        K = x.shape[2] * x.shape[3]
-        return up(1.0 / math.sqrt(K)), K
-    K = p["kernel"][0] * p["kernel"][1]
-    return up(math.sqrt(ops.window_overlap(p) / smallest_window(x.shape, p))), K
-
-
-def smallest_window(shape, p):
-    """The smallest divisor of an average-pooling window: K with count_include_pad,
-    else the fewest real (not padded) elements in any window."""
-    K = p["kernel"][0] * p["kernel"][1]
-    if p.get("count_include_pad", 0):
-        return K
-    ones = np.ones((1, 1) + tuple(shape[2:]))
-    counts = ops.pool(ones, {**p, "count_include_pad": 1}, "avg") * K
-    return max(1.0, float(counts.min()))
-
-
-def ops_product(node, x, weights, p, bits):
-    """fl(Q_p(x) Q_p(W)^T) exactly rounded once: the resolution-p product of the node
-    with these weights (no bias)."""
-    from lrmpi.nn.quantized import linear_at
-    return linear_at(node, x, weights, p, bits)[1]
-
-
-class EstimateWeights:
-    """A node's weights as the estimate multiplies them: its leading p planes, and
-    planes r+1..r+p (W - Q_r(W) to p planes, scaled by 2^-(bits r)). Encoded once
-    with all the planes float64 holds, on the rank that uses them."""
-
-    def __init__(self, node, bits):
-        self.node, self.bits, self._w = node, bits, None
-
-    def _all(self):
-        if self._w is None:
-            from lrmpi.nn.quantized import NodeWeights
-            self._w = NodeWeights(self.node, self.bits, 53 // self.bits)
-        return self._w
-
-    def leading(self, p):
-        return self._slice(0, p, 0)
-
-    def residual(self, r, p):
-        return self._slice(r, p, self.bits * r)
-
-    def _slice(self, first, p, shift):
-        from types import SimpleNamespace as NS
-        w = self._all()
-        exps = (w.enc.exps - shift).astype(np.int32)
-        return NS(enc=NS(digits=w.enc.digits[first:first + p], exps=exps),
-                  gemm=NS(digits=w.gemm.digits[first:first + p], exps=exps), group=w.group)

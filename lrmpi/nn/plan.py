@@ -28,7 +28,7 @@ when even the best affordable plan cannot reach a margin. (docs/design.md,
 """
 import math
 
-from lrmpi.nn import ops
+from lrmpi.nn.lipschitz import lipschitz
 from lrmpi.nn.verified import U
 
 KAPPA = 8.0        # measured: p planes leave out ~8 x 2^-(bits p) of a local error
@@ -56,30 +56,11 @@ def sensitivities(graph, operator):
         c = C.get(node.output, 0.0)
         if not c:
             continue
-        L = operator(node) if node.op in ("linear", "conv") else lipschitz(node, graph)
+        L = operator(node) if node.op in ("linear", "conv") else \
+            lipschitz(node, (1,) + tuple(graph.shapes[node.inputs[0]]))[0]
         for t in node.inputs:
             C[t] = C.get(t, 0.0) + c * L
     return C
-
-
-def lipschitz(node, graph):
-    """A non-linear node's Lipschitz constant in l2 (difference.py's, from shapes)."""
-    op, p = node.op, node.params
-    if op == "maxpool":
-        return math.sqrt(ops.window_overlap(p))
-    if op == "leakyrelu":
-        return max(1.0, abs(float(p["alpha"])))
-    if op == "prelu":
-        return max(1.0, float(abs(p["slope"]).max()))
-    if op == "affine" and p["fn"] in ("mul", "div"):
-        import numpy as np
-        c = np.abs(np.asarray(p["c"], np.float64))
-        return (float(c.max()) if p["fn"] == "mul" else float((1 / c).max())) if c.size else 0.0
-    if op in ("avgpool", "globalavgpool"):
-        from lrmpi.nn.difference import _lipschitz
-        import numpy as np
-        return _lipschitz(node, np.zeros((1,) + tuple(graph.shapes[node.inputs[0]])))[0]
-    return 1.0
 
 
 def eta(mode, node_norms, r, bits):
