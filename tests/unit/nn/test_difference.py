@@ -163,3 +163,16 @@ def test_a_samples_radius_does_not_depend_on_its_batch():
         for i in range(len(X)):
             _, one = bounded(model, X[i:i + 1], 2, mode)
             np.testing.assert_array_equal(one[0], whole[i])
+
+
+def test_the_one_plane_dense_product_is_the_general_paths_bit_for_bit():
+    from lrmpi.nn.estimate import EstimateWeights, ops_product
+    from lrmpi.nn.quantized import linear_at
+    rng = np.random.default_rng(9)
+    node = G.Node("linear", ["x"], "y", {"W": rng.standard_normal((7, 300))
+                                          * np.exp(rng.uniform(-20, 20, (7, 1))),
+                                          "b": np.zeros(7)})
+    w = EstimateWeights(node, 7).leading(1)
+    x = rng.standard_normal((5, 300)) * np.exp(rng.uniform(-30, 30, (5, 1)))
+    x[2] = 0.0
+    np.testing.assert_array_equal(ops_product(node, x, w, 1, 7), linear_at(node, x, w, 1, 7)[1])
