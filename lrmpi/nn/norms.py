@@ -70,14 +70,14 @@ class NodeNorms:
         return V.up(math.sqrt(self.overlap) * fro * V.UP)
 
     def _tight(self, M2, should_stop):
-        check(should_stop)
+        stop = lambda: check(should_stop)  # noqa: E731
+        stop()
         if not self.conv:
-            return V.spectral_bound(M2)
+            return V.spectral_bound(M2, stop)
         W = M2.reshape(self.node.params["W"].shape)
         if self.symbol:
-            return V.conv_operator_bound(W, self.in_shape, self.node.params,
-                                         lambda: check(should_stop))
-        return V.im2col_operator_bound(W, self.node.params, self.overlap)
+            return V.conv_operator_bound(W, self.in_shape, self.node.params, stop)
+        return V.im2col_operator_bound(W, self.node.params, self.overlap, stop)
 
     def operator(self, level="tight", should_stop=None):
         """S at `level`: a bound depends on its level only, never on what was

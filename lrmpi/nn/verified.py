@@ -146,8 +146,10 @@ def _lambda_max_bound(G, fro2, k, complex_=False, iterations=40):
     return (mu + 2 * gamma(k + 2) * float(np.max(fro2))) * UP
 
 
-def spectral_bound(M):
-    """A verified upper bound on ||M||_2 (capped by the Frobenius norm)."""
+def spectral_bound(M, should_stop=None, block=1 << 26):
+    """A verified upper bound on ||M||_2 (capped by the Frobenius norm). The Gram
+    matrix is summed over column blocks of about `block` multiply-adds, calling
+    `should_stop()` between them (a 4096 x 25088 layer takes seconds)."""
     M = np.asarray(M, np.float64)
     if M.size == 0 or not np.any(M):
         return 0.0
@@ -159,7 +161,12 @@ def spectral_bound(M):
     fro = math.sqrt(fro2) * UP
     if fro2 == 0.0 or d == 1:
         return up(fro * scale)
-    G = M @ M.T
+    step = max(1, block // (d * d))
+    G = np.zeros((d, d))
+    for j in range(0, k, step):   # any order of the k terms: the same gamma_k bound
+        if should_stop is not None:
+            should_stop()
+        G += M[:, j:j + step] @ M[:, j:j + step].T
     lam = _lambda_max_bound(G[None], np.array([fro2]), k)
     return up(min(fro, math.sqrt(lam) * UP) * scale)
 
@@ -179,12 +186,13 @@ def conv_overlap(p, kernel):
     return ops.window_overlap({"strides": (1, 1), **p}, tuple(kernel))
 
 
-def im2col_operator_bound(W, p, overlap):
+def im2col_operator_bound(W, p, overlap, should_stop=None):
     """||conv||_2 <= sqrt(overlap) max_groups ||W_g||_2: the convolution is the
     weight matrix applied to the window matrix, whose norm is the square root of
     how many windows read one input at most. Cheap, for any input size."""
     g = int(p.get("group", 1))
-    return up(math.sqrt(overlap) * max(spectral_bound(b) for b in group_blocks(W, g)))
+    return up(math.sqrt(overlap) * max(spectral_bound(b, should_stop)
+                                       for b in group_blocks(W, g)))
 
 
 def conv_symbol_cost(W, in_shape, p):
@@ -221,7 +229,7 @@ def conv_operator_bound(W, in_shape, p, should_stop=None, chunk_bytes=1 << 27):
     O, Cg, kh, kw = W.shape
     Og = O // g
     if kh == 1 and kw == 1:
-        return up(max(spectral_bound(b) for b in group_blocks(W, g)))
+        return up(max(spectral_bound(b, should_stop) for b in group_blocks(W, g)))
     dh, dw = p.get("dilations", (1, 1))
     Hp, Wp = _torus(W.shape, in_shape, p)
     W, scale = _scaled(np.asarray(W, np.float64))
