@@ -30,6 +30,7 @@ from lrmpi.nn import verified as V
 
 SYMBOL_LIMIT = 2e9    # multiply-adds of one convolution's frequency matrices (~1 s)
 SYMBOL_TOTAL = 2e10   # ... of a model's: its S and up to 7 weight residuals each
+SYMBOL_RESIDUAL = 5e7  # weight residuals get them only below this (else sqrt(overlap) ||.||)
 LEVELS = ("cheap", "tight")
 
 
@@ -69,13 +70,13 @@ class NodeNorms:
         fro = max(math.sqrt(float(np.sum(b * b)) * (1 + 2 * V.gamma(b.size + 2))) for b in blocks)
         return V.up(math.sqrt(self.overlap) * fro * V.UP)
 
-    def _tight(self, M2, should_stop):
+    def _tight(self, M2, should_stop, residual=False):
         stop = lambda: check(should_stop)  # noqa: E731
         stop()
         if not self.conv:
             return V.spectral_bound(M2, stop)
         W = M2.reshape(self.node.params["W"].shape)
-        if self.symbol:
+        if self.symbol and (not residual or self.symbol_cost <= SYMBOL_RESIDUAL):
             return V.conv_operator_bound(W, self.in_shape, self.node.params, stop)
         return V.im2col_operator_bound(W, self.node.params, self.overlap, stop)
 
@@ -95,7 +96,7 @@ class NodeNorms:
                 have["cheap"] = self._frobenius(dW)
                 self.drows[q] = _row_norms(dW)
             if level == "tight" and "tight" not in have:
-                have["tight"] = min(have["cheap"], self._tight(dW, should_stop))
+                have["tight"] = min(have["cheap"], self._tight(dW, should_stop, residual=True))
         return have[level], self.drows[q]
 
     def _dequantized(self, q):
@@ -145,8 +146,9 @@ class ModelNorms:
         spent = 0.0
         for nn_ in sorted((v for v in self.nodes.values() if v.conv),
                           key=lambda v: v.symbol_cost):
-            if nn_.symbol_cost <= SYMBOL_LIMIT and spent + 8 * nn_.symbol_cost <= SYMBOL_TOTAL:
-                nn_.symbol, spent = True, spent + 8 * nn_.symbol_cost
+            each = nn_.symbol_cost * (8 if nn_.symbol_cost <= SYMBOL_RESIDUAL else 1)
+            if nn_.symbol_cost <= SYMBOL_LIMIT and spent + each <= SYMBOL_TOTAL:
+                nn_.symbol, spent = True, spent + each
         self.cache = _Cache(graph, weights)
         self.cache.restore(self.nodes)
 

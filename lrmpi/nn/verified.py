@@ -113,7 +113,7 @@ def _scaled(M):
     return np.ldexp(M, -s), math.ldexp(1.0, s)
 
 
-def _lambda_max_bound(G, fro2, k, complex_=False, iterations=40):
+def _lambda_max_bound(G, fro2, k, complex_=False, iterations=25):
     """An upper bound on the largest eigenvalue of the exact Gram matrices whose
     computed versions are the stack G (n, d, d) (Hermitian, PSD): mu, 1 % above a
     power-iteration estimate, is proven by a Cholesky factorisation of every
