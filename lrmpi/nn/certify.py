@@ -30,7 +30,7 @@ from lrmpi.log import logger
 from lrmpi.nn import ops, plan as P
 from lrmpi.nn.difference import DiffTracker
 from lrmpi.nn.estimate import EstimateWeights
-from lrmpi.nn.norms import ModelNorms
+from lrmpi.nn.norms import TIGHT_CHEAP, ModelNorms
 
 
 class Bounds:
@@ -52,7 +52,9 @@ class Bounds:
         """Choose resolution r's plan and compute the norms it reads (cached)."""
         if r in self.plans:
             return self.plans[r]
-        cheap = ({n.output: 0 for n in self.graph.linear}, None, 0.0, "cheap")
+        # mode 0 everywhere: with the tight norms where they cost little (small models)
+        level = "tight" if self.norms.tight_cost <= TIGHT_CHEAP else "cheap"
+        cheap = ({n.output: 0 for n in self.graph.linear}, None, 0.0, level)
         self.plans[r], self.retries[r], why = cheap, None, "budget"
         if self._fits(r):
             self.norms.prepare([], "tight", should_stop)   # S: the sensitivities

@@ -156,7 +156,7 @@ class DiffTracker:
         common_rows = None if not out else {
             "carried": rows * beta[:, None], "r_rounding": U1 * (np.abs(C) + np.abs(z)),
             "float_rounding": g * (rows * nf[:, None] + bias)}
-        if mode == 0:
+        if mode == 0:   # the operator-norm bound, with the tensors' own norms
             beta_z = _sum({**common, "input_truncation": S * nut * (1 + U1),
                            "weight_truncation": dSr * nh})
             per = None if not out else _sum({

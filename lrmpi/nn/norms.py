@@ -31,6 +31,7 @@ from lrmpi.nn import verified as V
 SYMBOL_LIMIT = 2e9    # multiply-adds of one convolution's frequency matrices (~1 s)
 SYMBOL_TOTAL = 2e10   # ... of a model's: its S and up to 7 weight residuals each
 SYMBOL_RESIDUAL = 5e7  # weight residuals get them only below this (else sqrt(overlap) ||.||)
+TIGHT_CHEAP = 2e8     # a model whose tight norms cost less uses them at resolution 1 too
 LEVELS = ("cheap", "tight")
 
 
@@ -149,6 +150,11 @@ class ModelNorms:
             each = nn_.symbol_cost * (8 if nn_.symbol_cost <= SYMBOL_RESIDUAL else 1)
             if nn_.symbol_cost <= SYMBOL_LIMIT and spent + each <= SYMBOL_TOTAL:
                 nn_.symbol, spent = True, spent + each
+        # the tight norms' cost (multiply-adds of Gram matrices and frequency matrices):
+        # below TIGHT_CHEAP they serve resolution 1 too (small models certify there)
+        self.tight_cost = sum(8 * v.symbol_cost if v.symbol else
+                              float(v.W2.shape[0]) * v.W2.shape[1] * min(v.W2.shape)
+                              for v in self.nodes.values())
         self.cache = _Cache(graph, weights)
         self.cache.restore(self.nodes)
 
