@@ -44,7 +44,8 @@ from lrmpi.nn.verified import U1, UP, gamma, norm_up, residual, up
 EXACT = ("relu", "clip", "maxpool")             # f computed without rounding
 ROUNDED = ("leakyrelu", "prelu", "affine")      # one rounding per element
 POOLS = ("avgpool", "globalavgpool")            # a sum of K terms and a division
-MOVES = ("flatten", "reshape", "pad")           # data movement: D moves with x
+MOVES = ("flatten", "reshape", "pad")           # data movement: D moves with x (the
+# zoo's operators.MOVEMENT join here, with lipschitz.py's sqrt(repeats) of a gather)
 
 
 class DiffTracker:
@@ -221,11 +222,11 @@ class DiffTracker:
         op, ins = node.op, node.inputs
         if self.fast:
             return self._other_fast(node, args, y)
-        if op in MOVES:
-            D = self.D[ins[0]]
+        if op in MOVES:   # L = 1, or sqrt(repeats) of a selection that repeats entries
+            D, L = self.D[ins[0]], lipschitz(node, args[0].shape)[0]
             if D is not None:
                 D = ops.apply(_zero_padding(node), [D])
-            return self._done(node, D, _sum({"carried": self.B[ins[0]]}))
+            return self._done(node, D, _sum({"carried": L * self.B[ins[0]]}))
         if op == "add":
             return self._add(node, args)
         if op == "concat":
@@ -277,11 +278,11 @@ class DiffTracker:
                               M=np.sqrt(sum(m * m for m in Ms)) * (1 + 4 * 2.0**-53))
         M, bx = Ms[0], Bs[0]
         if op in MOVES:   # a pad adds its constant entries to x's norm
-            extra = 0.0
+            extra, L = 0.0, lipschitz(node, args[0].shape)[0]
             if op == "pad":
                 extra = abs(float(p.get("value", 0.0))) * math.sqrt(
                     max(0, y[0].size - args[0][0].size)) * UP
-            return self._done(node, None, _sum({"carried": bx}), M=M + extra)
+            return self._done(node, None, _sum({"carried": L * bx}), M=L * M + extra)
         if op not in EXACT + ROUNDED + POOLS:
             raise ValueError(f"no difference bound for {op}")
         L, K = lipschitz(node, args[0].shape)
