@@ -27,6 +27,7 @@ SPEED = {  # name: (builder, samples) -- the issue's sizes
     "mlp": ("mlp", 32768),
     "vgg": ("vgg_small", 8192),
     "resnet18": ("resnet18", 2048),
+    "resnet_deep": ("resnet_deep", 2048),   # 21 conv layers: the bounds' deep net (#28)
 }
 
 
