@@ -110,13 +110,15 @@ class Bounds:
         return DiffTracker(self.graph, self.norms, lambda node: self.estimates[node.output],
                            r, self.bits, n, plan, level)
 
-    def evaluate(self, X, r, linear):
+    def evaluate(self, X, r, forward):
         """(logits, radius) of the samples X at resolution r: the resolution's plan for
         all, then the retry plan for those it did not certify but would have if what
         its estimate leaves out shrank as the retry plan predicts (a decision on the
-        sample's own values: it does not depend on the batch)."""
+        sample's own values: it does not depend on the batch). `forward(X, tracker)`
+        is the resolution's pass feeding the tracker's hook (nn-interface: any pass
+        that calls tracker.linear / tracker.other in graph order), returning logits."""
         tracker = self.tracker(r, len(X))
-        logits, radius = forward_bounded(self.graph, X, linear, tracker)
+        logits, radius = forward(X, tracker), tracker.logit_radius
         again = self._worth_retrying(r, logits, radius, tracker.logit_estimate)
         cost = self.cost.setdefault(r, {"samples": 0, "retried": 0, "bound_s": 0.0,
                                         "retry_s": 0.0})
@@ -125,7 +127,8 @@ class Bounds:
         if np.any(again):
             t = time.thread_time()
             t2 = self.tracker(r, int(again.sum()), retry=True)
-            _, r2 = forward_bounded(self.graph, X[again], linear, t2)
+            forward(X[again], t2)
+            r2 = t2.logit_radius
             radius = radius.copy()
             radius[again] = np.minimum(radius[again], r2)
             cost["retried"] += int(again.sum())

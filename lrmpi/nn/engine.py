@@ -69,8 +69,10 @@ class PreparedModel:
         return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
 
     def _evaluate(self, X, r):
+        def linear(node, h):
+            return linear_at(node, h, self.weights[node.output], r, self.bits)
         return self.norms.evaluate(
-            X, r, lambda node, h: linear_at(node, h, self.weights[node.output], r, self.bits))
+            X, r, lambda X, tracker: certify.forward_bounded(self.graph, X, linear, tracker)[0])
 
 
 def _macs(node, shapes):
