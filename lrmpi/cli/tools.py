@@ -50,8 +50,10 @@ MATMUL_COLUMNS = [("res", "index", "{:>4}"), ("elapsed_s", "elapsed_s", "{:>9.3f
                   ("MB_recv", "root_bytes_recv", "{:>8.1f}"), ("fallback", "fallback", "{:>8}")]
 INFER_COLUMNS = [("res", "index", "{:>4}"), ("elapsed_s", "elapsed_s", "{:>9.3f}"),
                  ("durable_s", "durable_s", "{:>9.3f}"), ("refined", "refined_count", "{:>7}"),
-                 ("certified", "certified_count", "{:>9}"), ("work", "work", "{:>9.3g}"),
-                 ("logit_bound", "bound_abs", "{:>11.3e}"), ("bound_rel", "bound_rel", "{:>10.3e}")]
+                 ("certified", "certified_count", "{:>9}"),
+                 ("cert_frac", "certified_fraction", "{:>9.4f}"), ("work", "work", "{:>9.3g}"),
+                 ("logit_bound", "bound_abs", "{:>11.3e}"), ("bound_rel", "bound_rel", "{:>10.3e}"),
+                 ("bound", "bound_method", "{:>13}"), ("bound_cost", "bound_cost", "{:>10.2f}")]
 
 
 def _width(fmt):
@@ -177,6 +179,13 @@ def _plot(png, title, rows, kind):
     if kind == "infer":
         ax.semilogy(t, [max(r["bound_abs"], 1e-300) for r in rows], "o-",
                     label="max logit bound")
+        frac = [r.get("certified_fraction") for r in rows]
+        if all(f is not None for f in frac):   # files before it: no second axis
+            right = ax.twinx()
+            right.plot(t, frac, "s--", color="tab:green", label="certified fraction")
+            right.set_ylim(0, 1.02)
+            right.set_ylabel("certified fraction")
+            right.legend(loc="lower left")
     else:
         ax.semilogy(t, [r["bound_rel"] for r in rows], "o-", label="bound_rel")
         ax.semilogy(t, [r["bound_abs"] for r in rows], "s--", label="bound_abs")

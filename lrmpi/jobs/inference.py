@@ -176,9 +176,11 @@ class InferJob:
                 "certified_count": int(st["certified"].sum()),
                 "frozen_certified": res.frozen["certified"], "frozen_gray": res.frozen["gray"],
                 "work": res.work, "work_all": res.work_all, "fallback": 0,
+                "certified_fraction": float(np.mean(st["certified"])),
                 **{f"cpu_{k}_s": float(v) for k, v in getattr(self, "spent", {}).items()},
                 **self.setup}
         self.setup = {}  # start-up figures go with the first resolution computed
+        meta.update(self.model.norms.summary(r))
         self.meta.append(meta)
         if self.on_resolution is not None:
             self.on_resolution(meta, st["scores"], st["predicted"], res.refined)
@@ -224,9 +226,11 @@ def _persisted(st):
 
 def _report(meta, planned, durable=None):
     log_resolution(meta, planned, durable,
-                   f"refined {meta['refined_count']}  certified {meta['certified_count']}  "
+                   f"refined {meta['refined_count']}  certified {meta['certified_count']} "
+                   f"({100 * meta['certified_fraction']:.1f} %)  "
                    f"work {meta['work']:.3g}/{meta['work_all']:.3g}  logit bound median "
-                   f"{meta['bound_median']:.3e} ({meta['bound_rel']:.1e} of the range)")
+                   f"{meta['bound_median']:.3e} ({meta['bound_rel']:.1e} of the range, "
+                   f"{meta['bound_method']})")
 
 
 def run_infer(model, data, out=None, *, comm=None, on_resolution=None, **options):

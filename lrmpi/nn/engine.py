@@ -48,13 +48,13 @@ class PreparedModel:
     weights packed for this rank's kernels (FusedModel) are made where they are
     used, on first use: they are not sent to the other ranks (whose ISA may differ)."""
 
-    def __init__(self, graph, bits=7, planes=4):
+    def __init__(self, graph, bits=7, planes=4, should_stop=None):
         if not isinstance(graph, Graph):
             raise InputError("model: expected an lrmpi graph (load_model)")
         self.graph = graph
         self.bits, self.planes = validate.bits(bits), validate.planes(planes)
         self.weights = {n.output: NodeWeights(n, self.bits, self.planes) for n in graph.linear}
-        self.norms = certify.ModelNorms(graph, self.weights)
+        self.norms = certify.Bounds(graph, self.weights, self.bits, should_stop=should_stop)
         self.macs = sum(_macs(n, graph.shapes) for n in graph.linear)  # per sample, 1 pair
         self._fused = None
 
@@ -67,10 +67,10 @@ class PreparedModel:
             self._fused = FusedModel(self.graph, self.weights, self.bits)
         return self._fused
 
-    def prepare(self, r):
-        """What resolution r needs of the model (its weights' error norms): done once,
+    def prepare(self, r, should_stop=None):
+        """What resolution r needs of the model (its bound's plan and norms): done once,
         before r's samples are shared out, so every rank has it."""
-        self.norms.prepare(r)
+        self.norms.prepare(r, should_stop)
         return self
 
     def evaluate(self, X, r, batch=BATCH, stopping=None):
@@ -88,10 +88,9 @@ class PreparedModel:
         return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
 
     def _evaluate(self, X, r):
-        with stages.timed("bound"):
-            tracker = certify.Tracker(self.graph, self.norms, r, self.bits, len(X))
-        logits = self.fused.forward(X, r, tracker)
-        return logits, tracker.logit_radius
+        # the bound's plan for all samples, a second pass for those worth retrying:
+        # both through the fused pass, which feeds the tracker's hook
+        return self.norms.evaluate(X, r, lambda X, tracker: self.fused.forward(X, r, tracker))
 
 
 def _macs(node, shapes):

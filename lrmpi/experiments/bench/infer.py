@@ -34,6 +34,7 @@ SPEED = {  # name: (builder, samples) -- the issue's sizes
     "mlp": ("mlp", 32768),
     "vgg": ("vgg_small", 8192),
     "resnet18": ("resnet18", 2048),
+    "resnet_deep": ("resnet_deep", 2048),   # 21 conv layers: the bounds' deep net (#28)
 }
 
 
@@ -60,6 +61,8 @@ def infer(argv):
     p.add_argument("--deadline", type=float, default=None,
                    help="seconds: run each lrmpi job under --deadline (a user's time limit; "
                         "the table shows the resolutions that were durable by then)")
+    p.add_argument("--no-tightness", action="store_true",
+                   help="skip the --rule none run that measures the bounds' tightness")
     add_launcher_option(p)
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
@@ -189,6 +192,12 @@ def speed_row(name, a, shape=None):
                "prepare_s": statistics.median(r["prepare_s"] for r in runs),
                "bcast_s": statistics.median(r["bcast_s"] for r in runs)}
         row.update(_agreement(path, X, ref32, runs[-1]))
+        if not a.no_tightness:  # every sample at every resolution: bounds.tightness
+            from lrmpi.experiments.bench import bounds
+            out = os.path.join(tmp, "none.h5")
+            lrmpi_run(path, data, out, a, rule="none")
+            for r, t in zip(row["resolutions"], bounds.tightness(path, X, out)):
+                r.update(tightness=t["tightness"], tightness_p90=t["tightness_p90"])
         _print_row(row)
         return row
 
@@ -208,7 +217,8 @@ def _print_row(row):
         print(f"  {r['index']:>3} {r['durable_from_launch_s']:>11.2f} "
               f"{r['durable_from_launch_s'] / best:>10.2f} {r['durable_from_launch_s'] / f32:>9.2f} "
               f"{r['certified']:>10.4f} {r['refined']:>8d} {r['write_s']:>7.3f}          "
-              + " ".join(f"{r['cpu'][k]:>8.3f}" for k in STAGES))
+              + " ".join(f"{r['cpu'][k]:>8.3f}" for k in STAGES)
+              + (f"  tightness {r['tightness']:.3g}" if "tightness" in r else ""))
     print(f"  last durable resolution: decisions = ort float32 on {row['agree_ort_f32']:.4%}, "
           f"certified = float64 model on {row['certified_agree_f64']:.4%} "
           f"of {row['certified_n']}")
@@ -246,14 +256,14 @@ def quantized(path, tmp):
     return out
 
 
-def lrmpi_run(model, data, out, a):
+def lrmpi_run(model, data, out, a, rule="certified"):
     """One `mpiexec -n RANKS lrmpi infer` run: each resolution's meta from the
     checkpoint, its times from launch (the job records its start, we the launch)."""
     from lrmpi.jobs.checkpoint.reader import Checkpoint
     if os.path.exists(out):
         subprocess.run(["rm", "-rf", out, out + ".d"], check=True)
     cmd = [*launcher(a, a.ranks), sys.executable, "-m", "lrmpi", "infer", model, data,
-           "-o", out, "--planes", str(a.planes), "--rule", "certified"]
+           "-o", out, "--planes", str(a.planes), "--rule", rule]
     if a.deadline:
         cmd += ["--deadline", f"{a.deadline:g}s", "--margin", "1", "--deadline-ok"]
     launch = time.time()
