@@ -176,15 +176,17 @@ def crt_residues(const double[:, :] X, int transpose, const int32_t[::1] exps,
 
 def crt_reconstruct(const int32_t[::1] moduli, const int32_t[:, :, ::1] S,
                     const uint64_t[::1] coef, const uint64_t[::1] Mw,
-                    const int32_t[::1] erow, const int32_t[::1] ecol, double[:, :] Y):
+                    const int32_t[::1] erow, const int32_t[::1] ecol, double[:, :] Y,
+                    isa=None):
     """Y := the CRT reconstruction of the residue products S (see kernels.h);
     returns max |Y|."""
     cdef int64_t m = S.shape[1], n = S.shape[2]
     cdef double amax = 0.0
+    cdef const lrmpi_kernel_table *t = _table(isa)
     if m == 0 or n == 0:
         return 0.0
     with nogil:
-        lrmpi_crt_reconstruct(m, n, <int>moduli.shape[0], &moduli[0], &S[0, 0, 0], m * n,
+        t.crt_reconstruct(m, n, <int>moduli.shape[0], &moduli[0], &S[0, 0, 0], m * n,
                               &coef[0], &Mw[0], &erow[0], &ecol[0], &Y[0, 0],
                               Y.strides[0] // 8, &amax)
     return amax

@@ -128,10 +128,21 @@ void lrmpi_dot2_ref(int64_t count, int64_t k, const double *A, int64_t lda, cons
 void lrmpi_crt_residues(int64_t rows, int64_t k, const double *X, int64_t ldx,
                         int64_t sr, int64_t sc, const int32_t *exps, int nmod,
                         const int32_t *moduli, int8_t *R, int64_t *l1);
+/*   Dispatched (table entry crt_reconstruct): the portable version in crt.c,  */
+/*   8 entries a vector on AVX-512 (crt_avx512.c); the same bits.               */
+typedef void (*lrmpi_crt_reconstruct_fn)(int64_t m, int64_t n, int nmod, const int32_t *moduli,
+                                         const int32_t *S, int64_t splane, const uint64_t *coef,
+                                         const uint64_t *Mw, const int32_t *erow,
+                                         const int32_t *ecol, double *Y, int64_t ldy,
+                                         double *amax);
 void lrmpi_crt_reconstruct(int64_t m, int64_t n, int nmod, const int32_t *moduli,
                            const int32_t *S, int64_t splane, const uint64_t *coef,
                            const uint64_t *Mw, const int32_t *erow, const int32_t *ecol,
                            double *Y, int64_t ldy, double *amax);
+void lrmpi_crt_reconstruct_avx512(int64_t m, int64_t n, int nmod, const int32_t *moduli,
+                                  const int32_t *S, int64_t splane, const uint64_t *coef,
+                                  const uint64_t *Mw, const int32_t *erow, const int32_t *ecol,
+                                  double *Y, int64_t ldy, double *amax);
 
 /* ------------------------------------------------------------------------- */
 /* Registration table (dispatch.c).                                           */
@@ -144,6 +155,7 @@ typedef struct {
     lrmpi_igemm_fn igemm;
     lrmpi_acc_add_fn acc_add;
     lrmpi_decode_fn decode;
+    lrmpi_crt_reconstruct_fn crt_reconstruct;
 } lrmpi_kernel_table;
 
 /* The table selected at first call: CPUID, then LRMPI_KERNEL override.       */
