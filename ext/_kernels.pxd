@@ -18,6 +18,9 @@ cdef extern from "c/kernels.h" nogil:
     ctypedef void (*lrmpi_decode_fn)(int64_t, int64_t, const int64_t *, int64_t, int64_t,
                                      int, const int32_t *, const int32_t *, int, double *,
                                      int64_t, double *) noexcept nogil
+    ctypedef void (*lrmpi_crt_residues_fn)(int64_t, int64_t, const double *, int64_t, int64_t,
+                                           int64_t, const int32_t *, int, const int32_t *,
+                                           int8_t *, int64_t *) noexcept nogil
     ctypedef void (*lrmpi_crt_reconstruct_fn)(int64_t, int64_t, int, const int32_t *,
                                               const int32_t *, int64_t, const uint64_t *,
                                               const uint64_t *, const int32_t *, const int32_t *,
@@ -31,6 +34,7 @@ cdef extern from "c/kernels.h" nogil:
         lrmpi_igemm_fn igemm
         lrmpi_acc_add_fn acc_add
         lrmpi_decode_fn decode
+        lrmpi_crt_residues_fn crt_residues
         lrmpi_crt_reconstruct_fn crt_reconstruct
 
     void lrmpi_dot2_ref(int64_t, int64_t, const double *, int64_t, const double *, int64_t,

@@ -7,7 +7,7 @@ lrmpi/kernels.py does that once. Each takes an optional `isa` to call a
 specific variant (tests compare every variant with the reference).
 """
 from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
-from _kernels cimport (LRMPI_MAX_LIMBS, lrmpi_crt_reconstruct, lrmpi_crt_residues, lrmpi_dot2_ref, lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
+from _kernels cimport (LRMPI_MAX_LIMBS, lrmpi_dot2_ref, lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
                        lrmpi_kernel_isas, lrmpi_set_isa)
 
 
@@ -160,17 +160,18 @@ def dot2(const double[:, ::1] A, const double[:, :] B, const int64_t[::1] rows,
 
 
 def crt_residues(const double[:, :] X, int transpose, const int32_t[::1] exps,
-                 const int32_t[::1] moduli, int8_t[:, :, ::1] R, int64_t[::1] l1):
+                 const int32_t[::1] moduli, int8_t[:, :, ::1] R, int64_t[::1] l1, isa=None):
     """R[l] := trunc(rows (or columns, transpose=1) of X scaled by 2^exps) mod
     moduli[l], symmetric; l1 := each row's (column's) sum of |scaled integers|."""
     cdef int64_t rows = R.shape[1], k = R.shape[2]
     cdef int64_t sr = X.strides[0] // 8, sc = X.strides[1] // 8
     if transpose:
         sr, sc = sc, sr
+    cdef const lrmpi_kernel_table *t = _table(isa)
     if rows == 0 or k == 0:
         return
     with nogil:
-        lrmpi_crt_residues(rows, k, &X[0, 0], 0, sr, sc, &exps[0], <int>moduli.shape[0],
+        t.crt_residues(rows, k, &X[0, 0], 0, sr, sc, &exps[0], <int>moduli.shape[0],
                            &moduli[0], &R[0, 0, 0], &l1[0])
 
 

@@ -119,8 +119,8 @@ def exponents(X, T, axis):
     rounded up past its rounding error."""
     amax = np.abs(X).max(axis=axis) if X.size else np.zeros(X.shape[1 - axis])
     _, ea = np.frexp(amax)                       # amax < 2^ea
-    s = np.ldexp(1.0, -ea)
-    Xs = X * (s[:, None] if axis == 1 else s[None, :])
+    # ldexp of X itself: 2^-ea alone overflows for a subnormal row (ea < -1023)
+    Xs = np.ldexp(X, (-ea)[:, None] if axis == 1 else (-ea)[None, :])
     nrm = np.sqrt(np.einsum("ij,ij->i", Xs, Xs) if axis == 1 else
                   np.einsum("ij,ij->j", Xs, Xs))
     k = X.shape[axis]

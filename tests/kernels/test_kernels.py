@@ -318,3 +318,30 @@ def test_crt_reconstruct_rounds_ties_and_sticky_bits(isa):
     _k.crt_reconstruct(mods, S, coefw, Mw, np.zeros(1, np.int32), np.zeros(len(Ns), np.int32),
                        Y, isa=isa)
     assert Y[0].tolist() == [float(N) for N in Ns]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m, k", [(1, 1), (3, 5), (9, 64), (77, 130), (130, 77)])
+def test_crt_residues_of_rows_and_columns_match_python_integers(isa, m, k, rng):
+    """Residues of rows (A) and of columns (B, gathered) for every ISA: each is
+    trunc(x 2^e) mod m_l in the symmetric range, computed with Python integers;
+    l1 the exact sum of |trunc(x 2^e)|; rows scaled out of the normal range of
+    2^e take the portable path."""
+    from lrmpi._ext import kernels as _k
+    from lrmpi.numerics import crt
+    pl = crt.plan(15)
+    mods = pl.constants[0]
+    X = rng.standard_normal((m, k)) * np.exp(rng.uniform(-30, 30, (m, 1)))
+    X[0] *= 1e-300                                  # 2^e above 2^1023: scalar path
+    exps = crt.exponents(X, pl.T, 1)
+    for transpose, data in ((0, X), (1, np.ascontiguousarray(X.T))):
+        R = np.empty((15, m, k), np.int8)
+        l1 = np.empty(m, np.int64)
+        _k.crt_residues(data, transpose, exps, mods, R, l1, isa=isa)
+        for i in range(m):
+            ints = [math.trunc(math.ldexp(float(x), int(exps[i]))) for x in X[i]]
+            assert l1[i] == min(sum(abs(v) for v in ints), 2**63 - 1)
+            for l, mod in enumerate(mods):
+                mod = int(mod)
+                want = [((v + mod // 2) % mod) - mod // 2 for v in ints]
+                assert R[l, i].tolist() == want, (transpose, i, l)

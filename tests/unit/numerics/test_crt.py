@@ -57,6 +57,19 @@ def test_bit_exact_against_python_integers(count, phi):
     assert cmax == np.abs(C).max()
 
 
+def test_subnormal_rows_and_columns_scale_without_overflow():
+    """A row and a column of subnormal numbers: 2^-ea alone would overflow (ea <
+    -1023); the scaling is exact and the result the integer reference's."""
+    rng = np.random.default_rng(7)
+    A, B = hard_pair(rng, 9, 40, 7, 0.5)
+    A[5] = rng.standard_normal(40) * 1e-310
+    B[:, 3] = rng.standard_normal(40) * 1e-312
+    C, babs, _ = crt.crt_matmul(A, B, 13)
+    ops = crt.residues(A, B, crt.plan(13))
+    assert ops.l1a[5] > 0 and ops.l1b[3] > 0 and np.isfinite(babs)
+    np.testing.assert_array_equal(C, integer_reference(A, B, ops))
+
+
 @pytest.mark.parametrize("trial", range(6))
 def test_bound_is_never_below_the_true_error(trial):
     rng = np.random.default_rng(100 + trial)
