@@ -7,9 +7,10 @@ kind's loop, record the status, requeue under SLURM. On the other ranks: serve
 the kind's loop. Signals (SIGTERM, SIGUSR1, SIGUSR2, SIGINT) become a stop flag on
 the root and are ignored by the other ranks, which wait for the root's STOP.
 
-A kind provides: `name`, `matched` (attributes a resumed run must share with its
-checkpoint), `inputs` (the paths it reads), prepare() -> checkpoint attributes,
-release(comm), serve(comm) and execute(control, writer, ckpt) -> (status, reason).
+A kind implements jobs.kind.JobKind: `name`, `matched` (attributes a resumed run
+must share with its checkpoint), `inputs` (the paths it reads), prepare() ->
+checkpoint attributes, `planned`, `meta`, elapsed(), release(), serve() and
+execute(control, writer, ckpt, start) -> (status, reason).
 """
 import hashlib
 import os
@@ -124,14 +125,15 @@ def resumable(ckpt, kind, attrs, matched):
 
 
 def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
-    """Run a job of `kind` on every rank of `comm`; an Outcome on rank 0, None elsewhere."""
+    """Run a job of `kind` (a jobs.kind.JobKind built with `comm`) on every rank of
+    `comm`; an Outcome on rank 0, None elsewhere."""
     opts = opts or JobOptions()
     start = time.perf_counter()
     comm = get_comm(comm)
     rank, _ = rank_size(comm)
     with StopSignals(root=rank == 0) as signals:
         if rank != 0:
-            kind.serve(comm)
+            kind.serve()
             return None
         lock = None
         try:
@@ -160,7 +162,7 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
             if ckpt is not None and ckpt.attrs.get("status") == "complete":
                 logger.info("lrmpi: %s is already complete (%d resolutions); nothing to do",
                             out, ckpt.completed)
-                kind.release(comm)
+                kind.release()
                 lock.release()
                 return Outcome("complete", ckpt.completed, int(ckpt.attrs.get("planned", 0)),
                                "already complete")
@@ -173,7 +175,7 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                 logger.info("lrmpi: no -o given: results are not kept")
             control = Control(signals, deadline, writer, stop_when)
         except BaseException:
-            kind.release(comm)
+            kind.release()
             if lock is not None:
                 lock.release()
             raise
