@@ -24,6 +24,7 @@ class Config:
     # --- kernels and logging ---
     kernel: str = ""             # kernel ISA: ref | avx2 | avx512 | amx; "" = the best this CPU has
     log_level: str = "INFO"      # level of the "lrmpi" logger: DEBUG, INFO, WARNING, ERROR
+    stats_file: str = ""         # a matmul's root writes each rank's stage times and peak memory here (JSON)
 
     # --- matmul scheduling (parallel.scheduler, parallel.partition, parallel.worker) ---
     depth: int = 2               # tasks outstanding per worker (its next one is always queued)

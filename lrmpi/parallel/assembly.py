@@ -13,6 +13,7 @@ import numpy as np
 from lrmpi.numerics.accumulate import ExactAccumulator, TileSums
 from lrmpi.numerics.buffers import BufferPool, ScratchPool, prefault
 from lrmpi.numerics.schedule import levels
+from lrmpi.parallel.stages import STAGES
 
 
 class Assembly:
@@ -68,15 +69,18 @@ class Assembly:
         erow, ecol = self.erow[tile.r0:tile.r1], self.ecol[tile.c0:tile.c1]
         if r == 0 and self.deferred is not None:
             (level, S), = sums
-            self.acc.decode_sum(S, level, erow, ecol, out=C)
+            with STAGES.timed("decode"):
+                self.acc.decode_sum(S, level, erow, ecol, out=C)
+                amax = max(float(C.max()), -float(C.min()))  # the tile is still in cache
             self.deferred.append((tile, sums, buf))
-            amax = max(float(C.max()), -float(C.min()))  # the tile is still in cache
         else:
-            for level, S in sums:
-                self.acc.add(S, level, tile.r0, tile.c0)
+            with STAGES.timed("accumulate"):
+                for level, S in sums:
+                    self.acc.add(S, level, tile.r0, tile.c0)
             self._done_with(r, tile, sums, buf)
-            _, amax = self.acc.decode(erow, ecol, out=C, row0=tile.r0, col0=tile.c0,
-                                      with_max=True)
+            with STAGES.timed("decode"):
+                _, amax = self.acc.decode(erow, ecol, out=C, row0=tile.r0, col0=tile.c0,
+                                          with_max=True)
         # max|C_r| tile by tile, as the tiles are decoded: no pass over C at the end
         self.tile_max[r] = max(self.tile_max.get(r, 0.0), amax)
         self.ntiles[r] = self.ntiles.get(r, 0) + 1
@@ -89,8 +93,9 @@ class Assembly:
         cmax = self.tile_max.pop(r)
         if self.deferred:  # resolution 1 is out: now its sums go into the limbs
             for tile, sums, buf in self.deferred:
-                for level, S in sums:
-                    self.acc.add(S, level, tile.r0, tile.c0)
+                with STAGES.timed("accumulate"):
+                    for level, S in sums:
+                        self.acc.add(S, level, tile.r0, tile.c0)
                 self._done_with(r, tile, sums, buf)
         self.deferred = None
         return C, cmax

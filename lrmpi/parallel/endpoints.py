@@ -63,6 +63,7 @@ class WorkerRanks:
         self.hosts = dict(hosts or {})
         self.sends = []      # requests of sends in flight (their buffers stay alive in them)
         self.received = {w: 0 for w in self.workers}  # results per worker
+        self.reports = {}    # worker -> its report with BYE (stages.Stages.report)
 
     def name(self, w):
         return f"worker {w} of {self.size} on {self.hosts.get(w, '?')}"
@@ -110,7 +111,7 @@ class WorkerRanks:
         while True:
             progressed = bool(self.poll())
             while (bye := protocol.poll_bye(self.comm)) is not None:
-                byes[bye[0]] = bye[1]
+                byes[bye[0]], self.reports[bye[0]] = bye[1], bye[2]
                 progressed = True
             while protocol.poll_error(self.comm) is not None:
                 pass  # the job is ending anyway

@@ -4,6 +4,7 @@ CRT tiles, or written by the ranks). MPI-free.
 """
 from lrmpi.numerics import bounds
 from lrmpi.numerics.layered import finish_last
+from lrmpi.parallel.stages import STAGES
 
 
 class Resolutions:
@@ -46,11 +47,13 @@ class Resolutions:
         cmax; at the last layer, entries beyond the planes' reach are recomputed in C
         (numerics/fallback.py; design.md, "Fallback")."""
         self.cmax.append(cmax)
-        babs = self.bounds.upto(self.cmax)
+        with STAGES.timed("bound"):
+            babs = self.bounds.upto(self.cmax)
         redone = ()
         if r == self.layers - 1:
-            redone, babs[-1] = finish_last(self.lm, self.ea, self.eb, self.bounds, C,
-                                           self.cmax, babs)
+            with STAGES.timed("fallback check"):
+                redone, babs[-1] = finish_last(self.lm, self.ea, self.eb, self.bounds, C,
+                                               self.cmax, babs)
         rel = float(bounds.bound_rel(babs, self.cmax)[-1])
         schedule = self.lm.schedule
         return {"index": r + 1, "pairs": sum(len(x) for x in schedule[:r + 1]),

@@ -10,10 +10,10 @@ arrived.
 
 A matmul worker receives the Job once, then WORK headers each followed by the plane
 blocks it does not hold yet; it computes the tile's exact level sums with the int8
-kernels (tilework.compute_tile), in column chunks, and sends them back.
+kernels (tilework.compute_tile), in column chunks, and sends them back without
+waiting (MPI_Isend): the root holds its next task queued, so the worker computes
+it while the result travels (design.md, "Wire format").
 """
-import time
-
 import numpy as np
 
 from lrmpi.errors import ProtocolError
@@ -23,7 +23,10 @@ from lrmpi.parallel.backoff import Backoff
 from lrmpi.parallel.comm import rank_size, waitall
 from lrmpi.parallel.plan import Plan
 from lrmpi.parallel.messages import CrtSetup, Job, Operand, Seal, Stop, Work
+from lrmpi.parallel.stages import STAGES
 from lrmpi.parallel.tilework import OwnedTiles, compute_tile
+
+SENDS = 2  # results in flight at most: the next waits for the oldest (double buffers)
 
 
 def serve(comm, handler):
@@ -39,7 +42,8 @@ def serve(comm, handler):
     sent, failed = 0, False
     while True:
         try:
-            msg = protocol.recv_from_root(comm, backoff)  # a bad one raises ProtocolError
+            with STAGES.timed("wait for work"):
+                msg = protocol.recv_from_root(comm, backoff)  # a bad one raises ProtocolError
             if isinstance(msg, Stop):
                 break
             sent += handler.handle(msg, failed)
@@ -48,7 +52,7 @@ def serve(comm, handler):
             protocol.send_error(comm, rank, size, exc)
     handler.stop()
     if handler.started or failed:  # the root waits for it (after a JOB it could not read too)
-        protocol.send_bye(comm, sent)
+        protocol.send_bye(comm, sent, STAGES.report())
     return 1 if failed else 0
 
 
@@ -68,6 +72,7 @@ class MatmulWorker:
         self.plan = self.crt_setup = self.owned = None
         self.blocks, self.bcasts = {}, {}
         self.scratch = ScratchPool()
+        self.sending = []  # (request, buffer) of results in flight, oldest first
 
     @property
     def started(self):
@@ -95,12 +100,16 @@ class MatmulWorker:
         if self.owned is not None:  # files never sealed: not results
             self.owned.files.abort()
         # every broadcast completes before BYE (the root posted them all), so a stop
-        # never leaves one half-done (design.md, "Plane distribution")
-        waitall(list(self.bcasts.values()))
+        # never leaves one half-done (design.md, "Plane distribution"); so does every
+        # result sent (BYE counts them, the root keeps their receives posted)
+        with STAGES.timed("send"):
+            waitall(list(self.bcasts.values()) + [req for req, _ in self.sending])
+        self.sending = []
 
     def _job(self, job):
         protocol.send_hello(self.comm)
         waitall(list(self.bcasts.values()))  # a previous job's (a stream)
+        STAGES.reset()
         self.plan, self.bcasts, self.crt_setup = Plan.of_job(job), {}, None
         self.owned = OwnedTiles(self.plan, job.exps, self.rank_files(job.write, self.rank)) \
             if job.write else None
@@ -120,31 +129,43 @@ class MatmulWorker:
 
     def _work(self, work, failed):
         """A task: its plane blocks, then (unless failed or stopping) its result."""
-        for key in work.keys:
-            self.blocks[key] = protocol.recv_plane(
-                self.comm, np.empty(self.plan.block_shape(key[0], key[1]), np.int8))
+        with STAGES.timed("receive planes"):
+            for key in work.keys:
+                self.blocks[key] = protocol.recv_plane(
+                    self.comm, np.empty(self.plan.block_shape(key[0], key[1]), np.int8))
         if failed or self.should_stop():
             return 0  # stopping: the root does not need this result
         plan, res = self.plan, work.res
         tile = plan.tiles[work.tile]
-        for key in sorted(plan.needs_bcast(res) & self.bcasts.keys()):
-            self.bcasts.pop(key).Wait()  # the planes this task reads have arrived
+        with STAGES.timed("wait for broadcasts"):
+            for key in sorted(plan.needs_bcast(res) & self.bcasts.keys()):
+                self.bcasts.pop(key).Wait()  # the planes this task reads have arrived
         nlevels, dtype = plan.layout(res)
         buf, body = protocol.result_buffers(self.scratch, nlevels, tile.shape, dtype)
-        t0 = time.perf_counter()
-        value = compute_tile(plan, res, tile, self.blocks, body, self.scratch,
-                             self.should_stop, self.rank, self.crt_setup)
+        with STAGES.timed("kernel") as kernel:
+            value = compute_tile(plan, res, tile, self.blocks, body, self.scratch,
+                                 self.should_stop, self.rank, self.crt_setup)
+        cpu = kernel.cpu  # the efficiency counts the kernel's CPU time, not wall time
         if value is None:
             self.scratch.put(buf)
             return 0
-        seconds = time.perf_counter() - t0
         if self.owned is not None:  # C to this rank's file; only its max travels
-            msg = protocol.pack_written(buf, work.task, self.owned.write(res, tile, value),
-                                        seconds)
+            with STAGES.timed("accumulate, decode, write"):
+                amax = self.owned.write(res, tile, value)
+            msg = protocol.pack_written(buf, work.task, amax, cpu)
         elif plan.is_crt(res):
-            msg = protocol.pack_tile(buf, work.task, value, seconds)
+            msg = protocol.pack_tile(buf, work.task, value, cpu)
         else:
-            msg = protocol.pack_sums(buf, work.task, value, seconds)
-        protocol.send_result(self.comm, msg)
-        self.scratch.put(buf)
+            msg = protocol.pack_sums(buf, work.task, value, cpu)
+        self._send(msg, buf)
         return 1
+
+    def _send(self, msg, buf):
+        """RESULT without waiting for it to arrive; buffers of finished sends return to
+        the pool, and at most SENDS are in flight (the oldest is waited for)."""
+        with STAGES.timed("send"):
+            while self.sending and (len(self.sending) >= SENDS or self.sending[0][0].Test()):
+                req, done = self.sending.pop(0)
+                req.Wait()
+                self.scratch.put(done)
+            self.sending.append((protocol.send_result(self.comm, msg), buf))
