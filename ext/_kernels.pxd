@@ -25,6 +25,10 @@ cdef extern from "c/kernels.h" nogil:
                                               const int32_t *, int64_t, const uint64_t *,
                                               const uint64_t *, const int32_t *, const int32_t *,
                                               double *, int64_t, double *) noexcept nogil
+    ctypedef void (*lrmpi_acc_update_fn)(int64_t, int64_t, double *, int32_t *, int64_t,
+                                         const void *, int, int64_t, int, const int32_t *,
+                                         const int32_t *, int, double *, int64_t,
+                                         double *) noexcept nogil
     ctypedef struct lrmpi_kernel_table:
         const char *isa
         lrmpi_rowmax_fn rowmax
@@ -36,6 +40,7 @@ cdef extern from "c/kernels.h" nogil:
         lrmpi_decode_fn decode
         lrmpi_crt_residues_fn crt_residues
         lrmpi_crt_reconstruct_fn crt_reconstruct
+        lrmpi_acc_update_fn acc_update
 
     void lrmpi_dot2_ref(int64_t, int64_t, const double *, int64_t, const double *, int64_t,
                         const int64_t *, const int64_t *, const int32_t *, const int32_t *,

@@ -146,6 +146,61 @@ def decode(const int64_t[:, :, ::1] L, const int32_t[::1] erow, const int32_t[::
     return amax
 
 
+def acc_update(F, E, S, int shift, erow, ecol, int base,
+               Y, Py_ssize_t row0=0, Py_ssize_t col0=0, isa=None):
+    """On the tile at (row0, col0) of the compact state (F, E): N += S 2^shift (S None:
+    nothing added), then Y := fl(N 2^(erow[i] + ecol[j] + base)) unless Y is None.
+    F and E None: a zero state, not stored. S: C-contiguous int64 or int32; Y: a
+    float64 tile (unit column stride). Returns max |Y| (0.0 without Y). The tile's
+    shape is S's, else Y's."""
+    cdef const lrmpi_kernel_table *t = _table(isa)
+    cdef double[:, ::1] Fv
+    cdef int32_t[:, ::1] Ev
+    cdef double *fp = NULL
+    cdef int32_t *ep = NULL
+    cdef int64_t ldf = 0
+    cdef const int64_t[:, ::1] S64
+    cdef const int32_t[:, ::1] S32
+    cdef const int32_t[::1] er
+    cdef const int32_t[::1] ec
+    cdef double[:, :] Yv
+    cdef const void *s = NULL
+    cdef int s32 = 0
+    cdef const int32_t *erp = NULL
+    cdef const int32_t *ecp = NULL
+    cdef double *y = NULL
+    cdef int64_t ldy = 0
+    cdef double amax = 0.0
+    cdef int64_t m, n
+    if S is not None:
+        m, n = S.shape[0], S.shape[1]
+        s32 = S.dtype.itemsize == 4
+        if m and n:
+            if s32:
+                S32 = S
+                s = &S32[0, 0]
+            else:
+                S64 = S
+                s = &S64[0, 0]
+    else:
+        m, n = Y.shape[0], Y.shape[1]
+    if m == 0 or n == 0:
+        return amax
+    if Y is not None:
+        Yv = Y
+        y = &Yv[0, 0]
+        ldy = Yv.strides[0] // 8
+        er, ec = erow, ecol
+        erp, ecp = &er[0], &ec[0]
+    if F is not None:
+        Fv, Ev = F, E
+        fp, ep, ldf = &Fv[row0, col0], &Ev[row0, col0], Fv.shape[1]
+    with nogil:
+        t.acc_update(m, n, fp, ep, ldf, s, s32, n, shift, erp, ecp, base, y, ldy,
+                     &amax if y != NULL else NULL)
+    return amax
+
+
 def dot2(const double[:, ::1] A, const double[:, :] B, const int64_t[::1] rows,
          const int64_t[::1] cols, const int32_t[::1] erow, const int32_t[::1] ecol,
          double[::1] y, double[::1] s):

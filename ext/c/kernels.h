@@ -101,6 +101,29 @@ typedef void (*lrmpi_decode_fn)(int64_t m, int64_t n, const int64_t *L,
                                 int base, double *Y, int64_t ldy, double *amax);
 
 /* ------------------------------------------------------------------------- */
+/* acc_update:  exact accumulation in a compact state, and decoding, one pass    */
+/*   (acc_compact.c). Per entry the exact integer N is F + E: F = fl(N) (double, */
+/*   an integer), E = N - F (int32). With S: N += S[i,j] * 2^shift (S int64,    */
+/*   |S| < 2^53, or int32 with s32 = 1; lds elements); F and E are updated.      */
+/*   With Y: Y[i,j] := fl(N * 2^(erow[i] + ecol[j] + base)), correctly rounded   */
+/*   (the same bits as decode of the same N in limbs), amax := max |Y| (or NULL).*/
+/*   F, E: m x n with row stride ldf; F = NULL: a zero state, nothing stored     */
+/*   (a first level sum decoded alone: then |S 2^shift| < 2^127 suffices);       */
+/*   erow/ecol NULL for 0.                                                        */
+/*   Duty of the CALLER: |N| < 2^84 for every partial sum, or the state is not   */
+/*   exact (accumulate.py keeps the limbs for larger sums).                       */
+typedef void (*lrmpi_acc_update_fn)(int64_t m, int64_t n, double *F, int32_t *E,
+                                    int64_t ldf, const void *S, int s32, int64_t lds,
+                                    int shift, const int32_t *erow, const int32_t *ecol,
+                                    int base, double *Y, int64_t ldy, double *amax);
+void lrmpi_acc_update_ref(int64_t, int64_t, double *, int32_t *, int64_t, const void *, int,
+                          int64_t, int, const int32_t *, const int32_t *, int, double *,
+                          int64_t, double *);
+void lrmpi_acc_update_avx512(int64_t, int64_t, double *, int32_t *, int64_t, const void *,
+                             int, int64_t, int, const int32_t *, const int32_t *, int,
+                             double *, int64_t, double *);
+
+/* ------------------------------------------------------------------------- */
 /* dot2:  for t < count, with i = rows[t], j = cols[t], in scaled units:       */
 /*   y[t] := sum_l (A[i,l] 2^-erow[i]) (B[l,j] 2^-ecol[j])   compensated (Dot2) */
 /*   s[t] := sum_l |that product| (plain, rounded)                             */
@@ -170,6 +193,7 @@ typedef struct {
     lrmpi_decode_fn decode;
     lrmpi_crt_residues_fn crt_residues;
     lrmpi_crt_reconstruct_fn crt_reconstruct;
+    lrmpi_acc_update_fn acc_update;
 } lrmpi_kernel_table;
 
 /* The table selected at first call: CPUID, then LRMPI_KERNEL override.       */

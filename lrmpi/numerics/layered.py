@@ -166,10 +166,11 @@ class LayeredMatmul:
                 crt.moduli_for(self.A.shape[1], target or "fp64")
         elif moduli is not None or target is not None:
             raise ConfigError("moduli and target choose the CRT resolution: add final='crt'")
-        # B: only the NaN/Inf check (its units are its columns); both at once (the
-        # kernels release the GIL): the workers idle until the planes exist
-        self._amax_a, _ = _both(lambda: _finite_rowmax(self.A, "A"),
-                                lambda: _finite_rowmax(self.B, "B"))
+        # the maxima of A's rows and B's columns (their scaling units), with the
+        # NaN/Inf check; both at once (the kernels release the GIL): the workers idle
+        # until the planes exist
+        self._amax_a, self._amax_b = _both(lambda: _finite_rowmax(self.A, "A"),
+                                           lambda: planes_mod.column_maxima(self.B))
 
     @property
     def layers(self):
@@ -194,9 +195,22 @@ class LayeredMatmul:
     def encode(self):
         """(Encoded A, Encoded B.T): rows of A and columns of B as scaling units."""
         return _both(
-            lambda: planes_mod.encode(self.A, self.bits, self.planes, exps=planes_mod.exponents(
-                self.A, self.scale, amax=self._amax_a)),
-            lambda: planes_mod.encode_columns(self.B, self.bits, self.planes, self.scale))
+            lambda: planes_mod.encode(self.A, self.bits, self.planes, exps=self._exps_a()),
+            self._encode_b)
+
+    def encode_streamed(self, blocks, timed=None):
+        """(A as planes.RowBlocks of `blocks` [(r0, r1)], encoding on a thread, B's
+        Encoded B.T): B whole first (every column's exponent needs all of B), beside
+        A's first block; the rest of A follows while its first tiles compute."""
+        ea = planes_mod.RowBlocks(self.A, self._exps_a(), self.bits, self.planes, blocks, timed)
+        return ea, self._encode_b()
+
+    def _exps_a(self):
+        return planes_mod.exponents(self.A, self.scale, amax=self._amax_a)
+
+    def _encode_b(self):
+        return planes_mod.encode_columns(self.B, self.bits, self.planes, self.scale,
+                                         amax=self._amax_b)
 
     def __iter__(self):
         t0 = time.perf_counter()

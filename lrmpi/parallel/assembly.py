@@ -58,7 +58,7 @@ class Assembly:
             self.sdtype[0], levels(self.schedule[0])[0], self.erow, self.ecol)
         # the first C buffer and the limbs are hundreds of MB at n = 4096: fault
         # them in on a thread; the limbs only if resolution 1 needs them
-        prefault([(self.c_pool, 1)], [] if self.deferred is not None else [self.acc.limbs])
+        prefault([(self.c_pool, 1)], [] if self.deferred is not None else self.acc.state)
 
     def add(self, r, tile, sums, buf):
         """One tile's level sums of resolution r (in resolution order); True when r
@@ -69,18 +69,14 @@ class Assembly:
         erow, ecol = self.erow[tile.r0:tile.r1], self.ecol[tile.c0:tile.c1]
         if r == 0 and self.deferred is not None:
             (level, S), = sums
-            with STAGES.timed("decode"):
+            with STAGES.timed("accumulate and decode"):
                 self.acc.decode_sum(S, level, erow, ecol, out=C)
                 amax = max(float(C.max()), -float(C.min()))  # the tile is still in cache
             self.deferred.append((tile, sums, buf))
         else:
-            with STAGES.timed("accumulate"):
-                for level, S in sums:
-                    self.acc.add(S, level, tile.r0, tile.c0)
+            with STAGES.timed("accumulate and decode"):  # one pass (compact state)
+                amax = self.acc.add_decode(sums, erow, ecol, C, tile.r0, tile.c0)
             self._done_with(r, tile, sums, buf)
-            with STAGES.timed("decode"):
-                _, amax = self.acc.decode(erow, ecol, out=C, row0=tile.r0, col0=tile.c0,
-                                          with_max=True)
         # max|C_r| tile by tile, as the tiles are decoded: no pass over C at the end
         self.tile_max[r] = max(self.tile_max.get(r, 0.0), amax)
         self.ntiles[r] = self.ntiles.get(r, 0) + 1

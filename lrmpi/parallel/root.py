@@ -78,22 +78,21 @@ class Root:
         if write == "ranks" and not written and writer is not None and workers:
             logger.info("lrmpi: a resumed job's results are written by the root")
         computes = (not workers or root_has_a_core(comm)) and not written
+        (m, k), n = lm.A.shape, lm.B.shape[1]
+        tiling = default_tiling(m, n, len(workers) + (1 if computes else 0))
+        # B whole (its column exponents need all of it), A by row block on a thread:
+        # the first tiles go out while the rest of A is encoded
         with stages.STAGES.timed("encode"):
-            self.ea, self.eb = lm.encode()
-        logger.debug("lrmpi: encoded at %.3f s", self.elapsed())
-        m, k = self.ea.shape
-        tiling = default_tiling(m, self.eb.shape[0], len(workers) + (1 if computes else 0))
+            self.ea, self.eb = lm.encode_streamed(
+                [tiling.rows(rb) for rb in range(tiling.row_blocks)], stages.STAGES.timed)
+        stages.STAGES.mark("B encoded")
+        logger.debug("lrmpi: B encoded at %.3f s", self.elapsed())
         self.plan = plan = plans.Plan(lm.bits, lm.planes, k, tuple(lm.schedule), tiling,
                                       lm.moduli or 0, written)
         self.tiles = plan.tiles
         sdtype = [plan.layout(r)[1] for r in range(plan.nres)]
-        # resolution 1's bound now, while the workers wait anyway; each later one
-        # when its resolution finishes (all at once before the first dispatch cost
-        # 0.1 s at n = 4096; after it, beside busy workers, 0.8 s)
-        with stages.STAGES.timed("bound"):
-            self.bounds = bounds.Bounds(self.ea, self.eb, plan.schedule)
-            self.bounds.prepare(0)
-        logger.debug("lrmpi: bounds at %.3f s", self.elapsed())
+        # each resolution's bound when it finishes (A's norms need all of A encoded)
+        self.bounds = bounds.Bounds(self.ea, self.eb, plan.schedule)
         self.assembly = Assembly(self.ea, self.eb, plan.schedule, sdtype,
                                  keep_sums=writer is not None)
         # the CRT resolution, if any, is resolution plan.layers (0-based): its tasks
@@ -216,6 +215,7 @@ class Root:
             while (task := self.scheduler.assign(w, time.perf_counter())) is not None:
                 self.figures.dispatched(task.res, task.started)
                 self.endpoints.send(task)
+                stages.STAGES.mark("first task sent")
                 sent = True
         return sent
 
@@ -354,7 +354,6 @@ class Root:
         """root_stop: record the status (after every resolution queued for the disk),
         stop the workers (design.md, "Deadlines and signals")."""
         self.collector.drain()  # every result handed over is applied (and published)
-        self.collector.close()
         layers = self.plan.layers
         if self.crt and self.writer is not None and self.cur == layers \
                 and self.crt.done:  # the CRT resolution's finished tiles are resume data
@@ -364,6 +363,7 @@ class Root:
         self.endpoints.stop()
         stages.write_stats(config.get().stats_file, self.ranks.reports if self.ranks else {},
                            [self.figures.of(r) for r in range(self.plan.nres)])
+        self.collector.close()
         return status, reason
 
     def fail(self, exc):

@@ -27,15 +27,20 @@ class Stages:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self.t = {}
+        self.t, self.marks = {}, {}
         self.started = time.perf_counter()
 
     def reset(self):
         """A new job on this rank: forget the earlier one's figures."""
         with self._lock:
-            self.t = {}
+            self.t, self.marks = {}, {"job start": time.time()}
             self.started = time.perf_counter()
         reset_peak_memory()
+
+    def mark(self, name):
+        """The first time (epoch seconds) `name` happened in this job (e.g. the first
+        task sent): the bench measures them from the launch."""
+        self.marks.setdefault(name, time.time())
 
     def add(self, name, wall, cpu=0.0, faults=0, count=1):
         with self._lock:
@@ -64,7 +69,9 @@ class Stages:
     def report(self):
         """What a rank reports at the end of its job: its stages, the CPU of its
         threads (by name), its process CPU, its lifetime in the job and memory."""
-        return {"stages": self.snapshot(), "threads_cpu_s": threads_cpu(),
+        return {"stages": self.snapshot(),
+                "marks": {"process start": process_start(), **self.marks},
+                "threads_cpu_s": threads_cpu(),
                 "process_cpu_s": time.process_time(),
                 "job_wall_s": time.perf_counter() - self.started, **memory()}
 
@@ -86,6 +93,18 @@ def threads_cpu():
             continue
         out[t.name] = out.get(t.name, 0.0) + cpu
     return out
+
+
+def process_start():
+    """When this process started (epoch seconds, to 10 ms), or None."""
+    try:
+        import os
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rpartition(")")[2].split()[19])  # since boot
+        since = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - since
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def memory():

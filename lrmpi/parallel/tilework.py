@@ -88,6 +88,8 @@ class RootBlocks:
         if op in (Operand.RA, Operand.RB):
             return self.crt.block(op, block, plane)
         if op == Operand.A:
+            if hasattr(self.ea, "block"):  # planes.RowBlocks: encoded block by block
+                return self.ea.block(block)[plane - 1]
             r0, r1 = self.tiling.rows(block)
             return self.ea.digits[plane - 1, r0:r1]
         c0, c1 = self.tiling.cols(block)
