@@ -18,14 +18,16 @@ DIRECTIVES = {
 CFLAGS = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-strict-aliasing"]
 C_SOURCES = ["ext/c/ref.c", "ext/c/simd.c", "ext/c/igemm_x86.c", "ext/c/igemm_amx.c",
              "ext/c/decode_avx512.c", "ext/c/dispatch.c", "ext/c/dot2.c",
-             "ext/c/crt.c", "ext/c/crt_avx512.c", "ext/c/acc_compact.c"]
+             "ext/c/crt.c", "ext/c/crt_avx512.c", "ext/c/acc_compact.c",
+             "ext/c/encode_t_avx512.c"]
 
 extensions = [
     Extension(
         "lrmpi._ext.kernels",
         ["ext/kernels.pyx", *C_SOURCES],
         include_dirs=["ext"],
-        depends=["ext/c/kernels.h", "ext/c/gemm_internal.h", "ext/c/bodies.h", "ext/_kernels.pxd"],
+        depends=["ext/c/kernels.h", "ext/c/gemm_internal.h", "ext/c/bodies.h", "ext/c/transpose.h",
+                 "ext/_kernels.pxd"],
         extra_compile_args=CFLAGS,
     ),
 ]

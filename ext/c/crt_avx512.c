@@ -24,6 +24,7 @@
 #include <math.h>
 #include <string.h>
 #include "kernels.h"
+#include "transpose.h"
 
 #define AVX512 __attribute__((target("avx512f,avx512dq,avx512cd,avx512bw,avx512vl")))
 #define LANES 8
@@ -269,24 +270,6 @@ AVX512 static inline __m512i add_sat(__m512i sum, __m512i ax, __mmask8 *sat)
 static inline int64_t clip_l1(uint64_t total, int over)
 {
     return over || total > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)total;
-}
-
-/* 8 x 8 bytes: in[cc] holds byte t of row t... (row cc of a block), out[t] byte
- * cc of every row: a byte transpose by unpacks */
-static inline void transpose8x8(const uint64_t in[8], uint64_t out[8])
-{
-    __m128i r[8];
-    for (int t = 0; t < 8; t++) r[t] = _mm_cvtsi64_si128((long long)in[t]);
-    const __m128i x0 = _mm_unpacklo_epi8(r[0], r[1]), x1 = _mm_unpacklo_epi8(r[2], r[3]);
-    const __m128i x2 = _mm_unpacklo_epi8(r[4], r[5]), x3 = _mm_unpacklo_epi8(r[6], r[7]);
-    const __m128i y0 = _mm_unpacklo_epi16(x0, x1), y1 = _mm_unpackhi_epi16(x0, x1);
-    const __m128i y2 = _mm_unpacklo_epi16(x2, x3), y3 = _mm_unpackhi_epi16(x2, x3);
-    const __m128i z[4] = {_mm_unpacklo_epi32(y0, y2), _mm_unpackhi_epi32(y0, y2),
-                          _mm_unpacklo_epi32(y1, y3), _mm_unpackhi_epi32(y1, y3)};
-    for (int t = 0; t < 4; t++) {
-        out[2 * t] = (uint64_t)_mm_cvtsi128_si64(z[t]);
-        out[2 * t + 1] = (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(z[t], z[t]));
-    }
 }
 
 /* The outputs of one chunk of CH columns go through a stage in L1 and leave as
