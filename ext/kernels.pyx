@@ -215,19 +215,26 @@ def dot2(const double[:, ::1] A, const double[:, :] B, const int64_t[::1] rows,
 
 
 def crt_residues(const double[:, :] X, int transpose, const int32_t[::1] exps,
-                 const int32_t[::1] moduli, int8_t[:, :, ::1] R, int64_t[::1] l1, isa=None):
+                 const int32_t[::1] moduli, R, int64_t[::1] l1, isa=None):
     """R[l] := trunc(rows (or columns, transpose=1) of X scaled by 2^exps) mod
-    moduli[l], symmetric; l1 := each row's (column's) sum of |scaled integers|."""
-    cdef int64_t rows = R.shape[1], k = R.shape[2]
+    moduli[l], symmetric; l1 := each row's (column's) sum of |scaled integers|.
+    R None: l1 alone (no moduli)."""
+    cdef int8_t[:, :, ::1] Rv
+    cdef int8_t *r = NULL
+    cdef int nmod = 0
+    cdef int64_t rows = l1.shape[0], k = X.shape[0] if transpose else X.shape[1]
     cdef int64_t sr = X.strides[0] // 8, sc = X.strides[1] // 8
     if transpose:
         sr, sc = sc, sr
     cdef const lrmpi_kernel_table *t = _table(isa)
     if rows == 0 or k == 0:
         return
+    if R is not None:
+        Rv = R
+        r, nmod = &Rv[0, 0, 0], <int>moduli.shape[0]
     with nogil:
-        t.crt_residues(rows, k, &X[0, 0], 0, sr, sc, &exps[0], <int>moduli.shape[0],
-                           &moduli[0], &R[0, 0, 0], &l1[0])
+        t.crt_residues(rows, k, &X[0, 0], 0, sr, sc, &exps[0], nmod,
+                       &moduli[0] if moduli.shape[0] else NULL, r, &l1[0])
 
 
 def crt_reconstruct(const int32_t[::1] moduli, const int32_t[:, :, ::1] S,

@@ -26,7 +26,8 @@ from lrmpi.errors import ProtocolError
 from lrmpi.parallel.comm import mpi
 from lrmpi.parallel.messages import Seal, Stop, Work
 
-VERSION = 8  # 8: RESULT by Isend, BYE carries the rank's stage figures; 7: one STOP, explicit result kinds; 6: results written by the ranks (Job.write,
+VERSION = 9  # 9: CRT tasks carry float64 blocks (Operand.AF/BF), residues taken where they
+# run; 8: RESULT by Isend, BYE carries the rank's stage figures; 7: one STOP, explicit result kinds; 6: results written by the ranks (Job.write,
 # SEAL); 5: the CRT resolution (Job.crt, CRT, Operand.RA/RB); 4: RESULT carries the kernel
 # time; 3: JOB is a Job dataclass
 MAX_KEYS = 2 * 16          # plane blocks one WORK can carry: all planes (or residues,

@@ -114,7 +114,7 @@ class Root:
         self.bcast = plans.bcast_planes(plan.schedule[first:], tiling, len(workers))
         self.crt_bcast = plans.crt_bcast(plan.moduli, tiling, len(workers))
         held = plans.held_by_broadcast(Operand.B, self.bcast, tiling) | \
-            plans.held_by_broadcast(Operand.RB, self.crt_bcast, tiling)
+            plans.held_by_broadcast(Operand.BF, self.crt_bcast, tiling)
         # rank 0 is a worker too when it computes (its blocks are in its memory already)
         self.scheduler = Scheduler(self.tiles, plan.nres, ([0] if computes else []) + workers,
                                    plan.keys, first, plan.weights(), pinned=written,
@@ -200,7 +200,7 @@ class Root:
         with stages.STAGES.timed("kernel") as kernel:
             value = compute_tile(self.plan, task.res, task.tile, self.blocks, body,
                                  self.assembly.scratch, should_stop, 0,
-                                 self.crt.setup() if self.plan.is_crt(task.res) else None)
+                                 self.crt.work if self.plan.is_crt(task.res) else None)
         task.kernel_s = kernel.cpu  # its thread's CPU, as a worker's
         return value
 
@@ -290,15 +290,15 @@ class Root:
                                 release=lambda: self.assembly.release(C))
 
     def _crt_ready(self):
-        """Once the residues exist: tell the workers (CRT), broadcast B's, and let the
-        scheduler hand out the CRT resolution's tasks."""
+        """Once the scaling exists: tell the workers (CRT), broadcast B in float64 when
+        several need each block, and let the scheduler hand out the CRT tasks."""
         if not self.crt or self.crt_sent or not self.crt.ready():
             return
         self.crt_sent = True
         if self.ranks is not None:
             # whole: every column block
             self.ranks.crt(self.crt.setup(self.crt_bcast),
-                           [self.crt.ops.RB[l] for l in self.crt_bcast], self.plan.layers)
+                           [self.lm.B for _ in self.crt_bcast], self.plan.layers)
         self.scheduler.make_available(self.plan.nres)
 
     # --- the loop ---

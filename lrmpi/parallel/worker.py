@@ -24,7 +24,7 @@ from lrmpi.parallel.comm import rank_size, waitall
 from lrmpi.parallel.plan import Plan
 from lrmpi.parallel.messages import CrtSetup, Job, Operand, Seal, Stop, Work
 from lrmpi.parallel.stages import STAGES
-from lrmpi.parallel.tilework import OwnedTiles, compute_tile
+from lrmpi.parallel.tilework import CrtWork, OwnedTiles, compute_tile
 
 SENDS = 2  # results in flight at most: the next waits for the oldest (double buffers)
 
@@ -69,7 +69,7 @@ class MatmulWorker:
     def __init__(self, comm, rank_files=None):
         self.comm, self.rank_files = comm, rank_files
         self.rank = rank_size(comm)[0]
-        self.plan = self.crt_setup = self.owned = None
+        self.plan = self.crt = self.owned = None
         self.blocks, self.bcasts = {}, {}
         self.scratch = ScratchPool()
         self.sending = []  # (request, buffer) of results in flight, oldest first
@@ -86,9 +86,9 @@ class MatmulWorker:
             return self._work(msg, failed)
         if isinstance(msg, Job):
             self._job(msg)
-        elif isinstance(msg, CrtSetup):  # the CRT resolution's setup, then its broadcasts
-            self.crt_setup = msg
-            self._post_bcasts(Operand.RB, msg.bcast)
+        elif isinstance(msg, CrtSetup):  # the CRT resolution's setup, then B by broadcast
+            self.crt = CrtWork(msg)
+            self._post_bcasts(Operand.BF, msg.bcast)
         elif isinstance(msg, Seal):  # resolution r is complete: commit this rank's file of it
             name, tiles = self.owned.files.seal(msg.res) if not failed else (None, [])
             protocol.send_sealed(self.comm, msg.res, name, tiles)
@@ -110,21 +110,24 @@ class MatmulWorker:
         protocol.send_hello(self.comm)
         waitall(list(self.bcasts.values()))  # a previous job's (a stream)
         STAGES.reset()
-        self.plan, self.bcasts, self.crt_setup = Plan.of_job(job), {}, None
+        self.plan, self.bcasts, self.crt = Plan.of_job(job), {}, None
         self.owned = OwnedTiles(self.plan, job.exps, self.rank_files(job.write, self.rank)) \
             if job.write else None
         self._post_bcasts(Operand.B, job.bcast)
 
     def _post_bcasts(self, op, numbers):
-        """Receive buffers for the broadcast planes `numbers` of op (B's planes or
-        residues), whole, posted in the root's order: every column block is a view
-        (blocks[(op, block, number)]); one request per plane (bcasts[(op, number)])."""
+        """Receive buffers for the broadcast planes `numbers` of op (B's planes, or B in
+        float64, (k, n)), whole, posted in the root's order: every column block is a
+        view (blocks[(op, block, number)]); one request per plane (bcasts[(op, number)])."""
         tiling = self.plan.tiling
         for q in numbers:
-            buf = np.empty((tiling.n, self.plan.k), np.int8)
+            if op == Operand.BF:
+                buf = np.empty((self.plan.k, tiling.n))
+            else:
+                buf = np.empty((tiling.n, self.plan.k), np.int8)
             for cb in range(tiling.col_blocks):
                 c0, c1 = tiling.cols(cb)
-                self.blocks[(op, cb, q)] = buf[c0:c1]
+                self.blocks[(op, cb, q)] = buf[:, c0:c1] if op == Operand.BF else buf[c0:c1]
             self.bcasts[(op, q)] = protocol.post_bcast(self.comm, buf)
 
     def _work(self, work, failed):
@@ -132,7 +135,8 @@ class MatmulWorker:
         with STAGES.timed("receive planes"):
             for key in work.keys:
                 self.blocks[key] = protocol.recv_plane(
-                    self.comm, np.empty(self.plan.block_shape(key[0], key[1]), np.int8))
+                    self.comm, np.empty(self.plan.block_shape(key[0], key[1]),
+                                        self.plan.block_dtype(key[0])))
         if failed or self.should_stop():
             return 0  # stopping: the root does not need this result
         plan, res = self.plan, work.res
@@ -144,7 +148,7 @@ class MatmulWorker:
         buf, body = protocol.result_buffers(self.scratch, nlevels, tile.shape, dtype)
         with STAGES.timed("kernel") as kernel:
             value = compute_tile(plan, res, tile, self.blocks, body, self.scratch,
-                                 self.should_stop, self.rank, self.crt_setup)
+                                 self.should_stop, self.rank, self.crt)
         cpu = kernel.cpu  # the efficiency counts the kernel's CPU time, not wall time
         if value is None:
             self.scratch.put(buf)

@@ -87,7 +87,7 @@ def test_crt_final_resolution_identical_to_the_single_process_api(m, k, n, tmp_p
     np.testing.assert_array_equal(data["C"], ref[-1].C)
     assert attrs["method"] == "crt" and attrs["products"] == ref[-1].products == 15
     if comm().Get_size() > 1 and m >= 300:  # several tiles each: the workers computed
-        # some, so their residue blocks left the root and their tiles of C came back
+        # some, so their rows of A left the root and their tiles of C came back
         assert attrs["root_bytes_sent"] >= 15 * k and attrs["root_bytes_recv"] >= 8 * n
 
 
