@@ -69,8 +69,10 @@ class WorkerRanks:
         return f"worker {w} of {self.size} on {self.hosts.get(w, '?')}"
 
     def poll(self):
-        if self.sends:  # retire finished sends so the list stays short
-            self.sends = [s for s in self.sends if not s.Test()]
+        if self.sends:  # retire finished sends so the list stays short: one MPI call
+            done = set(testsome(self.sends))
+            if done:
+                self.sends = [s for i, s in enumerate(self.sends) if i not in done]
         return self._results()
 
     def _results(self):
