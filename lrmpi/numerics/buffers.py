@@ -7,6 +7,20 @@ import threading
 import numpy as np
 
 
+PAGE = 4096
+
+
+def aligned_empty(shape, dtype, align=PAGE):
+    """An uninitialised array whose data starts at an `align` boundary (numpy's own
+    large buffers start 16 bytes past a page): rows of it can be written to a file
+    around the page cache (jobs.checkpoint.direct)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + align, np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def touch(a):
     """Fault in every page of `a` (one write per page; numpy drops the GIL)."""
     flat = a.reshape(-1).view(np.uint8)
@@ -44,7 +58,7 @@ class BufferPool:
 
     def get(self):
         a = self._free.get()
-        return np.empty(self.shape, self.dtype) if a is None else a
+        return aligned_empty(self.shape, self.dtype) if a is None else a
 
     def put(self, a):
         self._free.put(a)
@@ -54,7 +68,7 @@ class BufferPool:
         taken = [self._free.get() for _ in range(count)]
         for i, a in enumerate(taken):
             if a is None:
-                taken[i] = np.empty(self.shape, self.dtype)
+                taken[i] = aligned_empty(self.shape, self.dtype)
                 touch(taken[i])
         for a in taken:
             self._free.put(a)

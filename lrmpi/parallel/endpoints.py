@@ -21,6 +21,9 @@ from lrmpi.parallel.backoff import Backoff
 from lrmpi.parallel.comm import testsome, waitall
 
 
+CHECK_EVERY = 0.01  # s between the probes for ERROR reports and hung workers
+
+
 class ThreadEndpoint:
     """The root's own compute, on one thread beside its loop: the kernels release the
     GIL, so the loop keeps polling MPI, signals and the clock while a task runs.
@@ -64,6 +67,7 @@ class WorkerRanks:
         self.sends = []      # requests of sends in flight (their buffers stay alive in them)
         self.received = {w: 0 for w in self.workers}  # results per worker
         self.reports = {}    # worker -> its report with BYE (stages.Stages.report)
+        self.checked = float("-inf")  # when check() last probed
 
     def name(self, w):
         return f"worker {w} of {self.size} on {self.hosts.get(w, '?')}"
@@ -95,7 +99,12 @@ class WorkerRanks:
     def check(self, watch, now, timeout=None, describe=None):
         """WorkerError for a worker's ERROR report; WorkerTimeout naming a worker that
         sat on its task longer than the hang limit (`watch`: a scheduler.Watch;
-        `describe(task)`: what the message says of the task)."""
+        `describe(task)`: what the message says of the task). At most every
+        CHECK_EVERY seconds: each probe drives MPI progress, a cost the loop pays
+        thousands of times a job."""
+        if now - self.checked < CHECK_EVERY:
+            return
+        self.checked = now
         self.check_error()
         hung = watch.hung(now, timeout)
         if hung is not None:

@@ -33,6 +33,7 @@ import numpy as np
 from lrmpi import config
 from lrmpi.errors import CheckpointError
 from lrmpi.jobs.checkpoint import schema as S
+from lrmpi.jobs.checkpoint.direct import DirectRows, file_options
 
 HEADROOM = 64 << 10  # bytes beyond the data an HDF5 file may need (metadata: a few KB)
 
@@ -59,11 +60,14 @@ class AtomicH5:
     `path` is old or new, never torn. `nbytes`: the data it will hold (checked
     against the free space first). `.f` is the open h5py file."""
 
-    def __init__(self, path, fsync=True, nbytes=0):
+    def __init__(self, path, fsync=True, nbytes=0, aligned=False):
         _check_space(path, nbytes)
         self.path, self.fsync = path, fsync
         self.tmp = f"{path}.tmp.{os.getpid()}"
-        self.f = h5py.File(self.tmp, "w")
+        # aligned: large datasets start at a page boundary, for rows written around
+        # the page cache (direct.py)
+        self.f = h5py.File(self.tmp, "w", **(file_options() if aligned else {}))
+        self.direct = None  # a DirectRows of this file, if one was made
 
     def sync_data(self):
         """Push what was written so far to the disk (while more is computed)."""
@@ -79,6 +83,8 @@ class AtomicH5:
                 self.sync_data()  # the data: the bulk of the time
                 for k, v in stamp().items():
                     self.f.attrs[k] = v
+            if self.direct is not None:
+                self.direct.close()
             self.f.close()
             if self.fsync:
                 _fsync_path(self.tmp)
@@ -91,6 +97,8 @@ class AtomicH5:
 
     def abort(self):
         try:
+            if self.direct is not None:
+                self.direct.close()
             self.f.close()
         finally:
             if os.path.exists(self.tmp):
@@ -277,12 +285,14 @@ class CheckpointWriter:
 
     def _begin(self, index, shape):
         path = S.res_file(self.path, self.job_id, index)
-        stream = AtomicH5(path, self.fsync, 8 * shape[0] * shape[1])
-        stream.f.create_dataset("C", shape, np.float64)
+        stream = AtomicH5(path, self.fsync, 8 * shape[0] * shape[1], aligned=True)
+        stream.direct = DirectRows(stream.f, stream.tmp, "C", shape)
         self.streams[index] = stream
 
     def _tile(self, index, r0, c0, tile):
         stream = self.streams[index]
+        if c0 == 0 and stream.direct.write_rows(r0, tile):
+            return  # around the page cache: on its way to the disk already
         stream.f["C"][r0:r0 + tile.shape[0], c0:c0 + tile.shape[1]] = tile
         if self.fsync:  # start the disk now, not at the end: durable soon after the last tile
             _fsync_path(stream.tmp)
