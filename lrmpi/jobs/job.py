@@ -25,6 +25,7 @@ from lrmpi.jobs.checkpoint import CheckpointWriter
 from lrmpi.jobs.checkpoint.output import OutputLock, check_output, existing, sweep
 from lrmpi.jobs.deadline import Deadline, StopSignals
 from lrmpi.log import logger
+from lrmpi.numerics.buffers import drop_pages, row_blocks
 from lrmpi.parallel.comm import get_comm, rank_size
 
 
@@ -77,8 +78,11 @@ def fingerprint(*parts):
     for x in parts:
         if isinstance(x, np.ndarray):
             h.update(np.asarray(x.shape, np.int64).tobytes())
-            x = np.ascontiguousarray(x, np.float64)
-            h.update(memoryview(x).cast("B"))
+            if x.ndim != 2:
+                x = x.reshape(1, -1)
+            for r0, r1 in row_blocks(x):  # a mapped operand's pages leave after hashing
+                h.update(memoryview(np.ascontiguousarray(x[r0:r1], np.float64)).cast("B"))
+                drop_pages(x, r0, r1)
         else:
             h.update(repr(x).encode())
     return h.hexdigest()[:32]

@@ -10,15 +10,43 @@ import numpy as np
 PAGE = 4096
 
 
-def aligned_empty(shape, dtype, align=PAGE):
-    """An uninitialised array whose data starts at an `align` boundary (numpy's own
+def aligned_empty(shape, dtype, align=PAGE, at=0):
+    """An uninitialised array whose byte `at` lies on an `align` boundary (numpy's own
     large buffers start 16 bytes past a page): rows of it can be written to a file
-    around the page cache (jobs.checkpoint.direct)."""
+    around the page cache (jobs.checkpoint.direct). `at`: e.g. where a message's body
+    starts after its header."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     raw = np.empty(nbytes + align, np.uint8)
-    start = -raw.ctypes.data % align
+    start = -(raw.ctypes.data + at) % align
     return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def drop_pages(X, r0=0, r1=None):
+    """Let the pages of rows [r0, r1) of a memory-mapped operand (np.load's
+    mmap_mode) leave this process's memory: they stay in the page cache, and a later
+    read maps them again (a minor fault). An operand read in passes (maxima,
+    encoding, hashing) then never counts whole in the peak RSS. No-op for arrays in
+    memory."""
+    import mmap
+    mm = X
+    while mm is not None and not isinstance(mm, mmap.mmap):  # views of a np.memmap
+        mm = getattr(mm, "base", None)
+    if mm is None or X.ndim != 2 or mm.closed:
+        return
+    r1 = X.shape[0] if r1 is None else r1
+    base = np.frombuffer(mm, np.uint8).ctypes.data
+    start = X.ctypes.data - base + r0 * X.strides[0]
+    stop = X.ctypes.data - base + r1 * X.strides[0]
+    start, stop = -(-start // PAGE) * PAGE, stop // PAGE * PAGE
+    if stop > start:
+        mm.madvise(mmap.MADV_DONTNEED, start, stop - start)
+
+
+def row_blocks(X, rows_per_block=256):
+    """(r0, r1) blocks of X's rows, for passes that drop each block's pages after it."""
+    return [(r0, min(r0 + rows_per_block, X.shape[0]))
+            for r0 in range(0, X.shape[0], rows_per_block)] or [(0, 0)]
 
 
 def touch(a):
@@ -83,11 +111,15 @@ class ScratchPool:
         self._free = {}
         self._lock = threading.Lock()
 
-    def get(self, shape, dtype):
+    def get(self, shape, dtype, at=None):
+        """An array of `shape` and `dtype`, reused if one is free; `at`: its byte `at`
+        on a page boundary (keep one `at` per shape and dtype)."""
         with self._lock:
             lst = self._free.get((tuple(shape), np.dtype(dtype)))
             a = lst.pop() if lst else None
-        return np.empty(shape, dtype) if a is None else a
+        if a is None:
+            return np.empty(shape, dtype) if at is None else aligned_empty(shape, dtype, at=at)
+        return a
 
     def put(self, a):
         with self._lock:

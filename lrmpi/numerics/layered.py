@@ -169,7 +169,7 @@ class LayeredMatmul:
         # the maxima of A's rows and B's columns (their scaling units), with the
         # NaN/Inf check; both at once (the kernels release the GIL): the workers idle
         # until the planes exist
-        self._amax_a, self._amax_b = _both(lambda: _finite_rowmax(self.A, "A"),
+        self._amax_a, self._amax_b = _both(lambda: planes_mod.row_maxima(self.A, "A"),
                                            lambda: planes_mod.column_maxima(self.B))
 
     @property
@@ -259,10 +259,6 @@ def _both(f, g):
         return a, fut.result()
 
 
-def _finite_rowmax(X, name):
-    amax, bad = kernels.rowmax(X)
-    validate.finite(bad, name)
-    return amax
 
 
 def layered_matmul(A, B, **options):

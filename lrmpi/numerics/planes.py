@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lrmpi.numerics import kernels, validate
+from lrmpi.numerics.buffers import drop_pages, row_blocks
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,10 +57,27 @@ def encode(X, bits=7, planes=4, scale="row", *, exps=None):
     return Encoded(digits, exps, bits, sumsq, l1)
 
 
+def row_maxima(X, name):
+    """max |X[i, :]| of every row (InputError for NaN/Inf naming `name`), by blocks of
+    rows whose pages leave the process after them (buffers.drop_pages)."""
+    amax = np.empty(X.shape[0])
+    for r0, r1 in row_blocks(X):
+        part, bad = kernels.rowmax(X[r0:r1])
+        validate.finite(bad, name)
+        amax[r0:r1] = part
+        drop_pages(X, r0, r1)
+    return amax
+
+
 def column_maxima(B):
-    """max |B[:, j]| of every column (InputError for NaN/Inf)."""
-    amax, bad = kernels.colmax(B)
-    validate.finite(bad, "B")
+    """max |B[:, j]| of every column (InputError for NaN/Inf), by blocks of rows as
+    row_maxima."""
+    amax = np.zeros(B.shape[1])
+    for r0, r1 in row_blocks(B):
+        part, bad = kernels.colmax(B[r0:r1])
+        validate.finite(bad, "B")
+        np.maximum(amax, part, out=amax)
+        drop_pages(B, r0, r1)
     return amax
 
 
@@ -75,6 +93,7 @@ def encode_columns(B, bits=7, planes=4, scale="row", *, amax=None):
         amax = np.full_like(amax, amax.max() if amax.size else 0.0)
     exps = np.frexp(amax)[1].astype(np.int32)
     D, sumsq, l1 = kernels.encode_t(B, exps, bits, planes)
+    drop_pages(B)
     return Encoded(D, exps, bits, sumsq, l1)
 
 
@@ -121,6 +140,7 @@ class RowBlocks:
     def _encode(self, r0, r1):
         D, sumsq, l1 = kernels.encode(self.X[r0:r1], self.exps[r0:r1], self.bits,
                                       self._planes)
+        drop_pages(self.X, r0, r1)
         self._sumsq[:, r0:r1], self._l1[r0:r1] = sumsq, l1
         return D
 

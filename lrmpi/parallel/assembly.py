@@ -30,7 +30,9 @@ class Assembly:
         self.erow, self.ecol = ea.exps, eb.exps
         self.acc = ExactAccumulator(m, n, ea.bits, ea.planes, k)
         self.scratch = ScratchPool()             # result buffers of tiles in flight
-        self.c_pool = BufferPool((m, n), np.float64, 3)  # C waiting for the disk
+        # C being assembled, and one waiting for the disk (written around the page
+        # cache, quickly): a third held ~1/3 of the root's peak memory at n = 4096
+        self.c_pool = BufferPool((m, n), np.float64, 2)
         self.held = {} if keep_sums else None
         self.cbuf, self.tile_max, self.ntiles = {}, {}, {}
         self.deferred = None

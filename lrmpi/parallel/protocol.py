@@ -167,8 +167,10 @@ def result_body(buf, nlevels, shape, dtype=np.int64):
 
 
 def result_buffers(pool, nlevels, shape, dtype):
-    """(a RESULT buffer from `pool`, its body): where a task computes its result."""
-    buf = pool.get((result_size(nlevels, shape, dtype),), np.int64)
+    """(a RESULT buffer from `pool`, its body): where a task computes its result. The
+    body starts on a page, so that level sums can be written to the checkpoint around
+    the page cache (jobs.checkpoint.direct)."""
+    buf = pool.get((result_size(nlevels, shape, dtype),), np.int64, at=RESULT_HDR * 8)
     return buf, result_body(buf, nlevels, shape, dtype)
 
 

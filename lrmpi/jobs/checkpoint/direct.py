@@ -33,8 +33,9 @@ def file_options():
 
 
 class DirectRows:
-    """A 2-D dataset `name` of `shape` (float64) created in the open h5py file `f`
-    (written at `path`) for rows written around the page cache (write_rows)."""
+    """A dataset `name` of `shape` (..., n) created in the open h5py file `f` (written at
+    `path`) for rows written around the page cache (write_rows: rows numbered over
+    the leading dimensions together, as in a C-ordered (-1, n) view)."""
 
     def __init__(self, f, path, name, shape, dtype=np.float64):
         dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
@@ -57,9 +58,9 @@ class DirectRows:
     def write_rows(self, r0, rows):
         """Rows r0.. of the dataset from `rows` (whole rows, C-contiguous): True if they
         went around the page cache, False if the caller must write them (h5py)."""
-        row_bytes = self.shape[1] * self.itemsize
+        row_bytes = self.shape[-1] * self.itemsize
         where = self.offset + r0 * row_bytes if self.offset is not None else 0
-        if self.fd is None or rows.ndim != 2 or rows.shape[1] != self.shape[1] or \
+        if self.fd is None or rows.ndim != 2 or rows.shape[1] != self.shape[-1] or \
                 not rows.flags.c_contiguous or rows.dtype.itemsize != self.itemsize or \
                 where % ALIGN or rows.nbytes % ALIGN or rows.ctypes.data % ALIGN:
             return False

@@ -144,14 +144,25 @@ def py(v):
 
 # --- matmul resume data: level sums, tile by tile ---
 
-def write_tile_sums(f, index, ts):
-    """Resolution `index`'s TileSums (numerics.accumulate) into an open file."""
+def write_tile_sums(f, index, ts, rows=None):
+    """Resolution `index`'s TileSums (numerics.accumulate) into an open file. `rows(f,
+    name, shape, dtype)`: makes the dataset as a direct.DirectRows (whole rows then
+    go around the page cache where they can)."""
     f.attrs[RESOLUTION] = index
     f.attrs[LEVELS] = ts.levels
-    d = f.create_dataset(SUMS, (len(ts.levels), *ts.shape), dtype=ts.dtype)
-    for r0, c0, sums in ts.tiles:
-        for i, S in enumerate(sums):
-            d[i, r0:r0 + S.shape[0], c0:c0 + S.shape[1]] = S
+    shape = (len(ts.levels), *ts.shape)
+    direct = rows(f, SUMS, shape, ts.dtype) if rows is not None else None
+    d = direct.dataset if direct is not None else f.create_dataset(SUMS, shape, dtype=ts.dtype)
+    try:
+        for r0, c0, sums in ts.tiles:
+            for i, S in enumerate(sums):
+                if c0 == 0 and direct is not None and \
+                        direct.write_rows(i * shape[1] + r0, S):
+                    continue
+                d[i, r0:r0 + S.shape[0], c0:c0 + S.shape[1]] = S
+    finally:
+        if direct is not None:
+            direct.close()
 
 
 def read_tile_sums(f, index, shape):

@@ -310,8 +310,16 @@ class CheckpointWriter:
 
     def _write_resolution_files(self, index, datasets, attrs, state, sums, virtual=None):
         if sums is not None:  # before the resolution: a linked one can always resume
-            atomic_h5(S.sums_file(self.path, self.job_id, index),
-                      lambda f: S.write_tile_sums(f, index, sums), self.fsync, sums.nbytes)
+            a = AtomicH5(S.sums_file(self.path, self.job_id, index), self.fsync, sums.nbytes,
+                         aligned=True)
+            try:
+                S.write_tile_sums(a.f, index, sums,
+                                  lambda f, name, shape, dtype: DirectRows(f, a.tmp, name, shape,
+                                                                           dtype))
+            except BaseException:
+                a.abort()
+                raise
+            a.commit()
         if state is not None:
             state = state() if callable(state) else state
             atomic_h5(S.state_file(self.path, self.job_id, index),

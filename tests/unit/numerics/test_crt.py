@@ -9,6 +9,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from lrmpi import config
 from lrmpi.errors import ConfigError
 from lrmpi.numerics import crt, kernels
 from lrmpi.numerics.layered import LayeredMatmul
@@ -185,7 +186,10 @@ def test_a_stop_inside_the_crt_resolution_keeps_its_finished_tiles(tmp_path, mon
             os.kill(os.getpid(), signal.SIGUSR1)
     monkeypatch.setattr(Root, "_apply_crt", counting)
     out = str(tmp_path / "c.h5")
-    part = run_matmul(A, B, out, **opts)
+    # results are applied on the collector's thread: slow tasks, so that the stop
+    # lands before the last tile has arrived
+    with config.configure(test_slow_rank=0, test_slow_s=0.1):
+        part = run_matmul(A, B, out, **opts)
     assert part.status == "deadline" and part.completed == 3
     ck = Checkpoint(out)
     C_part, tiles = ck.partial(4, (600, 40))
