@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lrmpi.numerics import kernels
+from lrmpi.numerics.buffers import big_zeros
 
 LIMB_BITS = 32
 
@@ -64,9 +65,9 @@ class ExactAccumulator:
         self.bits, self.planes = bits, planes
         self.compact = compact_fits(bits, planes, k) if compact is None else compact
         if self.compact:
-            self.F, self.E = np.zeros((m, n)), np.zeros((m, n), np.int32)
+            self.F, self.E = big_zeros((m, n), np.float64), big_zeros((m, n), np.int32)
         else:
-            self.limbs = np.zeros((nlimbs(bits, planes, k), m, n), np.int64)
+            self.limbs = big_zeros((nlimbs(bits, planes, k), m, n), np.int64)
 
     @property
     def state(self):

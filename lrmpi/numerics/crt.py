@@ -29,6 +29,7 @@ import numpy as np
 from lrmpi._ext import kernels as _k
 from lrmpi.errors import ConfigError
 from lrmpi.numerics import kernels
+from lrmpi.numerics.buffers import big_empty
 
 U = 2.0 ** -53
 ROW_BLOCK = 256  # rows of C per reconstruction block: N int32 tiles of this many rows
@@ -183,7 +184,7 @@ def unit_residues(X, axis, exps, pl, out=None):
     int8, into `out` if given."""
     units, k = (X.shape[0], X.shape[1]) if axis == 1 else (X.shape[1], X.shape[0])
     if out is None:
-        out = np.empty((pl.count, units, k), np.int8)
+        out = big_empty((pl.count, units, k), np.int8)
     mods, _, _ = pl.constants
     _k.crt_residues(X, 0 if axis == 1 else 1, np.ascontiguousarray(exps, np.int32), mods, out,
                     np.empty(units, np.int64))

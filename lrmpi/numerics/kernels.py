@@ -10,6 +10,7 @@ import numpy as np
 from lrmpi import config
 from lrmpi._ext import kernels as _k
 from lrmpi.errors import ConfigError
+from lrmpi.numerics.buffers import big_empty
 
 INT32_MAX = 2**31 - 1
 MAX_LIMBS = _k.max_limbs()  # LRMPI_MAX_LIMBS in ext/c/kernels.h
@@ -104,7 +105,7 @@ def encode_t(X, exps, bits, planes, *, isa=None):
     if not 1 <= planes <= 16:
         raise ValueError(f"planes must be in 1..16, got {planes}")
     k, n = X.shape
-    D = np.empty((planes, n, k), np.int8)
+    D = big_empty((planes, n, k), np.int8)
     sumsq = np.zeros((planes, n), np.int64)
     l1 = np.zeros(n)
     if k and n:
@@ -124,7 +125,7 @@ def encode(X, exps, bits, planes, *, out=None, isa=None):
     if planes < 1:
         raise ValueError(f"planes must be >= 1, got {planes}")
     m, n = X.shape
-    D = np.empty((planes, m, n), np.int8) if out is None else out
+    D = big_empty((planes, m, n), np.int8) if out is None else out
     _need_c(D, "out", np.int8, 3)
     if D.shape != (planes, m, n):
         raise ValueError(f"out has shape {D.shape}, expected {(planes, m, n)}")

@@ -58,9 +58,13 @@ class Assembly:
         # resolution 1 decoded exactly from its sums: C_1 is its own resume data
         self.c1_is_sums = self.deferred is not None and self.acc.sum_is_decoded_exactly(
             self.sdtype[0], levels(self.schedule[0])[0], self.erow, self.ecol)
-        # the first C buffer and the limbs are hundreds of MB at n = 4096: fault
-        # them in on a thread; the limbs only if resolution 1 needs them
-        prefault([(self.c_pool, 1)], [] if self.deferred is not None else self.acc.state)
+        # the first C buffer and the exact state are hundreds of MB at n = 4096: fault
+        # them in on a thread; the state, if resolution 1 does not need it, when a
+        # core would be idle (all of it at once when resolution 2 began stalled the
+        # collector: 2.5 s of CPU at n = 8192 on the loaded machine)
+        deferred = self.deferred is not None
+        prefault([(self.c_pool, 1)], [] if deferred else self.acc.state,
+                 later=self.acc.state if deferred else ())
 
     def add(self, r, tile, sums, buf):
         """One tile's level sums of resolution r (in resolution order); True when r

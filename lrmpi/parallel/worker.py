@@ -17,7 +17,7 @@ it while the result travels (design.md, "Wire format").
 import numpy as np
 
 from lrmpi.errors import ProtocolError
-from lrmpi.numerics.buffers import ScratchPool
+from lrmpi.numerics.buffers import ScratchPool, big_empty
 from lrmpi.parallel import protocol
 from lrmpi.parallel.backoff import Backoff
 from lrmpi.parallel.comm import rank_size, waitall
@@ -122,9 +122,9 @@ class MatmulWorker:
         tiling = self.plan.tiling
         for q in numbers:
             if op == Operand.BF:
-                buf = np.empty((self.plan.k, tiling.n))
+                buf = big_empty((self.plan.k, tiling.n), np.float64)
             else:
-                buf = np.empty((tiling.n, self.plan.k), np.int8)
+                buf = big_empty((tiling.n, self.plan.k), np.int8)
             for cb in range(tiling.col_blocks):
                 c0, c1 = tiling.cols(cb)
                 self.blocks[(op, cb, q)] = buf[:, c0:c1] if op == Operand.BF else buf[c0:c1]
@@ -135,8 +135,8 @@ class MatmulWorker:
         with STAGES.timed("receive planes"):
             for key in work.keys:
                 self.blocks[key] = protocol.recv_plane(
-                    self.comm, np.empty(self.plan.block_shape(key[0], key[1]),
-                                        self.plan.block_dtype(key[0])))
+                    self.comm, big_empty(self.plan.block_shape(key[0], key[1]),
+                                         self.plan.block_dtype(key[0])))
         if failed or self.should_stop():
             return 0  # stopping: the root does not need this result
         plan, res = self.plan, work.res
