@@ -95,8 +95,8 @@ def _lrmpi_run(a, fa, fb, c, ref, refmax, hi=None):
 
 # stages in the order a job goes through them (others follow, by name)
 STAGE_ORDER = ("read", "encode", "send", "receive", "wait for work", "receive planes",
-               "wait for broadcasts", "kernel", "accumulate", "decode", "bound",
-               "fallback check", "accumulate, decode, write", "idle")
+               "wait for broadcasts", "kernel", "accumulate", "accumulate and decode",
+               "decode", "bound", "fallback check", "accumulate, decode, write", "idle")
 
 
 def _rank_stages(ranks, launch):
