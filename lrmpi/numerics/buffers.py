@@ -76,6 +76,20 @@ def drop_pages(X, r0=0, r1=None):
         mm.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
 
+def release(a):
+    """Give the memory of a big_empty buffer back to the system while the array stays
+    valid (reads then see zeros): for a buffer no one reads again (B's planes once
+    every worker has them). No-op for other arrays."""
+    m = a
+    while m is not None and not isinstance(m, mmap.mmap):
+        if isinstance(m, np.memmap):
+            return
+        # numpy keeps np.frombuffer's memoryview as the base; the mapping is its obj
+        m = m.obj if isinstance(m, memoryview) else getattr(m, "base", None)
+    if m is not None and not m.closed:
+        m.madvise(mmap.MADV_DONTNEED)
+
+
 def row_blocks(X, rows_per_block=256):
     """(r0, r1) blocks of X's rows, for passes that drop each block's pages after it."""
     return [(r0, min(r0 + rows_per_block, X.shape[0]))

@@ -222,7 +222,8 @@ class MatmulRanks(WorkerRanks):
 
     def start(self, job, bcasts):
         """JOB to every worker, their HELLOs (host names), then the broadcasts
-        [(array, resolution it is counted to)] posted in order."""
+        [(array, resolution it is counted to)] posted in order (their requests are
+        returned)."""
         self.state = "starting"
         for w in self.workers:
             protocol.send_job(self.comm, w, job)
@@ -234,8 +235,9 @@ class MatmulRanks(WorkerRanks):
             self.check_error()
             backoff.step(False)
         self.hosts = hosts
-        self.broadcast(bcasts)
+        reqs = self.broadcast(bcasts)
         self.state = "running"
+        return reqs
 
     def stoppable(self, exc):
         """Not while starting: the workers that read JOB wait for broadcasts the root
@@ -252,9 +254,12 @@ class MatmulRanks(WorkerRanks):
         """Whole planes (or residues) to every worker, [(array, resolution)]: MPICH
         broadcasts messages this large as scatter + allgather, so the root sends each
         byte about once, counted once."""
+        reqs = []
         for array, res in bcasts:
-            self.sends.append(protocol.post_bcast(self.comm, array))
+            reqs.append(protocol.post_bcast(self.comm, array))
             self.figures.count(res, sent=array.nbytes)
+        self.sends += reqs
+        return reqs
 
     def crt(self, setup, bcasts, res):
         """The CRT resolution's setup to every worker, then B's residues broadcast."""

@@ -35,6 +35,7 @@ import numpy as np
 from lrmpi import config
 from lrmpi.log import logger
 from lrmpi.numerics import bounds
+from lrmpi.numerics.buffers import release
 from lrmpi.numerics.schedule import levels
 from lrmpi.parallel import plan as plans
 from lrmpi.parallel.assembly import Assembly
@@ -78,6 +79,7 @@ class Root:
         if write == "ranks" and not written and writer is not None and workers:
             logger.info("lrmpi: a resumed job's results are written by the root")
         computes = (not workers or root_has_a_core(comm)) and not written
+        self.computes = computes
         (m, k), n = lm.A.shape, lm.B.shape[1]
         tiling = default_tiling(m, n, len(workers) + (1 if computes else 0))
         # B whole (its column exponents need all of it), A by row block on a thread:
@@ -120,6 +122,7 @@ class Root:
                                    plan.keys, first, plan.weights(), pinned=written,
                                    held=held, available=plan.layers if self.crt else None)
         self.crt_sent = False
+        self.b_bcasts = None  # broadcast requests of B's planes, to release them after
         if self.crt and first > 0:
             self.crt.start()
         self.blocks = RootBlocks(self.ea, self.eb, tiling, self.crt)
@@ -320,6 +323,10 @@ class Root:
                         self.on_result(task, value)
                         progressed = True
                 self.collector.check()
+                if self.b_bcasts and all(r.Test() for r in self.b_bcasts):
+                    release(self.eb.digits)
+                    self.b_bcasts = None
+                    stages.STAGES.mark("B's planes released")
                 if self.ranks_write is not None:
                     progressed = self.ranks_write.poll() or progressed
                 self.endpoints.check(self.scheduler.watch, time.perf_counter(),
@@ -347,8 +354,12 @@ class Root:
         for r in range(self.cur, self.plan.layers):
             for _, q in self.plan.schedule[r]:
                 first_use.setdefault(q, r)
-        self.ranks.start(self.plan.job(self.bcast, write, exps),
-                         [(self.eb.digits[q - 1], first_use[q]) for q in self.bcast])
+        reqs = self.ranks.start(self.plan.job(self.bcast, write, exps),
+                                [(self.eb.digits[q - 1], first_use[q]) for q in self.bcast])
+        # every plane of B by broadcast and no compute of its own: once every worker has
+        # them, the root never reads B's planes again (64 MB at n = 4096, 1 GB at 16384)
+        if not self.computes and set(self.bcast) == set(first_use):
+            self.b_bcasts = reqs
 
     def stop(self, status, reason=""):
         """root_stop: record the status (after every resolution queued for the disk),
