@@ -145,6 +145,8 @@ def matmul(argv):
     print(describe(m))
     rng = np.random.default_rng(0)
     results = []
+    if a.dir:  # e.g. a folder on the disk to measure, named for the first time
+        os.makedirs(a.dir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
         mbps = disk_speed(tmp)
         print(f"disk: {mbps:.0f} MB/s sequential with fsync ({tmp})")
@@ -194,8 +196,9 @@ def _summarize(m, k, n, a, runs, mbps):
         out["lag_s"] = med(r["durable_s"] - r["elapsed_s"] for r in rows)
         written = 8.0 * m * n + (4.0 * m * n if i > 0 or a.keep != "all" else 0.0)
         out["write_s_at_disk_speed"] = written / 1e6 / mbps
-        out["efficiency"] = med(r["kernel_s"] / (r["workers"] * r["span_s"])
-                                for r in rows if r.get("span_s"))
+        # --keep latest: a replaced resolution's summary has no span (nan)
+        eff = [r["kernel_s"] / (r["workers"] * r["span_s"]) for r in rows if r.get("span_s")]
+        out["efficiency"] = med(eff) if eff else float("nan")
         res.append(out)
     return {"shape": [m, k, n], "ranks": a.ranks, "planes": a.planes, "fsync": a.fsync,
             "disk_mb_s": mbps, "write": a.write, "A_B_C_mb": 8e-6 * (m * k + k * n + m * n),
@@ -248,6 +251,11 @@ def _print_ranks(row):
                                                 sorted(root.items(), key=lambda x: x[1])))
 
 
+def _cell(r, key, width):
+    """An integer figure of a resolution, or '-' where its summary has none."""
+    return f"{int(r[key]):>{width}}" if key in r else f"{'-':>{width}}"
+
+
 def _print(row):
     m, k, n = row["shape"]
     base = row["numpy_process_s"]
@@ -261,13 +269,14 @@ def _print(row):
     print(f"{'res':>4} {'method':>6} {'prod':>4} {'pairs':>5} {'computed':>9} {'durable':>9} "
           f"{'x numpy':>8} {'lag':>6} {'write@disk':>10} {'effic.':>6} {'err_rel':>9} "
           f"{'bound_rel':>9} {'err_hi':>9}")
-    for r in row["resolutions"]:
-        print(f"{int(r['index']):>4} {r['method']:>6} {int(r['products']):>4} "
-              f"{int(r['pairs']):>5} {r['computed_from_launch_s']:>9.2f} "
+    for i, r in enumerate(row["resolutions"], 1):
+        # --keep latest: a replaced resolution's summary lists times and bounds alone
+        print(f"{i:>4} {r['method']:>6} {_cell(r, 'products', 4)} "
+              f"{_cell(r, 'pairs', 5)} {r['computed_from_launch_s']:>9.2f} "
               f"{r['durable_from_launch_s']:>9.2f} {r['durable_from_launch_s'] / base:>8.2f} "
               f"{r['lag_s']:>6.2f} {r['write_s_at_disk_speed']:>10.2f} "
               f"{r.get('efficiency', float('nan')):>6.2f} {r.get('err', float('nan')):>9.2e} "
-              f"{r['bound_rel']:>9.2e} {r.get('err_hi', float('nan')):>9.2e}")
+              f"{r.get('bound_rel', float('nan')):>9.2e} {r.get('err_hi', float('nan')):>9.2e}")
     _print_ranks(row)
 
 
@@ -276,9 +285,10 @@ def _plot(png, results):
     for ax, row in zip(axes, results):
         rs = row["resolutions"]
         ax.semilogy([r["durable_from_launch_s"] for r in rs],
-                    [max(r.get("err", r["bound_rel"]), 1e-17) for r in rs], "o-",
+                    [max(r.get("err", r.get("bound_rel", 1e-17)), 1e-17) for r in rs], "o-",
                     label="lrmpi, durable (true error)")
-        ax.semilogy([r["durable_from_launch_s"] for r in rs], [r["bound_rel"] for r in rs],
+        ax.semilogy([r["durable_from_launch_s"] for r in rs],
+                    [r.get("bound_rel", float("nan")) for r in rs],
                     "s--", label="lrmpi bound")
         ax.axvline(row["numpy_process_s"], color="k", label="numpy process (load, x, save)")
         ax.axvline(row["mpi_oneshot_s"], color="r", label="MPI one-shot float64 (+ save)")
