@@ -103,6 +103,18 @@ def igemm(const int8_t[:, :] A, const int8_t[:, :] Bt, int32_t[:, :] C, isa=None
                 &C[0, 0], C.strides[0] // 4)
 
 
+cdef const void *_sums(S) except NULL:
+    """The data of level sums S (non-empty, C-contiguous 2-D int32 or int64; S keeps
+    it alive) for the C kernels."""
+    cdef const int64_t[:, ::1] S64
+    cdef const int32_t[:, ::1] S32
+    if S.dtype.itemsize == 4:
+        S32 = S
+        return &S32[0, 0]
+    S64 = S
+    return &S64[0, 0]
+
+
 def acc_add(int64_t[:, :, ::1] L, S, int shift,
             Py_ssize_t row0=0, Py_ssize_t col0=0, isa=None):
     """N[row0+i, col0+j] += S[i,j] * 2^shift on the multi-limb integers L.
@@ -110,19 +122,11 @@ def acc_add(int64_t[:, :, ::1] L, S, int shift,
     S: C-contiguous int64 or int32 (the dispatcher checks which).
     """
     cdef const lrmpi_kernel_table *t = _table(isa)
-    cdef const int64_t[:, ::1] S64
-    cdef const int32_t[:, ::1] S32
-    cdef const void *s
     cdef int s32 = S.dtype.itemsize == 4
     cdef int64_t m = S.shape[0], n = S.shape[1]
     if m == 0 or n == 0:
         return
-    if s32:
-        S32 = S
-        s = &S32[0, 0]
-    else:
-        S64 = S
-        s = &S64[0, 0]
+    cdef const void *s = _sums(S)
     with nogil:
         t.acc_add(m, n, &L[0, row0, col0], L.shape[2], L.shape[1] * L.shape[2],
                   L.shape[0], s, s32, n, shift)
@@ -159,8 +163,6 @@ def acc_update(F, E, S, int shift, erow, ecol, int base,
     cdef double *fp = NULL
     cdef int32_t *ep = NULL
     cdef int64_t ldf = 0
-    cdef const int64_t[:, ::1] S64
-    cdef const int32_t[:, ::1] S32
     cdef const int32_t[::1] er
     cdef const int32_t[::1] ec
     cdef double[:, :] Yv
@@ -176,12 +178,7 @@ def acc_update(F, E, S, int shift, erow, ecol, int base,
         m, n = S.shape[0], S.shape[1]
         s32 = S.dtype.itemsize == 4
         if m and n:
-            if s32:
-                S32 = S
-                s = &S32[0, 0]
-            else:
-                S64 = S
-                s = &S64[0, 0]
+            s = _sums(S)
     else:
         m, n = Y.shape[0], Y.shape[1]
     if m == 0 or n == 0:
