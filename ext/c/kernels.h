@@ -149,10 +149,10 @@ void lrmpi_dot2_ref(int64_t count, int64_t k, const double *A, int64_t lda, cons
 /*   symmetric range; Y[i,j] = fl(N) 2^-(erow[i] + ecol[j]); amax = max|Y|.      */
 /*   Exact integer arithmetic; one rounding (fl) per entry. nmod <= 64.         */
 /*   Dispatched (table entry crt_residues): crt.c's portable version, 8        */
-/*   elements a vector on AVX-512 (crt_avx512.c; columns gathered); the same   */
-/*   integers. crt_residue_row: one row (x[c sc] scaled by 2^e) into R[l plane  */
-/*   + c], its l1 into *l1 (the portable body, also for 2^e outside the normal  */
-/*   range on AVX-512).                                                        */
+/*   elements a vector on AVX-512 (crt_residues_avx512.c; columns gathered);   */
+/*   the same integers. crt_residue_row: one row (x[c sc] scaled by 2^e) into  */
+/*   R[l plane + c], its l1 into *l1 (the portable body, also for 2^e outside  */
+/*   the normal range on AVX-512).                                             */
 typedef void (*lrmpi_crt_residues_fn)(int64_t rows, int64_t k, const double *X, int64_t ldx,
                                       int64_t sr, int64_t sc, const int32_t *exps, int nmod,
                                       const int32_t *moduli, int8_t *R, int64_t *l1);

@@ -1,6 +1,6 @@
 /* An 8 x 8 byte transpose (SSE2 unpacks): in[t] holds row t's 8 bytes, out[c] gets
  * column c's. Shared by the AVX-512 kernels that store digits or residues of
- * columns of X as rows (crt_avx512.c, encode_t_avx512.c). */
+ * columns of X as rows (crt_residues_avx512.c, encode_t_avx512.c). */
 #ifndef LRMPI_TRANSPOSE_H
 #define LRMPI_TRANSPOSE_H
 #include <immintrin.h>
