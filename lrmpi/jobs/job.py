@@ -21,8 +21,9 @@ import numpy as np
 
 from lrmpi.errors import CheckpointError, ConfigError
 from lrmpi.jobs import slurm
-from lrmpi.jobs.checkpoint import CheckpointWriter
-from lrmpi.jobs.checkpoint.output import OutputLock, check_output, existing, sweep
+from lrmpi.jobs.checkpoint import CheckpointWriter, owned
+from lrmpi.jobs.checkpoint.output import (OutputLock, check_output, existing, input_file,
+                                          sweep)
 from lrmpi.jobs.deadline import Deadline, StopSignals
 from lrmpi.log import logger
 from lrmpi.numerics.buffers import drop_pages, row_blocks
@@ -39,6 +40,7 @@ class Outcome:
     reason: str = ""
     resolutions: list = field(default_factory=list)  # per-resolution metadata dicts
     kept_earlier: bool = False  # the output still holds an earlier, better result
+    on_disk: bool = False       # the output holds a resolution of these inputs (exit 3, not 4)
 
     @property
     def interrupted(self):
@@ -60,7 +62,8 @@ class JobOptions:
     requeue: bool = False       # inside SLURM: requeue the job when stopped by the deadline
     max_restarts: int = 3
     worker_timeout: float = None  # seconds a rank may be silent before the job fails
-    keep: str = "all"           # resolution files kept: "all", or the "latest" only
+    keep: str = None            # resolution files kept: "all" (None: the default, or what
+                                # a resumed checkpoint keeps), or the "latest" only
 
     @classmethod
     def split(cls, options):
@@ -143,6 +146,9 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
         try:
             if opts.overwrite and opts.resume:
                 raise ConfigError("--resume and --overwrite exclude each other")
+            if out is not None and not str(out).strip():
+                raise ConfigError("-o/--output is empty: give a file name (or leave -o out "
+                                  "to keep no results)")
             if out:
                 check_output(out, kind.inputs, opts.resume)
             attrs = kind.prepare()
@@ -162,18 +168,23 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                     if opts.resume:
                         logger.info("lrmpi: no checkpoint at %s yet: starting from the "
                                     "beginning", out)
-                sweep(out, keep={found.job_id} if found is not None and found.job_id else set())
+                sweep(out, found)
+            keep = ckpt.attrs.get("keep", "all") if ckpt is not None else opts.keep or "all"
+            if ckpt is not None and opts.keep not in (None, keep):
+                raise ConfigError(f"--keep {opts.keep}: {out} keeps {keep} resolution files; a "
+                                  "resumed job keeps what it began with (leave --keep out)")
             if ckpt is not None and ckpt.attrs.get("status") == "complete":
                 logger.info("lrmpi: %s is already complete (%d resolutions); nothing to do",
                             out, ckpt.completed)
                 kind.release()
                 lock.release()
                 return Outcome("complete", ckpt.completed, int(ckpt.attrs.get("planned", 0)),
-                               "already complete")
+                               "already complete", on_disk=True)
             attrs["started_at"] = time.time() - (time.perf_counter() - start)  # epoch s
             writer = CheckpointWriter(out, kind.name, attrs, fsync=opts.fsync, resume=ckpt,
                                       replace=earlier, clock=lambda: kind.elapsed(),
-                                      keep=ckpt.attrs.get("keep", "all") if ckpt else opts.keep) \
+                                      keep=keep,
+                                      protect=owned.protected(map(input_file, kind.inputs))) \
                 if out else None
             if out is None:
                 logger.info("lrmpi: no -o given: results are not kept")
@@ -192,15 +203,21 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                 if lock is not None:
                     lock.release()
     meta = kind.meta
-    if kept:
+    # what the output holds of these inputs: this job's resolutions once its job file is
+    # in place, or an earlier result of the same inputs it kept
+    on_disk = writer is not None and (writer.kept_same_inputs() if kept else len(meta) > 0)
+    if kept and on_disk:
         logger.warning("lrmpi: kept the earlier result in %s: this run stopped (%s) with less",
                        out, reason or status)
-    elif status == "deadline":
+    elif status == "deadline" and on_disk:
         logger.warning("lrmpi: stopping (%s) with resolution %d/%d on disk", reason,
                        len(meta), kind.planned)
+    elif status == "deadline":
+        logger.warning("lrmpi: stopping (%s) with no resolution of these inputs on disk%s",
+                       reason, f" ({out} holds another job's result)" if kept else "")
     if opts.requeue and status == "deadline" and reason != INTERRUPTED:
         slurm.requeue(opts.max_restarts)
-    return Outcome(status, len(meta), kind.planned, reason, meta, kept)
+    return Outcome(status, len(meta), kind.planned, reason, meta, kept, on_disk)
 
 
 def file_inputs(*specs):

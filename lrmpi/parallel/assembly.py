@@ -102,6 +102,11 @@ class Assembly:
         self.deferred = None
         return C, cmax
 
+    def decoded(self):
+        """C of the exact state as it stands (all of it, a new array): on the thread
+        that applies the results, so every sum handed in before is in the state."""
+        return self.acc.decode(self.erow, self.ecol, out=np.empty(self.shape))
+
     def tile_of(self, r, tile):
         """The decoded tile of C_r (a view of its buffer)."""
         return self.cbuf[r][tile.r0:tile.r1, tile.c0:tile.c1]
@@ -117,8 +122,10 @@ class Assembly:
         return ts, [buf for _, _, buf in held]
 
     def release(self, C, bufs=()):
-        """C and result buffers may be reused (called from the writer thread too)."""
-        self.c_pool.put(C)
+        """C (unless None) and result buffers may be reused (called from the writer
+        thread too)."""
+        if C is not None:
+            self.c_pool.put(C)
         for buf in bufs:
             self.scratch.put(buf)
 

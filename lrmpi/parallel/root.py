@@ -49,7 +49,7 @@ from lrmpi.parallel.partition import default_tiling
 from lrmpi.parallel.progress import Figures, Progress
 from lrmpi.parallel.messages import Operand
 from lrmpi.parallel.ranks_write import RanksWrite
-from lrmpi.parallel.resolutions import Resolutions
+from lrmpi.parallel.resolutions import Resolutions, rewritten
 from lrmpi.parallel.scheduler import Scheduler
 from lrmpi.parallel.tilework import RootBlocks, compute_tile
 
@@ -105,7 +105,8 @@ class Root:
                                   writer=writer, on_resolution=on_resolution,
                                   progress=Progress(lm.planned, len(self.tiles)),
                                   figures=self.figures, shape=self.assembly.shape,
-                                  ntiles=len(self.tiles), clock=self.elapsed)
+                                  ntiles=len(self.tiles), clock=self.elapsed,
+                                  decoded=None if written else self.assembly.decoded)
         first = self._resume(resume) if resume is not None and resume.completed > 0 else 0
         if not written:  # with ranks writing, the workers hold the accumulators
             self.assembly.start(first)
@@ -271,15 +272,17 @@ class Root:
     def _finish(self, r):
         C, cmax = self.assembly.finish(r)
         meta, redone = self.record.layered(r, cmax, C)
+        # the last layered C stays until the CRT resolution has shown it improves on it
+        keep = lambda: self.assembly.release(C)  # noqa: E731
+        if self.crt is not None and r == self.plan.layers - 1:
+            self.crt.hold(C, meta["bound_abs"], meta["cmax"], keep, users=2)
+            keep = self.crt.drop
         if self.writer is None:
-            self.record.publish(meta, C, release=lambda: self.assembly.release(C))
+            self.record.publish(meta, C, release=keep)
             return
         sums, bufs = self.assembly.resume_data(r)
-        datasets = {}
-        if redone:  # rows the fallback changed after they were streamed: again
-            datasets = {"C": [(int(i), C[i]) for i in np.unique(redone[0])]}
-        self.record.publish(meta, C, datasets, sums=sums,
-                            release=lambda: self.assembly.release(C, bufs))
+        self.record.publish(meta, C, rewritten(C, redone), sums=sums, whole=C,
+                            release=lambda: (self.assembly.release(None, bufs), keep()))
 
     def _apply_crt(self, r, tile, values, buf):
         """A tile of the CRT resolution: its C values, final (no accumulator); `buf`
@@ -289,7 +292,8 @@ class Root:
             self.buffers.put(buf)
         if self.record.tile_in(r, tile, done, self.crt.tile_of(tile)):
             C, cmax = self.crt.finish()
-            self.record.publish(self.record.crt_meta(r, cmax), C,
+            meta, datasets = self.record.crt_meta(r, C, cmax)
+            self.record.publish(meta, C, datasets, whole=C,
                                 release=lambda: self.assembly.release(C))
 
     def _crt_ready(self):

@@ -33,11 +33,10 @@ def file_options():
 
 
 class DirectRows:
-    """A dataset `name` of `shape` (..., n) created in the open h5py file `f` (written at
-    `path`) for rows written around the page cache (write_rows: rows numbered over
+    """A dataset `name` of `shape` (..., n) created in the open h5py file `f` for rows written around the page cache (write_rows: rows numbered over
     the leading dimensions together, as in a C-ordered (-1, n) view)."""
 
-    def __init__(self, f, path, name, shape, dtype=np.float64):
+    def __init__(self, f, name, shape, dtype=np.float64):
         dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
         dcpl.set_layout(h5py.h5d.CONTIGUOUS)
         dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
@@ -51,7 +50,7 @@ class DirectRows:
         self.fd = None
         if self.offset is not None and self.offset % ALIGN == 0 and hasattr(os, "O_DIRECT"):
             try:
-                self.fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+                self.fd = os.open(f.filename, os.O_WRONLY | os.O_DIRECT)
             except OSError:  # e.g. tmpfs: no O_DIRECT
                 self.fd = None
 

@@ -6,7 +6,8 @@ import h5py
 import numpy as np
 
 from lrmpi.jobs.checkpoint.direct import ALIGN, DirectRows, file_options
-from lrmpi.jobs.checkpoint.writer import AtomicH5
+from lrmpi.jobs.checkpoint import checksum
+from lrmpi.jobs.checkpoint.atomic import AtomicH5
 from lrmpi.numerics.buffers import BufferPool, aligned_empty
 
 
@@ -24,8 +25,8 @@ def test_rows_written_directly_read_back(tmp_path, rng):
     W = aligned_empty((40, 500), np.float64)        # rows of 4000 bytes
     W[...] = rng.standard_normal(W.shape)
     with h5py.File(path, "w", **file_options()) as f:
-        d = DirectRows(f, path, "C", C.shape)
-        w = DirectRows(f, path, "W", W.shape)
+        d = DirectRows(f, "C", C.shape)
+        w = DirectRows(f, "W", W.shape)
         assert d.offset % ALIGN == 0 and w.offset % ALIGN == 0
         direct = d.fd is not None  # False on a file system without O_DIRECT
         assert d.write_rows(0, C[:32]) == direct
@@ -52,10 +53,11 @@ def test_a_streamed_resolution_file_is_whole_after_commit(tmp_path, rng):
     C = BufferPool((128, 1024), np.float64, 1).get()
     C[...] = rng.standard_normal(C.shape)
     a = AtomicH5(path, fsync=True, nbytes=C.nbytes, aligned=True)
-    a.direct = DirectRows(a.f, a.tmp, "C", C.shape)
+    a.direct = DirectRows(a.f, "C", C.shape)
     for r0 in range(0, 128, 32):
         if not a.direct.write_rows(r0, C[r0:r0 + 32]):
             a.f["C"][r0:r0 + 32] = C[r0:r0 + 32]
+    checksum.stamp(a.f["C"], C)
     a.commit()
     assert not os.path.exists(a.tmp)
     with h5py.File(path, "r") as f:
