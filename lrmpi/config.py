@@ -27,6 +27,7 @@ class Config:
     # --- kernels and logging ---
     kernel: str = ""             # kernel ISA: ref | avx2 | avx512 | amx; "" = the best this CPU has
     log_level: str = "INFO"      # level of the "lrmpi" logger: DEBUG, INFO, WARNING, ERROR
+    stats_file: str = ""         # a matmul's root writes each rank's stage times and peak memory here (JSON)
 
     # --- matmul scheduling (parallel.scheduler, parallel.partition, parallel.worker) ---
     depth: int = 2               # tasks outstanding per worker (its next one is always queued)
@@ -136,6 +137,7 @@ class Rule:
 RULES = {
     "kernel": Rule(choices=("", "ref", "avx2", "avx512", "amx")),
     "log_level": Rule(choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), upper=True),
+    "stats_file": Rule(),
     "depth": Rule(1, 1024),
     "lookahead": Rule(1, 1024),
     "backup_factor": Rule(1.0, 1e6),

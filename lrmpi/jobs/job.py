@@ -23,6 +23,7 @@ from lrmpi.errors import CheckpointError, ConfigError
 from lrmpi.jobs import slurm
 from lrmpi.jobs.deadline import Deadline, StopSignals
 from lrmpi.log import logger
+from lrmpi.numerics.buffers import drop_pages, row_blocks
 from lrmpi.parallel.comm import get_comm, rank_size
 
 
@@ -82,11 +83,16 @@ def fingerprint(*parts):
             f32 = x.dtype == np.float32
             if f32:
                 h.update(b"float32")
-            flat = x.reshape(-1) if x.flags.c_contiguous else np.ascontiguousarray(x).reshape(-1)
-            for i in range(0, flat.size, 1 << 20):
-                part = np.ascontiguousarray(flat[i:i + (1 << 20)],
-                                            np.float32 if f32 else np.float64)
-                h.update(memoryview(part).cast("B"))
+            dtype = np.float32 if f32 else np.float64
+            if x.ndim == 2:  # an operand, maybe mapped: its pages leave after hashing
+                for r0, r1 in row_blocks(x):
+                    h.update(memoryview(np.ascontiguousarray(x[r0:r1], dtype)).cast("B"))
+                    drop_pages(x, r0, r1)
+            else:  # samples: in 8 MB pieces, never a whole float64 copy
+                flat = x.reshape(-1)
+                for i in range(0, flat.size, 1 << 20):
+                    h.update(memoryview(np.ascontiguousarray(flat[i:i + (1 << 20)], dtype))
+                             .cast("B"))
         else:
             h.update(repr(x).encode())
     return h.hexdigest()[:32]
