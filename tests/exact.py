@@ -119,7 +119,8 @@ def exact_model_logits(graph, X):
             env[n.output] = np.where(args[0] >= 0, args[0], args[0] * a)
         elif n.op == "add":
             env[n.output] = sum(args[1:], args[0])
-        elif n.op in ("maxpool", "flatten", "reshape", "concat", "pad"):
+        elif n.op in ("maxpool", "flatten", "reshape", "concat", "pad", "transpose", "slice",
+                      "gather"):
             env[n.output] = ops.apply(n, args) if n.op != "maxpool" else \
                 _pool_max(args[0], n.params)
         elif n.op == "globalavgpool":

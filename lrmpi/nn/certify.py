@@ -33,6 +33,7 @@ import math
 import numpy as np
 
 from lrmpi.nn import ops
+from lrmpi.nn.operators import MOVEMENT, gather_repeats
 
 U = 2.0**-53
 U1 = U * (1 + 2.0**-50)
@@ -301,7 +302,9 @@ class Tracker:
         Fn = nn_.S * F + gamma(nn_.k + 1) * (nn_.frob * (nh + R + F)
                                              + nn_.bnorm * math.sqrt(positions))
         self.R[node.output], self.F[node.output] = _up(Rn), _up(Fn)
-        if node.output == self.graph.output and node.op == "linear":
+        if node.output == self.graph.output and node.op != "linear":  # a conv's logits
+            self.logit_radius = np.repeat(_up(Rn + Fn)[:, None], z[0].size, axis=1)
+        elif node.output == self.graph.output:
             # per logit: row norms instead of the operator norm
             rows, drows = nn_.rows[None, :], drows[None, :]
             per = (rows * (R + F + dq)[:, None] + drows * nh[:, None]
@@ -314,8 +317,11 @@ class Tracker:
         op, p = node.op, node.params
         R = [self.R[t] for t in node.inputs]
         F = [self.F[t] for t in node.inputs]
-        if op in ("relu", "clip", "flatten", "reshape", "pad"):
-            Rn, Fn = R[0], F[0]
+        if op == "gather":  # a selection, but an index may repeat: sqrt(repeats)
+            L = math.sqrt(gather_repeats(p, args[0].shape[1:]))
+            Rn, Fn = L * R[0], L * F[0]
+        elif op in ("relu", "clip", "pad") + MOVEMENT:  # 1-Lipschitz, exact; movement:
+            Rn, Fn = R[0], F[0]                           # a permutation or a selection
         elif op in ("leakyrelu", "prelu"):
             L = max(1.0, float(np.max(np.abs(p["alpha"] if op == "leakyrelu" else p["slope"]))))
             ny = _norm(y)
