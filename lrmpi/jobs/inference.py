@@ -41,8 +41,8 @@ class InferJob:
                "fingerprint")
 
     def __init__(self, model, data, options, on_resolution=None, worker_timeout=None,
-                 comm=None):
-        self.model_spec, self.data = model, data
+                 comm=None, model_output=None):
+        self.model_spec, self.data, self.model_output = model, data, model_output
         self.options = {"bits": 7, "planes": 4, "rule": "certified", "gray": (0.3, 0.6),
                         "class_margin": 0.1, **options}
         self.on_resolution, self.worker_timeout = on_resolution, worker_timeout
@@ -54,7 +54,8 @@ class InferJob:
     def prepare(self):
         o = self.options
         m = self.model_spec
-        graph = load_model(str(m)) if isinstance(m, (str, os.PathLike)) else m.validate()
+        graph = load_model(str(m), self.model_output) if isinstance(m, (str, os.PathLike)) \
+            else _chosen(m.validate(), self.model_output)
         X = inputs.load(self.data, "data") \
             if isinstance(self.data, (str, os.PathLike)) else np.asarray(self.data)
         if X.ndim < 2 or len(X) < 1:
@@ -70,6 +71,7 @@ class InferJob:
                 "outputs": int(graph.outputs), "planned": o["planes"],
                 "ranks": self.group.size,
                 "model": str(m) if isinstance(m, (str, os.PathLike)) else "<Graph>",
+                "model_output": self.model_output or "",
                 "lrmpi_version": __version__,
                 "fingerprint": lambda: fingerprint(self.X, *_graph_parts(graph))}
 
@@ -196,6 +198,12 @@ def _evaluate(model, X, task, stopping=None):
     return model.evaluate(X[idx], r, stopping=stopping)
 
 
+def _chosen(graph, output):
+    if output is not None and output != graph.output:
+        raise InputError(f"model: no output {output!r} (the graph's output: {graph.output!r})")
+    return graph
+
+
 def _graph_parts(graph):
     yield graph.input
     yield tuple(graph.input_shape)
@@ -231,11 +239,13 @@ def _report(meta, planned, durable=None):
                 meta["bound_rel"])
 
 
-def run_infer(model, data, out=None, *, comm=None, on_resolution=None, **options):
+def run_infer(model, data, out=None, *, comm=None, on_resolution=None, model_output=None,
+              **options):
     """Layered inference of `model` (.onnx/.npz path or a graph) on `data` (.npy /
     FILE.h5:/dataset or array) over every rank; an Outcome on rank 0, None elsewhere.
 
-    Options: the engine's (bits, planes, rule: certified | gray | none, gray,
+    `model_output`: the name of the model's output holding the scores (required
+    when it has several). Options: the engine's (bits, planes, rule: certified | gray | none, gray,
     class_margin) and the job's (see jobs.job.JobOptions). `on_resolution(meta,
     scores, predicted, refined)` is called on rank 0 after each resolution."""
     opts, engine = JobOptions.split(options)
@@ -244,6 +254,6 @@ def run_infer(model, data, out=None, *, comm=None, on_resolution=None, **options
         raise TypeError(f"run_infer: unknown option(s) {', '.join(unknown)}; valid: "
                         + ", ".join(ENGINE + tuple(JobOptions.__dataclass_fields__)))
     comm = get_comm(comm)
-    job = InferJob(model, data, engine, on_resolution, opts.worker_timeout, comm)
+    job = InferJob(model, data, engine, on_resolution, opts.worker_timeout, comm, model_output)
     return run_job(job, out, opts, comm)
 

@@ -190,8 +190,9 @@ class LayeredInference:
 
 
 def as_samples(X, input_shape):
-    """X as float64 samples of the model's input shape (a flat vector per sample
-    is accepted when its size fits)."""
+    """X as float64 samples of the model's input shape. Accepted: samples of exactly
+    that shape, or (D19) a flat vector per sample of the right size (N, prod(shape)),
+    read in C order; anything else is refused rather than reshaped."""
     X = np.asarray(X)
     if X.ndim < 2:
         raise InputError(f"data: expected samples x features, got shape {X.shape}")
@@ -199,9 +200,13 @@ def as_samples(X, input_shape):
                                                     or np.issubdtype(X.dtype, np.integer)):
         raise InputError(f"data: dtype {X.dtype} is not a real numeric type")
     shape = tuple(input_shape)
+    size = int(np.prod(shape))
     if X.shape[1:] != shape:
-        if int(np.prod(X.shape[1:])) != int(np.prod(shape)):
-            raise InputError(f"data: samples of shape {X.shape[1:]}, the model expects {shape}")
+        if X.ndim != 2 or X.shape[1] != size:
+            hint = f"; one sample? give it the samples axis: shape {(1,) + shape}" \
+                if X.shape == shape else ""
+            raise InputError(f"data: samples of shape {X.shape[1:]}, the model expects "
+                             f"{shape} (or a flat vector of {size} values per sample){hint}")
         X = X.reshape((len(X),) + shape)
     X = np.ascontiguousarray(X, np.float64)
     if X.size and not np.all(np.isfinite(X)):

@@ -271,11 +271,11 @@ def softmax(imp, node, a, ins, data, out):
     of size 1 (a (K, 1, 1) classifier output)."""
     shape = imp.shape[data[0]]
     rank = len(shape) + 1
-    axis = int(a.get("axis", -1 if imp.opset >= 13 else 1))
-    axis = axis + rank if axis < 0 else axis
+    given = int(a.get("axis", -1 if imp.opset >= 13 else 1))
+    axis = given + rank if given < 0 else given
     over = {axis} if imp.opset >= 13 else set(range(axis, rank))
     if axis == 0 or any(d != 1 for i, d in enumerate(shape, start=1) if i not in over):
-        raise imp.err(node, f"Softmax over axis {a.get('axis')} of samples of shape {shape} "
+        raise imp.err(node, f"Softmax over axis {given} of samples of shape {shape} "
                             "(only over the classes)")
     imp.add("softmax", data, out, {}, node)
 
