@@ -15,6 +15,7 @@ from lrmpi.log import setup as setup_logging
 COMMANDS = {}
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DEADLINE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_NOTHING = 4  # stopped with nothing of these inputs on disk: never 0
 
 # options that take a value which may start with "-" (a negative number, which
 # argparse would take for an option): --deadline -5s must reach our own check
@@ -38,11 +39,14 @@ def parser(name, func):
 
 def exit_code(outcome, deadline_ok=False):
     """complete -> 0; interrupted (Ctrl-C) -> 130; stopped by a deadline or a signal
-    -> 3 (0 with --deadline-ok); workers (outcome None) -> 0."""
+    -> 3 (0 with --deadline-ok), or 4 with nothing of this job on disk (not even with
+    --deadline-ok); workers (outcome None) -> 0."""
     if outcome is None or outcome.status == "complete":
         return EXIT_OK
     if outcome.interrupted:
         return EXIT_INTERRUPTED
+    if outcome.completed == 0:
+        return EXIT_NOTHING
     return EXIT_OK if deadline_ok else EXIT_DEADLINE
 
 
@@ -85,7 +89,7 @@ def _top_help():
 
 
 def main(argv=None):
-    """Run one command; returns the exit code (see README: 0, 1, 2, 3, 130)."""
+    """Run one command; returns the exit code (see README: 0, 1, 2, 3, 4, 130)."""
     from lrmpi.cli import bench, demo, jobs, tools  # noqa: F401  (registers the commands)
     from lrmpi.parallel.comm import env_rank
     argv = sys.argv[1:] if argv is None else list(argv)

@@ -19,12 +19,14 @@ import time
 import numpy as np
 
 from lrmpi._version import __version__
-from lrmpi.errors import InputError, WorkerTimeout
+from lrmpi import config
+from lrmpi.errors import InputError, Stopped, WorkerTimeout
 from lrmpi.jobs import inputs
 from lrmpi.jobs.job import JobOptions, file_inputs, fingerprint, run_job
 from lrmpi.log import logger
-from lrmpi.nn.engine import LayeredInference, PreparedModel
+from lrmpi.nn.engine import LayeredInference, PreparedModel, as_samples, check_rule
 from lrmpi.nn.onnx_import import load_model
+from lrmpi.numerics import validate
 from lrmpi.parallel import farm
 from lrmpi.parallel.collective import Group
 from lrmpi.parallel.comm import get_comm, hostname
@@ -60,10 +62,9 @@ class InferJob:
             if isinstance(self.data, (str, os.PathLike)) else np.asarray(self.data)
         if X.ndim < 2 or len(X) < 1:
             raise InputError(f"data: expected one or more samples, got shape {X.shape}")
-        self.model = PreparedModel(graph, o["bits"], o["planes"])
-        self.engine = LayeredInference(self.model, X, rule=o["rule"], gray=o["gray"],
-                                       class_margin=o["class_margin"])
-        self.X = self.engine.X
+        validate.bits(o["bits"]), validate.planes(o["planes"])
+        check_rule(o["rule"], o["gray"], o["class_margin"])
+        self.graph, self.X = graph, as_samples(X, graph.input_shape)
         return {"bits": o["bits"], "planes": o["planes"], "order": "lshape",
                 "rule": o["rule"], "adaptive": int(o["rule"] != "none"),
                 "gray_lo": float(o["gray"][0]), "gray_hi": float(o["gray"][1]),
@@ -75,6 +76,15 @@ class InferJob:
                 "lrmpi_version": __version__,
                 "fingerprint": lambda: fingerprint(self.X, *_graph_parts(graph))}
 
+    def build(self, should_stop):
+        """The long preparation (weights as digit planes, operator norms), after the
+        job file exists; `should_stop(what)` raises Stopped to end it."""
+        o = self.options
+        test_slow_preparation(should_stop)
+        self.model = PreparedModel(self.graph, o["bits"], o["planes"], should_stop=should_stop)
+        self.engine = LayeredInference(self.model, self.X, rule=o["rule"], gray=o["gray"],
+                                       class_margin=o["class_margin"])
+
     @property
     def planned(self):
         return self.options["planes"]
@@ -83,10 +93,12 @@ class InferJob:
         return self.offset + time.perf_counter() - self.start
 
     def release(self, comm):
+        self.group.rendezvous()
         self.group.bcast(None)
 
     # --- the other ranks ---
     def serve(self, comm):
+        self.group.rendezvous()  # asleep while rank 0 reads and prepares the model
         model = self.group.bcast(None)
         if model is None:
             return
@@ -105,6 +117,7 @@ class InferJob:
             eng.load_state(state)
             self.meta = [ckpt.resolution_summary(i) for i in range(1, done + 1)]
             self.offset, self.start = float(self.meta[-1]["elapsed_s"]), time.perf_counter()
+        self.group.rendezvous()
         self.group.bcast(self.model)
         _bcast_array(self.group, self.X)
         hosts = dict(enumerate(self.group.gather(hostname()) or []))
@@ -140,7 +153,10 @@ class InferJob:
                 idx = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
                 size = max(64, -(-len(idx) // (CHUNKS_PER_RANK * ranks)))
                 parts = [idx[i:i + size] for i in range(0, len(idx), size)]
-                self.model.prepare(r)  # the norms r needs, once, here
+                try:  # the norms r needs, once, here
+                    self.model.prepare(r, should_stop=control.should_stop)
+                except Stopped:
+                    return None
                 norms = self.model.norms.values(r)
                 got = workers.round([(r, p, norms) for p in parts], control.stop_reason
                                     if r > 1 else None)
@@ -196,6 +212,15 @@ def _evaluate(model, X, task, stopping=None):
     r, idx, norms = task
     model.norms.use(r, norms)
     return model.evaluate(X[idx], r, stopping=stopping)
+
+
+def test_slow_preparation(should_stop):
+    """Only in lrmpi's own tests (config test_slow_prepare_s): a preparation that
+    takes that long, asking should_stop() ten times a second like a real one."""
+    end = time.monotonic() + config.get().test_slow_prepare_s
+    while time.monotonic() < end:
+        should_stop("preparing the model (test_slow_prepare_s)")
+        time.sleep(min(0.1, max(0.0, end - time.monotonic())))
 
 
 def _chosen(graph, output):

@@ -1,15 +1,21 @@
 """The job skeleton every kind shares (matmul, infer): run_job.
 
 On rank 0: guard the output (not an input, not a foreign file, one writer),
-prepare the inputs, resolve the deadline, decide between a fresh run, a resume
-and the replacement of an earlier result, open the checkpoint writer, run the
-kind's loop, record the status, requeue under SLURM. On the other ranks: serve
-the kind's loop. Signals (SIGTERM, SIGUSR1, SIGUSR2, SIGINT) become a stop flag on
-the root and are ignored by the other ranks, which wait for the root's STOP.
+resolve the deadline, read the inputs, decide between a fresh run, a resume and
+the replacement of an earlier result, open the checkpoint writer (the job file
+exists from then on, status running, phase preparing), build what the kind
+needs (long: a model's digit planes and norms; stops are honoured), then run the
+kind's loop (phase computing), record the status, requeue under SLURM. On the
+other ranks: serve the kind's loop. Signals (SIGTERM, SIGUSR1, SIGUSR2, SIGINT)
+become a stop flag on the root and are ignored by the other ranks, which wait
+for the root's STOP.
 
 A kind provides: `name`, `matched` (attributes a resumed run must share with its
-checkpoint), `inputs` (the paths it reads), prepare() -> checkpoint attributes,
-release(comm), serve(comm) and execute(control, writer, ckpt) -> (status, reason).
+checkpoint), `inputs` (the paths it reads), prepare() -> checkpoint attributes
+(reading the inputs: quick), optionally build(should_stop) (the long preparation:
+it calls should_stop() at least once a second, which raises Stopped when the job
+must stop), release(comm), serve(comm) and execute(control, writer, ckpt, start)
+-> (status, reason).
 """
 import hashlib
 import os
@@ -18,9 +24,10 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from lrmpi.errors import CheckpointError, ConfigError
+from lrmpi.errors import CheckpointError, ConfigError, Stopped
 from lrmpi.jobs import slurm
 from lrmpi.jobs.checkpoint import CheckpointWriter
+from lrmpi.jobs.checkpoint import schema
 from lrmpi.jobs.checkpoint.output import OutputLock, check_output, existing, sweep
 from lrmpi.jobs.deadline import Deadline, StopSignals
 from lrmpi.log import logger
@@ -40,7 +47,7 @@ class Outcome:
 
     @property
     def interrupted(self):
-        return self.reason == INTERRUPTED
+        return self.reason == INTERRUPTED or self.reason.startswith(INTERRUPTED + " while ")
 
 
 INTERRUPTED = "interrupted"
@@ -84,11 +91,28 @@ def fingerprint(*parts):
 
 
 class Control:
-    """What a job's loop asks of the job: when to stop, and recording its status."""
+    """What a job's loop asks of the job: when to stop, and recording its status
+    and phase."""
 
     def __init__(self, signals=None, deadline=None, writer=None, stop_when=None):
         self.signals, self.deadline, self.writer = signals, deadline, writer
         self.stop_when = stop_when
+        self.doing = "preparing"
+
+    def should_stop(self, what=None):
+        """For long steps (a model's preparation): raises Stopped when the job must
+        stop, else returns False; `what` names the step for the message. Called at
+        least once a second, a stop ends the step within that second."""
+        if what:
+            self.doing = what
+        reason = self.stop_reason()
+        if reason:
+            raise Stopped(reason, self.doing)
+        return False
+
+    def phase(self, name):
+        if self.writer is not None:
+            self.writer.set_phase(name)
 
     def stop_reason(self):
         if self.signals is not None and self.signals.received:
@@ -139,8 +163,8 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                 raise ConfigError("--resume and --overwrite exclude each other")
             if out:
                 check_output(out, kind.inputs, opts.resume)
-            attrs = kind.prepare()
             deadline = Deadline.resolve(opts.deadline, opts.time_margin)
+            attrs = kind.prepare()
             ckpt = earlier = None
             if out:
                 lock = OutputLock(out).acquire()
@@ -165,6 +189,7 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                 return Outcome("complete", ckpt.completed, int(ckpt.attrs.get("planned", 0)),
                                "already complete")
             attrs["started_at"] = time.time() - (time.perf_counter() - start)  # epoch s
+            attrs[schema.PHASE] = "preparing"
             writer = CheckpointWriter(out, kind.name, attrs, fsync=opts.fsync, resume=ckpt,
                                       replace=earlier, clock=lambda: kind.elapsed(),
                                       keep=ckpt.attrs.get("keep", "all") if ckpt else opts.keep) \
@@ -178,7 +203,12 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                 lock.release()
             raise
         try:
-            status, reason = kind.execute(control, writer, ckpt, start)
+            stopped = _build(kind, control, comm)
+            if stopped is None:
+                control.phase("computing")
+                status, reason = kind.execute(control, writer, ckpt, start)
+            else:
+                status, reason = "deadline", stopped
         finally:
             try:
                 kept = writer is not None and not writer.close()
@@ -186,15 +216,39 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                 if lock is not None:
                     lock.release()
     meta = kind.meta
+    completed = len(meta) if stopped is None else (ckpt.completed if ckpt is not None else 0)
     if kept:
         logger.warning("lrmpi: kept the earlier result in %s: this run stopped (%s) with less",
                        out, reason or status)
+    elif status == "deadline" and completed == 0:
+        logger.warning("lrmpi: stopping (%s) with nothing of this job on disk", reason)
     elif status == "deadline":
         logger.warning("lrmpi: stopping (%s) with resolution %d/%d on disk", reason,
-                       len(meta), kind.planned)
-    if opts.requeue and status == "deadline" and reason != INTERRUPTED:
+                       completed, kind.planned)
+    outcome = Outcome(status, completed, kind.planned, reason, meta, kept)
+    if opts.requeue and status == "deadline" and not outcome.interrupted:
         slurm.requeue(opts.max_restarts)
-    return Outcome(status, len(meta), kind.planned, reason, meta, kept)
+    return outcome
+
+
+def _build(kind, control, comm):
+    """The kind's long preparation (if it has one), stoppable: None once built, or
+    the message of the stop that ended it (the job file then says deadline, with
+    it, and the other ranks are released)."""
+    build = getattr(kind, "build", None)
+    if build is None:
+        return None
+    try:
+        build(control.should_stop)
+        return None
+    except Stopped as exc:
+        control.mark("deadline", str(exc))
+        kind.release(comm)
+        return str(exc)
+    except BaseException as exc:
+        control.mark("failed", f"{type(exc).__name__}: {exc}")
+        kind.release(comm)
+        raise
 
 
 def file_inputs(*specs):

@@ -192,19 +192,27 @@ class ModelNorms:
     (config cache_dir, keyed by the weights' digits), so a model met before starts
     at once."""
 
-    def __init__(self, graph, weights):
+    def __init__(self, graph, weights, should_stop=None):
         self.cache = _NormCache(graph, weights)
         self.nodes = {}
-        for n in graph.linear:
+        for i, n in enumerate(graph.linear):
+            if should_stop is not None:  # raises lrmpi.errors.Stopped to stop
+                should_stop(f"preparing the model: operator norms of node {n.output!r} "
+                            f"({i + 1} of {len(graph.linear)})")
             shape = graph.shapes[n.inputs[0]]
             nn_ = self.cache.restore(n, weights[n.output], shape) or \
                 NodeNorms(n, weights[n.output], shape)
             self.nodes[n.output] = nn_
         self.cache.store(self.nodes)
 
-    def prepare(self, r):
+    def prepare(self, r, should_stop=None):
         """Compute what resolution r needs (before its samples are shared out)."""
-        new = [nn_.at(r) for nn_ in self.nodes.values() if r not in nn_.dS]
+        new = []
+        for name, nn_ in self.nodes.items():
+            if r not in nn_.dS:
+                if should_stop is not None:  # raises lrmpi.errors.Stopped to stop
+                    should_stop(f"preparing resolution {r}: norms of node {name!r}")
+                new.append(nn_.at(r))
         if new:
             self.cache.store(self.nodes)
 

@@ -39,19 +39,26 @@ BATCH_MACS = 4e9
 class PreparedModel:
     """A graph with its weights as digit planes and its operator norms (once)."""
 
-    def __init__(self, graph, bits=7, planes=4):
+    def __init__(self, graph, bits=7, planes=4, should_stop=None):
+        """`should_stop(what)`: called at least once a second while preparing; it
+        raises lrmpi.errors.Stopped when the job must stop (jobs.job.Control)."""
         if not isinstance(graph, Graph):
             raise InputError("model: expected an lrmpi graph (load_model)")
         self.graph = graph
         self.bits, self.planes = validate.bits(bits), validate.planes(planes)
-        self.weights = {n.output: NodeWeights(n, self.bits, self.planes) for n in graph.linear}
-        self.norms = certify.ModelNorms(graph, self.weights)
+        check = should_stop or _never
+        self.weights = {}
+        for i, n in enumerate(graph.linear):
+            check(f"preparing the model: digit planes of node {n.output!r} "
+                  f"({i + 1} of {len(graph.linear)})")
+            self.weights[n.output] = NodeWeights(n, self.bits, self.planes)
+        self.norms = certify.ModelNorms(graph, self.weights, should_stop=check)
         self.macs = sum(_macs(n, graph.shapes) for n in graph.linear)  # per sample, 1 pair
 
-    def prepare(self, r):
+    def prepare(self, r, should_stop=None):
         """What resolution r needs of the model (its weights' error norms): done once,
         before r's samples are shared out, so every rank has it."""
-        self.norms.prepare(r)
+        self.norms.prepare(r, should_stop=should_stop or _never)
         return self
 
     def evaluate(self, X, r, batch=BATCH, stopping=None):
@@ -73,6 +80,10 @@ class PreparedModel:
         return certify.forward_bounded(
             self.graph, X, lambda node, h: linear_at(node, h, self.weights[node.output], r,
                                                      self.bits), tracker)
+
+
+def _never(what=None):
+    return False
 
 
 def _macs(node, shapes):
@@ -121,12 +132,7 @@ class LayeredInference:
         self.model = model
         self.graph = g = model.graph
         self.planes = model.planes
-        if rule not in RULES:
-            raise ConfigError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
-        if not (0.0 <= gray[0] <= gray[1] <= 1.0):
-            raise ConfigError(f"gray zone must satisfy 0 <= lo <= hi <= 1, got {gray}")
-        if not 0.0 <= class_margin <= 1.0:
-            raise ConfigError(f"class margin must be in 0..1, got {class_margin}")
+        check_rule(rule, gray, class_margin)
         self.rule, self.gray, self.class_margin, self.batch = rule, tuple(gray), class_margin, batch
         self.X = as_samples(X, g.input_shape)
         n, k = len(self.X), g.outputs
@@ -187,6 +193,16 @@ class LayeredInference:
         frozen["gray"] += int((~unsure).sum())
         keep = {"certified": ~cert, "gray": unsure, "none": np.ones(len(rows), bool)}[self.rule]
         st["active"][rows] = keep
+
+
+def check_rule(rule, gray, class_margin):
+    """ConfigError unless the rule's options are valid (before any work)."""
+    if rule not in RULES:
+        raise ConfigError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
+    if not (0.0 <= gray[0] <= gray[1] <= 1.0):
+        raise ConfigError(f"gray zone must satisfy 0 <= lo <= hi <= 1, got {gray}")
+    if not 0.0 <= class_margin <= 1.0:
+        raise ConfigError(f"class margin must be in 0..1, got {class_margin}")
 
 
 def as_samples(X, input_shape):

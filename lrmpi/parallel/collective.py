@@ -13,6 +13,16 @@ class Group:
         self.comm = comm
         self.rank, self.size = rank_size(comm)
 
+    def rendezvous(self):
+        """Wait until every rank is here, sleeping between polls: the other ranks wait
+        so while rank 0 prepares a model (seconds to minutes), and a blocking MPI
+        collective would spin on their cores, taking them from rank 0."""
+        if self.comm is None or self.size == 1:
+            return
+        req, backoff = self.comm.Ibarrier(), Backoff(cap=5e-3)
+        while not req.Test():
+            backoff.sleep()
+
     def bcast(self, obj):
         return obj if self.comm is None else self.comm.bcast(obj, root=0)
 

@@ -417,6 +417,18 @@ class CheckpointWriter:
                     f[S.tile_c(t)].read_direct(C, dest_sel=np.s_[r0:r1, c0:c1])
         return C
 
+    def set_phase(self, phase):
+        """Record what the job does now (schema PHASE) in the job file, once what
+        was queued before is written (not waited for)."""
+        if phase not in S.PHASES:
+            raise ValueError(f"phase must be one of {S.PHASES}")
+
+        def mark():
+            self.attrs[S.PHASE] = phase
+            if self.published:
+                self._write_job()
+        self._submit(mark)
+
     def set_status(self, status, message=""):
         """Mark the job file (after everything queued before) and wait for the disk.
         While an earlier result is kept, only `complete` replaces it."""
