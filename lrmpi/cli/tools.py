@@ -90,7 +90,9 @@ def inspect(argv):
     from lrmpi.jobs.checkpoint import Checkpoint
     ck = Checkpoint(a.path, safe=True)
     at = ck.attrs
-    print(f"{a.path}: {at.get('kind')} status={at.get('status')} completed={at.get('completed')}"
+    phase = f" ({at['phase']})" if at.get("phase") == "preparing" else ""
+    print(f"{a.path}: {at.get('kind')} status={at.get('status')}{phase} "
+          f"completed={at.get('completed')}"
           f"/{at.get('planned')} bits={at.get('bits')} planes={at.get('planes')} "
           f"order={at.get('order')} lrmpi {at.get('lrmpi_version')}")
     if at.get("kind") == "infer":
