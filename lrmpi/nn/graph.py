@@ -110,7 +110,9 @@ class Graph:
 
 # --- lrmpi's own weight file: JSON description + arrays, nothing pickled ---
 
-def save(graph, path):
+def to_arrays(graph):
+    """The graph as named arrays: its JSON description ("graph") and every array
+    parameter ("node<i>.<name>"); nothing pickled."""
     desc, arrays = [], {}
     for i, n in enumerate(graph.nodes):
         params = {}
@@ -123,24 +125,35 @@ def save(graph, path):
                      "params": params})
     meta = {"input": graph.input, "input_shape": list(graph.input_shape), "output": graph.output,
             "head": graph.head, "nodes": desc}
-    np.savez(path, graph=np.array(json.dumps(meta)), **arrays)
+    return {"graph": np.array(json.dumps(meta)), **arrays}
+
+
+def from_arrays(f):
+    """The Graph (not validated) of to_arrays' dict (or an open .npz)."""
+    meta = json.loads(str(f["graph"]))
+    names = {}
+    for key in f.keys() if isinstance(f, dict) else f.files:
+        if key != "graph":
+            i, name = key.split(".", 1)
+            names.setdefault(int(i[4:]), []).append((name, key))
+    nodes = []
+    for i, d in enumerate(meta["nodes"]):
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in d["params"].items()}
+        for name, key in names.get(i, []):
+            params[name] = np.asarray(f[key], np.float64)
+        nodes.append(Node(d["op"], list(d["inputs"]), d["output"], params, d.get("name", "")))
+    return Graph(meta["input"], tuple(meta["input_shape"]), nodes, meta["output"],
+                 meta.get("head"))
+
+
+def save(graph, path):
+    np.savez(path, **to_arrays(graph))
 
 
 def load_npz(path):
     try:  # our own handle: numpy leaks it when a damaged zip fails to open
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
-            meta = json.loads(str(f["graph"]))
-            nodes = []
-            for i, d in enumerate(meta["nodes"]):
-                params = {k: tuple(v) if isinstance(v, list) else v
-                          for k, v in d["params"].items()}
-                for key in f.files:
-                    if key.startswith(f"node{i}."):
-                        params[key.split(".", 1)[1]] = np.asarray(f[key], np.float64)
-                nodes.append(Node(d["op"], list(d["inputs"]), d["output"], params,
-                                  d.get("name", "")))
-            g = Graph(meta["input"], tuple(meta["input_shape"]), nodes, meta["output"],
-                      meta.get("head"))
+            g = from_arrays(f)
     except InputError:
         raise
     except Exception as exc:  # zip, npy and JSON errors of a damaged file (found by fuzzing)

@@ -18,12 +18,14 @@ def gemm(imp, node, a, ins, data, out):
     if ins[0] not in data or not imp.is_const(ins[1]):
         raise imp.err(node, "needs data times constant weights")
     B = imp.value(ins[1]).astype(np.float64)
-    W = (B if a.get("transB", 0) else B.T) * a.get("alpha", 1.0)
+    W = np.ascontiguousarray(B if a.get("transB", 0) else B.T)
+    if a.get("alpha", 1.0) != 1.0:
+        W *= a["alpha"]
     b = np.zeros(W.shape[0])
     if len(ins) > 2 and ins[2]:
         b = b + np.broadcast_to(imp.value(ins[2]).astype(np.float64).reshape(-1),
                                 (W.shape[0],)) * a.get("beta", 1.0)
-    imp.add("linear", [ins[0]], out, {"W": np.ascontiguousarray(W), "b": b}, node)
+    imp.add("linear", [ins[0]], out, {"W": W, "b": b}, node)
 
 
 def matmul(imp, node, a, ins, data, out):
@@ -101,9 +103,11 @@ def batchnorm(imp, node, a, ins, data, out):
 
 
 def _scale_units(prev, g):
-    """Multiply a linear/conv node's output units (weights and bias) by g."""
+    """Multiply a linear/conv node's output units (weights and bias) by g (in place:
+    the importer made W, a float64 copy of the model's; a new array of a large
+    model's weights costs its page faults again)."""
     W = prev.params["W"]
-    prev.params["W"] = W * np.broadcast_to(g, (W.shape[0],)).reshape((-1,) + (1,) * (W.ndim - 1))
+    W *= np.broadcast_to(g, (W.shape[0],)).reshape((-1,) + (1,) * (W.ndim - 1))
     prev.params["b"] = prev.params["b"] * g
 
 
