@@ -56,6 +56,7 @@ class InferJob:
     def prepare(self):
         o = self.options
         m = self.model_spec
+        t0 = time.perf_counter()
         graph = load_model(str(m), self.model_output) if isinstance(m, (str, os.PathLike)) \
             else _chosen(m.validate(), self.model_output)
         X = inputs.load(self.data, "data") \
@@ -65,6 +66,7 @@ class InferJob:
         validate.bits(o["bits"]), validate.planes(o["planes"])
         check_rule(o["rule"], o["gray"], o["class_margin"])
         self.graph, self.X = graph, as_samples(X, graph.input_shape)
+        self.read_s = time.perf_counter() - t0
         return {"bits": o["bits"], "planes": o["planes"], "order": "lshape",
                 "rule": o["rule"], "adaptive": int(o["rule"] != "none"),
                 "gray_lo": float(o["gray"][0]), "gray_hi": float(o["gray"][1]),
@@ -80,10 +82,16 @@ class InferJob:
         """The long preparation (weights as digit planes, operator norms), after the
         job file exists; `should_stop(what)` raises Stopped to end it."""
         o = self.options
+        t0 = time.perf_counter()
         test_slow_preparation(should_stop)
         self.model = PreparedModel(self.graph, o["bits"], o["planes"], should_stop=should_stop)
         self.engine = LayeredInference(self.model, self.X, rule=o["rule"], gray=o["gray"],
                                        class_margin=o["class_margin"])
+        t = self.model.timings
+        logger.info("lrmpi: model prepared at %.2f s: read %.2f s, digit planes %.2f s, "
+                    "norms %.2f s", time.perf_counter() - self.start, self.read_s,
+                    t["planes_s"], t["norms_s"])
+        self.prepared = {"read_s": self.read_s, "prepare_s": time.perf_counter() - t0, **t}
 
     @property
     def planned(self):

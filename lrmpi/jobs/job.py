@@ -110,9 +110,9 @@ class Control:
             raise Stopped(reason, self.doing)
         return False
 
-    def phase(self, name):
+    def phase(self, name, attrs=None):
         if self.writer is not None:
-            self.writer.set_phase(name)
+            self.writer.set_phase(name, attrs)
 
     def stop_reason(self):
         if self.signals is not None and self.signals.received:
@@ -205,7 +205,7 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
         try:
             stopped = _build(kind, control, comm)
             if stopped is None:
-                control.phase("computing")
+                control.phase("computing", getattr(kind, "prepared", None))
                 status, reason = kind.execute(control, writer, ckpt, start)
             else:
                 status, reason = "deadline", stopped

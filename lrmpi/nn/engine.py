@@ -47,12 +47,15 @@ class PreparedModel:
         self.graph = graph
         self.bits, self.planes = validate.bits(bits), validate.planes(planes)
         check = should_stop or _never
+        t0 = time.perf_counter()
         self.weights = {}
         for i, n in enumerate(graph.linear):
             check(f"preparing the model: digit planes of node {n.output!r} "
                   f"({i + 1} of {len(graph.linear)})")
             self.weights[n.output] = NodeWeights(n, self.bits, self.planes)
+        t1 = time.perf_counter()
         self.norms = certify.ModelNorms(graph, self.weights, should_stop=check)
+        self.timings = {"planes_s": t1 - t0, "norms_s": time.perf_counter() - t1}  # the log's
         self.macs = sum(_macs(n, graph.shapes) for n in graph.linear)  # per sample, 1 pair
 
     def prepare(self, r, should_stop=None):

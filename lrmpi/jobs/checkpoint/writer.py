@@ -417,14 +417,17 @@ class CheckpointWriter:
                     f[S.tile_c(t)].read_direct(C, dest_sel=np.s_[r0:r1, c0:c1])
         return C
 
-    def set_phase(self, phase):
-        """Record what the job does now (schema PHASE) in the job file, once what
-        was queued before is written (not waited for)."""
+    def set_phase(self, phase, attrs=None):
+        """Record what the job does now (schema PHASE), and `attrs` (e.g. how long the
+        preparation took), in the job file once what was queued before is written
+        (not waited for)."""
         if phase not in S.PHASES:
             raise ValueError(f"phase must be one of {S.PHASES}")
+        attrs = {k: S.attr(v) for k, v in (attrs or {}).items()}
 
         def mark():
             self.attrs[S.PHASE] = phase
+            self.attrs.update(attrs)
             if self.published:
                 self._write_job()
         self._submit(mark)
