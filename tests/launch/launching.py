@@ -34,8 +34,8 @@ def start(*args, n=None, env=None):
                             env={**os.environ, **(env or {})}, start_new_session=True)
 
 
-def wait_for_resolutions(path, count, proc, timeout=60):
-    """Poll the checkpoint until it lists `count` resolutions."""
+def wait_for_file(path, proc, ready, what, timeout=60):
+    """Poll the checkpoint until `ready(h5py file)` is true."""
     import h5py
     limit = time.time() + timeout
     while time.time() < limit:
@@ -43,12 +43,18 @@ def wait_for_resolutions(path, count, proc, timeout=60):
             raise AssertionError(f"job ended early: {finish(proc, 5)}")
         try:
             with h5py.File(path, "r") as f:
-                if len(f.get("resolutions", {})) >= count:
+                if ready(f):
                     return
         except (OSError, KeyError):
             pass
         time.sleep(0.05)
-    raise AssertionError(f"{path}: fewer than {count} resolutions after {timeout} s")
+    raise AssertionError(f"{path}: {what} after {timeout} s")
+
+
+def wait_for_resolutions(path, count, proc, timeout=60):
+    """Poll the checkpoint until it lists `count` resolutions."""
+    wait_for_file(path, proc, lambda f: len(f.get("resolutions", {})) >= count,
+                  f"fewer than {count} resolutions", timeout)
 
 
 def finish(proc, timeout):

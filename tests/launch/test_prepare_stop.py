@@ -6,10 +6,9 @@ The preparation is made deliberately slow by a test-only setting."""
 import signal
 import time
 
-import h5py
 import numpy as np
 import pytest
-from launching import finish, kill_tree, run, start
+from launching import finish, kill_tree, run, start, wait_for_file
 
 from lrmpi.jobs.checkpoint import Checkpoint
 
@@ -33,20 +32,10 @@ def small(tmp_path_factory):
     return path, d / "x.npy"
 
 
-def wait_for_phase(path, proc, phase, timeout=60):
+def wait_for_phase(path, proc, phase):
     """Poll the job file until it says status running in `phase`."""
-    limit = time.time() + timeout
-    while time.time() < limit:
-        if proc.poll() is not None:
-            raise AssertionError(f"job ended early: {finish(proc, 5)}")
-        try:
-            with h5py.File(path, "r") as f:
-                if f.attrs.get("status") == "running" and f.attrs.get("phase") == phase:
-                    return
-        except (OSError, KeyError):
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{path}: not running in phase {phase} after {timeout} s")
+    wait_for_file(path, proc, lambda f: f.attrs.get("status") == "running"
+                  and f.attrs.get("phase") == phase, f"not running in phase {phase}")
 
 
 @pytest.mark.parametrize("n", [1, 3])
