@@ -195,10 +195,9 @@ class ModelNorms:
     def __init__(self, graph, weights, should_stop=None):
         self.cache = _NormCache(graph, weights)
         self.nodes = {}
-        for i, n in enumerate(graph.linear):
-            if should_stop is not None:  # raises lrmpi.errors.Stopped to stop
-                should_stop(f"preparing the model: operator norms of node {n.output!r} "
-                            f"({i + 1} of {len(graph.linear)})")
+        for i, n in enumerate(graph.linear):  # should_stop raises errors.Stopped to stop
+            (should_stop or _go)(f"preparing the model: operator norms of node {n.output!r} "
+                                 f"({i + 1} of {len(graph.linear)})")
             shape = graph.shapes[n.inputs[0]]
             nn_ = self.cache.restore(n, weights[n.output], shape) or \
                 NodeNorms(n, weights[n.output], shape)
@@ -207,12 +206,9 @@ class ModelNorms:
 
     def prepare(self, r, should_stop=None):
         """Compute what resolution r needs (before its samples are shared out)."""
-        new = []
-        for name, nn_ in self.nodes.items():
-            if r not in nn_.dS:
-                if should_stop is not None:  # raises lrmpi.errors.Stopped to stop
-                    should_stop(f"preparing resolution {r}: norms of node {name!r}")
-                new.append(nn_.at(r))
+        check = should_stop or _go  # raises errors.Stopped to stop, else False
+        new = [nn_.at(r) for name, nn_ in self.nodes.items() if r not in nn_.dS
+               and not check(f"preparing resolution {r}: norms of node {name!r}")]
         if new:
             self.cache.store(self.nodes)
 
@@ -271,6 +267,10 @@ class _NormCache:
         self.entry.store(out)
 
 
+def _go(what=None):
+    return False
+
+
 def residual_norm(h, e, bits, r):
     """Per sample, an upper bound on ||h - Q_r(h)||_2: the low bits that r digit
     planes of b bits leave out, exactly (a truncation of h at 2^(e - b r), which
@@ -325,11 +325,10 @@ class Tracker:
         op, p = node.op, node.params
         R = [self.R[t] for t in node.inputs]
         F = [self.F[t] for t in node.inputs]
-        if op == "gather":  # a selection, but an index may repeat: sqrt(repeats)
-            L = math.sqrt(gather_repeats(p, args[0].shape[1:]))
+        if op in ("relu", "clip", "pad") + MOVEMENT:  # 1-Lipschitz; movement permutes or
+            # selects (a gather may repeat an index: sqrt(repeats))
+            L = math.sqrt(gather_repeats(p, args[0].shape[1:])) if op == "gather" else 1.0
             Rn, Fn = L * R[0], L * F[0]
-        elif op in ("relu", "clip", "pad") + MOVEMENT:  # 1-Lipschitz, exact; movement:
-            Rn, Fn = R[0], F[0]                           # a permutation or a selection
         elif op in ("leakyrelu", "prelu"):
             L = max(1.0, float(np.max(np.abs(p["alpha"] if op == "leakyrelu" else p["slope"]))))
             ny = _norm(y)
