@@ -57,7 +57,7 @@ class InferJob:
         o = self.options
         m = self.model_spec
         t0 = time.perf_counter()
-        graph = load_model(str(m), self.model_output) if isinstance(m, (str, os.PathLike)) \
+        graph = load_model(str(m), output=self.model_output) if isinstance(m, (str, os.PathLike)) \
             else _chosen(m.validate(), self.model_output)
         X = inputs.load(self.data, "data") \
             if isinstance(self.data, (str, os.PathLike)) else np.asarray(self.data)
@@ -82,7 +82,6 @@ class InferJob:
         """The long preparation (weights as digit planes, operator norms), after the
         job file exists; `should_stop(what)` raises Stopped to end it."""
         o = self.options
-        t0 = time.perf_counter()
         test_slow_preparation(should_stop)
         self.model = PreparedModel(self.graph, o["bits"], o["planes"], should_stop=should_stop)
         self.engine = LayeredInference(self.model, self.X, rule=o["rule"], gray=o["gray"],
@@ -91,7 +90,7 @@ class InferJob:
         logger.info("lrmpi: model prepared at %.2f s: read %.2f s, digit planes %.2f s, "
                     "norms %.2f s", time.perf_counter() - self.start, self.read_s,
                     t["planes_s"], t["norms_s"])
-        self.prepared = {"read_s": self.read_s, "prepare_s": time.perf_counter() - t0, **t}
+        self.prepared = {"read_s": self.read_s, **t}  # the job file's (schema.PREPARED)
 
     @property
     def planned(self):
@@ -101,12 +100,12 @@ class InferJob:
         return self.offset + time.perf_counter() - self.start
 
     def release(self, comm):
-        self.group.rendezvous()
+        self.group.meet()
         self.group.bcast(None)
 
     # --- the other ranks ---
     def serve(self, comm):
-        self.group.rendezvous()  # asleep while rank 0 reads and prepares the model
+        self.group.meet()
         model = self.group.bcast(None)
         if model is None:
             return
@@ -125,7 +124,7 @@ class InferJob:
             eng.load_state(state)
             self.meta = [ckpt.resolution_summary(i) for i in range(1, done + 1)]
             self.offset, self.start = float(self.meta[-1]["elapsed_s"]), time.perf_counter()
-        self.group.rendezvous()
+        self.group.meet()
         self.group.bcast(self.model)
         _bcast_array(self.group, self.X)
         hosts = dict(enumerate(self.group.gather(hostname()) or []))

@@ -110,9 +110,13 @@ class Graph:
 
 # --- lrmpi's own weight file: JSON description + arrays, nothing pickled ---
 
+def save(graph, path):
+    np.savez(path, **to_arrays(graph))
+
+
 def to_arrays(graph):
-    """The graph as named arrays: its JSON description ("graph") and every array
-    parameter ("node<i>.<name>"); nothing pickled."""
+    """The graph as arrays: a JSON description (`graph`) and the parameters'
+    arrays (what save writes and load_npz / from_arrays read)."""
     desc, arrays = [], {}
     for i, n in enumerate(graph.nodes):
         params = {}
@@ -129,25 +133,18 @@ def to_arrays(graph):
 
 
 def from_arrays(f):
-    """The Graph (not validated) of to_arrays' dict (or an open .npz)."""
+    """The graph of to_arrays' output (any mapping of names to arrays), validated."""
     meta = json.loads(str(f["graph"]))
-    names = {}
-    for key in f.keys() if isinstance(f, dict) else f.files:
-        if key != "graph":
-            i, name = key.split(".", 1)
-            names.setdefault(int(i[4:]), []).append((name, key))
+    names = list(f.keys()) if hasattr(f, "keys") else f.files
     nodes = []
     for i, d in enumerate(meta["nodes"]):
         params = {k: tuple(v) if isinstance(v, list) else v for k, v in d["params"].items()}
-        for name, key in names.get(i, []):
-            params[name] = np.asarray(f[key], np.float64)
+        for key in names:
+            if key.startswith(f"node{i}."):
+                params[key.split(".", 1)[1]] = np.asarray(f[key], np.float64)
         nodes.append(Node(d["op"], list(d["inputs"]), d["output"], params, d.get("name", "")))
     return Graph(meta["input"], tuple(meta["input_shape"]), nodes, meta["output"],
                  meta.get("head"))
-
-
-def save(graph, path):
-    np.savez(path, **to_arrays(graph))
 
 
 def load_npz(path):

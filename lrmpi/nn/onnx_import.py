@@ -12,13 +12,10 @@ the score p. An unsupported operator is an error naming the node and the reason,
 found before anything else is checked. External data must stay inside the
 model's folder.
 """
-import json
 import os
-import threading
 
 import numpy as np
 
-from lrmpi import cache
 from lrmpi.errors import InputError
 from lrmpi.nn import graph as G
 from lrmpi.nn import onnx_layers, onnx_movement
@@ -53,17 +50,6 @@ def load_model(path, output=None):
 
 
 def load(path, output=None):
-    """The graph of an ONNX model. An imported graph is kept in the cache (lrmpi.cache,
-    kind "graph": the model file's bytes, the output chosen and lrmpi's version are
-    its key; external data files are checked against their digests), so a model met
-    before is read back instead of imported again (ResNet-50: 0.15 s instead of 1 s)."""
-    try:
-        entry = cache.Entry("graph", cache.digest(cache.file_digest(path), output))
-    except OSError:  # unreadable: onnx.load says why
-        entry = None
-    graph = _cached(entry, path) if entry is not None else None
-    if graph is not None:
-        return graph
     try:
         import onnx
     except ImportError:
@@ -74,43 +60,21 @@ def load(path, output=None):
     except Exception as exc:  # protobuf raises DecodeError, OSError, ...
         raise InputError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") \
             from None
-    external = _load_external(proto, path)
+    _load_external(proto, path)
     opset = max([o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] or [1])
     try:
-        graph = _Importer(path, proto.graph, opset, output).run()
+        return _Importer(path, proto.graph, opset, output).run()
     except InputError:
         raise
     except Exception as exc:  # missing attributes or parameters of a malformed graph
         raise InputError(f"{path}: malformed ONNX model ({type(exc).__name__}: {exc})") \
             from None
-    if entry is not None:  # for the next run, on a thread: 0.4 s of CPU for ResNet-50
-        # that would delay this one (the graph's arrays are never changed after import)
-        arrays = {**G.to_arrays(graph), "external": np.array(json.dumps(external))}
-        threading.Thread(target=entry.store, args=(arrays,), name="lrmpi-graph-cache").start()
-    return graph
-
-
-def _cached(entry, path):
-    """The graph stored in `entry`, if its external data files are unchanged."""
-    arrays = entry.load()
-    if arrays is None:
-        return None
-    try:
-        base = os.path.dirname(os.path.abspath(path))
-        for name, digest in json.loads(str(arrays.pop("external"))).items():
-            if cache.file_digest(os.path.join(base, name)) != digest:
-                return None
-        return G.from_arrays(arrays).validate()
-    except Exception:  # noqa: BLE001 -- a damaged or foreign entry is absent
-        return None
 
 
 def _load_external(proto, path):
-    """Load external tensors, refusing any location outside the model's folder;
-    {location: SHA-256} of the files read."""
+    """Load external tensors, refusing any location outside the model's folder."""
     from onnx import external_data_helper
     base = os.path.dirname(os.path.abspath(path))
-    files = {}
     for t in external_data_helper._get_all_tensors(proto):
         if not external_data_helper.uses_external_data(t):
             continue
@@ -122,12 +86,10 @@ def _load_external(proto, path):
                              f"model's folder ({loc!r})")
         if not os.path.exists(full):
             raise InputError(f"{path}: external data {loc!r} of tensor {t.name!r} is missing")
-        files[loc] = None
     try:
         external_data_helper.load_external_data_for_model(proto, base)
     except Exception as exc:
         raise InputError(f"{path}: cannot load external data ({exc})") from None
-    return {loc: cache.file_digest(os.path.join(base, loc)) for loc in files}
 
 
 def _listed(names, most=6):

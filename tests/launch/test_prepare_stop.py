@@ -82,5 +82,5 @@ def test_the_deadline_ends_a_preparing_job_with_exit_4(small, tmp_path):
     assert p.returncode == 0, p.stderr
     ck = Checkpoint(out)
     assert ck.attrs["status"] == "complete" and ck.attrs["phase"] == "computing"
-    assert ck.attrs["read_s"] > 0 and ck.attrs["prepare_s"] >= ck.attrs["planes_s"] > 0
+    assert ck.attrs["read_s"] > 0 and ck.attrs["planes_s"] > 0 and ck.attrs["norms_s"] >= 0
     assert "lrmpi: model prepared at" in p.stderr

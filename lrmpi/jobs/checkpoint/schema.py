@@ -50,10 +50,9 @@ STATUSES = ("running", "complete", "deadline", "failed")
 # attributes they do not know, and a file without it reads as "computing".
 PHASE = "phase"
 PHASES = ("preparing", "computing")
-# an inference job's preparation, in seconds, once it is done: read_s (reading the
-# model and the data), prepare_s (then the digit planes, planes_s, and the norms,
-# norms_s)
-PREPARED = ("read_s", "prepare_s", "planes_s", "norms_s")
+# an inference job's preparation, in seconds, once it is done: reading the model and
+# the data, then making the weights' digit planes and the bounds' norms
+PREPARED = ("read_s", "planes_s", "norms_s")
 
 RESOLUTIONS = "resolutions"
 SIDECAR_SUFFIX = ".d"

@@ -172,32 +172,3 @@ def test_a_softmax_over_a_size_one_axis_is_refused(tmp_path, rng):
                                          r"\(4, 1, 1\) \(only over the classes\)"):
         load_model(path)
 
-
-def test_an_imported_graph_is_cached_and_checked(tmp_path, rng):
-    """A model met before is read from the cache: the same graph; a model changed
-    in place, or whose external data changed, is imported again."""
-    import threading
-    import onnx
-    from onnx import external_data_helper
-
-    from lrmpi import config
-    with config.configure(cache_dir=str(tmp_path / "cache")):
-        path = _classifier_end(tmp_path, "densenet", rng)
-        proto = onnx.load(path)
-        external_data_helper.convert_model_to_external_data(proto, location="w.bin",
-                                                            size_threshold=0)
-        onnx.save(proto, path)
-        first = load_model(path)
-        for t in threading.enumerate():  # the entry is written on a thread
-            if t.name == "lrmpi-graph-cache":
-                t.join()
-        assert len(list((tmp_path / "cache").glob("graph-*.npz"))) == 1
-        again = load_model(path)
-        X = rng.standard_normal((3, 3, 6, 6))
-        np.testing.assert_array_equal(ops.forward(first, X), ops.forward(again, X))
-        W = np.fromfile(tmp_path / "w.bin", np.float32)
-        (W * 2).tofile(tmp_path / "w.bin")  # new weights, the same .onnx file
-        doubled = load_model(path)
-        assert not np.array_equal(ops.forward(doubled, X), ops.forward(first, X))
-        np.testing.assert_allclose(_ort(path, X).reshape(3, -1), ops.forward(doubled, X),
-                                   rtol=1e-4, atol=1e-4)
