@@ -14,8 +14,11 @@ from lrmpi.log import setup as setup_logging
 
 COMMANDS = {}
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DEADLINE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-EXIT_NOTHING = 4  # stopped with nothing of these inputs on disk: never 0
+# the exit codes (README, docs/design.md): 0 complete (or, with --deadline-ok, stopped
+# with a resolution of these inputs on disk); 1 error; 2 bad option or usage; 3
+# stopped (deadline or signal) with a resolution of these inputs on disk; 4 stopped with
+# nothing of these inputs on disk (never 0); 130 Ctrl-C
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DEADLINE, EXIT_NOTHING, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 # options that take a value which may start with "-" (a negative number, which
 # argparse would take for an option): --deadline -5s must reach our own check
@@ -39,13 +42,13 @@ def parser(name, func):
 
 def exit_code(outcome, deadline_ok=False):
     """complete -> 0; interrupted (Ctrl-C) -> 130; stopped by a deadline or a signal
-    -> 3 (0 with --deadline-ok), or 4 with nothing of this job on disk (not even with
-    --deadline-ok); workers (outcome None) -> 0."""
+    with a resolution of these inputs on disk -> 3 (0 with --deadline-ok), with none
+    -> 4 (whatever --deadline-ok says); workers (outcome None) -> 0."""
     if outcome is None or outcome.status == "complete":
         return EXIT_OK
     if outcome.interrupted:
         return EXIT_INTERRUPTED
-    if outcome.completed == 0:
+    if not outcome.on_disk:
         return EXIT_NOTHING
     return EXIT_OK if deadline_ok else EXIT_DEADLINE
 

@@ -44,6 +44,7 @@ class Outcome:
     reason: str = ""
     resolutions: list = field(default_factory=list)  # per-resolution metadata dicts
     kept_earlier: bool = False  # the output still holds an earlier, better result
+    on_disk: bool = False       # the output holds a resolution of these inputs (exit 3, not 4)
 
     @property
     def interrupted(self):
@@ -187,7 +188,7 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                 kind.release(comm)
                 lock.release()
                 return Outcome("complete", ckpt.completed, int(ckpt.attrs.get("planned", 0)),
-                               "already complete")
+                               "already complete", on_disk=True)
             attrs["started_at"] = time.time() - (time.perf_counter() - start)  # epoch s
             attrs[schema.PHASE] = "preparing"
             writer = CheckpointWriter(out, kind.name, attrs, fsync=opts.fsync, resume=ckpt,
@@ -217,15 +218,19 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                     lock.release()
     meta = kind.meta
     completed = len(meta) if stopped is None else (ckpt.completed if ckpt is not None else 0)
+    # what the output holds: the resolutions this job's file lists, or the earlier
+    # result it kept (exit 3 as before; which inputs that result is of: #24's D5)
+    on_disk = writer is not None and (kept or completed > 0)
     if kept:
         logger.warning("lrmpi: kept the earlier result in %s: this run stopped (%s) with less",
                        out, reason or status)
-    elif status == "deadline" and completed == 0:
-        logger.warning("lrmpi: stopping (%s) with nothing of this job on disk", reason)
-    elif status == "deadline":
+    elif status == "deadline" and on_disk:
         logger.warning("lrmpi: stopping (%s) with resolution %d/%d on disk", reason,
                        completed, kind.planned)
-    outcome = Outcome(status, completed, kind.planned, reason, meta, kept)
+    elif status == "deadline":
+        logger.warning("lrmpi: stopping (%s) with no resolution of these inputs on disk",
+                       reason)
+    outcome = Outcome(status, completed, kind.planned, reason, meta, kept, on_disk)
     if opts.requeue and status == "deadline" and not outcome.interrupted:
         slurm.requeue(opts.max_restarts)
     return outcome

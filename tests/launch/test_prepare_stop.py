@@ -60,7 +60,7 @@ def test_a_signal_ends_a_preparing_job_within_2s(small, tmp_path, n, sig, code, 
     assert ck.attrs["phase"] == "preparing"
     assert ck.attrs["message"].startswith(f"{said} while preparing the model"), ck.attrs
     if code == 4:
-        assert "nothing of this job on disk" in err
+        assert "no resolution of these inputs on disk" in err
         shown = run("inspect", out)
         assert "infer status=deadline (preparing) completed=0/4" in shown.stdout, shown
 
