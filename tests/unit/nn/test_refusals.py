@@ -114,3 +114,20 @@ def test_data_of_another_shape_is_refused_not_reshaped():
     X = rng.standard_normal((12, 1, 8, 8))
     a = LayeredInference(img, X.reshape(12, 64), planes=1)   # the documented flat vector
     np.testing.assert_array_equal(a.X, X)
+
+
+@pytest.mark.parametrize("name, outcome", [
+    ("squeezenet", 1000), ("densenet121", 1000), ("resnet50", 1000), ("inception_v2", 1000),
+    ("shufflenet", 1000), ("vgg19", 1000),
+    ("bvlc_alexnet", "LRN"), ("zfnet512", "LRN"), ("inception_v1", "LRN")])
+def test_the_zoo_s_classic_graphs_import_or_are_refused_by_name(name, outcome):
+    """As the ONNX package ships them (weights made by ConstantOfShape, batch 1 in the
+    input and in Reshape targets): the README's list of what runs and what not."""
+    from onnx_graphs import zoo_source
+    path = zoo_source(name)
+    if outcome == "LRN":
+        with pytest.raises(InputError, match=r"node \w+ \(LRN\): LRN is not piecewise linear"):
+            load_model(path)
+        return
+    g = load_model(path)
+    assert g.outputs == outcome and g.input_shape == (3, 224, 224)
