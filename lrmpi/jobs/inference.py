@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
-from lrmpi._version import __version__
 from lrmpi import config
+from lrmpi._version import __version__
 from lrmpi.errors import InputError, Stopped, WorkerTimeout
 from lrmpi.jobs import inputs
 from lrmpi.jobs.job import JobOptions, file_inputs, fingerprint, run_job
@@ -277,8 +277,8 @@ def run_infer(model, data, out=None, *, comm=None, on_resolution=None, model_out
     FILE.h5:/dataset or array) over every rank; an Outcome on rank 0, None elsewhere.
 
     `model_output`: the name of the model's output holding the scores (required
-    when it has several). Options: the engine's (bits, planes, rule: certified | gray | none, gray,
-    class_margin) and the job's (see jobs.job.JobOptions). `on_resolution(meta,
+    when it has several). Options: the engine's (bits, planes, rule: certified |
+    gray | none, gray, class_margin) and the job's (see jobs.job.JobOptions). `on_resolution(meta,
     scores, predicted, refined)` is called on rank 0 after each resolution."""
     opts, engine = JobOptions.split(options)
     unknown = sorted(set(engine) - set(ENGINE))

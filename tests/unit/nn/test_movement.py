@@ -139,7 +139,8 @@ def test_onnx_movement_operators_agree_with_onnxruntime(tmp_path, case):
 
 
 @pytest.mark.parametrize("nodes, match", [
-    ([("Transpose", ["c"], "y", {"perm": [1, 0, 2, 3]})], r"Transpose with perm \[1, 0, 2, 3\] moves the batch axis"),
+    ([("Transpose", ["c"], "y", {"perm": [1, 0, 2, 3]})],
+     r"Transpose with perm \[1, 0, 2, 3\] moves the batch axis"),
     ([("Transpose", ["c"], "y", {})], r"Transpose with perm \[3, 2, 1, 0\] moves"),
     ([("Gather", ["c", "i0"], "y", {"axis": 0})], "Gather along the batch axis"),
     ([("Split", ["c"], ["y", "z"], {})], "Split along the batch axis"),

@@ -135,7 +135,8 @@ def _classifier_end(tmp_path, kind, rng):
     from onnx_graphs import model, node
     f = np.float32
     inits = {"W": rng.standard_normal((5, 3, 3, 3)).astype(f),
-             "W1": rng.standard_normal((4, 5, 1, 1)).astype(f), "b1": rng.standard_normal(4).astype(f),
+             "W1": rng.standard_normal((4, 5, 1, 1)).astype(f),
+             "b1": rng.standard_normal(4).astype(f),
              "Ws": rng.standard_normal((1, 5, 1, 1)).astype(f)}
     conv = node("Conv", ["x", "W"], "c", pads=[1, 1, 1, 1])
     nodes, opset = {

@@ -23,7 +23,8 @@ def two_outputs(tmp_path):
     rng = np.random.default_rng(0)
     nodes = [node("Gemm", ["x", "W1"], "h", transB=1), node("Relu", ["h"], "hidden"),
              node("Gemm", ["hidden", "W2"], "logits", transB=1)]
-    inits = {"W1": rng.standard_normal((6, 4)).astype(F), "W2": rng.standard_normal((3, 6)).astype(F)}
+    inits = {"W1": rng.standard_normal((6, 4)).astype(F),
+             "W2": rng.standard_normal((3, 6)).astype(F)}
     return model(tmp_path / "two.onnx", nodes, inits, (4,), outputs=("hidden", "logits"))
 
 
