@@ -18,7 +18,7 @@ import numpy as np
 
 from lrmpi.errors import InputError
 from lrmpi.nn import graph as G
-from lrmpi.nn import onnx_layers, onnx_movement
+from lrmpi.nn import onnx_layers, onnx_movement, onnx_proto
 from lrmpi.nn.operators import HEADS, ShapeError, output_shape
 
 SKIPPED = {"Identity", "Dropout", "Cast"}
@@ -51,16 +51,13 @@ def load_model(path, output=None):
 
 def load(path, output=None):
     try:
-        import onnx
-    except ImportError:
-        raise InputError("reading .onnx models needs the onnx package (pip install onnx)") \
-            from None
-    try:
-        proto = onnx.load(path, load_external_data=False)
+        proto = onnx_proto.load(path)
+    except InputError:
+        raise
     except Exception as exc:  # protobuf raises DecodeError, OSError, ...
         raise InputError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") \
             from None
-    _load_external(proto, path)
+    onnx_proto.load_external(proto, path)
     opset = max([o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] or [1])
     try:
         return _Importer(path, proto.graph, opset, output).run()
@@ -71,27 +68,6 @@ def load(path, output=None):
             from None
 
 
-def _load_external(proto, path):
-    """Load external tensors, refusing any location outside the model's folder."""
-    from onnx import external_data_helper
-    base = os.path.dirname(os.path.abspath(path))
-    for t in external_data_helper._get_all_tensors(proto):
-        if not external_data_helper.uses_external_data(t):
-            continue
-        loc = {e.key: e.value for e in t.external_data}.get("location", "")
-        full = os.path.realpath(os.path.join(base, loc))
-        if os.path.isabs(loc) or os.path.commonpath([full, os.path.realpath(base)]) != \
-                os.path.realpath(base):
-            raise InputError(f"{path}: tensor {t.name!r} points to external data outside the "
-                             f"model's folder ({loc!r})")
-        if not os.path.exists(full):
-            raise InputError(f"{path}: external data {loc!r} of tensor {t.name!r} is missing")
-    try:
-        external_data_helper.load_external_data_for_model(proto, base)
-    except Exception as exc:
-        raise InputError(f"{path}: cannot load external data ({exc})") from None
-
-
 def _listed(names, most=6):
     """'a', 'b', ... (at most `most` names, then how many more)."""
     names = list(names)
@@ -99,18 +75,12 @@ def _listed(names, most=6):
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
-def _attrs(node):
-    from onnx import helper
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
 
 
 class _Importer:
     def __init__(self, path, g, opset=13, output=None):
-        from onnx import numpy_helper
         self.path, self.g, self.opset, self.output_name = path, g, opset, output
-        self.const = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        self.const = {t.name: onnx_proto.to_array(t) for t in g.initializer}
         self.alias = {}       # tensor -> the tensor it is (skipped and folded nodes)
         self.nodes = []       # graph.Node, in order
         self.shape = {}       # data tensor -> per-sample shape
@@ -260,13 +230,12 @@ class _Importer:
         self.nodes.append(n)
 
     def convert(self, node):
-        op, a = node.op_type, _attrs(node)
+        op, a = node.op_type, onnx_proto.attributes(node)
         ins = [self.name(t) for t in node.input]
         data = [t for t in ins if t and t not in self.const]
         out = node.output[0] if node.output else None
         if op == "Constant":
-            from onnx import numpy_helper
-            self.const[out] = numpy_helper.to_array(a["value"]) if "value" in a else \
+            self.const[out] = a["value"] if "value" in a else \
                 np.asarray(a.get("value_float", a.get("value_floats", a.get("value_int",
                            a.get("value_ints")))))
             return

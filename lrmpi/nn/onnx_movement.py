@@ -60,8 +60,7 @@ def fold(node, a, v):
     if op == "Shape":
         return np.asarray(v[0].shape, np.int64)
     if op == "ConstantOfShape":
-        from onnx import numpy_helper
-        value = numpy_helper.to_array(a["value"]) if "value" in a else np.zeros(1, np.float32)
+        value = a["value"] if "value" in a else np.zeros(1, np.float32)
         return np.full([int(x) for x in v[0]], value.reshape(-1)[0], value.dtype)
     if op == "Split":
         axis = a.get("axis", 0)
