@@ -62,8 +62,9 @@ def to_array(t):
         from onnx import numpy_helper  # rare types (bfloat16, float8, strings, ...)
         return numpy_helper.to_array(t)
     dtype, field = DTYPES[t.data_type]
-    if t.raw_data:  # read-only, over the proto's bytes: the importer copies what it keeps
-        return np.frombuffer(t.raw_data, np.dtype(dtype).newbyteorder("<")) \
+    raw = t.raw_data  # a copy of the bytes at each access: once
+    if raw:  # read-only, over those bytes: the importer copies what it keeps
+        return np.frombuffer(raw, np.dtype(dtype).newbyteorder("<")) \
             .astype(dtype, copy=False).reshape(shape)
     values = np.asarray(getattr(t, field))
     if t.data_type == 10:  # float16 bits in int32_data
