@@ -3,7 +3,7 @@
 One extension module holds every kernel family because they share one
 dispatch table (the selected ISA); separate modules would each get their own
 copy of dispatch.c's state. These wrappers do NOT validate their arguments:
-lrmpi/kernels.py does that once. Each takes an optional `isa` to call a
+lrmpi/numerics/kernels.py does that once. Each takes an optional `isa` to call a
 specific variant (tests compare every variant with the reference).
 """
 from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
@@ -92,7 +92,7 @@ def igemm(const int8_t[:, :] A, const int8_t[:, :] Bt, int32_t[:, :] C, isa=None
     """C := C + A Bt^T  (int8 x int8 -> int32; caller guarantees no overflow).
 
     Rows may be strided (column slices of a plane); elements within a row must
-    be contiguous (stride 1), which lrmpi/kernels.py checks.
+    be contiguous (stride 1), which lrmpi/numerics/kernels.py checks.
     """
     cdef const lrmpi_kernel_table *t = _table(isa)
     cdef int64_t m = A.shape[0], n = Bt.shape[0], k = A.shape[1]

@@ -102,19 +102,38 @@ def get():
     return _current
 
 
+_appliers = {}  # setting -> function that makes a new value take effect
+
+
+def on_change(name, apply):
+    """`apply(value)` makes setting `name` take effect when configure() changes it (a
+    setting read once, at import: numerics.kernels registers the kernel ISA's)."""
+    _appliers[name] = apply
+
+
+def _apply(values):
+    for name, value in values.items():
+        if name in _appliers:
+            _appliers[name](value)
+
+
 @contextlib.contextmanager
 def configure(**changes):
-    """Replace some settings for the duration of a `with` block."""
+    """Replace some settings for the duration of a `with` block (those read once,
+    at import, take effect through their on_change function, or are refused by it)."""
     global _current
     unknown = sorted(set(changes) - set(Config.names()))
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; valid: "
                           + ", ".join(Config.names()))
-    old, _current = _current, dataclasses.replace(_current, **changes)
+    old, new = _current, dataclasses.replace(_current, **changes)
+    _apply(changes)
+    _current = new
     try:
         yield _current
     finally:
         _current = old
+        _apply({name: getattr(old, name) for name in changes})
 
 
 def table():

@@ -25,6 +25,11 @@ class WorkerTimeout(WorkerError):
     """A worker stopped answering (hung, or stuck in a kernel)."""
 
 
+class ProtocolError(LrmpiError, RuntimeError):
+    """The ranks disagree about the wire format (mixed lrmpi versions) or a message
+    breaks it."""
+
+
 class RemoteTraceback(Exception):
     """A worker's formatted traceback, attached to a WorkerError as its __cause__."""
 

@@ -1,5 +1,5 @@
 /* The registration table: (op, isa) -> function pointer, chosen from CPUID.
- * Python (lrmpi/kernels.py) applies the LRMPI_KERNEL override through
+ * Python (lrmpi/numerics/kernels.py) applies the LRMPI_KERNEL override through
  * lrmpi_set_isa(); like BLIS_ARCH_TYPE it can only pick an ISA the CPU has. */
 #include <string.h>
 #include "kernels.h"

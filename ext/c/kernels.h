@@ -1,6 +1,6 @@
 /* lrmpi native kernels: the contracts.
  *
- * Every kernel here is *unchecked*: lrmpi/kernels.py validates dtypes, shapes,
+ * Every kernel here is *unchecked*: lrmpi/numerics/kernels.py validates dtypes, shapes,
  * contiguity and ranges once, then calls through the Cython wrappers. Names follow
  * lrmpi_<op>_<isa> (BLIS style); the dispatcher in dispatch.c picks an ISA at
  * import from CPUID, overridable with LRMPI_KERNEL=ref|avx2|avx512|amx.

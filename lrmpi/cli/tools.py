@@ -16,6 +16,7 @@ def info(argv):
     import h5py
 
     import lrmpi
+    from lrmpi.machine import cpu_model
     from lrmpi.numerics import kernels
     rows = [
         ("lrmpi", lrmpi.__version__),
@@ -23,7 +24,7 @@ def info(argv):
         ("numpy", np.__version__),
         ("h5py", f"{h5py.version.version} (HDF5 {h5py.version.hdf5_version}, "
                  f"parallel={h5py.get_config().mpi})"),
-        ("cpu", _cpu_model()),
+        ("cpu", cpu_model()),
         ("kernel isa", f"{kernels.selected_isa()} (available: "
                        f"{', '.join(kernels.available_isas())})"),
     ]
@@ -35,18 +36,6 @@ def info(argv):
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
     return EXIT_OK
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or "unknown"
 
 
 # columns of `inspect`: (header, attribute, format); a missing attribute prints "-"

@@ -38,9 +38,10 @@ from lrmpi.jobs.deadline import Deadline
 from lrmpi.jobs.job import Control
 from lrmpi.log import logger
 from lrmpi.numerics.layered import LayeredMatmul
+from lrmpi.parallel import protocol
 from lrmpi.parallel.backoff import Backoff
 from lrmpi.parallel.comm import get_comm, rank_size
-from lrmpi.parallel.protocol import StreamCommand, Tag
+from lrmpi.parallel.messages import StreamCommand
 from lrmpi.parallel.root import Root
 from lrmpi.parallel.worker import worker_run
 
@@ -51,13 +52,7 @@ def _worker(comm):
     """Serve the root's stream: one job at a time until "done"."""
     backoff = Backoff(cap=2e-3)  # sleep between polls: the cores belong to the jobs
     while True:
-        req = comm.irecv(source=0, tag=Tag.STREAM)
-        while True:
-            done, msg = req.test()
-            if done:
-                break
-            backoff.sleep()
-        backoff.reset()
+        msg = protocol.recv_stream(comm, backoff)
         if msg == StreamCommand.DONE:
             return 0
         if msg == StreamCommand.ONESHOT:
@@ -75,7 +70,7 @@ class Server:
 
     def _tell(self, mode):
         for w in self.workers:
-            self.comm.send(mode, dest=w, tag=Tag.STREAM)
+            protocol.send_stream(self.comm, w, mode)
 
     def run(self, mode, A, B, arrival, deadline, next_arrival=math.inf):
         """Delays (s since `arrival`, epoch) of each result: [one-shot] or one per

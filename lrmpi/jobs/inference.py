@@ -13,14 +13,13 @@ computed on its own, with exact integer products. Fewer samples than ranks is
 fine: idle ranks take part in every step and write nothing.
 """
 import os
-import sys
 import time
 
 import numpy as np
 
 from lrmpi import config
 from lrmpi._version import __version__
-from lrmpi.errors import InputError, Stopped, WorkerTimeout
+from lrmpi.errors import InputError, Stopped
 from lrmpi.jobs import inputs
 from lrmpi.jobs.job import JobOptions, file_inputs, fingerprint, run_job
 from lrmpi.log import logger
@@ -30,13 +29,14 @@ from lrmpi.numerics import validate
 from lrmpi.parallel import farm
 from lrmpi.parallel.collective import Group
 from lrmpi.parallel.comm import get_comm, hostname
+from lrmpi.parallel.progress import log_resolution
 
 ENGINE = ("bits", "planes", "rule", "gray", "class_margin")  # the engine's options
 CHUNKS_PER_RANK = 4  # chunks of active samples per rank and round: load balance
 
 
 class InferJob:
-    """The infer kind of job (see jobs.job for the protocol)."""
+    """The infer kind of job (a jobs.kind.JobKind)."""
 
     name = "infer"
     matched = ("bits", "planes", "rule", "gray_lo", "gray_hi", "class_margin", "n_samples",
@@ -99,19 +99,19 @@ class InferJob:
     def elapsed(self):
         return self.offset + time.perf_counter() - self.start
 
-    def release(self, comm):
+    def release(self):
         self.group.meet()
         self.group.bcast(None)
 
     # --- the other ranks ---
-    def serve(self, comm):
+    def serve(self):
         self.group.meet()
         model = self.group.bcast(None)
         if model is None:
             return
-        X = _bcast_array(self.group, None)
+        X = self.group.bcast_array(None)
         self.group.gather(hostname())
-        farm.serve(comm, lambda task, stopping: _evaluate(model, X, task, stopping))
+        farm.serve(self.comm, lambda task, stopping: _evaluate(model, X, task, stopping))
 
     # --- rank 0 ---
     def execute(self, control, writer, ckpt, start):
@@ -126,22 +126,16 @@ class InferJob:
             self.offset, self.start = float(self.meta[-1]["elapsed_s"]), time.perf_counter()
         self.group.meet()
         self.group.bcast(self.model)
-        _bcast_array(self.group, self.X)
+        self.group.bcast_array(self.X)
         hosts = dict(enumerate(self.group.gather(hostname()) or []))
         workers = farm.Farm(self.comm, lambda task, stopping: _evaluate(self.model, self.X, task,
                                                                           stopping),
                             hosts, self.worker_timeout)
         try:
             status, reason = self._loop(eng, workers, control, writer)
-        except WorkerTimeout as exc:  # a rank hung: mark the file, end every rank
-            control.mark("failed", f"WorkerTimeout: {exc}")
-            sys.stderr.write(f"lrmpi: error: {exc}\n")
-            sys.stderr.flush()
-            self.group.abort(1)
-            raise
         except BaseException as exc:
             control.mark("failed", f"{type(exc).__name__}: {exc}")
-            workers.stop()
+            workers.fail(exc)
             raise
         control.mark(status, reason)
         workers.stop()
@@ -252,23 +246,11 @@ def _persisted(st):
                                       "active")}
 
 
-def _bcast_array(group, X):
-    """A float64 array from rank 0 to every rank (shape first, then the buffer)."""
-    shape = group.bcast(None if X is None else X.shape)
-    if group.comm is None or group.size == 1:
-        return X
-    buf = np.ascontiguousarray(X, np.float64) if X is not None else np.empty(shape)
-    group.comm.Bcast(buf, root=0)
-    return buf
-
-
 def _report(meta, planned, durable=None):
-    on_disk = "" if durable is None else f"  durable {durable:.3f} s"
-    logger.info("lrmpi: resolution %d/%d  computed %.3f s%s  refined %d  certified %d  "
-                "work %.3g/%.3g  logit bound median %.3e (%.1e of the range)", meta["index"],
-                planned, meta["elapsed_s"], on_disk, meta["refined_count"],
-                meta["certified_count"], meta["work"], meta["work_all"], meta["bound_median"],
-                meta["bound_rel"])
+    log_resolution(meta, planned, durable,
+                   f"refined {meta['refined_count']}  certified {meta['certified_count']}  "
+                   f"work {meta['work']:.3g}/{meta['work_all']:.3g}  logit bound median "
+                   f"{meta['bound_median']:.3e} ({meta['bound_rel']:.1e} of the range)")
 
 
 def run_infer(model, data, out=None, *, comm=None, on_resolution=None, model_output=None,

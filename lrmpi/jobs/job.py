@@ -10,12 +10,13 @@ other ranks: serve the kind's loop. Signals (SIGTERM, SIGUSR1, SIGUSR2, SIGINT)
 become a stop flag on the root and are ignored by the other ranks, which wait
 for the root's STOP.
 
-A kind provides: `name`, `matched` (attributes a resumed run must share with its
-checkpoint), `inputs` (the paths it reads), prepare() -> checkpoint attributes
-(reading the inputs: quick), optionally build(should_stop) (the long preparation:
-it calls should_stop() at least once a second, which raises Stopped when the job
-must stop), release(comm), serve(comm) and execute(control, writer, ckpt, start)
--> (status, reason).
+A kind implements jobs.kind.JobKind: `name`, `matched` (attributes a resumed run
+must share with its checkpoint), `inputs` (the paths it reads), prepare() ->
+checkpoint attributes (reading the inputs: quick), optionally build(should_stop)
+(the long preparation, after the job file exists: it calls should_stop() at least
+once a second, which raises Stopped when the job must stop), `planned`, `meta`,
+elapsed(), release(), serve() and execute(control, writer, ckpt, start) ->
+(status, reason).
 """
 import hashlib
 import os
@@ -149,14 +150,15 @@ def resumable(ckpt, kind, attrs, matched):
 
 
 def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
-    """Run a job of `kind` on every rank of `comm`; an Outcome on rank 0, None elsewhere."""
+    """Run a job of `kind` (a jobs.kind.JobKind built with `comm`) on every rank of
+    `comm`; an Outcome on rank 0, None elsewhere."""
     opts = opts or JobOptions()
     start = time.perf_counter()
     comm = get_comm(comm)
     rank, _ = rank_size(comm)
     with StopSignals(root=rank == 0) as signals:
         if rank != 0:
-            kind.serve(comm)
+            kind.serve()
             return None
         lock = None
         try:
@@ -185,7 +187,7 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
             if ckpt is not None and ckpt.attrs.get("status") == "complete":
                 logger.info("lrmpi: %s is already complete (%d resolutions); nothing to do",
                             out, ckpt.completed)
-                kind.release(comm)
+                kind.release()
                 lock.release()
                 return Outcome("complete", ckpt.completed, int(ckpt.attrs.get("planned", 0)),
                                "already complete", on_disk=True)
@@ -199,12 +201,12 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                 logger.info("lrmpi: no -o given: results are not kept")
             control = Control(signals, deadline, writer, stop_when)
         except BaseException:
-            kind.release(comm)
+            kind.release()
             if lock is not None:
                 lock.release()
             raise
         try:
-            stopped = _build(kind, control, comm)
+            stopped = _build(kind, control)
             if stopped is None:
                 control.phase("computing", getattr(kind, "prepared", None))
                 status, reason = kind.execute(control, writer, ckpt, start)
@@ -236,7 +238,7 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
     return outcome
 
 
-def _build(kind, control, comm):
+def _build(kind, control):
     """The kind's long preparation (if it has one), stoppable: None once built, or
     the message of the stop that ended it (the job file then says deadline, with
     it, and the other ranks are released)."""
@@ -248,11 +250,11 @@ def _build(kind, control, comm):
         return None
     except Stopped as exc:
         control.mark("deadline", str(exc))
-        kind.release(comm)
+        kind.release()
         return str(exc)
     except BaseException as exc:
         control.mark("failed", f"{type(exc).__name__}: {exc}")
-        kind.release(comm)
+        kind.release()
         raise
 
 

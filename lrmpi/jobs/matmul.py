@@ -16,7 +16,8 @@ from lrmpi.jobs.checkpoint.rank_files import RankFiles
 from lrmpi.jobs.job import JobOptions, file_inputs, fingerprint, run_job
 from lrmpi.log import logger
 from lrmpi.numerics.layered import LayeredMatmul
-from lrmpi.parallel.protocol import STOP_MESSAGE, Tag
+from lrmpi.parallel import protocol
+from lrmpi.parallel.comm import get_comm, rank_size
 from lrmpi.parallel.root import Root
 from lrmpi.parallel.worker import worker_run
 
@@ -25,17 +26,18 @@ NUMERIC = ("bits", "planes", "order", "cutoff", "scale", "final", "moduli",
 
 
 class MatmulJob:
-    """The matmul kind of job (see jobs.job for the protocol)."""
+    """The matmul kind of job (a jobs.kind.JobKind)."""
 
     name = "matmul"
     # job parameters a resumed run must share with its checkpoint
     matched = ("bits", "planes", "order", "cutoff", "scale", "final", "moduli", "m", "n", "k",
                "fingerprint")
 
-    def __init__(self, A, B, numeric, on_resolution=None, worker_timeout=None, size=1,
+    def __init__(self, A, B, numeric, on_resolution=None, worker_timeout=None, comm=None,
                  write="root"):
         self.A, self.B, self.numeric, self.write = A, B, numeric, write
-        self.on_resolution, self.worker_timeout, self.size = on_resolution, worker_timeout, size
+        self.comm, self.size = comm, rank_size(comm)[1]
+        self.on_resolution, self.worker_timeout = on_resolution, worker_timeout
         self.inputs = file_inputs(A, B)
         self.root = None
         self.start = time.perf_counter()
@@ -68,14 +70,11 @@ class MatmulJob:
         return self.root.elapsed() if self.root is not None else \
             time.perf_counter() - self.start
 
-    def release(self, comm):
-        """STOP the workers still waiting for a job (the root failed or has nothing to do)."""
-        if comm is not None:
-            for w in range(1, comm.Get_size()):
-                comm.Send(STOP_MESSAGE, dest=w, tag=Tag.STOP)
+    def release(self):
+        protocol.release(self.comm)
 
-    def serve(self, comm):
-        worker_run(comm, RankFiles)
+    def serve(self):
+        worker_run(self.comm, RankFiles)
 
     def execute(self, control, writer, ckpt, start):
         self.root = Root(self.lm, self.comm, writer=writer, control=control, resume=ckpt,
@@ -113,7 +112,6 @@ def run_matmul(A, B, out=None, *, comm=None, on_resolution=None, write="root", *
     resume, overwrite, fsync, requeue, max_restarts, worker_timeout). Returns an
     Outcome on rank 0, None on the other ranks.
     """
-    from lrmpi.parallel.comm import get_comm, rank_size
     opts, numeric = JobOptions.split(options)
     unknown = sorted(set(numeric) - set(NUMERIC))
     if unknown:
@@ -122,9 +120,7 @@ def run_matmul(A, B, out=None, *, comm=None, on_resolution=None, write="root", *
     comm = get_comm(comm)
     if write not in ("root", "ranks"):
         raise ConfigError(f"write must be root or ranks, got {write!r}")
-    job = MatmulJob(A, B, numeric, on_resolution, opts.worker_timeout, rank_size(comm)[1],
-                    write)
-    job.comm = comm
+    job = MatmulJob(A, B, numeric, on_resolution, opts.worker_timeout, comm, write)
     return run_job(job, out, opts, comm)
 
 

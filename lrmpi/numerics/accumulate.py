@@ -9,7 +9,7 @@ is exact and C[i,j] = N[i,j] 2^(ea_i + eb_j - 2bs). N is held as carry-save
 32-bit limbs in int64 (ext/c/kernels.h, acc_add), so adding a level costs two
 vector adds per element, and `decode` rounds N once, correctly (to nearest,
 ties to even) — every resolution's C is the correctly rounded value of the
-exact partial sum.
+exact partial sum (design.md, "Numbers").
 """
 import math
 from dataclasses import dataclass, field

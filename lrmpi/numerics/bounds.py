@@ -1,4 +1,4 @@
-"""Rigorous a-priori error bounds for every resolution.
+"""Rigorous a-priori error bounds for every resolution (design.md, "Numbers").
 
 For C_r (the correctly rounded sum of the pairs in resolutions 1..r) and the
 exact product AB of the *unquantized* operands, elementwise

@@ -1,4 +1,5 @@
-"""Entries the digit planes cannot carry, recomputed after the last resolution.
+"""Entries the digit planes cannot carry, recomputed after the last resolution
+(design.md, "Fallback").
 
 Per-row and per-column scaling holds each element to a fixed-point grid of its row
 (column): an element far below its row's maximum keeps few bits or none, and an

@@ -36,7 +36,9 @@ def selected_isa():
 
 
 def select_isa(isa):
-    """Dispatch every kernel to `isa` (one of available_isas())."""
+    """Dispatch every kernel to `isa` (one of available_isas(); "" : the best)."""
+    if not isa:
+        isa = available_isas()[-1]
     if isa not in available_isas():
         raise ConfigError(
             f"LRMPI_KERNEL={isa!r} is not usable here; this CPU supports: "
@@ -46,6 +48,7 @@ def select_isa(isa):
 
 if config.get().kernel:
     select_isa(config.get().kernel)
+config.on_change("kernel", select_isa)  # config.configure(kernel=...) takes effect
 
 
 # --- checks ---

@@ -7,7 +7,8 @@ along the inner dimension). With exponent e chosen so that max|x| < 2^e,
 
     x = 2^e * sum_{p=1..s} d_p 2^(-b p) + r,    |d_p| <= 2^b - 1,   |r| < 2^(e - b s)
 
-every digit carries the sign of x (truncation toward zero), so no value wraps.
+every digit carries the sign of x (truncation toward zero), so no value wraps
+(design.md, "Numbers").
 """
 from dataclasses import dataclass
 

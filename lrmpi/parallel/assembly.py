@@ -2,7 +2,8 @@
 
 MPI-free. Each tile's sums go into the exact multi-limb accumulator and that tile
 of C_r is decoded at once (one correct rounding), so max|C_r| is known when the
-last tile arrives. A fresh run's first resolution is a single level sum on a zero
+last tile arrives; exact integers make C the same in any tile order, at any number
+of ranks (design.md, "Numbers", Determinism). A fresh run's first resolution is a single level sum on a zero
 accumulator: its tiles decode straight from the sums (accumulate.decode_sum) and
 the sums go into the limbs only once C_1 is out — the limbs are hundreds of MB
 whose first touch would otherwise delay resolution 1.

@@ -85,11 +85,22 @@ def mpi_info():
             ("MPI world size", str(MPI.COMM_WORLD.Get_size()))]
 
 
-def next_tag_from_root(comm, status, backoff):
-    """Wait, probing and sleeping with `backoff` (never spinning a core), for the
-    next message from rank 0; its tag (the message itself is still to receive)."""
-    any_tag = mpi().ANY_TAG
-    while not comm.Iprobe(source=0, tag=any_tag, status=status):
-        backoff.sleep()
-    backoff.reset()
-    return status.Get_tag()
+def testsome(requests):
+    """Indices of the `requests` that completed (MPI_Testsome), or [].
+
+    Objects that are not mpi4py requests but have Test() (the unit tests'
+    in-process communicator) are tested one by one."""
+    MPI = mpi()
+    if MPI is not None and all(isinstance(r, MPI.Request) for r in requests):
+        return MPI.Request.Testsome(requests) or []
+    return [i for i, r in enumerate(requests) if r.Test()]
+
+
+def waitall(requests):
+    """Complete every request in `requests` (MPI_Waitall; see testsome)."""
+    MPI = mpi()
+    if MPI is not None and all(isinstance(r, MPI.Request) for r in requests):
+        MPI.Request.Waitall(list(requests))
+        return
+    for r in requests:
+        r.Wait()

@@ -3,18 +3,18 @@
 MPI-free. After the layers, one more resolution is computed tile by tile by the
 same scheduler (numerics/crt.py has the mathematics): the root computes the
 residues of A's rows and B's columns once, on a thread, while the layers run;
-tasks then carry residue blocks (protocol.Operand.RA / RB) as layered tasks carry
-plane blocks, and return their tile of C in float64 (exact sums, one rounding per
+tasks then carry residue blocks (messages.Operand.RA / RB; plan.Plan.keys) as
+layered tasks carry plane blocks, and return their tile of C in float64 (exact sums, one rounding per
 entry, so any tiling gives the same C). Finished tiles are the resolution's
 resume data: a job stopped inside it keeps them (checkpoint "partial" file) and a
-resumed job computes only the others.
+resumed job computes only the others (design.md, "CRT resolution").
 """
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from lrmpi.numerics import crt
-from lrmpi.parallel.protocol import CrtSetup, Operand
+from lrmpi.parallel.messages import CrtSetup, Operand
 
 
 class CrtStage:
@@ -44,11 +44,6 @@ class CrtStage:
             self.ops = self.future.result()
         return self.ops is not None
 
-    def wait(self):
-        self.start()
-        self.ops = self.future.result()
-        return self.ops
-
     def setup(self, bcast=()):
         """What every rank computing its tasks needs besides residue blocks."""
         return CrtSetup(self.plan.count, self.ops.ea, self.ops.eb, tuple(bcast))
@@ -60,11 +55,6 @@ class CrtStage:
             return self.ops.RA[l, r0:r1]
         c0, c1 = self.tiling.cols(block)
         return self.ops.RB[l, c0:c1]
-
-    def keys(self, tile):
-        n = self.plan.count
-        return ({(Operand.RA, tile.rb, l) for l in range(n)}
-                | {(Operand.RB, tile.cb, l) for l in range(n)})
 
     def add(self, tile, values):
         """A finished tile of C; returns the number of tiles in."""

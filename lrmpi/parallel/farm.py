@@ -3,22 +3,34 @@
 Inference uses it: a round is one resolution, a task a batch of still-active
 samples. The root keeps DEPTH tasks queued per worker (so none waits for its
 next), computes tasks itself on a thread when it has a core of its own
-(ThreadEndpoint), polls without spinning, re-raises a worker's error, names a
+(endpoints.ThreadEndpoint), polls without spinning, re-raises a worker's error, names a
 worker silent past the hang limit, and stops between tasks when told to. Tasks
 and results are small pickled objects (the bulk data, the model and the samples,
-reach every rank once, before the first round).
+reach every rank once, before the first round; design.md, "Inference"). The workers run worker.serve,
+the loop every job kind shares, with a FarmWorker.
 """
 import time
 from collections import deque
+from dataclasses import dataclass
 
 from lrmpi import config
-from lrmpi.errors import RemoteTraceback, WorkerError, WorkerTimeout
-from lrmpi.parallel import faults, protocol
+from lrmpi.errors import ProtocolError
+from lrmpi.parallel import faults, protocol, worker
 from lrmpi.parallel.backoff import Backoff
-from lrmpi.parallel.comm import mpi, next_tag_from_root, rank_size, root_has_a_core
-from lrmpi.parallel.endpoints import ThreadEndpoint
-from lrmpi.parallel.protocol import FarmResult, FarmTask, Tag
-from lrmpi.parallel.scheduler import hang_limit
+from lrmpi.parallel.comm import rank_size, root_has_a_core
+from lrmpi.parallel.endpoints import Endpoints, ThreadEndpoint, WorkerRanks
+from lrmpi.parallel.messages import FarmResult, FarmTask
+from lrmpi.parallel.scheduler import Watch
+
+
+@dataclass
+class _Sent:
+    """A task handed to a rank (the hang check's record of it)."""
+    id: int
+    payload: object
+    worker: int
+    started: float
+    weight: float = 1.0
 
 
 class Farm:
@@ -27,123 +39,110 @@ class Farm:
     its result is then dropped."""
 
     def __init__(self, comm, compute, hosts=None, worker_timeout=None):
-        self.comm, self.compute, self.hosts = comm, compute, hosts or {}
-        self.workers = list(range(1, rank_size(comm)[1]))
-        self.local = ThreadEndpoint(self._local) if (not self.workers
-                                                     or root_has_a_core(comm)) else None
-        self.worker_timeout, self.durations = worker_timeout, []
-        self.MPI = mpi() if self.workers else None
-        self.sends = []  # requests of task sends still in flight
+        self.compute, self.worker_timeout = compute, worker_timeout
+        workers = rank_size(comm)[1] > 1
+        local = ThreadEndpoint(self._local) if not workers or root_has_a_core(comm) else None
+        self.endpoints = Endpoints(local, FarmRanks(comm, hosts) if workers else None)
+        self.ranks = ([0] if local else []) + (self.endpoints.ranks.workers if workers else [])
+        self.watch = Watch(self.ranks)
 
-    def _local(self, task, probe):
+    @property
+    def workers(self):
+        """The worker ranks (rank 0 not counted)."""
+        return [w for w in self.ranks if w != 0]
+
+    @property
+    def local(self):
+        return self.endpoints.local
+
+    def _local(self, task, should_stop):
         faults.on_task(0)
         t0 = time.perf_counter()
-        value = self.compute(task.payload, lambda: probe.Iprobe())
-        return None if probe.Iprobe() else FarmResult(task.id, value, time.perf_counter() - t0)
+        value = self.compute(task.payload, should_stop)
+        return None if should_stop() else FarmResult(task.id, value, time.perf_counter() - t0)
 
     def round(self, payloads, stop_reason=None):
         """Every payload computed somewhere: their values in order, or None when
         `stop_reason()` said stop first (the tasks still running are abandoned)."""
-        todo = deque(FarmTask(i, p) for i, p in enumerate(payloads))
-        out, busy = {}, {w: deque() for w in self.workers + ([0] if self.local else [])}
-        backoff = Backoff()
+        todo = deque(enumerate(payloads))
+        out, backoff = {}, Backoff()
         while len(out) < len(payloads):
             if stop_reason is not None and stop_reason():
                 return None
             progressed = False
-            for w, queue in busy.items():  # keep every rank DEPTH tasks deep
+            for w, queue in self.watch.outstanding.items():  # keep every rank DEPTH deep
                 while todo and len(queue) < config.get().depth:
-                    task = todo.popleft()
-                    queue.append((task, time.perf_counter()))
-                    if w == 0:
-                        self.local.send(task)
-                    else:  # nonblocking: a blocking send of a large task while
-                        # the worker blocks sending its result to us would deadlock
-                        self.sends.append(self.comm.isend(task, dest=w, tag=Tag.TASK))
+                    task = _Sent(*todo.popleft(), w, time.perf_counter())
+                    self.watch.add(task)
+                    self.endpoints.send(task)
                     progressed = True
-            for _, result in (self.local.poll() if self.local else []):
-                self._done(busy[0], result, out)
+            for task, result in self.endpoints.poll():
+                self.watch.done(task, time.perf_counter())
+                out[result.id] = result.value
                 progressed = True
-            if self.workers:
-                self.sends = [s for s in self.sends if not s.Test()]
-                progressed |= self._receive(busy, out)
+            self.endpoints.check(self.watch, time.perf_counter(), self.worker_timeout)
             backoff.step(progressed)
         return [out[i] for i in range(len(payloads))]
 
-    def _done(self, queue, result, out):
-        for i, (task, started) in enumerate(queue):
-            if task.id == result.id:
-                del queue[i]
-                self.durations.append(time.perf_counter() - started)
-                break
-        out[result.id] = result.value
-
-    def _receive(self, busy, out):
-        status, got = self.MPI.Status(), False
-        while self.comm.iprobe(source=self.MPI.ANY_SOURCE, tag=self.MPI.ANY_TAG, status=status):
-            src, tag = status.Get_source(), status.Get_tag()
-            if tag == Tag.ERROR:
-                what, tb = protocol.decode_error(self.comm.recv(source=src, tag=Tag.ERROR))
-                raise WorkerError(what) from RemoteTraceback(tb)
-            if tag != Tag.DONE:
-                break
-            self._done(busy[src], self.comm.recv(source=src, tag=Tag.DONE), out)
-            got = True
-        limit = hang_limit(self.durations, self.worker_timeout)
-        now = time.perf_counter()
-        for w in self.workers:
-            if busy[w] and now - busy[w][0][1] > limit:
-                raise WorkerTimeout(f"worker {w} of {len(self.workers) + 1} on "
-                                    f"{self.hosts.get(w, '?')} did not answer for "
-                                    f"{now - busy[w][0][1]:.1f} s (limit {limit:.1f} s)")
-        return got
-
     def stop(self):
         """STOP every worker (results still in flight are dropped), wait for their BYE."""
-        if self.local is not None:
-            self.local.stop()
-        if not self.workers:
-            return
-        for w in self.workers:
-            self.comm.send(None, dest=w, tag=Tag.STOP)
-        left, backoff = set(self.workers), Backoff()
-        limit = time.time() + config.get().stop_timeout_s
-        status = self.MPI.Status()
-        while left:
-            got = False
-            while self.comm.iprobe(source=self.MPI.ANY_SOURCE, tag=self.MPI.ANY_TAG,
-                                   status=status):
-                src, tag = status.Get_source(), status.Get_tag()
-                self.comm.recv(source=src, tag=tag)
-                if tag == Tag.BYE:
-                    left.discard(src)
-                got = True
-            if time.time() > limit:
-                self.comm.Abort(1)
-            backoff.step(got)
+        self.endpoints.stop()
+
+    def fail(self, exc):
+        """The job fails with `exc` (endpoints.Endpoints.fail)."""
+        self.endpoints.fail(exc)
+
+
+class FarmRanks(WorkerRanks):
+    """The worker ranks of a farm: TASK out (nonblocking), DONE in."""
+
+    def __init__(self, comm, hosts=None):
+        super().__init__(comm, hosts)
+        self.pending = {}  # task id -> _Sent
+
+    def send(self, task):
+        self.pending[task.id] = task
+        self.sends.append(protocol.send_task(self.comm, task.worker,
+                                             FarmTask(task.id, task.payload)))
+
+    def _results(self):
+        out = []
+        while (got := protocol.poll_done(self.comm)) is not None:
+            src, result = got
+            self.received[src] += 1
+            out.append((self.pending.pop(result.id), result))
+        return out
+
+
+class FarmWorker:
+    """A farm's tasks on a worker (worker.serve's handler): TASK in, DONE out."""
+
+    started = True  # the root waits for a BYE from every farm worker
+
+    def __init__(self, comm, compute):
+        self.comm, self.compute = comm, compute
+        self.rank = rank_size(comm)[0]
+
+    def should_stop(self):
+        return protocol.stop_waiting(self.comm)
+
+    def handle(self, task, failed):
+        if not isinstance(task, FarmTask):
+            raise ProtocolError(f"a farm worker received a {type(task).__name__}")
+        if failed:
+            return 0
+        faults.on_task(self.rank)
+        t0 = time.perf_counter()
+        value = self.compute(task.payload, self.should_stop)
+        if self.should_stop():
+            return 0  # stopping: the root drops results now
+        protocol.send_done(self.comm, FarmResult(task.id, value, time.perf_counter() - t0))
+        return 1
+
+    def stop(self):
+        pass
 
 
 def serve(comm, compute):
     """A worker: compute TASKs until STOP; errors go to the root, not to the floor."""
-    MPI = mpi()
-    rank, size = rank_size(comm)
-    status, backoff = MPI.Status(), Backoff(cap=5e-3)
-    failed = False
-    while True:
-        tag = next_tag_from_root(comm, status, backoff)
-        msg = comm.recv(source=0, tag=tag)
-        if tag == Tag.STOP:
-            comm.send(0, dest=0, tag=Tag.BYE)
-            return 1 if failed else 0
-        if tag != Tag.TASK or failed:
-            continue
-        try:
-            faults.on_task(rank)
-            t0 = time.perf_counter()
-            value = compute(msg.payload, lambda: comm.Iprobe(source=0, tag=Tag.STOP))
-            if comm.Iprobe(source=0, tag=Tag.STOP):
-                continue  # stopping: the root drops results now
-            comm.send(FarmResult(msg.id, value, time.perf_counter() - t0), dest=0, tag=Tag.DONE)
-        except Exception as exc:
-            failed = True
-            comm.send(protocol.error_message(rank, size, exc), dest=0, tag=Tag.ERROR)
+    return worker.serve(comm, FarmWorker(comm, compute))

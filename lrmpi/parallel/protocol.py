@@ -1,48 +1,34 @@
-"""The wire format between the ranks: tags, header layouts, every message's codec.
+"""The wire format between the ranks: every message, its tag and its layout.
 
-No other module writes a tag number, a header offset or a message layout. Bulk
-arrays (digit planes, level sums) travel with the buffer methods (Isend/Irecv)
-into preallocated NumPy arrays; only small control messages are pickled.
+No other module names a tag, builds a header or reads one: each message has one
+function that sends it and one that receives it (a worker receives everything the
+root sends through `recv_from_root`; the root polls for what workers send). Bulk
+arrays (digit planes, level sums, tiles of C) travel with the buffer methods into
+preallocated NumPy arrays; control messages are small pickled objects, and nothing
+from a user file is ever unpickled. The table of messages is in design.md, "Wire
+format" (a test compares it with `Tag`).
 
-    root -> worker   JOB     pickled Job, once (or STOP)
-    worker -> root   HELLO   pickled str: its host name (answer to JOB)
-    root -> worker   WORK    int64[WORK_LEN] header, then one PLANE message per
-                             plane block it lists, in that order
-    root -> worker   PLANE   int8 array (rows, k) of one plane of one block
-    worker -> root   RESULT  int64[RESULT_HDR] header (task, kernel microseconds,
-                             levels), then the exact level sums
-                             of the tile, (levels, rows, cols) of int32 or int64
-                             (layered.sum_dtype: both sides derive it from the Job)
-    worker -> root   ERROR   pickled dict (error_message): where, what, traceback
-    root -> worker   STOP    int64[1], no payload
-    worker -> root   BYE     pickled int: RESULT messages it sent in all (after STOP)
-    root -> worker   TASK    pickled FarmTask: a task of a task farm (inference)
-    worker -> root   DONE    pickled FarmResult: its result
-    root -> worker   STREAM  pickled str (StreamCommand): the next job of a stream
-                             (lrmpi.experiments.stream)
-    worker -> root   RESULT  (results written by the ranks, Job.write) the header only:
-                             R_NLEVELS = WRITTEN, max |C tile| in the first level slot
-    root -> worker   SEAL    int64[1]: resolution r (0-based) is complete; commit
-                             your file of it (results written by the ranks)
-    worker -> root   SEALED  pickled (r, file name or None, tile indices in it)
-    root -> worker   CRT     pickled CrtSetup, to every worker once the residues of
-                             the CRT resolution exist (before any of its WORK); the
-                             root then posts the Ibcasts it lists, in order
-
-The CRT resolution (numerics/crt.py) is resolution len(Job.schedule) (0-based): its
-WORK lists residue blocks (Operand.RA / RB, block, modulus index) as PLANE
-messages, and its RESULT carries one "level" CRT_LEVEL: the tile of C itself, in
-float64.
+Each message's pair (layouts: design.md, "Wire format"; direction root -> worker
+unless marked <-): JOB send_job; HELLO<- send_hello / poll_hello; WORK send_work and
+PLANE send_plane / recv_plane (a WORK's PLANEs follow it); RESULT<- send_result /
+post_result, decode_result; ERROR<- send_error / poll_error; STOP send_stop, release
+/ stop_waiting; BYE<- send_bye / poll_bye; CRT send_crt; SEAL send_seal; SEALED<-
+send_sealed / poll_sealed; TASK send_task; DONE<- send_done / poll_done; STREAM
+send_stream / recv_stream. post_bcast posts a broadcast (no tag: by posting order).
 """
 import socket
 import traceback
-from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
 
-VERSION = 6  # 6: results written by the ranks (Job.write, SEAL); 5: the CRT resolution (Job.crt, CRT, Operand.RA/RB); 4: RESULT carries
-# the kernel time; 3: JOB is a Job dataclass
+from lrmpi.errors import ProtocolError
+from lrmpi.parallel.comm import mpi
+from lrmpi.parallel.messages import Seal, Stop, Work
+
+VERSION = 7  # 7: one STOP, explicit result kinds; 6: results written by the ranks (Job.write,
+# SEAL); 5: the CRT resolution (Job.crt, CRT, Operand.RA/RB); 4: RESULT carries the kernel
+# time; 3: JOB is a Job dataclass
 MAX_KEYS = 2 * 16          # plane blocks one WORK can carry: all planes (or residues,
                            # at most 16 moduli) of A and B
 MAX_LEVELS = 32            # levels in one resolution (2 * MAX_PLANES)
@@ -57,7 +43,7 @@ class Tag(IntEnum):
     STOP = 16
     BYE = 17
     HELLO = 18
-    PART = 19
+    # 19 was PART (an inference rank's share; the farm replaced it)
     STREAM = 20
     TASK = 21
     DONE = 22
@@ -66,98 +52,60 @@ class Tag(IntEnum):
     SEALED = 25
 
 
-class Operand(IntEnum):
-    A = 0
-    B = 1
-    RA = 2   # residues of A's rows modulo one CRT modulus (plane = modulus index)
-    RB = 3   # residues of B's columns
+def _version_check(version):
+    if version != VERSION:
+        raise ProtocolError(f"protocol version {version} != {VERSION}: mixed lrmpi versions "
+                            "among the ranks (install one lrmpi everywhere)")
 
 
-def is_rows_of_a(op):
-    """True for blocks cut by C's row blocks (A's planes, A's residues)."""
-    return op in (Operand.A, Operand.RA)
+# --- what a worker receives ---
+
+def recv_from_root(comm, backoff):
+    """Wait, probing and sleeping with `backoff` (never spinning a core), for the next
+    message from rank 0; receive it: a Job, CrtSetup, Work (its PLANEs still to
+    receive), Seal, FarmTask or Stop."""
+    status = mpi().Status()
+    while not comm.Iprobe(source=0, tag=mpi().ANY_TAG, status=status):
+        backoff.sleep()
+    backoff.reset()
+    tag = status.Get_tag()
+    if tag not in _FROM_ROOT:  # taken off the queue first: the next one may be fine
+        comm.Recv(np.empty(status.Get_count(mpi().BYTE), np.uint8), source=0, tag=tag)
+        raise ProtocolError(f"unexpected message (tag {tag}) from the root")
+    return _FROM_ROOT[tag](comm)
 
 
-CRT_LEVEL = 0  # the "level" of a CRT result: the tile of C (float64), not a level sum
+# --- JOB / HELLO ---
+
+def send_job(comm, worker, job):
+    comm.send((VERSION, job), dest=worker, tag=Tag.JOB)
 
 
-# --- JOB: what every worker needs to know, once ---
-
-@dataclass(frozen=True)
-class Job:
-    bits: int
-    planes: int
-    k: int
-    schedule: tuple          # resolutions, each a tuple of (p, q) pairs
-    tiling: tuple            # (m, n, row_blocks, col_blocks): partition.Tiling's fields
-    bcast: tuple = ()        # planes q of B (whole: every column block) by MPI_Ibcast, in order
-    crt: int = 0             # moduli of the CRT resolution after the layers (0: none)
-    # results written by the ranks (jobs.checkpoint.rank_files): (checkpoint path, job
-    # id, fsync), and the row and column exponents to decode C with; () : the root writes
-    write: tuple = ()
-    exps: tuple = ()
-    version: int = VERSION
-
-    def check(self):
-        if self.version != VERSION:
-            raise RuntimeError(f"protocol version {self.version} != {VERSION}: "
-                               "mixed lrmpi versions")
-        return self
+def _recv_job(comm):
+    version, job = comm.recv(source=0, tag=Tag.JOB)
+    _version_check(version)
+    return job
 
 
-def job_message(bits, planes, k, schedule, tiling, bcast=(), crt=0, write=(), exps=()):
-    return Job(bits, planes, k, tuple(schedule),
-               (tiling.m, tiling.n, tiling.row_blocks, tiling.col_blocks), tuple(bcast), crt,
-               tuple(write), tuple(exps))
+def send_hello(comm):
+    comm.send(socket.gethostname(), dest=0, tag=Tag.HELLO)
 
 
-# --- CRT: what the CRT resolution's tasks need besides their residue blocks ---
-
-@dataclass(frozen=True)
-class CrtSetup:
-    moduli: int              # crt.plan(moduli) on both sides
-    ea: np.ndarray           # int32 (m,): exponents of A's rows
-    eb: np.ndarray           # int32 (n,): exponents of B's columns
-    bcast: tuple = ()        # moduli indices l whose B residues (RB, all blocks) come by Ibcast
+def poll_hello(comm, worker):
+    """The host name `worker` answered JOB with, or None while it has not."""
+    return comm.recv(source=worker, tag=Tag.HELLO) if comm.iprobe(source=worker, tag=Tag.HELLO) \
+        else None
 
 
-def crt_bcast(moduli, tiling, workers):
-    """Moduli whose B residues are broadcast (same rule as bcast_planes)."""
-    return tuple(range(moduli)) if _shared(tiling, workers) else ()
-
-
-def _shared(tiling, workers):
-    """Whether B's blocks are each needed by several workers: one column block (all
-    of them need it), or a 2-D tiling (every row block's owner needs each column
-    block). Column blocks in one row (wide C) go to one worker each: point to
-    point sends B once already, and a broadcast would give every worker all of it."""
-    return workers >= 2 and (tiling.col_blocks == 1 or tiling.row_blocks > 1)
-
-
-def bcast_planes(schedule, tiling, workers):
-    """B's planes that every worker will need, to broadcast once (collective:
-    the root sends about one copy whatever the number of workers) instead of
-    one point-to-point copy per worker: all of B's planes the schedule uses, when
-    several workers need each of its blocks (_shared). A plane travels whole; a
-    worker holds every column block of it (views)."""
-    if not _shared(tiling, workers):
-        return ()
-    return tuple(sorted({q for pairs in schedule for _, q in pairs}))
-
-
-# --- WORK header: [version, task, resolution, tile, nkeys, (operand, block, plane) * nkeys] ---
+# --- WORK / PLANE: [version, task, resolution, tile, nkeys, (operand, block, plane) * nkeys] ---
 W_VERSION, W_TASK, W_RES, W_TILE, W_NKEYS, W_KEYS = range(6)
 WORK_LEN = W_KEYS + 3 * MAX_KEYS
-
-
-def work_buffer():
-    return np.empty(WORK_LEN, np.int64)
 
 
 def encode_work(task, resolution, tile, keys):
     """Header of a work unit; `keys` are the (operand, block, plane) PLANE messages that follow."""
     if len(keys) > MAX_KEYS:
-        raise ValueError(f"{len(keys)} plane blocks exceed the protocol's {MAX_KEYS}")
+        raise ProtocolError(f"{len(keys)} plane blocks exceed the protocol's {MAX_KEYS}")
     h = np.zeros(WORK_LEN, np.int64)
     h[[W_VERSION, W_TASK, W_RES, W_TILE, W_NKEYS]] = VERSION, task, resolution, tile, len(keys)
     if keys:
@@ -166,36 +114,72 @@ def encode_work(task, resolution, tile, keys):
 
 
 def decode_work(h):
-    """(task, resolution, tile, keys) from a WORK header."""
-    if h[W_VERSION] != VERSION:
-        raise RuntimeError(f"protocol version {h[W_VERSION]} != {VERSION}: mixed lrmpi versions")
+    """The Work a WORK header describes."""
+    _version_check(int(h[W_VERSION]))
     n = int(h[W_NKEYS])
     keys = [tuple(int(x) for x in h[W_KEYS + 3 * i:W_KEYS + 3 * i + 3]) for i in range(n)]
-    return int(h[W_TASK]), int(h[W_RES]), int(h[W_TILE]), keys
+    return Work(int(h[W_TASK]), int(h[W_RES]), int(h[W_TILE]), keys)
 
 
-# --- RESULT: [task, kernel microseconds, nlevels, levels * MAX_LEVELS], level sums ---
-R_TASK, R_USEC, R_NLEVELS, R_LEVELS = range(4)
+def send_work(comm, worker, task, resolution, tile, keys):
+    """The WORK header (nonblocking; its PLANE messages follow with send_plane)."""
+    return comm.Isend(encode_work(task, resolution, tile, keys), dest=worker, tag=Tag.WORK)
+
+
+def _recv_work(comm):
+    h = np.empty(WORK_LEN, np.int64)
+    comm.Recv(h, source=0, tag=Tag.WORK)
+    return decode_work(h)
+
+
+def send_plane(comm, worker, block):
+    return comm.Isend(block, dest=worker, tag=Tag.PLANE)
+
+
+def recv_plane(comm, buf):
+    comm.Recv(buf, source=0, tag=Tag.PLANE)
+    return buf
+
+
+# --- RESULT: [task, kernel microseconds, kind, nlevels, levels * MAX_LEVELS], its body ---
+R_TASK, R_USEC, R_KIND, R_NLEVELS, R_LEVELS = range(5)
 RESULT_HDR = R_LEVELS + MAX_LEVELS
 
 
+class ResultKind(IntEnum):
+    SUMS = 0     # exact level sums (nlevels, rows, cols) of the job's sum dtype
+    TILE = 1     # the tile of C itself, float64 (rows, cols): the CRT resolution
+    WRITTEN = 2  # the worker wrote the tile to its own file: the header only, max |C tile|
+
+
 def result_size(nlevels, shape, dtype=np.int64):
-    """int64 elements of a RESULT message for a tile of `shape`, sums of `dtype`."""
+    """int64 elements of a RESULT message for a tile of `shape`, `nlevels` arrays of `dtype`."""
     nbytes = nlevels * shape[0] * shape[1] * np.dtype(dtype).itemsize
     return RESULT_HDR + -(-nbytes // 8)
 
 
 def result_body(buf, nlevels, shape, dtype=np.int64):
-    """The level sums' place in a RESULT buffer, (nlevels, rows, cols) of `dtype`:
-    compute into it."""
+    """The body's place in a RESULT buffer, (nlevels, rows, cols) of `dtype`: compute
+    into it."""
     count = nlevels * shape[0] * shape[1]
     return buf[RESULT_HDR:].view(dtype)[:count].reshape(nlevels, *shape)
 
 
-def encode_result(buf, task, level_sums, seconds=0.0):
-    """Fill `buf` (of result_size) with [(level, S)] of one task and the seconds its
-    kernels took; S arrays that are already views of result_body(buf) are not copied."""
-    buf[R_TASK], buf[R_USEC], buf[R_NLEVELS] = task, round(seconds * 1e6), len(level_sums)
+def result_buffers(pool, nlevels, shape, dtype):
+    """(a RESULT buffer from `pool`, its body): where a task computes its result."""
+    buf = pool.get((result_size(nlevels, shape, dtype),), np.int64)
+    return buf, result_body(buf, nlevels, shape, dtype)
+
+
+def _header(buf, task, kind, seconds):
+    buf[R_TASK], buf[R_USEC], buf[R_KIND] = task, round(seconds * 1e6), kind
+
+
+def pack_sums(buf, task, level_sums, seconds=0.0):
+    """RESULT of [(level, S)] (S arrays that are already views of result_body(buf) are
+    not copied) and the seconds its kernels took."""
+    _header(buf, task, ResultKind.SUMS, seconds)
+    buf[R_NLEVELS] = len(level_sums)
     if not level_sums:
         return buf
     S0 = level_sums[0][1]
@@ -207,93 +191,196 @@ def encode_result(buf, task, level_sums, seconds=0.0):
     return buf
 
 
-WRITTEN = -1  # R_NLEVELS of a result the worker wrote to its own file
+def pack_tile(buf, task, C, seconds=0.0):
+    """RESULT of a tile of C (float64; not copied if it is result_body(buf)[0])."""
+    _header(buf, task, ResultKind.TILE, seconds)
+    buf[R_NLEVELS] = 1
+    body = result_body(buf, 1, C.shape, np.float64)
+    if not np.shares_memory(body[0], C):
+        body[0] = C
+    return buf
 
 
-@dataclass(frozen=True)
-class Written:
-    """A tile the worker decoded and wrote itself: only its max |C| travels."""
-    amax: float
-
-
-def encode_written(buf, task, amax, seconds=0.0):
-    """The header-only RESULT of a tile written by the worker."""
-    buf[R_TASK], buf[R_USEC], buf[R_NLEVELS] = task, round(seconds * 1e6), WRITTEN
+def pack_written(buf, task, amax, seconds=0.0):
+    """The header-only RESULT of a tile the worker wrote itself."""
+    _header(buf, task, ResultKind.WRITTEN, seconds)
+    buf[R_NLEVELS] = 0
     buf[R_LEVELS:R_LEVELS + 1].view(np.float64)[0] = amax
     return buf[:RESULT_HDR]
 
 
+def send_result(comm, msg):
+    comm.Send(msg, dest=0, tag=Tag.RESULT)
+
+
+def post_result(comm, worker, buf):
+    """The receive of a RESULT from `worker` into `buf` (of result_size): a request."""
+    return comm.Irecv(buf, source=worker, tag=Tag.RESULT)
+
+
 def result_nbytes(buf):
     """Bytes of the RESULT message received into `buf` (a written tile's is the header)."""
-    return RESULT_HDR * 8 if buf[R_NLEVELS] == WRITTEN else buf.nbytes
+    return RESULT_HDR * 8 if buf[R_KIND] == ResultKind.WRITTEN else buf.nbytes
 
 
-SEAL_LEN = 1
-
-
-def decode_result(buf, shape, dtype=np.int64):
-    """(task, [(level, S view)] or Written, kernel seconds) from a RESULT buffer of a
-    tile of `shape`."""
+def decode_result(buf, kind, shape, dtype=np.int64):
+    """(task, value, kernel seconds) from a RESULT buffer of a tile of `shape` that must be
+    of `kind`: value is [(level, S view)] (SUMS), the tile of C (TILE) or max |C tile|
+    (WRITTEN)."""
+    task, seconds = int(buf[R_TASK]), int(buf[R_USEC]) * 1e-6
+    if buf[R_KIND] != kind:
+        raise ProtocolError(f"a result of kind {int(buf[R_KIND])} for task {task}, expected "
+                            f"{ResultKind(kind).name}")
+    if kind == ResultKind.WRITTEN:
+        return task, float(buf[R_LEVELS:R_LEVELS + 1].view(np.float64)[0]), seconds
     n = int(buf[R_NLEVELS])
-    if n == WRITTEN:
-        return (int(buf[R_TASK]), Written(float(buf[R_LEVELS:R_LEVELS + 1].view(np.float64)[0])),
-                int(buf[R_USEC]) * 1e-6)
     body = result_body(buf, n, shape, dtype)
-    return (int(buf[R_TASK]), [(int(buf[R_LEVELS + i]), body[i]) for i in range(n)],
-            int(buf[R_USEC]) * 1e-6)
+    if kind == ResultKind.TILE:
+        return task, body[0], seconds
+    return task, [(int(buf[R_LEVELS + i]), body[i]) for i in range(n)], seconds
 
 
 # --- ERROR: a worker's exception, for the root to re-raise ---
 
-def error_message(rank, size, exc):
-    """The ERROR message for `exc` raised on `rank` (call inside the except block)."""
-    return {"where": f"worker {rank} of {size} on {socket.gethostname()}",
-            "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+def send_error(comm, rank, size, exc):
+    """Report `exc`, raised on `rank`, to the root (call inside the except block)."""
+    comm.send({"where": f"worker {rank} of {size} on {socket.gethostname()}",
+               "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()},
+              dest=0, tag=Tag.ERROR)
 
 
-def decode_error(msg):
-    """(one-line description naming the rank, remote traceback) of an ERROR message."""
+def poll_error(comm):
+    """(one-line description naming the rank, remote traceback) of a worker's ERROR, or None."""
+    got = _poll(comm, Tag.ERROR)
+    if got is None:
+        return None
+    _, msg = got
     return f"{msg['where']}: {msg['error']}", msg["traceback"]
 
 
-# --- STOP ---
+# --- STOP / BYE ---
 
-STOP_MESSAGE = np.zeros(1, np.int64)
-
-
-def stop_buffer():
-    """A receive buffer for STOP."""
-    return np.empty(1, np.int64)
+def _stop_message():
+    return np.zeros(1, np.int64)
 
 
-# --- PART: one rank's share of an inference resolution ---
-
-@dataclass
-class Part:
-    refined: object      # (n,) bool: samples refined at this resolution
-    work: float          # multiply-adds done
-    work_all: float      # ... had every sample been refined
-    state: dict          # the rank's engine state (exact, for checkpoints and re-sharding)
+def send_stop(comm, worker):
+    """STOP (nonblocking): the worker ends its job and answers BYE."""
+    return comm.Isend(_stop_message(), dest=worker, tag=Tag.STOP)
 
 
-# --- TASK / DONE: a task farm's work (inference: a batch of samples at a resolution) ---
-
-@dataclass
-class FarmTask:
-    id: int
-    payload: object      # what the farm's compute function receives
-
-
-@dataclass
-class FarmResult:
-    id: int
-    value: object        # what it returned
-    seconds: float       # its compute time
+def release(comm):
+    """STOP every worker still waiting for a job (the root failed before the job began,
+    or has nothing to do); they answer no BYE."""
+    if comm is not None:
+        for w in range(1, comm.Get_size()):
+            comm.Send(_stop_message(), dest=w, tag=Tag.STOP)
 
 
-# --- STREAM: the next job of a stream of jobs ---
+def _recv_stop(comm):
+    comm.Recv(np.empty(1, np.int64), source=0, tag=Tag.STOP)
+    return Stop()
 
-class StreamCommand:
-    LAYERED = "layered"
-    ONESHOT = "oneshot"
-    DONE = "done"
+
+def stop_waiting(comm):
+    """Whether a STOP from the root is waiting (a worker looks between chunks)."""
+    return comm.Iprobe(source=0, tag=Tag.STOP)
+
+
+def send_bye(comm, sent):
+    comm.send(sent, dest=0, tag=Tag.BYE)
+
+
+def poll_bye(comm):
+    """(worker, results it sent) of a BYE, or None."""
+    return _poll(comm, Tag.BYE)
+
+
+# --- CRT / broadcasts ---
+
+def send_crt(comm, worker, setup):
+    """CRT (nonblocking: a busy worker reads it after its task)."""
+    return comm.isend(setup, dest=worker, tag=Tag.CRT)
+
+
+def _recv_crt(comm):
+    return comm.recv(source=0, tag=Tag.CRT)
+
+
+def post_bcast(comm, buf):
+    """A whole plane (or residues) by MPI_Ibcast from rank 0: every rank posts the same
+    ones in the same order (collectives match by order, not by tag)."""
+    return comm.Ibcast(buf, root=0)
+
+
+# --- SEAL / SEALED: results written by the ranks ---
+
+def send_seal(comm, worker, res):
+    return comm.Isend(np.array([res], np.int64), dest=worker, tag=Tag.SEAL)
+
+
+def _recv_seal(comm):
+    r = np.empty(1, np.int64)
+    comm.Recv(r, source=0, tag=Tag.SEAL)
+    return Seal(int(r[0]))
+
+
+def send_sealed(comm, res, name, tiles):
+    """SEALED: this rank's file of resolution res is committed (name None: it has none)."""
+    comm.send((res, name, tiles), dest=0, tag=Tag.SEALED)
+
+
+def poll_sealed(comm):
+    """(worker, (res, file name or None, tile indices)) of a SEALED, or None."""
+    return _poll(comm, Tag.SEALED)
+
+
+# --- TASK / DONE: a task farm ---
+
+def send_task(comm, worker, task):
+    """TASK (nonblocking: a blocking send of a large task while the worker blocks
+    sending its result to the root would deadlock)."""
+    return comm.isend(task, dest=worker, tag=Tag.TASK)
+
+
+def _recv_task(comm):
+    return comm.recv(source=0, tag=Tag.TASK)
+
+
+def send_done(comm, result):
+    comm.send(result, dest=0, tag=Tag.DONE)
+
+
+def poll_done(comm):
+    """(worker, FarmResult) of a DONE, or None."""
+    return _poll(comm, Tag.DONE)
+
+
+# --- STREAM: the next job of a stream of jobs (lrmpi.experiments.stream) ---
+
+def send_stream(comm, worker, command):
+    comm.send(command, dest=worker, tag=Tag.STREAM)
+
+
+def recv_stream(comm, backoff):
+    """The next StreamCommand, waiting with `backoff` (the cores belong to the jobs)."""
+    req = comm.irecv(source=0, tag=Tag.STREAM)
+    while True:
+        done, msg = req.test()
+        if done:
+            backoff.reset()
+            return msg
+        backoff.sleep()
+
+
+def _poll(comm, tag):
+    """(source, pickled message) of a waiting message with `tag` from any rank, or None."""
+    status = mpi().Status()
+    if not comm.iprobe(source=mpi().ANY_SOURCE, tag=tag, status=status):
+        return None
+    src = status.Get_source()
+    return src, comm.recv(source=src, tag=tag)
+
+
+_FROM_ROOT = {Tag.STOP: _recv_stop, Tag.JOB: _recv_job, Tag.WORK: _recv_work,
+              Tag.CRT: _recv_crt, Tag.SEAL: _recv_seal, Tag.TASK: _recv_task}

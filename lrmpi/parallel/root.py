@@ -1,53 +1,52 @@
-"""The root side of a distributed layered matmul: root_init, root_run, root_stop.
+"""The root side of a distributed layered matmul: Root (root_init), Root.run
+(root_run), Root.stop (root_stop).
 
 Worked example: `mpirun -n 3`, A and B 4096 x 4096, 4 planes, antidiagonal
 order (7 resolutions).
 
   rank 0 (root) reads and encodes A and B, and cuts C into 8 row tiles of 512
-  rows (partition.py). The scheduler hands out tasks (resolution r, tile t),
-  lowest r first, DEPTH outstanding per worker (scheduler.py). Each WORK carries
-  exactly the plane blocks the worker lacks: task (1, t0) to rank 1 carries A[t0]
-  plane 1 and B plane 1; task (2, t0), later, only A[t0] plane 2 and B plane 2 —
-  planes travel in significance order, as they are needed.
+  rows (partition.py; plan.py has what root and workers derive from that). The
+  scheduler hands out tasks (resolution r, tile t), lowest r first, DEPTH
+  outstanding per worker (scheduler.py). Each WORK carries exactly the plane blocks
+  the worker lacks: task (1, t0) to rank 1 carries A[t0] plane 1 and B plane 1;
+  task (2, t0), later, only A[t0] plane 2 and B plane 2 — planes travel in
+  significance order, as they are needed (endpoints.py, protocol.py).
 
   ranks 1 and 2 (workers, worker.py) compute the tile's exact level sums with the
-  int8 kernels and send them back (protocol.py).
+  int8 kernels (tilework.py) and send them back.
 
   The root adds each result into the exact accumulator and decodes that tile of
   C_r at once (assembly.py); when all 8 tiles of r are in, it checkpoints C_r and
-  logs a line. Results of r+1 that arrive first wait in a buffer, so C_r never
-  sees pairs of a later resolution.
+  logs a line (resolutions.py). Results of r+1 that arrive first wait in a buffer,
+  so C_r never sees pairs of a later resolution.
 
 With one rank (or without mpi4py) the root computes each task itself through the
-same scheduling code, on a thread beside its loop (endpoints.ThreadEndpoint); it
-also computes beside the workers when it has a core of its own (ranks on its node
-<= cores: `-n 2` on 2 cores), not when ranks outnumber cores (`-n 3` on 2 cores,
-where it would take a worker's core). The root never busy-waits: it polls with
-MPI_Testsome and sleeps with a Backoff in between.
+same scheduling code and the same tile function, on a thread beside its loop
+(endpoints.ThreadEndpoint); it also computes beside the workers when it has a core
+of its own (ranks on its node <= cores: `-n 2` on 2 cores), not when ranks
+outnumber cores (`-n 3` on 2 cores, where it would take a worker's core). The root
+never busy-waits: it polls with MPI_Testsome and sleeps with a Backoff in between.
 """
-import sys
 import time
 
 import numpy as np
 
-from lrmpi import config
-from lrmpi.errors import WorkerTimeout
 from lrmpi.log import logger
 from lrmpi.numerics import bounds
-from lrmpi.numerics.layered import finish_last, sum_dtype
-from lrmpi.numerics.schedule import levels, n_levels
-from lrmpi.parallel import faults, protocol
+from lrmpi.numerics.schedule import levels
+from lrmpi.parallel import plan as plans
 from lrmpi.parallel.assembly import Assembly
 from lrmpi.parallel.backoff import Backoff
 from lrmpi.parallel.comm import rank_size, root_has_a_core
 from lrmpi.parallel.crt_stage import CrtStage
-from lrmpi.parallel.endpoints import MpiEndpoints, ThreadEndpoint
+from lrmpi.parallel.endpoints import Endpoints, MatmulRanks, ResultBuffers, ThreadEndpoint
 from lrmpi.parallel.partition import default_tiling
-from lrmpi.parallel.progress import Progress
-from lrmpi.parallel.protocol import Operand, Tag
+from lrmpi.parallel.progress import Figures, Progress
+from lrmpi.parallel.messages import Operand
 from lrmpi.parallel.ranks_write import RanksWrite
+from lrmpi.parallel.resolutions import Resolutions
 from lrmpi.parallel.scheduler import Scheduler
-from lrmpi.parallel.worker import compute, compute_crt
+from lrmpi.parallel.tilework import RootBlocks, compute_tile
 
 
 class Root:
@@ -65,118 +64,95 @@ class Root:
                  on_resolution=None, worker_timeout=None, write="root"):
         self.start = time.perf_counter() if start is None else start
         self.elapsed_offset = 0.0
-        self.lm, self.comm, self.writer, self.control = lm, comm, writer, control
-        self.on_resolution, self.worker_timeout, self.hosts = on_resolution, worker_timeout, {}
-        self.workers = list(range(1, rank_size(comm)[1]))
+        self.lm, self.writer, self.control = lm, writer, control
+        self.worker_timeout = worker_timeout
+        workers = list(range(1, rank_size(comm)[1]))
         # results written by the ranks (ranks_write.py): a fresh job with workers and a
         # checkpoint; a resumed one continues with the root writing
-        fresh = resume is None or resume.attrs.get("completed", 0) == 0
-        self.ranks = RanksWrite(self) if (write == "ranks" and writer is not None
-                                          and self.workers and fresh) else None
-        if write == "ranks" and self.ranks is None and writer is not None and self.workers:
+        fresh = resume is None or resume.completed == 0
+        written = write == "ranks" and writer is not None and bool(workers) and fresh
+        if write == "ranks" and not written and writer is not None and workers:
             logger.info("lrmpi: a resumed job's results are written by the root")
-        self.computes = (not self.workers or root_has_a_core(comm)) and self.ranks is None
+        computes = (not workers or root_has_a_core(comm)) and not written
         self.ea, self.eb = lm.encode()
         logger.debug("lrmpi: encoded at %.3f s", self.elapsed())
         m, k = self.ea.shape
-        self.tiling = default_tiling(m, self.eb.shape[0],
-                                     len(self.workers) + (1 if self.computes else 0))
-        self.tiles = self.tiling.tiles()
-        self.schedule = lm.schedule
-        self.layers = len(self.schedule)  # resolutions of digit planes
-        # the CRT resolution, if any, is resolution `layers` (0-based): its tasks
-        # return their tile of C in float64, one "level" (crt_stage.py)
-        self.nres = self.layers + (1 if lm.final == "crt" else 0)
-        self.nlevels = [n_levels(r) for r in self.schedule] + [1] * (self.nres - self.layers)
-        self.sdtype = [sum_dtype(r, k, lm.bits) for r in self.schedule] + \
-            [np.float64] * (self.nres - self.layers)
+        tiling = default_tiling(m, self.eb.shape[0], len(workers) + (1 if computes else 0))
+        self.plan = plan = plans.Plan(lm.bits, lm.planes, k, tuple(lm.schedule), tiling,
+                                      lm.moduli or 0, written)
+        self.tiles = plan.tiles
+        sdtype = [plan.layout(r)[1] for r in range(plan.nres)]
         # resolution 1's bound now, while the workers wait anyway; each later one
         # when its resolution finishes (all at once before the first dispatch cost
         # 0.1 s at n = 4096; after it, beside busy workers, 0.8 s)
-        self.bounds = bounds.Bounds(self.ea, self.eb, self.schedule)
+        self.bounds = bounds.Bounds(self.ea, self.eb, plan.schedule)
         self.bounds.prepare(0)
         logger.debug("lrmpi: bounds at %.3f s", self.elapsed())
-        self.assembly = Assembly(self.ea, self.eb, self.schedule, self.sdtype,
+        self.assembly = Assembly(self.ea, self.eb, plan.schedule, sdtype,
                                  keep_sums=writer is not None)
-        self.traffic = [[0, 0] for _ in range(self.nres)]  # bytes sent, received per resolution
-        # per resolution: first WORK sent, last RESULT in, kernel seconds (the
-        # pipeline's efficiency: kernel time / (workers x that span))
-        self.timing = [[None, None, 0.0] for _ in range(self.nres)]
-        self.meta, self.cmax = [], []
-        self.crt = CrtStage(lm, self.tiling, self.assembly.c_pool) \
-            if self.nres > self.layers else None
-        first = 0
-        if resume is not None and resume.attrs.get("completed", 0) > 0:
-            first = self._resume(resume)
-        if self.ranks is None:  # with ranks writing, the workers hold the accumulators
+        # the CRT resolution, if any, is resolution plan.layers (0-based): its tasks
+        # return their tile of C in float64 (crt_stage.py)
+        self.crt = CrtStage(lm, tiling, self.assembly.c_pool) if plan.moduli else None
+        self.figures = Figures(plan.nres, len(workers) + (1 if computes else 0))
+        self.record = Resolutions(lm, self.ea, self.eb, self.bounds, crt=self.crt,
+                                  writer=writer, on_resolution=on_resolution,
+                                  progress=Progress(lm.planned, len(self.tiles)),
+                                  figures=self.figures, shape=self.assembly.shape,
+                                  ntiles=len(self.tiles), clock=self.elapsed)
+        first = self._resume(resume) if resume is not None and resume.completed > 0 else 0
+        if not written:  # with ranks writing, the workers hold the accumulators
             self.assembly.start(first)
         if writer is not None and writer.keep != "all":  # resolution 1's file will go
             self.assembly.c1_is_sums = False
-        # rank 0 is a worker too when it computes (its keys are in its memory already)
-        self.sched = Scheduler(self.tiles, self.nres,
-                               ([0] if self.computes else []) + self.workers, self.keys_for,
-                               first, [len(p) for p in self.schedule] +
-                               [(lm.moduli or 0) + 1] * (self.nres - self.layers),
-                               pinned=self.ranks is not None)
-        if self.crt:  # its tasks wait for the residues (computed once the layers run)
-            self.sched.available = self.layers
-            self.crt_sent = False
-            self.crt_bcast = protocol.crt_bcast(lm.moduli, self.tiling, len(self.workers))
-            self._held_by_broadcast(Operand.RB, self.crt_bcast)
-            if first > 0:
-                self.crt.start()
-        # B's planes broadcast to every worker (protocol.bcast_planes): the scheduler
-        # counts them as held, so they never travel point to point
-        self.bcast = protocol.bcast_planes(self.schedule[first:], self.tiling,
-                                           len(self.workers))
-        self._held_by_broadcast(Operand.B, self.bcast)
-        self.mpi = MpiEndpoints(self, comm) if self.workers else None
-        self.local = ThreadEndpoint(self.compute_local) if self.computes else None
-        self.early = {r: {} for r in range(first, self.nres)}  # results of r > cur
-        self.progress = Progress(lm.planned, len(self.tiles))
-        if self.crt and first == self.layers and resume is not None:
+        # B's planes (and CRT residues) broadcast to every worker: the scheduler counts
+        # them as held, so they never travel point to point
+        self.bcast = plans.bcast_planes(plan.schedule[first:], tiling, len(workers))
+        self.crt_bcast = plans.crt_bcast(plan.moduli, tiling, len(workers))
+        held = plans.held_by_broadcast(Operand.B, self.bcast, tiling) | \
+            plans.held_by_broadcast(Operand.RB, self.crt_bcast, tiling)
+        # rank 0 is a worker too when it computes (its blocks are in its memory already)
+        self.scheduler = Scheduler(self.tiles, plan.nres, ([0] if computes else []) + workers,
+                                   plan.keys, first, plan.weights(), pinned=written,
+                                   held=held, available=plan.layers if self.crt else None)
+        self.crt_sent = False
+        if self.crt and first > 0:
+            self.crt.start()
+        self.blocks = RootBlocks(self.ea, self.eb, tiling, self.crt)
+        self.buffers = ResultBuffers(plan, self.assembly.scratch)
+        self.ranks = MatmulRanks(comm, self.blocks, self.buffers, self.figures) \
+            if workers else None
+        self.endpoints = Endpoints(ThreadEndpoint(self.compute_local) if computes else None,
+                                   self.ranks)
+        self.ranks_write = RanksWrite(self.tiles, self.ranks, self.record, self.advance) \
+            if written else None
+        self.early = {r: {} for r in range(first, plan.nres)}  # results of r > cur
+        if self.crt and first == plan.layers and resume is not None:
             self._resume_crt_tiles(resume)
-
-    def _held_by_broadcast(self, op, numbers):
-        """Planes (or residues) `numbers` of op reach every worker by broadcast, whole:
-        the scheduler counts each of their column blocks as held, never to send."""
-        for w in self.workers:
-            self.sched.have[w].update((op, cb, q) for q in numbers
-                                      for cb in range(self.tiling.col_blocks))
 
     def _resume(self, ckpt):
         """Continue after the checkpoint's last resolution, from its exact state: the
         level sums of every completed resolution, added again. Returns it (0-based
         index of the next resolution)."""
-        c = int(ckpt.attrs["completed"])
-        shape = self.assembly.shape
+        c = ckpt.completed
+        shape, schedule = self.assembly.shape, self.plan.schedule
 
         def sums_of(i):
             if ckpt.has_sums(i):
-                return ckpt.sums(i, shape, levels(self.schedule[i - 1]))
+                return ckpt.sums(i, shape, levels(schedule[i - 1]))
             # resolution 1 was its own resume data (decoded exactly from its sums)
             return self.assembly.sums_from_c(ckpt.resolution(1)[1]["C"])
         self.assembly.resume(c, sums_of)
         for i in range(1, c + 1):
-            self.meta.append(ckpt.resolution_summary(i))
-            self.cmax.append(float(self.meta[-1]["cmax"]))
-        self.elapsed_offset = float(self.meta[-1]["elapsed_s"])
+            self.record.resumed(ckpt.resolution_summary(i))
+        self.elapsed_offset = float(self.record.meta[-1]["elapsed_s"])
         self.start = time.perf_counter()
         return c
 
-    @property
-    def cur(self):
-        """0-based index of the resolution being completed (= resolutions done)."""
-        return self.sched.cur
-
-    def elapsed(self):
-        return self.elapsed_offset + time.perf_counter() - self.start
-
-    # --- what the endpoints ask of the root ---
     def _resume_crt_tiles(self, ckpt):
         """The tiles a stopped CRT resolution finished (resume data): kept, not
         computed again."""
-        got = ckpt.partial(self.layers + 1, self.assembly.shape)
+        layers = self.plan.layers
+        got = ckpt.partial(layers + 1, self.assembly.shape)
         if got is None:
             return
         C, rows = got
@@ -187,196 +163,107 @@ class Root:
             logger.info("lrmpi: the CRT resolution's finished tiles were cut for another "
                         "number of ranks: computing it again")
             return
-        self.sched.preload(self.layers, [t.index for t in done])
+        self.scheduler.preload(layers, [t.index for t in done])
         for t in done:
-            self._apply_crt(self.layers, t, [(protocol.CRT_LEVEL, C[t.r0:t.r1, t.c0:t.c1])],
-                            None)
+            self._apply_crt(layers, t, C[t.r0:t.r1, t.c0:t.c1], None)
         logger.info("lrmpi: resuming the CRT resolution with %d of %d tiles done",
                     len(done), len(self.tiles))
 
-    def keys_for(self, res, tile):
-        if res == self.layers:
-            return self.crt.keys(tile)
-        pairs = self.schedule[res]
-        return ({(Operand.A, tile.rb, p) for p, _ in pairs}
-                | {(Operand.B, tile.cb, q) for _, q in pairs})
+    @property
+    def cur(self):
+        """0-based index of the resolution being completed (= resolutions done)."""
+        return self.scheduler.cur
 
-    def plane_block(self, op, block, plane):
-        if op in (Operand.RA, Operand.RB):
-            return self.crt.block(op, block, plane)
-        if op == Operand.A:
-            r0, r1 = self.tiling.rows(block)
-            return self.ea.digits[plane - 1, r0:r1]
-        c0, c1 = self.tiling.cols(block)
-        return self.eb.digits[plane - 1, c0:c1]
+    @property
+    def meta(self):
+        """The attributes of every finished resolution (resumed ones too)."""
+        return self.record.meta
 
-    def result_buffer(self, task):
-        r = task.res
-        return self.assembly.scratch.get(
-            (protocol.result_size(self.nlevels[r], task.tile.shape, self.sdtype[r]),),
-            np.int64)
+    def elapsed(self):
+        return self.elapsed_offset + time.perf_counter() - self.start
 
-    def decode(self, task):
-        tid, sums, task.kernel_s = protocol.decode_result(task.buf, task.tile.shape,
-                                                          self.sdtype[task.res])
-        if tid != task.id:
-            raise RuntimeError(f"worker {task.worker} answered task {tid}, expected {task.id}")
-        return sums
-
-    def count(self, res, sent=0, received=0):
-        self.traffic[res][0] += sent
-        self.traffic[res][1] += received
-
-    def compute_local(self, task, probe):
-        """A task on the root's compute thread; None if `probe` says stop meanwhile."""
-        faults.on_task(0)
-        t, r = task.tile, task.res
-        task.buf = self.result_buffer(task)
-        body = protocol.result_body(task.buf, self.nlevels[r], t.shape, self.sdtype[r])
+    def compute_local(self, task, should_stop):
+        """A task on the root's compute thread; None if `should_stop()` said so meanwhile."""
+        body = self.buffers.get(task)
         t0 = time.perf_counter()
-        if r == self.layers:
-            sums = compute_crt(probe, 0, _RootPlanes(self), t, self.crt.setup(), body[0],
-                               self.assembly.scratch)
-        else:
-            sums = compute(probe, 0, _RootPlanes(self), t, self.schedule[r], self.lm.bits,
-                           body, self.assembly.scratch)
+        value = compute_tile(self.plan, task.res, task.tile, self.blocks, body,
+                             self.assembly.scratch, should_stop, 0,
+                             self.crt.setup() if self.plan.is_crt(task.res) else None)
         task.kernel_s = time.perf_counter() - t0
-        return sums
+        return value
 
     # --- scheduling and results ---
     def dispatch(self):
         """Give every worker with room up to DEPTH tasks; True if any was sent."""
         sent = False
-        for w in self.sched.workers:
-            while (task := self.sched.assign(w, time.perf_counter())) is not None:
-                if self.timing[task.res][0] is None:
-                    self.timing[task.res][0] = task.started
-                (self.local if w == 0 else self.mpi).send(task)
+        for w in self.scheduler.workers:
+            while (task := self.scheduler.assign(w, time.perf_counter())) is not None:
+                self.figures.dispatched(task.res, task.started)
+                self.endpoints.send(task)
                 sent = True
         return sent
 
-    def poll(self):
-        """Results from the root's own compute and from the workers."""
-        return (self.local.poll() if self.local else []) + (self.mpi.poll() if self.mpi else [])
-
-    def on_result(self, task, sums):
+    def on_result(self, task, value):
         now = time.perf_counter()
-        self.timing[task.res][1] = now
-        self.timing[task.res][2] += task.kernel_s
-        if not self.sched.complete(task, now):
-            self.assembly.scratch.put(task.buf)  # the slower copy of a backed-up task
+        self.figures.result(task.res, now, task.kernel_s)
+        if not self.scheduler.complete(task, now):
+            self.buffers.put(task.buf)  # the slower copy of a backed-up task
         elif task.res > self.cur:
-            self.early[task.res][task.tile.index] = (sums, task.buf)
+            self.early[task.res][task.tile.index] = (value, task.buf)
         else:
-            self._apply(task.res, task.tile, sums, task.buf)
+            self._apply(task.res, task.tile, value, task.buf)
 
-    def _apply(self, r, tile, sums, buf):
-        if isinstance(sums, protocol.Written):
-            return self.ranks.tile(r, tile, sums.amax, buf)
-        if r == self.layers:
-            return self._apply_crt(r, tile, sums, buf)
+    def _apply(self, r, tile, value, buf):
+        """A result of the current resolution r: [(level, S)] of a layer, the tile of C
+        of the CRT resolution, or max |C tile| of a tile a worker wrote."""
+        if self.ranks_write is not None:
+            self.buffers.put(buf)
+            return self.ranks_write.tile(r, tile, value)
+        if self.plan.is_crt(r):
+            return self._apply_crt(r, tile, value, buf)
         logger.debug("lrmpi: result r%d t%d at %.3f s", r + 1, tile.index, self.elapsed())
-        done = self.assembly.add(r, tile, sums, buf)
-        if self._tile_in(r, tile, done, self.assembly.tile_of(r, tile)):
+        done = self.assembly.add(r, tile, value, buf)
+        if self.record.tile_in(r, tile, done, self.assembly.tile_of(r, tile)):
             self._finish(r)
             self.advance(r)
 
-    def _tile_in(self, r, tile, done, values):
-        """A decoded tile of r (the done-th): streamed to the disk while the rest
-        computes; True when it was r's last."""
-        if self.writer is not None:
-            if done == 1:
-                self.writer.begin_resolution(r + 1, self.assembly.shape)
-            self.writer.write_tile(r + 1, tile.r0, tile.c0, values)
-        self.progress.tile(r, done, self.elapsed())
-        return done == len(self.tiles)
-
     def advance(self, r):
         """Resolution r has every tile: on to the next, and its results that came early."""
-        self.sched.advance()
+        self.scheduler.advance()
         if r == 0 and self.crt:  # resolution 1 is out: the residues, beside the layers
             self.crt.start()
         nxt = r + 1
-        if nxt < self.nres:
+        if nxt < self.plan.nres:
             # results of r+1 that came early; applying them may finish r+1 too
             # (and so on), which advances the scheduler inside this loop
             early, self.early[nxt] = sorted(self.early[nxt].items()), {}
-            for t, (s, b) in early:
-                self._apply(nxt, self.tiles[t], s, b)
+            for t, (value, buf) in early:
+                self._apply(nxt, self.tiles[t], value, buf)
 
     def _finish(self, r):
         C, cmax = self.assembly.finish(r)
-        self.cmax.append(cmax)
-        babs = self.bounds.upto(self.cmax)
-        redone = ()
-        if r == len(self.schedule) - 1:  # entries beyond the planes' reach (fallback.py)
-            redone, babs[-1] = finish_last(self.lm, self.ea, self.eb, self.bounds, C,
-                                           self.cmax, babs)
-        meta = self.resolution_meta(r, babs, redone)
+        meta, redone = self.record.layered(r, cmax, C)
         if self.writer is None:
-            self.publish(meta, C, release=lambda: self.assembly.release(C))
+            self.record.publish(meta, C, release=lambda: self.assembly.release(C))
             return
         sums, bufs = self.assembly.resume_data(r)
         datasets = {}
         if redone:  # rows the fallback changed after they were streamed: again
             datasets = {"C": [(int(i), C[i]) for i in np.unique(redone[0])]}
-        self.publish(meta, C, datasets, sums=sums,
-                     release=lambda: self.assembly.release(C, bufs))
+        self.record.publish(meta, C, datasets, sums=sums,
+                            release=lambda: self.assembly.release(C, bufs))
 
-    def publish(self, meta, C, datasets=None, release=None, **write):
-        """A finished resolution: recorded, given to on_resolution, queued for the disk
-        (`write`: add_resolution's sums or virtual). `release()` runs once C and the
-        buffers are no longer needed (at once without a checkpoint)."""
-        self.meta.append(meta)
-        if self.on_resolution is not None:
-            self.on_resolution(meta, C)
-        if self.writer is None:
-            self.progress.resolution(meta)
-            if release is not None:
-                release()
-            return
-        self.writer.add_resolution(meta["index"], datasets or {}, meta,
-                                   done=lambda durable: self.progress.resolution(meta, durable),
-                                   release=release, **write)
-
-    def resolution_meta(self, r, babs, redone=()):
-        """The attributes of layered resolution r (self.cmax holds its max |C|)."""
-        rel = float(bounds.bound_rel(babs, self.cmax)[-1])
-        return {"index": r + 1, "pairs": sum(len(x) for x in self.schedule[:r + 1]),
-                "method": "planes", "products": len(self.schedule[r]),
-                "bound_abs": float(babs[r]), "bound_rel": rel, "cmax": self.cmax[-1],
-                "fallback": len(redone[0]) if redone else 0, **self._figures(r)}
-
-    def crt_meta(self, r, cmax):
-        """The attributes of the CRT resolution r, max |C| = cmax (appended to self.cmax)."""
-        babs = list(self.bounds.upto(self.cmax)) if self.cmax else []
-        b = self.crt.bound(cmax)
-        self.cmax.append(cmax)
-        return {"index": r + 1, "pairs": sum(len(x) for x in self.schedule),
-                "method": "crt", "products": self.crt.products, "bound_abs": b,
-                "bound_rel": float(bounds.bound_rel([*babs, b], self.cmax)[-1]),
-                "cmax": cmax, "fallback": 0, **self._figures(r)}
-
-    def _figures(self, r):
-        first, last, kernel = self.timing[r]
-        return {"elapsed_s": self.elapsed(),
-                "root_bytes_sent": self.traffic[r][0], "root_bytes_recv": self.traffic[r][1],
-                "kernel_s": kernel, "span_s": (last - first) if first is not None else 0.0,
-                "workers": len(self.sched.workers)}
-
-    def _apply_crt(self, r, tile, sums, buf):
-        """A tile of the CRT resolution: its C values, final (no accumulator)."""
-        (_, values), = sums
+    def _apply_crt(self, r, tile, values, buf):
+        """A tile of the CRT resolution: its C values, final (no accumulator); `buf`
+        None for a tile from the resume data."""
         done = self.crt.add(tile, values)
         if buf is not None:
-            self.assembly.scratch.put(buf)
-        if self._tile_in(r, tile, done, self.crt.tile_of(tile)):
-            self._finish_crt(r)
+            self.buffers.put(buf)
+        if self.record.tile_in(r, tile, done, self.crt.tile_of(tile)):
+            C, cmax = self.crt.finish()
+            self.record.publish(self.record.crt_meta(r, cmax), C,
+                                release=lambda: self.assembly.release(C))
             self.advance(r)
-
-    def _finish_crt(self, r):
-        C, cmax = self.crt.finish()
-        self.publish(self.crt_meta(r, cmax), C, release=lambda: self.assembly.release(C))
 
     def _crt_ready(self):
         """Once the residues exist: tell the workers (CRT), broadcast B's, and let the
@@ -384,15 +271,11 @@ class Root:
         if not self.crt or self.crt_sent or not self.crt.ready():
             return
         self.crt_sent = True
-        if self.workers:
-            setup = self.crt.setup(self.crt_bcast)
-            for w in self.workers:  # nonblocking: a busy worker reads it after its task
-                self.mpi.sends.append(self.comm.isend(setup, dest=w, tag=Tag.CRT))
-            for l in self.crt_bcast:
-                block = self.crt.ops.RB[l]  # whole: every column block
-                self.mpi.sends.append(self.comm.Ibcast(block, root=0))
-                self.count(self.layers, sent=block.nbytes)
-        self.sched.available = self.nres
+        if self.ranks is not None:
+            # whole: every column block
+            self.ranks.crt(self.crt.setup(self.crt_bcast),
+                           [self.crt.ops.RB[l] for l in self.crt_bcast], self.plan.layers)
+        self.scheduler.make_available(self.plan.nres)
 
     # --- the loop ---
     def run(self):
@@ -401,20 +284,19 @@ class Root:
         backoff = Backoff()
         try:
             self.start_workers()
-            while not self.sched.finished or (self.ranks and self.ranks.pending):
+            while not self.scheduler.finished or (self.ranks_write and self.ranks_write.pending):
                 reason = self.control.stop_reason() if self.control is not None else None
                 if reason:
                     return self.stop("deadline", reason)
                 self._crt_ready()
                 progressed = self.dispatch()
-                for task, sums in self.poll():
-                    self.on_result(task, sums)
+                for task, value in self.endpoints.poll():
+                    self.on_result(task, value)
                     progressed = True
-                if self.ranks is not None:
-                    progressed = self.ranks.poll() or progressed
-                if self.workers:
-                    self.mpi.check_error()
-                    self.check_hung()
+                if self.ranks_write is not None:
+                    progressed = self.ranks_write.poll() or progressed
+                self.endpoints.check(self.scheduler.watch, time.perf_counter(),
+                                     self.worker_timeout, _task_of)
                 if self.writer is not None:
                     self.writer.check()  # e.g. the disk is full: fail now, not later
                 backoff.step(progressed)
@@ -424,79 +306,41 @@ class Root:
             raise
 
     def start_workers(self):
+        """JOB to every worker, then B's broadcast planes, most significant first
+        (each worker posts the same ones in the same order on JOB), each counted
+        once, to the first resolution that uses it."""
+        if self.ranks is None:
+            return
         write = exps = ()
-        if self.ranks is not None:
+        if self.ranks_write is not None:
             write = (self.writer.path, self.writer.job_id, self.writer.fsync)
             exps = (self.ea.exps, self.eb.exps)
-        msg = protocol.job_message(self.lm.bits, self.lm.planes, self.ea.shape[1],
-                                   self.schedule, self.tiling, self.bcast, self.lm.moduli or 0,
-                                   write, exps)
-        for w in self.workers:
-            self.comm.send(msg, dest=w, tag=Tag.JOB)
-        self.hosts = {w: self.comm.recv(source=w, tag=Tag.HELLO) for w in self.workers}
-        # every broadcast posted now, most significant first (each worker posts the
-        # same ones in the same order on JOB); MPICH broadcasts messages this large
-        # as scatter + allgather, so the root sends each byte about once: counted
-        # once, to the first resolution that uses the plane
         first_use = {}
-        for r in range(self.cur, len(self.schedule)):
-            for _, q in self.schedule[r]:
+        for r in range(self.cur, self.plan.layers):
+            for _, q in self.plan.schedule[r]:
                 first_use.setdefault(q, r)
-        for q in self.bcast:
-            plane = self.eb.digits[q - 1]
-            self.mpi.sends.append(self.comm.Ibcast(plane, root=0))
-            self.count(first_use[q], sent=plane.nbytes)
-
-    def check_hung(self):
-        """WorkerTimeout if a worker has sat on its current task far too long."""
-        hung = self.sched.hung(time.perf_counter(), self.worker_timeout)
-        if hung is not None:
-            w, task, running, limit = hung
-            raise WorkerTimeout(
-                f"worker {w} of {len(self.workers) + 1} on {self.hosts.get(w, '?')} "
-                f"did not answer for {running:.1f} s (task of resolution {task.res + 1}, "
-                f"tile {task.tile.index}; limit {limit:.1f} s)")
+        self.ranks.start(self.plan.job(self.bcast, write, exps),
+                         [(self.eb.digits[q - 1], first_use[q]) for q in self.bcast])
 
     def stop(self, status, reason=""):
         """root_stop: record the status (after every resolution queued for the disk),
-        stop the workers."""
-        if self.crt and self.writer is not None and self.cur == self.layers \
+        stop the workers (design.md, "Deadlines and signals")."""
+        layers = self.plan.layers
+        if self.crt and self.writer is not None and self.cur == layers \
                 and self.crt.done:  # the CRT resolution's finished tiles are resume data
-            self.writer.keep_partial(self.layers + 1, self.crt.partial())
+            self.writer.keep_partial(layers + 1, self.crt.partial())
         if self.control is not None:
             self.control.mark(status, reason)
-        self._stop_all()
+        self.endpoints.stop()
         return status, reason
-
-    def _stop_all(self):
-        if self.local is not None:
-            self.local.stop()
-        if self.workers:
-            self.mpi.stop(self.workers, config.get().stop_timeout_s, self.hosts)
-            if self.ranks is not None:
-                self.ranks.drain()
 
     def fail(self, exc):
         try:
             if self.control is not None:
                 self.control.mark("failed", f"{type(exc).__name__}: {exc}")
         finally:
-            if isinstance(exc, WorkerTimeout):  # it will never say BYE: end the job now
-                sys.stderr.write(f"lrmpi: error: {exc}\n")
-                sys.stderr.flush()
-                self.comm.Abort(1)
-            try:
-                self._stop_all()
-            except Exception:  # the job is failing anyway: make sure it ends
-                if self.workers:
-                    self.comm.Abort(1)
+            self.endpoints.fail(exc)
 
 
-class _RootPlanes:
-    """The root's planes as worker.compute reads a worker's received blocks."""
-
-    def __init__(self, root):
-        self.root = root
-
-    def __getitem__(self, key):
-        return self.root.plane_block(*key)
+def _task_of(task):
+    return f"task of resolution {task.res + 1}, tile {task.tile.index}"

@@ -8,6 +8,7 @@ left, preferring the worker's own tiles (it already holds their A rows), and at
 most LOOKAHEAD resolutions are in flight. When r1 has no unassigned tile left but a
 tile of r1 has run BACKUP_FACTOR times the median task on a slow worker, an idle
 worker gets it again (a backup); the first result counts, the other is dropped.
+Tiles stay with the worker that holds their A blocks (design.md, "Plane distribution").
 """
 import statistics
 from collections import deque
@@ -50,20 +51,35 @@ class Scheduler:
     beside one of 4. `available`: resolutions below it may be handed out (raise it
     when the inputs of a later one exist). `pinned`: a tile stays on the worker that
     first took it, no stealing, no backups (results written by the ranks: the worker
-    holds the tile's accumulator)."""
+    holds the tile's accumulator). `held`: plane blocks every worker holds from the start
+    (broadcast to all: never sent with a task)."""
 
-    def __init__(self, tiles, n_res, workers, keys_for, first=0, weights=None, pinned=False):
+    def __init__(self, tiles, n_res, workers, keys_for, first=0, weights=None, pinned=False,
+                 held=(), available=None):
         self.tiles, self.n_res, self.cur = tiles, n_res, first
         self.workers, self.keys_for = list(workers), keys_for
         self.weights = list(weights) if weights is not None else [1.0] * n_res
-        self.available = n_res
+        self.available = n_res if available is None else available
         self.pinned = pinned
         self.todo = {r: deque(tiles) for r in range(first, n_res)}
         self.arrived = {r: set() for r in range(first, n_res)}  # tile indices with a result
-        self.outstanding = {w: deque() for w in self.workers}  # FIFO per worker
-        self.have = {w: set() for w in self.workers}           # plane blocks it holds
-        self.owner, self.backed_up, self.durations, self.last_done = {}, set(), [], {}
+        self.watch = Watch(self.workers)
+        self.have = {w: set(held) for w in self.workers}       # plane blocks it holds
+        self.owner, self.backed_up = {}, set()
         self.next_id = 0
+
+    @property
+    def outstanding(self):
+        """Tasks per worker, oldest first."""
+        return self.watch.outstanding
+
+    @property
+    def durations(self):
+        return self.watch.durations
+
+    def make_available(self, upto):
+        """Resolutions below `upto` may be handed out (their inputs exist now)."""
+        self.available = upto
 
     @property
     def finished(self):
@@ -83,7 +99,7 @@ class Scheduler:
         self.owner.setdefault(tile.index, w)  # it holds the tile's A blocks from now
         task = Task(self.next_id, res, tile, w, keys, now, weight=self.weights[res])
         self.next_id += 1
-        self.outstanding[w].append(task)
+        self.watch.add(task)
         return task
 
     def _pick(self, w):
@@ -111,10 +127,6 @@ class Scheduler:
                     return r, tile
         return None
 
-    def _running(self, w, now):
-        """How long worker w has been on its current (oldest outstanding) task."""
-        return now - max(self.outstanding[w][0].started, self.last_done.get(w, 0.0))
-
     def _backup(self, w, now):
         """A task of the current resolution held up on a straggling worker, to run
         again on idle worker w: the one it computes if that has run too long, and
@@ -127,7 +139,7 @@ class Scheduler:
             if v == w or not self.outstanding[v]:
                 continue
             limit = max(c.backup_min_s, c.backup_factor * median * self.outstanding[v][0].weight)
-            if self._running(v, now) <= limit:
+            if self.watch.running(v, now) <= limit:
                 continue
             for task in self.outstanding[v]:
                 key = (task.res, task.tile.index)
@@ -141,9 +153,7 @@ class Scheduler:
         """A task's result came back. True if it is the first for its (res, tile);
         False for the slower copy of a backed-up task (drop it)."""
         w = task.worker
-        self.outstanding[w].remove(task)
-        self.durations.append((now - max(task.started, self.last_done.get(w, 0.0))) / task.weight)
-        self.last_done[w] = now
+        self.watch.done(task, now)
         if task.res < self.cur or task.tile.index in self.arrived[task.res]:
             return False  # both copies' workers hold the blocks; the first stays owner
         self.owner[task.tile.index] = w
@@ -160,15 +170,41 @@ class Scheduler:
         """The current resolution is complete: move on to the next."""
         self.cur += 1
 
+
+class Watch:
+    """Tasks outstanding per rank (oldest first) and how long tasks took: the hang
+    check of every job kind, and the scheduler's backups. Pure: the clock is passed
+    in. A task has .worker, .started and .weight (its work in units durations are
+    compared in); a rank's next task is queued behind its current one, so a task's
+    time counts from when the previous one finished."""
+
+    def __init__(self, workers):
+        self.outstanding = {w: deque() for w in workers}
+        self.durations, self.last_done = [], {}
+
+    def add(self, task):
+        self.outstanding[task.worker].append(task)
+
+    def done(self, task, now):
+        """Task's result came back at `now`: its duration per unit of work recorded."""
+        w = task.worker
+        self.outstanding[w].remove(task)
+        self.durations.append((now - max(task.started, self.last_done.get(w, 0.0))) / task.weight)
+        self.last_done[w] = now
+
+    def running(self, w, now):
+        """How long rank w has been on its current (oldest outstanding) task."""
+        return now - max(self.outstanding[w][0].started, self.last_done.get(w, 0.0))
+
     def hung(self, now, timeout=None):
-        """(worker, task, seconds, limit) for a worker that sat on its current task
-        longer than hang_limit, else None."""
-        for w in self.workers:
-            if self.outstanding[w]:
-                running = self._running(w, now)
+        """(rank, task, seconds, limit) for a rank that sat on its current task longer
+        than hang_limit (per unit of its work), else None."""
+        for w, tasks in self.outstanding.items():
+            if tasks:
+                running = self.running(w, now)
                 limit = hang_limit(self.durations, timeout)
                 if timeout is None and self.durations:  # per unit of work, like backups
-                    limit = max(config.get().hang_min_s, limit * self.outstanding[w][0].weight)
+                    limit = max(config.get().hang_min_s, limit * tasks[0].weight)
                 if running > limit:
-                    return w, self.outstanding[w][0], running, limit
+                    return w, tasks[0], running, limit
         return None

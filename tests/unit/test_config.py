@@ -36,3 +36,15 @@ def test_the_readme_lists_every_setting():
     readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
     missing = [env for env, _, _ in config.table() if f"`{env}`" not in readme]
     assert not missing, missing
+
+
+def test_configure_kernel_takes_effect_or_is_refused():
+    from lrmpi.numerics import kernels
+    before = kernels.selected_isa()
+    with config.configure(kernel="ref"):
+        assert kernels.selected_isa() == "ref" and config.get().kernel == "ref"
+    assert kernels.selected_isa() == before
+    with pytest.raises(ConfigError, match="not usable here"):
+        with config.configure(kernel="avx9000"):
+            pass
+    assert kernels.selected_isa() == before and config.get().kernel != "avx9000"

@@ -5,7 +5,6 @@ Run them with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, or numpy is measured
 on a slower BLAS kernel (the tables say which ran); every table names the CPU and
 the kernel ISA, because the CPU behind these machines varies.
 """
-import argparse
 import json
 import os
 import statistics
@@ -19,20 +18,11 @@ def bench(func):
     return func
 
 
-def main(argv):
-    from lrmpi.experiments.bench import (deadline, infer, kernels, matmul, scale,  # noqa: F401
-                                         straggler)
-    p = argparse.ArgumentParser(prog="lrmpi bench", description="Benchmarks.")
-    p.add_argument("name", choices=sorted(BENCHES))
-    a, rest = p.parse_known_args(argv[:1])
-    return BENCHES[a.name](argv[1:])
-
-
 def machine():
     """CPU model, kernel ISA and numpy's BLAS: printed beside every figure."""
-    from lrmpi.cli.tools import _cpu_model
+    from lrmpi.machine import cpu_model
     from lrmpi.numerics import kernels
-    return {"cpu": _cpu_model(), "isa": kernels.selected_isa(), "blas": blas(),
+    return {"cpu": cpu_model(), "isa": kernels.selected_isa(), "blas": blas(),
             "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "")}
 
 

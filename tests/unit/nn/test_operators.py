@@ -1,8 +1,6 @@
 """Shape inference without computing equals the shapes the float model computes;
-bad parameters are one error naming the node; nn/ imports run one way."""
-import ast
-import os
-
+bad parameters are one error naming the node. (That nn/ imports run one way is
+tests/unit/test_layers.py's.)"""
 import numpy as np
 import pytest
 from test_movement import MOVEMENT_MODELS
@@ -61,27 +59,3 @@ def test_an_output_that_is_not_scores_is_refused():
     assert g.outputs == 2
     X = np.random.default_rng(0).standard_normal((3, 1, 3, 4))
     assert ops.forward(g, X).shape == (3, 2)
-
-
-def test_nn_imports_run_one_way():
-    """No module of lrmpi/nn imports one that imports it back (directly or not)."""
-    folder = os.path.join(os.path.dirname(G.__file__))
-    deps = {}
-    for f in os.listdir(folder):
-        if not f.endswith(".py"):
-            continue
-        with open(os.path.join(folder, f)) as fh:
-            tree = ast.parse(fh.read())
-        mods = set()
-        for n in ast.walk(tree):
-            if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("lrmpi.nn"):
-                mods.add(n.module.split(".")[2] if n.module.count(".") >= 2 else None)
-                mods.update(a.name for a in n.names if n.module == "lrmpi.nn")
-        deps[f[:-3]] = {m for m in mods if m}
-
-    def reaches(a, b, seen=()):
-        return any(d == b or (d not in seen and reaches(d, b, seen + (d,)))
-                   for d in deps.get(a, ()))
-    cycles = [m for m in deps if reaches(m, m)]
-    assert not cycles, cycles
-    assert "ops" not in deps["graph"] and "graph" not in deps["ops"]

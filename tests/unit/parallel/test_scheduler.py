@@ -69,8 +69,8 @@ def test_hang_limits():
         assert hang_limit([0.1], timeout=3.0) == 3.0
     s, _ = make(n_tiles=1, n_res=1, workers=(1,))
     t = s.assign(1, 0.0)
-    assert s.hung(10.0, timeout=5.0)[:2] == (1, t)
-    assert s.hung(4.0, timeout=5.0) is None
+    assert s.watch.hung(10.0, timeout=5.0)[:2] == (1, t)
+    assert s.watch.hung(4.0, timeout=5.0) is None
 
 
 def test_durations_compare_per_unit_of_work_and_later_resolutions_wait_until_available():
