@@ -42,6 +42,8 @@ def _sleep_until(req):
 def zoo(tmp_path_factory):
     """{name: (model path, output, samples, onnxruntime's logits)}, made on rank 0."""
     comm = get_comm()
+    if comm.Get_size() == 2:  # the issue's world sizes are 1 and 3: CI time
+        pytest.skip("the zoo graphs run under mpiexec -n 1 and -n 3")
     base = comm.bcast(str(tmp_path_factory.mktemp("zoo")) if comm.Get_rank() == 0 else None)
     made = {}
     if comm.Get_rank() == 0:
