@@ -1,7 +1,8 @@
 """Command line: `lrmpi <command>` / `python -m lrmpi <command>`.
 
 Commands are plain functions registered with @command (mpi4py.bench style), one
-module per group: jobs (matmul, infer), demo, tools (inspect, pack, info), bench.
+module per group: jobs (matmul, infer), demo, tools (inspect, pack, info), bench,
+jobscript.
 Errors lrmpi raises on purpose print one line and exit non-zero; --debug shows
 the traceback.
 """
@@ -93,7 +94,7 @@ def _top_help():
 
 def main(argv=None):
     """Run one command; returns the exit code (see README: 0, 1, 2, 3, 4, 130)."""
-    from lrmpi.cli import bench, demo, jobs, tools  # noqa: F401  (registers the commands)
+    from lrmpi.cli import bench, demo, jobs, jobscript, tools  # noqa: F401  (registers them)
     from lrmpi.parallel.comm import env_rank
     argv = sys.argv[1:] if argv is None else list(argv)
     root = env_rank() == 0

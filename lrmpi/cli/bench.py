@@ -12,4 +12,7 @@ def bench(argv):
     p = argparse.ArgumentParser(prog="lrmpi bench", description="Benchmarks.")
     p.add_argument("name", choices=sorted(BENCHES))
     a, _ = p.parse_known_args(argv[:1])
+    if any(arg == "--plot" or arg.startswith("--plot=") for arg in argv):
+        from lrmpi.experiments.bench import need
+        need("matplotlib", "plot", "--plot")  # before the work, not after it
     return BENCHES[a.name](argv[1:])

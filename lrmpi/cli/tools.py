@@ -9,17 +9,20 @@ from lrmpi.cli import EXIT_OK, command, parser
 
 @command
 def info(argv):
-    """Versions, selected kernel ISA and MPI library."""
+    """Versions, where lrmpi and its kernels were loaded from, kernel ISA, MPI library and
+    its launcher; exits 1 when the launcher is not of mpi4py's MPI."""
     parser("info", info).parse_args(argv)
     import platform
 
     import h5py
 
     import lrmpi
+    from lrmpi._ext import kernels as extension
     from lrmpi.machine import cpu_model
     from lrmpi.numerics import kernels
     rows = [
-        ("lrmpi", lrmpi.__version__),
+        ("lrmpi", f"{lrmpi.__version__} from {os.path.dirname(lrmpi.__file__)}"),
+        ("extension", extension.__file__),
         ("python", platform.python_version()),
         ("numpy", np.__version__),
         ("h5py", f"{h5py.version.version} (HDF5 {h5py.version.hdf5_version}, "
@@ -28,13 +31,13 @@ def info(argv):
         ("kernel isa", f"{kernels.selected_isa()} (available: "
                        f"{', '.join(kernels.available_isas())})"),
     ]
-    from lrmpi.parallel.comm import env_rank, mpi_info
-    rows += mpi_info()
-    if env_rank() != 0:  # under mpirun: print once
-        return EXIT_OK
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+    from lrmpi.parallel import comm
+    rows += comm.mpi_info()
+    if comm.env_rank() == 0:  # under mpirun: print once
+        width = max(len(k) for k, _ in rows)
+        for key, value in rows:
+            print(f"{key:<{width}}  {value}", flush=True)
+    comm.get_comm()  # LaunchError (one line, exit 1) if the launcher is not of this MPI
     return EXIT_OK
 
 
@@ -74,11 +77,17 @@ def inspect(argv):
     p.add_argument("path", help="OUT.h5 written by lrmpi")
     p.add_argument("--plot", default=None, metavar="PNG",
                    help="draw the error bound against time into PNG")
+    p.add_argument("--status", action="store_true",
+                   help="print only the status (running, complete, deadline, failed): "
+                        "for scripts")
     a = p.parse_args(argv)
     png = _plot_path(a.plot) if a.plot else None
     from lrmpi.jobs.checkpoint import Checkpoint
     ck = Checkpoint(a.path, safe=True)
     at = ck.attrs
+    if a.status:
+        print(at.get("status"))
+        return EXIT_OK
     phase = f" ({at['phase']})" if at.get("phase") == "preparing" else ""
     print(f"{a.path}: {at.get('kind')} status={at.get('status')}{phase} "
           f"completed={at.get('completed')}"

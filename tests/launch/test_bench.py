@@ -1,5 +1,6 @@
 """The benchmark commands run (smoke tests on tiny sizes; benchmarks are not timed tests)."""
 import json
+import os
 
 import pytest
 from launching import run
@@ -92,3 +93,45 @@ def test_bench_infer_smoke(tmp_path):
     assert [r["index"] for r in row["resolutions"]] == [1, 2]
     assert row["certified_agree_f64"] == 1.0
     assert (tmp_path / "i.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _hide(tmp_path, module):
+    """PYTHONPATH that makes `import module` fail, as if it were not installed."""
+    stub = tmp_path / "hidden" / module
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text(f"raise ImportError('{module} hidden by the test')\n")
+    return {"PYTHONPATH": str(tmp_path / "hidden")}
+
+
+def test_bench_infer_without_onnxruntime_names_the_extra_in_one_line(tmp_path):
+    p = run("bench", "infer", "--models", "mlp", "--no-accuracy", env=_hide(tmp_path,
+                                                                            "onnxruntime"))
+    assert p.returncode == 1
+    assert p.stderr.strip() == "lrmpi: error: lrmpi bench infer needs onnxruntime: pip " \
+                               "install 'lrmpi[bench]'"
+
+
+def test_bench_plot_without_matplotlib_says_so_before_any_work(tmp_path):
+    p = run("bench", "kernels", "--sizes", "64", "--plot", tmp_path / "k.png",
+            env=_hide(tmp_path, "matplotlib"))
+    assert p.returncode == 1 and "pip install 'lrmpi[plot]'" in p.stderr
+    assert "Traceback" not in p.stderr and "GOPS" not in p.stdout
+
+
+def test_bench_starts_the_launcher_of_mpi4pys_mpi_not_the_first_on_path(tmp_path):
+    """A foreign `mpiexec` first on PATH (Debian's Open MPI beside the venv) is not
+    used: the benchmark finds the one installed with the MPI library mpi4py loads;
+    a failing --mpiexec given by hand ends the run with one line."""
+    fake = tmp_path / "bin" / "mpiexec"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'not the MPI you want' >&2\nexit 99\n")
+    fake.chmod(0o755)
+    env = {"PATH": f"{fake.parent}:{os.environ['PATH']}"}
+    args = ("bench", "straggler", "--n", 64, "--planes", 2, "--repeats", 1, "--ranks", 2)
+    p = run(*args, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "slow-down with the straggler" in p.stdout
+    p = run(*args, "--mpiexec", fake, timeout=300)
+    assert p.returncode == 1
+    assert p.stderr.strip().startswith("lrmpi: error: mpiexec ... ")
+    assert "exited 99: not the MPI you want" in p.stderr and "Traceback" not in p.stderr

@@ -20,7 +20,8 @@ import time
 
 import numpy as np
 
-from lrmpi.experiments.bench import bench, describe, machine, panels, save
+from lrmpi.experiments.bench import (add_launcher_option, bench, checked, describe, launcher,
+                                     machine, need, panels, save)
 
 SPEED = {  # name: (builder, samples) -- the sizes
     "mlp": ("mlp", 32768),
@@ -45,17 +46,27 @@ def infer(argv):
     p.add_argument("--deadline", type=float, default=None,
                    help="seconds: run each lrmpi job under --deadline (a user's time limit; "
                         "the table shows the resolutions that were durable by then)")
+    add_launcher_option(p)
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
     a = p.parse_args(argv)
+    models = [name for name in a.models.split(",") if name]
+    for name in models:
+        if name not in SPEED:
+            p.error(f"unknown model {name!r}; choose from {', '.join(SPEED)}")
+    if models:  # every missing piece named now, in one line, before any work
+        need("onnxruntime", "bench", "lrmpi bench infer")
+        need("onnx", "infer", "lrmpi bench infer")
+        launcher(a, a.ranks)
+    if not a.no_accuracy:
+        for module in ("onnx", "sklearn"):
+            need(module, "infer", "lrmpi bench infer (the digits accuracy table)")
     m = machine()
     print(describe(m))
     doc = {"machine": m, "planes": a.planes, "ranks": a.ranks, "accuracy": [], "speed": []}
     if not a.no_accuracy:
         doc["accuracy"] = accuracy_table(a.planes)
-    for name in filter(None, a.models.split(",")):
-        if name not in SPEED:
-            p.error(f"unknown model {name!r}; choose from {', '.join(SPEED)}")
+    for name in models:
         doc["speed"].append(speed_row(name, a))
     save(a, doc, _plot, doc["speed"])
     return 0
@@ -157,12 +168,12 @@ def lrmpi_run(model, data, out, a):
     from lrmpi.jobs.checkpoint.reader import Checkpoint
     if os.path.exists(out):
         subprocess.run(["rm", "-rf", out, out + ".d"], check=True)
-    cmd = ["mpiexec", "-n", str(a.ranks), sys.executable, "-m", "lrmpi", "infer", model, data,
+    cmd = [*launcher(a, a.ranks), sys.executable, "-m", "lrmpi", "infer", model, data,
            "-o", out, "--planes", str(a.planes), "--rule", "certified"]
     if a.deadline:
         cmd += ["--deadline", f"{a.deadline:g}s", "--margin", "1", "--deadline-ok"]
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True)
+    checked(cmd)
     wall = time.perf_counter() - t
     ck = Checkpoint(out)
     metas = [ck.resolution(i)[0] for i in ck.resolution_indices()]
