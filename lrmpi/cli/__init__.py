@@ -123,6 +123,11 @@ def main(argv=None):
             raise
         if root:  # one line, even when a library's message (HDF5's) spans several
             print("lrmpi: error: " + " ".join(str(exc).split()), file=sys.stderr)
+        elif isinstance(exc, errors.LaunchError):
+            # Each process is alone in its own world: launcher rank 0's exit 1 is the
+            # job's status. A non-zero exit here could make Open MPI's launcher kill
+            # rank 0 before it has printed the one line that says why.
+            return EXIT_OK
         return EXIT_USAGE if isinstance(exc, errors.ConfigError) else EXIT_ERROR
     except KeyboardInterrupt:
         if root:
