@@ -89,7 +89,7 @@ def test_bench_infer_smoke(tmp_path):
     assert p.returncode == 0, p.stderr
     row = json.loads(out.read_text())["speed"][0]
     assert row["model"] == "mlp" and row["samples"] == 327
-    assert row["ort_f32_s"] > 0 and row["ort_int8_s"] > 0 and row["planes_s"] > 0
+    assert row["ort_f32_s"] > 0 and row["ort_int8_s"] > 0
     assert [r["index"] for r in row["resolutions"]] == [1, 2]
     assert row["certified_agree_f64"] == 1.0
     assert (tmp_path / "i.png").read_bytes()[:4] == b"\x89PNG"

@@ -123,11 +123,7 @@ def speed_row(name, a):
         runs = [lrmpi_run(path, os.path.join(tmp, "x.npy"), os.path.join(tmp, "o.h5"), a)
                 for _ in range(a.repeats)]
         row = {"model": name, "samples": count, "ort_f32_s": f32, "ort_int8_s": q8,
-               "resolutions": _medians(runs),
-               **{k: statistics.median(r[k] for r in runs)
-                  for k in ("read_s", "planes_s", "norms_s")}}
-        print(f"  preparation (medians): model and data read {row['read_s']:.2f} s, digit "
-              f"planes {row['planes_s']:.2f} s, norms {row['norms_s']:.2f} s")
+               "resolutions": _medians(runs)}
         last = runs[-1]
         row.update(_agreement(path, X, ref32, last))
         for r in row["resolutions"]:
@@ -179,9 +175,7 @@ def lrmpi_run(model, data, out, a):
     metas = [ck.resolution(i)[0] for i in ck.resolution_indices()]
     data_last = ck.resolution(ck.resolution_indices()[-1])[1]
     n = len(data_last["predicted"])
-    return {"wall_s": wall, **{k: float(ck.attrs.get(k, np.nan))
-                               for k in ("read_s", "planes_s", "norms_s")},
-            "predicted": np.asarray(data_last["predicted"]),
+    return {"wall_s": wall, "predicted": np.asarray(data_last["predicted"]),
             "certified_mask": np.asarray(data_last["certified"]).astype(bool),
             "metas": [{"index": int(mt["index"]), "elapsed_s": float(mt["elapsed_s"]),
                        "durable_s": float(mt.get("durable_s", mt["elapsed_s"])),
