@@ -1,9 +1,11 @@
 """Every environment variable and tunable constant of lrmpi, in one table.
 
 Each field of `Config` is one setting: its meaning and unit, its environment
-variable (always `LRMPI_` + the field name in capitals) and its default. The
-environment is read once, when lrmpi is imported (`Config.from_env`); code reads
-`config.get().<field>`. `configure(**changes)` replaces values at run time (tests,
+variable (always `LRMPI_` + the field name in capitals) and its default; RULES
+holds the values each may take. The environment is read once, when lrmpi is
+imported (`Config.from_env`); a value of the wrong type or outside its range is
+kept for `check()` (the CLI's first step, one line naming the variable and its
+range, exit 2) and raised by every `config.get()`; code reads `config.get().<field>`. `configure(**changes)` replaces values at run time (tests,
 benchmarks) and refuses unknown names, listing the valid ones.
 
 The build switch `LRMPI_CYTHON_DEBUG=1` (bounds checks in the Cython wrappers,
@@ -11,6 +13,7 @@ The build switch `LRMPI_CYTHON_DEBUG=1` (bounds checks in the Cython wrappers,
 """
 import contextlib
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, fields
 
@@ -57,6 +60,11 @@ class Config:
     memory_fraction: float = 0.5  # refuse operands whose float64 copy needs more of the RAM
     bound_row_block: int = 32    # rows of C per block of the bound GEMM (temporary in L2)
 
+    # --- inference bounds (nn.certify, nn.plan) ---
+    bound_budget: float = 0.5    # the logit bound's products at most this share of its resolution's
+    bound_f64: int = 0           # 1: the logit bound may estimate with float64 products too
+    bound_retry: float = 2.0     # ... a second pass at most this share for samples it would certify
+
     # --- SLURM (jobs.slurm) ---
     slurm_timeout_s: float = 10.0  # squeue / scontrol calls give up after this long (s)
 
@@ -79,26 +87,126 @@ class Config:
 
     @classmethod
     def from_env(cls, env=None):
-        """A Config with every LRMPI_* variable set in `env` (os.environ) applied."""
+        """A Config with every LRMPI_* variable set in `env` (os.environ) applied; a
+        ConfigError naming the first variable that is not of its type and range."""
         env = os.environ if env is None else env
         values = {}
         for f in fields(cls):
-            raw = env.get(cls.env_name(f.name))
+            name = cls.env_name(f.name)
+            raw = env.get(name)
             if raw is None or raw == "":
                 continue
             try:
-                values[f.name] = f.type(raw) if f.type is not str else raw
+                values[f.name] = f.type(raw.strip()) if f.type is not str else raw
             except ValueError:
-                raise ConfigError(f"{cls.env_name(f.name)}={raw!r}: expected a "
-                                  f"{f.type.__name__}") from None
+                values[f.name] = raw  # not even of its type: _check says what it takes
+            _check(f.name, values[f.name], f"{name}={raw!r}")
         return cls(**values)
 
 
-_current = Config.from_env()
+class Rule:
+    """The values a setting may take: a closed range of numbers (`lo`, `hi`; `open_lo`
+    excludes lo) or a set of `choices` (strings, case-insensitive for `upper`)."""
+
+    def __init__(self, lo=None, hi=None, open_lo=False, choices=None, upper=False):
+        self.lo, self.hi, self.open_lo, self.choices, self.upper = lo, hi, open_lo, choices, upper
+
+    def ok(self, v):
+        if self.choices is not None:
+            return isinstance(v, str) and (v.upper() if self.upper else v) in self.choices
+        if self.lo is None:
+            return isinstance(v, str)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        return (v > self.lo if self.open_lo else v >= self.lo) and v <= self.hi
+
+    def text(self, typ):
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) if c else '"" (none)' for c in self.choices)
+        if self.lo is None:
+            return "a string"
+        kind = "an integer" if typ is int else "a number"
+        lo = f"> {self.lo:g}" if self.open_lo else f">= {self.lo:g}"
+        return f"{kind} {lo} and <= {self.hi:g}" if typ is not int else \
+            f"{kind} in {self.lo}..{self.hi}"
+
+
+# the allowed values of every setting: a value outside them could hang a job (a
+# queue of 0, a depth of 0), disable a safety limit (a negative timeout) or fail
+# deep inside a run; each is refused at start with one line instead
+RULES = {
+    "kernel": Rule(choices=("", "ref", "avx2", "avx512", "amx")),
+    "log_level": Rule(choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), upper=True),
+    "depth": Rule(1, 1024),
+    "lookahead": Rule(1, 1024),
+    "backup_factor": Rule(1.0, 1e6),
+    "backup_min_s": Rule(0.0, 1e6),
+    "chunk_cols": Rule(1, 1 << 24),
+    "tiles_per_worker": Rule(1, 1 << 16),
+    "min_tile_rows": Rule(1, 1 << 24),
+    "root_computes": Rule(choices=("yes", "no", "auto")),
+    "stop_timeout_s": Rule(0.0, 1e6, open_lo=True),
+    "hang_first_s": Rule(0.0, 1e6, open_lo=True),
+    "hang_factor": Rule(1.0, 1e6),
+    "hang_min_s": Rule(0.0, 1e6, open_lo=True),
+    "writer_nice": Rule(-20, 19),
+    "write_queue": Rule(1, 1024),
+    "probe_timeout_s": Rule(0.0, 1e6, open_lo=True),
+    "max_margin_s": Rule(0.0, 1e6),
+    "margin_fraction": Rule(0.0, 0.9),
+    "cache_dir": Rule(),
+    "memory_fraction": Rule(0.0, 1.0, open_lo=True),
+    "bound_row_block": Rule(1, 1 << 24),
+    "bound_budget": Rule(0.0, 1e6),
+    "bound_f64": Rule(0, 1),
+    "bound_retry": Rule(0.0, 1e6),
+    "slurm_timeout_s": Rule(0.0, 1e6, open_lo=True),
+    "test_fail_rank": Rule(-1, 1 << 24),
+    "test_fail_after": Rule(1, 1 << 30),
+    "test_hang_rank": Rule(-1, 1 << 24),
+    "test_slow_rank": Rule(-1, 1 << 24),
+    "test_slow_s": Rule(0.0, 3600.0),
+    "test_slow_factor": Rule(1.0, 1000.0),
+    "test_slow_prepare_s": Rule(0.0, 3600.0),
+}
+
+
+def _check(name, value, shown=None):
+    typ = {f.name: f.type for f in fields(Config)}[name]
+    rule = RULES[name]
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if (typ is int and (isinstance(value, bool) or not isinstance(value, int))) \
+            or (typ is float and isinstance(value, str)) or not rule.ok(value):
+        shown = shown or f"{name}={value!r}"
+        meaning = {r[0]: r[2] for r in table()}.get(Config.env_name(name), "")
+        raise ConfigError(f"{shown}: expected {rule.text(typ)}"
+                          + (f" ({meaning.rstrip('. ')})" if meaning else ""))
+
+
+def check():
+    """ConfigError (one line, naming the setting and its range) if an LRMPI_* variable
+    is not valid; the CLI calls this first, on every rank."""
+    if _error is not None:
+        raise _error
+
+
+def defer(exc):
+    """Keep `exc` (a setting found unusable at import, e.g. a kernel ISA this CPU lacks)
+    for check() to raise, instead of failing the import with a traceback."""
+    global _error
+    _error = _error or exc
 
 
 def get():
-    """The settings in force."""
+    """The settings in force (ConfigError if the environment holds an invalid one)."""
+    check()
+    return _current
+
+
+def peek():
+    """The settings in force without the check (at import time: the defaults stand in
+    for an invalid environment until check() reports it)."""
     return _current
 
 
@@ -126,6 +234,8 @@ def configure(**changes):
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; valid: "
                           + ", ".join(Config.names()))
+    for name, value in changes.items():
+        _check(name, value)
     old, new = _current, dataclasses.replace(_current, **changes)
     _apply(changes)
     _current = new
@@ -146,3 +256,9 @@ def table():
         m = re.search(rf"^\s*{f.name}: \w+ = [^#\n]*#\s*(.*)$", src, re.M)
         rows.append((Config.env_name(f.name), f.default, m.group(1).strip() if m else ""))
     return rows
+
+
+try:
+    _current, _error = Config.from_env(), None
+except ConfigError as exc:  # raised by check()/get(), inside the CLI's one-line errors
+    _current, _error = Config(), exc

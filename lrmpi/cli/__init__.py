@@ -99,6 +99,16 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     root = env_rank() == 0
     _Parser[0] = argparse.ArgumentParser if root else _QuietParser
+    debug = "--debug" in argv
+    try:  # every LRMPI_* setting, before anything reads one (each rank: same environment)
+        from lrmpi import config
+        config.check()
+    except errors.ConfigError as exc:
+        if debug:
+            raise
+        if root:
+            print(f"lrmpi: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     setup_logging()
     if not argv or argv[0] in ("-h", "--help"):
         if root:

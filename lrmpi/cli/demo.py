@@ -19,12 +19,14 @@ def demo(argv):
                    help="with --infer: refine every sample")
     # 8 planes of 7 bits hold all 53 bits of a double; pairs past level 9 add
     # nothing measurable (the Ozaki triangle), so the demo stops there
-    p.set_defaults(cutoff=9)
+    p.set_defaults(default_cutoff=9)
     a = p.parse_args(argv)
     from lrmpi.experiments import demo as bodies
     if a.infer:
         planes = a.planes if "--planes" in " ".join(argv) else 4
-        return exit_code(bodies.infer(a.binary, planes, a.adaptive, a.output, job_options(a)))
+        return exit_code(bodies.infer(a.binary, planes, a.adaptive, a.output, job_options(a)),
+                         a.deadline_ok)
     if a.n < 1:
         raise errors.ConfigError(f"--n must be >= 1, got {a.n}")
-    return exit_code(bodies.matmul(a.n, a.seed, a.output, numeric_options(a), job_options(a)))
+    return exit_code(bodies.matmul(a.n, a.seed, a.output, numeric_options(a), job_options(a)),
+                     a.deadline_ok)

@@ -16,8 +16,8 @@ def add_numeric_options(p, planes=4):
                         "pairwise, lshape")
     p.add_argument("--cutoff", type=int, default=None,
                    help="skip pairs of level p+q-1 > CUTOFF (default: none)")
-    p.add_argument("--no-cutoff", dest="cutoff", action="store_const", const=None,
-                   help="include every pair")
+    p.add_argument("--no-cutoff", action="store_true", help="include every pair")
+    p.set_defaults(default_cutoff=None)  # demo's is 9
     p.add_argument("--scale", default="row",
                    help="power-of-two scale per row of A / column of B (row, default) or "
                         "one per operand (tensor)")
@@ -27,19 +27,22 @@ def add_numeric_options(p, planes=4):
     p.add_argument("--moduli", type=int, default=None,
                    help="moduli of the CRT resolution, 1..16 (default: from --target)")
     p.add_argument("--target", default=None,
-                   help="accuracy that picks the moduli: fp64 (default), fp32, or a "
-                        "relative error such as 1e-12")
+                   help="the fewest moduli whose rigorous bound_rel is shown to reach it: "
+                        "fp64 (8.9e-16; the default, else all 16 moduli), fp32 (6e-8), or a "
+                        "relative error such as 1e-12 (refused if out of reach)")
 
 
 def add_job_options(p):
     p.add_argument("-o", "--output", default=None,
                    help="HDF5 checkpoint to write (without it, results are not kept)")
     p.add_argument("--deadline", default=None,
-                   help="stop by then: 90s, 5m, 1h30m, 2:30:00, 2026-11-27T18:00, @EPOCH "
-                        "(inside SLURM the job's end time applies too)")
+                   help="stop by then: a duration (90 = 90 seconds: a bare number is seconds, "
+                        "not minutes as in SLURM; 90s, 5m, 1h30m; SLURM's M:S, H:M:S, D-H, "
+                        "D-H:M, D-H:M:S) or a time (2026-11-27T18:00, @EPOCH); inside SLURM "
+                        "the job's end time applies too")
     p.add_argument("--margin", type=float, default=None,
-                   help="seconds kept free before the deadline (default: 10%% of the time, "
-                        "at most 10 s)")
+                   help="seconds kept free before the deadline, >= 0 (default: 10%% of the "
+                        "time, at most 10 s)")
     p.add_argument("--resume", action="store_true",
                    help="continue the checkpoint in -o if it matches the inputs")
     p.add_argument("--overwrite", action="store_true",
@@ -53,20 +56,23 @@ def add_job_options(p):
     p.add_argument("--worker-timeout", type=float, default=None,
                    help="seconds a worker may sit on one task before the job is failed as hung "
                         "(default: 20 times the longest task so far, at least 30 s)")
-    p.add_argument("--keep", default="all", choices=("all", "latest"),
+    p.add_argument("--keep", default=None, choices=("all", "latest"),
                    help="resolution files to keep: all (default), or only the latest (plus "
-                        "the exact resume data); the job file lists what is kept")
+                        "the exact resume data until the job is complete); the job file "
+                        "lists what is kept (a resumed job keeps what it began with)")
     p.add_argument("--deadline-ok", action="store_true",
-                   help="exit 0 instead of 3 when stopped by the deadline or a signal with the "
-                        "best resolution on disk (SLURM: a success for afterok chains)")
+                   help="exit 0 instead of 3 when stopped by the deadline or a signal with a "
+                        "resolution of these inputs on disk (SLURM: a success for afterok "
+                        "chains); a stop with none still exits 4")
     p.add_argument("--no-fsync", dest="fsync", action="store_false",
                    help="skip fsync of checkpoints (still safe against process kills, "
                         "not against a node crash)")
 
 
 def job_options(a):
-    if a.worker_timeout is not None and a.worker_timeout <= 0:
-        raise errors.ConfigError(f"--worker-timeout must be > 0, got {a.worker_timeout}")
+    if a.worker_timeout is not None and not 0 < a.worker_timeout < float("inf"):  # nan too
+        raise errors.ConfigError(f"--worker-timeout must be a number of seconds > 0, got "
+                                 f"{a.worker_timeout}")
     if a.max_restarts < 0:
         raise errors.ConfigError(f"--max-restarts must be >= 0, got {a.max_restarts}")
     return dict(worker_timeout=a.worker_timeout, deadline=a.deadline, time_margin=a.margin,
@@ -82,9 +88,17 @@ def numeric_options(a):
         except ValueError:
             raise errors.ConfigError(f"--target must be fp64, fp32 or a number, got "
                                      f"{a.target!r}") from None
-        if not 0 < target < 1:
-            raise errors.ConfigError(f"--target must be in (0, 1), got {a.target}")
-    return dict(bits=a.bits, planes=a.planes, order=a.order, cutoff=a.cutoff, scale=a.scale,
+        if not 0 < target < 1:  # nan too
+            raise errors.ConfigError(f"--target must be a relative error in (0, 1), got "
+                                     f"{a.target}")
+    if a.cutoff is not None and a.no_cutoff:
+        raise errors.ConfigError(f"--cutoff {a.cutoff} and --no-cutoff contradict each other: "
+                                 "give one")
+    if a.moduli is not None and a.target is not None:
+        raise errors.ConfigError("--moduli and --target both choose the CRT resolution's "
+                                 "moduli: give one")
+    cutoff = None if a.no_cutoff else a.cutoff if a.cutoff is not None else a.default_cutoff
+    return dict(bits=a.bits, planes=a.planes, order=a.order, cutoff=cutoff, scale=a.scale,
                 final=a.final, moduli=a.moduli, target=target)
 
 
@@ -112,27 +126,39 @@ def matmul(argv):
 
 def add_infer_options(p):
     add_plane_options(p, 4)
-    p.add_argument("--rule", default="certified", choices=("certified", "gray", "none"),
+    p.add_argument("--rule", default=None, choices=("certified", "gray", "none"),
                    help="which samples are refined further: certified (default: until the "
                         "bounds prove the decision equals the full-precision model's), gray "
                         "(the paper's: inside the gray zone / below the class margin), none "
                         "(every sample at every resolution)")
-    p.add_argument("--no-adaptive", dest="rule", action="store_const", const="none",
-                   help="the same as --rule none")
-    p.add_argument("--gray", default="0.3,0.6",
+    p.add_argument("--no-adaptive", action="store_true", help="the same as --rule none")
+    p.add_argument("--gray", default=None,
                    help="--rule gray, one sigmoid score: refine inside LO,HI (default 0.3,0.6)")
-    p.add_argument("--class-margin", type=float, default=0.1,
+    p.add_argument("--class-margin", type=float, default=None,
                    help="--rule gray, multi-class: refine while top-1 minus top-2 probability "
-                        "< this (default 0.1)")
+                        "< this, in 0..1 (default 0.1)")
 
 
 def infer_options(a):
+    """The engine's options; options that contradict each other, or that the rule in
+    force ignores, are refused (one line) rather than silently dropped."""
+    if a.no_adaptive and a.rule not in (None, "none"):
+        raise errors.ConfigError(f"--no-adaptive (the same as --rule none) contradicts --rule "
+                                 f"{a.rule}: give one")
+    rule = "none" if a.no_adaptive else a.rule or "certified"
+    for name, value in (("--gray", a.gray), ("--class-margin", a.class_margin)):
+        if value is not None and rule != "gray":
+            raise errors.ConfigError(f"{name} applies to --rule gray only; this run has --rule "
+                                     f"{rule}")
+    gray = a.gray if a.gray is not None else "0.3,0.6"
     try:
-        lo, hi = (float(x) for x in a.gray.split(","))
+        lo, hi = (float(x) for x in gray.split(","))
     except ValueError:
-        raise errors.ConfigError(f"--gray {a.gray!r}: expected LO,HI such as 0.3,0.6") from None
-    return dict(bits=a.bits, planes=a.planes, rule=a.rule, gray=(lo, hi),
-                class_margin=a.class_margin)
+        raise errors.ConfigError(f"--gray {gray!r}: expected LO,HI such as 0.3,0.6") from None
+    if not 0 <= lo <= hi <= 1:  # nan too
+        raise errors.ConfigError(f"--gray {gray!r}: expected 0 <= LO <= HI <= 1")
+    return dict(bits=a.bits, planes=a.planes, rule=rule, gray=(lo, hi),
+                class_margin=0.1 if a.class_margin is None else a.class_margin)
 
 
 def infer_parser():

@@ -1,5 +1,4 @@
 """`lrmpi jobscript`: a ready SLURM script for an lrmpi job, printed on stdout."""
-import argparse
 import os
 import shlex
 import sys
@@ -106,10 +105,7 @@ def _options(p, ns):
         value = getattr(ns, action.dest)
         if value == action.default:
             continue
-        if action.nargs == 0:
-            if isinstance(action, argparse._StoreConstAction) and \
-                    not isinstance(action.const, bool):
-                continue  # --no-adaptive, --no-cutoff: the option with the value says it
+        if action.nargs == 0:  # a flag (--no-adaptive, --no-cutoff: infer/matmul read them)
             words.append(action.option_strings[-1])
         else:
             words += [action.option_strings[-1], str(value)]

@@ -50,8 +50,10 @@ MATMUL_COLUMNS = [("res", "index", "{:>4}"), ("elapsed_s", "elapsed_s", "{:>9.3f
                   ("MB_recv", "root_bytes_recv", "{:>8.1f}"), ("fallback", "fallback", "{:>8}")]
 INFER_COLUMNS = [("res", "index", "{:>4}"), ("elapsed_s", "elapsed_s", "{:>9.3f}"),
                  ("durable_s", "durable_s", "{:>9.3f}"), ("refined", "refined_count", "{:>7}"),
-                 ("certified", "certified_count", "{:>9}"), ("work", "work", "{:>9.3g}"),
-                 ("logit_bound", "bound_abs", "{:>11.3e}"), ("bound_rel", "bound_rel", "{:>10.3e}")]
+                 ("certified", "certified_count", "{:>9}"),
+                 ("cert_frac", "certified_fraction", "{:>9.4f}"), ("work", "work", "{:>9.3g}"),
+                 ("logit_bound", "bound_abs", "{:>11.3e}"), ("bound_rel", "bound_rel", "{:>10.3e}"),
+                 ("bound", "bound_method", "{:>13}"), ("bound_cost", "bound_cost", "{:>10.2f}")]
 
 
 def _width(fmt):
@@ -72,17 +74,21 @@ def _cell(fmt, attrs, key):
 
 @command
 def inspect(argv):
-    """Table of a checkpoint's resolutions, times, bounds and status."""
+    """Table of a checkpoint's resolutions, times, bounds and status; checks every file."""
     p = parser("inspect", inspect)
     p.add_argument("path", help="OUT.h5 written by lrmpi")
     p.add_argument("--plot", default=None, metavar="PNG",
-                   help="draw the error bound against time into PNG")
+                   help="draw the error bound against time into PNG (or .pdf, .svg, ...)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the --plot file if it exists (never without)")
     p.add_argument("--status", action="store_true",
                    help="print only the status (running, complete, deadline, failed): "
                         "for scripts")
     a = p.parse_args(argv)
-    png = _plot_path(a.plot) if a.plot else None
-    from lrmpi.jobs.checkpoint import Checkpoint
+    if a.overwrite and not a.plot:
+        raise errors.ConfigError("--overwrite replaces the --plot file, and there is no --plot")
+    png = _plot_path(a.plot, a.path, a.overwrite) if a.plot else None
+    from lrmpi.jobs.checkpoint import Checkpoint, owned
     ck = Checkpoint(a.path, safe=True)
     at = ck.attrs
     if a.status:
@@ -106,24 +112,61 @@ def inspect(argv):
         print("note: no job is writing it now: the job was killed (or lost its launcher) "
               "before it could record how it ended; --resume continues it")
     rows = [ck.resolution(i, datasets=False)[0] for i in ck.resolution_indices()]
-    cols = INFER_COLUMNS if at.get("kind") == "infer" else MATMUL_COLUMNS
+    checks = ck.verify()  # every file read and checked: damage is an error here
+    cols = (INFER_COLUMNS if at.get("kind") == "infer" else MATMUL_COLUMNS) + \
+        [("checksum", "check", "{:>9}")]
     print(" ".join(h.rjust(_width(f)) for h, _, f in cols))
     for i, r in zip(ck.resolution_indices(), rows):
-        print(" ".join(_cell(f, {**r, "index": i}, key) for _, key, f in cols))
+        print(" ".join(_cell(f, {**r, "index": i, "check": checks[i]}, key)
+                       for _, key, f in cols))
+    if "unchecked" in checks.values():
+        print("note: resolutions marked unchecked were written before lrmpi kept checksums; "
+              "their data cannot be verified")
+    others = owned.strangers(a.path, {ck.job_id}) if ck.job_id else []
+    if others:
+        print(f"note: {_sidecar_name(a.path)} also holds {', '.join(others)}: not this "
+              "checkpoint's files (lrmpi never deletes them)")
     if png:
         _plot(png, a.path, rows, at.get("kind"))
     return EXIT_OK
 
 
-def _plot_path(png):
-    """The PNG path --plot will write (an extension is added if there is none);
-    ConfigError now, before reading anything, if its folder does not exist."""
+def _sidecar_name(path):
+    from lrmpi.jobs.checkpoint import schema
+    return os.path.basename(schema.sidecar(path))
+
+
+def _plot_path(png, checkpoint, overwrite):
+    """The file --plot will write (.png added if there is no extension); ConfigError
+    now, before reading anything, if its folder does not exist, matplotlib cannot write
+    its format, or it exists (without --overwrite; never the checkpoint itself)."""
     if not os.path.splitext(png)[1]:
         png += ".png"
     folder = os.path.dirname(os.path.abspath(png))
     if not os.path.isdir(folder):
         raise errors.ConfigError(f"--plot {png}: folder {folder} does not exist")
+    ext = os.path.splitext(png)[1][1:].lower()
+    formats = _formats()
+    if ext not in formats:
+        raise errors.ConfigError(f"--plot {png}: cannot draw a .{ext} file; use one of "
+                                 + ", ".join(f".{f}" for f in sorted(formats)))
+    if os.path.exists(png) and os.path.exists(checkpoint) and os.path.samefile(png, checkpoint):
+        raise errors.ConfigError(f"--plot {png} is the checkpoint itself")
+    if os.path.lexists(png) and not overwrite:
+        raise errors.ConfigError(f"--plot {png} exists; pass --overwrite to replace it")
+    if os.path.isdir(png):
+        raise errors.ConfigError(f"--plot {png} is a folder")
     return png
+
+
+def _formats():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        raise errors.ConfigError("--plot needs matplotlib (pip install 'lrmpi[plot]')") from None
+    return set(FigureCanvasBase.get_supported_filetypes())
 
 
 def _plot(png, title, rows, kind):
@@ -138,6 +181,13 @@ def _plot(png, title, rows, kind):
     if kind == "infer":
         ax.semilogy(t, [max(r["bound_abs"], 1e-300) for r in rows], "o-",
                     label="max logit bound")
+        frac = [r.get("certified_fraction") for r in rows]
+        if all(f is not None for f in frac):   # files before it: no second axis
+            right = ax.twinx()
+            right.plot(t, frac, "s--", color="tab:green", label="certified fraction")
+            right.set_ylim(0, 1.02)
+            right.set_ylabel("certified fraction")
+            right.legend(loc="lower left")
     else:
         ax.semilogy(t, [r["bound_rel"] for r in rows], "o-", label="bound_rel")
         ax.semilogy(t, [r["bound_abs"] for r in rows], "s--", label="bound_abs")
@@ -147,10 +197,19 @@ def _plot(png, title, rows, kind):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    # a temporary file renamed into place: a failed or interrupted drawing never leaves
+    # half a file, nor takes the place of an earlier one
+    ext = os.path.splitext(png)[1]
+    tmp = f"{png}.tmp.{os.getpid()}{ext}"
     try:
-        fig.savefig(png, dpi=120)
-    except OSError as exc:
-        raise errors.ConfigError(f"--plot {png}: {exc.strerror or exc}") from None
+        fig.savefig(tmp, dpi=120, format=ext[1:].lower())
+        os.replace(tmp, png)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise errors.ConfigError(f"--plot {png}: {getattr(exc, 'strerror', None) or exc}") \
+            from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     print(f"wrote {png}")
 
 
@@ -160,13 +219,18 @@ def pack(argv):
     p = parser("pack", pack)
     p.add_argument("path", help="OUT.h5 written by lrmpi")
     p.add_argument("packed", help="the single file to write")
-    p.add_argument("--overwrite", action="store_true", help="replace PACKED if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace PACKED if it exists (only a file lrmpi wrote)")
     a = p.parse_args(argv)
     from lrmpi.jobs.checkpoint import pack as pack_files
     from lrmpi.jobs.checkpoint.output import check_output
-    if os.path.exists(a.packed) and not a.overwrite:
-        raise errors.ConfigError(f"{a.packed} exists; pass --overwrite to replace it")
-    check_output(a.packed, [a.path])
+    if os.path.exists(a.packed) and os.path.exists(a.path) and os.path.samefile(a.packed,
+                                                                                 a.path):
+        raise errors.ConfigError(f"pack: {a.packed} is the checkpoint itself; name another "
+                                 "file to write")
+    if os.path.lexists(a.packed) and not a.overwrite:
+        raise errors.ConfigError(f"pack: {a.packed} exists; pass --overwrite to replace it")
+    check_output(a.packed, [a.path], what="pack: the packed file")
     n = pack_files(a.path, a.packed)
     print(f"wrote {a.packed}: {n} resolution(s), self-contained")
     return EXIT_OK

@@ -1,5 +1,6 @@
 """Wall-clock deadlines (--deadline, SLURM) and stop signals."""
 import datetime as _dt
+import math
 import re
 import signal
 import time
@@ -13,42 +14,65 @@ from lrmpi.log import logger
 # the foreground group under mpiexec): all are a stop, decided by the root
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT")
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)([smhd]))+$")
-_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_CLOCK = re.compile(r"^(?:(\d+)-)?(\d+):(\d{2})(?::(\d{2}))?$")  # SLURM time: [D-]H:MM[:SS]
+_NUM = r"(\d+(?:\.\d+)?)"
+# durations with units, largest first, each at most once: 90s, 5m, 1h30m, 2d12h
+_UNITS = re.compile(rf"^(?:{_NUM}d)?(?:{_NUM}h)?(?:{_NUM}m)?(?:{_NUM}s)?$")
+# SLURM's --time colon and day forms (days, hours, minutes, seconds; a bare number is
+# NOT minutes here: it stays seconds, as documented)
+_SLURM = [(re.compile(r"^(\d+):(\d+)$"), (60, 1)),                       # M:S
+          (re.compile(r"^(\d+):(\d+):(\d+)$"), (3600, 60, 1)),            # H:M:S
+          (re.compile(r"^(\d+)-(\d+)$"), (86400, 3600)),                  # D-H
+          (re.compile(r"^(\d+)-(\d+):(\d+)$"), (86400, 3600, 60)),        # D-H:M
+          (re.compile(r"^(\d+)-(\d+):(\d+):(\d+)$"), (86400, 3600, 60, 1))]  # D-H:M:S
+LONGEST = 100 * 366 * 86400.0  # a deadline further ahead is a typo, not a plan
+GRAMMAR = ("a duration (90 = 90 seconds, 90s, 5m, 1h30m; SLURM's M:S, H:M:S, D-H, D-H:M, "
+           "D-H:M:S) or a time (2026-11-27T18:00, @EPOCH)")
 
 
 def parse(text, now=None):
     """Absolute epoch seconds of a deadline given as a duration or a time.
 
-    Durations: "90", "90s", "5m", "1h30m", "1-00:00:00" / "2:30:00" (SLURM style).
-    Times: ISO 8601 ("2026-11-27T18:00", with or without offset; local if
-    none) or "@EPOCH".
+    Durations: a bare number of seconds ("90", "1.5": seconds, not SLURM's minutes),
+    units ("90s", "5m", "1h30m", "1d12h"), SLURM's colon and day forms ("M:S",
+    "H:M:S", "D-H", "D-H:M", "D-H:M:S"). Times: ISO 8601 ("2026-11-27T18:00", with
+    or without offset; local if none) or "@EPOCH". Anything else (an empty string,
+    a negative or non-finite value, a time already past) is a ConfigError.
     """
     now = time.time() if now is None else now
     s = str(text).strip()
     if s.startswith("-"):
         raise ConfigError(f"--deadline {text!r}: a deadline must lie ahead (a positive "
                           "duration such as 90s, or a later time)")
-    try:
-        if s.startswith("@"):
-            at = float(s[1:])
-        elif re.fullmatch(r"\d+(?:\.\d+)?", s):
-            at = now + float(s)
-        elif _DURATION.match(s):
-            at = now + sum(float(v) * _UNITS[u] for v, u in _PART.findall(s))
-        elif _CLOCK.match(s):
-            d, h, mi, se = _CLOCK.match(s).groups()
-            at = now + int(d or 0) * 86400 + int(h) * 3600 + int(mi) * 60 + int(se or 0)
-        else:
-            at = _dt.datetime.fromisoformat(s).timestamp()
-    except (ValueError, OverflowError):
-        raise ConfigError(f"--deadline {text!r}: expected a duration (90s, 5m, 1h30m, "
-                          "2:30:00) or a time (2026-11-27T18:00, @EPOCH)") from None
+    at = _parse(s, now)
+    if at is None or not math.isfinite(at):
+        raise ConfigError(f"--deadline {text!r}: expected {GRAMMAR}")
     if not at > now:
         raise ConfigError(f"--deadline {text!r} is already past")
+    if at - now > LONGEST:
+        raise ConfigError(f"--deadline {text!r} lies more than 100 years ahead")
     return at
+
+
+def _parse(s, now):
+    if not s:
+        return None
+    if re.fullmatch(r"@\d+(?:\.\d+)?", s):
+        return float(s[1:])
+    if re.fullmatch(_NUM, s):
+        return now + float(s)
+    m = _UNITS.match(s)
+    if m and any(m.groups()):
+        return now + sum(float(v) * u for v, u in zip(m.groups(), (86400, 3600, 60, 1)) if v)
+    for pattern, units in _SLURM:
+        m = pattern.match(s)
+        if m:
+            return now + sum(int(v) * u for v, u in zip(m.groups(), units))
+    if not re.match(r"^\d{4}-?\d{2}", s):  # ISO 8601 begins with the year
+        return None
+    try:
+        return _dt.datetime.fromisoformat(s).timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 class Deadline:
@@ -59,20 +83,26 @@ class Deadline:
         self.at = at
         if margin is None:
             c = config.get()
-            margin = 0.0 if at is None else min(c.max_margin_s,
-                                                c.margin_fraction * (at - self.start))
-        if margin < 0:
-            raise ConfigError(f"--margin must be >= 0, got {margin}")
+            # a deadline already past (a SLURM job's end time) leaves no margin to keep
+            margin = 0.0 if at is None else max(0.0, min(c.max_margin_s,
+                                                         c.margin_fraction * (at - self.start)))
+        elif not math.isfinite(margin) or margin < 0:
+            raise ConfigError(f"--margin must be a number of seconds >= 0, got {margin}")
+        elif at is not None and self.start < at <= self.start + margin:
+            raise ConfigError(f"--margin {margin:g} leaves no time before the deadline "
+                              f"({at - self.start:.1f} s away)")
         self.margin = margin
 
     @classmethod
     def resolve(cls, text=None, margin=None):
         """From --deadline, else from SLURM, else none; the earlier of the two wins."""
-        at = parse(text) if text else None
+        at = parse(text) if text is not None else None
         end = slurm.end_time()
         if end is not None:
             logger.info("lrmpi: SLURM job ends at %s", time.strftime("%H:%M:%S",
                                                                time.localtime(end)))
+            if end <= time.time():
+                logger.warning("lrmpi: the SLURM job's end time has passed: stopping at once")
             at = end if at is None else min(at, end)
         return cls(at, margin)
 

@@ -27,9 +27,6 @@ import numpy as np
 
 from lrmpi.errors import CheckpointError, ConfigError, Stopped
 from lrmpi.jobs import slurm
-from lrmpi.jobs.checkpoint import CheckpointWriter
-from lrmpi.jobs.checkpoint import schema
-from lrmpi.jobs.checkpoint.output import OutputLock, check_output, existing, sweep
 from lrmpi.jobs.deadline import Deadline, StopSignals
 from lrmpi.log import logger
 from lrmpi.parallel.comm import get_comm, rank_size
@@ -67,7 +64,8 @@ class JobOptions:
     requeue: bool = False       # inside SLURM: requeue the job when stopped by the deadline
     max_restarts: int = 3
     worker_timeout: float = None  # seconds a rank may be silent before the job fails
-    keep: str = "all"           # resolution files kept: "all", or the "latest" only
+    keep: str = None            # resolution files kept: "all" (None: the default, or what
+                                # a resumed checkpoint keeps), or the "latest" only
 
     @classmethod
     def split(cls, options):
@@ -78,15 +76,23 @@ class JobOptions:
 
 
 def fingerprint(*parts):
-    """SHA-256 (first 128 bits) of arrays (dtype-independent float64 values and
-    shapes) and other parts (their repr): what a resumed job must match.
+    """SHA-256 (first 128 bits) of arrays (shapes and values) and other parts (their
+    repr): what a resumed job must match. Values are hashed as float64, except
+    float32 arrays, hashed as they are (with a tag): their float64 copy doubled
+    the bytes, and this hash is written before the first resolution can be.
     SHA-256 because x86 has instructions for it: 1.5 GB/s, blake2b 0.9."""
     h = hashlib.sha256()
     for x in parts:
         if isinstance(x, np.ndarray):
             h.update(np.asarray(x.shape, np.int64).tobytes())
-            x = np.ascontiguousarray(x, np.float64)
-            h.update(memoryview(x).cast("B"))
+            f32 = x.dtype == np.float32
+            if f32:
+                h.update(b"float32")
+            flat = x.reshape(-1) if x.flags.c_contiguous else np.ascontiguousarray(x).reshape(-1)
+            for i in range(0, flat.size, 1 << 20):
+                part = np.ascontiguousarray(flat[i:i + (1 << 20)],
+                                            np.float32 if f32 else np.float64)
+                h.update(memoryview(part).cast("B"))
         else:
             h.update(repr(x).encode())
     return h.hexdigest()[:32]
@@ -160,10 +166,17 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
         if rank != 0:
             kind.serve()
             return None
+        # HDF5 on the root only: the other ranks never open a checkpoint
+        from lrmpi.jobs.checkpoint import CheckpointWriter, owned, schema
+        from lrmpi.jobs.checkpoint.output import (OutputLock, check_output, existing,
+                                                  input_file, sweep)
         lock = None
         try:
             if opts.overwrite and opts.resume:
                 raise ConfigError("--resume and --overwrite exclude each other")
+            if out is not None and not str(out).strip():
+                raise ConfigError("-o/--output is empty: give a file name (or leave -o out "
+                                  "to keep no results)")
             if out:
                 check_output(out, kind.inputs, opts.resume)
             deadline = Deadline.resolve(opts.deadline, opts.time_margin)
@@ -183,7 +196,11 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                     if opts.resume:
                         logger.info("lrmpi: no checkpoint at %s yet: starting from the "
                                     "beginning", out)
-                sweep(out, keep={found.job_id} if found is not None and found.job_id else set())
+                sweep(out, found)
+            keep = ckpt.attrs.get("keep", "all") if ckpt is not None else opts.keep or "all"
+            if ckpt is not None and opts.keep not in (None, keep):
+                raise ConfigError(f"--keep {opts.keep}: {out} keeps {keep} resolution files; a "
+                                  "resumed job keeps what it began with (leave --keep out)")
             if ckpt is not None and ckpt.attrs.get("status") == "complete":
                 logger.info("lrmpi: %s is already complete (%d resolutions); nothing to do",
                             out, ckpt.completed)
@@ -195,7 +212,8 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
             attrs[schema.PHASE] = "preparing"
             writer = CheckpointWriter(out, kind.name, attrs, fsync=opts.fsync, resume=ckpt,
                                       replace=earlier, clock=lambda: kind.elapsed(),
-                                      keep=ckpt.attrs.get("keep", "all") if ckpt else opts.keep) \
+                                      keep=keep,
+                                      protect=owned.protected(map(input_file, kind.inputs))) \
                 if out else None
             if out is None:
                 logger.info("lrmpi: no -o given: results are not kept")
@@ -220,18 +238,19 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                     lock.release()
     meta = kind.meta
     completed = len(meta) if stopped is None else (ckpt.completed if ckpt is not None else 0)
-    # what the output holds: the resolutions this job's file lists, or the earlier
-    # result it kept (exit 3 as before; which inputs that result is of: #24's D5)
-    on_disk = writer is not None and (kept or completed > 0)
-    if kept:
+    # what the output holds of these inputs: this job's resolutions once its job file is
+    # in place (a resumed job's earlier ones too when a stop ended its preparation), or
+    # an earlier result of the same inputs it kept
+    on_disk = writer is not None and (writer.kept_same_inputs() if kept else completed > 0)
+    if kept and on_disk:
         logger.warning("lrmpi: kept the earlier result in %s: this run stopped (%s) with less",
                        out, reason or status)
     elif status == "deadline" and on_disk:
         logger.warning("lrmpi: stopping (%s) with resolution %d/%d on disk", reason,
                        completed, kind.planned)
     elif status == "deadline":
-        logger.warning("lrmpi: stopping (%s) with no resolution of these inputs on disk",
-                       reason)
+        logger.warning("lrmpi: stopping (%s) with no resolution of these inputs on disk%s",
+                       reason, f" ({out} holds another job's result)" if kept else "")
     outcome = Outcome(status, completed, kind.planned, reason, meta, kept, on_disk)
     if opts.requeue and status == "deadline" and not outcome.interrupted:
         slurm.requeue(opts.max_restarts)

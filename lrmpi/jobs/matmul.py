@@ -125,8 +125,11 @@ def run_matmul(A, B, out=None, *, comm=None, on_resolution=None, write="root", *
 
 
 def load_result(path, index=None):
-    """(C, attrs) of resolution `index` (default: the last completed) of a checkpoint."""
-    ckpt = Checkpoint(path)
+    """(C, attrs) of resolution `index` (default: the last completed) of a checkpoint,
+    every file read checked (its identity and checksums: damage is a CheckpointError);
+    the files are first read in a child process (a damaged HDF5 file can crash the
+    HDF5 library itself)."""
+    ckpt = Checkpoint(path, safe=True)
     index = index or ckpt.completed
     if index < 1:
         raise CheckpointError(f"{path} holds no completed resolution yet")

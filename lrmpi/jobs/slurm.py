@@ -8,6 +8,7 @@ import shutil
 import subprocess
 
 from lrmpi import config
+from lrmpi.errors import ConfigError
 from lrmpi.log import logger
 
 ENV = {  # name -> SLURM variable
@@ -36,10 +37,15 @@ def restart_count():
 
 
 def end_time():
-    """The job's end time (epoch seconds), or None outside SLURM or if unknown."""
-    value = get("end_time", "")
+    """The job's end time (epoch seconds), or None outside SLURM or if unknown; a
+    SLURM_JOB_END_TIME that is not epoch seconds is a ConfigError (one line), not
+    silently no deadline."""
+    value = get("end_time", "").strip()
     if value.isdigit():
         return float(value)
+    if value:
+        raise ConfigError(f"{ENV['end_time']}={value!r}: expected the job's end time in epoch "
+                          "seconds (SLURM sets it); unset it or correct it")
     jid = job_id()
     if jid is None or shutil.which("squeue") is None:
         return None

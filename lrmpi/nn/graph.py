@@ -69,8 +69,9 @@ class Graph:
     def linear(self):
         return [n for n in self.nodes if n.op in LINEAR_OPS]
 
-    def validate(self):
-        """Check the graph (ops, names, parameters) and fill in every tensor's shape."""
+    def validate(self, shapes=None):
+        """Check the graph (ops, names, parameters) and fill in every tensor's shape
+        (`shapes`: known already, e.g. kept with a cached copy of this graph)."""
         known = {self.input}
         if not any(n.op in LINEAR_OPS for n in self.nodes):
             raise InputError("model: no Dense/Gemm/MatMul or Conv node")
@@ -90,9 +91,10 @@ class Graph:
             raise InputError(f"model: output {self.output!r} is not written by any node")
         if self.head not in (None,) + HEADS:
             raise InputError(f"model: unknown head {self.head!r}")
-        shapes = {self.input: tuple(int(d) for d in self.input_shape)}
-        for n in self.nodes:
-            shapes[n.output] = n.shape([shapes[t] for t in n.inputs])
+        if shapes is None:
+            shapes = {self.input: tuple(int(d) for d in self.input_shape)}
+            for n in self.nodes:
+                shapes[n.output] = n.shape([shapes[t] for t in n.inputs])
         self.shapes = shapes
         out = shapes[self.output]
         if not out or any(d != 1 for d in out[1:]):
@@ -122,7 +124,10 @@ def to_arrays(graph):
         params = {}
         for k, v in n.params.items():
             if isinstance(v, np.ndarray):
-                arrays[f"node{i}.{k}"] = v
+                # float32 where that holds the values exactly (ONNX weights): half the
+                # bytes to read; readers convert to float64, the same values
+                v32 = v.astype(np.float32)
+                arrays[f"node{i}.{k}"] = v32 if np.array_equal(v32, v) else v
             else:
                 params[k] = list(v) if isinstance(v, tuple) else v
         desc.append({"op": n.op, "inputs": n.inputs, "output": n.output, "name": n.name,

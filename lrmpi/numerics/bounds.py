@@ -114,7 +114,8 @@ def _max_scaled(X, Y, erow, ecol):
     for i0 in range(0, X.shape[0], rb):
         rowmax[i0:i0 + rb] = (X[i0:i0 + rb] @ Ys.T).max(axis=1)
     rowmax += X.sum(axis=1) * 2.0**-1074
-    return float(np.ldexp(rowmax, np.clip(erow.astype(np.int64) + emax, -2200, 2200)).max())
+    with np.errstate(over="ignore"):  # a product beyond float64: its bound is inf
+        return float(np.ldexp(rowmax, np.clip(erow.astype(np.int64) + emax, -2200, 2200)).max())
 
 
 def bound_rel(bound_abs_seq, cmax_seq):
@@ -123,8 +124,9 @@ def bound_rel(bound_abs_seq, cmax_seq):
     max|AB| >= max|C_t| - bound_t for every t, so the running maximum of that
     is a rigorous lower bound; inf while it is not positive.
     """
-    lower = np.maximum.accumulate(np.asarray(cmax_seq) - np.asarray(bound_abs_seq))
-    with np.errstate(divide="ignore"):
+    with np.errstate(invalid="ignore"):  # inf - inf (a product beyond float64): no bound
+        lower = np.maximum.accumulate(np.asarray(cmax_seq) - np.asarray(bound_abs_seq))
+    with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(lower > 0, np.asarray(bound_abs_seq) / np.where(lower > 0, lower, 1.0),
                        np.inf)
     return rel * (1.0 + 2.0**-50)

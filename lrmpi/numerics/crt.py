@@ -46,13 +46,6 @@ def _coprime_odd_moduli(top=255):
 ALL_MODULI = _coprime_odd_moduli()
 MAX_MODULI = max(n for n in range(1, len(ALL_MODULI) + 1)
                  if math.prod(ALL_MODULI[:n]) < 2 ** 127)
-# The a-priori relative error after N moduli (against max_ij |A_i|_2 |B_j|_2)
-# is about 2 sqrt(k) 2^-T(N), to set against numpy's own float64 error of about
-# sqrt(k) u. "fp64" asks for 2^-T <= 2^-57 (15 moduli): measured on phi = 0.5..4
-# matrices, 14 moduli left up to 3x numpy's max error, 15 stay within 1x.
-TARGETS = {"fp64": 2.0 ** -56, "fp32": 2.0 ** -27}
-
-
 # int8 GEMM speed over numpy's float64 GEMM per core, measured by `lrmpi bench
 # kernels` (docs/platform.md): what the layers plus the CRT cost against one
 # float64 product on this ISA.
@@ -99,32 +92,40 @@ def plan(count):
     return Plan(mods, M, (M.bit_length() - 2) // 2)
 
 
-def moduli_for(k, target):
-    """The fewest moduli whose a-priori error meets `target` ("fp64", "fp32" or a
-    relative error), or a ConfigError saying what the most moduli reach."""
-    rel = TARGETS.get(target, target) if isinstance(target, str) else float(target)
-    if isinstance(rel, str):
-        raise ConfigError(f"target must be one of {', '.join(TARGETS)} or a number, "
-                          f"got {target!r}")
-    for n in range(1, MAX_MODULI + 1):
-        if 2.0 ** -plan(n).T * 2 <= rel:  # 2 sqrt(k) 2^-T <= sqrt(k) rel
-            return n
-    raise ConfigError(f"target {target} is beyond {MAX_MODULI} moduli "
-                      f"(relative error about {2.0 ** (1 - plan(MAX_MODULI).T):.1e})")
+BLOCK = 128  # rows of X per block of the norms' pass (its temporaries stay in cache)
 
 
-def exponents(X, T, axis):
-    """Per row (axis=1) or column (axis=0) of X: e with ||X 2^e||_2 <= 2^T, 0 for
-    zero rows. The norm is taken of X scaled by a power of two (no overflow) and
-    rounded up past its rounding error."""
-    amax = np.abs(X).max(axis=axis) if X.size else np.zeros(X.shape[1 - axis])
+def unit_stats(X, axis):
+    """Per row (axis=1) or column (axis=0) of X, in one blocked pass (no copy of X):
+    (amax, ea with amax < 2^ea, nrm >= ||X_unit 2^-ea||_2 rounded up past its
+    rounding error, l1 = sum |X_unit|, whether X holds NaN or Inf)."""
+    k = X.shape[axis]
+    amax, bad = (kernels.rowmax if axis == 1 else kernels.colmax)(X)
     _, ea = np.frexp(amax)                       # amax < 2^ea
     s = np.ldexp(1.0, -ea)
-    Xs = X * (s[:, None] if axis == 1 else s[None, :])
-    nrm = np.sqrt(np.einsum("ij,ij->i", Xs, Xs) if axis == 1 else
-                  np.einsum("ij,ij->j", Xs, Xs))
-    k = X.shape[axis]
-    nrm = nrm * (1.0 + (k + 4) * U) + 2.0 ** -1000   # >= the true scaled norm
+    ss = np.zeros(X.shape[1 - axis])
+    l1 = np.zeros(X.shape[1 - axis])
+    for i0 in range(0, X.shape[0], BLOCK):
+        Xb = X[i0:i0 + BLOCK]
+        with np.errstate(over="ignore"):  # 1-norms beyond float64: inf (no bound a priori)
+            l1[i0:i0 + BLOCK] = np.abs(Xb).sum(axis=1) if axis == 1 else 0.0
+            if axis == 0:
+                l1 += np.abs(Xb).sum(axis=0)
+        if axis == 1:
+            Xs = Xb * s[i0:i0 + BLOCK, None]
+            ss[i0:i0 + BLOCK] = np.einsum("ij,ij->i", Xs, Xs)
+        else:
+            Xs = Xb * s[None, :]
+            ss += np.einsum("ij,ij->j", Xs, Xs)
+    nrm = np.sqrt(ss) * (1.0 + (k + 4) * U) + 2.0 ** -1000   # >= the true scaled norm
+    return amax, ea, nrm, l1, bad
+
+
+def exponents(X, T, axis, stats=None):
+    """Per row (axis=1) or column (axis=0) of X: e with ||X 2^e||_2 <= 2^T, 0 for
+    zero rows. The norm is taken of X scaled by a power of two (no overflow) and
+    rounded up past its rounding error (`stats`: unit_stats(X, axis) if known)."""
+    amax, ea, nrm = (stats if stats is not None else unit_stats(X, axis))[:3]
     _, en = np.frexp(nrm)                        # ||X s|| < 2^en
     e = T - en - ea                              # ||X 2^e|| < 2^(en + T - en) = 2^T
     return np.where(amax > 0, e, 0).astype(np.int32)
@@ -147,11 +148,12 @@ class Operands:
         return self.RA.shape[2]
 
 
-def residues(A, B, pl):
-    """Scale A's rows and B's columns and take their residues (Operands)."""
+def residues(A, B, pl, stats=(None, None)):
+    """Scale A's rows and B's columns and take their residues (Operands); `stats`:
+    unit_stats of A's rows and B's columns if known."""
     m, k = A.shape
     n = B.shape[1]
-    ea, eb = exponents(A, pl.T, 1), exponents(B, pl.T, 0)
+    ea, eb = exponents(A, pl.T, 1, stats[0]), exponents(B, pl.T, 0, stats[1])
     mods, _, _ = pl.constants
     RA = np.empty((pl.count, m, k), np.int8)
     RB = np.empty((pl.count, n, k), np.int8)
@@ -206,15 +208,16 @@ def bound_abs(ops, cmax):
     def top(x):
         return float(np.max(x, initial=0.0))
     ma, mb = top(sa), top(sb)
-    t = top(sa * ops.l1a.astype(np.float64)) * mb + ma * top(sb * ops.l1b.astype(np.float64)) \
-        + k * ma * mb
-    return t * up * up + U * cmax * up + 2.0 ** -1074
+    with np.errstate(over="ignore"):  # operands near the top of float64: inf, no bound
+        t = top(sa * ops.l1a.astype(np.float64)) * mb + \
+            ma * top(sb * ops.l1b.astype(np.float64)) + k * ma * mb
+        return t * up * up + U * cmax * up + 2.0 ** -1074
 
 
-def crt_matmul(A, B, count, *, threads=None, should_stop=None, isa=None):
-    """(C, bound_abs, cmax) of A @ B by the CRT with `count` moduli, or None when
-    `should_stop()` said so between row blocks. Row blocks run on `threads`
-    threads (default: the cores this process may use)."""
+def crt_matmul(A, B, count, *, threads=None, should_stop=None, isa=None, with_ops=False):
+    """(C, bound_abs, cmax) of A @ B by the CRT with `count` moduli (and its Operands
+    `with_ops`), or None when `should_stop()` said so between row blocks. Row blocks
+    run on `threads` threads (default: the cores this process may use)."""
     A = np.asarray(A, np.float64)
     B = np.asarray(B, np.float64)
     pl = plan(count)
@@ -239,4 +242,4 @@ def crt_matmul(A, B, count, *, threads=None, should_stop=None, isa=None):
     if any(p is None for p in parts):
         return None
     cmax = max(parts, default=0.0)
-    return C, bound_abs(ops, cmax), cmax
+    return (C, bound_abs(ops, cmax), cmax) + ((ops,) if with_ops else ())

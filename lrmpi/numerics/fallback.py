@@ -37,17 +37,18 @@ def nominal_unit(bits, planes):
     return max(U, 2.0**(-bits * (planes - 1)))
 
 
-def apply(A, B, ea, eb, blocks, C, bits, planes):
+def apply(A, B, ea, eb, blocks, C, bits, planes, unit=None):
     """Recompute, in place in C, the entries of the last resolution the planes cannot
     carry. `blocks`: bounds.Bounds.blocks(last) — the elementwise bound by row
-    block. Returns (rows, cols, bound_abs): the entries recomputed and the
-    resolution's max-abs bound with them."""
+    block (crt_bound.elementwise for the CRT resolution, with `unit` = float64's: the
+    guarantee is then a float64 product's). Returns (rows, cols, bound_abs): the
+    entries recomputed and the resolution's max-abs bound with them."""
     m, k = A.shape
     T = np.unique(np.linspace(0, k - 1, min(k, SAMPLE)).round().astype(np.int64))
     At, Bt = np.abs(A[:, T]), np.abs(B[T, :])
     # fl(sum of |T| nonnegative products) <= (1 + gamma_|T|) times the exact sum
     shrink = 1.0 / ((1 + gamma(len(T))) * (1 + 2.0**-50))
-    guarantee = gamma(k, nominal_unit(bits, planes))
+    guarantee = gamma(k, unit or nominal_unit(bits, planes))
     # a zero row of A or column of B gives an exact 0 (its bound is only underflow slack)
     live_r, live_c = ea.l1 > 0, eb.l1 > 0
     rows, cols, worst = [], [], 0.0
@@ -55,8 +56,9 @@ def apply(A, B, ea, eb, blocks, C, bits, planes):
         if guarantee == float("inf"):  # the planes promise nothing a product could beat
             worst = max(worst, float(E.max()))
             continue
-        L = (At[i0:i1] @ Bt) * shrink
-        bad = (E > guarantee * L + FLOOR) & live_r[i0:i1, None] & live_c[None, :]
+        with np.errstate(over="ignore"):  # |A||B| beyond float64: inf, nothing to beat
+            L = (At[i0:i1] @ Bt) * shrink
+            bad = (E > guarantee * L + FLOOR) & live_r[i0:i1, None] & live_c[None, :]
         if bad.any():
             r, c = np.nonzero(bad)
             rows.append(r + i0)

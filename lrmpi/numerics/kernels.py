@@ -46,8 +46,11 @@ def select_isa(isa):
     _k.select_isa(isa)
 
 
-if config.get().kernel:
-    select_isa(config.get().kernel)
+if config.peek().kernel:  # an ISA this CPU lacks: one line from config.check(), not a
+    try:                   # traceback at import
+        select_isa(config.peek().kernel)
+    except ConfigError as exc:
+        config.defer(exc)
 config.on_change("kernel", select_isa)  # config.configure(kernel=...) takes effect
 
 
@@ -216,3 +219,4 @@ def dot2(A, B, rows, cols, erow, ecol):
     y, s = np.empty(rows.size), np.empty(rows.size)
     _k.dot2(A, B, rows, cols, erow, ecol, y, s)
     return y, s
+

@@ -15,7 +15,7 @@ import numpy as np
 
 from lrmpi.log import logger
 from lrmpi.errors import ConfigError
-from lrmpi.numerics import bounds, crt, fallback, kernels, schedule, validate
+from lrmpi.numerics import bounds, crt, crt_bound, fallback, kernels, schedule, validate
 from lrmpi.numerics import planes as planes_mod
 from lrmpi.numerics.accumulate import ExactAccumulator
 
@@ -31,9 +31,11 @@ class Resolution:
     bound_rel: float  # rigorous bound on max |C - A B| / max |A B|
     pairs: int        # pair products included so far
     elapsed: float    # seconds since the computation started
-    fallback: tuple = ()  # (rows, cols) of the entries recomputed because the planes
-                          # could not carry them (fallback.py), last layered resolution only
-    method: str = "planes"  # "planes", or "crt" for the CRT resolution (crt.py)
+    fallback: tuple = ()  # (rows, cols) of the entries recomputed because the planes (or
+                          # the residues) could not carry them (fallback.py): the last layered
+                          # resolution and the CRT one
+    method: str = "planes"  # "planes", or "crt" for the CRT resolution (crt.py); "planes"
+                            # there too when it did not improve on the layers (crt_bound.py)
     products: int = 0       # int8 products (pairs of planes, or moduli) of this resolution
 
 
@@ -161,15 +163,21 @@ class LayeredMatmul:
         self.B = validate.operand(B, "B")
         validate.shapes(self.A, self.B)
         self.final, self.moduli = validate.final(final), None
+        if self.final == "crt" and moduli is not None and target is not None:
+            raise ConfigError("moduli and target both choose the CRT resolution's moduli: "
+                              "give one of them")
+        if self.final != "crt" and (moduli is not None or target is not None):
+            raise ConfigError("moduli and target choose the CRT resolution: add final='crt'")
+        # one pass over each operand, both at once (the kernels release the GIL; the
+        # workers idle until the planes exist): the NaN/Inf check, A's row maxima, and
+        # with a CRT resolution the norms that choose its moduli and scale its residues
+        crt_stats = self.final == "crt" and moduli is None  # else later, on the residues' thread
+        (self._amax_a, sa), (_, sb) = _both(lambda: _scan(self.A, "A", 1, crt_stats),
+                                            lambda: _scan(self.B, "B", 0, crt_stats))
+        self.crt_stats = (sa, sb)
         if self.final == "crt":
             self.moduli = crt.plan(moduli).count if moduli is not None else \
-                crt.moduli_for(self.A.shape[1], target or "fp64")
-        elif moduli is not None or target is not None:
-            raise ConfigError("moduli and target choose the CRT resolution: add final='crt'")
-        # B: only the NaN/Inf check (its units are its columns); both at once (the
-        # kernels release the GIL): the workers idle until the planes exist
-        self._amax_a, _ = _both(lambda: _finite_rowmax(self.A, "A"),
-                                lambda: _finite_rowmax(self.B, "B"))
+                crt_bound.moduli_for(self.A, self.B, target, self.crt_stats)
 
     @property
     def layers(self):
@@ -180,16 +188,21 @@ class LayeredMatmul:
     def planned(self):
         return len(self.schedule) + (1 if self.final == "crt" else 0)
 
-    def crt_resolution(self, index, pairs, t0, history=((), ()), should_stop=None):
+    def crt_resolution(self, index, pairs, t0, history, layers, should_stop=None):
         """The CRT resolution as a Resolution (None if `should_stop()` said so).
-        `history`: (bound_abs, cmax) of the earlier resolutions, for bound_rel."""
-        got = crt.crt_matmul(self.A, self.B, self.moduli, should_stop=should_stop)
+        `history`: (bound_abs, cmax) of the earlier resolutions, for bound_rel;
+        `layers`: (encoded A, encoded B, C of the last layered resolution)."""
+        got = crt.crt_matmul(self.A, self.B, self.moduli, should_stop=should_stop,
+                             with_ops=True)
         if got is None:
             return None
-        C, babs, cmax = got
+        C, _, cmax, ops = got
+        ea, eb, last = layers
+        babs, cmax, redone, method = crt_bound.finish(
+            self, ea, eb, ops, C, cmax, lambda: (last, history[0][-1], history[1][-1]))
         rel = bounds.bound_rel([*history[0], babs], [*history[1], cmax])[-1]
         return Resolution(index, self.planned, C, float(babs), float(rel), pairs,
-                          time.perf_counter() - t0, (), "crt", self.moduli)
+                          time.perf_counter() - t0, redone, method, self.moduli)
 
     def encode(self):
         """(Encoded A, Encoded B.T): rows of A and columns of B as scaling units."""
@@ -219,7 +232,7 @@ class LayeredMatmul:
             yield Resolution(r + 1, self.planned, C, float(babs[r]), float(rel), npairs,
                              time.perf_counter() - t0, fallback, "planes", len(pairs))
         if self.final == "crt":
-            yield self.crt_resolution(self.planned, npairs, t0, (babs, cmax))
+            yield self.crt_resolution(self.planned, npairs, t0, (babs, cmax), (ea, eb, C))
 
 
 def finish_last(lm, ea, eb, bnd, C, cmax, babs):
@@ -245,10 +258,17 @@ def _both(f, g):
         return a, fut.result()
 
 
-def _finite_rowmax(X, name):
+def _scan(X, name, axis, stats):
+    """(row maxima of X or None, crt.unit_stats of X's units or None) after the
+    NaN/Inf check: the units' statistics with `stats` (axis 1: rows, 0: columns),
+    else only the row maxima (B's are not needed: its units are its columns)."""
+    if stats:
+        st = crt.unit_stats(X, axis)
+        validate.finite(st[4], name)
+        return (st[0] if axis == 1 else None), st
     amax, bad = kernels.rowmax(X)
     validate.finite(bad, name)
-    return amax
+    return amax, None
 
 
 def layered_matmul(A, B, **options):

@@ -110,8 +110,10 @@ class Assembly:
         return ts, [buf for _, _, buf in held]
 
     def release(self, C, bufs=()):
-        """C and result buffers may be reused (called from the writer thread too)."""
-        self.c_pool.put(C)
+        """C (unless None) and result buffers may be reused (called from the writer
+        thread too)."""
+        if C is not None:
+            self.c_pool.put(C)
         for buf in bufs:
             self.scratch.put(buf)
 

@@ -26,6 +26,7 @@ class CrtStage:
         self.plan = crt.plan(lm.moduli)
         self.future = self.ops = None
         self.C, self.cmax, self.done = None, 0.0, []  # tiles (Tile) in C so far
+        self.held = None  # the last layered resolution, until this one is finished
 
     @property
     def products(self):
@@ -35,7 +36,8 @@ class CrtStage:
         """Compute the residues on a thread (the kernels release the GIL)."""
         if self.future is None:
             pool = ThreadPoolExecutor(1, thread_name_prefix="lrmpi-crt-residues")
-            self.future = pool.submit(crt.residues, self.lm.A, self.lm.B, self.plan)
+            self.future = pool.submit(crt.residues, self.lm.A, self.lm.B, self.plan,
+                                      self.lm.crt_stats)
             pool.shutdown(wait=False)
 
     def ready(self):
@@ -74,9 +76,25 @@ class CrtStage:
         """(C, max|C|) once every tile is in."""
         return self.C, self.cmax
 
-    def bound(self, cmax):
-        """Rigorous max |C - AB| of the resolution, max |C| = cmax."""
-        return crt.bound_abs(self.ops, cmax)
+    def hold(self, C, bound, cmax, release=None, users=1):
+        """Keep the last layered resolution (C, its bound and max |C|) for the rule that
+        this one never replaces a better one (crt_bound.finish); `release()` once
+        neither it nor the `users - 1` others (the writer) need C any more."""
+        self.held = [C, bound, cmax, users, release]
+
+    def drop(self):
+        """One user of the held resolution is done with it."""
+        if self.held is not None:
+            self.held[3] -= 1
+            if self.held[3] == 0 and self.held[4] is not None:
+                self.held[4]()
+
+    def layers_result(self, decode):
+        """(C, bound_abs, max |C|) of the last layered resolution: the held one, or
+        `decode()`'s (a resumed job)."""
+        if self.held is None:
+            self.held = [*decode(), 1, None]
+        return tuple(self.held[:3])
 
     def partial(self):
         """The finished tiles, as (r0, r1, c0, c1) rows (resume data)."""

@@ -2,7 +2,9 @@
 checkpoint, however C was assembled (by the root from level sums, by the root from
 CRT tiles, or written by the ranks). MPI-free.
 """
-from lrmpi.numerics import bounds
+import numpy as np
+
+from lrmpi.numerics import bounds, crt_bound
 from lrmpi.numerics.layered import finish_last
 
 
@@ -13,16 +15,17 @@ class Resolutions:
     checkpoint writer, or None; `on_resolution(meta, C)`: called for each finished
     resolution (C is reused later, None when the ranks wrote it); `progress`: a
     progress.Progress, `figures`: a progress.Figures; `shape`: C's; `ntiles`: tiles a
-    resolution has; `clock()`: the job's elapsed seconds.
+    resolution has; `clock()`: the job's elapsed seconds; `decode_layers()`: (C, bound_abs,
+    max |C|) of the last layered resolution decoded again (a resumed job's CRT rule).
     """
 
     def __init__(self, lm, ea, eb, bounds_, *, crt, writer, on_resolution, progress, figures,
-                 shape, ntiles, clock):
+                 shape, ntiles, clock, decode_layers=None):
         self.lm, self.ea, self.eb, self.bounds, self.crt = lm, ea, eb, bounds_, crt
         self.layers = len(lm.schedule)
         self.writer, self.on_resolution = writer, on_resolution
         self.progress, self.figures, self.shape, self.ntiles = progress, figures, shape, ntiles
-        self.clock = clock
+        self.clock, self.decode_layers = clock, decode_layers
         self.meta, self.cmax = [], []
 
     def resumed(self, meta):
@@ -58,29 +61,41 @@ class Resolutions:
                 "bound_abs": float(babs[r]), "bound_rel": rel, "cmax": self.cmax[-1],
                 "fallback": len(redone[0]) if redone else 0, **self._figures(r)}, redone
 
-    def crt_meta(self, r, cmax):
-        """The attributes of the CRT resolution r, max |C| = cmax."""
-        babs = list(self.bounds.upto(self.cmax)) if self.cmax else []
-        b = self.crt.bound(cmax)
+    def crt_meta(self, r, C, cmax):
+        """The CRT resolution r once its C is whole (max |C| = cmax): the fallback and
+        the rule that it never replaces a better layered result (crt_bound.finish, C
+        changed in place; design.md, "CRT resolution"). Its attributes, and the rows of
+        C to write again."""
+        history = [m["bound_abs"] for m in self.meta[:self.layers]]
+        b, cmax, redone, method = crt_bound.finish(
+            self.lm, self.ea, self.eb, self.crt.ops, C, cmax,
+            lambda: self.crt.layers_result(self.decode_layers))
+        self.crt.drop()
         self.cmax.append(cmax)
         return {"index": r + 1, "pairs": sum(len(x) for x in self.lm.schedule),
-                "method": "crt", "products": self.crt.products, "bound_abs": b,
-                "bound_rel": float(bounds.bound_rel([*babs, b], self.cmax)[-1]),
-                "cmax": cmax, "fallback": 0, **self._figures(r)}
+                "method": method, "products": self.crt.products, "bound_abs": b,
+                "bound_rel": float(bounds.bound_rel([*history, b], self.cmax)[-1]),
+                "cmax": cmax, "fallback": len(redone[0]) if redone else 0,
+                **self._figures(r)}, rewritten(C, redone, method == "planes")
 
     def written(self, r, cmax, parts):
         """Resolution r written by the ranks (`parts`: [(rank file, [(tile, corners)])]):
         C is a virtual dataset over their files; the last layer's fallback check reads
         it back (and writes it whole if an entry changed)."""
         C, datasets = None, {}
-        if r == self.layers:
-            meta = self.crt_meta(r, cmax)
+        if r == self.layers:  # the fallback and the CRT rule need C: read it back once
+            C = self.writer.read_rank_tiles(parts, self.shape)
+            meta, changed = self.crt_meta(r, C, cmax)
+            if changed:  # entries changed: C whole in the resolution's file
+                datasets = {"C": C}
         else:
             if r == self.layers - 1:  # the fallback check needs C: read it back once
                 C = self.writer.read_rank_tiles(parts, self.shape)
             meta, redone = self.layered(r, cmax, C)
             if redone:  # entries changed: C whole in the resolution's file
                 datasets = {"C": C}
+            if r == self.layers - 1 and self.crt is not None:  # kept for the CRT rule
+                self.crt.hold(C, meta["bound_abs"], meta["cmax"])
         self.publish(meta, C, datasets, virtual=None if datasets else (self.shape, parts))
 
     def _figures(self, r):
@@ -88,7 +103,7 @@ class Resolutions:
 
     def publish(self, meta, C, datasets=None, release=None, **write):
         """A finished resolution: recorded, given to on_resolution, queued for the disk
-        (`write`: add_resolution's sums or virtual). `release()` runs once C and the
+        (`write`: add_resolution's sums, virtual or whole). `release()` runs once C and the
         buffers are no longer needed (at once without a checkpoint)."""
         self.meta.append(meta)
         if self.on_resolution is not None:
@@ -101,3 +116,11 @@ class Resolutions:
         self.writer.add_resolution(meta["index"], datasets or {}, meta,
                                    done=lambda durable: self.progress.resolution(meta, durable),
                                    release=release, **write)
+
+
+def rewritten(C, redone, whole=False):
+    """The rows of C to write again after they were streamed: those the fallback
+    changed (`redone`), or all of them."""
+    if whole:
+        return {"C": [(np.s_[:], C)]}
+    return {"C": [(int(i), C[i]) for i in np.unique(redone[0])]} if redone else {}

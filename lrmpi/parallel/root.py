@@ -33,6 +33,7 @@ import numpy as np
 
 from lrmpi.log import logger
 from lrmpi.numerics import bounds
+from lrmpi.numerics.layered import finish_last
 from lrmpi.numerics.schedule import levels
 from lrmpi.parallel import plan as plans
 from lrmpi.parallel.assembly import Assembly
@@ -44,7 +45,7 @@ from lrmpi.parallel.partition import default_tiling
 from lrmpi.parallel.progress import Figures, Progress
 from lrmpi.parallel.messages import Operand
 from lrmpi.parallel.ranks_write import RanksWrite
-from lrmpi.parallel.resolutions import Resolutions
+from lrmpi.parallel.resolutions import Resolutions, rewritten
 from lrmpi.parallel.scheduler import Scheduler
 from lrmpi.parallel.tilework import RootBlocks, compute_tile
 
@@ -98,7 +99,8 @@ class Root:
                                   writer=writer, on_resolution=on_resolution,
                                   progress=Progress(lm.planned, len(self.tiles)),
                                   figures=self.figures, shape=self.assembly.shape,
-                                  ntiles=len(self.tiles), clock=self.elapsed)
+                                  ntiles=len(self.tiles), clock=self.elapsed,
+                                  decode_layers=self.decode_layers)
         first = self._resume(resume) if resume is not None and resume.completed > 0 else 0
         if not written:  # with ranks writing, the workers hold the accumulators
             self.assembly.start(first)
@@ -243,15 +245,28 @@ class Root:
     def _finish(self, r):
         C, cmax = self.assembly.finish(r)
         meta, redone = self.record.layered(r, cmax, C)
+        # the last layered C stays until the CRT resolution has shown it improves on it
+        keep = lambda: self.assembly.release(C)  # noqa: E731
+        if self.crt is not None and r == self.plan.layers - 1:
+            self.crt.hold(C, meta["bound_abs"], meta["cmax"], keep, users=2)
+            keep = self.crt.drop
         if self.writer is None:
-            self.record.publish(meta, C, release=lambda: self.assembly.release(C))
+            self.record.publish(meta, C, release=keep)
             return
         sums, bufs = self.assembly.resume_data(r)
-        datasets = {}
-        if redone:  # rows the fallback changed after they were streamed: again
-            datasets = {"C": [(int(i), C[i]) for i in np.unique(redone[0])]}
-        self.record.publish(meta, C, datasets, sums=sums,
-                            release=lambda: self.assembly.release(C, bufs))
+        self.record.publish(meta, C, rewritten(C, redone), sums=sums, whole=C,
+                            release=lambda: (self.assembly.release(None, bufs), keep()))
+
+    def decode_layers(self):
+        """(C, bound_abs, max |C|) of the last layered resolution of a resumed job, for
+        the CRT rule (crt_bound.finish): decoded again from the exact state after the
+        layers, the fallback applied again (the same bits as when it was finished)."""
+        C = np.empty(self.assembly.shape)
+        self.assembly.acc.decode(self.ea.exps, self.eb.exps, out=C)
+        cmax = list(self.record.cmax[:self.plan.layers])
+        _, babs = finish_last(self.lm, self.ea, self.eb, self.bounds, C, cmax,
+                              self.bounds.upto(cmax))
+        return C, float(babs), cmax[-1]
 
     def _apply_crt(self, r, tile, values, buf):
         """A tile of the CRT resolution: its C values, final (no accumulator); `buf`
@@ -261,7 +276,8 @@ class Root:
             self.buffers.put(buf)
         if self.record.tile_in(r, tile, done, self.crt.tile_of(tile)):
             C, cmax = self.crt.finish()
-            self.record.publish(self.record.crt_meta(r, cmax), C,
+            meta, datasets = self.record.crt_meta(r, C, cmax)
+            self.record.publish(meta, C, datasets, whole=C,
                                 release=lambda: self.assembly.release(C))
             self.advance(r)
 

@@ -113,7 +113,18 @@ CASES = [
     ("deadline-garbage", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB),
                                     "--deadline", "soon"], "expected a duration"),
     ("margin", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB), "--margin", -1],
-     "--margin must be >= 0"),
+     "--margin must be a number of seconds >= 0"),
+    ("worker-timeout-nan", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB),
+                                      "--worker-timeout", "nan"],
+     "--worker-timeout must be a number of seconds > 0"),
+    ("margin-nan", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB), "--deadline",
+                              "3s", "--margin", "nan"], "--margin must be a number of seconds"),
+    ("deadline-empty", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB),
+                                  "--deadline", ""], "--deadline '': expected a duration"),
+    ("deadline-inf", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB),
+                                "--deadline", "inf"], "--deadline 'inf': expected a duration"),
+    ("output-empty", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB), "-o", ""],
+     "-o/--output is empty"),
     ("output-is-dir", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB), "-o", d],
      "is a directory"),
     ("output-dir-missing", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB), "-o",
@@ -132,8 +143,31 @@ CASES = [
      "expected a .onnx or .npz file"),
     ("infer-shape", lambda d: ["infer", onnx_model(d), npy(d, "x.npy", np.ones((3, 5)))],
      "the model expects"),
-    ("infer-gray", lambda d: ["infer", onnx_model(d), npy(d, "x.npy", G), "--gray", "a,b"],
-     "--gray"),
+    ("infer-gray", lambda d: ["infer", onnx_model(d), npy(d, "x.npy", G), "--rule", "gray",
+                              "--gray", "a,b"], "--gray"),
+    ("infer-gray-nan", lambda d: ["infer", onnx_model(d), npy(d, "x.npy", G), "--rule", "gray",
+                                  "--gray", "nan,0.5"], "expected 0 <= LO <= HI <= 1"),
+    # conflicting options (issue #24 D20): refused, not one of them silently dropped
+    ("infer-rule-no-adaptive", lambda d: ["infer", onnx_model(d), npy(d, "x.npy", G), "--rule",
+                                          "certified", "--no-adaptive"],
+     "--no-adaptive (the same as --rule none) contradicts --rule certified"),
+    ("infer-rule-gray", lambda d: ["infer", onnx_model(d), npy(d, "x.npy", G), "--rule",
+                                   "certified", "--gray", "0.2,0.9"],
+     "--gray applies to --rule gray only"),
+    ("infer-class-margin", lambda d: ["infer", onnx_model(d), npy(d, "x.npy", G),
+                                      "--class-margin", "0.2"],
+     "--class-margin applies to --rule gray only"),
+    ("cutoff-no-cutoff", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB),
+                                    "--cutoff", 3, "--no-cutoff"],
+     "--cutoff 3 and --no-cutoff contradict each other"),
+    ("moduli-target", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB), "--final",
+                                 "crt", "--moduli", 3, "--target", "fp32"],
+     "--moduli and --target both choose"),
+    ("target-unreachable", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB),
+                                      "--final", "crt", "--target", "1e-30"],
+     "cannot be shown to reach 1.0e-30"),
+    ("target-nan", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", GB), "--final",
+                              "crt", "--target", "nan"], "--target must be a relative error"),
 ]
 
 
@@ -157,3 +191,23 @@ def test_bad_input(case, build, message, tmp_path):
     if not case.startswith("resume"):
         assert not (tmp_path / "out.h5").exists() or "out.h5" in before
     assert len(CASES) >= 25
+
+
+# settings (issue #24 D10-D12): under mpiexec -n 3 each hung, spun or aborted with a
+# traceback; now one line naming the variable and its range, exit 2, every rank ends
+SETTINGS = [("LRMPI_WRITE_QUEUE", "0"), ("LRMPI_DEPTH", "-1"), ("LRMPI_LOOKAHEAD", "0"),
+            ("LRMPI_KERNEL", "foo"), ("LRMPI_BOUND_ROW_BLOCK", "0"),
+            ("SLURM_JOB_END_TIME", "abc")]  # D14: was silently no deadline
+
+
+@pytest.mark.parametrize("name, value", SETTINGS, ids=[f"{n}={v}" for n, v in SETTINGS])
+def test_bad_setting(name, value, tmp_path):
+    a = npy(tmp_path, "a.npy", G)
+    t = time.time()
+    p = run("matmul", a, npy(tmp_path, "b.npy", GB), "-o", tmp_path / "out.h5", "--deadline",
+            "30s", n=3, timeout=60, env={name: value})
+    assert time.time() - t < 10
+    assert p.returncode == 2, p.stderr
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("lrmpi: error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"lrmpi: error: {name}={value!r}: expected")
+    assert "Traceback" not in p.stderr and not (tmp_path / "out.h5").exists()

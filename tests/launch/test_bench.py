@@ -92,7 +92,47 @@ def test_bench_infer_smoke(tmp_path):
     assert row["ort_f32_s"] > 0 and row["ort_int8_s"] > 0
     assert [r["index"] for r in row["resolutions"]] == [1, 2]
     assert row["certified_agree_f64"] == 1.0
+    assert all(r["tightness"] >= 1.0 for r in row["resolutions"])   # bounds cover the deviation
     assert (tmp_path / "i.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_infer_times_a_model_file_from_launch(tmp_path):
+    """--file: a model of the user's (symbolic batch axis) gets the generated
+    models' row; a fixed batch axis is refused in one line before any work."""
+    pytest.importorskip("onnxruntime")
+    from lrmpi.experiments import models
+    proto = models.mlp()
+    path = models.save(proto, tmp_path / "mine.onnx")
+    out = tmp_path / "f.json"
+    p = run("bench", "infer", "--models", "", "--file", path, "--file-samples", 40,
+            "--repeats", 1, "--planes", 1, "--no-accuracy", "--ranks", 2, "--json", out,
+            timeout=300)
+    assert p.returncode == 0, p.stderr
+    row = json.loads(out.read_text())["speed"][0]
+    assert row["model"] == "mine.onnx" and row["samples"] == 40
+    assert [r["index"] for r in row["resolutions"]] == [1]
+    assert row["resolutions"][0]["durable_from_launch_s"] > 0
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    fixed = models.save(proto, tmp_path / "fixed.onnx")
+    p = run("bench", "infer", "--models", "", "--file", fixed, "--file-samples", 40,
+            "--no-accuracy")
+    assert p.returncode == 2 and "symbolic batch axis" in p.stderr and "ort" not in p.stdout
+
+
+def test_bench_bounds_smoke(tmp_path):
+    out = tmp_path / "b.json"
+    p = run("bench", "bounds", "--models", "mlp,vgg", "--samples", 0.02, "--planes", 2,
+            "--json", out, "--plot", tmp_path / "b.png", timeout=300)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(out.read_text())
+    for m in doc["models"]:
+        assert [r["index"] for r in m["resolutions"]] == [1, 2]
+        assert all(r["violations"] == 0 and r["tightness"] >= 1 for r in m["resolutions"])
+        assert m["resolutions"][1]["certified_by"] > 0.9     # difference bound at r = 2
+    check = run("bench", "bounds", "--models", "mlp", "--check", 300, "--planes", 2,
+                timeout=300)
+    assert check.returncode == 0 and "0 violations" in check.stdout
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def _hide(tmp_path, module):

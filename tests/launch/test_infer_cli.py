@@ -35,6 +35,8 @@ def test_infer_cli_writes_every_resolution(n, mlp, tmp_path):
     assert np.mean(last["predicted"] == y) > 0.85
     shown = run("inspect", out)
     assert "infer status=complete completed=3/3" in shown.stdout
+    assert "cert_frac" in shown.stdout and "difference" in shown.stdout
+    assert "certified" in p.stderr and "%" in p.stderr   # the log's certified fraction
 
 
 @pytest.mark.parametrize("case, match", [

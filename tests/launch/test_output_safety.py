@@ -243,6 +243,8 @@ def test_entries_beyond_the_planes_reach_are_recomputed_with_a_finite_bound(tmp_
 # --- I and 7: the command line ---
 
 def test_inspect_plot_errors_are_one_line_and_a_name_gets_its_extension(operands, tmp_path):
+    """Also issue #24 D22: --plot thesis.pdf replaced an existing file; --plot A.npy was a
+    matplotlib traceback."""
     _, _, a, b = operands
     out = tmp_path / "c.h5"
     complete_result(a, b, out)
@@ -252,6 +254,53 @@ def test_inspect_plot_errors_are_one_line_and_a_name_gets_its_extension(operands
     p = run("inspect", out, "--plot", tmp_path / "outplot")
     assert p.returncode == 0 and f"wrote {tmp_path / 'outplot.png'}" in p.stdout
     assert (tmp_path / "outplot.png").exists()
+    thesis = tmp_path / "thesis.pdf"
+    thesis.write_bytes(b"%PDF my thesis")
+    npy = tmp_path / "A.npy"
+    before = npy.read_bytes()
+    for plot, msg in ((thesis, "exists; pass --overwrite to replace it"),
+                      (npy, "cannot draw a .npy file"), (out, "cannot draw a .h5 file")):
+        p = run("inspect", out, "--plot", plot)
+        assert p.returncode == 2 and len(errors(p)) == 1 and msg in errors(p)[0], p.stderr
+        assert "Traceback" not in p.stderr
+    assert thesis.read_bytes() == b"%PDF my thesis" and npy.read_bytes() == before
+    p = run("inspect", out, "--plot", thesis, "--overwrite")
+    assert p.returncode == 0 and thesis.read_bytes().startswith(b"%PDF-")
+
+
+def test_keep_latest_leaves_no_resume_data_once_complete(operands, tmp_path):
+    """Issue #24 D21: --keep latest kept 257 MB of resume sums after the job was complete
+    (one 8 MB result). While it runs, they stay (a stop must resume: test_crash.py)."""
+    _, _, a, b = operands
+    for write, n in (("root", None), ("ranks", 3)):
+        out = tmp_path / f"c-{write}.h5"
+        p = run("matmul", a, b, "-o", out, "--planes", 3, "--keep", "latest", "--write", write,
+                n=n)
+        assert p.returncode == 0, p.stderr
+        ck = Checkpoint(out)
+        files = sorted(os.listdir(ck.folder))
+        if write == "root":
+            assert files == ["res005.h5"], files
+        else:  # the last resolution's C is in its rank files
+            assert files[-1] == "res005.h5" and all(f.endswith("-res005.h5") for f in files[:-1])
+        ck.verify()
+        p = run("matmul", a, b, "-o", out, "--planes", 3, "--resume", "--keep", "all", n=n)
+        assert p.returncode == 2 and "a resumed job keeps what it began with" in p.stderr
+        p = run("matmul", a, b, "-o", out, "--planes", 3, "--resume", n=n)
+        assert p.returncode == 0 and "already complete" in p.stderr
+
+
+def test_an_overflowing_product_prints_no_numpy_warning(tmp_path):
+    """Issue #24 D24b: an overflowing product printed a numpy RuntimeWarning."""
+    np.save(tmp_path / "big.npy", np.full((5, 5), 1e200))
+    for extra in ([], ["--final", "crt"], ["--write", "ranks"]):
+        out = tmp_path / f"big{len(extra)}{extra[-1] if extra else ''}.h5"
+        p = run("matmul", tmp_path / "big.npy", tmp_path / "big.npy", "-o", out, "--planes", 2,
+                *extra, n=3)
+        assert p.returncode == 0, p.stderr
+        assert "Warning" not in p.stderr, p.stderr
+        C, attrs = load_result(out)
+        assert np.isinf(C).all() and attrs["bound_abs"] == np.inf
 
 
 def test_cli_version_help_and_option_values():
@@ -271,8 +320,8 @@ def test_cli_version_help_and_option_values():
 
 @pytest.mark.parametrize("argv, msg", [
     (["--deadline", "-5s"], "a deadline must lie ahead"),
-    (["--margin", "-1"], "--margin must be >= 0"),
-    (["--worker-timeout", "-3"], "--worker-timeout must be > 0"),
+    (["--margin", "-1"], "--margin must be a number of seconds >= 0"),
+    (["--worker-timeout", "-3"], "--worker-timeout must be a number of seconds > 0"),
     (["--planes", "-2"], "planes must be in 1..16"),
 ])
 def test_negative_values_get_the_clear_message(operands, argv, msg):
@@ -285,3 +334,20 @@ def test_a_run_without_output_says_its_results_are_not_kept(operands):
     _, _, a, b = operands
     p = run("matmul", a, b, "--planes", 1)
     assert p.returncode == 0 and "results are not kept" in p.stderr
+
+
+def test_pack_speaks_of_the_packed_file(operands, tmp_path):
+    """Issue #24 D24b: `pack X X --overwrite` spoke of "-o"."""
+    _, _, a, b = operands
+    out = tmp_path / "c.h5"
+    complete_result(a, b, out, n=None)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    for argv, msg in (([out, out, "--overwrite"], "pack: " + str(out) + " is the checkpoint itself"),
+                      ([out, notes], "exists; pass --overwrite"),
+                      ([out, notes, "--overwrite"], "the packed file " + str(notes) +
+                       " exists and was not written by lrmpi")):
+        p = run("pack", *argv)
+        assert p.returncode == 2 and len(errors(p)) == 1 and msg in errors(p)[0], p.stderr
+        assert " -o " not in errors(p)[0]
+    assert notes.read_text() == "mine"

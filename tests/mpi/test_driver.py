@@ -85,10 +85,62 @@ def test_crt_final_resolution_identical_to_the_single_process_api(m, k, n, tmp_p
         assert meta["bound_abs"] == r.bound_abs and meta["bound_rel"] == r.bound_rel
     attrs, data = Checkpoint(out).resolution(4)
     np.testing.assert_array_equal(data["C"], ref[-1].C)
-    assert attrs["method"] == "crt" and attrs["products"] == ref[-1].products == 15
+    assert attrs["method"] == ref[-1].method == "crt" and attrs["products"] == ref[-1].products
     if comm().Get_size() > 1 and m >= 300:  # several tiles each: the workers computed
         # some, so their residue blocks left the root and their tiles of C came back
-        assert attrs["root_bytes_sent"] >= 15 * k and attrs["root_bytes_recv"] >= 8 * n
+        assert attrs["root_bytes_sent"] >= attrs["products"] * k
+        assert attrs["root_bytes_recv"] >= 8 * n
+
+
+# issue #24 D7, D8: a CRT resolution worse than the layers replaced them (bound 908 after
+# 0.12), and the fallback did not apply to it (C[0,1] = 0 instead of 2e100)
+@pytest.mark.parametrize("write", ["root", "ranks"])
+@pytest.mark.parametrize("case", ["one modulus", "beyond the residues' reach"])
+def test_the_crt_rules_hold_under_mpi_and_across_a_resume(case, write, tmp_path):
+    rank = comm().Get_rank()
+    if case == "one modulus":
+        rng = np.random.default_rng(201)
+        A = (rng.random((150, 90)) - 0.5) * np.exp(rng.standard_normal((150, 90)))
+        B = (rng.random((90, 70)) - 0.5) * np.exp(rng.standard_normal((90, 70)))
+        opts = dict(planes=2, final="crt", moduli=1, write=write)
+    else:
+        A = np.ones((130, 40))
+        B = np.ones((40, 60))
+        A[0, 0], B[1, 1] = 1e100, 1e100
+        opts = dict(planes=2, final="crt", moduli=16, write=write)
+    ref = list(LayeredMatmul(A, B, **{k: v for k, v in opts.items() if k != "write"}))
+    base = shared_path(tmp_path)
+    got = []
+    outcome = run_matmul(A if rank == 0 else None, B if rank == 0 else None,
+                         os.path.join(base, "c.h5"), **opts,
+                         on_resolution=lambda meta, C: got.append(meta) if rank == 0 else None)
+    # stopped right after the last layered resolution, resumed: the CRT rule then needs
+    # the layers' C, decoded again from the exact state
+    out2 = os.path.join(base, "stopped.h5")
+
+    def stop_after_layers(meta, C):
+        if meta["index"] == len(ref) - 1:
+            os.kill(os.getpid(), signal.SIGUSR1)
+    part = run_matmul(A if rank == 0 else None, B if rank == 0 else None, out2, **opts,
+                      on_resolution=stop_after_layers if rank == 0 else None)
+    done = run_matmul(A if rank == 0 else None, B if rank == 0 else None, out2, resume=True,
+                      **opts)
+    if rank != 0:
+        return
+    assert outcome.status == "complete" and done.status == "complete"
+    assert part.status == "deadline" and part.completed == len(ref) - 1
+    last = ref[-1]
+    if case == "one modulus":
+        assert last.method == "planes" and last.bound_abs == ref[-2].bound_abs
+    else:
+        assert last.method == "crt" and len(last.fallback[0]) >= 1
+        assert last.C[0, 1] == 2e100 and last.C[1, 1] == 1e100  # 1e100 + 39: rounded
+    for path in ("c.h5", "stopped.h5"):
+        attrs, data = Checkpoint(os.path.join(base, path)).resolution(len(ref))
+        np.testing.assert_array_equal(data["C"], last.C)
+        assert attrs["method"] == last.method and attrs["bound_abs"] == last.bound_abs
+        assert attrs["bound_rel"] == last.bound_rel
+    assert [m["bound_abs"] for m in got] == [r.bound_abs for r in ref]
 
 
 @pytest.mark.parametrize("m, k, n, final", [(300, 64, 90, None), (130, 40, 300, "crt"),

@@ -7,8 +7,10 @@ The graphs are the ones the ONNX package ships as test data
 (onnx/backend/test/data/light), their constant weights replaced by random
 He-style ones (tests/onnx_graphs.py). CI runs SqueezeNet (a (1000, 1, 1) softmax
 output) and ShuffleNet (channel shuffles: Reshape, Transpose; grouped convs) at
-one sample as exported (batch 1 hard-coded in its Reshape targets);
-LRMPI_ZOO=all runs all five, with the batch axis made symbolic, two samples.
+one sample as exported (batch 1 hard-coded in its Reshape targets), with the cheap
+bound (bound_budget 0: no tight norms, whose preparation costs SqueezeNet ~16 s of
+CPU at resolutions 2-3: CI time); LRMPI_ZOO=all runs all five, with the batch axis
+made symbolic, two samples, and the configured bound.
 """
 import os
 import time
@@ -21,6 +23,7 @@ pytest.importorskip("onnxruntime")
 
 from onnx_graphs import ZOO, ort_run, zoo_model  # noqa: E402
 
+from lrmpi import config  # noqa: E402
 from lrmpi.jobs.checkpoint import Checkpoint  # noqa: E402
 from lrmpi.jobs.inference import run_infer  # noqa: E402
 from lrmpi.parallel.comm import get_comm  # noqa: E402
@@ -29,6 +32,7 @@ pytestmark = pytest.mark.mpi(min_size=1)
 
 ALL = os.environ.get("LRMPI_ZOO") == "all"
 MODELS = ZOO if ALL else ("squeezenet", "shufflenet")
+BOUNDS = {} if ALL else {"bound_budget": 0.0}  # the default run: the cheap bound
 FP32 = 1e-4  # float32's error through these graphs, relative to the logit range: at most
 BOUND = 1e-2  # the bound at resolution 4, relative to the logit range: at most
 
@@ -65,7 +69,8 @@ def test_resolution_4_agrees_with_onnxruntime(name, zoo):
     path, output, X, ort = made.get(name, (None, None, None, None))
     path, output = comm.bcast((path, output) if rank == 0 else None)
     out = os.path.join(base, f"{name}-{comm.Get_size()}.h5")
-    outcome = run_infer(path, X, out, planes=4, rule="none", model_output=output)
+    with config.configure(**BOUNDS):  # on every rank
+        outcome = run_infer(path, X, out, planes=4, rule="none", model_output=output)
     if rank != 0:
         assert outcome is None
         return
@@ -86,13 +91,17 @@ def test_resolution_4_agrees_with_onnxruntime(name, zoo):
     # bit-identical to one process evaluating resolution 4 alone (the norms are in
     # the cache by now): results depend on neither the ranks nor the resolutions before
     from lrmpi.nn.engine import PreparedModel
-    alone, _ = PreparedModel(load_model(path, output), 7, 4).prepare(4).evaluate(X, 4)
+    with config.configure(**BOUNDS):
+        alone, _ = PreparedModel(load_model(path, output), 7, 4).prepare(4).evaluate(X, 4)
     np.testing.assert_array_equal(alone, z)
 
 
 @pytest.mark.parametrize("name", MODELS)
-@pytest.mark.xfail(strict=True, reason="the bounds of #28: the tracker's l2 bound through "
-                                       "these depths is far above the logits' range")
+@pytest.mark.xfail(strict=True, reason="the bounds of #28 at resolution 4, one sample "
+                   "(measured): SqueezeNet 1.4e-2 of the logit range (difference bound), "
+                   "ShuffleNet 6e38 (the operator-norm bound stands: the difference bound is "
+                   "predicted to reach no margin); the default run's cheap bound: 1.6e18 and "
+                   "6e38")
 def test_resolution_4_bound_is_below_1e_2_of_the_logit_range(name, zoo):
     """Not vacuous: the agreement above holds within a bound that says something
     (read from the file the test above wrote; every rank asserts rank 0's verdict)."""

@@ -11,7 +11,7 @@ PACKAGE = pathlib.Path(__file__).parents[2] / "lrmpi"
 # the floors, bottom first; a module's floor is that of its longest listed prefix
 LAYERS = [
     {"lrmpi.errors", "lrmpi.config", "lrmpi.log", "lrmpi.cache", "lrmpi._version",
-     "lrmpi._ext", "lrmpi.blas_threads", "lrmpi.machine"},
+     "lrmpi._ext", "lrmpi.blas_threads", "lrmpi.machine", "lrmpi.stages"},
     {"lrmpi.numerics"},
     {"lrmpi.nn", "lrmpi.parallel"},
     {"lrmpi.jobs", "lrmpi.jobscripts"},

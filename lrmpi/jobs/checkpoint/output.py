@@ -1,20 +1,22 @@
 """What `-o` may name, and one writer per output.
 
 Before any work: the output must not be one of the job's inputs, nor an existing
-file lrmpi did not write; an existing lrmpi result is replaced only with
---overwrite (and then only once the new job has one at least as good, see
-writer.py) or continued with --resume. While a job runs it holds an advisory lock
-(flock) on OUT.h5.d/.lock: a second job on the same output is refused at once, and
-the lock dies with its process, so a killed job never leaves a stale lock.
+file lrmpi did not write, and OUT.h5.d must be a real folder if it exists (never a
+link); an existing lrmpi result is replaced only with --overwrite (and then only
+once the new job has one at least as good, see writer.py) or continued with
+--resume (and then only if its folder holds it intact). While a job runs it holds
+an advisory lock (flock) on OUT.h5.d/.lock: a second job on the same output is
+refused at once, and the lock dies with its process, so a killed job never leaves a
+stale lock.
 """
 import fcntl
-import glob
 import os
-import shutil
 
 from lrmpi.errors import CheckpointError, ConfigError
+from lrmpi.jobs.checkpoint import owned
 from lrmpi.jobs.checkpoint import schema as S
-from lrmpi.jobs.checkpoint.reader import Checkpoint, is_lrmpi_file
+from lrmpi.jobs.checkpoint.probe import is_lrmpi_file
+from lrmpi.jobs.checkpoint.reader import Checkpoint
 
 
 def input_file(spec):
@@ -25,10 +27,11 @@ def input_file(spec):
     return split_spec(str(spec))[0]
 
 
-def check_output(out, inputs=(), resume=False):
+def check_output(out, inputs=(), resume=False, what="-o"):
     """ConfigError/CheckpointError if `out` may not be written: a directory, a missing
-    folder, one of `inputs` (paths or specs), or an existing file lrmpi did not write
-    (with `resume`: anything but a readable checkpoint). No side effects."""
+    folder, one of `inputs` (paths or specs), an existing file lrmpi did not write
+    (with `resume`: anything but a readable checkpoint), or an OUT.h5.d that is not a
+    real folder. `what` names the output in messages. No side effects."""
     path = os.path.abspath(out)
     if os.path.isdir(path):
         raise CheckpointError(f"output {out} is a directory")
@@ -39,13 +42,15 @@ def check_output(out, inputs=(), resume=False):
         f = input_file(spec)
         if f is not None and (os.path.abspath(f) == path or (
                 os.path.exists(f) and os.path.exists(path) and os.path.samefile(f, path))):
-            raise ConfigError(f"-o {out} is one of the job's inputs; choose another output")
+            raise ConfigError(f"{what} {out} is one of the job's inputs; choose another output")
+    if what == "-o":
+        owned.check_sidecar(path)
     if os.path.exists(path):
         if resume:
             Checkpoint(path, safe=True)  # its own clear error if it is not one
         elif not is_lrmpi_file(path):
-            raise ConfigError(f"-o {out} exists and was not written by lrmpi; choose another "
-                              "output or remove it")
+            raise ConfigError(f"{what} {out} exists and was not written by lrmpi; choose "
+                              "another output or remove it")
         if not os.access(path, os.W_OK) or not os.access(parent, os.W_OK):
             raise CheckpointError(f"cannot write the checkpoint at {path}: "
                                   f"{os.strerror(13)} (the earlier result is untouched)")
@@ -59,13 +64,17 @@ class OutputLock:
         self.fd = None
 
     def acquire(self):
-        side = S.sidecar(self.path)
+        side = owned.check_sidecar(self.path)
+        lock = os.path.join(side, S.LOCK_NAME)
         try:
-            os.makedirs(side, exist_ok=True)
-            fd = os.open(os.path.join(side, S.LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+            if not os.path.lexists(side):
+                os.mkdir(side)
+            # never through a link: the lock's content (a pid) would overwrite its target
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
-            raise CheckpointError(f"cannot write the checkpoint at {self.path}: "
-                                  f"{exc.strerror or exc}") from None
+            why = "it is a symbolic link" if os.path.islink(lock) else exc.strerror or exc
+            raise CheckpointError(f"cannot write the checkpoint at {self.path}: {lock}: "
+                                  f"{why}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -88,7 +97,7 @@ def writer_alive(out):
     """True if a job holds the lock of `out` now (a checkpoint marked `running` with no
     such job was killed before it could record how it ended)."""
     try:
-        fd = os.open(os.path.join(S.sidecar(out), S.LOCK_NAME), os.O_RDONLY)
+        fd = os.open(os.path.join(S.sidecar(out), S.LOCK_NAME), os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return False
     try:
@@ -102,7 +111,9 @@ def writer_alive(out):
 
 def existing(out, *, resume, overwrite):
     """The checkpoint already at `out` (under the lock), or None; refuses to go on
-    when it holds a result and neither --resume nor --overwrite was given."""
+    when it holds a result and neither --resume nor --overwrite was given, and to
+    resume one whose folder does not hold it intact (every file it lists, of this job,
+    undamaged)."""
     path = os.path.abspath(out)
     if not os.path.exists(path):
         return None
@@ -112,19 +123,18 @@ def existing(out, *, resume, overwrite):
                           f"{ck.completed}/{ck.attrs.get('planned')}): pass --resume to continue "
                           "it or --overwrite to replace it (the earlier result stays until the "
                           "new one is at least as good)")
+    if resume and ck.completed > 0:
+        try:
+            ck.verify()
+        except CheckpointError as exc:
+            raise CheckpointError(f"cannot resume: {exc} -- to start over, run with "
+                                  "--overwrite (it writes the new job beside these files and "
+                                  "deletes none of them)") from None
     return ck
 
 
-def sweep(out, keep):
-    """Remove what killed earlier jobs left beside `out`: temporary files and job
-    folders other than those in `keep` (job ids). Call under the lock."""
-    path = os.path.abspath(out)
-    side = S.sidecar(path)
-    for stale in glob.glob(path + ".tmp.*") + glob.glob(os.path.join(side, "*", "*.tmp.*")):
-        try:
-            os.unlink(stale)
-        except OSError:
-            pass
-    for d in glob.glob(os.path.join(side, "*")):
-        if os.path.isdir(d) and os.path.basename(d) not in keep:
-            shutil.rmtree(d, ignore_errors=True)
+def sweep(out, ck):
+    """What killed runs left: temporary files of the checkpoint `ck`'s job (if any)
+    and of the job file. Nothing else: other folders in OUT.h5.d may be another job's
+    data (owned.py). Call under the lock."""
+    owned.sweep(out, ck.job_id if ck is not None else None)

@@ -10,8 +10,13 @@ leaves r unlisted, never listed but unreadable.
 """
 import os
 
+import h5py
+import numpy as np
+
+from lrmpi.errors import CheckpointError
+from lrmpi.jobs.checkpoint import checksum, owned
 from lrmpi.jobs.checkpoint import schema as S
-from lrmpi.jobs.checkpoint.writer import AtomicH5
+from lrmpi.jobs.checkpoint.atomic import AtomicH5
 
 
 class RankFiles:
@@ -31,14 +36,16 @@ class RankFiles:
             f.f.attrs[S.JOB_ID] = self.job_id
             self.open[res] = (f, [])
         f, tiles = self.open[res]
-        f.f.create_dataset(S.tile_c(tile.index), data=C)
+        checksum.put(f.f, S.tile_c(tile.index), C)
         if sums is not None:
-            d = f.f.create_dataset(S.tile_sums(tile.index), (len(sums), *C.shape),
-                                   dtype=sums[0][1].dtype)
+            shape, dtype = (len(sums), *C.shape), sums[0][1].dtype
+            d = f.f.create_dataset(S.tile_sums(tile.index), shape, dtype=dtype)
             for i, (_, level_sum) in enumerate(sums):
                 d[i] = level_sum
             d.attrs[S.LEVELS] = [lv for lv, _ in sums]
             d.attrs[S.CORNER] = (tile.r0, tile.c0)  # where the tile sits in C
+            d.attrs[S.CHECKSUM] = checksum.tiled_digest(shape, dtype,
+                                                        [(0, 0, [s for _, s in sums])])
         tiles.append(tile.index)
 
     def seal(self, res):
@@ -55,3 +62,31 @@ class RankFiles:
         for f, _ in self.open.values():
             f.abort()
         self.open = {}
+
+
+def virtual_c(f, shape, parts):
+    """C as a virtual dataset over the rank files (relative names: HDF5 looks for them
+    beside this file, so the folder can be moved); the files' names in RANK_FILES
+    (readers check they exist: a missing source would read as fill values)."""
+    layout = h5py.VirtualLayout(shape, np.float64)
+    for name, tiles in parts:
+        for t, r0, r1, c0, c1 in tiles:
+            layout[r0:r1, c0:c1] = h5py.VirtualSource(f"./{name}", S.tile_c(t),
+                                                      shape=(r1 - r0, c1 - c0))
+    f.create_virtual_dataset("C", layout, fillvalue=np.nan)
+    f.attrs[S.RANK_FILES] = [name for name, _ in parts]
+
+
+def read_tiles(path, job_id, parts, shape):
+    """C of `shape` from committed rank files `parts` = [(file name, [(tile, r0, r1, c0,
+    c1)])] of job `job_id` at checkpoint `path`, each of this job and checked."""
+    C = np.empty(shape)
+    for name, tiles in parts:
+        rank_path = owned.own_file(path, job_id, name)
+        with h5py.File(rank_path, "r") as f:
+            checksum.verify(f, rank_path, required=True)
+            if S.py(f.attrs.get(S.JOB_ID)) != job_id:
+                raise CheckpointError(f"{rank_path} belongs to another job than {path}")
+            for t, r0, r1, c0, c1 in tiles:
+                C[r0:r1, c0:c1] = checksum.read(f[S.tile_c(t)], rank_path)
+    return C

@@ -27,6 +27,10 @@ Layout of a job written to OUT.h5::
                                    res003.h5's C is then a virtual dataset over these
                                    files (attr rank_files lists them)
     OUT.h5.d/.lock                 the advisory lock of the job writing OUT.h5
+    NAME.tmp.PID                   a file being written (renamed to NAME when complete)
+
+Every dataset and every file's root group carries a checksum (attr `checksum`,
+checksum.py); the job file's `checksums_from` says from which resolution on.
 
 With keep="latest" the job file lists only the last resolution (its file is the only
 one kept; the level sums of all stay, for resume). Every resolution file carries
@@ -37,6 +41,7 @@ self-contained file in which /resolutions/NNN are groups instead of links; reade
 accept both.
 """
 import os
+import re
 
 import numpy as np
 
@@ -65,6 +70,18 @@ HISTORY = ("elapsed_s", "cmax")  # per-resolution figures the job file keeps for
 
 # a resolution stopped part way (matmul's CRT resolution: finished tiles)
 TILES = "tiles"
+
+# checksums (checksum.py): attr of every dataset and of every file's root group; the
+# job file's CHECKSUMS_FROM is the first resolution whose files all carry them (1 for
+# a job written with checksums; later for an older job resumed since)
+CHECKSUM = "checksum"
+CHECKSUMS_FROM = "checksums_from"
+
+# the names lrmpi gives its files: the only ones it ever deletes (owned.py), and in a
+# job folder the only ones it reads; a job id is 16 hex digits (writer.new_job_id)
+JOB_ID_RE = re.compile(r"[0-9a-f]{16}")
+OWN_FILE_RE = re.compile(r"(?:res|sums|state|partial)\d{3}\.h5|rank\d{4}-res\d{3}\.h5")
+TMP_SUFFIX_RE = re.compile(r"\.tmp\.\d+")  # NAME.tmp.PID: a file being written
 
 # results written by the ranks
 RANK_FILES = "rank_files"  # attr of a resolution file whose C is a virtual dataset
@@ -126,10 +143,23 @@ def rank_name(index, rank):
     return f"rank{rank:04d}-res{res_name(index)}.h5"
 
 
+def rank_name_re(index):
+    """The name of a rank file of resolution `index`."""
+    return re.compile(rf"rank\d{{4}}-res{res_name(index)}\.h5")
+
+
 def rank_files_of(path, job_id, index):
-    """The rank files of resolution `index` on disk, sorted."""
-    import glob
-    return sorted(glob.glob(os.path.join(job_dir(path, job_id), f"rank*-res{res_name(index)}.h5")))
+    """The rank files of resolution `index` in the job's folder (regular files, never
+    links), sorted."""
+    folder = job_dir(path, job_id)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    pat = rank_name_re(index)
+    return sorted(os.path.join(folder, n) for n in names
+                  if pat.fullmatch(n) and os.path.isfile(os.path.join(folder, n))
+                  and not os.path.islink(os.path.join(folder, n)))
 
 
 def link_target(path, job_id, index):
@@ -150,83 +180,3 @@ def py(v):
     if isinstance(v, np.generic):
         return v.item()
     return v
-
-
-# --- matmul resume data: level sums, tile by tile ---
-
-def write_tile_sums(f, index, ts):
-    """Resolution `index`'s TileSums (numerics.accumulate) into an open file."""
-    f.attrs[RESOLUTION] = index
-    f.attrs[LEVELS] = ts.levels
-    d = f.create_dataset(SUMS, (len(ts.levels), *ts.shape), dtype=ts.dtype)
-    for r0, c0, sums in ts.tiles:
-        for i, S in enumerate(sums):
-            d[i, r0:r0 + S.shape[0], c0:c0 + S.shape[1]] = S
-
-
-def read_tile_sums(f, index, shape):
-    """[(level, S)] from a sums file, or ValueError if it is not resolution `index`'s
-    for a product of `shape`."""
-    d = f[SUMS]
-    levels = [int(x) for x in np.atleast_1d(f.attrs[LEVELS])]
-    if int(f.attrs[RESOLUTION]) != index or not hasattr(d, "shape") \
-            or d.shape != (len(levels), *shape) or d.dtype not in (np.int32, np.int64):
-        raise ValueError("not this resolution's level sums")
-    return [(lv, d[i]) for i, lv in enumerate(levels)]
-
-
-# --- infer resume data: the engine state, a dict of arrays and lists of arrays ---
-
-def write_state(f, index, state):
-    """A state dict into an open file: arrays as datasets, lists of arrays as
-    name/0, name/1, ...; bool arrays as uint8; scalars as attributes."""
-    f.attrs[RESOLUTION] = index
-    for k, v in state.items():
-        if isinstance(v, (list, tuple)):
-            g = f.create_group(k)
-            g.attrs["count"] = len(v)
-            for i, a in enumerate(v):
-                _dataset(g, str(i), a)
-        elif isinstance(v, np.ndarray):
-            _dataset(f, k, v)
-        else:
-            f.attrs["s_" + k] = v
-
-
-def read_state(f, index):
-    if int(f.attrs[RESOLUTION]) != index:
-        raise ValueError("holds another resolution")
-    out = {}
-    for k in f:
-        obj = f[k]
-        if hasattr(obj, "shape"):
-            out[k] = _loaded(obj)
-        else:
-            out[k] = [_loaded(obj[str(i)]) for i in range(int(obj.attrs["count"]))]
-    for k, v in f.attrs.items():
-        if k.startswith("s_"):
-            out[k[2:]] = py(v)
-    return out
-
-
-def _dataset(group, name, a):
-    a = np.asarray(a)
-    d = group.create_dataset(name, data=a.astype(np.uint8) if a.dtype == bool else a)
-    if a.dtype == bool:
-        d.attrs["bool"] = 1
-
-
-def _loaded(d):
-    a = d[()]
-    return a.astype(bool) if d.attrs.get("bool", 0) else a
-
-
-def nbytes(state):
-    """Bytes of the arrays in a state dict (for the free-space check)."""
-    total = 0
-    for v in state.values():
-        if isinstance(v, (list, tuple)):
-            total += sum(np.asarray(a).nbytes for a in v)
-        elif isinstance(v, np.ndarray):
-            total += v.nbytes
-    return total

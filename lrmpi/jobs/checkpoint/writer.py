@@ -13,16 +13,17 @@ open again.
 Replacing an earlier result: this job's files go to a folder of their own
 (OUT.h5.d/<job_id>/); OUT.h5 keeps listing the earlier job's resolutions until this
 job has one at least as good (complete, or a bound_rel no larger than the earlier
-result's last), and only then is OUT.h5 replaced (one atomic rename) and the
-earlier folder deleted. A job that fails or stops before that leaves OUT.h5 as it
-was and removes its own folder.
+result's last; any resolution, when the earlier result is of other inputs or its
+folder does not hold it intact), and only then is OUT.h5 replaced (one atomic
+rename) and the earlier job's files deleted (only those owned.py allows, and none of
+an earlier result that was not intact). A job that fails or stops before that
+leaves OUT.h5 as it was and removes its own files.
 """
 import errno
-import glob
 import math
 import os
 import queue
-import shutil
+import re
 import threading
 import time
 import uuid
@@ -32,81 +33,10 @@ import numpy as np
 
 from lrmpi import config
 from lrmpi.errors import CheckpointError
+from lrmpi.jobs.checkpoint import checksum, owned, rank_files, resume_data
 from lrmpi.jobs.checkpoint import schema as S
-
-HEADROOM = 64 << 10  # bytes beyond the data an HDF5 file may need (metadata: a few KB)
-
-
-def _fsync_path(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _check_space(path, nbytes):
-    """ENOSPC now, before HDF5 sees a full disk: a write that fails inside HDF5's
-    close leaves the library with a half-closed file, and the process later
-    crashes in HDF5's cleanup (SIGSEGV at exit, seen on a full tmpfs)."""
-    st = os.statvfs(os.path.dirname(os.path.abspath(path)))
-    if st.f_bavail * st.f_frsize < nbytes + HEADROOM:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
-
-
-class AtomicH5:
-    """An HDF5 file written under a temporary name and renamed into place on commit():
-    `path` is old or new, never torn. `nbytes`: the data it will hold (checked
-    against the free space first). `.f` is the open h5py file."""
-
-    def __init__(self, path, fsync=True, nbytes=0):
-        _check_space(path, nbytes)
-        self.path, self.fsync = path, fsync
-        self.tmp = f"{path}.tmp.{os.getpid()}"
-        self.f = h5py.File(self.tmp, "w")
-
-    def sync_data(self):
-        """Push what was written so far to the disk (while more is computed)."""
-        self.f.flush()
-        if self.fsync:
-            _fsync_path(self.tmp)
-
-    def commit(self, stamp=None):
-        """Close, fsync, rename into place. `stamp()`: attributes set once the data is
-        on disk (e.g. when it became durable), before the rename."""
-        try:
-            if stamp is not None:
-                self.sync_data()  # the data: the bulk of the time
-                for k, v in stamp().items():
-                    self.f.attrs[k] = v
-            self.f.close()
-            if self.fsync:
-                _fsync_path(self.tmp)
-            os.replace(self.tmp, self.path)
-            if self.fsync:
-                _fsync_path(os.path.dirname(os.path.abspath(self.path)))
-        except BaseException:
-            self.abort()
-            raise
-
-    def abort(self):
-        try:
-            self.f.close()
-        finally:
-            if os.path.exists(self.tmp):
-                os.unlink(self.tmp)
-
-
-def atomic_h5(path, fill, fsync=True, nbytes=0, stamp=None):
-    """Write an HDF5 file through `fill(h5file)` so that `path` is old or new, never
-    torn (see AtomicH5)."""
-    a = AtomicH5(path, fsync, nbytes)
-    try:
-        fill(a.f)
-    except BaseException:
-        a.abort()
-        raise
-    a.commit(stamp)
+from lrmpi.jobs.checkpoint.atomic import AtomicH5, atomic_h5, fsync_path
+from lrmpi.jobs.checkpoint.earlier import Earlier
 
 
 def new_job_id():
@@ -121,11 +51,12 @@ class CheckpointWriter:
     Checkpoint this job continues (same job id and folder). `replace`: the
     Checkpoint of an earlier result, kept until this job has one at least as good.
     `clock()`: the job's elapsed seconds (for durable_s). `keep`: "all" resolution
-    files, or only the "latest" (plus what a resume needs).
+    files, or only the "latest" (plus what a resume needs, until the job is complete).
+    `protect`: os.stat of the job's input files, never deleted (owned.protected).
     """
 
     def __init__(self, path, kind, attrs, *, fsync=True, resume=None, replace=None,
-                 clock=None, keep="all"):
+                 clock=None, keep="all", protect=()):
         if kind not in S.KINDS:
             raise ValueError(f"kind must be one of {S.KINDS}")
         if keep not in S.KEEP:
@@ -142,16 +73,17 @@ class CheckpointWriter:
         self.history = {k: list(resume.history.get(k, [])) if resume is not None else []
                         for k in S.HISTORY}
         self.status, self.message = "running", ""
+        self.protect = list(protect)
+        # the first resolution whose files carry checksums (a job resumed from files
+        # written before them: the next one)
+        self.checksums_from = 1 if resume is None else (
+            resume.checksums_from if resume.checked else resume.completed + 1)
         # an earlier result to keep until this job has one at least as good
-        self.earlier = replace if replace is not None and replace.completed > 0 else None
-        self.earlier_rel = _bound_rel(self.earlier.last()) if self.earlier else math.inf
+        self.earlier = Earlier(replace, self.path) \
+            if replace is not None and replace.completed > 0 else None
         self.published = self.earlier is None
         self.streams = {}  # resolution -> AtomicH5 of its file, while tiles stream in
-        try:
-            os.makedirs(S.job_dir(self.path, self.job_id), exist_ok=True)
-        except OSError as exc:
-            raise CheckpointError(f"cannot write the checkpoint at {self.path}: "
-                                  f"{exc.strerror or exc}") from None
+        self.folder = owned.make_job_folder(self.path, self.job_id)
         self._error = None
         # whole resolutions waiting for the disk, at most (more blocks the caller);
         # streamed tiles are views of buffers the caller holds anyway
@@ -221,7 +153,7 @@ class CheckpointWriter:
             for stream in self.streams.values():  # resolutions begun, never finished
                 stream.abort()
             if not self.published:
-                shutil.rmtree(S.job_dir(self.path, self.job_id), ignore_errors=True)
+                owned.remove_job(self.path, self.job_id, self.protect)
         return self.published
 
     def _resolve_attrs(self):
@@ -244,6 +176,7 @@ class CheckpointWriter:
             f.attrs["completed"] = completed[-1] if completed else 0
             f.attrs["message"] = message
             f.attrs[S.JOB_ID] = self.job_id
+            f.attrs[S.CHECKSUMS_FROM] = self.checksums_from
             for k, v in self.attrs.items():
                 f.attrs[k] = v
             g = f.create_group(S.RESOLUTIONS)
@@ -259,21 +192,25 @@ class CheckpointWriter:
             self._remove_earlier()
         if self.keep == "latest":  # the job file no longer lists them
             for index in completed[:-1]:
-                path = S.res_file(self.path, self.job_id, index)
-                if os.path.exists(path):
-                    os.unlink(path)
+                owned.remove(self.folder, f"res{S.res_name(index)}.h5", self.protect)
+            if status == "complete":  # nothing left to resume: the resume data goes too
+                self._remove_resume_data(completed[-1] if completed else 0)
+
+    def _remove_resume_data(self, last):
+        """keep="latest", complete: the level sums, states and partial resolutions go,
+        and so do the rank files of every resolution but the last (its C)."""
+        keep = S.rank_name_re(last)
+        for name in os.listdir(self.folder):
+            if re.fullmatch(r"(?:sums|state|partial)\d{3}\.h5", name) or (
+                    S.OWN_FILE_RE.fullmatch(name) and name.startswith("rank")
+                    and not keep.fullmatch(name)):
+                owned.remove(self.folder, name, self.protect)
 
     def _remove_earlier(self):
         """This job's result is in OUT.h5 now: the earlier job's files can go."""
-        if self.earlier is None:
-            return
-        side = S.sidecar(self.path)
-        if self.earlier.job_id and self.earlier.job_id != self.job_id:
-            shutil.rmtree(S.job_dir(self.path, self.earlier.job_id), ignore_errors=True)
-        elif not self.earlier.job_id:  # written before job ids: files beside the folder
-            for old in glob.glob(os.path.join(side, "*.h5")):
-                os.unlink(old)
-        self.earlier = None
+        if self.earlier is not None:
+            self.earlier.remove(self.job_id, self.protect)
+            self.earlier = None
 
     def _begin(self, index, shape):
         path = S.res_file(self.path, self.job_id, index)
@@ -285,12 +222,12 @@ class CheckpointWriter:
         stream = self.streams[index]
         stream.f["C"][r0:r0 + tile.shape[0], c0:c0 + tile.shape[1]] = tile
         if self.fsync:  # start the disk now, not at the end: durable soon after the last tile
-            _fsync_path(stream.tmp)
+            fsync_path(stream.tmp)
 
     def _write_resolution(self, index, datasets, attrs, state, sums, done, release,
-                          virtual=None):
+                          virtual=None, whole=None):
         try:
-            self._write_resolution_files(index, datasets, attrs, state, sums, virtual)
+            self._write_resolution_files(index, datasets, attrs, state, sums, virtual, whole)
         finally:
             if release is not None:
                 release()
@@ -298,14 +235,17 @@ class CheckpointWriter:
             # kept until this one is as good) on disk beside it
             done(self.durable[-1] if self.durable[-1] == self.durable[-1] else self.stamped)
 
-    def _write_resolution_files(self, index, datasets, attrs, state, sums, virtual=None):
+    def _write_resolution_files(self, index, datasets, attrs, state, sums, virtual=None,
+                                whole=None):
         if sums is not None:  # before the resolution: a linked one can always resume
             atomic_h5(S.sums_file(self.path, self.job_id, index),
-                      lambda f: S.write_tile_sums(f, index, sums), self.fsync, sums.nbytes)
+                      lambda f: resume_data.write_tile_sums(f, index, sums, self.job_id), self.fsync,
+                      sums.nbytes)
         if state is not None:
             state = state() if callable(state) else state
             atomic_h5(S.state_file(self.path, self.job_id, index),
-                      lambda f: S.write_state(f, index, state), self.fsync, S.nbytes(state))
+                      lambda f: resume_data.write_state(f, index, state, self.job_id), self.fsync,
+                      resume_data.nbytes(state))
         stream = self.streams.pop(index, None)
         if stream is None:
             stream = AtomicH5(S.res_file(self.path, self.job_id, index), self.fsync,
@@ -316,16 +256,21 @@ class CheckpointWriter:
             for k, v in attrs.items():
                 f.attrs[k] = v
             if virtual is not None:
-                _virtual_c(f, *virtual)
+                rank_files.virtual_c(f, *virtual)
             for k, v in datasets.items():
-                if k in f:  # streamed already: v holds (row, values) to write again
-                    for i, row in v:
-                        f[k][i] = row
-                else:
-                    f.create_dataset(k, data=v)
+                if k not in f:
+                    checksum.put(f, k, v)
+                    continue
+                for i, row in v:  # streamed already: v holds (row, values) to write again
+                    f[k][i] = row
+            if "C" in f and not f["C"].is_virtual and S.CHECKSUM not in f["C"].attrs:
+                # streamed tile by tile: the whole C is in the caller's memory until
+                # release() (read back only if it is not)
+                checksum.stamp(f["C"], whole if whole is not None else f["C"][()])
         except BaseException:
             stream.abort()
             raise
+
         def stamp():
             self.stamped = self.clock()
             return {S.DURABLE: self.stamped}
@@ -337,15 +282,21 @@ class CheckpointWriter:
         if self.published or self._good_enough(attrs):
             self.durable[-1] = self.clock()  # the job file links it now
             self._write_job()
-        for old in glob.glob(os.path.join(S.job_dir(self.path, self.job_id), "state*.h5")):
-            if old != S.state_file(self.path, self.job_id, index):
-                os.unlink(old)
-        partial = S.partial_file(self.path, self.job_id, index)
-        if os.path.exists(partial):  # its tiles are in the resolution now
-            os.unlink(partial)
+        current = f"state{S.res_name(index)}.h5"
+        for name in os.listdir(self.folder):
+            if re.fullmatch(r"state\d{3}\.h5", name) and name != current:
+                owned.remove(self.folder, name, self.protect)
+        # a partial resolution's tiles are in the resolution now
+        owned.remove(self.folder, f"partial{S.res_name(index)}.h5", self.protect)
 
     def _good_enough(self, attrs):
-        return _bound_rel(attrs) <= self.earlier_rel
+        return self.earlier.beaten_by(self.kind, self.attrs, attrs)
+
+    def kept_same_inputs(self):
+        """After close(): the earlier result this job kept is of the same inputs (a
+        stop then still leaves a result of them in the output)."""
+        return self.earlier is not None and self.earlier.ok and \
+            self.earlier.same_inputs(self.kind, self.attrs)
 
     # --- the API the job calls ---
     def begin_resolution(self, index, shape):
@@ -369,12 +320,13 @@ class CheckpointWriter:
                 return
             stream.f.attrs[S.JOB_ID] = self.job_id
             stream.f.attrs[S.TILES] = np.asarray(tiles, np.int64).reshape(-1, 4)
+            checksum.stamp(stream.f["C"], stream.f["C"][()])  # what is on disk (a stop)
             stream.path = S.partial_file(self.path, self.job_id, index)
             stream.commit()
         self._submit(job)
 
     def add_resolution(self, index, datasets, attrs, state=None, sums=None, done=None,
-                       release=None, virtual=None):
+                       release=None, virtual=None, whole=None):
         """Queue resolution `index` (datasets + attrs; C may have been streamed already)
         and its resume data for the disk.
 
@@ -385,13 +337,19 @@ class CheckpointWriter:
         case once the arrays are no longer needed (buffer pools). `virtual`: (shape,
         parts) when the ranks wrote C (rank_files.py): C becomes a virtual dataset over
         their committed files, parts = [(file name, [(tile, r0, r1, c0, c1)])].
+        `whole`: C streamed tile by tile (write_tile), whole, for its checksum (held
+        until release() like the tiles).
         """
-        self._slots.acquire()
+        while not self._slots.acquire(timeout=0.5):  # the disk is behind: wait, unless
+            self._raise()                             # the writer failed meanwhile
+            if not self._thread.is_alive():
+                raise CheckpointError(f"cannot write the checkpoint at {self.path}: the "
+                                      "writer thread ended")
 
         def job():
             try:
                 self._write_resolution(index, datasets, attrs, state, sums, done, release,
-                                       virtual)
+                                       virtual, whole)
             finally:
                 self._slots.release()
 
@@ -409,13 +367,9 @@ class CheckpointWriter:
             raise
 
     def read_rank_tiles(self, parts, shape):
-        """C of `shape` from the committed rank files `parts` (as add_resolution's)."""
-        C = np.empty(shape)
-        for name, tiles in parts:
-            with h5py.File(os.path.join(S.job_dir(self.path, self.job_id), name), "r") as f:
-                for t, r0, r1, c0, c1 in tiles:
-                    f[S.tile_c(t)].read_direct(C, dest_sel=np.s_[r0:r1, c0:c1])
-        return C
+        """C of `shape` from the committed rank files `parts` (as add_resolution's),
+        each of this job and checked."""
+        return rank_files.read_tiles(self.path, self.job_id, parts, shape)
 
     def set_phase(self, phase, attrs=None):
         """Record what the job does now (schema PHASE), and `attrs` (e.g. how long the
@@ -444,25 +398,3 @@ class CheckpointWriter:
                 self._write_job()
         self._submit(mark)
         self.flush()
-
-
-def _virtual_c(f, shape, parts):
-    """C as a virtual dataset over the rank files (relative names: HDF5 looks for them
-    beside this file, so the folder can be moved); the files' names in RANK_FILES
-    (readers check they exist: a missing source would read as fill values)."""
-    layout = h5py.VirtualLayout(shape, np.float64)
-    for name, tiles in parts:
-        for t, r0, r1, c0, c1 in tiles:
-            layout[r0:r1, c0:c1] = h5py.VirtualSource(f"./{name}", S.tile_c(t),
-                                                      shape=(r1 - r0, c1 - c0))
-    f.create_virtual_dataset("C", layout, fillvalue=np.nan)
-    f.attrs[S.RANK_FILES] = [name for name, _ in parts]
-
-
-def _bound_rel(attrs):
-    v = attrs.get("bound_rel", math.inf) if attrs else math.inf
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return math.inf
-    return math.inf if v != v else v

@@ -74,7 +74,7 @@ def test_printed_infer_script_takes_the_options_of_infer(tmp_path, capsys, monke
     got = knobs(printed(capsys, "infer-mpiexec", "m.onnx", "x.npy", "-o", "s.h5",
                         "--no-adaptive", "--planes", 3, "--no-deadline-ok",
                         "--mpiexec", "/opt/mpi/bin/mpiexec"))
-    assert got["KIND"] == ["infer"] and got["OPTIONS"] == ["--planes", "3", "--rule", "none"]
+    assert got["KIND"] == ["infer"] and got["OPTIONS"] == ["--planes", "3", "--no-adaptive"]
     assert got["DEADLINE_OK"] == ["no"]
 
 

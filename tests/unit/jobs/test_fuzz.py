@@ -169,10 +169,10 @@ def test_a_crash_of_the_hdf5_library_is_a_clean_error(tmp_path, monkeypatch):
     """Fuzzing (LRMPI_FUZZ_EXAMPLES=1500) found damaged files on which HDF5 itself
     segfaults; Checkpoint(safe=True) reads them in a child first. Simulated here."""
     from lrmpi.errors import CheckpointError
-    from lrmpi.jobs.checkpoint import reader
+    from lrmpi.jobs.checkpoint import probe, reader  # probe: the module
     path = tmp_path / "c.h5"
     path.write_bytes(b"x")
-    monkeypatch.setattr(reader, "_PROBE", "import os, signal; os.kill(os.getpid(), "
+    monkeypatch.setattr(probe, "_PROBE", "import os, signal; os.kill(os.getpid(), "
                                               "signal.SIGSEGV)")
     with pytest.raises(CheckpointError, match="HDF5 library crashed reading it: SIGSEGV"):
         reader.Checkpoint(str(path), safe=True)

@@ -11,8 +11,10 @@ from exact import exact_linear, exact_model_logits
 from lrmpi.nn import graph as G
 from lrmpi.nn import ops
 from lrmpi.nn.engine import PreparedModel
+from lrmpi.nn.fused import FusedModel
 from lrmpi.nn.operators import gather_repeats
 from lrmpi.nn.quantized import NodeWeights, forward_at
+from lrmpi.numerics import kernels
 
 
 def _models(rng):
@@ -62,6 +64,21 @@ def test_resolution_r_equals_the_exact_integer_network(name, graph, X, r):
     want = ops.forward(graph, X, lambda node, h: exact_linear(node, h,
                                                               weights[node.output].enc, r, 7))
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("isa", kernels.available_isas())
+@pytest.mark.parametrize("name, graph, X", MOVEMENT_MODELS, ids=[m[0] for m in MOVEMENT_MODELS])
+def test_the_fused_pass_takes_movement_nodes_and_k11_logits(name, graph, X, isa):
+    """The fused C layers: movement nodes through their Python ops, (K, 1, 1) logits
+    of a 1 x 1 conv read as K scores; bit for bit the exact integer network."""
+    weights = {n.output: NodeWeights(n, 7, 3) for n in graph.linear}
+    fm = FusedModel(graph, weights, 7, isa=isa)
+    for r in (1, 2, 3):
+        got = fm.forward(X, r)
+        want = ops.forward(graph, X, lambda node, h: exact_linear(
+            node, h, weights[node.output].enc, r, 7))
+        assert got.shape == want.shape == (len(X), graph.outputs)
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("name, graph, X", MOVEMENT_MODELS, ids=[m[0] for m in MOVEMENT_MODELS])

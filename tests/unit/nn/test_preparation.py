@@ -20,7 +20,7 @@ def test_preparation_asks_should_stop_for_every_node_and_stops_when_told():
     n = len(graph.linear)
     assert len(asked) >= 2 * n and all(w.startswith("preparing the model") for w in asked)
     assert any("digit planes of node" in w for w in asked)
-    assert any("operator norms of node" in w for w in asked)
+    assert any("the bound's norms" in w for w in asked)
 
     def stop_at_the_second(what=None):
         if len(seen) == 1:
@@ -37,7 +37,7 @@ def test_a_resolution_s_norms_ask_should_stop_too():
     name, graph, X = MODELS[0]
     with config.configure(cache_dir=""):  # computed here, not found in the cache
         model = PreparedModel(graph, 7, 3)
-    with pytest.raises(Stopped, match="while preparing resolution 2: norms of node"):
+    with pytest.raises(Stopped, match="while preparing resolution 2: the bound's plan and norms"):
         model.prepare(2, should_stop=lambda what=None: (_ for _ in ()).throw(
             Stopped("deadline reached", what)))
     logits, radius = model.prepare(2).evaluate(X, 2)

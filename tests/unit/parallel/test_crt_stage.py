@@ -45,7 +45,7 @@ def test_tiles_of_the_crt_resolution_give_the_crt_product(rng):
     C, cmax = stage.finish()
     want, bound, want_max = crt.crt_matmul(A, B, 7)
     np.testing.assert_array_equal(C, want)
-    assert cmax == want_max and stage.bound(cmax) == bound and stage.products == 7
+    assert cmax == want_max and crt.bound_abs(stage.ops, cmax) == bound and stage.products == 7
     # the finished tiles' corners: the resolution's resume data
     assert sorted(map(tuple, stage.partial())) == sorted(
         (t.r0, t.r1, t.c0, t.c1) for t in plan.tiles)

@@ -1,0 +1,94 @@
+"""Checksums (issue #24 D17): damage is an error, never a number; files written before
+checksums still read, are marked unchecked, and a job resumed from them writes its new
+files with checksums (checksums_from)."""
+import contextlib
+import io
+import os
+import signal
+
+import h5py
+import numpy as np
+import pytest
+
+from lrmpi.cli import main
+from lrmpi.errors import CheckpointError
+from lrmpi.jobs.checkpoint import Checkpoint, checksum
+from lrmpi.jobs.checkpoint import schema as S
+from lrmpi.jobs.matmul import load_result, run_matmul
+
+
+def strip_checksums(out):
+    """The checkpoint as an lrmpi before checksums wrote it."""
+    ck = Checkpoint(out)
+    for path in [out] + [os.path.join(ck.folder, f) for f in os.listdir(ck.folder)
+                         if f.endswith(".h5")]:
+        with h5py.File(path, "r+") as f:
+            for key in (S.CHECKSUM, S.CHECKSUMS_FROM):
+                if key in f.attrs:
+                    del f.attrs[key]
+
+            def one(name, obj):
+                if S.CHECKSUM in obj.attrs:
+                    del obj.attrs[S.CHECKSUM]
+            f.visititems(one)
+
+
+def inspect(path):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["inspect", str(path)])
+    return code, out.getvalue()
+
+
+def test_every_file_carries_checksums_and_a_changed_value_is_an_error(tmp_path):
+    rng = np.random.default_rng(1)
+    A, B = rng.standard_normal((30, 20)), rng.standard_normal((20, 25))
+    out = str(tmp_path / "c.h5")
+    run_matmul(A, B, out, planes=2)
+    ck = Checkpoint(out)
+    assert ck.checked and ck.checksums_from == 1
+    assert ck.verify() == {1: "verified", 2: "verified", 3: "verified"}
+    path = os.path.join(ck.folder, "res003.h5")
+    with h5py.File(path, "r+") as f:  # one entry changed, the checksum left as it was
+        C = f["C"][()]
+        C[4, 5] += 1e-12
+        f["C"][...] = C
+    with pytest.raises(CheckpointError, match="res003.h5: dataset C is damaged"):
+        load_result(out)
+    with h5py.File(path, "r+") as f:  # an attribute changed
+        f["C"][...] = C - np.where(np.arange(C.size).reshape(C.shape) == 4 * 25 + 5, 1e-12, 0)
+        f.attrs["bound_abs"] = 0.0
+    with pytest.raises(CheckpointError, match="res003.h5 is damaged: its checksum does not"):
+        load_result(out)
+
+
+def test_files_written_before_checksums_read_and_are_marked_unchecked(tmp_path):
+    rng = np.random.default_rng(2)
+    A, B = rng.standard_normal((40, 20)), rng.standard_normal((20, 25))
+    out = str(tmp_path / "old.h5")
+
+    def stop_at_2(meta, C):
+        if meta["index"] == 2:
+            os.kill(os.getpid(), signal.SIGUSR1)
+    part = run_matmul(A, B, out, planes=3, on_resolution=stop_at_2)
+    done = part.completed  # 2, or 3 if it was finished when the stop was seen
+    assert part.status == "deadline" and 2 <= done < 5
+    strip_checksums(out)
+    ck = Checkpoint(out)
+    assert not ck.checked and ck.verify() == {i: "unchecked" for i in range(1, done + 1)}
+    code, shown = inspect(out)
+    assert code == 0 and "unchecked" in shown and "before lrmpi kept checksums" in shown
+    # resumed: the new resolutions carry checksums, the old ones stay unchecked
+    assert run_matmul(A, B, out, planes=3, resume=True).status == "complete"
+    ck = Checkpoint(out)
+    assert ck.checked and ck.checksums_from == done + 1
+    assert ck.verify() == {i: "unchecked" if i <= done else "verified" for i in range(1, 6)}
+    full = str(tmp_path / "full.h5")
+    run_matmul(A, B, full, planes=3)
+    np.testing.assert_array_equal(load_result(out)[0], load_result(full)[0])
+    # from checksums_from on, a file without its checksum is damaged, not "old"
+    with h5py.File(os.path.join(ck.folder, "res005.h5"), "r+") as f:
+        del f.attrs[S.CHECKSUM]
+    with pytest.raises(CheckpointError, match="res005.h5 is damaged: its checksum is missing"):
+        Checkpoint(out).resolution(5)
+    assert checksum.array_digest(np.zeros(3)) != checksum.array_digest(np.zeros(3, np.float32))
