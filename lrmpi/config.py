@@ -76,6 +76,7 @@ class Config:
     test_slow_rank: int = -1     # this worker is slow: sleeps test_slow_s before each task ...
     test_slow_s: float = 0.0     # ... (s) ...
     test_slow_factor: float = 1.0  # ... and spins (factor - 1) x each task's compute time after it
+    test_slow_prepare_s: float = 0.0  # an inference job's preparation takes this much longer (s)
 
     @classmethod
     def names(cls):
@@ -168,6 +169,7 @@ RULES = {
     "test_slow_rank": Rule(-1, 1 << 24),
     "test_slow_s": Rule(0.0, 3600.0),
     "test_slow_factor": Rule(1.0, 1000.0),
+    "test_slow_prepare_s": Rule(0.0, 3600.0),
 }
 
 

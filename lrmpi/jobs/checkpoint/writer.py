@@ -375,6 +375,21 @@ class CheckpointWriter:
         each of this job and checked."""
         return rank_files.read_tiles(self.path, self.job_id, parts, shape)
 
+    def set_phase(self, phase, attrs=None):
+        """Record what the job does now (schema PHASE), and `attrs` (e.g. how long the
+        preparation took), in the job file once what was queued before is written
+        (not waited for)."""
+        if phase not in S.PHASES:
+            raise ValueError(f"phase must be one of {S.PHASES}")
+        attrs = {k: S.attr(v) for k, v in (attrs or {}).items()}
+
+        def mark():
+            self.attrs[S.PHASE] = phase
+            self.attrs.update(attrs)
+            if self.published:
+                self._write_job()
+        self._submit(mark)
+
     def set_status(self, status, message=""):
         """Mark the job file (after everything queued before) and wait for the disk.
         While an earlier result is kept, only `complete` replaces it."""
