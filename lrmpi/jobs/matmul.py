@@ -11,7 +11,7 @@ import numpy as np
 from lrmpi._version import __version__
 from lrmpi.errors import CheckpointError, ConfigError
 from lrmpi.jobs import inputs
-from lrmpi.jobs.checkpoint import Checkpoint
+from lrmpi.jobs.checkpoint import Checkpoint, schema
 from lrmpi.jobs.checkpoint.rank_files import RankFiles
 from lrmpi.jobs.job import JobOptions, file_inputs, fingerprint, run_job
 from lrmpi.log import logger
@@ -137,4 +137,4 @@ def load_result(path, index=None):
     if index < 1:
         raise CheckpointError(f"{path} holds no completed resolution yet")
     attrs, data = ckpt.resolution(index)
-    return np.asarray(data["C"]), attrs
+    return np.asarray(data[schema.RESULT]), attrs

@@ -73,7 +73,7 @@ def virtual_c(f, shape, parts):
         for t, r0, r1, c0, c1 in tiles:
             layout[r0:r1, c0:c1] = h5py.VirtualSource(f"./{name}", S.tile_c(t),
                                                       shape=(r1 - r0, c1 - c0))
-    f.create_virtual_dataset("C", layout, fillvalue=np.nan)
+    f.create_virtual_dataset(S.RESULT, layout, fillvalue=np.nan)
     f.attrs[S.RANK_FILES] = [name for name, _ in parts]
 
 

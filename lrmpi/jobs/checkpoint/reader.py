@@ -132,7 +132,7 @@ class Checkpoint:
         """C written by the ranks: read from the resolution's own rank files (never
         through HDF5's lookup, which follows any path a source names and reads a
         missing one as fill values), each tile checked, C covered exactly once."""
-        d, where = f["C"], f.filename
+        d, where = f[S.RESULT], f.filename
         listed = [S.py(x) for x in np.atleast_1d(f.attrs.get(S.RANK_FILES, []))]
         names, own = S.rank_name_re(index), {}
         for m in d.virtual_sources():
@@ -257,7 +257,7 @@ class Checkpoint:
             return None
         with self._open(name, index, f"finished tiles of resolution {index}") as (f, ok):
             tiles = np.asarray(f.attrs[S.TILES], np.int64).reshape(-1, 4)
-            C = checksum.read(f["C"], f.filename, ok)
+            C = checksum.read(f[S.RESULT], f.filename, ok)
         m, n = shape
         if C.shape != tuple(shape) or C.dtype != np.float64 or not all(
                 0 <= r0 <= r1 <= m and 0 <= c0 <= c1 <= n for r0, r1, c0, c1 in tiles):

@@ -1,10 +1,24 @@
 """Resume data, written beside each resolution and read by --resume: a matmul's exact
 level sums (tile by tile, never assembled), an inference job's engine state. Their names
 are schema.py's; every dataset carries its checksum (checksum.py)."""
+import os
+import re
+
 import numpy as np
 
-from lrmpi.jobs.checkpoint import checksum
+from lrmpi.jobs.checkpoint import checksum, owned
 from lrmpi.jobs.checkpoint import schema as S
+
+
+def remove_all(folder, last, protect):
+    """keep="latest", complete: the level sums, states and partial resolutions go,
+    and so do the rank files of every resolution but the last (its C)."""
+    keep = S.rank_name_re(last)
+    for name in os.listdir(folder):
+        if re.fullmatch(r"(?:sums|state|partial)\d{3}\.h5", name) or (
+                S.OWN_FILE_RE.fullmatch(name) and name.startswith("rank")
+                and not keep.fullmatch(name)):
+            owned.remove(folder, name, protect)
 
 
 # --- matmul resume data: level sums, tile by tile ---

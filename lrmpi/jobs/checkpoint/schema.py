@@ -60,6 +60,7 @@ PHASES = ("preparing", "computing")
 PREPARED = ("read_s", "planes_s", "norms_s")
 
 RESOLUTIONS = "resolutions"
+RESULT = "C"  # a matmul resolution's product (a dataset, or virtual over rank files)
 SIDECAR_SUFFIX = ".d"
 LOCK_NAME = ".lock"
 JOB_ID = "job_id"

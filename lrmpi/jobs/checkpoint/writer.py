@@ -195,17 +195,8 @@ class CheckpointWriter:
             for index in completed[:-1]:
                 owned.remove(self.folder, f"res{S.res_name(index)}.h5", self.protect)
             if status == "complete":  # nothing left to resume: the resume data goes too
-                self._remove_resume_data(completed[-1] if completed else 0)
-
-    def _remove_resume_data(self, last):
-        """keep="latest", complete: the level sums, states and partial resolutions go,
-        and so do the rank files of every resolution but the last (its C)."""
-        keep = S.rank_name_re(last)
-        for name in os.listdir(self.folder):
-            if re.fullmatch(r"(?:sums|state|partial)\d{3}\.h5", name) or (
-                    S.OWN_FILE_RE.fullmatch(name) and name.startswith("rank")
-                    and not keep.fullmatch(name)):
-                owned.remove(self.folder, name, self.protect)
+                resume_data.remove_all(self.folder, completed[-1] if completed else 0,
+                                        self.protect)
 
     def _remove_earlier(self):
         """This job's result is in OUT.h5 now: the earlier job's files can go."""
@@ -216,14 +207,14 @@ class CheckpointWriter:
     def _begin(self, index, shape):
         path = S.res_file(self.path, self.job_id, index)
         stream = AtomicH5(path, self.fsync, 8 * shape[0] * shape[1], aligned=True)
-        stream.direct = DirectRows(stream.f, "C", shape)
+        stream.direct = DirectRows(stream.f, S.RESULT, shape)
         self.streams[index] = stream
 
     def _tile(self, index, r0, c0, tile):
         stream = self.streams[index]
         if c0 == 0 and stream.direct.write_rows(r0, tile):
             return  # around the page cache: on its way to the disk already
-        stream.f["C"][r0:r0 + tile.shape[0], c0:c0 + tile.shape[1]] = tile
+        stream.f[S.RESULT][r0:r0 + tile.shape[0], c0:c0 + tile.shape[1]] = tile
         if self.fsync:  # start the disk now, not at the end: durable soon after the last tile
             fsync_path(stream.tmp)
 
@@ -267,10 +258,10 @@ class CheckpointWriter:
                     continue
                 for i, row in v:  # streamed already: v holds (row, values) to write again
                     f[k][i] = row
-            if "C" in f and not f["C"].is_virtual and S.CHECKSUM not in f["C"].attrs:
+            if S.RESULT in f and not f[S.RESULT].is_virtual and S.CHECKSUM not in f[S.RESULT].attrs:
                 # streamed tile by tile: the whole C is in the caller's memory until
                 # release() (read back only if it is not)
-                checksum.stamp(f["C"], whole if whole is not None else f["C"][()])
+                checksum.stamp(f[S.RESULT], whole if whole is not None else f[S.RESULT][()])
         except BaseException:
             stream.abort()
             raise
@@ -324,7 +315,7 @@ class CheckpointWriter:
                 return
             stream.f.attrs[S.JOB_ID] = self.job_id
             stream.f.attrs[S.TILES] = np.asarray(tiles, np.int64).reshape(-1, 4)
-            checksum.stamp(stream.f["C"], stream.f["C"][()])  # what is on disk (a stop)
+            checksum.stamp(stream.f[S.RESULT], stream.f[S.RESULT][()])  # what is on disk (a stop)
             stream.path = S.partial_file(self.path, self.job_id, index)
             stream.commit()
         self._submit(job)
