@@ -215,3 +215,23 @@ def test_pack_of_ranks_written_crt_reads_with_plain_h5py(tmp_path, ops):
     with h5py.File(one, "r") as f:
         last = f["resolutions"][f"{f.attrs['completed']:03d}"]
         assert np.array_equal(last["C"][()], C)
+
+
+@pytest.mark.parametrize("opts", [["--scale", "tensor"], ["--order", "lshape"],
+                                  ["--order", "pairwise", "--cutoff", "2"], ["--bits", "3"]])
+def test_crt_wide_range_rows_and_zero_row(tmp_path, rng, opts):
+    """Rows from 1e-30 to 1e30, columns 1e10..1e-10, a zero row, with other scales, orders,
+    cutoffs and bits, then 1, 3 or 16 moduli: every bound >= the true error, never up."""
+    A = rng.standard_normal((12, 20)) * np.logspace(-30, 30, 12)[:, None]
+    B = rng.standard_normal((20, 9)) * np.logspace(10, -10, 9)[None, :]
+    A[3] = 0
+    a, b = save(tmp_path / "A.npy", A), save(tmp_path / "B.npy", B)
+    exact = exact_product(A, B)
+    for moduli in ("1", "3", "16"):
+        out = tmp_path / f"C{moduli}.h5"
+        assert_ok(run("matmul", a, b, "-o", out, "--planes", "2", "--final", "crt",
+                      "--moduli", moduli, *opts))
+        bs, Cs = bounds(out), all_C(out)
+        assert all(y[1] <= x[1] for x, y in zip(bs, bs[1:])), bs
+        for i, babs, _, _ in bs:
+            assert max_err(Cs[f"{i:03d}"], exact) <= babs, (moduli, i)

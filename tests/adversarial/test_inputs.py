@@ -186,3 +186,35 @@ def test_huge_dynamic_range_rows(tmp_path):
     B = np.array([[1e-200, 1.0], [1.0, 1e-200]])
     a, b = save(tmp_path / "A.npy", A), save(tmp_path / "B.npy", B)
     product_ok(tmp_path, a, b, A, B, planes="4")
+
+
+@pytest.mark.xfail(strict=True, reason="FOUND: an operand that is an HDF5 virtual dataset whose source file is "
+                   "missing is read as its fill values (exit 0, C from 7.0s), not refused")
+def test_virtual_dataset_operand_with_missing_source(tmp_path, ops):
+    """FILE.h5:/A where A is a virtual dataset over a file that was deleted: HDF5 reads fill
+    values; lrmpi must refuse (a missing input), never multiply fill values."""
+    _, b, A, _ = ops
+    src = tmp_path / "src.h5"
+    with h5py.File(src, "w") as f:
+        f["A"] = A
+    lay = h5py.VirtualLayout(shape=A.shape, dtype="f8")
+    lay[:] = h5py.VirtualSource(str(src), "A", shape=A.shape)
+    with h5py.File(tmp_path / "vds.h5", "w") as f:
+        f.create_virtual_dataset("A", lay, fillvalue=7.0)
+    os.remove(src)
+    out = tmp_path / "C.h5"
+    r = run("matmul", f"{tmp_path / 'vds.h5'}:/A", b, "-o", out, "--planes", "1")
+    assert_one_error(r, code=1)
+
+
+def test_virtual_dataset_operand_intact_source(tmp_path, ops):
+    """The same virtual dataset with its source present is read as its data."""
+    _, b, A, B = ops
+    src = tmp_path / "src.h5"
+    with h5py.File(src, "w") as f:
+        f["A"] = A
+    lay = h5py.VirtualLayout(shape=A.shape, dtype="f8")
+    lay[:] = h5py.VirtualSource(str(src), "A", shape=A.shape)
+    with h5py.File(tmp_path / "vds.h5", "w") as f:
+        f.create_virtual_dataset("A", lay, fillvalue=7.0)
+    product_ok(tmp_path, f"{tmp_path / 'vds.h5'}:/A", b, A, B, planes="2")

@@ -202,3 +202,37 @@ def test_sigkill_during_overwrite_other_inputs_keeps_old_and_planted(tmp_path, o
     with open(planted) as f:
         assert f.read() == "mine"
     assert_ok(run("inspect", out))
+
+
+def test_dot_d_is_a_user_file_or_lock_is_a_folder(tmp_path, ops):
+    """`C.h5.d` that is the user's file, or `.lock` that is a folder: one line, untouched."""
+    a, b, _, _ = ops
+    f = tmp_path / "C.h5.d"
+    f.write_text("mine")
+    r = run("matmul", a, b, "-o", tmp_path / "C.h5", "--planes", "1")
+    assert_one_error(r, codes=(1, 2))
+    assert f.read_text() == "mine"
+    lock = tmp_path / "D.h5.d" / ".lock"
+    lock.mkdir(parents=True)
+    (lock / "x").write_text("y")
+    r = run("matmul", a, b, "-o", tmp_path / "D.h5", "--planes", "1")
+    assert_one_error(r, codes=(1, 2))
+    assert (lock / "x").read_text() == "y"
+
+
+def test_job_folder_replaced_by_link_to_a_copy(tmp_path, ops):
+    """The user moved the job folder away and left a link in its place: --resume refuses
+    with one line, --overwrite writes a new job; the link and every file it points to stay."""
+    a, b, _, _ = ops
+    out = str(tmp_path / "C.h5")
+    assert_ok(run("matmul", a, b, "-o", out, "--planes", "2"))
+    job = _job_dir(out)[0]
+    moved = tmp_path / "elsewhere"
+    os.rename(os.path.join(out + ".d", job), moved)
+    os.symlink(moved, os.path.join(out + ".d", job))
+    before = snapshot(moved)
+    assert_one_error(run("matmul", a, b, "-o", out, "--planes", "2", "--resume"), codes=(1, 2))
+    assert_ok(run("matmul", a, b, "-o", out, "--planes", "3", "--overwrite"))
+    assert os.path.islink(os.path.join(out + ".d", job))
+    assert snapshot(moved) == before
+    assert attrs_of(out)["planes"] == 3
