@@ -216,3 +216,42 @@ def ort_scores(model, X):
     import onnxruntime as ort
     s = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     return s.run(None, {s.get_inputs()[0].name: X.astype(np.float32)})[0]
+
+
+def rank_pid(marker, rank, timeout=60):
+    """The pid of MPI rank `rank` of the job started with env ADV_MARK=marker."""
+    limit = time.time() + timeout
+    while time.time() < limit:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    env = f.read().split(b"\0")
+            except OSError:
+                continue
+            if f"ADV_MARK={marker}".encode() in env and f"PMI_RANK={rank}".encode() in env:
+                return int(pid)
+        time.sleep(0.05)
+    raise AssertionError(f"rank {rank} of {marker} not found")
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def wait_asleep(pid, steady=0.8, timeout=60):
+    """Until the process used no CPU for `steady` seconds and sits in clock_nanosleep
+    (a worker inside a long task of the test hook, not one polling for work)."""
+    limit = time.time() + timeout
+    last, since = None, time.time()
+    while time.time() < limit:
+        with open(f"/proc/{pid}/syscall") as f:
+            call = f.read().split()[0]
+        ticks = cpu_ticks(pid)
+        if ticks != last or call != "230":
+            last, since = ticks, time.time()
+        elif time.time() - since >= steady:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{pid} never settled into a sleep")

@@ -266,3 +266,23 @@ def test_infer_stopped_then_resumed_at_other_rank_count(tmp_path, model, rng):
     assert a.keys() == b.keys()
     for k in a:
         assert np.array_equal(a[k]["scores"], b[k]["scores"]), k
+
+
+@pytest.mark.xfail(strict=True, reason="FOUND: infer with a past SLURM_JOB_END_TIME logs 'stopping at once' and "
+                   "then computes and writes resolution 1 (2.5 s later, exit 3); matmul stops at once, exit 4")
+def test_infer_slurm_end_time_past_exit_4(tmp_path, model, data):
+    """infer inside a SLURM job whose end time has passed: exit 4 at -n 3 (with
+    --deadline-ok too), the job file says deadline and lists nothing."""
+    import time
+    d, _ = data
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "squeue").write_text("#!/bin/bash\nexit 1\n")
+    (fake / "squeue").chmod(0o755)
+    env = {"SLURM_JOB_ID": "31", "SLURM_JOB_END_TIME": str(int(time.time()) - 5),
+           "PATH": f"{fake}:{os.environ['PATH']}"}
+    for extra in ((), ("--deadline-ok",)):
+        out = tmp_path / f"s{len(extra)}.h5"
+        r = run("infer", model, d, "-o", out, *extra, n=3, env=env)
+        assert r.returncode == 4, r.stderr
+        assert "Traceback" not in r.stderr
