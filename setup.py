@@ -15,17 +15,21 @@ DIRECTIVES = {
 }
 # No -march: SIMD variants carry __attribute__((target)) and are picked at run
 # time (ext/c/dispatch.c), so one build runs on every x86-64.
-CFLAGS = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-strict-aliasing"]
+# -ffp-contract=off: no FMA may merge a rounding the invariants count (the fused
+# layers' C + bias, the decode's scaling): results are the same bits on every ISA
+CFLAGS = (["-O0", "-g"] if DEBUG else ["-O3", "-fno-strict-aliasing"]) + ["-ffp-contract=off"]
 C_SOURCES = ["ext/c/ref.c", "ext/c/simd.c", "ext/c/igemm_x86.c", "ext/c/igemm_amx.c",
              "ext/c/decode_avx512.c", "ext/c/dispatch.c", "ext/c/dot2.c",
-             "ext/c/crt.c"]
+             "ext/c/crt.c", "ext/c/nn_ref.c", "ext/c/nn_x86.c"]
 
 extensions = [
     Extension(
         "lrmpi._ext.kernels",
         ["ext/kernels.pyx", *C_SOURCES],
         include_dirs=["ext"],
-        depends=["ext/c/kernels.h", "ext/c/gemm_internal.h", "ext/c/bodies.h", "ext/_kernels.pxd"],
+        depends=["ext/c/kernels.h", "ext/c/gemm_internal.h", "ext/c/bodies.h", "ext/c/nn_body.h",
+                 "ext/c/nn_cut.h", "ext/c/nn_epilogue.h",
+                 "ext/_kernels.pxd"],
         extra_compile_args=CFLAGS,
     ),
 ]

@@ -18,6 +18,48 @@ cdef extern from "c/kernels.h" nogil:
     ctypedef void (*lrmpi_decode_fn)(int64_t, int64_t, const int64_t *, int64_t, int64_t,
                                      int, const int32_t *, const int32_t *, int, double *,
                                      int64_t, double *) noexcept nogil
+    enum: LRMPI_NN_ROWS
+    enum: LRMPI_NN_NHWC
+    ctypedef struct lrmpi_nn_planes:
+        int layout
+        int64_t C, H, W, kpad, pt, pl, Hp, Wp
+        int r, bits
+        int8_t *D
+        int64_t pstride
+        int32_t *exps
+        double *sq
+    ctypedef struct lrmpi_nn_layer:
+        int64_t n, Hp, Wp, C, kh, kw, sh, sw, dh, dw, Ho, Wo, O
+        int depthwise, direct
+        int64_t kpad
+        int r, bits, nlimbs
+        const int8_t *D
+        int64_t dstride
+        const int32_t *e
+        const int8_t *wpack
+        int64_t wplanes
+        const int32_t *f
+        const double *bias
+        int act
+        const double *slope
+        double lo, hi
+        const double *Res
+        double *Cout
+        double *Zout
+        double *Yout
+        double *Aout
+        int pool
+        int64_t pkh, pkw, psh, psw, pdh, pdw, ppt, ppl, pHo, pWo
+        double *Pout
+        const lrmpi_nn_planes *next
+        int64_t unit_rows
+        double *sq
+        double *times
+    ctypedef int (*lrmpi_nn_quantize_fn)(int64_t, const void *, int, const lrmpi_nn_planes *) noexcept nogil
+    ctypedef int64_t (*lrmpi_nn_packed_size_fn)(int, int64_t, int64_t, int) noexcept nogil
+    ctypedef void (*lrmpi_nn_pack_fn)(int, int64_t, int64_t, int64_t, int, int64_t, const int8_t *,
+                                      int8_t *) noexcept nogil
+    ctypedef int (*lrmpi_nn_layer_fn)(const lrmpi_nn_layer *) noexcept nogil
     ctypedef struct lrmpi_kernel_table:
         const char *isa
         lrmpi_rowmax_fn rowmax
@@ -27,6 +69,10 @@ cdef extern from "c/kernels.h" nogil:
         lrmpi_igemm_fn igemm
         lrmpi_acc_add_fn acc_add
         lrmpi_decode_fn decode
+        lrmpi_nn_quantize_fn nn_quantize
+        lrmpi_nn_packed_size_fn nn_packed_size
+        lrmpi_nn_pack_fn nn_pack
+        lrmpi_nn_layer_fn nn_layer
 
     void lrmpi_dot2_ref(int64_t, int64_t, const double *, int64_t, const double *, int64_t,
                         const int64_t *, const int64_t *, const int32_t *, const int32_t *,

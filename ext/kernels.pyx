@@ -7,7 +7,7 @@ lrmpi/numerics/kernels.py does that once. Each takes an optional `isa` to call a
 specific variant (tests compare every variant with the reference).
 """
 from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
-from _kernels cimport (LRMPI_MAX_LIMBS, lrmpi_crt_reconstruct, lrmpi_crt_residues, lrmpi_dot2_ref, lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
+from _kernels cimport (LRMPI_MAX_LIMBS, lrmpi_nn_layer, lrmpi_nn_planes, lrmpi_crt_reconstruct, lrmpi_crt_residues, lrmpi_dot2_ref, lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
                        lrmpi_kernel_isas, lrmpi_set_isa)
 
 
@@ -188,3 +188,91 @@ def crt_reconstruct(const int32_t[::1] moduli, const int32_t[:, :, ::1] S,
                               &coef[0], &Mw[0], &erow[0], &ecol[0], &Y[0, 0],
                               Y.strides[0] // 8, &amax)
     return amax
+
+
+# --- fused inference layers (kernels.h, nn_*): lrmpi/numerics/kernels.py checks ---
+
+cdef double *_opt(double[::1] a):
+    return NULL if a is None else &a[0]
+
+
+cdef int _planes(lrmpi_nn_planes *P, d) except -1:
+    """Fill P from a dict of lrmpi.numerics.kernels.NNPlanes fields."""
+    cdef int8_t[:, ::1] D = d.D
+    cdef int32_t[::1] e = d.exps
+    P.layout, P.C, P.H, P.W, P.kpad = d.layout, d.C, d.H, d.W, d.kpad
+    P.pt, P.pl, P.Hp, P.Wp, P.r, P.bits = d.pt, d.pl, d.Hp, d.Wp, d.r, d.bits
+    P.D, P.pstride, P.exps = &D[0, 0], D.shape[1], &e[0]
+    P.sq = _opt(d.sq)
+    return 0
+
+
+def nn_quantize(h, int64_t n, planes, isa=None):
+    """The digit planes of n samples h (flat, NCHW; float64 or float32) into planes:
+    0, 1 if h holds NaN or Inf, -1 without memory."""
+    cdef const lrmpi_kernel_table *t = _table(isa)
+    cdef lrmpi_nn_planes P
+    cdef int bad, f32 = h.dtype.itemsize == 4
+    cdef const double[::1] h64
+    cdef const float[::1] h32
+    cdef const void *p
+    if f32:
+        h32 = h
+        p = &h32[0]
+    else:
+        h64 = h
+        p = &h64[0]
+    _planes(&P, planes)
+    with nogil:
+        bad = t.nn_quantize(n, p, f32, &P)
+    return bad
+
+
+def nn_packed_size(int planes, int64_t O, int64_t kpad, int depthwise, isa=None):
+    return _table(isa).nn_packed_size(planes, O, kpad, depthwise)
+
+
+def nn_pack(const int8_t[:, :, ::1] W, int64_t kpad, int depthwise, int64_t taps,
+            int8_t[::1] out, isa=None):
+    """W (planes, O, k) int8 -> out in the ISA's layout (64-byte aligned); rows in
+    (c, u, v) order permuted to (u, v, c) when taps > 1."""
+    cdef const lrmpi_kernel_table *t = _table(isa)
+    with nogil:
+        t.nn_pack(W.shape[0], W.shape[1], W.shape[2], kpad, depthwise, taps, &W[0, 0, 0],
+                  &out[0])
+
+
+def nn_layer(spec, const int8_t[:, ::1] D, const int32_t[::1] e, const int8_t[::1] wpack,
+             const int32_t[::1] f, const double[::1] bias, const double[::1] slope,
+             double[::1] Cout, double[::1] Zout, double[::1] Yout, nxt, double[::1] sq,
+             double[::1] times, pool, double[::1] Pout, double[::1] Res, double[::1] Aout,
+             isa=None):
+    """One fused layer (kernels.h nn_layer); spec: lrmpi.numerics.kernels.NNLayer.
+    Returns the C kernel's status (0, 1: NaN/Inf in y, -1: no memory)."""
+    cdef const lrmpi_kernel_table *t = _table(isa)
+    cdef lrmpi_nn_layer L
+    cdef lrmpi_nn_planes N
+    cdef int status
+    L.n, L.Hp, L.Wp, L.C = spec.n, spec.Hp, spec.Wp, spec.C
+    L.kh, L.kw, L.sh, L.sw, L.dh, L.dw = spec.kh, spec.kw, spec.sh, spec.sw, spec.dh, spec.dw
+    L.Ho, L.Wo, L.O, L.depthwise, L.kpad = spec.Ho, spec.Wo, spec.O, spec.depthwise, spec.kpad
+    L.direct = spec.direct
+    L.r, L.bits, L.nlimbs, L.wplanes = spec.r, spec.bits, spec.nlimbs, spec.wplanes
+    L.act, L.lo, L.hi, L.unit_rows = spec.act, spec.lo, spec.hi, spec.unit_rows
+    L.D, L.dstride, L.e = &D[0, 0], D.shape[1], &e[0]
+    L.wpack, L.f, L.bias = &wpack[0], &f[0], &bias[0]
+    L.slope = NULL
+    if slope is not None:
+        L.slope = &slope[0]
+    L.Cout, L.Zout, L.Yout, L.Aout, L.Res = _opt(Cout), _opt(Zout), _opt(Yout), _opt(Aout), _opt(Res)
+    L.times, L.sq = _opt(times), _opt(sq)
+    L.pool, L.Pout = pool is not None, _opt(Pout)
+    if pool is not None:
+        L.pkh, L.pkw, L.psh, L.psw, L.pdh, L.pdw, L.ppt, L.ppl, L.pHo, L.pWo = pool
+    L.next = NULL
+    if nxt is not None:
+        _planes(&N, nxt)
+        L.next = &N
+    with nogil:
+        status = t.nn_layer(&L)
+    return status

@@ -23,9 +23,23 @@ blas_threads.apply()  # before anything imports numpy (see blas_threads)
 
 from lrmpi._version import __version__  # noqa: E402
 from lrmpi.errors import CheckpointError, ConfigError, InputError, LrmpiError, WorkerError  # noqa: E402
-from lrmpi.jobs.matmul import load_result, run_matmul  # noqa: E402
-from lrmpi.numerics.layered import LayeredMatmul, Resolution, layered_matmul  # noqa: E402
-from lrmpi.numerics.schedule import ORDERS  # noqa: E402
+
+# The public API is imported on first use (PEP 562): `lrmpi infer` needs neither the
+# matmul job nor HDF5 on its workers, and every rank pays for what it imports
+# before the first product (python -X importtime).
+_LAZY = {"run_matmul": "lrmpi.jobs.matmul", "load_result": "lrmpi.jobs.matmul",
+         "LayeredMatmul": "lrmpi.numerics.layered", "Resolution": "lrmpi.numerics.layered",
+         "layered_matmul": "lrmpi.numerics.layered", "ORDERS": "lrmpi.numerics.schedule"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lrmpi' has no attribute {name!r}")
+
 
 __all__ = [
     "LayeredMatmul", "Resolution", "layered_matmul", "run_matmul", "load_result", "ORDERS",

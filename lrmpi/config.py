@@ -60,6 +60,11 @@ class Config:
     memory_fraction: float = 0.5  # refuse operands whose float64 copy needs more of the RAM
     bound_row_block: int = 32    # rows of C per block of the bound GEMM (temporary in L2)
 
+    # --- inference bounds (nn.certify, nn.plan) ---
+    bound_budget: float = 0.5    # the logit bound's products at most this share of its resolution's
+    bound_f64: int = 0           # 1: the logit bound may estimate with float64 products too
+    bound_retry: float = 2.0     # ... a second pass at most this share for samples it would certify
+
     # --- SLURM (jobs.slurm) ---
     slurm_timeout_s: float = 10.0  # squeue / scontrol calls give up after this long (s)
 
@@ -151,6 +156,9 @@ RULES = {
     "cache_dir": Rule(),
     "memory_fraction": Rule(0.0, 1.0, open_lo=True),
     "bound_row_block": Rule(1, 1 << 24),
+    "bound_budget": Rule(0.0, 1e6),
+    "bound_f64": Rule(0, 1),
+    "bound_retry": Rule(0.0, 1e6),
     "slurm_timeout_s": Rule(0.0, 1e6, open_lo=True),
     "test_fail_rank": Rule(-1, 1 << 24),
     "test_fail_after": Rule(1, 1 << 30),

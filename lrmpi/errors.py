@@ -17,6 +17,11 @@ class CheckpointError(LrmpiError, OSError):
     """An unreadable, foreign or mismatched checkpoint file."""
 
 
+class LaunchError(LrmpiError, RuntimeError):
+    """The processes were not started as one MPI job (a launcher of another MPI),
+    or no launcher of mpi4py's MPI was found."""
+
+
 class WorkerError(LrmpiError, RuntimeError):
     """A worker rank failed; the remote traceback is attached as __cause__."""
 

@@ -97,7 +97,7 @@ def exact_linear(node, h, enc, r, bits):
 
 def exact_model_logits(graph, X):
     """The float model's logits in exact rational arithmetic (Fractions): the
-    reference the bounds are proven against. Supports the ops of small tests."""
+    reference the bounds are proven against. Every operator of lrmpi's graphs."""
     from lrmpi.nn import ops
     F = np.vectorize(Fraction, otypes=[object])
 
@@ -110,35 +110,69 @@ def exact_model_logits(graph, X):
     env = {graph.input: F(np.asarray(X, np.float64))}
     for n in graph.nodes:
         args = [env[t] for t in n.inputs]
+        x, p = args[0], n.params
         if n.op in ("linear", "conv"):
-            env[n.output] = lin(n, args[0])
+            y = lin(n, x)
         elif n.op == "relu":
-            env[n.output] = np.where(args[0] >= 0, args[0], Fraction(0))
+            y = np.where(x >= 0, x, Fraction(0))
         elif n.op == "leakyrelu":
-            a = Fraction(n.params["alpha"])
-            env[n.output] = np.where(args[0] >= 0, args[0], args[0] * a)
+            y = np.where(x >= 0, x, x * Fraction(p["alpha"]))
+        elif n.op == "prelu":
+            y = np.where(x >= 0, x, x * F(np.asarray(p["slope"], np.float64)))
+        elif n.op == "clip":
+            y = x
+            if np.isfinite(p.get("lo", -np.inf)):
+                y = np.where(y < Fraction(p["lo"]), Fraction(p["lo"]), y)
+            if np.isfinite(p.get("hi", np.inf)):
+                y = np.where(y > Fraction(p["hi"]), Fraction(p["hi"]), y)
         elif n.op == "add":
-            env[n.output] = sum(args[1:], args[0])
-        elif n.op in ("maxpool", "flatten", "reshape", "concat", "pad"):
-            env[n.output] = ops.apply(n, args) if n.op != "maxpool" else \
-                _pool_max(args[0], n.params)
+            y = sum(args[1:], args[0])
+        elif n.op == "concat":
+            y = np.concatenate(args, axis=1)
+        elif n.op in ("flatten", "reshape"):
+            y = ops.apply(n, args)
+        elif n.op == "pad":
+            y = np.pad(x, [(0, 0)] + [tuple(v) for v in p["pads"]],
+                       constant_values=Fraction(p.get("value", 0.0)))
+        elif n.op in ("maxpool", "avgpool"):
+            y = _pool_exact(x, p, n.op)
         elif n.op == "globalavgpool":
-            x = args[0]
-            env[n.output] = (x.sum(axis=(2, 3), keepdims=True) / Fraction(x.shape[2] * x.shape[3]))
+            y = x.sum(axis=(2, 3), keepdims=True) / Fraction(x.shape[2] * x.shape[3])
         elif n.op == "affine":
-            c = F(np.asarray(n.params["c"], np.float64))
-            fn = n.params["fn"]
-            x = args[0]
-            env[n.output] = {"add": lambda: x + c, "sub": lambda: x - c, "rsub": lambda: c - x,
-                             "mul": lambda: x * c, "div": lambda: x / c}[fn]()
+            c = F(np.asarray(p["c"], np.float64))
+            y = {"add": lambda: x + c, "sub": lambda: x - c, "rsub": lambda: c - x,
+                 "mul": lambda: x * c, "div": lambda: x / c}[p["fn"]]()
         else:
             raise NotImplementedError(n.op)
+        env[n.output] = y
     return env[graph.output]
 
 
-def _pool_max(x, p):
+def _pool_exact(x, p, op):
+    """Max or average pooling (pads, strides, dilations, ceil_mode,
+    count_include_pad) window by window, exactly."""
     from lrmpi.nn import ops
-    # the float pool on a view with -inf padding works on objects as well when no
-    # padding is needed; tests use unpadded max pooling
-    assert not any(p.get("pads", (0, 0, 0, 0)))
-    return ops.pool(x, p, "max")
+    N, C, H, W = x.shape
+    (kh, kw), (sh, sw) = p["kernel"], p.get("strides", p["kernel"])
+    dh, dw = p.get("dilations", (1, 1))
+    t, l, b, r = p.get("pads", (0, 0, 0, 0))
+    Ho, Wo = ops.pool_geometry(H, W, p)
+    out = np.empty((N, C, Ho, Wo), dtype=object)
+    for i in range(Ho):
+        for j in range(Wo):
+            rows = [i * sh - t + u * dh for u in range(kh)]
+            cols = [j * sw - l + v * dw for v in range(kw)]
+            inside = [(a, c) for a in rows for c in cols if 0 <= a < H and 0 <= c < W]
+            vals = [x[:, :, a, c] for a, c in inside]
+            if op == "maxpool":
+                m = vals[0]
+                for v in vals[1:]:
+                    m = np.where(v > m, v, m)
+                out[:, :, i, j] = m
+            else:
+                if p.get("count_include_pad", 0):  # padded cells count, beyond the pads not
+                    cnt = sum(1 for a in rows for c in cols if -t <= a < H + b and -l <= c < W + r)
+                else:
+                    cnt = len(inside)
+                out[:, :, i, j] = sum(vals[1:], vals[0]) / Fraction(cnt)
+    return out

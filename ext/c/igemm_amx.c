@@ -206,6 +206,72 @@ void lrmpi_igemm_amx(int64_t m, int64_t n, int64_t k, const int8_t *A, int64_t l
     tiles_off();
 }
 
+/* --- the fused layers' product (nn_body.h): level sums of a unit of rows --- */
+
+int64_t lrmpi_nn_amx_size(int planes, int64_t opad, int64_t kpad)
+{
+    return planes * opad * kpad; /* opad / 16 panels of kpad / 64 tiles of 1 KB */
+}
+
+void lrmpi_nn_amx_pack(int planes, int64_t O, int64_t k, int64_t kpad, const int8_t *W,
+                       int8_t *out)
+{
+    const int64_t opad = (O + 31) / 32 * 32;
+    for (int q = 0; q < planes; q++)
+        for (int64_t j = 0; j < opad; j += 16) /* panels past O are zeros */
+            lrmpi_pack_b_gather(16, O - j, k, kpad / 4, W + (q * O + (j < O ? j : 0)) * k, k,
+                                out + (q * opad + j) * kpad, 0);
+}
+
+/* S[l] (int32, lds) := sum over p + q = l of A_p W_q^T for 32 x 32 blocks of
+ * every row block of A (mpad rows, loaded straight from A: no packing) and
+ * column block: each level in four C tiles, its pairs' products accumulated
+ * there (the caller keeps the sums below 2^31). Columns go in blocks whose
+ * weights fit L2 (~1 MB), swept by every row block; a row block of A stays in
+ * L1 while it meets the block's columns. */
+__attribute__((target("amx-tile,amx-int8")))
+void lrmpi_nn_amx_levels(int r, int64_t m, int64_t mpad, int64_t opad, int64_t kpad,
+                         const int8_t *A, int64_t lda, int64_t pa, const int8_t *W, int64_t wq,
+                         int32_t *S, int64_t lds, int64_t ls)
+{
+    (void)m;
+    const int64_t nkb = kpad / 64, panel = nkb * TILE;
+    int64_t nc = ((int64_t)1 << 20) / (kpad * r) / 32 * 32;
+    nc = nc < 32 ? 32 : nc > opad ? opad : nc;
+    tiles_on();
+    for (int64_t jc = 0; jc < opad; jc += nc) {
+        const int64_t je = jc + nc < opad ? jc + nc : opad;
+        for (int64_t ib = 0; ib < mpad; ib += 32)
+            for (int64_t jb = jc; jb < je; jb += 32)
+                for (int l = 0; l < 2 * r - 1; l++) {
+                    _tile_zero(0);
+                    _tile_zero(1);
+                    _tile_zero(2);
+                    _tile_zero(3);
+                    for (int p = l < r ? 0 : l - r + 1; p <= l && p < r; p++) {
+                        const int8_t *A0 = A + p * pa + ib * lda, *A1 = A0 + 16 * lda;
+                        const int8_t *B0 = W + (l - p) * wq + (jb / 16) * panel, *B1 = B0 + panel;
+                        for (int64_t kb = 0; kb < nkb; kb++) {
+                            _tile_loadd(4, A0 + kb * 64, lda);
+                            _tile_loadd(6, B0 + kb * TILE, 64);
+                            _tile_dpbssd(0, 4, 6);
+                            _tile_loadd(7, B1 + kb * TILE, 64);
+                            _tile_dpbssd(1, 4, 7);
+                            _tile_loadd(5, A1 + kb * 64, lda);
+                            _tile_dpbssd(2, 5, 6);
+                            _tile_dpbssd(3, 5, 7);
+                        }
+                    }
+                    char *c = (char *)(S + l * ls + ib * lds + jb);
+                    _tile_stored(0, c, lds * 4);
+                    _tile_stored(1, c + 64, lds * 4);
+                    _tile_stored(2, c + 16 * lds * 4, lds * 4);
+                    _tile_stored(3, c + 16 * lds * 4 + 64, lds * 4);
+                }
+    }
+    tiles_off();
+}
+
 int lrmpi_amx_enable(void)
 {
 #if defined(__linux__)

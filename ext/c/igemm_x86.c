@@ -132,16 +132,12 @@ static void pack_b_scalar(int NR, int64_t nr, int64_t kc, const int8_t *Bt, int6
 }
 
 /* ========================= AVX-512 VNNI ========================= */
-#ifndef V_MR
-#define V_MR 12
-#endif
-#ifndef V_NV
-#define V_NV 2 /* zmm vectors of 16 int32 lanes per row of the tile */
-#endif
-#define V_NR (16 * V_NV)
+#define V_MR LRMPI_VNNI_MR
+#define V_NV (LRMPI_VNNI_NR / 16) /* zmm vectors of 16 int32 lanes per row of the tile */
+#define V_NR LRMPI_VNNI_NR
 
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void ukernel_vnni(int64_t k4, const int8_t *Ap, const int8_t *Bp,
+void lrmpi_ukernel_vnni(int64_t k4, const int8_t *Ap, const int8_t *Bp,
                          const int32_t *rowsum, int64_t mr, int64_t nr,
                          int32_t *C, int64_t ldc)
 {
@@ -203,7 +199,7 @@ static void ukernel_vnni(int64_t k4, const int8_t *Ap, const int8_t *Bp,
  * instead of a scalar move per 4; the row sums of A come from vpdpbusd with
  * a vector of ones. Gather indices are 32-bit: rows * ld must stay < 2^31. */
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void pack_a_vnni(int MR, int64_t mr, int64_t kc, const int8_t *A, int64_t lda,
+void lrmpi_pack_a_vnni(int MR, int64_t mr, int64_t kc, const int8_t *A, int64_t lda,
                         int8_t *Ap, int32_t *rowsum)
 {
     const int64_t k4 = (kc + 3) / 4, kfull = kc / 4;
@@ -378,7 +374,7 @@ void lrmpi_igemm_avx512(int64_t m, int64_t n, int64_t k, const int8_t *A,
 {
     /* the gathers take 32-bit offsets: 16 rows of a huge stride need the scalar packers */
     const int gather_ok = lda < INT32_MAX / 16 && ldb < INT32_MAX / 16;
-    igemm_blocked(V_MR, V_NR, 1, ukernel_vnni, gather_ok ? pack_a_vnni : pack_a,
+    igemm_blocked(V_MR, V_NR, 1, lrmpi_ukernel_vnni, gather_ok ? lrmpi_pack_a_vnni : pack_a,
                   gather_ok ? pack_b_vnni : pack_b_scalar, m, n, k, A, lda, Bt, ldb, C, ldc);
 }
 

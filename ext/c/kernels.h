@@ -134,6 +134,115 @@ void lrmpi_crt_reconstruct(int64_t m, int64_t n, int nmod, const int32_t *moduli
                            double *Y, int64_t ldy, double *amax);
 
 /* ------------------------------------------------------------------------- */
+/* Fused inference layers (nn_body.h; one variant per ISA, nn_*.c).           */
+/*                                                                             */
+/* Resolution r of a linear or conv node (docs/design.md, Inference): its      */
+/* input h split per sample into r digit planes (2^e_n, truncation toward 0),  */
+/* its weights per output channel o into r planes (2^f_o), every pair product  */
+/* exact, and                                                                  */
+/*   C = fl( sum_{p,q <= r} P_pq 2^(e_n + f_o - b(p+q)) ),  z = C (+) bias_o,   */
+/*   y = act(z)                                                                */
+/* with ONE rounding of the exact sum (nearest, ties to even: the same bits as */
+/* acc_add + decode, and as decode_sum for r = 1), then float64 operations.    */
+/* A linear node is a 1x1 convolution of a 1x1 image with C = k channels.      */
+
+/* Digit planes of a batch of per-sample tensors, as a layer reads them.       */
+/*   layout ROWS: D[p][n][j], j < kpad, the tensor flattened in NCHW order,    */
+/*          zero past its size (kpad: a multiple of 64, the tiles' k).         */
+/*   layout NHWC: D[p][n][y][x][c] over the zero-padded image Hp x Wp          */
+/*          (the consumer's pads: the image at rows pt.., columns pl..).       */
+/* Every plane is `pstride` bytes; rows past n (up to the plane's end) are the */
+/* caller's, kept zero (the AMX kernel reads whole 32-row blocks).             */
+#define LRMPI_NN_ROWS 0
+#define LRMPI_NN_NHWC 1
+typedef struct {
+    int layout;
+    int64_t C, H, W;       /* the tensor: channels, height, width (ROWS: any)  */
+    int64_t kpad;          /* ROWS: row length                                 */
+    int64_t pt, pl, Hp, Wp;/* NHWC: padding top/left, padded height/width      */
+    int r, bits;           /* planes written; bits per digit (1..7)            */
+    int8_t *D;             /* r planes                                         */
+    int64_t pstride;       /* bytes per plane (>= n x row or image size)       */
+    int32_t *exps;         /* n: per-sample exponent, max|h_n| < 2^e (0 if 0)  */
+    double *sq;            /* or NULL: n x 2, per sample the float64 sums of    */
+                           /* h^2 and of (h - Q_r(h))^2 2^(2 b (r + 1) - 2 e)   */
+                           /* (the truncation residual in units of its scale)  */
+} lrmpi_nn_planes;
+
+/* nn_quantize: the planes of h (n samples, each C x H x W float64 in NCHW     */
+/*   order, contiguous; float32 if f32, exact in float64: no float64 copy)     */
+/*   order, contiguous) into `out`: per sample e = frexp(max|h_n|), digits as  */
+/*   encode's (every digit has the sign of its value). Returns 1 if h holds    */
+/*   NaN or Inf (out is then undefined), else 0.                               */
+typedef int (*lrmpi_nn_quantize_fn)(int64_t n, const void *h, int f32,
+                                    const lrmpi_nn_planes *out);
+
+/* Activations fused after the bias (numpy's semantics, NaN propagates):       */
+/*   RELU max(z, 0); LEAKY z >= 0 ? z : a z (a = slope[0]); PRELU the same     */
+/*   with slope[o] per channel; CLIP min(max(z, lo), hi).                      */
+#define LRMPI_ACT_NONE 0
+#define LRMPI_ACT_RELU 1
+#define LRMPI_ACT_LEAKY 2
+#define LRMPI_ACT_PRELU 3
+#define LRMPI_ACT_CLIP 4
+
+typedef struct {
+    int64_t n;                  /* samples                                      */
+    /* geometry: the input planes (NHWC layout, padded: Hp x Wp x C; a linear  */
+    /* node reads ROWS planes, `direct`: Hp = Wp = kh = kw = 1, C = k)          */
+    int64_t Hp, Wp, C, kh, kw, sh, sw, dh, dw, Ho, Wo, O;
+    int depthwise;              /* O == C, each output reads its own channel    */
+    int direct;                 /* ROWS planes (a linear node): rows read in place */
+    int64_t kpad;               /* kh kw C rounded up to 64 (ROWS: the row)     */
+    int r, bits, nlimbs;        /* planes used; bits; limbs of the exact sums   */
+    const int8_t *D;            /* input planes, plane stride dstride bytes     */
+    int64_t dstride;
+    const int32_t *e;           /* n per-sample exponents of D                  */
+    const int8_t *wpack;        /* the weights packed by nn_pack (this ISA)     */
+    int64_t wplanes;            /* planes packed (>= r)                         */
+    const int32_t *f;           /* O per-channel exponents of the weights       */
+    const double *bias;         /* O                                            */
+    int act;                    /* LRMPI_ACT_*                                  */
+    const double *slope;        /* LEAKY: [a]; PRELU: O per-channel slopes      */
+    double lo, hi;              /* CLIP                                         */
+    /* a residual added before the activation: a = z + Res (NCHW, like z), y =   */
+    /* act(a), or NULL (a = z)                                                  */
+    const double *Res;
+    /* outputs, n x O x Ho x Wo float64 (NCHW), each optional (NULL):           */
+    double *Cout, *Zout, *Yout; /* the rounded product, + bias, the activation  */
+    double *Aout;               /* z + Res                                      */
+    /* max pooling of y (ONNX MaxPool: windows pkh x pkw, strides, dilations,   */
+    /* pads ppt/ppl: taps outside the image are skipped, like -inf padding) to  */
+    /* pHo x pWo per channel, before `next` and into Pout (NCHW), if `pool`     */
+    int pool;
+    int64_t pkh, pkw, psh, psw, pdh, pdw, ppt, ppl, pHo, pWo;
+    double *Pout;
+    const lrmpi_nn_planes *next;/* or NULL: y (pooled) quantized for the next node */
+    int64_t unit_rows;          /* output rows (positions) per block: L2 size   */
+    double *sq;                 /* or NULL: n x 5, per sample the float64 sums   */
+                                /* of C^2, z^2, y^2, Res^2, a^2 (its outputs)   */
+    double *times;              /* or NULL: += thread CPU seconds in the products,*/
+                                /* the rounding to the stores, the next planes  */
+} lrmpi_nn_layer;
+
+/* nn_packed_size: bytes of nn_pack's output for `planes` planes of O rows of  */
+/*   kpad (a multiple of 64) int8 digits (conv: in (u, v, c) order).           */
+/* nn_pack: W (planes x O x k int8, row stride k) -> this ISA's layout, k      */
+/*   (a conv's rows in ONNX's (c, u, v) order with taps = kh kw > 1: permuted to */
+/*   the (u, v, c) order of the windows first)                                  */
+/*   zero-padded to kpad and O to a multiple of 32; `out` 64-byte aligned.     */
+/*   Depthwise weights (k = kh kw) are packed alike on every ISA.              */
+/* nn_layer: the node at resolution L->r for L->n samples: every pair product  */
+/*   of the r input and r weight planes (level sums p+q-1 in int32: the caller  */
+/*   guarantees r k (2^bits - 1)^2 < 2^31), C, z, y as above, and y's planes   */
+/*   for the next node. Returns 1 if y holds NaN or Inf where `next` quantizes */
+/*   it, else 0.                                                               */
+typedef int64_t (*lrmpi_nn_packed_size_fn)(int planes, int64_t O, int64_t kpad, int depthwise);
+typedef void (*lrmpi_nn_pack_fn)(int planes, int64_t O, int64_t k, int64_t kpad,
+                                 int depthwise, int64_t taps, const int8_t *W, int8_t *out);
+typedef int (*lrmpi_nn_layer_fn)(const lrmpi_nn_layer *L);
+
+/* ------------------------------------------------------------------------- */
 /* Registration table (dispatch.c).                                           */
 typedef struct {
     const char *isa;             /* "ref", "avx2", "avx512" ...                */
@@ -144,6 +253,10 @@ typedef struct {
     lrmpi_igemm_fn igemm;
     lrmpi_acc_add_fn acc_add;
     lrmpi_decode_fn decode;
+    lrmpi_nn_quantize_fn nn_quantize;
+    lrmpi_nn_packed_size_fn nn_packed_size;
+    lrmpi_nn_pack_fn nn_pack;
+    lrmpi_nn_layer_fn nn_layer;
 } lrmpi_kernel_table;
 
 /* The table selected at first call: CPUID, then LRMPI_KERNEL override.       */
@@ -192,5 +305,18 @@ void lrmpi_decode_avx512(int64_t, int64_t, const int64_t *, int64_t, int64_t, in
 
 void lrmpi_igemm_amx(int64_t, int64_t, int64_t, const int8_t *, int64_t,
                      const int8_t *, int64_t, int32_t *, int64_t);
+
+/* Fused inference layers per ISA (nn_ref.c, nn_x86.c).                      */
+#define LRMPI_NN_DECLARE(isa)                                                      \
+    int lrmpi_nn_quantize_##isa(int64_t, const void *, int, const lrmpi_nn_planes *); \
+    int64_t lrmpi_nn_packed_size_##isa(int, int64_t, int64_t, int);               \
+    void lrmpi_nn_pack_##isa(int, int64_t, int64_t, int64_t, int, int64_t,         \
+                             const int8_t *,                                        \
+                             int8_t *);                                            \
+    int lrmpi_nn_layer_##isa(const lrmpi_nn_layer *);
+LRMPI_NN_DECLARE(ref)
+LRMPI_NN_DECLARE(avx2)
+LRMPI_NN_DECLARE(avx512)
+LRMPI_NN_DECLARE(amx)
 
 #endif

@@ -1,7 +1,8 @@
 """Command line: `lrmpi <command>` / `python -m lrmpi <command>`.
 
 Commands are plain functions registered with @command (mpi4py.bench style), one
-module per group: jobs (matmul, infer), demo, tools (inspect, pack, info), bench.
+module per group: jobs (matmul, infer), demo, tools (inspect, pack, info), bench,
+jobscript.
 Errors lrmpi raises on purpose print one line and exit non-zero; --debug shows
 the traceback.
 """
@@ -93,7 +94,7 @@ def _top_help():
 
 def main(argv=None):
     """Run one command; returns the exit code (see README: 0, 1, 2, 3, 130)."""
-    from lrmpi.cli import bench, demo, jobs, tools  # noqa: F401  (registers the commands)
+    from lrmpi.cli import bench, demo, jobs, jobscript, tools  # noqa: F401  (registers them)
     from lrmpi.parallel.comm import env_rank
     argv = sys.argv[1:] if argv is None else list(argv)
     root = env_rank() == 0
@@ -132,6 +133,11 @@ def main(argv=None):
             raise
         if root:  # one line, even when a library's message (HDF5's) spans several
             print("lrmpi: error: " + " ".join(str(exc).split()), file=sys.stderr)
+        elif isinstance(exc, errors.LaunchError):
+            # Each process is alone in its own world: launcher rank 0's exit 1 is the
+            # job's status. A non-zero exit here could make Open MPI's launcher kill
+            # rank 0 before it has printed the one line that says why.
+            return EXIT_OK
         return EXIT_USAGE if isinstance(exc, errors.ConfigError) else EXIT_ERROR
     except KeyboardInterrupt:
         if root:

@@ -102,9 +102,7 @@ def numeric_options(a):
                 final=a.final, moduli=a.moduli, target=target)
 
 
-@command
-def matmul(argv):
-    """C = A B in layers of increasing resolution, over every MPI rank."""
+def matmul_parser():
     p = parser("matmul", matmul)
     p.add_argument("A", help="left operand: A.npy or FILE.h5:/dataset")
     p.add_argument("B", help="right operand: B.npy or FILE.h5:/dataset")
@@ -114,7 +112,13 @@ def matmul(argv):
                    help="who writes C and the resume data: the root (default), or each "
                         "worker its own tiles, bound by a virtual dataset (many nodes, a "
                         "shared file system: the root no longer receives or writes C)")
-    a = p.parse_args(argv)
+    return p
+
+
+@command
+def matmul(argv):
+    """C = A B in layers of increasing resolution, over every MPI rank."""
+    a = matmul_parser().parse_args(argv)
     from lrmpi.jobs.matmul import run_matmul
     return exit_code(run_matmul(a.A, a.B, a.output, **numeric_options(a), **job_options(a),
                                 write=a.write), a.deadline_ok)
@@ -157,15 +161,19 @@ def infer_options(a):
                 class_margin=0.1 if a.class_margin is None else a.class_margin)
 
 
-@command
-def infer(argv):
-    """Layered inference of an ONNX (or lrmpi .npz) model on DATA, over every MPI rank."""
+def infer_parser():
     p = parser("infer", infer)
     p.add_argument("model", help="MODEL.onnx or lrmpi weights MODEL.npz")
     p.add_argument("data", help="samples: DATA.npy or FILE.h5:/dataset (first axis = samples)")
     add_infer_options(p)
     add_job_options(p)
-    a = p.parse_args(argv)
+    return p
+
+
+@command
+def infer(argv):
+    """Layered inference of an ONNX (or lrmpi .npz) model on DATA, over every MPI rank."""
+    a = infer_parser().parse_args(argv)
     from lrmpi.jobs.inference import run_infer
     return exit_code(run_infer(a.model, a.data, a.output, **infer_options(a),
                                **job_options(a)), a.deadline_ok)

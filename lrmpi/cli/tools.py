@@ -9,17 +9,20 @@ from lrmpi.cli import EXIT_OK, command, parser
 
 @command
 def info(argv):
-    """Versions, selected kernel ISA and MPI library."""
+    """Versions, where lrmpi and its kernels were loaded from, kernel ISA, MPI library and
+    its launcher; exits 1 when the launcher is not of mpi4py's MPI."""
     parser("info", info).parse_args(argv)
     import platform
 
     import h5py
 
     import lrmpi
+    from lrmpi._ext import kernels as extension
     from lrmpi.machine import cpu_model
     from lrmpi.numerics import kernels
     rows = [
-        ("lrmpi", lrmpi.__version__),
+        ("lrmpi", f"{lrmpi.__version__} from {os.path.dirname(lrmpi.__file__)}"),
+        ("extension", extension.__file__),
         ("python", platform.python_version()),
         ("numpy", np.__version__),
         ("h5py", f"{h5py.version.version} (HDF5 {h5py.version.hdf5_version}, "
@@ -28,13 +31,13 @@ def info(argv):
         ("kernel isa", f"{kernels.selected_isa()} (available: "
                        f"{', '.join(kernels.available_isas())})"),
     ]
-    from lrmpi.parallel.comm import env_rank, mpi_info
-    rows += mpi_info()
-    if env_rank() != 0:  # under mpirun: print once
-        return EXIT_OK
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+    from lrmpi.parallel import comm
+    rows += comm.mpi_info()
+    if comm.env_rank() == 0:  # under mpirun: print once
+        width = max(len(k) for k, _ in rows)
+        for key, value in rows:
+            print(f"{key:<{width}}  {value}", flush=True)
+    comm.get_comm()  # LaunchError (one line, exit 1) if the launcher is not of this MPI
     return EXIT_OK
 
 
@@ -47,8 +50,10 @@ MATMUL_COLUMNS = [("res", "index", "{:>4}"), ("elapsed_s", "elapsed_s", "{:>9.3f
                   ("MB_recv", "root_bytes_recv", "{:>8.1f}"), ("fallback", "fallback", "{:>8}")]
 INFER_COLUMNS = [("res", "index", "{:>4}"), ("elapsed_s", "elapsed_s", "{:>9.3f}"),
                  ("durable_s", "durable_s", "{:>9.3f}"), ("refined", "refined_count", "{:>7}"),
-                 ("certified", "certified_count", "{:>9}"), ("work", "work", "{:>9.3g}"),
-                 ("logit_bound", "bound_abs", "{:>11.3e}"), ("bound_rel", "bound_rel", "{:>10.3e}")]
+                 ("certified", "certified_count", "{:>9}"),
+                 ("cert_frac", "certified_fraction", "{:>9.4f}"), ("work", "work", "{:>9.3g}"),
+                 ("logit_bound", "bound_abs", "{:>11.3e}"), ("bound_rel", "bound_rel", "{:>10.3e}"),
+                 ("bound", "bound_method", "{:>13}"), ("bound_cost", "bound_cost", "{:>10.2f}")]
 
 
 def _width(fmt):
@@ -76,6 +81,9 @@ def inspect(argv):
                    help="draw the error bound against time into PNG (or .pdf, .svg, ...)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the --plot file if it exists (never without)")
+    p.add_argument("--status", action="store_true",
+                   help="print only the status (running, complete, deadline, failed): "
+                        "for scripts")
     a = p.parse_args(argv)
     if a.overwrite and not a.plot:
         raise errors.ConfigError("--overwrite replaces the --plot file, and there is no --plot")
@@ -83,6 +91,9 @@ def inspect(argv):
     from lrmpi.jobs.checkpoint import Checkpoint, owned
     ck = Checkpoint(a.path, safe=True)
     at = ck.attrs
+    if a.status:
+        print(at.get("status"))
+        return EXIT_OK
     print(f"{a.path}: {at.get('kind')} status={at.get('status')} completed={at.get('completed')}"
           f"/{at.get('planned')} bits={at.get('bits')} planes={at.get('planes')} "
           f"order={at.get('order')} lrmpi {at.get('lrmpi_version')}")
@@ -168,6 +179,13 @@ def _plot(png, title, rows, kind):
     if kind == "infer":
         ax.semilogy(t, [max(r["bound_abs"], 1e-300) for r in rows], "o-",
                     label="max logit bound")
+        frac = [r.get("certified_fraction") for r in rows]
+        if all(f is not None for f in frac):   # files before it: no second axis
+            right = ax.twinx()
+            right.plot(t, frac, "s--", color="tab:green", label="certified fraction")
+            right.set_ylim(0, 1.02)
+            right.set_ylabel("certified fraction")
+            right.legend(loc="lower left")
     else:
         ax.semilogy(t, [r["bound_rel"] for r in rows], "o-", label="bound_rel")
         ax.semilogy(t, [r["bound_abs"] for r in rows], "s--", label="bound_abs")

@@ -145,6 +145,24 @@ def resnet18(seed=0, size=64, classes=10):
     return b.model("x", (3, size, size), b.dense(h, 512, classes), classes)
 
 
+def resnet_deep(seed=0, size=32, classes=10, blocks=3, widths=(16, 32, 64)):
+    """A deep residual net of the CIFAR kind (ResNet-20 with the defaults): a 3x3
+    stem, `blocks` basic blocks per stage (stride 2 and a 1x1 projection entering
+    stages 2 and 3), global average pool, dense: 1 + 6 blocks + 2 = 21 conv layers
+    on 3 x size x size."""
+    b = Builder(seed)
+    h = b.relu(b.bn(b.conv("x", 3, widths[0]), widths[0]))
+    cin = widths[0]
+    for i, cout in enumerate(widths):
+        for j in range(blocks):
+            stride = 2 if i > 0 and j == 0 else 1
+            h = _basic_block(b, h, cin, cout, stride)
+            cin = cout
+    h = b.node("GlobalAveragePool", [h])
+    h = b.node("Flatten", [h], axis=1)
+    return b.model("x", (3, size, size), b.dense(h, cin, classes), classes)
+
+
 def mobilenet_small(seed=0, size=16, classes=10):
     """Depthwise-separable blocks (3x3 depthwise, group = channels; 1x1 pointwise)
     with ReLU6, one of stride 2, global average pool, dense."""

@@ -17,12 +17,13 @@ import time
 
 import numpy as np
 
+from lrmpi import stages
 from lrmpi._version import __version__
 from lrmpi.errors import InputError
 from lrmpi.jobs import inputs
 from lrmpi.jobs.job import JobOptions, file_inputs, fingerprint, run_job
 from lrmpi.nn.engine import LayeredInference, PreparedModel
-from lrmpi.nn.onnx_import import load_model
+from lrmpi.nn.loading import load_model
 from lrmpi.parallel import farm
 from lrmpi.parallel.collective import Group
 from lrmpi.parallel.comm import get_comm, hostname
@@ -48,6 +49,7 @@ class InferJob:
         self.comm, self.group = comm, Group(comm)
         self.inputs = file_inputs(model, data)
         self.meta, self.start, self.offset = [], time.perf_counter(), 0.0
+        self.setup = {}  # wall seconds of the start-up steps (the first resolution's attrs)
 
     # --- rank 0, before the job ---
     def prepare(self):
@@ -80,10 +82,12 @@ class InferJob:
         return self.offset + time.perf_counter() - self.start
 
     def release(self):
+        self.group.meet()
         self.group.bcast(None)
 
     # --- the other ranks ---
     def serve(self):
+        self.group.meet()
         model = self.group.bcast(None)
         if model is None:
             return
@@ -102,9 +106,14 @@ class InferJob:
             eng.load_state(state)
             self.meta = [ckpt.resolution_summary(i) for i in range(1, done + 1)]
             self.offset, self.start = float(self.meta[-1]["elapsed_s"]), time.perf_counter()
+        t = time.perf_counter()
+        self.setup["prepare_s"] = t - start
+        self.group.meet()
         self.group.bcast(self.model)
-        self.group.bcast_array(self.X)
+        self.group.bcast_array(self.X, self.data if isinstance(self.data, (str, os.PathLike))
+                               else None)
         hosts = dict(enumerate(self.group.gather(hostname()) or []))
+        self.setup["bcast_s"] = time.perf_counter() - t
         workers = farm.Farm(self.comm, lambda task, stopping: _evaluate(self.model, self.X, task,
                                                                           stopping),
                             hosts, self.worker_timeout)
@@ -139,6 +148,7 @@ class InferJob:
                     return None
                 logits = np.concatenate([g[0] for g in got]) if got else None
                 radius = np.concatenate([g[1] for g in got]) if got else None
+                self.spent = stages.total(g[2] for g in got)
                 out, at = [], 0
                 for c in chunks:
                     out.append((logits[at:at + len(c)], radius[at:at + len(c)]))
@@ -165,7 +175,12 @@ class InferJob:
                 "refined_count": int(res.refined.sum()),
                 "certified_count": int(st["certified"].sum()),
                 "frozen_certified": res.frozen["certified"], "frozen_gray": res.frozen["gray"],
-                "work": res.work, "work_all": res.work_all, "fallback": 0}
+                "work": res.work, "work_all": res.work_all, "fallback": 0,
+                "certified_fraction": float(np.mean(st["certified"])),
+                **{f"cpu_{k}_s": float(v) for k, v in getattr(self, "spent", {}).items()},
+                **self.setup}
+        self.setup = {}  # start-up figures go with the first resolution computed
+        meta.update(self.model.norms.summary(r))
         self.meta.append(meta)
         if self.on_resolution is not None:
             self.on_resolution(meta, st["scores"], st["predicted"], res.refined)
@@ -182,11 +197,15 @@ class InferJob:
 
 
 def _evaluate(model, X, task, stopping=None):
-    """A farm task: (logits, bounds) of samples `idx` at resolution r (None if
-    `stopping()` said so between batches)."""
+    """A farm task: (logits, bounds, stage times) of samples `idx` at resolution r
+    (None if `stopping()` said so between batches). The stage times run from the
+    end of this thread's previous task: a worker's send of that task's result
+    counts too (stages.py)."""
     r, idx, norms = task
     model.norms.use(r, norms)
-    return model.evaluate(X[idx], r, stopping=stopping)
+    out = model.evaluate(X[idx], r, stopping=stopping)
+    spent = stages.take()
+    return None if out is None else (*out, spent)
 
 
 def _graph_parts(graph):
@@ -207,9 +226,11 @@ def _persisted(st):
 
 def _report(meta, planned, durable=None):
     log_resolution(meta, planned, durable,
-                   f"refined {meta['refined_count']}  certified {meta['certified_count']}  "
+                   f"refined {meta['refined_count']}  certified {meta['certified_count']} "
+                   f"({100 * meta['certified_fraction']:.1f} %)  "
                    f"work {meta['work']:.3g}/{meta['work_all']:.3g}  logit bound median "
-                   f"{meta['bound_median']:.3e} ({meta['bound_rel']:.1e} of the range)")
+                   f"{meta['bound_median']:.3e} ({meta['bound_rel']:.1e} of the range, "
+                   f"{meta['bound_method']})")
 
 
 def run_infer(model, data, out=None, *, comm=None, on_resolution=None, **options):

@@ -60,10 +60,11 @@ def _load_npy(path, name):
         raise InputError(f"{name}: {path} holds Python objects (pickled data is never loaded)")
     if len(shape) == 2:
         check_size(shape, dtype, name)
-    # float64 in C order is used in place, memory-mapped: the encoder reads the page
-    # cache directly instead of a 128 MB copy (n = 4096) whose first touch costs
-    # more than reading it (the file must not change while the job runs)
-    native = dtype == np.dtype(np.float64) and dtype.isnative and not fortran
+    # float64 (and float32) in C order is used in place, memory-mapped: the encoder
+    # reads the page cache directly instead of a 128 MB copy (n = 4096) whose first
+    # touch costs more than reading it (the file must not change while the job runs)
+    native = dtype in (np.dtype(np.float64), np.dtype(np.float32)) and dtype.isnative \
+        and not fortran
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r" if native else None)
     except Exception as exc:

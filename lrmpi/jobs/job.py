@@ -21,9 +21,6 @@ import numpy as np
 
 from lrmpi.errors import CheckpointError, ConfigError
 from lrmpi.jobs import slurm
-from lrmpi.jobs.checkpoint import CheckpointWriter, owned
-from lrmpi.jobs.checkpoint.output import (OutputLock, check_output, existing, input_file,
-                                          sweep)
 from lrmpi.jobs.deadline import Deadline, StopSignals
 from lrmpi.log import logger
 from lrmpi.parallel.comm import get_comm, rank_size
@@ -73,15 +70,23 @@ class JobOptions:
 
 
 def fingerprint(*parts):
-    """SHA-256 (first 128 bits) of arrays (dtype-independent float64 values and
-    shapes) and other parts (their repr): what a resumed job must match.
+    """SHA-256 (first 128 bits) of arrays (shapes and values) and other parts (their
+    repr): what a resumed job must match. Values are hashed as float64, except
+    float32 arrays, hashed as they are (with a tag): their float64 copy doubled
+    the bytes, and this hash is written before the first resolution can be.
     SHA-256 because x86 has instructions for it: 1.5 GB/s, blake2b 0.9."""
     h = hashlib.sha256()
     for x in parts:
         if isinstance(x, np.ndarray):
             h.update(np.asarray(x.shape, np.int64).tobytes())
-            x = np.ascontiguousarray(x, np.float64)
-            h.update(memoryview(x).cast("B"))
+            f32 = x.dtype == np.float32
+            if f32:
+                h.update(b"float32")
+            flat = x.reshape(-1) if x.flags.c_contiguous else np.ascontiguousarray(x).reshape(-1)
+            for i in range(0, flat.size, 1 << 20):
+                part = np.ascontiguousarray(flat[i:i + (1 << 20)],
+                                            np.float32 if f32 else np.float64)
+                h.update(memoryview(part).cast("B"))
         else:
             h.update(repr(x).encode())
     return h.hexdigest()[:32]
@@ -138,6 +143,10 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
         if rank != 0:
             kind.serve()
             return None
+        # HDF5 on the root only: the other ranks never open a checkpoint
+        from lrmpi.jobs.checkpoint import CheckpointWriter, owned
+        from lrmpi.jobs.checkpoint.output import (OutputLock, check_output, existing,
+                                                  input_file, sweep)
         lock = None
         try:
             if opts.overwrite and opts.resume:

@@ -57,8 +57,9 @@ class Graph:
     def linear(self):
         return [n for n in self.nodes if n.op in LINEAR_OPS]
 
-    def validate(self):
-        """Check the graph (ops, names, parameters) and fill in every tensor's shape."""
+    def validate(self, shapes=None):
+        """Check the graph (ops, names, parameters) and fill in every tensor's shape
+        (`shapes`: known already, e.g. kept with a cached copy of this graph)."""
         from lrmpi.nn import ops
         known = {self.input}
         if not any(n.op in LINEAR_OPS for n in self.nodes):
@@ -80,7 +81,7 @@ class Graph:
         if self.head not in (None,) + HEADS:
             raise InputError(f"model: unknown head {self.head!r}")
         # shapes: one zero sample through the float model
-        self.shapes = ops.shapes(self)
+        self.shapes = ops.shapes(self) if shapes is None else shapes
         if len(self.shapes[self.output]) != 1:
             raise InputError(f"model: the output {self.output!r} has per-sample shape "
                              f"{self.shapes[self.output]}; expected a vector of scores")
@@ -96,36 +97,49 @@ class Graph:
 # --- lrmpi's own weight file: JSON description + arrays, nothing pickled ---
 
 def save(graph, path):
+    np.savez(path, **to_arrays(graph))
+
+
+def to_arrays(graph):
+    """The graph as arrays: a JSON description (`graph`) and the parameters'
+    arrays (what save writes and load_npz / from_arrays read)."""
     desc, arrays = [], {}
     for i, n in enumerate(graph.nodes):
         params = {}
         for k, v in n.params.items():
             if isinstance(v, np.ndarray):
-                arrays[f"node{i}.{k}"] = v
+                # float32 where that holds the values exactly (ONNX weights): half the
+                # bytes to read; readers convert to float64, the same values
+                v32 = v.astype(np.float32)
+                arrays[f"node{i}.{k}"] = v32 if np.array_equal(v32, v) else v
             else:
                 params[k] = list(v) if isinstance(v, tuple) else v
         desc.append({"op": n.op, "inputs": n.inputs, "output": n.output, "name": n.name,
                      "params": params})
     meta = {"input": graph.input, "input_shape": list(graph.input_shape), "output": graph.output,
             "head": graph.head, "nodes": desc}
-    np.savez(path, graph=np.array(json.dumps(meta)), **arrays)
+    return {"graph": np.array(json.dumps(meta)), **arrays}
+
+
+def from_arrays(f):
+    """The graph of to_arrays' output (any mapping of names to arrays), validated."""
+    meta = json.loads(str(f["graph"]))
+    names = list(f.keys()) if hasattr(f, "keys") else f.files
+    nodes = []
+    for i, d in enumerate(meta["nodes"]):
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in d["params"].items()}
+        for key in names:
+            if key.startswith(f"node{i}."):
+                params[key.split(".", 1)[1]] = np.asarray(f[key], np.float64)
+        nodes.append(Node(d["op"], list(d["inputs"]), d["output"], params, d.get("name", "")))
+    return Graph(meta["input"], tuple(meta["input_shape"]), nodes, meta["output"],
+                 meta.get("head"))
 
 
 def load_npz(path):
     try:  # our own handle: numpy leaks it when a damaged zip fails to open
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
-            meta = json.loads(str(f["graph"]))
-            nodes = []
-            for i, d in enumerate(meta["nodes"]):
-                params = {k: tuple(v) if isinstance(v, list) else v
-                          for k, v in d["params"].items()}
-                for key in f.files:
-                    if key.startswith(f"node{i}."):
-                        params[key.split(".", 1)[1]] = np.asarray(f[key], np.float64)
-                nodes.append(Node(d["op"], list(d["inputs"]), d["output"], params,
-                                  d.get("name", "")))
-            g = Graph(meta["input"], tuple(meta["input_shape"]), nodes, meta["output"],
-                      meta.get("head"))
+            g = from_arrays(f)
     except InputError:
         raise
     except Exception as exc:  # zip, npy and JSON errors of a damaged file (found by fuzzing)

@@ -23,7 +23,6 @@ import numpy as np
 
 from lrmpi.numerics import kernels, planes as P
 from lrmpi.numerics.accumulate import ExactAccumulator
-from lrmpi.numerics.layered import level_sums
 from lrmpi.nn import ops
 
 
@@ -33,19 +32,36 @@ class NodeWeights:
 
     def __init__(self, node, bits, planes):
         W = node.params["W"]
-        self.node, self.bits = node, bits
+        self.node, self.bits, self.planes = node, bits, planes
         self.W2 = np.ascontiguousarray(W.reshape(W.shape[0], -1))
         self.enc = P.encode(self.W2, bits, planes)
         self.group = int(node.params.get("group", 1)) if node.op == "conv" else 1
-        self.gemm = self.enc
-        if node.op == "conv":
-            # the same digits with columns in (u, v, c) order, for windows taken from
-            # channels-last planes (contiguous copies); a product is exact, so the
-            # order of its k terms changes nothing
-            O, Cg, kh, kw = W.shape
-            d = self.enc.digits.reshape(planes, O, Cg, kh, kw).transpose(0, 1, 3, 4, 2)
-            self.gemm = SimpleNamespace(digits=np.ascontiguousarray(d).reshape(planes, O, -1),
-                                        exps=self.enc.exps)
+        self._gemm = None
+
+    @property
+    def gemm(self):
+        """The digits as the windows of channels-last planes read them: a conv's
+        columns in (u, v, c) order (a product is exact, so the order of its k terms
+        changes nothing); made on first use (the fused kernels permute while they
+        pack: an int8 transpose here took 0.2 s for a ResNet-18)."""
+        if self._gemm is None:
+            self._gemm = self.enc
+            if self.node.op == "conv":
+                O, Cg, kh, kw = self.node.params["W"].shape
+                planes = self.enc.planes
+                d = self.enc.digits.reshape(planes, O, Cg, kh, kw).transpose(0, 1, 3, 4, 2)
+                self._gemm = SimpleNamespace(
+                    digits=np.ascontiguousarray(d).reshape(planes, O, -1), exps=self.enc.exps)
+        return self._gemm
+
+    def __getstate__(self):
+        # sent to every rank with the model: the digits are made again there (the
+        # same bits, deterministic) instead of travelling beside W: 268 -> ~90 MB
+        # for a ResNet-18, whose encoding takes a fraction of sending them
+        return {"node": self.node, "bits": self.bits, "planes": self.planes}
+
+    def __setstate__(self, state):
+        self.__init__(state["node"], state["bits"], state["planes"])
 
 
 def quantize_samples(h, bits, r):
@@ -65,6 +81,7 @@ def exact_product(Hd, erow, wenc, r, bits, rows_of_w=None):
     Wd, ecol = wenc.digits, wenc.exps
     if rows_of_w is not None:
         Wd, ecol = Wd[:, rows_of_w[0]:rows_of_w[1]], ecol[rows_of_w[0]:rows_of_w[1]]
+    from lrmpi.numerics.layered import level_sums  # the matmul machinery: not at start-up
     m, k = Hd.shape[1], Hd.shape[2]
     pairs = [(p, q) for p in range(1, r + 1) for q in range(1, r + 1)]
     pairs.sort(key=lambda pq: (pq[0] + pq[1], pq[0]))

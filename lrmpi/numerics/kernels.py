@@ -219,3 +219,4 @@ def dot2(A, B, rows, cols, erow, ecol):
     y, s = np.empty(rows.size), np.empty(rows.size)
     _k.dot2(A, B, rows, cols, erow, ecol, y, s)
     return y, s
+

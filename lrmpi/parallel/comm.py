@@ -3,36 +3,100 @@ imported here and nowhere else.
 
 mpi4py is optional: without it (or with one rank) every job runs in this
 process through the same driver code (a local endpoint instead of workers).
+
+MPI is initialized here, once the launcher that started this process is known
+to be of mpi4py's MPI (lrmpi.parallel.launcher: a launcher of another MPI starts
+N singletons, each rank 0 of 1, or makes MPI_Init abort).
 """
+import json
 import os
+import subprocess
+import sys
+import warnings
+
+from lrmpi.parallel import launcher
 
 _COMM = None
 _MPI = None
+_LAUNCH_ERROR = None  # launcher.check_before_init's verdict: MPI left uninitialized
 
 
 def mpi():
-    """The mpi4py.MPI module, or None when mpi4py is not installed."""
-    global _MPI
+    """The mpi4py.MPI module, or None when mpi4py is not installed. MPI is initialized
+    here (as mpi4py would at import, same thread level, finalized at exit) after the
+    launcher check: MPI_Init under another MPI's launcher aborts with a stack of
+    internal errors (MPICH under Open MPI's mpirun), so the check comes first and,
+    when it fails, MPI is left uninitialized and get_comm() raises its one line."""
+    global _MPI, _LAUNCH_ERROR
     if _MPI is None:
         try:
-            from mpi4py import MPI
+            import mpi4py
         except ImportError:
             return None
+        if "mpi4py.MPI" not in sys.modules:
+            mpi4py.rc.initialize, mpi4py.rc.finalize = False, True
+        from mpi4py import MPI
+        if not MPI.Is_initialized():
+            _LAUNCH_ERROR = launcher.check_before_init(launcher.describe(MPI))
+            if _LAUNCH_ERROR is None:
+                with warnings.catch_warnings():
+                    # mpi4py's own warning for a launcher of another MPI: get_comm()
+                    # says it in one line, naming the launcher to use instead
+                    warnings.filterwarnings("ignore",
+                                            message="suspicious MPI execution environment")
+                    MPI.Init_thread(_THREAD_LEVELS[mpi4py.rc.thread_level](MPI))
         _MPI = MPI
     return _MPI
 
 
+_THREAD_LEVELS = {"multiple": lambda MPI: MPI.THREAD_MULTIPLE,
+                  "serialized": lambda MPI: MPI.THREAD_SERIALIZED,
+                  "funneled": lambda MPI: MPI.THREAD_FUNNELED,
+                  "single": lambda MPI: MPI.THREAD_SINGLE}
+
+
 def get_comm(comm=None):
-    """`comm` if given, else lrmpi's duplicate of COMM_WORLD (None without mpi4py)."""
+    """`comm` if given, else lrmpi's duplicate of COMM_WORLD (None without mpi4py);
+    LaunchError if the launcher that started this process is not of mpi4py's MPI."""
     global _COMM
     if comm is not None:
         return comm
     if _COMM is None:
         MPI = mpi()
+        if _LAUNCH_ERROR is not None:
+            raise _LAUNCH_ERROR
+        size = 1 if MPI is None else MPI.COMM_WORLD.Get_size()
+        error = launcher.check_world(size, library)
+        if error is not None:
+            raise error
         if MPI is None:
             return None
         _COMM = MPI.COMM_WORLD.Dup()
     return _COMM
+
+
+# Runs in a child so that asking which MPI mpi4py loads starts no MPI here: a process
+# that initialized MPI (a singleton) must not start an mpiexec of its own (Open MPI
+# refuses a nested launcher).
+_PROBE = """import json, mpi4py
+mpi4py.rc.initialize = False
+from mpi4py import MPI
+from lrmpi.parallel.launcher import describe
+print(json.dumps(describe(MPI)))"""
+
+
+def library(probe=False):
+    """launcher.describe() of the MPI library mpi4py loads, or None without mpi4py;
+    probe=True asks a child process (this one starts no MPI)."""
+    if not probe:
+        MPI = mpi()
+        return None if MPI is None else launcher.describe(MPI)
+    try:
+        p = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
+                           timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return json.loads(p.stdout) if p.returncode == 0 else None
 
 
 def hostname():
@@ -74,15 +138,26 @@ def abort(code=1):
 
 
 def mpi_info():
-    """[(name, value)] describing mpi4py and the MPI library, for `lrmpi info`."""
+    """[(name, value)] describing mpi4py, the MPI library and its launcher, and the
+    launcher that started this process, for `lrmpi info`."""
     try:
         import mpi4py
     except ImportError:
-        return [("mpi4py", "not installed (pip install 'lrmpi[mpi]')")]
+        return [("mpi4py", "not installed (pip install 'lrmpi[mpi]', or build it against "
+                           "the site's MPI)")]
     MPI = mpi()
-    return [("mpi4py", mpi4py.__version__),
-            ("MPI library", MPI.Get_library_version().splitlines()[0].strip()),
-            ("MPI world size", str(MPI.COMM_WORLD.Get_size()))]
+    lib = launcher.describe(MPI)
+    var, size = launcher.launcher_size()
+    world = MPI.COMM_WORLD.Get_size() if MPI.Is_initialized() else None
+    started = f"{size} process(es) ({var})" if var else "none (one process)"
+    if _LAUNCH_ERROR is not None or (world == 1 and size > 1):
+        started += " -- MISMATCH: not a launcher of this MPI"
+    return [("mpi4py", f"{mpi4py.__version__} from {os.path.dirname(mpi4py.__file__)}"),
+            ("MPI library", lib["version"]),
+            ("libmpi", lib["path"] or "unknown"),
+            ("its mpiexec", launcher.find_mpiexec(lib) or "not found beside libmpi"),
+            ("launched by", started),
+            ("MPI world size", "not started" if world is None else str(world))]
 
 
 def testsome(requests):

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from lrmpi import config
+from lrmpi import config, stages
 from lrmpi.errors import ProtocolError
 from lrmpi.parallel import faults, protocol, worker
 from lrmpi.parallel.backoff import Backoff
@@ -136,7 +136,9 @@ class FarmWorker:
         value = self.compute(task.payload, self.should_stop)
         if self.should_stop():
             return 0  # stopping: the root drops results now
-        protocol.send_done(self.comm, FarmResult(task.id, value, time.perf_counter() - t0))
+        t1 = time.perf_counter()
+        protocol.send_done(self.comm, FarmResult(task.id, value, t1 - t0))
+        stages.add("comm", time.perf_counter() - t1)  # wall: a send waits for the root
         return 1
 
     def stop(self):

@@ -1,5 +1,6 @@
 """The benchmark commands run (smoke tests on tiny sizes; benchmarks are not timed tests)."""
 import json
+import os
 
 import pytest
 from launching import run
@@ -91,4 +92,86 @@ def test_bench_infer_smoke(tmp_path):
     assert row["ort_f32_s"] > 0 and row["ort_int8_s"] > 0
     assert [r["index"] for r in row["resolutions"]] == [1, 2]
     assert row["certified_agree_f64"] == 1.0
+    assert all(r["tightness"] >= 1.0 for r in row["resolutions"])   # bounds cover the deviation
     assert (tmp_path / "i.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_infer_times_a_model_file_from_launch(tmp_path):
+    """--file: a model of the user's (symbolic batch axis) gets the generated
+    models' row; a fixed batch axis is refused in one line before any work."""
+    pytest.importorskip("onnxruntime")
+    from lrmpi.experiments import models
+    proto = models.mlp()
+    path = models.save(proto, tmp_path / "mine.onnx")
+    out = tmp_path / "f.json"
+    p = run("bench", "infer", "--models", "", "--file", path, "--file-samples", 40,
+            "--repeats", 1, "--planes", 1, "--no-accuracy", "--ranks", 2, "--json", out,
+            timeout=300)
+    assert p.returncode == 0, p.stderr
+    row = json.loads(out.read_text())["speed"][0]
+    assert row["model"] == "mine.onnx" and row["samples"] == 40
+    assert [r["index"] for r in row["resolutions"]] == [1]
+    assert row["resolutions"][0]["durable_from_launch_s"] > 0
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    fixed = models.save(proto, tmp_path / "fixed.onnx")
+    p = run("bench", "infer", "--models", "", "--file", fixed, "--file-samples", 40,
+            "--no-accuracy")
+    assert p.returncode == 2 and "symbolic batch axis" in p.stderr and "ort" not in p.stdout
+
+
+def test_bench_bounds_smoke(tmp_path):
+    out = tmp_path / "b.json"
+    p = run("bench", "bounds", "--models", "mlp,vgg", "--samples", 0.02, "--planes", 2,
+            "--json", out, "--plot", tmp_path / "b.png", timeout=300)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(out.read_text())
+    for m in doc["models"]:
+        assert [r["index"] for r in m["resolutions"]] == [1, 2]
+        assert all(r["violations"] == 0 and r["tightness"] >= 1 for r in m["resolutions"])
+        assert m["resolutions"][1]["certified_by"] > 0.9     # difference bound at r = 2
+    check = run("bench", "bounds", "--models", "mlp", "--check", 300, "--planes", 2,
+                timeout=300)
+    assert check.returncode == 0 and "0 violations" in check.stdout
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _hide(tmp_path, module):
+    """PYTHONPATH that makes `import module` fail, as if it were not installed."""
+    stub = tmp_path / "hidden" / module
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text(f"raise ImportError('{module} hidden by the test')\n")
+    return {"PYTHONPATH": str(tmp_path / "hidden")}
+
+
+def test_bench_infer_without_onnxruntime_names_the_extra_in_one_line(tmp_path):
+    p = run("bench", "infer", "--models", "mlp", "--no-accuracy", env=_hide(tmp_path,
+                                                                            "onnxruntime"))
+    assert p.returncode == 1
+    assert p.stderr.strip() == "lrmpi: error: lrmpi bench infer needs onnxruntime: pip " \
+                               "install 'lrmpi[bench]'"
+
+
+def test_bench_plot_without_matplotlib_says_so_before_any_work(tmp_path):
+    p = run("bench", "kernels", "--sizes", "64", "--plot", tmp_path / "k.png",
+            env=_hide(tmp_path, "matplotlib"))
+    assert p.returncode == 1 and "pip install 'lrmpi[plot]'" in p.stderr
+    assert "Traceback" not in p.stderr and "GOPS" not in p.stdout
+
+
+def test_bench_starts_the_launcher_of_mpi4pys_mpi_not_the_first_on_path(tmp_path):
+    """A foreign `mpiexec` first on PATH (Debian's Open MPI beside the venv) is not
+    used: the benchmark finds the one installed with the MPI library mpi4py loads;
+    a failing --mpiexec given by hand ends the run with one line."""
+    fake = tmp_path / "bin" / "mpiexec"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'not the MPI you want' >&2\nexit 99\n")
+    fake.chmod(0o755)
+    env = {"PATH": f"{fake.parent}:{os.environ['PATH']}"}
+    args = ("bench", "straggler", "--n", 64, "--planes", 2, "--repeats", 1, "--ranks", 2)
+    p = run(*args, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "slow-down with the straggler" in p.stdout
+    p = run(*args, "--mpiexec", fake, timeout=300)
+    assert p.returncode == 1
+    assert p.stderr.strip().startswith("lrmpi: error: mpiexec ... ")
+    assert "exited 99: not the MPI you want" in p.stderr and "Traceback" not in p.stderr

@@ -8,7 +8,8 @@ import time
 
 import numpy as np
 import pytest
-from launching import finish, kill_tree, mpiexec, rank_pid, run, start, wait_for_resolutions
+from launching import (finish, kill_tree, mpiexec, open_mpi, rank_pid, run, since_start,
+                       start, wait_for_resolutions)
 
 from lrmpi import LayeredMatmul
 from lrmpi.jobs.checkpoint import Checkpoint
@@ -124,7 +125,9 @@ def test_stop_signal_saves_the_best_resolution_and_exits_3(sig, operands, tmp_pa
         rc, err = finish(proc, 15)
     finally:
         kill_tree(proc)
-    assert rc == 3, err
+    # Open MPI's mpiexec forwards USR1 (lrmpi's exit code passes) but answers SIGTERM
+    # itself: it sends SIGTERM to the ranks, which stop as under Hydra, and exits 1
+    assert rc == (1 if open_mpi() and sig == signal.SIGTERM else 3), err
     ck = Checkpoint(out)
     assert ck.attrs["status"] == "deadline" and ck.attrs["completed"] >= 2
     assert signal.Signals(sig).name in ck.attrs["message"]
@@ -134,10 +137,9 @@ def test_stop_signal_saves_the_best_resolution_and_exits_3(sig, operands, tmp_pa
 def test_deadline_2s_on_a_longer_job(operands, tmp_path):
     _, _, a, b = operands
     out = tmp_path / "c.h5"
-    t = time.time()
     p = run("matmul", a, b, "-o", out, "--planes", 8, "--order", "pairwise", "--deadline", "2s",
-            n=2, env={**SLOW, "LRMPI_TEST_SLOW_S": "0.1"}, timeout=30)
-    took = time.time() - t
+            n=2, env={**SLOW, "LRMPI_TEST_SLOW_S": "0.1"}, timeout=60)
+    took = since_start(out)  # the deadline counts from the job's start, not the launch
     assert p.returncode == 3, p.stderr
     assert took < 5
     ck = Checkpoint(out)
@@ -156,10 +158,9 @@ def test_deadline_in_the_past_is_refused(operands):
 def test_worker_exception_ends_the_job_with_a_clear_message(operands, tmp_path):
     _, _, a, b = operands
     out = tmp_path / "c.h5"
-    t = time.time()
     p = run("matmul", a, b, "-o", out, "--planes", 6, "--order", "pairwise", n=3,
-            env={"LRMPI_TEST_FAIL_RANK": "2", "LRMPI_TEST_FAIL_AFTER": "4"}, timeout=30)
-    assert time.time() - t < 10
+            env={"LRMPI_TEST_FAIL_RANK": "2", "LRMPI_TEST_FAIL_AFTER": "4"}, timeout=60)
+    assert since_start(out) < 10
     assert p.returncode == 1
     assert "lrmpi: error: worker 2 of 3 on" in p.stderr and "injected failure" in p.stderr
     ck = Checkpoint(out)
@@ -194,11 +195,12 @@ def test_hung_worker_ends_the_job_promptly_naming_it(operands, tmp_path):
     other workers finished every resolution first, named when it does not stop."""
     A, B, a, b = operands
     out = tmp_path / "c.h5"
-    t = time.time()
+    # a hung worker never acknowledges STOP: the job is aborted after the stop timeout
     p = run("matmul", a, b, "-o", out, "--planes", 6, "--order", "pairwise",
             "--worker-timeout", 3, n=3, env={"LRMPI_TEST_HANG_RANK": "2",
-                                              "LRMPI_TEST_FAIL_AFTER": "5"}, timeout=60)
-    assert time.time() - t < 10 + 3
+                                              "LRMPI_TEST_FAIL_AFTER": "5",
+                                              "LRMPI_STOP_TIMEOUT_S": "3"}, timeout=60)
+    assert since_start(out) < 3 + 3 + 4  # worker timeout + stop timeout + slack
     assert p.returncode != 0
     assert "lrmpi: error: worker 2 of 3 on" in p.stderr, p.stderr
     ck = Checkpoint(out)

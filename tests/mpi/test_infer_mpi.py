@@ -135,3 +135,32 @@ def test_residual_and_depthwise_graphs_identical_to_one_process(builder, tmp_pat
     assert outcome.status == "complete" and len(got) == len(ref) == 2
     for s, w in zip(got, ref):
         np.testing.assert_array_equal(s, w)
+
+
+def test_samples_from_a_float32_file_every_rank_maps(tmp_path):
+    """Samples given as a float32 .npy path: the ranks on the root's host map the same
+    file (nothing broadcast) and the results equal one process's on the float32
+    values; every resolution records where its CPU time went."""
+    from lrmpi.experiments import models
+    comm = get_comm()
+    base = comm.bcast(str(tmp_path), root=0)
+    path, data = os.path.join(base, "m.onnx"), os.path.join(base, "x.npy")
+    if comm.Get_rank() == 0:
+        models.save(models.resnet_small(), path)
+        np.save(data, np.random.default_rng(5).standard_normal((29, 3, 16, 16)).astype(np.float32))
+    comm.Barrier()
+    got = []
+    outcome = run_infer(path, data, os.path.join(base, "o.h5"), planes=2, rule="none",
+                        on_resolution=lambda m, s, p, r: got.append((m, s.copy())))
+    if comm.Get_rank() != 0:
+        assert outcome is None
+        return
+    X = np.load(data)
+    eng = LayeredInference(load_model(path), X, planes=2, rule="none")
+    assert eng.X.dtype == np.float32  # kept as given: exact in float64
+    ref = [eng.state["scores"].copy() for _ in eng]
+    assert outcome.status == "complete" and len(got) == len(ref) == 2
+    for (meta, s), w in zip(got, ref):
+        np.testing.assert_array_equal(s, w)
+        assert meta["cpu_products_s"] > 0 and meta["cpu_quantize_s"] > 0
+    assert got[0][0]["prepare_s"] > 0 and got[0][0]["bcast_s"] >= 0

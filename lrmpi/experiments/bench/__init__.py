@@ -18,6 +18,61 @@ def bench(func):
     return func
 
 
+def add_launcher_option(p):
+    p.add_argument("--mpiexec", default=None,
+                   help="launcher of the MPI that mpi4py loads (default: the one installed "
+                        "beside that libmpi, as `lrmpi info` shows)")
+
+
+def launcher(a, ranks):
+    """[mpiexec, -n, RANKS, ...]: --mpiexec, or the launcher of mpi4py's MPI (one from
+    PATH may be another MPI's, which starts N singletons); Open MPI's is told it may
+    put more ranks than cores on a node (its default refuses)."""
+    from lrmpi import errors
+    from lrmpi.parallel import comm
+    from lrmpi.parallel import launcher as launchers
+    lib = _LIBRARY[0] = _LIBRARY[0] or comm.library(probe=True)
+    if lib is None:
+        raise errors.LrmpiError("this benchmark runs under mpiexec and needs mpi4py: pip "
+                                "install 'lrmpi[mpi]' (or build mpi4py against the site's MPI)")
+    exe = a.mpiexec or launchers.find_mpiexec(lib)
+    if exe is None:
+        raise errors.LrmpiError(f"no mpiexec of mpi4py's MPI ({lib['version']}) found beside "
+                                f"{lib['path']}: pass --mpiexec")
+    return [exe, "-n", str(ranks)] + (["--oversubscribe"] if lib["family"] == "openmpi" else [])
+
+
+_LIBRARY = [None]  # comm.library(probe=True), asked once a run
+
+
+def checked(cmd, env=None, text=True):
+    """subprocess.run(cmd) that must succeed: its CompletedProcess, else one-line
+    LrmpiError naming the command and its last error line."""
+    import subprocess
+
+    from lrmpi import errors
+    p = subprocess.run(cmd, capture_output=True, text=text, env={**os.environ, **(env or {})})
+    if p.returncode != 0:
+        err = p.stderr if text else p.stderr.decode(errors="replace")
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        said = ([ln for ln in lines if ln.startswith("lrmpi: error")] or lines or ["no output"])
+        raise errors.LrmpiError(f"{os.path.basename(cmd[0])} ... {' '.join(map(str, cmd[-3:]))} "
+                                f"exited {p.returncode}: {said[-1]}")
+    return p
+
+
+def need(module, extra, what):
+    """Import `module`, or one-line LrmpiError naming the extra that brings it."""
+    import importlib
+
+    from lrmpi import errors
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise errors.LrmpiError(f"{what} needs {module.split('.')[0]}: pip install "
+                                f"'lrmpi[{extra}]'") from None
+
+
 def machine():
     """CPU model, kernel ISA and numpy's BLAS: printed beside every figure."""
     from lrmpi.machine import cpu_model
@@ -84,7 +139,7 @@ def save(a, doc, plot, results):
 
 def panels(count, width):
     """A matplotlib (Agg) figure with `count` panels side by side."""
-    import matplotlib
+    matplotlib = need("matplotlib", "plot", "--plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, count, figsize=(width * count, 4), squeeze=False)

@@ -1,9 +1,8 @@
 """`lrmpi bench deadline`: the paper's deadline experiment on real runs."""
 import argparse
 import json
-import os
 
-from lrmpi.experiments.bench import bench, panels, save
+from lrmpi.experiments.bench import add_launcher_option, bench, checked, launcher, panels, save
 
 
 @bench
@@ -11,7 +10,6 @@ def deadline(argv):
     """The paper's deadline experiment, real: Poisson stream of matmul jobs under
     mpiexec, success rate vs deadline per resolution and for one-shot, with equal
     workers and with one worker F times slower (python -m lrmpi.experiments.stream)."""
-    import subprocess
     import sys
     p = argparse.ArgumentParser(prog="lrmpi bench deadline", description=deadline.__doc__)
     p.add_argument("--n", type=int, default=1024)
@@ -21,7 +19,7 @@ def deadline(argv):
     p.add_argument("--ranks", type=int, default=3)
     p.add_argument("--factor", type=float, default=3.0, help="slow worker: F times slower")
     p.add_argument("--deadlines", default="0.25,0.5,0.75,1,1.5,2,3")
-    p.add_argument("--mpiexec", default=os.path.join(os.path.dirname(sys.executable), "mpiexec"))
+    add_launcher_option(p)
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None, help="PNG: success rate vs deadline")
     a = p.parse_args(argv)
@@ -30,11 +28,10 @@ def deadline(argv):
                                                "LRMPI_TEST_SLOW_FACTOR": str(a.factor)}}
     results = {}
     for label, env in cases.items():
-        out = subprocess.run(
-            [a.mpiexec, "-n", str(a.ranks), sys.executable, "-m", "lrmpi.experiments.stream",
+        out = checked(
+            [*launcher(a, a.ranks), sys.executable, "-m", "lrmpi.experiments.stream",
              "--n", str(a.n), "--jobs", str(a.jobs), "--load", str(a.load),
-             "--planes", str(a.planes), "--deadlines", a.deadlines],
-            check=True, capture_output=True, text=True, env={**os.environ, **env})
+             "--planes", str(a.planes), "--deadlines", a.deadlines], env=env)
         doc = results[label] = json.loads(out.stdout.strip().splitlines()[-1])
         R = len(doc["service_layered_s"])
         print(f"\n{label}: n = {a.n}, {a.ranks} ranks, {a.planes} planes, {a.jobs} jobs, "

@@ -17,14 +17,14 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
 
-from lrmpi.experiments.bench import bench, describe, machine, panels, save, shape_of
+from lrmpi.experiments.bench import (add_launcher_option, bench, checked, describe, launcher,
+                                     machine, panels, save, shape_of)
 
 
 def disk_speed(folder, mb=256):
@@ -45,11 +45,8 @@ def disk_speed(folder, mb=256):
 def _timed(cmd, env=None):
     """(launch epoch, seconds from launch to exit, stdout) of a command that must succeed."""
     t = time.time()
-    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
-    took = time.time() - t
-    if p.returncode != 0:
-        raise RuntimeError(f"{cmd[:4]} failed ({p.returncode}): {p.stderr[-2000:]}")
-    return t, took, p.stdout
+    p = checked(cmd, env)
+    return t, time.time() - t, p.stdout
 
 
 def _lrmpi_run(a, fa, fb, c, ref, refmax, hi=None):
@@ -59,7 +56,7 @@ def _lrmpi_run(a, fa, fb, c, ref, refmax, hi=None):
     # until the new one is as good, and durable would mean "listed" only at the end
     for old in (c, c + ".d"):
         shutil.rmtree(old) if os.path.isdir(old) else os.path.exists(old) and os.unlink(old)
-    cmd = [a.mpiexec, "-n", str(a.ranks), sys.executable, "-m", "lrmpi", "matmul", fa, fb,
+    cmd = [*launcher(a, a.ranks), sys.executable, "-m", "lrmpi", "matmul", fa, fb,
            "-o", c, "--planes", str(a.planes), "--keep", a.keep]
     if a.final:
         cmd += ["--final", a.final] + (["--moduli", str(a.moduli)] if a.moduli else [])
@@ -102,7 +99,7 @@ def matmul(argv):
                         "(default: standard normal)")
     p.add_argument("--dir", default=None, help="folder for the inputs and outputs "
                    "(default: a temporary one; the disk being measured)")
-    p.add_argument("--mpiexec", default=os.path.join(os.path.dirname(sys.executable), "mpiexec"))
+    add_launcher_option(p)
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None, help="PNG: error against durable time")
     a = p.parse_args(argv)
@@ -133,7 +130,7 @@ def matmul(argv):
                 _, took, out = _timed([sys.executable, "-m", "lrmpi.experiments.baseline",
                                        "--numpy", fa, fb, os.path.join(tmp, "Cn.npy")])
                 runs["numpy"].append(took)
-                _, took, out = _timed([a.mpiexec, "-n", str(a.ranks), sys.executable, "-m",
+                _, took, out = _timed([*launcher(a, a.ranks), sys.executable, "-m",
                                        "lrmpi.experiments.baseline", fa, fb, "--out",
                                        os.path.join(tmp, "Cm.npy")])
                 runs["mpi"].append(took)

@@ -5,13 +5,12 @@ import statistics
 
 import numpy as np
 
-from lrmpi.experiments.bench import bench
+from lrmpi.experiments.bench import add_launcher_option, bench, checked, launcher
 
 
 @bench
 def straggler(argv):
     """Time to resolution 1 and to the last with one worker F times slower, vs none."""
-    import subprocess
     import sys
     import tempfile
 
@@ -22,7 +21,7 @@ def straggler(argv):
     p.add_argument("--factor", type=float, default=5.0)
     p.add_argument("--planes", type=int, default=3)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--mpiexec", default=os.path.join(os.path.dirname(sys.executable), "mpiexec"))
+    add_launcher_option(p)
     a = p.parse_args(argv)
     rng = np.random.default_rng(0)
     out = {}
@@ -34,10 +33,9 @@ def straggler(argv):
             first, last = [], []
             for _ in range(a.repeats):
                 c = os.path.join(tmp, "c.h5")
-                subprocess.run([a.mpiexec, "-n", str(a.ranks), sys.executable, "-m", "lrmpi",
-                                "matmul", os.path.join(tmp, "A.npy"), os.path.join(tmp, "B.npy"),
-                                "-o", c, "--overwrite", "--planes", str(a.planes), "--no-fsync"],
-                               check=True, capture_output=True, env={**os.environ, **env})
+                checked([*launcher(a, a.ranks), sys.executable, "-m", "lrmpi", "matmul",
+                         os.path.join(tmp, "A.npy"), os.path.join(tmp, "B.npy"), "-o", c,
+                         "--overwrite", "--planes", str(a.planes), "--no-fsync"], env=env)
                 ck = Checkpoint(c)
                 first.append(float(ck.resolution(1, datasets=False)[0]["elapsed_s"]))
                 last.append(float(ck.last()["elapsed_s"]))

@@ -1,0 +1,360 @@
+"""A per-sample bound on |logits_r - logits_f| that follows the difference of the two
+networks: resolution r (quantized.py) and the float model (the float64 evaluation
+of the graph, ops.forward).
+
+For every tensor t the pass carries, per sample, an estimate D[t] of
+Delta_t = x_r[t] - x_f[t] (a float64 tensor; None means 0) and a rigorous radius
+B[t] >= ||Delta_t - D[t]||_2. At the logits, |Delta_j| <= |D_j| + (a bound on
+entry j of the error), and that is the logit's radius.
+
+Linear / conv node z = h W^T + b (h the r-network's input, dh = h - Q_r(h) and
+dW = W - Q_r(W) its truncations, both exact in float64):
+
+    delta_z = z_r - z_f = (Delta - dh) W^T - Q_r(h) dW^T + rho,
+    |rho| <= u (|C| + |z|) + gamma_(k+1) (|h_f| |W|^T + |b|)   (both roundings)
+
+The estimate is delta_z's value with cheap products. Mode p (1..3): u~ = D - dh
+and h to p digit planes, W and dW = W's planes r+1..r+p to p planes, both exact
+int8 products rounded once (quantized.linear_at), P1 - P2. Mode "f64": the float
+model's node evaluated on the estimate h - D (one float64 product). Mode 0: no
+estimate (D = 0): the whole local error goes into the radius, as an operator-norm
+bound does. The radius grows by S B_in (S >= ||W||_2) plus norms of what the
+estimate leaves out (truncation residuals of u~, h, W and dW, the roundings).
+
+Other nodes f: the estimate of x_f is w = x_r - D, and D_y = y_r - f(w), so
+Delta_y - D_y = f(w) - f(x_f) (+ the roundings of f in both networks): B_y = L B_x
+with f's Lipschitz constant in l2 (ReLU, clip: 1; leaky/PReLU: max(1, |alpha|);
+max pooling: sqrt(overlap); average pooling: sqrt(overlap / smallest window)),
+a sum adds radii, a concatenation takes the root of their squares, data movement
+keeps them. Only B compounds through the depth; the estimate follows the
+difference signed, so a ReLU whose input keeps its sign passes it whole or not at
+all and errors of random sign cancel as they do in the networks themselves.
+The invariants: docs/design.md, "Inference".
+"""
+import math
+import time
+
+import numpy as np
+
+from lrmpi.nn import ops
+from lrmpi.nn.estimate import ops_product
+from lrmpi.nn.lipschitz import lipschitz
+from lrmpi.nn.verified import U1, UP, gamma, norm_up, residual, up
+
+EXACT = ("relu", "clip", "maxpool")             # f computed without rounding
+ROUNDED = ("leakyrelu", "prelu", "affine")      # one rounding per element
+POOLS = ("avgpool", "globalavgpool")            # a sum of K terms and a division
+MOVES = ("flatten", "reshape", "pad")           # data movement: D moves with x (the
+# zoo's operators.MOVEMENT join here, with lipschitz.py's sqrt(repeats) of a gather)
+
+
+class DiffTracker:
+    """The bound of one pass (resolution r, a batch of n samples). `plan` maps each
+    linear node's output to its mode (0, 1..3 planes, or "f64"); `estimates(node)`
+    returns the node's EstimateWeights (the planes of W and of W - Q_r(W))."""
+
+    def __init__(self, graph, norms, estimates, r, bits, n, plan, level="tight"):
+        self.graph, self.norms, self.estimates = graph, norms, estimates
+        self.r, self.bits, self.plan, self.level = r, bits, plan, level
+        self.n = n
+        self.D, self.B, self.N = {graph.input: None}, {graph.input: np.zeros(n)}, {}
+        # the cheap bound (mode 0 everywhere, cheap norms) reads no tensor: norms of
+        # x_r come from the planes' exponents (|h| < 2^e) and carried upper bounds M
+        self.fast = level == "cheap" and all(m == 0 for m in plan.values())
+        self.M = {}
+        self.logit_radius = self.logit_estimate = None
+        self.seconds = 0.0   # this thread's CPU time in the bound (cost accounting)
+        self.last = {}
+        for i, nd in enumerate(graph.nodes):
+            for t in nd.inputs:
+                self.last[t] = i
+        self.index = {nd.output: i for i, nd in enumerate(graph.nodes)}
+
+    # --- bookkeeping ---
+    def _norm(self, t):
+        """||D[t]||, computed once."""
+        if t not in self.N:
+            self.N[t] = norm_up(self.D[t])
+        return self.N[t]
+
+    def _size(self, t, x):
+        """An upper bound on ||x_r[t]|| per sample: carried (fast mode) or measured."""
+        if t not in self.M:
+            self.M[t] = norm_up(x)
+        return self.M[t]
+
+    def _done(self, node, D, B, per=None, nD=None, M=None):
+        B = up(np.zeros(self.n) + B)
+        self.D[node.output], self.B[node.output] = D, B
+        if nD is not None:
+            self.N[node.output] = nD
+        if M is not None:
+            self.M[node.output] = up(np.zeros(self.n) + M)
+        if node.output == self.graph.output:
+            glob = B[:, None] + (0.0 if D is None or "estimate" in DROPPED else np.abs(D))
+            glob = up(np.broadcast_to(glob, (len(B), self.graph.outputs)))
+            self.logit_radius = glob if per is None else np.minimum(up(per), glob)
+            self.logit_estimate = D
+        i = self.index[node.output]
+        for t in node.inputs:
+            if self.last.get(t) == i:
+                for d in (self.D, self.B, self.N, self.M):
+                    d.pop(t, None)
+
+    # --- the hook (quantized forward passes call it at every node) ---
+    def linear(self, node, h, e, C, z):
+        t = time.thread_time()
+        self._linear(node, h, e, C, z)
+        self.seconds += time.thread_time() - t
+
+    def other(self, node, args, y):
+        t = time.thread_time()
+        self._other(node, args, y)
+        self.seconds += time.thread_time() - t
+
+    # --- linear and conv nodes ---
+    def _linear(self, node, h, e, C, z):
+        nn_ = self.norms.nodes[node.output]
+        D, beta = self.D[node.inputs[0]], self.B[node.inputs[0]]
+        mode = self.plan.get(node.output, 0)
+        if mode != "f64":
+            mode = max(0, min(mode, 53 // self.bits - self.r))  # W's planes float64 holds
+        S, g = nn_.operator(self.level), gamma(nn_.k + 1)
+        rootP = math.sqrt(nn_.positions) * UP
+        if self.fast:
+            return self._linear_fast(node, nn_, h, e, C, z, beta, S, g, rootP)
+        nh, nz = norm_up(h), norm_up(z)
+        nC = nz * (1 + U1) + nn_.bnorm * rootP             # C + b = z / (1 + delta)
+        rows = nn_.rows[None, :]
+        bias = np.abs(node.params["b"])[None, :]
+        out = node.output == self.graph.output and node.op == "linear"
+        if mode == "f64":
+            hf = h if D is None else h - D
+            # one sample at a time: BLAS's blocking (so its rounding) may depend on the
+            # batch's size, and a sample's bound must not
+            dz = z - np.concatenate([ops.float_linear(node, hf[i:i + 1])
+                                     for i in range(len(hf))])
+            nhf = norm_up(hf)
+            rh = 0.0 if D is None else U1 * nhf  # hf's rounding
+            nf = nhf + rh + beta                  # >= ||h_f||
+            beta_z = _sum({"carried": S * beta, "estimate_rounding": S * rh + U1 * norm_up(dz),
+                           "shadow": g * (nn_.A * nhf + nn_.bnorm * rootP),
+                           "float_rounding": g * (nn_.A * nf + nn_.bnorm * rootP)})
+            per = None if not out else _sum({
+                "estimate": np.abs(dz), "carried": rows * beta[:, None],
+                "estimate_rounding": U1 * np.abs(dz) + rows * np.reshape(rh, (-1, 1)),
+                "shadow": g * (rows * nhf[:, None] + bias),
+                "float_rounding": g * (rows * nf[:, None] + bias)})
+            return self._done(node, dz, beta_z, per)
+        r = self.r
+        dh = residual(h, e, self.bits, r)
+        ut = -dh if D is None else D - dh
+        nut, eu = norm_up(ut, exps=True)
+        dSr, drr = nn_.residual(r, self.level)
+        nf = nh + beta + (0.0 if D is None else self._norm(node.inputs[0]))  # >= ||h_f||
+        common = {"carried": S * beta, "r_rounding": U1 * (nC + nz),
+                  "float_rounding": g * (nn_.A * nf + nn_.bnorm * rootP)}
+        common_rows = None if not out else {
+            "carried": rows * beta[:, None], "r_rounding": U1 * (np.abs(C) + np.abs(z)),
+            "float_rounding": g * (rows * nf[:, None] + bias)}
+        if mode == 0:   # the operator-norm bound, with the tensors' own norms
+            beta_z = _sum({**common, "input_truncation": S * nut * (1 + U1),
+                           "weight_truncation": dSr * nh})
+            per = None if not out else _sum({
+                **common_rows, "input_truncation": rows * (nut * (1 + U1))[:, None],
+                "weight_truncation": drr[None, :] * nh[:, None]})
+            return self._done(node, None, beta_z, per)
+        p = mode
+        est = self.estimates(node)
+        P1 = ops_product(node, ut, est.leading(p), p, self.bits)
+        P2 = ops_product(node, h, est.residual(r, p), p, self.bits)
+        dz = P1 - P2
+        nres = norm_up(residual(ut, eu, self.bits, p))                 # ut - Q_p(ut)
+        dSp, drp = nn_.residual(p, self.level)                         # W - Q_p(W)
+        dSrp, drrp = nn_.residual(r + p, self.level)                   # dW - its p planes
+        if p == r or dSr + dSrp == 0.0:
+            nmid = np.zeros(len(h))
+        elif p < r:  # Q_r(h) - Q_p(h): h's planes p+1..r (exact)
+            nmid = norm_up(residual(h, e, self.bits, p) - dh)
+        else:        # Q_p(h) - Q_r(h): planes r+1..p
+            nmid = norm_up(dh - residual(h, e, self.bits, p))
+        beta_z = _sum({**common, "estimate_input": S * nres, "estimate_weights": dSp * nut,
+                       "estimate_residual_weights": dSrp * nh,
+                       "estimate_h_planes": (dSr + dSrp) * nmid,
+                       # ||P1|| <= ||Q_p W|| ||u~||, ||P2|| <= ||Q_p dW|| ||h||, dz their sum
+                       "estimate_rounding": U1 * (S * nut + 3 * ((S + dSp) * nut
+                                                                 + (dSr + dSrp) * nh))})
+        per = None if not out else _sum({
+            **common_rows, "estimate": np.abs(dz),
+            "estimate_input": rows * nres[:, None], "estimate_weights": drp[None, :] * nut[:, None],
+            "estimate_residual_weights": drrp[None, :] * nh[:, None],
+            "estimate_h_planes": (drr + drrp)[None, :] * nmid[:, None],
+            "estimate_rounding": U1 * (rows * nut[:, None] + np.abs(P1) + np.abs(P2)
+                                       + np.abs(dz))})
+        return self._done(node, dz, beta_z, per)
+
+    def _linear_fast(self, node, nn_, h, e, C, z, beta, S, g, rootP):
+        """Mode 0 without reading h or z: |h_i| < 2^e and |dh_i| < 2^(e - bits r) per
+        sample, ||C|| <= ||Q_r(W)|| ||Q_r(h)||, ||Q_r(W)|| <= S + dS_r."""
+        root = math.sqrt(h[0].size) * UP
+        nh = np.ldexp(root, e)
+        ndh = np.ldexp(root, e - self.bits * self.r)
+        dSr, drr = nn_.residual(self.r, self.level)
+        nC = (1 + U1) * (S + dSr) * nh
+        nz = (1 + U1) * (nC + nn_.bnorm * rootP)
+        nf = nh + beta
+        beta_z = _sum({"carried": S * beta, "r_rounding": U1 * (nC + nz),
+                       "float_rounding": g * (nn_.A * nf + nn_.bnorm * rootP),
+                       "input_truncation": S * ndh, "weight_truncation": dSr * nh})
+        per = None
+        if node.output == self.graph.output and node.op == "linear":
+            rows = nn_.rows[None, :]
+            per = _sum({"carried": rows * beta[:, None],
+                        "r_rounding": U1 * (np.abs(C) + np.abs(z)),
+                        "float_rounding": g * (rows * nf[:, None]
+                                               + np.abs(node.params["b"])[None, :]),
+                        "input_truncation": rows * ndh[:, None],
+                        "weight_truncation": drr[None, :] * nh[:, None]})
+        return self._done(node, None, beta_z, per, M=nz)
+
+    # --- every other node ---
+    def _other(self, node, args, y):
+        op, ins = node.op, node.inputs
+        if self.fast:
+            return self._other_fast(node, args, y)
+        if op in MOVES:   # L = 1, or sqrt(repeats) of a selection that repeats entries
+            D, L = self.D[ins[0]], lipschitz(node, args[0].shape)[0]
+            if D is not None:
+                D = ops.apply(_zero_padding(node), [D])
+            return self._done(node, D, _sum({"carried": L * self.B[ins[0]]}))
+        if op == "add":
+            return self._add(node, args)
+        if op == "concat":
+            Ds = [self.D[t] for t in ins]
+            D = None if all(d is None for d in Ds) else np.concatenate(
+                [np.zeros_like(a) if d is None else d for d, a in zip(Ds, args)], axis=1)
+            B = np.sqrt(sum(self.B[t] ** 2 for t in ins)) * (1 + 4 * 2.0**-53)
+            return self._done(node, D, _sum({"carried": B}))
+        if op not in EXACT + ROUNDED + POOLS:
+            raise ValueError(f"no difference bound for {op}")
+        D, bx = self.D[ins[0]], self.B[ins[0]]
+        L, K = lipschitz(node, args[0].shape)
+        if D is None:      # the estimate is 0: w = x_r exactly, f(w) = y
+            w, yw, Dy, nDy, nw, rw = args[0], y, None, None, None, 0.0
+            terms = {"carried": L * bx}
+        else:              # w = x_r - D estimates x_f, D_y = y_r - f(w)
+            w = args[0] - D
+            nw = norm_up(w)
+            rw = U1 * nw                                             # w's rounding
+            if op == "relu":   # in place: fresh arrays cost their first touch
+                yw = np.maximum(w, 0.0, out=w)
+                Dy = np.subtract(y, yw, out=yw)
+                yw = None
+            else:
+                yw = ops.apply(node, [w])
+                Dy = y - yw
+            nDy = norm_up(Dy)
+            terms = {"carried": L * bx, "estimate_rounding": L * rw + U1 * nDy}
+        if op in ROUNDED:  # one rounding of f at w and at x_f
+            terms["op_rounding"] = U1 * (2 + U1) * norm_up(yw) + U1 * L * (bx + rw)
+        elif op in POOLS:  # a sum of K terms: gamma_(K+1) of f(|.|), at w and at x_f
+            nw = norm_up(w) if nw is None else nw
+            terms["op_rounding"] = gamma(K + 1) * L * (nw * (2 + U1) + bx)
+        return self._done(node, Dy, _sum(terms), nD=nDy)
+
+    def _other_fast(self, node, args, y):
+        """Every other node with no estimate (D = 0), from carried norm bounds M."""
+        op, p, ins = node.op, node.params, node.inputs
+        Ms = [self._size(t, a) for t, a in zip(ins, args)]
+        Bs = [self.B[t] for t in ins]
+        if op == "add":
+            g = gamma(len(args) - 1)
+            return self._done(node, None, _sum({"carried": sum(Bs),
+                                                "op_rounding": g * (2 * sum(Ms) + sum(Bs))}),
+                              M=(1 + g) * sum(Ms))
+        if op == "concat":
+            B = np.sqrt(sum(b * b for b in Bs)) * (1 + 4 * 2.0**-53)
+            return self._done(node, None, _sum({"carried": B}),
+                              M=np.sqrt(sum(m * m for m in Ms)) * (1 + 4 * 2.0**-53))
+        M, bx = Ms[0], Bs[0]
+        if op in MOVES:   # a pad adds its constant entries to x's norm
+            extra, L = 0.0, lipschitz(node, args[0].shape)[0]
+            if op == "pad":
+                extra = abs(float(p.get("value", 0.0))) * math.sqrt(
+                    max(0, y[0].size - args[0][0].size)) * UP
+            return self._done(node, None, _sum({"carried": L * bx}), M=L * M + extra)
+        if op not in EXACT + ROUNDED + POOLS:
+            raise ValueError(f"no difference bound for {op}")
+        L, K = lipschitz(node, args[0].shape)
+        terms = {"carried": L * bx}
+        if op in ("relu", "maxpool"):
+            My = L * M
+        elif op == "clip":   # |clip(x)| <= max(|x|, lo if lo > 0, -hi if hi < 0)
+            c = max(p.get("lo", 0.0), -p.get("hi", 0.0), 0.0)
+            My = M + c * math.sqrt(y[0].size) * UP
+        elif op in ROUNDED:
+            My = (1 + U1) * (L * M + _offset_norm(node, args[0]))
+            terms["op_rounding"] = U1 * (2 + U1) * My + U1 * L * bx
+        else:                # pooling
+            terms["op_rounding"] = gamma(K + 1) * L * (M * (2 + U1) + bx)
+            My = (1 + gamma(K + 1)) * L * M
+        return self._done(node, None, _sum(terms), M=My)
+
+    def _add(self, node, args):
+        Ds = [self.D[t] for t in node.inputs]
+        Bs = [self.B[t] for t in node.inputs]
+        g = gamma(len(args) - 1)
+        parts = [d for d in Ds if d is not None]
+        D, nd = None, 0.0
+        if parts:
+            D = parts[0].copy()
+            for d in parts[1:]:
+                D = D + d
+            nd = sum(norm_up(d) for d in parts)
+        # y_r and y_f round their sums by gamma_(n-1) of the |terms|, and so does D
+        nx = sum(norm_up(a) for a in args)
+        return self._done(node, D, _sum({"carried": sum(Bs),
+                                         "op_rounding": g * (2 * nx + nd + sum(Bs)),
+                                         "estimate_rounding": g * nd}))
+
+
+# The terms of the bound, by what each covers (the mutation test drops each in turn):
+TERMS = ("carried",                    # the radius carried in, times the Lipschitz constant
+         "estimate",                   # |D| at the logits
+         "input_truncation",           # mode 0: ||D - dh|| through W
+         "weight_truncation",          # mode 0: W - Q_r(W) on h
+         "estimate_input",             # u~ beyond its p planes, through W
+         "estimate_weights",           # W beyond its p planes, on u~
+         "estimate_residual_weights",  # W - Q_r(W) beyond its p planes, on h
+         "estimate_h_planes",          # h's planes between p and r, on W - Q_r(W)
+         "estimate_rounding",          # the estimate's own float operations
+         "r_rounding",                 # C rounded once, + b
+         "float_rounding",             # the float model's products and sums
+         "op_rounding",                # the roundings of other nodes in both networks
+         "shadow")                     # mode f64: the float64 estimate's rounding
+DROPPED = frozenset()  # names of terms to leave out: only the mutation test sets it
+
+
+def _sum(terms):
+    """A bound's terms, named after what each covers (module docstring), added up."""
+    total = 0.0
+    for name, value in terms.items():
+        if name not in DROPPED:
+            total = total + value
+    return total
+
+
+def _offset_norm(node, x):
+    """||c|| broadcast over one sample of x, for an affine add/sub/rsub (else 0)."""
+    p = node.params
+    if node.op != "affine" or p["fn"] not in ("add", "sub", "rsub"):
+        return 0.0
+    c = np.asarray(p["c"], np.float64)
+    c = np.broadcast_to(c, np.broadcast_shapes(c.shape, x[:1].shape))
+    return math.sqrt(float(np.sum(c * c)) * (1 + 2 * gamma(c.size + 2))) * UP
+
+
+def _zero_padding(node):
+    if node.op != "pad":
+        return node
+    return type(node)(node.op, node.inputs, node.output, {**node.params, "value": 0.0})

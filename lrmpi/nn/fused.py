@@ -1,0 +1,241 @@
+"""The resolution-r pass through the fused C layers (ext/c/nn_body.h): bit for bit
+the network of quantized.py (docs/design.md, Inference), without Python loops over
+pairs, planes, groups or kernel offsets.
+
+Compiled once per model (FusedModel): every linear/conv node's weight planes
+packed for this ISA (all planes; resolution r reads the first r), the activation
+after it absorbed when the node's output has no other reader, and, when the only
+reader of that activation is the next linear/conv node, that node's input planes
+written by this node's call: no float64 array between them unless a bound tracker
+asks for the values (tracker=None skips them). One C call per node and batch does
+the im2col, all r^2 pair products (level sums in int32), the one rounding, bias,
+activation and the next planes. Nodes the kernels do not take (grouped convs
+that are not depthwise; r k past kmax) go through quantized.linear_at; every
+other node is ops.apply in float64, as in the reference.
+"""
+import numpy as np
+
+from lrmpi import stages
+from lrmpi.nn import ops
+from lrmpi.nn.fused_node import ACTIVATIONS, Buffers, FusedNode
+from lrmpi.nn.graph import LINEAR_OPS
+from lrmpi.numerics import kernels, kernels_nn as K
+
+
+class FusedModel:
+    """A graph compiled for the fused kernels (see the module docstring)."""
+
+    def __init__(self, graph, weights, bits, isa=None):
+        self.graph, self.weights, self.bits = graph, weights, bits
+        self.isa = isa or kernels.selected_isa()
+        self.nodes = {n.output: FusedNode(n, weights[n.output], graph.shapes, self.isa)
+                      for n in graph.linear}
+        self.readers = {}
+        for i, n in enumerate(graph.nodes):
+            for t in set(n.inputs):
+                self.readers.setdefault(t, []).append(i)
+        # nodes computed inside a linear/conv node's call: a residual add (its other
+        # addend computed before the node), the activation, a max pooling after it,
+        # flatten/reshape nodes before the node it feeds
+        order = {n.output: i for i, n in enumerate(graph.nodes)}
+        self.absorbed = {}
+        for fn in self.nodes.values():
+            if not fn.supported:
+                continue
+            out = fn.node.output
+            only = self._only_reader(out)
+            if only is not None and only.op == "add" and len(only.inputs) == 2:
+                other = only.inputs[1] if only.inputs[0] == out else only.inputs[0]
+                if other != out and order.get(other, -1) < order[out]:
+                    fn.res_node, fn.res_input = only, other
+                    self.absorbed[only.output] = fn
+                    out = only.output
+                    only = self._only_reader(out)
+            if only is not None and only.op in ACTIVATIONS and fn.absorb(only):
+                self.absorbed[only.output] = fn
+                out = only.output
+                only = self._only_reader(out)
+            if only is not None and fn.absorb_pool(only, graph.shapes):
+                self.absorbed[only.output] = fn
+                out = only.output
+            chain, nxt = [], self._only_reader(out)
+            while nxt is not None and nxt.op in ("flatten", "reshape"):
+                chain.append(nxt)
+                nxt = self._only_reader(nxt.output)
+            if nxt is not None and nxt.op in LINEAR_OPS and self.nodes[nxt.output].supported \
+                    and (not chain or nxt.op == "linear"):  # flat order: ROWS planes
+                fn.feeds, fn.passes = self.nodes[nxt.output], chain
+                self.absorbed.update({c.output: fn for c in chain})
+            elif out != graph.output:  # several readers: the planes of one, the array for all
+                takers = [graph.nodes[i] for i in self.readers.get(out, [])
+                          if graph.nodes[i].op in LINEAR_OPS
+                          and self.nodes[graph.nodes[i].output].supported]
+                if takers and len(self.readers[out]) > 1:
+                    fn.feeds, fn.shared = self.nodes[takers[0].output], True
+        self.buffers = Buffers()
+        self.times = np.zeros(3)  # the kernels' stage times (products, decode, quantize)
+    def _only_reader(self, tensor):
+        readers = self.readers.get(tensor, [])
+        if tensor == self.graph.output or len(readers) != 1:
+            return None
+        return self.graph.nodes[readers[0]]
+
+    def forward(self, X, r, tracker=None):
+        """The logits (N, outputs) of X at resolution r; with a tracker, its hook
+        sees every node: tracker.linear(node, h, e, C, z), tracker.other(node, args, y)."""
+        g, n = self.graph, len(X)
+        last = {}
+        for i, node in enumerate(g.nodes):
+            for t in node.inputs:
+                last[t] = i
+        # the samples as given (float32 stays: the quantizer reads it; float64 copies
+        # are made for the readers that compute in float64: _f64)
+        X = np.ascontiguousarray(X, X.dtype if X.dtype == np.float32 else np.float64)
+        env, planes = {g.input: X}, {}
+        self._pending = {}  # absorbed activation -> its tracker call, made in graph order
+        for i, node in enumerate(g.nodes):
+            if node.output in self.absorbed:  # computed with its linear node
+                args, y, extra = self._pending.pop(node.output, (None, None, {}))
+                if tracker is not None:
+                    with stages.timed("bound"):
+                        tracker.other(node, args, y, **extra)
+            elif node.op in LINEAR_OPS:
+                self._linear(node, env, planes, r, tracker, n)
+            else:
+                args = [_f64(env, t) for t in node.inputs]
+                with stages.timed("ops"):
+                    env[node.output] = ops.apply(node, args)
+                if tracker is not None:
+                    with stages.timed("bound"):
+                        tracker.other(node, args, env[node.output])
+            for t in node.inputs:
+                if last.get(t) == i and t != g.output:
+                    env.pop(t, None)
+        return env[g.output]
+
+    def _linear(self, node, env, planes, r, tracker, n):
+        fn = self.nodes[node.output]
+        h = env.get(node.inputs[0])
+        if not fn.takes(r, self.bits) or "h" in _wants(tracker, node):
+            h = _f64(env, node.inputs[0])
+        if not fn.takes(r, self.bits):
+            from lrmpi.nn.quantized import linear_at  # nodes the kernels do not take
+            with stages.timed("products"):
+                e, C, z = linear_at(node, h, self.weights[node.output], r, self.bits)
+            if tracker is not None:  # arrays, no norms: the tracker computes them
+                with stages.timed("bound"):
+                    tracker.linear(node, h, e, C, z)
+            env[node.output] = z
+            return
+        wants = _wants(tracker, node)
+        norms = "norms" in wants
+        src = planes.pop(node.output, None)
+        if src is None:
+            src = fn.planes_for(r, self.bits, n, self.buffers, norms)
+            with stages.timed("quantize"):
+                K.nn_quantize(h, src, isa=self.isa)
+        shape = (n,) + fn.out_shape
+        size = int(np.prod(shape))
+        feeds = fn.feeds if fn.feeds is not None and fn.feeds.takes(r, self.bits) else None
+        act, add = fn.act_node, fn.res_node
+
+        def arrays(nd):
+            return bool(_wants(tracker, nd) & ARRAYS)
+        # the arrays someone reads: z, the residual sum a, the activation y, the pooled
+        # y; the next node's planes need none of them
+        last = feeds is None or fn.shared or "h" in _wants(tracker, feeds.node) or \
+            any(map(arrays, fn.passes))
+        pooled = fn.pool is not None and (last or arrays(fn.pool_node))
+        need_y = (fn.pool is None and last) or (fn.pool is not None and arrays(fn.pool_node)) \
+            or (act is not None and "y" in _wants(tracker, act)) \
+            or (act is None and add is not None and arrays(add)) \
+            or (act is None and add is None and "z" in wants)
+        need_a = add is not None and act is not None and (arrays(add) or arrays(act))
+        need_z = (act is not None or add is not None) and \
+            ("z" in wants or (add is not None and arrays(add)))
+        Y = np.empty(size) if need_y else None
+        Z = np.empty(size) if need_z else None
+        A = np.empty(size) if need_a else None
+        C = np.empty(size) if "C" in wants else None
+        res = _f64(env, fn.res_input) if add is not None else None
+        pshape = (n,) + fn.pooled_shape(self.graph.shapes)
+        Pout = np.empty(int(np.prod(pshape))) if pooled else None
+        sq = self.buffers.get(("sq", node.output), (5 * n,), np.float64) if norms else None
+        nxt = None
+        if feeds is not None:
+            nxt = feeds.planes_for(r, self.bits, n, self.buffers,
+                                   "norms" in _wants(tracker, feeds.node))
+            planes[feeds.node.output] = nxt
+        t = self.times
+        t[:] = 0.0
+        K.nn_layer(fn.spec(n, r, self.bits), src.D, src.exps, fn.wpack, fn.f, fn.bias,
+                   slope=fn.slope, Cout=C, Zout=Z, Yout=Y, nxt=nxt, sq=sq, times=t,
+                   pool=fn.pool, Pout=Pout, Res=None if res is None else res.reshape(-1),
+                   Aout=A, isa=self.isa)
+        stages.add("products", t[0])
+        stages.add("decode", t[1])
+        stages.add("quantize", t[2])
+        y = Y.reshape(shape) if Y is not None else None
+        z = Z.reshape(shape) if Z is not None else (y if act is None and add is None else None)
+        a = A.reshape(shape) if A is not None else (y if act is None else None)
+        if tracker is not None:
+            nm = None
+            if norms:
+                with stages.timed("bound"):
+                    nm = fn.norms(src, sq[:5 * n].reshape(n, 5), r, self.bits, n)
+            with stages.timed("bound"):
+                tracker.linear(node, h if "h" in wants else None, src.exps[:n].copy(),
+                               C.reshape(shape) if C is not None else None, z,
+                               **({"norms": nm} if nm else {}))
+            if add is not None:  # its hook call waits for its place in the graph
+                args = [z if t == node.output else res for t in add.inputs]
+                extra = {"norms": {"args": [nm["z"] if t == node.output else nm["res"]
+                                            for t in add.inputs], "y": nm["a"]}} \
+                    if nm and "norms" in _wants(tracker, add) else {}
+                self._pending[add.output] = (args, a, extra)
+            if act is not None:
+                extra = {"norms": {"z": nm["a" if add is not None else "z"], "y": nm["y"]}} \
+                    if nm and "norms" in _wants(tracker, act) else {}
+                self._pending[act.output] = ([a if add is not None else z], y, extra)
+        out = act.output if act is not None else add.output if add is not None else node.output
+        if y is not None:
+            env[out] = y
+        if add is not None and act is not None and a is not None:
+            env[add.output] = a
+        if fn.pool is not None:  # the pooled activation, and its flattened views
+            p = Pout.reshape(pshape) if Pout is not None else None
+            self._pending[fn.pool_node.output] = ([y], p, {})
+            out, val = fn.pool_node.output, p
+            if p is not None:
+                env[out] = p
+        else:
+            val = y
+        for c in fn.passes:
+            nv = None if val is None else val.reshape((n,) + tuple(self.graph.shapes[c.output]))
+            self._pending[c.output] = ([val], nv, {})
+            val = nv
+            if nv is not None:
+                env[c.output] = nv
+
+ARRAYS = frozenset(("h", "C", "z", "y"))
+
+
+def _f64(env, name):
+    """env[name] as a contiguous float64 array (the samples may be float32)."""
+    x = env.get(name)
+    if x is not None and (x.dtype != np.float64 or not x.flags.c_contiguous):
+        x = env[name] = np.ascontiguousarray(x, np.float64)
+    return x
+
+
+def _wants(tracker, node):
+    """What the bound tracker asks of a node (nn-interface.md): `tracker.wants`, a
+    set or a function of the node, of "h", "C", "z", "y" (the arrays of the hook;
+    None is passed for the others) and "norms" (per-sample l2 norms from the
+    kernels, a `norms=` keyword); every array without it, nothing without a tracker."""
+    if tracker is None:
+        return frozenset()
+    w = getattr(tracker, "wants", None)
+    if w is None:
+        return ARRAYS
+    return w(node) if callable(w) else w

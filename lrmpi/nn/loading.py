@@ -1,0 +1,46 @@
+"""Models from files, the imported graph kept in the cache folder (lrmpi.cache).
+
+Importing an ONNX model needs the onnx package, whose import alone takes 2-4 s
+on these machines (most of a small job's start-up); the graph it yields is a
+few arrays and a JSON description (graph.to_arrays), kept with the tensors'
+shapes (finding them again runs one sample through the float model: 0.4-0.8 s
+for a ResNet-18). So a model seen before is read back from the cache, keyed by
+the SHA-256 of the model file's bytes, the importer's options and lrmpi's
+version: onnx is imported only for a model never seen (or without a cache
+folder). A damaged entry reads as absent.
+"""
+import json
+import os
+
+import numpy as np
+
+from lrmpi import cache
+from lrmpi.nn import graph as G
+
+
+def load_model(path, **options):
+    """A graph from `.onnx` (cached) or lrmpi's own `.npz` (see onnx_import.load_model)."""
+    path = str(path)
+    if not (path.endswith(".onnx") and os.path.isfile(path)):
+        return _import(path, options)
+    entry = cache.Entry("graph", cache.digest(cache.file_digest(path), sorted(options.items())))
+    saved = entry.load()
+    if saved is not None:
+        try:
+            shapes = {k: tuple(v) for k, v in json.loads(str(saved.pop("shapes"))).items()}
+            return G.from_arrays(saved).validate(shapes)
+        except Exception:  # noqa: BLE001 -- a damaged or foreign entry: import again
+            pass
+    g = _import(path, options)
+    try:
+        arrays = G.to_arrays(g)
+        arrays["shapes"] = np.array(json.dumps({k: list(v) for k, v in g.shapes.items()}))
+    except TypeError:  # a parameter JSON cannot hold: not cached
+        return g
+    entry.store(arrays)
+    return g
+
+
+def _import(path, options):
+    from lrmpi.nn.onnx_import import load_model as onnx_load_model
+    return onnx_load_model(path, **options)

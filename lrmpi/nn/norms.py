@@ -1,0 +1,220 @@
+"""What the logit bounds need of each linear/conv node's weights, once per model.
+
+Per node (NodeNorms), all upper bounds (verified.py):
+
+    S        ||W||_2 as an operator on the node's input shape: the convolution's
+             own norm (its frequency matrices) for the convolutions this costs least
+             for, at most SYMBOL_LIMIT multiply-adds each and SYMBOL_TOTAL in all,
+             else sqrt(overlap) ||W_2||_2 (the weight matrix times the window
+             matrix); before the tight bound asks for it, the Frobenius form
+             sqrt(overlap) ||W||_F (no factorisation at all)
+    A        || |W| ||_2 (Schur test): the float model's rounding is at most
+             gamma_(k+1) (|W| |h| + |b|) per output
+    dS[q]    ||W - Q_q(W)||_2 for q planes of W, the same three ways
+    rows, drows[q]   per output unit, ||W_j|| and ||W_j - Q_q(W_j)|| (the logits)
+
+Two levels: "cheap" (Frobenius forms: a pass over the weights, for the bound
+that stands where the tight one does not run) and "tight" (factorisations, for
+the difference bound). Everything computed is kept in the cache folder
+(lrmpi.cache, keyed by the weights' values, the nodes' parameters and input
+shapes, and lrmpi's version), so a model met before starts with it, and ranks
+receive rank 0's values (values()/use()) instead of computing them again. Long
+loops call `should_stop()` between nodes and frequency blocks. Which convolutions get
+their own norms depends on the model alone (docs/design.md, "Inference").
+"""
+import math
+
+import numpy as np
+
+from lrmpi.nn import verified as V
+
+SYMBOL_LIMIT = 2e9    # multiply-adds of one convolution's frequency matrices (~1 s)
+SYMBOL_TOTAL = 2e10   # ... of a model's: its S and up to 7 weight residuals each
+SYMBOL_RESIDUAL = 5e7  # weight residuals get them only below this (else sqrt(overlap) ||.||)
+TIGHT_CHEAP = 2e8     # a model whose tight norms cost less uses them at resolution 1 too
+LEVELS = ("cheap", "tight")
+
+
+def check(should_stop):
+    """Raise lrmpi.errors.Stopped if `should_stop()` says so."""
+    if should_stop is not None and should_stop():
+        from lrmpi import errors
+        raise getattr(errors, "Stopped", KeyboardInterrupt)("stopped while preparing the "
+                                                            "model's bound norms")
+
+
+class NodeNorms:
+    """The norms of one linear/conv node (see the module docstring)."""
+
+    def __init__(self, node, weights, in_shape, out_shape):
+        W = node.params["W"]
+        self.node, self.weights, self.in_shape = node, weights, tuple(in_shape)
+        self.W2 = weights.W2
+        self.k = self.W2.shape[1]
+        self.conv = node.op == "conv"
+        self.group = int(node.params.get("group", 1)) if self.conv else 1
+        self.overlap = V.conv_overlap(node.params, W.shape[2:]) if self.conv else 1
+        self.positions = int(np.prod(out_shape[1:])) if self.conv else 1
+        self.A = V.abs_operator_bound(W if self.conv else self.W2, node.params)
+        b = node.params["b"]
+        self.bnorm = V.up(math.sqrt(float(np.sum(b * b)) * (1 + 2 * V.gamma(b.size + 2))))
+        self.rows = _row_norms(self.W2)
+        self.S = {"cheap": self._frobenius(self.W2)}
+        self.dS, self.drows = {}, {}   # q -> {level: norm}; q -> row norms
+        self._enc = None
+        self.symbol = False            # ModelNorms decides (the model's symbol budget)
+        self.symbol_cost = V.conv_symbol_cost(W, in_shape, node.params) if self.conv else 0.0
+
+    # --- the operator norm of a weight-shaped matrix, by level ---
+    def _frobenius(self, M2):
+        blocks = V.group_blocks(M2, self.group)
+        fro = max(math.sqrt(float(np.sum(b * b)) * (1 + 2 * V.gamma(b.size + 2))) for b in blocks)
+        return V.up(math.sqrt(self.overlap) * fro * V.UP)
+
+    def _tight(self, M2, should_stop, residual=False):
+        stop = lambda: check(should_stop)  # noqa: E731
+        stop()
+        if not self.conv:
+            return V.spectral_bound(M2, stop)
+        W = M2.reshape(self.node.params["W"].shape)
+        if self.symbol and (not residual or self.symbol_cost <= SYMBOL_RESIDUAL):
+            return V.conv_operator_bound(W, self.in_shape, self.node.params, stop)
+        return V.im2col_operator_bound(W, self.node.params, self.overlap, stop)
+
+    def operator(self, level="tight", should_stop=None):
+        """S at `level`: a bound depends on its level only, never on what was
+        computed (or cached) before, so results do not depend on a cache."""
+        if level == "tight" and "tight" not in self.S:
+            self.S["tight"] = min(self.S["cheap"], self._tight(self.W2, should_stop))
+        return self.S[level]
+
+    def residual(self, q, level="tight", should_stop=None):
+        """(dS[q], drows[q]) of W - Q_q(W), exact in float64 (the digits' low bits)."""
+        have = self.dS.setdefault(q, {})
+        if level not in have or q not in self.drows:
+            dW = self.W2 - self._dequantized(q)
+            if "cheap" not in have:
+                have["cheap"] = self._frobenius(dW)
+                self.drows[q] = _row_norms(dW)
+            if level == "tight" and "tight" not in have:
+                have["tight"] = min(have["cheap"], self._tight(dW, should_stop, residual=True))
+        return have[level], self.drows[q]
+
+    def _dequantized(self, q):
+        from lrmpi.numerics import planes as P
+        if self._enc is None or self._enc.planes < q:
+            self._enc = P.encode(np.ascontiguousarray(self.W2), self.weights.bits,
+                                 max(q, 7))
+        return P.dequantize(self._enc, q)
+
+    # --- what travels and what is cached ---
+    def state(self):
+        out = {"S": dict(self.S), "dS": {q: dict(v) for q, v in self.dS.items()},
+               "drows": dict(self.drows)}
+        return out
+
+    def load(self, state):
+        for k, v in state["S"].items():
+            self.S.setdefault(k, v)
+        for q, v in state["dS"].items():
+            for k, x in v.items():
+                self.dS.setdefault(q, {}).setdefault(k, x)
+        for q, v in state["drows"].items():
+            self.drows.setdefault(q, v)
+
+    def __getstate__(self):  # travels to the ranks without its scratch encoding
+        d = dict(self.__dict__)
+        d["_enc"] = None
+        return d
+
+
+def _row_norms(M2):
+    return V.up(np.sqrt(np.einsum("ij,ij->i", M2, M2) * (1 + 2 * V.gamma(M2.shape[1] + 2))))
+
+
+class ModelNorms:
+    """NodeNorms of every linear/conv node of a graph, with the cache."""
+
+    def __init__(self, graph, weights, should_stop=None):
+        self.nodes = {}
+        for n in graph.linear:
+            check(should_stop)
+            self.nodes[n.output] = NodeNorms(n, weights[n.output], graph.shapes[n.inputs[0]],
+                                             (None,) + tuple(graph.shapes[n.output]))
+        # which convolutions get their own norms (frequency matrices) rather than
+        # sqrt(overlap) ||W_2||: the cheapest first, within the model's budget; a
+        # function of the model alone, so the bounds are the same with a cache or not
+        spent = 0.0
+        for nn_ in sorted((v for v in self.nodes.values() if v.conv),
+                          key=lambda v: v.symbol_cost):
+            each = nn_.symbol_cost * (8 if nn_.symbol_cost <= SYMBOL_RESIDUAL else 1)
+            if nn_.symbol_cost <= SYMBOL_LIMIT and spent + each <= SYMBOL_TOTAL:
+                nn_.symbol, spent = True, spent + each
+        # the tight norms' cost (multiply-adds of Gram matrices and frequency matrices):
+        # below TIGHT_CHEAP they serve resolution 1 too (small models certify there)
+        self.tight_cost = sum(8 * v.symbol_cost if v.symbol else
+                              float(v.W2.shape[0]) * v.W2.shape[1] * min(v.W2.shape)
+                              for v in self.nodes.values())
+        self.cache = _Cache(graph, weights)
+        self.cache.restore(self.nodes)
+
+    def prepare(self, qs, level, should_stop=None):
+        """Compute S and dS[q] for q in `qs` at `level` (kept in the cache)."""
+        new = False
+        for nn_ in self.nodes.values():
+            new |= level == "tight" and "tight" not in nn_.S
+            nn_.operator(level, should_stop)
+            for q in qs:
+                new |= level not in nn_.dS.get(q, {})
+                nn_.residual(q, level, should_stop)
+        if new:
+            self.cache.store(self.nodes)
+
+    def values(self):
+        """Everything computed so far, for the ranks that have the model."""
+        return {name: nn_.state() for name, nn_ in self.nodes.items()}
+
+    def use(self, values):
+        for name, state in values.items():
+            self.nodes[name].load(state)
+
+
+class _Cache:
+    """The norms on disk (lrmpi.cache), keyed by the weights, the nodes' parameters
+    and input shapes (and lrmpi's version, through cache.digest)."""
+
+    def __init__(self, graph, weights):
+        from lrmpi import cache
+        parts = []
+        for n in graph.linear:
+            parts.append((n.op, n.output, graph.shapes[n.inputs[0]],
+                          sorted((k, v) for k, v in n.params.items()
+                                 if not isinstance(v, np.ndarray)),
+                          weights[n.output].W2, n.params["b"], weights[n.output].bits))
+        self.entry = cache.Entry("norms2", cache.digest(*parts))
+
+    def restore(self, nodes):
+        saved = self.entry.load() or {}
+        for key, value in saved.items():
+            name, field, *rest = key.split("|")
+            nn_ = nodes.get(name)
+            if nn_ is None:
+                continue
+            if field == "S":
+                nn_.S.setdefault(rest[0], float(value))
+            elif field == "dS":
+                nn_.dS.setdefault(int(rest[0]), {}).setdefault(rest[1], float(value))
+            elif field == "drows":
+                nn_.drows.setdefault(int(rest[0]), np.asarray(value))
+
+    def store(self, nodes):
+        out = {}
+        for name, nn_ in nodes.items():
+            for level, v in nn_.S.items():
+                out[f"{name}|S|{level}"] = np.asarray(v)
+            for q, levels in nn_.dS.items():
+                for level, v in levels.items():
+                    out[f"{name}|dS|{q}|{level}"] = np.asarray(v)
+            for q, v in nn_.drows.items():
+                out[f"{name}|drows|{q}"] = np.asarray(v)
+        self.entry.store(out)

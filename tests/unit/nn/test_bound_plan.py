@@ -1,0 +1,117 @@
+"""The precision plan, the per-model norms, their cache and the ranks' copies."""
+import logging
+
+import numpy as np
+import pytest
+from bound_cases import graphs
+
+from lrmpi import config
+from lrmpi.nn import certify, plan as P
+from lrmpi.nn import graph as G
+from lrmpi.nn.engine import PreparedModel
+from lrmpi.nn.norms import TIGHT_CHEAP, ModelNorms
+
+GRAPHS = graphs(np.random.default_rng(3))
+
+
+def _chain(rng, widths=(8, 16, 16, 16, 4)):
+    layers = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        layers += [("linear", {"W": rng.standard_normal((b, a)), "b": np.zeros(b)}), ("relu", {})]
+    return G.sequential(layers[:-1], (widths[0],))
+
+
+def test_sensitivities_multiply_along_a_chain_and_add_over_branches():
+    g = _chain(np.random.default_rng(1))
+    model = PreparedModel(g, 7, 4)
+    S = {n.output: model.norms.norms.nodes[n.output].operator("tight") for n in g.linear}
+    C = P.sensitivities(g, lambda n: S[n.output])
+    names = [n.output for n in g.linear]
+    assert C[names[-1]] == 1.0
+    assert C[names[-2]] == pytest.approx(S[names[-1]])
+    assert C[names[0]] == pytest.approx(S[names[-1]] * S[names[-2]] * S[names[-3]])
+    res = GRAPHS[2][1]   # x feeds a conv and the residual sum: both paths count
+    Sr = {n.output: 2.0 for n in res.linear}
+    Cr = P.sensitivities(res, lambda n: Sr[n.output])
+    assert Cr["x"] > Cr["s"] * 2.0
+
+
+@pytest.mark.parametrize("budget", [0.5, 1.0, 3.0])
+def test_the_plan_fits_its_budget_and_resolution_1_keeps_the_cheap_bound(budget):
+    g = _chain(np.random.default_rng(2))
+    b = certify.Bounds(g, PreparedModel(g, 7, 4).weights, 7, budget=budget)
+    for r in (1, 2, 3, 4):
+        plan, err, spent, level = b.prepare(r)
+        assert spent <= budget + 1e-12
+        if P.cost(1) > budget * r * r or r == 1:   # r = 1: also predicted hopeless
+            small = b.norms.tight_cost <= TIGHT_CHEAP  # small models: tight norms anyway
+            assert set(plan.values()) == {0} and level == ("tight" if small else "cheap")
+        else:
+            assert min(plan.values()) >= 1 and level == "tight"
+    with config.configure(bound_budget=0.0):
+        off = certify.Bounds(g, PreparedModel(g, 7, 4).weights, 7)
+        assert set(off.prepare(3)[0].values()) == {0}
+
+
+def test_more_budget_buys_precision_where_the_sensitivity_is_largest():
+    g = _chain(np.random.default_rng(3), widths=(8, 32, 32, 32, 32, 4))
+    w = PreparedModel(g, 7, 4).weights
+    plan, err, spent, _ = certify.Bounds(g, w, 7, budget=0.3).prepare(3)
+    rich, err2, _, _ = certify.Bounds(g, w, 7, budget=6.0).prepare(3)
+    names = [n.output for n in g.linear]
+    assert plan[names[0]] >= plan[names[-1]]        # the first layer is the most sensitive
+    assert sum(rich.values()) > sum(plan.values()) and err2 < err
+
+
+def test_ranks_with_the_shipped_values_compute_identical_bounds():
+    name, g, X = GRAPHS[1]
+    root, rank = PreparedModel(g, 7, 4), PreparedModel(g, 7, 4)
+    for r in (1, 2, 3):
+        root.prepare(r)
+        rank.norms.use(r, root.norms.values(r))
+        a, b = root.evaluate(X, r), rank.evaluate(X, r)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_norms_come_back_from_the_cache_and_bounds_do_not_depend_on_it(tmp_path):
+    name, g, X = GRAPHS[2]
+    with config.configure(cache_dir=str(tmp_path)):
+        first = PreparedModel(g, 7, 4)
+        got = [first.evaluate(X, r) for r in (1, 2, 3)]
+        again = PreparedModel(g, 7, 4)     # warm cache: nothing to compute
+        norms = again.norms.norms.nodes
+        assert all("tight" in nn_.S for nn_ in norms.values())
+        for r, (lg, rad) in zip((1, 2, 3), got):
+            lg2, rad2 = again.evaluate(X, r)
+            np.testing.assert_array_equal(rad, rad2)
+    with config.configure(cache_dir=""):
+        cold = PreparedModel(g, 7, 4)
+        for r, (lg, rad) in zip((1, 2, 3), got):
+            np.testing.assert_array_equal(rad, cold.evaluate(X, r)[1])
+
+
+def test_norm_preparation_honours_should_stop():
+    name, g, X = GRAPHS[1]
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) > 2
+
+    with config.configure(cache_dir=""):
+        norms = ModelNorms(g, PreparedModel(g, 7, 4).weights)
+        with pytest.raises(BaseException) as info:
+            norms.prepare([1, 2, 3], "tight", stop)
+    assert "stopped" in str(info.value) and len(calls) == 3
+
+
+def test_each_resolution_logs_which_bound_stands(caplog):
+    g = _chain(np.random.default_rng(4))
+    b = certify.Bounds(g, PreparedModel(g, 7, 4).weights, 7)
+    with caplog.at_level(logging.INFO, logger="lrmpi"):
+        b.prepare(1)
+        b.prepare(2)
+    text = caplog.text
+    assert "resolution 1: the operator-norm bound" in text
+    assert "resolution 2: difference bound" in text

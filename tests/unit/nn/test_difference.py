@@ -1,0 +1,178 @@
+"""The difference bound (lrmpi.nn.difference) never below the true deviation.
+
+Against exact rationals and the float64 model, on graphs with every operator, in
+every estimate mode at resolutions 1-4; ~10^3 samples per small net; near-ties;
+and a mutation test: leaving out any one term of the bound makes some case fail.
+"""
+import numpy as np
+import pytest
+from bound_cases import MODES, bounded, graphs, mutation_cases, prepared, violations
+from exact import exact_model_logits
+
+from lrmpi.nn import difference, ops
+from lrmpi.nn import graph as G
+from lrmpi.nn.engine import LayeredInference
+
+GRAPHS = graphs(np.random.default_rng(3))
+
+
+@pytest.fixture(scope="module")
+def references():
+    return {name: (prepared(g), exact_model_logits(g, X), ops.forward(g, X))
+            for name, g, X in GRAPHS}
+
+
+@pytest.mark.parametrize("name, graph, X", GRAPHS, ids=[g[0] for g in GRAPHS])
+def test_the_radius_covers_the_exact_and_the_float64_model(name, graph, X, references):
+    model, exact, f64 = references[name]
+    for r in (1, 2, 3, 4):
+        for mode in MODES:
+            for level in ("tight", "cheap") if mode == 0 else ("tight",):
+                logits, radius = bounded(model, X, r, mode, level)
+                assert not violations(logits, exact, radius), (r, mode, level)
+                assert not violations(logits, f64, radius), (r, mode, level)
+                assert np.all(np.isfinite(radius))
+
+
+def _random_net(rng, kind):
+    if kind == "mlp":
+        d = 16
+        return G.sequential([
+            ("linear", {"W": rng.standard_normal((24, d)) * 0.5, "b": rng.standard_normal(24)}),
+            ("relu", {}),
+            ("linear", {"W": rng.standard_normal((24, 24)) * 0.3, "b": rng.standard_normal(24)}),
+            ("relu", {}),
+            ("linear", {"W": rng.standard_normal((5, 24)), "b": rng.standard_normal(5)})],
+            (d,), head="softmax")
+    return G.sequential([
+        ("conv", {"W": rng.standard_normal((4, 2, 3, 3)) / 3, "b": rng.standard_normal(4),
+                  "pads": (1, 1, 1, 1)}), ("relu", {}),
+        ("conv", {"W": rng.standard_normal((4, 4, 3, 3)) / 5, "b": rng.standard_normal(4),
+                  "strides": (2, 2)}), ("relu", {}),
+        ("maxpool", {"kernel": (2, 2), "strides": (1, 1)}), ("flatten", {}),
+        ("linear", {"W": rng.standard_normal((3, 16)), "b": rng.standard_normal(3)})],
+        (2, 7, 7), head="softmax")
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_a_thousand_samples_never_exceed_the_radius(kind):
+    rng = np.random.default_rng({"mlp": 21, "conv": 22}[kind])
+    g = _random_net(rng, kind)
+    X = rng.standard_normal((1000,) + g.input_shape) * np.exp(
+        rng.uniform(-3, 3, (1000,) + (1,) * len(g.input_shape)))
+    f64 = ops.forward(g, X)
+    model = prepared(g)
+    for r in (1, 2, 3):
+        for mode in (0, 1, 2, "f64"):
+            logits, radius = bounded(model, X, r, mode)
+            assert not violations(logits, f64, radius), (r, mode)
+
+
+def _near_ties(g, rng, n=120):
+    """Inputs along segments that cross the float64 model's decision boundary, at
+    distances from it between 1e-13 and 1e-1 of the segment."""
+    out = []
+    while len(out) < n:
+        a, b = rng.standard_normal((2,) + g.input_shape)
+        da, db = ops.decisions(g, ops.forward(g, np.stack([a, b])))
+        if da == db:
+            continue
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            d = ops.decisions(g, ops.forward(g, (a + mid * (b - a))[None]))[0]
+            lo, hi = (mid, hi) if d == da else (lo, mid)
+        for s in 10.0 ** rng.uniform(-13, -1, 6):
+            out.append(a + (lo + s * rng.choice((-1, 1))) * (b - a))
+    return np.stack(out)
+
+
+def test_certified_decisions_equal_the_float64_models_on_near_ties():
+    rng = np.random.default_rng(11)
+    certified, edge = 0, 0
+    for _ in range(6):
+        g = _random_net(rng, "mlp")
+        X = _near_ties(g, rng)
+        want = ops.decisions(g, ops.forward(g, X))
+        eng = LayeredInference(g, X, planes=4, rule="none")
+        for _ in eng:
+            st = eng.state
+            cert = st["certified"]
+            np.testing.assert_array_equal(st["predicted"][cert], want[cert])
+            top2 = np.sort(st["logits"], axis=1)[:, -2:]
+            margin = top2[:, 1] - top2[:, 0]
+            edge += int(np.sum(cert & (margin < 4 * st["bound"])))
+            certified += int(cert.sum())
+    assert certified > 300 and edge > 10  # samples certified with margins at the bound's size
+
+
+@pytest.fixture(scope="module")
+def mutation_suite():
+    cases = []
+    for label, g, X, r, mode, ref, base, level in mutation_cases(np.random.default_rng(7)):
+        R = ops.forward(g, X) if ref == "f64" else exact_model_logits(g, X)
+        cases.append((label, X, r, mode, R, base, level, prepared(g, planes=max(4, r))))
+    return cases
+
+
+def _violates(model, X, r, mode, level, reference, dropped, monkeypatch):
+    monkeypatch.setattr(difference, "DROPPED", frozenset(dropped))
+    logits, radius = bounded(model, X, r, mode, level)
+    return bool(violations(logits, reference, radius))
+
+
+def test_each_mutation_case_is_covered_by_the_whole_bound(mutation_suite, monkeypatch):
+    for label, X, r, mode, R, base, level, model in mutation_suite:
+        assert not _violates(model, X, r, mode, level, R, base, monkeypatch), label
+
+
+def _needed(term, suite, references, levels, monkeypatch):
+    for label, X, r, mode, R, base, level, model in suite:
+        if level in levels and _violates(model, X, r, mode, level, R, set(base) | {term},
+                                         monkeypatch):
+            return True
+    for name, _, X in GRAPHS:
+        model, exact, f64 = references[name]
+        for r in (1, 2, 3):
+            for mode in MODES if "tight" in levels else (0,):
+                for level in levels:
+                    if _violates(model, X, r, mode, level, f64, {term}, monkeypatch):
+                        return True
+    return False
+
+
+@pytest.mark.parametrize("term", difference.TERMS)
+def test_leaving_out_any_term_breaks_the_bound(term, mutation_suite, references, monkeypatch):
+    assert _needed(term, mutation_suite, references, ("tight",), monkeypatch), \
+        f"no case needs the term {term!r}: the tests could not catch its loss"
+
+
+@pytest.mark.parametrize("term", ["carried", "input_truncation", "weight_truncation",
+                                  "r_rounding", "float_rounding", "op_rounding"])
+def test_leaving_out_any_term_breaks_the_cheap_bound(term, mutation_suite, references,
+                                                     monkeypatch):
+    """The cheap bound (resolution 1: no tensor read) has its own formulas."""
+    assert _needed(term, mutation_suite, references, ("cheap",), monkeypatch), term
+
+
+def test_a_samples_radius_does_not_depend_on_its_batch():
+    name, g, X = GRAPHS[1]
+    model = prepared(g)
+    for mode in (0, 2, "f64"):
+        _, whole = bounded(model, X, 2, mode)
+        for i in range(len(X)):
+            _, one = bounded(model, X[i:i + 1], 2, mode)
+            np.testing.assert_array_equal(one[0], whole[i])
+
+
+def test_the_one_plane_dense_product_is_the_general_paths_bit_for_bit():
+    from lrmpi.nn.estimate import EstimateWeights, ops_product
+    from lrmpi.nn.quantized import linear_at
+    rng = np.random.default_rng(9)
+    node = G.Node("linear", ["x"], "y", {"W": rng.standard_normal((7, 300))
+                                          * np.exp(rng.uniform(-20, 20, (7, 1))),
+                                          "b": np.zeros(7)})
+    w = EstimateWeights(node, 7).leading(1)
+    x = rng.standard_normal((5, 300)) * np.exp(rng.uniform(-30, 30, (5, 1)))
+    x[2] = 0.0
+    np.testing.assert_array_equal(ops_product(node, x, w, 1, 7), linear_at(node, x, w, 1, 7)[1])
