@@ -188,8 +188,6 @@ def test_huge_dynamic_range_rows(tmp_path):
     product_ok(tmp_path, a, b, A, B, planes="4")
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: an operand that is an HDF5 virtual dataset whose source file is "
-                   "missing is read as its fill values (exit 0, C from 7.0s), not refused")
 def test_virtual_dataset_operand_with_missing_source(tmp_path, ops):
     """FILE.h5:/A where A is a virtual dataset over a file that was deleted: HDF5 reads fill
     values; lrmpi must refuse (a missing input), never multiply fill values."""

@@ -49,8 +49,6 @@ def test_inspect_and_pack_on_non_checkpoints(tmp_path, ops):
         assert not (tmp_path / "P.h5").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: an -o name with a non-UTF-8 byte (C\\xfe.h5): the job fails in "
-                   "the checksum (UnicodeEncodeError traceback, status failed) instead of a one-line refusal")
 def test_non_utf8_path(tmp_path, ops):
     """An operand path that is not UTF-8 (bytes 0xff): one line, no UnicodeError."""
     _, b, A, _ = ops
@@ -62,9 +60,10 @@ def test_non_utf8_path(tmp_path, ops):
                        capture_output=True, timeout=60)
     err = r.stderr.decode("utf-8", "replace")
     assert "Traceback" not in err, err
-    assert r.returncode in (0, 1), err
-    if r.returncode == 1:
+    assert r.returncode in (0, 1, 2), err   # done, or refused (bad input / bad option)
+    if r.returncode != 0:
         assert len(error_lines(err)) == 1, err
+    assert not [x for x in os.listdir(tmp_path) if x.startswith("C")], os.listdir(tmp_path)
 
 
 def test_version_and_info():
@@ -86,8 +85,6 @@ def test_overflow_product_no_warning(tmp_path):
         assert "RuntimeWarning" not in r.stderr and "overflow" not in r.stderr.lower()
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: lrmpi.load_result on an infer checkpoint raises KeyError: 'C' "
-                   "(not an LrmpiError naming the kind)")
 def test_load_result_of_infer_checkpoint(tmp_path, rng):
     """lrmpi.load_result on an infer checkpoint: its scores, or an LrmpiError that says it
     is an inference checkpoint — never a KeyError."""
@@ -140,8 +137,6 @@ def _closed(fds, *args):
                           preexec_fn=lambda: [os.close(fd) for fd in fds])
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: with stdout closed (`>&-`) a complete matmul exits 120 and prints "
-                   "'Exception ignored in _TolerantStream ... AttributeError: NoneType has no flush'")
 def test_closed_stdout_job_completes_exit_0(tmp_path, ops):
     a, b, _, _ = ops
     out = tmp_path / "C.h5"
@@ -155,8 +150,6 @@ def test_closed_stdout_job_completes_exit_0(tmp_path, ops):
     assert r.returncode == 0 and "Traceback" not in err.read_text(), err.read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: with stdout and stderr closed a matmul never runs: exit 120, "
-                   "the job file stays status=running completed=0; a bad input exits 120, not 1")
 def test_closed_stdout_and_stderr(tmp_path, ops):
     a, b, _, _ = ops
     out = tmp_path / "C.h5"
@@ -189,9 +182,6 @@ def test_inspect_while_running_says_running(tmp_path, ops):
         kill_group(p)
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: --resume of a pack of a stopped job fails with 'resolution 2 is "
-                   "unreadable (can't open file)' (as if damaged; inspect of the pack says '--resume continues it') "
-                   "and leaves an empty job folder beside the pack")
 def test_resume_of_a_packed_stopped_job(tmp_path, ops):
     """A stopped job packed into one file, then `--resume -o ONE.h5`: continues to the
     uninterrupted result, or one line that does not call the intact pack damaged."""
