@@ -255,3 +255,26 @@ def wait_asleep(pid, steady=0.8, timeout=60):
             return
         time.sleep(0.05)
     raise AssertionError(f"{pid} never settled into a sleep")
+
+
+SLOW = {"LRMPI_TEST_SLOW_RANK": "1", "LRMPI_ROOT_COMPUTES": "no"}
+
+
+def stop_after(out, count, *args, n=2, slow="0.6", env=None, sig=signal.SIGTERM):
+    """Start a job with a slow worker (rank 1 sleeps `slow` s before each task), send `sig`
+    once `count` resolutions are listed; (returncode, stderr)."""
+    p = start(*args, n=n, env={**SLOW, "LRMPI_TEST_SLOW_S": slow, **(env or {})})
+    try:
+        wait_for(out, count, p, timeout=90)
+        os.killpg(p.pid, sig)
+        _, err = p.communicate(timeout=60)
+        return p.returncode, err
+    finally:
+        kill_group(p)
+
+
+def swap(a, b):
+    """Exchange two files' names."""
+    os.rename(a, a + ".x")
+    os.rename(b, a)
+    os.rename(a + ".x", b)

@@ -1,15 +1,13 @@
 """Area 2: the CRT resolution, --write ranks, --keep, resumes across modes and rank counts."""
 import os
-import signal
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import (assert_ok, assert_one_error, attrs_of, exact_product, kill_group, load,
-                      max_err, run, save, snapshot, start, wait_for)
+from conftest import (assert_ok, assert_one_error, exact_product, load, max_err, run, save,
+                      snapshot, stop_after)
 
-SLOW = {"LRMPI_TEST_SLOW_RANK": "1", "LRMPI_TEST_SLOW_S": "0.6", "LRMPI_ROOT_COMPUTES": "no"}
 
 
 def bounds(out):
@@ -25,15 +23,8 @@ def all_C(out):
 
 
 def stop_after_first(out, *args, n, env):
-    """Start a job, SIGTERM it once resolution 1 is listed; (returncode, stderr)."""
-    p = start(*args, n=n, env=env)
-    try:
-        wait_for(out, 1, p, timeout=90)
-        os.killpg(p.pid, signal.SIGTERM)
-        _, err = p.communicate(timeout=60)
-        return p.returncode, err
-    finally:
-        kill_group(p)
+    """SIGTERM once resolution 1 is listed; (returncode, stderr)."""
+    return stop_after(out, 1, *args, n=n, env=env)
 
 
 def test_crt_bit_identical_across_rank_counts(tmp_path, ops):
@@ -139,7 +130,7 @@ def test_keep_mismatch_on_resume_refused(tmp_path, ops):
     a, b, _, _ = ops
     out = str(tmp_path / "C.h5")
     rc, err = stop_after_first(out, "matmul", a, b, "-o", out, "--planes", "3", "--keep", "latest",
-                               n=2, env=SLOW)
+                               n=2, env=None)
     assert rc == 3, err
     before = snapshot(out + ".d")
     r = run("matmul", a, b, "-o", out, "--planes", "3", "--keep", "all", "--resume")
@@ -156,7 +147,7 @@ def test_ranks_stopped_then_resumed_at_other_count_bit_identical(tmp_path, ops):
     ref = tmp_path / "ref.h5"
     assert_ok(run("matmul", a, b, "-o", ref, "--planes", "3"))
     out = str(tmp_path / "C.h5")
-    env = dict(SLOW, LRMPI_MIN_TILE_ROWS="8")
+    env = {"LRMPI_MIN_TILE_ROWS": "8"}
     rc, err = stop_after_first(out, "matmul", a, b, "-o", out, "--planes", "3", "--write", "ranks",
                                n=3, env=env)
     assert rc == 3, err
@@ -175,7 +166,7 @@ def test_crt_stopped_inside_then_resumed_with_ranks_writing(tmp_path, ops):
     assert_ok(run("matmul", a, b, "-o", ref, "--planes", "2", "--final", "crt", "--moduli", "7"))
     out = str(tmp_path / "C.h5")
     rc, err = stop_after_first(out, "matmul", a, b, "-o", out, "--planes", "2", "--final", "crt",
-                               "--moduli", "7", n=2, env=SLOW)
+                               "--moduli", "7", n=2, env=None)
     assert rc == 3, err
     r = run("matmul", a, b, "-o", out, "--planes", "2", "--final", "crt", "--moduli", "7",
             "--resume", "--write", "ranks", n=3)

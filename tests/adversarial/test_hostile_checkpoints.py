@@ -6,13 +6,12 @@ fails with one line; nothing is read from outside the checkpoint's folder.
 import os
 import shutil
 import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import (PY, assert_ok, assert_one_error, load, run, save, snapshot)
+from conftest import (PY, assert_ok, assert_one_error, load, run, snapshot, stop_after, swap)
 
 
 def _job(out):
@@ -62,10 +61,7 @@ def test_resolution_files_swapped_within_job(done):
     out, a, b, A, B = done
     job = _job(out)
     C3 = load(out)[0]
-    r2, r3 = os.path.join(job, "res002.h5"), os.path.join(job, "res003.h5")
-    os.rename(r2, r2 + ".x")
-    os.rename(r3, r2)
-    os.rename(r2 + ".x", r3)
+    swap(os.path.join(job, "res002.h5"), os.path.join(job, "res003.h5"))
     rc, C, err = load_in_child(out)
     assert rc == 1 or np.array_equal(C, C3), "resolution 2's C returned as the result"
     if rc == 1:
@@ -169,20 +165,11 @@ def test_job_file_truncated_to_header(done):
 def test_sums_deleted_then_resume_of_stopped_job(tmp_path, ops):
     """A stopped job whose resume data (sums) was deleted: --resume gives one line or
     completes with the uninterrupted result — never a different C."""
-    import signal
-    from conftest import kill_group, start, wait_for
     a, b, _, _ = ops
     ref = tmp_path / "ref.h5"
     assert_ok(run("matmul", a, b, "-o", ref, "--planes", "3"))
     out = str(tmp_path / "C.h5")
-    env = {"LRMPI_TEST_SLOW_RANK": "1", "LRMPI_TEST_SLOW_S": "0.6", "LRMPI_ROOT_COMPUTES": "no"}
-    p = start("matmul", a, b, "-o", out, "--planes", "3", n=2, env=env)
-    try:
-        wait_for(out, 2, p, timeout=90)
-        os.killpg(p.pid, signal.SIGTERM)
-        p.communicate(timeout=60)
-    finally:
-        kill_group(p)
+    stop_after(out, 2, "matmul", a, b, "-o", out, "--planes", "3")
     job = _job(out)
     sums = [x for x in os.listdir(job) if x.startswith("sums")]
     assert sums
@@ -207,9 +194,7 @@ def test_rank_files_of_two_ranks_swapped(tmp_path, ops):
     r1, r2 = os.path.join(job, "rank0001-res001.h5"), os.path.join(job, "rank0002-res001.h5")
     if not (os.path.exists(r1) and os.path.exists(r2)):
         pytest.skip(f"not two rank files: {os.listdir(job)}")
-    os.rename(r1, r1 + ".x")
-    os.rename(r2, r1)
-    os.rename(r1 + ".x", r2)
+    swap(r1, r2)
     rc, C, err = load_in_child(out)
     assert rc == 1 or np.array_equal(C, C0), "tiles of another rank read in place"
     if rc == 1:

@@ -192,13 +192,7 @@ def test_virtual_dataset_operand_with_missing_source(tmp_path, ops):
     """FILE.h5:/A where A is a virtual dataset over a file that was deleted: HDF5 reads fill
     values; lrmpi must refuse (a missing input), never multiply fill values."""
     _, b, A, _ = ops
-    src = tmp_path / "src.h5"
-    with h5py.File(src, "w") as f:
-        f["A"] = A
-    lay = h5py.VirtualLayout(shape=A.shape, dtype="f8")
-    lay[:] = h5py.VirtualSource(str(src), "A", shape=A.shape)
-    with h5py.File(tmp_path / "vds.h5", "w") as f:
-        f.create_virtual_dataset("A", lay, fillvalue=7.0)
+    src = _vds(tmp_path, A)
     os.remove(src)
     out = tmp_path / "C.h5"
     r = run("matmul", f"{tmp_path / 'vds.h5'}:/A", b, "-o", out, "--planes", "1")
@@ -208,6 +202,12 @@ def test_virtual_dataset_operand_with_missing_source(tmp_path, ops):
 def test_virtual_dataset_operand_intact_source(tmp_path, ops):
     """The same virtual dataset with its source present is read as its data."""
     _, b, A, B = ops
+    _vds(tmp_path, A)
+    product_ok(tmp_path, f"{tmp_path / 'vds.h5'}:/A", b, A, B, planes="2")
+
+
+def _vds(tmp_path, A):
+    """vds.h5:/A, a virtual dataset (fill value 7) over src.h5:/A; returns src.h5's path."""
     src = tmp_path / "src.h5"
     with h5py.File(src, "w") as f:
         f["A"] = A
@@ -215,4 +215,4 @@ def test_virtual_dataset_operand_intact_source(tmp_path, ops):
     lay[:] = h5py.VirtualSource(str(src), "A", shape=A.shape)
     with h5py.File(tmp_path / "vds.h5", "w") as f:
         f.create_virtual_dataset("A", lay, fillvalue=7.0)
-    product_ok(tmp_path, f"{tmp_path / 'vds.h5'}:/A", b, A, B, planes="2")
+    return src

@@ -6,8 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import (assert_ok, assert_one_error, attrs_of, kill_group, load, run, start,
-                      wait_for)
+from conftest import assert_ok, assert_one_error, attrs_of, kill_group, load, run, start
 
 
 @pytest.mark.parametrize("var,value", [

@@ -185,21 +185,12 @@ def test_inspect_while_running_says_running(tmp_path, ops):
 def test_resume_of_a_packed_stopped_job(tmp_path, ops):
     """A stopped job packed into one file, then `--resume -o ONE.h5`: continues to the
     uninterrupted result, or one line that does not call the intact pack damaged."""
-    import signal
-    from conftest import kill_group, load, start, wait_for
+    from conftest import load, stop_after
     a, b, _, _ = ops
     ref = tmp_path / "ref.h5"
     assert_ok(run("matmul", a, b, "-o", ref, "--planes", "3"))
     out = tmp_path / "C.h5"
-    p = start("matmul", a, b, "-o", out, "--planes", "3", n=2,
-              env={"LRMPI_TEST_SLOW_RANK": "1", "LRMPI_TEST_SLOW_S": "1.0",
-                   "LRMPI_ROOT_COMPUTES": "no"})
-    try:
-        wait_for(out, 2, p, timeout=90)
-        os.killpg(p.pid, signal.SIGTERM)
-        p.communicate(timeout=60)
-    finally:
-        kill_group(p)
+    stop_after(out, 2, "matmul", a, b, "-o", out, "--planes", "3", slow="1.0")
     one = tmp_path / "ONE.h5"
     assert_ok(run("pack", out, one))
     r = run("matmul", a, b, "-o", one, "--planes", "3", "--resume")

@@ -1,14 +1,12 @@
 """Area 1: safety promises — never delete or overwrite a user's file, the lock, -o refusals."""
 import os
-import signal
 import time
 
 import h5py
 import numpy as np
-import pytest
 
-from conftest import (assert_ok, attrs_of, assert_one_error, digest, kill_group, load, mlp_onnx, run,
-                      save, snapshot, start, wait_for)
+from conftest import (assert_ok, assert_one_error, attrs_of, digest, kill_group, load, mlp_onnx,
+                      run, save, snapshot, start, wait_for)
 
 
 def _job_dir(out):
