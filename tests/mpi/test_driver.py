@@ -128,7 +128,11 @@ def test_the_crt_rules_hold_under_mpi_and_across_a_resume(case, write, tmp_path)
     if rank != 0:
         return
     assert outcome.status == "complete" and done.status == "complete"
-    assert part.status == "deadline" and part.completed == len(ref) - 1
+    # the CRT resolution runs ahead (lookahead): on a loaded machine it may finish before
+    # the root sees the stop; then the resume has nothing to do, and the files must agree
+    assert (part.status, part.completed) in (("deadline", len(ref) - 1),
+                                             ("complete", len(ref))), (part.status,
+                                                                       part.completed)
     last = ref[-1]
     if case == "one modulus":
         assert last.method == "planes" and last.bound_abs == ref[-2].bound_abs
