@@ -20,7 +20,8 @@ DIRECTIVES = {
 CFLAGS = (["-O0", "-g"] if DEBUG else ["-O3", "-fno-strict-aliasing"]) + ["-ffp-contract=off"]
 C_SOURCES = ["ext/c/ref.c", "ext/c/simd.c", "ext/c/igemm_x86.c", "ext/c/igemm_amx.c",
              "ext/c/decode_avx512.c", "ext/c/dispatch.c", "ext/c/dot2.c",
-             "ext/c/crt.c", "ext/c/nn_ref.c", "ext/c/nn_x86.c"]
+             "ext/c/crt.c", "ext/c/crt_avx512.c", "ext/c/crt_residues_avx512.c",
+             "ext/c/acc_compact.c", "ext/c/encode_t_avx512.c", "ext/c/nn_ref.c", "ext/c/nn_x86.c"]
 
 extensions = [
     Extension(
@@ -28,7 +29,7 @@ extensions = [
         ["ext/kernels.pyx", *C_SOURCES],
         include_dirs=["ext"],
         depends=["ext/c/kernels.h", "ext/c/gemm_internal.h", "ext/c/bodies.h", "ext/c/nn_body.h",
-                 "ext/c/nn_cut.h", "ext/c/nn_epilogue.h",
+                 "ext/c/nn_cut.h", "ext/c/nn_epilogue.h", "ext/c/transpose.h", "ext/c/pow2.h",
                  "ext/_kernels.pxd"],
         extra_compile_args=CFLAGS,
     ),

@@ -60,6 +60,17 @@ cdef extern from "c/kernels.h" nogil:
     ctypedef void (*lrmpi_nn_pack_fn)(int, int64_t, int64_t, int64_t, int, int64_t, const int8_t *,
                                       int8_t *) noexcept nogil
     ctypedef int (*lrmpi_nn_layer_fn)(const lrmpi_nn_layer *) noexcept nogil
+    ctypedef void (*lrmpi_crt_residues_fn)(int64_t, int64_t, const double *, int64_t, int64_t,
+                                           int64_t, const int32_t *, int, const int32_t *,
+                                           int8_t *, int64_t *) noexcept nogil
+    ctypedef void (*lrmpi_crt_reconstruct_fn)(int64_t, int64_t, int, const int32_t *,
+                                              const int32_t *, int64_t, const uint64_t *,
+                                              const uint64_t *, const int32_t *, const int32_t *,
+                                              double *, int64_t, double *) noexcept nogil
+    ctypedef void (*lrmpi_acc_update_fn)(int64_t, int64_t, double *, int32_t *, int64_t,
+                                         const void *, int, int64_t, int, const int32_t *,
+                                         const int32_t *, int, double *, int64_t,
+                                         double *) noexcept nogil
     ctypedef struct lrmpi_kernel_table:
         const char *isa
         lrmpi_rowmax_fn rowmax
@@ -73,6 +84,9 @@ cdef extern from "c/kernels.h" nogil:
         lrmpi_nn_packed_size_fn nn_packed_size
         lrmpi_nn_pack_fn nn_pack
         lrmpi_nn_layer_fn nn_layer
+        lrmpi_crt_residues_fn crt_residues
+        lrmpi_crt_reconstruct_fn crt_reconstruct
+        lrmpi_acc_update_fn acc_update
 
     void lrmpi_dot2_ref(int64_t, int64_t, const double *, int64_t, const double *, int64_t,
                         const int64_t *, const int64_t *, const int32_t *, const int32_t *,

@@ -7,7 +7,7 @@ lrmpi/numerics/kernels.py does that once. Each takes an optional `isa` to call a
 specific variant (tests compare every variant with the reference).
 """
 from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
-from _kernels cimport (LRMPI_MAX_LIMBS, lrmpi_nn_layer, lrmpi_nn_planes, lrmpi_crt_reconstruct, lrmpi_crt_residues, lrmpi_dot2_ref, lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
+from _kernels cimport (LRMPI_MAX_LIMBS, lrmpi_nn_layer, lrmpi_nn_planes, lrmpi_dot2_ref, lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
                        lrmpi_kernel_isas, lrmpi_set_isa)
 
 
@@ -103,6 +103,18 @@ def igemm(const int8_t[:, :] A, const int8_t[:, :] Bt, int32_t[:, :] C, isa=None
                 &C[0, 0], C.strides[0] // 4)
 
 
+cdef const void *_sums(S) except NULL:
+    """The data of level sums S (non-empty, C-contiguous 2-D int32 or int64; S keeps
+    it alive) for the C kernels."""
+    cdef const int64_t[:, ::1] S64
+    cdef const int32_t[:, ::1] S32
+    if S.dtype.itemsize == 4:
+        S32 = S
+        return &S32[0, 0]
+    S64 = S
+    return &S64[0, 0]
+
+
 def acc_add(int64_t[:, :, ::1] L, S, int shift,
             Py_ssize_t row0=0, Py_ssize_t col0=0, isa=None):
     """N[row0+i, col0+j] += S[i,j] * 2^shift on the multi-limb integers L.
@@ -110,19 +122,11 @@ def acc_add(int64_t[:, :, ::1] L, S, int shift,
     S: C-contiguous int64 or int32 (the dispatcher checks which).
     """
     cdef const lrmpi_kernel_table *t = _table(isa)
-    cdef const int64_t[:, ::1] S64
-    cdef const int32_t[:, ::1] S32
-    cdef const void *s
     cdef int s32 = S.dtype.itemsize == 4
     cdef int64_t m = S.shape[0], n = S.shape[1]
     if m == 0 or n == 0:
         return
-    if s32:
-        S32 = S
-        s = &S32[0, 0]
-    else:
-        S64 = S
-        s = &S64[0, 0]
+    cdef const void *s = _sums(S)
     with nogil:
         t.acc_add(m, n, &L[0, row0, col0], L.shape[2], L.shape[1] * L.shape[2],
                   L.shape[0], s, s32, n, shift)
@@ -146,6 +150,54 @@ def decode(const int64_t[:, :, ::1] L, const int32_t[::1] erow, const int32_t[::
     return amax
 
 
+def acc_update(F, E, S, int shift, erow, ecol, int base,
+               Y, Py_ssize_t row0=0, Py_ssize_t col0=0, isa=None):
+    """On the tile at (row0, col0) of the compact state (F, E): N += S 2^shift (S None:
+    nothing added), then Y := fl(N 2^(erow[i] + ecol[j] + base)) unless Y is None.
+    F and E None: a zero state, not stored. S: C-contiguous int64 or int32; Y: a
+    float64 tile (unit column stride). Returns max |Y| (0.0 without Y). The tile's
+    shape is S's, else Y's."""
+    cdef const lrmpi_kernel_table *t = _table(isa)
+    cdef double[:, ::1] Fv
+    cdef int32_t[:, ::1] Ev
+    cdef double *fp = NULL
+    cdef int32_t *ep = NULL
+    cdef int64_t ldf = 0
+    cdef const int32_t[::1] er
+    cdef const int32_t[::1] ec
+    cdef double[:, :] Yv
+    cdef const void *s = NULL
+    cdef int s32 = 0
+    cdef const int32_t *erp = NULL
+    cdef const int32_t *ecp = NULL
+    cdef double *y = NULL
+    cdef int64_t ldy = 0
+    cdef double amax = 0.0
+    cdef int64_t m, n
+    if S is not None:
+        m, n = S.shape[0], S.shape[1]
+        s32 = S.dtype.itemsize == 4
+        if m and n:
+            s = _sums(S)
+    else:
+        m, n = Y.shape[0], Y.shape[1]
+    if m == 0 or n == 0:
+        return amax
+    if Y is not None:
+        Yv = Y
+        y = &Yv[0, 0]
+        ldy = Yv.strides[0] // 8
+        er, ec = erow, ecol
+        erp, ecp = &er[0], &ec[0]
+    if F is not None:
+        Fv, Ev = F, E
+        fp, ep, ldf = &Fv[row0, col0], &Ev[row0, col0], Fv.shape[1]
+    with nogil:
+        t.acc_update(m, n, fp, ep, ldf, s, s32, n, shift, erp, ecp, base, y, ldy,
+                     &amax if y != NULL else NULL)
+    return amax
+
+
 def dot2(const double[:, ::1] A, const double[:, :] B, const int64_t[::1] rows,
          const int64_t[::1] cols, const int32_t[::1] erow, const int32_t[::1] ecol,
          double[::1] y, double[::1] s):
@@ -160,31 +212,41 @@ def dot2(const double[:, ::1] A, const double[:, :] B, const int64_t[::1] rows,
 
 
 def crt_residues(const double[:, :] X, int transpose, const int32_t[::1] exps,
-                 const int32_t[::1] moduli, int8_t[:, :, ::1] R, int64_t[::1] l1):
+                 const int32_t[::1] moduli, R, int64_t[::1] l1, isa=None):
     """R[l] := trunc(rows (or columns, transpose=1) of X scaled by 2^exps) mod
-    moduli[l], symmetric; l1 := each row's (column's) sum of |scaled integers|."""
-    cdef int64_t rows = R.shape[1], k = R.shape[2]
+    moduli[l], symmetric; l1 := each row's (column's) sum of |scaled integers|.
+    R None: l1 alone (no moduli)."""
+    cdef int8_t[:, :, ::1] Rv
+    cdef int8_t *r = NULL
+    cdef int nmod = 0
+    cdef int64_t rows = l1.shape[0], k = X.shape[0] if transpose else X.shape[1]
     cdef int64_t sr = X.strides[0] // 8, sc = X.strides[1] // 8
     if transpose:
         sr, sc = sc, sr
+    cdef const lrmpi_kernel_table *t = _table(isa)
     if rows == 0 or k == 0:
         return
+    if R is not None:
+        Rv = R
+        r, nmod = &Rv[0, 0, 0], <int>moduli.shape[0]
     with nogil:
-        lrmpi_crt_residues(rows, k, &X[0, 0], 0, sr, sc, &exps[0], <int>moduli.shape[0],
-                           &moduli[0], &R[0, 0, 0], &l1[0])
+        t.crt_residues(rows, k, &X[0, 0], 0, sr, sc, &exps[0], nmod,
+                       &moduli[0] if moduli.shape[0] else NULL, r, &l1[0])
 
 
 def crt_reconstruct(const int32_t[::1] moduli, const int32_t[:, :, ::1] S,
                     const uint64_t[::1] coef, const uint64_t[::1] Mw,
-                    const int32_t[::1] erow, const int32_t[::1] ecol, double[:, :] Y):
+                    const int32_t[::1] erow, const int32_t[::1] ecol, double[:, :] Y,
+                    isa=None):
     """Y := the CRT reconstruction of the residue products S (see kernels.h);
     returns max |Y|."""
     cdef int64_t m = S.shape[1], n = S.shape[2]
     cdef double amax = 0.0
+    cdef const lrmpi_kernel_table *t = _table(isa)
     if m == 0 or n == 0:
         return 0.0
     with nogil:
-        lrmpi_crt_reconstruct(m, n, <int>moduli.shape[0], &moduli[0], &S[0, 0, 0], m * n,
+        t.crt_reconstruct(m, n, <int>moduli.shape[0], &moduli[0], &S[0, 0, 0], m * n,
                               &coef[0], &Mw[0], &erow[0], &ecol[0], &Y[0, 0],
                               Y.strides[0] // 8, &amax)
     return amax

@@ -27,6 +27,7 @@ class Config:
     # --- kernels and logging ---
     kernel: str = ""             # kernel ISA: ref | avx2 | avx512 | amx; "" = the best this CPU has
     log_level: str = "INFO"      # level of the "lrmpi" logger: DEBUG, INFO, WARNING, ERROR
+    stats_file: str = ""         # a matmul's root writes each rank's stage times and peak memory here (JSON)
 
     # --- matmul scheduling (parallel.scheduler, parallel.partition, parallel.worker) ---
     depth: int = 2               # tasks outstanding per worker (its next one is always queued)
@@ -75,6 +76,7 @@ class Config:
     test_slow_rank: int = -1     # this worker is slow: sleeps test_slow_s before each task ...
     test_slow_s: float = 0.0     # ... (s) ...
     test_slow_factor: float = 1.0  # ... and spins (factor - 1) x each task's compute time after it
+    test_slow_prepare_s: float = 0.0  # an inference job's preparation takes this much longer (s)
 
     @classmethod
     def names(cls):
@@ -136,6 +138,7 @@ class Rule:
 RULES = {
     "kernel": Rule(choices=("", "ref", "avx2", "avx512", "amx")),
     "log_level": Rule(choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), upper=True),
+    "stats_file": Rule(),
     "depth": Rule(1, 1024),
     "lookahead": Rule(1, 1024),
     "backup_factor": Rule(1.0, 1e6),
@@ -166,6 +169,7 @@ RULES = {
     "test_slow_rank": Rule(-1, 1 << 24),
     "test_slow_s": Rule(0.0, 3600.0),
     "test_slow_factor": Rule(1.0, 1000.0),
+    "test_slow_prepare_s": Rule(0.0, 3600.0),
 }
 
 

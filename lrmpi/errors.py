@@ -44,3 +44,13 @@ class RemoteTraceback(Exception):
 
     def __str__(self):
         return self.tb
+
+
+class Stopped(LrmpiError):
+    """A stop (a signal or the deadline) arrived during a long step, which ended
+    early: `reason` is the stop's ("received SIGTERM", "deadline reached", ...),
+    `doing` what the step was doing ("preparing the model: ...")."""
+
+    def __init__(self, reason, doing="preparing"):
+        super().__init__(f"{reason} while {doing}")
+        self.reason, self.doing = reason, doing

@@ -129,7 +129,7 @@ def exact_model_logits(graph, X):
             y = sum(args[1:], args[0])
         elif n.op == "concat":
             y = np.concatenate(args, axis=1)
-        elif n.op in ("flatten", "reshape"):
+        elif n.op in ("flatten", "reshape", "transpose", "slice", "gather"):
             y = ops.apply(n, args)
         elif n.op == "pad":
             y = np.pad(x, [(0, 0)] + [tuple(v) for v in p["pads"]],

@@ -57,12 +57,13 @@ static inline double scale2(double v, int e)
 
 #define ROW_CHUNK 512  /* columns per pass of the residue loop (stack buffers) */
 
+/* One row of X' (elements x[c sc], scaled by 2^e): its residues into R[l plane + c]
+ * and the saturating sum of its |X'| (kernels.h, crt_residues). Also the AVX-512
+ * version's path for rows whose 2^e is not a normal double. */
 __attribute__((target_clones("avx512f", "avx2", "default")))
-void lrmpi_crt_residues(int64_t rows, int64_t k, const double *X, int64_t ldx,
-                        int64_t sr, int64_t sc, const int32_t *exps, int nmod,
-                        const int32_t *moduli, int8_t *R, int64_t *l1)
+void lrmpi_crt_residue_row(int64_t k, const double *x, int64_t sc, int e, int nmod,
+                           const int32_t *moduli, int8_t *R, int64_t plane, int64_t *l1)
 {
-    const int64_t plane = rows * k;
     double md[64], inv[64], c32[64];
     double hid[ROW_CHUNK], lod[ROW_CHUNK];
     for (int l = 0; l < nmod; l++) {
@@ -70,35 +71,41 @@ void lrmpi_crt_residues(int64_t rows, int64_t k, const double *X, int64_t ldx,
         inv[l] = 1.0 / md[l];
         c32[l] = (double)(((int64_t)1 << 32) % moduli[l]);
     }
-    (void)ldx;
-    for (int64_t i = 0; i < rows; i++) {
-        const int e = exps[i];
-        uint64_t sum = 0;  /* sum |X'[i,:]| < k 2^63 could overflow: saturate */
-        for (int64_t c0 = 0; c0 < k; c0 += ROW_CHUNK) {
-            const int64_t w = k - c0 < ROW_CHUNK ? k - c0 : ROW_CHUNK;
+    uint64_t sum = 0;  /* sum |X'[i,:]| < k 2^63 could overflow: saturate */
+    for (int64_t c0 = 0; c0 < k; c0 += ROW_CHUNK) {
+        const int64_t w = k - c0 < ROW_CHUNK ? k - c0 : ROW_CHUNK;
+        for (int64_t c = 0; c < w; c++) {
+            const double v = x[(c0 + c) * sc];
+            const int64_t xi = (int64_t)trunc(scale2(v, e));  /* |xi| < 2^63 (caller) */
+            const uint64_t ax = (uint64_t)(xi < 0 ? -xi : xi);
+            sum = (sum + ax < sum) ? UINT64_MAX : sum + ax;
+            /* xi = hi 2^32 + lo, |hi| < 2^31, 0 <= lo < 2^32 */
+            const int64_t hi = xi >> 32;
+            hid[c] = (double)hi;
+            lod[c] = (double)(xi - (hi << 32));
+        }
+        for (int l = 0; l < nmod; l++) {
+            int8_t *out = R + l * plane + c0;
+            const double ml = md[l], il = inv[l], cl = c32[l];
+            const int32_t mi = moduli[l];
             for (int64_t c = 0; c < w; c++) {
-                const double v = X[i * sr + (c0 + c) * sc];
-                const int64_t x = (int64_t)trunc(scale2(v, e));  /* |x| < 2^63 (caller) */
-                const uint64_t ax = (uint64_t)(x < 0 ? -x : x);
-                sum = (sum + ax < sum) ? UINT64_MAX : sum + ax;
-                /* x = hi 2^32 + lo, |hi| < 2^31, 0 <= lo < 2^32 */
-                const int64_t hi = x >> 32;
-                hid[c] = (double)hi;
-                lod[c] = (double)(x - (hi << 32));
-            }
-            for (int l = 0; l < nmod; l++) {
-                int8_t *out = R + l * plane + i * k + c0;
-                const double ml = md[l], il = inv[l], cl = c32[l];
-                const int32_t mi = moduli[l];
-                for (int64_t c = 0; c < w; c++) {
-                    /* x == hi c32 + lo (mod m); |hi c32 + lo| < 2^31 255 + 2^32 < 2^41,
-                     * exact as a double */
-                    out[c] = (int8_t)mod_sym(hid[c] * cl + lod[c], ml, il, mi);
-                }
+                /* xi == hi c32 + lo (mod m); |hi c32 + lo| < 2^31 255 + 2^32 < 2^41,
+                 * exact as a double */
+                out[c] = (int8_t)mod_sym(hid[c] * cl + lod[c], ml, il, mi);
             }
         }
-        l1[i] = (int64_t)(sum > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX : sum);
     }
+    *l1 = (int64_t)(sum > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX : sum);
+}
+
+void lrmpi_crt_residues(int64_t rows, int64_t k, const double *X, int64_t ldx,
+                        int64_t sr, int64_t sc, const int32_t *exps, int nmod,
+                        const int32_t *moduli, int8_t *R, int64_t *l1)
+{
+    (void)ldx;
+    for (int64_t i = 0; i < rows; i++)
+        lrmpi_crt_residue_row(k, X + i * sr, sc, exps[i], nmod, moduli, R + i * k, rows * k,
+                              l1 + i);
 }
 
 __attribute__((target_clones("avx512f", "avx2", "default")))

@@ -12,18 +12,22 @@
 static const lrmpi_kernel_table TABLES[] = {
     {"ref", lrmpi_rowmax_ref, lrmpi_colmax_ref, lrmpi_encode_ref, lrmpi_encode_t_ref,
      lrmpi_igemm_ref,
-     lrmpi_acc_add_ref, lrmpi_decode_ref, NN(ref)},
+     lrmpi_acc_add_ref, lrmpi_decode_ref, NN(ref),
+     lrmpi_crt_residues, lrmpi_crt_reconstruct, lrmpi_acc_update_ref},
 #if defined(__x86_64__) || defined(__i386__)
     {"avx2", lrmpi_rowmax_ref, lrmpi_colmax_avx2, lrmpi_encode_ref, lrmpi_encode_t_avx2,
      lrmpi_igemm_avx2,
-     lrmpi_acc_add_ref, lrmpi_decode_ref, NN(avx2)},
+     lrmpi_acc_add_ref, lrmpi_decode_ref, NN(avx2),
+     lrmpi_crt_residues, lrmpi_crt_reconstruct, lrmpi_acc_update_ref},
     {"avx512", lrmpi_rowmax_avx512, lrmpi_colmax_avx512, lrmpi_encode_avx512,
      lrmpi_encode_t_avx512, lrmpi_igemm_avx512,
-     lrmpi_acc_add_avx512, lrmpi_decode_avx512, NN(avx512)},
+     lrmpi_acc_add_avx512, lrmpi_decode_avx512, NN(avx512),
+     lrmpi_crt_residues_avx512, lrmpi_crt_reconstruct_avx512, lrmpi_acc_update_avx512},
     /* AVX-512 everywhere, and the int8 GEMM on AMX tiles (igemm_amx.c) */
     {"amx", lrmpi_rowmax_avx512, lrmpi_colmax_avx512, lrmpi_encode_avx512,
      lrmpi_encode_t_avx512, lrmpi_igemm_amx,
-     lrmpi_acc_add_avx512, lrmpi_decode_avx512, NN(amx)},
+     lrmpi_acc_add_avx512, lrmpi_decode_avx512, NN(amx),
+     lrmpi_crt_residues_avx512, lrmpi_crt_reconstruct_avx512, lrmpi_acc_update_avx512},
 #endif
 };
 #define NTABLES ((int)(sizeof(TABLES) / sizeof(TABLES[0])))

@@ -101,6 +101,29 @@ typedef void (*lrmpi_decode_fn)(int64_t m, int64_t n, const int64_t *L,
                                 int base, double *Y, int64_t ldy, double *amax);
 
 /* ------------------------------------------------------------------------- */
+/* acc_update:  exact accumulation in a compact state, and decoding, one pass    */
+/*   (acc_compact.c). Per entry the exact integer N is F + E: F = fl(N) (double, */
+/*   an integer), E = N - F (int32). With S: N += S[i,j] * 2^shift (S int64,    */
+/*   |S| < 2^53, or int32 with s32 = 1; lds elements); F and E are updated.      */
+/*   With Y: Y[i,j] := fl(N * 2^(erow[i] + ecol[j] + base)), correctly rounded   */
+/*   (the same bits as decode of the same N in limbs), amax := max |Y| (or NULL).*/
+/*   F, E: m x n with row stride ldf; F = NULL: a zero state, nothing stored     */
+/*   (a first level sum decoded alone: then |S 2^shift| < 2^127 suffices);       */
+/*   erow/ecol NULL for 0.                                                        */
+/*   Duty of the CALLER: |N| < 2^84 for every partial sum, or the state is not   */
+/*   exact (accumulate.py keeps the limbs for larger sums).                       */
+typedef void (*lrmpi_acc_update_fn)(int64_t m, int64_t n, double *F, int32_t *E,
+                                    int64_t ldf, const void *S, int s32, int64_t lds,
+                                    int shift, const int32_t *erow, const int32_t *ecol,
+                                    int base, double *Y, int64_t ldy, double *amax);
+void lrmpi_acc_update_ref(int64_t, int64_t, double *, int32_t *, int64_t, const void *, int,
+                          int64_t, int, const int32_t *, const int32_t *, int, double *,
+                          int64_t, double *);
+void lrmpi_acc_update_avx512(int64_t, int64_t, double *, int32_t *, int64_t, const void *,
+                             int, int64_t, int, const int32_t *, const int32_t *, int,
+                             double *, int64_t, double *);
+
+/* ------------------------------------------------------------------------- */
 /* dot2:  for t < count, with i = rows[t], j = cols[t], in scaled units:       */
 /*   y[t] := sum_l (A[i,l] 2^-erow[i]) (B[l,j] 2^-ecol[j])   compensated (Dot2) */
 /*   s[t] := sum_l |that product| (plain, rounded)                             */
@@ -125,13 +148,37 @@ void lrmpi_dot2_ref(int64_t count, int64_t k, const double *A, int64_t lda, cons
 /*   as two uint64 words, low first; M likewise, odd, < 2^127), taken in the    */
 /*   symmetric range; Y[i,j] = fl(N) 2^-(erow[i] + ecol[j]); amax = max|Y|.      */
 /*   Exact integer arithmetic; one rounding (fl) per entry. nmod <= 64.         */
+/*   Dispatched (table entry crt_residues): crt.c's portable version, 8        */
+/*   elements a vector on AVX-512 (crt_residues_avx512.c; columns gathered);   */
+/*   the same integers. crt_residue_row: one row (x[c sc] scaled by 2^e) into  */
+/*   R[l plane + c], its l1 into *l1 (the portable body, also for 2^e outside  */
+/*   the normal range on AVX-512).                                             */
+typedef void (*lrmpi_crt_residues_fn)(int64_t rows, int64_t k, const double *X, int64_t ldx,
+                                      int64_t sr, int64_t sc, const int32_t *exps, int nmod,
+                                      const int32_t *moduli, int8_t *R, int64_t *l1);
 void lrmpi_crt_residues(int64_t rows, int64_t k, const double *X, int64_t ldx,
                         int64_t sr, int64_t sc, const int32_t *exps, int nmod,
                         const int32_t *moduli, int8_t *R, int64_t *l1);
+void lrmpi_crt_residues_avx512(int64_t rows, int64_t k, const double *X, int64_t ldx,
+                               int64_t sr, int64_t sc, const int32_t *exps, int nmod,
+                               const int32_t *moduli, int8_t *R, int64_t *l1);
+void lrmpi_crt_residue_row(int64_t k, const double *x, int64_t sc, int e, int nmod,
+                           const int32_t *moduli, int8_t *R, int64_t plane, int64_t *l1);
+/*   Dispatched (table entry crt_reconstruct): the portable version in crt.c,  */
+/*   8 entries a vector on AVX-512 (crt_avx512.c); the same bits.               */
+typedef void (*lrmpi_crt_reconstruct_fn)(int64_t m, int64_t n, int nmod, const int32_t *moduli,
+                                         const int32_t *S, int64_t splane, const uint64_t *coef,
+                                         const uint64_t *Mw, const int32_t *erow,
+                                         const int32_t *ecol, double *Y, int64_t ldy,
+                                         double *amax);
 void lrmpi_crt_reconstruct(int64_t m, int64_t n, int nmod, const int32_t *moduli,
                            const int32_t *S, int64_t splane, const uint64_t *coef,
                            const uint64_t *Mw, const int32_t *erow, const int32_t *ecol,
                            double *Y, int64_t ldy, double *amax);
+void lrmpi_crt_reconstruct_avx512(int64_t m, int64_t n, int nmod, const int32_t *moduli,
+                                  const int32_t *S, int64_t splane, const uint64_t *coef,
+                                  const uint64_t *Mw, const int32_t *erow, const int32_t *ecol,
+                                  double *Y, int64_t ldy, double *amax);
 
 /* ------------------------------------------------------------------------- */
 /* Fused inference layers (nn_body.h; one variant per ISA, nn_*.c).           */
@@ -257,6 +304,9 @@ typedef struct {
     lrmpi_nn_packed_size_fn nn_packed_size;
     lrmpi_nn_pack_fn nn_pack;
     lrmpi_nn_layer_fn nn_layer;
+    lrmpi_crt_residues_fn crt_residues;
+    lrmpi_crt_reconstruct_fn crt_reconstruct;
+    lrmpi_acc_update_fn acc_update;
 } lrmpi_kernel_table;
 
 /* The table selected at first call: CPUID, then LRMPI_KERNEL override.       */

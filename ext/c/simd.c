@@ -12,7 +12,8 @@
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
 
 /* colmax and encode_t: loops along rows of B that GCC vectorizes; no FMA in the
- * target lists, so no contraction can change a digit */
+ * target lists, so no contraction can change a digit (encode_t on AVX-512:
+ * encode_t_avx512.c) */
 AVX2 int lrmpi_colmax_avx2(int64_t m, int64_t n, const double *X, int64_t ldx, double *amax)
 {
     return colmax_body(m, n, X, ldx, amax);
@@ -29,13 +30,6 @@ AVX512 int lrmpi_colmax_avx512(int64_t m, int64_t n, const double *X, int64_t ld
                                double *amax)
 {
     return colmax_body(m, n, X, ldx, amax);
-}
-
-AVX512 void lrmpi_encode_t_avx512(int64_t k, int64_t n, const double *X, int64_t ldx,
-                                  const int32_t *exps, int bits, int planes, int8_t *D,
-                                  int64_t *sumsq, double *l1)
-{
-    encode_t_body(k, n, X, ldx, exps, bits, planes, D, sumsq, l1);
 }
 
 AVX512 int lrmpi_rowmax_avx512(int64_t m, int64_t n, const double *X,

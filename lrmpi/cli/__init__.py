@@ -94,7 +94,7 @@ def _top_help():
 
 
 def main(argv=None):
-    """Run one command; returns the exit code (see README: 0, 1, 2, 3, 130)."""
+    """Run one command; returns the exit code (see README: 0, 1, 2, 3, 4, 130)."""
     from lrmpi.cli import bench, demo, jobs, jobscript, tools  # noqa: F401  (registers them)
     from lrmpi.parallel.comm import env_rank
     argv = sys.argv[1:] if argv is None else list(argv)

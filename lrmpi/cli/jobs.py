@@ -164,7 +164,12 @@ def infer_options(a):
 def infer_parser():
     p = parser("infer", infer)
     p.add_argument("model", help="MODEL.onnx or lrmpi weights MODEL.npz")
-    p.add_argument("data", help="samples: DATA.npy or FILE.h5:/dataset (first axis = samples)")
+    p.add_argument("data", help="samples: DATA.npy or FILE.h5:/dataset (first axis = samples; "
+                                "each sample of the model's input shape, or a flat vector of "
+                                "that many values)")
+    p.add_argument("--model-output", default=None, metavar="NAME",
+                   help="the model's output holding the scores (required when it has several "
+                        "float outputs)")
     add_infer_options(p)
     add_job_options(p)
     return p
@@ -175,5 +180,5 @@ def infer(argv):
     """Layered inference of an ONNX (or lrmpi .npz) model on DATA, over every MPI rank."""
     a = infer_parser().parse_args(argv)
     from lrmpi.jobs.inference import run_infer
-    return exit_code(run_infer(a.model, a.data, a.output, **infer_options(a),
-                               **job_options(a)), a.deadline_ok)
+    return exit_code(run_infer(a.model, a.data, a.output, model_output=a.model_output,
+                               **infer_options(a), **job_options(a)), a.deadline_ok)

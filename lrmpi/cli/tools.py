@@ -94,7 +94,9 @@ def inspect(argv):
     if a.status:
         print(at.get("status"))
         return EXIT_OK
-    print(f"{a.path}: {at.get('kind')} status={at.get('status')} completed={at.get('completed')}"
+    phase = f" ({at['phase']})" if at.get("phase") == "preparing" else ""
+    print(f"{a.path}: {at.get('kind')} status={at.get('status')}{phase} "
+          f"completed={at.get('completed')}"
           f"/{at.get('planned')} bits={at.get('bits')} planes={at.get('planes')} "
           f"order={at.get('order')} lrmpi {at.get('lrmpi_version')}")
     if at.get("kind") == "infer":

@@ -17,13 +17,15 @@ import time
 
 import numpy as np
 
-from lrmpi import stages
+from lrmpi import config, stages
 from lrmpi._version import __version__
-from lrmpi.errors import InputError
+from lrmpi.errors import InputError, Stopped
 from lrmpi.jobs import inputs
 from lrmpi.jobs.job import JobOptions, file_inputs, fingerprint, run_job
-from lrmpi.nn.engine import LayeredInference, PreparedModel
-from lrmpi.nn.loading import load_model
+from lrmpi.log import logger
+from lrmpi.nn.engine import LayeredInference, PreparedModel, as_samples, check_rule
+from lrmpi.nn.loading import load_model  # the graph cache: keyed by the options (output=)
+from lrmpi.numerics import validate
 from lrmpi.parallel import farm
 from lrmpi.parallel.collective import Group
 from lrmpi.parallel.comm import get_comm, hostname
@@ -41,8 +43,8 @@ class InferJob:
                "fingerprint")
 
     def __init__(self, model, data, options, on_resolution=None, worker_timeout=None,
-                 comm=None):
-        self.model_spec, self.data = model, data
+                 comm=None, model_output=None):
+        self.model_spec, self.data, self.model_output = model, data, model_output
         self.options = {"bits": 7, "planes": 4, "rule": "certified", "gray": (0.3, 0.6),
                         "class_margin": 0.1, **options}
         self.on_resolution, self.worker_timeout = on_resolution, worker_timeout
@@ -55,15 +57,17 @@ class InferJob:
     def prepare(self):
         o = self.options
         m = self.model_spec
-        graph = load_model(str(m)) if isinstance(m, (str, os.PathLike)) else m.validate()
+        t0 = time.perf_counter()
+        graph = load_model(str(m), output=self.model_output) if isinstance(m, (str, os.PathLike)) \
+            else _chosen(m.validate(), self.model_output)
         X = inputs.load(self.data, "data") \
             if isinstance(self.data, (str, os.PathLike)) else np.asarray(self.data)
         if X.ndim < 2 or len(X) < 1:
             raise InputError(f"data: expected one or more samples, got shape {X.shape}")
-        self.model = PreparedModel(graph, o["bits"], o["planes"])
-        self.engine = LayeredInference(self.model, X, rule=o["rule"], gray=o["gray"],
-                                       class_margin=o["class_margin"])
-        self.X = self.engine.X
+        validate.bits(o["bits"]), validate.planes(o["planes"])
+        check_rule(o["rule"], o["gray"], o["class_margin"])
+        self.graph, self.X = graph, as_samples(X, graph.input_shape)
+        self.read_s = time.perf_counter() - t0
         return {"bits": o["bits"], "planes": o["planes"], "order": "lshape",
                 "rule": o["rule"], "adaptive": int(o["rule"] != "none"),
                 "gray_lo": float(o["gray"][0]), "gray_hi": float(o["gray"][1]),
@@ -71,8 +75,23 @@ class InferJob:
                 "outputs": int(graph.outputs), "planned": o["planes"],
                 "ranks": self.group.size,
                 "model": str(m) if isinstance(m, (str, os.PathLike)) else "<Graph>",
+                "model_output": self.model_output or "",
                 "lrmpi_version": __version__,
                 "fingerprint": lambda: fingerprint(self.X, *_graph_parts(graph))}
+
+    def build(self, should_stop):
+        """The long preparation (weights as digit planes, operator norms), after the
+        job file exists; `should_stop(what)` raises Stopped to end it."""
+        o = self.options
+        test_slow_preparation(should_stop)
+        self.model = PreparedModel(self.graph, o["bits"], o["planes"], should_stop=should_stop)
+        self.engine = LayeredInference(self.model, self.X, rule=o["rule"], gray=o["gray"],
+                                       class_margin=o["class_margin"])
+        t = self.model.timings
+        logger.info("lrmpi: model prepared at %.2f s: read %.2f s, digit planes %.2f s, "
+                    "norms %.2f s", time.perf_counter() - self.start, self.read_s,
+                    t["planes_s"], t["norms_s"])
+        self.prepared = {"read_s": self.read_s, **t}  # the job file's (schema.PREPARED)
 
     @property
     def planned(self):
@@ -140,7 +159,10 @@ class InferJob:
                 idx = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
                 size = max(64, -(-len(idx) // (CHUNKS_PER_RANK * ranks)))
                 parts = [idx[i:i + size] for i in range(0, len(idx), size)]
-                self.model.prepare(r)  # the norms r needs, once, here
+                try:  # the norms r needs, once, here
+                    self.model.prepare(r, should_stop=control.should_stop)
+                except Stopped:
+                    return None
                 norms = self.model.norms.values(r)
                 got = workers.round([(r, p, norms) for p in parts], control.stop_reason
                                     if r > 1 else None)
@@ -208,6 +230,21 @@ def _evaluate(model, X, task, stopping=None):
     return None if out is None else (*out, spent)
 
 
+def test_slow_preparation(should_stop):
+    """Only in lrmpi's own tests (config test_slow_prepare_s): a preparation that
+    takes that long, asking should_stop() ten times a second like a real one."""
+    end = time.monotonic() + config.get().test_slow_prepare_s
+    while time.monotonic() < end:
+        should_stop("preparing the model (test_slow_prepare_s)")
+        time.sleep(min(0.1, max(0.0, end - time.monotonic())))
+
+
+def _chosen(graph, output):
+    if output is not None and output != graph.output:
+        raise InputError(f"model: no output {output!r} (the graph's output: {graph.output!r})")
+    return graph
+
+
 def _graph_parts(graph):
     yield graph.input
     yield tuple(graph.input_shape)
@@ -233,12 +270,14 @@ def _report(meta, planned, durable=None):
                    f"{meta['bound_method']})")
 
 
-def run_infer(model, data, out=None, *, comm=None, on_resolution=None, **options):
+def run_infer(model, data, out=None, *, comm=None, on_resolution=None, model_output=None,
+              **options):
     """Layered inference of `model` (.onnx/.npz path or a graph) on `data` (.npy /
     FILE.h5:/dataset or array) over every rank; an Outcome on rank 0, None elsewhere.
 
-    Options: the engine's (bits, planes, rule: certified | gray | none, gray,
-    class_margin) and the job's (see jobs.job.JobOptions). `on_resolution(meta,
+    `model_output`: the name of the model's output holding the scores (required
+    when it has several). Options: the engine's (bits, planes, rule: certified |
+    gray | none, gray, class_margin) and the job's (see jobs.job.JobOptions). `on_resolution(meta,
     scores, predicted, refined)` is called on rank 0 after each resolution."""
     opts, engine = JobOptions.split(options)
     unknown = sorted(set(engine) - set(ENGINE))
@@ -246,6 +285,6 @@ def run_infer(model, data, out=None, *, comm=None, on_resolution=None, **options
         raise TypeError(f"run_infer: unknown option(s) {', '.join(unknown)}; valid: "
                         + ", ".join(ENGINE + tuple(JobOptions.__dataclass_fields__)))
     comm = get_comm(comm)
-    job = InferJob(model, data, engine, on_resolution, opts.worker_timeout, comm)
+    job = InferJob(model, data, engine, on_resolution, opts.worker_timeout, comm, model_output)
     return run_job(job, out, opts, comm)
 

@@ -1,16 +1,22 @@
 """The job skeleton every kind shares (matmul, infer): run_job.
 
 On rank 0: guard the output (not an input, not a foreign file, one writer),
-prepare the inputs, resolve the deadline, decide between a fresh run, a resume
-and the replacement of an earlier result, open the checkpoint writer, run the
-kind's loop, record the status, requeue under SLURM. On the other ranks: serve
-the kind's loop. Signals (SIGTERM, SIGUSR1, SIGUSR2, SIGINT) become a stop flag on
-the root and are ignored by the other ranks, which wait for the root's STOP.
+resolve the deadline, read the inputs, decide between a fresh run, a resume and
+the replacement of an earlier result, open the checkpoint writer (the job file
+exists from then on, status running, phase preparing), build what the kind
+needs (long: a model's digit planes and norms; stops are honoured), then run the
+kind's loop (phase computing), record the status, requeue under SLURM. On the
+other ranks: serve the kind's loop. Signals (SIGTERM, SIGUSR1, SIGUSR2, SIGINT)
+become a stop flag on the root and are ignored by the other ranks, which wait
+for the root's STOP.
 
 A kind implements jobs.kind.JobKind: `name`, `matched` (attributes a resumed run
 must share with its checkpoint), `inputs` (the paths it reads), prepare() ->
-checkpoint attributes, `planned`, `meta`, elapsed(), release(), serve() and
-execute(control, writer, ckpt, start) -> (status, reason).
+checkpoint attributes (reading the inputs: quick), optionally build(should_stop)
+(the long preparation, after the job file exists: it calls should_stop() at least
+once a second, which raises Stopped when the job must stop), `planned`, `meta`,
+elapsed(), release(), serve() and execute(control, writer, ckpt, start) ->
+(status, reason).
 """
 import hashlib
 import os
@@ -19,10 +25,11 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from lrmpi.errors import CheckpointError, ConfigError
+from lrmpi.errors import CheckpointError, ConfigError, Stopped
 from lrmpi.jobs import slurm
 from lrmpi.jobs.deadline import Deadline, StopSignals
 from lrmpi.log import logger
+from lrmpi.numerics.buffers import drop_pages, row_blocks
 from lrmpi.parallel.comm import get_comm, rank_size
 
 
@@ -40,7 +47,7 @@ class Outcome:
 
     @property
     def interrupted(self):
-        return self.reason == INTERRUPTED
+        return self.reason == INTERRUPTED or self.reason.startswith(INTERRUPTED + " while ")
 
 
 INTERRUPTED = "interrupted"
@@ -82,22 +89,44 @@ def fingerprint(*parts):
             f32 = x.dtype == np.float32
             if f32:
                 h.update(b"float32")
-            flat = x.reshape(-1) if x.flags.c_contiguous else np.ascontiguousarray(x).reshape(-1)
-            for i in range(0, flat.size, 1 << 20):
-                part = np.ascontiguousarray(flat[i:i + (1 << 20)],
-                                            np.float32 if f32 else np.float64)
-                h.update(memoryview(part).cast("B"))
+            dtype = np.float32 if f32 else np.float64
+            if x.ndim == 2:  # an operand, maybe mapped: its pages leave after hashing
+                for r0, r1 in row_blocks(x):
+                    h.update(memoryview(np.ascontiguousarray(x[r0:r1], dtype)).cast("B"))
+                    drop_pages(x, r0, r1)
+            else:  # samples: in 8 MB pieces, never a whole float64 copy
+                flat = x.reshape(-1)
+                for i in range(0, flat.size, 1 << 20):
+                    h.update(memoryview(np.ascontiguousarray(flat[i:i + (1 << 20)], dtype))
+                             .cast("B"))
         else:
             h.update(repr(x).encode())
     return h.hexdigest()[:32]
 
 
 class Control:
-    """What a job's loop asks of the job: when to stop, and recording its status."""
+    """What a job's loop asks of the job: when to stop, and recording its status
+    and phase."""
 
     def __init__(self, signals=None, deadline=None, writer=None, stop_when=None):
         self.signals, self.deadline, self.writer = signals, deadline, writer
         self.stop_when = stop_when
+        self.doing = "preparing"
+
+    def should_stop(self, what=None):
+        """For long steps (a model's preparation): raises Stopped when the job must
+        stop, else returns False; `what` names the step for the message. Called at
+        least once a second, a stop ends the step within that second."""
+        if what:
+            self.doing = what
+        reason = self.stop_reason()
+        if reason:
+            raise Stopped(reason, self.doing)
+        return False
+
+    def phase(self, name, attrs=None):
+        if self.writer is not None:
+            self.writer.set_phase(name, attrs)
 
     def stop_reason(self):
         if self.signals is not None and self.signals.received:
@@ -144,7 +173,7 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
             kind.serve()
             return None
         # HDF5 on the root only: the other ranks never open a checkpoint
-        from lrmpi.jobs.checkpoint import CheckpointWriter, owned
+        from lrmpi.jobs.checkpoint import CheckpointWriter, owned, schema
         from lrmpi.jobs.checkpoint.output import (OutputLock, check_output, existing,
                                                   input_file, sweep)
         lock = None
@@ -159,8 +188,8 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                                   "resolution files by name, which HDF5 stores as UTF-8")
             if out:
                 check_output(out, kind.inputs, opts.resume)
-            attrs = kind.prepare()
             deadline = Deadline.resolve(opts.deadline, opts.time_margin)
+            attrs = kind.prepare()
             ckpt = earlier = None
             if out:
                 lock = OutputLock(out).acquire()
@@ -189,6 +218,7 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                 return Outcome("complete", ckpt.completed, int(ckpt.attrs.get("planned", 0)),
                                "already complete", on_disk=True)
             attrs["started_at"] = time.time() - (time.perf_counter() - start)  # epoch s
+            attrs[schema.PHASE] = "preparing"
             writer = CheckpointWriter(out, kind.name, attrs, fsync=opts.fsync, resume=ckpt,
                                       replace=earlier, clock=lambda: kind.elapsed(),
                                       keep=keep,
@@ -203,7 +233,12 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                 lock.release()
             raise
         try:
-            status, reason = kind.execute(control, writer, ckpt, start)
+            stopped = _build(kind, control)
+            if stopped is None:
+                control.phase("computing", getattr(kind, "prepared", None))
+                status, reason = kind.execute(control, writer, ckpt, start)
+            else:
+                status, reason = "deadline", stopped
         finally:
             try:
                 kept = writer is not None and not writer.close()
@@ -211,21 +246,44 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                 if lock is not None:
                     lock.release()
     meta = kind.meta
+    completed = len(meta) if stopped is None else (ckpt.completed if ckpt is not None else 0)
     # what the output holds of these inputs: this job's resolutions once its job file is
-    # in place, or an earlier result of the same inputs it kept
-    on_disk = writer is not None and (writer.kept_same_inputs() if kept else len(meta) > 0)
+    # in place (a resumed job's earlier ones too when a stop ended its preparation), or
+    # an earlier result of the same inputs it kept
+    on_disk = writer is not None and (writer.kept_same_inputs() if kept else completed > 0)
     if kept and on_disk:
         logger.warning("lrmpi: kept the earlier result in %s: this run stopped (%s) with less",
                        out, reason or status)
     elif status == "deadline" and on_disk:
         logger.warning("lrmpi: stopping (%s) with resolution %d/%d on disk", reason,
-                       len(meta), kind.planned)
+                       completed, kind.planned)
     elif status == "deadline":
         logger.warning("lrmpi: stopping (%s) with no resolution of these inputs on disk%s",
                        reason, f" ({out} holds another job's result)" if kept else "")
-    if opts.requeue and status == "deadline" and reason != INTERRUPTED:
+    outcome = Outcome(status, completed, kind.planned, reason, meta, kept, on_disk)
+    if opts.requeue and status == "deadline" and not outcome.interrupted:
         slurm.requeue(opts.max_restarts)
-    return Outcome(status, len(meta), kind.planned, reason, meta, kept, on_disk)
+    return outcome
+
+
+def _build(kind, control):
+    """The kind's long preparation (if it has one), stoppable: None once built, or
+    the message of the stop that ended it (the job file then says deadline, with
+    it, and the other ranks are released)."""
+    build = getattr(kind, "build", None)
+    if build is None:
+        return None
+    try:
+        build(control.should_stop)
+        return None
+    except Stopped as exc:
+        control.mark("deadline", str(exc))
+        kind.release()
+        return str(exc)
+    except BaseException as exc:
+        control.mark("failed", f"{type(exc).__name__}: {exc}")
+        kind.release()
+        raise
 
 
 def file_inputs(*specs):

@@ -15,6 +15,12 @@ class JobKind(Protocol):
         """Rank 0, before the job: read the inputs; the checkpoint's attributes (a value
         may be a callable, computed when first needed)."""
 
+    # optional: build(should_stop) -> None. Rank 0, after prepare() and once the job file
+    # exists (phase "preparing"): the long preparation (a model's digit planes and
+    # norms). It calls should_stop(what) at least once a second; should_stop raises
+    # lrmpi.errors.Stopped when a signal or the deadline says stop (the job then ends
+    # with status deadline, saying what it was doing).
+
     @property
     def planned(self) -> int:
         """Resolutions the job plans (after prepare)."""

@@ -19,6 +19,7 @@ from lrmpi.numerics.layered import LayeredMatmul
 from lrmpi.parallel import protocol
 from lrmpi.parallel.comm import get_comm, rank_size
 from lrmpi.parallel.root import Root
+from lrmpi.parallel.stages import STAGES
 from lrmpi.parallel.worker import worker_run
 
 NUMERIC = ("bits", "planes", "order", "cutoff", "scale", "final", "moduli",
@@ -43,8 +44,10 @@ class MatmulJob:
         self.start = time.perf_counter()
 
     def prepare(self):
-        self.lm = lm = LayeredMatmul(_operand(self.A, "A"), _operand(self.B, "B"),
-                                     **self.numeric)
+        STAGES.reset()
+        with STAGES.timed("read"):  # open (memory-map) and check: NaN/Inf, row maxima
+            self.lm = lm = LayeredMatmul(_operand(self.A, "A"), _operand(self.B, "B"),
+                                         **self.numeric)
         logger.debug("lrmpi: inputs ready at %.3f s", time.perf_counter() - self.start)
         if lm.final == "crt":
             _note_crt_cost(lm)

@@ -39,13 +39,14 @@ import numpy as np
 from lrmpi.nn import ops
 from lrmpi.nn.estimate import ops_product
 from lrmpi.nn.lipschitz import lipschitz
+from lrmpi.nn.operators import MOVEMENT
 from lrmpi.nn.verified import U1, UP, gamma, norm_up, residual, up
 
 EXACT = ("relu", "clip", "maxpool")             # f computed without rounding
 ROUNDED = ("leakyrelu", "prelu", "affine")      # one rounding per element
 POOLS = ("avgpool", "globalavgpool")            # a sum of K terms and a division
-MOVES = ("flatten", "reshape", "pad")           # data movement: D moves with x (the
-# zoo's operators.MOVEMENT join here, with lipschitz.py's sqrt(repeats) of a gather)
+MOVES = ("pad",) + MOVEMENT                      # data movement: D moves with x (L = 1,
+# or lipschitz.py's sqrt(repeats) of a gather that takes an entry more than once)
 
 
 class DiffTracker:
@@ -91,6 +92,8 @@ class DiffTracker:
         if M is not None:
             self.M[node.output] = up(np.zeros(self.n) + M)
         if node.output == self.graph.output:
+            if D is not None:   # logits (K, 1, ..., 1) of a conv or a pool: K scores
+                D = D.reshape(len(D), -1)
             glob = B[:, None] + (0.0 if D is None or "estimate" in DROPPED else np.abs(D))
             glob = up(np.broadcast_to(glob, (len(B), self.graph.outputs)))
             self.logit_radius = glob if per is None else np.minimum(up(per), glob)

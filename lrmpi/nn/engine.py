@@ -49,12 +49,23 @@ class PreparedModel:
     used, on first use: they are not sent to the other ranks (whose ISA may differ)."""
 
     def __init__(self, graph, bits=7, planes=4, should_stop=None):
+        """`should_stop(what)`: called at least once a second while preparing; it
+        raises lrmpi.errors.Stopped when the job must stop (jobs.job.Control)."""
         if not isinstance(graph, Graph):
             raise InputError("model: expected an lrmpi graph (load_model)")
         self.graph = graph
         self.bits, self.planes = validate.bits(bits), validate.planes(planes)
-        self.weights = {n.output: NodeWeights(n, self.bits, self.planes) for n in graph.linear}
-        self.norms = certify.Bounds(graph, self.weights, self.bits, should_stop=should_stop)
+        check = should_stop or _never
+        t0 = time.perf_counter()
+        self.weights = {}
+        for i, n in enumerate(graph.linear):
+            check(f"preparing the model: digit planes of node {n.output!r} "
+                  f"({i + 1} of {len(graph.linear)})")
+            self.weights[n.output] = NodeWeights(n, self.bits, self.planes)
+        t1 = time.perf_counter()
+        self.norms = certify.Bounds(graph, self.weights, self.bits, should_stop=_naming(
+            should_stop, "preparing the model: the bound's norms"))
+        self.timings = {"planes_s": t1 - t0, "norms_s": time.perf_counter() - t1}  # the log's
         self.macs = sum(_macs(n, graph.shapes) for n in graph.linear)  # per sample, 1 pair
         self._fused = None
 
@@ -70,7 +81,8 @@ class PreparedModel:
     def prepare(self, r, should_stop=None):
         """What resolution r needs of the model (its bound's plan and norms): done once,
         before r's samples are shared out, so every rank has it."""
-        self.norms.prepare(r, should_stop)
+        self.norms.prepare(r, _naming(should_stop, f"preparing resolution {r}: the bound's "
+                                                   "plan and norms"))
         return self
 
     def evaluate(self, X, r, batch=BATCH, stopping=None):
@@ -91,6 +103,16 @@ class PreparedModel:
         # the bound's plan for all samples, a second pass for those worth retrying:
         # both through the fused pass, which feeds the tracker's hook
         return self.norms.evaluate(X, r, lambda X, tracker: self.fused.forward(X, r, tracker))
+
+
+def _never(what=None):
+    return False
+
+
+def _naming(should_stop, what):
+    """should_stop for the bound's loops, which call it without an argument: the
+    job's message then says what was being prepared."""
+    return None if should_stop is None else (lambda: should_stop(what))
 
 
 def _macs(node, shapes):
@@ -139,12 +161,7 @@ class LayeredInference:
         self.model = model
         self.graph = g = model.graph
         self.planes = model.planes
-        if rule not in RULES:
-            raise ConfigError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
-        if not (0.0 <= gray[0] <= gray[1] <= 1.0):
-            raise ConfigError(f"gray zone must satisfy 0 <= lo <= hi <= 1, got {gray}")
-        if not 0.0 <= class_margin <= 1.0:
-            raise ConfigError(f"class margin must be in 0..1, got {class_margin}")
+        check_rule(rule, gray, class_margin)
         self.rule, self.gray, self.class_margin, self.batch = rule, tuple(gray), class_margin, batch
         self.X = as_samples(X, g.input_shape)
         n, k = len(self.X), g.outputs
@@ -207,11 +224,22 @@ class LayeredInference:
         st["active"][rows] = keep
 
 
+def check_rule(rule, gray, class_margin):
+    """ConfigError unless the rule's options are valid (before any work)."""
+    if rule not in RULES:
+        raise ConfigError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
+    if not (0.0 <= gray[0] <= gray[1] <= 1.0):
+        raise ConfigError(f"gray zone must satisfy 0 <= lo <= hi <= 1, got {gray}")
+    if not 0.0 <= class_margin <= 1.0:
+        raise ConfigError(f"class margin must be in 0..1, got {class_margin}")
+
+
 def as_samples(X, input_shape):
-    """X as samples of the model's input shape (a flat vector per sample is accepted
-    when its size fits): float32 and float64 kept as they are (float32 converts to
-    float64 exactly, batch by batch: half the memory and the bytes sent to the
-    ranks), other real types as float64."""
+    """X as samples of the model's input shape. Accepted: samples of exactly that
+    shape, or (D19) a flat vector per sample of the right size (N, prod(shape)), read
+    in C order; anything else is refused rather than reshaped. float32 and float64
+    are kept as they are (float32 converts to float64 exactly, batch by batch: half
+    the memory and the bytes sent to the ranks), other real types become float64."""
     X = np.asarray(X)
     if X.ndim < 2:
         raise InputError(f"data: expected samples x features, got shape {X.shape}")
@@ -219,9 +247,13 @@ def as_samples(X, input_shape):
                                                     or np.issubdtype(X.dtype, np.integer)):
         raise InputError(f"data: dtype {X.dtype} is not a real numeric type")
     shape = tuple(input_shape)
+    size = int(np.prod(shape))
     if X.shape[1:] != shape:
-        if int(np.prod(X.shape[1:])) != int(np.prod(shape)):
-            raise InputError(f"data: samples of shape {X.shape[1:]}, the model expects {shape}")
+        if X.ndim != 2 or X.shape[1] != size:
+            hint = f"; one sample? give it the samples axis: shape {(1,) + shape}" \
+                if X.shape == shape else ""
+            raise InputError(f"data: samples of shape {X.shape[1:]}, the model expects "
+                             f"{shape} (or a flat vector of {size} values per sample){hint}")
         X = X.reshape((len(X),) + shape)
     X = np.ascontiguousarray(X, X.dtype if X.dtype in (np.float32, np.float64) else np.float64)
     flat = X.reshape(-1)

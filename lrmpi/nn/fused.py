@@ -111,7 +111,8 @@ class FusedModel:
             for t in node.inputs:
                 if last.get(t) == i and t != g.output:
                     env.pop(t, None)
-        return env[g.output]
+        out = env[g.output]
+        return out.reshape(n, -1)  # (K, 1, ..., 1) per sample: K scores (graph.py)
 
     def _linear(self, node, env, planes, r, tracker, n):
         fn = self.nodes[node.output]

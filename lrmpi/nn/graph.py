@@ -13,11 +13,18 @@ kinds (`op`) and their parameters:
     affine      `fn` (add, sub, rsub: c - x, mul, div) with a constant c, broadcast
     relu, leakyrelu (alpha), prelu (slope), clip (lo, hi: ReLU6 is clip 0..6)
     maxpool, avgpool    kernel, strides, pads, dilations, ceil_mode, count_include_pad
-    globalavgpool, pad (pads per spatial axis, constant value), flatten, reshape (shape)
+    globalavgpool, pad (pads per per-sample axis, constant value)
+    flatten, reshape (shape), transpose (perm), slice (axes, starts, stops, steps),
+    gather (axis, indices, index_shape): data movement on the per-sample axes
 
-Linear and conv nodes carry the products the digit planes compute; every other
-node is exact or rounds once in float64 (ops.py), and is piecewise linear, so a
-resolution's increments flow through it as through a dense layer.
+Axes in parameters count the per-sample axes only (0 = the first axis after the
+batch). Linear and conv nodes carry the products the digit planes compute; every
+other node is exact or rounds once in float64 (ops.py), and is piecewise linear,
+so a resolution's increments flow through it as through a dense layer. The
+output holds the logits: per sample a vector of K scores, or (K, 1, ..., 1) as
+exporters write a classifier that ends in a 1 x 1 convolution or a global pool
+(read as the K scores; K = 1 is one logit). The op lists and the shape rules are
+in operators.py.
 """
 import json
 from dataclasses import dataclass, field
@@ -25,11 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lrmpi.errors import InputError
-
-LINEAR_OPS = ("linear", "conv")
-HEADS = ("softmax", "sigmoid")
-OPS = LINEAR_OPS + ("add", "concat", "affine", "relu", "leakyrelu", "prelu", "clip",
-                    "maxpool", "avgpool", "globalavgpool", "pad", "flatten", "reshape")
+from lrmpi.nn.operators import HEADS, LINEAR_OPS, OPS, ShapeError, output_shape
 
 
 @dataclass
@@ -42,6 +45,15 @@ class Node:
 
     def where(self):
         return f"node {self.name or self.output!r} ({self.op})"
+
+    def shape(self, shapes):
+        """The per-sample shape this node writes from inputs of `shapes`, or an
+        InputError naming the node."""
+        try:
+            return output_shape(self, shapes)
+        except ShapeError as exc:
+            raise InputError(f"model: {self.where()}: shapes do not fit "
+                             f"({', '.join(str(tuple(s)) for s in shapes)}: {exc})") from None
 
 
 @dataclass
@@ -60,7 +72,6 @@ class Graph:
     def validate(self, shapes=None):
         """Check the graph (ops, names, parameters) and fill in every tensor's shape
         (`shapes`: known already, e.g. kept with a cached copy of this graph)."""
-        from lrmpi.nn import ops
         known = {self.input}
         if not any(n.op in LINEAR_OPS for n in self.nodes):
             raise InputError("model: no Dense/Gemm/MatMul or Conv node")
@@ -80,17 +91,22 @@ class Graph:
             raise InputError(f"model: output {self.output!r} is not written by any node")
         if self.head not in (None,) + HEADS:
             raise InputError(f"model: unknown head {self.head!r}")
-        # shapes: one zero sample through the float model
-        self.shapes = ops.shapes(self) if shapes is None else shapes
-        if len(self.shapes[self.output]) != 1:
-            raise InputError(f"model: the output {self.output!r} has per-sample shape "
-                             f"{self.shapes[self.output]}; expected a vector of scores")
-        if self.head == "sigmoid" and self.shapes[self.output] != (1,):
+        if shapes is None:
+            shapes = {self.input: tuple(int(d) for d in self.input_shape)}
+            for n in self.nodes:
+                shapes[n.output] = n.shape([shapes[t] for t in n.inputs])
+        self.shapes = shapes
+        out = shapes[self.output]
+        if not out or any(d != 1 for d in out[1:]):
+            raise InputError(f"model: the output {self.output!r} has per-sample shape {out}; "
+                             "expected scores: a vector (K,) or (K, 1, ..., 1)")
+        if self.head == "sigmoid" and out[0] != 1:
             raise InputError("model: a sigmoid head needs one logit per sample")
         return self
 
     @property
     def outputs(self):
+        """K: the logits per sample."""
         return self.shapes[self.output][0]
 
 

@@ -4,13 +4,15 @@ ReLU and clip: 1; leaky ReLU / PReLU: max(1, |slope|); an affine map: max |c| (m
 max |1/c| (div), 1 (add, sub, rsub); max pooling: sqrt(overlap) (an input is in at
 most `overlap` windows, each output the max of its window); average pooling:
 sqrt(overlap / smallest window); global average pooling: 1/sqrt(HW); data
-movement: 1. (docs/design.md, "Inference")
+movement: 1, but sqrt(repeats) for a gather that takes an entry `repeats` times
+(that entry's error is in the output that often). (docs/design.md, "Inference")
 """
 import math
 
 import numpy as np
 
 from lrmpi.nn import ops
+from lrmpi.nn.operators import gather_repeats
 from lrmpi.nn.verified import up
 
 
@@ -20,6 +22,8 @@ def lipschitz(node, shape):
     op, p = node.op, node.params
     if op == "maxpool":
         return math.sqrt(ops.window_overlap(p)) * (1 + 2.0**-40), 0
+    if op == "gather":
+        return up(math.sqrt(gather_repeats(p, shape[1:]))), 0
     if op == "leakyrelu":
         return max(1.0, abs(float(p["alpha"]))), 0
     if op == "prelu":

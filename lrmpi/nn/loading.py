@@ -1,13 +1,13 @@
 """Models from files, the imported graph kept in the cache folder (lrmpi.cache).
 
-Importing an ONNX model needs the onnx package, whose import alone takes 2-4 s
-on these machines (most of a small job's start-up); the graph it yields is a
-few arrays and a JSON description (graph.to_arrays), kept with the tensors'
-shapes (finding them again runs one sample through the float model: 0.4-0.8 s
-for a ResNet-18). So a model seen before is read back from the cache, keyed by
-the SHA-256 of the model file's bytes, the importer's options and lrmpi's
-version: onnx is imported only for a model never seen (or without a cache
-folder). A damaged entry reads as absent.
+Importing an ONNX model decodes its protobuf (onnx_proto.py: onnx's generated
+classes, without the rest of the onnx package) and turns its nodes into a graph;
+the graph it yields is a few arrays and a JSON description (graph.to_arrays),
+kept with the tensors' shapes. So a model seen before is read back from the
+cache, keyed by the SHA-256 of the model file's bytes, the importer's options
+(those given: `output=None` is the default, the same key as no option) and
+lrmpi's version: the importer runs only for a model never seen (or without a
+cache folder). A damaged entry reads as absent.
 """
 import json
 import os
@@ -23,7 +23,8 @@ def load_model(path, **options):
     path = str(path)
     if not (path.endswith(".onnx") and os.path.isfile(path)):
         return _import(path, options)
-    entry = cache.Entry("graph", cache.digest(cache.file_digest(path), sorted(options.items())))
+    given = sorted((k, v) for k, v in options.items() if v is not None)
+    entry = cache.Entry("graph", cache.digest(cache.file_digest(path), given))
     saved = entry.load()
     if saved is not None:
         try:

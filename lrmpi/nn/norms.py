@@ -26,6 +26,7 @@ import math
 
 import numpy as np
 
+from lrmpi.errors import Stopped
 from lrmpi.nn import verified as V
 
 SYMBOL_LIMIT = 2e9    # multiply-adds of one convolution's frequency matrices (~1 s)
@@ -36,11 +37,10 @@ LEVELS = ("cheap", "tight")
 
 
 def check(should_stop):
-    """Raise lrmpi.errors.Stopped if `should_stop()` says so."""
+    """Raise lrmpi.errors.Stopped if `should_stop()` says so (the job's own callable
+    raises it itself, naming the stop's reason)."""
     if should_stop is not None and should_stop():
-        from lrmpi import errors
-        raise getattr(errors, "Stopped", KeyboardInterrupt)("stopped while preparing the "
-                                                            "model's bound norms")
+        raise Stopped("stopped", "preparing the model's bound norms")
 
 
 class NodeNorms:

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from lrmpi.nn.graph import LINEAR_OPS
+from lrmpi.nn.operators import LINEAR_OPS, conv_geometry, pool_geometry  # noqa: F401
 
 
 # --- the pass ---
@@ -39,7 +39,9 @@ def forward(graph, X, linear=None, keep=(), after=None):
         for t in n.inputs:
             if last.get(t) == i and t != graph.output:
                 del env[t]
-    return (env[graph.output], kept) if keep else env[graph.output]
+    out = env[graph.output]
+    out = out.reshape(len(out), -1)  # (K, 1, ..., 1) per sample: K scores (graph.py)
+    return (out, kept) if keep else out
 
 
 def scores(graph, logits):
@@ -61,22 +63,6 @@ def decisions(graph, logits):
     return logits.argmax(axis=1)
 
 
-def shapes(graph):
-    """Per-sample shape of every tensor (one zero sample through the float model)."""
-    out = {graph.input: tuple(graph.input_shape)}
-    env = {graph.input: np.zeros((1,) + tuple(graph.input_shape))}
-    for n in graph.nodes:
-        args = [env[t] for t in n.inputs]
-        try:
-            env[n.output] = float_linear(n, args[0]) if n.op in LINEAR_OPS else apply(n, args)
-        except (ValueError, IndexError) as exc:
-            from lrmpi.errors import InputError
-            raise InputError(f"model: {n.where()}: shapes do not fit "
-                             f"({', '.join(str(a.shape[1:]) for a in args)}: {exc})") from None
-        out[n.output] = env[n.output].shape[1:]
-    return out
-
-
 # --- linear and conv in float64 ---
 
 def float_linear(node, h):
@@ -84,17 +70,6 @@ def float_linear(node, h):
     if node.op == "linear":
         return h.reshape(h.shape[0], -1) @ p["W"].T + p["b"]
     return conv(h, p["W"], p, lambda cols, Wg: cols @ Wg.T) + p["b"][None, :, None, None]
-
-
-def conv_geometry(x_shape, W_shape, p):
-    """(Ho, Wo) of a convolution of x (N, C, H, W) with W (O, C/g, kh, kw)."""
-    _, _, H, Wd = x_shape
-    _, _, kh, kw = W_shape
-    (sh, sw), (dh, dw) = p.get("strides", (1, 1)), p.get("dilations", (1, 1))
-    t, l, b, r = p.get("pads", (0, 0, 0, 0))
-    Ho = (H + t + b - dh * (kh - 1) - 1) // sh + 1
-    Wo = (Wd + l + r - dw * (kw - 1) - 1) // sw + 1
-    return Ho, Wo
 
 
 def im2col(x, kh, kw, p, fill=0):
@@ -164,21 +139,17 @@ def apply(node, args):
         return x.reshape(x.shape[0], -1)
     if op == "reshape":
         return x.reshape((x.shape[0],) + tuple(p["shape"]))
+    if op == "transpose":  # one contiguous copy, as onnxruntime makes
+        return np.ascontiguousarray(x.transpose((0,) + tuple(int(a) + 1 for a in p["perm"])))
+    if op == "slice":
+        sl = [slice(None)] * x.ndim
+        for ax, start, stop, step in zip(p["axes"], p["starts"], p["stops"], p["steps"]):
+            sl[int(ax) + 1] = slice(int(start), int(stop), int(step))
+        return x[tuple(sl)]
+    if op == "gather":
+        idx = np.asarray(p["indices"], np.int64).reshape(tuple(p["index_shape"]))
+        return np.take(x, idx, axis=int(p["axis"]) + 1)
     raise ValueError(f"not an elementwise node: {op}")
-
-
-def pool_geometry(H, W, p):
-    (kh, kw), (sh, sw) = p["kernel"], p.get("strides", p["kernel"])
-    (dh, dw) = p.get("dilations", (1, 1))
-    t, l, b, r = p.get("pads", (0, 0, 0, 0))
-    rnd = math.ceil if p.get("ceil_mode", 0) else math.floor
-    Ho = int(rnd((H + t + b - dh * (kh - 1) - 1) / sh)) + 1
-    Wo = int(rnd((W + l + r - dw * (kw - 1) - 1) / sw)) + 1
-    # ONNX: with ceil_mode the last window must start inside the (left-padded) input
-    if p.get("ceil_mode", 0):
-        Ho -= (Ho - 1) * sh >= H + t
-        Wo -= (Wo - 1) * sw >= W + l
-    return Ho, Wo
 
 
 def pool(x, p, kind):

@@ -39,8 +39,17 @@ class Bounds:
     instead of all of them before the first task goes out."""
 
     def __init__(self, ea, eb, schedule):
+        self.ea, self.eb, self.schedule = ea, eb, schedule
+        self.raw = []
+        self._ready = False
+
+    def _setup(self):
+        """The factors of every bound, from the operands' norms: on first use (an
+        operand encoded block by block has its norms once every block is)."""
+        if self._ready:
+            return
+        ea, eb = self.ea, self.eb
         b, s = ea.bits, ea.planes
-        self.ea, self.eb = ea, eb
         self.xa, self.xb = _pair_factors(ea), _pair_factors(eb)
         k = ea.shape[1]
         trunc = 2.0**(-b * s - b)
@@ -53,12 +62,13 @@ class Bounds:
         included = set()
         self.omitted_after = []
         all_pairs = [(p, q) for p in range(1, s + 1) for q in range(1, s + 1)]
-        for res in schedule:
+        for res in self.schedule:
             included.update(res)
             self.omitted_after.append([pq for pq in all_pairs if pq not in included])
-        self.raw = []
+        self._ready = True
 
     def _factors(self, r):
+        self._setup()
         omitted = self.omitted_after[r]
         X = np.stack(self.const_x + [self.xa[p - 1] for p, _ in omitted], axis=1)
         Y = np.stack(self.const_y + [self.xb[q - 1] for _, q in omitted], axis=1)

@@ -29,6 +29,7 @@ import numpy as np
 from lrmpi._ext import kernels as _k
 from lrmpi.errors import ConfigError
 from lrmpi.numerics import kernels
+from lrmpi.numerics.buffers import big_empty
 
 U = 2.0 ** -53
 ROW_BLOCK = 256  # rows of C per reconstruction block: N int32 tiles of this many rows
@@ -102,7 +103,8 @@ def unit_stats(X, axis):
     k = X.shape[axis]
     amax, bad = (kernels.rowmax if axis == 1 else kernels.colmax)(X)
     _, ea = np.frexp(amax)                       # amax < 2^ea
-    s = np.ldexp(1.0, -ea)
+    # ldexp of X itself: 2^-ea alone overflows for a subnormal row (ea < -1023)
+    neg = (-ea).astype(np.int32)
     ss = np.zeros(X.shape[1 - axis])
     l1 = np.zeros(X.shape[1 - axis])
     for i0 in range(0, X.shape[0], BLOCK):
@@ -112,10 +114,10 @@ def unit_stats(X, axis):
             if axis == 0:
                 l1 += np.abs(Xb).sum(axis=0)
         if axis == 1:
-            Xs = Xb * s[i0:i0 + BLOCK, None]
+            Xs = np.ldexp(Xb, neg[i0:i0 + BLOCK, None])
             ss[i0:i0 + BLOCK] = np.einsum("ij,ij->i", Xs, Xs)
         else:
-            Xs = Xb * s[None, :]
+            Xs = np.ldexp(Xb, neg[None, :])
             ss += np.einsum("ij,ij->j", Xs, Xs)
     nrm = np.sqrt(ss) * (1.0 + (k + 4) * U) + 2.0 ** -1000   # >= the true scaled norm
     return amax, ea, nrm, l1, bad
@@ -142,10 +144,11 @@ class Operands:
     RB: np.ndarray       # int8 (N, n, k): B's columns as rows
     l1a: np.ndarray      # int64 (m,): sum |A'[i,:]|
     l1b: np.ndarray      # int64 (n,)
+    k_: int = 0          # the inner dimension, when RA is None (crt.scaling)
 
     @property
     def k(self):
-        return self.RA.shape[2]
+        return self.RA.shape[2] if self.RA is not None else self.k_
 
 
 def residues(A, B, pl, stats=(None, None)):
@@ -163,6 +166,32 @@ def residues(A, B, pl, stats=(None, None)):
         _k.crt_residues(np.asarray(A, np.float64), 0, ea, mods, RA, l1a)
         fut.result()
     return Operands(pl, ea, eb, RA, RB, l1a, l1b)
+
+
+def scaling(A, B, pl, stats=(None, None)):
+    """The Operands of A and B without their residues (RA, RB None): the exponents and
+    l1 norms the bound needs, where the residues are taken block by block by the
+    ranks that multiply them (unit_residues). `stats`: as for residues."""
+    ea, eb = exponents(A, pl.T, 1, stats[0]), exponents(B, pl.T, 0, stats[1])
+    l1a, l1b = np.empty(A.shape[0], np.int64), np.empty(B.shape[1], np.int64)
+    with ThreadPoolExecutor(1) as pool:  # the kernels release the GIL: both at once
+        fut = pool.submit(_k.crt_residues, B, 1, eb, np.zeros(0, np.int32), None, l1b)
+        _k.crt_residues(np.asarray(A, np.float64), 0, ea, np.zeros(0, np.int32), None, l1a)
+        fut.result()
+    return Operands(pl, ea, eb, None, None, l1a, l1b, A.shape[1])
+
+
+def unit_residues(X, axis, exps, pl, out=None):
+    """The residues of X's rows (axis=1: X is (rows, k)) or columns (axis=0: X is
+    (k, cols), any strides) scaled by 2^exps, modulo each modulus of `pl`: (N, units, k)
+    int8, into `out` if given."""
+    units, k = (X.shape[0], X.shape[1]) if axis == 1 else (X.shape[1], X.shape[0])
+    if out is None:
+        out = big_empty((pl.count, units, k), np.int8)
+    mods, _, _ = pl.constants
+    _k.crt_residues(X, 0 if axis == 1 else 1, np.ascontiguousarray(exps, np.int32), mods, out,
+                    np.empty(units, np.int64))
+    return out
 
 
 def product_tile(pl, RA, RB, ea, eb, C, S, isa=None):

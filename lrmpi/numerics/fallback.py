@@ -20,6 +20,7 @@ is >= 0), so the test costs an m x n x SAMPLE GEMM besides the bound's own.
 import numpy as np
 
 from lrmpi.numerics import kernels
+from lrmpi.numerics.buffers import drop_pages, row_blocks
 
 SAMPLE = 64      # inner indices of the lower bound on (|A||B|)_ij
 U = 2.0**-53
@@ -45,7 +46,10 @@ def apply(A, B, ea, eb, blocks, C, bits, planes, unit=None):
     entries recomputed and the resolution's max-abs bound with them."""
     m, k = A.shape
     T = np.unique(np.linspace(0, k - 1, min(k, SAMPLE)).round().astype(np.int64))
-    At, Bt = np.abs(A[:, T]), np.abs(B[T, :])
+    At, Bt = np.empty((m, len(T))), np.abs(B[T, :])
+    for r0, r1 in row_blocks(A):  # a mapped A's pages leave again after the sample
+        At[r0:r1] = np.abs(A[r0:r1, T])
+        drop_pages(A, r0, r1)
     # fl(sum of |T| nonnegative products) <= (1 + gamma_|T|) times the exact sum
     shrink = 1.0 / ((1 + gamma(len(T))) * (1 + 2.0**-50))
     guarantee = gamma(k, unit or nominal_unit(bits, planes))

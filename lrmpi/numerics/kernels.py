@@ -10,6 +10,7 @@ import numpy as np
 from lrmpi import config
 from lrmpi._ext import kernels as _k
 from lrmpi.errors import ConfigError
+from lrmpi.numerics.buffers import big_empty
 
 INT32_MAX = 2**31 - 1
 MAX_LIMBS = _k.max_limbs()  # LRMPI_MAX_LIMBS in ext/c/kernels.h
@@ -107,7 +108,7 @@ def encode_t(X, exps, bits, planes, *, isa=None):
     if not 1 <= planes <= 16:
         raise ValueError(f"planes must be in 1..16, got {planes}")
     k, n = X.shape
-    D = np.empty((planes, n, k), np.int8)
+    D = big_empty((planes, n, k), np.int8)
     sumsq = np.zeros((planes, n), np.int64)
     l1 = np.zeros(n)
     if k and n:
@@ -127,7 +128,7 @@ def encode(X, exps, bits, planes, *, out=None, isa=None):
     if planes < 1:
         raise ValueError(f"planes must be >= 1, got {planes}")
     m, n = X.shape
-    D = np.empty((planes, m, n), np.int8) if out is None else out
+    D = big_empty((planes, m, n), np.int8) if out is None else out
     _need_c(D, "out", np.int8, 3)
     if D.shape != (planes, m, n):
         raise ValueError(f"out has shape {D.shape}, expected {(planes, m, n)}")
@@ -195,6 +196,44 @@ def decode(L, erow, ecol, base, *, out=None, row0=0, col0=0, isa=None, with_max=
         raise ValueError(f"exponents {erow.shape[0]}x{ecol.shape[0]} for a {m}x{n} tile")
     amax = _k.decode(L, erow, ecol, base, out, row0, col0, isa)
     return (out, amax) if with_max else out
+
+
+def acc_update(F, E, S, shift, erow=None, ecol=None, base=0, *, out=None, row0=0, col0=0,
+               isa=None):
+    """On the compact exact state (F float64, E int32, both (m, n); N = F + E exactly;
+    F and E None: a zero state, not stored): N[row0:, col0:] += S * 2^shift for S
+    (int32, or int64 with |S| < 2^53; None adds nothing), then out := fl(N * 2^(erow_i
+    + ecol_j + base)) for the tile (unless out is None), correctly rounded. Returns
+    max |out| (0.0 without out). The caller keeps |N| < 2^84 (accumulate.compact_fits)."""
+    if F is not None or E is not None:
+        _need_c(F, "F", np.float64, 2)
+        _need_c(E, "E", np.int32, 2)
+        if E.shape != F.shape:
+            raise ValueError(f"E has shape {E.shape}, F {F.shape}")
+    elif out is None:
+        raise ValueError("without a state, acc_update decodes into out")
+    if S is None and out is None:
+        raise ValueError("acc_update needs S, out or both")
+    if S is not None:
+        _need_c(S, "S", np.int32 if S.dtype == np.int32 else np.int64, 2)
+        if not 0 <= shift <= 1000:
+            raise ValueError(f"shift {shift} outside 0..1000")
+    shape = S.shape if S is not None else out.shape
+    if out is not None:
+        _need(out, "out", np.float64, 2)
+        if out.shape != shape:
+            raise ValueError(f"out has shape {out.shape}, the sums {shape}")
+        if out.shape[1] > 1 and out.strides[1] != 8:
+            raise ValueError("out must be contiguous along its rows")
+        _need_c(erow, "erow", np.int32, 1)
+        _need_c(ecol, "ecol", np.int32, 1)
+        if erow.shape[0] != shape[0] or ecol.shape[0] != shape[1]:
+            raise ValueError(f"exponents {erow.shape[0]}x{ecol.shape[0]} for a "
+                             f"{shape[0]}x{shape[1]} tile")
+    size = F.shape if F is not None else shape
+    if row0 < 0 or col0 < 0 or row0 + shape[0] > size[0] or col0 + shape[1] > size[1]:
+        raise ValueError(f"tile {shape} at ({row0}, {col0}) outside {size}")
+    return _k.acc_update(F, E, S, shift, erow, ecol, base, out, row0, col0, isa)
 
 
 def dot2(A, B, rows, cols, erow, ecol):

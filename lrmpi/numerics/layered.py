@@ -171,9 +171,9 @@ class LayeredMatmul:
         # one pass over each operand, both at once (the kernels release the GIL; the
         # workers idle until the planes exist): the NaN/Inf check, A's row maxima, and
         # with a CRT resolution the norms that choose its moduli and scale its residues
-        crt_stats = self.final == "crt" and moduli is None  # else later, on the residues' thread
-        (self._amax_a, sa), (_, sb) = _both(lambda: _scan(self.A, "A", 1, crt_stats),
-                                            lambda: _scan(self.B, "B", 0, crt_stats))
+        crt_stats = self.final == "crt" and moduli is None  # else later, on the scaling's thread
+        (self._amax_a, sa), (self._amax_b, sb) = _both(
+            lambda: _scan(self.A, "A", 1, crt_stats), lambda: _scan(self.B, "B", 0, crt_stats))
         self.crt_stats = (sa, sb)
         if self.final == "crt":
             self.moduli = crt.plan(moduli).count if moduli is not None else \
@@ -207,9 +207,22 @@ class LayeredMatmul:
     def encode(self):
         """(Encoded A, Encoded B.T): rows of A and columns of B as scaling units."""
         return _both(
-            lambda: planes_mod.encode(self.A, self.bits, self.planes, exps=planes_mod.exponents(
-                self.A, self.scale, amax=self._amax_a)),
-            lambda: planes_mod.encode_columns(self.B, self.bits, self.planes, self.scale))
+            lambda: planes_mod.encode(self.A, self.bits, self.planes, exps=self._exps_a()),
+            self._encode_b)
+
+    def encode_streamed(self, blocks, timed=None):
+        """(A as planes.RowBlocks of `blocks` [(r0, r1)], encoding on a thread, B's
+        Encoded B.T): B whole first (every column's exponent needs all of B), beside
+        A's first block; the rest of A follows while its first tiles compute."""
+        ea = planes_mod.RowBlocks(self.A, self._exps_a(), self.bits, self.planes, blocks, timed)
+        return ea, self._encode_b()
+
+    def _exps_a(self):
+        return planes_mod.exponents(self.A, self.scale, amax=self._amax_a)
+
+    def _encode_b(self):
+        return planes_mod.encode_columns(self.B, self.bits, self.planes, self.scale,
+                                         amax=self._amax_b)
 
     def __iter__(self):
         t0 = time.perf_counter()
@@ -259,16 +272,14 @@ def _both(f, g):
 
 
 def _scan(X, name, axis, stats):
-    """(row maxima of X or None, crt.unit_stats of X's units or None) after the
-    NaN/Inf check: the units' statistics with `stats` (axis 1: rows, 0: columns),
-    else only the row maxima (B's are not needed: its units are its columns)."""
+    """(maxima of X's units, crt.unit_stats of them or None) after the NaN/Inf check
+    (axis 1: A's rows, 0: B's columns, their scaling units): one pass of unit_stats
+    with `stats`, else the maxima alone (planes: by blocks whose pages then leave)."""
     if stats:
         st = crt.unit_stats(X, axis)
         validate.finite(st[4], name)
-        return (st[0] if axis == 1 else None), st
-    amax, bad = kernels.rowmax(X)
-    validate.finite(bad, name)
-    return amax, None
+        return st[0], st
+    return (planes_mod.row_maxima(X, name) if axis == 1 else planes_mod.column_maxima(X)), None
 
 
 def layered_matmul(A, B, **options):

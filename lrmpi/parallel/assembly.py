@@ -13,6 +13,7 @@ import numpy as np
 from lrmpi.numerics.accumulate import ExactAccumulator, TileSums
 from lrmpi.numerics.buffers import BufferPool, ScratchPool, prefault
 from lrmpi.numerics.schedule import levels
+from lrmpi.parallel.stages import STAGES
 
 
 class Assembly:
@@ -29,7 +30,9 @@ class Assembly:
         self.erow, self.ecol = ea.exps, eb.exps
         self.acc = ExactAccumulator(m, n, ea.bits, ea.planes, k)
         self.scratch = ScratchPool()             # result buffers of tiles in flight
-        self.c_pool = BufferPool((m, n), np.float64, 3)  # C waiting for the disk
+        # C being assembled, and one waiting for the disk (written around the page
+        # cache, quickly): a third held ~1/3 of the root's peak memory at n = 4096
+        self.c_pool = BufferPool((m, n), np.float64, 2)
         self.held = {} if keep_sums else None
         self.cbuf, self.tile_max, self.ntiles = {}, {}, {}
         self.deferred = None
@@ -55,9 +58,13 @@ class Assembly:
         # resolution 1 decoded exactly from its sums: C_1 is its own resume data
         self.c1_is_sums = self.deferred is not None and self.acc.sum_is_decoded_exactly(
             self.sdtype[0], levels(self.schedule[0])[0], self.erow, self.ecol)
-        # the first C buffer and the limbs are hundreds of MB at n = 4096: fault
-        # them in on a thread; the limbs only if resolution 1 needs them
-        prefault([(self.c_pool, 1)], [] if self.deferred is not None else [self.acc.limbs])
+        # the first C buffer and the exact state are hundreds of MB at n = 4096: fault
+        # them in on a thread; the state, if resolution 1 does not need it, when a
+        # core would be idle (all of it at once when resolution 2 began stalled the
+        # collector: 2.5 s of CPU at n = 8192 on the loaded machine)
+        deferred = self.deferred is not None
+        prefault([(self.c_pool, 1)], [] if deferred else self.acc.state,
+                 later=self.acc.state if deferred else ())
 
     def add(self, r, tile, sums, buf):
         """One tile's level sums of resolution r (in resolution order); True when r
@@ -68,15 +75,14 @@ class Assembly:
         erow, ecol = self.erow[tile.r0:tile.r1], self.ecol[tile.c0:tile.c1]
         if r == 0 and self.deferred is not None:
             (level, S), = sums
-            self.acc.decode_sum(S, level, erow, ecol, out=C)
+            with STAGES.timed("accumulate and decode"):
+                self.acc.decode_sum(S, level, erow, ecol, out=C)
+                amax = max(float(C.max()), -float(C.min()))  # the tile is still in cache
             self.deferred.append((tile, sums, buf))
-            amax = max(float(C.max()), -float(C.min()))  # the tile is still in cache
         else:
-            for level, S in sums:
-                self.acc.add(S, level, tile.r0, tile.c0)
+            with STAGES.timed("accumulate and decode"):  # one pass (compact state)
+                amax = self.acc.add_decode(sums, erow, ecol, C, tile.r0, tile.c0)
             self._done_with(r, tile, sums, buf)
-            _, amax = self.acc.decode(erow, ecol, out=C, row0=tile.r0, col0=tile.c0,
-                                      with_max=True)
         # max|C_r| tile by tile, as the tiles are decoded: no pass over C at the end
         self.tile_max[r] = max(self.tile_max.get(r, 0.0), amax)
         self.ntiles[r] = self.ntiles.get(r, 0) + 1
@@ -89,11 +95,17 @@ class Assembly:
         cmax = self.tile_max.pop(r)
         if self.deferred:  # resolution 1 is out: now its sums go into the limbs
             for tile, sums, buf in self.deferred:
-                for level, S in sums:
-                    self.acc.add(S, level, tile.r0, tile.c0)
+                with STAGES.timed("accumulate"):
+                    for level, S in sums:
+                        self.acc.add(S, level, tile.r0, tile.c0)
                 self._done_with(r, tile, sums, buf)
         self.deferred = None
         return C, cmax
+
+    def decoded(self):
+        """C of the exact state as it stands (all of it, a new array): on the thread
+        that applies the results, so every sum handed in before is in the state."""
+        return self.acc.decode(self.erow, self.ecol, out=np.empty(self.shape))
 
     def tile_of(self, r, tile):
         """The decoded tile of C_r (a view of its buffer)."""

@@ -1,11 +1,13 @@
-"""The CRT resolution on the root: residues, their blocks for the tasks, its C.
+"""The CRT resolution on the root: its scaling, the blocks of its tasks, its C.
 
 MPI-free. After the layers, one more resolution is computed tile by tile by the
 same scheduler (numerics/crt.py has the mathematics): the root computes the
-residues of A's rows and B's columns once, on a thread, while the layers run;
-tasks then carry residue blocks (messages.Operand.RA / RB; plan.Plan.keys) as
-layered tasks carry plane blocks, and return their tile of C in float64 (exact sums, one rounding per
-entry, so any tiling gives the same C). Finished tiles are the resolution's
+exponents of A's rows and B's columns (and the l1 norms the bound needs) once, on a
+thread, while the layers run; tasks then carry A's rows and B's columns in float64
+(messages.Operand.AF / BF; plan.Plan.keys: 8 bytes an element, where the residues
+of 15 moduli are 15), the rank computing a task takes their residues
+(tilework.CrtWork), and returns its tile of C in float64 (exact sums, one rounding
+per entry, so any tiling gives the same C). Finished tiles are the resolution's
 resume data: a job stopped inside it keeps them (checkpoint "partial" file) and a
 resumed job computes only the others (design.md, "CRT resolution").
 """
@@ -15,6 +17,7 @@ import numpy as np
 
 from lrmpi.numerics import crt
 from lrmpi.parallel.messages import CrtSetup, Operand
+from lrmpi.parallel.tilework import CrtWork
 
 
 class CrtStage:
@@ -24,8 +27,9 @@ class CrtStage:
     def __init__(self, lm, tiling, c_pool):
         self.lm, self.tiling, self.c_pool = lm, tiling, c_pool
         self.plan = crt.plan(lm.moduli)
-        self.future = self.ops = None
+        self.future = self.ops = self._work = None
         self.C, self.cmax, self.done = None, 0.0, []  # tiles (Tile) in C so far
+        self.columns = {}  # column block -> B's columns, contiguous (sent point to point)
         self.held = None  # the last layered resolution, until this one is finished
 
     @property
@@ -33,30 +37,44 @@ class CrtStage:
         return self.plan.count
 
     def start(self):
-        """Compute the residues on a thread (the kernels release the GIL)."""
+        """Compute the scaling on a thread (the kernels release the GIL)."""
         if self.future is None:
-            pool = ThreadPoolExecutor(1, thread_name_prefix="lrmpi-crt-residues")
-            self.future = pool.submit(crt.residues, self.lm.A, self.lm.B, self.plan,
+            pool = ThreadPoolExecutor(1, thread_name_prefix="lrmpi-crt-scaling")
+            self.future = pool.submit(crt.scaling, self.lm.A, self.lm.B, self.plan,
                                       self.lm.crt_stats)
             pool.shutdown(wait=False)
 
     def ready(self):
-        """True once the residues exist (re-raises what computing them raised)."""
+        """True once the scaling exists (re-raises what computing it raised)."""
         if self.ops is None and self.future is not None and self.future.done():
             self.ops = self.future.result()
         return self.ops is not None
 
     def setup(self, bcast=()):
-        """What every rank computing its tasks needs besides residue blocks."""
+        """What every rank computing its tasks needs besides their float64 blocks
+        (`bcast`: (0,) when B comes whole by broadcast)."""
         return CrtSetup(self.plan.count, self.ops.ea, self.ops.eb, tuple(bcast))
 
-    def block(self, op, block, l):
-        """Residues modulo modulus l of A's row block / B's column block."""
-        if op == Operand.RA:
+    @property
+    def work(self):
+        """The root's own CrtWork (when it computes tasks too)."""
+        if self._work is None:
+            self._work = CrtWork(self.setup())
+        return self._work
+
+    def block(self, op, block):
+        """A's rows of a row block (a view), or B's columns of a column block, (k,
+        columns): B itself for one column block, else a contiguous copy (kept: it is
+        sent to the block's worker, point to point)."""
+        if op == Operand.AF:
             r0, r1 = self.tiling.rows(block)
-            return self.ops.RA[l, r0:r1]
-        c0, c1 = self.tiling.cols(block)
-        return self.ops.RB[l, c0:c1]
+            return self.lm.A[r0:r1]
+        if self.tiling.col_blocks == 1:
+            return self.lm.B
+        if block not in self.columns:
+            c0, c1 = self.tiling.cols(block)
+            self.columns[block] = np.ascontiguousarray(self.lm.B[:, c0:c1])
+        return self.columns[block]
 
     def add(self, tile, values):
         """A finished tile of C; returns the number of tiles in."""

@@ -21,6 +21,9 @@ from lrmpi.parallel.backoff import Backoff
 from lrmpi.parallel.comm import testsome, waitall
 
 
+CHECK_EVERY = 0.01  # s between the probes for ERROR reports and hung workers
+
+
 class ThreadEndpoint:
     """The root's own compute, on one thread beside its loop: the kernels release the
     GIL, so the loop keeps polling MPI, signals and the clock while a task runs.
@@ -63,13 +66,17 @@ class WorkerRanks:
         self.hosts = dict(hosts or {})
         self.sends = []      # requests of sends in flight (their buffers stay alive in them)
         self.received = {w: 0 for w in self.workers}  # results per worker
+        self.reports = {}    # worker -> its report with BYE (stages.Stages.report)
+        self.checked = float("-inf")  # when check() last probed
 
     def name(self, w):
         return f"worker {w} of {self.size} on {self.hosts.get(w, '?')}"
 
     def poll(self):
-        if self.sends:  # retire finished sends so the list stays short
-            self.sends = [s for s in self.sends if not s.Test()]
+        if self.sends:  # retire finished sends so the list stays short: one MPI call
+            done = set(testsome(self.sends))
+            if done:
+                self.sends = [s for i, s in enumerate(self.sends) if i not in done]
         return self._results()
 
     def _results(self):
@@ -92,7 +99,12 @@ class WorkerRanks:
     def check(self, watch, now, timeout=None, describe=None):
         """WorkerError for a worker's ERROR report; WorkerTimeout naming a worker that
         sat on its task longer than the hang limit (`watch`: a scheduler.Watch;
-        `describe(task)`: what the message says of the task)."""
+        `describe(task)`: what the message says of the task). At most every
+        CHECK_EVERY seconds: each probe drives MPI progress, a cost the loop pays
+        thousands of times a job."""
+        if now - self.checked < CHECK_EVERY:
+            return
+        self.checked = now
         self.check_error()
         hung = watch.hung(now, timeout)
         if hung is not None:
@@ -110,7 +122,7 @@ class WorkerRanks:
         while True:
             progressed = bool(self.poll())
             while (bye := protocol.poll_bye(self.comm)) is not None:
-                byes[bye[0]] = bye[1]
+                byes[bye[0]], self.reports[bye[0]] = bye[1], bye[2]
                 progressed = True
             while protocol.poll_error(self.comm) is not None:
                 pass  # the job is ending anyway
@@ -210,7 +222,8 @@ class MatmulRanks(WorkerRanks):
 
     def start(self, job, bcasts):
         """JOB to every worker, their HELLOs (host names), then the broadcasts
-        [(array, resolution it is counted to)] posted in order."""
+        [(array, resolution it is counted to)] posted in order (their requests are
+        returned)."""
         self.state = "starting"
         for w in self.workers:
             protocol.send_job(self.comm, w, job)
@@ -222,8 +235,9 @@ class MatmulRanks(WorkerRanks):
             self.check_error()
             backoff.step(False)
         self.hosts = hosts
-        self.broadcast(bcasts)
+        reqs = self.broadcast(bcasts)
         self.state = "running"
+        return reqs
 
     def stoppable(self, exc):
         """Not while starting: the workers that read JOB wait for broadcasts the root
@@ -240,9 +254,12 @@ class MatmulRanks(WorkerRanks):
         """Whole planes (or residues) to every worker, [(array, resolution)]: MPICH
         broadcasts messages this large as scatter + allgather, so the root sends each
         byte about once, counted once."""
+        reqs = []
         for array, res in bcasts:
-            self.sends.append(protocol.post_bcast(self.comm, array))
+            reqs.append(protocol.post_bcast(self.comm, array))
             self.figures.count(res, sent=array.nbytes)
+        self.sends += reqs
+        return reqs
 
     def crt(self, setup, bcasts, res):
         """The CRT resolution's setup to every worker, then B's residues broadcast."""

@@ -9,8 +9,8 @@ import numpy as np
 class Operand(IntEnum):
     A = 0
     B = 1
-    RA = 2   # residues of A's rows modulo one CRT modulus (plane = modulus index)
-    RB = 3   # residues of B's columns
+    AF = 2   # A's rows of a block in float64 (plane 0), and B's columns of a block in
+    BF = 3   # float64, (k, columns): the CRT resolution's residues are taken from them
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,12 @@ class Job:
 
 @dataclass(frozen=True)
 class CrtSetup:
-    """CRT: what the CRT resolution's tasks need besides their residue blocks."""
+    """CRT: what the CRT resolution's tasks need besides their float64 blocks (from
+    which the rank computing a task takes the residues)."""
     moduli: int              # crt.plan(moduli) on both sides
     ea: np.ndarray           # int32 (m,): exponents of A's rows
     eb: np.ndarray           # int32 (n,): exponents of B's columns
-    bcast: tuple = ()        # moduli indices l whose B residues (RB, all blocks) come by Ibcast
+    bcast: tuple = ()        # (0,): B in float64, whole (every BF block), comes by Ibcast
 
 
 @dataclass(frozen=True)

@@ -71,20 +71,29 @@ class Plan:
         return ResultKind.TILE if self.is_crt(res) else ResultKind.SUMS
 
     def keys(self, res, tile):
-        """The (operand, block, plane) blocks a task of resolution res on `tile` reads."""
+        """The (operand, block, plane) blocks a task of resolution res on `tile` reads:
+        digit planes, or (the CRT resolution) the float64 blocks whose residues it
+        takes (8 bytes an element, where 15 residues are 15)."""
         if self.is_crt(res):
-            return ({(Operand.RA, tile.rb, l) for l in range(self.moduli)}
-                    | {(Operand.RB, tile.cb, l) for l in range(self.moduli)})
+            return {(Operand.AF, tile.rb, 0), (Operand.BF, tile.cb, 0)}
         pairs = self.schedule[res]
         return ({(Operand.A, tile.rb, p) for p, _ in pairs}
                 | {(Operand.B, tile.cb, q) for _, q in pairs})
 
     def block_shape(self, op, block):
-        """(rows, k) of one plane of a block: A's (and its residues') rows are cut by C's
-        row blocks, B's by its column blocks."""
-        r0, r1 = self.tiling.rows(block) if op in (Operand.A, Operand.RA) else \
+        """(rows, k) of one plane of a block: A's rows are cut by C's row blocks, B's by
+        its column blocks; B's float64 columns are (k, columns)."""
+        if op == Operand.BF:
+            c0, c1 = self.tiling.cols(block)
+            return self.k, c1 - c0
+        r0, r1 = self.tiling.rows(block) if op in (Operand.A, Operand.AF) else \
             self.tiling.cols(block)
         return r1 - r0, self.k
+
+    @staticmethod
+    def block_dtype(op):
+        """What a block of op holds: int8 digits, or float64 operand values."""
+        return np.float64 if op in (Operand.AF, Operand.BF) else np.int8
 
     def weights(self):
         """A task's work per resolution, in the units the scheduler compares durations in:
@@ -93,9 +102,9 @@ class Plan:
 
     def needs_bcast(self, res):
         """(operand, number) of the broadcast planes a task of res reads (all of B's it
-        uses, or every residue of B)."""
+        uses, or B in float64)."""
         if self.is_crt(res):
-            return {(Operand.RB, l) for l in range(self.moduli)}
+            return {(Operand.BF, 0)}
         return {(Operand.B, q) for _, q in self.schedule[res]}
 
 
@@ -119,8 +128,9 @@ def bcast_planes(schedule, tiling, workers):
 
 
 def crt_bcast(moduli, tiling, workers):
-    """Moduli whose B residues are broadcast (the same rule as bcast_planes)."""
-    return tuple(range(moduli)) if shared_b(tiling, workers) else ()
+    """(0,) when B in float64 goes to every worker by broadcast for the CRT resolution
+    (the same rule as bcast_planes), else ()."""
+    return (0,) if moduli and shared_b(tiling, workers) else ()
 
 
 def held_by_broadcast(op, numbers, tiling):

@@ -67,5 +67,5 @@ class Figures:
         """Resolution r's attributes (beside elapsed_s) for its checkpoint."""
         first, last, kernel = self.timing[r]
         return {"root_bytes_sent": self.traffic[r][0], "root_bytes_recv": self.traffic[r][1],
-                "kernel_s": kernel, "span_s": (last - first) if first is not None else 0.0,
+                "kernel_s": kernel, "span_s": last - first if None not in (first, last) else 0.0,
                 "workers": self.workers}

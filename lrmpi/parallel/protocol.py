@@ -26,7 +26,8 @@ from lrmpi.errors import ProtocolError
 from lrmpi.parallel.comm import mpi
 from lrmpi.parallel.messages import Seal, Stop, Work
 
-VERSION = 7  # 7: one STOP, explicit result kinds; 6: results written by the ranks (Job.write,
+VERSION = 9  # 9: CRT tasks carry float64 blocks (Operand.AF/BF), residues taken where they
+# run; 8: RESULT by Isend, BYE carries the rank's stage figures; 7: one STOP, explicit result kinds; 6: results written by the ranks (Job.write,
 # SEAL); 5: the CRT resolution (Job.crt, CRT, Operand.RA/RB); 4: RESULT carries the kernel
 # time; 3: JOB is a Job dataclass
 MAX_KEYS = 2 * 16          # plane blocks one WORK can carry: all planes (or residues,
@@ -166,8 +167,10 @@ def result_body(buf, nlevels, shape, dtype=np.int64):
 
 
 def result_buffers(pool, nlevels, shape, dtype):
-    """(a RESULT buffer from `pool`, its body): where a task computes its result."""
-    buf = pool.get((result_size(nlevels, shape, dtype),), np.int64)
+    """(a RESULT buffer from `pool`, its body): where a task computes its result. The
+    body starts on a page, so that level sums can be written to the checkpoint around
+    the page cache (jobs.checkpoint.direct)."""
+    buf = pool.get((result_size(nlevels, shape, dtype),), np.int64, at=RESULT_HDR * 8)
     return buf, result_body(buf, nlevels, shape, dtype)
 
 
@@ -210,7 +213,10 @@ def pack_written(buf, task, amax, seconds=0.0):
 
 
 def send_result(comm, msg):
-    comm.Send(msg, dest=0, tag=Tag.RESULT)
+    """RESULT (nonblocking: a request; `msg` stays untouched until it completes). A
+    result is rendezvous-sized: a blocking send would hold the worker until the root
+    drives MPI progress, instead of computing its next task meanwhile."""
+    return comm.Isend(msg, dest=0, tag=Tag.RESULT)
 
 
 def post_result(comm, worker, buf):
@@ -287,13 +293,15 @@ def stop_waiting(comm):
     return comm.Iprobe(source=0, tag=Tag.STOP)
 
 
-def send_bye(comm, sent):
-    comm.send(sent, dest=0, tag=Tag.BYE)
+def send_bye(comm, sent, report=None):
+    """BYE: the results this rank sent, and its report (stages.Stages.report)."""
+    comm.send((sent, report or {}), dest=0, tag=Tag.BYE)
 
 
 def poll_bye(comm):
-    """(worker, results it sent) of a BYE, or None."""
-    return _poll(comm, Tag.BYE)
+    """(worker, results it sent, its report) of a BYE, or None."""
+    got = _poll(comm, Tag.BYE)
+    return None if got is None else (got[0], *got[1])
 
 
 # --- CRT / broadcasts ---

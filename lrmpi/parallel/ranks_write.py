@@ -18,11 +18,10 @@ endpoints (endpoints.MatmulRanks) send SEAL and receive SEALED.
 
 class RanksWrite:
     """`tiles`: the tiling's tiles; `ranks`: seal(r) and sealed() (MatmulRanks);
-    `record`: tile_in(r, tile, done) and written(r, cmax, parts) (Resolutions);
-    `complete(r)`: called when resolution r has every tile (the run moves on)."""
+    `record`: tile_in(r, tile, done) and written(r, cmax, parts) (Resolutions)."""
 
-    def __init__(self, tiles, ranks, record, complete):
-        self.tiles, self.ranks, self.record, self.complete = tiles, ranks, record, complete
+    def __init__(self, tiles, ranks, record):
+        self.tiles, self.ranks, self.record = tiles, ranks, record
         self.count, self.amax = {}, {}
         self.pending = {}   # resolution -> [workers yet to answer SEALED, parts]
 
@@ -34,7 +33,6 @@ class RanksWrite:
             return
         self.ranks.seal(r)
         self.pending[r] = [set(self.ranks.workers), []]
-        self.complete(r)
 
     def poll(self):
         """SEALED answers; finishes resolutions every worker sealed. True if any came."""

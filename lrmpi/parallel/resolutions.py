@@ -6,6 +6,7 @@ import numpy as np
 
 from lrmpi.numerics import bounds, crt_bound
 from lrmpi.numerics.layered import finish_last
+from lrmpi.parallel.stages import STAGES
 
 
 class Resolutions:
@@ -15,17 +16,17 @@ class Resolutions:
     checkpoint writer, or None; `on_resolution(meta, C)`: called for each finished
     resolution (C is reused later, None when the ranks wrote it); `progress`: a
     progress.Progress, `figures`: a progress.Figures; `shape`: C's; `ntiles`: tiles a
-    resolution has; `clock()`: the job's elapsed seconds; `decode_layers()`: (C, bound_abs,
-    max |C|) of the last layered resolution decoded again (a resumed job's CRT rule).
+    resolution has; `clock()`: the job's elapsed seconds; `decoded()`: C of the exact
+    state after the layers (a resumed job's CRT rule; None where the root holds none).
     """
 
     def __init__(self, lm, ea, eb, bounds_, *, crt, writer, on_resolution, progress, figures,
-                 shape, ntiles, clock, decode_layers=None):
+                 shape, ntiles, clock, decoded=None):
         self.lm, self.ea, self.eb, self.bounds, self.crt = lm, ea, eb, bounds_, crt
         self.layers = len(lm.schedule)
         self.writer, self.on_resolution = writer, on_resolution
         self.progress, self.figures, self.shape, self.ntiles = progress, figures, shape, ntiles
-        self.clock, self.decode_layers = clock, decode_layers
+        self.clock, self.decoded = clock, decoded
         self.meta, self.cmax = [], []
 
     def resumed(self, meta):
@@ -49,11 +50,13 @@ class Resolutions:
         cmax; at the last layer, entries beyond the planes' reach are recomputed in C
         (numerics/fallback.py; design.md, "Fallback")."""
         self.cmax.append(cmax)
-        babs = self.bounds.upto(self.cmax)
+        with STAGES.timed("bound"):
+            babs = self.bounds.upto(self.cmax)
         redone = ()
         if r == self.layers - 1:
-            redone, babs[-1] = finish_last(self.lm, self.ea, self.eb, self.bounds, C,
-                                           self.cmax, babs)
+            with STAGES.timed("fallback check"):
+                redone, babs[-1] = finish_last(self.lm, self.ea, self.eb, self.bounds, C,
+                                               self.cmax, babs)
         rel = float(bounds.bound_rel(babs, self.cmax)[-1])
         schedule = self.lm.schedule
         return {"index": r + 1, "pairs": sum(len(x) for x in schedule[:r + 1]),
@@ -69,7 +72,7 @@ class Resolutions:
         history = [m["bound_abs"] for m in self.meta[:self.layers]]
         b, cmax, redone, method = crt_bound.finish(
             self.lm, self.ea, self.eb, self.crt.ops, C, cmax,
-            lambda: self.crt.layers_result(self.decode_layers))
+            lambda: self.crt.layers_result(self._layers_again))
         self.crt.drop()
         self.cmax.append(cmax)
         return {"index": r + 1, "pairs": sum(len(x) for x in self.lm.schedule),
@@ -77,6 +80,16 @@ class Resolutions:
                 "bound_rel": float(bounds.bound_rel([*history, b], self.cmax)[-1]),
                 "cmax": cmax, "fallback": len(redone[0]) if redone else 0,
                 **self._figures(r)}, rewritten(C, redone, method == "planes")
+
+    def _layers_again(self):
+        """(C, bound_abs, max |C|) of the last layered resolution of a resumed job, for
+        the CRT rule (crt_bound.finish): decoded again from the exact state after the
+        layers, the fallback applied again (the same bits as when it was finished)."""
+        C = self.decoded()
+        cmax = list(self.cmax[:self.layers])
+        _, babs = finish_last(self.lm, self.ea, self.eb, self.bounds, C, cmax,
+                              self.bounds.upto(cmax))
+        return C, float(babs), cmax[-1]
 
     def written(self, r, cmax, parts):
         """Resolution r written by the ranks (`parts`: [(rank file, [(tile, corners)])]):

@@ -15,10 +15,11 @@ order (7 resolutions).
   ranks 1 and 2 (workers, worker.py) compute the tile's exact level sums with the
   int8 kernels (tilework.py) and send them back.
 
-  The root adds each result into the exact accumulator and decodes that tile of
-  C_r at once (assembly.py); when all 8 tiles of r are in, it checkpoints C_r and
-  logs a line (resolutions.py). Results of r+1 that arrive first wait in a buffer,
-  so C_r never sees pairs of a later resolution.
+  The root's message loop only receives, sends and schedules; a thread of its own
+  (collector.py) adds each result into the exact accumulator and decodes that tile
+  of C_r (assembly.py); when all 8 tiles of r are in, it checkpoints C_r and logs a
+  line (resolutions.py). Results of r+1 that arrive first wait in a buffer, so C_r
+  never sees pairs of a later resolution.
 
 With one rank (or without mpi4py) the root computes each task itself through the
 same scheduling code and the same tile function, on a thread beside its loop
@@ -31,14 +32,17 @@ import time
 
 import numpy as np
 
+from lrmpi import config
 from lrmpi.errors import CheckpointError
 from lrmpi.log import logger
 from lrmpi.numerics import bounds
-from lrmpi.numerics.layered import finish_last
+from lrmpi.numerics.buffers import release
 from lrmpi.numerics.schedule import levels
 from lrmpi.parallel import plan as plans
 from lrmpi.parallel.assembly import Assembly
+from lrmpi.parallel import stages
 from lrmpi.parallel.backoff import Backoff
+from lrmpi.parallel.collector import Collector
 from lrmpi.parallel.comm import rank_size, root_has_a_core
 from lrmpi.parallel.crt_stage import CrtStage
 from lrmpi.parallel.endpoints import Endpoints, MatmulRanks, ResultBuffers, ThreadEndpoint
@@ -76,20 +80,22 @@ class Root:
         if write == "ranks" and not written and writer is not None and workers:
             logger.info("lrmpi: a resumed job's results are written by the root")
         computes = (not workers or root_has_a_core(comm)) and not written
-        self.ea, self.eb = lm.encode()
-        logger.debug("lrmpi: encoded at %.3f s", self.elapsed())
-        m, k = self.ea.shape
-        tiling = default_tiling(m, self.eb.shape[0], len(workers) + (1 if computes else 0))
+        self.computes = computes
+        (m, k), n = lm.A.shape, lm.B.shape[1]
+        tiling = default_tiling(m, n, len(workers) + (1 if computes else 0))
+        # B whole (its column exponents need all of it), A by row block on a thread:
+        # the first tiles go out while the rest of A is encoded
+        with stages.STAGES.timed("encode"):
+            self.ea, self.eb = lm.encode_streamed(
+                [tiling.rows(rb) for rb in range(tiling.row_blocks)], stages.STAGES.timed)
+        stages.STAGES.mark("B encoded")
+        logger.debug("lrmpi: B encoded at %.3f s", self.elapsed())
         self.plan = plan = plans.Plan(lm.bits, lm.planes, k, tuple(lm.schedule), tiling,
                                       lm.moduli or 0, written)
         self.tiles = plan.tiles
         sdtype = [plan.layout(r)[1] for r in range(plan.nres)]
-        # resolution 1's bound now, while the workers wait anyway; each later one
-        # when its resolution finishes (all at once before the first dispatch cost
-        # 0.1 s at n = 4096; after it, beside busy workers, 0.8 s)
+        # each resolution's bound when it finishes (A's norms need all of A encoded)
         self.bounds = bounds.Bounds(self.ea, self.eb, plan.schedule)
-        self.bounds.prepare(0)
-        logger.debug("lrmpi: bounds at %.3f s", self.elapsed())
         self.assembly = Assembly(self.ea, self.eb, plan.schedule, sdtype,
                                  keep_sums=writer is not None)
         # the CRT resolution, if any, is resolution plan.layers (0-based): its tasks
@@ -101,7 +107,7 @@ class Root:
                                   progress=Progress(lm.planned, len(self.tiles)),
                                   figures=self.figures, shape=self.assembly.shape,
                                   ntiles=len(self.tiles), clock=self.elapsed,
-                                  decode_layers=self.decode_layers)
+                                  decoded=None if written else self.assembly.decoded)
         first = self._resume(resume) if resume is not None and resume.completed > 0 else 0
         if not written:  # with ranks writing, the workers hold the accumulators
             self.assembly.start(first)
@@ -112,12 +118,13 @@ class Root:
         self.bcast = plans.bcast_planes(plan.schedule[first:], tiling, len(workers))
         self.crt_bcast = plans.crt_bcast(plan.moduli, tiling, len(workers))
         held = plans.held_by_broadcast(Operand.B, self.bcast, tiling) | \
-            plans.held_by_broadcast(Operand.RB, self.crt_bcast, tiling)
+            plans.held_by_broadcast(Operand.BF, self.crt_bcast, tiling)
         # rank 0 is a worker too when it computes (its blocks are in its memory already)
         self.scheduler = Scheduler(self.tiles, plan.nres, ([0] if computes else []) + workers,
                                    plan.keys, first, plan.weights(), pinned=written,
                                    held=held, available=plan.layers if self.crt else None)
         self.crt_sent = False
+        self.b_bcasts = None  # broadcast requests of B's planes, to release them after
         if self.crt and first > 0:
             self.crt.start()
         self.blocks = RootBlocks(self.ea, self.eb, tiling, self.crt)
@@ -126,9 +133,14 @@ class Root:
             if workers else None
         self.endpoints = Endpoints(ThreadEndpoint(self.compute_local) if computes else None,
                                    self.ranks)
-        self.ranks_write = RanksWrite(self.tiles, self.ranks, self.record, self.advance) \
-            if written else None
-        self.early = {r: {} for r in range(first, plan.nres)}  # results of r > cur
+        self.ranks_write = RanksWrite(self.tiles, self.ranks, self.record) if written else None
+        # results are applied in order on the collector's thread (inline when the ranks
+        # write: applying them sends SEAL, which is this thread's); at most `backlog`
+        # wait there before the loop stops handing out tasks
+        self.collector = Collector(self._apply, threaded=not written)
+        self.backlog = max(2, 2 * len(workers))
+        self.early = {r: {} for r in range(first, plan.nres)}  # results not handed over
+        self.handed = {r: 0 for r in range(first, plan.nres)}  # ... and handed over
         if self.crt and first == plan.layers and resume is not None:
             self._resume_crt_tiles(resume)
 
@@ -170,9 +182,11 @@ class Root:
             return
         self.scheduler.preload(layers, [t.index for t in done])
         for t in done:
-            self._apply_crt(layers, t, C[t.r0:t.r1, t.c0:t.c1], None)
+            self._hand(layers, t, C[t.r0:t.r1, t.c0:t.c1], None)
         logger.info("lrmpi: resuming the CRT resolution with %d of %d tiles done",
                     len(done), len(self.tiles))
+        if self.handed[layers] == len(self.tiles):
+            self.advance(layers)
 
     @property
     def cur(self):
@@ -190,21 +204,25 @@ class Root:
     def compute_local(self, task, should_stop):
         """A task on the root's compute thread; None if `should_stop()` said so meanwhile."""
         body = self.buffers.get(task)
-        t0 = time.perf_counter()
-        value = compute_tile(self.plan, task.res, task.tile, self.blocks, body,
-                             self.assembly.scratch, should_stop, 0,
-                             self.crt.setup() if self.plan.is_crt(task.res) else None)
-        task.kernel_s = time.perf_counter() - t0
+        with stages.STAGES.timed("kernel") as kernel:
+            value = compute_tile(self.plan, task.res, task.tile, self.blocks, body,
+                                 self.assembly.scratch, should_stop, 0,
+                                 self.crt.work if self.plan.is_crt(task.res) else None)
+        task.kernel_s = kernel.cpu  # its thread's CPU, as a worker's
         return value
 
     # --- scheduling and results ---
     def dispatch(self):
-        """Give every worker with room up to DEPTH tasks; True if any was sent."""
+        """Give every worker with room up to DEPTH tasks; True if any was sent. None
+        while `backlog` results wait to be applied (memory: each holds its buffer)."""
         sent = False
+        if self.collector.pending > self.backlog:
+            return sent
         for w in self.scheduler.workers:
             while (task := self.scheduler.assign(w, time.perf_counter())) is not None:
                 self.figures.dispatched(task.res, task.started)
                 self.endpoints.send(task)
+                stages.STAGES.mark("first task sent")
                 sent = True
         return sent
 
@@ -213,14 +231,37 @@ class Root:
         self.figures.result(task.res, now, task.kernel_s)
         if not self.scheduler.complete(task, now):
             self.buffers.put(task.buf)  # the slower copy of a backed-up task
-        elif task.res > self.cur:
-            self.early[task.res][task.tile.index] = (value, task.buf)
-        else:
-            self._apply(task.res, task.tile, value, task.buf)
+            return
+        self.early[task.res][task.tile.index] = (value, task.buf)
+        self._hand_over()
+
+    def _hand_over(self):
+        """The current resolution's results to the collector (every one of r before
+        any of r + 1); once all its tiles are in, the scheduler moves on while they
+        are still being applied, and the next resolution's early results follow."""
+        while not self.scheduler.finished and self.early[self.cur]:
+            r = self.cur
+            early, self.early[r] = sorted(self.early[r].items()), {}
+            for t, (value, buf) in early:
+                self._hand(r, self.tiles[t], value, buf)
+            if self.handed[r] < len(self.tiles):
+                return
+            self.advance(r)
+
+    def _hand(self, r, tile, value, buf):
+        self.handed[r] += 1
+        self.collector.put(r, tile, value, buf)
+
+    def advance(self, r):
+        """Resolution r has every tile: on to the next."""
+        self.scheduler.advance()
+        if r == 0 and self.crt:  # resolution 1 is out: the residues, beside the layers
+            self.crt.start()
 
     def _apply(self, r, tile, value, buf):
-        """A result of the current resolution r: [(level, S)] of a layer, the tile of C
-        of the CRT resolution, or max |C tile| of a tile a worker wrote."""
+        """(On the collector's thread.) A result of resolution r, in order: [(level, S)]
+        of a layer, the tile of C of the CRT resolution, or max |C tile| of a tile a
+        worker wrote."""
         if self.ranks_write is not None:
             self.buffers.put(buf)
             return self.ranks_write.tile(r, tile, value)
@@ -230,20 +271,6 @@ class Root:
         done = self.assembly.add(r, tile, value, buf)
         if self.record.tile_in(r, tile, done, self.assembly.tile_of(r, tile)):
             self._finish(r)
-            self.advance(r)
-
-    def advance(self, r):
-        """Resolution r has every tile: on to the next, and its results that came early."""
-        self.scheduler.advance()
-        if r == 0 and self.crt:  # resolution 1 is out: the residues, beside the layers
-            self.crt.start()
-        nxt = r + 1
-        if nxt < self.plan.nres:
-            # results of r+1 that came early; applying them may finish r+1 too
-            # (and so on), which advances the scheduler inside this loop
-            early, self.early[nxt] = sorted(self.early[nxt].items()), {}
-            for t, (value, buf) in early:
-                self._apply(nxt, self.tiles[t], value, buf)
 
     def _finish(self, r):
         C, cmax = self.assembly.finish(r)
@@ -260,17 +287,6 @@ class Root:
         self.record.publish(meta, C, rewritten(C, redone), sums=sums, whole=C,
                             release=lambda: (self.assembly.release(None, bufs), keep()))
 
-    def decode_layers(self):
-        """(C, bound_abs, max |C|) of the last layered resolution of a resumed job, for
-        the CRT rule (crt_bound.finish): decoded again from the exact state after the
-        layers, the fallback applied again (the same bits as when it was finished)."""
-        C = np.empty(self.assembly.shape)
-        self.assembly.acc.decode(self.ea.exps, self.eb.exps, out=C)
-        cmax = list(self.record.cmax[:self.plan.layers])
-        _, babs = finish_last(self.lm, self.ea, self.eb, self.bounds, C, cmax,
-                              self.bounds.upto(cmax))
-        return C, float(babs), cmax[-1]
-
     def _apply_crt(self, r, tile, values, buf):
         """A tile of the CRT resolution: its C values, final (no accumulator); `buf`
         None for a tile from the resume data."""
@@ -282,18 +298,17 @@ class Root:
             meta, datasets = self.record.crt_meta(r, C, cmax)
             self.record.publish(meta, C, datasets, whole=C,
                                 release=lambda: self.assembly.release(C))
-            self.advance(r)
 
     def _crt_ready(self):
-        """Once the residues exist: tell the workers (CRT), broadcast B's, and let the
-        scheduler hand out the CRT resolution's tasks."""
+        """Once the scaling exists: tell the workers (CRT), broadcast B in float64 when
+        several need each block, and let the scheduler hand out the CRT tasks."""
         if not self.crt or self.crt_sent or not self.crt.ready():
             return
         self.crt_sent = True
         if self.ranks is not None:
             # whole: every column block
             self.ranks.crt(self.crt.setup(self.crt_bcast),
-                           [self.crt.ops.RB[l] for l in self.crt_bcast], self.plan.layers)
+                           [self.lm.B for _ in self.crt_bcast], self.plan.layers)
         self.scheduler.make_available(self.plan.nres)
 
     # --- the loop ---
@@ -308,17 +323,25 @@ class Root:
                 if reason:
                     return self.stop("deadline", reason)
                 self._crt_ready()
-                progressed = self.dispatch()
-                for task, value in self.endpoints.poll():
-                    self.on_result(task, value)
-                    progressed = True
+                with stages.STAGES.timed("send"):
+                    progressed = self.dispatch()
+                with stages.STAGES.timed("receive"):
+                    for task, value in self.endpoints.poll():
+                        self.on_result(task, value)
+                        progressed = True
+                self.collector.check()
+                if self.b_bcasts and all(r.Test() for r in self.b_bcasts):
+                    release(self.eb.digits)
+                    self.b_bcasts = None
+                    stages.STAGES.mark("B's planes released")
                 if self.ranks_write is not None:
                     progressed = self.ranks_write.poll() or progressed
                 self.endpoints.check(self.scheduler.watch, time.perf_counter(),
                                      self.worker_timeout, _task_of)
                 if self.writer is not None:
                     self.writer.check()  # e.g. the disk is full: fail now, not later
-                backoff.step(progressed)
+                with stages.STAGES.timed("idle"):
+                    backoff.step(progressed)
             return self.stop("complete")
         except BaseException as exc:
             self.fail(exc)
@@ -338,12 +361,17 @@ class Root:
         for r in range(self.cur, self.plan.layers):
             for _, q in self.plan.schedule[r]:
                 first_use.setdefault(q, r)
-        self.ranks.start(self.plan.job(self.bcast, write, exps),
-                         [(self.eb.digits[q - 1], first_use[q]) for q in self.bcast])
+        reqs = self.ranks.start(self.plan.job(self.bcast, write, exps),
+                                [(self.eb.digits[q - 1], first_use[q]) for q in self.bcast])
+        # every plane of B by broadcast and no compute of its own: once every worker has
+        # them, the root never reads B's planes again (64 MB at n = 4096, 1 GB at 16384)
+        if not self.computes and set(self.bcast) == set(first_use):
+            self.b_bcasts = reqs
 
     def stop(self, status, reason=""):
         """root_stop: record the status (after every resolution queued for the disk),
         stop the workers (design.md, "Deadlines and signals")."""
+        self.collector.drain()  # every result handed over is applied (and published)
         layers = self.plan.layers
         if self.crt and self.writer is not None and self.cur == layers \
                 and self.crt.done:  # the CRT resolution's finished tiles are resume data
@@ -351,9 +379,13 @@ class Root:
         if self.control is not None:
             self.control.mark(status, reason)
         self.endpoints.stop()
+        stages.write_stats(config.get().stats_file, self.ranks.reports if self.ranks else {},
+                           [self.figures.of(r) for r in range(self.plan.nres)])
+        self.collector.close()
         return status, reason
 
     def fail(self, exc):
+        self.collector.close()
         try:
             if self.control is not None:
                 self.control.mark("failed", f"{type(exc).__name__}: {exc}")

@@ -16,14 +16,15 @@ from lrmpi.parallel import faults
 from lrmpi.parallel.messages import Operand
 
 
-def compute_tile(plan, res, tile, blocks, body, scratch, should_stop, rank, crt_setup=None):
+def compute_tile(plan, res, tile, blocks, body, scratch, should_stop, rank, crt_work=None):
     """Task (res, tile) of `plan` into `body` (protocol.result_body of plan.layout(res)):
-    [(level, S)] of the layers, the tile of C (float64) of the CRT resolution; None if
-    `should_stop()` said so between chunks. `blocks[(operand, block, plane)]`: the
-    blocks plan.keys(res, tile) lists. `rank` names the rank for fault injection."""
+    [(level, S)] of the layers, the tile of C (float64) of the CRT resolution (with
+    `crt_work`, a CrtWork); None if `should_stop()` said so between chunks.
+    `blocks[(operand, block, plane)]`: the blocks plan.keys(res, tile) lists. `rank`
+    names the rank for fault injection."""
     faults.on_task(rank)
     if plan.is_crt(res):
-        return _crt_tile(blocks, tile, crt_setup, body[0], scratch, should_stop, rank)
+        return _crt_tile(blocks, tile, crt_work, body[0], scratch, should_stop, rank)
     return _level_sums(blocks, tile, plan.schedule[res], plan.bits, body, scratch,
                        should_stop, rank)
 
@@ -49,20 +50,48 @@ def _level_sums(blocks, tile, pairs, bits, body, scratch, should_stop, rank):
     return [(lv, body[i]) for i, lv in enumerate(levels(pairs))]  # body's order
 
 
-def _crt_tile(blocks, tile, setup, C, scratch, should_stop, rank):
-    pl = crt.plan(setup.moduli)
-    RA = [blocks[(Operand.RA, tile.rb, l)] for l in range(pl.count)]
+def _crt_tile(blocks, tile, work, C, scratch, should_stop, rank):
+    pl, setup = work.plan, work.setup
+    RB = work.columns(tile, blocks[(Operand.BF, tile.cb, 0)])
+    RA = work.rows(tile, blocks[(Operand.AF, tile.rb, 0)], scratch)
     ea = setup.ea[tile.r0:tile.r1]
     for c0, c1 in _chunks(tile.shape[1]):
         t0 = time.perf_counter()
-        RB = [blocks[(Operand.RB, tile.cb, l)][c0:c1] for l in range(pl.count)]
         S = scratch.get((pl.count, tile.shape[0], c1 - c0), np.int32)
-        crt.product_tile(pl, RA, RB, ea, setup.eb[tile.c0 + c0:tile.c0 + c1], C[:, c0:c1], S)
+        crt.product_tile(pl, RA, RB[:, c0:c1], ea, setup.eb[tile.c0 + c0:tile.c0 + c1],
+                         C[:, c0:c1], S)
         scratch.put(S)
         faults.after_task(rank, time.perf_counter() - t0)
         if should_stop():
+            scratch.put(RA)
             return None
+    scratch.put(RA)
     return C
+
+
+class CrtWork:
+    """The CRT resolution's tasks where they run (a worker, or the root's own compute):
+    the setup, and the residues taken there from float64 blocks (design.md, "CRT
+    resolution"): those of a column block of B once, kept (every tile of the block
+    multiplies them), those of a tile's rows of A per task."""
+
+    def __init__(self, setup):
+        self.setup, self.plan = setup, crt.plan(setup.moduli)
+        self.cols = {}   # column block -> (N, columns, k) int8
+
+    def columns(self, tile, BF):
+        """The residues of B's columns of `tile`'s block, BF (k, columns) float64."""
+        R = self.cols.get(tile.cb)
+        if R is None:
+            R = self.cols[tile.cb] = crt.unit_residues(BF, 0, self.setup.eb[tile.c0:tile.c1],
+                                                       self.plan)
+        return R
+
+    def rows(self, tile, AF, scratch):
+        """The residues of A's rows of `tile`, AF (rows, k) float64, into a buffer of
+        `scratch` (give it back)."""
+        R = scratch.get((self.plan.count, AF.shape[0], AF.shape[1]), np.int8)
+        return crt.unit_residues(AF, 1, self.setup.ea[tile.r0:tile.r1], self.plan, R)
 
 
 class HeldPlanes:
@@ -77,17 +106,19 @@ class HeldPlanes:
 
 class RootBlocks:
     """The root's blocks by (operand, block, plane): views of its encoded operands
-    (planes) and of the CRT residues (`crt`: a CrtStage, once they exist) — what
-    MPI endpoints send and the root's own compute reads."""
+    (planes) and of the operands themselves (`crt`: the CrtStage) — what MPI
+    endpoints send and the root's own compute reads."""
 
     def __init__(self, ea, eb, tiling, crt=None):
         self.ea, self.eb, self.tiling, self.crt = ea, eb, tiling, crt
 
     def __getitem__(self, key):
         op, block, plane = key
-        if op in (Operand.RA, Operand.RB):
-            return self.crt.block(op, block, plane)
+        if op in (Operand.AF, Operand.BF):
+            return self.crt.block(op, block)
         if op == Operand.A:
+            if hasattr(self.ea, "block"):  # planes.RowBlocks: encoded block by block
+                return self.ea.block(block)[plane - 1]
             r0, r1 = self.tiling.rows(block)
             return self.ea.digits[plane - 1, r0:r1]
         c0, c1 = self.tiling.cols(block)

@@ -10,20 +10,23 @@ arrived.
 
 A matmul worker receives the Job once, then WORK headers each followed by the plane
 blocks it does not hold yet; it computes the tile's exact level sums with the int8
-kernels (tilework.compute_tile), in column chunks, and sends them back.
+kernels (tilework.compute_tile), in column chunks, and sends them back without
+waiting (MPI_Isend): the root holds its next task queued, so the worker computes
+it while the result travels (design.md, "Wire format").
 """
-import time
-
 import numpy as np
 
 from lrmpi.errors import ProtocolError
-from lrmpi.numerics.buffers import ScratchPool
+from lrmpi.numerics.buffers import ScratchPool, big_empty
 from lrmpi.parallel import protocol
 from lrmpi.parallel.backoff import Backoff
 from lrmpi.parallel.comm import rank_size, waitall
 from lrmpi.parallel.plan import Plan
 from lrmpi.parallel.messages import CrtSetup, Job, Operand, Seal, Stop, Work
-from lrmpi.parallel.tilework import OwnedTiles, compute_tile
+from lrmpi.parallel.stages import STAGES
+from lrmpi.parallel.tilework import CrtWork, OwnedTiles, compute_tile
+
+SENDS = 2  # results in flight at most: the next waits for the oldest (double buffers)
 
 
 def serve(comm, handler):
@@ -39,7 +42,8 @@ def serve(comm, handler):
     sent, failed = 0, False
     while True:
         try:
-            msg = protocol.recv_from_root(comm, backoff)  # a bad one raises ProtocolError
+            with STAGES.timed("wait for work"):
+                msg = protocol.recv_from_root(comm, backoff)  # a bad one raises ProtocolError
             if isinstance(msg, Stop):
                 break
             sent += handler.handle(msg, failed)
@@ -48,7 +52,7 @@ def serve(comm, handler):
             protocol.send_error(comm, rank, size, exc)
     handler.stop()
     if handler.started or failed:  # the root waits for it (after a JOB it could not read too)
-        protocol.send_bye(comm, sent)
+        protocol.send_bye(comm, sent, STAGES.report())
     return 1 if failed else 0
 
 
@@ -65,9 +69,10 @@ class MatmulWorker:
     def __init__(self, comm, rank_files=None):
         self.comm, self.rank_files = comm, rank_files
         self.rank = rank_size(comm)[0]
-        self.plan = self.crt_setup = self.owned = None
+        self.plan = self.crt = self.owned = None
         self.blocks, self.bcasts = {}, {}
         self.scratch = ScratchPool()
+        self.sending = []  # (request, buffer) of results in flight, oldest first
 
     @property
     def started(self):
@@ -81,9 +86,9 @@ class MatmulWorker:
             return self._work(msg, failed)
         if isinstance(msg, Job):
             self._job(msg)
-        elif isinstance(msg, CrtSetup):  # the CRT resolution's setup, then its broadcasts
-            self.crt_setup = msg
-            self._post_bcasts(Operand.RB, msg.bcast)
+        elif isinstance(msg, CrtSetup):  # the CRT resolution's setup, then B by broadcast
+            self.crt = CrtWork(msg)
+            self._post_bcasts(Operand.BF, msg.bcast)
         elif isinstance(msg, Seal):  # resolution r is complete: commit this rank's file of it
             name, tiles = self.owned.files.seal(msg.res) if not failed else (None, [])
             protocol.send_sealed(self.comm, msg.res, name, tiles)
@@ -95,56 +100,76 @@ class MatmulWorker:
         if self.owned is not None:  # files never sealed: not results
             self.owned.files.abort()
         # every broadcast completes before BYE (the root posted them all), so a stop
-        # never leaves one half-done (design.md, "Plane distribution")
-        waitall(list(self.bcasts.values()))
+        # never leaves one half-done (design.md, "Plane distribution"); so does every
+        # result sent (BYE counts them, the root keeps their receives posted)
+        with STAGES.timed("send"):
+            waitall(list(self.bcasts.values()) + [req for req, _ in self.sending])
+        self.sending = []
 
     def _job(self, job):
         protocol.send_hello(self.comm)
         waitall(list(self.bcasts.values()))  # a previous job's (a stream)
-        self.plan, self.bcasts, self.crt_setup = Plan.of_job(job), {}, None
+        STAGES.reset()
+        self.plan, self.bcasts, self.crt = Plan.of_job(job), {}, None
         self.owned = OwnedTiles(self.plan, job.exps, self.rank_files(job.write, self.rank)) \
             if job.write else None
         self._post_bcasts(Operand.B, job.bcast)
 
     def _post_bcasts(self, op, numbers):
-        """Receive buffers for the broadcast planes `numbers` of op (B's planes or
-        residues), whole, posted in the root's order: every column block is a view
-        (blocks[(op, block, number)]); one request per plane (bcasts[(op, number)])."""
+        """Receive buffers for the broadcast planes `numbers` of op (B's planes, or B in
+        float64, (k, n)), whole, posted in the root's order: every column block is a
+        view (blocks[(op, block, number)]); one request per plane (bcasts[(op, number)])."""
         tiling = self.plan.tiling
         for q in numbers:
-            buf = np.empty((tiling.n, self.plan.k), np.int8)
+            if op == Operand.BF:
+                buf = big_empty((self.plan.k, tiling.n), np.float64)
+            else:
+                buf = big_empty((tiling.n, self.plan.k), np.int8)
             for cb in range(tiling.col_blocks):
                 c0, c1 = tiling.cols(cb)
-                self.blocks[(op, cb, q)] = buf[c0:c1]
+                self.blocks[(op, cb, q)] = buf[:, c0:c1] if op == Operand.BF else buf[c0:c1]
             self.bcasts[(op, q)] = protocol.post_bcast(self.comm, buf)
 
     def _work(self, work, failed):
         """A task: its plane blocks, then (unless failed or stopping) its result."""
-        for key in work.keys:
-            self.blocks[key] = protocol.recv_plane(
-                self.comm, np.empty(self.plan.block_shape(key[0], key[1]), np.int8))
+        with STAGES.timed("receive planes"):
+            for key in work.keys:
+                self.blocks[key] = protocol.recv_plane(
+                    self.comm, big_empty(self.plan.block_shape(key[0], key[1]),
+                                         self.plan.block_dtype(key[0])))
         if failed or self.should_stop():
             return 0  # stopping: the root does not need this result
         plan, res = self.plan, work.res
         tile = plan.tiles[work.tile]
-        for key in sorted(plan.needs_bcast(res) & self.bcasts.keys()):
-            self.bcasts.pop(key).Wait()  # the planes this task reads have arrived
+        with STAGES.timed("wait for broadcasts"):
+            for key in sorted(plan.needs_bcast(res) & self.bcasts.keys()):
+                self.bcasts.pop(key).Wait()  # the planes this task reads have arrived
         nlevels, dtype = plan.layout(res)
         buf, body = protocol.result_buffers(self.scratch, nlevels, tile.shape, dtype)
-        t0 = time.perf_counter()
-        value = compute_tile(plan, res, tile, self.blocks, body, self.scratch,
-                             self.should_stop, self.rank, self.crt_setup)
+        with STAGES.timed("kernel") as kernel:
+            value = compute_tile(plan, res, tile, self.blocks, body, self.scratch,
+                                 self.should_stop, self.rank, self.crt)
+        cpu = kernel.cpu  # the efficiency counts the kernel's CPU time, not wall time
         if value is None:
             self.scratch.put(buf)
             return 0
-        seconds = time.perf_counter() - t0
         if self.owned is not None:  # C to this rank's file; only its max travels
-            msg = protocol.pack_written(buf, work.task, self.owned.write(res, tile, value),
-                                        seconds)
+            with STAGES.timed("accumulate, decode, write"):
+                amax = self.owned.write(res, tile, value)
+            msg = protocol.pack_written(buf, work.task, amax, cpu)
         elif plan.is_crt(res):
-            msg = protocol.pack_tile(buf, work.task, value, seconds)
+            msg = protocol.pack_tile(buf, work.task, value, cpu)
         else:
-            msg = protocol.pack_sums(buf, work.task, value, seconds)
-        protocol.send_result(self.comm, msg)
-        self.scratch.put(buf)
+            msg = protocol.pack_sums(buf, work.task, value, cpu)
+        self._send(msg, buf)
         return 1
+
+    def _send(self, msg, buf):
+        """RESULT without waiting for it to arrive; buffers of finished sends return to
+        the pool, and at most SENDS are in flight (the oldest is waited for)."""
+        with STAGES.timed("send"):
+            while self.sending and (len(self.sending) >= SENDS or self.sending[0][0].Test()):
+                req, done = self.sending.pop(0)
+                req.Wait()
+                self.scratch.put(done)
+            self.sending.append((protocol.send_result(self.comm, msg), buf))

@@ -1,4 +1,5 @@
 """Every kernel variant against the reference and against exact Python integers."""
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -251,3 +252,96 @@ def test_encode_t_is_encode_of_the_transpose(isa, k, n, rng):
         np.testing.assert_allclose(l1, l12, rtol=1e-12)
     B[k // 2, n // 2] = np.nan
     assert kernels.colmax(B, isa=isa)[1]
+
+
+def _crt_reference(mods, coef, M, S, erow, ecol):
+    """The CRT reconstruction in Python integers: N = sum_l (S_l mod m_l) coef_l mod M,
+    symmetric, rounded once (float of a Python int is correctly rounded), scaled."""
+    out = np.empty(S.shape[1:])
+    for i in range(S.shape[1]):
+        for j in range(S.shape[2]):
+            N = sum((int(S[l, i, j]) % int(m)) * c for l, (m, c) in enumerate(zip(mods, coef))) % M
+            if N > M // 2:
+                N -= M
+            try:
+                out[i, j] = math.ldexp(float(N), -int(erow[i]) - int(ecol[j]))
+            except OverflowError:
+                out[i, j] = math.copysign(math.inf, N)
+    return out
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("count", [1, 2, 7, 15, 16])
+def test_crt_reconstruct_is_the_exact_integer_rounded_once(isa, count, rng):
+    """Every variant against Python integers: residues of any int32 sum (both signs,
+    the extremes), every number of moduli, rows and columns not a multiple of the
+    vector width, scalings into the subnormal and overflow ranges (the scalar path)."""
+    from lrmpi._ext import kernels as _k
+    from lrmpi.numerics import crt
+    pl = crt.plan(count)
+    mods, coefw, Mw = pl.constants
+    M = int(Mw[0]) | (int(Mw[1]) << 64)
+    coef = [int(coefw[2 * l]) | (int(coefw[2 * l + 1]) << 64) for l in range(count)]
+    m, n = 7, 19
+    S = rng.integers(-2**31, 2**31, size=(count, m, n), dtype=np.int64)
+    S[:, 0, :3] = [-2**31, 2**31 - 1, 0]
+    S[:, 1] = rng.integers(-300, 300, size=(count, n))   # small products: small N
+    S = S.astype(np.int32)
+    erow = rng.integers(-60, 60, m).astype(np.int32)
+    ecol = rng.integers(-60, 60, n).astype(np.int32)
+    erow[2], ecol[5], ecol[6] = 1040, 100, -1100           # subnormal and overflowing scales
+    want = _crt_reference(mods, coef, M, S, erow, ecol)
+    Y = np.full((m, n + 3), 7.0)                            # ldy > n: the padding stays
+    amax = _k.crt_reconstruct(mods, S, coefw, Mw, erow, ecol, Y[:, :n], isa=isa)
+    np.testing.assert_array_equal(Y[:, :n].view(np.int64), want.view(np.int64))
+    assert (Y[:, n:] == 7.0).all()
+    assert amax == np.abs(want).max()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_crt_reconstruct_rounds_ties_and_sticky_bits(isa):
+    """Integers chosen at the rounding boundary of a double (exact ties, ties with
+    one far-away bit set, above and below 2^64, both signs, +-(M-1)/2): the
+    residues S_l = N mod m_l reconstruct N exactly, and fl(N) must be the
+    correctly rounded value."""
+    from lrmpi._ext import kernels as _k
+    from lrmpi.numerics import crt
+    pl = crt.plan(16)
+    mods, coefw, Mw = pl.constants
+    M = int(Mw[0]) | (int(Mw[1]) << 64)
+    Ns = [2**53 + 1, 2**53 + 3, 2**64 + 2**11, 2**64 + 2**11 + 1, 2**64 + 2**12 + 2**11,
+          2**100 + 2**47, 2**100 + 2**47 + 1, 2**100 + 3 * 2**47, 2**123 + 2**70 + 1, M // 2, M // 2 - 1,
+          2**63 - 1, 2**63, 2**64 - 1, 1, 0]
+    Ns += [-x for x in Ns]
+    S = np.array([[[N % int(m) for N in Ns]] for m in mods], np.int32)
+    Y = np.empty((1, len(Ns)))
+    _k.crt_reconstruct(mods, S, coefw, Mw, np.zeros(1, np.int32), np.zeros(len(Ns), np.int32),
+                       Y, isa=isa)
+    assert Y[0].tolist() == [float(N) for N in Ns]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m, k", [(1, 1), (3, 5), (9, 64), (77, 130), (130, 77)])
+def test_crt_residues_of_rows_and_columns_match_python_integers(isa, m, k, rng):
+    """Residues of rows (A) and of columns (B, gathered) for every ISA: each is
+    trunc(x 2^e) mod m_l in the symmetric range, computed with Python integers;
+    l1 the exact sum of |trunc(x 2^e)|; rows scaled out of the normal range of
+    2^e take the portable path."""
+    from lrmpi._ext import kernels as _k
+    from lrmpi.numerics import crt
+    pl = crt.plan(15)
+    mods = pl.constants[0]
+    X = rng.standard_normal((m, k)) * np.exp(rng.uniform(-30, 30, (m, 1)))
+    X[0] *= 1e-300                                  # 2^e above 2^1023: scalar path
+    exps = crt.exponents(X, pl.T, 1)
+    for transpose, data in ((0, X), (1, np.ascontiguousarray(X.T))):
+        R = np.empty((15, m, k), np.int8)
+        l1 = np.empty(m, np.int64)
+        _k.crt_residues(data, transpose, exps, mods, R, l1, isa=isa)
+        for i in range(m):
+            ints = [math.trunc(math.ldexp(float(x), int(exps[i]))) for x in X[i]]
+            assert l1[i] == min(sum(abs(v) for v in ints), 2**63 - 1)
+            for l, mod in enumerate(mods):
+                mod = int(mod)
+                want = [((v + mod // 2) % mod) - mod // 2 for v in ints]
+                assert R[l, i].tolist() == want, (transpose, i, l)

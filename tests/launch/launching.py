@@ -34,9 +34,8 @@ def start(*args, n=None, env=None):
                             env={**os.environ, **(env or {})}, start_new_session=True)
 
 
-def wait_for_resolutions(path, count, proc, timeout=60):
-    """Poll the checkpoint until `count` resolutions are finished (listed, or counted
-    in `completed`: with --keep latest it lists only the last)."""
+def wait_for_file(path, proc, ready, what, timeout=60):
+    """Poll the checkpoint until `ready(h5py file)` is true."""
     import h5py
     limit = time.time() + timeout
     while time.time() < limit:
@@ -44,13 +43,20 @@ def wait_for_resolutions(path, count, proc, timeout=60):
             raise AssertionError(f"job ended early: {finish(proc, 5)}")
         try:
             with h5py.File(path, "r") as f:
-                done = max(len(f.get("resolutions", {})), int(f.attrs.get("completed", 0)))
-                if done >= count:
+                if ready(f):
                     return
         except (OSError, KeyError):
             pass
         time.sleep(0.05)
-    raise AssertionError(f"{path}: fewer than {count} resolutions after {timeout} s")
+    raise AssertionError(f"{path}: {what} after {timeout} s")
+
+
+def wait_for_resolutions(path, count, proc, timeout=60):
+    """Poll the checkpoint until `count` resolutions are finished (listed, or counted
+    in `completed`: with --keep latest it lists only the last)."""
+    wait_for_file(path, proc, lambda f: max(len(f.get("resolutions", {})),
+                                            int(f.attrs.get("completed", 0))) >= count,
+                  f"fewer than {count} resolutions", timeout)
 
 
 def since_start(out):

@@ -68,13 +68,20 @@ def test_bench_deadline_stream_under_mpiexec(tmp_path):
 
 
 def test_bench_matmul_crt_column(tmp_path):
+    """The issue's CRT figures: --keep latest (the replaced resolutions' summaries
+    hold times alone: printed as '-'), C written by the ranks, a --dir not made yet."""
     out = tmp_path / "m.json"
     p = run("bench", "matmul", "--shapes", "64x48x40", "--ranks", 2, "--repeats", 1,
-            "--planes", 2, "--final", "crt", "--phi", 2, "--json", out, timeout=300)
+            "--planes", 2, "--final", "crt", "--phi", 2, "--json", out, "--keep", "latest",
+            "--write", "ranks", "--dir", tmp_path / "disk" / "bench", timeout=300)
     assert p.returncode == 0, p.stderr
     row = json.loads(out.read_text())["results"][0]
-    last = row["resolutions"][-1]
+    *replaced, last = row["resolutions"]
     assert last["method"] == "crt" and last["products"] == 15
+    assert replaced and all("products" not in r for r in replaced)
+    assert all(r["computed_from_launch_s"] <= r["durable_from_launch_s"]
+               for r in row["resolutions"])
+    assert "accumulate, decode, write" in p.stdout and "peak RSS" in p.stdout
     # err is against numpy's own (inexact) product; err_hi against extended precision
     assert last["err_hi"] <= last["bound_rel"]
     assert last["err_hi"] <= max(4 * row["numpy_err_hi"], 1e-15)

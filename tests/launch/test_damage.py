@@ -71,8 +71,11 @@ def checkpoints(tmp_path_factory):
         if len(applied) == 2:
             os.kill(os.getpid(), signal.SIGUSR1)
     Root._apply_crt = stop_after_two
-    try:
-        part = run_matmul(A, B, str(d / "partial" / "c.h5"), planes=2, final="crt", moduli=5)
+    try:  # results are applied on the collector's thread: slow tasks, so that the stop
+        # lands before the last tile has arrived
+        with config.configure(test_slow_rank=0, test_slow_s=0.1):
+            part = run_matmul(A, B, str(d / "partial" / "c.h5"), planes=2, final="crt",
+                              moduli=5)
     finally:
         Root._apply_crt = real
     assert part.status == "deadline"

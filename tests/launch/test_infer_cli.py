@@ -129,3 +129,27 @@ def test_a_skl2onnx_classifier_with_its_default_zipmap_output(tmp_path):
     assert p.returncode == 0, p.stderr
     pred = Checkpoint(tmp_path / "o.h5").resolution(4)[1]["predicted"]
     assert np.mean(pred == clf.predict(X[1000:1200])) >= 0.99
+
+
+def test_model_output_chooses_among_several_outputs(tmp_path):
+    """D18: several float outputs end the job with one line naming the option;
+    --model-output NAME picks the scores."""
+    from onnx_graphs import model, node
+    rng = np.random.default_rng(0)
+    f = np.float32
+    path = model(tmp_path / "two.onnx",
+                 [node("Gemm", ["x", "W1"], "h", transB=1), node("Relu", ["h"], "hidden"),
+                  node("Gemm", ["hidden", "W2"], "logits", transB=1)],
+                 {"W1": rng.standard_normal((6, 4)).astype(f),
+                  "W2": rng.standard_normal((3, 6)).astype(f)}, (4,),
+                 outputs=("hidden", "logits"))
+    np.save(tmp_path / "x.npy", rng.standard_normal((2, 4)))
+    p = run("infer", path, tmp_path / "x.npy", "--planes", 1, n=1)
+    assert p.returncode == 1 and "choose the one holding the scores with --model-output NAME" \
+        in p.stderr
+    assert len([ln for ln in p.stderr.splitlines() if "error" in ln]) == 1, p.stderr
+    p = run("infer", path, tmp_path / "x.npy", "--planes", 1, "--model-output", "logits",
+            "-o", tmp_path / "o.h5", n=1)
+    assert p.returncode == 0, p.stderr
+    ck = Checkpoint(tmp_path / "o.h5")
+    assert ck.attrs["outputs"] == 3 and ck.attrs["model_output"] == "logits"

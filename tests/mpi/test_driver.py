@@ -87,9 +87,8 @@ def test_crt_final_resolution_identical_to_the_single_process_api(m, k, n, tmp_p
     np.testing.assert_array_equal(data["C"], ref[-1].C)
     assert attrs["method"] == ref[-1].method == "crt" and attrs["products"] == ref[-1].products
     if comm().Get_size() > 1 and m >= 300:  # several tiles each: the workers computed
-        # some, so their residue blocks left the root and their tiles of C came back
-        assert attrs["root_bytes_sent"] >= attrs["products"] * k
-        assert attrs["root_bytes_recv"] >= 8 * n
+        # some, so their rows of A left the root and their tiles of C came back
+        assert attrs["root_bytes_sent"] >= 15 * k and attrs["root_bytes_recv"] >= 8 * n
 
 
 # issue #24 D7, D8: a CRT resolution worse than the layers replaced them (bound 908 after
@@ -121,8 +120,12 @@ def test_the_crt_rules_hold_under_mpi_and_across_a_resume(case, write, tmp_path)
     def stop_after_layers(meta, C):
         if meta["index"] == len(ref) - 1:
             os.kill(os.getpid(), signal.SIGUSR1)
-    part = run_matmul(A if rank == 0 else None, B if rank == 0 else None, out2, **opts,
-                      on_resolution=stop_after_layers if rank == 0 else None)
+    # results are applied on the root's collector thread: every rank's tasks slow, and
+    # the CRT's handed out only once the layers' are in, so that the stop lands before
+    # the CRT resolution's last tile has arrived
+    with config.configure(test_slow_rank=rank, test_slow_s=0.2, lookahead=1):
+        part = run_matmul(A if rank == 0 else None, B if rank == 0 else None, out2, **opts,
+                          on_resolution=stop_after_layers if rank == 0 else None)
     done = run_matmul(A if rank == 0 else None, B if rank == 0 else None, out2, resume=True,
                       **opts)
     if rank != 0:

@@ -11,6 +11,7 @@ import os
 import h5py
 
 from lrmpi.jobs.checkpoint import checksum
+from lrmpi.jobs.checkpoint.direct import file_options
 
 HEADROOM = 64 << 10  # bytes beyond the data an HDF5 file may need (metadata: a few KB)
 
@@ -35,16 +36,19 @@ def check_space(path, nbytes):
 class AtomicH5:
     """An HDF5 file written under a temporary name and renamed into place on commit():
     `path` is old or new, never torn. `nbytes`: the data it will hold (checked
-    against the free space first). `.f` is the open h5py file."""
+    against the free space first). `.f` is the open h5py file; `aligned`: large
+    datasets start at a page boundary, for rows written around the page cache
+    (direct.py; `.direct`, a DirectRows of the file, is closed with it)."""
 
-    def __init__(self, path, fsync=True, nbytes=0):
+    def __init__(self, path, fsync=True, nbytes=0, aligned=False):
         check_space(path, nbytes)
         self.path, self.fsync = path, fsync
         self.tmp = f"{path}.tmp.{os.getpid()}"
         if os.path.isfile(self.tmp) and not os.path.islink(self.tmp):
             os.unlink(self.tmp)  # ours: left by a killed process that had this pid
         # "x": never opened through a link someone left under our temporary name
-        self.f = h5py.File(self.tmp, "x")
+        self.f = h5py.File(self.tmp, "x", **(file_options() if aligned else {}))
+        self.direct = None
 
     def sync_data(self):
         """Push what was written so far to the disk (while more is computed)."""
@@ -61,6 +65,7 @@ class AtomicH5:
                 for k, v in stamp().items():
                     self.f.attrs[k] = v
             checksum.seal(self.f)
+            self._close_direct()
             self.f.close()
             if self.fsync:
                 fsync_path(self.tmp)
@@ -71,18 +76,24 @@ class AtomicH5:
             self.abort()
             raise
 
+    def _close_direct(self):
+        if self.direct is not None:
+            self.direct.close()
+            self.direct = None
+
     def abort(self):
         try:
+            self._close_direct()
             self.f.close()
         finally:
             if os.path.isfile(self.tmp) and not os.path.islink(self.tmp):
                 os.unlink(self.tmp)
 
 
-def atomic_h5(path, fill, fsync=True, nbytes=0, stamp=None):
+def atomic_h5(path, fill, fsync=True, nbytes=0, stamp=None, aligned=False):
     """Write an HDF5 file through `fill(h5file)` so that `path` is old or new, never
     torn (see AtomicH5)."""
-    a = AtomicH5(path, fsync, nbytes)
+    a = AtomicH5(path, fsync, nbytes, aligned)
     try:
         fill(a.f)
     except BaseException:

@@ -9,17 +9,27 @@ from lrmpi.jobs.checkpoint import schema as S
 
 # --- matmul resume data: level sums, tile by tile ---
 
-def write_tile_sums(f, index, ts, job_id):
+def write_tile_sums(f, index, ts, job_id, rows=None):
     """Resolution `index`'s TileSums (numerics.accumulate) into an open file, with its
-    checksum (hashed tile by tile: the sums are never assembled in memory)."""
+    checksum (hashed tile by tile: the sums are never assembled in memory). `rows(f,
+    name, shape, dtype)`: makes the dataset as a direct.DirectRows (whole rows then
+    go around the page cache where they can)."""
     f.attrs[S.RESOLUTION] = index
     f.attrs[S.LEVELS] = ts.levels
     f.attrs[S.JOB_ID] = job_id
     shape = (len(ts.levels), *ts.shape)
-    d = f.create_dataset(S.SUMS, shape, dtype=ts.dtype)
-    for r0, c0, sums in ts.tiles:
-        for i, block in enumerate(sums):
-            d[i, r0:r0 + block.shape[0], c0:c0 + block.shape[1]] = block
+    direct = rows(f, S.SUMS, shape, ts.dtype) if rows is not None else None
+    d = direct.dataset if direct is not None else f.create_dataset(S.SUMS, shape, dtype=ts.dtype)
+    try:
+        for r0, c0, sums in ts.tiles:
+            for i, block in enumerate(sums):
+                if c0 == 0 and direct is not None and \
+                        direct.write_rows(i * shape[1] + r0, block):
+                    continue
+                d[i, r0:r0 + block.shape[0], c0:c0 + block.shape[1]] = block
+    finally:
+        if direct is not None:
+            direct.close()
     d.attrs[S.CHECKSUM] = checksum.tiled_digest(shape, ts.dtype, ts.tiles)
 
 

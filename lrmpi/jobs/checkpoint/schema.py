@@ -3,7 +3,7 @@
 Layout of a job written to OUT.h5::
 
     OUT.h5                         the job file, small, replaced atomically
-      attrs: format_version, kind, status, message, completed, planned, bits,
+      attrs: format_version, kind, status, message, phase, completed, planned, bits,
              planes, order, job_id, lrmpi_version, and the job's other parameters
       /resolutions                 attrs: durable_s, elapsed_s, cmax: one per resolution
                                    completed (also those keep="latest" no longer lists)
@@ -48,6 +48,16 @@ import numpy as np
 FORMAT_VERSION = 1
 KINDS = ("matmul", "infer")
 STATUSES = ("running", "complete", "deadline", "failed")
+# what the job was doing when its file was last written: preparing (reading and
+# preparing its inputs, e.g. a model's digit planes and norms: the job file exists
+# before any long preparation, so a stop then still leaves a status) or computing
+# (resolutions). Added after format version 1's first files: readers ignore
+# attributes they do not know, and a file without it reads as "computing".
+PHASE = "phase"
+PHASES = ("preparing", "computing")
+# an inference job's preparation, in seconds, once it is done: reading the model and
+# the data, then making the weights' digit planes and the bounds' norms
+PREPARED = ("read_s", "planes_s", "norms_s")
 
 RESOLUTIONS = "resolutions"
 SIDECAR_SUFFIX = ".d"

@@ -36,6 +36,7 @@ from lrmpi.errors import CheckpointError
 from lrmpi.jobs.checkpoint import checksum, owned, rank_files, resume_data
 from lrmpi.jobs.checkpoint import schema as S
 from lrmpi.jobs.checkpoint.atomic import AtomicH5, atomic_h5, fsync_path
+from lrmpi.jobs.checkpoint.direct import DirectRows
 from lrmpi.jobs.checkpoint.earlier import Earlier
 
 
@@ -214,12 +215,14 @@ class CheckpointWriter:
 
     def _begin(self, index, shape):
         path = S.res_file(self.path, self.job_id, index)
-        stream = AtomicH5(path, self.fsync, 8 * shape[0] * shape[1])
-        stream.f.create_dataset("C", shape, np.float64)
+        stream = AtomicH5(path, self.fsync, 8 * shape[0] * shape[1], aligned=True)
+        stream.direct = DirectRows(stream.f, "C", shape)
         self.streams[index] = stream
 
     def _tile(self, index, r0, c0, tile):
         stream = self.streams[index]
+        if c0 == 0 and stream.direct.write_rows(r0, tile):
+            return  # around the page cache: on its way to the disk already
         stream.f["C"][r0:r0 + tile.shape[0], c0:c0 + tile.shape[1]] = tile
         if self.fsync:  # start the disk now, not at the end: durable soon after the last tile
             fsync_path(stream.tmp)
@@ -239,8 +242,9 @@ class CheckpointWriter:
                                 whole=None):
         if sums is not None:  # before the resolution: a linked one can always resume
             atomic_h5(S.sums_file(self.path, self.job_id, index),
-                      lambda f: resume_data.write_tile_sums(f, index, sums, self.job_id), self.fsync,
-                      sums.nbytes)
+                      lambda f: resume_data.write_tile_sums(f, index, sums, self.job_id,
+                                                            DirectRows),
+                      self.fsync, sums.nbytes, aligned=True)
         if state is not None:
             state = state() if callable(state) else state
             atomic_h5(S.state_file(self.path, self.job_id, index),
@@ -370,6 +374,21 @@ class CheckpointWriter:
         """C of `shape` from the committed rank files `parts` (as add_resolution's),
         each of this job and checked."""
         return rank_files.read_tiles(self.path, self.job_id, parts, shape)
+
+    def set_phase(self, phase, attrs=None):
+        """Record what the job does now (schema PHASE), and `attrs` (e.g. how long the
+        preparation took), in the job file once what was queued before is written
+        (not waited for)."""
+        if phase not in S.PHASES:
+            raise ValueError(f"phase must be one of {S.PHASES}")
+        attrs = {k: S.attr(v) for k, v in (attrs or {}).items()}
+
+        def mark():
+            self.attrs[S.PHASE] = phase
+            self.attrs.update(attrs)
+            if self.published:
+                self._write_job()
+        self._submit(mark)
 
     def set_status(self, status, message=""):
         """Mark the job file (after everything queued before) and wait for the disk.

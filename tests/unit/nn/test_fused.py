@@ -50,7 +50,7 @@ def conv_chain(rng, act):
               ("conv", {"W": rng.standard_normal((7, 1, 3, 3)), "b": rng.standard_normal(7),
                         "pads": (1, 1, 1, 1), "group": 7, "strides": (2, 1)}),
               _act(*act, 7, rng, spatial=True), ("flatten", {})]
-    flat = int(np.prod(ops.shapes(G.sequential(layers, (3, 9, 8)))[f"t{len(layers) - 1}"]))
+    flat = int(np.prod(G.sequential(layers, (3, 9, 8)).shapes[f"t{len(layers) - 1}"]))
     layers.append(("linear", {"W": rng.standard_normal((4, flat)) / 8,
                               "b": rng.standard_normal(4)}))
     return G.sequential(layers, (3, 9, 8), head="softmax")
@@ -66,7 +66,7 @@ def pool_chain(rng, act):
                            "ceil_mode": 1, "dilations": (1, 2)}),
               ("conv", {"W": rng.standard_normal((6, 5, 2, 2)) / 2, "b": rng.standard_normal(6)}),
               ("maxpool", {"kernel": (2, 2), "strides": (1, 1)}), ("flatten", {})]
-    flat = int(np.prod(ops.shapes(G.sequential(layers, (2, 11, 9)))[f"t{len(layers) - 1}"]))
+    flat = int(np.prod(G.sequential(layers, (2, 11, 9)).shapes[f"t{len(layers) - 1}"]))
     layers.append(("linear", {"W": rng.standard_normal((3, flat)) / 4,
                               "b": rng.standard_normal(3)}))
     return G.sequential(layers, (2, 11, 9), head="softmax")

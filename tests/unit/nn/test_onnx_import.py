@@ -126,3 +126,50 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path):
     (tmp_path / "evil.onnx").write_bytes(proto.SerializeToString())
     with pytest.raises(InputError, match="outside the model's folder"):
         load_model(str(tmp_path / "evil.onnx"))
+
+
+def _classifier_end(tmp_path, kind, rng):
+    """Heads as zoo exporters write them: SqueezeNet's conv-relu-global pool-softmax
+    (opset 9: softmax flattens from axis 1), DenseNet's global pool then a 1 x 1
+    conv, a single-logit sigmoid; outputs of shape (N, K, 1, 1)."""
+    from onnx_graphs import model, node
+    f = np.float32
+    inits = {"W": rng.standard_normal((5, 3, 3, 3)).astype(f),
+             "W1": rng.standard_normal((4, 5, 1, 1)).astype(f),
+             "b1": rng.standard_normal(4).astype(f),
+             "Ws": rng.standard_normal((1, 5, 1, 1)).astype(f)}
+    conv = node("Conv", ["x", "W"], "c", pads=[1, 1, 1, 1])
+    nodes, opset = {
+        "squeezenet": ([conv, node("Conv", ["c", "W1", "b1"], "c1"), node("Relu", ["c1"], "r"),
+                        node("GlobalAveragePool", ["r"], "g"), node("Softmax", ["g"], "y", axis=1)],
+                       9),
+        "densenet": ([conv, node("Relu", ["c"], "r"), node("GlobalAveragePool", ["r"], "g"),
+                      node("Conv", ["g", "W1", "b1"], "y")], 13),
+        "sigmoid": ([conv, node("GlobalAveragePool", ["c"], "g"), node("Conv", ["g", "Ws"], "z"),
+                     node("Sigmoid", ["z"], "y")], 13),
+        "softmax-last-axis": ([conv, node("GlobalAveragePool", ["c"], "g"),
+                               node("Conv", ["g", "W1"], "z"), node("Softmax", ["z"], "y")], 13),
+    }[kind]
+    return model(tmp_path / f"{kind}.onnx", nodes, inits, (3, 6, 6), opset=opset)
+
+
+@pytest.mark.parametrize("kind, k, head, last", [("squeezenet", 4, "softmax", "globalavgpool"),
+                                                 ("densenet", 4, None, "linear"),
+                                                 ("sigmoid", 1, "sigmoid", "linear")])
+def test_outputs_of_shape_k_1_1_are_k_scores(tmp_path, rng, kind, k, head, last):
+    path = _classifier_end(tmp_path, kind, rng)
+    g = load_model(path)
+    assert (g.outputs, g.head, g.nodes[-1].op) == (k, head, last)
+    X = rng.standard_normal((7, 3, 6, 6))
+    want = _ort(path, X).reshape(7, k)
+    np.testing.assert_allclose(ops.scores(g, ops.forward(g, X)), want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_softmax_over_a_size_one_axis_is_refused(tmp_path, rng):
+    """opset 13's default axis -1 of (N, K, 1, 1) is a softmax over one value (all
+    ones), not over the classes."""
+    path = _classifier_end(tmp_path, "softmax-last-axis", rng)
+    with pytest.raises(InputError, match=r"Softmax over axis -1 of samples of shape "
+                                         r"\(4, 1, 1\) \(only over the classes\)"):
+        load_model(path)
+

@@ -14,7 +14,7 @@ def _rand(rng, *shape, scale=1.0):
 
 
 def _flat_size(layers, shape):
-    return int(np.prod(ops.shapes(G.sequential(layers, shape))[f"t{len(layers) - 1}"]))
+    return int(np.prod(G.sequential(layers, shape).shapes[f"t{len(layers) - 1}"]))
 
 
 def models(rng):

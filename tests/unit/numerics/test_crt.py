@@ -10,6 +10,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from lrmpi import config
 from lrmpi.errors import ConfigError
 from lrmpi.numerics import crt, crt_bound, kernels
 from lrmpi.numerics.layered import LayeredMatmul
@@ -56,6 +57,19 @@ def test_bit_exact_against_python_integers(count, phi):
     want = integer_reference(A, B, crt.residues(A, B, crt.plan(count)))
     np.testing.assert_array_equal(C, want)
     assert cmax == np.abs(C).max()
+
+
+def test_subnormal_rows_and_columns_scale_without_overflow():
+    """A row and a column of subnormal numbers: 2^-ea alone would overflow (ea <
+    -1023); the scaling is exact and the result the integer reference's."""
+    rng = np.random.default_rng(7)
+    A, B = hard_pair(rng, 9, 40, 7, 0.5)
+    A[5] = rng.standard_normal(40) * 1e-310
+    B[:, 3] = rng.standard_normal(40) * 1e-312
+    C, babs, _ = crt.crt_matmul(A, B, 13)
+    ops = crt.residues(A, B, crt.plan(13))
+    assert ops.l1a[5] > 0 and ops.l1b[3] > 0 and np.isfinite(babs)
+    np.testing.assert_array_equal(C, integer_reference(A, B, ops))
 
 
 @pytest.mark.parametrize("trial", range(6))
@@ -243,7 +257,10 @@ def test_a_stop_inside_the_crt_resolution_keeps_its_finished_tiles(tmp_path, mon
             os.kill(os.getpid(), signal.SIGUSR1)
     monkeypatch.setattr(Root, "_apply_crt", counting)
     out = str(tmp_path / "c.h5")
-    part = run_matmul(A, B, out, **opts)
+    # results are applied on the collector's thread: slow tasks, so that the stop
+    # lands before the last tile has arrived
+    with config.configure(test_slow_rank=0, test_slow_s=0.1):
+        part = run_matmul(A, B, out, **opts)
     assert part.status == "deadline" and part.completed == 3
     ck = Checkpoint(out)
     C_part, tiles = ck.partial(4, (600, 40))

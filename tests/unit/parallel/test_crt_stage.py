@@ -1,5 +1,6 @@
-"""The CRT resolution on the root, without MPI: residues on a thread, their blocks for
-the tasks, tiles in any order give the one-process CRT product bit for bit."""
+"""The CRT resolution on the root, without MPI: its scaling on a thread, the float64
+blocks of the tasks (their residues taken where the task runs), tiles in any order
+give the one-process CRT product bit for bit."""
 import time
 
 import numpy as np
@@ -25,21 +26,24 @@ def test_tiles_of_the_crt_resolution_give_the_crt_product(rng):
     stage = CrtStage(lm, tiling, BufferPool((70, 90), np.float64, 1))
     assert not stage.ready()
     stage.start()
-    while not stage.ready():  # the residues, on a thread
+    while not stage.ready():  # the scaling, on a thread
         time.sleep(0.001)
+    assert stage.ops.RA is None and stage.ops.RB is None  # no residues on the root
     blocks = RootBlocks(ea, eb, tiling, stage)
     res = plan.layers
-    for op, block, l in plan.keys(res, plan.tiles[4]):  # views of the residues
-        assert blocks[(op, block, l)].shape == plan.block_shape(op, block)
-        whole = stage.ops.RA if op == Operand.RA else stage.ops.RB
-        assert np.shares_memory(blocks[(op, block, l)], whole)
+    for op, block, l in plan.keys(res, plan.tiles[4]):  # A's rows (a view), B's columns
+        got = blocks[(op, block, l)]
+        assert got.shape == plan.block_shape(op, block) and got.dtype == plan.block_dtype(op)
+        t = plan.tiles[4]
+        np.testing.assert_array_equal(got, A[t.r0:t.r1] if op == Operand.AF else B[:, t.c0:t.c1])
+        assert op == Operand.BF or np.shares_memory(got, lm.A)
     tiles = list(plan.tiles)
     rng.shuffle(tiles)
     for i, tile in enumerate(tiles):
         nlevels, dtype = plan.layout(res)
         _, body = protocol.result_buffers(ScratchPool(), nlevels, tile.shape, dtype)
         values = compute_tile(plan, res, tile, blocks, body, ScratchPool(), lambda: False, 0,
-                              stage.setup())
+                              stage.work)
         assert stage.add(tile, values) == i + 1
         np.testing.assert_array_equal(stage.tile_of(tile), values)
     C, cmax = stage.finish()

@@ -36,12 +36,12 @@ class Record:
 
 def test_seal_when_complete_finish_when_all_sealed_in_order():
     tiles = Tiling(40, 10, 2, 1).tiles()
-    ranks, record, complete = Ranks(), Record(len(tiles)), []
-    rw = RanksWrite(tiles, ranks, record, complete.append)
+    ranks, record = Ranks(), Record(len(tiles))
+    rw = RanksWrite(tiles, ranks, record)
     rw.tile(0, tiles[1], 2.5)
-    assert ranks.sealed_sent == [] and complete == []
+    assert ranks.sealed_sent == []
     rw.tile(0, tiles[0], 4.0)
-    assert ranks.sealed_sent == [0] and complete == [0] and rw.pending
+    assert ranks.sealed_sent == [0] and rw.pending
     for t in tiles:
         rw.tile(1, t, 1.0)
     assert ranks.sealed_sent == [0, 1]

@@ -21,6 +21,7 @@ def test_results_in_reverse_order_give_the_same_resolutions(rng):
     dup = Task(len(tasks), 0, root.tiles[0], 0, [], 0.0)
     root.scheduler.outstanding[0].append(dup)
     root.on_result(dup, root.compute_local(dup, never))
+    root.collector.drain()  # results are applied on the collector's thread
     ref = list(LayeredMatmul(A, B, planes=3, order="pairwise"))
     assert root.cur == len(ref) and [m["index"] for m, _ in got] == [r.index for r in ref]
     for (meta, C), r in zip(got, ref):

@@ -1,0 +1,64 @@
+"""Rows of C written around the page cache read back through h5py exactly; what cannot
+go that way (unaligned rows, memory, widths) is refused, for h5py to write."""
+import os
+
+import h5py
+import numpy as np
+
+from lrmpi.jobs.checkpoint.direct import ALIGN, DirectRows, file_options
+from lrmpi.jobs.checkpoint import checksum
+from lrmpi.jobs.checkpoint.atomic import AtomicH5
+from lrmpi.numerics.buffers import BufferPool, aligned_empty
+
+
+def test_aligned_buffers_start_at_a_page():
+    for shape in [(1,), (3, 5), (512, 4096)]:
+        a = aligned_empty(shape, np.float64)
+        assert a.shape == shape and a.ctypes.data % ALIGN == 0 and a.flags.c_contiguous
+    assert BufferPool((64, 64), np.float64, 1).get().ctypes.data % ALIGN == 0
+
+
+def test_rows_written_directly_read_back(tmp_path, rng):
+    path = str(tmp_path / "c.h5")
+    C = aligned_empty((96, 512), np.float64)        # rows of 4 KiB
+    C[...] = rng.standard_normal(C.shape)
+    W = aligned_empty((40, 500), np.float64)        # rows of 4000 bytes
+    W[...] = rng.standard_normal(W.shape)
+    with h5py.File(path, "w", **file_options()) as f:
+        d = DirectRows(f, "C", C.shape)
+        w = DirectRows(f, "W", W.shape)
+        assert d.offset % ALIGN == 0 and w.offset % ALIGN == 0
+        direct = d.fd is not None  # False on a file system without O_DIRECT
+        assert d.write_rows(0, C[:32]) == direct
+        assert d.write_rows(32, C[32:64]) == direct
+        assert not d.write_rows(64, C[64:65, :256])   # not whole rows
+        odd = np.empty(C[64:96].nbytes + 8, np.uint8)[8:].view(np.float64).reshape(32, 512)
+        odd[...] = C[64:96]
+        assert not d.write_rows(64, odd)              # memory off the page
+        assert not w.write_rows(0, W[:8])             # 32000 bytes: not whole pages
+        assert not w.write_rows(1, W[1:2])            # an offset off the page
+        if not direct:
+            d.dataset[:64] = C[:64]
+        d.dataset[64:] = C[64:]
+        w.dataset[...] = W
+        d.close()
+        w.close()
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["C"][()], C)
+        np.testing.assert_array_equal(f["W"][()], W)
+
+
+def test_a_streamed_resolution_file_is_whole_after_commit(tmp_path, rng):
+    path = str(tmp_path / "res.h5")
+    C = BufferPool((128, 1024), np.float64, 1).get()
+    C[...] = rng.standard_normal(C.shape)
+    a = AtomicH5(path, fsync=True, nbytes=C.nbytes, aligned=True)
+    a.direct = DirectRows(a.f, "C", C.shape)
+    for r0 in range(0, 128, 32):
+        if not a.direct.write_rows(r0, C[r0:r0 + 32]):
+            a.f["C"][r0:r0 + 32] = C[r0:r0 + 32]
+    checksum.stamp(a.f["C"], C)
+    a.commit()
+    assert not os.path.exists(a.tmp)
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["C"][()], C)

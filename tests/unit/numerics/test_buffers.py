@@ -1,0 +1,46 @@
+"""numerics.buffers: memory given back while arrays stay valid."""
+import numpy as np
+
+from lrmpi.numerics.buffers import big_empty, drop_pages, release
+
+
+def _rss_kib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_release_returns_memory_and_reads_zeros():
+    a = big_empty((64, 1 << 20), np.int8)  # 64 MiB in a mapping of its own
+    a.fill(7)
+    before = _rss_kib()
+    release(a)
+    after = _rss_kib()
+    assert before - after >= 48 * 1024  # most of the 64 MiB left this process
+    assert a.shape == (64, 1 << 20) and not a[::7, ::4099].any()
+    a[3, 5] = 1  # still writable memory
+    assert a[3, 5] == 1
+
+
+def test_release_leaves_other_arrays_alone(tmp_path):
+    small = np.full(1000, 3, np.int16)  # numpy's own memory
+    release(small)
+    assert (small == 3).all()
+    path = tmp_path / "x.npy"
+    np.save(path, np.arange(1 << 20, dtype=np.float64))
+    mapped = np.load(path, mmap_mode="r")  # a file's pages: never dropped to zeros
+    release(mapped)
+    assert mapped[-1] == (1 << 20) - 1
+
+
+def test_drop_pages_keeps_mapped_values(tmp_path):
+    path = tmp_path / "x.npy"
+    X = np.arange(512 * 1024, dtype=np.float64).reshape(512, 1024)
+    np.save(path, X)
+    M = np.load(path, mmap_mode="r")
+    assert M.sum() == X.sum()
+    drop_pages(M, 0, 300)
+    drop_pages(M)
+    np.testing.assert_array_equal(M, X)
