@@ -259,8 +259,6 @@ def test_infer_stopped_then_resumed_at_other_rank_count(tmp_path, model, rng):
         assert np.array_equal(a[k]["scores"], b[k]["scores"]), k
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: infer with a past SLURM_JOB_END_TIME logs 'stopping at once' and "
-                   "then computes and writes resolution 1 (2.5 s later, exit 3); matmul stops at once, exit 4")
 def test_infer_slurm_end_time_past_exit_4(tmp_path, model, data):
     """infer inside a SLURM job whose end time has passed: exit 4 at -n 3 (with
     --deadline-ok too), the job file says deadline and lists nothing."""
