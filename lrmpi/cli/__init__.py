@@ -7,6 +7,7 @@ Errors lrmpi raises on purpose print one line and exit non-zero; --debug shows
 the traceback.
 """
 import argparse
+import os
 import signal
 import sys
 
@@ -174,6 +175,14 @@ class _TolerantStream:
 JOB_COMMANDS = ("matmul", "infer", "demo")
 
 
+def _or_null(stream):
+    """The stream, or /dev/null where the process started with that descriptor closed
+    (`>&-`, some daemons): Python then has no sys.stdout/sys.stderr, and the job must
+    run and exit as usual. Opening it also takes the lowest free descriptor (the closed
+    1 or 2), so no file the job opens later lands there."""
+    return stream if stream is not None else open(os.devnull, "w")
+
+
 def console():
     """Console-script entry point: exit with main()'s status; an unexpected
     exception on any rank ends the whole MPI job (as mpi4py.run does)."""
@@ -181,7 +190,8 @@ def console():
         if len(sys.argv) > 1 and sys.argv[1] in JOB_COMMANDS:
             # a closed stdout/stderr never ends a job: writes fail quietly instead
             signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-            sys.stdout, sys.stderr = _TolerantStream(sys.stdout), _TolerantStream(sys.stderr)
+            sys.stdout, sys.stderr = _TolerantStream(_or_null(sys.stdout)), \
+                _TolerantStream(_or_null(sys.stderr))
         else:  # `lrmpi inspect x.h5 | head` ends quietly, like Unix tools
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:

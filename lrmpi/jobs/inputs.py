@@ -88,6 +88,28 @@ def _load_h5(path, dataset, name):
                 raise InputError(f"{name}: {path}:{dataset} is a group, not a dataset")
             if len(ds.shape) == 2:
                 check_size(ds.shape, ds.dtype, name)
+            if ds.is_virtual:
+                _check_sources(ds, path, dataset, name)
             return ds[()]
     except H5_ERRORS as exc:
         raise InputError(f"{name}: {path}:{dataset}: cannot read ({exc})") from None
+
+
+def _check_sources(ds, path, dataset, name):
+    """A virtual dataset's every source file and dataset exist: HDF5 reads a missing
+    one as fill values, which would be multiplied as if they were the input."""
+    import h5py
+    for m in ds.virtual_sources():
+        if m.file_name == ".":
+            continue
+        src = m.file_name if os.path.isabs(m.file_name) else \
+            os.path.join(os.path.dirname(os.path.abspath(path)), m.file_name)
+        try:
+            with h5py.File(src, "r") as f:
+                ok = isinstance(f.get(m.dset_name), h5py.Dataset)
+        except OSError:
+            ok = False
+        if not ok:
+            raise InputError(f"{name}: {path}:{dataset} is a virtual dataset whose source "
+                             f"{m.file_name}:{m.dset_name} is missing (HDF5 would read fill "
+                             "values)")

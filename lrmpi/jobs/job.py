@@ -183,6 +183,9 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
             if out is not None and not str(out).strip():
                 raise ConfigError("-o/--output is empty: give a file name (or leave -o out "
                                   "to keep no results)")
+            if out is not None and not _utf8(out):
+                raise ConfigError(f"-o/--output {out!r} is not UTF-8 text: the job file links its "
+                                  "resolution files by name, which HDF5 stores as UTF-8")
             if out:
                 check_output(out, kind.inputs, opts.resume)
             deadline = Deadline.resolve(opts.deadline, opts.time_margin)
@@ -286,3 +289,12 @@ def _build(kind, control):
 def file_inputs(*specs):
     """The paths among `specs` (arrays are not files)."""
     return [s for s in specs if isinstance(s, (str, os.PathLike))]
+
+
+def _utf8(path):
+    """True if `path`'s bytes are UTF-8 (a name the job file's links can hold)."""
+    try:
+        os.fsencode(path).decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False

@@ -33,6 +33,7 @@ import time
 import numpy as np
 
 from lrmpi import config
+from lrmpi.errors import CheckpointError
 from lrmpi.log import logger
 from lrmpi.numerics import bounds
 from lrmpi.numerics.buffers import release
@@ -153,6 +154,8 @@ class Root:
         def sums_of(i):
             if ckpt.has_sums(i):
                 return ckpt.sums(i, shape, levels(schedule[i - 1]))
+            if i != 1:  # never another resolution's C in its place (output.existing checks)
+                raise CheckpointError(f"{ckpt.path}: the resume data of resolution {i} is missing")
             # resolution 1 was its own resume data (decoded exactly from its sums)
             return self.assembly.sums_from_c(ckpt.resolution(1)[1]["C"])
         self.assembly.resume(c, sums_of)

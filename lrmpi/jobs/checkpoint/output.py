@@ -126,6 +126,14 @@ def existing(out, *, resume, overwrite):
     if resume and ck.completed > 0:
         try:
             ck.verify()
+            gone = ck.missing_sums()
+            if gone is not None and not ck.linked:
+                raise CheckpointError(f"{path} is one packed file (`lrmpi pack`): it keeps the "
+                                      "results, not the resume data; resume the checkpoint it "
+                                      "was packed from")
+            if gone is not None:
+                raise CheckpointError(f"{path}: the resume data of resolution {gone} "
+                                      f"(sums{S.res_name(gone)}.h5) is missing from {ck.folder}")
         except CheckpointError as exc:
             raise CheckpointError(f"cannot resume: {exc} -- to start over, run with "
                                   "--overwrite (it writes the new job beside these files and "

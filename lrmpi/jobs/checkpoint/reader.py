@@ -124,6 +124,10 @@ class Checkpoint:
             except S.H5_ERRORS as exc:
                 raise CheckpointError(f"{self.path}: resolution {index} is unreadable ({exc})") \
                     from None
+        got = attrs.get("index")
+        if got is not None and got != index:  # checksums cannot see a file swapped for another
+            raise CheckpointError(f"{self.path}: the file of resolution {index} holds resolution "
+                                  f"{got} (resolution files swapped or renamed)")
         if index <= len(self.durable):
             attrs[S.DURABLE] = self.durable[index - 1]
         return attrs, data
@@ -189,6 +193,15 @@ class Checkpoint:
                     f"beside these files and deletes none of them)")
 
     # --- resume data ---
+    def missing_sums(self):
+        """The first resolution of a stopped matmul job whose level sums (resume data) are
+        missing, or None. Resolution 1's may be its own C; every later one added sums the
+        resume must add again (without them the accumulator would be wrong)."""
+        if self.attrs.get("kind") != "matmul" or not self.job_id or \
+                self.completed >= int(self.attrs.get("planned") or 0):
+            return None
+        return next((i for i in range(2, self.completed + 1) if not self.has_sums(i)), None)
+
     def has_sums(self, index):
         return bool(self.job_id) and (
             os.path.exists(os.path.join(self.folder, f"sums{S.res_name(index)}.h5"))
