@@ -1,5 +1,6 @@
 """`lrmpi jobscript`: a ready SLURM script for an lrmpi job, printed on stdout."""
 import os
+import re
 import shlex
 import sys
 
@@ -64,6 +65,9 @@ def jobscript(argv):
         if not opt.startswith("--") or not _one_word(opt):
             raise errors.ConfigError(f"--sbatch {opt!r}: expected one option such as "
                                      f"--partition=long")
+    if not _SLURM_TIME.fullmatch(a.time):
+        raise errors.ConfigError(f"--time {a.time!r}: expected SLURM's MINUTES, M:S, H:M:S, "
+                                 f"D-H, D-H:M or D-H:M:S")
     for flag, value in (("--time", a.time), ("--job-name", a.job_name)):
         if value is not None and not _one_word(value):
             raise errors.ConfigError(f"{flag} {value!r}: expected one word")
@@ -86,6 +90,7 @@ def _job(command_name, argv):
     p = jobs.matmul_parser() if command_name == "matmul" else jobs.infer_parser()
     ns = p.parse_args(argv)
     jobs.job_options(ns)  # the same checks as the job's own start
+    _in_range(ns)
     if command_name == "matmul":
         jobs.numeric_options(ns)
         inputs = [ns.A, ns.B]
@@ -95,6 +100,22 @@ def _job(command_name, argv):
     if not ns.output:
         raise errors.ConfigError("-o OUT is needed: the job's checkpoint, also its result")
     return inputs, ns.output, _options(p, ns)
+
+
+def _in_range(ns):
+    """What the job would refuse at its start, refused now: not after the queue's wait."""
+    from lrmpi.jobs import deadline
+    from lrmpi.numerics import crt, validate
+    validate.bits(ns.bits)
+    validate.planes(ns.planes)
+    if getattr(ns, "moduli", None) is not None:
+        crt.plan(ns.moduli)
+    if ns.deadline is not None:
+        deadline.parse(ns.deadline)
+
+
+# SLURM's --time: minutes, M:S, H:M:S, D-H, D-H:M, D-H:M:S, or no limit
+_SLURM_TIME = re.compile(r"\d+|\d+:\d+(:\d+)?|\d+-\d+(:\d+){0,2}|unlimited|infinite", re.I)
 
 
 def _options(p, ns):

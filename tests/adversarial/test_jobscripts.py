@@ -216,9 +216,7 @@ def test_jobscript_bad_arguments(tmp_path, args):
     assert not r.stdout.startswith("#!")
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: lrmpi jobscript prints a script (exit 0) for job options out of "
-                   "range (--planes 99, --deadline 0, --moduli 40) and for --time -5; the job fails only once it "
-                   "runs (after its wait in the queue)")
+# found by the adversarial pass: printed (exit 0), failing only after the queue's wait
 @pytest.mark.parametrize("args", [["--planes", "99"], ["--final", "crt", "--moduli", "40"],
                                   ["--deadline", "0"], ["--time", "-5"]])
 def test_jobscript_values_out_of_range(tmp_path, args):

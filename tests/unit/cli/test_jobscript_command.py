@@ -204,10 +204,12 @@ def test_hostile_words_stay_data(tmp_path, capsys, monkeypatch):
     are quoted, the header comment escapes them."""
     monkeypatch.chdir(tmp_path)
     evil = "a\ntouch pwned #'$(touch pwned2)'.npy"
-    text = printed(capsys, "matmul", evil, "B.npy", "-o", "c.h5", "--deadline", "1h\n;touch x")
+    # (an option of free text: --deadline and the numbers are range-checked at print time)
+    text = printed(capsys, "infer", evil, "D.npy", "-o", "c.h5", "--model-output",
+                   "y\n;touch x")
     got = knobs(text)
     assert got["INPUTS"][0] == str(tmp_path / evil)
-    assert got["OPTIONS"] == ["--deadline", "1h\n;touch x"]
+    assert got["OPTIONS"] == ["--model-output", "y\n;touch x"]
     header = text.splitlines()[1]
     assert header.startswith("# written by lrmpi") and "\\n" in header
     # the script up to its first command, run by bash: nothing of the words was executed
