@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import (assert_ok, assert_one_error, exact_product, load, max_err, run, save)
+from adversary import (assert_ok, assert_one_error, exact_product, load, max_err, run, save)
 
 
 def product_ok(tmp_path, a, b, A, B, planes="3", n=None):

@@ -5,7 +5,7 @@ import time
 import h5py
 import numpy as np
 
-from conftest import (assert_ok, assert_one_error, attrs_of, digest, kill_group, load, mlp_onnx,
+from adversary import (assert_ok, assert_one_error, attrs_of, digest, kill_group, load, mlp_onnx,
                       run, save, snapshot, start, wait_for)
 
 

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import (PY, assert_ok, assert_one_error, error_lines, mlp_onnx, run, save)
+from adversary import (PY, assert_ok, assert_one_error, error_lines, mlp_onnx, run, save)
 
 
 def test_no_command_and_unknown_command(tmp_path):
@@ -145,7 +145,7 @@ def test_closed_stdout_job_completes_exit_0(tmp_path, ops):
         r = subprocess.run([PY, "-m", "lrmpi", "matmul", a, b, "-o", str(out), "--planes", "1"],
                            stdin=subprocess.DEVNULL, stderr=e, timeout=60,
                            preexec_fn=lambda: os.close(1))
-    from conftest import attrs_of
+    from adversary import attrs_of
     assert attrs_of(out)["status"] == "complete"
     assert r.returncode == 0 and "Traceback" not in err.read_text(), err.read_text()
 
@@ -154,7 +154,7 @@ def test_closed_stdout_and_stderr(tmp_path, ops):
     a, b, _, _ = ops
     out = tmp_path / "C.h5"
     r = _closed((1, 2), "matmul", a, b, "-o", out, "--planes", "1")
-    from conftest import attrs_of
+    from adversary import attrs_of
     assert attrs_of(out)["status"] == "complete" and r.returncode == 0
     r = _closed((1, 2), "matmul", a, tmp_path / "nope.npy")
     assert r.returncode == 1
@@ -163,7 +163,7 @@ def test_closed_stdout_and_stderr(tmp_path, ops):
 def test_inspect_while_running_says_running(tmp_path, ops):
     """inspect of a checkpoint being written: exit 0, status running, no error line."""
     import signal
-    from conftest import kill_group, start, wait_for
+    from adversary import kill_group, start, wait_for
     a, b, _, _ = ops
     out = tmp_path / "C.h5"
     p = start("matmul", a, b, "-o", out, "--planes", "3", n=2,
@@ -185,7 +185,7 @@ def test_inspect_while_running_says_running(tmp_path, ops):
 def test_resume_of_a_packed_stopped_job(tmp_path, ops):
     """A stopped job packed into one file, then `--resume -o ONE.h5`: continues to the
     uninterrupted result, or one line that does not call the intact pack damaged."""
-    from conftest import load, stop_after
+    from adversary import load, stop_after
     a, b, _, _ = ops
     ref = tmp_path / "ref.h5"
     assert_ok(run("matmul", a, b, "-o", ref, "--planes", "3"))

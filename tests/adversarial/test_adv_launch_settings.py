@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import assert_ok, assert_one_error, attrs_of, kill_group, load, run, start
+from adversary import assert_ok, assert_one_error, attrs_of, kill_group, load, run, start
 
 
 @pytest.mark.parametrize("var,value", [
@@ -129,7 +129,7 @@ def test_sigterm_before_first_resolution_exit_4(tmp_path, ops):
     30 s sleep; seen in /proc as a process asleep, using no CPU): exit 4, status deadline,
     every rank gone within 2 s of the signal (+ slack for the shared machine)."""
     import uuid
-    from conftest import rank_pid, wait_asleep
+    from adversary import rank_pid, wait_asleep
     a, b, _, _ = ops
     out = tmp_path / "C.h5"
     mark = uuid.uuid4().hex

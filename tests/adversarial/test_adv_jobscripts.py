@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import (PY, assert_ok, assert_one_error, attrs_of, load, mlp_onnx,
+from adversary import (PY, assert_ok, assert_one_error, attrs_of, load, mlp_onnx,
                       mpiexec, run, save)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

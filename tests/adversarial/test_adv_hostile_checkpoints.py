@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import (PY, assert_ok, assert_one_error, load, run, snapshot, stop_after, swap)
+from adversary import (PY, assert_ok, assert_one_error, load, run, snapshot, stop_after, swap)
 
 
 def _job(out):

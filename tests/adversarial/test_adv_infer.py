@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import (assert_ok, assert_one_error, attrs_of, mlp_onnx, run, save,
+from adversary import (assert_ok, assert_one_error, attrs_of, mlp_onnx, run, save,
                       snapshot)
 
 
@@ -243,7 +243,7 @@ def test_softmax_head_predictions(tmp_path, rng):
 
 def test_infer_stopped_then_resumed_at_other_rank_count(tmp_path, model, rng):
     """SIGTERM after resolution 1 at -n 2, --resume at -n 3: bit-identical to -n 1."""
-    from conftest import stop_after
+    from adversary import stop_after
     X = rng.standard_normal((12, 16)).astype(np.float32)
     d = save(tmp_path / "d.npy", X)
     ref = tmp_path / "ref.h5"
