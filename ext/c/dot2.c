@@ -43,10 +43,15 @@ void lrmpi_dot2_ref(int64_t count, int64_t k, const double *A, int64_t lda, cons
 {
     for (int64_t t = 0; t < count; t++) {
         const double *a = A + rows[t] * lda, *b = B + cols[t];
-        const double sa = ldexp(1.0, -erow[rows[t]]), sb = ldexp(1.0, -ecol[cols[t]]);
+        /* each scale as two powers of two: 2^-e alone overflows for a subnormal row
+         * or column (e down to -1073); every intermediate lies between the value and
+         * its scaled one, so the two steps round as the one would */
+        const int ea = -erow[rows[t]], eb = -ecol[cols[t]];
+        const double sa1 = ldexp(1.0, ea / 2), sa2 = ldexp(1.0, ea - ea / 2);
+        const double sb1 = ldexp(1.0, eb / 2), sb2 = ldexp(1.0, eb - eb / 2);
         double sum = 0.0, comp = 0.0, mag = 0.0;
         for (int64_t l = 0; l < k; l++) {
-            const double x = a[l] * sa, z = b[l * ldb] * sb;
+            const double x = a[l] * sa1 * sa2, z = b[l * ldb] * sb1 * sb2;
             double p, q, e;
             two_product(x, z, &p, &q);
             two_sum(sum, p, &sum, &e);
