@@ -2,7 +2,6 @@
 level sums (tile by tile, never assembled), an inference job's engine state. Their names
 are schema.py's; every dataset carries its checksum (checksum.py)."""
 import os
-import re
 
 import numpy as np
 
@@ -15,7 +14,7 @@ def remove_all(folder, last, protect):
     and so do the rank files of every resolution but the last (its C)."""
     keep = S.rank_name_re(last)
     for name in os.listdir(folder):
-        if re.fullmatch(r"(?:sums|state|partial)\d{3}\.h5", name) or (
+        if S.RESUME_FILE_RE.fullmatch(name) or (
                 S.OWN_FILE_RE.fullmatch(name) and name.startswith("rank")
                 and not keep.fullmatch(name)):
             owned.remove(folder, name, protect)

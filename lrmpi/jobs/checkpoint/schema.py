@@ -82,6 +82,8 @@ CHECKSUMS_FROM = "checksums_from"
 # job folder the only ones it reads; a job id is 16 hex digits (writer.new_job_id)
 JOB_ID_RE = re.compile(r"[0-9a-f]{16}")
 OWN_FILE_RE = re.compile(r"(?:res|sums|state|partial)\d{3}\.h5|rank\d{4}-res\d{3}\.h5")
+RESUME_FILE_RE = re.compile(r"(?:sums|state|partial)\d{3}\.h5")  # resume data only
+STATE_FILE_RE = re.compile(r"state\d{3}\.h5")                      # infer engine states
 TMP_SUFFIX_RE = re.compile(r"\.tmp\.\d+")  # NAME.tmp.PID: a file being written
 
 # results written by the ranks

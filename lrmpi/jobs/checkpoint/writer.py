@@ -23,7 +23,6 @@ import errno
 import math
 import os
 import queue
-import re
 import threading
 import time
 import uuid
@@ -279,7 +278,7 @@ class CheckpointWriter:
             self._write_job()
         current = f"state{S.res_name(index)}.h5"
         for name in os.listdir(self.folder):
-            if re.fullmatch(r"state\d{3}\.h5", name) and name != current:
+            if S.STATE_FILE_RE.fullmatch(name) and name != current:
                 owned.remove(self.folder, name, self.protect)
         # a partial resolution's tiles are in the resolution now
         owned.remove(self.folder, f"partial{S.res_name(index)}.h5", self.protect)
