@@ -7,13 +7,19 @@ from lrmpi import config
 _count = 0
 
 
-def on_task(rank):
-    """Called by a rank before each task: sleep, hang or raise as configured."""
+def on_task(rank, should_stop=None):
+    """Called by a rank before each task: sleep, hang or raise as configured. True if
+    `should_stop()` said so during the sleep of a slow rank: a long task, like a real
+    one between its chunks, then stops instead of holding up the job's stop."""
     global _count
     _count += 1
     c = config.get()
     if c.test_slow_rank == rank and c.test_slow_s > 0:
-        time.sleep(c.test_slow_s)
+        end = time.monotonic() + c.test_slow_s
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
+            if should_stop is not None and should_stop():
+                return True
     if c.test_hang_rank == rank and _count >= c.test_fail_after:
         time.sleep(3600)
     if c.test_fail_rank == rank and _count >= c.test_fail_after:

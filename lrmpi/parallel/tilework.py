@@ -22,7 +22,8 @@ def compute_tile(plan, res, tile, blocks, body, scratch, should_stop, rank, crt_
     `crt_work`, a CrtWork); None if `should_stop()` said so between chunks.
     `blocks[(operand, block, plane)]`: the blocks plan.keys(res, tile) lists. `rank`
     names the rank for fault injection."""
-    faults.on_task(rank)
+    if faults.on_task(rank, should_stop):
+        return None
     if plan.is_crt(res):
         return _crt_tile(blocks, tile, crt_work, body[0], scratch, should_stop, rank)
     return _level_sums(blocks, tile, plan.schedule[res], plan.bits, body, scratch,
