@@ -226,3 +226,43 @@ def test_crt_wide_range_rows_and_zero_row(tmp_path, rng, opts):
         assert all(y[1] <= x[1] for x, y in zip(bs, bs[1:])), bs
         for i, babs, _, _ in bs:
             assert max_err(Cs[f"{i:03d}"], exact) <= babs, (moduli, i)
+
+
+@pytest.mark.parametrize("final", [None, "crt"])
+def test_rank_files_of_a_resolution_never_listed_do_not_block_a_resume(tmp_path, ops, final):
+    """A stop that lands after some ranks sealed resolution k + 1 but before the last
+    answered leaves their rank files beside a job file listing k (CI saw it at 3 ranks: a
+    CRT job's resume refused, "the rank files do not cover C"). Planted here, those of a
+    larger run among them: the resume at -n 2 completes bit-identical to an uninterrupted
+    run, and the files of resolutions never listed are gone."""
+    import shutil
+
+    a, b, _, _ = ops
+    crt = ["--final", "crt", "--moduli", "3"] if final else []
+    ref = tmp_path / "ref.h5"
+    assert_ok(run("matmul", a, b, "-o", ref, "--planes", "3", *crt))
+    out = str(tmp_path / "C.h5")
+    rc, err = stop_after_first(out, "matmul", a, b, "-o", out, "--planes", "3", "--write",
+                               "ranks", *crt, n=3, env={"LRMPI_MIN_TILE_ROWS": "8"})
+    assert rc == 3, err
+    with h5py.File(out, "r") as f:
+        done, planned, job = int(f.attrs["completed"]), int(f.attrs["planned"]), f.attrs["job_id"]
+    assert done < planned
+    folder = os.path.join(out + ".d", job)
+    first = sorted(n for n in os.listdir(folder) if n.startswith("rank") and n.endswith(
+        f"-res{done:03d}.h5"))
+    assert first, os.listdir(folder)
+    # sealed rank files of the next resolution: one of these ranks, one of a 5-rank run;
+    # and those of the CRT resolution (C tiles, no level sums)
+    planted = [f"rank0001-res{done + 1:03d}.h5", f"rank0004-res{done + 1:03d}.h5",
+               f"rank0002-res{planned:03d}.h5"]
+    for name in planted:
+        shutil.copyfile(os.path.join(folder, first[0]), os.path.join(folder, name))
+    assert_ok(run("inspect", out))  # it reads and checks every file
+    assert_ok(run("matmul", a, b, "-o", out, "--planes", "3", *crt, "--resume", n=2))
+    ra, rb = all_C(ref), all_C(out)
+    assert ra.keys() == rb.keys()
+    for k in ra:
+        assert np.array_equal(ra[k], rb[k]), k
+    left = set(os.listdir(folder))
+    assert "rank0004-res%03d.h5" % (done + 1) not in left, left

@@ -191,16 +191,22 @@ def stale_job_file_tmp(out):
             pass
 
 
-def sweep(out, job_id):
-    """What killed earlier runs of this job left: temporary files in its own folder
-    and OUT.h5.tmp.PID of dead processes. Nothing else (other folders in OUT.h5.d may
-    be another job's data). Call under the output's lock."""
+def sweep(out, job_id, completed=None):
+    """What killed or stopped earlier runs of this job left: temporary files in its own
+    folder, OUT.h5.tmp.PID of dead processes and, given the resolutions the job file
+    lists (`completed`), the files of later ones that never were (rank files sealed
+    when a stop came before the last rank's: a resume writes them again, maybe with
+    other ranks, and the reader lists rank files by name). Nothing else (other folders
+    in OUT.h5.d may be another job's data). Call under the output's lock."""
     stale_job_file_tmp(out)
     folder = _folder_or_none(out, job_id)
     if folder is None:
         return
     for name in os.listdir(folder):
         if own_name(name) and _untmp(name) != name:
+            remove(folder, name)
+        elif completed is not None and (m := S.UNLISTED_RE.fullmatch(name)) \
+                and int(m.group(1)) > completed:
             remove(folder, name)
 
 

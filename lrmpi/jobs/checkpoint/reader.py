@@ -299,7 +299,9 @@ class Checkpoint:
         kind = self.attrs.get("kind")
         shape = (int(self.attrs.get("m", 0)), int(self.attrs.get("n", 0)))
         for i in range(1, self.completed + 2):
-            if kind == "matmul" and self.has_sums(i):
+            # the level sums of listed resolutions only: the files of the one after
+            # (rank files sealed before a stop, say) are not resume data (sweep removes them)
+            if kind == "matmul" and i <= self.completed and self.has_sums(i):
                 self.sums(i, shape)
             if kind == "matmul":
                 self.partial(i, shape)
