@@ -59,6 +59,7 @@ class Request:
 class Comm:
     def __init__(self, world, rank):
         self.world, self.rank = world, rank
+        self.recvs = []  # posted nonblocking receives not yet matched, in posting order
 
     def Get_rank(self):
         return self.rank
@@ -140,20 +141,38 @@ class Comm:
     def Recv(self, buf, source, tag):
         self._copy(self._take(source, tag), buf)
 
-    def Irecv(self, buf, source, tag):
+    def _posted(self, source, tag, deliver):
+        """A nonblocking receive. MPI matches messages to receives in the order they
+        were posted, not tested: testing one of two receives from one source first must
+        not let it take the message the earlier one is owed (one thread's Test between
+        a worker's two sends did, here, before)."""
+        req = Request(self.world, None)
+        req.done, req.key, req.deliver = False, (source, tag), deliver
+
         def test():
-            message = self._take(source, tag, block=False)
-            if message is None:
-                return False, None
-            self._copy(message, buf)
-            return True, None
-        return Request(self.world, test)
+            with self.world.cond:
+                for r in list(self.recvs):
+                    if r.done or r.key != req.key:
+                        continue
+                    message = self._take(source, tag, block=False)
+                    if message is None:
+                        break
+                    r.done, r.value = True, r.deliver(message)
+                    self.recvs.remove(r)
+                    if r is req:
+                        break
+                self.recvs = [r for r in self.recvs if not r.done]
+            return req.done, req.value
+        req._test = test
+        with self.world.cond:
+            self.recvs.append(req)
+        return req
+
+    def Irecv(self, buf, source, tag):
+        return self._posted(source, tag, lambda message: self._copy(message, buf))
 
     def irecv(self, source, tag):
-        def test():
-            message = self._take(source, tag, block=False)
-            return (False, None) if message is None else (True, pickle.loads(message[2]))
-        return Request(self.world, test)
+        return self._posted(source, tag, lambda message: pickle.loads(message[2]))
 
     # --- broadcasts from rank 0, matched by the order they are posted ---
     def Ibcast(self, buf, root=0):
