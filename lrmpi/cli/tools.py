@@ -92,28 +92,27 @@ def inspect(argv):
     ck = Checkpoint(a.path, safe=True)
     at = ck.attrs
     if a.status:
-        print(at.get("status"))
+        print(ck.status)
         return EXIT_OK
     phase = f" ({at['phase']})" if at.get("phase") == "preparing" else ""
-    print(f"{a.path}: {at.get('kind')} status={at.get('status')}{phase} "
-          f"completed={at.get('completed')}"
-          f"/{at.get('planned')} bits={at.get('bits')} planes={at.get('planes')} "
+    print(f"{a.path}: {ck.kind} status={ck.status}{phase} completed={ck.completed}"
+          f"/{ck.planned} bits={at.get('bits')} planes={at.get('planes')} "
           f"order={at.get('order')} lrmpi {at.get('lrmpi_version')}")
-    if at.get("kind") == "infer":
+    if ck.kind == "infer":
         print(f"{at.get('n_samples')} samples, adaptive={bool(at.get('adaptive'))}, "
               f"model {at.get('model')}, {at.get('ranks')} rank(s)")
-    if at.get("kind") == "matmul":
+    if ck.kind == "matmul":
         print(f"shape {at.get('m')}x{at.get('k')} @ {at.get('k')}x{at.get('n')}, "
               f"{at.get('ranks')} rank(s)")
     if at.get("message"):
         print(f"message: {at['message']}")
     from lrmpi.jobs.checkpoint.output import writer_alive
-    if at.get("status") == "running" and not writer_alive(a.path):
+    if ck.status == "running" and not writer_alive(a.path):
         print("note: no job is writing it now: the job was killed (or lost its launcher) "
               "before it could record how it ended; --resume continues it")
     rows = [ck.resolution(i, datasets=False)[0] for i in ck.resolution_indices()]
     checks = ck.verify()  # every file read and checked: damage is an error here
-    cols = (INFER_COLUMNS if at.get("kind") == "infer" else MATMUL_COLUMNS) + \
+    cols = (INFER_COLUMNS if ck.kind == "infer" else MATMUL_COLUMNS) + \
         [("checksum", "check", "{:>9}")]
     print(" ".join(h.rjust(_width(f)) for h, _, f in cols))
     for i, r in zip(ck.resolution_indices(), rows):
@@ -127,7 +126,7 @@ def inspect(argv):
         print(f"note: {_sidecar_name(a.path)} also holds {', '.join(others)}: not this "
               "checkpoint's files (lrmpi never deletes them)")
     if png:
-        _plot(png, a.path, rows, at.get("kind"))
+        _plot(png, a.path, rows, ck.kind)
     return EXIT_OK
 
 

@@ -145,7 +145,7 @@ class Control:
 def resumable(ckpt, kind, attrs, matched):
     """`ckpt` if a job of `kind` with `attrs` may continue it, else CheckpointError."""
     out = ckpt.path
-    if ckpt.attrs.get("kind") != kind:
+    if ckpt.kind != kind:
         raise CheckpointError(f"{out} is a {ckpt.attrs.get('kind')!r} checkpoint, not {kind}")
     if not ckpt.job_id:
         raise CheckpointError(f"cannot resume from {out}: written by an earlier lrmpi "
@@ -210,12 +210,12 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
             if ckpt is not None and opts.keep not in (None, keep):
                 raise ConfigError(f"--keep {opts.keep}: {out} keeps {keep} resolution files; a "
                                   "resumed job keeps what it began with (leave --keep out)")
-            if ckpt is not None and ckpt.attrs.get("status") == "complete":
+            if ckpt is not None and ckpt.status == "complete":
                 logger.info("lrmpi: %s is already complete (%d resolutions); nothing to do",
                             out, ckpt.completed)
                 kind.release()
                 lock.release()
-                return Outcome("complete", ckpt.completed, int(ckpt.attrs.get("planned", 0)),
+                return Outcome("complete", ckpt.completed, ckpt.planned,
                                "already complete", on_disk=True)
             attrs["started_at"] = time.time() - (time.perf_counter() - start)  # epoch s
             attrs[schema.PHASE] = "preparing"

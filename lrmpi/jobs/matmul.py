@@ -136,7 +136,7 @@ def load_result(path, index=None):
     index = index or ckpt.completed
     if index < 1:
         raise CheckpointError(f"{path} holds no completed resolution yet")
-    if ckpt.attrs.get("kind") != "matmul":
+    if ckpt.kind != "matmul":
         raise CheckpointError(f"{path} is an {ckpt.attrs.get('kind')} checkpoint: load_result "
                               "reads a matmul's C (`lrmpi inspect` shows it; its resolutions "
                               "hold scores, predicted, bound)")

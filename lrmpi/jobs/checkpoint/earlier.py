@@ -34,9 +34,9 @@ class Earlier:
         """True if the earlier result is of the inputs of a job of `kind` with `attrs`
         (their fingerprint resolved: on the writer thread)."""
         e = self.ckpt.attrs
-        fp = attrs.get("fingerprint")
-        return e.get("kind") == kind and fp is not None and not callable(fp) \
-            and e.get("fingerprint") == fp
+        fp = attrs.get(S.FINGERPRINT)
+        return e.get(S.KIND) == kind and fp is not None and not callable(fp) \
+            and e.get(S.FINGERPRINT) == fp
 
     def beaten_by(self, kind, attrs, res_attrs):
         """A resolution (`res_attrs`) of the job may replace the earlier result."""

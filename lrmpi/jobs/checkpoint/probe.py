@@ -32,7 +32,7 @@ def visit(f):  # every object reached by hard links (external links are not foll
 path, folder_of_job = sys.argv[1], sys.argv[2] == "1"
 with h5py.File(path, "r") as f:
     visit(f)
-    job = f.attrs.get("job_id")
+    job = f.attrs.get(sys.argv[5])
 if folder_of_job and isinstance(job, (str, bytes)):
     job = job.decode() if isinstance(job, bytes) else job
     folder = os.path.join(os.path.abspath(path) + ".d", job)
@@ -50,7 +50,7 @@ def probe(path, what="checkpoint", folder=False):
     process; CheckpointError if that crashes or hangs the HDF5 library."""
     try:
         p = subprocess.run([sys.executable, "-c", _PROBE, str(path), "1" if folder else "0",
-                            S.JOB_ID_RE.pattern, S.OWN_FILE_RE.pattern],
+                            S.JOB_ID_RE.pattern, S.OWN_FILE_RE.pattern, S.JOB_ID],
                            capture_output=True, timeout=config.get().probe_timeout_s,
                            check=False)
     except subprocess.TimeoutExpired:
@@ -66,7 +66,7 @@ def is_lrmpi_file(path):
     try:
         probe(path, "file")
         with h5py.File(path, "r") as f:
-            return (S.py(f.attrs.get("format_version")) == S.FORMAT_VERSION
-                    and S.py(f.attrs.get("kind")) in S.KINDS)
+            return (S.py(f.attrs.get(S.VERSION_ATTR)) == S.FORMAT_VERSION
+                    and S.py(f.attrs.get(S.KIND)) in S.KINDS)
     except (CheckpointError, *S.H5_ERRORS):
         return False

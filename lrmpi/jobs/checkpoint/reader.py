@@ -49,18 +49,18 @@ class Checkpoint:
             raise
         except S.H5_ERRORS as exc:
             raise CheckpointError(f"{path} is not a readable lrmpi checkpoint ({exc})") from None
-        version = self.attrs.get("format_version")
+        version = self.attrs.get(S.VERSION_ATTR)
         if version != S.FORMAT_VERSION:
             raise CheckpointError(f"{path}: checkpoint format_version {version!r} is not "
                                   f"supported (this lrmpi reads {S.FORMAT_VERSION})")
         # a tampered file must not reach the resume logic with nonsense values
         a = self.attrs
-        c = a.get("completed")
+        c = a.get(S.COMPLETED)
         listed = [int(n) for n in self.names if n.isdigit() and len(n) == 3]
         want = ([c] if c else []) if a.get(S.KEEP_ATTR) == "latest" else \
             list(range(1, (c if isinstance(c, int) else 0) + 1))
         cf = a.get(S.CHECKSUMS_FROM, None)
-        if a.get("kind") not in S.KINDS or a.get("status") not in S.STATUSES or \
+        if a.get(S.KIND) not in S.KINDS or a.get(S.STATUS) not in S.STATUSES or \
                 not isinstance(c, int) or len(listed) != len(self.names) or listed != want \
                 or (self.checked and not (isinstance(cf, int) and cf >= 1)):
             raise CheckpointError(f"{path} is not a consistent lrmpi checkpoint (kind, status, "
@@ -77,7 +77,19 @@ class Checkpoint:
 
     @property
     def completed(self):
-        return int(self.attrs["completed"])
+        return int(self.attrs[S.COMPLETED])
+
+    @property
+    def planned(self):
+        return int(self.attrs.get(S.PLANNED) or 0)
+
+    @property
+    def kind(self):
+        return self.attrs.get(S.KIND)
+
+    @property
+    def status(self):
+        return self.attrs.get(S.STATUS)
 
     @property
     def folder(self):
@@ -124,7 +136,7 @@ class Checkpoint:
             except S.H5_ERRORS as exc:
                 raise CheckpointError(f"{self.path}: resolution {index} is unreadable ({exc})") \
                     from None
-        got = attrs.get("index")
+        got = attrs.get(S.INDEX)
         if got is not None and got != index:  # checksums cannot see a file swapped for another
             raise CheckpointError(f"{self.path}: the file of resolution {index} holds resolution "
                                   f"{got} (resolution files swapped or renamed)")
@@ -169,7 +181,7 @@ class Checkpoint:
         figures the job file keeps for every resolution."""
         if index in self.resolution_indices():
             return self.resolution(index, datasets=False)[0]
-        out = {"index": index}
+        out = {S.INDEX: index}
         for k, v in self.history.items():
             if index <= len(v):
                 out[k] = v[index - 1]
@@ -197,8 +209,7 @@ class Checkpoint:
         """The first resolution of a stopped matmul job whose level sums (resume data) are
         missing, or None. Resolution 1's may be its own C; every later one added sums the
         resume must add again (without them the accumulator would be wrong)."""
-        if self.attrs.get("kind") != "matmul" or not self.job_id or \
-                self.completed >= int(self.attrs.get("planned") or 0):
+        if self.kind != "matmul" or not self.job_id or self.completed >= self.planned:
             return None
         return next((i for i in range(2, self.completed + 1) if not self.has_sums(i)), None)
 
@@ -296,7 +307,7 @@ class Checkpoint:
             out[i] = "verified" if i >= self.checksums_from else "unchecked"
         if not self.job_id or self.folder is None or not os.path.isdir(self.folder):
             return out
-        kind = self.attrs.get("kind")
+        kind = self.kind
         shape = (int(self.attrs.get("m", 0)), int(self.attrs.get("n", 0)))
         for i in range(1, self.completed + 2):
             # the level sums of listed resolutions only: the files of the one after

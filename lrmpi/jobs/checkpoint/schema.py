@@ -46,6 +46,15 @@ import re
 import numpy as np
 
 FORMAT_VERSION = 1
+# the job file's own attributes (the job's parameters beside them are its kind's)
+VERSION_ATTR = "format_version"
+KIND = "kind"
+STATUS = "status"
+MESSAGE = "message"
+COMPLETED = "completed"  # the last resolution listed (0: none yet)
+PLANNED = "planned"      # resolutions the job plans
+INDEX = "index"          # a resolution file's own number
+FINGERPRINT = "fingerprint"  # of the inputs: a resume or replace is of the same ones
 KINDS = ("matmul", "infer")
 STATUSES = ("running", "complete", "deadline", "failed")
 # what the job was doing when its file was last written: preparing (reading and

@@ -170,11 +170,11 @@ class CheckpointWriter:
         listed = completed[-1:] if self.keep == "latest" else completed
 
         def fill(f):
-            f.attrs["format_version"] = S.FORMAT_VERSION
-            f.attrs["kind"] = self.kind
-            f.attrs["status"] = status
-            f.attrs["completed"] = completed[-1] if completed else 0
-            f.attrs["message"] = message
+            f.attrs[S.VERSION_ATTR] = S.FORMAT_VERSION
+            f.attrs[S.KIND] = self.kind
+            f.attrs[S.STATUS] = status
+            f.attrs[S.COMPLETED] = completed[-1] if completed else 0
+            f.attrs[S.MESSAGE] = message
             f.attrs[S.JOB_ID] = self.job_id
             f.attrs[S.CHECKSUMS_FROM] = self.checksums_from
             for k, v in self.attrs.items():
