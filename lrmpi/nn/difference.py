@@ -37,6 +37,7 @@ import time
 import numpy as np
 
 from lrmpi.nn import ops
+from lrmpi.nn.graph import LINEAR_OPS
 from lrmpi.nn.estimate import ops_product
 from lrmpi.nn.lipschitz import lipschitz
 from lrmpi.nn.operators import MOVEMENT
@@ -47,6 +48,7 @@ ROUNDED = ("leakyrelu", "prelu", "affine")      # one rounding per element
 POOLS = ("avgpool", "globalavgpool")            # a sum of K terms and a division
 MOVES = ("pad",) + MOVEMENT                      # data movement: D moves with x (L = 1,
 # or lipschitz.py's sqrt(repeats) of a gather that takes an entry more than once)
+ARRAYS = frozenset(("h", "C", "z", "y"))        # the hook's arrays (nn-interface)
 
 
 class DiffTracker:
@@ -70,8 +72,29 @@ class DiffTracker:
             for t in nd.inputs:
                 self.last[t] = i
         self.index = {nd.output: i for i, nd in enumerate(graph.nodes)}
+        out = next((nd for nd in graph.nodes if nd.output == graph.output), None)
+        logits = frozenset(("C", "z")) if out is not None and out.op == "linear" else \
+            frozenset()
+        # what the hook reads (nn-interface: the fused pass materialises only these
+        # float64 arrays; None comes for the others): the cheap bound reads shapes and
+        # carried norms, and the logits' C and z; the difference bound reads a linear
+        # node's h and z (C only at the logits), every other node's arguments and result
+        at_out = {nd.output: logits if nd is out else frozenset() for nd in graph.nodes}
+        self._wants = {nd.output: at_out[nd.output] if self.fast else
+                       (frozenset(("h", "z")) | at_out[nd.output] if nd.op in LINEAR_OPS
+                        else ARRAYS) for nd in graph.nodes}
+
+    def wants(self, node):
+        return self._wants.get(node.output, ARRAYS)
 
     # --- bookkeeping ---
+    def _numel(self, t):
+        """Entries of tensor t per sample (its shape, not its values: the fast mode)."""
+        return math.prod(self.graph.shapes[t])
+
+    def _shape(self, t):
+        return (self.n,) + tuple(self.graph.shapes[t])
+
     def _norm(self, t):
         """||D[t]||, computed once."""
         if t not in self.N:
@@ -199,7 +222,7 @@ class DiffTracker:
     def _linear_fast(self, node, nn_, h, e, C, z, beta, S, g, rootP):
         """Mode 0 without reading h or z: |h_i| < 2^e and |dh_i| < 2^(e - bits r) per
         sample, ||C|| <= ||Q_r(W)|| ||Q_r(h)||, ||Q_r(W)|| <= S + dS_r."""
-        root = math.sqrt(h[0].size) * UP
+        root = math.sqrt(self._numel(node.inputs[0])) * UP
         nh = np.ldexp(root, e)
         ndh = np.ldexp(root, e - self.bits * self.r)
         dSr, drr = nn_.residual(self.r, self.level)
@@ -281,22 +304,22 @@ class DiffTracker:
                               M=np.sqrt(sum(m * m for m in Ms)) * (1 + 4 * 2.0**-53))
         M, bx = Ms[0], Bs[0]
         if op in MOVES:   # a pad adds its constant entries to x's norm
-            extra, L = 0.0, lipschitz(node, args[0].shape)[0]
+            extra, L = 0.0, lipschitz(node, self._shape(ins[0]))[0]
             if op == "pad":
                 extra = abs(float(p.get("value", 0.0))) * math.sqrt(
-                    max(0, y[0].size - args[0][0].size)) * UP
+                    max(0, self._numel(node.output) - self._numel(ins[0]))) * UP
             return self._done(node, None, _sum({"carried": L * bx}), M=L * M + extra)
         if op not in EXACT + ROUNDED + POOLS:
             raise ValueError(f"no difference bound for {op}")
-        L, K = lipschitz(node, args[0].shape)
+        L, K = lipschitz(node, self._shape(ins[0]))
         terms = {"carried": L * bx}
         if op in ("relu", "maxpool"):
             My = L * M
         elif op == "clip":   # |clip(x)| <= max(|x|, lo if lo > 0, -hi if hi < 0)
             c = max(p.get("lo", 0.0), -p.get("hi", 0.0), 0.0)
-            My = M + c * math.sqrt(y[0].size) * UP
+            My = M + c * math.sqrt(self._numel(node.output)) * UP
         elif op in ROUNDED:
-            My = (1 + U1) * (L * M + _offset_norm(node, args[0]))
+            My = (1 + U1) * (L * M + _offset_norm(node, self._shape(ins[0])))
             terms["op_rounding"] = U1 * (2 + U1) * My + U1 * L * bx
         else:                # pooling
             terms["op_rounding"] = gamma(K + 1) * L * (M * (2 + U1) + bx)
@@ -347,13 +370,14 @@ def _sum(terms):
     return total
 
 
-def _offset_norm(node, x):
-    """||c|| broadcast over one sample of x, for an affine add/sub/rsub (else 0)."""
+def _offset_norm(node, shape):
+    """||c|| broadcast over one sample of an x of `shape`, for an affine add/sub/rsub
+    (else 0)."""
     p = node.params
     if node.op != "affine" or p["fn"] not in ("add", "sub", "rsub"):
         return 0.0
     c = np.asarray(p["c"], np.float64)
-    c = np.broadcast_to(c, np.broadcast_shapes(c.shape, x[:1].shape))
+    c = np.broadcast_to(c, np.broadcast_shapes(c.shape, (1,) + tuple(shape[1:])))
     return math.sqrt(float(np.sum(c * c)) * (1 + 2 * gamma(c.size + 2))) * UP
 
 

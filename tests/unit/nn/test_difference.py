@@ -176,3 +176,33 @@ def test_the_one_plane_dense_product_is_the_general_paths_bit_for_bit():
     x = rng.standard_normal((5, 300)) * np.exp(rng.uniform(-30, 30, (5, 1)))
     x[2] = 0.0
     np.testing.assert_array_equal(ops_product(node, x, w, 1, 7), linear_at(node, x, w, 1, 7)[1])
+
+
+@pytest.mark.parametrize("name, graph, X", GRAPHS, ids=[g[0] for g in GRAPHS])
+def test_the_fused_pass_gives_the_reference_passs_radius_reading_only_what_it_wants(
+        name, graph, X, references):
+    """The tracker says what it reads (`wants`): the fused pass then materialises only
+    those arrays (the cheap bound: none but the logits' C and z) and the radius is the
+    reference pass's bit for bit, in every mode."""
+    from lrmpi.nn.difference import DiffTracker
+    model = references[name][0]
+    b = model.norms
+    for r in (1, 2, 3):
+        for mode, level in ((0, "cheap"), (0, "tight"), (1, "tight"), ("f64", "tight")):
+            _, want = bounded(model, X, r, mode, level)
+            tr = DiffTracker(graph, b.norms, lambda n: b.estimates[n.output], r, model.bits,
+                             len(X), {n.output: mode for n in graph.linear}, level)
+            seen = []
+            linear = tr.linear
+
+            def record(node, h, e, C, z, **kw):
+                if model.fused.nodes[node.output].takes(r, model.bits):  # else float64 anyway
+                    seen.append((node.output, h is None, C is None))
+                return linear(node, h, e, C, z, **kw)
+            tr.linear = record
+            model.fused.forward(X, r, tr)
+            np.testing.assert_array_equal(tr.logit_radius, want, err_msg=f"{r} {mode} {level}")
+            if tr.fast:  # shapes, exponents and carried norms: no h, no C but the logits'
+                assert all(no_h and (no_c or out == graph.output) for out, no_h, no_c in seen)
+            else:        # the difference bound reads h; C only at the logits
+                assert all(no_c or out == graph.output for out, _, no_c in seen)
