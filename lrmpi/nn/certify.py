@@ -103,21 +103,22 @@ class Bounds:
             self.plans[r], self.retries[r] = values["plan"], values.get("retry")
         self.norms.use(values["norms"])
 
-    def tracker(self, r, n, retry=False):
+    def tracker(self, r, n, retry=False, product=None):
         if r not in self.plans:
             self.prepare(r)
         plan, _, _, level = self.retries[r] if retry else self.plans[r]
         return DiffTracker(self.graph, self.norms, lambda node: self.estimates[node.output],
-                           r, self.bits, n, plan, level)
+                           r, self.bits, n, plan, level, product)
 
-    def evaluate(self, X, r, forward):
+    def evaluate(self, X, r, forward, product=None):
         """(logits, radius) of the samples X at resolution r: the resolution's plan for
         all, then the retry plan for those it did not certify but would have if what
         its estimate leaves out shrank as the retry plan predicts (a decision on the
         sample's own values: it does not depend on the batch). `forward(X, tracker)`
         is the resolution's pass feeding the tracker's hook (nn-interface: any pass
-        that calls tracker.linear / tracker.other in graph order), returning logits."""
-        tracker = self.tracker(r, len(X))
+        that calls tracker.linear / tracker.other in graph order), returning logits;
+        `product`: the estimate's products through the pass's kernels (DiffTracker)."""
+        tracker = self.tracker(r, len(X), product=product)
         logits, radius = forward(X, tracker), tracker.logit_radius
         again = self._worth_retrying(r, logits, radius, tracker.logit_estimate)
         cost = self.cost.setdefault(r, {"samples": 0, "retried": 0, "bound_s": 0.0,
@@ -126,7 +127,7 @@ class Bounds:
         cost["bound_s"] += tracker.seconds
         if np.any(again):
             t = time.thread_time()
-            t2 = self.tracker(r, int(again.sum()), retry=True)
+            t2 = self.tracker(r, int(again.sum()), retry=True, product=product)
             forward(X[again], t2)
             r2 = t2.logit_radius
             radius = radius.copy()

@@ -56,8 +56,12 @@ class DiffTracker:
     linear node's output to its mode (0, 1..3 planes, or "f64"); `estimates(node)`
     returns the node's EstimateWeights (the planes of W and of W - Q_r(W))."""
 
-    def __init__(self, graph, norms, estimates, r, bits, n, plan, level="tight"):
+    def __init__(self, graph, norms, estimates, r, bits, n, plan, level="tight",
+                 product=None):
         self.graph, self.norms, self.estimates = graph, norms, estimates
+        # product(node, x, weights, p, key): the estimate's products through the fused
+        # kernels (fused.FusedModel.product), None where they do not take the node
+        self.product = product
         self.r, self.bits, self.plan, self.level = r, bits, plan, level
         self.n = n
         self.D, self.B, self.N = {graph.input: None}, {graph.input: np.zeros(n)}, {}
@@ -192,8 +196,8 @@ class DiffTracker:
             return self._done(node, None, beta_z, per)
         p = mode
         est = self.estimates(node)
-        P1 = ops_product(node, ut, est.leading(p), p, self.bits)
-        P2 = ops_product(node, h, est.residual(r, p), p, self.bits)
+        P1 = self._product(node, ut, est.leading(p), p, ("leading", p))
+        P2 = self._product(node, h, est.residual(r, p), p, ("residual", r, p))
         dz = P1 - P2
         nres = norm_up(residual(ut, eu, self.bits, p))                 # ut - Q_p(ut)
         dSp, drp = nn_.residual(p, self.level)                         # W - Q_p(W)
@@ -242,6 +246,11 @@ class DiffTracker:
                         "input_truncation": rows * ndh[:, None],
                         "weight_truncation": drr[None, :] * nh[:, None]})
         return self._done(node, None, beta_z, per, M=nz)
+
+    def _product(self, node, x, weights, p, key):
+        """fl(Q_p(x) Q_p(W')^T): the same bits whichever computes it."""
+        out = None if self.product is None else self.product(node, x, weights, p, key)
+        return ops_product(node, x, weights, p, self.bits) if out is None else out
 
     # --- every other node ---
     def _other(self, node, args, y):

@@ -102,7 +102,8 @@ class PreparedModel:
     def _evaluate(self, X, r):
         # the bound's plan for all samples, a second pass for those worth retrying:
         # both through the fused pass, which feeds the tracker's hook
-        return self.norms.evaluate(X, r, lambda X, tracker: self.fused.forward(X, r, tracker))
+        return self.norms.evaluate(X, r, lambda X, tracker: self.fused.forward(X, r, tracker),
+                                   product=self.fused.product)
 
 
 def _never(what=None):

@@ -52,5 +52,6 @@ class EstimateWeights:
     def _slice(self, first, p, shift):
         w = self._all()
         exps = (w.enc.exps - shift).astype(np.int32)
-        return NS(enc=NS(digits=w.enc.digits[first:first + p], exps=exps),
+        digits = w.enc.digits[first:first + p]
+        return NS(enc=NS(digits=digits, exps=exps, planes=len(digits)),
                   gemm=NS(digits=w.gemm.digits[first:first + p], exps=exps), group=w.group)

@@ -74,6 +74,7 @@ class FusedModel:
                     fn.feeds, fn.shared = self.nodes[takers[0].output], True
         self.buffers = Buffers()
         self.times = np.zeros(3)  # the kernels' stage times (products, decode, quantize)
+        self.estimates = {}  # (node, which planes) -> FusedNode of those weight planes
     def _only_reader(self, tensor):
         readers = self.readers.get(tensor, [])
         if tensor == self.graph.output or len(readers) != 1:
@@ -217,6 +218,39 @@ class FusedModel:
             val = nv
             if nv is not None:
                 env[c.output] = nv
+
+    def product(self, node, x, weights, p, key):
+        """fl(Q_p(x) Q_p(W')^T), rounded once, no bias: the resolution-p product of
+        `node` with other weights W' (`weights`: p digit planes and their exponents,
+        e.g. the bound's estimate planes, difference.py), through the same kernels as
+        the forward pass (bit for bit quantized.linear_at's C); `key` names W' (their
+        packing is kept). None where the kernels do not take the node."""
+        fn = self.nodes.get(node.output)
+        if fn is None or not fn.takes(p, self.bits):
+            return None
+        est = self.estimates.get((node.output, key))
+        if est is None:
+            est = self.estimates[(node.output, key)] = FusedNode(
+                node, weights, self.graph.shapes, self.isa)
+        n = len(x)
+        x = np.ascontiguousarray(x, np.float64)
+        src = est.planes_for(p, self.bits, n, _Keyed(self.buffers, "estimate"))
+        K.nn_quantize(x, src, isa=self.isa)
+        C = np.empty(n * int(np.prod(est.out_shape)))
+        K.nn_layer(est.spec(n, p, self.bits), src.D, src.exps, est.wpack, est.f, est.bias,
+                   Cout=C, isa=self.isa)
+        return C.reshape((n,) + est.out_shape)
+
+
+class _Keyed:
+    """Buffers under keys of their own (the estimate's planes beside the pass's)."""
+
+    def __init__(self, buffers, tag):
+        self.buffers, self.tag = buffers, tag
+
+    def get(self, key, shape, dtype):
+        return self.buffers.get((self.tag,) + key, shape, dtype)
+
 
 ARRAYS = frozenset(("h", "C", "z", "y"))
 

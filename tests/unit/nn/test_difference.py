@@ -182,8 +182,9 @@ def test_the_one_plane_dense_product_is_the_general_paths_bit_for_bit():
 def test_the_fused_pass_gives_the_reference_passs_radius_reading_only_what_it_wants(
         name, graph, X, references):
     """The tracker says what it reads (`wants`): the fused pass then materialises only
-    those arrays (the cheap bound: none but the logits' C and z) and the radius is the
-    reference pass's bit for bit, in every mode."""
+    those arrays (the cheap bound: none but the logits' C and z) and the radius, with
+    the estimate's products through the fused kernels too, is the reference pass's
+    bit for bit, in every mode."""
     from lrmpi.nn.difference import DiffTracker
     model = references[name][0]
     b = model.norms
@@ -191,7 +192,8 @@ def test_the_fused_pass_gives_the_reference_passs_radius_reading_only_what_it_wa
         for mode, level in ((0, "cheap"), (0, "tight"), (1, "tight"), ("f64", "tight")):
             _, want = bounded(model, X, r, mode, level)
             tr = DiffTracker(graph, b.norms, lambda n: b.estimates[n.output], r, model.bits,
-                             len(X), {n.output: mode for n in graph.linear}, level)
+                             len(X), {n.output: mode for n in graph.linear}, level,
+                             product=model.fused.product)  # the estimate's products too
             seen = []
             linear = tr.linear
 
@@ -206,3 +208,31 @@ def test_the_fused_pass_gives_the_reference_passs_radius_reading_only_what_it_wa
                 assert all(no_h and (no_c or out == graph.output) for out, no_h, no_c in seen)
             else:        # the difference bound reads h; C only at the logits
                 assert all(no_c or out == graph.output for out, _, no_c in seen)
+
+
+def test_the_estimates_products_through_the_kernels_are_the_reference_products():
+    """FusedModel.product with the estimate's weight planes (leading p, and planes
+    r+1..r+p scaled by 2^-(bits r)) equals quantized.linear_at's C bit for bit, on
+    dense and conv nodes, inputs across 2^-1000..2^1000 and zero samples."""
+    from lrmpi.nn.quantized import linear_at
+    rng = np.random.default_rng(17)
+    checked = 0
+    for _, g, _ in GRAPHS:
+        model = prepared(g)
+        est = model.norms.estimates
+        for node in g.linear:
+            shape = (6,) + tuple(g.shapes[node.inputs[0]])
+            h = rng.standard_normal(shape) * np.exp2(rng.integers(-1000, 1000, (6,) + (1,) * (
+                len(shape) - 1)))
+            h[2] = 0.0
+            for r in (1, 2, 3):
+                for p in (1, 2, 3):
+                    for w, key in ((est[node.output].leading(p), ("leading", p)),
+                                   (est[node.output].residual(r, p), ("residual", r, p))):
+                        got = model.fused.product(node, h, w, p, key)
+                        if got is None:
+                            continue
+                        want = linear_at(node, h, w, p, model.bits)[1]
+                        np.testing.assert_array_equal(got, want)
+                        checked += 1
+    assert checked > 50
