@@ -41,6 +41,11 @@ BATCH = 2048
 # pass is also how long a rank may take to notice a stop (VGG at r = 4 is 0.4 G
 # per sample: 256 samples took 30 s on AVX2 and a deadline stop overran)
 BATCH_MACS = 4e9
+# ... and then, while a pass takes less than half of this (wall seconds), twice the
+# samples: MAC-limited batches of deep nets are a few samples (ResNet-18 at r = 3: 3),
+# which costs ~15 % CPU per sample against 8 or more (amx, 18.0 vs 21.1 ms); a pass
+# this long still notices a stop promptly on every ISA
+PASS_S = 0.25
 
 
 class PreparedModel:
@@ -89,12 +94,17 @@ class PreparedModel:
         """(logits, per-logit bound) of samples X at resolution r, at most `batch` at
         a time (the results do not depend on it: every sample is computed on its
         own); None if `stopping()` said so between batches."""
-        batch = int(max(1, min(batch, BATCH_MACS // max(1.0, self.macs * r * r))))
-        out = []
-        for i in range(0, len(X), batch):
+        cap = int(max(1, batch))
+        batch = int(max(1, min(cap, BATCH_MACS // max(1.0, self.macs * r * r))))
+        out, i = [], 0
+        while i < len(X):
             if stopping is not None and i and stopping():
                 return None
+            t = time.perf_counter()
             out.append(self._evaluate(X[i:i + batch], r))
+            i += batch
+            if time.perf_counter() - t < PASS_S / 2:
+                batch = min(cap, 2 * batch)
         if not out:
             return np.zeros((0, self.graph.outputs)), np.zeros((0, self.graph.outputs))
         return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
