@@ -1,5 +1,5 @@
 """`lrmpi bench NAME`: the benchmarks of lrmpi.experiments (not timed tests)."""
-from lrmpi.cli import command
+from lrmpi.cli.commands import command
 
 
 @command

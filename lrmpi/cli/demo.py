@@ -1,6 +1,6 @@
 """`lrmpi demo`: an embedded default job that needs no input files."""
 from lrmpi import errors
-from lrmpi.cli import command, exit_code, parser
+from lrmpi.cli.commands import command, exit_code, parser
 from lrmpi.cli.jobs import add_job_options, add_numeric_options, job_options, numeric_options
 
 

@@ -1,6 +1,6 @@
 """`lrmpi matmul` and `lrmpi infer`, and the options they share (also with demo)."""
 from lrmpi import errors
-from lrmpi.cli import command, exit_code, parser
+from lrmpi.cli.commands import command, exit_code, parser
 
 
 def add_plane_options(p, planes):

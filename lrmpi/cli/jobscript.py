@@ -5,7 +5,7 @@ import shlex
 import sys
 
 from lrmpi import errors
-from lrmpi.cli import EXIT_OK, command, parser
+from lrmpi.cli.commands import EXIT_OK, command, parser
 
 # lrmpi options the scripts pass themselves (left out of OPTIONS): --resume (or
 # --overwrite on the first run), --deadline-ok (DEADLINE_OK), requeueing, and -o

@@ -4,7 +4,7 @@ import os
 import numpy as np
 
 from lrmpi import errors
-from lrmpi.cli import EXIT_OK, command, parser
+from lrmpi.cli.commands import EXIT_OK, command, parser
 
 
 @command
