@@ -8,6 +8,10 @@ from lrmpi.numerics import bounds, crt_bound
 from lrmpi.numerics.layered import finish_last
 from lrmpi.parallel.stages import STAGES
 
+# the product's dataset in a resolution file: jobs/checkpoint/schema.py's RESULT (this
+# layer may not import jobs/; tests/unit/parallel/test_resolutions_names.py holds them equal)
+RESULT = "C"
+
 
 class Resolutions:
     """The record of a layered matmul `lm` (encoded as ea, eb) on the root.
@@ -100,13 +104,13 @@ class Resolutions:
             C = self.writer.read_rank_tiles(parts, self.shape)
             meta, changed = self.crt_meta(r, C, cmax)
             if changed:  # entries changed: C whole in the resolution's file
-                datasets = {"C": C}
+                datasets = {RESULT: C}
         else:
             if r == self.layers - 1:  # the fallback check needs C: read it back once
                 C = self.writer.read_rank_tiles(parts, self.shape)
             meta, redone = self.layered(r, cmax, C)
             if redone:  # entries changed: C whole in the resolution's file
-                datasets = {"C": C}
+                datasets = {RESULT: C}
             if r == self.layers - 1 and self.crt is not None:  # kept for the CRT rule
                 self.crt.hold(C, meta["bound_abs"], meta["cmax"])
         self.publish(meta, C, datasets, virtual=None if datasets else (self.shape, parts))
@@ -135,5 +139,5 @@ def rewritten(C, redone, whole=False):
     """The rows of C to write again after they were streamed: those the fallback
     changed (`redone`), or all of them."""
     if whole:
-        return {"C": [(np.s_[:], C)]}
-    return {"C": [(int(i), C[i]) for i in np.unique(redone[0])]} if redone else {}
+        return {RESULT: [(np.s_[:], C)]}
+    return {RESULT: [(int(i), C[i]) for i in np.unique(redone[0])]} if redone else {}

@@ -50,7 +50,7 @@ from lrmpi.parallel.partition import default_tiling
 from lrmpi.parallel.progress import Figures, Progress
 from lrmpi.parallel.messages import Operand
 from lrmpi.parallel.ranks_write import RanksWrite
-from lrmpi.parallel.resolutions import Resolutions, rewritten
+from lrmpi.parallel.resolutions import RESULT, Resolutions, rewritten
 from lrmpi.parallel.scheduler import Scheduler
 from lrmpi.parallel.tilework import RootBlocks, compute_tile
 
@@ -157,7 +157,7 @@ class Root:
             if i != 1:  # never another resolution's C in its place (output.existing checks)
                 raise CheckpointError(f"{ckpt.path}: the resume data of resolution {i} is missing")
             # resolution 1 was its own resume data (decoded exactly from its sums)
-            return self.assembly.sums_from_c(ckpt.resolution(1)[1]["C"])
+            return self.assembly.sums_from_c(ckpt.resolution(1)[1][RESULT])
         self.assembly.resume(c, sums_of)
         for i in range(1, c + 1):
             self.record.resumed(ckpt.resolution_summary(i))
