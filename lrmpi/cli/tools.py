@@ -14,9 +14,8 @@ def info(argv):
     parser("info", info).parse_args(argv)
     import platform
 
-    import h5py
-
     import lrmpi
+    from lrmpi.jobs.checkpoint.atomic import hdf5_info
     from lrmpi._ext import kernels as extension
     from lrmpi.machine import cpu_model
     from lrmpi.numerics import kernels
@@ -25,8 +24,7 @@ def info(argv):
         ("extension", extension.__file__),
         ("python", platform.python_version()),
         ("numpy", np.__version__),
-        ("h5py", f"{h5py.version.version} (HDF5 {h5py.version.hdf5_version}, "
-                 f"parallel={h5py.get_config().mpi})"),
+        ("h5py", hdf5_info()),
         ("cpu", cpu_model()),
         ("kernel isa", f"{kernels.selected_isa()} (available: "
                        f"{', '.join(kernels.available_isas())})"),

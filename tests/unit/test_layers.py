@@ -117,3 +117,21 @@ def test_design_md_names_the_floors():
     for layer in LAYERS:
         for name in layer:
             assert f"`{name}`" in section, name
+
+
+# the one owner of each outside library lrmpi's layers must not spread
+OWNERS = {"h5py": ("lrmpi.jobs.checkpoint", "lrmpi.jobs.inputs"),   # the file format; inputs
+          "mpi4py": ("lrmpi.parallel.comm",)}                       # MPI
+
+
+@pytest.mark.parametrize("library", sorted(OWNERS))
+def test_an_outside_library_is_imported_by_its_owner_only(library):
+    bad = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            if any(n == library or n.startswith(library + ".") for n in names) and \
+                    not name.startswith(OWNERS[library]):
+                bad.append(name)
+    assert not bad, f"{library} imported outside {OWNERS[library]}: {sorted(set(bad))}"

@@ -100,3 +100,9 @@ def atomic_h5(path, fill, fsync=True, nbytes=0, stamp=None, aligned=False):
         a.abort()
         raise
     a.commit(stamp)
+
+
+def hdf5_info():
+    """h5py's and HDF5's versions, and whether this HDF5 is parallel (`lrmpi info`)."""
+    return (f"{h5py.version.version} (HDF5 {h5py.version.hdf5_version}, "
+            f"parallel={h5py.get_config().mpi})")
