@@ -11,14 +11,11 @@ import numpy as np
 from lrmpi._version import __version__
 from lrmpi.errors import CheckpointError, ConfigError
 from lrmpi.jobs import inputs
-from lrmpi.jobs.checkpoint import Checkpoint, schema
-from lrmpi.jobs.checkpoint.rank_files import RankFiles
 from lrmpi.jobs.job import JobOptions, file_inputs, fingerprint, run_job
 from lrmpi.log import logger
 from lrmpi.numerics.layered import LayeredMatmul
 from lrmpi.parallel import protocol
 from lrmpi.parallel.comm import get_comm, rank_size
-from lrmpi.parallel.root import Root
 from lrmpi.parallel.stages import STAGES
 from lrmpi.parallel.worker import worker_run
 
@@ -77,13 +74,22 @@ class MatmulJob:
         protocol.release(self.comm)
 
     def serve(self):
-        worker_run(self.comm, RankFiles)
+        worker_run(self.comm, _rank_files)
 
     def execute(self, control, writer, ckpt, start):
+        from lrmpi.parallel.root import Root  # the root's alone (workers start sooner)
         self.root = Root(self.lm, self.comm, writer=writer, control=control, resume=ckpt,
                          start=start, on_resolution=self.on_resolution,
                          worker_timeout=self.worker_timeout, write=self.write)
         return self.root.run()
+
+
+def _rank_files(write, rank):
+    """A worker's result files (--write ranks): HDF5 is imported by the ranks that
+    write (a worker's start is on every job's critical path: 3 processes share 2 cores
+    here, and h5py is ~50 ms of each one's imports)."""
+    from lrmpi.jobs.checkpoint.rank_files import RankFiles
+    return RankFiles(write, rank)
 
 
 def _note_crt_cost(lm):
@@ -132,6 +138,7 @@ def load_result(path, index=None):
     every file read checked (its identity and checksums: damage is a CheckpointError);
     the files are first read in a child process (a damaged HDF5 file can crash the
     HDF5 library itself)."""
+    from lrmpi.jobs.checkpoint import Checkpoint, schema
     ckpt = Checkpoint(path, safe=True)
     index = index or ckpt.completed
     if index < 1:
