@@ -197,7 +197,7 @@ class DiffTracker:
         p = mode
         est = self.estimates(node)
         P1 = self._product(node, ut, est.leading(p), p, ("leading", p))
-        P2 = self._product(node, h, est.residual(r, p), p, ("residual", r, p))
+        P2 = self._product(node, h, est.residual(r, p), p, ("residual", r, p), of_input=True)
         dz = P1 - P2
         nres = norm_up(residual(ut, eu, self.bits, p))                 # ut - Q_p(ut)
         dSp, drp = nn_.residual(p, self.level)                         # W - Q_p(W)
@@ -247,9 +247,11 @@ class DiffTracker:
                         "weight_truncation": drr[None, :] * nh[:, None]})
         return self._done(node, None, beta_z, per, M=nz)
 
-    def _product(self, node, x, weights, p, key):
-        """fl(Q_p(x) Q_p(W')^T): the same bits whichever computes it."""
-        out = None if self.product is None else self.product(node, x, weights, p, key)
+    def _product(self, node, x, weights, p, key, of_input=False):
+        """fl(Q_p(x) Q_p(W')^T): the same bits whichever computes it (`of_input`: x is
+        the node's input h, whose planes the pass may have)."""
+        out = None if self.product is None else \
+            self.product(node, x, weights, p, key, of_input=of_input)
         return ops_product(node, x, weights, p, self.bits) if out is None else out
 
     # --- every other node ---

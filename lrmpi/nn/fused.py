@@ -117,6 +117,7 @@ class FusedModel:
 
     def _linear(self, node, env, planes, r, tracker, n):
         fn = self.nodes[node.output]
+        self._input = None  # this node's input planes, once made (product, of_input)
         h = env.get(node.inputs[0])
         if not fn.takes(r, self.bits) or "h" in _wants(tracker, node):
             h = _f64(env, node.inputs[0])
@@ -136,6 +137,7 @@ class FusedModel:
             src = fn.planes_for(r, self.bits, n, self.buffers, norms)
             with stages.timed("quantize"):
                 K.nn_quantize(h, src, isa=self.isa)
+        self._input = (node.output, r, src)  # for product(..., of_input=True) from the hook
         shape = (n,) + fn.out_shape
         size = int(np.prod(shape))
         feeds = fn.feeds if fn.feeds is not None and fn.feeds.takes(r, self.bits) else None
@@ -219,12 +221,15 @@ class FusedModel:
             if nv is not None:
                 env[c.output] = nv
 
-    def product(self, node, x, weights, p, key):
+    def product(self, node, x, weights, p, key, of_input=False):
         """fl(Q_p(x) Q_p(W')^T), rounded once, no bias: the resolution-p product of
         `node` with other weights W' (`weights`: p digit planes and their exponents,
         e.g. the bound's estimate planes, difference.py), through the same kernels as
         the forward pass (bit for bit quantized.linear_at's C); `key` names W' (their
-        packing is kept). None where the kernels do not take the node."""
+        packing is kept). `of_input`: x is the node's input in the pass now feeding the
+        hook, whose first p <= r planes are Q_p(x) (the digits are cut most significant
+        first, at the same per-sample exponent): they are used as they are. None where
+        the kernels do not take the node."""
         fn = self.nodes.get(node.output)
         if fn is None or not fn.takes(p, self.bits):
             return None
@@ -233,9 +238,11 @@ class FusedModel:
             est = self.estimates[(node.output, key)] = FusedNode(
                 node, weights, self.graph.shapes, self.isa)
         n = len(x)
-        x = np.ascontiguousarray(x, np.float64)
-        src = est.planes_for(p, self.bits, n, _Keyed(self.buffers, "estimate"))
-        K.nn_quantize(x, src, isa=self.isa)
+        name, r, src = getattr(self, "_input", None) or (None, 0, None)
+        if not (of_input and name == node.output and p <= r and src.D.shape[0] >= p):
+            x = np.ascontiguousarray(x, np.float64)
+            src = est.planes_for(p, self.bits, n, _Keyed(self.buffers, "estimate"))
+            K.nn_quantize(x, src, isa=self.isa)
         C = np.empty(n * int(np.prod(est.out_shape)))
         K.nn_layer(est.spec(n, p, self.bits), src.D, src.exps, est.wpack, est.f, est.bias,
                    Cout=C, isa=self.isa)
