@@ -21,7 +21,7 @@ from lrmpi import config, stages
 from lrmpi._version import __version__
 from lrmpi.errors import InputError, Stopped
 from lrmpi.jobs import inputs
-from lrmpi.jobs.job import JobOptions, file_inputs, fingerprint, run_job
+from lrmpi.jobs.job import Fingerprint, JobOptions, file_inputs, run_job
 from lrmpi.log import logger
 from lrmpi.nn.engine import LayeredInference, PreparedModel, as_samples, check_rule
 from lrmpi.nn.loading import load_model  # the graph cache: keyed by the options (output=)
@@ -77,7 +77,7 @@ class InferJob:
                 "model": str(m) if isinstance(m, (str, os.PathLike)) else "<Graph>",
                 "model_output": self.model_output or "",
                 "lrmpi_version": __version__,
-                "fingerprint": lambda: fingerprint(self.X, *_graph_parts(graph))}
+                "fingerprint": Fingerprint(self.X, *_graph_parts(graph))}
 
     def build(self, should_stop):
         """The long preparation (weights as digit planes, operator norms), after the

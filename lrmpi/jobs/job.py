@@ -18,13 +18,13 @@ once a second, which raises Stopped when the job must stop), `planned`, `meta`,
 elapsed(), release(), serve() and execute(control, writer, ckpt, start) ->
 (status, reason).
 """
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from lrmpi.digests import Digest, is_legacy
 from lrmpi.errors import CheckpointError, ConfigError, Stopped
 from lrmpi.jobs import slurm
 from lrmpi.jobs.deadline import Deadline, StopSignals
@@ -76,13 +76,36 @@ class JobOptions:
                 {k: v for k, v in options.items() if k not in names})
 
 
-def fingerprint(*parts):
-    """SHA-256 (first 128 bits) of arrays (shapes and values) and other parts (their
+class Fingerprint:
+    """The inputs' fingerprint, computed when called (on the writer thread), and in
+    the form of checkpoints written before digests named their algorithm
+    (`legacy()`), to compare with theirs."""
+
+    def __init__(self, *parts):
+        self.parts, self.values = parts, {}
+
+    def __call__(self):
+        return self._value(False)
+
+    def legacy(self):
+        return self._value(True)
+
+    def _value(self, legacy):  # once each: the inputs may be gigabytes
+        if legacy not in self.values:
+            self.values[legacy] = fingerprint(*self.parts, legacy=legacy)
+        return self.values[legacy]
+
+    def matches(self, stored):
+        """Whether a checkpoint's stored fingerprint is of these inputs."""
+        return stored == (self.legacy() if is_legacy(stored) else self())
+
+
+def fingerprint(*parts, legacy=False):
+    """A digest (lrmpi.digests) of arrays (shapes and values) and other parts (their
     repr): what a resumed job must match. Values are hashed as float64, except
     float32 arrays, hashed as they are (with a tag): their float64 copy doubled
-    the bytes, and this hash is written before the first resolution can be.
-    SHA-256 because x86 has instructions for it: 1.5 GB/s, blake2b 0.9."""
-    h = hashlib.sha256()
+    the bytes, and this hash is written before the first resolution can be."""
+    h = Digest(legacy=legacy)
     for x in parts:
         if isinstance(x, np.ndarray):
             h.update(np.asarray(x.shape, np.int64).tobytes())
@@ -101,7 +124,7 @@ def fingerprint(*parts):
                              .cast("B"))
         else:
             h.update(repr(x).encode())
-    return h.hexdigest()[:32]
+    return h.hexdigest()
 
 
 class Control:
@@ -152,9 +175,13 @@ def resumable(ckpt, kind, attrs, matched):
                               "(no job_id); run again with --overwrite")
     for key in matched:
         have = ckpt.attrs.get(key)
-        want = attrs[key]() if callable(attrs[key]) else attrs[key]
-        attrs[key] = want
-        if have != want:
+        if isinstance(attrs[key], Fingerprint):
+            same = attrs[key].matches(have)
+            attrs[key] = want = attrs[key]()  # this run's (the stored one's form may be older)
+        else:
+            want = attrs[key]() if callable(attrs[key]) else attrs[key]
+            attrs[key], same = want, have == want
+        if not same:
             what = "the inputs differ" if key == "fingerprint" else \
                 f"it was made with {key}={have}, this run has {key}={want}"
             raise CheckpointError(f"cannot resume from {out}: {what}")

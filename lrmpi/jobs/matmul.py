@@ -11,7 +11,7 @@ import numpy as np
 from lrmpi._version import __version__
 from lrmpi.errors import CheckpointError, ConfigError
 from lrmpi.jobs import inputs
-from lrmpi.jobs.job import JobOptions, file_inputs, fingerprint, run_job
+from lrmpi.jobs.job import Fingerprint, JobOptions, file_inputs, run_job
 from lrmpi.log import logger
 from lrmpi.numerics.layered import LayeredMatmul
 from lrmpi.parallel import protocol
@@ -56,7 +56,7 @@ class MatmulJob:
                 "write": self.write,
                 # hashing 2 x 128 MB takes ~0.3 s: the writer thread does it, unless
                 # a resume needs it now
-                "fingerprint": lambda: fingerprint(lm.A, lm.B)}
+                "fingerprint": Fingerprint(lm.A, lm.B)}
 
     @property
     def planned(self):

@@ -11,7 +11,7 @@ PACKAGE = pathlib.Path(__file__).parents[2] / "lrmpi"
 # the floors, bottom first; a module's floor is that of its longest listed prefix
 LAYERS = [
     {"lrmpi.errors", "lrmpi.config", "lrmpi.log", "lrmpi.cache", "lrmpi._version",
-     "lrmpi._ext", "lrmpi.blas_threads", "lrmpi.machine", "lrmpi.stages"},
+     "lrmpi.digests", "lrmpi._ext", "lrmpi.blas_threads", "lrmpi.machine", "lrmpi.stages"},
     {"lrmpi.numerics"},
     {"lrmpi.nn", "lrmpi.parallel"},
     {"lrmpi.jobs", "lrmpi.jobscripts"},
@@ -121,7 +121,8 @@ def test_design_md_names_the_floors():
 
 # the one owner of each outside library lrmpi's layers must not spread
 OWNERS = {"h5py": ("lrmpi.jobs.checkpoint", "lrmpi.jobs.inputs"),   # the file format; inputs
-          "mpi4py": ("lrmpi.parallel.comm",)}                       # MPI
+          "mpi4py": ("lrmpi.parallel.comm",),                       # MPI
+          "xxhash": ("lrmpi.digests",)}                             # checksums, fingerprints
 
 
 @pytest.mark.parametrize("library", sorted(OWNERS))

@@ -11,6 +11,7 @@ rules): the intact job file is what names them as lrmpi's.
 import math
 import os
 
+from lrmpi.digests import is_legacy
 from lrmpi.jobs.checkpoint import owned
 from lrmpi.jobs.checkpoint import schema as S
 from lrmpi.log import logger
@@ -30,17 +31,22 @@ class Earlier:
                            "replaces it at its first resolution and deletes none of its "
                            "files", path, problem)
 
-    def same_inputs(self, kind, attrs):
+    def same_inputs(self, kind, attrs, given=None):
         """True if the earlier result is of the inputs of a job of `kind` with `attrs`
-        (their fingerprint resolved: on the writer thread)."""
+        (their fingerprint resolved: on the writer thread). `given`: the fingerprint
+        as the job gave it (job.Fingerprint), to compare with an earlier result's
+        written before digests named their algorithm."""
         e = self.ckpt.attrs
-        fp = attrs.get(S.FINGERPRINT)
-        return e.get(S.KIND) == kind and fp is not None and not callable(fp) \
-            and e.get(S.FINGERPRINT) == fp
+        fp, stored = attrs.get(S.FINGERPRINT), e.get(S.FINGERPRINT)
+        if e.get(S.KIND) != kind or fp is None or callable(fp):
+            return False
+        if is_legacy(stored) and hasattr(given, "matches"):
+            return given.matches(stored)
+        return stored == fp
 
-    def beaten_by(self, kind, attrs, res_attrs):
+    def beaten_by(self, kind, attrs, res_attrs, given=None):
         """A resolution (`res_attrs`) of the job may replace the earlier result."""
-        return not self.ok or not self.same_inputs(kind, attrs) or \
+        return not self.ok or not self.same_inputs(kind, attrs, given) or \
             bound_rel(res_attrs) <= self.rel
 
     def remove(self, job_id, protect):

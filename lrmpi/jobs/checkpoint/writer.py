@@ -65,6 +65,7 @@ class CheckpointWriter:
         self.clock = clock or time.perf_counter
         self.job_id = resume.job_id if resume is not None else new_job_id()
         self.attrs = {**attrs, S.KEEP_ATTR: keep}
+        self.fingerprint = None  # as given, once the attributes are resolved
         self.completed = list(range(1, resume.completed + 1)) if resume is not None else []
         self.durable = list(resume.durable) if resume is not None else []
         self.durable += [math.nan] * (len(self.completed) - len(self.durable))
@@ -157,6 +158,8 @@ class CheckpointWriter:
         return self.published
 
     def _resolve_attrs(self):
+        # the fingerprint as given (job.Fingerprint): an earlier result's may be older
+        self.fingerprint = self.attrs.get(S.FINGERPRINT)
         self.attrs = {k: S.attr(v() if callable(v) else v) for k, v in self.attrs.items()}
 
     # --- writes (on the writer thread) ---
@@ -284,13 +287,13 @@ class CheckpointWriter:
         owned.remove(self.folder, f"partial{S.res_name(index)}.h5", self.protect)
 
     def _good_enough(self, attrs):
-        return self.earlier.beaten_by(self.kind, self.attrs, attrs)
+        return self.earlier.beaten_by(self.kind, self.attrs, attrs, self.fingerprint)
 
     def kept_same_inputs(self):
         """After close(): the earlier result this job kept is of the same inputs (a
         stop then still leaves a result of them in the output)."""
         return self.earlier is not None and self.earlier.ok and \
-            self.earlier.same_inputs(self.kind, self.attrs)
+            self.earlier.same_inputs(self.kind, self.attrs, self.fingerprint)
 
     # --- the API the job calls ---
     def begin_resolution(self, index, shape):

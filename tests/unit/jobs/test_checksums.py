@@ -92,3 +92,62 @@ def test_files_written_before_checksums_read_and_are_marked_unchecked(tmp_path):
     with pytest.raises(CheckpointError, match="res005.h5 is damaged: its checksum is missing"):
         Checkpoint(out).resolution(5)
     assert checksum.array_digest(np.zeros(3)) != checksum.array_digest(np.zeros(3, np.float32))
+
+
+def to_sha256(out):
+    """The checkpoint as an lrmpi whose digests were SHA-256 wrote it: every dataset's
+    checksum and the input fingerprint in that form, the root checksums sealed again."""
+    from lrmpi.jobs.job import fingerprint
+    ck = Checkpoint(out)
+    for path in [out] + [os.path.join(ck.folder, f) for f in os.listdir(ck.folder)
+                         if f.endswith(".h5")]:
+        with h5py.File(path, "r+") as f:
+            def one(name, obj):
+                if isinstance(obj, h5py.Dataset) and not obj.is_virtual and \
+                        S.CHECKSUM in obj.attrs:
+                    obj.attrs[S.CHECKSUM] = checksum.array_digest(obj[()], obj.dtype,
+                                                                  legacy=True)
+            f.visititems(one)
+            if f.filename == out:
+                f.attrs[S.FINGERPRINT] = fingerprint(*to_sha256.inputs, legacy=True)
+            checksum.seal(f)
+
+
+def test_checkpoints_with_sha256_digests_still_read_resume_and_find_damage(tmp_path):
+    """Digests name their algorithm (xxh3:...); SHA-256's bare hex, which lrmpi wrote
+    before, is still verified, and the fingerprint in that form still matches the
+    same inputs on --resume (and not other ones)."""
+    rng = np.random.default_rng(3)
+    A, B = rng.standard_normal((30, 20)), rng.standard_normal((20, 25))
+    out = str(tmp_path / "c.h5")
+    full = str(tmp_path / "full.h5")
+    run_matmul(A, B, full, planes=3)
+    with h5py.File(full, "r") as f:
+        assert S.py(f.attrs[S.FINGERPRINT]).startswith("xxh3:")
+    # a job stopped after resolution 2, its digests made SHA-256's
+    run_matmul(A, B, out, planes=3, on_resolution=_stop_at(2))
+    to_sha256.inputs = (A, B)
+    to_sha256(out)
+    ck = Checkpoint(out)
+    assert ck.completed == 2 and ck.status == "deadline"
+    assert all(v == "verified" for v in ck.verify().values())
+    with h5py.File(os.path.join(ck.folder, "res002.h5"), "r") as f:
+        assert not S.py(f["C"].attrs[S.CHECKSUM]).startswith("xxh3:")
+    with pytest.raises(CheckpointError, match="inputs differ"):
+        run_matmul(A, B + 1, out, planes=3, resume=True)
+    done = run_matmul(A, B, out, planes=3, resume=True)
+    assert done.status == "complete"
+    np.testing.assert_array_equal(load_result(out)[0], load_result(full)[0])
+    with h5py.File(os.path.join(ck.folder, "res001.h5"), "r+") as f:  # damage
+        C = f["C"][()]
+        C[0, 0] += 1.0
+        f["C"][...] = C
+    with pytest.raises(CheckpointError, match="res001.h5: dataset C is damaged"):
+        load_result(out, 1)
+
+
+def _stop_at(index):
+    def stop(meta, C):
+        if meta["index"] == index:
+            os.kill(os.getpid(), signal.SIGUSR1)
+    return stop
