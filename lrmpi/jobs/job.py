@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from lrmpi import config
 from lrmpi.digests import Digest, is_legacy
 from lrmpi.errors import CheckpointError, ConfigError, Stopped
 from lrmpi.jobs import slurm
@@ -201,8 +202,8 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
             return None
         # HDF5 on the root only: the other ranks never open a checkpoint
         from lrmpi.jobs.checkpoint import CheckpointWriter, owned, schema
-        from lrmpi.jobs.checkpoint.output import (OutputLock, check_output, existing,
-                                                  input_file, sweep)
+        from lrmpi.jobs.checkpoint.output import (OutputLock, check_output, check_side_file,
+                                                  existing, input_file, sweep)
         lock = None
         try:
             if opts.overwrite and opts.resume:
@@ -215,6 +216,7 @@ def run_job(kind, out=None, opts=None, comm=None, stop_when=None):
                                   "resolution files by name, which HDF5 stores as UTF-8")
             if out:
                 check_output(out, kind.inputs, opts.resume)
+            check_side_file(config.get().stats_file, "LRMPI_STATS_FILE", out, kind.inputs)
             deadline = Deadline.resolve(opts.deadline, opts.time_margin)
             attrs = kind.prepare()
             ckpt = earlier = None

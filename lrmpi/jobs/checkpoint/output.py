@@ -11,6 +11,7 @@ stale lock.
 """
 import fcntl
 import os
+import stat
 
 from lrmpi.errors import CheckpointError, ConfigError
 from lrmpi.jobs.checkpoint import owned
@@ -56,6 +57,27 @@ def check_output(out, inputs=(), resume=False, what="-o"):
                                   f"{os.strerror(13)} (the earlier result is untouched)")
 
 
+def check_side_file(path, setting, out, inputs=()):
+    """ConfigError if a file the job writes beside its result (`setting` names it, e.g.
+    the stats file) is the output, inside OUT.h5.d or one of the job's inputs: it
+    would replace them (the job exits 0 with its result or an operand gone)."""
+    if not path:
+        return
+    p = os.path.abspath(path)
+    targets = [f for f in map(input_file, inputs) if f is not None]
+    if out:
+        o = os.path.abspath(out)
+        side = S.sidecar(o)
+        if p == o or p == side or p.startswith(side + os.sep) or (
+                os.path.exists(p) and os.path.exists(o) and os.path.samefile(p, o)):
+            raise ConfigError(f"{setting} {path} is the job's output ({out}) or in its folder: "
+                              "choose another file")
+    for f in targets:
+        if os.path.abspath(f) == p or (os.path.exists(f) and os.path.exists(p)
+                                       and os.path.samefile(f, p)):
+            raise ConfigError(f"{setting} {path} is one of the job's inputs: choose another file")
+
+
 class OutputLock:
     """The advisory lock of the one job writing `out` (held until release())."""
 
@@ -69,12 +91,17 @@ class OutputLock:
         try:
             if not os.path.lexists(side):
                 os.mkdir(side)
-            # never through a link: the lock's content (a pid) would overwrite its target
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            # never through a link: the lock's content (a pid) would overwrite its target;
+            # never waiting on a named pipe (O_NONBLOCK)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError as exc:
             why = "it is a symbolic link" if os.path.islink(lock) else exc.strerror or exc
             raise CheckpointError(f"cannot write the checkpoint at {self.path}: {lock}: "
                                   f"{why}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a pipe, a device: not lrmpi's lock
+            os.close(fd)
+            raise CheckpointError(f"cannot write the checkpoint at {self.path}: {lock} is not "
+                                  "a regular file (lrmpi's lock is one); remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -97,7 +124,8 @@ def writer_alive(out):
     """True if a job holds the lock of `out` now (a checkpoint marked `running` with no
     such job was killed before it could record how it ended)."""
     try:
-        fd = os.open(os.path.join(S.sidecar(out), S.LOCK_NAME), os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(os.path.join(S.sidecar(out), S.LOCK_NAME),
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return False
     try:
