@@ -124,8 +124,11 @@ def test_checkpoints_with_sha256_digests_still_read_resume_and_find_damage(tmp_p
     run_matmul(A, B, full, planes=3)
     with h5py.File(full, "r") as f:
         assert S.py(f.attrs[S.FINGERPRINT]).startswith("xxh3:")
-    # a job stopped after resolution 2, its digests made SHA-256's
-    run_matmul(A, B, out, planes=3, on_resolution=_stop_at(2))
+    # a job stopped after resolution 2 (its tasks slowed: resolution 3 must not finish
+    # first), its digests made SHA-256's
+    from lrmpi import config
+    with config.configure(test_slow_rank=0, test_slow_s=0.3):
+        run_matmul(A, B, out, planes=3, on_resolution=_stop_at(2))
     to_sha256.inputs = (A, B)
     to_sha256(out)
     ck = Checkpoint(out)
