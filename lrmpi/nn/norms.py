@@ -49,7 +49,6 @@ class NodeNorms:
     def __init__(self, node, weights, in_shape, out_shape):
         W = node.params["W"]
         self.node, self.weights, self.in_shape = node, weights, tuple(in_shape)
-        self.W2 = weights.W2
         self.k = self.W2.shape[1]
         self.conv = node.op == "conv"
         self.group = int(node.params.get("group", 1)) if self.conv else 1
@@ -64,6 +63,13 @@ class NodeNorms:
         self._enc = None
         self.symbol = False            # ModelNorms decides (the model's symbol budget)
         self.symbol_cost = V.conv_symbol_cost(W, in_shape, node.params) if self.conv else 0.0
+
+    @property
+    def W2(self):
+        # the weights' own (O, k) view of W, never an attribute of this object: a
+        # pickled view is a copy, and the model travels to every rank (ResNet-50:
+        # 409 -> 204 MB)
+        return self.weights.W2
 
     # --- the operator norm of a weight-shaped matrix, by level ---
     def _frobenius(self, M2):
