@@ -69,7 +69,7 @@ class Entry:
             if folder else None
 
     def load(self):
-        if self.path is None:
+        if self.path is None or not os.path.isfile(self.path):  # a pipe would block
             return None
         try:  # our own handle: numpy leaks its own when a damaged zip fails to open
             with open(self.path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
@@ -81,6 +81,8 @@ class Entry:
         if self.path is None:
             return False
         tmp = f"{self.path}.tmp.{os.getpid()}"
+        if os.path.lexists(self.path) and not os.path.isfile(self.path):
+            return False  # not ours to replace (a pipe, a folder): computed each time
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             with open(tmp, "wb") as f:

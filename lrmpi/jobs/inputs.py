@@ -41,6 +41,8 @@ def load(spec, name):
         raise InputError(f"{name}: no such file: {path}")
     if os.path.isdir(path):
         raise InputError(f"{name}: {path} is a directory, not a file")
+    if not os.path.isfile(path):  # a named pipe would block the read, a device never end
+        raise InputError(f"{name}: {path} is not a regular file (a pipe or a device?)")
     if dataset is not None:
         return _load_h5(path, dataset, name)
     if path.endswith(".npy"):

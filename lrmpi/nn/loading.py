@@ -15,12 +15,15 @@ import os
 import numpy as np
 
 from lrmpi import cache
+from lrmpi.errors import InputError
 from lrmpi.nn import graph as G
 
 
 def load_model(path, **options):
     """A graph from `.onnx` (cached) or lrmpi's own `.npz` (see onnx_import.load_model)."""
     path = str(path)
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        raise InputError(f"model {path} is not a regular file (a pipe or a device?)")
     if not (path.endswith(".onnx") and os.path.isfile(path)):
         return _import(path, options)
     given = sorted((k, v) for k, v in options.items() if v is not None)

@@ -36,6 +36,13 @@ def check_output(out, inputs=(), resume=False, what="-o"):
     path = os.path.abspath(out)
     if os.path.isdir(path):
         raise CheckpointError(f"output {out} is a directory")
+    if os.path.islink(path):  # the new file is renamed onto the name: the link would go
+        raise ConfigError(f"{what} {out} is a symbolic link: lrmpi replaces the file by "
+                          "renaming a new one onto its name, which would replace the link; "
+                          "give the file it points to, or another name")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise ConfigError(f"{what} {out} exists and is not a regular file (a pipe or a "
+                          "device?); choose another output")
     parent = os.path.dirname(path)
     if not os.path.isdir(parent):
         raise CheckpointError(f"output directory {parent} does not exist")

@@ -111,6 +111,8 @@ def own_file(out, job_id, name, where=None):
     if os.path.islink(path):
         raise CheckpointError(f"{path} is a symbolic link: lrmpi reads no checkpoint file "
                               "through a link")
+    if os.path.exists(path) and not os.path.isfile(path):  # a pipe would block the read
+        raise CheckpointError(f"{path} is not a regular file: lrmpi wrote a file there")
     return path
 
 

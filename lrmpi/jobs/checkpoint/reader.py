@@ -31,6 +31,8 @@ class Checkpoint:
         self.path = os.path.abspath(path)
         if not os.path.exists(self.path):
             raise CheckpointError(f"no checkpoint at {path}")
+        if not os.path.isfile(self.path):  # a pipe would block the HDF5 library's open
+            raise CheckpointError(f"{path} is not a regular file, not a checkpoint")
         if safe:
             probe(self.path, folder=True)
         try:
