@@ -278,3 +278,15 @@ def swap(a, b):
     os.rename(a, a + ".x")
     os.rename(b, a)
     os.rename(a + ".x", b)
+
+
+def bounded(*args, n=None, env=None, cwd=None, limit=20):
+    """run(), in a session of its own: a job still running after `limit` s (a hang) is
+    killed with its whole group (probe children and MPI ranks too) and the test fails."""
+    p = start(*args, n=n, env=env, cwd=cwd)
+    try:
+        out, err = p.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        kill_group(p)
+        pytest.fail(f"still running after {limit} s (hung): lrmpi {' '.join(map(str, args))}")
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
