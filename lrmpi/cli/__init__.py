@@ -7,6 +7,7 @@ Errors lrmpi raises on purpose print one line and exit non-zero; --debug shows
 the traceback.
 """
 import argparse
+import errno
 import os
 import signal
 import sys
@@ -124,6 +125,7 @@ class _TolerantStream:
 
 
 JOB_COMMANDS = ("matmul", "infer", "demo")
+_WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 
 
 def _or_null(stream):
@@ -147,8 +149,17 @@ def console():
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         code = main()
+        sys.stdout.flush()  # here, not at exit: a full disk is then one line, below
     except SystemExit:
         raise
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRORS or "--debug" in sys.argv:
+            raise
+        # what the command printed could not be written (stdout on a full disk, or
+        # /dev/full): one line, and nothing more tried on that stream
+        sys.stdout = open(os.devnull, "w")
+        print(f"lrmpi: error: cannot write the output: {exc.strerror}", file=sys.stderr)
+        code = EXIT_ERROR
     except BaseException:
         import traceback
         traceback.print_exc()

@@ -33,8 +33,7 @@ def readers_fail(out):
     assert not os.path.exists(out + ".one.h5")
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: a resolution file replaced by a named pipe: "
-                   "`lrmpi inspect` blocks forever (LRMPI_PROBE_TIMEOUT_S does not limit it)")
+# found by the third adversarial pass (fixed)
 def test_resolution_file_replaced_by_fifo(tmp_path, ops):
     out = complete(tmp_path, ops)
     p = os.path.join(job_dir(out), "res002.h5")
@@ -55,8 +54,7 @@ def test_resolution_file_replaced_by_socket(tmp_path, ops):
         s.close()
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: a stopped job's sumsNNN.h5 replaced by a named "
-                   "pipe: `--resume` (and `inspect`) block forever")
+# found by the third adversarial pass (fixed)
 def test_sums_file_replaced_by_fifo_resume_no_hang(tmp_path, ops):
     """A stopped job's sums001.h5 replaced by a pipe: --resume ends promptly with one line
     (it never adds sums it cannot read), the job file still lists resolution 1."""

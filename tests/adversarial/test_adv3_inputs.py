@@ -12,8 +12,7 @@ from adversary import assert_ok, assert_one_error, bounded, load, run
 FAST = {"LRMPI_PROBE_TIMEOUT_S": "8"}   # a pipe blocks the HDF5 probe until this limit
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: an operand that is a named pipe blocks lrmpi "
-                   "forever in open(); SIGINT and SIGTERM do not end it")
+# found by the third adversarial pass (fixed)
 def test_operand_is_a_fifo_no_hang(tmp_path, ops):
     """A named pipe with no writer as operand A: one line, promptly (never blocks in open)."""
     _, b, _, _ = ops
@@ -24,8 +23,7 @@ def test_operand_is_a_fifo_no_hang(tmp_path, ops):
     assert not (tmp_path / "C.h5").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: an operand that is a named pipe blocks lrmpi "
-                   "forever in open(); SIGINT and SIGTERM do not end it")
+# found by the third adversarial pass (fixed)
 def test_operand_is_a_fifo_under_mpi(tmp_path, ops):
     _, b, _, _ = ops
     fifo = tmp_path / "P.npy"
@@ -70,8 +68,7 @@ def test_h5_operand_naming_group_root_or_nothing(tmp_path, ops, spec):
     assert not (tmp_path / "C.h5").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: an `FILE.h5:/ds` operand whose FILE is a named "
-                   "pipe blocks lrmpi forever in open(); SIGINT and SIGTERM do not end it")
+# found by the third adversarial pass (fixed)
 def test_h5_operand_file_is_a_fifo(tmp_path, ops):
     a, _, _, _ = ops
     fifo = tmp_path / "in.h5"

@@ -56,9 +56,7 @@ def test_output_is_a_socket_refused(tmp_path, ops):
         s.close()
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: -o naming a dangling symlink: the user's link "
-                   "is silently replaced by a regular file (no --overwrite), while pack and "
-                   "--plot call the same link 'exists'")
+# found by the third adversarial pass (fixed)
 def test_output_dangling_symlink_is_not_silently_replaced(tmp_path, ops):
     """-o a dangling link into another folder, no --overwrite: refused with one line (the
     link is an existing entry lrmpi did not write, as `pack` and `--plot` say), or the result
@@ -114,9 +112,7 @@ def test_lock_is_a_socket_no_hang(tmp_path, ops):
         s.close()
 
 
-@pytest.mark.parametrize("kind", ["fifo", "/dev/null", pytest.param("dangling", marks=pytest.mark.xfail(
-    strict=True, reason="FOUND: pack --overwrite onto a dangling symlink replaces the user's "
-    "link with the packed file (help: replaces only a file lrmpi wrote)"))])
+@pytest.mark.parametrize("kind", ["fifo", "/dev/null", "dangling"])
 def test_pack_target_special_refused(tmp_path, ops, kind):
     """`lrmpi pack OUT.h5 X --overwrite` where X is a pipe, /dev/null or a dangling link:
     one line (only a file lrmpi wrote is replaced), nothing hangs, X unchanged."""

@@ -40,9 +40,9 @@ def check_output(out, inputs=(), resume=False, what="-o"):
         raise ConfigError(f"{what} {out} is a symbolic link: lrmpi replaces the file by "
                           "renaming a new one onto its name, which would replace the link; "
                           "give the file it points to, or another name")
-    if os.path.exists(path) and not os.path.isfile(path):
-        raise ConfigError(f"{what} {out} exists and is not a regular file (a pipe or a "
-                          "device?); choose another output")
+    if os.path.exists(path) and not os.path.isfile(path):  # as a directory there
+        raise CheckpointError(f"{what} {out} exists and is not a regular file (a pipe or a "
+                              "device?); choose another output")
     parent = os.path.dirname(path)
     if not os.path.isdir(parent):
         raise CheckpointError(f"output directory {parent} does not exist")
@@ -71,6 +71,8 @@ def check_side_file(path, setting, out, inputs=()):
     if not path:
         return
     p = os.path.abspath(path)
+    if os.path.exists(p) and not os.path.isfile(p):  # a pipe would block the write
+        raise ConfigError(f"{setting} {path} exists and is not a regular file: choose another")
     targets = [f for f in map(input_file, inputs) if f is not None]
     if out:
         o = os.path.abspath(out)
