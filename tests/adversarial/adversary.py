@@ -290,3 +290,24 @@ def bounded(*args, n=None, env=None, cwd=None, limit=20):
         kill_group(p)
         pytest.fail(f"still running after {limit} s (hung): lrmpi {' '.join(map(str, args))}")
     return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
+def job_folder(out):
+    """OUT.h5.d/<job_id> of a checkpoint with one job."""
+    d = str(out) + ".d"
+    subs = [s for s in os.listdir(d) if os.path.isdir(os.path.join(d, s))]
+    assert len(subs) == 1, subs
+    return os.path.join(d, subs[0])
+
+
+def load_in_child(out):
+    """load_result in a child (a hostile file may crash HDF5): (returncode, C or None, stderr)."""
+    code = ("import sys, numpy as np, lrmpi\n"
+            "try:\n"
+            "    C, a = lrmpi.load_result(sys.argv[1])\n"
+            "except lrmpi.LrmpiError as e:\n"
+            "    print('ERR', e, file=sys.stderr); sys.exit(1)\n"
+            "np.save(sys.argv[1] + '.loaded.npy', C)\n")
+    r = subprocess.run([PY, "-c", code, str(out)], capture_output=True, text=True, timeout=60)
+    C = np.load(str(out) + ".loaded.npy") if r.returncode == 0 else None
+    return r.returncode, C, r.stderr

@@ -9,27 +9,11 @@ import h5py
 import numpy as np
 import pytest
 
-from adversary import (PY, assert_ok, assert_one_error, load, run, snapshot, stop_after)
+from adversary import (PY, assert_ok, assert_one_error, job_folder, load, load_in_child, run, snapshot,
+                      stop_after)
 
 
-def _job(out):
-    d = str(out) + ".d"
-    subs = [s for s in os.listdir(d) if os.path.isdir(os.path.join(d, s))]
-    assert len(subs) == 1, subs
-    return os.path.join(d, subs[0])
-
-
-def load_in_child(out):
-    """load_result in a child: (returncode, C or None, stderr)."""
-    code = ("import sys, numpy as np, lrmpi\n"
-            "try:\n"
-            "    C, a = lrmpi.load_result(sys.argv[1])\n"
-            "except lrmpi.LrmpiError as e:\n"
-            "    print('ERR', e, file=sys.stderr); sys.exit(1)\n"
-            "np.save(sys.argv[1] + '.loaded.npy', C)\n")
-    r = subprocess.run([PY, "-c", code, str(out)], capture_output=True, text=True, timeout=60)
-    C = np.load(str(out) + ".loaded.npy") if r.returncode == 0 else None
-    return r.returncode, C, r.stderr
+_job = job_folder
 
 
 def readers_refuse(out):
