@@ -61,7 +61,7 @@ def main(argv=None):
             raise
         if root:
             print(f"lrmpi: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_USAGE if root else EXIT_OK  # rank 0's code is the job's (below)
     setup_logging()
     if not argv or argv[0] in ("-h", "--help"):
         if root:
@@ -86,10 +86,10 @@ def main(argv=None):
             raise
         if root:  # one line, even when a library's message (HDF5's) spans several
             print("lrmpi: error: " + " ".join(str(exc).split()), file=sys.stderr)
-        elif isinstance(exc, errors.LaunchError):
-            # Each process is alone in its own world: launcher rank 0's exit 1 is the
-            # job's status. A non-zero exit here could make Open MPI's launcher kill
-            # rank 0 before it has printed the one line that says why.
+        elif isinstance(exc, (errors.LaunchError, errors.ConfigError)):
+            # Each rank found the same (its own world, or the same options): launcher
+            # rank 0's exit is the job's status. A non-zero exit here could make Open
+            # MPI's launcher kill rank 0 before it has printed the one line that says why.
             return EXIT_OK
         return EXIT_USAGE if isinstance(exc, errors.ConfigError) else EXIT_ERROR
     except KeyboardInterrupt:

@@ -46,10 +46,12 @@ def exit_code(outcome, deadline_ok=False):
 
 
 class _QuietParser(argparse.ArgumentParser):
-    """On ranks other than 0: usage errors exit 2 without printing (rank 0 prints)."""
+    """On ranks other than 0: usage errors exit without printing (rank 0 prints, and its
+    exit 2 is the job's: a non-zero exit here could make Open MPI's launcher kill rank 0
+    before it has printed the usage)."""
 
     def error(self, message):
-        sys.exit(EXIT_USAGE)
+        sys.exit(EXIT_OK)
 
     def print_help(self, file=None):
         pass
