@@ -83,10 +83,11 @@ class DiffTracker:
         # float64 arrays; None comes for the others): the cheap bound reads shapes and
         # carried norms, and the logits' C and z; the difference bound reads a linear
         # node's h and z (C only at the logits), every other node's arguments and result
-        at_out = {nd.output: logits if nd is out else frozenset() for nd in graph.nodes}
-        self._wants = {nd.output: at_out[nd.output] if self.fast else
-                       (frozenset(("h", "z")) | at_out[nd.output] if nd.op in LINEAR_OPS
-                        else ARRAYS) for nd in graph.nodes}
+        self._wants = {}
+        for nd in graph.nodes:
+            mine = logits if nd is out else frozenset()
+            self._wants[nd.output] = mine if self.fast else \
+                (frozenset(("h", "z")) | mine if nd.op in LINEAR_OPS else ARRAYS)
 
     def wants(self, node):
         return self._wants.get(node.output, ARRAYS)

@@ -75,6 +75,7 @@ class FusedModel:
         self.buffers = Buffers()
         self.times = np.zeros(3)  # the kernels' stage times (products, decode, quantize)
         self.estimates = {}  # (node, which planes) -> FusedNode of those weight planes
+        self._input = None   # (node, r, its input planes) of the node being computed
     def _only_reader(self, tensor):
         readers = self.readers.get(tensor, [])
         if tensor == self.graph.output or len(readers) != 1:
@@ -238,7 +239,7 @@ class FusedModel:
             est = self.estimates[(node.output, key)] = FusedNode(
                 node, weights, self.graph.shapes, self.isa)
         n = len(x)
-        name, r, src = getattr(self, "_input", None) or (None, 0, None)
+        name, r, src = self._input or (None, 0, None)
         if not (of_input and name == node.output and p <= r and src.D.shape[0] >= p):
             x = np.ascontiguousarray(x, np.float64)
             src = est.planes_for(p, self.bits, n, _Keyed(self.buffers, "estimate"))

@@ -30,7 +30,7 @@ def array_digest(a, dtype=None, legacy=False):
     a = np.ascontiguousarray(a, dtype)
     h = Digest(f"{a.dtype.str}{a.shape}".encode(), legacy)
     h.update(memoryview(a.reshape(-1)).cast("B") if a.size else b"")
-    return h.hexdigest()[:32]
+    return h.hexdigest()
 
 
 def tiled_digest(shape, dtype, tiles):
@@ -49,7 +49,7 @@ def tiled_digest(shape, dtype, tiles):
             for i in range(np.asarray(band[0][1][l]).shape[0]):
                 for _, parts in band:
                     h.update(np.ascontiguousarray(parts[l][i], dtype).data.cast("B"))
-    return h.hexdigest()[:32]
+    return h.hexdigest()
 
 
 def put(group, name, data, **options):

@@ -182,4 +182,7 @@ def sweep(out, ck):
     """What killed runs left: temporary files of the checkpoint `ck`'s job (if any)
     and of the job file. Nothing else: other folders in OUT.h5.d may be another job's
     data (owned.py). Call under the lock."""
-    owned.sweep(out, *((ck.job_id, ck.completed) if ck is not None else (None,)))
+    if ck is None:
+        owned.sweep(out, None)
+    else:
+        owned.sweep(out, ck.job_id, ck.completed)
