@@ -110,6 +110,15 @@ def ops(tmp_path, rng):
     return save(tmp_path / "A.npy", A), save(tmp_path / "B.npy", B), A, B
 
 
+@pytest.fixture
+def done(tmp_path, ops):
+    """A complete 3-resolution checkpoint (root writing) and its operands."""
+    a, b, A, B = ops
+    out = str(tmp_path / "C.h5")
+    assert_ok(run("matmul", a, b, "-o", out, "--planes", "2"))
+    return out, a, b, A, B
+
+
 def digest(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -311,3 +320,15 @@ def load_in_child(out):
     r = subprocess.run([PY, "-c", code, str(out)], capture_output=True, text=True, timeout=60)
     C = np.load(str(out) + ".loaded.npy") if r.returncode == 0 else None
     return r.returncode, C, r.stderr
+
+
+def kill_rank_after_first(p, out, marker, rank):
+    """SIGKILL rank `rank` of job `p` (started with ADV_MARK=marker) once resolution 1 of
+    `out` is listed; the job must then end non-zero."""
+    try:
+        wait_for(out, 1, p)
+        os.kill(rank_pid(marker, rank), signal.SIGKILL)
+        p.communicate(timeout=60)
+        assert p.returncode != 0
+    finally:
+        kill_group(p)

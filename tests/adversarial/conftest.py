@@ -1,3 +1,3 @@
 """Fixtures of the adversarial pass; its helpers live in adversary.py (a name of its own:
 `from conftest import` would find whichever conftest module pytest loaded first)."""
-from adversary import ops, rng  # noqa: F401  (fixtures)
+from adversary import done, ops, rng  # noqa: F401  (fixtures)

@@ -7,8 +7,9 @@ import h5py
 import numpy as np
 import pytest
 
-from adversary import (SLOW, assert_ok, assert_one_error, attrs_of, exact_product, kill_group,
-                      load, max_err, rank_pid, run, save, snapshot, start, stop_after, wait_for)
+from adversary import (assert_ok, assert_one_error, attrs_of, exact_product,
+                      kill_rank_after_first, load, max_err, run, save, snapshot, start,
+                      stop_after)
 
 
 def _ref(tmp_path, a, b, *opts):
@@ -135,13 +136,7 @@ def test_worker_sigkill_with_ranks_writing_then_resume_other_count(tmp_path, ops
     p = start("matmul", a, b, "-o", out, "--planes", "2", "--write", "ranks", n=3,
               env={"ADV_MARK": mark, "LRMPI_TEST_SLOW_RANK": "1", "LRMPI_TEST_SLOW_S": "0.5",
                    "LRMPI_ROOT_COMPUTES": "no"})
-    try:
-        wait_for(out, 1, p)
-        os.kill(rank_pid(mark, 2), signal.SIGKILL)
-        p.communicate(timeout=60)
-        assert p.returncode != 0
-    finally:
-        kill_group(p)
+    kill_rank_after_first(p, out, mark, 2)
     listed = _listed(out)
     assert listed
     for name in listed:

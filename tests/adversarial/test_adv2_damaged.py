@@ -2,14 +2,13 @@
 datasets, huge declared shapes, stripped checksums, truncated resume data, odd lock files."""
 import os
 import shutil
-import subprocess
 import time
 
 import h5py
 import numpy as np
 import pytest
 
-from adversary import (PY, assert_ok, assert_one_error, job_folder, load, load_in_child, run, snapshot,
+from adversary import (assert_ok, assert_one_error, job_folder, load_in_child, run, snapshot,
                       stop_after)
 
 
@@ -24,14 +23,6 @@ def readers_refuse(out):
     assert not os.path.exists(packed)
     rc, C, err = load_in_child(out)
     assert rc == 1 and "Traceback" not in err, err
-
-
-@pytest.fixture
-def done(tmp_path, ops):
-    a, b, A, B = ops
-    out = str(tmp_path / "C.h5")
-    assert_ok(run("matmul", a, b, "-o", out, "--planes", "2"))
-    return out, a, b, A, B
 
 
 def test_dataset_c_deleted_from_last_resolution(done):

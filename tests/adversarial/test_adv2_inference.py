@@ -1,7 +1,6 @@
 """Second adversarial pass, area 5: `lrmpi infer` — data dtypes and layouts, output choice,
 hostile ONNX graphs, Gemm attributes, --keep, a killed worker, gray-rule edges."""
 import os
-import signal
 import time
 
 import h5py
@@ -10,8 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from adversary import (assert_ok, assert_one_error, kill_group, mlp_onnx, rank_pid, run, save,
-                      start, wait_for)
+from adversary import (assert_ok, assert_one_error, kill_rank_after_first, mlp_onnx, run, save,
+                      start)
 
 
 def float64_logits(model, X):
@@ -204,13 +203,7 @@ def test_infer_worker_sigkill_then_resume_bit_identical(tmp_path, rng):
     mark = f"adv2i-{os.getpid()}"
     p = start("infer", model, d, "-o", out, "--planes", "3", "--rule", "none", n=3,
               env={"ADV_MARK": mark, "LRMPI_TEST_SLOW_RANK": "1", "LRMPI_TEST_SLOW_S": "0.4"})
-    try:
-        wait_for(out, 1, p)
-        os.kill(rank_pid(mark, 2), signal.SIGKILL)
-        p.communicate(timeout=60)
-        assert p.returncode != 0
-    finally:
-        kill_group(p)
+    kill_rank_after_first(p, out, mark, 2)
     assert_ok(run("infer", model, d, "-o", out, "--planes", "3", "--rule", "none", "--resume",
                   n=2))
     ref = str(tmp_path / "ref.h5")

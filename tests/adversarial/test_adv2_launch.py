@@ -27,15 +27,7 @@ def test_sigusr2_to_the_root_rank_under_mpiexec_stops_with_exit_3(tmp_path, ops)
     a, b, _, _ = ops
     out = str(tmp_path / "C.h5")
     p = _slow_job(out, a, b, 2, "u2")
-    try:
-        wait_for(out, 1, p)
-        os.kill(rank_pid("u2", 0), signal.SIGUSR2)
-        _, err = p.communicate(timeout=60)
-    finally:
-        kill_group(p)
-    assert p.returncode == 3, err
-    at = attrs_of(out)
-    assert at["status"] == "deadline" and "USR2" in str(at["message"]), at["message"]
+    _usr2_stops(p, out, lambda: rank_pid("u2", 0))
 
 
 def test_sigusr2_single_process_exit_3(tmp_path, ops):
@@ -45,9 +37,15 @@ def test_sigusr2_single_process_exit_3(tmp_path, ops):
     out = str(tmp_path / "C.h5")
     p = start("matmul", a, b, "-o", out, "--planes", "2",
               env={"LRMPI_TEST_SLOW_RANK": "0", "LRMPI_TEST_SLOW_S": "0.5"})
+    _usr2_stops(p, out, lambda: p.pid)
+
+
+def _usr2_stops(p, out, root_pid):
+    """SIGUSR2 to the root process once resolution 1 is listed: exit 3, status deadline,
+    the message naming SIGUSR2."""
     try:
         wait_for(out, 1, p)
-        os.kill(p.pid, signal.SIGUSR2)
+        os.kill(root_pid(), signal.SIGUSR2)
         _, err = p.communicate(timeout=60)
     finally:
         kill_group(p)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from adversary import (SLOW, assert_ok, assert_one_error, attrs_of, kill_group, run, save,
-                      snapshot, start, stop_after, wait_for)
+                      snapshot, start, stop_after)
 
 
 @pytest.fixture

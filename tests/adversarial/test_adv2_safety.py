@@ -8,8 +8,8 @@ import time
 import h5py
 import numpy as np
 
-from adversary import (PY, SLOW, assert_ok, assert_one_error, digest, kill_group, load, run,
-                      save, snapshot, start, stop_after, wait_for)
+from adversary import (SLOW, assert_ok, assert_one_error, digest, kill_group, load, run, save,
+                      snapshot, start, stop_after, wait_for)
 
 
 def _dead_pid():

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from adversary import assert_ok, assert_one_error, bounded, load, run
+from adversary import (assert_one_error, bounded, load, run)
 
 FAST = {"LRMPI_PROBE_TIMEOUT_S": "8"}   # a pipe blocks the HDF5 probe until this limit
 

@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from adversary import PY, assert_one_error, cmd, load, mpiexec, run
+from adversary import (PY, assert_one_error, cmd, run)
 from test_adv_jobscripts import generate, slurm, work  # noqa: F401  (fixtures)
 
 
@@ -30,12 +30,7 @@ def test_python_not_an_interpreter_refused(tmp_path, work, slurm, kind):
     else:
         py = "/dev/null"
     r = run("jobscript", "matmul", a, b, "-o", d / "C.h5", "--python", py)
-    if r.returncode != 0:
-        assert_one_error(r, code=2)
-        return
-    job = go(r.stdout, cwd=str(d), timeout=60)
-    assert job.returncode != 0, job.stdout + job.stderr
-    assert requeues() == [] and not (d / "C.h5").exists()
+    _refused_or_fails_without_requeue(r, d, go, requeues)
 
 
 @pytest.mark.parametrize("kind", ["dir", "fifo", "dangling"])
@@ -66,12 +61,7 @@ def test_mpiexec_not_a_launcher_refused(tmp_path, work, slurm, kind):
         p.mkdir()
     r = run("jobscript", "matmul-mpiexec", a, b, "-o", d / "C.h5", "--python", PY,
             "--mpiexec", p)
-    if r.returncode != 0:
-        assert_one_error(r, code=2)
-        return
-    job = go(r.stdout, cwd=str(d), timeout=60)
-    assert job.returncode != 0, job.stdout + job.stderr
-    assert requeues() == [] and not (d / "C.h5").exists()
+    _refused_or_fails_without_requeue(r, d, go, requeues)
 
 
 # found by the third adversarial pass (fixed): a full stdout printed a traceback
@@ -124,3 +114,14 @@ def test_generated_infer_mpiexec_script_runs(slurm, tmp_path, rng):
     assert got.keys() == want.keys()
     for k in want:
         assert np.array_equal(got[k]["scores"], want[k]["scores"])
+
+
+def _refused_or_fails_without_requeue(r, d, go, requeues):
+    """`lrmpi jobscript` refused the option (one line, exit 2), or the script it printed
+    fails when run, requeues nothing and writes no result."""
+    if r.returncode != 0:
+        assert_one_error(r, code=2)
+        return
+    job = go(r.stdout, cwd=str(d), timeout=60)
+    assert job.returncode != 0, job.stdout + job.stderr
+    assert requeues() == [] and not (d / "C.h5").exists()

@@ -2,10 +2,8 @@
 path named, --status for every state, quiet levels."""
 import os
 
-import numpy as np
-import pytest
 
-from adversary import assert_ok, assert_one_error, run, stop_after
+from adversary import (assert_one_error, run, stop_after)
 
 FAST = {"LRMPI_PROBE_TIMEOUT_S": "8"}   # a pipe blocks the HDF5 probe until this limit
 

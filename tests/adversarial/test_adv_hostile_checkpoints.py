@@ -5,14 +5,13 @@ fails with one line; nothing is read from outside the checkpoint's folder.
 """
 import os
 import shutil
-import subprocess
 
 import h5py
 import numpy as np
 import pytest
 
-from adversary import (PY, assert_ok, assert_one_error, job_folder, load, load_in_child, run, snapshot,
-                      stop_after, swap)
+from adversary import (assert_ok, assert_one_error, job_folder, load, load_in_child, run,
+                      snapshot, stop_after, swap)
 
 
 _job = job_folder
@@ -28,15 +27,6 @@ def readers_refuse(out, a, b, planes="2", extra=()):
                      codes=(1, 2))
     rc, C, err = load_in_child(out)
     assert rc == 1 and "Traceback" not in err, err
-
-
-@pytest.fixture
-def done(tmp_path, ops):
-    """A complete 3-resolution checkpoint (root writing) and its operands."""
-    a, b, A, B = ops
-    out = str(tmp_path / "C.h5")
-    assert_ok(run("matmul", a, b, "-o", out, "--planes", "2"))
-    return out, a, b, A, B
 
 
 def test_resolution_files_swapped_within_job(done):
