@@ -46,6 +46,17 @@ class Node:
     def where(self):
         return f"node {self.name or self.output!r} ({self.op})"
 
+    def __getstate__(self):
+        # to the ranks: parameters that float32 holds exactly (ONNX weights) travel as
+        # float32 and become the same float64 values on arrival: half the bytes of a
+        # model's broadcast (not for weights a BatchNorm was folded into, in float64)
+        return {**self.__dict__, "params": {k: _narrowed(v) for k, v in self.params.items()}}
+
+    def __setstate__(self, state):
+        params = {k: np.asarray(v.values, np.float64) if isinstance(v, _Float32) else v
+                  for k, v in state["params"].items()}
+        self.__dict__.update({**state, "params": params})
+
     def shape(self, shapes):
         """The per-sample shape this node writes from inputs of `shapes`, or an
         InputError naming the node."""
@@ -54,6 +65,19 @@ class Node:
         except ShapeError as exc:
             raise InputError(f"model: {self.where()}: shapes do not fit "
                              f"({', '.join(str(tuple(s)) for s in shapes)}: {exc})") from None
+
+
+@dataclass
+class _Float32:
+    values: np.ndarray  # float32, equal to the float64 parameter it stands for
+
+
+def _narrowed(v):
+    if isinstance(v, np.ndarray) and v.dtype == np.float64 and v.size > 1024:
+        v32 = v.astype(np.float32)
+        if np.array_equal(v32, v):
+            return _Float32(v32)
+    return v
 
 
 @dataclass

@@ -4,7 +4,7 @@ Importing an ONNX model decodes its protobuf (onnx_proto.py: onnx's generated
 classes, without the rest of the onnx package) and turns its nodes into a graph;
 the graph it yields is a few arrays and a JSON description (graph.to_arrays),
 kept with the tensors' shapes. So a model seen before is read back from the
-cache, keyed by the SHA-256 of the model file's bytes, the importer's options
+cache, keyed by the XXH3-128 digest of the model file's bytes, the importer's options
 (those given: `output=None` is the default, the same key as no option) and
 lrmpi's version: the importer runs only for a model never seen (or without a
 cache folder). A damaged entry reads as absent.

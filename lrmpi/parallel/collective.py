@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from lrmpi.parallel.backoff import Backoff
-from lrmpi.parallel.comm import hostname, rank_size
+from lrmpi.parallel.comm import bcast_object, hostname, rank_size
 
 
 class Group:
@@ -25,7 +25,7 @@ class Group:
             backoff.sleep()
 
     def bcast(self, obj):
-        return obj if self.comm is None else self.comm.bcast(obj, root=0)
+        return obj if self.comm is None else bcast_object(self.comm, obj)
 
     def gather(self, obj):
         return [obj] if self.comm is None else self.comm.gather(obj, root=0)
