@@ -183,9 +183,11 @@ def test_ctrl_c_under_mpiexec_stops_every_rank_cleanly(operands, tmp_path):
     from launching import descendants
     _, _, a, b = operands
     out = tmp_path / "c.h5"
-    # tasks slow enough (each sleeps 0.5 s, stoppably) that the job cannot end before the
-    # Ctrl-C lands, however loaded the machine (CI once saw it complete first)
-    proc = start("matmul", a, b, "-o", out, "--planes", 8, "--order", "pairwise", n=3,
+    # every task on the one worker, which sleeps 0.5 s (stoppably) before each: the job
+    # cannot end before the Ctrl-C lands, however the signal travels (at -n 3 the other
+    # worker, not slowed, finished the job in two of four CI runs while Open MPI's
+    # mpiexec was still turning the Ctrl-C into a SIGTERM)
+    proc = start("matmul", a, b, "-o", out, "--planes", 8, "--order", "pairwise", n=2,
                  env={**SLOW, "LRMPI_TEST_SLOW_S": "0.5"})
     try:
         wait_for_resolutions(out, 1, proc)
