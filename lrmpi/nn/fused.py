@@ -28,7 +28,8 @@ class FusedModel:
     def __init__(self, graph, weights, bits, isa=None):
         self.graph, self.weights, self.bits = graph, weights, bits
         self.isa = isa or kernels.selected_isa()
-        self.nodes = {n.output: FusedNode(n, weights[n.output], graph.shapes, self.isa)
+        scratch = Buffers()  # the weights' digits on their way to being packed
+        self.nodes = {n.output: FusedNode(n, weights[n.output], graph.shapes, self.isa, scratch)
                       for n in graph.linear}
         self.readers = {}
         for i, n in enumerate(graph.nodes):

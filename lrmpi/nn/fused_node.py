@@ -23,13 +23,15 @@ class FusedNode:
     """One linear/conv node as the kernels take it: geometry, packed weights, the
     input planes' layout, the activation it absorbs and the node it feeds."""
 
-    def __init__(self, node, weights, shapes, isa):
+    def __init__(self, node, weights, shapes, isa, scratch=None):
         p, W = node.params, node.params["W"]
-        self.node, self.isa, self.planes = node, isa, weights.enc.planes
+        # the digits, packed below: in `scratch` (Buffers) if given, not kept twice
+        enc = weights.enc if scratch is None else weights.encoded_in(scratch)
+        self.node, self.isa, self.planes = node, isa, enc.planes
         self.in_shape = tuple(shapes[node.inputs[0]])
         self.out_shape = tuple(shapes[node.output])
         self.O = W.shape[0]
-        self.f = np.ascontiguousarray(weights.enc.exps, np.int32)
+        self.f = np.ascontiguousarray(enc.exps, np.int32)
         self.bias = np.ascontiguousarray(p["b"], np.float64)
         self.act, self.act_node, self.slope, self.lo, self.hi = "none", None, None, -np.inf, np.inf
         self.feeds = None  # the FusedNode whose input planes this one writes
@@ -41,7 +43,7 @@ class FusedNode:
         if node.op == "linear":
             k = int(np.prod(self.in_shape))
             self.geom = dict(Hp=1, Wp=1, C=k, kh=1, kw=1, sh=1, sw=1, dh=1, dw=1, Ho=1, Wo=1)
-            self.k, digits, taps = k, weights.enc.digits, 1
+            self.k, digits, taps = k, enc.digits, 1
         else:
             C, H, Wd = self.in_shape
             O, Cg, kh, kw = W.shape
@@ -57,7 +59,7 @@ class FusedNode:
                 self.supported = False
                 return
             self.k = kh * kw * (1 if self.depthwise else C)
-            digits, taps = weights.enc.digits, 1 if self.depthwise else kh * kw
+            digits, taps = enc.digits, 1 if self.depthwise else kh * kw
         self.kpad = self.k if self.depthwise else K.nn_kpad(self.k)
         self.wpack = K.nn_pack(np.ascontiguousarray(digits), self.kpad, self.depthwise, taps=taps,
                                isa=isa)

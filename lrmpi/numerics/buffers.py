@@ -100,9 +100,7 @@ def touch(a):
     """Fault in every page of `a`: madvise(MADV_POPULATE_WRITE) on a big_empty
     buffer's mapping (one call; Linux 5.14+), else one write per page (numpy drops
     the GIL)."""
-    m = a
-    while m is not None and not isinstance(m, mmap.mmap):
-        m = getattr(m, "base", None)
+    m = _mapping(a)
     if m is not None and not isinstance(a, np.memmap):
         try:  # in 32 MB steps: the call holds the GIL
             for start in range(0, len(m), 32 << 20):
@@ -113,6 +111,15 @@ def touch(a):
             pass
     flat = a.reshape(-1).view(np.uint8)
     flat[::4096] = flat[::4096]
+
+
+def _mapping(a):
+    """The mmap.mmap under a big_empty array (None for others): np.frombuffer's base
+    is a memoryview of it (touch wrote every page when it looked for `.base` only)."""
+    m = a
+    while m is not None and not isinstance(m, mmap.mmap):
+        m = m.obj if isinstance(m, memoryview) else getattr(m, "base", None)
+    return m
 
 
 def prefault(pools=(), arrays=(), later=()):

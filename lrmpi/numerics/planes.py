@@ -48,12 +48,13 @@ def exponents(X, scale="row", *, amax=None):
     return np.frexp(amax)[1].astype(np.int32)
 
 
-def encode(X, bits=7, planes=4, scale="row", *, exps=None):
-    """Encode the rows of a finite float64 C-contiguous matrix into digit planes."""
+def encode(X, bits=7, planes=4, scale="row", *, exps=None, out=None):
+    """Encode the rows of a finite float64 C-contiguous matrix into digit planes
+    (into `out`, an int8 (planes, rows, cols) array, if given)."""
     bits, planes = validate.bits(bits), validate.planes(planes)
     if exps is None:
         exps = exponents(X, validate.scale(scale))
-    digits, sumsq, l1 = kernels.encode(X, exps, bits, planes)
+    digits, sumsq, l1 = kernels.encode(X, exps, bits, planes, out=out)
     return Encoded(digits, exps, bits, sumsq, l1)
 
 

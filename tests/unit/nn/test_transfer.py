@@ -50,13 +50,18 @@ def test_float32_exact_weights_travel_in_half_the_bytes_others_whole():
     assert sizes["exact"] < 0.6 * W32.nbytes < sizes["not"]
 
 
-def test_digit_planes_are_made_on_first_use_only():
+def test_digit_planes_are_made_on_first_use_and_kept_once():
     name, graph, X = MODELS[0]
     model = PreparedModel(graph, 7, 3)
-    w = next(iter(model.weights.values()))
-    assert w._enc is None  # rank 0 beside its workers never computes a product
+    assert all(w._enc is None for w in model.weights.values())  # rank 0 beside workers
     there, _ = _travelled(model)
     model.prepare(1)
     there.norms.use(1, model.norms.values(1))
-    there.evaluate(X, 1)
-    assert all(v._enc is not None for v in there.weights.values())
+    z, _ = there.evaluate(X, 1)
+    fused = there._fused
+    assert fused is not None and all(fn.supported for fn in fused.nodes.values())
+    # the fused kernels keep their packed copy only
+    assert all(w._enc is None for w in there.weights.values())
+    w = next(iter(there.weights.values()))
+    assert np.array_equal(w.enc.digits, PreparedModel(graph, 7, 3).weights[w.node.output]
+                          .enc.digits)

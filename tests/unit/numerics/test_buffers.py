@@ -44,3 +44,15 @@ def test_drop_pages_keeps_mapped_values(tmp_path):
     drop_pages(M, 0, 300)
     drop_pages(M)
     np.testing.assert_array_equal(M, X)
+
+
+def test_touch_finds_a_big_buffer_s_own_mapping():
+    """touch() faults a big_empty buffer in with madvise on its mapping, found
+    through np.frombuffer's memoryview (it once fell back to a write per page)."""
+    import mmap
+    from lrmpi.numerics.buffers import _mapping, big_empty, touch
+    a = big_empty((3, 1 << 21), np.int8)
+    assert isinstance(_mapping(a), mmap.mmap) and isinstance(_mapping(a[1:, 5:]), mmap.mmap)
+    assert _mapping(np.empty(10)) is None
+    touch(a)
+    assert not a.any()  # fresh anonymous memory reads zeros, touched or not
