@@ -332,3 +332,35 @@ def kill_rank_after_first(p, out, marker, rank):
         assert p.returncode != 0
     finally:
         kill_group(p)
+
+
+# ---- fourth pass: permissions as a user without root's override, file systems that fill ----
+
+NOCAP = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"]
+
+
+def run_nocap(*args, n=None, timeout=90, env=None, cwd=None):
+    """run() without the capabilities that let root read and write past file modes (the
+    tests run as root: a mode-000 file is unreadable only to a process without them)."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("no setpriv")
+    return subprocess.run([*NOCAP, *cmd(*args, n=n)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd)
+
+
+def mount_tmpfs(path, size):
+    """A tmpfs of `size` (e.g. "900k") at path (skips where mounting is not allowed)."""
+    os.makedirs(path, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+
+
+def umount(path):
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def leftovers(root):
+    """Temporary files (`*.tmp.*`) anywhere under root."""
+    return [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if ".tmp." in f]
