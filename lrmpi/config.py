@@ -97,7 +97,9 @@ class Config:
             raw = env.get(name)
             if raw is None or raw == "":
                 continue
-            try:
+            try:  # int() and float() take any script's digits: ASCII ones only here
+                if f.type is not str and not raw.strip().isascii():
+                    raise ValueError(raw)
                 values[f.name] = f.type(raw.strip()) if f.type is not str else raw
             except ValueError:
                 values[f.name] = raw  # not even of its type: _check says what it takes
@@ -117,8 +119,10 @@ class Rule:
             return isinstance(v, str) and (v.upper() if self.upper else v) in self.choices
         if self.lo is None:
             return isinstance(v, str)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
             return False
+        if isinstance(v, float) and not math.isfinite(v):  # an int of 400 digits is finite
+            return False                                     # (math.isfinite overflows)
         return (v > self.lo if self.open_lo else v >= self.lo) and v <= self.hi
 
     def text(self, typ):

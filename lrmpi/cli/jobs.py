@@ -37,8 +37,8 @@ def add_job_options(p):
                    help="HDF5 checkpoint to write (without it, results are not kept)")
     p.add_argument("--deadline", default=None,
                    help="stop by then: a duration (90 = 90 seconds: a bare number is seconds, "
-                        "not minutes as in SLURM; 90s, 5m, 1h30m; SLURM's M:S, H:M:S, D-H, "
-                        "D-H:M, D-H:M:S) or a time (2026-11-27T18:00, @EPOCH); inside SLURM "
+                        "not minutes as in SLURM; 90s, 5m, 1h30m or 1h 30m; SLURM's M:S, "
+                        "H:M:S, D-H, D-H:M, D-H:M:S) or a time (2026-11-27T18:00, @EPOCH); inside SLURM "
                         "the job's end time applies too")
     p.add_argument("--margin", type=float, default=None,
                    help="seconds kept free before the deadline, >= 0 (default: 10%% of the "

@@ -80,8 +80,9 @@ def inspect(argv):
     p.add_argument("--overwrite", action="store_true",
                    help="replace the --plot file if it exists (never without)")
     p.add_argument("--status", action="store_true",
-                   help="print only the status (running, complete, deadline, failed): "
-                        "for scripts")
+                   help="print only the status (running, complete, deadline, failed; "
+                        "killed: the file says running but no job is writing it): for "
+                        "scripts")
     a = p.parse_args(argv)
     if a.overwrite and not a.plot:
         raise errors.ConfigError("--overwrite replaces the --plot file, and there is no --plot")
@@ -89,8 +90,10 @@ def inspect(argv):
     from lrmpi.jobs.checkpoint import Checkpoint, owned
     ck = Checkpoint(a.path, safe=True)
     at = ck.attrs
-    if a.status:
-        print(ck.status)
+    from lrmpi.jobs.checkpoint.output import writer_alive
+    killed = ck.status == "running" and not writer_alive(a.path)
+    if a.status:  # a script waiting while it says "running" would wait for ever
+        print("killed" if killed else ck.status)
         return EXIT_OK
     phase = f" ({at['phase']})" if at.get("phase") == "preparing" else ""
     print(f"{a.path}: {ck.kind} status={ck.status}{phase} completed={ck.completed}"
@@ -104,8 +107,7 @@ def inspect(argv):
               f"{at.get('ranks')} rank(s)")
     if at.get("message"):
         print(f"message: {at['message']}")
-    from lrmpi.jobs.checkpoint.output import writer_alive
-    if ck.status == "running" and not writer_alive(a.path):
+    if killed:
         print("note: no job is writing it now: the job was killed (or lost its launcher) "
               "before it could record how it ended; --resume continues it")
     rows = [ck.resolution(i, datasets=False)[0] for i in ck.resolution_indices()]

@@ -14,19 +14,21 @@ from lrmpi.log import logger
 # the foreground group under mpiexec): all are a stop, decided by the root
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT")
 
-_NUM = r"(\d+(?:\.\d+)?)"
-# durations with units, largest first, each at most once: 90s, 5m, 1h30m, 2d12h
-_UNITS = re.compile(rf"^(?:{_NUM}d)?(?:{_NUM}h)?(?:{_NUM}m)?(?:{_NUM}s)?$")
+_NUM = r"([0-9]+(?:\.[0-9]+)?)"  # ASCII digits only (\d takes any script's: '٣')
+# durations with units, largest first, each at most once: 90s, 5m, 1h30m, 2d12h, and
+# with blanks between the parts as people write them: "1h 30m", "2 d 12 h"
+_UNITS = re.compile(rf"^(?:{_NUM}\s*d)?\s*(?:{_NUM}\s*h)?\s*(?:{_NUM}\s*m)?\s*(?:{_NUM}\s*s)?$")
 # SLURM's --time colon and day forms (days, hours, minutes, seconds; a bare number is
 # NOT minutes here: it stays seconds, as documented)
-_SLURM = [(re.compile(r"^(\d+):(\d+)$"), (60, 1)),                       # M:S
-          (re.compile(r"^(\d+):(\d+):(\d+)$"), (3600, 60, 1)),            # H:M:S
-          (re.compile(r"^(\d+)-(\d+)$"), (86400, 3600)),                  # D-H
-          (re.compile(r"^(\d+)-(\d+):(\d+)$"), (86400, 3600, 60)),        # D-H:M
-          (re.compile(r"^(\d+)-(\d+):(\d+):(\d+)$"), (86400, 3600, 60, 1))]  # D-H:M:S
+_SLURM = [(re.compile(r"^([0-9]+):([0-9]+)$"), (60, 1)),                   # M:S
+          (re.compile(r"^([0-9]+):([0-9]+):([0-9]+)$"), (3600, 60, 1)),    # H:M:S
+          (re.compile(r"^([0-9]+)-([0-9]+)$"), (86400, 3600)),              # D-H
+          (re.compile(r"^([0-9]+)-([0-9]+):([0-9]+)$"), (86400, 3600, 60)),  # D-H:M
+          (re.compile(r"^([0-9]+)-([0-9]+):([0-9]+):([0-9]+)$"),
+           (86400, 3600, 60, 1))]                                             # D-H:M:S
 LONGEST = 100 * 366 * 86400.0  # a deadline further ahead is a typo, not a plan
-GRAMMAR = ("a duration (90 = 90 seconds, 90s, 5m, 1h30m; SLURM's M:S, H:M:S, D-H, D-H:M, "
-           "D-H:M:S) or a time (2026-11-27T18:00, @EPOCH)")
+GRAMMAR = ("a duration (90 = 90 seconds, 90s, 5m, 1h30m or 1h 30m; SLURM's M:S, H:M:S, D-H, "
+           "D-H:M, D-H:M:S) or a time (2026-11-27T18:00, @EPOCH)")
 
 
 def parse(text, now=None):
@@ -56,7 +58,7 @@ def parse(text, now=None):
 def _parse(s, now):
     if not s:
         return None
-    if re.fullmatch(r"@\d+(?:\.\d+)?", s):
+    if re.fullmatch(r"@[0-9]+(?:\.[0-9]+)?", s):
         return float(s[1:])
     if re.fullmatch(_NUM, s):
         return now + float(s)
@@ -67,7 +69,7 @@ def _parse(s, now):
         m = pattern.match(s)
         if m:
             return now + sum(int(v) * u for v, u in zip(m.groups(), units))
-    if not re.match(r"^\d{4}-?\d{2}", s):  # ISO 8601 begins with the year
+    if not re.match(r"^[0-9]{4}-?[0-9]{2}", s):  # ISO 8601 begins with the year
         return None
     try:
         return _dt.datetime.fromisoformat(s).timestamp()

@@ -29,9 +29,18 @@ def split_spec(spec):
 
 def check_size(shape, dtype, name):
     need = int(np.prod(shape, dtype=np.float64)) * 8
-    if need > config.get().memory_fraction * _available_memory():
+    fraction = config.get().memory_fraction
+    if need > fraction * _available_memory():
         raise InputError(f"{name}: {shape[0]}x{shape[1] if len(shape) > 1 else 1} needs "
-                         f"{need / 2**30:.1f} GiB as float64, more than this machine can hold")
+                         f"{_size(need)} as float64, more than LRMPI_MEMORY_FRACTION "
+                         f"({fraction:g}) of this machine's memory ({_size(_available_memory())})")
+
+
+def _size(nbytes):
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
 
 
 def load(spec, name):
@@ -56,6 +65,8 @@ def _load_npy(path, name):
             version = np.lib.format.read_magic(f)
             shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
                                      else np.lib.format.read_array_header_2_0(f))
+    except OSError as exc:  # permissions, a folder: not the file's fault
+        raise InputError(f"{name}: cannot read {path} ({exc.strerror or exc})") from None
     except Exception as exc:  # numpy raises ValueError/EOFError/... for bad headers
         raise InputError(f"{name}: {path} is not a valid .npy file ({exc})") from None
     if dtype.hasobject:

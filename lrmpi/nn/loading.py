@@ -27,7 +27,11 @@ def load_model(path, **options):
     if not (path.endswith(".onnx") and os.path.isfile(path)):
         return _import(path, options)
     given = sorted((k, v) for k, v in options.items() if v is not None)
-    entry = cache.Entry("graph", cache.digest(cache.file_digest(path), given))
+    try:
+        key = cache.file_digest(path)
+    except OSError as exc:  # unreadable (permissions): one line, as the importer says it
+        raise InputError(f"model {path}: cannot read it ({exc.strerror or exc})") from None
+    entry = cache.Entry("graph", cache.digest(key, given))
     saved = entry.load()
     if saved is not None:
         try:

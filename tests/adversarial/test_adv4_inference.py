@@ -5,7 +5,6 @@ import subprocess
 
 import numpy as np
 import onnx
-import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from adversary import (assert_ok, assert_one_error, cmd, mlp_onnx, run, run_nocap, save)
@@ -115,8 +114,6 @@ def test_k_1_1_score_output_of_a_conv_classifier(tmp_path, rng):
     assert (last["predicted"][last["certified"]] == ref.argmax(axis=1)[last["certified"]]).all()
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: a model file the user may not read is a "
-                   "PermissionError traceback (cache.file_digest), not one line")
 def test_unreadable_model_one_line(tmp_path, rng):
     """A model file the user may not read (mode 000): one line naming it, exit 1, no
     output."""

@@ -8,14 +8,11 @@ import shlex
 import subprocess
 
 import numpy as np
-import pytest
 
 from adversary import (NOCAP, PY, assert_ok, assert_one_error, attrs_of, load, run)
 from test_adv_jobscripts import REPO, generate, slurm, work  # noqa: F401  (fixtures)
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: jobscripts/README.md's example OPTIONS=(--planes 6 "
-                   "--deadline '1h 30m') is refused: lrmpi does not accept '1h 30m' (exit 2)")
 def test_readme_options_example_is_accepted(work):
     """jobscripts/README.md shows `OPTIONS=(--planes 6 --deadline '1h 30m')` as the way to
     pass values with blanks: those options are accepted by `lrmpi jobscript`."""

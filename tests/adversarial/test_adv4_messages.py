@@ -8,8 +8,6 @@ import pytest
 from adversary import (assert_one_error, cmd, mount_tmpfs, run, run_nocap, save, umount)
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: an operand the user may not read is reported as "
-                   "'is not a valid .npy file ([Errno 13] Permission denied ...)'")
 def test_unreadable_operand_message_says_permission_not_invalid(tmp_path, ops):
     """A valid .npy the user may not read: the line says permission is denied and does
     not call the file invalid."""
@@ -22,9 +20,6 @@ def test_unreadable_operand_message_says_permission_not_invalid(tmp_path, ops):
     assert "permission" in line.lower() and "not a valid" not in line, line
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: LRMPI_MEMORY_FRACTION=1e-300 refuses a 40x24 "
-                   "operand with 'needs 0.0 GiB as float64, more than this machine can hold', "
-                   "not naming the setting")
 def test_memory_fraction_refusal_names_the_setting(tmp_path, ops):
     """A legal but tiny LRMPI_MEMORY_FRACTION refuses the operands: the line names the
     setting that refused them (the machine can hold 7 KB)."""

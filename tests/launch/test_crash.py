@@ -121,6 +121,12 @@ def test_resume_after_kill_is_identical_and_skips_finished_work(reference, tmp_p
         kill_tree(proc)
     done = check_survivors(out, ref)
     assert 3 <= done < len(ref)
+    # the file still says running; nobody writes it: --status says killed (a script's
+    # wait-while-running loop ends), inspect says so and how to continue
+    assert Checkpoint(out).attrs["status"] == "running"
+    st = run("inspect", out, "--status")
+    assert st.returncode == 0 and st.stdout == "killed\n", st.stdout + st.stderr
+    assert "--resume continues it" in run("inspect", out).stdout
     p = run("matmul", tmp_path / "A.npy", tmp_path / "B.npy", "-o", out, *JOB, "--resume", n=2)
     assert p.returncode == 0, p.stderr
     assert f"lrmpi: resolution {done}/" not in p.stderr  # not recomputed

@@ -37,7 +37,9 @@ BAD = [("LRMPI_WRITE_QUEUE", "0", "an integer in 1..1024"),
        ("LRMPI_MARGIN_FRACTION", "1", "a number >= 0 and <= 0.9"),
        ("LRMPI_ROOT_COMPUTES", "maybe", "one of 'yes', 'no', 'auto'"),
        ("LRMPI_WRITER_NICE", "40", "an integer in -20..19"),
-       ("LRMPI_TEST_FAIL_AFTER", "0", "an integer in 1..")]
+       ("LRMPI_TEST_FAIL_AFTER", "0", "an integer in 1.."),
+       ("LRMPI_CHUNK_COLS", "1" * 400, "an integer in 1.."),  # no OverflowError
+       ("LRMPI_DEPTH", "\u0662", "an integer in 1..")]  # ASCII digits only
 
 
 @pytest.mark.parametrize("name, value, allowed", BAD, ids=[f"{n}={v}" for n, v, _ in BAD])

@@ -11,6 +11,7 @@ import os
 import h5py
 
 from lrmpi.jobs.checkpoint import checksum
+from lrmpi.jobs.checkpoint import schema as S
 from lrmpi.jobs.checkpoint.direct import file_options
 
 HEADROOM = 64 << 10  # bytes beyond the data an HDF5 file may need (metadata: a few KB)
@@ -43,7 +44,7 @@ class AtomicH5:
     def __init__(self, path, fsync=True, nbytes=0, aligned=False):
         check_space(path, nbytes)
         self.path, self.fsync = path, fsync
-        self.tmp = f"{path}.tmp.{os.getpid()}"
+        self.tmp = f"{path}{S.TMP_SUFFIX}{os.getpid()}"
         if os.path.isfile(self.tmp) and not os.path.islink(self.tmp):
             os.unlink(self.tmp)  # ours: left by a killed process that had this pid
         # "x": never opened through a link someone left under our temporary name

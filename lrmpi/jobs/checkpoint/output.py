@@ -46,6 +46,7 @@ def check_output(out, inputs=(), resume=False, what="-o"):
     parent = os.path.dirname(path)
     if not os.path.isdir(parent):
         raise CheckpointError(f"output directory {parent} does not exist")
+    _check_name_length(out, path, parent, what)
     for spec in inputs:
         f = input_file(spec)
         if f is not None and (os.path.abspath(f) == path or (
@@ -62,6 +63,25 @@ def check_output(out, inputs=(), resume=False, what="-o"):
         if not os.access(path, os.W_OK) or not os.access(parent, os.W_OK):
             raise CheckpointError(f"cannot write the checkpoint at {path}: "
                                   f"{os.strerror(13)} (the earlier result is untouched)")
+
+
+# the longest name lrmpi makes beside OUT: OUT.tmp.PID (a PID has at most 7 digits)
+LONGEST_SUFFIX = len(S.TMP_SUFFIX) + 7
+
+
+def _check_name_length(out, path, parent, what):
+    """Refuse, before anything is made, an output whose temporary name (OUT.tmp.PID)
+    the folder's file system cannot hold: it failed after the job folder was made."""
+    try:
+        limit = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return
+    name = os.fsencode(os.path.basename(path))
+    if len(name) + LONGEST_SUFFIX > limit:
+        raise ConfigError(f"{what} {out}: the name is {len(name)} bytes long; lrmpi writes "
+                          f"NAME{S.TMP_SUFFIX}PID beside it, and this file system takes "
+                          f"names of up to {limit} bytes: choose a name of at most "
+                          f"{limit - LONGEST_SUFFIX} bytes")
 
 
 def check_side_file(path, setting, out, inputs=()):

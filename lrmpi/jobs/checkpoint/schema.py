@@ -93,7 +93,8 @@ JOB_ID_RE = re.compile(r"[0-9a-f]{16}")
 OWN_FILE_RE = re.compile(r"(?:res|sums|state|partial)\d{3}\.h5|rank\d{4}-res\d{3}\.h5")
 RESUME_FILE_RE = re.compile(r"(?:sums|state|partial)\d{3}\.h5")  # resume data only
 STATE_FILE_RE = re.compile(r"state\d{3}\.h5")                      # infer engine states
-TMP_SUFFIX_RE = re.compile(r"\.tmp\.\d+")  # NAME.tmp.PID: a file being written
+TMP_SUFFIX = ".tmp."                        # NAME.tmp.PID: a file being written
+TMP_SUFFIX_RE = re.compile(r"\.tmp\.\d+")
 # files of one resolution that are data only once it is listed (its resolution file,
 # level sums, rank files): group 1 is the resolution's index
 UNLISTED_RE = re.compile(r"(?:res|sums|rank\d{4}-res)(\d{3})\.h5")
