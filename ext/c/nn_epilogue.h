@@ -90,9 +90,10 @@ LRMPI_INLINE double nn_finish_row(int act, int64_t O, double *restrict c,
 
 #define NN_RB 16 /* rows of the epilogue's block: stored per channel as runs */
 
-/* The inverse of nn_store_block: rb rows of an NCHW array into v[rr ldv + o]. */
-LRMPI_INLINE void nn_load_block(const double *restrict in, int64_t s, int64_t pos0, int64_t P,
-                                int64_t O, int64_t rb, double *restrict v, int64_t ldv)
+/* The inverse of nn_store_block: rb rows of an NCHW array into v[rr ldv + o]. An
+ * ISA may give its own (NN_LOAD_BLOCK, NN_STORE_BLOCK: the same values moved). */
+LRMPI_INLINE void nn_load_block_c(const double *restrict in, int64_t s, int64_t pos0, int64_t P,
+                                  int64_t O, int64_t rb, double *restrict v, int64_t ldv)
 {
     if (P == 1) {
         for (int64_t rr = 0; rr < rb; rr++)
@@ -108,8 +109,8 @@ LRMPI_INLINE void nn_load_block(const double *restrict in, int64_t s, int64_t po
 /* A block of rb rows (values v[rr ldv + o]) into an NCHW output: with P = 1 each
  * row is a sample (contiguous), else rows are positions pos0.. of sample s,
  * written channel by channel as runs of rb positions. */
-LRMPI_INLINE void nn_store_block(double *restrict out, int64_t s, int64_t pos0, int64_t P,
-                                 int64_t O, int64_t rb, const double *restrict v, int64_t ldv)
+LRMPI_INLINE void nn_store_block_c(double *restrict out, int64_t s, int64_t pos0, int64_t P,
+                                   int64_t O, int64_t rb, const double *restrict v, int64_t ldv)
 {
     if (P == 1) {
         for (int64_t rr = 0; rr < rb; rr++)
@@ -121,6 +122,11 @@ LRMPI_INLINE void nn_store_block(double *restrict out, int64_t s, int64_t pos0, 
         for (int64_t rr = 0; rr < rb; rr++)
             base[o * P + rr] = v[rr * ldv + o];
 }
+
+#ifndef NN_STORE_BLOCK
+#define NN_STORE_BLOCK nn_store_block_c
+#define NN_LOAD_BLOCK nn_load_block_c
+#endif
 
 /* Whether N 2^(t0 + f) stays a normal double for every channel when |N| < 2^nbits
  * (nonzero N >= 1): then scaling by 2^t is exact. */
@@ -260,7 +266,7 @@ LRMPI_INLINE int nn_epilogue(const lrmpi_nn_layer *L, int64_t s0, int64_t b0, in
                 nn_round_row(L, S, ls, opad, i0 + rr - b0, L->e[s0 + (i0 + rr) / P], fmin, fmax,
                              limbs, cblk + rr * opad, decode);
         if (L->Cout)
-            nn_store_block(L->Cout, s, pos0, P, O, rb, cblk, opad);
+            NN_STORE_BLOCK(L->Cout, s, pos0, P, O, rb, cblk, opad);
         /* y: the block's rows (P = 1: each a whole sample, cut from L1), or the
          * sample's positions in ybuf (P > 1: pooled and cut once its last one is
          * done) */
@@ -269,7 +275,7 @@ LRMPI_INLINE int nn_epilogue(const lrmpi_nn_layer *L, int64_t s0, int64_t b0, in
         const int64_t ldy = keep ? O : opad;
         double big[NN_RB], q[NN_RB][5];
         if (L->Res)
-            nn_load_block(L->Res, s, pos0, P, O, rb, rblk, opad);
+            NN_LOAD_BLOCK(L->Res, s, pos0, P, O, rb, rblk, opad);
         if (flat && (ldy == O)) { /* cblk becomes z, rblk z + Res */
             big[0] = finish(L->act, rb * O, cblk, tiles->b, L->Res ? rblk : NULL,
                             L->act == LRMPI_ACT_PRELU ? tiles->s : L->slope, L->lo, L->hi, y,
@@ -285,11 +291,11 @@ LRMPI_INLINE int nn_epilogue(const lrmpi_nn_layer *L, int64_t s0, int64_t b0, in
                                  y + rr * ldy, L->sq ? q[rr] : NULL);
         }
         if (L->Zout)
-            nn_store_block(L->Zout, s, pos0, P, O, rb, cblk, opad);
+            NN_STORE_BLOCK(L->Zout, s, pos0, P, O, rb, cblk, opad);
         if (L->Aout)
-            nn_store_block(L->Aout, s, pos0, P, O, rb, L->Res ? rblk : cblk, opad);
+            NN_STORE_BLOCK(L->Aout, s, pos0, P, O, rb, L->Res ? rblk : cblk, opad);
         if (L->Yout)
-            nn_store_block(L->Yout, s, pos0, P, O, rb, y, ldy);
+            NN_STORE_BLOCK(L->Yout, s, pos0, P, O, rb, y, ldy);
         /* the next planes' time, read once per block that ends a sample (per
          * sample, the clock reads cost more than an MLP row's cut) */
         const int ends = (L->next || L->pool) && (i0 + rb) / P > i0 / P;
@@ -312,7 +318,7 @@ LRMPI_INLINE int nn_epilogue(const lrmpi_nn_layer *L, int64_t s0, int64_t b0, in
                     Pn = L->pHo * L->pWo;
                     Wn = L->pWo;
                     if (L->Pout)
-                        nn_store_block(L->Pout, s0 + j, 0, Pn, O, Pn, pbuf, O);
+                        NN_STORE_BLOCK(L->Pout, s0 + j, 0, Pn, O, Pn, pbuf, O);
                 }
                 if (L->next && nn_cut_next(L->next, s0 + j, ys, Pn, Wn, O, amax, tmp))
                     return 1;

@@ -114,6 +114,26 @@ def wide_chain(rng, act):
     return G.Graph("x", (2, 6, 4), nodes, "y", "softmax").validate()
 
 
+def odd_chain(rng, act):
+    """Residual blocks whose channels (13, 24) and positions (5 x 7 = 35: blocks of 16,
+    16, 3 rows) are off the epilogue's 8 x 8 transposes: their tails go element by
+    element, the rest in whole runs (the stored arrays and the residual read back)."""
+    def conv(i, o, cin, cout):
+        return G.Node("conv", [i], o, {"W": rng.standard_normal((cout, cin, 3, 3)) / 4,
+                                      "b": rng.standard_normal(cout), "pads": (1, 1, 1, 1)})
+    name, params = _act(*act, 13, rng, spatial=True)
+    name2, params2 = _act(*act, 24, rng, spatial=True)
+    nodes = [conv("x", "a", 2, 13), G.Node(name, ["a"], "b", params), conv("b", "c", 13, 13),
+             G.Node("add", ["b", "c"], "d"), G.Node(name, ["d"], "e", params),
+             conv("e", "f", 13, 24), G.Node(name2, ["f"], "g", params2), conv("g", "h", 24, 24),
+             G.Node("add", ["g", "h"], "i"), G.Node(name2, ["i"], "j", params2),
+             G.Node("flatten", ["j"], "k")]
+    flat = int(np.prod(G.Graph("x", (2, 5, 7), list(nodes), "k").validate().shapes["k"]))
+    nodes.append(G.Node("linear", ["k"], "y", {"W": rng.standard_normal((3, flat)) / 16,
+                                               "b": rng.standard_normal(3)}))
+    return G.Graph("x", (2, 5, 7), nodes, "y", "softmax").validate()
+
+
 def _exact(graph, weights, X, r):
     return ops.forward(graph, X, lambda node, h: exact_linear(node, h, weights[node.output].enc,
                                                               r, 7))
@@ -125,11 +145,11 @@ def _same(a, b):
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("act", ACTS, ids=[a[0] for a in ACTS])
-@pytest.mark.parametrize("kind", ["dense", "conv", "pool", "res", "wide"])
+@pytest.mark.parametrize("kind", ["dense", "conv", "pool", "res", "wide", "odd"])
 def test_fused_equals_the_exact_integer_network(isa, act, kind):
     rng = np.random.default_rng(11)
     graph = {"dense": dense_chain, "conv": conv_chain, "pool": pool_chain,
-             "res": res_chain, "wide": wide_chain}[kind](rng, act)
+             "res": res_chain, "wide": wide_chain, "odd": odd_chain}[kind](rng, act)
     X = rng.standard_normal((5,) + graph.input_shape) * np.exp(rng.uniform(-4, 4, (5,) + (1,) * len(graph.input_shape)))
     weights = {n.output: NodeWeights(n, 7, 3) for n in graph.linear}
     fm = FusedModel(graph, weights, 7, isa=isa)
