@@ -67,9 +67,11 @@ class Entry:
     """One cache entry: `kind` (a short name: "graph", "norms", ...) and a key from
     digest(); load() -> {name: array} or None, store({name: array})."""
 
+    suffix = ".npz"
+
     def __init__(self, kind, key):
         folder = config.get().cache_dir
-        self.path = os.path.join(os.path.expanduser(folder), f"{kind}-{key}.npz") \
+        self.path = os.path.join(os.path.expanduser(folder), f"{kind}-{key}{self.suffix}") \
             if folder else None
 
     def load(self):
@@ -82,6 +84,9 @@ class Entry:
             return None  # absent, damaged or foreign: computed again
 
     def store(self, arrays):
+        return self._write(lambda f: np.savez(f, **arrays))
+
+    def _write(self, save):
         if self.path is None:
             return False
         tmp = f"{self.path}.tmp.{os.getpid()}"
@@ -90,7 +95,7 @@ class Entry:
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+                save(f)
             os.replace(tmp, self.path)
             return True
         except OSError:  # a cache only: a read-only or full disk changes nothing
@@ -99,3 +104,30 @@ class Entry:
             except OSError:
                 pass
             return False
+
+
+class MappedEntry(Entry):
+    """An entry of one large array (.npy), read by mapping the file (copy-on-write):
+    its pages come from the page cache as they are read, none is copied or zeroed.
+    Its integrity is the caller's to check (a companion Entry holding its digest):
+    an .npy has no checksum of its own."""
+
+    suffix = ".npy"
+
+    def load(self):
+        if self.path is None or not os.path.isfile(self.path):
+            return None
+        try:
+            return np.load(self.path, mmap_mode="c", allow_pickle=False)
+        except Exception:  # noqa: BLE001 -- a damaged or foreign file: computed again
+            return None
+
+    def store(self, array):
+        return self._write(lambda f: np.save(f, array, allow_pickle=False))
+
+
+def array_digest(a):
+    """The XXH3-128 digest of an array's bytes (32 hex digits)."""
+    h = Digest()
+    h.update(np.ascontiguousarray(a))
+    return _hex(h)

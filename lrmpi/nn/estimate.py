@@ -53,5 +53,5 @@ class EstimateWeights:
         w = self._all()
         exps = (w.enc.exps - shift).astype(np.int32)
         digits = w.enc.digits[first:first + p]
-        return NS(enc=NS(digits=digits, exps=exps, planes=len(digits)),
+        return NS(enc=NS(digits=digits, exps=exps, planes=len(digits)), planes=len(digits),
                   gemm=NS(digits=w.gemm.digits[first:first + p], exps=exps), group=w.group)

@@ -16,7 +16,7 @@ other node is ops.apply in float64, as in the reference.
 import numpy as np
 
 from lrmpi import stages
-from lrmpi.nn import ops
+from lrmpi.nn import ops, packed_cache
 from lrmpi.nn.fused_node import ACTIVATIONS, Buffers, FusedNode
 from lrmpi.nn.graph import LINEAR_OPS
 from lrmpi.numerics import kernels, kernels_nn as K
@@ -29,8 +29,13 @@ class FusedModel:
         self.graph, self.weights, self.bits = graph, weights, bits
         self.isa = isa or kernels.selected_isa()
         scratch = Buffers()  # the weights' digits on their way to being packed
-        self.nodes = {n.output: FusedNode(n, weights[n.output], graph.shapes, self.isa, scratch)
-                      for n in graph.linear}
+        key = packed_cache.key(graph, weights, self.isa)
+        kept = packed_cache.load(key) or {}
+        self.nodes = {n.output: FusedNode(n, weights[n.output], graph.shapes, self.isa, scratch,
+                                          kept.get(n.output)) for n in graph.linear}
+        if not kept:
+            packed_cache.store(key, {name: (fn.wpack, fn.f) for name, fn in self.nodes.items()
+                                     if fn.supported})
         self.readers = {}
         for i, n in enumerate(graph.nodes):
             for t in set(n.inputs):

@@ -23,15 +23,12 @@ class FusedNode:
     """One linear/conv node as the kernels take it: geometry, packed weights, the
     input planes' layout, the activation it absorbs and the node it feeds."""
 
-    def __init__(self, node, weights, shapes, isa, scratch=None):
+    def __init__(self, node, weights, shapes, isa, scratch=None, packed=None):
         p, W = node.params, node.params["W"]
-        # the digits, packed below: in `scratch` (Buffers) if given, not kept twice
-        enc = weights.enc if scratch is None else weights.encoded_in(scratch)
-        self.node, self.isa, self.planes = node, isa, enc.planes
+        self.node, self.isa, self.planes = node, isa, weights.planes
         self.in_shape = tuple(shapes[node.inputs[0]])
         self.out_shape = tuple(shapes[node.output])
         self.O = W.shape[0]
-        self.f = np.ascontiguousarray(enc.exps, np.int32)
         self.bias = np.ascontiguousarray(p["b"], np.float64)
         self.act, self.act_node, self.slope, self.lo, self.hi = "none", None, None, -np.inf, np.inf
         self.feeds = None  # the FusedNode whose input planes this one writes
@@ -43,7 +40,7 @@ class FusedNode:
         if node.op == "linear":
             k = int(np.prod(self.in_shape))
             self.geom = dict(Hp=1, Wp=1, C=k, kh=1, kw=1, sh=1, sw=1, dh=1, dw=1, Ho=1, Wo=1)
-            self.k, digits, taps = k, enc.digits, 1
+            self.k, taps = k, 1
         else:
             C, H, Wd = self.in_shape
             O, Cg, kh, kw = W.shape
@@ -59,10 +56,15 @@ class FusedNode:
                 self.supported = False
                 return
             self.k = kh * kw * (1 if self.depthwise else C)
-            digits, taps = enc.digits, 1 if self.depthwise else kh * kw
+            taps = 1 if self.depthwise else kh * kw
         self.kpad = self.k if self.depthwise else K.nn_kpad(self.k)
-        self.wpack = K.nn_pack(np.ascontiguousarray(digits), self.kpad, self.depthwise, taps=taps,
-                               isa=isa)
+        if packed is not None:  # (packed weights, channel exponents) kept from before
+            self.wpack, self.f = packed
+        else:  # the digits in `scratch` (Buffers) if given: not kept twice
+            enc = weights.enc if scratch is None else weights.encoded_in(scratch)
+            self.f = np.ascontiguousarray(enc.exps, np.int32)
+            self.wpack = K.nn_pack(np.ascontiguousarray(enc.digits), self.kpad, self.depthwise,
+                                   taps=taps, isa=isa)
         self.supported = True
 
     def takes(self, r, bits):

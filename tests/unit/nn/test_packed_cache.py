@@ -1,0 +1,82 @@
+"""The fused kernels' packed weights kept in the cache folder (nn/packed_cache.py):
+a second FusedModel of the same model maps them instead of packing again, and
+computes bit for bit the same; a damaged or foreign entry reads as absent."""
+import os
+
+import numpy as np
+import pytest
+from test_fused import odd_chain, ISAS
+
+from lrmpi import config
+from lrmpi.nn import packed_cache
+from lrmpi.nn.fused import FusedModel
+from lrmpi.nn.quantized import NodeWeights
+
+
+@pytest.fixture
+def kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(packed_cache, "MIN_BYTES", 0)  # this model's few kB are kept too
+    with config.configure(cache_dir=str(tmp_path)):
+        yield tmp_path
+
+
+def _model(isa):
+    rng = np.random.default_rng(4)
+    graph = odd_chain(rng, ("relu", {}))
+    weights = {n.output: NodeWeights(n, 7, 3) for n in graph.linear}
+    X = rng.standard_normal((4,) + graph.input_shape)
+    return graph, weights, X, FusedModel(graph, weights, 7, isa=isa)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_a_second_model_maps_the_kept_weights_and_computes_the_same(kept, isa):
+    graph, weights, X, first = _model(isa)
+    files = sorted(os.listdir(kept))
+    assert [f.split("-")[0] for f in files] == ["packed", "packed"]  # .npy and .npz
+    second = FusedModel(graph, weights, 7, isa=isa)
+    for name, fn in second.nodes.items():
+        assert isinstance(fn.wpack.base, np.memmap) or isinstance(fn.wpack, np.memmap)
+        assert fn.wpack.ctypes.data % 64 == 0  # as the kernels read them
+        np.testing.assert_array_equal(fn.wpack, first.nodes[name].wpack)
+        np.testing.assert_array_equal(fn.f, first.nodes[name].f)
+    for r in (1, 2, 3):
+        np.testing.assert_array_equal(second.forward(X, r), first.forward(X, r))
+    other = [i for i in ISAS if i != isa]
+    if other:  # each ISA packs its own layout: its own entry
+        FusedModel(graph, weights, 7, isa=other[0])
+        assert len(os.listdir(kept)) == 4
+
+
+def test_a_damaged_or_foreign_entry_reads_as_absent(kept):
+    isa = ISAS[0]
+    graph, weights, X, first = _model(isa)
+    k = packed_cache.key(graph, weights, isa)
+    data = kept / f"packed-{k}.npy"
+    raw = bytearray(data.read_bytes())
+    raw[-1] ^= 1  # one bit of the last node's packed weights
+    data.write_bytes(bytes(raw))
+    assert packed_cache.load(k) is None
+    again = FusedModel(graph, weights, 7, isa=isa)  # packs again (and keeps them again)
+    np.testing.assert_array_equal(again.forward(X, 2), first.forward(X, 2))
+    assert packed_cache.load(k) is not None
+    (kept / f"packed-{k}.npz").write_bytes(b"not a zip")
+    assert packed_cache.load(k) is None
+
+
+def test_other_weights_have_another_key(kept):
+    isa = ISAS[0]
+    graph, weights, X, _ = _model(isa)
+    k = packed_cache.key(graph, weights, isa)
+    node = graph.linear[1]
+    node.params["W"] = node.params["W"].copy()
+    node.params["W"].flat[3] += 2.0 ** -30
+    changed = {n.output: NodeWeights(n, 7, 3) for n in graph.linear}
+    assert packed_cache.key(graph, changed, isa) != k
+    assert packed_cache.key(graph, {n: NodeWeights(w.node, 7, 4) for n, w in changed.items()},
+                            isa) != packed_cache.key(graph, changed, isa)
+
+
+def test_small_models_are_not_kept(tmp_path):
+    with config.configure(cache_dir=str(tmp_path)):
+        _model(ISAS[0])
+    assert not [f for f in os.listdir(tmp_path) if f.startswith("packed")]
