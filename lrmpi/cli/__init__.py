@@ -141,6 +141,8 @@ def console():
     exception on any rank ends the whole MPI job (as mpi4py.run does)."""
     if hasattr(signal, "SIGPIPE"):
         if len(sys.argv) > 1 and sys.argv[1] in JOB_COMMANDS:
+            from lrmpi.jobs.deadline import hold_stop_signals
+            hold_stop_signals()  # a stop signal before or after the job: never a kill
             # a closed stdout/stderr never ends a job: writes fail quietly instead
             signal.signal(signal.SIGPIPE, signal.SIG_IGN)
             sys.stdout, sys.stderr = _TolerantStream(_or_null(sys.stdout)), \
@@ -166,4 +168,7 @@ def console():
         from lrmpi.parallel.comm import abort
         abort(1)
         code = EXIT_ERROR
+    if len(sys.argv) > 1 and sys.argv[1] in JOB_COMMANDS:
+        from lrmpi.jobs.deadline import ignore_stop_signals
+        ignore_stop_signals()  # the job has ended: its exit code stands
     sys.exit(code)

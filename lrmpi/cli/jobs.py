@@ -75,6 +75,8 @@ def job_options(a):
                                  f"{a.worker_timeout}")
     if a.max_restarts < 0:
         raise errors.ConfigError(f"--max-restarts must be >= 0, got {a.max_restarts}")
+    if a.overwrite and a.resume:  # here too: `lrmpi jobscript` checks with this
+        raise errors.ConfigError("--resume and --overwrite exclude each other")
     return dict(worker_timeout=a.worker_timeout, deadline=a.deadline, time_margin=a.margin,
                 resume=a.resume, overwrite=a.overwrite, fsync=a.fsync, requeue=a.requeue,
                 max_restarts=a.max_restarts, keep=a.keep)

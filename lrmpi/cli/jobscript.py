@@ -51,7 +51,10 @@ def jobscript(argv):
     if a.template:
         sys.stdout.write(jobscripts.template(template))
         return EXIT_OK
-    inputs, out, options = _job(command_name, rest)
+    inputs, out, options, ns = _job(command_name, rest)
+    if ns.deadline_ok and not a.deadline_ok:
+        raise errors.ConfigError("--deadline-ok and --no-deadline-ok contradict each other: "
+                                 "give one (the scripts' default is --deadline-ok)")
     knobs = {"KIND": command_name, "INPUTS": [_absolute(s) for s in inputs],
              "OUT": os.path.abspath(out), "OPTIONS": options, "PYTHON": a.python,
              "MAX_RESTARTS": str(_at_least(a.max_restarts, 0, "--max-restarts")),
@@ -83,9 +86,9 @@ def jobscript(argv):
 
 
 def _job(command_name, argv):
-    """(inputs, output, OPTIONS) of an lrmpi matmul / infer command line, checked by
-    that command's own parser; OPTIONS as the words of the options that differ from
-    their defaults, less those the script passes itself."""
+    """(inputs, output, OPTIONS, namespace) of an lrmpi matmul / infer command line,
+    checked by that command's own parser; OPTIONS as the words of the options that
+    differ from their defaults, less those the script passes itself."""
     from lrmpi.cli import jobs
     p = jobs.matmul_parser() if command_name == "matmul" else jobs.infer_parser()
     ns = p.parse_args(argv)
@@ -99,7 +102,7 @@ def _job(command_name, argv):
         inputs = [ns.model, ns.data]
     if not ns.output:
         raise errors.ConfigError("-o OUT is needed: the job's checkpoint, also its result")
-    return inputs, ns.output, _options(p, ns)
+    return inputs, ns.output, _options(p, ns), ns
 
 
 def _in_range(ns):

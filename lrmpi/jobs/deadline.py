@@ -115,6 +115,36 @@ class Deadline:
         return self.remaining() <= 0
 
 
+_held = []  # stop signals a job command received outside any job (hold_stop_signals)
+
+
+def hold_stop_signals():
+    """For the job commands (the CLI, before anything else): a stop signal outside a
+    job's StopSignals is recorded instead of killing the process. One that lands
+    before the job starts stops it as soon as it starts (the job file says so); one
+    that lands after the job has ended changes nothing: the result is on disk and the
+    exit code is the job's (SLURM's USR1 warning to a job finishing just before its
+    limit killed it with 143 and a complete result)."""
+    for name in STOP_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            signal.signal(sig, _hold)
+
+
+def _hold(signum, frame):
+    _held.append(signal.Signals(signum).name)
+
+
+def ignore_stop_signals():
+    """The job command is ending (its exit code decided): stop signals are ignored from
+    here to the exit. Python's finalization puts its own handlers (hold_stop_signals')
+    back to the default, which kills; an ignored signal stays ignored."""
+    for name in STOP_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            signal.signal(sig, signal.SIG_IGN)
+
+
 class StopSignals:
     """Turns SIGTERM/SIGUSR1/SIGUSR2/SIGINT into a flag the root polls between steps.
 
@@ -132,6 +162,9 @@ class StopSignals:
             sig = getattr(signal, name, None)
             if sig is not None:
                 self._old[sig] = signal.signal(sig, self._handle)
+        if _held:  # one that came before the job: it stops the job at its first check
+            self.received = _held[0]
+            _held.clear()
         return self
 
     def _handle(self, signum, frame):

@@ -103,9 +103,27 @@ def _load_h5(path, dataset, name):
                 check_size(ds.shape, ds.dtype, name)
             if ds.is_virtual:
                 _check_sources(ds, path, dataset, name)
+            if ds.external:
+                _check_external(ds, path, dataset, name)
             return ds[()]
     except H5_ERRORS as exc:
         raise InputError(f"{name}: {path}:{dataset}: cannot read ({exc})") from None
+
+
+def _check_external(ds, path, dataset, name):
+    """A dataset in external raw files holds every byte it declares: HDF5 reads the
+    bytes past a short file's end as zeros (and a missing file as an error)."""
+    for file, offset, size in ds.external:
+        file = os.fsdecode(file)
+        where = [file] if os.path.isabs(file) else \
+            [file, os.path.join(os.path.dirname(os.path.abspath(path)), file)]
+        have = next((os.path.getsize(f) for f in where if os.path.isfile(f)), None)
+        if have is None:
+            raise InputError(f"{name}: {path}:{dataset} is stored in {file}, which is missing")
+        if size < 2**63 and have < offset + size:  # (an unlimited last file: any size)
+            raise InputError(f"{name}: {path}:{dataset} is stored in {file}, which holds "
+                             f"{max(have - offset, 0)} of the {size} bytes it should (HDF5 "
+                             "would read zeros for the rest)")
 
 
 def _check_sources(ds, path, dataset, name):

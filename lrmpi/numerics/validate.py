@@ -24,6 +24,15 @@ def operand(X, name):
         raise InputError(f"{name}: expected a 2-D matrix, got {X.ndim}-D shape {X.shape}")
     if X.size == 0:
         raise InputError(f"{name}: empty matrix of shape {X.shape}")
+    if np.issubdtype(X.dtype, np.floating) and X.dtype.itemsize > 8:  # long double
+        X64 = X.astype(np.float64)
+        lost = ~((X64.astype(X.dtype) == X) | np.isnan(X))
+        if lost.any():
+            i, j = np.argwhere(lost)[0]
+            raise InputError(f"{name}: {X.dtype} entries such as {name}[{i}, {j}] are not "
+                             "float64 values (lrmpi multiplies float64 numbers exactly); "
+                             "convert the operand to float64 first")
+        X = X64
     if np.issubdtype(X.dtype, np.integer):
         big = np.abs(X.astype(np.float64)).max()
         if big > EXACT_INT:

@@ -24,8 +24,6 @@ def err_of(C, exact):
                for i in range(len(exact)) for j in range(len(exact[0])))
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: a long double (float128) operand is cast to "
-                   "float64 silently; the bound then misses the true error (2^-60 vs 1.5e-33)")
 def test_long_double_operand_bound_covers_its_own_values(tmp_path):
     """A long double operand carries digits float64 cannot: the README's bound is against
     the exact product of the *original* inputs, so it must cover them (or the dtype is
@@ -76,8 +74,6 @@ def test_nan_in_last_column_of_big_endian_fortran_h5(tmp_path, rng):
     assert not out.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: an HDF5 operand with external raw storage whose "
-                   "file is shorter than declared is read with zeros for the missing bytes")
 def test_h5_external_storage_shorter_than_declared(tmp_path):
     """An HDF5 dataset stored in an external raw file that holds 40 of the 160 bytes it
     declares: like a truncated `.npy` (refused) and a virtual dataset whose source is gone

@@ -7,14 +7,11 @@ import re
 
 import h5py
 import numpy as np
-import pytest
 
 from adversary import PY, assert_one_error, attrs_of, digest, load, run, save
 from test_adv_jobscripts import generate, slurm, work  # noqa: F401  (fixtures)
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: `lrmpi jobscript ... --overwrite --resume` prints a "
-                   "script (drops --resume); `lrmpi matmul` refuses the pair with exit 2")
 def test_overwrite_with_resume_refused_as_the_job_would(work):
     """`--overwrite --resume`: the job's parser refuses the pair (exit 2); the jobscript
     README says the job's options are checked by the job's parser when the script is
@@ -26,8 +23,6 @@ def test_overwrite_with_resume_refused_as_the_job_would(work):
     assert_one_error(r, code=2, contains=("resume",))
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: `lrmpi jobscript ... --deadline-ok "
-                   "--no-deadline-ok` prints DEADLINE_OK=no, silently dropping --deadline-ok")
 def test_deadline_ok_and_no_deadline_ok_refused(work):
     """`--deadline-ok` (the job's) with `--no-deadline-ok` (the script's): they contradict;
     one line, exit 2, never one of them silently dropped."""

@@ -6,7 +6,6 @@ import signal
 import time
 
 import numpy as np
-import pytest
 
 from adversary import (SLOW, assert_ok, assert_one_error, attrs_of, error_lines, kill_group,
                       load, rank_pid, run, save, start, wait_for)
@@ -79,9 +78,6 @@ def test_sigterm_as_the_next_to_last_resolution_is_listed(tmp_path, rng):
     load(out)
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: SIGTERM (or SIGUSR1) after the job file says "
-                   "complete, before the process exits, kills lrmpi: exit -15 (143; 15 under "
-                   "Hydra) with a complete result, not 0")
 def test_sigterm_after_complete_before_exit(tmp_path, rng):
     """A signal that lands after the job file says `complete` but before the process has
     exited (SLURM's USR1 for a job that finishes just before its limit): the result is

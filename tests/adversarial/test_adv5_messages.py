@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from adversary import assert_one_error, job_folder, mlp_onnx, run, save
+from adversary import assert_one_error, job_folder, run, save
 
 
 def test_operand_with_an_empty_dataset_name(tmp_path, ops):
