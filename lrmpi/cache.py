@@ -92,6 +92,7 @@ class Entry:
         tmp = f"{self.path}.tmp.{os.getpid()}"
         if os.path.lexists(self.path) and not os.path.isfile(self.path):
             return False  # not ours to replace (a pipe, a folder): computed each time
+        _remove_stale(self.path)
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             with open(tmp, "wb") as f:
@@ -104,6 +105,24 @@ class Entry:
             except OSError:
                 pass
             return False
+
+
+def _remove_stale(path):
+    """ENTRY.tmp.PID files of processes that no longer exist (killed while writing)."""
+    import glob
+    for tmp in glob.glob(glob.escape(path) + ".tmp.*"):
+        pid = tmp.rsplit(".", 1)[1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        except OSError:  # alive (another user's): not ours
+            pass
 
 
 class MappedEntry(Entry):
@@ -124,6 +143,25 @@ class MappedEntry(Entry):
 
     def store(self, array):
         return self._write(lambda f: np.save(f, array, allow_pickle=False))
+
+    def store_runs(self, runs, align):
+        """Store the int8 arrays `runs` one after the other, each from a multiple of
+        `align` bytes (zeros between), without forming their concatenation (a copy of
+        100 MB in fresh memory); (offsets, digest of the stored array) or None."""
+        offsets, total = [], 0
+        for w in runs:
+            offsets.append(total)
+            total += -(-len(w) // align) * align
+        h = Digest()
+
+        def save(f):
+            np.lib.format.write_array_header_1_0(  # padded to 64 bytes: data aligned
+                f, {"descr": "|i1", "fortran_order": False, "shape": (total,)})
+            for w in runs:
+                for part in (memoryview(np.ascontiguousarray(w)).cast("B"), bytes(-len(w) % align)):
+                    f.write(part)
+                    h.update(part)
+        return (offsets, _hex(h)) if self._write(save) else None
 
 
 def array_digest(a):

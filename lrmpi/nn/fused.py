@@ -34,8 +34,8 @@ class FusedModel:
         self.nodes = {n.output: FusedNode(n, weights[n.output], graph.shapes, self.isa, scratch,
                                           kept.get(n.output)) for n in graph.linear}
         if not kept:
-            packed_cache.store(key, {name: (fn.wpack, fn.f) for name, fn in self.nodes.items()
-                                     if fn.supported})
+            packed_cache.store_later(key, {name: (fn.wpack, fn.f)
+                                           for name, fn in self.nodes.items() if fn.supported})
         self.readers = {}
         for i, n in enumerate(graph.nodes):
             for t in set(n.inputs):

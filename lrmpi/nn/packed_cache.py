@@ -57,20 +57,34 @@ def load(k):
 
 def store(k, packed):
     """Keep {node output: (packed weights, channel exponents)} under `k` (if it pays)."""
-    total = sum(-(-len(w) // ALIGN) * ALIGN for w, _ in packed.values())
-    if total < MIN_BYTES:
+    if sum(len(w) for w, _ in packed.values()) < MIN_BYTES:
         return False
-    data = np.zeros(total, np.int8)
-    names, offsets, sizes, at = [], [], [], 0
-    for name, (w, _) in packed.items():
-        data[at:at + len(w)] = w
-        names.append(name)
-        offsets.append(at)
-        sizes.append(len(w))
-        at += -(-len(w) // ALIGN) * ALIGN
-    if not cache.MappedEntry("packed", k).store(data):
+    stored = cache.MappedEntry("packed", k).store_runs([w for w, _ in packed.values()], ALIGN)
+    if stored is None:
         return False
+    offsets, digest = stored
     return cache.Entry("packed", k).store({
-        "names": np.array(names), "offsets": np.array(offsets, np.int64),
-        "sizes": np.array(sizes, np.int64), "digest": np.array(cache.array_digest(data)),
-        **{f"f{i}": f for i, (_, f) in enumerate(packed.values())}})
+        "names": np.array(list(packed)), "offsets": np.array(offsets, np.int64),
+        "sizes": np.array([len(w) for w, _ in packed.values()], np.int64),
+        "digest": np.array(digest), **{f"f{i}": f for i, (_, f) in enumerate(packed.values())}})
+
+
+_writing = []  # store_later's threads: joined at exit, so no entry is left half-written
+
+
+def store_later(k, packed):
+    """store() on a thread of its own: the rank computes meanwhile (the file is written
+    from the packed arrays the kernels read, which nothing changes)."""
+    import atexit
+    import threading
+    if not _writing:
+        atexit.register(_finish)
+    t = threading.Thread(target=store, args=(k, packed), name="lrmpi-packed-cache",
+                         daemon=True)
+    _writing.append(t)
+    t.start()
+
+
+def _finish(timeout=30.0):
+    for t in _writing:
+        t.join(timeout)

@@ -46,3 +46,17 @@ def test_disabled_or_unwritable_cache_is_optional(tmp_path):
             assert e.store({"x": np.zeros(1)}) is False and e.load() is None
     finally:
         os.chmod(ro, 0o700)
+
+
+def test_a_killed_writer_s_temporary_file_is_removed_by_the_next_store(tmp_path):
+    from lrmpi import config
+    from lrmpi.cache import Entry
+    with config.configure(cache_dir=str(tmp_path)):
+        e = Entry("norms2", "0" * 32)
+        dead = f"{e.path}.tmp.{2**22 + 12345}"  # above any pid this kernel hands out
+        mine_elsewhere = f"{e.path}.tmp.1"      # init: alive, not ours to touch
+        for p in (dead, mine_elsewhere):
+            open(p, "wb").close()
+        assert e.store({"x": np.arange(3)})
+        assert not os.path.exists(dead) and os.path.exists(mine_elsewhere)
+        assert list(e.load()["x"]) == [0, 1, 2]

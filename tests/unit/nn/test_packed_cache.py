@@ -2,6 +2,7 @@
 a second FusedModel of the same model maps them instead of packing again, and
 computes bit for bit the same; a damaged or foreign entry reads as absent."""
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -20,12 +21,21 @@ def kept(tmp_path, monkeypatch):
         yield tmp_path
 
 
+def _stored():
+    """Wait for the entries being written (packed_cache.store_later's threads)."""
+    for t in threading.enumerate():
+        if t.name == "lrmpi-packed-cache":
+            t.join()
+
+
 def _model(isa):
     rng = np.random.default_rng(4)
     graph = odd_chain(rng, ("relu", {}))
     weights = {n.output: NodeWeights(n, 7, 3) for n in graph.linear}
     X = rng.standard_normal((4,) + graph.input_shape)
-    return graph, weights, X, FusedModel(graph, weights, 7, isa=isa)
+    fm = FusedModel(graph, weights, 7, isa=isa)
+    _stored()
+    return graph, weights, X, fm
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -44,6 +54,7 @@ def test_a_second_model_maps_the_kept_weights_and_computes_the_same(kept, isa):
     other = [i for i in ISAS if i != isa]
     if other:  # each ISA packs its own layout: its own entry
         FusedModel(graph, weights, 7, isa=other[0])
+        _stored()
         assert len(os.listdir(kept)) == 4
 
 
@@ -57,6 +68,7 @@ def test_a_damaged_or_foreign_entry_reads_as_absent(kept):
     data.write_bytes(bytes(raw))
     assert packed_cache.load(k) is None
     again = FusedModel(graph, weights, 7, isa=isa)  # packs again (and keeps them again)
+    _stored()
     np.testing.assert_array_equal(again.forward(X, 2), first.forward(X, 2))
     assert packed_cache.load(k) is not None
     (kept / f"packed-{k}.npz").write_bytes(b"not a zip")
