@@ -42,7 +42,11 @@ def cache_env(cache):
     return {"LRMPI_CACHE_DIR": str(cache)}
 
 
-def infer(model, data, out, *extra, cache="", n=None, args=TINY_ARGS, **kw):
+def infer(model, data, out, *extra, cache=None, n=None, args=TINY_ARGS, **kw):
+    """`lrmpi infer` with LRMPI_CACHE_DIR=cache (default: a fresh folder beside the output,
+    never the user's ~/.cache: an empty LRMPI_CACHE_DIR is not "none" on current main)."""
+    if cache is None:
+        cache = f"{out}.testcache"
     return run("infer", model, data, "-o", out, *args, *extra, n=n, env=cache_env(cache), **kw)
 
 
