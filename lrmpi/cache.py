@@ -89,7 +89,7 @@ class Entry:
     def _write(self, save):
         if self.path is None:
             return False
-        tmp = f"{self.path}.tmp.{os.getpid()}"
+        tmp = f"{self.path}.tmp.{_HOST}.{os.getpid()}"  # the host: a folder nodes share
         if os.path.lexists(self.path) and not os.path.isfile(self.path):
             return False  # not ours to replace (a pipe, a folder): computed each time
         _remove_stale(self.path)
@@ -107,12 +107,16 @@ class Entry:
             return False
 
 
+_HOST = __import__("socket").gethostname().replace(".", "_") or "host"
+
+
 def _remove_stale(path):
-    """ENTRY.tmp.PID files of processes that no longer exist (killed while writing)."""
+    """ENTRY.tmp.HOST.PID files of this host's processes that no longer exist (killed
+    while writing); another host's are never touched (their pids mean nothing here)."""
     import glob
-    for tmp in glob.glob(glob.escape(path) + ".tmp.*"):
+    for tmp in glob.glob(glob.escape(f"{path}.tmp.{_HOST}.") + "*"):
         pid = tmp.rsplit(".", 1)[1]
-        if not pid.isdigit() or int(pid) == os.getpid():
+        if not (pid.isascii() and pid.isdigit()) or int(pid) == os.getpid():
             continue
         try:
             os.kill(int(pid), 0)
@@ -121,7 +125,7 @@ def _remove_stale(path):
                 os.unlink(tmp)
             except OSError:
                 pass
-        except OSError:  # alive (another user's): not ours
+        except (OSError, OverflowError):  # alive (another user's), or no pid at all
             pass
 
 
@@ -140,9 +144,6 @@ class MappedEntry(Entry):
             return np.load(self.path, mmap_mode="c", allow_pickle=False)
         except Exception:  # noqa: BLE001 -- a damaged or foreign file: computed again
             return None
-
-    def store(self, array):
-        return self._write(lambda f: np.save(f, array, allow_pickle=False))
 
     def store_runs(self, runs, align):
         """Store the int8 arrays `runs` one after the other, each from a multiple of

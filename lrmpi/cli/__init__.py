@@ -142,7 +142,7 @@ def console():
     if hasattr(signal, "SIGPIPE"):
         if len(sys.argv) > 1 and sys.argv[1] in JOB_COMMANDS:
             from lrmpi.jobs.deadline import hold_stop_signals
-            hold_stop_signals()  # a stop signal before or after the job: never a kill
+            hold_stop_signals()  # a TERM/USR1/USR2 before or after the job: never a kill
             # a closed stdout/stderr never ends a job: writes fail quietly instead
             signal.signal(signal.SIGPIPE, signal.SIG_IGN)
             sys.stdout, sys.stderr = _TolerantStream(_or_null(sys.stdout)), \

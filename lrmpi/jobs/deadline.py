@@ -116,19 +116,20 @@ class Deadline:
 
 
 _held = []  # stop signals a job command received outside any job (hold_stop_signals)
+# a scheduler's signals, held outside a job; Ctrl-C keeps Python's own handling there
+# (an interactive user must be able to end a process blocked before or after its job)
+HELD_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
 
 
 def hold_stop_signals():
-    """For the job commands (the CLI, before anything else): a stop signal outside a
-    job's StopSignals is recorded instead of killing the process. One that lands
-    before the job starts stops it as soon as it starts (the job file says so); one
-    that lands after the job has ended changes nothing: the result is on disk and the
-    exit code is the job's (SLURM's USR1 warning to a job finishing just before its
-    limit killed it with 143 and a complete result)."""
-    for name in STOP_SIGNALS:
-        sig = getattr(signal, name, None)
-        if sig is not None:
-            signal.signal(sig, _hold)
+    """For the job commands (the CLI, before anything else): a scheduler's stop signal
+    outside a job's StopSignals is recorded instead of killing the process. One that
+    lands before the job starts stops it as soon as it starts (the job file says so);
+    one that lands after the job has ended changes nothing: the result is on disk and
+    the exit code is the job's (SLURM's USR1 warning to a job finishing just before its
+    limit killed it: 138, or 143 for a TERM, with a complete result)."""
+    for name in HELD_SIGNALS:
+        signal.signal(getattr(signal, name), _hold)
 
 
 def _hold(signum, frame):
@@ -136,13 +137,12 @@ def _hold(signum, frame):
 
 
 def ignore_stop_signals():
-    """The job command is ending (its exit code decided): stop signals are ignored from
-    here to the exit. Python's finalization puts its own handlers (hold_stop_signals')
-    back to the default, which kills; an ignored signal stays ignored."""
-    for name in STOP_SIGNALS:
-        sig = getattr(signal, name, None)
-        if sig is not None:
-            signal.signal(sig, signal.SIG_IGN)
+    """The job command is ending (its exit code decided): a scheduler's stop signals are
+    ignored from here to the exit. Python's finalization puts its own handlers
+    (hold_stop_signals') back to the default, which kills; an ignored signal stays
+    ignored. Ctrl-C still ends the process (a finalization that hangs on a dead peer)."""
+    for name in HELD_SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 class StopSignals:

@@ -88,7 +88,7 @@ class InferJob:
         self.engine = LayeredInference(self.model, self.X, rule=o["rule"], gray=o["gray"],
                                        class_margin=o["class_margin"])
         t = self.model.timings
-        logger.info("lrmpi: model prepared at %.2f s: read %.2f s, digit planes %.2f s, "
+        logger.info("lrmpi: model prepared at %.2f s: read %.2f s, weights %.2f s, "
                     "norms %.2f s", time.perf_counter() - self.start, self.read_s,
                     t["planes_s"], t["norms_s"])
         self.prepared = {"read_s": self.read_s, **t}  # the job file's (schema.PREPARED)

@@ -111,18 +111,32 @@ def _load_h5(path, dataset, name):
 
 
 def _check_external(ds, path, dataset, name):
-    """A dataset in external raw files holds every byte it declares: HDF5 reads the
-    bytes past a short file's end as zeros (and a missing file as an error)."""
+    """A dataset in external raw files: every byte it reads is in them. HDF5 reads the
+    bytes past a short file's end as zeros (a missing file is its own error). Names
+    are found as HDF5 finds them: its external-file prefix (${ORIGIN}: the .h5's
+    folder), else the working folder; the segments are read in order, as far as the
+    dataset's bytes reach."""
+    try:
+        prefix = os.fsdecode(ds.id.get_access_plist().get_efile_prefix() or b"")
+    except (AttributeError, OSError):
+        prefix = ""
+    prefix = prefix.replace("${ORIGIN}", os.path.dirname(os.path.abspath(path)))
+    left = ds.dtype.itemsize * ds.size
     for file, offset, size in ds.external:
+        if left <= 0:
+            break
         file = os.fsdecode(file)
-        where = [file] if os.path.isabs(file) else \
-            [file, os.path.join(os.path.dirname(os.path.abspath(path)), file)]
-        have = next((os.path.getsize(f) for f in where if os.path.isfile(f)), None)
-        if have is None:
-            raise InputError(f"{name}: {path}:{dataset} is stored in {file}, which is missing")
-        if size < 2**63 and have < offset + size:  # (an unlimited last file: any size)
+        where = file if os.path.isabs(file) or not prefix else os.path.join(prefix, file)
+        need = min(size, left)
+        left -= need
+        try:
+            have = os.path.getsize(where)
+        except OSError:
+            raise InputError(f"{name}: {path}:{dataset} is stored in {file}, which cannot be "
+                             "read") from None
+        if have < offset + need:
             raise InputError(f"{name}: {path}:{dataset} is stored in {file}, which holds "
-                             f"{max(have - offset, 0)} of the {size} bytes it should (HDF5 "
+                             f"{max(have - offset, 0)} of the {need} bytes read from it (HDF5 "
                              "would read zeros for the rest)")
 
 

@@ -64,7 +64,7 @@ class PreparedModel:
         t0 = time.perf_counter()
         self.weights = {}
         for i, n in enumerate(graph.linear):
-            check(f"preparing the model: digit planes of node {n.output!r} "
+            check(f"preparing the model: weights of node {n.output!r} "
                   f"({i + 1} of {len(graph.linear)})")
             self.weights[n.output] = NodeWeights(n, self.bits, self.planes)
         t1 = time.perf_counter()

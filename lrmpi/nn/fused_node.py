@@ -58,6 +58,9 @@ class FusedNode:
             self.k = kh * kw * (1 if self.depthwise else C)
             taps = 1 if self.depthwise else kh * kw
         self.kpad = self.k if self.depthwise else K.nn_kpad(self.k)
+        if packed is not None and len(packed[0]) != K.nn_packed_size(
+                self.planes, self.O, self.kpad, self.depthwise, isa=isa):
+            packed = None  # kept by another packing: made again
         if packed is not None:  # (packed weights, channel exponents) kept from before
             self.wpack, self.f = packed
         else:  # the digits in `scratch` (Buffers) if given: not kept twice

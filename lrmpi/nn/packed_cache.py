@@ -24,14 +24,27 @@ ALIGN = 64
 
 
 def key(graph, weights, isa):
-    """The entry's key for the packing of `graph`'s linear/conv nodes on `isa`."""
-    parts = [isa]
+    """The entry's key for the packing of `graph`'s linear/conv nodes on `isa` by this
+    build of the kernels (its file's size and time: a rebuilt packing never meets an
+    entry of the old one)."""
+    parts = [isa, _build()]
     for n in graph.linear:
         w = weights[n.output]
         parts.append((n.op, n.output, tuple(graph.shapes[n.inputs[0]]), w.bits, w.planes,
                       sorted((k, v) for k, v in n.params.items()
                              if not isinstance(v, np.ndarray)), w.W2))
     return cache.digest(*parts)
+
+
+def _build():
+    import os
+
+    from lrmpi.numerics import kernels_nn
+    try:
+        st = os.stat(kernels_nn._k.__file__)
+    except (AttributeError, OSError):
+        return ""
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def load(k):
@@ -55,15 +68,16 @@ def load(k):
         return None
 
 
-def store(k, packed):
+def store(k, packed, entries=None):
     """Keep {node output: (packed weights, channel exponents)} under `k` (if it pays)."""
     if sum(len(w) for w, _ in packed.values()) < MIN_BYTES:
         return False
-    stored = cache.MappedEntry("packed", k).store_runs([w for w, _ in packed.values()], ALIGN)
+    data, meta = entries or (cache.MappedEntry("packed", k), cache.Entry("packed", k))
+    stored = data.store_runs([w for w, _ in packed.values()], ALIGN)
     if stored is None:
         return False
     offsets, digest = stored
-    return cache.Entry("packed", k).store({
+    return meta.store({
         "names": np.array(list(packed)), "offsets": np.array(offsets, np.int64),
         "sizes": np.array([len(w) for w, _ in packed.values()], np.int64),
         "digest": np.array(digest), **{f"f{i}": f for i, (_, f) in enumerate(packed.values())}})
@@ -74,17 +88,23 @@ _writing = []  # store_later's threads: joined at exit, so no entry is left half
 
 def store_later(k, packed):
     """store() on a thread of its own: the rank computes meanwhile (the file is written
-    from the packed arrays the kernels read, which nothing changes)."""
+    from the packed arrays the kernels read, which nothing changes). The entries are
+    named here, on the caller's thread: the cache folder in force is the caller's."""
     import atexit
     import threading
+    if sum(len(w) for w, _ in packed.values()) < MIN_BYTES:
+        return
     if not _writing:
         atexit.register(_finish)
-    t = threading.Thread(target=store, args=(k, packed), name="lrmpi-packed-cache",
+    entries = (cache.MappedEntry("packed", k), cache.Entry("packed", k))
+    t = threading.Thread(target=store, args=(k, packed, entries), name="lrmpi-packed-cache",
                          daemon=True)
     _writing.append(t)
     t.start()
 
 
-def _finish(timeout=30.0):
+def _finish(timeout=10.0):
+    """At exit: a write under way finishes (a few seconds at most), else its
+    temporary file is left for the next store to remove."""
     for t in _writing:
         t.join(timeout)

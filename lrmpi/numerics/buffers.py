@@ -80,12 +80,7 @@ def release(a):
     """Give the memory of a big_empty buffer back to the system while the array stays
     valid (reads then see zeros): for a buffer no one reads again (B's planes once
     every worker has them). No-op for other arrays."""
-    m = a
-    while m is not None and not isinstance(m, mmap.mmap):
-        if isinstance(m, np.memmap):
-            return
-        # numpy keeps np.frombuffer's memoryview as the base; the mapping is its obj
-        m = m.obj if isinstance(m, memoryview) else getattr(m, "base", None)
+    m = _mapping(a)
     if m is not None and not m.closed:
         m.madvise(mmap.MADV_DONTNEED)
 
@@ -101,7 +96,7 @@ def touch(a):
     buffer's mapping (one call; Linux 5.14+), else one write per page (numpy drops
     the GIL)."""
     m = _mapping(a)
-    if m is not None and not isinstance(a, np.memmap):
+    if m is not None:
         try:  # in 32 MB steps: the call holds the GIL
             for start in range(0, len(m), 32 << 20):
                 m.madvise(getattr(mmap, "MADV_POPULATE_WRITE", 23), start,
@@ -114,10 +109,13 @@ def touch(a):
 
 
 def _mapping(a):
-    """The mmap.mmap under a big_empty array (None for others): np.frombuffer's base
-    is a memoryview of it (touch wrote every page when it looked for `.base` only)."""
+    """The anonymous mmap.mmap under a big_empty array (None for others, and for a
+    file's np.memmap): np.frombuffer's base is a memoryview of it, whose obj is the
+    mapping (touch wrote every page when it looked for `.base` only)."""
     m = a
     while m is not None and not isinstance(m, mmap.mmap):
+        if isinstance(m, np.memmap):
+            return None
         m = m.obj if isinstance(m, memoryview) else getattr(m, "base", None)
     return m
 

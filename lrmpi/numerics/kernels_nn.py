@@ -127,6 +127,11 @@ def nn_quantize(h, planes, *, isa=None):
         raise FloatingPointError("an activation is NaN or Inf")
 
 
+def nn_packed_size(planes, O, kpad, depthwise=False, *, isa=None):
+    """Bytes of nn_pack's output for weights (planes, O, k) on `isa`."""
+    return _k.nn_packed_size(planes, O, kpad, int(depthwise), isa)
+
+
 def nn_pack(W, kpad, depthwise=False, *, taps=1, isa=None):
     """Weights' digits W (planes, O, k) int8 in the ISA's layout (k padded to kpad,
     O to a multiple of 32), as nn_layer reads them: a 64-byte aligned int8 array.

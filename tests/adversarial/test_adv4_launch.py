@@ -109,3 +109,12 @@ def test_read_commands_on_a_running_job(tmp_path, ops):
     finally:
         kill_group(p)
     assert attrs_of(out)["status"] == "complete"
+
+
+def test_a_blank_stats_file_is_refused(tmp_path, ops):
+    """LRMPI_STATS_FILE=" " (a blank): one line naming it, exit 2, no file named " "."""
+    a, b, _, _ = ops
+    r = run("matmul", a, b, "-o", tmp_path / "C.h5", env={"LRMPI_STATS_FILE": " "},
+            cwd=tmp_path)
+    assert_one_error(r, code=2, contains=("LRMPI_STATS_FILE",))
+    assert not (tmp_path / " ").exists() and not (tmp_path / "C.h5").exists()

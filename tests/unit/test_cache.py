@@ -53,10 +53,13 @@ def test_a_killed_writer_s_temporary_file_is_removed_by_the_next_store(tmp_path)
     from lrmpi.cache import Entry
     with config.configure(cache_dir=str(tmp_path)):
         e = Entry("norms2", "0" * 32)
-        dead = f"{e.path}.tmp.{2**22 + 12345}"  # above any pid this kernel hands out
-        mine_elsewhere = f"{e.path}.tmp.1"      # init: alive, not ours to touch
-        for p in (dead, mine_elsewhere):
+        here = f"{e.path}.tmp.{cache._HOST}."
+        dead = f"{here}{2**22 + 12345}"  # above any pid this kernel hands out
+        kept = [f"{here}1",              # init: alive, not ours to touch
+                f"{here}{'9' * 30}",      # no pid at all
+                f"{e.path}.tmp.otherhost.{2**22 + 12345}"]  # another node's: never
+        for p in [dead, *kept]:
             open(p, "wb").close()
         assert e.store({"x": np.arange(3)})
-        assert not os.path.exists(dead) and os.path.exists(mine_elsewhere)
+        assert not os.path.exists(dead) and all(map(os.path.exists, kept))
         assert list(e.load()["x"]) == [0, 1, 2]

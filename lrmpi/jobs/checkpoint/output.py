@@ -90,6 +90,9 @@ def check_side_file(path, setting, out, inputs=()):
     would replace them (the job exits 0 with its result or an operand gone)."""
     if not path:
         return
+    if not path.strip():  # " " wrote a file named " " in the working folder
+        raise ConfigError(f"{setting} {path!r} is blank: give a file name (or leave it "
+                          "unset)")
     p = os.path.abspath(path)
     if os.path.exists(p) and not os.path.isfile(p):  # a pipe would block the write
         raise ConfigError(f"{setting} {path} exists and is not a regular file: choose another")

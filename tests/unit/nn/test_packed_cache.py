@@ -92,3 +92,22 @@ def test_small_models_are_not_kept(tmp_path):
     with config.configure(cache_dir=str(tmp_path)):
         _model(ISAS[0])
     assert not [f for f in os.listdir(tmp_path) if f.startswith("packed")]
+
+
+def test_another_build_of_the_kernels_or_a_packing_of_another_size_is_not_used(kept,
+                                                                                 monkeypatch):
+    isa = ISAS[0]
+    graph, weights, X, first = _model(isa)
+    k = packed_cache.key(graph, weights, isa)
+    monkeypatch.setattr(packed_cache, "_build", lambda: "rebuilt")
+    assert packed_cache.key(graph, weights, isa) != k  # a rebuild never meets old entries
+    monkeypatch.undo()
+    monkeypatch.setattr(packed_cache, "MIN_BYTES", 0)
+    kept_runs = packed_cache.load(k)
+    name = next(iter(kept_runs))
+    short = {**kept_runs, name: (kept_runs[name][0][:-64], kept_runs[name][1])}
+    monkeypatch.setattr(packed_cache, "load", lambda key: short)
+    again = FusedModel(graph, weights, 7, isa=isa)  # that node packed again, not read short
+    _stored()
+    np.testing.assert_array_equal(again.nodes[name].wpack, first.nodes[name].wpack)
+    np.testing.assert_array_equal(again.forward(X, 3), first.forward(X, 3))

@@ -19,7 +19,7 @@ def test_preparation_asks_should_stop_for_every_node_and_stops_when_told():
     PreparedModel(graph, 7, 3, should_stop=should_stop)
     n = len(graph.linear)
     assert len(asked) >= 2 * n and all(w.startswith("preparing the model") for w in asked)
-    assert any("digit planes of node" in w for w in asked)
+    assert any("weights of node" in w for w in asked)
     assert any("the bound's norms" in w for w in asked)
 
     def stop_at_the_second(what=None):
@@ -28,8 +28,8 @@ def test_preparation_asks_should_stop_for_every_node_and_stops_when_told():
         seen.append(what)
         return False
     seen = []
-    with pytest.raises(Stopped, match=r"received SIGTERM while preparing the model: digit "
-                                      r"planes of node '\w+' \(2 of 3\)"):
+    with pytest.raises(Stopped, match=r"received SIGTERM while preparing the model: weights "
+                                      r"of node .\w+. \(2 of 3\)"):
         PreparedModel(graph, 7, 3, should_stop=stop_at_the_second)
 
 
