@@ -75,6 +75,23 @@ FOUND_NORMS = ("FOUND: a cache `norms2-<key>.npz` entry of another model (same o
                "the true error and wrong samples are certified")
 
 
+def _run_with_swapped(tmp_path, m1, m2, data, kind):
+    """m1 and m2 run with one cache, their `kind` entries swapped, m1 run again: the
+    checkpoint of that run, or None when it was refused in one line."""
+    cache = tmp_path / "cache"
+    assert_ok(infer(m1, data, tmp_path / "a.h5", cache=cache))
+    assert_ok(infer(m2, data, tmp_path / "b.h5", cache=cache))
+    pair = entries(cache, kind)
+    assert len(pair) == 2, os.listdir(cache)
+    swap(*pair)
+    out = tmp_path / "s.h5"
+    r = infer(m1, data, out, cache=cache)
+    if r.returncode != 0:
+        assert_one_error(r, codes=(1, 2))
+        return None
+    return out
+
+
 @pytest.mark.xfail(strict=True, reason=FOUND_GRAPH)
 def test_graph_entries_swapped_between_two_models(tmp_path, tiny):
     """Two models of one architecture run with one cache; their `graph` entries (the
@@ -82,18 +99,9 @@ def test_graph_entries_swapped_between_two_models(tmp_path, tiny):
     scores (bit-identical to a run without a cache) or refuse in one line: a swapped entry
     is another model's work (the third pass: damaged cache entries never change numbers)."""
     m1, m2, data, ref1 = tiny
-    cache = tmp_path / "cache"
-    assert_ok(infer(m1, data, tmp_path / "a.h5", cache=cache))
-    assert_ok(infer(m2, data, tmp_path / "b.h5", cache=cache))
-    pair = entries(cache, "graph")
-    assert len(pair) == 2, os.listdir(cache)
-    swap(*pair)
-    out = tmp_path / "s.h5"
-    r = infer(m1, data, out, cache=cache)
-    if r.returncode != 0:
-        assert_one_error(r, codes=(1, 2))
-        return
-    assert_same(out, ref1)
+    out = _run_with_swapped(tmp_path, m1, m2, data, "graph")
+    if out is not None:
+        assert_same(out, ref1)
 
 
 def _float64_logits(model, X):
@@ -120,16 +128,8 @@ def test_norms_entries_swapped_between_two_models_bounds_stay_rigorous(tmp_path,
         t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) / 50, t.name))
     small = tmp_path / "small.onnx"
     onnx.save(m, str(small))
-    cache = tmp_path / "cache"
-    assert_ok(infer(m1, data, tmp_path / "a.h5", cache=cache))
-    assert_ok(infer(small, data, tmp_path / "b.h5", cache=cache))
-    pair = entries(cache, "norms2")
-    assert len(pair) == 2, os.listdir(cache)
-    swap(*pair)
-    out = tmp_path / "s.h5"
-    r = infer(m1, data, out, cache=cache)
-    if r.returncode != 0:
-        assert_one_error(r, codes=(1, 2))
+    out = _run_with_swapped(tmp_path, m1, small, data, "norms2")
+    if out is None:
         return
     exact = _float64_logits(m1, np.load(data))
     for k, res in results(out).items():

@@ -96,14 +96,9 @@ def _handler_installed(pid, signum):
     return False
 
 
-def test_sigterm_before_the_job_file_exists_keeps_the_old_result(tmp_path, done):
-    """An `--overwrite` (same inputs) stopped by SIGTERM the moment lrmpi catches it, before
-    anything new is written: exit 3 (an earlier result of these inputs is on disk, README's
-    table) or 0 if it had already finished, never a death by the signal; the old result
-    loads unchanged."""
-    out, a, b, _, _ = done
-    C0, _ = load(out)
-    p = start("matmul", a, b, "-o", out, "--planes", "2", "--overwrite")
+def _term_once_caught(p):
+    """SIGTERM the job the moment it has a handler for it (before it writes anything);
+    its stderr once it has exited."""
     try:
         limit = time.time() + 60
         while not _handler_installed(p.pid, signal.SIGTERM) and p.poll() is None:
@@ -114,6 +109,18 @@ def test_sigterm_before_the_job_file_exists_keeps_the_old_result(tmp_path, done)
         _, err = p.communicate(timeout=60)
     finally:
         kill_group(p)
+    return err
+
+
+def test_sigterm_before_the_job_file_exists_keeps_the_old_result(tmp_path, done):
+    """An `--overwrite` (same inputs) stopped by SIGTERM the moment lrmpi catches it, before
+    anything new is written: exit 3 (an earlier result of these inputs is on disk, README's
+    table) or 0 if it had already finished, never a death by the signal; the old result
+    loads unchanged."""
+    out, a, b, _, _ = done
+    C0, _ = load(out)
+    p = start("matmul", a, b, "-o", out, "--planes", "2", "--overwrite")
+    err = _term_once_caught(p)
     assert "Traceback" not in err, err
     assert p.returncode in (0, 3), (p.returncode, err)
     C, _ = load(out)
@@ -127,16 +134,7 @@ def test_sigterm_before_the_job_file_exists_fresh_output(tmp_path, ops):
     a, b, _, _ = ops
     out = tmp_path / "C.h5"
     p = start("matmul", a, b, "-o", out, "--planes", "2")
-    try:
-        limit = time.time() + 60
-        while not _handler_installed(p.pid, signal.SIGTERM) and p.poll() is None:
-            assert time.time() < limit
-            time.sleep(0.001)
-        if p.poll() is None:
-            os.kill(p.pid, signal.SIGTERM)
-        _, err = p.communicate(timeout=60)
-    finally:
-        kill_group(p)
+    err = _term_once_caught(p)
     assert "Traceback" not in err, err
     assert p.returncode in (0, 3, 4), (p.returncode, err)
     if p.returncode == 0:
