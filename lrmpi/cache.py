@@ -63,6 +63,9 @@ def _hex(h):
     return h.hexdigest().removeprefix(PREFIX)
 
 
+KEY = "__entry__"  # in every .npz entry: its own kind and key, checked on load
+
+
 class Entry:
     """One cache entry: `kind` (a short name: "graph", "norms", ...) and a key from
     digest(); load() -> {name: array} or None, store({name: array})."""
@@ -71,20 +74,28 @@ class Entry:
 
     def __init__(self, kind, key):
         folder = config.get().cache_dir
+        self.kind, self.key = kind, key
         self.path = os.path.join(os.path.expanduser(folder), f"{kind}-{key}{self.suffix}") \
             if folder else None
 
     def load(self):
+        """The entry's arrays, or None: absent, damaged, or an entry stored under
+        another key (a file renamed onto this name: another model's weights or norms
+        would be used as this one's)."""
         if self.path is None or not os.path.isfile(self.path):  # a pipe would block
             return None
         try:  # our own handle: numpy leaks its own when a damaged zip fails to open
             with open(self.path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
-                return {k: f[k] for k in f.files}
+                out = {k: f[k] for k in f.files}
         except Exception:  # noqa: BLE001 -- zip/npy errors of any kind
             return None  # absent, damaged or foreign: computed again
+        if str(out.pop(KEY, "")) != f"{self.kind}-{self.key}":
+            return None
+        return out
 
     def store(self, arrays):
-        return self._write(lambda f: np.savez(f, **arrays))
+        tagged = {**arrays, KEY: np.array(f"{self.kind}-{self.key}")}
+        return self._write(lambda f: np.savez(f, **tagged))
 
     def _write(self, save):
         if self.path is None:

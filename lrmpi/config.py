@@ -20,6 +20,9 @@ from dataclasses import dataclass, fields
 from lrmpi.errors import ConfigError
 
 PREFIX = "LRMPI_"
+# settings whose empty value means something of its own (the table says what): an
+# empty LRMPI_CACHE_DIR turns the cache off; other empty variables stand for unset
+EMPTY_IS_A_VALUE = ("cache_dir",)
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ class Config:
         for f in fields(cls):
             name = cls.env_name(f.name)
             raw = env.get(name)
-            if raw is None or raw == "":
+            if raw is None or (raw == "" and f.name not in EMPTY_IS_A_VALUE):
                 continue
             try:  # int() and float() take any script's digits: ASCII ones only here
                 if f.type is not str and not raw.strip().isascii():

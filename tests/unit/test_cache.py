@@ -63,3 +63,15 @@ def test_a_killed_writer_s_temporary_file_is_removed_by_the_next_store(tmp_path)
         assert e.store({"x": np.arange(3)})
         assert not os.path.exists(dead) and all(map(os.path.exists, kept))
         assert list(e.load()["x"]) == [0, 1, 2]
+
+
+def test_an_entry_renamed_onto_another_key_reads_as_absent(tmp_path):
+    """Another model's entry under this model's name (a swap, a copy): never used."""
+    with config.configure(cache_dir=str(tmp_path)):
+        a, b = cache.Entry("norms2", "a" * 32), cache.Entry("norms2", "b" * 32)
+        assert a.store({"x": np.arange(3)}) and b.store({"x": np.arange(4)})
+        os.replace(a.path, tmp_path / "swap")
+        os.replace(b.path, a.path)
+        assert a.load() is None
+        os.replace(tmp_path / "swap", a.path)
+        assert list(a.load()) == ["x"] and len(a.load()["x"]) == 3
