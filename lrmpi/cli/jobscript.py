@@ -64,10 +64,18 @@ def jobscript(argv):
     else:
         knobs["MPIEXEC"] = a.mpiexec or _mpiexec()
     # #SBATCH lines are comments to bash: a newline or blank in a value would end one
+    own = jobscripts.sbatch_names(jobscripts.template(template))
     for opt in a.sbatch:
         if not opt.startswith("--") or not _one_word(opt):
             raise errors.ConfigError(f"--sbatch {opt!r}: expected one option such as "
                                      f"--partition=long")
+        name = opt[2:].split("=", 1)[0]
+        if name in own or name.removeprefix("no-") in own:  # sbatch would keep one of two
+            ours = {"job-name": "--job-name", "ntasks": "--ntasks", "time": "--time"}
+            raise errors.ConfigError(
+                f"--sbatch {opt!r}: the script sets --{name.removeprefix('no-')} itself"
+                + (f" (give jobscript's {ours[name]})" if name in ours else
+                   " (its stop and requeue protocol needs it as it is)"))
     if not _SLURM_TIME.fullmatch(a.time):
         raise errors.ConfigError(f"--time {a.time!r}: expected SLURM's MINUTES, M:S, H:M:S, "
                                  f"D-H, D-H:M or D-H:M:S")

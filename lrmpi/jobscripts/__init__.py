@@ -38,6 +38,12 @@ def shell_value(value):
     return shlex.quote(str(value))
 
 
+def sbatch_names(text):
+    """The option names of a template's own #SBATCH lines (job-name, ntasks, ...)."""
+    return {m[1] for m in map(re.compile(r"^#SBATCH --([a-z-]+)(?:=|$)").match,
+                              text.splitlines()) if m}
+
+
 def fill(text, knobs, sbatch, extra_sbatch=(), header=None):
     """`text` with the EDIT block's NAME=... lines set from `knobs` (comments kept),
     `#SBATCH --name=` lines from `sbatch`, `extra_sbatch` options added after the

@@ -68,13 +68,6 @@ def test_packed_weights_replaced_by_a_folder(tmp_path, big):
     assert (tmp_path / "cache" / os.path.basename(npy) / "mine.txt").read_text() == "mine"
 
 
-FOUND_GRAPH = ("FOUND: a cache `graph-<digest>.npz` entry of another model under the model's "
-               "name is used as it is: the model is run with the other model's weights")
-FOUND_NORMS = ("FOUND: a cache `norms2-<key>.npz` entry of another model (same or other "
-               "architecture) under the model's key is used: the logit bounds fall below "
-               "the true error and wrong samples are certified")
-
-
 def _run_with_swapped(tmp_path, m1, m2, data, kind):
     """m1 and m2 run with one cache, their `kind` entries swapped, m1 run again: the
     checkpoint of that run, or None when it was refused in one line."""
@@ -92,7 +85,6 @@ def _run_with_swapped(tmp_path, m1, m2, data, kind):
     return out
 
 
-@pytest.mark.xfail(strict=True, reason=FOUND_GRAPH)
 def test_graph_entries_swapped_between_two_models(tmp_path, tiny):
     """Two models of one architecture run with one cache; their `graph` entries (the
     imported graphs) then swap names. The first model's next run must compute its own
@@ -113,7 +105,6 @@ def _float64_logits(model, X):
     return h @ W["W1"] + W["b1"]
 
 
-@pytest.mark.xfail(strict=True, reason=FOUND_NORMS)
 def test_norms_entries_swapped_between_two_models_bounds_stay_rigorous(tmp_path, tiny):
     """Two models of one architecture, the second the first's weights / 50, run with one
     cache; their `norms2` entries then swap names. The first model's next run: every
@@ -157,7 +148,6 @@ def test_graph_entry_is_a_link_to_a_user_file(tmp_path, tiny):
     assert digest(mine) == before
 
 
-@pytest.mark.xfail(strict=True, reason=FOUND_NORMS)
 def test_norms_entry_of_another_architecture_under_the_name(tmp_path, rng, tiny):
     """The norms entry of a model of another architecture (other layer sizes) renamed to the
     first model's name: the run's bounds are its own (bit-identical to no cache), or one

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from adversary import assert_ok, assert_one_error, digest, run, save, stop_after
+from adversary import assert_ok, assert_one_error, digest, save, stop_after
 from adversary6 import TINY_ARGS, assert_same, infer
 
 

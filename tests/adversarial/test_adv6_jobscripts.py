@@ -11,12 +11,8 @@ import pytest
 from adversary import PY, assert_one_error, attrs_of, run
 from test_adv_jobscripts import generate, slurm, work  # noqa: F401  (fixtures)
 
-FOUND_SBATCH = ("FOUND: `lrmpi jobscript` accepts `--ntasks`/`--time`/`--job-name` together "
-                "with `--sbatch=` of the same SLURM option and another value: the script "
-                "carries two contradicting #SBATCH lines, one silently dropped by sbatch")
 
 
-@pytest.mark.xfail(strict=True, reason=FOUND_SBATCH)
 @pytest.mark.parametrize("own, extra", [
     (["--ntasks", "4"], "--sbatch=--ntasks=8"),
     (["--time", "1:00:00"], "--sbatch=--time=2:00:00"),

@@ -5,7 +5,6 @@ options exit 2; `LRMPI_CACHE_DIR` is "a folder" ("" : none)."""
 import json
 import os
 
-import numpy as np
 import pytest
 
 from adversary import assert_ok, assert_one_error, bounded, digest, load, run
@@ -26,8 +25,6 @@ def test_relative_cache_dir_under_mpiexec(tmp_path, tiny):
     assert_same(out, ref1)
 
 
-@pytest.mark.xfail(strict=True, reason="FOUND: LRMPI_CACHE_DIR='' (the settings table: "
-                   "'\"\" : none') still writes graph and norms entries to ~/.cache/lrmpi")
 def test_empty_cache_dir_writes_no_cache_anywhere(tmp_path, tiny):
     """LRMPI_CACHE_DIR="" with HOME in tmp_path: no `.cache` appears under HOME and nothing
     but the checkpoint beside the output."""
@@ -71,21 +68,11 @@ def test_cache_dir_is_the_model_file(tmp_path, tiny):
     assert_same(out, ref1)
 
 
-FOUND_BENCH_TB = ("FOUND: `lrmpi bench` with an odd argument (a size 0/abc/-64/'', --repeats 0, "
-                  "--isas foo, --dir naming a file, straggler --n -1) ends in a Python "
-                  "traceback, exit 1, instead of one line with exit 2")
-FOUND_BENCH_LATE = ("FOUND: `lrmpi bench` options out of range (matmul --planes 99, straggler "
-                    "--factor 0, deadline --jobs 0 / --load -1) are only refused by the job "
-                    "it launches (exit 1, an inner error or a ZeroDivisionError text), and "
-                    "matmul --ranks 0 runs and records 'ranks: 0'")
-
-
 def _tb(*args):
-    return pytest.param(list(args), marks=pytest.mark.xfail(strict=True, reason=FOUND_BENCH_TB))
+    return list(args)
 
 
-def _late(*args):
-    return pytest.param(list(args), marks=pytest.mark.xfail(strict=True, reason=FOUND_BENCH_LATE))
+_late = _tb  # (both refused in one line now: the sixth adversarial pass's FOUND)
 
 
 @pytest.mark.parametrize("args", [
@@ -121,7 +108,6 @@ def _one_bench_error(r, code=None, codes=None):
     assert len(lines) == 1, out
 
 
-@pytest.mark.xfail(strict=True, reason=FOUND_BENCH_TB)
 def test_bench_matmul_dir_is_a_regular_file(tmp_path):
     """`lrmpi bench matmul --dir FILE`: one line, the file left as it was."""
     f = tmp_path / "notadir"

@@ -8,10 +8,8 @@ import signal
 import time
 
 import h5py
-import numpy as np
 
-from adversary import (assert_ok, assert_one_error, attrs_of, kill_group, run, save, start,
-                       wait_for)
+from adversary import (assert_ok, assert_one_error, kill_group, run, start)
 
 WORDS = {"running", "complete", "deadline", "failed", "killed"}
 

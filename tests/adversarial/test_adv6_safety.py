@@ -12,7 +12,7 @@ import numpy as np
 
 from adversary import (assert_ok, assert_one_error, attrs_of, digest, job_folder, load, run,
                        save, start, kill_group)
-from adversary6 import cache_env, entries, infer
+from adversary6 import entries, infer
 
 
 def test_cache_dir_is_the_output_folder_survives_overwrite(tmp_path, tiny):

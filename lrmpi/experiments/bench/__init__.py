@@ -128,6 +128,50 @@ def shape_of(spec):
 
 
 
+COUNTS = ("repeats", "ranks", "n", "jobs", "file_samples")  # at least 1 each
+
+
+def parsed(p, argv):
+    """p.parse_args(argv), its values checked as the jobs check theirs, at once: one
+    line and exit 2 for a count below 1, a size that is not n or MxKxN, planes out of
+    range, an ISA this machine lacks, a slow-down below 1, a negative load, or a
+    --dir that is a file (a traceback, or a job's refusal after the numpy baseline's
+    minutes, before)."""
+    import math
+
+    from lrmpi.errors import ConfigError
+    from lrmpi.numerics import validate
+    a = p.parse_args(argv)
+
+    def bad(flag, value, what):
+        raise ConfigError(f"--{flag.replace('_', '-')} {value!r}: expected {what}")
+    for name in COUNTS:
+        if getattr(a, name, 1) < 1:
+            bad(name, getattr(a, name), "a whole number >= 1")
+    for name in ("sizes", "shapes"):
+        for spec in str(getattr(a, name, "1")).split(","):
+            try:
+                shape_of(spec)
+            except ValueError:
+                bad(name, getattr(a, name), "sizes n or MxKxN (>= 1), comma-separated")
+    if getattr(a, "planes", None) is not None:
+        validate.planes(a.planes)
+    if getattr(a, "isas", None) is not None:
+        from lrmpi.numerics import kernels
+        have = kernels.available_isas()
+        if not a.isas or any(i not in have for i in a.isas.split(",")):
+            bad("isas", a.isas, f"some of {','.join(have)} (this machine's)")
+    if not getattr(a, "factor", 1.0) >= 1.0 or not math.isfinite(getattr(a, "factor", 1.0)):
+        bad("factor", a.factor, "a slow-down >= 1")
+    if not getattr(a, "load", 0.0) >= 0.0 or not math.isfinite(getattr(a, "load", 0.0)):
+        bad("load", a.load, "a load >= 0")
+    if not getattr(a, "samples", 1.0) > 0.0 or not math.isfinite(getattr(a, "samples", 1.0)):
+        bad("samples", a.samples, "a fraction > 0")
+    if getattr(a, "dir", None) and os.path.exists(a.dir) and not os.path.isdir(a.dir):
+        bad("dir", a.dir, "a folder (this is a file)")
+    return a
+
+
 def save(a, doc, plot, results):
     """--json: write `doc`; --plot: draw `results` with `plot(png, results)`."""
     if a.json:

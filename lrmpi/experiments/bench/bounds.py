@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from lrmpi.experiments.bench import bench, describe, machine, panels, save
+from lrmpi.experiments.bench import bench, describe, machine, panels, save, parsed
 
 MODELS = {"mlp": ("mlp", 4096), "vgg": ("vgg_small", 512), "resnet18": ("resnet18", 128),
           "resnet_deep": ("resnet_deep", 512)}
@@ -40,7 +40,7 @@ def bounds(argv):
                    help="only count violations over N samples per model (offline validation)")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
-    a = p.parse_args(argv)
+    a = parsed(p, argv)
     m = machine()
     print(describe(m))
     doc = {"machine": m, "planes": a.planes, "models": []}

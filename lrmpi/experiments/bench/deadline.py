@@ -2,7 +2,7 @@
 import argparse
 import json
 
-from lrmpi.experiments.bench import add_launcher_option, bench, checked, launcher, panels, save
+from lrmpi.experiments.bench import add_launcher_option, bench, checked, launcher, panels, save, parsed
 
 
 @bench
@@ -22,7 +22,7 @@ def deadline(argv):
     add_launcher_option(p)
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None, help="PNG: success rate vs deadline")
-    a = p.parse_args(argv)
+    a = parsed(p, argv)
     cases = {"equal workers": {},
              f"rank 1 x{a.factor:g} slower": {"LRMPI_TEST_SLOW_RANK": "1",
                                                "LRMPI_TEST_SLOW_FACTOR": str(a.factor)}}

@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from lrmpi.experiments.bench import (add_launcher_option, bench, checked, describe, launcher,
-                                     machine, need, panels, save)
+                                     machine, need, panels, save, parsed)
 
 SPEED = {  # name: (builder, samples) -- the sizes
     "mlp": ("mlp", 32768),
@@ -67,7 +67,7 @@ def infer(argv):
     add_launcher_option(p)
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
-    a = p.parse_args(argv)
+    a = parsed(p, argv)
     models = [name for name in a.models.split(",") if name]
     for name in models:
         if name not in SPEED:

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from lrmpi.experiments.bench import bench, median_time, shape_of, single_thread
+from lrmpi.experiments.bench import bench, median_time, shape_of, single_thread, parsed
 from lrmpi.numerics import kernels as K
 
 
@@ -20,7 +20,7 @@ def kernels(argv):
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--isas", default=",".join(K.available_isas()))
     p.add_argument("--json", default=None, help="also write the results to this file")
-    a = p.parse_args(argv)
+    a = parsed(p, argv)
     limiter, blas = single_thread()
     rng = np.random.default_rng(0)
     rows = []

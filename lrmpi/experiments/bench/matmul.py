@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from lrmpi.experiments.bench import (add_launcher_option, bench, checked, describe, launcher,
-                                     machine, panels, save, shape_of)
+                                     machine, panels, save, shape_of, parsed)
 
 
 def disk_speed(folder, mb=256):
@@ -140,7 +140,7 @@ def matmul(argv):
     add_launcher_option(p)
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None, help="PNG: error against durable time")
-    a = p.parse_args(argv)
+    a = parsed(p, argv)
     m = machine()
     print(describe(m))
     rng = np.random.default_rng(0)

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from lrmpi.experiments.bench import bench, describe, machine, panels, save
+from lrmpi.experiments.bench import bench, describe, machine, panels, save, parsed
 
 LAUNCHER = """#!/bin/sh
 # Hydra's ssh: `launcher -x HOST COMMAND...` runs COMMAND in HOST's namespaces
@@ -68,7 +68,7 @@ def scale(argv):
     p.add_argument("--write", default="root", help="root, ranks, or root,ranks: both")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
-    a = p.parse_args(argv)
+    a = parsed(p, argv)
     from lrmpi.jobs.checkpoint import Checkpoint
     workers = [int(w) for w in a.workers.split(",")]
     hosts_needed = max(workers) + 1

@@ -5,7 +5,7 @@ import statistics
 
 import numpy as np
 
-from lrmpi.experiments.bench import add_launcher_option, bench, checked, launcher
+from lrmpi.experiments.bench import add_launcher_option, bench, checked, launcher, parsed
 
 
 @bench
@@ -22,7 +22,7 @@ def straggler(argv):
     p.add_argument("--planes", type=int, default=3)
     p.add_argument("--repeats", type=int, default=3)
     add_launcher_option(p)
-    a = p.parse_args(argv)
+    a = parsed(p, argv)
     rng = np.random.default_rng(0)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
