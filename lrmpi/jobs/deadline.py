@@ -16,8 +16,8 @@ STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT")
 
 _NUM = r"([0-9]+(?:\.[0-9]+)?)"  # ASCII digits only (\d takes any script's: '٣')
 # durations with units, largest first, each at most once: 90s, 5m, 1h30m, 2d12h, and
-# with blanks between the parts as people write them: "1h 30m", "2 d 12 h"
-_UNITS = re.compile(rf"^(?:{_NUM}\s*d)?\s*(?:{_NUM}\s*h)?\s*(?:{_NUM}\s*m)?\s*(?:{_NUM}\s*s)?$")
+# with blanks between the parts as people write them: "1h 30m" (not inside one: "5 m")
+_UNITS = re.compile(rf"^(?:{_NUM}d)?\s*(?:{_NUM}h)?\s*(?:{_NUM}m)?\s*(?:{_NUM}s)?$")
 # SLURM's --time colon and day forms (days, hours, minutes, seconds; a bare number is
 # NOT minutes here: it stays seconds, as documented)
 _SLURM = [(re.compile(r"^([0-9]+):([0-9]+)$"), (60, 1)),                   # M:S

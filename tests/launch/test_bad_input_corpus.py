@@ -94,7 +94,7 @@ CASES = [
      "expected a 2-D matrix, got 1-D"),
     ("shape-mismatch", lambda d: ["matmul", npy(d, "a.npy", G), npy(d, "b.npy", G)],
      "shape mismatch: A is 3x4, B is 3x4"),
-    ("huge", lambda d: ["matmul", huge_header(d), npy(d, "b.npy", GB)], "more than this machine"),
+    ("huge", lambda d: ["matmul", huge_header(d), npy(d, "b.npy", GB)], "of this machine's memory"),
     ("h5-no-dataset", lambda d: ["matmul", h5(d, "a.h5", A=G) + ":/nope", npy(d, "b.npy", GB)],
      "has no dataset /nope"),
     ("h5-group", lambda d: ["matmul", h5(d, "a.h5", A=G) + ":/grp", npy(d, "b.npy", GB)],
