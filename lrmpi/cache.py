@@ -4,7 +4,9 @@ What a model costs to prepare once (its imported graph, operator norms, packed
 weights) is stored under a key that names everything the stored values depend
 on: the model's bytes (or the arrays derived from them), lrmpi's version and, for
 anything kernel-specific, the kernel ISA. A key never matches different inputs,
-so an entry is either right or absent; a damaged or foreign entry reads as absent.
+and every entry holds its own kind and key, checked when it is read: an entry is
+either right or absent; a damaged entry, or another's renamed onto this name (it was
+used: another model's weights, bounds below the error), reads as absent.
 
 Entries are arrays only (numpy .npz, read with allow_pickle=False): a cache file
 is never unpickled. Writes are atomic (a temporary name in the same folder, then
