@@ -139,10 +139,12 @@ def _or_null(stream):
 def console():
     """Console-script entry point: exit with main()'s status; an unexpected
     exception on any rank ends the whole MPI job (as mpi4py.run does)."""
+    job = len(sys.argv) > 1 and sys.argv[1] in JOB_COMMANDS
+    if job:
+        from lrmpi.jobs import deadline
+        deadline.hold_stop_signals()  # a TERM/USR1/USR2 before or after the job: no kill
     if hasattr(signal, "SIGPIPE"):
-        if len(sys.argv) > 1 and sys.argv[1] in JOB_COMMANDS:
-            from lrmpi.jobs.deadline import hold_stop_signals
-            hold_stop_signals()  # a TERM/USR1/USR2 before or after the job: never a kill
+        if job:
             # a closed stdout/stderr never ends a job: writes fail quietly instead
             signal.signal(signal.SIGPIPE, signal.SIG_IGN)
             sys.stdout, sys.stderr = _TolerantStream(_or_null(sys.stdout)), \
@@ -168,7 +170,6 @@ def console():
         from lrmpi.parallel.comm import abort
         abort(1)
         code = EXIT_ERROR
-    if len(sys.argv) > 1 and sys.argv[1] in JOB_COMMANDS:
-        from lrmpi.jobs.deadline import ignore_stop_signals
-        ignore_stop_signals()  # the job has ended: its exit code stands
+    if job:
+        deadline.ignore_stop_signals()  # the job has ended: its exit code stands
     sys.exit(code)

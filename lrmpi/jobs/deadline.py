@@ -128,8 +128,7 @@ def hold_stop_signals():
     one that lands after the job has ended changes nothing: the result is on disk and
     the exit code is the job's (SLURM's USR1 warning to a job finishing just before its
     limit killed it: 138, or 143 for a TERM, with a complete result)."""
-    for name in HELD_SIGNALS:
-        signal.signal(getattr(signal, name), _hold)
+    _handle_held(_hold)
 
 
 def _hold(signum, frame):
@@ -141,8 +140,14 @@ def ignore_stop_signals():
     ignored from here to the exit. Python's finalization puts its own handlers
     (hold_stop_signals') back to the default, which kills; an ignored signal stays
     ignored. Ctrl-C still ends the process (a finalization that hangs on a dead peer)."""
+    _handle_held(signal.SIG_IGN)
+
+
+def _handle_held(handler):
     for name in HELD_SIGNALS:
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
+        sig = getattr(signal, name, None)  # (Windows has no SIGUSR1)
+        if sig is not None:
+            signal.signal(sig, handler)
 
 
 class StopSignals:

@@ -29,11 +29,12 @@ class FusedModel:
         self.graph, self.weights, self.bits = graph, weights, bits
         self.isa = isa or kernels.selected_isa()
         scratch = Buffers()  # the weights' digits on their way to being packed
-        key = packed_cache.key(graph, weights, self.isa)
-        kept = packed_cache.load(key) or {}
+        key = packed_cache.key(graph, weights, self.isa) if packed_cache.worth(weights) \
+            else None  # a small model is packed again: less than looking it up
+        kept = (packed_cache.load(key) if key else None) or {}
         self.nodes = {n.output: FusedNode(n, weights[n.output], graph.shapes, self.isa, scratch,
                                           kept.get(n.output)) for n in graph.linear}
-        if not kept:
+        if key and not kept:
             packed_cache.store_later(key, {name: (fn.wpack, fn.f)
                                            for name, fn in self.nodes.items() if fn.supported})
         self.readers = {}

@@ -23,6 +23,11 @@ MIN_BYTES = 16 << 20  # packed weights below this are packed again each time
 ALIGN = 64
 
 
+def worth(weights):
+    """Whether a model's packed weights are large enough to keep (and to look for)."""
+    return sum(w.planes * w.W2.size for w in weights.values()) >= MIN_BYTES
+
+
 def key(graph, weights, isa):
     """The entry's key for the packing of `graph`'s linear/conv nodes on `isa` by this
     build of the kernels (its file's size and time: a rebuilt packing never meets an
@@ -47,10 +52,14 @@ def _build():
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
+def _entries(k):
+    """(the packed bytes' .npy, its keyed .npz index) of entry `k`."""
+    return cache.MappedEntry("packed", k), cache.Entry("packed", k)
+
+
 def load(k):
     """{node output: (packed weights, channel exponents)} of entry `k`, or None."""
-    meta = cache.Entry("packed", k).load()
-    data = cache.MappedEntry("packed", k).load()
+    data, meta = (e.load() for e in _entries(k))
     if meta is None or data is None or data.dtype != np.int8 or data.ndim != 1:
         return None
     try:
@@ -68,11 +77,9 @@ def load(k):
         return None
 
 
-def store(k, packed, entries=None):
-    """Keep {node output: (packed weights, channel exponents)} under `k` (if it pays)."""
-    if sum(len(w) for w, _ in packed.values()) < MIN_BYTES:
-        return False
-    data, meta = entries or (cache.MappedEntry("packed", k), cache.Entry("packed", k))
+def store(packed, entries):
+    """Keep {node output: (packed weights, channel exponents)} in `entries` (_entries)."""
+    data, meta = entries
     stored = data.store_runs([w for w, _ in packed.values()], ALIGN)
     if stored is None:
         return False
@@ -92,12 +99,9 @@ def store_later(k, packed):
     named here, on the caller's thread: the cache folder in force is the caller's."""
     import atexit
     import threading
-    if sum(len(w) for w, _ in packed.values()) < MIN_BYTES:
-        return
     if not _writing:
         atexit.register(_finish)
-    entries = (cache.MappedEntry("packed", k), cache.Entry("packed", k))
-    t = threading.Thread(target=store, args=(k, packed, entries), name="lrmpi-packed-cache",
+    t = threading.Thread(target=store, args=(packed, _entries(k)), name="lrmpi-packed-cache",
                          daemon=True)
     _writing.append(t)
     t.start()
