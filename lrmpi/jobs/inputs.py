@@ -29,11 +29,11 @@ def split_spec(spec):
 
 def check_size(shape, dtype, name):
     need = int(np.prod(shape, dtype=np.float64)) * 8
-    fraction = config.get().memory_fraction
-    if need > fraction * _available_memory():
+    fraction, memory = config.get().memory_fraction, _available_memory()
+    if need > fraction * memory:
         raise InputError(f"{name}: {shape[0]}x{shape[1] if len(shape) > 1 else 1} needs "
                          f"{_size(need)} as float64, more than LRMPI_MEMORY_FRACTION "
-                         f"({fraction:g}) of this machine's memory ({_size(_available_memory())})")
+                         f"({fraction:g}) of this machine's memory ({_size(memory)})")
 
 
 def _size(nbytes):

@@ -161,12 +161,12 @@ def parsed(p, argv):
         have = kernels.available_isas()
         if not a.isas or any(i not in have for i in a.isas.split(",")):
             bad("isas", a.isas, f"some of {','.join(have)} (this machine's)")
-    if not getattr(a, "factor", 1.0) >= 1.0 or not math.isfinite(getattr(a, "factor", 1.0)):
-        bad("factor", a.factor, "a slow-down >= 1")
-    if not getattr(a, "load", 0.0) >= 0.0 or not math.isfinite(getattr(a, "load", 0.0)):
-        bad("load", a.load, "a load >= 0")
-    if not getattr(a, "samples", 1.0) > 0.0 or not math.isfinite(getattr(a, "samples", 1.0)):
-        bad("samples", a.samples, "a fraction > 0")
+    for name, ok, what in (("factor", lambda v: v >= 1, "a slow-down >= 1"),
+                           ("load", lambda v: v >= 0, "a load >= 0"),
+                           ("samples", lambda v: v > 0, "a fraction > 0")):
+        v = getattr(a, name, None)
+        if v is not None and not (math.isfinite(v) and ok(v)):  # NaN fails both
+            bad(name, v, what)
     if getattr(a, "dir", None) and os.path.exists(a.dir) and not os.path.isdir(a.dir):
         bad("dir", a.dir, "a folder (this is a file)")
     return a
