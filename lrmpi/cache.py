@@ -16,6 +16,7 @@ both wrote the same values. The cache is never required: a read-only or missing
 folder, or cache_dir = "", means every entry is computed again.
 """
 import os
+import threading
 
 import numpy as np
 
@@ -102,7 +103,8 @@ class Entry:
     def _write(self, save):
         if self.path is None:
             return False
-        tmp = f"{self.path}.tmp.{_HOST}.{os.getpid()}"  # the host: a folder nodes share
+        # the host: a folder nodes share; the thread: two writers of one process
+        tmp = f"{self.path}.tmp.{_HOST}.{os.getpid()}-{threading.get_ident()}"
         if os.path.lexists(self.path) and not os.path.isfile(self.path):
             return False  # not ours to replace (a pipe, a folder): computed each time
         _remove_stale(self.path)
@@ -124,11 +126,11 @@ _HOST = __import__("socket").gethostname().replace(".", "_") or "host"
 
 
 def _remove_stale(path):
-    """ENTRY.tmp.HOST.PID files of this host's processes that no longer exist (killed
+    """ENTRY.tmp.HOST.PID-THREAD files of this host's processes that no longer exist (killed
     while writing); another host's are never touched (their pids mean nothing here)."""
     import glob
     for tmp in glob.glob(glob.escape(f"{path}.tmp.{_HOST}.") + "*"):
-        pid = tmp.rsplit(".", 1)[1]
+        pid = tmp.rsplit(".", 1)[1].split("-")[0]
         if not (pid.isascii() and pid.isdigit()) or int(pid) == os.getpid():
             continue
         try:
@@ -150,32 +152,61 @@ class MappedEntry(Entry):
 
     suffix = ".npy"
 
-    def load(self):
+    def load(self, mode="c"):
+        """The array, mapped: copy-on-write ("c") or read-only ("r": views of it can be
+        sent to the ranks of this host as the file's name, parallel/shipping.py)."""
         if self.path is None or not os.path.isfile(self.path):
             return None
         try:
-            return np.load(self.path, mmap_mode="c", allow_pickle=False)
+            return np.load(self.path, mmap_mode=mode, allow_pickle=False)
         except Exception:  # noqa: BLE001 -- a damaged or foreign file: computed again
             return None
 
-    def store_runs(self, runs, align):
-        """Store the int8 arrays `runs` one after the other, each from a multiple of
-        `align` bytes (zeros between), without forming their concatenation (a copy of
-        100 MB in fresh memory); (offsets, digest of the stored array) or None."""
+    def store_runs(self, runs, align, dtype=np.int8):
+        """Store the 1-D arrays `runs` (of `dtype`) one after the other, each from a
+        multiple of `align` bytes (zeros between), without forming their concatenation
+        (a copy of 100 MB in fresh memory); (offsets in items, digest of the stored
+        array) or None."""
+        dtype = np.dtype(dtype)
+        step = align // dtype.itemsize
         offsets, total = [], 0
         for w in runs:
             offsets.append(total)
-            total += -(-len(w) // align) * align
+            total += -(-len(w) // step) * step
         h = Digest()
 
         def save(f):
             np.lib.format.write_array_header_1_0(  # padded to 64 bytes: data aligned
-                f, {"descr": "|i1", "fortran_order": False, "shape": (total,)})
+                f, {"descr": dtype.str, "fortran_order": False, "shape": (total,)})
             for w in runs:
-                for part in (memoryview(np.ascontiguousarray(w)).cast("B"), bytes(-len(w) % align)):
+                w = np.ascontiguousarray(w, dtype)
+                for part in (memoryview(w).cast("B"), bytes(-w.nbytes % align)):
                     f.write(part)
                     h.update(part)
         return (offsets, _hex(h)) if self._write(save) else None
+
+
+_writing = []  # later()'s threads: joined at exit, so no entry is left half-written
+
+
+def later(fn, *args, name="lrmpi-cache"):
+    """fn(*args) on a thread of its own, for a write the caller need not wait for (it
+    computes meanwhile); the thread, to join where its result is wanted. At exit a
+    write under way finishes (10 s at most), else its temporary file is left for the
+    next store to remove. Entries are named by the caller (Entry reads the config on
+    the caller's thread: the cache folder in force is the caller's)."""
+    import atexit
+    if not _writing:
+        atexit.register(_finish)
+    t = threading.Thread(target=fn, args=args, name=name, daemon=True)
+    _writing.append(t)
+    t.start()
+    return t
+
+
+def _finish(timeout=10.0):
+    for t in _writing:
+        t.join(timeout)
 
 
 def array_digest(a):

@@ -24,7 +24,7 @@ from lrmpi.jobs import inputs
 from lrmpi.jobs.job import Fingerprint, JobOptions, file_inputs, run_job
 from lrmpi.log import logger
 from lrmpi.nn.engine import LayeredInference, PreparedModel, as_samples, check_rule
-from lrmpi.nn.loading import load_model  # the graph cache: keyed by the options (output=)
+from lrmpi.nn.loading import load_model, settle, unchanged  # the graph cache
 from lrmpi.numerics import validate
 from lrmpi.parallel import farm
 from lrmpi.parallel.collective import Group
@@ -87,6 +87,9 @@ class InferJob:
         self.model = PreparedModel(self.graph, o["bits"], o["planes"], should_stop=should_stop)
         self.engine = LayeredInference(self.model, self.X, rule=o["rule"], gray=o["gray"],
                                        class_margin=o["class_margin"])
+        if self.group.size > 1:  # its cache entry, written meanwhile: the ranks map it
+            settle(self.graph, lambda: should_stop("preparing the model: keeping it in the "
+                                                   "cache folder"))
         t = self.model.timings
         logger.info("lrmpi: model prepared at %.2f s: read %.2f s, weights %.2f s, "
                     "norms %.2f s", time.perf_counter() - self.start, self.read_s,
@@ -184,6 +187,7 @@ class InferJob:
 
     def _record(self, eng, res, writer):
         """Rank 0: one finished resolution into the log, the callback and the checkpoint."""
+        unchanged(self.graph)  # its cached copy changed in place: nothing of it is kept
         st = eng.state
         k = st["logits"].shape[1]
         spread = st["logits"].max(axis=1) - st["logits"].min(axis=1) if k > 1 else \

@@ -33,6 +33,7 @@ import numpy as np
 
 from lrmpi.errors import InputError
 from lrmpi.nn.operators import HEADS, LINEAR_OPS, OPS, ShapeError, output_shape
+from lrmpi.numerics.buffers import file_region
 
 
 @dataclass
@@ -74,6 +75,8 @@ class _Float32:
 
 def _narrowed(v):
     if isinstance(v, np.ndarray) and v.dtype == np.float64 and v.size > 1024:
+        if file_region(v) is not None:  # mapped from the cache: travels as its file's name
+            return v
         head = v.reshape(-1)[:1024]
         if not np.array_equal(head.astype(np.float32), head):  # folded BatchNorm, say:
             return v  # no 200 MB conversion on the root before every broadcast
@@ -96,9 +99,10 @@ class Graph:
     def linear(self):
         return [n for n in self.nodes if n.op in LINEAR_OPS]
 
-    def validate(self, shapes=None):
+    def validate(self, shapes=None, finite=True):
         """Check the graph (ops, names, parameters) and fill in every tensor's shape
-        (`shapes`: known already, e.g. kept with a cached copy of this graph)."""
+        (`shapes`: known already, e.g. kept with a cached copy of this graph;
+        `finite=False`: the parameters are known to be finite)."""
         known = {self.input}
         if not any(n.op in LINEAR_OPS for n in self.nodes):
             raise InputError("model: no Dense/Gemm/MatMul or Conv node")
@@ -109,7 +113,7 @@ class Graph:
             if missing:
                 raise InputError(f"model: {n.where()} reads {missing[0]!r}, which no earlier "
                                  "node writes (the nodes must be in topological order)")
-            for key in ("W", "b", "c", "slope"):
+            for key in ("W", "b", "c", "slope") if finite else ():
                 v = n.params.get(key)
                 if v is not None and not np.all(np.isfinite(v)):
                     raise InputError(f"model: {n.where()} has NaN or Inf in {key}")
@@ -143,9 +147,10 @@ def save(graph, path):
     np.savez(path, **to_arrays(graph))
 
 
-def to_arrays(graph):
+def to_arrays(graph, narrow=True):
     """The graph as arrays: a JSON description (`graph`) and the parameters'
-    arrays (what save writes and load_npz / from_arrays read)."""
+    arrays (what save writes and load_npz / from_arrays read); with `narrow`,
+    float32 for the parameters it holds exactly (half the bytes; readers convert)."""
     desc, arrays = [], {}
     for i, n in enumerate(graph.nodes):
         params = {}
@@ -153,8 +158,8 @@ def to_arrays(graph):
             if isinstance(v, np.ndarray):
                 # float32 where that holds the values exactly (ONNX weights): half the
                 # bytes to read; readers convert to float64, the same values
-                v32 = v.astype(np.float32)
-                arrays[f"node{i}.{k}"] = v32 if np.array_equal(v32, v) else v
+                v32 = v.astype(np.float32) if narrow else None
+                arrays[f"node{i}.{k}"] = v32 if narrow and np.array_equal(v32, v) else v
             else:
                 params[k] = list(v) if isinstance(v, tuple) else v
         desc.append({"op": n.op, "inputs": n.inputs, "output": n.output, "name": n.name,

@@ -134,8 +134,13 @@ def elementwise(imp, node, ins, data, out, fn):
     if len(data) == 2 and fn == "add":
         imp.add("add", data, out, {}, node)
         return
+    if len(data) == 2 and fn == "sub":  # a - b = a + (-1) b: the negation is exact
+        negated = f"{out}/negated"
+        imp.add("affine", [ins[1]], negated, {"fn": "mul", "c": np.array(-1.0)}, node)
+        imp.add("add", [ins[0], negated], out, {}, node)
+        return
     if len(data) != 1:
-        raise imp.err(node, f"{node.op_type} of activations is supported only as Add/Sum")
+        raise imp.err(node, f"{node.op_type} of activations is supported only as Add/Sub/Sum")
     c = next(imp.value(t) for t in ins if t not in data).astype(np.float64)
     x = data[0]
     if fn == "sub" and ins[0] not in data:  # c - x

@@ -90,25 +90,7 @@ def store(packed, entries):
         "digest": np.array(digest), **{f"f{i}": f for i, (_, f) in enumerate(packed.values())}})
 
 
-_writing = []  # store_later's threads: joined at exit, so no entry is left half-written
-
-
 def store_later(k, packed):
-    """store() on a thread of its own: the rank computes meanwhile (the file is written
-    from the packed arrays the kernels read, which nothing changes). The entries are
-    named here, on the caller's thread: the cache folder in force is the caller's."""
-    import atexit
-    import threading
-    if not _writing:
-        atexit.register(_finish)
-    t = threading.Thread(target=store, args=(packed, _entries(k)), name="lrmpi-packed-cache",
-                         daemon=True)
-    _writing.append(t)
-    t.start()
-
-
-def _finish(timeout=10.0):
-    """At exit: a write under way finishes (a few seconds at most), else its
-    temporary file is left for the next store to remove."""
-    for t in _writing:
-        t.join(timeout)
+    """store() on a thread of its own (cache.later): the rank computes meanwhile (the
+    file is written from the packed arrays the kernels read, which nothing changes)."""
+    cache.later(store, packed, _entries(k), name="lrmpi-packed-cache")

@@ -4,6 +4,7 @@ allocating one per task or per resolution; large buffers are mappings of their o
 (big_empty), faulted in ahead of use by one call per 32 MB (touch: 0.15-0.2 s per
 GB instead of 1-2.6)."""
 import mmap
+import os
 import queue
 import threading
 
@@ -120,13 +121,45 @@ def _mapping(a):
     return m
 
 
+def file_region(a):
+    """(path, offset, nbytes) of a C-contiguous array that is (a view of) a file mapped
+    read-only (np.memmap, mode "r"): where its bytes lie in that file. None for every
+    other array, and for a copy-on-write mapping, whose pages this process may have
+    changed (the file would not hold what the array holds)."""
+    if not isinstance(a, np.ndarray) or not a.flags.c_contiguous:
+        return None
+    m = a
+    while isinstance(m, np.ndarray):
+        if isinstance(m, np.memmap) and isinstance(m.base, mmap.mmap):
+            if m.mode != "r" or not m.filename:
+                return None
+            return m.filename, int(m.offset) + (a.ctypes.data - m.ctypes.data), a.nbytes
+        m = m.base
+    return None
+
+
+def mapped_file(address):
+    """(device, inode) of the file mapped at `address` in this process, from
+    /proc/self/maps (the file a mapping holds, whatever its name says now), or None."""
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split(None, 5)
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                if lo <= address < hi:
+                    major, minor = (int(x, 16) for x in parts[3].split(":"))
+                    return os.makedev(major, minor), int(parts[4])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def prefault(pools=(), arrays=(), later=()):
     """Fill pools, then touch arrays, on a background thread while the caller
     does other work: moves the page-fault cost of large buffers off the
     critical path (pools first: they are usually needed first). Then, at the
     lowest priority (Linux: nice 19, this thread only), touch the arrays in `later`:
     needed soon but not now, they take a core only when it would be idle."""
-    import os
 
     def run():
         for pool, count in pools:

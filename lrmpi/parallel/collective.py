@@ -4,8 +4,10 @@ import os
 
 import numpy as np
 
+from lrmpi.parallel import shipping
 from lrmpi.parallel.backoff import Backoff
-from lrmpi.parallel.comm import bcast_object, hostname, rank_size
+from lrmpi.parallel.comm import hostname, rank_size
+from lrmpi.parallel.shipping import identity as _identity
 
 
 class Group:
@@ -25,7 +27,12 @@ class Group:
             backoff.sleep()
 
     def bcast(self, obj):
-        return obj if self.comm is None else bcast_object(self.comm, obj)
+        """`obj` from rank 0 to every rank; arrays it maps from a file read-only (a
+        cached model's weights) are mapped by the ranks on rank 0's host themselves
+        (parallel/shipping.py)."""
+        if self.comm is None or self.size == 1:
+            return obj
+        return shipping.bcast(self.comm, self.rank, obj)
 
     def gather(self, obj):
         return [obj] if self.comm is None else self.comm.gather(obj, root=0)
@@ -67,11 +74,3 @@ def _mapped(X):
             return True
         X = X.base if isinstance(X, np.ndarray) else None
     return False
-
-
-def _identity(path):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)

@@ -171,6 +171,32 @@ def bcast_object(comm, obj):
     return comm.bcast(obj, root=0)
 
 
+def first_refusal(message):
+    """Under a launcher of more than one process, every rank's settings refusal (None if
+    it had none) shared: (rank, message) of the lowest rank that refused, or None. A
+    collective of every rank, so a rank whose environment differs cannot leave the
+    others waiting for it in MPI forever; one process, or MPI unusable: its own."""
+    own = None if message is None else (0, message)
+    if launcher.launcher_size()[1] <= 1:
+        return own
+    try:
+        comm = get_comm()
+    except Exception:  # noqa: BLE001 -- a launcher of another MPI: the command says so
+        return own
+    if comm is None:
+        return own
+    got = [(r, m) for r, m in enumerate(comm.allgather(message)) if m is not None]
+    return got[0] if got else None
+
+
+def split_off(comm, member):
+    """The ranks of `comm` whose `member` is true, in their order, as a communicator of
+    their own (a collective of `comm`); None on the other ranks. Free it after use."""
+    MPI = mpi()
+    sub = comm.Split(0 if member else MPI.UNDEFINED, comm.Get_rank())
+    return None if sub == MPI.COMM_NULL else sub
+
+
 def testsome(requests):
     """Indices of the `requests` that completed (MPI_Testsome), or [].
 

@@ -55,13 +55,15 @@ def test_a_killed_writer_s_temporary_file_is_removed_by_the_next_store(tmp_path)
         e = Entry("norms2", "0" * 32)
         here = f"{e.path}.tmp.{cache._HOST}."
         dead = f"{here}{2**22 + 12345}"  # above any pid this kernel hands out
+        dead_thread = f"{here}{2**22 + 12346}-140230"  # a thread of such a process
         kept = [f"{here}1",              # init: alive, not ours to touch
                 f"{here}{'9' * 30}",      # no pid at all
                 f"{e.path}.tmp.otherhost.{2**22 + 12345}"]  # another node's: never
-        for p in [dead, *kept]:
+        for p in [dead, dead_thread, *kept]:
             open(p, "wb").close()
         assert e.store({"x": np.arange(3)})
-        assert not os.path.exists(dead) and all(map(os.path.exists, kept))
+        assert not os.path.exists(dead) and not os.path.exists(dead_thread)
+        assert all(map(os.path.exists, kept))
         assert list(e.load()["x"]) == [0, 1, 2]
 
 

@@ -14,7 +14,7 @@ pytest.importorskip("onnx")
 from lrmpi import config  # noqa: E402
 from lrmpi.experiments import models  # noqa: E402
 from lrmpi.nn import ops  # noqa: E402
-from lrmpi.nn.loading import load_model  # noqa: E402
+from lrmpi.nn.loading import load_model, settle  # noqa: E402
 from lrmpi.nn.onnx_import import load_model as import_onnx  # noqa: E402
 
 PROBE = ("import sys; from lrmpi.nn.loading import load_model; g = load_model(sys.argv[1]); "
@@ -42,7 +42,7 @@ def test_a_model_seen_before_loads_without_the_importer(tmp_path):
 def test_the_cached_graph_computes_what_the_import_does(tmp_path, build):
     path = models.save(build(), str(tmp_path / "m.onnx"))
     with config.configure(cache_dir=str(tmp_path / "c")):
-        load_model(path)                  # stores
+        settle(load_model(path))          # stores
         cached = load_model(path)         # reads back
     direct = import_onnx(path)
     X = np.random.default_rng(0).standard_normal((3,) + direct.input_shape)
@@ -59,10 +59,12 @@ def test_a_zoo_graph_read_back_from_the_cache_computes_the_same(tmp_path, name="
     from lrmpi.nn.engine import PreparedModel
     path, shape, logits = zoo_model(name, tmp_path)  # two outputs: the option chooses
     with config.configure(cache_dir=str(tmp_path / "c")):
-        first = load_model(path, output=logits)
-        assert len(os.listdir(tmp_path / "c")) == 1
+        first = settle(load_model(path, output=logits))  # stored (on a thread) by now
+        kept = {n: os.stat(tmp_path / "c" / n).st_mtime_ns for n in os.listdir(tmp_path / "c")}
+        assert kept
         again = load_model(path, output=logits)
-        assert len(os.listdir(tmp_path / "c")) == 1  # read back, not stored again
+        assert {n: os.stat(tmp_path / "c" / n).st_mtime_ns
+                for n in os.listdir(tmp_path / "c")} == kept  # read back, not stored again
     assert [(n.op, n.inputs, n.output) for n in again.nodes] == \
         [(n.op, n.inputs, n.output) for n in first.nodes]
     for a, b in zip(first.nodes, again.nodes):  # tuples may come back as lists
@@ -85,9 +87,9 @@ def test_changed_bytes_damaged_entries_and_no_cache(tmp_path):
     path = str(tmp_path / "m.onnx")
     models.save(models.mlp((6, 5, 3), seed=1), path)
     with config.configure(cache_dir=str(tmp_path / "c")):
-        a = load_model(path)
+        a = settle(load_model(path))
         models.save(models.mlp((6, 5, 3), seed=2), path)  # same name, other weights
-        b = load_model(path)
+        b = settle(load_model(path))
         assert not np.array_equal(a.nodes[0].params["W"], b.nodes[0].params["W"])
         for name in os.listdir(tmp_path / "c"):  # damage every entry: imported again
             with open(tmp_path / "c" / name, "wb") as f:
@@ -97,3 +99,64 @@ def test_changed_bytes_damaged_entries_and_no_cache(tmp_path):
     with config.configure(cache_dir=""):
         d = load_model(path)
     np.testing.assert_array_equal(d.nodes[0].params["W"], b.nodes[0].params["W"])
+
+
+def test_large_parameters_are_mapped_from_one_checked_file(tmp_path):
+    """Parameters of 64 kB and more come back as read-only views of the entry's .npy
+    (what parallel/shipping.py sends as the file's name); a changed byte in that file
+    makes the entry absent (its digest), a truncated one too: imported again, the
+    same values."""
+    from lrmpi.numerics.buffers import file_region
+    path = models.save(models.mlp((300, 200, 10), seed=3), str(tmp_path / "m.onnx"))
+    direct = import_onnx(path)
+    with config.configure(cache_dir=str(tmp_path / "c")):
+        first = load_model(path)  # imported: stored on a thread
+        assert file_region(first.nodes[0].params["W"]) is None
+        assert settle(first) is first  # ... then its parameters mapped from the entry
+        W = first.nodes[0].params["W"]
+        region = file_region(W)
+        assert region is not None and region[0].endswith(".npy") and region[2] == W.nbytes
+        assert not W.flags.writeable
+        assert file_region(first.nodes[0].params["b"]) is None  # small: in the .npz
+        np.testing.assert_array_equal(W, direct.nodes[0].params["W"])
+        with open(region[0], "r+b") as f:  # one byte of W changed in the file
+            f.seek(region[1] + 8)
+            byte = f.read(1)
+            f.seek(region[1] + 8)
+            f.write(bytes([byte[0] ^ 1]))
+        again = settle(load_model(path))  # the digest differs: imported and stored again
+        np.testing.assert_array_equal(again.nodes[0].params["W"], direct.nodes[0].params["W"])
+        del again  # a file truncated under a mapping faults its readers (SIGBUS)
+        with open(region[0], "r+b") as f:
+            f.truncate(region[1] + 100)
+        third = load_model(path)
+        np.testing.assert_array_equal(third.nodes[0].params["W"], direct.nodes[0].params["W"])
+        assert file_region(settle(third).nodes[0].params["W"]) is not None
+        fourth = load_model(path)  # read from the cache: mapped at once
+        assert file_region(fourth.nodes[0].params["W"]) is not None
+
+
+def test_a_cached_copy_changed_in_place_under_a_job_is_noticed(tmp_path):
+    """lrmpi replaces entries whole; a .npy changed in place (its mtime kept) while a
+    graph is mapped from it changes that graph's values: unchanged(g) says so (its
+    ctime moved and the digest differs), and says nothing for a mere touch."""
+    from lrmpi.errors import InputError
+    from lrmpi.nn.loading import unchanged
+    from lrmpi.numerics.buffers import file_region
+    path = models.save(models.mlp((300, 200, 10), seed=5), str(tmp_path / "m.onnx"))
+    with config.configure(cache_dir=str(tmp_path / "c")):
+        settle(load_model(path))
+        g = load_model(path)                       # mapped from the cache
+    npy, at, _ = file_region(g.nodes[0].params["W"])
+    unchanged(g)
+    st = os.stat(npy)
+    os.utime(npy, ns=(st.st_atime_ns, st.st_mtime_ns))   # ctime moves, bytes do not
+    unchanged(g)
+    with open(npy, "r+b") as f:
+        f.seek(at + 3)
+        b = f.read(1)
+        f.seek(at + 3)
+        f.write(bytes([b[0] ^ 0x40]))
+    os.utime(npy, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(InputError, match="changed in place while the job ran"):
+        unchanged(g)
