@@ -32,6 +32,8 @@ from lrmpi.nn.difference import DiffTracker
 from lrmpi.nn.estimate import EstimateWeights
 from lrmpi.nn.norms import TIGHT_CHEAP, ModelNorms
 
+HOPELESS_SLACK = 100.0  # an optimistic prediction this far beyond hopeless: no tight norms
+
 
 class Bounds:
     """The bound machinery of a prepared model: norms, the estimates' weights and
@@ -56,7 +58,10 @@ class Bounds:
         level = "tight" if self.norms.tight_cost <= TIGHT_CHEAP else "cheap"
         cheap = ({n.output: 0 for n in self.graph.linear}, None, 0.0, level)
         self.plans[r], self.retries[r], why = cheap, None, "budget"
-        if self._fits(r):
+        skip = self._hopeless_anyway(r) if self._fits(r) else "budget"
+        if skip:
+            why = skip
+        else:
             self.norms.prepare([], "tight", should_stop)   # S: the sensitivities
             f64 = config.get().bound_f64
             plan, err, spent = P.choose(self.graph, self.norms, r, self.bits, self.budget, f64)
@@ -80,6 +85,20 @@ class Bounds:
         self.norms.prepare(sorted(qs), level, should_stop)
         _log_plan(r, self.plans[r], self.retries[r], self.budget, why)
         return self.plans[r]
+
+    def _hopeless_anyway(self, r):
+        """Why the tight norms are not worth computing at resolution r, or None: even
+        the operator norms' lower bounds predict a hopeless bound, by a wide margin (a
+        cold ResNet-50's tight norms took 13-34 s, for a bound predicted at 5e20 times
+        the deviation). A function of the model alone, as every choice of a bound is:
+        tight norms in the cache change nothing here (design.md, "Inference")."""
+        _, err, _ = P.choose(self.graph, self.norms, r, self.bits,
+                             max(self.budget, self.retry_budget), config.get().bound_f64,
+                             lower=True)
+        if P.hopeless(self.graph, err, r, self.bits, slack=HOPELESS_SLACK):
+            return (f"predicted tightness at least {P.tightness(self.graph, err):.2g}, from "
+                    "the operator norms' lower bounds")
+        return None
 
     def _fits(self, r):
         """Whether the cheapest estimate (one plane everywhere: 2 pair products per

@@ -63,12 +63,12 @@ def sensitivities(graph, operator):
     return C
 
 
-def eta(mode, node_norms, r, bits):
+def eta(mode, node_norms, r, bits, level="tight"):
     """What a mode's estimate leaves out of the node's local error (a fraction)."""
     if mode == 0:
         return 1.0
     if mode == "f64":
-        S = max(node_norms.operator("tight"), 1e-300)
+        S = max(node_norms.operator(level), 1e-300)
         return KAPPA * 2 * (node_norms.k + 1) * U * node_norms.A / S * 2.0 ** (bits * r)
     return KAPPA * 2.0 ** (-bits * mode)
 
@@ -77,13 +77,17 @@ def cost(mode):
     return 0.0 if mode == 0 else F64_COST if mode == "f64" else 2.0 * mode * mode
 
 
-def choose(graph, norms, r, bits, budget, with_f64=False):
+def choose(graph, norms, r, bits, budget, with_f64=False, lower=False):
     """(plan {node output: mode}, predicted estimate error / layers, cost fraction of
-    the resolution's products)."""
+    the resolution's products). `lower`: from lower bounds of the operator norms
+    (no factorisation: NodeNorms.lower), an optimistic prediction that tells whether
+    the tight norms are worth computing at all."""
     nodes = graph.linear
     if not nodes:
         return {}, 0.0, 0.0
-    sens = sensitivities(graph, lambda n: norms.nodes[n.output].operator("tight"))
+    sens = sensitivities(graph, (lambda n: norms.nodes[n.output].lower()) if lower else
+                         (lambda n: norms.nodes[n.output].operator("tight")))
+    level = "cheap" if lower else "tight"  # f64's share: A / S, S from above when optimistic
     w = {n.output: macs(n, graph.shapes) for n in nodes}
     total = sum(w.values()) * r * r
     allowed = budget * total
@@ -91,28 +95,29 @@ def choose(graph, norms, r, bits, budget, with_f64=False):
     spent = sum(cost(1) * w[n.output] for n in nodes)
     if spent > allowed or 53 // bits - r < 1:
         plan = {n.output: 0 for n in nodes}
-        return plan, _error(plan, nodes, sens, norms, r, bits), 0.0
+        return plan, _error(plan, nodes, sens, norms, r, bits, level), 0.0
     # the estimate's part of a logit's radius is about the layers' summed errors
     # (err x layers) spread over the last linear node's inputs (a logit sees their
     # norm: sqrt(inputs) x an entry), the true deviation about sqrt(layers) local
     # errors: precision beyond a tenth of it changes nothing
     limit = 0.1 / (tightness(graph, 1.0) - 1)
-    while _error(plan, nodes, sens, norms, r, bits) > limit:
+    while _error(plan, nodes, sens, norms, r, bits, level) > limit:
         best = None
         for n in nodes:
             for m in _upgrades(plan[n.output], r, bits, with_f64):
                 extra = (cost(m) - cost(plan[n.output])) * w[n.output]
                 if extra <= 0 or spent + extra > allowed:
                     continue
-                gain = sens.get(n.output, 0.0) * (eta(plan[n.output], norms.nodes[n.output], r, bits)
-                                                  - eta(m, norms.nodes[n.output], r, bits))
+                nn_ = norms.nodes[n.output]
+                gain = sens.get(n.output, 0.0) * (eta(plan[n.output], nn_, r, bits, level)
+                                                  - eta(m, nn_, r, bits, level))
                 if gain > 0 and (best is None or gain / extra > best[0]):
                     best = (gain / extra, n.output, m, extra)
         if best is None:
             break
         plan[best[1]] = best[2]
         spent += best[3]
-    return plan, _error(plan, nodes, sens, norms, r, bits), spent / total
+    return plan, _error(plan, nodes, sens, norms, r, bits, level), spent / total
 
 
 def _upgrades(mode, r, bits, with_f64):
@@ -124,9 +129,9 @@ def _upgrades(mode, r, bits, with_f64):
     return out
 
 
-def _error(plan, nodes, sens, norms, r, bits):
-    return sum(sens.get(n.output, 0.0) * eta(plan[n.output], norms.nodes[n.output], r, bits)
-               for n in nodes) / len(nodes)
+def _error(plan, nodes, sens, norms, r, bits, level="tight"):
+    return sum(sens.get(n.output, 0.0) * eta(plan[n.output], norms.nodes[n.output], r, bits,
+                                             level) for n in nodes) / len(nodes)
 
 
 def tightness(graph, err):
@@ -142,13 +147,14 @@ def tightness(graph, err):
 HOPELESS = 0.3  # predicted radius / logit range beyond which no margin is reached
 
 
-def hopeless(graph, err, r, bits):
+def hopeless(graph, err, r, bits, slack=1.0):
     """Whether a bound of that predicted tightness cannot certify at resolution r:
     the deviation is about 8 2^(-bits r) of the logits' range (measured on the bench
     models: 5e-4 to 2e-3 at r = 2) and margins seldom exceed a third of the range;
     the prediction is rough (measured 0.3x to 25x the true tightness on the bench
-    models), so a wasted pass costs time, never validity."""
-    return tightness(graph, err) * 8 * 2.0 ** (-bits * r) > HOPELESS
+    models), so a wasted pass costs time, never validity. `slack`: that many times
+    beyond it (for an optimistic prediction)."""
+    return tightness(graph, err) * 8 * 2.0 ** (-bits * r) > HOPELESS * slack
 
 
 def planes_needed(plan, r):

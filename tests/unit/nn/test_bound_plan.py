@@ -6,7 +6,7 @@ import pytest
 from bound_cases import graphs
 
 from lrmpi import config
-from lrmpi.nn import certify, plan as P
+from lrmpi.nn import certify, ops, plan as P
 from lrmpi.nn import graph as G
 from lrmpi.nn.engine import PreparedModel
 from lrmpi.nn.norms import TIGHT_CHEAP, ModelNorms
@@ -115,3 +115,37 @@ def test_each_resolution_logs_which_bound_stands(caplog):
     text = caplog.text
     assert "resolution 1: the operator-norm bound" in text
     assert "resolution 2: difference bound" in text
+
+
+def test_no_tight_norms_for_a_bound_hopeless_even_from_their_lower_bounds(caplog, monkeypatch):
+    """A deep chain of large weights: even the operator norms' lower bounds (row norms)
+    predict a bound far beyond any margin at resolutions 2-4, so mode 0 stands and (for
+    a model large enough that mode 0 takes the cheap norms) no tight norm is computed (the log says why); a chain of ordinary weights still gets
+    them and its difference bound. The choice is the model's: a cache changes nothing."""
+    from lrmpi.nn.norms import NodeNorms
+    monkeypatch.setattr(certify, "TIGHT_CHEAP", 0)  # as a large model: mode 0 takes cheap norms
+    calls = []
+    real = NodeNorms._tight
+    monkeypatch.setattr(NodeNorms, "_tight", lambda self, *a, **k: calls.append(1) or
+                        real(self, *a, **k))
+    rng = np.random.default_rng(6)
+    layers = []
+    for _ in range(24):
+        layers += [("linear", {"W": 4 * rng.standard_normal((24, 24)), "b": np.zeros(24)}),
+                   ("relu", {})]
+    deep = G.sequential(layers[:-1] + [("linear", {"W": rng.standard_normal((3, 24)),
+                                                   "b": np.zeros(3)})], (24,))
+    with config.configure(cache_dir=""), caplog.at_level(logging.INFO, logger="lrmpi"):
+        b = certify.Bounds(deep, PreparedModel(deep, 7, 4).weights, 7)
+        for r in (2, 3, 4):
+            plan, err, _, _ = b.prepare(r)
+            assert set(plan.values()) == {0} and err is None
+        assert not calls and "from the operator norms' lower bounds" in caplog.text
+        X = rng.standard_normal((5, 24))
+        z, rad = PreparedModel(deep, 7, 4).evaluate(X, 2)
+        zf = ops.forward(deep, X)
+        assert np.all(np.abs(z - zf) <= rad)       # the operator-norm bound, valid
+        ordinary = _chain(np.random.default_rng(2))
+        plan, err, _, _ = certify.Bounds(ordinary, PreparedModel(ordinary, 7, 4).weights,
+                                         7).prepare(2)
+        assert calls and err is not None and min(plan.values()) >= 1

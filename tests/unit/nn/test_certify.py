@@ -105,3 +105,56 @@ def test_operator_norm_bounds_are_above_the_true_norms():
         true = np.linalg.norm(np.stack(cols, axis=1), 2)
         b = verified.conv_operator_bound(W, shape, p)
         assert true <= b, (p, true, b)
+
+
+def test_weight_residuals_are_exact_and_their_norms_above_the_true_ones():
+    """W - Q_q(W), computed by truncating each row at its q-th plane (norms.py, by blocks
+    of rows), equals W minus the digit planes' exact value, bit for bit: rows of every
+    magnitude (tiny ones whose last plane lies near the subnormals, zero rows, exact
+    multiples of the plane), both signs; its Frobenius and row norms bound the true ones."""
+    from lrmpi.nn.norms import NodeNorms
+    from lrmpi.nn.quantized import NodeWeights
+    from lrmpi.numerics import planes as P
+    rng = np.random.default_rng(11)
+    W = rng.standard_normal((40, 9)) * np.exp2(rng.integers(-60, 60, (40, 1)))
+    W[3] = 0.0
+    W[4] = np.exp2(-1000) * rng.standard_normal(9)     # the last plane's unit subnormal
+    W[5] = np.exp2(-1060) * rng.standard_normal(9)     # below the normal range altogether
+    W[6] = np.round(W[6] * 2 ** 20) / 2 ** 20          # few bits: residuals of zero
+    W[7, :] = -np.exp2(30)                             # a power of two, negative
+    node = G.Node("linear", ["x"], "y", {"W": W, "b": np.zeros(40)})
+    for bits, planes in [(7, 4), (3, 7), (7, 7)]:
+        nn_ = NodeNorms(node, NodeWeights(node, bits, planes), (9,), (None, 40))
+        enc = P.encode(np.ascontiguousarray(W), bits, 7)
+        for q in range(1, planes + 1):
+            want = W - P.dequantize(enc, q)
+            got = nn_._residual_rows(q, 0, 40)
+            assert np.array_equal(got, want), (bits, q)
+            nn_.residual(q, "cheap")
+            assert nn_.drows[q].min() >= 0 and np.all(nn_.drows[q] >= np.linalg.norm(want, axis=1))
+            assert nn_.dS[q]["cheap"] >= np.linalg.norm(want, 2)
+
+
+def test_the_base_norms_come_from_the_cache(tmp_path):
+    """|| |W| ||, the row norms and the cheap S are kept with the norms: a model met
+    before does not compute them again, and gets the same values."""
+    from lrmpi import config
+    from lrmpi.nn import verified as V
+    from lrmpi.nn.engine import PreparedModel
+    rng = np.random.default_rng(3)
+    g = G.sequential([("linear", {"W": rng.standard_normal((20, 30)), "b": np.zeros(20)}),
+                      ("relu", {}), ("linear", {"W": rng.standard_normal((4, 20)),
+                                               "b": np.ones(4)})], (30,))
+    with config.configure(cache_dir=str(tmp_path)):
+        first = PreparedModel(g, 7, 3).norms.norms.nodes
+        calls = []
+        real = V.abs_operator_bound
+        V.abs_operator_bound = lambda *a, **k: calls.append(1) or real(*a, **k)
+        try:
+            again = PreparedModel(g, 7, 3).norms.norms.nodes
+        finally:
+            V.abs_operator_bound = real
+    assert not calls
+    for name, a in first.items():
+        b = again[name]
+        assert (a.A, a.S["cheap"]) == (b.A, b.S["cheap"]) and np.array_equal(a.rows, b.rows)
