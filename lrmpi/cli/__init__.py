@@ -53,15 +53,28 @@ def main(argv=None):
     root = env_rank() == 0
     _Parser[0] = argparse.ArgumentParser if root else _QuietParser
     debug = "--debug" in argv
-    try:  # every LRMPI_* setting, before anything reads one (each rank: same environment)
+    try:  # every LRMPI_* setting, before anything reads one
         from lrmpi import config
         config.check()
+        refused = None
     except errors.ConfigError as exc:
+        refused = str(exc)
+    if argv and argv[0] in JOB_COMMANDS:  # the ranks' environments may differ (MPMD, nodes)
+        from lrmpi.parallel.comm import first_refusal
+        found = first_refusal(refused)  # every rank, before any returns (or raises)
+        if found is not None:
+            if debug and refused is not None:
+                raise errors.ConfigError(refused)
+            if root:
+                where = "" if found[0] == 0 else f"rank {found[0]}: "
+                print(f"lrmpi: error: {where}{found[1]}", file=sys.stderr)
+            return EXIT_USAGE if root else EXIT_OK  # rank 0's code is the job's (below)
+    elif refused is not None:
         if debug:
-            raise
+            raise errors.ConfigError(refused)
         if root:
-            print(f"lrmpi: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE if root else EXIT_OK  # rank 0's code is the job's (below)
+            print(f"lrmpi: error: {refused}", file=sys.stderr)
+        return EXIT_USAGE if root else EXIT_OK
     setup_logging()
     if not argv or argv[0] in ("-h", "--help"):
         if root:

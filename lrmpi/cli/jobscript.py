@@ -56,13 +56,13 @@ def jobscript(argv):
         raise errors.ConfigError("--deadline-ok and --no-deadline-ok contradict each other: "
                                  "give one (the scripts' default is --deadline-ok)")
     knobs = {"KIND": command_name, "INPUTS": [_absolute(s) for s in inputs],
-             "OUT": os.path.abspath(out), "OPTIONS": options, "PYTHON": a.python,
+             "OUT": os.path.abspath(out), "OPTIONS": options, "PYTHON": _program(a.python),
              "MAX_RESTARTS": str(_at_least(a.max_restarts, 0, "--max-restarts")),
              "SITE_ENV": _site_env(a.site_env), "DEADLINE_OK": "yes" if a.deadline_ok else "no"}
     if template == "srun.sbatch":
         knobs["MPI"] = a.srun_mpi or _srun_plugin()
     else:
-        knobs["MPIEXEC"] = a.mpiexec or _mpiexec()
+        knobs["MPIEXEC"] = _program(a.mpiexec) if a.mpiexec else _mpiexec()
     # #SBATCH lines are comments to bash: a newline or blank in a value would end one
     own = jobscripts.sbatch_names(jobscripts.template(template))
     for opt in a.sbatch:
@@ -154,6 +154,13 @@ def _absolute(spec):
     from lrmpi.jobs.inputs import split_spec
     path, dataset = split_spec(spec)
     return os.path.abspath(path) + (f":{dataset}" if dataset is not None else "")
+
+
+def _program(name):
+    """--python / --mpiexec as the script runs it: a path (with a slash) made absolute,
+    since the script starts in the submitting folder, not this one; a bare name stays
+    a name, found on the PATH of the node (after --site-env, which may set it)."""
+    return os.path.abspath(name) if os.sep in name else name
 
 
 def _site_env(path):

@@ -78,9 +78,13 @@ class MatmulJob:
 
     def execute(self, control, writer, ckpt, start):
         from lrmpi.parallel.root import Root  # the root's alone (workers start sooner)
-        self.root = Root(self.lm, self.comm, writer=writer, control=control, resume=ckpt,
-                         start=start, on_resolution=self.on_resolution,
-                         worker_timeout=self.worker_timeout, write=self.write)
+        try:
+            self.root = Root(self.lm, self.comm, writer=writer, control=control, resume=ckpt,
+                             start=start, on_resolution=self.on_resolution,
+                             worker_timeout=self.worker_timeout, write=self.write)
+        except BaseException:
+            self.release()  # the workers still wait for JOB: STOP them, never a hang
+            raise
         return self.root.run()
 
 

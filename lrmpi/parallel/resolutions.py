@@ -2,6 +2,8 @@
 checkpoint, however C was assembled (by the root from level sums, by the root from
 CRT tiles, or written by the ranks). MPI-free.
 """
+import math
+
 import numpy as np
 
 from lrmpi.numerics import bounds, crt_bound
@@ -73,7 +75,9 @@ class Resolutions:
         the rule that it never replaces a better layered result (crt_bound.finish, C
         changed in place; design.md, "CRT resolution"). Its attributes, and the rows of
         C to write again."""
-        history = [m["bound_abs"] for m in self.meta[:self.layers]]
+        # a job file written before it kept bound_abs for every resolution: unknown
+        # (inf) for those whose files --keep latest removed; the relative bound still holds
+        history = [_known(m.get("bound_abs")) for m in self.meta[:self.layers]]
         b, cmax, redone, method = crt_bound.finish(
             self.lm, self.ea, self.eb, self.crt.ops, C, cmax,
             lambda: self.crt.layers_result(self._layers_again))
@@ -141,3 +145,9 @@ def rewritten(C, redone, whole=False):
     if whole:
         return {RESULT: [(np.s_[:], C)]}
     return {RESULT: [(int(i), C[i]) for i in np.unique(redone[0])]} if redone else {}
+
+
+def _known(b):
+    """A resolution's bound_abs, inf where the job file did not keep it (NaN, absent)."""
+    b = math.inf if b is None else float(b)
+    return math.inf if math.isnan(b) else b

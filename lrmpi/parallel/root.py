@@ -158,7 +158,9 @@ class Root:
                 raise CheckpointError(f"{ckpt.path}: the resume data of resolution {i} is missing")
             # resolution 1 was its own resume data (decoded exactly from its sums)
             return self.assembly.sums_from_c(ckpt.resolution(1)[1][RESULT])
-        self.assembly.resume(c, sums_of)
+        # only to compute more (not when all are listed); the CRT one adds no sums
+        if c < self.plan.nres:
+            self.assembly.resume(min(c, self.plan.layers), sums_of)
         for i in range(1, c + 1):
             self.record.resumed(ckpt.resolution_summary(i))
         self.elapsed_offset = float(self.record.meta[-1]["elapsed_s"])

@@ -45,10 +45,13 @@ def test_job_submitted_twice_at_once(slurm, work):
                               text=True, env=env, cwd="/") for p in paths]
     res = [(p, *p.communicate(timeout=120)) for p in procs]
     codes = sorted(p.returncode for p, _, _ in res)
-    assert codes == [0, 1], [(p.returncode, o, e) for p, o, e in res]
-    loser = [(p, o, e) for p, o, e in res if p.returncode == 1][0]
-    assert len([ln for ln in (loser[1] + loser[2]).splitlines()
-                if ln.startswith("lrmpi: error")]) == 1, loser
+    if codes == [0, 0]:  # not at once after all (a loaded machine): the later one found
+        assert any("already complete" in o + e for _, o, e in res), res  # it complete
+    else:
+        assert codes == [0, 1], [(p.returncode, o, e) for p, o, e in res]
+        loser = [(p, o, e) for p, o, e in res if p.returncode == 1][0]
+        assert len([ln for ln in (loser[1] + loser[2]).splitlines()
+                    if ln.startswith("lrmpi: error")]) == 1, loser
     assert requeues() == []
     ref = d / "R.h5"
     assert_ok(run("matmul", a, b, "-o", ref, "--planes", "3"))

@@ -250,3 +250,34 @@ def test_sigkills_with_results_written_by_the_ranks_lose_nothing_finished(refere
     assert any(s > 0 for s in survived), survived
     print(f"--write ranks: {RANKS_TRIALS} SIGKILLs (ranks 0, 1, 2), resolutions listed and "
           f"whole after each: {survived}, lost: 0")
+
+
+@pytest.mark.parametrize("n, write, keep", [(None, "root", "all"), (2, "ranks", "latest")])
+def test_crt_job_killed_after_its_last_resolution_is_listed_resumes_to_complete(
+        tmp_path, n, write, keep):
+    """The job file a SIGKILL leaves between listing the last (CRT) resolution and marking
+    the job complete (status running, completed = planned; made from a complete job, its
+    resume data gone as keep=latest removes it): `--resume` marks it complete without
+    the data it does not need (the CRT resolution adds no level sums), C unchanged."""
+    import h5py
+    from tamper import reseal
+    rng = np.random.default_rng(3)
+    np.save(tmp_path / "A.npy", rng.standard_normal((50, 40)))
+    np.save(tmp_path / "B.npy", rng.standard_normal((40, 30)))
+    out = tmp_path / "c.h5"
+    args = ("matmul", tmp_path / "A.npy", tmp_path / "B.npy", "-o", out, "--planes", 2,
+            "--final", "crt", "--moduli", 3, "--write", write, "--keep", keep)
+    p = run(*args, n=n)
+    assert p.returncode == 0, p.stderr
+    before = Checkpoint(out)
+    C = before.resolution(before.completed)[1]["C"]
+    with h5py.File(out, "r+") as f:
+        f.attrs["status"] = "running"
+    reseal(out)
+    p = run(*args, "--resume", n=n)
+    assert p.returncode == 0, p.stderr
+    ck = Checkpoint(out)
+    assert ck.status == "complete" and ck.completed == ck.planned == before.planned
+    assert ck.job_id == before.job_id
+    np.testing.assert_array_equal(ck.resolution(ck.completed)[1]["C"], C)
+    assert run("inspect", out).returncode == 0

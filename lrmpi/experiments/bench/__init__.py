@@ -134,9 +134,10 @@ COUNTS = ("repeats", "ranks", "n", "jobs", "file_samples")  # at least 1 each
 def parsed(p, argv):
     """p.parse_args(argv), its values checked as the jobs check theirs, at once: one
     line and exit 2 for a count below 1, a size that is not n or MxKxN, planes out of
-    range, an ISA this machine lacks, a slow-down below 1, a negative load, or a
-    --dir that is a file (a traceback, or a job's refusal after the numpy baseline's
-    minutes, before)."""
+    range, an ISA this machine lacks, a slow-down below 1, a negative load, a --dir
+    that is a file, or a --json / --plot file in a folder that is missing or not
+    writable (a traceback, or a job's refusal after the numpy baseline's minutes,
+    before)."""
     import math
 
     from lrmpi.errors import ConfigError
@@ -169,6 +170,13 @@ def parsed(p, argv):
             bad(name, v, what)
     if getattr(a, "dir", None) and os.path.exists(a.dir) and not os.path.isdir(a.dir):
         bad("dir", a.dir, "a folder (this is a file)")
+    for name in ("json", "plot"):  # written after minutes of measuring: checked now
+        path = getattr(a, name, None)
+        if path:
+            folder = os.path.dirname(os.path.abspath(path))
+            if os.path.isdir(path) or not os.path.isdir(folder) or \
+                    not os.access(folder, os.W_OK):
+                bad(name, path, "a file in an existing folder this user can write")
     return a
 
 

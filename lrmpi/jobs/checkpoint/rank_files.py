@@ -34,6 +34,8 @@ class RankFiles:
         if res not in self.open:
             f = AtomicH5(S.rank_file(self.path, self.job_id, res + 1, self.rank), self.fsync)
             f.f.attrs[S.JOB_ID] = self.job_id
+            f.f.attrs[S.RESOLUTION] = res + 1  # its identity: a reader checks both
+            f.f.attrs[S.RANK] = self.rank
             self.open[res] = (f, [])
         f, tiles = self.open[res]
         checksum.put(f.f, S.tile_c(tile.index), C)
@@ -87,6 +89,22 @@ def read_tiles(path, job_id, parts, shape):
             checksum.verify(f, rank_path, required=True)
             if S.py(f.attrs.get(S.JOB_ID)) != job_id:
                 raise CheckpointError(f"{rank_path} belongs to another job than {path}")
+            check_place(f, rank_path, name)
             for t, r0, r1, c0, c1 in tiles:
                 C[r0:r1, c0:c1] = checksum.read(f[S.tile_c(t)], rank_path)
     return C
+
+
+def check_place(f, where, name):
+    """A rank file (open h5py File `f` named `name`) must hold the resolution and rank
+    its name says: a checksum cannot see an intact file of the same job copied over
+    another's. Files written before rank files carried them pass (their job id is
+    checked by the caller)."""
+    m = S.RANK_NAME_RE.fullmatch(name)
+    if m is None:
+        raise CheckpointError(f"{where} is not a rank file of lrmpi's")
+    for key, want in ((S.RESOLUTION, int(m[2])), (S.RANK, int(m[1]))):
+        got = f.attrs.get(key)
+        if got is not None and not (isinstance(S.py(got), int) and S.py(got) == want):
+            raise CheckpointError(f"{where} holds {key} {S.py(got)!r}, not {want} (rank files "
+                                  "copied over each other or renamed)")

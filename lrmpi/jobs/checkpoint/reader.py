@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from lrmpi.errors import CheckpointError
-from lrmpi.jobs.checkpoint import checksum, owned, resume_data
+from lrmpi.jobs.checkpoint import checksum, owned, rank_files, resume_data
 from lrmpi.jobs.checkpoint import schema as S
 from lrmpi.jobs.checkpoint.probe import is_lrmpi_file, probe  # noqa: F401 (re-exported)
 
@@ -52,6 +52,10 @@ class Checkpoint:
         except S.H5_ERRORS as exc:
             raise CheckpointError(f"{path} is not a readable lrmpi checkpoint ({exc})") from None
         version = self.attrs.get(S.VERSION_ATTR)
+        if version is None:  # a job's resolution, rank or resume-data file, or another's
+            raise CheckpointError(f"{path} is not an lrmpi job file (it has no "
+                                  f"{S.VERSION_ATTR}; a job's resolution or rank files are "
+                                  "read through its job file: give that one)")
         if version != S.FORMAT_VERSION:
             raise CheckpointError(f"{path}: checkpoint format_version {version!r} is not "
                                   f"supported (this lrmpi reads {S.FORMAT_VERSION})")
@@ -121,6 +125,14 @@ class Checkpoint:
         except S.H5_ERRORS as exc:
             raise CheckpointError(f"{path}: the {what} is unreadable ({exc})") from None
 
+    @contextlib.contextmanager
+    def _open_rank(self, name, index, what):
+        """A rank file of resolution `index` (as _open), of the resolution and rank its
+        name says."""
+        with self._open(name, index, what) as (g, checked):
+            rank_files.check_place(g, g.filename, name)
+            yield g, checked
+
     def resolution(self, index, datasets=True):
         """(attrs, {name: array}) of one resolution."""
         name = S.res_name(index)
@@ -167,7 +179,7 @@ class Checkpoint:
         for name in listed:
             if not names.fullmatch(str(name)):
                 raise CheckpointError(f"{where}: rank file {name!r} is not one of its own")
-            with self._open(name, index, "rank file (its C)") as (g, rchecked):
+            with self._open_rank(name, index, "rank file (its C)") as (g, rchecked):
                 for dset, r0, r1, c0, c1 in own.get(name, []):
                     a = checksum.read(g[dset], g.filename, rchecked or checked)
                     if a.shape != (r1 - r0, c1 - c0) or seen[r0:r1, c0:c1].any():
@@ -215,8 +227,14 @@ class Checkpoint:
             return None
         return next((i for i in range(2, self.completed + 1) if not self.has_sums(i)), None)
 
+    @property
+    def layers(self):
+        """A matmul's resolutions that add level sums: all it plans but the CRT one
+        (whose rank files hold C only)."""
+        return self.planned - (1 if self.attrs.get(S.FINAL) == "crt" else 0)
+
     def has_sums(self, index):
-        return bool(self.job_id) and (
+        return bool(self.job_id) and index <= self.layers and (
             os.path.exists(os.path.join(self.folder, f"sums{S.res_name(index)}.h5"))
             or bool(S.rank_files_of(self.path, self.job_id, index)))
 
@@ -252,7 +270,8 @@ class Checkpoint:
         (rank_files.py): every tile of every rank file placed at its corner, once."""
         out, seen = None, np.zeros(shape, bool)
         for path in S.rank_files_of(self.path, self.job_id, index):
-            with self._open(os.path.basename(path), index, "resume data (rank file)") as (g, ok):
+            with self._open_rank(os.path.basename(path), index,
+                                 "resume data (rank file)") as (g, ok):
                 for name in g:
                     if not name.startswith(S.tile_sums("")):
                         continue

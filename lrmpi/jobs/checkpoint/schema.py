@@ -5,8 +5,9 @@ Layout of a job written to OUT.h5::
     OUT.h5                         the job file, small, replaced atomically
       attrs: format_version, kind, status, message, phase, completed, planned, bits,
              planes, order, job_id, lrmpi_version, and the job's other parameters
-      /resolutions                 attrs: durable_s, elapsed_s, cmax: one per resolution
-                                   completed (also those keep="latest" no longer lists)
+      /resolutions                 attrs: durable_s, elapsed_s, cmax, bound_abs: one per
+                                   resolution completed (also those keep="latest" no
+                                   longer lists)
       /resolutions/001  ->  external link to OUT.h5.d/<job_id>/res001.h5:/
       /resolutions/002  ->  ...
     OUT.h5.d/<job_id>/res001.h5    one file per resolution, never rewritten
@@ -22,8 +23,9 @@ Layout of a job written to OUT.h5::
                                    resolution is complete
     OUT.h5.d/<job_id>/rank0002-res003.h5  results written by the ranks (--write ranks):
                                    rank 2's tiles of resolution 3, datasets C<t> (float64)
-                                   and S<t> (its level sums, attrs levels, corner) per
-                                   tile t;
+                                   and S<t> (its level sums, attrs levels, corner; none in
+                                   a CRT resolution's) per tile t; attrs job_id,
+                                   resolution (3) and rank (2);
                                    res003.h5's C is then a virtual dataset over these
                                    files (attr rank_files lists them)
     OUT.h5.d/.lock                 the advisory lock of the job writing OUT.h5
@@ -76,7 +78,7 @@ JOB_ID = "job_id"
 DURABLE = "durable_s"
 KEEP_ATTR = "keep"
 KEEP = ("all", "latest")  # resolution files kept: all, or the latest only
-HISTORY = ("elapsed_s", "cmax")  # per-resolution figures the job file keeps for all
+HISTORY = ("elapsed_s", "cmax", "bound_abs")  # per-resolution figures the job file keeps for all
 
 # a resolution stopped part way (matmul's CRT resolution: finished tiles)
 TILES = "tiles"
@@ -102,6 +104,13 @@ UNLISTED_RE = re.compile(r"(?:res|sums|rank\d{4}-res)(\d{3})\.h5")
 # results written by the ranks
 RANK_FILES = "rank_files"  # attr of a resolution file whose C is a virtual dataset
 CORNER = "corner"          # attr of a tile's level sums in a rank file: (r0, c0)
+RANK = "rank"              # attr of a rank file: the rank that wrote it (and RESOLUTION:
+                           # its resolution), the ones its name says
+RANK_NAME_RE = re.compile(r"rank(\d{4})-res(\d{3})\.h5")  # groups: rank, resolution
+
+# a matmul job parameter: "crt" when its last planned resolution is the CRT one, which
+# adds no level sums (its resume data, if stopped inside it, is a partial file)
+FINAL = "final"
 
 
 def tile_c(t):

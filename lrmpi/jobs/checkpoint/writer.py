@@ -70,9 +70,12 @@ class CheckpointWriter:
         self.durable = list(resume.durable) if resume is not None else []
         self.durable += [math.nan] * (len(self.completed) - len(self.durable))
         # per-resolution figures the job file keeps for every resolution (the files
-        # of earlier ones may be gone with keep="latest"): elapsed_s, cmax
+        # of earlier ones may be gone with keep="latest"): elapsed_s, cmax, bound_abs
+        # (the CRT resolution's relative bound reads the layers')
         self.history = {k: list(resume.history.get(k, [])) if resume is not None else []
                         for k in S.HISTORY}
+        for v in self.history.values():  # a job file from before a figure was kept: NaN,
+            v += [math.nan] * (len(self.completed) - len(v))  # never a later one's value
         self.status, self.message = "running", ""
         self.protect = list(protect)
         # the first resolution whose files carry checksums (a job resumed from files

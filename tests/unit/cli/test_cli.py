@@ -39,6 +39,9 @@ def test_demo_under_python_dash_m():
     (["demo", "--planes", "0"], 2, "lrmpi: error: planes must be in 1..16, got 0"),
     (["demo", "--order", "spiral"], 2, "lrmpi: error: order must be one of"),
     (["demo", "--n", "0"], 2, "lrmpi: error: --n must be >= 1"),
+    (["demo", "--infer", "--fin=crt"], 2, "lrmpi: error: --final is an option of the matmul"),
+    (["demo", "--infer", "--n", "1024"], 2, "lrmpi: error: --n is an option of the matmul"),
+    (["demo", "--no-adaptive"], 2, "lrmpi: error: --no-adaptive goes with --infer"),
     (["nosuchcommand"], 2, "invalid choice"),
 ])
 def test_errors_are_one_line_and_non_zero(args, code, msg):
@@ -46,3 +49,13 @@ def test_errors_are_one_line_and_non_zero(args, code, msg):
     assert p.returncode == code
     assert msg in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_demo_infer_takes_debug_and_an_abbreviated_planes(monkeypatch):
+    """--debug is every command's, not the matmul demo's; --plan 3 is --planes 3."""
+    from lrmpi.experiments import demo as bodies
+    seen = []
+    monkeypatch.setattr(bodies, "infer", lambda binary, planes, *a: seen.append(planes))
+    assert main(["demo", "--infer", "--debug", "--plan", "3"]) == 0
+    assert main(["demo", "--infer"]) == 0
+    assert seen == [3, 4]

@@ -69,6 +69,20 @@ def test_printed_script_has_absolute_paths_and_the_jobs_options(tmp_path, capsys
     assert "jobscripts/" not in text  # nothing relative to a repository
 
 
+def test_python_and_mpiexec_paths_become_absolute_names_stay_names(tmp_path, capsys,
+                                                                     monkeypatch):
+    """The script starts in the submitting folder: a relative --python / --mpiexec is
+    made absolute here; a bare name stays a name, for the node's PATH (after --site-env)."""
+    monkeypatch.chdir(tmp_path)
+    text = printed(capsys, "matmul-mpiexec", "a.npy", "b.npy", "-o", "C.h5",
+                   "--python", "venv/bin/python", "--mpiexec", "../mpi/bin/mpiexec")
+    assert knobs(text)["PYTHON"] == [str(tmp_path / "venv" / "bin" / "python")]
+    assert f"MPIEXEC={tmp_path.parent / 'mpi' / 'bin' / 'mpiexec'}" in text
+    named = printed(capsys, "matmul-mpiexec", "a.npy", "b.npy", "-o", "C.h5",
+                    "--python", "python3", "--mpiexec", "mpirun")
+    assert knobs(named)["PYTHON"] == ["python3"] and "MPIEXEC=mpirun" in named
+
+
 def test_printed_infer_script_takes_the_options_of_infer(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     got = knobs(printed(capsys, "infer-mpiexec", "m.onnx", "x.npy", "-o", "s.h5",

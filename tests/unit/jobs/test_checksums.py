@@ -5,6 +5,7 @@ import contextlib
 import io
 import os
 import signal
+import time
 
 import h5py
 import numpy as np
@@ -70,6 +71,7 @@ def test_files_written_before_checksums_read_and_are_marked_unchecked(tmp_path):
     def stop_at_2(meta, C):
         if meta["index"] == 2:
             os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.3)  # the handler runs on the main thread: before the next round
     part = run_matmul(A, B, out, planes=3, on_resolution=stop_at_2)
     done = part.completed  # 2, or 3 if it was finished when the stop was seen
     assert part.status == "deadline" and 2 <= done < 5
@@ -154,3 +156,19 @@ def _stop_at(index):
         if meta["index"] == index:
             os.kill(os.getpid(), signal.SIGUSR1)
     return stop
+
+
+def test_a_resolution_file_given_as_the_job_file_is_named_for_what_it_is(tmp_path):
+    """inspect / resume of a job's resolution file (not its job file): one line saying
+    it is not a job file, not "format_version None is not supported"."""
+    rng = np.random.default_rng(0)
+    out = str(tmp_path / "C.h5")
+    run_matmul(rng.standard_normal((6, 5)), rng.standard_normal((5, 4)), out, planes=2)
+    res = [os.path.join(Checkpoint(out).folder, f) for f in os.listdir(Checkpoint(out).folder)
+           if f.startswith("res")][0]
+    with pytest.raises(CheckpointError, match="is not an lrmpi job file .* give that one"):
+        Checkpoint(res)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        assert main(["inspect", res]) == 1
+    assert "not an lrmpi job file" in err.getvalue() and "None" not in err.getvalue()
