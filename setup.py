@@ -21,7 +21,8 @@ CFLAGS = (["-O0", "-g"] if DEBUG else ["-O3", "-fno-strict-aliasing"]) + ["-ffp-
 C_SOURCES = ["ext/c/ref.c", "ext/c/simd.c", "ext/c/igemm_x86.c", "ext/c/igemm_amx.c",
              "ext/c/decode_avx512.c", "ext/c/dispatch.c", "ext/c/dot2.c",
              "ext/c/crt.c", "ext/c/crt_avx512.c", "ext/c/crt_residues_avx512.c",
-             "ext/c/acc_compact.c", "ext/c/encode_t_avx512.c", "ext/c/nn_ref.c", "ext/c/nn_x86.c"]
+             "ext/c/acc_compact.c", "ext/c/encode_t_avx512.c", "ext/c/nn_ref.c", "ext/c/nn_x86.c",
+             "ext/c/bound_pass.c"]
 
 extensions = [
     Extension(

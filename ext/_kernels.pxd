@@ -96,6 +96,10 @@ cdef extern from "c/kernels.h" nogil:
     void lrmpi_crt_reconstruct(int64_t, int64_t, int, const int32_t *, const int32_t *,
                                int64_t, const uint64_t *, const uint64_t *, const int32_t *,
                                const int32_t *, double *, int64_t, double *)
+    void lrmpi_bound_inputs(int64_t, int64_t, const double *, const double *, const int32_t *,
+                            int, int, int, double *, double *, double *) noexcept nogil
+    void lrmpi_residual_sumsq(int64_t, int64_t, const double *, const int32_t *, int, int,
+                              double *) noexcept nogil
     const lrmpi_kernel_table *lrmpi_kernels()
     const lrmpi_kernel_table *lrmpi_kernels_for(const char *isa)
     const char *lrmpi_kernel_isas()

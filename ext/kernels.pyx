@@ -7,7 +7,7 @@ lrmpi/numerics/kernels.py does that once. Each takes an optional `isa` to call a
 specific variant (tests compare every variant with the reference).
 """
 from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
-from _kernels cimport (LRMPI_MAX_LIMBS, lrmpi_nn_layer, lrmpi_nn_planes, lrmpi_dot2_ref, lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
+from _kernels cimport (LRMPI_MAX_LIMBS, lrmpi_nn_layer, lrmpi_nn_planes, lrmpi_dot2_ref, lrmpi_bound_inputs, lrmpi_residual_sumsq, lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
                        lrmpi_kernel_isas, lrmpi_set_isa)
 
 
@@ -209,6 +209,32 @@ def dot2(const double[:, ::1] A, const double[:, :] B, const int64_t[::1] rows,
     with nogil:
         lrmpi_dot2_ref(count, k, &A[0, 0], A.shape[1], &B[0, 0], B.strides[0] // 8,
                        &rows[0], &cols[0], &erow[0], &ecol[0], &y[0], &s[0])
+
+
+def bound_inputs(const double[:, ::1] h, D, const int32_t[::1] e, int bits, int r, int p,
+                 double[:, ::1] ut, double[:, ::1] sums, double[::1] umax):
+    """The difference bound's pass over a linear node's input (kernels.h)."""
+    cdef const double[:, ::1] Dv
+    cdef const double *dp = NULL
+    cdef int64_t n = h.shape[0], d = h.shape[1]
+    if n == 0 or d == 0:
+        return
+    if D is not None:
+        Dv = D
+        dp = &Dv[0, 0]
+    with nogil:
+        lrmpi_bound_inputs(n, d, &h[0, 0], dp, &e[0], bits, r, p, &ut[0, 0], &sums[0, 0],
+                           &umax[0])
+
+
+def residual_sumsq(const double[:, ::1] x, const int32_t[::1] e, int bits, int planes,
+                   double[::1] sums):
+    """sums[i] := sum_j (x - Q_planes(x))[i, j]^2 (kernels.h)."""
+    cdef int64_t n = x.shape[0], d = x.shape[1]
+    if n == 0 or d == 0:
+        return
+    with nogil:
+        lrmpi_residual_sumsq(n, d, &x[0, 0], &e[0], bits, planes, &sums[0])
 
 
 def crt_residues(const double[:, :] X, int transpose, const int32_t[::1] exps,

@@ -369,4 +369,20 @@ LRMPI_NN_DECLARE(avx2)
 LRMPI_NN_DECLARE(avx512)
 LRMPI_NN_DECLARE(amx)
 
+
+/* ------------------------------------------------------------------------- */
+/* bound passes (bound_pass.c): the difference bound's reads of a linear node's */
+/*   input h (n x d, row-major) and its estimate D (n x d or NULL), one pass:  */
+/*     dh = h - Q_r(h), ut := D - dh (or -dh), umax[i] := max_j |ut[i,j]|,      */
+/*     sums[3i..3i+2] := sum h^2, sum ut^2, sum mid^2 with mid the planes of h  */
+/*     between p and r (Q_r(h) - Q_p(h), or back; 0 when p is 0 or r).          */
+/*   Q_k truncates toward zero at the step 2^(e[i] - bits k); the caller      */
+/*   guarantees |h[i,j]| < 2^e[i], every step > 2^-1000 and bits k <= 56.      */
+/* residual_sumsq: sums[i] := sum_j (x - Q_planes(x))^2, the same conditions.   */
+void lrmpi_bound_inputs(int64_t n, int64_t d, const double *h, const double *D,
+                        const int32_t *e, int bits, int r, int p, double *ut,
+                        double *sums, double *umax);
+void lrmpi_residual_sumsq(int64_t n, int64_t d, const double *x, const int32_t *e, int bits,
+                          int planes, double *sums);
+
 #endif

@@ -41,7 +41,7 @@ from lrmpi.nn.graph import LINEAR_OPS
 from lrmpi.nn.estimate import ops_product
 from lrmpi.nn.lipschitz import lipschitz
 from lrmpi.nn.operators import MOVEMENT
-from lrmpi.nn.verified import U1, UP, gamma, norm_up, residual, up
+from lrmpi.nn.verified import U1, UP, gamma, linear_inputs, norm_up, residual_norm, up
 
 EXACT = ("relu", "clip", "maxpool")             # f computed without rounding
 ROUNDED = ("leakyrelu", "prelu", "affine")      # one rounding per element
@@ -154,7 +154,7 @@ class DiffTracker:
         rootP = math.sqrt(nn_.positions) * UP
         if self.fast:
             return self._linear_fast(node, nn_, h, e, C, z, beta, S, g, rootP)
-        nh, nz = norm_up(h), norm_up(z)
+        nz = norm_up(z)
         nC = nz * (1 + U1) + nn_.bnorm * rootP             # C + b = z / (1 + delta)
         rows = nn_.rows[None, :]
         bias = np.abs(node.params["b"])[None, :]
@@ -178,9 +178,9 @@ class DiffTracker:
                 "float_rounding": g * (rows * nf[:, None] + bias)})
             return self._done(node, dz, beta_z, per)
         r = self.r
-        dh = residual(h, e, self.bits, r)
-        ut = -dh if D is None else D - dh
-        nut, eu = norm_up(ut, exps=True)
+        # ut = D - dh (dh = h - Q_r(h)), the norms of h and ut, and of h's planes
+        # between p and r: one fused pass over h and D (verified.linear_inputs)
+        ut, nh, nut, eu, nmid = linear_inputs(h, D, e, self.bits, r, mode)
         dSr, drr = nn_.residual(r, self.level)
         nf = nh + beta + (0.0 if D is None else self._norm(node.inputs[0]))  # >= ||h_f||
         common = {"carried": S * beta, "r_rounding": U1 * (nC + nz),
@@ -200,15 +200,11 @@ class DiffTracker:
         P1 = self._product(node, ut, est.leading(p), p, ("leading", p))
         P2 = self._product(node, h, est.residual(r, p), p, ("residual", r, p), of_input=True)
         dz = P1 - P2
-        nres = norm_up(residual(ut, eu, self.bits, p))                 # ut - Q_p(ut)
+        nres = residual_norm(ut, eu, self.bits, p)                     # ut - Q_p(ut)
         dSp, drp = nn_.residual(p, self.level)                         # W - Q_p(W)
         dSrp, drrp = nn_.residual(r + p, self.level)                   # dW - its p planes
-        if p == r or dSr + dSrp == 0.0:
-            nmid = np.zeros(len(h))
-        elif p < r:  # Q_r(h) - Q_p(h): h's planes p+1..r (exact)
-            nmid = norm_up(residual(h, e, self.bits, p) - dh)
-        else:        # Q_p(h) - Q_r(h): planes r+1..p
-            nmid = norm_up(dh - residual(h, e, self.bits, p))
+        if dSr + dSrp == 0.0:
+            nmid = np.zeros(len(h))   # (nmid is 0 when p == r: no planes between)
         beta_z = _sum({**common, "estimate_input": S * nres, "estimate_weights": dSp * nut,
                        "estimate_residual_weights": dSrp * nh,
                        "estimate_h_planes": (dSr + dSrp) * nmid,

@@ -64,7 +64,9 @@ def norm_up(x, exps=False):
         m = np.max(np.abs(sub), axis=1)
         k = np.frexp(m)[1]                         # max|x[n]| < 2^k
         y = np.ldexp(sub, -k[:, None])             # exact but for subnormal results
-        out[odd] = np.where(m > 0, _finish(np.einsum("ij,ij->i", y, y), d, k), 0.0)
+        # a NaN row (an inf - inf upstream) has no finite bound: inf, never 0
+        out[odd] = np.where(m > 0, _finish(np.einsum("ij,ij->i", y, y), d, k),
+                            np.where(np.isnan(m), np.inf, 0.0))
     return (out, e) if exps else out
 
 
@@ -100,6 +102,81 @@ def residual(x, e, bits, planes):
         np.subtract(flat, t, out=t)
         return t.reshape(x.shape)
     return np.fmod(flat, np.ldexp(1.0, k)[:, None]).reshape(x.shape)
+
+
+def _fast_steps(e, bits, *planes):
+    """Whether every row's steps 2^(e - bits k) and their inverses are normal floats
+    (the fused passes' condition: their scalings are then exact)."""
+    e = np.asarray(e, np.int64)
+    return len(e) == 0 or all(-1000 < int(e.min()) - bits * k and int(e.max()) - bits * k < 1000
+                              for k in planes)
+
+
+def _odd(s):
+    """Rows whose computed sum of squares norm_up scales first (tiny, zero or not
+    finite): the fused passes give them to norm_up."""
+    return ~(s > 2.0**-900) | ~np.isfinite(s)
+
+
+def linear_inputs(h, D, e, bits, r, p):
+    """What the difference bound reads of a linear node's input h (e: its rows'
+    exponents, |h| < 2^e), in one fused pass (ext/c/bound_pass.c) where the steps
+    allow: (ut, ||h||, ||ut||, ut's exponents, ||mid||) per sample, rounded up as
+    norm_up rounds, with dh = h - Q_r(h), ut = D - dh (-dh when D is None; the same
+    bits as numpy's) and mid the planes of h between p and r (Q_r(h) - Q_p(h) or
+    back; zeros when p is 0 or r). Rows whose sums norm_up would scale go through
+    norm_up itself."""
+    from lrmpi.numerics import kernels
+    n = h.shape[0]
+    flat = np.ascontiguousarray(h.reshape(n, -1), np.float64)
+    Df = None if D is None else np.ascontiguousarray(D.reshape(n, -1), np.float64)
+    e32 = np.ascontiguousarray(e, np.int32)
+    d = flat.shape[1]
+    if d == 0 or not _fast_steps(e32, bits, r, p):
+        return _linear_inputs_numpy(flat, Df, e32, bits, r, p, h.shape)
+    ut, sums, umax = kernels.bound_inputs(flat, Df, e32, bits, r, p)
+    cols = [0, 1, 2] if p and p != r else [0, 1]
+    odd = np.any(_odd(sums[:, cols]), axis=1)
+    nh, nut, nmid = (_finish(np.where(odd, 0.0, sums[:, c]), d, np.zeros(n, np.int64))
+                     for c in range(3))
+    if 2 not in cols:
+        nmid = np.zeros(n)
+    eu = np.frexp(umax)[1].astype(np.int32)
+    if np.any(odd):
+        sub = _linear_inputs_numpy(flat[odd], None if Df is None else Df[odd], e32[odd],
+                                   bits, r, p, (int(odd.sum()),) + h.shape[1:])
+        nh[odd], nut[odd], nmid[odd] = sub[1], sub[2], sub[4]
+    return ut.reshape(h.shape), nh, nut, eu, nmid
+
+
+def _linear_inputs_numpy(flat, D, e, bits, r, p, shape):
+    dh = residual(flat, e, bits, r)
+    ut = -dh if D is None else D - dh
+    nut, eu = norm_up(ut, exps=True)
+    if p == 0 or p == r:
+        nmid = np.zeros(len(flat))
+    elif p < r:   # Q_r(h) - Q_p(h): h's planes p+1..r (exact)
+        nmid = norm_up(residual(flat, e, bits, p) - dh)
+    else:         # Q_p(h) - Q_r(h): planes r+1..p
+        nmid = norm_up(dh - residual(flat, e, bits, p))
+    return ut.reshape(shape), norm_up(flat), nut, eu, nmid
+
+
+def residual_norm(x, e, bits, planes):
+    """norm_up(residual(x, e, bits, planes)), in one fused pass where the steps allow."""
+    from lrmpi.numerics import kernels
+    n = x.shape[0]
+    flat = np.ascontiguousarray(x.reshape(n, -1), np.float64)
+    e32 = np.ascontiguousarray(e, np.int32)
+    d = flat.shape[1]
+    if d == 0 or not _fast_steps(e32, bits, planes):
+        return norm_up(residual(flat, e32, bits, planes))
+    s = kernels.residual_sumsq(flat, e32, bits, planes)
+    odd = _odd(s)
+    out = _finish(np.where(odd, 0.0, s), d, np.zeros(n, np.int64))
+    if np.any(odd):
+        out[odd] = norm_up(residual(flat[odd], e32[odd], bits, planes))
+    return out
 
 
 # --- operator norms ---

@@ -82,6 +82,37 @@ def rowmax(X, *, isa=None):
     return amax if X.size else np.zeros(X.shape[0]), bad
 
 
+def bound_inputs(h, D, e, bits, r, p):
+    """The difference bound's one pass over a linear node's input h (n x d) and its
+    estimate D (or None): (ut, sums, umax) with ut = D - (h - Q_r(h)) (or its
+    negation), sums[:, 0..2] the sums of squares of h, ut and the planes of h between
+    p and r, umax the rows' max |ut| (ext/c/kernels.h, "bound passes")."""
+    _need_c(h, "h", np.float64, 2)
+    if D is not None:
+        _need_c(D, "D", np.float64, 2)
+        if D.shape != h.shape:
+            raise ValueError(f"D has shape {D.shape}, h {h.shape}")
+    _need_c(e, "e", np.int32, 1)
+    if e.shape[0] != h.shape[0]:
+        raise ValueError(f"e has {e.shape[0]} entries for {h.shape[0]} rows")
+    ut = np.empty_like(h)
+    sums = np.zeros((h.shape[0], 3))
+    umax = np.zeros(h.shape[0])
+    _k.bound_inputs(h, D, e, int(bits), int(r), int(p), ut, sums, umax)
+    return ut, sums, umax
+
+
+def residual_sumsq(x, e, bits, planes):
+    """Per row, the sum of squares of x - Q_planes(x) (kernels.h, "bound passes")."""
+    _need_c(x, "x", np.float64, 2)
+    _need_c(e, "e", np.int32, 1)
+    if e.shape[0] != x.shape[0]:
+        raise ValueError(f"e has {e.shape[0]} entries for {x.shape[0]} rows")
+    sums = np.zeros(x.shape[0])
+    _k.residual_sumsq(x, e, int(bits), int(planes), sums)
+    return sums
+
+
 def colmax(X, *, isa=None):
     """(max_i |X[i,j]| for each column j, whether X holds NaN/Inf)."""
     _need_c(X, "X", np.float64, 2)

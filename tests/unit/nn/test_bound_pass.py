@@ -1,0 +1,78 @@
+"""The difference bound's fused pass over a linear node's input (ext/c/bound_pass.c,
+verified.linear_inputs / residual_norm) against the numpy operations it replaces:
+ut and the exponents bit for bit, every norm an upper bound on the exact norm
+(Python fractions) and within float rounding of numpy's."""
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from lrmpi.nn import verified as V
+
+
+def exact_norm(rows):
+    """Per row, a float at or just above the exact l2 norm (integer square roots of
+    the exact sum of squares, scaled: no float rounding anywhere)."""
+    out = []
+    for row in rows:
+        s = sum(Fraction(float(v)) ** 2 for v in row)
+        if s == 0:
+            out.append(0.0)
+            continue
+        t = max(0, 200 - s.numerator.bit_length() + s.denominator.bit_length()) // 2 + 1
+        scaled = s * 4**t
+        q = math.isqrt(-(-scaled.numerator // scaled.denominator)) + 1   # >= sqrt(s) 2^t
+        r = float(Fraction(q, 2**t))
+        if Fraction(r) < Fraction(q, 2**t):
+            r = np.nextafter(r, np.inf)
+        out.append(r)
+    return np.array(out)
+
+
+def cases():
+    rng = np.random.default_rng(5)
+    h = rng.standard_normal((9, 37)) * np.exp2(rng.integers(-40, 40, (9, 1)))
+    h[1] = 0.0                       # a zero sample
+    h[2] *= 2.0**-560                # squares underflow: norm_up scales these rows
+    h[3, :5] = 2.0**-1070            # subnormal entries beside normal ones
+    D = rng.standard_normal(h.shape) * np.exp2(rng.integers(-60, -20, (9, 1)))
+    return h, D
+
+
+@pytest.mark.parametrize("r,p", [(1, 0), (1, 1), (2, 1), (1, 3), (3, 2), (4, 3)])
+@pytest.mark.parametrize("with_d", [False, True])
+def test_linear_inputs_match_the_numpy_pass(r, p, with_d):
+    h, D = cases()
+    D = D if with_d else None
+    bits = 7
+    e = V.sample_exps(h)
+    ut, nh, nut, eu, nmid = V.linear_inputs(h, D, e, bits, r, p)
+    dh = V.residual(h, e, bits, r)
+    ref_ut = -dh if D is None else D - dh
+    np.testing.assert_array_equal(ut, ref_ut)
+    ref_nut, ref_eu = V.norm_up(ref_ut, exps=True)
+    np.testing.assert_array_equal(eu, ref_eu)
+    mid = np.zeros_like(h) if p in (0, r) else (
+        V.residual(h, e, bits, p) - dh if p < r else dh - V.residual(h, e, bits, p))
+    for got, arr, ref in ((nh, h, V.norm_up(h)), (nut, ref_ut, ref_nut),
+                          (nmid, mid, V.norm_up(mid))):
+        assert np.all(got >= exact_norm(arr))
+        np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-300)
+    rn = V.residual_norm(ut, eu, bits, max(p, 1))
+    res = V.residual(ref_ut, ref_eu, bits, max(p, 1))
+    assert np.all(rn >= exact_norm(res))
+    np.testing.assert_allclose(rn, V.norm_up(res), rtol=1e-13, atol=1e-300)
+
+
+def test_steps_out_of_the_normal_range_and_non_finite_rows_take_numpy():
+    h, _ = cases()
+    h[4] *= 2.0**-900                # steps 2^(e - 7 r) below 2^-1000: numpy's fmod path
+    h[5, 3] = np.nan
+    e = V.sample_exps(np.nan_to_num(h))
+    ut, nh, nut, eu, nmid = V.linear_inputs(h, None, e, 7, 2, 1)
+    dh = V.residual(h, e, 7, 2)
+    np.testing.assert_array_equal(ut, -dh)
+    ok = np.arange(len(h)) != 5
+    assert np.all(nh[ok] >= exact_norm(h[ok]))
+    assert nh[5] == np.inf and V.norm_up(h[5:6])[0] == np.inf   # NaN: no finite bound
