@@ -7,7 +7,7 @@ lrmpi/numerics/kernels.py does that once. Each takes an optional `isa` to call a
 specific variant (tests compare every variant with the reference).
 """
 from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
-from _kernels cimport (LRMPI_MAX_LIMBS, lrmpi_nn_layer, lrmpi_nn_planes, lrmpi_dot2_ref, lrmpi_bound_inputs, lrmpi_residual_sumsq, lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
+from _kernels cimport (LRMPI_MAX_LIMBS, lrmpi_nn_layer, lrmpi_nn_planes, lrmpi_dot2_ref, lrmpi_bound_inputs, lrmpi_residual_sumsq, lrmpi_bound_relu, lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
                        lrmpi_kernel_isas, lrmpi_set_isa)
 
 
@@ -235,6 +235,16 @@ def residual_sumsq(const double[:, ::1] x, const int32_t[::1] e, int bits, int p
         return
     with nogil:
         lrmpi_residual_sumsq(n, d, &x[0, 0], &e[0], bits, planes, &sums[0])
+
+
+def bound_relu(const double[:, ::1] x, const double[:, ::1] D, const double[:, ::1] y,
+               double[:, ::1] Dy, double[:, ::1] sums):
+    """The difference bound at a ReLU (kernels.h)."""
+    cdef int64_t n = x.shape[0], d = x.shape[1]
+    if n == 0 or d == 0:
+        return
+    with nogil:
+        lrmpi_bound_relu(n, d, &x[0, 0], &D[0, 0], &y[0, 0], &Dy[0, 0], &sums[0, 0])
 
 
 def crt_residues(const double[:, :] X, int transpose, const int32_t[::1] exps,

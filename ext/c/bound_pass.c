@@ -67,3 +67,23 @@ void lrmpi_residual_sumsq(int64_t n, int64_t d, const double *x, const int32_t *
         sums[i] = s;
     }
 }
+
+void lrmpi_bound_relu(int64_t n, int64_t d, const double *x, const double *D, const double *y,
+                      double *Dy, double *sums)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const double *a = x + i * d, *b = D + i * d, *c = y + i * d;
+        double *o = Dy + i * d;
+        double sw = 0.0, sd = 0.0;
+        for (int64_t j = 0; j < d; j++) {
+            const double w = a[j] - b[j];                 /* one rounding, as numpy's */
+            const double f = (w >= 0.0 || w != w) ? w : 0.0;  /* np.maximum(w, 0): NaN kept */
+            const double t = c[j] - f;
+            o[j] = t;
+            sw += w * w;
+            sd += t * t;
+        }
+        sums[2 * i] = sw;
+        sums[2 * i + 1] = sd;
+    }
+}

@@ -379,10 +379,14 @@ LRMPI_NN_DECLARE(amx)
 /*   Q_k truncates toward zero at the step 2^(e[i] - bits k); the caller      */
 /*   guarantees |h[i,j]| < 2^e[i], every step > 2^-1000 and bits k <= 56.      */
 /* residual_sumsq: sums[i] := sum_j (x - Q_planes(x))^2, the same conditions.   */
+/* bound_relu: at a ReLU y = max(x, 0) with estimate D (all n x d): w = x - D,  */
+/*   Dy := y - max(w, 0), sums[2i], sums[2i+1] := sum w^2, sum Dy^2.            */
 void lrmpi_bound_inputs(int64_t n, int64_t d, const double *h, const double *D,
                         const int32_t *e, int bits, int r, int p, double *ut,
                         double *sums, double *umax);
 void lrmpi_residual_sumsq(int64_t n, int64_t d, const double *x, const int32_t *e, int bits,
                           int planes, double *sums);
+void lrmpi_bound_relu(int64_t n, int64_t d, const double *x, const double *D, const double *y,
+                      double *Dy, double *sums);
 
 #endif

@@ -41,7 +41,8 @@ from lrmpi.nn.graph import LINEAR_OPS
 from lrmpi.nn.estimate import ops_product
 from lrmpi.nn.lipschitz import lipschitz
 from lrmpi.nn.operators import MOVEMENT
-from lrmpi.nn.verified import U1, UP, gamma, linear_inputs, norm_up, residual_norm, up
+from lrmpi.nn.verified import (U1, UP, gamma, linear_inputs, norm_up, relu_difference,
+                                residual_norm, up)
 
 EXACT = ("relu", "clip", "maxpool")             # f computed without rounding
 ROUNDED = ("leakyrelu", "prelu", "affine")      # one rounding per element
@@ -276,17 +277,17 @@ class DiffTracker:
         if D is None:      # the estimate is 0: w = x_r exactly, f(w) = y
             w, yw, Dy, nDy, nw, rw = args[0], y, None, None, None, 0.0
             terms = {"carried": L * bx}
+        elif op == "relu":  # one fused pass (verified.relu_difference); w is not kept
+            w, yw = None, None
+            Dy, nw, nDy = relu_difference(args[0], D, y)
+            rw = U1 * nw                                             # w's rounding
+            terms = {"carried": L * bx, "estimate_rounding": L * rw + U1 * nDy}
         else:              # w = x_r - D estimates x_f, D_y = y_r - f(w)
             w = args[0] - D
             nw = norm_up(w)
             rw = U1 * nw                                             # w's rounding
-            if op == "relu":   # in place: fresh arrays cost their first touch
-                yw = np.maximum(w, 0.0, out=w)
-                Dy = np.subtract(y, yw, out=yw)
-                yw = None
-            else:
-                yw = ops.apply(node, [w])
-                Dy = y - yw
+            yw = ops.apply(node, [w])
+            Dy = y - yw
             nDy = norm_up(Dy)
             terms = {"carried": L * bx, "estimate_rounding": L * rw + U1 * nDy}
         if op in ROUNDED:  # one rounding of f at w and at x_f

@@ -162,6 +162,26 @@ def _linear_inputs_numpy(flat, D, e, bits, r, p, shape):
     return ut.reshape(shape), norm_up(flat), nut, eu, nmid
 
 
+def relu_difference(x, D, y):
+    """At a ReLU y = max(x, 0) with the estimate D of x's difference: (Dy, ||w||,
+    ||Dy||) with w = x - D and Dy = y - max(w, 0), the same bits as numpy's, norms
+    rounded up as norm_up rounds (one fused pass; rows norm_up scales go through it)."""
+    from lrmpi.numerics import kernels
+    n = x.shape[0]
+    flat = [np.ascontiguousarray(a.reshape(n, -1), np.float64) for a in (x, D, y)]
+    d = flat[0].shape[1]
+    if d == 0:
+        w = x - D
+        return y - np.maximum(w, 0.0), norm_up(w), np.zeros(n)
+    Dy, sums = kernels.bound_relu(*flat)
+    odd = np.any(_odd(sums), axis=1)
+    nw, nDy = (_finish(np.where(odd, 0.0, sums[:, c]), d, np.zeros(n, np.int64)) for c in (0, 1))
+    if np.any(odd):
+        nw[odd] = norm_up(flat[0][odd] - flat[1][odd])
+        nDy[odd] = norm_up(Dy[odd])
+    return Dy.reshape(x.shape), nw, nDy
+
+
 def residual_norm(x, e, bits, planes):
     """norm_up(residual(x, e, bits, planes)), in one fused pass where the steps allow."""
     from lrmpi.numerics import kernels

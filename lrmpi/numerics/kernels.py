@@ -113,6 +113,19 @@ def residual_sumsq(x, e, bits, planes):
     return sums
 
 
+def bound_relu(x, D, y):
+    """At a ReLU y = max(x, 0) with estimate D: (Dy, sums), Dy = y - max(x - D, 0) and
+    sums[:, 0..1] the sums of squares of x - D and of Dy (kernels.h, "bound passes")."""
+    for a, name in ((x, "x"), (D, "D"), (y, "y")):
+        _need_c(a, name, np.float64, 2)
+        if a.shape != x.shape:
+            raise ValueError(f"{name} has shape {a.shape}, x {x.shape}")
+    Dy = np.empty_like(x)
+    sums = np.zeros((x.shape[0], 2))
+    _k.bound_relu(x, D, y, Dy, sums)
+    return Dy, sums
+
+
 def colmax(X, *, isa=None):
     """(max_i |X[i,j]| for each column j, whether X holds NaN/Inf)."""
     _need_c(X, "X", np.float64, 2)

@@ -76,3 +76,19 @@ def test_steps_out_of_the_normal_range_and_non_finite_rows_take_numpy():
     ok = np.arange(len(h)) != 5
     assert np.all(nh[ok] >= exact_norm(h[ok]))
     assert nh[5] == np.inf and V.norm_up(h[5:6])[0] == np.inf   # NaN: no finite bound
+
+
+def test_relu_difference_matches_numpy():
+    h, D = cases()
+    D[6] = h[6] + 1.0                 # w far from x: signs flip
+    y = np.maximum(h, 0.0)
+    Dy, nw, nDy = V.relu_difference(h, D, y)
+    w = h - D
+    ref = y - np.maximum(w, 0.0)
+    np.testing.assert_array_equal(Dy, ref)
+    for got, arr in ((nw, w), (nDy, ref)):
+        assert np.all(got >= exact_norm(arr))
+        np.testing.assert_allclose(got, V.norm_up(arr), rtol=1e-13, atol=1e-300)
+    h[7, 0], D[7, 1] = np.nan, np.inf  # no finite bound for those rows: inf
+    _, nw, nDy = V.relu_difference(h, D, np.maximum(h, 0.0))
+    assert nw[7] == np.inf and nDy[7] == np.inf
