@@ -72,7 +72,12 @@ def test_files_written_before_checksums_read_and_are_marked_unchecked(tmp_path):
         if meta["index"] == 2:
             os.kill(os.getpid(), signal.SIGUSR1)
             time.sleep(0.3)  # the handler runs on the main thread: before the next round
-    part = run_matmul(A, B, out, planes=3, on_resolution=stop_at_2)
+    for attempt in range(3):
+        # on a loaded machine the stop can be seen after the last round was already
+        # computed: the job then rightly says complete; stop another run
+        part = run_matmul(A, B, out, planes=3, on_resolution=stop_at_2, overwrite=attempt > 0)
+        if part.status != "complete":
+            break
     done = part.completed  # 2, or 3 if it was finished when the stop was seen
     assert part.status == "deadline" and 2 <= done < 5
     strip_checksums(out)
