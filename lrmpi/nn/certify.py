@@ -122,22 +122,23 @@ class Bounds:
             self.plans[r], self.retries[r] = values["plan"], values.get("retry")
         self.norms.use(values["norms"])
 
-    def tracker(self, r, n, retry=False, product=None):
+    def tracker(self, r, n, retry=False, product=None, buffers=None):
         if r not in self.plans:
             self.prepare(r)
         plan, _, _, level = self.retries[r] if retry else self.plans[r]
         return DiffTracker(self.graph, self.norms, lambda node: self.estimates[node.output],
-                           r, self.bits, n, plan, level, product)
+                           r, self.bits, n, plan, level, product, buffers)
 
-    def evaluate(self, X, r, forward, product=None):
+    def evaluate(self, X, r, forward, product=None, buffers=None):
         """(logits, radius) of the samples X at resolution r: the resolution's plan for
         all, then the retry plan for those it did not certify but would have if what
         its estimate leaves out shrank as the retry plan predicts (a decision on the
         sample's own values: it does not depend on the batch). `forward(X, tracker)`
         is the resolution's pass feeding the tracker's hook (nn-interface: any pass
         that calls tracker.linear / tracker.other in graph order), returning logits;
-        `product`: the estimate's products through the pass's kernels (DiffTracker)."""
-        tracker = self.tracker(r, len(X), product=product)
+        `product`: the estimate's products through the pass's kernels, `buffers` the
+        pass's reused arrays (DiffTracker)."""
+        tracker = self.tracker(r, len(X), product=product, buffers=buffers)
         logits, radius = forward(X, tracker), tracker.logit_radius
         again = self._worth_retrying(r, logits, radius, tracker.logit_estimate)
         cost = self.cost.setdefault(r, {"samples": 0, "retried": 0, "bound_s": 0.0,
@@ -146,7 +147,8 @@ class Bounds:
         cost["bound_s"] += tracker.seconds
         if np.any(again):
             t = time.thread_time()
-            t2 = self.tracker(r, int(again.sum()), retry=True, product=product)
+            t2 = self.tracker(r, int(again.sum()), retry=True, product=product,
+                              buffers=buffers)   # the first pass's arrays are read by now
             forward(X[again], t2)
             r2 = t2.logit_radius
             radius = radius.copy()

@@ -58,8 +58,12 @@ class DiffTracker:
     returns the node's EstimateWeights (the planes of W and of W - Q_r(W))."""
 
     def __init__(self, graph, norms, estimates, r, bits, n, plan, level="tight",
-                 product=None):
+                 product=None, buffers=None):
         self.graph, self.norms, self.estimates = graph, norms, estimates
+        # buffers.get(key, shape, dtype): arrays reused from one batch to the next (fresh
+        # memory is slow to first touch); a pass's arrays live until the next pass of the
+        # same buffers, so passes that share them run one after the other
+        self.buffers = buffers
         # product(node, x, weights, p, key): the estimate's products through the fused
         # kernels (fused.FusedModel.product), None where they do not take the node
         self.product = product
@@ -94,6 +98,12 @@ class DiffTracker:
         return self._wants.get(node.output, ARRAYS)
 
     # --- bookkeeping ---
+    def _out(self, node, name):
+        """Where node's array `name` goes: a reused buffer, or None (fresh)."""
+        if self.buffers is None:
+            return None
+        return lambda shape: self.buffers.get(("bound", node.output, name), shape, np.float64)
+
     def _numel(self, t):
         """Entries of tensor t per sample (its shape, not its values: the fast mode)."""
         return math.prod(self.graph.shapes[t])
@@ -181,7 +191,7 @@ class DiffTracker:
         r = self.r
         # ut = D - dh (dh = h - Q_r(h)), the norms of h and ut, and of h's planes
         # between p and r: one fused pass over h and D (verified.linear_inputs)
-        ut, nh, nut, eu, nmid = linear_inputs(h, D, e, self.bits, r, mode)
+        ut, nh, nut, eu, nmid = linear_inputs(h, D, e, self.bits, r, mode, self._out(node, "ut"))
         dSr, drr = nn_.residual(r, self.level)
         nf = nh + beta + (0.0 if D is None else self._norm(node.inputs[0]))  # >= ||h_f||
         common = {"carried": S * beta, "r_rounding": U1 * (nC + nz),
@@ -200,7 +210,8 @@ class DiffTracker:
         est = self.estimates(node)
         P1 = self._product(node, ut, est.leading(p), p, ("leading", p))
         P2 = self._product(node, h, est.residual(r, p), p, ("residual", r, p), of_input=True)
-        dz = P1 - P2
+        # in place where P1 is not read again (the logits' terms read it)
+        dz = P1 - P2 if out else np.subtract(P1, P2, out=P1)
         nres = residual_norm(ut, eu, self.bits, p)                     # ut - Q_p(ut)
         dSp, drp = nn_.residual(p, self.level)                         # W - Q_p(W)
         dSrp, drrp = nn_.residual(r + p, self.level)                   # dW - its p planes
@@ -279,7 +290,7 @@ class DiffTracker:
             terms = {"carried": L * bx}
         elif op == "relu":  # one fused pass (verified.relu_difference); w is not kept
             w, yw = None, None
-            Dy, nw, nDy = relu_difference(args[0], D, y)
+            Dy, nw, nDy = relu_difference(args[0], D, y, self._out(node, "Dy"))
             rw = U1 * nw                                             # w's rounding
             terms = {"carried": L * bx, "estimate_rounding": L * rw + U1 * nDy}
         else:              # w = x_r - D estimates x_f, D_y = y_r - f(w)
@@ -342,9 +353,11 @@ class DiffTracker:
         parts = [d for d in Ds if d is not None]
         D, nd = None, 0.0
         if parts:
-            D = parts[0].copy()
-            for d in parts[1:]:
-                D = D + d
+            buf = self._out(node, "D")
+            D = parts[0].copy() if len(parts) == 1 or buf is None else buf(parts[0].shape)
+            for i, d in enumerate(parts[1:]):   # left to right, as D + d + ...
+                D = np.add(parts[0] if i == 0 else D, d, out=D) if buf is not None \
+                    else D + d
             nd = sum(norm_up(d) for d in parts)
         # y_r and y_f round their sums by gamma_(n-1) of the |terms|, and so does D
         nx = sum(norm_up(a) for a in args)

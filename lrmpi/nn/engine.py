@@ -113,7 +113,7 @@ class PreparedModel:
         # the bound's plan for all samples, a second pass for those worth retrying:
         # both through the fused pass, which feeds the tracker's hook
         return self.norms.evaluate(X, r, lambda X, tracker: self.fused.forward(X, r, tracker),
-                                   product=self.fused.product)
+                                   product=self.fused.product, buffers=self.fused.buffers)
 
 
 def _never(what=None):

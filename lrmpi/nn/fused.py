@@ -237,7 +237,8 @@ class FusedModel:
         packing is kept). `of_input`: x is the node's input in the pass now feeding the
         hook, whose first p <= r planes are Q_p(x) (the digits are cut most significant
         first, at the same per-sample exponent): they are used as they are. None where
-        the kernels do not take the node."""
+        the kernels do not take the node. The result is a reused buffer, valid until the
+        next product of the same node and key (copy what you keep longer)."""
         fn = self.nodes.get(node.output)
         if fn is None or not fn.takes(p, self.bits):
             return None
@@ -251,7 +252,9 @@ class FusedModel:
             x = np.ascontiguousarray(x, np.float64)
             src = est.planes_for(p, self.bits, n, _Keyed(self.buffers, "estimate"))
             K.nn_quantize(x, src, isa=self.isa)
-        C = np.empty(n * int(np.prod(est.out_shape)))
+        # reused from batch to batch (the tracker's arrays live until the next pass)
+        C = self.buffers.get(("estimate-out", node.output) + tuple(key),
+                             (n * int(np.prod(est.out_shape)),), np.float64)
         K.nn_layer(est.spec(n, p, self.bits), src.D, src.exps, est.wpack, est.f, est.bias,
                    Cout=C, isa=self.isa)
         return C.reshape((n,) + est.out_shape)

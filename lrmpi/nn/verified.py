@@ -118,14 +118,14 @@ def _odd(s):
     return ~(s > 2.0**-900) | ~np.isfinite(s)
 
 
-def linear_inputs(h, D, e, bits, r, p):
+def linear_inputs(h, D, e, bits, r, p, out=None):
     """What the difference bound reads of a linear node's input h (e: its rows'
     exponents, |h| < 2^e), in one fused pass (ext/c/bound_pass.c) where the steps
     allow: (ut, ||h||, ||ut||, ut's exponents, ||mid||) per sample, rounded up as
     norm_up rounds, with dh = h - Q_r(h), ut = D - dh (-dh when D is None; the same
     bits as numpy's) and mid the planes of h between p and r (Q_r(h) - Q_p(h) or
     back; zeros when p is 0 or r). Rows whose sums norm_up would scale go through
-    norm_up itself."""
+    norm_up itself. `out(shape)`: where ut goes (a reused buffer), or None."""
     from lrmpi.numerics import kernels
     n = h.shape[0]
     flat = np.ascontiguousarray(h.reshape(n, -1), np.float64)
@@ -134,7 +134,8 @@ def linear_inputs(h, D, e, bits, r, p):
     d = flat.shape[1]
     if d == 0 or not _fast_steps(e32, bits, r, p):
         return _linear_inputs_numpy(flat, Df, e32, bits, r, p, h.shape)
-    ut, sums, umax = kernels.bound_inputs(flat, Df, e32, bits, r, p)
+    ut, sums, umax = kernels.bound_inputs(flat, Df, e32, bits, r, p,
+                                          None if out is None else out(flat.shape))
     cols = [0, 1, 2] if p and p != r else [0, 1]
     odd = np.any(_odd(sums[:, cols]), axis=1)
     nh, nut, nmid = (_finish(np.where(odd, 0.0, sums[:, c]), d, np.zeros(n, np.int64))
@@ -162,10 +163,11 @@ def _linear_inputs_numpy(flat, D, e, bits, r, p, shape):
     return ut.reshape(shape), norm_up(flat), nut, eu, nmid
 
 
-def relu_difference(x, D, y):
+def relu_difference(x, D, y, out=None):
     """At a ReLU y = max(x, 0) with the estimate D of x's difference: (Dy, ||w||,
     ||Dy||) with w = x - D and Dy = y - max(w, 0), the same bits as numpy's, norms
-    rounded up as norm_up rounds (one fused pass; rows norm_up scales go through it)."""
+    rounded up as norm_up rounds (one fused pass; rows norm_up scales go through it).
+    `out(shape)`: where Dy goes (a reused buffer), or None."""
     from lrmpi.numerics import kernels
     n = x.shape[0]
     flat = [np.ascontiguousarray(a.reshape(n, -1), np.float64) for a in (x, D, y)]
@@ -173,7 +175,7 @@ def relu_difference(x, D, y):
     if d == 0:
         w = x - D
         return y - np.maximum(w, 0.0), norm_up(w), np.zeros(n)
-    Dy, sums = kernels.bound_relu(*flat)
+    Dy, sums = kernels.bound_relu(*flat, None if out is None else out(flat[0].shape))
     odd = np.any(_odd(sums), axis=1)
     nw, nDy = (_finish(np.where(odd, 0.0, sums[:, c]), d, np.zeros(n, np.int64)) for c in (0, 1))
     if np.any(odd):

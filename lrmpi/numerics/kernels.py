@@ -82,7 +82,7 @@ def rowmax(X, *, isa=None):
     return amax if X.size else np.zeros(X.shape[0]), bad
 
 
-def bound_inputs(h, D, e, bits, r, p):
+def bound_inputs(h, D, e, bits, r, p, ut=None):
     """The difference bound's one pass over a linear node's input h (n x d) and its
     estimate D (or None): (ut, sums, umax) with ut = D - (h - Q_r(h)) (or its
     negation), sums[:, 0..2] the sums of squares of h, ut and the planes of h between
@@ -95,7 +95,10 @@ def bound_inputs(h, D, e, bits, r, p):
     _need_c(e, "e", np.int32, 1)
     if e.shape[0] != h.shape[0]:
         raise ValueError(f"e has {e.shape[0]} entries for {h.shape[0]} rows")
-    ut = np.empty_like(h)
+    if ut is None:
+        ut = np.empty_like(h)
+    elif ut.shape != h.shape or ut.dtype != np.float64 or not ut.flags.c_contiguous:
+        raise ValueError("ut must be a C-contiguous float64 array of h's shape")
     sums = np.zeros((h.shape[0], 3))
     umax = np.zeros(h.shape[0])
     _k.bound_inputs(h, D, e, int(bits), int(r), int(p), ut, sums, umax)
@@ -113,14 +116,17 @@ def residual_sumsq(x, e, bits, planes):
     return sums
 
 
-def bound_relu(x, D, y):
+def bound_relu(x, D, y, Dy=None):
     """At a ReLU y = max(x, 0) with estimate D: (Dy, sums), Dy = y - max(x - D, 0) and
     sums[:, 0..1] the sums of squares of x - D and of Dy (kernels.h, "bound passes")."""
     for a, name in ((x, "x"), (D, "D"), (y, "y")):
         _need_c(a, name, np.float64, 2)
         if a.shape != x.shape:
             raise ValueError(f"{name} has shape {a.shape}, x {x.shape}")
-    Dy = np.empty_like(x)
+    if Dy is None:
+        Dy = np.empty_like(x)
+    elif Dy.shape != x.shape or Dy.dtype != np.float64 or not Dy.flags.c_contiguous:
+        raise ValueError("Dy must be a C-contiguous float64 array of x's shape")
     sums = np.zeros((x.shape[0], 2))
     _k.bound_relu(x, D, y, Dy, sums)
     return Dy, sums
