@@ -3,87 +3,129 @@
  * the estimate D) instead of some twenty numpy passes (kernels.h, "bound passes").
  *
  * Portable C only (no target attribute, no FMA contraction): the results are the same
- * bits on every ISA, and ut is the same bits as numpy's D - dh. Truncation toward
- * zero goes through int64 (cvttsd2si) below 2^52, where it is exact; above, t is an
- * integer already.
- * Scaling by 2^-k and 2^k is exact because the caller only calls with every step
- * 2^k above 2^-1000 (no subnormal result); sums of squares are plain float64 sums,
- * which the caller rounds up for any order (verified._finish). */
-#pragma GCC optimize("fp-contract=off")
+ * bits on every ISA, and ut / Dy are the same bits as numpy's D - dh / y - max(w, 0).
+ * Truncation toward zero is done in float arithmetic, so that the compiler can vectorise
+ * it with any SIMD: below 2^52, |t| rounded to an integer by adding and subtracting 2^52
+ * (exact), minus 1 where that rounded up; from 2^52 on every double is an integer (and
+ * NaN, inf pass through). Scaling by 2^-k and 2^k is exact because the caller only
+ * calls with every step 2^k and its inverse normal (no subnormal result). Sums of
+ * squares go into LANES partial sums (a vector's worth, the same order on every ISA),
+ * which the caller rounds up for any order of summation (verified._finish). */
+/* -ffp-contract=off comes from setup.py (every C source) */
 #include <float.h>
 #include <math.h>
 #include "kernels.h"
 
+#define LANES 8
+/* vectorised for the widest SIMD the CPU has (GCC picks the clone at load time); every
+ * clone computes the same operations in the same order, so the same bits */
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+/* for j in 0..d-1, k = j mod LANES: full chunks (a fixed trip count the compiler
+ * vectorises), then the rest */
+#define FOR_LANES(d, BODY) do { \
+        int64_t j0 = 0; \
+        for (; j0 + LANES <= (d); j0 += LANES) \
+            for (int k = 0; k < LANES; k++) { const int64_t j = j0 + k; BODY } \
+        for (int k = 0; j0 + k < (d); k++) { const int64_t j = j0 + k; BODY } \
+    } while (0)
+
 static inline double trunc_step(double x, double inv, double step)
 {
-    /* Q(x): x truncated toward zero to a multiple of `step` (= 1 / inv, a power of two);
-     * from 2^52 on every double is an integer (and NaN, inf pass through) */
-    const double t = x * inv;
-    return (fabs(t) < 0x1p52 ? (double)(int64_t)t : t) * step;
+    /* Q(x): x truncated toward zero to a multiple of `step` (= 1 / inv, a power of two) */
+    const double t = x * inv, a = fabs(t);
+    double r = (a + 0x1p52) - 0x1p52;   /* a rounded to the nearest integer (a < 2^52) */
+    r = r > a ? r - 1.0 : r;            /* ... toward zero */
+    r = a < 0x1p52 ? r : a;             /* an integer already (or NaN, inf) */
+    return copysign(r, t) * step;
 }
 
-void lrmpi_bound_inputs(int64_t n, int64_t d, const double *h, const double *D,
+static inline double lanes_sum(const double *s)
+{
+    double t = 0.0;
+    for (int k = 0; k < LANES; k++)
+        t += s[k];
+    return t;
+}
+
+CLONES void lrmpi_bound_inputs(int64_t n, int64_t d, const double *h, const double *D,
                         const int32_t *e, int bits, int r, int p, double *ut,
                         double *sums, double *umax)
 {
+    const int mid = p > 0 && p != r;
     for (int64_t i = 0; i < n; i++) {
         const double *x = h + i * d, *y = D ? D + i * d : NULL;
         double *u = ut + i * d;
         const double ir = ldexp(1.0, bits * r - e[i]), sr = ldexp(1.0, e[i] - bits * r);
         const double ip = ldexp(1.0, bits * p - e[i]), sp = ldexp(1.0, e[i] - bits * p);
-        double shh = 0.0, suu = 0.0, smm = 0.0, m = 0.0;
-        for (int64_t j = 0; j < d; j++) {
-            const double v = x[j];
-            const double dh = v - trunc_step(v, ir, sr);          /* h - Q_r(h), exact */
-            const double w = y ? y[j] - dh : -dh;                 /* D - dh, one rounding */
-            u[j] = w;
-            shh += v * v;
-            suu += w * w;
-            m = fabs(w) > m && fabs(w) <= DBL_MAX ? fabs(w) : m;  /* as rowmax: finite only */
-            if (p > 0 && p != r) {                                /* Q_r(h) - Q_p(h) or back */
-                const double dp = v - trunc_step(v, ip, sp);
-                const double mid = p < r ? dp - dh : dh - dp;     /* exact: planes between */
-                smm += mid * mid;
-            }
+        double shh[LANES] = {0}, suu[LANES] = {0}, smm[LANES] = {0}, m[LANES] = {0};
+        /* two loops, with and without D (a load under a condition is not vectorised),
+         * then the planes between p and r in a loop of their own (the row is in cache) */
+#define INPUTS_BODY(UT) { \
+            const double v = x[j]; \
+            const double dh = v - trunc_step(v, ir, sr);       /* h - Q_r(h), exact */ \
+            const double t = (UT);                             /* D - dh: one rounding */ \
+            const double at = fabs(t); \
+            const double fin = at <= DBL_MAX ? at : 0.0;       /* as rowmax: finite only */ \
+            u[j] = t; \
+            shh[k] += v * v; \
+            suu[k] += t * t; \
+            m[k] = fin > m[k] ? fin : m[k]; \
         }
-        sums[3 * i] = shh;
-        sums[3 * i + 1] = suu;
-        sums[3 * i + 2] = smm;
-        umax[i] = m;
+        if (y)
+            FOR_LANES(d, INPUTS_BODY(y[j] - dh));
+        else
+            FOR_LANES(d, INPUTS_BODY(-dh));
+#undef INPUTS_BODY
+        if (mid)
+            FOR_LANES(d, {
+                const double v = x[j];
+                const double dh = v - trunc_step(v, ir, sr);
+                const double dp = v - trunc_step(v, ip, sp);
+                const double md = p < r ? dp - dh : dh - dp;   /* exact: the planes between */
+                smm[k] += md * md;
+            });
+        double mx = 0.0;
+        for (int k = 0; k < LANES; k++)
+            mx = m[k] > mx ? m[k] : mx;
+        sums[3 * i] = lanes_sum(shh);
+        sums[3 * i + 1] = lanes_sum(suu);
+        sums[3 * i + 2] = lanes_sum(smm);
+        umax[i] = mx;
     }
 }
 
-void lrmpi_residual_sumsq(int64_t n, int64_t d, const double *x, const int32_t *e, int bits,
+CLONES void lrmpi_residual_sumsq(int64_t n, int64_t d, const double *x, const int32_t *e, int bits,
                           int planes, double *sums)
 {
     for (int64_t i = 0; i < n; i++) {
         const double *v = x + i * d;
         const double inv = ldexp(1.0, bits * planes - e[i]), step = ldexp(1.0, e[i] - bits * planes);
-        double s = 0.0;
-        for (int64_t j = 0; j < d; j++) {
+        double s[LANES] = {0};
+        FOR_LANES(d, {
             const double t = v[j] - trunc_step(v[j], inv, step);
-            s += t * t;
-        }
-        sums[i] = s;
+            s[k] += t * t;
+        });
+        sums[i] = lanes_sum(s);
     }
 }
 
-void lrmpi_bound_relu(int64_t n, int64_t d, const double *x, const double *D, const double *y,
+CLONES void lrmpi_bound_relu(int64_t n, int64_t d, const double *x, const double *D, const double *y,
                       double *Dy, double *sums)
 {
     for (int64_t i = 0; i < n; i++) {
         const double *a = x + i * d, *b = D + i * d, *c = y + i * d;
         double *o = Dy + i * d;
-        double sw = 0.0, sd = 0.0;
-        for (int64_t j = 0; j < d; j++) {
-            const double w = a[j] - b[j];                 /* one rounding, as numpy's */
-            const double f = (w >= 0.0 || w != w) ? w : 0.0;  /* np.maximum(w, 0): NaN kept */
+        double sw[LANES] = {0}, sd[LANES] = {0};
+        FOR_LANES(d, {
+            const double v = a[j] - b[j];                     /* one rounding, as numpy's */
+            const double f = (v >= 0.0 || v != v) ? v : 0.0;  /* np.maximum(v, 0): NaN kept */
             const double t = c[j] - f;
             o[j] = t;
-            sw += w * w;
-            sd += t * t;
-        }
-        sums[2 * i] = sw;
-        sums[2 * i + 1] = sd;
+            sw[k] += v * v;
+            sd[k] += t * t;
+        });
+        sums[2 * i] = lanes_sum(sw);
+        sums[2 * i + 1] = lanes_sum(sd);
     }
 }
