@@ -54,12 +54,19 @@ def load_model(path, **options):
     g = _read(entries)
     if g is not None:
         return g
-    g = _import(path, options)
+    # the large weights are made in the new entry's file (its pages, written once)
+    arena = entries[0].arena() if path.endswith(".onnx") else None
+    try:
+        g = _import(path, {**options, "arena": arena})
+    except BaseException:
+        if arena is not None:
+            arena.discard()
+        raise
     for k in [k for k, v in _pending.items() if v[0]() is None]:  # graphs gone since
         del _pending[k]
     kept = {}
     _pending[id(g)] = (weakref.ref(g), kept,
-                       cache.later(_keep, g, entries, kept, name="lrmpi-graph-cache"))
+                       cache.later(_keep, g, entries, kept, arena, name="lrmpi-graph-cache"))
     return g
 
 
@@ -92,9 +99,15 @@ def settle(g, should_stop=None):
     return g
 
 
-def _keep(g, entries, kept):
-    if _store(g, entries):
-        kept["graph"] = _read(entries, checked=True)
+def _keep(g, entries, kept, arena=None):
+    if _store(g, entries, arena):
+        kept["graph"] = stored = _read(entries, checked=True)
+        if stored is not None and arena is not None and id(stored) in _watched:
+            # g's weights are the entry's own pages (shared, not copied): a change of
+            # the file in place is g's too, and unchanged(g) must see it as it does
+            # for the entry read back
+            _, _, data, digest = _watched[id(stored)]
+            _watch(g, data, digest)
 
 
 def _import(path, options):
@@ -178,21 +191,34 @@ def unchanged(g):
     _watched[id(g)] = (fd, now, data, digest)
 
 
-def _store(g, entries):
+def _store(g, entries, arena=None):
     """Keep graph `g` in `entries`; False when it cannot be kept (a parameter JSON
-    cannot hold, a cache folder that takes no files)."""
+    cannot hold, a cache folder that takes no files). `arena`: the .npy g's large
+    weights were made in (cache.Arena), completed here if it holds all of them,
+    else discarded and the weights copied into a new file."""
     try:
         arrays = G.to_arrays(g, narrow=False)
         shapes = json.dumps({k: list(v) for k, v in g.shapes.items()})
     except TypeError:  # a parameter JSON cannot hold: not cached
+        if arena is not None:
+            arena.discard()
         return False
     big = [k for k, v in arrays.items() if v.dtype == np.float64 and v.nbytes >= MAPPED_BYTES]
     digest = ""
-    if big:
+    offsets = [arena.place(arrays[k]) for k in big] if arena is not None else [None]
+    if big and None not in offsets:
+        digest = arena.finish()
+        if digest is None:
+            return False
+    elif big:
+        if arena is not None:
+            arena.discard()
         stored = entries[0].store_runs([arrays[k].reshape(-1) for k in big], ALIGN, np.float64)
         if stored is None:
             return False
         offsets, digest = stored
+    elif arena is not None:
+        arena.discard()
     places = [(k, at, list(arrays[k].shape)) for k, at in zip(big, offsets if big else [])]
     places_of = set(big)
     small = {k: v for k, v in arrays.items() if k not in places_of}

@@ -19,6 +19,7 @@ import numpy as np
 from lrmpi.errors import InputError
 from lrmpi.nn import graph as G
 from lrmpi.nn import onnx_layers, onnx_movement, onnx_proto
+from lrmpi.nn.loading import MAPPED_BYTES
 from lrmpi.nn.operators import HEADS, ShapeError, output_shape
 
 SKIPPED = {"Identity", "Dropout", "Cast"}
@@ -32,14 +33,15 @@ READ_THROUGH = {"Constant", "Shape", "ZipMap"}  # handled in convert() itself
 SCORE_TYPES = (1, 10, 11, 16)  # float, float16, double, bfloat16 tensors
 
 
-def load_model(path, output=None):
+def load_model(path, output=None, arena=None):
     """A graph from `.onnx` or lrmpi's own `.npz` weights; `output`: the name of the
-    output holding the scores, when the model has several."""
+    output holding the scores, when the model has several; `arena`: where an ONNX
+    model's large float64 weights are made (cache.Arena: its cache entry), or None."""
     path = str(path)
     if not os.path.exists(path):
         raise InputError(f"model: no such file: {path}")
     if path.endswith(".onnx"):
-        return load(path, output)
+        return load(path, output, arena)
     if path.endswith(".npz"):
         g = G.load_npz(path)
         if output is not None and output != g.output:
@@ -49,7 +51,7 @@ def load_model(path, output=None):
     raise InputError(f"model: {path}: expected a .onnx or .npz file")
 
 
-def load(path, output=None):
+def load(path, output=None, arena=None):
     try:
         proto = onnx_proto.load(path)
     except InputError:
@@ -60,7 +62,7 @@ def load(path, output=None):
     onnx_proto.load_external(proto, path)
     opset = max([o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] or [1])
     try:
-        return _Importer(path, proto.graph, opset, output).run()
+        return _Importer(path, proto.graph, opset, output, arena).run()
     except InputError:
         raise
     except Exception as exc:  # missing attributes or parameters of a malformed graph
@@ -78,8 +80,9 @@ def _listed(names, most=6):
 
 
 class _Importer:
-    def __init__(self, path, g, opset=13, output=None):
+    def __init__(self, path, g, opset=13, output=None, arena=None):
         self.path, self.g, self.opset, self.output_name = path, g, opset, output
+        self.arena = arena    # where large float64 weights are made (cache.Arena), or None
         self.const = {t.name: onnx_proto.to_array(t) for t in g.initializer}
         self.alias = {}       # tensor -> the tensor it is (skipped and folded nodes)
         self.nodes = []       # graph.Node, in order
@@ -107,6 +110,17 @@ class _Importer:
 
     def value(self, t):
         return self.const[self.name(t)]
+
+    def f64(self, a):
+        """A float64 C-contiguous copy of array `a` (exact for ONNX's float types), made
+        in the arena when it is large (the cache entry's pages: loading.py)."""
+        a = np.asarray(a)
+        if self.arena is not None and a.size * 8 >= MAPPED_BYTES:
+            out = self.arena.take(a.shape)
+            if out is not None:
+                np.copyto(out, a, casting="unsafe")
+                return out
+        return np.ascontiguousarray(a, np.float64) if a.dtype != np.float64 else a.copy()
 
     def const_or_none(self, t):
         return self.value(t) if t and self.is_const(t) else None

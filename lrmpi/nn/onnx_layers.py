@@ -17,8 +17,8 @@ def gemm(imp, node, a, ins, data, out):
         raise imp.err(node, "transA=1 is not supported")
     if ins[0] not in data or not imp.is_const(ins[1]):
         raise imp.err(node, "needs data times constant weights")
-    B = imp.value(ins[1]).astype(np.float64)
-    W = np.ascontiguousarray(B if a.get("transB", 0) else B.T)
+    B = imp.value(ins[1])
+    W = imp.f64(B if a.get("transB", 0) else B.T)   # (out, in), float64, a copy
     if a.get("alpha", 1.0) != 1.0:
         W *= a["alpha"]
     b = np.zeros(W.shape[0])
@@ -33,15 +33,14 @@ def matmul(imp, node, a, ins, data, out):
         raise imp.err(node, "needs data times a constant matrix")
     if len(imp.shape[ins[0]]) != 1:
         raise imp.err(node, "supported on flat (samples x features) data only")
-    B = imp.value(ins[1]).astype(np.float64)
-    imp.add("linear", [ins[0]], out, {"W": np.ascontiguousarray(B.T),
-                                      "b": np.zeros(B.shape[1])}, node)
+    B = imp.value(ins[1])
+    imp.add("linear", [ins[0]], out, {"W": imp.f64(B.T), "b": np.zeros(B.shape[1])}, node)
 
 
 def conv(imp, node, a, ins, data, out):
     if not imp.is_const(ins[1]):
         raise imp.err(node, "needs constant weights")
-    W = imp.value(ins[1]).astype(np.float64)
+    W = imp.f64(imp.value(ins[1]))
     if W.ndim != 4:
         raise imp.err(node, "only 2-D convolutions are supported")
     b = imp.value(ins[2]).astype(np.float64) if len(ins) > 2 and ins[2] else \

@@ -160,3 +160,61 @@ def test_a_cached_copy_changed_in_place_under_a_job_is_noticed(tmp_path):
     os.utime(npy, ns=(st.st_atime_ns, st.st_mtime_ns))
     with pytest.raises(InputError, match="changed in place while the job ran"):
         unchanged(g)
+
+
+def _npy_data_offset(cache):
+    """Where the data of the cache folder's one graph .npy begins."""
+    npys = [n for n in os.listdir(cache) if n.endswith(".npy")]
+    assert len(npys) == 1, os.listdir(cache)
+    return np.load(os.path.join(cache, npys[0]), mmap_mode="r").offset
+
+
+def test_a_new_import_makes_its_weights_in_the_entry(tmp_path):
+    """An imported model's large weights are made in the cache entry's own file (one
+    page of header, then each weight from a page boundary: no copy of them later); the
+    entry read back computes what the import does."""
+    path = models.save(models.vgg_small(), str(tmp_path / "m.onnx"))
+    cache = str(tmp_path / "c")
+    with config.configure(cache_dir=cache):
+        g = settle(load_model(path))
+        again = load_model(path)
+    assert _npy_data_offset(cache) == 4096
+    direct = import_onnx(path)
+    X = np.random.default_rng(1).standard_normal((2,) + direct.input_shape)
+    want = ops.forward(direct, X)
+    np.testing.assert_array_equal(ops.forward(g, X), want)
+    np.testing.assert_array_equal(ops.forward(again, X), want)
+    assert not any(".tmp." in n for n in os.listdir(cache))
+
+
+def test_no_room_for_the_entry_copies_the_weights_in_later(tmp_path, monkeypatch):
+    """A file system that reserves no space for the entry (a full disk): the weights
+    are made in memory and the entry written from them, as before."""
+    import errno
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    path = models.save(models.vgg_small(), str(tmp_path / "m.onnx"))
+    cache = str(tmp_path / "c")
+    with config.configure(cache_dir=cache):
+        g = settle(load_model(path))
+    assert _npy_data_offset(cache) < 4096
+    direct = import_onnx(path)
+    X = np.random.default_rng(2).standard_normal((2,) + direct.input_shape)
+    np.testing.assert_array_equal(ops.forward(g, X), ops.forward(direct, X))
+    assert not any(".tmp." in n for n in os.listdir(cache))
+
+
+def test_a_model_refused_after_its_large_weights_leaves_no_file(tmp_path):
+    from onnx_graphs import model, node
+
+    from lrmpi.errors import InputError
+    W = np.random.default_rng(3).standard_normal((64, 16, 3, 3)).astype(np.float32)  # 74 kB
+    path = model(tmp_path / "lrn.onnx", [node("Conv", ["x", "W"], "c"),
+                                         node("LRN", ["c"], "y", size=3)],
+                 {"W": W}, (16, 8, 8))
+    cache = str(tmp_path / "c")
+    with config.configure(cache_dir=cache), pytest.raises(InputError, match="LRN"):
+        load_model(path)
+    assert not os.path.exists(cache) or os.listdir(cache) == []
