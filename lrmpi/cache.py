@@ -4,9 +4,10 @@ What a model costs to prepare once (its imported graph, operator norms, packed
 weights) is stored under a key that names everything the stored values depend
 on: the model's bytes (or the arrays derived from them), lrmpi's version and, for
 anything kernel-specific, the kernel ISA. A key never matches different inputs,
-and every entry holds its own kind and key, checked when it is read: an entry is
-either right or absent; a damaged entry, or another's renamed onto this name (it was
-used: another model's weights, bounds below the error), reads as absent.
+and every entry holds its own kind and key and the digest of all its arrays, checked
+when it is read: an entry is either right or absent; a damaged or edited entry, or
+another's renamed onto this name (it was used: another model's weights, bounds below
+the error), reads as absent.
 
 Entries are arrays only (numpy .npz, read with allow_pickle=False): a cache file
 is never unpickled. Writes are atomic (a temporary name in the same folder, then
@@ -67,6 +68,15 @@ def _hex(h):
 
 
 KEY = "__entry__"  # in every .npz entry: its own kind and key, checked on load
+SUM = "__digest__"  # ... and the digest of all its arrays (names, dtypes, shapes, bytes)
+
+
+def _entry_digest(arrays):
+    h = Digest()
+    for name in sorted(arrays):
+        _feed(h, name)
+        _feed(h, np.asarray(arrays[name]))
+    return _hex(h)
 
 
 class Entry:
@@ -92,12 +102,17 @@ class Entry:
                 out = {k: f[k] for k in f.files}
         except Exception:  # noqa: BLE001 -- zip/npy errors of any kind
             return None  # absent, damaged or foreign: computed again
+        # a damaged or edited entry (its values changed, its key intact: an edited
+        # norms entry gave bounds below the error) reads as absent
+        if str(out.pop(SUM, "")) != _entry_digest(out):
+            return None
         if str(out.pop(KEY, "")) != f"{self.kind}-{self.key}":
             return None
         return out
 
     def store(self, arrays):
         tagged = {**arrays, KEY: np.array(f"{self.kind}-{self.key}")}
+        tagged[SUM] = np.array(_entry_digest(tagged))
         return self._write(lambda f: np.savez(f, **tagged))
 
     def _tmp(self):

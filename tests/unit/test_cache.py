@@ -77,3 +77,20 @@ def test_an_entry_renamed_onto_another_key_reads_as_absent(tmp_path):
         assert a.load() is None
         os.replace(tmp_path / "swap", a.path)
         assert list(a.load()) == ["x"] and len(a.load()["x"]) == 3
+
+
+def test_an_entry_edited_with_its_key_intact_reads_as_absent(tmp_path):
+    """Values changed in an entry (a norm scaled down: bounds below the error), or an
+    array added or removed, with its kind and key kept: absent, never used."""
+    with config.configure(cache_dir=str(tmp_path / "c")):
+        e = cache.Entry("norms2", cache.digest("m"))
+        assert e.store({"S": np.array(2.5), "rows": np.arange(3.0)})
+        with np.load(e.path) as f:
+            arrays = {k: f[k] for k in f.files}
+        for edit in ({"S": np.array(0.25)}, {"extra": np.zeros(2)}):
+            np.savez(e.path, **{**arrays, **edit})
+            assert e.load() is None
+        np.savez(e.path, **{k: v for k, v in arrays.items() if k != "rows"})
+        assert e.load() is None
+        np.savez(e.path, **arrays)  # put back as it was: read again
+        assert float(e.load()["S"]) == 2.5
