@@ -1,0 +1,64 @@
+"""Helpers of the ninth adversarial pass. Built on adversary.py's (the real CLI, alone or
+under the `mpiexec` beside this Python); these add MPMD launches (a setting that differs
+between ranks), bit-for-bit comparison of whole checkpoints, and a fake `srun`/`scontrol`
+so the generated SLURM scripts run under plain bash."""
+import os
+import stat
+import subprocess
+
+import h5py
+import numpy as np
+
+from adversary import PY, mpiexec
+
+
+def mpmd(args, envs, timeout=90, cwd=None):
+    """`mpiexec -n 1 env E0 lrmpi ARGS : -n 1 env E1 lrmpi ARGS : ...`, one block per
+    environment dict in `envs` (rank order)."""
+    argv = [mpiexec()]
+    for i, e in enumerate(envs):
+        if i:
+            argv.append(":")
+        argv += ["-n", "1", "env", *[f"{k}={v}" for k, v in e.items()],
+                 PY, "-m", "lrmpi", *map(str, args)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def datasets(out):
+    """{resolution: {dataset: array}} of a checkpoint (either kind), through plain h5py."""
+    with h5py.File(str(out), "r") as f:
+        return {k: {d: f["resolutions"][k][d][()] for d in f["resolutions"][k]}
+                for k in f["resolutions"]}
+
+
+def same_results(a, b):
+    """Two checkpoints list the same resolutions with the same arrays, bit for bit."""
+    x, y = datasets(a), datasets(b)
+    if x.keys() != y.keys():
+        return False
+    return all(np.array_equal(x[k][d], y[k][d], equal_nan=True) for k in x for d in x[k])
+
+
+def fake_slurm(folder, srun_body='shift; exec "$@"'):
+    """A bin folder with `srun` (drops its --mpi option, runs the rest, or `srun_body`),
+    `scontrol` (records its arguments in folder/scontrol.log) and a `squeue` that knows no
+    job; returns the folder (prepend it to PATH)."""
+    os.makedirs(folder, exist_ok=True)
+    scripts = {
+        "srun": f"#!/bin/bash\n{srun_body}\n",
+        "scontrol": f"#!/bin/bash\necho \"$@\" >> {folder}/scontrol.log\n",
+        "squeue": "#!/bin/bash\nexit 1\n",
+    }
+    for name, body in scripts.items():
+        p = os.path.join(folder, name)
+        with open(p, "w") as f:
+            f.write(body)
+        os.chmod(p, os.stat(p).st_mode | stat.S_IXUSR)
+    return str(folder)
+
+
+def run_script(script, fakebin, env=None, cwd=None, timeout=120):
+    """bash SCRIPT with the fake SLURM tools first on PATH (and the given variables)."""
+    e = {**os.environ, "PATH": f"{fakebin}:{os.environ['PATH']}", **(env or {})}
+    return subprocess.run(["bash", str(script)], capture_output=True, text=True,
+                          timeout=timeout, env=e, cwd=cwd)
