@@ -62,3 +62,35 @@ def run_script(script, fakebin, env=None, cwd=None, timeout=120):
     e = {**os.environ, "PATH": f"{fakebin}:{os.environ['PATH']}", **(env or {})}
     return subprocess.run(["bash", str(script)], capture_output=True, text=True,
                           timeout=timeout, env=e, cwd=cwd)
+
+
+def wait_completed(path, count, proc, timeout=60):
+    """Until the job file's `completed` reaches `count` (with --keep latest the job file
+    lists one resolution only); False if the job ended first."""
+    import time
+    limit = time.time() + timeout
+    while time.time() < limit:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with h5py.File(str(path), "r") as f:
+                if int(f.attrs.get("completed", 0)) >= count:
+                    return True
+        except (OSError, KeyError):
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"{path}: completed < {count} after {timeout} s")
+
+
+def stop_at(out, count, *args, n=2, slow="0.5", env=None, sig=None):
+    """adversary.stop_after, waiting on `completed` (so --keep latest works too)."""
+    import signal as _s
+    from adversary import SLOW, kill_group, start
+    p = start(*args, n=n, env={**SLOW, "LRMPI_TEST_SLOW_S": slow, **(env or {})})
+    try:
+        assert wait_completed(out, count, p, timeout=90), p.communicate()[1]
+        os.killpg(p.pid, sig or _s.SIGTERM)
+        _, err = p.communicate(timeout=60)
+        return p.returncode, err
+    finally:
+        kill_group(p)
