@@ -82,13 +82,15 @@ def wait_completed(path, count, proc, timeout=60):
     raise AssertionError(f"{path}: completed < {count} after {timeout} s")
 
 
-def stop_at(out, count, *args, n=2, slow="0.5", env=None, sig=None):
+def stop_at(out, count, *args, n=2, slow="0.5", env=None, sig=None, after=0.0):
     """adversary.stop_after, waiting on `completed` (so --keep latest works too)."""
     import signal as _s
+    import time
     from adversary import SLOW, kill_group, start
     p = start(*args, n=n, env={**SLOW, "LRMPI_TEST_SLOW_S": slow, **(env or {})})
     try:
         assert wait_completed(out, count, p, timeout=90), p.communicate()[1]
+        time.sleep(after)
         os.killpg(p.pid, sig or _s.SIGTERM)
         _, err = p.communicate(timeout=60)
         return p.returncode, err
