@@ -20,10 +20,11 @@ def mats(tmp_path_factory):
     return d, a, b, ref
 
 
-@pytest.mark.parametrize("setting", [
-    "LRMPI_TILES_PER_WORKER=1", "LRMPI_MIN_TILE_ROWS=7", "LRMPI_CHUNK_COLS=5",
-    "LRMPI_DEPTH=1", "LRMPI_LOOKAHEAD=1", "LRMPI_KERNEL=ref"])
-@pytest.mark.parametrize("write", ["root", "ranks"])
+@pytest.mark.parametrize("setting,write", [
+    ("LRMPI_TILES_PER_WORKER=1", "root"), ("LRMPI_MIN_TILE_ROWS=7", "root"),
+    ("LRMPI_CHUNK_COLS=5", "root"), ("LRMPI_TILES_PER_WORKER=1", "ranks"),
+    ("LRMPI_MIN_TILE_ROWS=7", "ranks"), ("LRMPI_CHUNK_COLS=5", "ranks"),
+    ("LRMPI_DEPTH=1", "ranks"), ("LRMPI_LOOKAHEAD=1", "ranks"), ("LRMPI_KERNEL=ref", "ranks")])
 def test_setting_on_the_workers_only_bit_identical(mats, setting, write, tmp_path):
     d, a, b, ref = mats
     k, v = setting.split("=")
