@@ -96,3 +96,47 @@ def stop_at(out, count, *args, n=2, slow="0.5", env=None, sig=None, after=0.0):
         return p.returncode, err
     finally:
         kill_group(p)
+
+
+def marked_pids(marker):
+    """Pids of processes whose environment holds ADV_MARK=marker (MPI ranks live in
+    process groups of their own: killing the launcher's group leaves them)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if f"ADV_MARK={marker}".encode() in f.read().split(b"\0"):
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def mpmd_bounded(blocks, marker, limit=20):
+    """An MPMD launch, blocks = [(env dict, lrmpi args)], each one rank; killed (launcher
+    and every marked rank) after `limit` s. (returncode or None if it hung, stdout+stderr)."""
+    import signal as _s
+    argv = [mpiexec()]
+    for i, (e, args) in enumerate(blocks):
+        if i:
+            argv.append(":")
+        argv += ["-n", "1", "env", f"ADV_MARK={marker}", *[f"{k}={v}" for k, v in e.items()],
+                 PY, "-m", "lrmpi", *map(str, args)]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=limit)
+        return p.returncode, out + err
+    except subprocess.TimeoutExpired:
+        return None, ""
+    finally:
+        for pid in marked_pids(marker):
+            try:
+                os.kill(pid, _s.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.killpg(p.pid, _s.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.communicate()

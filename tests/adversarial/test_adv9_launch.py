@@ -1,10 +1,13 @@
 """Ninth pass, launch and settings: LRMPI_* settings that differ between ranks (MPMD
 launches), odd rank counts, results bit for bit against one process."""
+import os
+import subprocess
+
 import numpy as np
 import pytest
 
-from adversary import assert_ok, digest, mlp_onnx, run, save
-from adversary9 import mpmd, same_results
+from adversary import PY, assert_ok, digest, mlp_onnx, mpiexec, run, save
+from adversary9 import mpmd, mpmd_bounded, same_results
 
 CRT = ("--planes", "2", "--final", "crt", "--moduli", "4")
 
@@ -96,3 +99,28 @@ def test_infer_setting_differing_on_workers_bit_identical(net, tmp_path, worker_
     res = mpmd(args, [root, env, env])
     assert res.returncode == 0, res.stderr
     assert same_results(out, ref)
+
+
+def test_workers_given_other_output_follow_the_roots_job(mats, tmp_path):
+    d, a, b, ref = mats
+    out, other = tmp_path / "W.h5", tmp_path / "WD.h5"
+    res = subprocess.run(
+        [mpiexec(), "-n", "1", PY, "-m", "lrmpi", "matmul", a, b, "-o", out, *CRT,
+         "--write", "ranks", ":", "-n", "2", PY, "-m", "lrmpi", "matmul", a, b,
+         "-o", other, "--planes", "3"], capture_output=True, text=True, timeout=90)
+    assert res.returncode == 0, res.stderr
+    assert same_results(out, ref)
+    assert not os.path.exists(other) and not os.path.exists(str(other) + ".d")
+
+
+@pytest.mark.xfail(strict=True, reason="adv9 D10: workers launched with another command (inspect/infer) leave the matmul root hung for ever, deaf to SIGTERM")
+@pytest.mark.parametrize("worker", ["inspect"])
+def test_workers_running_another_command_end_promptly(mats, net, tmp_path, worker):
+    d, a, b, ref = mats
+    out = tmp_path / "W.h5"
+    wargs = (["inspect", ref] if worker == "inspect"
+             else ["infer", net[1], net[2], "--planes", "2"])
+    code, text = mpmd_bounded([({}, ["matmul", a, b, "-o", out, *CRT]), ({}, wargs)],
+                              marker=f"adv9mpmd{worker}", limit=12)
+    assert code is not None, "hung"
+    assert code != 0 and "Traceback" not in text
