@@ -18,24 +18,30 @@ def early_overwrite(a, b, out, env):
                env={**SLOW_ROOT, **env})
 
 
-@pytest.mark.xfail(strict=True, reason="adv9 D3: LRMPI_STATS_FILE naming an existing user file replaces it silently")
-def test_stats_file_never_replaces_a_user_file(ops, tmp_path):
+@pytest.mark.xfail(strict=True, reason="adv9 D3: LRMPI_STATS_FILE naming an existing user file (or a symlink to one) replaces its content silently")
+@pytest.mark.parametrize("via", ["name", "symlink"])
+def test_stats_file_never_replaces_a_user_file(ops, tmp_path, via):
     a, b, _, _ = ops
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes, not lrmpi's\n")
+    target = notes
+    if via == "symlink":
+        target = tmp_path / "stats.json"
+        os.symlink("notes.txt", target)
     res = run("matmul", a, b, "-o", tmp_path / "C.h5", "--planes", "2",
-              env={"LRMPI_STATS_FILE": str(notes)})
+              env={"LRMPI_STATS_FILE": str(target)})
     assert notes.read_text() == "my notes, not lrmpi's\n", res.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="adv9 D4: stats file hard-linked to the earlier result's resNNN.h5 is written through; the kept result is damaged")
-def test_stats_file_hardlinked_to_old_resolution_keeps_earlier_result(done, tmp_path):
+@pytest.mark.xfail(strict=True, reason="adv9 D4: stats file hard- or symlinked to the earlier result's resNNN.h5 is written through; the kept result is damaged")
+@pytest.mark.parametrize("via", ["hardlink", "symlink"])
+def test_stats_file_linked_to_old_resolution_keeps_earlier_result(done, tmp_path, via):
     out, a, b, A, B = done
     C0, _ = load(out)
     res3 = os.path.join(job_folder(out), "res003.h5")
     before = snapshot(str(out) + ".d")
     link = tmp_path / "stats.json"
-    os.link(res3, link)
+    (os.link if via == "hardlink" else os.symlink)(res3, link)
     early_overwrite(a, b, out, {"LRMPI_STATS_FILE": str(link)})
     assert attrs_of(out)["status"] == "complete"
     assert snapshot(str(out) + ".d") == before
