@@ -152,3 +152,33 @@ def test_job_file_order_edited_with_its_checksum_kept(done):
                  ("matmul", a, b, "-o", out, "--planes", "2", "--order", "lshape", "--resume")):
         res = run(*args)
         assert_one_error(res, code=1)
+
+
+@pytest.mark.parametrize("name", ["res002.h5", "sums002.h5"])
+def test_folder_planted_at_next_file_while_running_then_resume(ops, tmp_path, name):
+    from adversary import kill_group, load, start
+    from adversary9 import wait_completed
+    a, b, A, B = ops
+    ref = tmp_path / "ref.h5"
+    assert_ok(run("matmul", a, b, "-o", ref, "--planes", "2"))
+    out = tmp_path / "L.h5"
+    p = start("matmul", a, b, "-o", out, "--planes", "2",
+              env={"LRMPI_TEST_SLOW_RANK": "0", "LRMPI_TEST_SLOW_S": "0.8"})
+    try:
+        assert wait_completed(out, 1, p)
+        planted = os.path.join(job_folder(out), name)
+        os.mkdir(planted)
+        with open(os.path.join(planted, "mine"), "w") as f:
+            f.write("x")
+        _, err = p.communicate(timeout=60)
+    finally:
+        kill_group(p)
+    assert p.returncode == 1
+    assert len([l for l in err.splitlines() if "error" in l]) == 1 and "Traceback" not in err
+    assert os.listdir(planted) == ["mine"]
+    C1, _ = load(out)
+    assert attrs_of(out)["completed"] == 1
+    assert run("inspect", out, "--status").stdout.strip() in ("failed", "killed")
+    shutil.rmtree(planted)
+    assert_ok(run("matmul", a, b, "-o", out, "--planes", "2", "--resume"))
+    assert same_results(out, ref)
