@@ -40,7 +40,7 @@ def test_stop_inside_crt_ranks_keep_latest_resumed_at_five(mats, tmp_path):
     d, a, b, C, at = mats
     out = tmp_path / "C.h5"
     code, err = stop_at(out, 3, "matmul", a, b, "-o", out, *CRT, "--write", "ranks",
-                           "--keep", "latest", n=3, slow="0.5")
+                           "--keep", "latest", n=3, slow="0.35")
     assert code == 3, err
     assert attrs_of(out)["status"] == "deadline"
     assert_ok(run("matmul", a, b, "-o", out, *CRT, "--resume", n=5, timeout=120))
@@ -54,7 +54,7 @@ def test_stop_inside_crt_deadline_ok_root_then_ranks_resume_alone(mats, tmp_path
     d, a, b, C, at = mats
     out = tmp_path / "C.h5"
     code, err = stop_at(out, 3, "matmul", a, b, "-o", out, *CRT, "--keep", "latest",
-                           "--deadline-ok", n=2, slow="0.5")
+                           "--deadline-ok", n=2, slow="0.35")
     assert code == 0, err
     assert run("inspect", out, "--status").stdout.strip() == "deadline"
     res = run("matmul", a, b, "-o", out, *CRT, "--resume", "--write", "ranks", n=1)
@@ -68,7 +68,7 @@ def test_worker_sigkill_in_crt_ranks_keep_latest_resumed_at_two(mats, tmp_path):
     d, a, b, C, at = mats
     out = tmp_path / "C.h5"
     p = start("matmul", a, b, "-o", out, *CRT, "--write", "ranks", "--keep", "latest",
-              n=4, env={**SLOW, "LRMPI_TEST_SLOW_S": "0.5", "ADV_MARK": "adv9k"})
+              n=4, env={**SLOW, "LRMPI_TEST_SLOW_S": "0.35", "ADV_MARK": "adv9k"})
     try:
         assert wait_completed(out, 3, p, timeout=90)
         os.kill(rank_pid("adv9k", 2), signal.SIGKILL)
@@ -84,7 +84,7 @@ def test_root_sigkill_after_res2_ranks_resumed_ranks_at_three(mats, tmp_path):
     d, a, b, C, at = mats
     out = tmp_path / "C.h5"
     p = start("matmul", a, b, "-o", out, *CRT, "--write", "ranks", n=2,
-              env={**SLOW, "LRMPI_TEST_SLOW_S": "0.5", "ADV_MARK": "adv9r"})
+              env={**SLOW, "LRMPI_TEST_SLOW_S": "0.35", "ADV_MARK": "adv9r"})
     try:
         assert wait_completed(out, 2, p, timeout=90)
         os.kill(rank_pid("adv9r", 0), signal.SIGKILL)
@@ -102,9 +102,9 @@ def test_two_stops_then_complete_three_counts_keep_latest_crt(mats, tmp_path):
     d, a, b, C, at = mats
     out = tmp_path / "C.h5"
     args = ("matmul", a, b, "-o", out, *CRT, "--keep", "latest", "--write", "ranks")
-    code, err = stop_at(out, 1, *args, n=2, slow="0.4")
+    code, err = stop_at(out, 1, *args, n=2, slow="0.3")
     assert code == 3, err
-    code, err = stop_at(out, 3, *args, "--resume", n=2, slow="0.4")
+    code, err = stop_at(out, 3, *args, "--resume", n=2, slow="0.3")
     assert code == 3, err
     assert_ok(run(*args, "--resume", n=4))
     same_last(out, C, at)
@@ -115,7 +115,7 @@ def test_keep_latest_given_again_on_resume_accepted(mats, tmp_path):
     d, a, b, C, at = mats
     out = tmp_path / "C.h5"
     code, err = stop_at(out, 2, "matmul", a, b, "-o", out, *CRT, "--keep", "latest",
-                           n=2, slow="0.4")
+                           n=2, slow="0.3")
     assert code == 3, err
     assert_ok(run("matmul", a, b, "-o", out, *CRT, "--keep", "latest", "--resume"))
     same_last(out, C, at)
@@ -141,7 +141,7 @@ def test_pairwise_cutoff_crt_ranks_stopped_resumed_other_count_equals_plain(mats
     assert_ok(run("matmul", a, b, "-o", ref, *opts))
     out = tmp_path / "C.h5"
     code, err = stop_at(out, 2, "matmul", a, b, "-o", out, *opts, "--write", "ranks",
-                           n=3, slow="0.4")
+                           n=3, slow="0.3")
     assert code == 3, err
     assert_ok(run("matmul", a, b, "-o", out, *opts, "--resume", n=2))
     assert same_results(out, ref)

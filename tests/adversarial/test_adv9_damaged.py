@@ -128,9 +128,9 @@ def test_stopped_crt_partial_file_truncated_resume(ops, tmp_path):
     ref = tmp_path / "ref.h5"
     assert_ok(run("matmul", a, b, "-o", ref, *opts))
     out = tmp_path / "C.h5"
-    code, err = stop_at(out, 3, "matmul", a, b, "-o", out, *opts, n=2, slow="0.4",
+    code, err = stop_at(out, 3, "matmul", a, b, "-o", out, *opts, n=2, slow="0.3",
                         env={"LRMPI_TILES_PER_WORKER": "4", "LRMPI_MIN_TILE_ROWS": "8"},
-                        after=1.0)
+                        after=0.8)
     assert code == 3, err
     partial = [f for f in os.listdir(job_folder(out)) if f.startswith("partial")]
     assert partial, os.listdir(job_folder(out))

@@ -117,7 +117,7 @@ def test_overwrite_of_a_hardlinked_job_file_other_name_keeps_its_result(done, tm
         assert np.allclose(C2, np.load(A2) @ B, rtol=0, atol=1e-2)
 
 
-@pytest.mark.parametrize("name", ["a b:c%d.h5", "-dash.h5", "é;$(x)`y`.h5"])
+@pytest.mark.parametrize("name", ["a b:c%d.h5", "-é;$(x)`y`.h5"])
 def test_odd_output_names_run_resume_pack_inspect(ops, tmp_path, name):
     a, b, _, _ = ops
     out = tmp_path / name
