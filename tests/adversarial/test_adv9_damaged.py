@@ -49,7 +49,6 @@ def infer_with(net, cache, out, runner=run):
     return runner("infer", m, x, "-o", out, *NET_ARGS, env={"LRMPI_CACHE_DIR": str(cache)})
 
 
-@pytest.mark.xfail(strict=True, reason="adv9 D5: a small parameter edited in the cached graph .npz (key intact) is used: other scores")
 def test_graph_npz_small_parameter_edited_is_not_used(net, tmp_path):
     cache = shutil.copytree(net[3], tmp_path / "c")
     npz = one(cache, "graph-*.npz")
@@ -59,7 +58,6 @@ def test_graph_npz_small_parameter_edited_is_not_used(net, tmp_path):
     assert same_results(out, net[4])
 
 
-@pytest.mark.xfail(strict=True, reason="adv9 D6: norms edited in the cached norms2 .npz (key intact) are used: bounds below the true error, samples certified")
 def test_norms_entry_scaled_down_bounds_stay_rigorous(net, tmp_path):
     cache = shutil.copytree(net[3], tmp_path / "c")
     npz = one(cache, "norms2-*.npz")
@@ -70,7 +68,10 @@ def test_norms_entry_scaled_down_bounds_stay_rigorous(net, tmp_path):
     last = max(ref)
     for k in got:
         err = np.abs(got[k]["scores"] - ref[last]["scores"])
-        assert np.all(got[k]["bound"] >= err * (1 - 1e-12)), (k, got[k]["bound"], err)
+        bound = got[k]["bound"]
+        if bound.ndim == 1:   # one bound per sample: on its largest logit error
+            err = err.max(axis=1)
+        assert np.all(bound >= err * (1 - 1e-12)), (k, bound, err)
     assert same_results(out, net[4])
 
 
