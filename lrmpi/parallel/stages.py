@@ -7,6 +7,7 @@ Thread CPU time is what counts on a shared node: a stage that lost its core to
 another process shows wall > cpu, one that competed for the GIL too. Peak memory
 is VmHWM as /proc reports it (memory-mapped file pages count).
 """
+import os
 import resource
 import threading
 import time
@@ -142,8 +143,16 @@ def write_stats(path, workers, resolutions):
 
     from lrmpi.log import logger
     ranks = {"0": STAGES.report(), **{str(w): r for w, r in sorted(workers.items())}}
+    # a new file under the name (a temporary one renamed): never written through a
+    # link made since the job checked the name (checkpoint.output.check_side_file)
+    tmp = f"{path}.tmp.{os.getpid()}"
     try:
-        with open(path, "w") as f:
+        with open(tmp, "x") as f:
             json.dump({"ranks": ranks, "resolutions": resolutions}, f, indent=1)
+        os.replace(tmp, path)
     except OSError as exc:  # figures, not results: the job goes on
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
         logger.warning("lrmpi: cannot write the stats file %s: %s", path, exc)

@@ -18,7 +18,6 @@ def early_overwrite(a, b, out, env):
                env={**SLOW_ROOT, **env})
 
 
-@pytest.mark.xfail(strict=True, reason="adv9 D3: LRMPI_STATS_FILE naming an existing user file (or a symlink to one) replaces its content silently")
 @pytest.mark.parametrize("via", ["name", "symlink"])
 def test_stats_file_never_replaces_a_user_file(ops, tmp_path, via):
     a, b, _, _ = ops
@@ -33,7 +32,6 @@ def test_stats_file_never_replaces_a_user_file(ops, tmp_path, via):
     assert notes.read_text() == "my notes, not lrmpi's\n", res.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="adv9 D4: stats file hard- or symlinked to the earlier result's resNNN.h5 is written through; the kept result is damaged")
 @pytest.mark.parametrize("via", ["hardlink", "symlink"])
 def test_stats_file_linked_to_old_resolution_keeps_earlier_result(done, tmp_path, via):
     out, a, b, A, B = done

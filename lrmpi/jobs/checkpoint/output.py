@@ -94,6 +94,8 @@ def check_side_file(path, setting, out, inputs=()):
         raise ConfigError(f"{setting} {path!r} is blank: give a file name (or leave it "
                           "unset)")
     p = os.path.abspath(path)
+    if os.path.islink(p):  # written through, its target would be lost
+        raise ConfigError(f"{setting} {path} is a symbolic link: name a file of its own")
     if os.path.exists(p) and not os.path.isfile(p):  # a pipe would block the write
         raise ConfigError(f"{setting} {path} exists and is not a regular file: choose another")
     targets = [f for f in map(input_file, inputs) if f is not None]
@@ -108,6 +110,25 @@ def check_side_file(path, setting, out, inputs=()):
         if os.path.abspath(f) == p or (os.path.exists(f) and os.path.exists(p)
                                        and os.path.samefile(f, p)):
             raise ConfigError(f"{setting} {path} is one of the job's inputs: choose another file")
+    if os.path.exists(p) and not _ours(p):  # a user's file is never replaced
+        raise ConfigError(f"{setting} {path} exists and is not a file lrmpi wrote there: "
+                          "choose another name (or remove it)")
+
+
+def _ours(path, most=1 << 26):
+    """Whether `path` is a side file lrmpi wrote (a stats file: a JSON object of
+    `ranks` and `resolutions`) with no other name (a hard link would be written
+    through: another file changed)."""
+    import json
+    try:
+        st = os.stat(path)
+        if st.st_nlink > 1 or st.st_size > most:
+            return False
+        with open(path, "rb") as f:
+            d = json.loads(f.read())
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and set(d) == {"ranks", "resolutions"}
 
 
 class OutputLock:
