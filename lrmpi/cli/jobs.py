@@ -77,6 +77,13 @@ def job_options(a):
         raise errors.ConfigError(f"--max-restarts must be >= 0, got {a.max_restarts}")
     if a.overwrite and a.resume:  # here too: `lrmpi jobscript` checks with this
         raise errors.ConfigError("--resume and --overwrite exclude each other")
+    if getattr(a, "output", None) is None:  # options about a checkpoint, and there is none
+        for flag, given in (("--resume", a.resume), ("--overwrite", a.overwrite),
+                            (f"--keep {a.keep}", a.keep is not None),
+                            ("--write ranks", getattr(a, "write", "root") != "root")):
+            if given:
+                raise errors.ConfigError(f"{flag} is about the checkpoint, and there is none: "
+                                         "give -o OUT.h5")
     return dict(worker_timeout=a.worker_timeout, deadline=a.deadline, time_margin=a.margin,
                 resume=a.resume, overwrite=a.overwrite, fsync=a.fsync, requeue=a.requeue,
                 max_restarts=a.max_restarts, keep=a.keep)

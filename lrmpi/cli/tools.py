@@ -86,6 +86,9 @@ def inspect(argv):
     a = p.parse_args(argv)
     if a.overwrite and not a.plot:
         raise errors.ConfigError("--overwrite replaces the --plot file, and there is no --plot")
+    if a.status and a.plot:  # one would be dropped
+        raise errors.ConfigError("--status prints the status alone, --plot draws the bounds: "
+                                 "give one")
     png = _plot_path(a.plot, a.path, a.overwrite) if a.plot else None
     from lrmpi.jobs.checkpoint import Checkpoint, owned
     ck = Checkpoint(a.path, safe=True)
