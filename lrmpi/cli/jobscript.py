@@ -139,6 +139,8 @@ def _options(p, ns):
             continue
         if action.nargs == 0:  # a flag (--no-adaptive, --no-cutoff: infer/matmul read them)
             words.append(action.option_strings[-1])
+        elif str(value).startswith("-"):  # one word: as two, the script's parser would read
+            words.append(f"{action.option_strings[-1]}={value}")  # an option, its loop --overwrite
         else:
             words += [action.option_strings[-1], str(value)]
         done.add(action.dest)
