@@ -21,7 +21,7 @@ from lrmpi import config, stages
 from lrmpi._version import __version__
 from lrmpi.errors import InputError, Stopped
 from lrmpi.jobs import inputs
-from lrmpi.jobs.job import Fingerprint, JobOptions, file_inputs, run_job
+from lrmpi.jobs.job import Fingerprint, InputWatch, JobOptions, file_inputs, run_job
 from lrmpi.log import logger
 from lrmpi.nn.engine import LayeredInference, PreparedModel, as_samples, check_rule
 from lrmpi.nn.loading import load_model, settle, unchanged  # the graph cache
@@ -77,7 +77,11 @@ class InferJob:
                 "model": str(m) if isinstance(m, (str, os.PathLike)) else "<Graph>",
                 "model_output": self.model_output or "",
                 "lrmpi_version": __version__,
-                "fingerprint": Fingerprint(self.X, *_graph_parts(graph))}
+                "fingerprint": self._watched(Fingerprint(self.X, *_graph_parts(graph)))}
+
+    def _watched(self, fp):
+        self.watch = InputWatch(self.inputs, fp)
+        return fp
 
     def build(self, should_stop):
         """The long preparation (weights as digit planes, operator norms), after the
@@ -188,6 +192,7 @@ class InferJob:
     def _record(self, eng, res, writer):
         """Rank 0: one finished resolution into the log, the callback and the checkpoint."""
         unchanged(self.graph)  # its cached copy changed in place: nothing of it is kept
+        self.watch.check()     # the same for the data (and the model's file: no effect)
         st = eng.state
         k = st["logits"].shape[1]
         spread = st["logits"].max(axis=1) - st["logits"].min(axis=1) if k > 1 else \

@@ -20,13 +20,14 @@ elapsed(), release(), serve() and execute(control, writer, ckpt, start) ->
 """
 import os
 import time
+import weakref
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 from lrmpi import config
 from lrmpi.digests import Digest, is_legacy
-from lrmpi.errors import CheckpointError, ConfigError, Stopped
+from lrmpi.errors import CheckpointError, ConfigError, InputError, Stopped
 from lrmpi.jobs import slurm
 from lrmpi.jobs.deadline import Deadline, StopSignals
 from lrmpi.log import logger
@@ -99,6 +100,38 @@ class Fingerprint:
     def matches(self, stored):
         """Whether a checkpoint's stored fingerprint is of these inputs."""
         return stored == (self.legacy() if is_legacy(stored) else self())
+
+
+class InputWatch:
+    """A running job's input files, watched for a change in place (the job reads its
+    operands and samples mapped from them, again at later resolutions: the CRT
+    resolution was computed from an A rewritten meanwhile, under A's old fingerprint).
+    check() before a resolution is recorded: a file whose ctime moved makes the inputs'
+    fingerprint be computed again from what the job reads now, and a different one fails
+    the job in one line (a touch or chmod changes nothing)."""
+
+    def __init__(self, specs, fp):
+        from lrmpi.jobs.checkpoint.output import input_file
+        self.fp, self.files = fp, []
+        for f in dict.fromkeys(filter(None, map(input_file, specs))):
+            try:
+                fd = os.open(f, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            except OSError:
+                continue
+            self.files.append([f, fd, os.fstat(fd).st_ctime_ns])
+            weakref.finalize(self, os.close, fd)
+
+    def check(self):
+        moved = []
+        for entry in self.files:
+            now = os.fstat(entry[1]).st_ctime_ns
+            if now != entry[2]:
+                moved.append(entry[0])
+                entry[2] = now
+        if moved and fingerprint(*self.fp.parts) != self.fp():
+            raise InputError(f"input {', '.join(moved)} was changed in place while the job ran: "
+                             "what it computed since cannot be trusted (nothing of it is "
+                             "kept); run again")
 
 
 def fingerprint(*parts, legacy=False):

@@ -11,7 +11,7 @@ import numpy as np
 from lrmpi._version import __version__
 from lrmpi.errors import CheckpointError, ConfigError
 from lrmpi.jobs import inputs
-from lrmpi.jobs.job import Fingerprint, JobOptions, file_inputs, run_job
+from lrmpi.jobs.job import Fingerprint, InputWatch, JobOptions, file_inputs, run_job
 from lrmpi.log import logger
 from lrmpi.numerics.layered import LayeredMatmul
 from lrmpi.parallel import protocol
@@ -56,7 +56,18 @@ class MatmulJob:
                 "write": self.write,
                 # hashing 2 x 128 MB takes ~0.3 s: the writer thread does it, unless
                 # a resume needs it now
-                "fingerprint": Fingerprint(lm.A, lm.B)}
+                "fingerprint": self._watched(Fingerprint(lm.A, lm.B))}
+
+    def _watched(self, fp):
+        self.watch = InputWatch(self.inputs, fp)
+        return fp
+
+    def _published(self, meta, C):
+        """Rank 0, a finished resolution before it is recorded: were the inputs it read
+        changed in place meanwhile (InputWatch)? Then the user's callback."""
+        self.watch.check()
+        if self.on_resolution is not None:
+            self.on_resolution(meta, C)
 
     @property
     def planned(self):
@@ -80,7 +91,7 @@ class MatmulJob:
         from lrmpi.parallel.root import Root  # the root's alone (workers start sooner)
         try:
             self.root = Root(self.lm, self.comm, writer=writer, control=control, resume=ckpt,
-                             start=start, on_resolution=self.on_resolution,
+                             start=start, on_resolution=self._published,
                              worker_timeout=self.worker_timeout, write=self.write)
         except BaseException:
             self.release()  # the workers still wait for JOB: STOP them, never a hang
