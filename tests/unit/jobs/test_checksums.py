@@ -66,7 +66,6 @@ def test_every_file_carries_checksums_and_a_changed_value_is_an_error(tmp_path):
 def test_files_written_before_checksums_read_and_are_marked_unchecked(tmp_path):
     rng = np.random.default_rng(2)
     A, B = rng.standard_normal((40, 20)), rng.standard_normal((20, 25))
-    out = str(tmp_path / "old.h5")
 
     def stop_at_2(meta, C):
         if meta["index"] == 2:
@@ -74,8 +73,10 @@ def test_files_written_before_checksums_read_and_are_marked_unchecked(tmp_path):
             time.sleep(0.3)  # the handler runs on the main thread: before the next round
     for attempt in range(3):
         # on a loaded machine the stop can be seen after the last round was already
-        # computed: the job then rightly says complete; stop another run
-        part = run_matmul(A, B, out, planes=3, on_resolution=stop_at_2, overwrite=attempt > 0)
+        # computed: the job then rightly says complete; stop another run (a new file:
+        # an --overwrite stopped early would keep the complete one)
+        out = str(tmp_path / f"old{attempt}.h5")
+        part = run_matmul(A, B, out, planes=3, on_resolution=stop_at_2)
         if part.status != "complete":
             break
     done = part.completed  # 2, or 3 if it was finished when the stop was seen
