@@ -59,22 +59,17 @@ def main(argv=None):
         refused = None
     except errors.ConfigError as exc:
         refused = str(exc)
-    if argv and argv[0] in JOB_COMMANDS:  # the ranks' environments may differ (MPMD, nodes)
-        from lrmpi.parallel.comm import first_refusal
-        found = first_refusal(refused)  # every rank, before any returns (or raises)
-        if found is not None:
-            if debug and refused is not None:
-                raise errors.ConfigError(refused)
-            if root:
-                where = "" if found[0] == 0 else f"rank {found[0]}: "
-                print(f"lrmpi: error: {where}{found[1]}", file=sys.stderr)
-            return EXIT_USAGE if root else EXIT_OK  # rank 0's code is the job's (below)
-    elif refused is not None:
-        if debug:
+    # the ranks' environments and commands may differ (MPMD, nodes): under a launcher,
+    # every rank learns every rank's before any returns (or raises)
+    from lrmpi.parallel.comm import handshake
+    found = handshake(argv[0] if argv else "", refused)
+    if found is not None:
+        if debug and refused is not None:
             raise errors.ConfigError(refused)
         if root:
-            print(f"lrmpi: error: {refused}", file=sys.stderr)
-        return EXIT_USAGE if root else EXIT_OK
+            where = "" if found[0] == 0 else f"rank {found[0]}: "
+            print(f"lrmpi: error: {where}{found[1]}", file=sys.stderr)
+        return EXIT_USAGE if root else EXIT_OK  # rank 0's code is the job's (below)
     setup_logging()
     if not argv or argv[0] in ("-h", "--help"):
         if root:

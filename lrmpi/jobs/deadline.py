@@ -135,6 +135,11 @@ def _hold(signum, frame):
     _held.append(signal.Signals(signum).name)
 
 
+def held():
+    """The stop signals held so far (outside a job), oldest first."""
+    return list(_held)
+
+
 def ignore_stop_signals():
     """The job command is ending (its exit code decided): a scheduler's stop signals are
     ignored from here to the exit. Python's finalization puts its own handlers

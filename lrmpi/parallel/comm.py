@@ -171,11 +171,19 @@ def bcast_object(comm, obj):
     return comm.bcast(obj, root=0)
 
 
-def first_refusal(message):
-    """Under a launcher of more than one process, every rank's settings refusal (None if
-    it had none) shared: (rank, message) of the lowest rank that refused, or None. A
-    collective of every rank, so a rank whose environment differs cannot leave the
-    others waiting for it in MPI forever; one process, or MPI unusable: its own."""
+HANDSHAKE_BYTES = 1024   # one rank's command and settings refusal (JSON), at most
+START_TIMEOUT_S = 300.0  # ranks that do not all reach lrmpi's handshake by then: ended
+
+
+def handshake(command, message):
+    """Under a launcher of more than one process, every rank's command and settings
+    refusal (None if it had none) shared: (rank, message) of the lowest rank that
+    refused, or (0, why) when the ranks run different commands (MPMD: `A : B`), or
+    None. A collective of every rank, so a rank whose environment or command differs
+    cannot leave the others waiting for it in MPI forever; nonblocking, so a stop
+    signal or Ctrl-C ends a rank left waiting (a rank that never comes: another
+    program), as START_TIMEOUT_S does: MPI_Abort, every rank. One process, or MPI
+    unusable: its own refusal."""
     own = None if message is None else (0, message)
     if launcher.launcher_size()[1] <= 1:
         return own
@@ -185,8 +193,48 @@ def first_refusal(message):
         return own
     if comm is None:
         return own
-    got = [(r, m) for r, m in enumerate(comm.allgather(message)) if m is not None]
+    import numpy as np
+    mine = json.dumps([command, None if message is None else message[:HANDSHAKE_BYTES // 2]])
+    send = np.frombuffer(mine.encode()[:HANDSHAKE_BYTES].ljust(HANDSHAKE_BYTES), np.uint8)
+    rows = np.zeros((comm.Get_size(), HANDSHAKE_BYTES), np.uint8)
+    _wait(comm, comm.Iallgather(send, rows), command)
+    said = []
+    for row in rows:
+        try:
+            said.append(tuple(json.loads(bytes(row).decode().rstrip())))
+        except ValueError:  # cut in the middle of a character or a string
+            said.append(("?", "its message was too long to pass on"))
+    for r, (cmd, _) in enumerate(said):
+        if cmd != said[0][0]:
+            return (0, f"rank {r} runs `lrmpi {cmd}`, rank 0 `lrmpi {said[0][0]}`: every rank "
+                       "of a job runs the same lrmpi command")
+    got = [(r, m) for r, (_, m) in enumerate(said) if m is not None]
     return got[0] if got else None
+
+
+def _wait(comm, req, command):
+    """Until `req` completes; a stop (held signal, Ctrl-C) or START_TIMEOUT_S first ends
+    the whole launch (MPI_Abort: a rank that returned would hang in MPI_Finalize)."""
+    import time
+
+    from lrmpi.jobs import deadline
+    limit = time.monotonic() + START_TIMEOUT_S
+    why = None
+    try:
+        while not req.Test():
+            if deadline.held():
+                why, code = "stopped while waiting for the other ranks to start", 4
+            elif time.monotonic() > limit:
+                why, code = (f"the other ranks did not all start lrmpi {command} within "
+                             f"{START_TIMEOUT_S:.0f} s (are they running another program?)"), 1
+            if why:
+                break
+            time.sleep(0.01)
+    except KeyboardInterrupt:
+        why, code = "interrupted while waiting for the other ranks to start", 130
+    if why:
+        print(f"lrmpi: error: rank {comm.Get_rank()}: {why}", file=sys.stderr, flush=True)
+        comm.Abort(code)
 
 
 def split_off(comm, member):
