@@ -82,23 +82,26 @@ def rowmax(X, *, isa=None):
     return amax if X.size else np.zeros(X.shape[0]), bad
 
 
+def _same_rows(x, name, **others):
+    """The bound passes' float64 arrays: C-contiguous, 2-D, all of x's shape (None: absent)."""
+    _need_c(x, name, np.float64, 2)
+    for other, a in others.items():
+        if a is not None:
+            _need_c(a, other, np.float64, 2)
+            if a.shape != x.shape:
+                raise ValueError(f"{other} has shape {a.shape}, {name} {x.shape}")
+
+
 def bound_inputs(h, D, e, bits, r, p, ut=None):
     """The difference bound's one pass over a linear node's input h (n x d) and its
     estimate D (or None): (ut, sums, umax) with ut = D - (h - Q_r(h)) (or its
     negation), sums[:, 0..2] the sums of squares of h, ut and the planes of h between
     p and r, umax the rows' max |ut| (ext/c/kernels.h, "bound passes")."""
-    _need_c(h, "h", np.float64, 2)
-    if D is not None:
-        _need_c(D, "D", np.float64, 2)
-        if D.shape != h.shape:
-            raise ValueError(f"D has shape {D.shape}, h {h.shape}")
+    _same_rows(h, "h", D=D, ut=ut)
     _need_c(e, "e", np.int32, 1)
     if e.shape[0] != h.shape[0]:
         raise ValueError(f"e has {e.shape[0]} entries for {h.shape[0]} rows")
-    if ut is None:
-        ut = np.empty_like(h)
-    elif ut.shape != h.shape or ut.dtype != np.float64 or not ut.flags.c_contiguous:
-        raise ValueError("ut must be a C-contiguous float64 array of h's shape")
+    ut = np.empty_like(h) if ut is None else ut
     sums = np.zeros((h.shape[0], 3))
     umax = np.zeros(h.shape[0])
     _k.bound_inputs(h, D, e, int(bits), int(r), int(p), ut, sums, umax)
@@ -119,14 +122,8 @@ def residual_sumsq(x, e, bits, planes):
 def bound_relu(x, D, y, Dy=None):
     """At a ReLU y = max(x, 0) with estimate D: (Dy, sums), Dy = y - max(x - D, 0) and
     sums[:, 0..1] the sums of squares of x - D and of Dy (kernels.h, "bound passes")."""
-    for a, name in ((x, "x"), (D, "D"), (y, "y")):
-        _need_c(a, name, np.float64, 2)
-        if a.shape != x.shape:
-            raise ValueError(f"{name} has shape {a.shape}, x {x.shape}")
-    if Dy is None:
-        Dy = np.empty_like(x)
-    elif Dy.shape != x.shape or Dy.dtype != np.float64 or not Dy.flags.c_contiguous:
-        raise ValueError("Dy must be a C-contiguous float64 array of x's shape")
+    _same_rows(x, "x", D=D, y=y, Dy=Dy)
+    Dy = np.empty_like(x) if Dy is None else Dy
     sums = np.zeros((x.shape[0], 2))
     _k.bound_relu(x, D, y, Dy, sums)
     return Dy, sums

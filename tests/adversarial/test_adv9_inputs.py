@@ -21,6 +21,17 @@ def rewrite_in_place(path, array):
         f.write(np.ascontiguousarray(array).tobytes())
 
 
+def rewrite_after_first(p, out, path, array):
+    """Once job `p` has resolution 1 of `out`, `array` over input `path` in place; the
+    job's stderr when it ends."""
+    try:
+        assert wait_completed(out, 1, p)
+        rewrite_in_place(path, array)
+        return p.communicate(timeout=60)[1]
+    finally:
+        kill_group(p)
+
+
 def test_operand_rewritten_in_place_during_crt_job(tmp_path, rng):
     A = rng.standard_normal((64, 24))
     B = rng.standard_normal((24, 16))
@@ -31,12 +42,7 @@ def test_operand_rewritten_in_place_during_crt_job(tmp_path, rng):
     out = tmp_path / "C.h5"
     p = start("matmul", a, b, "-o", out, *opts,
               env={"LRMPI_TEST_SLOW_RANK": "0", "LRMPI_TEST_SLOW_S": "0.7"})
-    try:
-        assert wait_completed(out, 1, p)
-        rewrite_in_place(a, 2 * A)
-        _, err = p.communicate(timeout=60)
-    finally:
-        kill_group(p)
+    err = rewrite_after_first(p, out, a, 2 * A)
     if p.returncode == 0:
         C, at = load(out)
         C0, _ = load(ref)
@@ -58,12 +64,7 @@ def test_infer_data_rewritten_in_place_during_job(tmp_path, rng):
     p = start("infer", m, x, "-o", out, *opts, n=2,
               env={**env, "LRMPI_TEST_SLOW_RANK": "1", "LRMPI_TEST_SLOW_S": "0.7",
                    "LRMPI_ROOT_COMPUTES": "no"})
-    try:
-        assert wait_completed(out, 1, p)
-        rewrite_in_place(x, 3 * X)
-        _, err = p.communicate(timeout=60)
-    finally:
-        kill_group(p)
+    err = rewrite_after_first(p, out, x, 3 * X)
     if p.returncode == 0:
         assert same_results(out, ref)
     else:
