@@ -206,15 +206,15 @@ class MappedEntry(Entry):
         return (offsets, _hex(h)) if self._write(save) else None
 
 
-    def arena(self):
-        """An Arena making this entry as its arrays are computed, or None (no cache
-        folder, or one that takes no file)."""
+    def arena(self, min_bytes=0):
+        """An Arena making this entry as its arrays (of `min_bytes` and more) are
+        computed, or None (no cache folder, or one that takes no file)."""
         tmp = self._tmp()
         if tmp is None:
             return None
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            return Arena(self.path, tmp)
+            return Arena(self.path, tmp, min_bytes)
         except OSError:
             return None
 
@@ -232,9 +232,10 @@ class Arena:
 
     HEAD = 4096
 
-    def __init__(self, path, tmp):
+    def __init__(self, path, tmp, min_bytes=0):
         import mmap
         self.path, self.tmp, self.page = path, tmp, mmap.PAGESIZE
+        self.min_bytes = min_bytes
         self.head = -(-self.HEAD // self.page) * self.page
         self.fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         self.size = self.head
@@ -246,10 +247,11 @@ class Arena:
             raise
 
     def take(self, shape):
-        """A new float64 array of `shape` in the file (contents undefined), or None."""
+        """A new float64 array of `shape` in the file (contents undefined), or None
+        (smaller than min_bytes, or no room)."""
         import mmap
         count = int(np.prod(shape))
-        if self.fd is None or count == 0:
+        if self.fd is None or count == 0 or count * 8 < self.min_bytes:
             return None
         nbytes = count * 8
         grow = -(-nbytes // self.page) * self.page

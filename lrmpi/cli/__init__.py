@@ -61,8 +61,9 @@ def main(argv=None):
         refused = str(exc)
     # the ranks' environments and commands may differ (MPMD, nodes): under a launcher,
     # every rank learns every rank's before any returns (or raises)
+    from lrmpi.jobs.deadline import held
     from lrmpi.parallel.comm import handshake
-    found = handshake(argv[0] if argv else "", refused)
+    found = handshake(argv[0] if argv else "", refused, stopped=held)
     if found is not None:
         if debug and refused is not None:
             raise errors.ConfigError(refused)

@@ -55,7 +55,7 @@ def load_model(path, **options):
     if g is not None:
         return g
     # the large weights are made in the new entry's file (its pages, written once)
-    arena = entries[0].arena() if path.endswith(".onnx") else None
+    arena = entries[0].arena(MAPPED_BYTES) if path.endswith(".onnx") else None
     try:
         g = _import(path, {**options, "arena": arena})
     except BaseException:

@@ -19,7 +19,6 @@ import numpy as np
 from lrmpi.errors import InputError
 from lrmpi.nn import graph as G
 from lrmpi.nn import onnx_layers, onnx_movement, onnx_proto
-from lrmpi.nn.loading import MAPPED_BYTES
 from lrmpi.nn.operators import HEADS, ShapeError, output_shape
 
 SKIPPED = {"Identity", "Dropout", "Cast"}
@@ -113,9 +112,9 @@ class _Importer:
 
     def f64(self, a):
         """A float64 C-contiguous copy of array `a` (exact for ONNX's float types), made
-        in the arena when it is large (the cache entry's pages: loading.py)."""
+        in the arena when it takes it (large: the cache entry's pages, loading.py)."""
         a = np.asarray(a)
-        if self.arena is not None and a.size * 8 >= MAPPED_BYTES:
+        if self.arena is not None:   # None from it: too small to be kept there, or no room
             out = self.arena.take(a.shape)
             if out is not None:
                 np.copyto(out, a, casting="unsafe")

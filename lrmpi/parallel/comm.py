@@ -175,15 +175,15 @@ HANDSHAKE_BYTES = 1024   # one rank's command and settings refusal (JSON), at mo
 START_TIMEOUT_S = 300.0  # ranks that do not all reach lrmpi's handshake by then: ended
 
 
-def handshake(command, message):
+def handshake(command, message, stopped=None):
     """Under a launcher of more than one process, every rank's command and settings
     refusal (None if it had none) shared: (rank, message) of the lowest rank that
     refused, or (0, why) when the ranks run different commands (MPMD: `A : B`), or
     None. A collective of every rank, so a rank whose environment or command differs
     cannot leave the others waiting for it in MPI forever; nonblocking, so a stop
     signal or Ctrl-C ends a rank left waiting (a rank that never comes: another
-    program), as START_TIMEOUT_S does: MPI_Abort, every rank. One process, or MPI
-    unusable: its own refusal."""
+    program), as START_TIMEOUT_S does: MPI_Abort, every rank (`stopped()`: the stop
+    signals received so far). One process, or MPI unusable: its own refusal."""
     own = None if message is None else (0, message)
     if launcher.launcher_size()[1] <= 1:
         return own
@@ -197,7 +197,7 @@ def handshake(command, message):
     mine = json.dumps([command, None if message is None else message[:HANDSHAKE_BYTES // 2]])
     send = np.frombuffer(mine.encode()[:HANDSHAKE_BYTES].ljust(HANDSHAKE_BYTES), np.uint8)
     rows = np.zeros((comm.Get_size(), HANDSHAKE_BYTES), np.uint8)
-    _wait(comm, comm.Iallgather(send, rows), command)
+    _wait(comm, comm.Iallgather(send, rows), command, stopped or (lambda: None))
     said = []
     for row in rows:
         try:
@@ -212,17 +212,16 @@ def handshake(command, message):
     return got[0] if got else None
 
 
-def _wait(comm, req, command):
-    """Until `req` completes; a stop (held signal, Ctrl-C) or START_TIMEOUT_S first ends
-    the whole launch (MPI_Abort: a rank that returned would hang in MPI_Finalize)."""
+def _wait(comm, req, command, stopped):
+    """Until `req` completes; a stop (a signal `stopped()` reports, Ctrl-C) or
+    START_TIMEOUT_S first ends the whole launch (MPI_Abort: a rank that returned would
+    hang in MPI_Finalize)."""
     import time
-
-    from lrmpi.jobs import deadline
     limit = time.monotonic() + START_TIMEOUT_S
     why = None
     try:
         while not req.Test():
-            if deadline.held():
+            if stopped():
                 why, code = "stopped while waiting for the other ranks to start", 4
             elif time.monotonic() > limit:
                 why, code = (f"the other ranks did not all start lrmpi {command} within "
