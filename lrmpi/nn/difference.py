@@ -271,7 +271,7 @@ class DiffTracker:
         if op in MOVES:   # L = 1, or sqrt(repeats) of a selection that repeats entries
             D, L = self.D[ins[0]], lipschitz(node, args[0].shape)[0]
             if D is not None:
-                D = ops.apply(_zero_padding(node), [D])
+                D = ops.apply(ops.zero_padding(node), [D])
             return self._done(node, D, _sum({"carried": L * self.B[ins[0]]}))
         if op == "add":
             return self._add(node, args)
@@ -288,18 +288,16 @@ class DiffTracker:
         if D is None:      # the estimate is 0: w = x_r exactly, f(w) = y
             w, yw, Dy, nDy, nw, rw = args[0], y, None, None, None, 0.0
             terms = {"carried": L * bx}
-        elif op == "relu":  # one fused pass (verified.relu_difference); w is not kept
-            w, yw = None, None
-            Dy, nw, nDy = relu_difference(args[0], D, y, self._out(node, "Dy"))
-            rw = U1 * nw                                             # w's rounding
-            terms = {"carried": L * bx, "estimate_rounding": L * rw + U1 * nDy}
         else:              # w = x_r - D estimates x_f, D_y = y_r - f(w)
-            w = args[0] - D
-            nw = norm_up(w)
+            if op == "relu":   # one fused pass (verified.relu_difference); w is not kept
+                w, yw = None, None
+                Dy, nw, nDy = relu_difference(args[0], D, y, self._out(node, "Dy"))
+            else:
+                w = args[0] - D
+                nw, yw = norm_up(w), ops.apply(node, [w])
+                Dy = y - yw
+                nDy = norm_up(Dy)
             rw = U1 * nw                                             # w's rounding
-            yw = ops.apply(node, [w])
-            Dy = y - yw
-            nDy = norm_up(Dy)
             terms = {"carried": L * bx, "estimate_rounding": L * rw + U1 * nDy}
         if op in ROUNDED:  # one rounding of f at w and at x_f
             terms["op_rounding"] = U1 * (2 + U1) * norm_up(yw) + U1 * L * (bx + rw)
@@ -354,10 +352,9 @@ class DiffTracker:
         D, nd = None, 0.0
         if parts:
             buf = self._out(node, "D")
-            D = parts[0].copy() if len(parts) == 1 or buf is None else buf(parts[0].shape)
-            for i, d in enumerate(parts[1:]):   # left to right, as D + d + ...
-                D = np.add(parts[0] if i == 0 else D, d, out=D) if buf is not None \
-                    else D + d
+            D = parts[0] if len(parts) > 1 else parts[0].copy()
+            for d in parts[1:]:   # left to right, as D + d + ..., into the reused buffer
+                D = np.add(D, d, out=None if buf is None else buf(D.shape))
             nd = sum(norm_up(d) for d in parts)
         # y_r and y_f round their sums by gamma_(n-1) of the |terms|, and so does D
         nx = sum(norm_up(a) for a in args)
@@ -401,9 +398,3 @@ def _offset_norm(node, shape):
     c = np.asarray(p["c"], np.float64)
     c = np.broadcast_to(c, np.broadcast_shapes(c.shape, (1,) + tuple(shape[1:])))
     return math.sqrt(float(np.sum(c * c)) * (1 + 2 * gamma(c.size + 2))) * UP
-
-
-def _zero_padding(node):
-    if node.op != "pad":
-        return node
-    return type(node)(node.op, node.inputs, node.output, {**node.params, "value": 0.0})
