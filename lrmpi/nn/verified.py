@@ -184,6 +184,17 @@ def relu_difference(x, D, y, out=None):
     return Dy.reshape(x.shape), nw, nDy
 
 
+def residual_squares(x, e, bits, planes):
+    """Per row of a 2-d x, the computed sum of squares of residual(x, e, bits, planes)
+    (the squares and their sum rounded, in some order), in one fused pass; None where
+    a step is not a normal float (the fused pass's scalings would not be exact)."""
+    from lrmpi.numerics import kernels
+    e32 = np.ascontiguousarray(e, np.int32)
+    if x.ndim != 2 or x.shape[1] == 0 or not _fast_steps(e32, bits, planes):
+        return None
+    return kernels.residual_sumsq(np.ascontiguousarray(x, np.float64), e32, bits, planes)
+
+
 def residual_norm(x, e, bits, planes):
     """norm_up(residual(x, e, bits, planes)), in one fused pass where the steps allow."""
     from lrmpi.numerics import kernels

@@ -92,3 +92,23 @@ def test_relu_difference_matches_numpy():
     h[7, 0], D[7, 1] = np.nan, np.inf  # no finite bound for those rows: inf
     _, nw, nDy = V.relu_difference(h, D, np.maximum(h, 0.0))
     assert nw[7] == np.inf and nDy[7] == np.inf
+
+
+@pytest.mark.parametrize("q", [1, 2, 4])
+def test_weight_residual_rows_fused_are_upper_bounds_as_numpy_s(q):
+    """The weights' residual norms W - Q_q(W) per row (norms.NodeNorms.residual) from the
+    fused pass: row bounds above the exact norms and within rounding of the numpy pass
+    they replace; a row whose steps leave the normal range takes that numpy pass."""
+    from lrmpi.nn.norms import _row_norms
+    from lrmpi.numerics import planes as P
+    rng = np.random.default_rng(q)
+    W = rng.standard_normal((12, 50)) * np.exp2(rng.integers(-20, 20, (12, 1)))
+    W[3] = 0.0
+    e = P.exponents(W)
+    fused = V.residual_squares(W, e, 7, q)
+    d = V.residual(W, e, 7, q)
+    ref = np.einsum("ij,ij->i", d, d)
+    np.testing.assert_allclose(fused, ref, rtol=1e-13, atol=0)
+    assert np.all(_row_norms(fused, W.shape[1]) >= exact_norm(d))
+    tiny = W * 2.0**-1000                     # steps below the normal range: no fused pass
+    assert V.residual_squares(tiny, P.exponents(tiny), 7, q) is None
