@@ -7,7 +7,7 @@ lrmpi/numerics/kernels.py does that once. Each takes an optional `isa` to call a
 specific variant (tests compare every variant with the reference).
 """
 from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
-from _kernels cimport (LRMPI_MAX_LIMBS, lrmpi_nn_layer, lrmpi_nn_planes, lrmpi_dot2_ref, lrmpi_bound_inputs, lrmpi_residual_sumsq, lrmpi_bound_relu, lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
+from _kernels cimport (LRMPI_MAX_LIMBS, lrmpi_nn_layer, lrmpi_nn_planes, lrmpi_dot2_ref, lrmpi_bound_inputs, lrmpi_residual_sumsq, lrmpi_bound_relu, lrmpi_weight_rows, lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
                        lrmpi_kernel_isas, lrmpi_set_isa)
 
 
@@ -235,6 +235,18 @@ def residual_sumsq(const double[:, ::1] x, const int32_t[::1] e, int bits, int p
         return
     with nogil:
         lrmpi_residual_sumsq(n, d, &x[0, 0], &e[0], bits, planes, &sums[0])
+
+
+def weight_rows(const double[:, ::1] W, double[::1] amax, double[::1] sabs, double[::1] ssq,
+                double[::1] cols):
+    """One pass over W for its norms (kernels.h); True if W holds NaN/Inf."""
+    cdef int64_t n = W.shape[0], d = W.shape[1]
+    cdef int bad
+    if n == 0 or d == 0:
+        return False
+    with nogil:
+        bad = lrmpi_weight_rows(n, d, &W[0, 0], &amax[0], &sabs[0], &ssq[0], &cols[0])
+    return bool(bad)
 
 
 def bound_relu(const double[:, ::1] x, const double[:, ::1] D, const double[:, ::1] y,

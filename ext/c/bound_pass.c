@@ -129,3 +129,38 @@ CLONES void lrmpi_bound_relu(int64_t n, int64_t d, const double *x, const double
         sums[2 * i + 1] = lanes_sum(sd);
     }
 }
+
+CLONES int lrmpi_weight_rows(int64_t n, int64_t d, const double *W, double *amax, double *sabs,
+                             double *ssq, double *restrict cols)
+{
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double *restrict w = W + i * d;   /* cols is not W: the loop vectorises */
+        double m[LANES] = {0}, sa[LANES] = {0}, sq[LANES] = {0};
+        FOR_LANES(d, {
+            const double v = w[j];
+            const double at = fabs(v);
+            m[k] = at > m[k] ? at : m[k];
+            sa[k] += at;
+            sq[k] += v * v;
+            cols[j] += at;
+        });
+        double mx = 0.0;
+        for (int k = 0; k < LANES; k++)
+            mx = m[k] > mx ? m[k] : mx;
+        sabs[i] = lanes_sum(sa);
+        ssq[i] = lanes_sum(sq);
+        if (!(sabs[i] <= DBL_MAX)) {   /* NaN/Inf in the row, or a sum past DBL_MAX: look */
+            mx = 0.0;
+            for (int64_t j = 0; j < d; j++) {
+                const double at = fabs(w[j]);
+                if (at <= DBL_MAX)
+                    mx = at > mx ? at : mx;   /* as rowmax: finite entries only */
+                else
+                    bad = 1;
+            }
+        }
+        amax[i] = mx;
+    }
+    return bad;
+}

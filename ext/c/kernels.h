@@ -388,5 +388,11 @@ void lrmpi_residual_sumsq(int64_t n, int64_t d, const double *x, const int32_t *
                           int planes, double *sums);
 void lrmpi_bound_relu(int64_t n, int64_t d, const double *x, const double *D, const double *y,
                       double *Dy, double *sums);
+/* weight_rows: one pass over a weight matrix W (n x d) for its norms: per row      */
+/*   amax[i] := max_j |w| of its finite entries (as rowmax), sabs[i] := sum |w|,  */
+/*   ssq[i] := sum w^2; cols[j] += |w[i,j]| over the rows (sums in some order);    */
+/*   returns 1 if W holds NaN/Inf.                                                 */
+int lrmpi_weight_rows(int64_t n, int64_t d, const double *W, double *amax, double *sabs,
+                      double *ssq, double *cols);
 
 #endif

@@ -59,7 +59,6 @@ class NodeNorms:
         b = node.params["b"]
         self.bnorm = V.up(math.sqrt(float(np.sum(b * b)) * (1 + 2 * V.gamma(b.size + 2))))
         self.S, self.dS, self.drows = {}, {}, {}   # level -> norm; q -> {level: norm}; q -> rows
-        self._exps = None
         self.symbol = False            # ModelNorms decides (the model's symbol budget)
         self.symbol_cost = V.conv_symbol_cost(W, in_shape, node.params) if self.conv else 0.0
 
@@ -70,8 +69,11 @@ class NodeNorms:
         if self.A is not None and self.rows is not None and "cheap" in self.S:
             return False
         W = self.node.params["W"]
-        self.A = V.abs_operator_bound(W if self.conv else self.W2, self.node.params)
-        sq = np.einsum("ij,ij->i", self.W2, self.W2)  # no W * W in fresh memory
+        # one pass over W: |W|'s bound, the rows' squares and the digits' exponents
+        self.A, sq, amax, finite = V.weight_norms(W if self.conv else self.W2,
+                                                  self.node.params)
+        if finite:
+            self.weights.exponents(amax)
         self.rows = _row_norms(sq, self.k)
         self.S["cheap"] = self._frobenius(sq)
         return True
@@ -157,10 +159,7 @@ class NodeNorms:
 
     def _exponents(self):
         """Per row of W2, e with max|row| < 2^e (the digits' scale), once."""
-        from lrmpi.numerics import planes as P
-        if self._exps is None:
-            self._exps = P.exponents(np.ascontiguousarray(self.W2))
-        return self._exps
+        return self.weights.exponents()
 
     # --- what travels and what is cached ---
     def state(self):
@@ -176,9 +175,6 @@ class NodeNorms:
                 self.dS.setdefault(q, {}).setdefault(k, x)
         for q, v in state["drows"].items():
             self.drows.setdefault(q, v)
-
-    def __getstate__(self):  # travels to the ranks without its scratch exponents
-        return {**self.__dict__, "_exps": None}
 
 
 def _row_norms(row_squares, k):

@@ -119,6 +119,22 @@ def residual_sumsq(x, e, bits, planes):
     return sums
 
 
+def weight_rows(W, cols=None):
+    """One pass over a weight matrix W (rows x k) for its norms (kernels.h): (amax, sabs,
+    ssq, cols, bad): per row max|w| of its finite entries, sum |w| and sum w^2; cols
+    (k,) += |w| over the rows (a new zero array if None); bad: W holds NaN/Inf."""
+    _need_c(W, "W", np.float64, 2)
+    n, k = W.shape
+    if cols is None:
+        cols = np.zeros(k)
+    _need_c(cols, "cols", np.float64, 1)
+    if cols.shape[0] != k:
+        raise ValueError(f"cols has {cols.shape[0]} entries for {k} columns")
+    amax, sabs, ssq = np.zeros(n), np.zeros(n), np.zeros(n)
+    bad = _k.weight_rows(W, amax, sabs, ssq, cols)
+    return amax, sabs, ssq, cols, bad
+
+
 def bound_relu(x, D, y, Dy=None):
     """At a ReLU y = max(x, 0) with estimate D: (Dy, sums), Dy = y - max(x - D, 0) and
     sums[:, 0..1] the sums of squares of x - D and of Dy (kernels.h, "bound passes")."""

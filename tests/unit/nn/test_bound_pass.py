@@ -112,3 +112,48 @@ def test_weight_residual_rows_fused_are_upper_bounds_as_numpy_s(q):
     assert np.all(_row_norms(fused, W.shape[1]) >= exact_norm(d))
     tiny = W * 2.0**-1000                     # steps below the normal range: no fused pass
     assert V.residual_squares(tiny, P.exponents(tiny), 7, q) is None
+
+
+def test_weight_rows_one_pass_as_the_numpy_passes():
+    """kernels.weight_rows (the norms' one pass over W): rows' max over finite entries as
+    rowmax, sums of |w| and w^2 and the columns' sums of |w| within rounding of numpy's;
+    NaN/Inf reported (and the max of the finite entries kept), sums past DBL_MAX not."""
+    from lrmpi.numerics import kernels as K
+    rng = np.random.default_rng(11)
+    W = rng.standard_normal((7, 45)) * np.exp2(rng.integers(-30, 30, (7, 1)))
+    amax, sabs, ssq, cols, bad = K.weight_rows(W)
+    assert not bad
+    np.testing.assert_array_equal(amax, K.rowmax(W)[0])
+    np.testing.assert_allclose(sabs, np.abs(W).sum(axis=1), rtol=1e-14)
+    np.testing.assert_allclose(ssq, (W * W).sum(axis=1), rtol=1e-14)
+    np.testing.assert_allclose(cols, np.abs(W).sum(axis=0), rtol=1e-14)
+    for v in (np.nan, np.inf, -np.inf):
+        X = W.copy()
+        X[2, 9] = v
+        amax, *_, bad = K.weight_rows(X)
+        assert bad
+        np.testing.assert_array_equal(amax, K.rowmax(X)[0])
+    X = W.copy()
+    X[4, :3] = 1.7e308                        # finite entries whose sum is not
+    amax, *_, bad = K.weight_rows(X)
+    assert not bad and amax[4] == 1.7e308
+
+
+def test_weight_exponents_travel_with_the_model():
+    """The rows' exponents the norms' pass found are the rowmax ones, and a pickled
+    NodeWeights (the model sent to the ranks) keeps them: its digits are the same bits."""
+    import pickle
+    from lrmpi.nn.graph import Node
+    from lrmpi.nn.quantized import NodeWeights
+    from lrmpi.numerics import kernels as K, planes as P
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((6, 4, 3, 3)) * np.exp2(rng.integers(-9, 9, (6, 1, 1, 1)))
+    node = Node("conv", ["x"], "y", {"W": W, "b": np.zeros(6), "group": 1})
+    nw = NodeWeights(node, 7, 3)
+    _, _, amax, finite = V.weight_norms(W, node.params)
+    assert finite
+    np.testing.assert_array_equal(nw.exponents(amax), P.exponents(nw.W2))
+    back = pickle.loads(pickle.dumps(nw))
+    np.testing.assert_array_equal(back._exps, nw._exps)
+    np.testing.assert_array_equal(back.enc.digits, P.encode(nw.W2, 7, 3).digits)
+    assert K.rowmax(nw.W2)[0].shape == amax.shape
