@@ -90,7 +90,8 @@ class NodeNorms:
         """sqrt(overlap) times the largest group's Frobenius norm, from the rows' sums
         of squares (a sum of the squares in some order: the factor covers any)."""
         per = len(row_squares) // self.group
-        fro = max(math.sqrt(float(np.sum(row_squares[i * per:(i + 1) * per]))
+        fro = max(math.sqrt((float(np.sum(row_squares[i * per:(i + 1) * per]))
+                             + per * self.k * 2.0**-1071)   # squares lost to underflow
                             * (1 + 2 * V.gamma(per * self.k + 2))) for i in range(self.group))
         return V.up(math.sqrt(self.overlap) * fro * V.UP)
 
@@ -178,8 +179,9 @@ class NodeNorms:
 
 
 def _row_norms(row_squares, k):
-    """Upper bounds on each row's l2 norm from its computed sum of k squares."""
-    return V.up(np.sqrt(row_squares * (1 + 2 * V.gamma(k + 2))))
+    """Upper bounds on each row's l2 norm from its computed sum of k squares (each
+    square that underflowed lost < 2^-1074: k 2^-1071 covers them, as _finish does)."""
+    return V.up(np.sqrt((row_squares + k * 2.0**-1071) * (1 + 2 * V.gamma(k + 2))))
 
 
 class ModelNorms:
@@ -247,7 +249,9 @@ class _Cache:
                           sorted((k, v) for k, v in n.params.items()
                                  if not isinstance(v, np.ndarray)),
                           weights[n.output].W2, n.params["b"], weights[n.output].bits))
-        self.entry = cache.Entry("norms2", cache.digest(*parts))
+        # "norms3": the rows' sums of squares from the C pass (another order of summing
+        # than norms2's einsum: other last bits), so an older entry is never read
+        self.entry = cache.Entry("norms3", cache.digest(*parts))
 
     def restore(self, nodes):
         saved = self.entry.load() or {}

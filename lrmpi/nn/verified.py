@@ -415,4 +415,6 @@ def weight_norms(W, p=None):
     # input channel's Og kh kw (every tap of every output channel of its group)
     k = max(W.shape[0], int(np.prod(W.shape[1:])), Og * int(np.prod(W.shape[2:])))
     row = float(np.max(sabs))
-    return up(math.sqrt(row * col * (1 + 2 * gamma(k + 2)))), sq, amax, finite
+    # the roots first: row * col of tiny weights underflows (sums of |w| do not)
+    A = up(up(math.sqrt(row)) * up(math.sqrt(col * (1 + 2 * gamma(k + 2)))))
+    return A, sq, amax, finite

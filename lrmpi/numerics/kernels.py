@@ -130,6 +130,8 @@ def weight_rows(W, cols=None):
     _need_c(cols, "cols", np.float64, 1)
     if cols.shape[0] != k:
         raise ValueError(f"cols has {cols.shape[0]} entries for {k} columns")
+    if np.shares_memory(cols, W):   # the C reads W and adds into cols (restrict)
+        raise ValueError("cols overlaps W")
     amax, sabs, ssq = np.zeros(n), np.zeros(n), np.zeros(n)
     bad = _k.weight_rows(W, amax, sabs, ssq, cols)
     return amax, sabs, ssq, cols, bad

@@ -34,7 +34,7 @@ def assert_same(got, want):
 
 
 def entries(cache, kind):
-    """The cache's files of one kind (graph, norms2, packed)."""
+    """The cache's files of one kind (graph, norms3, packed)."""
     return sorted(glob.glob(os.path.join(str(cache), f"{kind}-*")))
 
 

@@ -107,7 +107,7 @@ def _float64_logits(model, X):
 
 def test_norms_entries_swapped_between_two_models_bounds_stay_rigorous(tmp_path, tiny):
     """Two models of one architecture, the second the first's weights / 50, run with one
-    cache; their `norms2` entries then swap names. The first model's next run: every
+    cache; their `norms3` entries then swap names. The first model's next run: every
     resolution's bound still covers |scores - float64 model| (README: "Bounds on every
     logit, per sample, against the float64 model"; design.md: a radius never depends "on
     what a cache held"), and its bounds equal a run without a cache's."""
@@ -119,7 +119,7 @@ def test_norms_entries_swapped_between_two_models_bounds_stay_rigorous(tmp_path,
         t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) / 50, t.name))
     small = tmp_path / "small.onnx"
     onnx.save(m, str(small))
-    out = _run_with_swapped(tmp_path, m1, small, data, "norms2")
+    out = _run_with_swapped(tmp_path, m1, small, data, "norms3")
     if out is None:
         return
     exact = _float64_logits(m1, np.load(data))
@@ -157,10 +157,10 @@ def test_norms_entry_of_another_architecture_under_the_name(tmp_path, rng, tiny)
     cache = tmp_path / "cache"
     other = mlp_onnx(tmp_path / "o.onnx", rng, sizes=(16, 20, 4))
     assert_ok(infer(m1, data, tmp_path / "a.h5", cache=cache))
-    [mine] = entries(cache, "norms2")
+    [mine] = entries(cache, "norms3")
     os.remove(mine)
     assert_ok(infer(other, data, tmp_path / "b.h5", cache=cache))
-    [theirs] = entries(cache, "norms2")
+    [theirs] = entries(cache, "norms3")
     os.rename(theirs, mine)
     out = tmp_path / "s.h5"
     r = infer(m1, data, out, cache=cache)

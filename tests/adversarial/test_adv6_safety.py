@@ -25,7 +25,7 @@ def test_cache_dir_is_the_output_folder_survives_overwrite(tmp_path, tiny):
     if r.returncode != 0:
         assert_one_error(r, codes=(1, 2))
         return
-    kept = {p: digest(p) for p in entries(cache, "graph") + entries(cache, "norms2")}
+    kept = {p: digest(p) for p in entries(cache, "graph") + entries(cache, "norms3")}
     assert kept
     other = save(tmp_path / "d2.npy", np.ones((5, 16), np.float32))
     assert_ok(infer(m1, other, out, "--overwrite"))
@@ -43,7 +43,7 @@ def test_cache_dir_inside_an_old_job_folder_survives_overwrite(tmp_path, tiny):
     cache = os.path.join(job_folder(out), "cache")
     other = save(tmp_path / "d2.npy", np.ones((5, 16), np.float32))
     assert_ok(infer(m1, other, out, "--overwrite", cache=cache))
-    files = entries(cache, "graph") + entries(cache, "norms2")
+    files = entries(cache, "graph") + entries(cache, "norms3")
     assert files, "no cache written"
     assert_ok(infer(m1, data, out, "--overwrite", cache=cache))
     for p in files:

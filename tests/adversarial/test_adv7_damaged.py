@@ -19,7 +19,7 @@ from adversary6 import assert_same, cache_env, entries, infer
 from adversary7 import PACK_ARGS, PACK_ENV, pinfer
 
 
-@pytest.mark.parametrize("kind", ["graph", "norms2"])
+@pytest.mark.parametrize("kind", ["graph", "norms3"])
 def test_cache_entry_truncated_reads_as_absent(tmp_path, tiny, kind):
     """A graph / norms entry cut to half its size: the next run completes and equals the
     no-cache reference bit for bit."""

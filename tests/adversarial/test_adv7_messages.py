@@ -42,7 +42,7 @@ def every_kind(tmp_path_factory):
         "rank": one(rk + ".d/*/rank0001-res001.h5"),
         "state": one(str(s) + ".d/*/state*.h5"),
         "graph": entries(cache, "graph")[0],
-        "norms": entries(cache, "norms2")[0],
+        "norms": entries(cache, "norms3")[0],
         "lock": c + ".d/.lock",
         "model": str(m),
     }

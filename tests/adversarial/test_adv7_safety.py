@@ -78,13 +78,13 @@ def test_operand_read_through_the_old_job_file_with_overwrite(tmp_path, done):
 
 
 def test_cache_folder_with_user_files_keeps_them(tmp_path, tiny):
-    """LRMPI_CACHE_DIR a folder of the user's holding `graph-notes.txt`, `norms2-x.npz`
+    """LRMPI_CACHE_DIR a folder of the user's holding `graph-notes.txt`, `norms3-x.npz`
     (a user's npz) and a subfolder: after two runs all are byte for byte as they were."""
     m1, _, data, ref1 = tiny
     cache = tmp_path / "c"
     cache.mkdir()
     (cache / "graph-notes.txt").write_text("mine")
-    np.savez(cache / "norms2-x.npz", a=np.arange(4))
+    np.savez(cache / "norms3-x.npz", a=np.arange(4))
     (cache / "sub").mkdir()
     (cache / "sub" / "f").write_text("x")
     before = snapshot(cache)

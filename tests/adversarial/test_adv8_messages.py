@@ -38,7 +38,7 @@ def zoo(tmp_path_factory, gmodels):
     return {
         "graph_npy": graph_npy(cache),
         "graph_npz": graph_npy(cache)[:-4] + ".npz",
-        "norms": glob.glob(str(cache / "norms2-*"))[0],
+        "norms": glob.glob(str(cache / "norms3-*"))[0],
         "sums": glob.glob(os.path.join(job_folder(root), "sums*.h5"))[0],
         "rank_file": glob.glob(os.path.join(jf, "rank*-res*.h5"))[0],
         "plot": str(plot), "stats": str(stats),

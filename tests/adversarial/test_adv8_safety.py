@@ -150,12 +150,12 @@ def test_pack_into_the_cache_folder_then_infer_keeps_the_pack(tmp_path, gmodels)
 
 
 def test_stats_file_in_the_cache_folder_leaves_entries(tmp_path, gmodels, ops):
-    """LRMPI_STATS_FILE named `norms2-x.json` in the cache folder for a matmul, then an infer
+    """LRMPI_STATS_FILE named `norms3-x.json` in the cache folder for a matmul, then an infer
     with that cache: both complete; the stats file and the cache's entries stay."""
     m1, _, data, seed, ref1 = gmodels
     cache = warm(seed, tmp_path / "c")
     a, b, _, _ = ops
-    stats = cache / "norms2-x.json"
+    stats = cache / "norms3-x.json"
     assert_ok(run("matmul", a, b, "-o", tmp_path / "C.h5", "--planes", "2",
                   env={"LRMPI_STATS_FILE": str(stats)}))
     assert stats.exists()

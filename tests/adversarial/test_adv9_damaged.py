@@ -60,7 +60,7 @@ def test_graph_npz_small_parameter_edited_is_not_used(net, tmp_path):
 
 def test_norms_entry_scaled_down_bounds_stay_rigorous(net, tmp_path):
     cache = shutil.copytree(net[3], tmp_path / "c")
-    npz = one(cache, "norms2-*.npz")
+    npz = one(cache, "norms3-*.npz")
     edit_npz(npz, lambda z: z.update({k: v * 1e-6 for k, v in z.items() if v.dtype.kind == "f"}))
     out = tmp_path / "I.h5"
     assert_ok(infer_with(net, cache, out))
@@ -90,7 +90,7 @@ def test_graph_npz_replaced_by_a_folder(net, tmp_path):
 
 def test_norms_entry_unreadable_without_caps(net, tmp_path):
     cache = shutil.copytree(net[3], tmp_path / "c")
-    npz = one(cache, "norms2-*.npz")
+    npz = one(cache, "norms3-*.npz")
     os.chmod(npz, 0)
     out = tmp_path / "I.h5"
     res = infer_with(net, cache, out, runner=run_nocap)

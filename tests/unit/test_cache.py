@@ -52,7 +52,7 @@ def test_a_killed_writer_s_temporary_file_is_removed_by_the_next_store(tmp_path)
     from lrmpi import config
     from lrmpi.cache import Entry
     with config.configure(cache_dir=str(tmp_path)):
-        e = Entry("norms2", "0" * 32)
+        e = Entry("norms3", "0" * 32)
         here = f"{e.path}.tmp.{cache._HOST}."
         dead = f"{here}{2**22 + 12345}"  # above any pid this kernel hands out
         dead_thread = f"{here}{2**22 + 12346}-140230"  # a thread of such a process
@@ -70,7 +70,7 @@ def test_a_killed_writer_s_temporary_file_is_removed_by_the_next_store(tmp_path)
 def test_an_entry_renamed_onto_another_key_reads_as_absent(tmp_path):
     """Another model's entry under this model's name (a swap, a copy): never used."""
     with config.configure(cache_dir=str(tmp_path)):
-        a, b = cache.Entry("norms2", "a" * 32), cache.Entry("norms2", "b" * 32)
+        a, b = cache.Entry("norms3", "a" * 32), cache.Entry("norms3", "b" * 32)
         assert a.store({"x": np.arange(3)}) and b.store({"x": np.arange(4)})
         os.replace(a.path, tmp_path / "swap")
         os.replace(b.path, a.path)
@@ -83,7 +83,7 @@ def test_an_entry_edited_with_its_key_intact_reads_as_absent(tmp_path):
     """Values changed in an entry (a norm scaled down: bounds below the error), or an
     array added or removed, with its kind and key kept: absent, never used."""
     with config.configure(cache_dir=str(tmp_path / "c")):
-        e = cache.Entry("norms2", cache.digest("m"))
+        e = cache.Entry("norms3", cache.digest("m"))
         assert e.store({"S": np.array(2.5), "rows": np.arange(3.0)})
         with np.load(e.path) as f:
             arrays = {k: f[k] for k in f.files}

@@ -132,11 +132,14 @@ def test_weight_rows_one_pass_as_the_numpy_passes():
         X[2, 9] = v
         amax, *_, bad = K.weight_rows(X)
         assert bad
-        np.testing.assert_array_equal(amax, K.rowmax(X)[0])
+        fin = np.where(np.isfinite(X), np.abs(X), 0.0).max(axis=1)   # the finite entries'
+        np.testing.assert_array_equal(amax, fin)
     X = W.copy()
     X[4, :3] = 1.7e308                        # finite entries whose sum is not
     amax, *_, bad = K.weight_rows(X)
     assert not bad and amax[4] == 1.7e308
+    with pytest.raises(ValueError, match="overlaps"):
+        K.weight_rows(X, cols=X.ravel()[1:46])
 
 
 def test_weight_exponents_travel_with_the_model():
@@ -157,3 +160,21 @@ def test_weight_exponents_travel_with_the_model():
     np.testing.assert_array_equal(back._exps, nw._exps)
     np.testing.assert_array_equal(back.enc.digits, P.encode(nw.W2, 7, 3).digits)
     assert K.rowmax(nw.W2)[0].shape == amax.shape
+
+
+def test_norms_of_tiny_weights_are_not_lost_to_underflow(tmp_path):
+    """Weights whose squares (and the product of their sums) underflow: the row norms,
+    || |W| || and the cheap operator norm stay above the exact values, not near 0."""
+    from lrmpi import config
+    from lrmpi.nn import graph as G
+    from lrmpi.nn.engine import PreparedModel
+    from lrmpi.nn.norms import _row_norms
+    W = np.full((3, 4), 2.0**-600)
+    exact = math.sqrt(12) * 2.0**-600     # ||W||_2 = || |W| ||_2 of a constant 3 x 4 matrix
+    A, sq, _, _ = V.weight_norms(W)
+    assert A >= exact and V.abs_operator_bound(W) >= exact
+    assert np.all(_row_norms(sq, 4) >= 2 * 2.0**-600)
+    g = G.sequential([("linear", {"W": W, "b": np.zeros(3)})], (4,))
+    with config.configure(cache_dir=str(tmp_path)):
+        node = next(iter(PreparedModel(g, 7, 3).norms.norms.nodes.values()))
+    assert node.S["cheap"] >= exact and node.A >= exact
