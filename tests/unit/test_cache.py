@@ -2,6 +2,7 @@
 import os
 
 import numpy as np
+import pytest
 
 from lrmpi import cache, config
 
@@ -94,3 +95,16 @@ def test_an_entry_edited_with_its_key_intact_reads_as_absent(tmp_path):
         assert e.load() is None
         np.savez(e.path, **arrays)  # put back as it was: read again
         assert float(e.load()["S"]) == 2.5
+
+
+@pytest.mark.parametrize("size", [0, 1, (1 << 20) - 1, 1 << 20, (3 << 20) + 17])
+def test_file_digest_is_the_digest_of_the_bytes(tmp_path, size):
+    """Read by chunks into one buffer: the digest of the whole bytes, whatever the
+    file's size against the chunk (empty, a part, one, several and a part)."""
+    from lrmpi.digests import Digest
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    f = tmp_path / "m.onnx"
+    f.write_bytes(data)
+    h = Digest()
+    h.update(data)
+    assert cache.file_digest(str(f)) == cache._hex(h)
