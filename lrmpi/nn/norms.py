@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from lrmpi.errors import Stopped
-from lrmpi.nn import verified as V
+from lrmpi.nn import operator_norms as ON, verified as V
 
 SYMBOL_LIMIT = 2e9    # multiply-adds of one convolution's frequency matrices (~1 s)
 SYMBOL_TOTAL = 2e10   # ... of a model's: its S and up to 7 weight residuals each
@@ -53,14 +53,14 @@ class NodeNorms:
         self.k = self.W2.shape[1]
         self.conv = node.op == "conv"
         self.group = int(node.params.get("group", 1)) if self.conv else 1
-        self.overlap = V.conv_overlap(node.params, W.shape[2:]) if self.conv else 1
+        self.overlap = ON.conv_overlap(node.params, W.shape[2:]) if self.conv else 1
         self.positions = int(np.prod(out_shape[1:])) if self.conv else 1
         self.A = self.rows = None      # base(): from the cache, or computed once
         b = node.params["b"]
         self.bnorm = V.up(math.sqrt(float(np.sum(b * b)) * (1 + 2 * V.gamma(b.size + 2))))
         self.S, self.dS, self.drows = {}, {}, {}   # level -> norm; q -> {level: norm}; q -> rows
         self.symbol = False            # ModelNorms decides (the model's symbol budget)
-        self.symbol_cost = V.conv_symbol_cost(W, in_shape, node.params) if self.conv else 0.0
+        self.symbol_cost = ON.conv_symbol_cost(W, in_shape, node.params) if self.conv else 0.0
 
     def base(self):
         """A, the row norms and the cheap S (every resolution's bound uses them),
@@ -70,7 +70,7 @@ class NodeNorms:
             return False
         W = self.node.params["W"]
         # one pass over W: |W|'s bound, the rows' squares and the digits' exponents
-        self.A, sq, amax, finite = V.weight_norms(W if self.conv else self.W2,
+        self.A, sq, amax, finite = ON.weight_norms(W if self.conv else self.W2,
                                                   self.node.params)
         if finite:
             self.weights.exponents(amax)
@@ -99,11 +99,11 @@ class NodeNorms:
         stop = lambda: check(should_stop)  # noqa: E731
         stop()
         if not self.conv:
-            return V.spectral_bound(M2, stop)
+            return ON.spectral_bound(M2, stop)
         W = M2.reshape(self.node.params["W"].shape)
         if self.symbol and (not residual or self.symbol_cost <= SYMBOL_RESIDUAL):
-            return V.conv_operator_bound(W, self.in_shape, self.node.params, stop)
-        return V.im2col_operator_bound(W, self.node.params, self.overlap, stop)
+            return ON.conv_operator_bound(W, self.in_shape, self.node.params, stop)
+        return ON.im2col_operator_bound(W, self.node.params, self.overlap, stop)
 
     def operator(self, level="tight", should_stop=None):
         """S at `level`: a bound depends on its level only, never on what was
@@ -143,7 +143,7 @@ class NodeNorms:
         are normal floats (kernels.residual_sumsq: a ResNet-50's rows 0.1 -> 0.03 s,
         each resolution's first norms), else by blocks of rows, in cache: the residual
         of the whole W is never formed (200 MB of fresh memory, twice, took 0.4 s)."""
-        fused = V.residual_squares(self.W2, self._exponents(), self.weights.bits, q)
+        fused = V.residual_squares(self.W2, self.weights.exponents(), self.weights.bits, q)
         if fused is not None:
             return fused
         sq, rows = np.empty(self.W2.shape[0]), max(1, ROW_BYTES // (8 * max(1, self.k)))
@@ -156,11 +156,7 @@ class NodeNorms:
         """W - Q_q(W) of rows r0..r1 (W2's), exact in float64: the rows are the digits'
         scaling units as samples are the activations' (verified.residual: the digits
         truncate toward zero, so the residual is w's bits below the row's last plane)."""
-        return V.residual(self.W2[r0:r1], self._exponents()[r0:r1], self.weights.bits, q)
-
-    def _exponents(self):
-        """Per row of W2, e with max|row| < 2^e (the digits' scale), once."""
-        return self.weights.exponents()
+        return V.residual(self.W2[r0:r1], self.weights.exponents()[r0:r1], self.weights.bits, q)
 
     # --- what travels and what is cached ---
     def state(self):

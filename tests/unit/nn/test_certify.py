@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from exact import exact_model_logits
 
-from lrmpi.nn import certify, ops, verified
+from lrmpi.nn import certify, operator_norms, ops
 from lrmpi.nn import graph as G
 from lrmpi.nn.engine import LayeredInference, PreparedModel
 
@@ -87,7 +87,7 @@ def test_operator_norm_bounds_are_above_the_true_norms():
     for shape in [(1, 7), (7, 1), (5, 9), (40, 30), (64, 64)]:
         M = rng.standard_normal(shape) * np.exp(rng.uniform(-3, 3, (shape[0], 1)))
         true = np.linalg.norm(M, 2)
-        b = verified.spectral_bound(M)
+        b = operator_norms.spectral_bound(M)
         assert true <= b <= true * 1.05 + 1e-300
     # a convolution as an explicit matrix, padded, strided, dilated, grouped
     for p, W, shape in [({"pads": (1, 1, 1, 1)}, rng.standard_normal((4, 3, 3, 3)), (3, 6, 6)),
@@ -103,7 +103,7 @@ def test_operator_norm_bounds_are_above_the_true_norms():
             node = G.Node("conv", ["x"], "y", {"W": W, "b": np.zeros(W.shape[0]), **p})
             cols.append(ops.float_linear(node, e.reshape((1,) + shape)).ravel())
         true = np.linalg.norm(np.stack(cols, axis=1), 2)
-        b = verified.conv_operator_bound(W, shape, p)
+        b = operator_norms.conv_operator_bound(W, shape, p)
         assert true <= b, (p, true, b)
 
 
@@ -139,7 +139,7 @@ def test_the_base_norms_come_from_the_cache(tmp_path):
     """|| |W| ||, the row norms and the cheap S are kept with the norms: a model met
     before does not compute them again, and gets the same values."""
     from lrmpi import config
-    from lrmpi.nn import verified as V
+    from lrmpi.nn import operator_norms as ON
     from lrmpi.nn.engine import PreparedModel
     rng = np.random.default_rng(3)
     g = G.sequential([("linear", {"W": rng.standard_normal((20, 30)), "b": np.zeros(20)}),
@@ -148,12 +148,12 @@ def test_the_base_norms_come_from_the_cache(tmp_path):
     with config.configure(cache_dir=str(tmp_path)):
         first = PreparedModel(g, 7, 3).norms.norms.nodes
         calls = []
-        real = V.weight_norms   # the one pass over W that base() makes
-        V.weight_norms = lambda *a, **k: calls.append(1) or real(*a, **k)
+        real = ON.weight_norms   # the one pass over W that base() makes
+        ON.weight_norms = lambda *a, **k: calls.append(1) or real(*a, **k)
         try:
             again = PreparedModel(g, 7, 3).norms.norms.nodes
         finally:
-            V.weight_norms = real
+            ON.weight_norms = real
     assert not calls
     for name, a in first.items():
         b = again[name]
