@@ -155,7 +155,8 @@ class CheckpointWriter:
             self._queue.put(None)
             self._thread.join()
             for stream in self.streams.values():  # resolutions begun, never finished
-                stream.abort()
+                if stream is not None:
+                    stream.abort()
             if not self.published:
                 owned.remove_job(self.path, self.job_id, self.protect)
         return self.published
@@ -211,12 +212,18 @@ class CheckpointWriter:
 
     def _begin(self, index, shape):
         path = S.res_file(self.path, self.job_id, index)
+        # a stream that could not begin (a full disk): its tiles and its resolution are
+        # skipped, not written into a file without them (its error is reported once,
+        # at the next call; the jobs queued behind it run after that)
+        self.streams[index] = None
         stream = AtomicH5(path, self.fsync, 8 * shape[0] * shape[1], aligned=True)
         stream.direct = DirectRows(stream.f, S.RESULT, shape)
         self.streams[index] = stream
 
     def _tile(self, index, r0, c0, tile):
         stream = self.streams[index]
+        if stream is None:
+            return
         if c0 == 0 and stream.direct.write_rows(r0, tile):
             return  # around the page cache: on its way to the disk already
         stream.f[S.RESULT][r0:r0 + tile.shape[0], c0:c0 + tile.shape[1]] = tile
@@ -225,6 +232,13 @@ class CheckpointWriter:
 
     def _write_resolution(self, index, datasets, attrs, state, sums, done, release,
                           virtual=None, whole=None):
+        if index in self.streams and self.streams[index] is None:
+            # its file could not be begun (an error already reported): nothing of it is
+            # written, and it never becomes durable
+            del self.streams[index]
+            if release is not None:
+                release()
+            return
         try:
             self._write_resolution_files(index, datasets, attrs, state, sums, virtual, whole)
         finally:
