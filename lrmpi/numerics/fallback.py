@@ -46,7 +46,10 @@ def apply(A, B, ea, eb, blocks, C, bits, planes, unit=None):
     entries recomputed and the resolution's max-abs bound with them."""
     m, k = A.shape
     T = np.unique(np.linspace(0, k - 1, min(k, SAMPLE)).round().astype(np.int64))
-    At, Bt = np.empty((m, len(T))), np.abs(B[T, :])
+    At, Bt = np.empty((m, len(T))), np.empty((len(T), B.shape[1]))
+    for i, t in enumerate(T):  # row by row: a mapped B's pages leave again at once
+        np.abs(B[t], out=Bt[i])
+        drop_pages(B, t, t + 1)
     for r0, r1 in row_blocks(A):  # a mapped A's pages leave again after the sample
         At[r0:r1] = np.abs(A[r0:r1, T])
         drop_pages(A, r0, r1)

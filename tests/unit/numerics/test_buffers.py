@@ -56,3 +56,46 @@ def test_touch_finds_a_big_buffer_s_own_mapping():
     assert _mapping(np.empty(10)) is None
     touch(a)
     assert not a.any()  # fresh anonymous memory reads zeros, touched or not
+
+
+def _rss_file_kib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssFile:"):
+                return int(line.split()[1])
+    raise AssertionError("no RssFile")
+
+
+def test_drop_pages_lets_sampled_rows_leave_whatever_the_kernel_mapped(tmp_path):
+    """Rows read one by one from a mapped operand (the fallback's sample of B):
+    the kernel may map a large folio (up to 2 MB) around each read, so each drop
+    covers the HUGE-aligned range around its rows (measured before: 64 rows of a
+    128 MB operand left 121 MB mapped)."""
+    path = tmp_path / "B.npy"
+    np.save(path, np.random.default_rng(0).standard_normal((2048, 4096)))  # 64 MiB
+    import os
+    fd = os.open(path, os.O_RDONLY)
+    try:  # out of the page cache: read back through readahead, as a job reads its inputs
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    B = np.load(path, mmap_mode="r")
+    before = _rss_file_kib()
+    rows = np.arange(0, 2048, 32)
+    got = np.empty((len(rows), 4096))
+    for i, t in enumerate(rows):
+        np.abs(B[t], out=got[i])
+        drop_pages(B, t, t + 1)
+    assert _rss_file_kib() - before < 8 * 1024  # not the 64 MiB a folio per row maps
+    np.testing.assert_array_equal(got, np.abs(np.load(path)[rows]))
+
+
+def test_drop_pages_leaves_a_copy_on_write_mapping_alone(tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, np.zeros((256, 1024)))
+    M = np.load(path, mmap_mode="c")  # private: what is written lives in this process only
+    M[100, 5] = 7.0
+    drop_pages(M)   # would read the file's 0 again if the page were dropped
+    drop_pages(M, 99, 101)
+    assert M[100, 5] == 7.0
