@@ -23,16 +23,20 @@ class Assembly:
     them (they are its resume data); without a checkpoint, buffers go back at once.
     """
 
-    def __init__(self, ea, eb, schedule, sdtype, keep_sums):
+    def __init__(self, ea, eb, schedule, sdtype, keep_sums, c_buffers=1):
         m, k = ea.shape
         n = eb.shape[0]
         self.shape, self.schedule, self.sdtype = (m, n), schedule, sdtype
         self.erow, self.ecol = ea.exps, eb.exps
         self.acc = ExactAccumulator(m, n, ea.bits, ea.planes, k)
         self.scratch = ScratchPool()             # result buffers of tiles in flight
-        # C being assembled, and one waiting for the disk (written around the page
-        # cache, quickly): a third held ~1/3 of the root's peak memory at n = 4096
-        self.c_pool = BufferPool((m, n), np.float64, 2)
+        # C being assembled; the next resolution's first tile waits for the disk to
+        # have it (its tiles are streamed as they come: the wait is the writer's lag,
+        # measured 0.02-0.15 s at n = 4096, no later durable times). A second buffer
+        # held ~1/5 of the root's peak memory (4096: 958 -> 758 MB VmHWM); a CRT
+        # resolution needs one (`c_buffers` 2) while the last layered C is held for
+        # its rule (crt_stage.hold)
+        self.c_pool = BufferPool((m, n), np.float64, c_buffers)
         self.held = {} if keep_sums else None
         self.cbuf, self.tile_max, self.ntiles = {}, {}, {}
         self.deferred = None
