@@ -137,8 +137,10 @@ def test_concurrent_overwrite_refused_first_job_finishes_intact(tmp_path, ops):
     once with one line; the first completes and its result equals an uninterrupted run's."""
     a, b, _, _ = ops
     out = str(tmp_path / "C.h5")
+    # 2 s a task: the second job starts well before the first ends, even on a loaded
+    # machine (0.3 s once let the first finish before the second began: it then ran)
     p = start("matmul", a, b, "-o", out, "--planes", "2", n=2,
-              env={**SLOW, "LRMPI_TEST_SLOW_S": "0.3"})
+              env={**SLOW, "LRMPI_TEST_SLOW_S": "2"})
     try:
         wait_for(out, 1, p)
         r = run("matmul", a, b, "-o", out, "--planes", "2", "--overwrite", timeout=30)
