@@ -157,6 +157,14 @@ class ExactAccumulator:
             return np.ldexp(S, np.clip(e, -4000, 4000).astype(np.int32), out=out)
 
 
+class Streamed:
+    """A resolution's level sums handed to the checkpoint tile by tile (its writer's
+    write_sums) rather than as TileSums: the writer only seals their file."""
+
+
+STREAMED = Streamed()
+
+
 @dataclass
 class TileSums:
     """The exact level sums one resolution added to a matmul, tile by tile: its

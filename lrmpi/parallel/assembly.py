@@ -10,7 +10,7 @@ whose first touch would otherwise delay resolution 1.
 """
 import numpy as np
 
-from lrmpi.numerics.accumulate import ExactAccumulator, TileSums
+from lrmpi.numerics.accumulate import STREAMED, ExactAccumulator, TileSums
 from lrmpi.numerics.buffers import BufferPool, ScratchPool, prefault
 from lrmpi.numerics.schedule import levels
 from lrmpi.parallel.stages import STAGES
@@ -21,9 +21,12 @@ class Assembly:
 
     `keep_sums`: hold each resolution's level sums until the checkpoint has written
     them (they are its resume data); without a checkpoint, buffers go back at once.
+    `sums_to`: the checkpoint writer, to which each tile's sums go as they are in the
+    exact state (write_sums: their buffer comes back once they are on their way to
+    the disk), instead of being held until the resolution is done.
     """
 
-    def __init__(self, ea, eb, schedule, sdtype, keep_sums, c_buffers=1):
+    def __init__(self, ea, eb, schedule, sdtype, keep_sums, c_buffers=1, sums_to=None):
         m, k = ea.shape
         n = eb.shape[0]
         self.shape, self.schedule, self.sdtype = (m, n), schedule, sdtype
@@ -38,6 +41,9 @@ class Assembly:
         # its rule (crt_stage.hold)
         self.c_pool = BufferPool((m, n), np.float64, c_buffers)
         self.held = {} if keep_sums else None
+        # a matrix without entries has no tiles to stream: its (empty) sums are held
+        self.sums_to = sums_to if keep_sums and m and n else None
+        self.streamed = set()
         self.cbuf, self.tile_max, self.ntiles = {}, {}, {}
         self.deferred = None
         self.c1_is_sums = False
@@ -118,6 +124,9 @@ class Assembly:
     def resume_data(self, r):
         """(TileSums of resolution r, or None when C_r is its own resume data; their
         buffers) for the checkpoint."""
+        if r in self.streamed:
+            self.streamed.discard(r)
+            return STREAMED, []
         held = self.held.pop(r)
         if r == 0 and self.c1_is_sums:
             return None, [buf for _, _, buf in held]
@@ -137,5 +146,10 @@ class Assembly:
         """A result is in the limbs: its buffer waits for the checkpoint or is free."""
         if self.held is None:
             self.scratch.put(buf)
+        elif self.sums_to is not None and not (r == 0 and self.c1_is_sums):
+            self.streamed.add(r)
+            self.sums_to.write_sums(r + 1, levels(self.schedule[r]), self.shape, self.sdtype[r],
+                                    tile.r0, tile.c0, [S for _, S in sums],
+                                    lambda: self.scratch.put(buf))
         else:
             self.held.setdefault(r, []).append((tile, sums, buf))

@@ -96,9 +96,8 @@ class Root:
         sdtype = [plan.layout(r)[1] for r in range(plan.nres)]
         # each resolution's bound when it finishes (A's norms need all of A encoded)
         self.bounds = bounds.Bounds(self.ea, self.eb, plan.schedule)
-        self.assembly = Assembly(self.ea, self.eb, plan.schedule, sdtype,
-                                 keep_sums=writer is not None,
-                                 c_buffers=2 if plan.moduli else 1)
+        self.assembly = Assembly(self.ea, self.eb, plan.schedule, sdtype, writer is not None,
+                                 2 if plan.moduli else 1, sums_to=writer)
         # the CRT resolution, if any, is resolution plan.layers (0-based): its tasks
         # return their tile of C in float64 (crt_stage.py)
         self.crt = CrtStage(lm, tiling, self.assembly.c_pool) if plan.moduli else None

@@ -34,16 +34,18 @@ from lrmpi import config
 from lrmpi.errors import CheckpointError
 from lrmpi.jobs.checkpoint import checksum, owned, rank_files, resume_data
 from lrmpi.jobs.checkpoint import schema as S
-from lrmpi.jobs.checkpoint.atomic import AtomicH5, atomic_h5, fsync_path
+from lrmpi.jobs.checkpoint.atomic import AtomicH5, atomic_h5
 from lrmpi.jobs.checkpoint.direct import DirectRows
 from lrmpi.jobs.checkpoint.earlier import Earlier
+from lrmpi.jobs.checkpoint.streamed import StreamedWrites
+from lrmpi.numerics.accumulate import Streamed
 
 
 def new_job_id():
     return uuid.uuid4().hex[:16]
 
 
-class CheckpointWriter:
+class CheckpointWriter(StreamedWrites):
     """Writes one job's checkpoint at `path`; only the root rank creates one.
 
     `attrs` values may be callables (e.g. the input fingerprint): they are
@@ -87,6 +89,7 @@ class CheckpointWriter:
             if replace is not None and replace.completed > 0 else None
         self.published = self.earlier is None
         self.streams = {}  # resolution -> AtomicH5 of its file, while tiles stream in
+        self.sums_streams = {}  # resolution -> SumsStream of its level sums (None: failed)
         self.folder = owned.make_job_folder(self.path, self.job_id)
         self._error = None
         # whole resolutions waiting for the disk, at most (more blocks the caller);
@@ -154,8 +157,8 @@ class CheckpointWriter:
         finally:
             self._queue.put(None)
             self._thread.join()
-            for stream in self.streams.values():  # resolutions begun, never finished
-                if stream is not None:
+            for stream in [*self.streams.values(), *self.sums_streams.values()]:
+                if stream is not None:  # resolutions begun, never finished
                     stream.abort()
             if not self.published:
                 owned.remove_job(self.path, self.job_id, self.protect)
@@ -210,32 +213,14 @@ class CheckpointWriter:
             self.earlier.remove(self.job_id, self.protect)
             self.earlier = None
 
-    def _begin(self, index, shape):
-        path = S.res_file(self.path, self.job_id, index)
-        # a stream that could not begin (a full disk): its tiles and its resolution are
-        # skipped, not written into a file without them (its error is reported once,
-        # at the next call; the jobs queued behind it run after that)
-        self.streams[index] = None
-        stream = AtomicH5(path, self.fsync, 8 * shape[0] * shape[1], aligned=True)
-        stream.direct = DirectRows(stream.f, S.RESULT, shape)
-        self.streams[index] = stream
-
-    def _tile(self, index, r0, c0, tile):
-        stream = self.streams[index]
-        if stream is None:
-            return
-        if c0 == 0 and stream.direct.write_rows(r0, tile):
-            return  # around the page cache: on its way to the disk already
-        stream.f[S.RESULT][r0:r0 + tile.shape[0], c0:c0 + tile.shape[1]] = tile
-        if self.fsync:  # start the disk now, not at the end: durable soon after the last tile
-            fsync_path(stream.tmp)
-
     def _write_resolution(self, index, datasets, attrs, state, sums, done, release,
                           virtual=None, whole=None):
-        if index in self.streams and self.streams[index] is None:
-            # its file could not be begun (an error already reported): nothing of it is
-            # written, and it never becomes durable
-            del self.streams[index]
+        if (index in self.streams and self.streams[index] is None) or (
+                isinstance(sums, Streamed) and self.sums_streams.get(index, 0) is None):
+            # its file or its sums could not be written (an error already reported):
+            # nothing more of it is written, and it never becomes durable
+            self.streams.pop(index, None)
+            self.sums_streams.pop(index, None)
             if release is not None:
                 release()
             return
@@ -250,7 +235,13 @@ class CheckpointWriter:
 
     def _write_resolution_files(self, index, datasets, attrs, state, sums, virtual=None,
                                 whole=None):
-        if sums is not None:  # before the resolution: a linked one can always resume
+        if isinstance(sums, Streamed):  # before the resolution: a linked one can resume
+            stream = self.sums_streams.pop(index, None)
+            if stream is None:
+                raise CheckpointError(f"{self.path}: resolution {index}'s level sums were "
+                                      "never streamed")
+            stream.finish()
+        elif sums is not None:
             atomic_h5(S.sums_file(self.path, self.job_id, index),
                       lambda f: resume_data.write_tile_sums(f, index, sums, self.job_id,
                                                             DirectRows),
@@ -313,32 +304,6 @@ class CheckpointWriter:
             self.earlier.same_inputs(self.kind, self.attrs, self.fingerprint)
 
     # --- the API the job calls ---
-    def begin_resolution(self, index, shape):
-        """Open resolution `index`'s file, with a float64 dataset C of `shape`, to
-        stream tiles into (write_tile) while the rest is computed; add_resolution
-        finishes it."""
-        self._submit(lambda: self._begin(index, shape))
-
-    def write_tile(self, index, r0, c0, tile):
-        """Write a tile of resolution `index`'s C at (r0, c0). `tile` must stay
-        unchanged until add_resolution's release() has run."""
-        self._submit(lambda: self._tile(index, r0, c0, tile))
-
-    def keep_partial(self, index, tiles):
-        """Resolution `index` stops part way: what was streamed of it becomes resume
-        data (S.partial_file, committed like every file) instead of being dropped;
-        `tiles` (t, 4): the r0, r1, c0, c1 of the tiles written."""
-        def job():
-            stream = self.streams.pop(index, None)
-            if stream is None:
-                return
-            stream.f.attrs[S.JOB_ID] = self.job_id
-            stream.f.attrs[S.TILES] = np.asarray(tiles, np.int64).reshape(-1, 4)
-            checksum.stamp(stream.f[S.RESULT], stream.f[S.RESULT][()])  # what is on disk (a stop)
-            stream.path = S.partial_file(self.path, self.job_id, index)
-            stream.commit()
-        self._submit(job)
-
     def add_resolution(self, index, datasets, attrs, state=None, sums=None, done=None,
                        release=None, virtual=None, whole=None):
         """Queue resolution `index` (datasets + attrs; C may have been streamed already)
