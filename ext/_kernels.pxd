@@ -6,8 +6,8 @@ cdef extern from "c/kernels.h" nogil:
     ctypedef int (*lrmpi_rowmax_fn)(int64_t, int64_t, const double *, int64_t, double *) noexcept nogil
     ctypedef int (*lrmpi_colmax_fn)(int64_t, int64_t, const double *, int64_t, double *) noexcept nogil
     ctypedef void (*lrmpi_encode_t_fn)(int64_t, int64_t, const double *, int64_t,
-                                       const int32_t *, int, int, int8_t *, int64_t *,
-                                       double *) noexcept nogil
+                                       const int32_t *, int, int, int8_t *, int64_t,
+                                       int64_t *, double *) noexcept nogil
     void lrmpi_bound_relu(int64_t, int64_t, const double *, const double *, const double *,
                           double *, double *) noexcept nogil
     ctypedef void (*lrmpi_encode_fn)(int64_t, int64_t, const double *, int64_t,

@@ -62,15 +62,18 @@ def colmax(const double[:, ::1] X, double[::1] amax, isa=None):
 
 
 def encode_t(const double[:, ::1] X, const int32_t[::1] exps, int bits,
-             int8_t[:, :, ::1] D, int64_t[:, ::1] sumsq, double[::1] l1, isa=None):
-    """The columns of X (k x n) encoded as the rows of X^T: D[p, j, :] of column j."""
+             int8_t[:, :, ::1] D, int64_t[:, ::1] sumsq, double[::1] l1, isa=None,
+             int64_t r0=0):
+    """The columns of X (k x n) encoded as the rows of X^T: D[p, j, r0:r0 + k] of
+    column j, sumsq and l1 added to (X: rows r0.. of a taller matrix; the caller
+    checks r0 + k <= D.shape[2])."""
     cdef const lrmpi_kernel_table *t = _table(isa)
     cdef int64_t k = X.shape[0], n = X.shape[1]
     if k == 0 or n == 0:
         return
     with nogil:
-        t.encode_t(k, n, &X[0, 0], n, &exps[0], bits, D.shape[0], &D[0, 0, 0], &sumsq[0, 0],
-                   &l1[0])
+        t.encode_t(k, n, &X[0, 0], n, &exps[0], bits, D.shape[0], &D[0, 0, r0], D.shape[2],
+                   &sumsq[0, 0], &l1[0])
 
 
 def encode(const double[:, ::1] X, const int32_t[::1] exps, int bits,

@@ -134,10 +134,10 @@ LRMPI_INLINE int colmax_body(int64_t m, int64_t n, const double *X, int64_t ldx,
 
 LRMPI_INLINE void encode_t_body(int64_t k, int64_t n, const double *X, int64_t ldx,
                                 const int32_t *exps, int bits, int planes, int8_t *D,
-                                int64_t *sumsq, double *l1)
+                                int64_t ldd, int64_t *sumsq, double *l1)
 {
     const double radix = (double)(1 << bits);
-    const int64_t pstride = n * k;
+    const int64_t pstride = n * ldd;
     double s1[ENC_T_BLOCK], s2[ENC_T_BLOCK], y[ENC_T_BLOCK];
     int8_t buf[16][ENC_T_BLOCK][ENC_T_BLOCK]; /* [plane][column][row] of one block */
     for (int64_t j0 = 0; j0 < n; j0 += ENC_T_BLOCK) {
@@ -146,6 +146,11 @@ LRMPI_INLINE void encode_t_body(int64_t k, int64_t n, const double *X, int64_t l
             pow2_split(bits - exps[j0 + jj], &s1[jj], &s2[jj]);
         int64_t ss[16][ENC_T_BLOCK] = {{0}}; /* this block of columns' sums, in L1 */
         double l1c[ENC_T_BLOCK] = {0};
+        for (int64_t jj = 0; jj < nj; jj++) { /* continued from the rows before */
+            l1c[jj] = l1[j0 + jj];
+            for (int p = 0; p < planes; p++)
+                ss[p][jj] = sumsq[p * n + j0 + jj];
+        }
         for (int64_t i0 = 0; i0 < k; i0 += ENC_T_BLOCK) {
             const int64_t ni = k - i0 < ENC_T_BLOCK ? k - i0 : ENC_T_BLOCK;
             /* phase 1: a block of rows, each contiguous: scale, l1, peel digits */
@@ -166,7 +171,7 @@ LRMPI_INLINE void encode_t_body(int64_t k, int64_t n, const double *X, int64_t l
             /* phase 2: the block's digits, column by column, as rows of X^T */
             for (int p = 0; p < planes; p++)
                 for (int64_t jj = 0; jj < nj; jj++)
-                    memcpy(D + p * pstride + (j0 + jj) * k + i0, buf[p][jj], (size_t)ni);
+                    memcpy(D + p * pstride + (j0 + jj) * ldd + i0, buf[p][jj], (size_t)ni);
         }
         for (int64_t jj = 0; jj < nj; jj++) {
             l1[j0 + jj] = l1c[jj];

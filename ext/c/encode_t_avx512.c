@@ -44,10 +44,10 @@ static void split2(int t, double *s1, double *s2)
 
 AVX512 void lrmpi_encode_t_avx512(int64_t k, int64_t n, const double *X, int64_t ldx,
                                   const int32_t *exps, int bits, int planes, int8_t *D,
-                                  int64_t *sumsq, double *l1)
+                                  int64_t ldd, int64_t *sumsq, double *l1)
 {
     const __m512d radix = _mm512_set1_pd((double)(1 << bits));
-    const int64_t pstride = n * k;
+    const int64_t pstride = n * ldd;
     static __thread uint64_t stage[NV][16][TB]; /* [vector][plane][row]: 8 columns' digits */
     static __thread double ybuf[TB][NV][8] __attribute__((aligned(64))); /* scaled rows */
     int8_t line[8][TB];                         /* one plane of 8 columns: [column][row] */
@@ -65,9 +65,9 @@ AVX512 void lrmpi_encode_t_avx512(int64_t k, int64_t n, const double *X, int64_t
                 split2(bits - exps[j0 + jj], &s1[jj], &s2[jj]);
             vs1[v] = _mm512_loadu_pd(s1);
             vs2[v] = _mm512_loadu_pd(s2);
-            l1v[v] = _mm512_setzero_pd();
+            l1v[v] = _mm512_maskz_loadu_pd(live[v], l1 + j0); /* continued (kernels.h) */
             for (int p = 0; p < planes; p++)
-                ss[v][p] = _mm512_setzero_si512();
+                ss[v][p] = _mm512_maskz_loadu_epi64(live[v], sumsq + p * n + j0);
         }
         for (int64_t i0 = 0; i0 < k; i0 += TB) {
             const int ni = k - i0 < TB ? (int)(k - i0) : TB;
@@ -116,9 +116,9 @@ AVX512 void lrmpi_encode_t_avx512(int64_t k, int64_t n, const double *X, int64_t
                         for (int jj = 0; jj < 8; jj++)
                             memcpy(&line[jj][g], &out[jj], 8);
                     }
-                    int8_t *dst = D + p * pstride + j0 * k + i0;
+                    int8_t *dst = D + p * pstride + j0 * ldd + i0;
                     for (int jj = 0; jj < nj; jj++)
-                        memcpy(dst + jj * k, line[jj], (size_t)ni);
+                        memcpy(dst + jj * ldd, line[jj], (size_t)ni);
                 }
             }
         }

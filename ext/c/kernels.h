@@ -54,11 +54,14 @@ typedef int (*lrmpi_colmax_fn)(int64_t m, int64_t n, const double *X,
 /*   forming X^T: exactly encode(n, k, X^T, ...) (same digits, sumsq; l1 may   */
 /*   differ in its last bits: it is summed in another order).                  */
 /*   X      k x n float64, ldx >= n; exps n int32 (one per column)             */
-/*   D      planes x n x k int8, contiguous; sumsq planes x n; l1 n            */
+/*   D      planes x n x ldd int8 (ldd >= k): row j of plane p at D+p n ldd+j ldd */
+/*   sumsq planes x n, l1 n: ADDED to (rows in order: the rows of X may come   */
+/*   in blocks, each call continuing the last one's sums, with D advanced by   */
+/*   the rows before: the same bits as one call; pass zeros for one call)      */
 typedef void (*lrmpi_encode_t_fn)(int64_t k, int64_t n, const double *X,
                                   int64_t ldx, const int32_t *exps, int bits,
-                                  int planes, int8_t *D, int64_t *sumsq,
-                                  double *l1);
+                                  int planes, int8_t *D, int64_t ldd,
+                                  int64_t *sumsq, double *l1);
 
 /* ------------------------------------------------------------------------- */
 /* igemm:  C := C + A * Bt^T   (int8 x int8 -> int32, exact)                   */
@@ -324,7 +327,7 @@ void lrmpi_encode_ref(int64_t, int64_t, const double *, int64_t,
                       const int32_t *, int, int, int8_t *, int64_t *, double *);
 int lrmpi_colmax_ref(int64_t, int64_t, const double *, int64_t, double *);
 void lrmpi_encode_t_ref(int64_t, int64_t, const double *, int64_t,
-                        const int32_t *, int, int, int8_t *, int64_t *, double *);
+                        const int32_t *, int, int, int8_t *, int64_t, int64_t *, double *);
 void lrmpi_igemm_ref(int64_t, int64_t, int64_t, const int8_t *, int64_t,
                      const int8_t *, int64_t, int32_t *, int64_t);
 void lrmpi_acc_add_ref(int64_t, int64_t, int64_t *, int64_t, int64_t, int,
@@ -338,10 +341,11 @@ void lrmpi_encode_avx512(int64_t, int64_t, const double *, int64_t,
                          const int32_t *, int, int, int8_t *, int64_t *, double *);
 int lrmpi_colmax_avx2(int64_t, int64_t, const double *, int64_t, double *);
 void lrmpi_encode_t_avx2(int64_t, int64_t, const double *, int64_t,
-                         const int32_t *, int, int, int8_t *, int64_t *, double *);
+                         const int32_t *, int, int, int8_t *, int64_t, int64_t *, double *);
 int lrmpi_colmax_avx512(int64_t, int64_t, const double *, int64_t, double *);
 void lrmpi_encode_t_avx512(int64_t, int64_t, const double *, int64_t,
-                           const int32_t *, int, int, int8_t *, int64_t *, double *);
+                           const int32_t *, int, int, int8_t *, int64_t, int64_t *,
+                           double *);
 void lrmpi_igemm_avx2(int64_t, int64_t, int64_t, const int8_t *, int64_t,
                       const int8_t *, int64_t, int32_t *, int64_t);
 void lrmpi_igemm_avx512(int64_t, int64_t, int64_t, const int8_t *, int64_t,

@@ -21,10 +21,10 @@ int lrmpi_colmax_ref(int64_t m, int64_t n, const double *X, int64_t ldx, double 
 }
 
 void lrmpi_encode_t_ref(int64_t k, int64_t n, const double *X, int64_t ldx,
-                        const int32_t *exps, int bits, int planes, int8_t *D,
+                        const int32_t *exps, int bits, int planes, int8_t *D, int64_t ldd,
                         int64_t *sumsq, double *l1)
 {
-    encode_t_body(k, n, X, ldx, exps, bits, planes, D, sumsq, l1);
+    encode_t_body(k, n, X, ldx, exps, bits, planes, D, ldd, sumsq, l1);
 }
 
 void lrmpi_acc_add_ref(int64_t m, int64_t n, int64_t *L, int64_t ldl,

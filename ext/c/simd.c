@@ -21,9 +21,9 @@ AVX2 int lrmpi_colmax_avx2(int64_t m, int64_t n, const double *X, int64_t ldx, d
 
 AVX2 void lrmpi_encode_t_avx2(int64_t k, int64_t n, const double *X, int64_t ldx,
                               const int32_t *exps, int bits, int planes, int8_t *D,
-                              int64_t *sumsq, double *l1)
+                              int64_t ldd, int64_t *sumsq, double *l1)
 {
-    encode_t_body(k, n, X, ldx, exps, bits, planes, D, sumsq, l1);
+    encode_t_body(k, n, X, ldx, exps, bits, planes, D, ldd, sumsq, l1);
 }
 
 AVX512 int lrmpi_colmax_avx512(int64_t m, int64_t n, const double *X, int64_t ldx,

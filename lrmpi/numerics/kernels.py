@@ -165,10 +165,13 @@ def _need_encode(X, exps, bits, units, what):
         raise ValueError(f"bits must be in 1..7, got {bits}")
 
 
-def encode_t(X, exps, bits, planes, *, isa=None):
+def encode_t(X, exps, bits, planes, *, isa=None, blocks=None, done=None):
     """The columns of X (k x n) split into digit planes as the rows of X.T: returns
     (D of shape (planes, n, k), sumsq, l1), exactly encode(X.T, ...) but without
-    forming X.T (the sums in l1 may round differently)."""
+    forming X.T (the sums in l1 may round differently). `blocks`: [(r0, r1)] of
+    X's rows, in order, encoded one call each (the same bits as one call: each
+    continues the sums of the rows before, kernels.h); `done(r0, r1)` after each
+    (e.g. to let a mapped X's pages go)."""
     _need_encode(X, exps, bits, X.shape[1], "columns")
     if not 1 <= planes <= 16:
         raise ValueError(f"planes must be in 1..16, got {planes}")
@@ -176,8 +179,17 @@ def encode_t(X, exps, bits, planes, *, isa=None):
     D = big_empty((planes, n, k), np.int8)
     sumsq = np.zeros((planes, n), np.int64)
     l1 = np.zeros(n)
-    if k and n:
-        _k.encode_t(X, exps, bits, D, sumsq, l1, isa)
+    at = 0
+    for r0, r1 in (blocks or [(0, k)]):
+        if r0 != at or not r0 <= r1 <= k:
+            raise ValueError(f"blocks must cover the rows 0..{k} in order: ({r0}, {r1})")
+        if r1 > r0 and n:
+            _k.encode_t(X[r0:r1], exps, bits, D, sumsq, l1, isa, r0)
+        if done is not None:
+            done(r0, r1)
+        at = r1
+    if at != k:
+        raise ValueError(f"blocks cover the rows 0..{at} of {k}")
     return D, sumsq, l1
 
 

@@ -254,6 +254,30 @@ def test_encode_t_is_encode_of_the_transpose(isa, k, n, rng):
     assert kernels.colmax(B, isa=isa)[1]
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("k, n, rows", [(200, 70, 1), (200, 70, 64), (130, 33, 50),
+                                        (65, 200, 256)])
+def test_encode_t_by_blocks_of_rows_is_one_call(isa, k, n, rows, rng):
+    """B encoded by blocks of rows (planes.encode_columns: a mapped B's pages leave
+    after each block), each call continuing the sums before: the same digits and the
+    same bits of sumsq and l1 as one call over all rows."""
+    B = rng.standard_normal((k, n)) * np.exp(rng.uniform(-8, 8, (1, n)))
+    exps = np.frexp(np.abs(B).max(axis=0))[1].astype(np.int32)
+    seen = []
+    blocks = [(r0, min(r0 + rows, k)) for r0 in range(0, k, rows)]
+    got = kernels.encode_t(B, exps, 7, 4, isa=isa, blocks=blocks,
+                           done=lambda r0, r1: seen.append((r0, r1)))
+    want = kernels.encode_t(B, exps, 7, 4, isa=isa)
+    assert seen == blocks
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[2].view(np.uint64), want[2].view(np.uint64))
+    with pytest.raises(ValueError, match="in order"):
+        kernels.encode_t(B, exps, 7, 4, isa=isa, blocks=[(0, 5), (6, k)])
+    with pytest.raises(ValueError, match="cover"):
+        kernels.encode_t(B, exps, 7, 4, isa=isa, blocks=[(0, 5)])
+
+
 def _crt_reference(mods, coef, M, S, erow, ecol):
     """The CRT reconstruction in Python integers: N = sum_l (S_l mod m_l) coef_l mod M,
     symmetric, rounded once (float of a Python int is correctly rounded), scaled."""
