@@ -30,12 +30,12 @@ class StreamedWrites:
         """Open resolution `index`'s file, with a float64 dataset C of `shape`, to
         stream tiles into (write_tile) while the rest is computed; add_resolution
         finishes it."""
-        self._submit(lambda: self._begin(index, shape))
+        self._submit_data(lambda: self._begin(index, shape))
 
     def write_tile(self, index, r0, c0, tile):
         """Write a tile of resolution `index`'s C at (r0, c0). `tile` must stay
         unchanged until add_resolution's release() has run."""
-        self._submit(lambda: self._tile(index, r0, c0, tile))
+        self._submit_data(lambda: self._tile(index, r0, c0, tile))
 
     def write_sums(self, index, levels, shape, dtype, r0, c0, parts, release):
         """One tile's level sums of resolution `index` (parts[l]: its block of level l),
@@ -61,8 +61,7 @@ class StreamedWrites:
                 self.sums_streams[index] = None
                 stream.abort()
                 raise
-        job.release = release  # run instead of the job after a failure (_loop)
-        self._submit(job)
+        self._submit_data(job, release)
 
     def keep_partial(self, index, tiles):
         """Resolution `index` stops part way: what was streamed of it becomes resume
@@ -77,20 +76,23 @@ class StreamedWrites:
             checksum.stamp(stream.f[S.RESULT], stream.f[S.RESULT][()])  # what is on disk (a stop)
             stream.path = S.partial_file(self.path, self.job_id, index)
             stream.commit()
-        self._submit(job)
+        self._submit_data(job)  # after a failure its tiles may be missing: not kept
 
     def _begin(self, index, shape):
         path = S.res_file(self.path, self.job_id, index)
         # a stream that could not begin (a full disk): its tiles and its resolution are
-        # skipped, not written into a file without them (its error is reported once,
-        # at the next call; the jobs queued behind it run after that)
+        # skipped, not written into a file without them (writer._failed)
         self.streams[index] = None
         stream = AtomicH5(path, self.fsync, 8 * shape[0] * shape[1], aligned=True)
-        stream.direct = DirectRows(stream.f, S.RESULT, shape)
+        try:
+            stream.direct = DirectRows(stream.f, S.RESULT, shape)
+        except BaseException:
+            stream.abort()
+            raise
         self.streams[index] = stream
 
     def _tile(self, index, r0, c0, tile):
-        stream = self.streams[index]
+        stream = self.streams.get(index)
         if stream is None:
             return
         if c0 == 0 and stream.direct.write_rows(r0, tile):

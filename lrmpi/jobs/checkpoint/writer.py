@@ -92,6 +92,11 @@ class CheckpointWriter(StreamedWrites):
         self.sums_streams = {}  # resolution -> SumsStream of its level sums (None: failed)
         self.folder = owned.make_job_folder(self.path, self.job_id)
         self._error = None
+        # once a job failed, no later data job (a tile, level sums, a resolution) runs,
+        # only its release(): the error is reported once and the job fails, but the root
+        # still hands over what was queued, and a resolution written after a skipped one
+        # (or one whose tiles were lost) would be linked damaged or out of order
+        self._failed = False
         # whole resolutions waiting for the disk, at most (more blocks the caller);
         # streamed tiles are views of buffers the caller holds anyway
         self._slots = threading.BoundedSemaphore(config.get().write_queue)
@@ -115,18 +120,29 @@ class CheckpointWriter(StreamedWrites):
             try:
                 if job is None:
                     return
-                if self._error is None:
+                if self._error is None and not (self._failed and getattr(job, "data", False)):
                     job()
                 elif getattr(job, "release", None):
                     job.release()  # skipped after a failure: still hand its buffers back
             except BaseException as exc:  # reported to the caller at the next call
-                self._error = exc
+                self._error, self._failed = exc, True
             finally:
                 self._queue.task_done()
 
     def _submit(self, job):
         self._raise()
         self._queue.put(job)
+
+    def _submit_data(self, job, release=None):
+        """A job that writes data: skipped after a failure (`release()` runs instead,
+        also when the submission itself reports an earlier failure)."""
+        job.data, job.release = True, release
+        try:
+            self._submit(job)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
 
     def _raise(self):
         if self._error is not None:
@@ -219,8 +235,9 @@ class CheckpointWriter(StreamedWrites):
                 isinstance(sums, Streamed) and self.sums_streams.get(index, 0) is None):
             # its file or its sums could not be written (an error already reported):
             # nothing more of it is written, and it never becomes durable
-            self.streams.pop(index, None)
-            self.sums_streams.pop(index, None)
+            for stream in (self.streams.pop(index, None), self.sums_streams.pop(index, None)):
+                if stream is not None:
+                    stream.abort()
             if release is not None:
                 release()
             return
@@ -320,10 +337,15 @@ class CheckpointWriter(StreamedWrites):
         until release() like the tiles).
         """
         while not self._slots.acquire(timeout=0.5):  # the disk is behind: wait, unless
-            self._raise()                             # the writer failed meanwhile
-            if not self._thread.is_alive():
-                raise CheckpointError(f"cannot write the checkpoint at {self.path}: the "
-                                      "writer thread ended")
+            try:                                      # the writer failed meanwhile
+                self._raise()
+                if not self._thread.is_alive():
+                    raise CheckpointError(f"cannot write the checkpoint at {self.path}: "
+                                          "the writer thread ended")
+            except BaseException:
+                if release is not None:  # the buffers go back (a pool's next get())
+                    release()
+                raise
 
         def job():
             try:
@@ -338,12 +360,7 @@ class CheckpointWriter(StreamedWrites):
                     release()
             finally:
                 self._slots.release()
-        job.release = skipped
-        try:
-            self._submit(job)
-        except BaseException:
-            skipped()
-            raise
+        self._submit_data(job, skipped)
 
     def read_rank_tiles(self, parts, shape):
         """C of `shape` from the committed rank files `parts` (as add_resolution's),

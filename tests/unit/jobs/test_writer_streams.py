@@ -108,3 +108,109 @@ def test_level_sums_that_cannot_begin_skip_their_resolution(tmp_path, monkeypatc
     assert w.completed == []
     call(w.close)
     assert len(errors) == 1, errors
+
+
+def _drain(w):
+    import time
+    while w._queue.unfinished_tasks:
+        time.sleep(0.005)
+
+
+def _reported(w):
+    try:
+        w.check()
+    except CheckpointError as exc:
+        return str(exc)
+    return None
+
+
+def test_after_a_failure_no_later_resolution_is_linked(tmp_path, monkeypatch):
+    """Resolution 1's sums file fails once (EIO, a quota); the root reports it and fails,
+    while its collector still hands over resolution 2: 2 must not be linked after a
+    skipped 1 (the job file would list a resolution without the ones before it, and
+    the whole checkpoint would read as inconsistent)."""
+    import os
+    from lrmpi.jobs.checkpoint import Checkpoint
+    from lrmpi.numerics.accumulate import STREAMED
+    real, fails = streamed.AtomicH5, [1]
+
+    def flaky(path, *args, **kwargs):
+        if "sums" in os.path.basename(path) and fails:
+            fails.pop()
+            raise OSError(errno.EIO, "Input/output error", path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(streamed, "AtomicH5", flaky)
+    w = W.CheckpointWriter(str(tmp_path / "C.h5"), "matmul", {}, fsync=False)
+    released = []
+
+    def resolution(i):
+        C = np.full((4, 4), float(i))
+        w.write_sums(i, [i], (4, 4), np.int32, 0, 0, [np.ones((4, 4), np.int32)],
+                     lambda: released.append(("sums", i)))
+        w.begin_resolution(i, C.shape)
+        w.write_tile(i, 0, 0, C)
+        w.add_resolution(i, {}, {"index": i}, sums=STREAMED, whole=C,
+                         release=lambda: released.append(("C", i)))
+
+    resolution(1)
+    _drain(w)
+    assert "Input/output error" in _reported(w)
+    resolution(2)
+    w.set_status("failed", "the disk")
+    w.close()
+    assert w.completed == []
+    assert sorted(released) == [("C", 1), ("C", 2), ("sums", 1), ("sums", 2)]
+    assert Checkpoint(w.path).completed == 0  # readable, and holds no resolution
+    left = [f for _, _, fs in os.walk(tmp_path) for f in fs if ".tmp" in f]
+    assert left == []  # every begun file was removed
+
+
+def test_a_tile_that_fails_keeps_its_resolution_unlinked(tmp_path, monkeypatch):
+    """A streamed tile's write fails (ENOSPC from pwrite or h5py): the resolution is never
+    linked with a hole (its checksum is the whole C's), nor counted durable."""
+    real = streamed.StreamedWrites._tile
+
+    def tile(self, index, r0, c0, t):
+        if r0 == 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, index, r0, c0, t)
+
+    monkeypatch.setattr(streamed.StreamedWrites, "_tile", tile)
+    w = W.CheckpointWriter(str(tmp_path / "C.h5"), "matmul", {}, fsync=False)
+    C = np.arange(32.).reshape(8, 4)
+    w.begin_resolution(1, C.shape)
+    w.write_tile(1, 0, 0, C[:4])
+    _drain(w)
+    assert "No space left" in _reported(w)
+    w.write_tile(1, 4, 0, C[4:])   # queued by the collector meanwhile
+    durable = []
+    w.add_resolution(1, {}, {"index": 1}, done=durable.append, whole=C)
+    w.set_status("failed", "the disk")
+    w.close()
+    assert durable == [] and w.completed == []
+
+
+def test_a_full_disk_in_the_root_s_order_gives_the_disk_s_message(tmp_path, monkeypatch):
+    """The root's order for a resolution's first tile: its sums, its C file, the tile. On
+    a full disk the sums fail first; what the root sees afterwards (set_status on its
+    way out) is the disk's message, never a KeyError of a stream that never began."""
+    from lrmpi.jobs.checkpoint import atomic
+    w = W.CheckpointWriter(str(tmp_path / "C.h5"), "matmul", {}, fsync=False)
+    w.flush()
+
+    def full(path, nbytes):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(atomic, "check_space", full)
+    C = np.ones((4, 4))
+    w.write_sums(1, [2], (4, 4), np.int32, 0, 0, [np.ones((4, 4), np.int32)], lambda: None)
+    w.begin_resolution(1, C.shape)
+    _drain(w)
+    assert "No space left" in _reported(w)
+    w.write_tile(1, 0, 0, C)
+    for call in (lambda: w.set_status("failed", "x"), w.close):
+        try:
+            call()
+        except CheckpointError as exc:
+            assert "No space left" in str(exc), exc
