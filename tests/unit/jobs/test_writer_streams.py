@@ -11,6 +11,16 @@ from lrmpi.jobs.checkpoint import streamed
 from lrmpi.jobs.checkpoint import writer as W
 
 
+def _collecting(errors):
+    """call(f): f(), its CheckpointError's line appended to `errors`."""
+    def call(f):
+        try:
+            f()
+        except CheckpointError as exc:
+            errors.append(str(exc))
+    return call
+
+
 def test_a_stream_that_cannot_begin_is_reported_once_and_never_durable(tmp_path, monkeypatch):
     real = streamed.AtomicH5
 
@@ -24,12 +34,7 @@ def test_a_stream_that_cannot_begin_is_reported_once_and_never_durable(tmp_path,
     C = np.ones((4, 4))
     w.begin_resolution(1, C.shape)
     errors, released, durable = [], [], []
-
-    def call(f):
-        try:
-            f()
-        except CheckpointError as exc:
-            errors.append(str(exc))
+    call = _collecting(errors)
 
     call(w.flush)  # the stream's error, reported here
     call(lambda: w.write_tile(1, 0, 0, C))
@@ -84,12 +89,7 @@ def test_level_sums_that_cannot_begin_skip_their_resolution(tmp_path, monkeypatc
     monkeypatch.setattr(streamed, "AtomicH5", full_disk)
     w = W.CheckpointWriter(str(tmp_path / "C.h5"), "matmul", {}, fsync=False)
     errors, released, durable = [], [], []
-
-    def call(f):
-        try:
-            f()
-        except CheckpointError as exc:
-            errors.append(str(exc))
+    call = _collecting(errors)
 
     tiles = _sums_tiles(np.random.default_rng(1))
     r0, c0, parts = tiles[0]

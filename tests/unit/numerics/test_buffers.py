@@ -4,12 +4,12 @@ import numpy as np
 from lrmpi.numerics.buffers import big_empty, drop_pages, release
 
 
-def _rss_kib():
+def _rss_kib(field="VmRSS"):
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field}")
 
 
 def test_release_returns_memory_and_reads_zeros():
@@ -58,14 +58,6 @@ def test_touch_finds_a_big_buffer_s_own_mapping():
     assert not a.any()  # fresh anonymous memory reads zeros, touched or not
 
 
-def _rss_file_kib():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("RssFile:"):
-                return int(line.split()[1])
-    raise AssertionError("no RssFile")
-
-
 def test_drop_pages_lets_sampled_rows_leave_whatever_the_kernel_mapped(tmp_path):
     """Rows read one by one from a mapped operand (the fallback's sample of B):
     the kernel may map a large folio (up to 2 MB) around each read, so each drop
@@ -81,13 +73,13 @@ def test_drop_pages_lets_sampled_rows_leave_whatever_the_kernel_mapped(tmp_path)
     finally:
         os.close(fd)
     B = np.load(path, mmap_mode="r")
-    before = _rss_file_kib()
+    before = _rss_kib("RssFile")
     rows = np.arange(0, 2048, 32)
     got = np.empty((len(rows), 4096))
     for i, t in enumerate(rows):
         np.abs(B[t], out=got[i])
         drop_pages(B, t, t + 1)
-    assert _rss_file_kib() - before < 8 * 1024  # not the 64 MiB a folio per row maps
+    assert _rss_kib("RssFile") - before < 8 * 1024  # not the 64 MiB a folio per row maps
     np.testing.assert_array_equal(got, np.abs(np.load(path)[rows]))
 
 
