@@ -110,13 +110,15 @@ class Resolutions:
             if changed:  # entries changed: C whole in the resolution's file
                 datasets = {RESULT: C}
         else:
-            if r == self.layers - 1:  # the fallback check needs C: read it back once
-                C = self.writer.read_rank_tiles(parts, self.shape)
+            if r == self.layers - 1:  # the fallback check reads C back, band by band
+                C = self.writer.rank_rows(parts, self.shape)
             meta, redone = self.layered(r, cmax, C)
             if redone:  # entries changed: C whole in the resolution's file
-                datasets = {RESULT: C}
+                datasets = {RESULT: C.whole()}
             if r == self.layers - 1 and self.crt is not None:  # kept for the CRT rule
-                self.crt.hold(C, meta["bound_abs"], meta["cmax"])
+                self.crt.hold(C.whole(), meta["bound_abs"], meta["cmax"])
+            if C is not None:  # the callback's C: None unless it was read whole
+                C = C.array
         self.publish(meta, C, datasets, virtual=None if datasets else (self.shape, parts))
 
     def _figures(self, r):

@@ -79,11 +79,17 @@ def virtual_c(f, shape, parts):
     f.attrs[S.RANK_FILES] = [name for name, _ in parts]
 
 
-def read_tiles(path, job_id, parts, shape):
+def read_tiles(path, job_id, parts, shape, rows=None):
     """C of `shape` from committed rank files `parts` = [(file name, [(tile, r0, r1, c0,
-    c1)])] of job `job_id` at checkpoint `path`, each of this job and checked."""
-    C = np.empty(shape)
+    c1)])] of job `job_id` at checkpoint `path`, each of this job and checked. `rows`:
+    (i0, i1), only the tiles of those rows, into an (i1 - i0, n) array (tiles partly
+    inside are read whole: a tile's checksum is over all of it)."""
+    i0, i1 = rows if rows is not None else (0, shape[0])
+    C = np.empty((i1 - i0, shape[1]))
     for name, tiles in parts:
+        tiles = [t for t in tiles if t[1] < i1 and t[2] > i0]
+        if not tiles:
+            continue
         rank_path = owned.own_file(path, job_id, name)
         with h5py.File(rank_path, "r") as f:
             checksum.verify(f, rank_path, required=True)
@@ -91,8 +97,49 @@ def read_tiles(path, job_id, parts, shape):
                 raise CheckpointError(f"{rank_path} belongs to another job than {path}")
             check_place(f, rank_path, name)
             for t, r0, r1, c0, c1 in tiles:
-                C[r0:r1, c0:c1] = checksum.read(f[S.tile_c(t)], rank_path)
+                a, b = max(r0, i0), min(r1, i1)
+                C[a - i0:b - i0, c0:c1] = checksum.read(f[S.tile_c(t)], rank_path)[a - r0:b - r0]
     return C
+
+
+class RankRows:
+    """C of `shape` over committed rank files (as read_tiles), read one band of tiles at
+    a time for a pass over its rows (the fallback check: C[i0:i1] for i0 rising), so
+    C never lies whole in the root's memory (n = 4096: 128 MB of a 298 MB peak); a
+    write, or C wanted as an array (np.asarray), reads it whole first (`array`)."""
+
+    def __init__(self, path, job_id, parts, shape):
+        self.path, self.job_id, self.parts, self.shape = path, job_id, parts, tuple(shape)
+        self.ndim, self.dtype = 2, np.dtype(np.float64)
+        self.bands = sorted({(r0, r1) for _, tiles in parts for _, r0, r1, _, _ in tiles})
+        self.band, self.array = None, None   # (r0, r1, rows) read last; C whole once read
+
+    def whole(self):
+        if self.array is None:
+            self.array = read_tiles(self.path, self.job_id, self.parts, self.shape)
+            self.band = None
+        return self.array
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.whole(), dtype)
+
+    def __setitem__(self, key, value):
+        self.whole()[key] = value
+
+    def __getitem__(self, key):
+        if self.array is not None or not isinstance(key, slice) or key.step not in (None, 1):
+            return self.whole()[key]
+        i0, i1, _ = key.indices(self.shape[0])
+        out = np.empty((max(0, i1 - i0), self.shape[1]))
+        for r0, r1 in self.bands:
+            a, b = max(r0, i0), min(r1, i1)
+            if a >= b:
+                continue
+            if self.band is None or self.band[:2] != (r0, r1):
+                self.band = (r0, r1, read_tiles(self.path, self.job_id, self.parts,
+                                                self.shape, (r0, r1)))
+            out[a - i0:b - i0] = self.band[2][a - r0:b - r0]
+        return out
 
 
 def check_place(f, where, name):

@@ -367,6 +367,10 @@ class CheckpointWriter(StreamedWrites):
         each of this job and checked."""
         return rank_files.read_tiles(self.path, self.job_id, parts, shape)
 
+    def rank_rows(self, parts, shape):
+        """The same C, read band by band as a pass over its rows asks (RankRows)."""
+        return rank_files.RankRows(self.path, self.job_id, parts, shape)
+
     def set_phase(self, phase, attrs=None):
         """Record what the job does now (schema PHASE), and `attrs` (e.g. how long the
         preparation took), in the job file once what was queued before is written

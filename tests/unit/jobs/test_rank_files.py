@@ -58,3 +58,33 @@ def test_a_rank_file_written_before_it_carried_them_still_reads(tmp_path):
     with h5py.File(path, "r+") as f:
         del f.attrs[S.RESOLUTION], f.attrs[S.RANK]
         rank_files.check_place(f, path, os.path.basename(path))
+
+
+def test_rank_rows_read_c_band_by_band_and_whole_on_a_write(tmp_path, monkeypatch):
+    """The fallback check's pass over C written by the ranks: C[i0:i1] for rows in any
+    blocks gives C's rows, reading one band of tiles at a time (never C whole), from
+    two ranks' files on a 2 x 2 tiling; a write or np.asarray reads C whole."""
+    out = str(tmp_path / "c.h5")
+    os.makedirs(S.job_dir(out, JOB), exist_ok=True)
+    C = np.random.default_rng(3).standard_normal((10, 7))
+    tiling = Tiling(10, 7, 2, 2)
+    parts = []
+    for rank, tiles in ((1, tiling.tiles()[:3]), (2, tiling.tiles()[3:])):
+        files = rank_files.RankFiles((out, JOB, False), rank)
+        for t in tiles:
+            files.put(0, t, C[t.r0:t.r1, t.c0:t.c1].copy(), [(0, np.zeros((t.r1 - t.r0,
+                                                                        t.c1 - t.c0), np.int64))])
+        name, _ = files.seal(0)
+        parts.append((name, [(t.index, t.r0, t.r1, t.c0, t.c1) for t in tiles]))
+    reads = []
+    real = rank_files.read_tiles
+    monkeypatch.setattr(rank_files, "read_tiles",
+                        lambda *a, **k: reads.append(a[4:] or k.get("rows")) or real(*a, **k))
+    rows = rank_files.RankRows(out, JOB, parts, C.shape)
+    got = np.concatenate([rows[i:i + 3] for i in range(0, 10, 3)])
+    np.testing.assert_array_equal(got, C)
+    assert all(r is not None for r in reads) and len(reads) == 2  # one read per band
+    assert rows.array is None
+    np.testing.assert_array_equal(np.abs(rows), np.abs(C))  # whole, once
+    rows[1, 2] = 5.0
+    assert rows.array is not None and rows[1, 2] == 5.0 and rows[0:10].shape == (10, 7)
