@@ -145,11 +145,14 @@ class InferJob:
                             hosts, self.worker_timeout)
         try:
             status, reason = self._loop(eng, workers, control, writer)
+            control.mark(status, reason)  # the last write's failure surfaces here
         except BaseException as exc:
-            control.mark("failed", f"{type(exc).__name__}: {exc}")
+            try:
+                control.mark("failed", f"{type(exc).__name__}: {exc}")
+            except BaseException:  # the disk again: the job's own error is the one to say
+                pass
             workers.fail(exc)
             raise
-        control.mark(status, reason)
         workers.stop()
         return status, reason
 

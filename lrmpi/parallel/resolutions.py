@@ -112,6 +112,8 @@ class Resolutions:
         else:
             if r == self.layers - 1:  # the fallback check reads C back, band by band
                 C = self.writer.rank_rows(parts, self.shape)
+                if self.crt is not None:  # the CRT rule holds it: read whole, once
+                    C.whole()
             meta, redone = self.layered(r, cmax, C)
             if redone:  # entries changed: C whole in the resolution's file
                 datasets = {RESULT: C.whole()}

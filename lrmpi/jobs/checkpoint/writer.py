@@ -120,17 +120,25 @@ class CheckpointWriter(StreamedWrites):
             try:
                 if job is None:
                     return
-                if self._error is None and not (self._failed and getattr(job, "data", False)):
-                    job()
+                if not (self._failed and getattr(job, "data", False)):
+                    job()  # status and phase marks run even after a failure
                 elif getattr(job, "release", None):
                     job.release()  # skipped after a failure: still hand its buffers back
-            except BaseException as exc:  # reported to the caller at the next call
-                self._error, self._failed = exc, True
+            except BaseException as exc:  # reported to the caller at the next call (the
+                if self._error is None:   # first one: a later mark's is a consequence)
+                    self._error = exc
+                self._failed = True
             finally:
                 self._queue.task_done()
 
     def _submit(self, job):
         self._raise()
+        self._put(job)
+
+    def _put(self, job):
+        if not self._thread.is_alive():  # closed: nobody would run it (nor a flush end)
+            raise CheckpointError(f"cannot write the checkpoint at {self.path}: its writer "
+                                  "was closed")
         self._queue.put(job)
 
     def _submit_data(self, job, release=None):
@@ -231,16 +239,6 @@ class CheckpointWriter(StreamedWrites):
 
     def _write_resolution(self, index, datasets, attrs, state, sums, done, release,
                           virtual=None, whole=None):
-        if (index in self.streams and self.streams[index] is None) or (
-                isinstance(sums, Streamed) and self.sums_streams.get(index, 0) is None):
-            # its file or its sums could not be written (an error already reported):
-            # nothing more of it is written, and it never becomes durable
-            for stream in (self.streams.pop(index, None), self.sums_streams.pop(index, None)):
-                if stream is not None:
-                    stream.abort()
-            if release is not None:
-                release()
-            return
         try:
             self._write_resolution_files(index, datasets, attrs, state, sums, virtual, whole)
         finally:
@@ -384,7 +382,7 @@ class CheckpointWriter(StreamedWrites):
             self.attrs.update(attrs)
             if self.published:
                 self._write_job()
-        self._submit(mark)
+        self._put(mark)  # queued even with an error pending (reported at the next call)
 
     def set_status(self, status, message=""):
         """Mark the job file (after everything queued before) and wait for the disk.
@@ -393,8 +391,10 @@ class CheckpointWriter(StreamedWrites):
             raise ValueError(f"status must be one of {S.STATUSES}")
 
         def mark():
+            if self._failed and status == "complete":
+                return  # a write failed: not complete (the caller then marks it failed)
             self.status, self.message = status, message
             if self.published or status == "complete":
                 self._write_job()
-        self._submit(mark)
+        self._put(mark)  # queued before an error pending is raised: the file says failed
         self.flush()

@@ -54,3 +54,26 @@ def test_resume_refuses_other_data(cnn, tmp_path):
         run_infer(model, X * 0.5, out, planes=2, resume=True)
     with pytest.raises(CheckpointError, match="planes=2, this run has planes=3"):
         run_infer(model, data, out, planes=3, resume=True)
+
+
+def test_a_last_resolution_that_cannot_be_written_marks_the_job_failed(cnn, tmp_path,
+                                                                       monkeypatch):
+    """The last resolution's state file fails on the writer's thread (a full disk): the
+    error surfaces in the final status mark, and the job file says failed (it stayed
+    `running`, and the workers were never told), with the resolutions before it."""
+    import errno
+    from lrmpi.jobs.checkpoint import resume_data
+    model, data, X = cnn
+    real = resume_data.write_state
+
+    def full_at_4(f, index, *args, **kwargs):
+        if index == 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(f, index, *args, **kwargs)
+
+    monkeypatch.setattr(resume_data, "write_state", full_at_4)
+    out = str(tmp_path / "c.h5")
+    with pytest.raises(CheckpointError, match="No space left"):
+        run_infer(model, data, out, planes=4, rule="none")
+    ck = Checkpoint(out)
+    assert ck.attrs["status"] == "failed" and ck.attrs["completed"] == 3

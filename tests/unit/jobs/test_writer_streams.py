@@ -5,6 +5,7 @@ its streamed tiles instead of the disk's message, 1 run in 6)."""
 import errno
 
 import numpy as np
+import pytest
 
 from lrmpi.errors import CheckpointError
 from lrmpi.jobs.checkpoint import streamed
@@ -214,3 +215,42 @@ def test_a_full_disk_in_the_root_s_order_gives_the_disk_s_message(tmp_path, monk
             call()
         except CheckpointError as exc:
             assert "No space left" in str(exc), exc
+
+
+def test_the_last_resolution_failing_never_leaves_complete_or_running(tmp_path, monkeypatch):
+    """An inference job's last resolution fails on the writer's thread (its state file:
+    a full disk): set_status("complete") then raises the disk's error without writing
+    complete, and the job's own failure mark still reaches the job file."""
+    import h5py
+    from lrmpi.jobs.checkpoint import resume_data, schema as S
+    w = W.CheckpointWriter(str(tmp_path / "I.h5"), "infer", {}, fsync=False)
+    state = {"scores": np.zeros(3), "next": 2}
+    w.add_resolution(1, {"scores": np.zeros(3)}, {"index": 1}, state=dict(state))
+    w.flush()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(resume_data, "write_state", full)
+    w.add_resolution(2, {"scores": np.ones(3)}, {"index": 2}, state=dict(state))
+    with pytest.raises(CheckpointError, match="No space left"):
+        w.set_status("complete")
+    with h5py.File(w.path, "r") as f:  # never complete without its last resolution
+        assert S.py(f.attrs[S.STATUS]) == "running"
+    w.set_status("failed", "CheckpointError: No space left on device")
+    w.close()
+    with h5py.File(w.path, "r") as f:
+        assert S.py(f.attrs[S.STATUS]) == "failed" and int(f.attrs[S.COMPLETED]) == 1
+
+
+def test_a_closed_writer_refuses_and_gives_buffers_back(tmp_path):
+    w = W.CheckpointWriter(str(tmp_path / "C.h5"), "matmul", {}, fsync=False)
+    w.close()
+    released = []
+    with pytest.raises(CheckpointError, match="closed"):
+        w.add_resolution(1, {"C": np.zeros((2, 2))}, {"index": 1},
+                         release=lambda: released.append(1))
+    with pytest.raises(CheckpointError, match="closed"):
+        w.write_sums(1, [1], (2, 2), np.int32, 0, 0, [np.zeros((2, 2), np.int32)],
+                     lambda: released.append(2))
+    assert released == [1, 2]
