@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+from lrmpi import config
 from lrmpi.cli import main
 from lrmpi.errors import CheckpointError
 from lrmpi.jobs.checkpoint import Checkpoint, checksum
@@ -76,7 +77,8 @@ def test_files_written_before_checksums_read_and_are_marked_unchecked(tmp_path):
         # computed: the job then rightly says complete; stop another run (a new file:
         # an --overwrite stopped early would keep the complete one)
         out = str(tmp_path / f"old{attempt}.h5")
-        part = run_matmul(A, B, out, planes=3, on_resolution=stop_at_2)
+        with config.configure(test_slow_rank=0, test_slow_s=0.2):  # tasks after the stop
+            part = run_matmul(A, B, out, planes=3, on_resolution=stop_at_2)  # are slow
         if part.status != "complete":
             break
     done = part.completed  # 2, or 3 if it was finished when the stop was seen
