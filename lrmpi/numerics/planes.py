@@ -95,7 +95,7 @@ def encode_columns(B, bits=7, planes=4, scale="row", *, amax=None):
     exps = np.frexp(amax)[1].astype(np.int32)
     # by blocks of rows whose pages leave after them: a mapped B never counts whole in
     # the root's memory (one call over all rows maps every page: n = 4096, 128 MB)
-    D, sumsq, l1 = kernels.encode_t(B, exps, bits, planes, blocks=list(row_blocks(B)),
+    D, sumsq, l1 = kernels.encode_t(B, exps, bits, planes, blocks=row_blocks(B),
                                     done=lambda r0, r1: drop_pages(B, r0, r1))
     return Encoded(D, exps, bits, sumsq, l1)
 

@@ -43,7 +43,6 @@ class Assembly:
         self.held = {} if keep_sums else None
         # a matrix without entries has no tiles to stream: its (empty) sums are held
         self.sums_to = sums_to if keep_sums and m and n else None
-        self.streamed = set()
         self.cbuf, self.tile_max, self.ntiles = {}, {}, {}
         self.deferred = None
         self.c1_is_sums = False
@@ -124,8 +123,7 @@ class Assembly:
     def resume_data(self, r):
         """(TileSums of resolution r, or None when C_r is its own resume data; their
         buffers) for the checkpoint."""
-        if r in self.streamed:
-            self.streamed.discard(r)
+        if self._streams(r):
             return STREAMED, []
         held = self.held.pop(r)
         if r == 0 and self.c1_is_sums:
@@ -142,12 +140,16 @@ class Assembly:
         for buf in bufs:
             self.scratch.put(buf)
 
+    def _streams(self, r):
+        """Whether resolution r's level sums go to the writer tile by tile (not when C_1
+        is its own resume data: resolution 1 then has no sums file)."""
+        return self.sums_to is not None and not (r == 0 and self.c1_is_sums)
+
     def _done_with(self, r, tile, sums, buf):
         """A result is in the limbs: its buffer waits for the checkpoint or is free."""
         if self.held is None:
             self.scratch.put(buf)
-        elif self.sums_to is not None and not (r == 0 and self.c1_is_sums):
-            self.streamed.add(r)
+        elif self._streams(r):
             self.sums_to.write_sums(r + 1, levels(self.schedule[r]), self.shape, self.sdtype[r],
                                     tile.r0, tile.c0, [S for _, S in sums],
                                     lambda: self.scratch.put(buf))

@@ -105,7 +105,7 @@ class Resolutions:
         it back (and writes it whole if an entry changed)."""
         C, datasets = None, {}
         if r == self.layers:  # the fallback and the CRT rule need C: read it back once
-            C = self.writer.read_rank_tiles(parts, self.shape)
+            C = self.writer.rank_rows(parts, self.shape).whole()
             meta, changed = self.crt_meta(r, C, cmax)
             if changed:  # entries changed: C whole in the resolution's file
                 datasets = {RESULT: C}

@@ -42,9 +42,8 @@ class StreamedWrites:
         streamed into the resolution's sums file (SumsStream); release() runs once
         they are written and hashed, or when they are dropped (a failure, a stop).
         add_resolution(..., sums=STREAMED) then seals the file."""
-        def job():
+        def job():  # a failure here skips every later data job (writer._failed)
             if index not in self.sums_streams:
-                self.sums_streams[index] = None  # a file that cannot begin: skipped
                 try:
                     self.sums_streams[index] = SumsStream(
                         S.sums_file(self.path, self.job_id, index), self.job_id, index,
@@ -52,14 +51,10 @@ class StreamedWrites:
                 except BaseException:
                     release()
                     raise
-            stream = self.sums_streams[index]
-            if stream is None:
-                return release()
             try:
-                stream.add(r0, c0, parts, release)
+                self.sums_streams[index].add(r0, c0, parts, release)
             except BaseException:
-                self.sums_streams[index] = None
-                stream.abort()
+                self.sums_streams.pop(index).abort()
                 raise
         self._submit_data(job, release)
 
@@ -80,9 +75,8 @@ class StreamedWrites:
 
     def _begin(self, index, shape):
         path = S.res_file(self.path, self.job_id, index)
-        # a stream that could not begin (a full disk): its tiles and its resolution are
-        # skipped, not written into a file without them (writer._failed)
-        self.streams[index] = None
+        # a stream that cannot begin (a full disk) fails the writer: its tiles and its
+        # resolution are then skipped, never written into a file without them
         stream = AtomicH5(path, self.fsync, 8 * shape[0] * shape[1], aligned=True)
         try:
             stream.direct = DirectRows(stream.f, S.RESULT, shape)
@@ -92,9 +86,7 @@ class StreamedWrites:
         self.streams[index] = stream
 
     def _tile(self, index, r0, c0, tile):
-        stream = self.streams.get(index)
-        if stream is None:
-            return
+        stream = self.streams[index]
         if c0 == 0 and stream.direct.write_rows(r0, tile):
             return  # around the page cache: on its way to the disk already
         stream.f[S.RESULT][r0:r0 + tile.shape[0], c0:c0 + tile.shape[1]] = tile

@@ -89,7 +89,7 @@ class CheckpointWriter(StreamedWrites):
             if replace is not None and replace.completed > 0 else None
         self.published = self.earlier is None
         self.streams = {}  # resolution -> AtomicH5 of its file, while tiles stream in
-        self.sums_streams = {}  # resolution -> SumsStream of its level sums (None: failed)
+        self.sums_streams = {}  # resolution -> SumsStream of its level sums
         self.folder = owned.make_job_folder(self.path, self.job_id)
         self._error = None
         # once a job failed, no later data job (a tile, level sums, a resolution) runs,
@@ -136,10 +136,13 @@ class CheckpointWriter(StreamedWrites):
         self._put(job)
 
     def _put(self, job):
-        if not self._thread.is_alive():  # closed: nobody would run it (nor a flush end)
+        self._alive()
+        self._queue.put(job)
+
+    def _alive(self):
+        if not self._thread.is_alive():  # closed: nobody would run a job (nor end a flush)
             raise CheckpointError(f"cannot write the checkpoint at {self.path}: its writer "
                                   "was closed")
-        self._queue.put(job)
 
     def _submit_data(self, job, release=None):
         """A job that writes data: skipped after a failure (`release()` runs instead,
@@ -182,8 +185,7 @@ class CheckpointWriter(StreamedWrites):
             self._queue.put(None)
             self._thread.join()
             for stream in [*self.streams.values(), *self.sums_streams.values()]:
-                if stream is not None:  # resolutions begun, never finished
-                    stream.abort()
+                stream.abort()  # resolutions begun, never finished
             if not self.published:
                 owned.remove_job(self.path, self.job_id, self.protect)
         return self.published
@@ -337,9 +339,7 @@ class CheckpointWriter(StreamedWrites):
         while not self._slots.acquire(timeout=0.5):  # the disk is behind: wait, unless
             try:                                      # the writer failed meanwhile
                 self._raise()
-                if not self._thread.is_alive():
-                    raise CheckpointError(f"cannot write the checkpoint at {self.path}: "
-                                          "the writer thread ended")
+                self._alive()
             except BaseException:
                 if release is not None:  # the buffers go back (a pool's next get())
                     release()
@@ -360,13 +360,10 @@ class CheckpointWriter(StreamedWrites):
                 self._slots.release()
         self._submit_data(job, skipped)
 
-    def read_rank_tiles(self, parts, shape):
-        """C of `shape` from the committed rank files `parts` (as add_resolution's),
-        each of this job and checked."""
-        return rank_files.read_tiles(self.path, self.job_id, parts, shape)
-
     def rank_rows(self, parts, shape):
-        """The same C, read band by band as a pass over its rows asks (RankRows)."""
+        """C of `shape` from the committed rank files `parts` (as add_resolution's),
+        each of this job and checked, read band by band as a pass over its rows asks,
+        or whole (RankRows)."""
         return rank_files.RankRows(self.path, self.job_id, parts, shape)
 
     def set_phase(self, phase, attrs=None):
