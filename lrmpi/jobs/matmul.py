@@ -13,6 +13,7 @@ from lrmpi.errors import CheckpointError, ConfigError
 from lrmpi.jobs import inputs
 from lrmpi.jobs.job import Fingerprint, InputWatch, JobOptions, file_inputs, run_job
 from lrmpi.log import logger
+from lrmpi.numerics import buffers
 from lrmpi.numerics.layered import LayeredMatmul
 from lrmpi.parallel import protocol
 from lrmpi.parallel.comm import get_comm, rank_size
@@ -85,6 +86,9 @@ class MatmulJob:
         protocol.release(self.comm)
 
     def serve(self):
+        # a worker faults its buffers in as tasks need them: 4 KiB pages cost it less
+        # than huge pages the kernel may first have to compact for (buffers.huge_pages)
+        buffers.huge_pages(False)
         worker_run(self.comm, _rank_files)
 
     def execute(self, control, writer, ckpt, start):

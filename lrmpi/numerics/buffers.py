@@ -23,11 +23,29 @@ def big_zeros(shape, dtype):
     return a
 
 
+# Whether big_empty asks for transparent huge pages (huge_pages()). Where free memory
+# is fragmented (a page cache full of checkpoints), the kernel compacts memory to
+# fault a huge page in: measured [AMX VM, fresh process] 256 MB in 0.40-0.66 s with
+# huge pages against 0.075 s with 4 KiB pages (0.03 s when huge pages were free).
+# They pay where buffers are faulted ahead of use on a spare core (the root's
+# prefault) and then read over and over; not where they are faulted on demand, on
+# the critical path (a matmul worker's CRT residues and blocks).
+_HUGE_PAGES = [True]
+
+
+def huge_pages(on):
+    """Whether this process's big_empty buffers ask for transparent huge pages (on
+    by default; a matmul worker turns them off: measured, 4096 with a CRT resolution,
+    its CPU 3.3-3.7 -> 2.0-2.2 s, the CRT resolution durable 4.7-4.9 -> 3.4-3.5 s)."""
+    _HUGE_PAGES[0] = bool(on)
+
+
 def big_empty(shape, dtype, at=0):
     """A large buffer (zero-filled: fresh anonymous memory) in a private mapping of its
-    own, advised for transparent huge pages (as numpy advises its own large arrays),
-    so that touch() can fault it in with one call: [shared AMX machine, thread CPU,
-    512 MB] 0.08-0.09 s by MADV_POPULATE_WRITE, 0.44-0.55 s by writing each page.
+    own, advised for transparent huge pages (as numpy advises its own large arrays)
+    unless huge_pages(False), so that touch() can fault it in with one call: [shared
+    AMX machine, thread CPU, 512 MB] 0.08-0.09 s by MADV_POPULATE_WRITE, 0.44-0.55 s
+    by writing each page.
     Its byte `at` lies on a huge-page boundary (so on a page: rows can be written
     around the page cache, jobs.checkpoint.direct). Small buffers: aligned_empty."""
     dtype = np.dtype(dtype)
@@ -35,10 +53,11 @@ def big_empty(shape, dtype, at=0):
     if nbytes < HUGE:
         return aligned_empty(shape, dtype, at=at)
     m = mmap.mmap(-1, nbytes + HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # not shmem
-    try:
-        m.madvise(mmap.MADV_HUGEPAGE)
-    except (AttributeError, OSError):  # not Linux, or THP unavailable: 4 KiB pages
-        pass
+    if _HUGE_PAGES[0]:
+        try:
+            m.madvise(mmap.MADV_HUGEPAGE)
+        except (AttributeError, OSError):  # not Linux, or THP unavailable: 4 KiB pages
+            pass
     raw = np.frombuffer(m, np.uint8)
     start = -(raw.ctypes.data + at) % HUGE
     return raw[start:start + nbytes].view(dtype).reshape(shape)

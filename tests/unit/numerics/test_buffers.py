@@ -1,7 +1,10 @@
 """numerics.buffers: memory given back while arrays stay valid."""
-import numpy as np
+import os
 
-from lrmpi.numerics.buffers import big_empty, drop_pages, release
+import numpy as np
+import pytest
+
+from lrmpi.numerics.buffers import big_empty, drop_pages, huge_pages, release
 
 
 def _rss_kib(field="VmRSS"):
@@ -91,3 +94,34 @@ def test_drop_pages_leaves_a_copy_on_write_mapping_alone(tmp_path):
     drop_pages(M)   # would read the file's 0 again if the page were dropped
     drop_pages(M, 99, 101)
     assert M[100, 5] == 7.0
+
+
+def _vm_flags(a):
+    """The VmFlags of the mapping that holds array a (/proc/self/smaps)."""
+    address, flags, inside = a.ctypes.data, None, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split(None, 1)[0]
+            if "-" in head and ":" not in head:
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and line.startswith("VmFlags:"):
+                flags = line.split()[1:]
+    return flags
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="Linux only")
+def test_huge_pages_are_asked_for_unless_turned_off():
+    """A matmul worker's buffers use 4 KiB pages (huge_pages(False)): asking for huge
+    pages is an madvise, seen in the mapping's VmFlags as 'hg'."""
+    a = big_empty((4 << 20,), np.uint8)
+    assert "hg" in _vm_flags(a)
+    try:
+        huge_pages(False)
+        b = big_empty((4 << 20,), np.uint8)
+        assert _vm_flags(b) is not None and "hg" not in _vm_flags(b)
+        b[::4096] = 1  # usable all the same
+        assert int(b.sum()) == len(b) // 4096
+    finally:
+        huge_pages(True)
+    assert "hg" in _vm_flags(big_empty((4 << 20,), np.uint8))
