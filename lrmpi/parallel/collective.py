@@ -1,7 +1,5 @@
 """The few collectives of a data-parallel job (inference), also for one process
 without MPI."""
-import os
-
 import numpy as np
 
 from lrmpi.parallel import shipping

@@ -30,8 +30,6 @@ never busy-waits: it polls with MPI_Testsome and sleeps with a Backoff in betwee
 """
 import time
 
-import numpy as np
-
 from lrmpi import config
 from lrmpi.errors import CheckpointError
 from lrmpi.log import logger
