@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lrmpi.numerics import kernels, validate
-from lrmpi.numerics.buffers import drop_pages, row_blocks
+from lrmpi.numerics.buffers import drop_pages, release, row_blocks
 
 
 @dataclass(frozen=True, eq=False)
@@ -169,6 +169,29 @@ class RowBlocks:
     @property
     def l1(self):
         return self.wait()._l1
+
+
+def release_plane(enc, p):
+    """Give back the memory of plane p (1-based) of an encoded operand (Encoded or
+    RowBlocks) once no resolution multiplies it (buffers.release: it reads as zeros
+    after): A's first planes on the root, during the later resolutions."""
+    parts = [enc.block(b) for b in range(len(enc.blocks))] if isinstance(enc, RowBlocks) \
+        else [enc.digits]
+    for D in parts:
+        release(D[p - 1])
+
+
+def last_uses(schedule):
+    """{resolution index: [planes of A whose last resolution it is]} of a schedule
+    (a list of resolutions, each a list of pairs (p, q) of planes)."""
+    last = {}
+    for r, pairs in enumerate(schedule):
+        for p, _ in pairs:
+            last[p] = r
+    out = {}
+    for p, r in sorted(last.items()):
+        out.setdefault(r, []).append(p)
+    return out
 
 
 def dequantize(enc, upto=None):

@@ -33,7 +33,7 @@ import time
 from lrmpi import config
 from lrmpi.errors import CheckpointError
 from lrmpi.log import logger
-from lrmpi.numerics import bounds
+from lrmpi.numerics import bounds, planes
 from lrmpi.numerics.buffers import release
 from lrmpi.numerics.schedule import levels
 from lrmpi.parallel import plan as plans
@@ -122,6 +122,7 @@ class Root:
                                    plan.keys, first, plan.weights(), pinned=written,
                                    held=held, available=plan.layers if self.crt else None)
         self.crt_sent = False
+        self.a_last = planes.last_uses(plan.schedule)  # resolution -> A's planes done
         self.b_bcasts = None  # broadcast requests of B's planes, to release them after
         if self.crt and first > 0:
             self.crt.start()
@@ -253,8 +254,12 @@ class Root:
         self.collector.put(r, tile, value, buf)
 
     def advance(self, r):
-        """Resolution r has every tile: on to the next."""
+        """Resolution r has every tile: on to the next. A's planes that no later
+        resolution multiplies leave the root's memory (n = 4096, 4 planes: 48 of A's
+        64 MiB before the last resolution)."""
         self.scheduler.advance()
+        for p in self.a_last.get(r, ()):
+            planes.release_plane(self.ea, p)
         if r == 0 and self.crt:  # resolution 1 is out: the residues, beside the layers
             self.crt.start()
 

@@ -125,3 +125,17 @@ def test_huge_pages_are_asked_for_unless_turned_off():
     finally:
         huge_pages(True)
     assert "hg" in _vm_flags(big_empty((4 << 20,), np.uint8))
+
+
+def test_release_of_a_part_leaves_the_rest():
+    """A plane of A once no resolution multiplies it: its pages go, the others stay."""
+    a = big_empty((4, 1 << 22), np.int8)  # 4 planes of 4 MiB
+    a.fill(5)
+    before = _rss_kib()
+    release(a[1])
+    assert before - _rss_kib() >= 3 * 1024
+    assert not a[1].any() and (a[0] == 5).all() and (a[2:] == 5).all()
+    b = big_empty((3, 1 << 21), np.int8)[:, 7:]  # not contiguous: nothing released
+    b.fill(2)
+    release(b)
+    assert (b == 2).all()

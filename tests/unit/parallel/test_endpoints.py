@@ -47,6 +47,28 @@ def test_a_run_over_threads_equals_one_process(rng, size, final):
     assert all(not q for q in world.queues.values())  # nothing left unreceived
 
 
+@pytest.mark.parametrize("computes", ["no", "yes"])
+def test_a_s_planes_leave_the_root_after_their_last_resolution_and_c_is_exact(rng, computes):
+    """Plane p of A is released once no later resolution multiplies it (its blocks are
+    big enough to have pages of their own); every resolution stays bit-identical."""
+    A = rng.standard_normal((1536, 2048))
+    B = rng.standard_normal((2048, 48))
+    world = World(3)
+    join = run_ranks(world, worker_run)
+    got = []
+    with config.configure(root_computes=computes, tiles_per_worker=1):
+        root = Root(LayeredMatmul(A, B, planes=3), world.comms[0],
+                    on_resolution=lambda meta, C: got.append(C.copy()))
+        assert root.run() == ("complete", "")
+    assert set(join().values()) == {0}
+    for C, r in zip(got, LayeredMatmul(A, B, planes=3)):
+        np.testing.assert_array_equal(C, r.C)
+    parts = [root.ea.block(b) for b in range(len(root.ea.blocks))] \
+        if hasattr(root.ea, "block") else [root.ea.digits]
+    assert len(got) == 5 and all(D.nbytes >= 2 << 20 for D in parts)
+    assert all(not D.any() for D in parts)  # each plane released after its last use
+
+
 def _endpoint(world, rng, k=50):
     lm = LayeredMatmul(rng.standard_normal((130, k)), rng.standard_normal((k, 20)), planes=2)
     ea, eb = lm.encode()
