@@ -6,7 +6,10 @@ last tile arrives; exact integers make C the same in any tile order, at any numb
 of ranks (design.md, "Numbers", Determinism). A fresh run's first resolution is a single level sum on a zero
 accumulator: its tiles decode straight from the sums (accumulate.decode_sum) and
 the sums go into the limbs only once C_1 is out — the limbs are hundreds of MB
-whose first touch would otherwise delay resolution 1.
+whose first touch would otherwise delay resolution 1. When that decode is exact
+(C_1 is its own resume data), the sums are not even kept: they are C_1 again
+(settle(), after C_1 is published), and their buffers go back at once (n = 4096:
+the root's peak held 8 such buffers of 8 MiB through resolution 1).
 """
 import numpy as np
 
@@ -46,6 +49,13 @@ class Assembly:
         self.cbuf, self.tile_max, self.ntiles = {}, {}, {}
         self.deferred = None
         self.c1_is_sums = False
+
+    @property
+    def c1_settles(self):
+        """Whether resolution 1's sums are taken from C_1 (settle()) rather than kept: C_1
+        is its own resume data (c1_is_sums, which a checkpoint that will remove C_1's
+        file turns off) and not the last layer's (whose fallback may change it)."""
+        return self.c1_is_sums and len(self.schedule) > 1
 
     def sums_from_c(self, C):
         """[(level, S)] of resolution 1 from its C (when c1_is_sums held)."""
@@ -87,7 +97,11 @@ class Assembly:
             with STAGES.timed("accumulate and decode"):
                 self.acc.decode_sum(S, level, erow, ecol, out=C)
                 amax = max(float(C.max()), -float(C.min()))  # the tile is still in cache
-            self.deferred.append((tile, sums, buf))
+            if self.c1_settles:   # the sums are C_1's tile again: the buffer goes back
+                self.deferred.append((tile, level, None))
+                self.scratch.put(buf)
+            else:
+                self.deferred.append((tile, sums, buf))
         else:
             with STAGES.timed("accumulate and decode"):  # one pass (compact state)
                 amax = self.acc.add_decode(sums, erow, ecol, C, tile.r0, tile.c0)
@@ -102,14 +116,31 @@ class Assembly:
         back with release() (after the checkpoint wrote it)."""
         C = self.cbuf.pop(r)
         cmax = self.tile_max.pop(r)
-        if self.deferred:  # resolution 1 is out: now its sums go into the limbs
-            for tile, sums, buf in self.deferred:
+        if self.deferred and not self.c1_settles:  # resolution 1 is out: now its sums
+            for tile, sums, buf in self.deferred:  # go into the limbs
                 with STAGES.timed("accumulate"):
                     for level, S in sums:
                         self.acc.add(S, level, tile.r0, tile.c0)
                 self._done_with(r, tile, sums, buf)
-        self.deferred = None
+            self.deferred = None
         return C, cmax
+
+    def settle(self, C1):
+        """Resolution 1's sums into the limbs, taken from C_1 (exactly: c1_settles),
+        once C_1 is on its way to the disk; before any tile of resolution 2 (the same
+        thread). C_1 unchanged since it was decoded (its callback gets it read-only)."""
+        if not self.c1_settles or not self.deferred:
+            self.deferred = None
+            return
+        with STAGES.timed("accumulate"):
+            for tile, level, _ in self.deferred:
+                for i0 in range(tile.r0, tile.r1, 64):  # 2 MiB of float64 at a time
+                    i1 = min(i0 + 64, tile.r1)
+                    S = self.acc.sum_from_decoded(C1[i0:i1, tile.c0:tile.c1], level,
+                                                  self.erow[i0:i1], self.ecol[tile.c0:tile.c1],
+                                                  self.sdtype[0])
+                    self.acc.add(S, level, i0, tile.c0)
+        self.deferred = None
 
     def decoded(self):
         """C of the exact state as it stands (all of it, a new array): on the thread
@@ -125,7 +156,7 @@ class Assembly:
         buffers) for the checkpoint."""
         if self._streams(r):
             return STREAMED, []
-        held = self.held.pop(r)
+        held = self.held.pop(r, [])  # none when resolution 1 settles from C_1
         if r == 0 and self.c1_is_sums:
             return None, [buf for _, _, buf in held]
         ts = TileSums(levels(self.schedule[r]), self.shape, self.sdtype[r],

@@ -132,7 +132,7 @@ class Resolutions:
         buffers are no longer needed (at once without a checkpoint)."""
         self.meta.append(meta)
         if self.on_resolution is not None:
-            self.on_resolution(meta, C)
+            self.on_resolution(meta, _read_only(C))
         if self.writer is None:
             self.progress.resolution(meta)
             if release is not None:
@@ -149,6 +149,15 @@ def rewritten(C, redone, whole=False):
     if whole:
         return {RESULT: [(np.s_[:], C)]}
     return {RESULT: [(int(i), C[i]) for i in np.unique(redone[0])]} if redone else {}
+
+
+def _read_only(C):
+    """C for a callback: a view it cannot write (C is reused, and resolution 1's is
+    read again after the callback: Assembly.settle)."""
+    if isinstance(C, np.ndarray):
+        C = C.view()
+        C.flags.writeable = False
+    return C
 
 
 def _known(b):

@@ -21,12 +21,10 @@ order (7 resolutions).
   line (resolutions.py). Results of r+1 that arrive first wait in a buffer, so C_r
   never sees pairs of a later resolution.
 
-With one rank (or without mpi4py) the root computes each task itself through the
-same scheduling code and the same tile function, on a thread beside its loop
-(endpoints.ThreadEndpoint); it also computes beside the workers when it has a core
-of its own (ranks on its node <= cores: `-n 2` on 2 cores), not when ranks
-outnumber cores (`-n 3` on 2 cores, where it would take a worker's core). The root
-never busy-waits: it polls with MPI_Testsome and sleeps with a Backoff in between.
+With one rank (or without mpi4py) the root computes each task itself (same
+scheduling, same tile function) on a thread beside its loop (endpoints.ThreadEndpoint);
+also beside the workers when it has a core of its own (`-n 2` on 2 cores), not when
+ranks outnumber cores. It never busy-waits: MPI_Testsome, and a Backoff in between.
 """
 import time
 
@@ -254,9 +252,8 @@ class Root:
         self.collector.put(r, tile, value, buf)
 
     def advance(self, r):
-        """Resolution r has every tile: on to the next. A's planes that no later
-        resolution multiplies leave the root's memory (n = 4096, 4 planes: 48 of A's
-        64 MiB before the last resolution)."""
+        """Resolution r has every tile: on to the next; A's planes no later one
+        multiplies leave the root's memory."""
         self.scheduler.advance()
         for p in self.a_last.get(r, ()):
             planes.release_plane(self.ea, p)
@@ -287,10 +284,12 @@ class Root:
             keep = self.crt.drop
         if self.writer is None:
             self.record.publish(meta, C, release=keep)
-            return
-        sums, bufs = self.assembly.resume_data(r)
-        self.record.publish(meta, C, rewritten(C, redone), sums=sums, whole=C,
-                            release=lambda: (self.assembly.release(None, bufs), keep()))
+        else:
+            sums, bufs = self.assembly.resume_data(r)
+            self.record.publish(meta, C, rewritten(C, redone), sums=sums, whole=C,
+                                release=lambda: (self.assembly.release(None, bufs), keep()))
+        if r == 0:  # resolution 1's sums into the limbs from C_1, on its way to the disk
+            self.assembly.settle(C)
 
     def _apply_crt(self, r, tile, values, buf):
         """A tile of the CRT resolution: its C values, final (no accumulator); `buf`

@@ -47,6 +47,8 @@ def test_tiles_in_any_order_give_each_resolution_exactly(rng, order):
         C, cmax = asm.finish(r)
         np.testing.assert_array_equal(C, ref[r].C)
         assert cmax == np.abs(ref[r].C).max()
+        if r == 0:  # resolution 1's sums into the limbs (from C_1 when it settles)
+            asm.settle(C)
         asm.release(C)
 
 
@@ -60,6 +62,8 @@ def test_resume_data_added_again_continues_bit_identically(rng):
         for tile in plan.tiles:
             asm.add(r, tile, *result(plan, asm, blocks, r, tile))
         C, _ = asm.finish(r)
+        if r == 0:
+            asm.settle(C)
         ts, bufs = asm.resume_data(r)
         if r == 0 and asm.c1_is_sums:  # resolution 1 is its own resume data: from C
             kept[1] = asm.sums_from_c(C)
@@ -82,3 +86,33 @@ def test_resume_data_added_again_continues_bit_identically(rng):
 def asm_inputs(lm, plan):
     ea, eb = lm.encode()
     return ea, eb, plan.schedule, [plan.layout(r)[1] for r in range(plan.nres)]
+
+
+@pytest.mark.parametrize("keep_sums", [False, True])
+def test_resolution_1_s_sums_are_given_back_at_once_when_c_1_holds_them(rng, keep_sums):
+    """A fresh run's resolution 1 decodes exactly from its sums (C_1 is its own resume
+    data): its result buffers go back as each tile is decoded, and the limbs take the
+    sums from C_1 once it is published (settle); resolution 2 is exact after it."""
+    lm, plan, asm, blocks = setup(rng, keep_sums=keep_sums, m=600, k=40, n=300)
+    asm.start(0)
+    assert asm.c1_is_sums and asm.c1_settles
+    ref = list(LayeredMatmul(lm.A, lm.B, planes=3))
+    for tile in plan.tiles:
+        sums, buf = result(plan, asm, blocks, 0, tile)
+        asm.add(0, tile, sums, buf)
+        # the buffer is free again (the next get of its shape returns it)
+        again = asm.scratch.get(buf.shape, buf.dtype)
+        assert again is buf
+        asm.scratch.put(again)
+    C, _ = asm.finish(0)
+    np.testing.assert_array_equal(C, ref[0].C)
+    if keep_sums:  # the checkpoint writes C_1 alone (no level sums, no buffers)
+        assert asm.resume_data(0) == (None, [])
+    asm.settle(C)
+    asm.release(C)
+    for r in (1, 2):
+        for tile in plan.tiles:
+            asm.add(r, tile, *result(plan, asm, blocks, r, tile))
+        C2, _ = asm.finish(r)
+        np.testing.assert_array_equal(C2, ref[r].C)
+        asm.release(C2)
