@@ -1,8 +1,7 @@
 """The root side of a distributed layered matmul: Root (root_init), Root.run
 (root_run), Root.stop (root_stop).
 
-Worked example: `mpirun -n 3`, A and B 4096 x 4096, 4 planes, antidiagonal
-order (7 resolutions).
+Worked example: `mpirun -n 3`, A and B 4096 x 4096, 4 planes, antidiagonal order.
 
   rank 0 (root) reads and encodes A and B, and cuts C into 8 row tiles of 512
   rows (partition.py; plan.py has what root and workers derive from that). The
