@@ -88,8 +88,11 @@ class MatmulJob:
     def serve(self):
         # a worker faults its buffers in as tasks need them: 4 KiB pages cost it less
         # than huge pages the kernel may first have to compact for (buffers.huge_pages)
-        buffers.huge_pages(False)
-        worker_run(self.comm, _rank_files)
+        before = buffers.huge_pages(False)
+        try:
+            worker_run(self.comm, _rank_files)
+        finally:
+            buffers.huge_pages(before)
 
     def execute(self, control, writer, ckpt, start):
         from lrmpi.parallel.root import Root  # the root's alone (workers start sooner)
@@ -132,8 +135,8 @@ def run_matmul(A, B, out=None, *, comm=None, on_resolution=None, write="root", *
 
     A, B: arrays (used on rank 0) or `.npy` / `FILE.h5:/dataset` paths (read by
     rank 0 only). `out`: checkpoint path (HDF5), optional. `on_resolution(meta,
-    C)` is called on the root for each finished resolution (C is reused: copy
-    what you keep; None when the ranks wrote it). `write`: "root" (default) or
+    C)` is called on the root for each finished resolution (C is a read-only
+    view of a buffer reused later: copy what you keep; None when the ranks wrote it). `write`: "root" (default) or
     "ranks": each worker writes its own tiles of C and level sums (rank_files.py),
     for many nodes on a shared file system. Options: the numerics (bits, planes, order, cutoff, scale; see
     LayeredMatmul) and the job's (see jobs.job.JobOptions: deadline, time_margin,

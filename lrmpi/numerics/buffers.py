@@ -37,8 +37,10 @@ _HUGE_PAGES = [True]
 def huge_pages(on):
     """Whether this process's big_empty buffers ask for transparent huge pages (on
     by default; a matmul worker turns them off: measured, 4096 with a CRT resolution,
-    its CPU 3.3-3.7 -> 2.0-2.2 s, the CRT resolution durable 4.7-4.9 -> 3.4-3.5 s)."""
-    _HUGE_PAGES[0] = bool(on)
+    its CPU 3.3-3.7 -> 2.0-2.2 s, the CRT resolution durable 4.7-4.9 -> 3.4-3.5 s).
+    Returns the setting before."""
+    before, _HUGE_PAGES[0] = _HUGE_PAGES[0], bool(on)
+    return before
 
 
 def big_empty(shape, dtype, at=0):
@@ -111,8 +113,8 @@ def release(a):
     if m is None or m.closed or not a.flags.c_contiguous or not a.nbytes:
         return
     base = ctypes.addressof(ctypes.c_char.from_buffer(m))
-    lo = a.ctypes.data - base
-    lo, hi = -(-lo // PAGE) * PAGE, (lo + a.nbytes) // PAGE * PAGE
+    lo, page = a.ctypes.data - base, mmap.PAGESIZE  # the kernel's (16 or 64 KiB elsewhere)
+    lo, hi = -(-lo // page) * page, (lo + a.nbytes) // page * page
     if hi > lo:
         m.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 

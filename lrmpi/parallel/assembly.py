@@ -50,13 +50,6 @@ class Assembly:
         self.deferred = None
         self.c1_is_sums = False
 
-    @property
-    def c1_settles(self):
-        """Whether resolution 1's sums are taken from C_1 (settle()) rather than kept: C_1
-        is its own resume data (c1_is_sums, which a checkpoint that will remove C_1's
-        file turns off) and not the last layer's (whose fallback may change it)."""
-        return self.c1_is_sums and len(self.schedule) > 1
-
     def sums_from_c(self, C):
         """[(level, S)] of resolution 1 from its C (when c1_is_sums held)."""
         level = levels(self.schedule[0])[0]
@@ -75,8 +68,10 @@ class Assembly:
         if first == 0 and len(levels(self.schedule[0])) == 1:
             self.deferred = []
         # resolution 1 decoded exactly from its sums: C_1 is its own resume data
-        self.c1_is_sums = self.deferred is not None and self.acc.sum_is_decoded_exactly(
-            self.sdtype[0], levels(self.schedule[0])[0], self.erow, self.ecol)
+        # (not when resolution 1 is the last layer: its fallback may change C_1)
+        self.c1_is_sums = self.deferred is not None and len(self.schedule) > 1 and \
+            self.acc.sum_is_decoded_exactly(self.sdtype[0], levels(self.schedule[0])[0],
+                                            self.erow, self.ecol)
         # the first C buffer and the exact state are hundreds of MB at n = 4096: fault
         # them in on a thread; the state, if resolution 1 does not need it, when a
         # core would be idle (all of it at once when resolution 2 began stalled the
@@ -97,7 +92,7 @@ class Assembly:
             with STAGES.timed("accumulate and decode"):
                 self.acc.decode_sum(S, level, erow, ecol, out=C)
                 amax = max(float(C.max()), -float(C.min()))  # the tile is still in cache
-            if self.c1_settles:   # the sums are C_1's tile again: the buffer goes back
+            if self.c1_is_sums:   # the sums are C_1's tile again: the buffer goes back
                 self.deferred.append((tile, level, None))
                 self.scratch.put(buf)
             else:
@@ -116,7 +111,7 @@ class Assembly:
         back with release() (after the checkpoint wrote it)."""
         C = self.cbuf.pop(r)
         cmax = self.tile_max.pop(r)
-        if self.deferred and not self.c1_settles:  # resolution 1 is out: now its sums
+        if self.deferred and not self.c1_is_sums:  # resolution 1 is out: now its sums
             for tile, sums, buf in self.deferred:  # go into the limbs
                 with STAGES.timed("accumulate"):
                     for level, S in sums:
@@ -126,10 +121,10 @@ class Assembly:
         return C, cmax
 
     def settle(self, C1):
-        """Resolution 1's sums into the limbs, taken from C_1 (exactly: c1_settles),
+        """Resolution 1's sums into the limbs, taken from C_1 (exactly: c1_is_sums),
         once C_1 is on its way to the disk; before any tile of resolution 2 (the same
         thread). C_1 unchanged since it was decoded (its callback gets it read-only)."""
-        if not self.c1_settles or not self.deferred:
+        if not self.c1_is_sums or not self.deferred:
             self.deferred = None
             return
         with STAGES.timed("accumulate"):
@@ -156,9 +151,9 @@ class Assembly:
         buffers) for the checkpoint."""
         if self._streams(r):
             return STREAMED, []
-        held = self.held.pop(r, [])  # none when resolution 1 settles from C_1
-        if r == 0 and self.c1_is_sums:
-            return None, [buf for _, _, buf in held]
+        if r == 0 and self.c1_is_sums:  # no sums held: they are C_1's (settle)
+            return None, []
+        held = self.held.pop(r)
         ts = TileSums(levels(self.schedule[r]), self.shape, self.sdtype[r],
                       [(tile.r0, tile.c0, [S for _, S in sums]) for tile, sums, _ in held])
         return ts, [buf for _, _, buf in held]

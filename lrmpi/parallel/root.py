@@ -58,7 +58,7 @@ class Root:
     control.mark(status, reason), called before the workers are stopped or the
     job is aborted. `writer`: the checkpoint writer (jobs.checkpoint), or None.
     `resume`: a checkpoint to continue from. `on_resolution(meta, C)` is called
-    for each finished resolution (C is reused later: copy what you keep).
+    for each finished resolution (C read-only, reused later: copy what you keep).
     """
 
     def __init__(self, lm, comm=None, *, writer=None, control=None, resume=None, start=None,
