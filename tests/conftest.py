@@ -2,6 +2,7 @@
 import os
 import shutil
 import tempfile
+import time
 
 # the operator-norm cache of the inference bounds: a fresh one per test session
 # (child processes inherit it), so the norms are computed, not found
@@ -36,7 +37,15 @@ def pytest_configure(config):
     _MINE.append(path)
 
 
+_STARTED = time.time()
+
+
 def pytest_sessionfinish(session, exitstatus):
     if exitstatus == 0:
         for path in _MINE:
             shutil.rmtree(path, ignore_errors=True)
+    # MPICH's shared-memory files of the jobs this run killed (tests/shm.py): once, by
+    # the session that started the others (xdist's controller, or each mpiexec rank)
+    if not hasattr(session.config, "workerinput"):
+        from shm import remove_leaked
+        remove_leaked(_STARTED)
