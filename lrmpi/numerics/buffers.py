@@ -35,10 +35,9 @@ _HUGE_PAGES = [True]
 
 
 def huge_pages(on):
-    """Whether this process's big_empty buffers ask for transparent huge pages (on
-    by default; a matmul worker turns them off: measured, 4096 with a CRT resolution,
-    its CPU 3.3-3.7 -> 2.0-2.2 s, the CRT resolution durable 4.7-4.9 -> 3.4-3.5 s).
-    Returns the setting before."""
+    """Whether this process's big_empty buffers ask for transparent huge pages (on by
+    default; a matmul worker turns them off, see _HUGE_PAGES). Returns the setting
+    before."""
     before, _HUGE_PAGES[0] = _HUGE_PAGES[0], bool(on)
     return before
 

@@ -93,7 +93,7 @@ class Assembly:
                 self.acc.decode_sum(S, level, erow, ecol, out=C)
                 amax = max(float(C.max()), -float(C.min()))  # the tile is still in cache
             if self.c1_is_sums:   # the sums are C_1's tile again: the buffer goes back
-                self.deferred.append((tile, level, None))
+                self.deferred.append((tile, None, None))
                 self.scratch.put(buf)
             else:
                 self.deferred.append((tile, sums, buf))
@@ -127,8 +127,9 @@ class Assembly:
         if not self.c1_is_sums or not self.deferred:
             self.deferred = None
             return
+        level = levels(self.schedule[0])[0]
         with STAGES.timed("accumulate"):
-            for tile, level, _ in self.deferred:
+            for tile, _, _ in self.deferred:
                 for i0 in range(tile.r0, tile.r1, 64):  # 2 MiB of float64 at a time
                     i1 = min(i0 + 64, tile.r1)
                     S = self.acc.sum_from_decoded(C1[i0:i1, tile.c0:tile.c1], level,
