@@ -7,7 +7,7 @@ lrmpi/numerics/kernels.py does that once. Each takes an optional `isa` to call a
 specific variant (tests compare every variant with the reference).
 """
 from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
-from _kernels cimport (LRMPI_MAX_LIMBS, lrmpi_nn_layer, lrmpi_nn_planes, lrmpi_dot2_ref, lrmpi_bound_inputs, lrmpi_residual_sumsq, lrmpi_bound_relu, lrmpi_weight_rows, lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
+from _kernels cimport (LRMPI_MAX_LIMBS, lrmpi_nn_layer, lrmpi_nn_planes, lrmpi_dot2_ref, lrmpi_bound_inputs, lrmpi_residual_sumsq, lrmpi_bound_relu, lrmpi_bound_maxpool, lrmpi_weight_rows, lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
                        lrmpi_kernel_isas, lrmpi_set_isa)
 
 
@@ -260,6 +260,21 @@ def bound_relu(const double[:, ::1] x, const double[:, ::1] D, const double[:, :
         return
     with nogil:
         lrmpi_bound_relu(n, d, &x[0, 0], &D[0, 0], &y[0, 0], &Dy[0, 0], &sums[0, 0])
+
+
+def bound_maxpool(const double[:, :, :, ::1] x, const double[:, :, :, ::1] D,
+                  const double[:, :, :, ::1] y, const int64_t[::1] pool,
+                  double[:, :, :, ::1] Dy, double[:, ::1] sums):
+    """The difference bound at a max pooling (kernels.h)."""
+    cdef int64_t n = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    if n == 0 or y.shape[1] * y.shape[2] * y.shape[3] == 0 or C * H * W == 0:
+        return
+    cdef int status
+    with nogil:
+        status = lrmpi_bound_maxpool(n, C, H, W, &x[0, 0, 0, 0], &D[0, 0, 0, 0], &y[0, 0, 0, 0],
+                                     &pool[0], &Dy[0, 0, 0, 0], &sums[0, 0])
+    if status:
+        raise MemoryError("bound_maxpool: no memory for its scratch")
 
 
 def crt_residues(const double[:, :] X, int transpose, const int32_t[::1] exps,

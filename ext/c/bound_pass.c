@@ -14,6 +14,7 @@
 /* -ffp-contract=off comes from setup.py (every C source) */
 #include <float.h>
 #include <math.h>
+#include <stdlib.h>
 #include "kernels.h"
 
 #define LANES 8
@@ -128,6 +129,68 @@ CLONES void lrmpi_bound_relu(int64_t n, int64_t d, const double *x, const double
         sums[2 * i] = lanes_sum(sw);
         sums[2 * i + 1] = lanes_sum(sd);
     }
+}
+
+CLONES int lrmpi_bound_maxpool(int64_t n, int64_t C, int64_t H, int64_t W, const double *x,
+                               const double *D, const double *y, const int64_t *pool,
+                               double *Dy, double *sums)
+{
+    /* pool: kh kw sh sw dh dw pt pl Ho Wo (ONNX MaxPool geometry; a tap outside the
+     * image reads -inf in ops.pool, which changes no maximum: skipped). Per channel,
+     * w's plane once into scratch, then each output row's maxima tap by tap over the
+     * run of outputs whose tap is inside (branch-free loops that vectorise) */
+    const int64_t kh = pool[0], kw = pool[1], sh = pool[2], sw = pool[3], dh = pool[4];
+    const int64_t dw = pool[5], pt = pool[6], pl = pool[7], Ho = pool[8], Wo = pool[9];
+    const int64_t d = C * H * W, e = C * Ho * Wo;
+    double *w = malloc((size_t)(H * W + Wo) * sizeof(double));
+    if (!w)
+        return -1;
+    double *m = w + H * W;
+    for (int64_t i = 0; i < n; i++) {
+        const double *a = x + i * d, *b = D + i * d, *c = y + i * e;
+        double *o = Dy + i * e;
+        double sw2[LANES] = {0}, sd[LANES] = {0};
+        for (int64_t ch = 0; ch < C; ch++) {
+            const double *ac = a + ch * H * W, *bc = b + ch * H * W;
+            FOR_LANES(H * W, {
+                const double v = ac[j] - bc[j];               /* w: one rounding, as numpy's */
+                w[j] = v;
+                sw2[k] += v * v;
+            });
+            for (int64_t oy = 0; oy < Ho; oy++) {
+                for (int64_t ox = 0; ox < Wo; ox++)
+                    m[ox] = -INFINITY;
+                for (int64_t u = 0; u < kh; u++) {
+                    const int64_t iy = oy * sh + u * dh - pt;
+                    if (iy < 0 || iy >= H)
+                        continue;
+                    const double *wr = w + iy * W;
+                    for (int64_t v = 0; v < kw; v++) {
+                        const int64_t off = v * dw - pl; /* ix = ox sw + off in [0, W) */
+                        const int64_t lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+                        const int64_t hi = W - 1 - off < 0 ? 0 : (W - 1 - off) / sw + 1;
+                        const int64_t end = hi < Wo ? hi : Wo;
+                        for (int64_t ox = lo; ox < end; ox++) {
+                            const double t = wr[ox * sw + off];
+                            m[ox] = (m[ox] >= t || m[ox] != m[ox]) ? m[ox] : t; /* np.maximum */
+                        }
+                    }
+                }
+                const double *cr = c + (ch * Ho + oy) * Wo;
+                double *orow = o + (ch * Ho + oy) * Wo;
+                for (int64_t ox = 0; ox < Wo; ox++)
+                    orow[ox] = cr[ox] - m[ox];
+            }
+        }
+        FOR_LANES(e, {
+            const double t = o[j];
+            sd[k] += t * t;
+        });
+        sums[2 * i] = lanes_sum(sw2);
+        sums[2 * i + 1] = lanes_sum(sd);
+    }
+    free(w);
+    return 0;
 }
 
 CLONES int lrmpi_weight_rows(int64_t n, int64_t d, const double *W, double *amax, double *sabs,

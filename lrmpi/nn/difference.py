@@ -39,10 +39,10 @@ import numpy as np
 from lrmpi.nn import ops
 from lrmpi.nn.graph import LINEAR_OPS
 from lrmpi.nn.estimate import ops_product
-from lrmpi.nn.lipschitz import lipschitz
-from lrmpi.nn.operators import MOVEMENT
-from lrmpi.nn.verified import (U1, UP, gamma, linear_inputs, norm_up, relu_difference,
-                                residual_norm, up)
+from lrmpi.nn.lipschitz import lipschitz, offset_norm
+from lrmpi.nn.operators import MOVEMENT, maxpool_taps
+from lrmpi.nn.verified import (U1, UP, gamma, linear_inputs, maxpool_difference, norm_up,
+                                relu_difference, residual_norm, up)
 
 EXACT = ("relu", "clip", "maxpool")             # f computed without rounding
 ROUNDED = ("leakyrelu", "prelu", "affine")      # one rounding per element
@@ -292,6 +292,10 @@ class DiffTracker:
             if op == "relu":   # one fused pass (verified.relu_difference); w is not kept
                 w, yw = None, None
                 Dy, nw, nDy = relu_difference(args[0], D, y, self._out(node, "Dy"))
+            elif op == "maxpool" and args[0].ndim == 4:   # the same (maxpool_difference)
+                w, yw = None, None
+                taps = maxpool_taps(node.params, *y.shape[2:])
+                Dy, nw, nDy = maxpool_difference(args[0], D, y, taps, self._out(node, "Dy"))
             else:
                 w = args[0] - D
                 nw, yw = norm_up(w), ops.apply(node, [w])
@@ -337,7 +341,7 @@ class DiffTracker:
             c = max(p.get("lo", 0.0), -p.get("hi", 0.0), 0.0)
             My = M + c * math.sqrt(self._numel(node.output)) * UP
         elif op in ROUNDED:
-            My = (1 + U1) * (L * M + _offset_norm(node, self._shape(ins[0])))
+            My = (1 + U1) * (L * M + offset_norm(node, self._shape(ins[0])))
             terms["op_rounding"] = U1 * (2 + U1) * My + U1 * L * bx
         else:                # pooling
             terms["op_rounding"] = gamma(K + 1) * L * (M * (2 + U1) + bx)
@@ -387,14 +391,3 @@ def _sum(terms):
         if name not in DROPPED:
             total = total + value
     return total
-
-
-def _offset_norm(node, shape):
-    """||c|| broadcast over one sample of an x of `shape`, for an affine add/sub/rsub
-    (else 0)."""
-    p = node.params
-    if node.op != "affine" or p["fn"] not in ("add", "sub", "rsub"):
-        return 0.0
-    c = np.asarray(p["c"], np.float64)
-    c = np.broadcast_to(c, np.broadcast_shapes(c.shape, (1,) + tuple(shape[1:])))
-    return math.sqrt(float(np.sum(c * c)) * (1 + 2 * gamma(c.size + 2))) * UP

@@ -120,8 +120,9 @@ class FusedModel:
             for t in node.inputs:
                 if last.get(t) == i and t != g.output:
                     env.pop(t, None)
-        out = env[g.output]
-        return out.reshape(n, -1)  # (K, 1, ..., 1) per sample: K scores (graph.py)
+        # (K, 1, ..., 1) per sample: K scores (graph.py); a copy: the nodes' arrays
+        # are reused by the next batch
+        return np.array(env[g.output].reshape(n, -1))
 
     def _linear(self, node, env, planes, r, tracker, n):
         fn = self.nodes[node.output]
@@ -165,13 +166,15 @@ class FusedModel:
         need_a = add is not None and act is not None and (arrays(add) or arrays(act))
         need_z = (act is not None or add is not None) and \
             ("z" in wants or (add is not None and arrays(add)))
-        Y = np.empty(size) if need_y else None
-        Z = np.empty(size) if need_z else None
-        A = np.empty(size) if need_a else None
-        C = np.empty(size) if "C" in wants else None
+        # reused from batch to batch: a fresh array is first touched in the kernel's
+        # stores, page by page (the forward with a tracker took 2-3x its time)
+        def out(name, wanted, count=size):
+            return self.buffers.get(("out", node.output, name), (count,), np.float64) \
+                if wanted else None
+        Y, Z, A, C = out("y", need_y), out("z", need_z), out("a", need_a), out("C", "C" in wants)
         res = _f64(env, fn.res_input) if add is not None else None
         pshape = (n,) + fn.pooled_shape(self.graph.shapes)
-        Pout = np.empty(int(np.prod(pshape))) if pooled else None
+        Pout = out("pooled", pooled, int(np.prod(pshape)))
         sq = self.buffers.get(("sq", node.output), (5 * n,), np.float64) if norms else None
         nxt = None
         if feeds is not None:

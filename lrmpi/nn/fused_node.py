@@ -6,6 +6,7 @@ layout of its input planes, and the per-sample norms the bound hook gets."""
 import numpy as np
 
 from lrmpi.nn import ops
+from lrmpi.nn.operators import maxpool_taps
 from lrmpi.numerics import kernels, kernels_nn as K
 from lrmpi.numerics.accumulate import nlimbs
 
@@ -99,12 +100,8 @@ class FusedNode:
         """Take a max pooling of this conv's activation (ONNX MaxPool geometry)."""
         if self.node.op != "conv" or pool_node.op != "maxpool":
             return False
-        p = pool_node.params
-        (kh, kw) = p["kernel"]
-        (sh, sw), (dh, dw) = p.get("strides", p["kernel"]), p.get("dilations", (1, 1))
-        t, l = p.get("pads", (0, 0, 0, 0))[:2]
         _, Ho, Wo = shapes[pool_node.output]
-        self.pool_node, self.pool = pool_node, (kh, kw, sh, sw, dh, dw, t, l, Ho, Wo)
+        self.pool_node, self.pool = pool_node, maxpool_taps(pool_node.params, Ho, Wo)
         return True
 
     def pooled_shape(self, shapes):

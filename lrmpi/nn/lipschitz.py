@@ -13,7 +13,7 @@ import numpy as np
 
 from lrmpi.nn import ops
 from lrmpi.nn.operators import gather_repeats
-from lrmpi.nn.verified import up
+from lrmpi.nn.verified import UP, gamma, up
 
 
 def lipschitz(node, shape):
@@ -53,3 +53,14 @@ def smallest_window(shape, p):
     ones = np.ones((1, 1) + tuple(shape[2:]))
     counts = ops.pool(ones, {**p, "count_include_pad": 1}, "avg") * K
     return max(1.0, float(counts.min()))
+
+
+def offset_norm(node, shape):
+    """||c|| broadcast over one sample of an x of `shape`, for an affine add/sub/rsub
+    (else 0)."""
+    p = node.params
+    if node.op != "affine" or p["fn"] not in ("add", "sub", "rsub"):
+        return 0.0
+    c = np.asarray(p["c"], np.float64)
+    c = np.broadcast_to(c, np.broadcast_shapes(c.shape, (1,) + tuple(shape[1:])))
+    return math.sqrt(float(np.sum(c * c)) * (1 + 2 * gamma(c.size + 2))) * UP

@@ -55,6 +55,15 @@ def pool_geometry(H, W, p):
     return Ho, Wo
 
 
+def maxpool_taps(p, Ho, Wo):
+    """A max pooling's geometry for the C kernels: (kh, kw, sh, sw, dh, dw, pad top,
+    pad left, Ho, Wo); a tap outside the image changes no maximum (skipped)."""
+    (kh, kw) = p["kernel"]
+    (sh, sw), (dh, dw) = p.get("strides", p["kernel"]), p.get("dilations", (1, 1))
+    t, l = p.get("pads", (0, 0, 0, 0))[:2]
+    return (kh, kw, sh, sw, dh, dw, t, l, Ho, Wo)
+
+
 def slice_length(n, start, stop, step):
     """How many elements slice(start, stop, step) takes of an axis of n (Python's rule)."""
     return len(range(*slice(start, stop, step).indices(n)))

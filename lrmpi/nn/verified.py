@@ -9,7 +9,8 @@ rounding of its own computation covered by a proven term (never by hope):
     norm_up(x)       per sample, ||x[n]||_2 of a tensor: scaled by a power of two
                      (exact) so nothing over- or underflows, the sum of squares'
                      error gamma_(d+2) covered
-    residual, linear_inputs, relu_difference, residual_norm, residual_squares
+    residual, linear_inputs, relu_difference, maxpool_difference, residual_norm,
+    residual_squares
                      the digits' truncation residuals and the difference bound's
                      reads of a tensor, exact or rounded up (fused in C where the
                      steps are normal floats)
@@ -178,6 +179,25 @@ def relu_difference(x, D, y, out=None):
         nw[odd] = norm_up(flat[0][odd] - flat[1][odd])
         nDy[odd] = norm_up(Dy[odd])
     return Dy.reshape(x.shape), nw, nDy
+
+
+def maxpool_difference(x, D, y, pool, out=None):
+    """At a max pooling y = maxpool(x) of NCHW tensors with the estimate D of x's
+    difference: (Dy, ||w||, ||Dy||) with w = x - D and Dy = y - maxpool(w) (ops.pool's
+    bits), norms rounded up as norm_up rounds, in one fused pass (rows norm_up scales
+    go through it). `pool`: (kh, kw, sh, sw, dh, dw, pad top, pad left, Ho, Wo), the
+    geometry of fused_node.absorb_pool; `out(shape)`: where Dy goes, or None."""
+    from lrmpi.numerics import kernels
+    n = x.shape[0]
+    x, D, y = (np.ascontiguousarray(a, np.float64) for a in (x, D, y))
+    Dy, sums = kernels.bound_maxpool(x, D, y, pool, None if out is None else out(y.shape))
+    odd = np.any(_odd(sums), axis=1)
+    nw, nDy = (_finish(np.where(odd, 0.0, sums[:, c]), d, np.zeros(n, np.int64))
+               for c, d in ((0, x[0].size), (1, y[0].size)))
+    if np.any(odd):
+        nw[odd] = norm_up(x[odd] - D[odd])
+        nDy[odd] = norm_up(Dy[odd])
+    return Dy, nw, nDy
 
 
 def residual_squares(x, e, bits, planes):

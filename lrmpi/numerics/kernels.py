@@ -147,6 +147,28 @@ def bound_relu(x, D, y, Dy=None):
     return Dy, sums
 
 
+def bound_maxpool(x, D, y, pool, Dy=None):
+    """At a max pooling y = maxpool(x) (n x C x H x W -> n x C x Ho x Wo) with estimate
+    D of x: (Dy, sums), Dy = y - maxpool(x - D) and sums[:, 0..1] the sums of squares
+    of x - D and of Dy; pool = (kh, kw, sh, sw, dh, dw, pad top, pad left, Ho, Wo)
+    (kernels.h, "bound passes")."""
+    for a, name in ((x, "x"), (D, "D"), (y, "y"), (Dy, "Dy")):
+        if a is not None:
+            _need_c(a, name, np.float64, 4)
+    pool = np.ascontiguousarray(pool, np.int64)
+    if pool.shape != (10,) or min(pool[:6]) < 1 or min(pool[6:]) < 0:
+        raise ValueError(f"pool: 10 values (kh kw sh sw dh dw pt pl Ho Wo): {pool}")
+    n, C = x.shape[:2]
+    if D.shape != x.shape or y.shape != (n, C, pool[8], pool[9]):
+        raise ValueError(f"D {D.shape} and y {y.shape} do not fit x {x.shape} and the pooling")
+    Dy = np.empty_like(y) if Dy is None else Dy
+    if Dy.shape != y.shape:
+        raise ValueError(f"Dy has shape {Dy.shape}, y {y.shape}")
+    sums = np.zeros((n, 2))
+    _k.bound_maxpool(x, D, y, pool, Dy, sums)
+    return Dy, sums
+
+
 def colmax(X, *, isa=None):
     """(max_i |X[i,j]| for each column j, whether X holds NaN/Inf)."""
     _need_c(X, "X", np.float64, 2)

@@ -94,6 +94,40 @@ def test_relu_difference_matches_numpy():
     assert nw[7] == np.inf and nDy[7] == np.inf
 
 
+@pytest.mark.parametrize("geometry", [
+    {"kernel": (2, 2)},                                           # VGG's 2x2 / 2
+    {"kernel": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1)},  # ResNet's stem
+    {"kernel": (3, 2), "strides": (1, 2), "dilations": (2, 1), "pads": (2, 0, 1, 1),
+     "ceil_mode": 1},                                            # every rule at once
+    {"kernel": (2, 3), "strides": (2, 2), "pads": (0, 0, 1, 1)}])  # a window past the edge
+def test_maxpool_difference_matches_numpy(geometry):
+    """The fused pass at a max pooling (difference.py's estimate there): Dy the same
+    bits as ops.pool's y - maxpool(x - D), NaN kept where numpy keeps it, norms above
+    the exact ones and within rounding of norm_up's, inf for a row without a bound."""
+    from lrmpi.nn import ops
+    from lrmpi.nn.operators import maxpool_taps, pool_geometry
+    h, D = cases()                    # 37 entries per sample: 3 x 4 x 3 images
+    x, Dx = h[:, :36].reshape(9, 3, 4, 3).copy(), D[:, :36].reshape(9, 3, 4, 3) * 3.0
+    x, Dx = np.concatenate([x, -x], axis=3), np.concatenate([Dx, Dx], axis=3)  # 4 x 6
+    Dx[6] = x[6] + 1.0                # w far from x: other taps win
+    x[7, 1, 2, 0] = np.nan            # a NaN in a window: kept in that output
+    Dx[8, 0, 1, 1] = np.nan           # and one in w alone (y is finite there)
+    y = ops.pool(x, geometry, "max")
+    taps = maxpool_taps(geometry, *pool_geometry(4, 6, geometry))
+    Dy, nw, nDy = V.maxpool_difference(x, Dx, y, taps)
+    w = x - Dx
+    ref = y - ops.pool(w, geometry, "max")
+    np.testing.assert_array_equal(Dy, ref)
+    assert np.array_equal(Dy.view(np.uint64)[:7], ref.view(np.uint64)[:7])   # signed zeros
+    for got, arr in ((nw, w), (nDy, ref)):
+        flat = arr.reshape(9, -1)
+        assert np.all(got[:7] >= exact_norm(flat[:7]))
+        np.testing.assert_allclose(got, V.norm_up(flat), rtol=1e-13, atol=1e-300)
+    assert nw[7] == nw[8] == nDy[8] == np.inf and np.isnan(Dy[8]).any()
+    with pytest.raises(ValueError, match="pool"):
+        V.maxpool_difference(x, Dx, y, taps[:9])
+
+
 @pytest.mark.parametrize("q", [1, 2, 4])
 def test_weight_residual_rows_fused_are_upper_bounds_as_numpy_s(q):
     """The weights' residual norms W - Q_q(W) per row (norms.NodeNorms.residual) from the
