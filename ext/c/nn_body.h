@@ -247,6 +247,12 @@ static inline int8_t *nn_permute_taps(int64_t rows, int64_t k, int64_t taps, con
     return t;
 }
 
+/* An ISA may prepare and end a layer call's stores (nn_x86.c: streaming stores) */
+#ifndef NN_BEFORE_LAYER
+#define NN_BEFORE_LAYER(L) ((void)(L))
+#define NN_AFTER_LAYER() ((void)0)
+#endif
+
 /* One ISA's four entry points: NAME's body compiled under ATTR (a target list,
  * or nothing), its product LEVELS, DECODE (r > 1) and FINISH of a row, packing
  * PACK/PSIZE for dense weights, SUB rows per product call (nn_layer_body). */
@@ -279,7 +285,11 @@ static inline int8_t *nn_permute_taps(int64_t rows, int64_t k, int64_t taps, con
     {                                                                                      \
         const int64_t opad = (L->O + 31) / 32 * 32;                                        \
         const int64_t wq = L->depthwise ? L->kh * L->kw * opad : PSIZE(1, opad, L->kpad);  \
-        return nn_layer_body(L, LEVELS, DECODE, FINISH, &nn_scratch_##NAME, wq, SUB);      \
+        NN_BEFORE_LAYER(L);                                                                \
+        const int status = nn_layer_body(L, LEVELS, DECODE, FINISH, &nn_scratch_##NAME,   \
+                                         wq, SUB);                                         \
+        NN_AFTER_LAYER();                                                                  \
+        return status;                                                                     \
     }
 
 #endif

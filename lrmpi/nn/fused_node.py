@@ -166,7 +166,8 @@ def _per_channel(slope, out_shape):
 
 
 class Buffers:
-    """Arrays reused across batches (first touch of fresh memory is slow here)."""
+    """Arrays reused across batches (first touch of fresh memory is slow here), each
+    starting on a 64-byte line (the kernels' streaming stores need whole lines)."""
 
     def __init__(self):
         self.arrays = {}
@@ -175,5 +176,7 @@ class Buffers:
         a = self.arrays.get(key)
         need = int(np.prod(shape))
         if a is None or a.dtype != dtype or a.size < need:
-            a = self.arrays[key] = np.empty(need, dtype)
+            raw = np.empty(need * np.dtype(dtype).itemsize + 64, np.uint8)
+            off = (-raw.ctypes.data) % 64
+            a = self.arrays[key] = raw[off:off + need * np.dtype(dtype).itemsize].view(dtype)
         return a[:need].reshape(shape)

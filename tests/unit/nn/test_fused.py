@@ -259,6 +259,38 @@ def test_the_bound_hook_sees_what_the_reference_pass_gives_it(kind):
                     _same(u, v)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_outputs_past_the_cache_are_the_same_bits(isa):
+    """A call whose float64 outputs pass 2 MiB each writes them with streaming stores
+    (nn_x86.c, NN_STREAM_BYTES): the hook sees the same bits as from calls of 8
+    samples (cached stores), for a conv's positions and a dense layer's rows."""
+    rng = np.random.default_rng(8)
+    graph = G.sequential([
+        ("conv", {"W": rng.standard_normal((32, 3, 3, 3)), "b": rng.standard_normal(32),
+                  "pads": (1, 1, 1, 1)}), ("relu", {}),
+        ("maxpool", {"kernel": (2, 2), "strides": (2, 2)}), ("flatten", {}),
+        ("linear", {"W": rng.standard_normal((512, 32 * 8 * 8)) / 40,
+                    "b": rng.standard_normal(512)}), ("relu", {}),
+        ("linear", {"W": rng.standard_normal((10, 512)) / 20, "b": rng.standard_normal(10)})],
+        (3, 16, 16))
+    n = 520   # 520 x 32 x 16 x 16 and 520 x 512 float64 values: past 2 MiB each
+    X = rng.standard_normal((n,) + graph.input_shape)
+    weights = {nd.output: NodeWeights(nd, 7, 2) for nd in graph.linear}
+    fm = FusedModel(graph, weights, 7, isa)
+    for r in (1, 2):
+        whole, parts = Recorder(), []
+        out = fm.forward(X, r, whole)
+        pieces = [fm.forward(X[i:i + 8], r, parts.append(Recorder()) or parts[-1])
+                  for i in range(0, n, 8)]
+        _same(out, np.concatenate(pieces))
+        for k, call in enumerate(whole.calls):
+            for j, arr in enumerate(call[2:]):
+                for u, *vs in zip(arr if isinstance(arr, list) else [arr],
+                                  *[p.calls[k][2 + j] if isinstance(arr, list)
+                                    else [p.calls[k][2 + j]] for p in parts]):
+                    _same(u, np.concatenate(vs))
+
+
 def test_grouped_convs_fall_back_and_stay_exact():
     rng = np.random.default_rng(4)
     graph = G.sequential([("conv", {"W": rng.standard_normal((6, 2, 3, 3)), "b": rng.standard_normal(6),
