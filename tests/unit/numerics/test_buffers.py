@@ -61,6 +61,22 @@ def test_touch_finds_a_big_buffer_s_own_mapping():
     assert not a.any()  # fresh anonymous memory reads zeros, touched or not
 
 
+def test_touch_faults_the_buffer_in_and_not_its_mapping_s_slack():
+    """A big_empty buffer's mapping has up to 2 MB of alignment slack: touch()
+    populates the array's own pages (each buffer of the fused layers' pool once
+    cost 2 MB more resident memory)."""
+    from lrmpi.numerics.buffers import HUGE, big_empty, huge_pages, touch
+    before = huge_pages(False)    # 4 KiB pages: RSS counts what was faulted
+    try:
+        a = big_empty((48 << 20,), np.uint8)
+        rss = _rss_kib("RssAnon")
+        touch(a)
+        grown = _rss_kib("RssAnon") - rss
+    finally:
+        huge_pages(before)
+    assert 48 << 10 <= grown < (48 << 10) + HUGE // 1024 // 4
+
+
 def test_drop_pages_lets_sampled_rows_leave_whatever_the_kernel_mapped(tmp_path):
     """Rows read one by one from a mapped operand (the fallback's sample of B):
     the kernel may map a large folio (up to 2 MB) around each read, so each drop
