@@ -10,8 +10,9 @@ cdef extern from "c/kernels.h" nogil:
                                        int64_t *, double *) noexcept nogil
     void lrmpi_bound_relu(int64_t, int64_t, const double *, const double *, const double *,
                           double *, double *) noexcept nogil
-    int lrmpi_bound_maxpool(int64_t, int64_t, int64_t, int64_t, const double *, const double *,
-                             const double *, const int64_t *, double *, double *) noexcept nogil
+    void lrmpi_bound_maxpool(int64_t, int64_t, int64_t, int64_t, const double *, const double *,
+                             const double *, const int64_t *, double *, double *,
+                             double *) noexcept nogil
     ctypedef void (*lrmpi_encode_fn)(int64_t, int64_t, const double *, int64_t,
                                      const int32_t *, int, int, int8_t *, int64_t *,
                                      double *) noexcept nogil

@@ -14,7 +14,6 @@
 /* -ffp-contract=off comes from setup.py (every C source) */
 #include <float.h>
 #include <math.h>
-#include <stdlib.h>
 #include "kernels.h"
 
 #define LANES 8
@@ -131,9 +130,9 @@ CLONES void lrmpi_bound_relu(int64_t n, int64_t d, const double *x, const double
     }
 }
 
-CLONES int lrmpi_bound_maxpool(int64_t n, int64_t C, int64_t H, int64_t W, const double *x,
-                               const double *D, const double *y, const int64_t *pool,
-                               double *Dy, double *sums)
+CLONES void lrmpi_bound_maxpool(int64_t n, int64_t C, int64_t H, int64_t W, const double *x,
+                                const double *D, const double *y, const int64_t *pool,
+                                double *Dy, double *sums, double *scratch)
 {
     /* pool: kh kw sh sw dh dw pt pl Ho Wo (ONNX MaxPool geometry; a tap outside the
      * image reads -inf in ops.pool, which changes no maximum: skipped). Per channel,
@@ -142,10 +141,7 @@ CLONES int lrmpi_bound_maxpool(int64_t n, int64_t C, int64_t H, int64_t W, const
     const int64_t kh = pool[0], kw = pool[1], sh = pool[2], sw = pool[3], dh = pool[4];
     const int64_t dw = pool[5], pt = pool[6], pl = pool[7], Ho = pool[8], Wo = pool[9];
     const int64_t d = C * H * W, e = C * Ho * Wo;
-    double *w = malloc((size_t)(H * W + Wo) * sizeof(double));
-    if (!w)
-        return -1;
-    double *m = w + H * W;
+    double *w = scratch, *m = w + H * W;
     for (int64_t i = 0; i < n; i++) {
         const double *a = x + i * d, *b = D + i * d, *c = y + i * e;
         double *o = Dy + i * e;
@@ -189,8 +185,6 @@ CLONES int lrmpi_bound_maxpool(int64_t n, int64_t C, int64_t H, int64_t W, const
         sums[2 * i] = lanes_sum(sw2);
         sums[2 * i + 1] = lanes_sum(sd);
     }
-    free(w);
-    return 0;
 }
 
 CLONES int lrmpi_weight_rows(int64_t n, int64_t d, const double *W, double *amax, double *sabs,

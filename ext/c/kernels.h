@@ -395,10 +395,10 @@ void lrmpi_bound_relu(int64_t n, int64_t d, const double *x, const double *D, co
 /* bound_maxpool: at a max pooling y = maxpool(x) (x n x C x H x W, y n x C x Ho x Wo, */
 /*   pool = kh kw sh sw dh dw pt pl Ho Wo) with estimate D of x: w = x - D,           */
 /*   Dy := y - maxpool(w) (taps outside the image skipped), sums[2i], sums[2i+1] :=   */
-/*   sum w^2 (over x's entries), sum Dy^2; -1 without memory for scratch.      */
-int lrmpi_bound_maxpool(int64_t n, int64_t C, int64_t H, int64_t W, const double *x,
+/*   sum w^2 (over x's entries), sum Dy^2; scratch: H W + Wo doubles.                */
+void lrmpi_bound_maxpool(int64_t n, int64_t C, int64_t H, int64_t W, const double *x,
                          const double *D, const double *y, const int64_t *pool, double *Dy,
-                         double *sums);
+                         double *sums, double *scratch);
 /* weight_rows: one pass over a weight matrix W (n x d) for its norms: per row      */
 /*   amax[i] := max_j |w| of its finite entries (as rowmax), sabs[i] := sum |w|,  */
 /*   ssq[i] := sum w^2; cols[j] += |w[i,j]| over the rows (sums in some order);    */
