@@ -168,7 +168,8 @@ CLONES void lrmpi_bound_maxpool(int64_t n, int64_t C, int64_t H, int64_t W, cons
                         const int64_t end = hi < Wo ? hi : Wo;
                         for (int64_t ox = lo; ox < end; ox++) {
                             const double t = wr[ox * sw + off];
-                            m[ox] = (m[ox] >= t || m[ox] != m[ox]) ? m[ox] : t; /* np.maximum */
+                            /* np.maximum(m, t): NaN kept, a tie gives t (-0 vs +0) */
+                            m[ox] = (m[ox] != m[ox] || m[ox] > t) ? m[ox] : t;
                         }
                     }
                 }

@@ -127,13 +127,14 @@ def row_blocks(X, rows_per_block=256):
 def touch(a):
     """Fault in every page of `a`: madvise(MADV_POPULATE_WRITE) on the part of a
     big_empty buffer's mapping that `a` spans (one call; Linux 5.14+; the mapping's
-    alignment slack stays untouched), else one write per page (numpy drops the GIL)."""
+    2 MB of alignment slack is not asked for, though a huge page at the array's end
+    may reach into it), else one write per page (numpy drops the GIL)."""
     m = _mapping(a)
     if m is not None:
-        lo, hi = 0, len(m)
-        if a.flags.c_contiguous:   # its own pages only: up to 2 MB of slack is not
+        lo, hi, page = 0, len(m), mmap.PAGESIZE
+        if a.flags.c_contiguous:   # its own pages only
             off = a.ctypes.data - np.frombuffer(m, np.uint8).ctypes.data
-            lo, hi = off // PAGE * PAGE, min(hi, -(-(off + a.nbytes) // PAGE) * PAGE)
+            lo, hi = off // page * page, min(hi, -(-(off + a.nbytes) // page) * page)
         try:  # in 32 MB steps: the call holds the GIL
             for start in range(lo, hi, 32 << 20):
                 m.madvise(getattr(mmap, "MADV_POPULATE_WRITE", 23), start,

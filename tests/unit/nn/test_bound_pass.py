@@ -112,6 +112,8 @@ def test_maxpool_difference_matches_numpy(geometry):
     Dx[6] = x[6] + 1.0                # w far from x: other taps win
     x[7, 1, 2, 0] = np.nan            # a NaN in a window: kept in that output
     Dx[8, 0, 1, 1] = np.nan           # and one in w alone (y is finite there)
+    x[1], Dx[1] = 0.0, 0.0            # windows of zeros: +0 rows then -0 rows tie
+    x[1, :, 1::2] = -0.0              # (numpy's maximum takes the second: y has -0)
     y = ops.pool(x, geometry, "max")
     taps = maxpool_taps(geometry, *pool_geometry(4, 6, geometry))
     Dy, nw, nDy = V.maxpool_difference(x, Dx, y, taps)
@@ -119,6 +121,7 @@ def test_maxpool_difference_matches_numpy(geometry):
     ref = y - ops.pool(w, geometry, "max")
     np.testing.assert_array_equal(Dy, ref)
     assert np.array_equal(Dy.view(np.uint64)[:7], ref.view(np.uint64)[:7])   # signed zeros
+    assert np.signbit(y[1]).any()
     for got, arr in ((nw, w), (nDy, ref)):
         flat = arr.reshape(9, -1)
         assert np.all(got[:7] >= exact_norm(flat[:7]))
