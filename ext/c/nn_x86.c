@@ -105,9 +105,8 @@ AVX512 static inline void store_block_avx512(double *restrict out, int64_t s, in
         for (int64_t rr = 0; rr < rb; rr++) {
             double *d = out + (s + rr) * O;
             int64_t o = 0;
-            if (nn_stream && ((uintptr_t)d & 63) == 0)
-                for (; o + 8 <= O; o += 8)
-                    _mm512_stream_pd(d + o, _mm512_loadu_pd(v + rr * ldv + o));
+            for (; o + 8 <= O; o += 8)
+                store_run(d + o, _mm512_loadu_pd(v + rr * ldv + o));
             memcpy(d + o, v + rr * ldv + o, (size_t)(O - o) * 8);
         }
         return;

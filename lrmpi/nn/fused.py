@@ -166,8 +166,7 @@ class FusedModel:
         need_a = add is not None and act is not None and (arrays(add) or arrays(act))
         need_z = (act is not None or add is not None) and \
             ("z" in wants or (add is not None and arrays(add)))
-        # reused from batch to batch: a fresh array is first touched in the kernel's
-        # stores, page by page (the forward with a tracker took 2-3x its time)
+        # reused from batch to batch (first touch of fresh memory is slow: Buffers)
         def out(name, wanted, count=size):
             return self.buffers.get(("out", node.output, name), (count,), np.float64) \
                 if wanted else None

@@ -173,12 +173,7 @@ def relu_difference(x, D, y, out=None):
         w = x - D
         return y - np.maximum(w, 0.0), norm_up(w), np.zeros(n)
     Dy, sums = kernels.bound_relu(*flat, None if out is None else out(flat[0].shape))
-    odd = np.any(_odd(sums), axis=1)
-    nw, nDy = (_finish(np.where(odd, 0.0, sums[:, c]), d, np.zeros(n, np.int64)) for c in (0, 1))
-    if np.any(odd):
-        nw[odd] = norm_up(flat[0][odd] - flat[1][odd])
-        nDy[odd] = norm_up(Dy[odd])
-    return Dy.reshape(x.shape), nw, nDy
+    return (Dy.reshape(x.shape),) + _difference_norms(sums, flat[0], flat[1], Dy)
 
 
 def maxpool_difference(x, D, y, pool, out=None):
@@ -188,16 +183,23 @@ def maxpool_difference(x, D, y, pool, out=None):
     go through it). `pool`: (kh, kw, sh, sw, dh, dw, pad top, pad left, Ho, Wo), the
     geometry of fused_node.absorb_pool; `out(shape)`: where Dy goes, or None."""
     from lrmpi.numerics import kernels
-    n = x.shape[0]
     x, D, y = (np.ascontiguousarray(a, np.float64) for a in (x, D, y))
     Dy, sums = kernels.bound_maxpool(x, D, y, pool, None if out is None else out(y.shape))
+    return (Dy,) + _difference_norms(sums, x, D, Dy)
+
+
+def _difference_norms(sums, x, D, Dy):
+    """(||x - D||, ||Dy||) per sample from a fused pass's sums of squares (columns 0
+    and 1), rounded up as norm_up rounds; rows whose sums norm_up would scale go
+    through norm_up itself."""
+    n = len(sums)
     odd = np.any(_odd(sums), axis=1)
-    nw, nDy = (_finish(np.where(odd, 0.0, sums[:, c]), d, np.zeros(n, np.int64))
-               for c, d in ((0, x[0].size), (1, y[0].size)))
+    nw, nDy = (_finish(np.where(odd, 0.0, sums[:, c]), a[0].size, np.zeros(n, np.int64))
+               for c, a in ((0, x), (1, Dy)))
     if np.any(odd):
         nw[odd] = norm_up(x[odd] - D[odd])
         nDy[odd] = norm_up(Dy[odd])
-    return Dy, nw, nDy
+    return nw, nDy
 
 
 def residual_squares(x, e, bits, planes):
