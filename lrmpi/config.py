@@ -80,6 +80,7 @@ class Config:
     test_slow_s: float = 0.0     # ... (s) ...
     test_slow_factor: float = 1.0  # ... and spins (factor - 1) x each task's compute time after it
     test_slow_prepare_s: float = 0.0  # an inference job's preparation takes this much longer (s)
+    test_slow_start_s: float = 0.0  # rank 0 waits this long (s) between the handshake and its job
 
     @classmethod
     def names(cls):
@@ -177,6 +178,7 @@ RULES = {
     "test_slow_s": Rule(0.0, 3600.0),
     "test_slow_factor": Rule(1.0, 1000.0),
     "test_slow_prepare_s": Rule(0.0, 3600.0),
+    "test_slow_start_s": Rule(0.0, 3600.0),
 }
 
 

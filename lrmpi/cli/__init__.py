@@ -88,6 +88,11 @@ def main(argv=None):
                   f"{', '.join(sorted(COMMANDS))} (lrmpi --help)", file=sys.stderr)
         return EXIT_USAGE
     debug = "--debug" in rest
+    job = name in JOB_COMMANDS
+    if job:
+        from lrmpi.jobs import deadline
+        deadline.hold_interrupt()
+        deadline.test_slow_start(root)
     try:
         return COMMANDS[name](rest)
     except errors.LrmpiError as exc:
@@ -105,6 +110,9 @@ def main(argv=None):
         if root:
             print("lrmpi: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if job:
+            deadline.release_interrupt()
 
 
 class _TolerantStream:
@@ -173,6 +181,13 @@ def console():
         sys.stdout = open(os.devnull, "w")
         print(f"lrmpi: error: cannot write the output: {exc.strerror}", file=sys.stderr)
         code = EXIT_ERROR
+    except KeyboardInterrupt:  # Ctrl-C while starting (imports, MPI_Init): one line, 130,
+        # every rank ends (one that has not started its command yet cannot be waited for)
+        from lrmpi.parallel.comm import abort, env_rank
+        if env_rank() == 0:
+            print("lrmpi: interrupted", file=sys.stderr)
+        abort(EXIT_INTERRUPTED)
+        code = EXIT_INTERRUPTED
     except BaseException:
         import traceback
         traceback.print_exc()

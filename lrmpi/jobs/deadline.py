@@ -135,6 +135,37 @@ def _hold(signum, frame):
     _held.append(signal.Signals(signum).name)
 
 
+def hold_interrupt():
+    """For a job command between the ranks' handshake and the end of its job: Ctrl-C
+    (SIGINT, which a launcher forwards to every rank) is recorded like the scheduler's
+    signals, so that it ends the job through the root's STOP wherever each rank is. A
+    rank that raised KeyboardInterrupt in that window returned without the others: a
+    worker left waiting for a root that had gone (a hang), or a root waiting for a
+    worker that had (found by CI, 3 ranks on 2 busy cores). Held before its job starts,
+    it stops the job at its first check (the job file says so)."""
+    signal.signal(signal.SIGINT, _hold)
+
+
+def test_slow_start(root):
+    """Only in lrmpi's own tests (config test_slow_start_s): rank 0 waits up to that long
+    between the handshake and its job, a held stop signal ending the wait (the job then
+    starts and stops at its first check)."""
+    end = time.monotonic() + (config.get().test_slow_start_s if root else 0.0)
+    if end > time.monotonic():
+        logger.info("lrmpi: (test_slow_start_s) waiting before the job")
+    while time.monotonic() < end and not _held:
+        time.sleep(0.05)
+
+
+def release_interrupt():
+    """Ctrl-C back to Python's KeyboardInterrupt once the job command has returned; one
+    held after the job ended is dropped (the result is on disk and the exit code
+    stands, as for a TERM then)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    while "SIGINT" in _held:
+        _held.remove("SIGINT")
+
+
 def held():
     """The stop signals held so far (outside a job), oldest first."""
     return list(_held)

@@ -84,3 +84,31 @@ def test_the_deadline_ends_a_preparing_job_with_exit_4(small, tmp_path):
     assert ck.attrs["status"] == "complete" and ck.attrs["phase"] == "computing"
     assert ck.attrs["read_s"] > 0 and ck.attrs["planes_s"] > 0 and ck.attrs["norms_s"] >= 0
     assert "lrmpi: model prepared at" in p.stderr
+
+
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGTERM, 4, "received SIGTERM"),
+                                             (signal.SIGINT, 130, "interrupted")])
+def test_a_signal_before_the_job_starts_ends_it_on_every_rank(small, tmp_path, sig, code, said):
+    """The ranks have met (handshake) and the workers wait for the root's job, which
+    has not begun (rank 0 held back by a test-only setting): Ctrl-C there made the
+    root return at once and the workers wait for it forever (CI, 3 ranks on 2 busy
+    cores). Held like the scheduler's signals, it stops the job at its first check."""
+    model, data = small
+    out = tmp_path / "o.h5"
+    proc = start("infer", model, data, "-o", out, n=3,
+                 env={"LRMPI_TEST_SLOW_START_S": "60"})
+    try:
+        for line in proc.stderr:  # rank 0 says when it is held back
+            if "(test_slow_start_s) waiting before the job" in line:
+                break
+        else:
+            raise AssertionError(f"no start-up line: {finish(proc, 10)}")
+        time.sleep(0.3)  # the workers are in their job by now
+        proc.send_signal(sig)
+        rc, err = finish(proc, 30)
+    finally:
+        kill_tree(proc)
+    assert rc == code, err
+    ck = Checkpoint(out)
+    assert ck.attrs["status"] == "deadline" and ck.attrs["completed"] == 0
+    assert ck.attrs["message"].startswith(f"{said} while preparing the model"), ck.attrs
