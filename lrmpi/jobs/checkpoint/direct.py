@@ -9,22 +9,31 @@ hundred milliseconds beside two busy workers on two cores, so that CPU was their
 h5py writes the file as always (metadata, attributes, every other dataset); the
 dataset meant for direct writes is contiguous, allocated when it is created, never
 filled, at an offset aligned to ALIGN (the file is opened with that alignment).
-Whole rows whose memory (the C buffers are aligned: numerics.buffers), file offset
-and length are multiples of ALIGN go by
-pwrite on an O_DIRECT descriptor of the same file; anything else (a file system
-without O_DIRECT, such as tmpfs; a row width that breaks the alignment; a buffer
-that is not aligned) returns False and the caller writes it through h5py. An fsync
-of the file covers both; HDF5 never reads or writes the dataset's bytes itself.
+A block of whole rows covers a range of the file; the whole pages inside it go by
+pwrite on an O_DIRECT descriptor of the same file, from the rows' memory when it
+lies on the same page offset (the C buffers are aligned: numerics.buffers), else
+through a reused aligned bounce buffer (a copy at memory speed; a fresh page-cache
+page costs far more); the partial pages at its two ends, which it shares with the
+rows before and after it, go through the page cache by a plain pwrite, as every
+write of those neighbours' bytes to those pages does, so no page is ever written
+both ways. Row widths that are not a multiple of a page (10000 x 6000 float64: 48000
+bytes a row) took the page cache whole before: at 720 MB a resolution, the writer
+thread was the job's limit. A file system without O_DIRECT (tmpfs) or a block that
+is not whole rows returns False, and the caller writes it through h5py. An fsync
+of the file covers all of it; HDF5 never reads or writes the dataset's bytes itself.
 """
 import os
+import threading
 
 import h5py
 import numpy as np
 
-from lrmpi.numerics.buffers import PAGE
+from lrmpi.numerics.buffers import PAGE, aligned_empty
 
 ALIGN = PAGE    # O_DIRECT needs the device's logical block (512 here); pages are safe
 THRESHOLD = 1 << 16  # datasets from this size on start at an ALIGN boundary
+BOUNCE = 8 << 20     # bytes of the bounce buffer (one per writing thread, reused)
+_local = threading.local()
 
 
 def file_options():
@@ -47,29 +56,61 @@ class DirectRows:
         self.dataset = h5py.Dataset(dset)
         self.shape, self.itemsize = tuple(shape), np.dtype(dtype).itemsize
         self.offset = dset.get_offset()
-        self.fd = None
+        self.fd = self.cached = None
         if self.offset is not None and self.offset % ALIGN == 0 and hasattr(os, "O_DIRECT"):
             try:
                 self.fd = os.open(f.filename, os.O_WRONLY | os.O_DIRECT)
+                self.cached = os.open(f.filename, os.O_WRONLY)
             except OSError:  # e.g. tmpfs: no O_DIRECT
-                self.fd = None
+                self.close()
 
     def write_rows(self, r0, rows):
         """Rows r0.. of the dataset from `rows` (whole rows, C-contiguous): True if they
-        went around the page cache, False if the caller must write them (h5py)."""
-        row_bytes = self.shape[-1] * self.itemsize
-        where = self.offset + r0 * row_bytes if self.offset is not None else 0
+        were written (their whole pages around the page cache), False if the caller
+        must write them (h5py)."""
         if self.fd is None or rows.ndim != 2 or rows.shape[1] != self.shape[-1] or \
-                not rows.flags.c_contiguous or rows.dtype.itemsize != self.itemsize or \
-                where % ALIGN or rows.nbytes % ALIGN or rows.ctypes.data % ALIGN:
+                not rows.flags.c_contiguous or rows.dtype.itemsize != self.itemsize:
             return False
-        view = memoryview(rows.reshape(-1).view(np.uint8))
-        done = 0
-        while done < len(view):
-            done += os.pwrite(self.fd, view[done:], where + done)
+        where = self.offset + r0 * self.shape[-1] * self.itemsize
+        data = memoryview(rows.reshape(-1).view(np.uint8))
+        a0 = -(-where // ALIGN) * ALIGN                   # the whole pages: [a0, a1)
+        a1 = max(a0, (where + len(data)) // ALIGN * ALIGN)
+        head, tail = a0 - where, where + len(data) - a1
+        if a1 == a0:  # within a page or two: all of it through the cache
+            _pwrite(self.cached, data, where)
+            return True
+        if head:
+            _pwrite(self.cached, data[:head], where)
+        if tail:
+            _pwrite(self.cached, data[len(data) - tail:], a1)
+        body = data[head:len(data) - tail]
+        if (rows.ctypes.data + head) % ALIGN == 0:
+            _pwrite(self.fd, body, a0)
+            return True
+        bounce = _bounce()
+        for i in range(0, len(body), BOUNCE):
+            piece = body[i:i + BOUNCE]
+            bounce[:len(piece)] = np.frombuffer(piece, np.uint8)
+            _pwrite(self.fd, bounce[:len(piece)].data, a0 + i)
         return True
 
     def close(self):
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        for name in ("fd", "cached"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
+
+
+def _pwrite(fd, view, at):
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], at + done)
+
+
+def _bounce():
+    """This thread's aligned bounce buffer (BOUNCE bytes; faulted in once)."""
+    b = getattr(_local, "bounce", None)
+    if b is None:
+        b = _local.bounce = aligned_empty((BOUNCE,), np.uint8)
+    return b

@@ -31,21 +31,51 @@ def test_rows_written_directly_read_back(tmp_path, rng):
         direct = d.fd is not None  # False on a file system without O_DIRECT
         assert d.write_rows(0, C[:32]) == direct
         assert d.write_rows(32, C[32:64]) == direct
-        assert not d.write_rows(64, C[64:65, :256])   # not whole rows
+        assert not d.write_rows(64, C[64:65, :256])   # not whole rows: h5py's
         odd = np.empty(C[64:96].nbytes + 8, np.uint8)[8:].view(np.float64).reshape(32, 512)
         odd[...] = C[64:96]
-        assert not d.write_rows(64, odd)              # memory off the page
-        assert not w.write_rows(0, W[:8])             # 32000 bytes: not whole pages
-        assert not w.write_rows(1, W[1:2])            # an offset off the page
+        assert d.write_rows(64, odd) == direct        # memory off the page: bounced
+        # rows of 4000 bytes: blocks that start and end inside pages, written out of
+        # order; the pages two blocks share go through the cache, both halves kept
+        for r0, r1 in [(9, 23), (0, 1), (23, 40), (1, 9)]:
+            assert w.write_rows(r0, W[r0:r1]) == direct
         if not direct:
-            d.dataset[:64] = C[:64]
-        d.dataset[64:] = C[64:]
-        w.dataset[...] = W
+            d.dataset[...] = C
+            w.dataset[...] = W
         d.close()
         w.close()
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(f["C"][()], C)
         np.testing.assert_array_equal(f["W"][()], W)
+
+
+def test_blocks_of_every_alignment_land_exactly(tmp_path, rng, monkeypatch):
+    """Rows of 48000 bytes (C of 10000 x 6000), blocks of 1..40 rows from any row, the
+    bounce buffer smaller than a block (several pieces), memory on and off the page:
+    every byte lands where h5py would put it."""
+    import lrmpi.jobs.checkpoint.direct as direct_mod
+    monkeypatch.setattr(direct_mod, "BOUNCE", 3 * ALIGN)
+    monkeypatch.setattr(direct_mod, "_local", type(direct_mod._local)())
+    X = rng.standard_normal((120, 6000))
+    path = str(tmp_path / "x.h5")
+    with h5py.File(path, "w", **file_options()) as f:
+        d = DirectRows(f, "X", X.shape)
+        if d.fd is None:
+            d.close()
+            return  # no O_DIRECT here: nothing of this path runs
+        r0, blocks = 0, []
+        while r0 < len(X):
+            r1 = min(len(X), r0 + int(rng.integers(1, 41)))
+            blocks.append((r0, r1))
+            r0 = r1
+        for i in rng.permutation(len(blocks)):
+            r0, r1 = blocks[i]
+            src = aligned_empty((r1 - r0, 6000), np.float64, at=8 * int(rng.integers(0, 3)))
+            src[...] = X[r0:r1]
+            assert d.write_rows(r0, src)
+        d.close()
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["X"][()], X)
 
 
 def test_a_streamed_resolution_file_is_whole_after_commit(tmp_path, rng):
