@@ -6,7 +6,9 @@ data) into OUT.h5.d/<job_id>/rank<w>-res<r>.h5 under a temporary name; when the
 root says r is complete (SEAL) the rank fsyncs and renames it (crash-safe as every
 file here) and answers. Only once every rank answered does the root write res<r>.h5,
 whose C maps each tile to its rank file, and link it: a SIGKILL of any rank before
-leaves r unlisted, never listed but unreadable.
+leaves r unlisted, never listed but unreadable. A tile's C and level sums are
+written around the page cache (direct.py) as the root's files are: a worker's fresh
+page-cache pages cost it the CPU its kernels need.
 """
 import os
 
@@ -17,6 +19,7 @@ from lrmpi.errors import CheckpointError
 from lrmpi.jobs.checkpoint import checksum, owned
 from lrmpi.jobs.checkpoint import schema as S
 from lrmpi.jobs.checkpoint.atomic import AtomicH5
+from lrmpi.jobs.checkpoint.direct import DirectRows
 
 
 class RankFiles:
@@ -32,18 +35,18 @@ class RankFiles:
         """Tile `tile` of resolution res: its C and (layered) its level sums
         [(level, S)], written as they are (no stacked copy)."""
         if res not in self.open:
-            f = AtomicH5(S.rank_file(self.path, self.job_id, res + 1, self.rank), self.fsync)
+            f = AtomicH5(S.rank_file(self.path, self.job_id, res + 1, self.rank), self.fsync,
+                         aligned=True)
             f.f.attrs[S.JOB_ID] = self.job_id
             f.f.attrs[S.RESOLUTION] = res + 1  # its identity: a reader checks both
             f.f.attrs[S.RANK] = self.rank
             self.open[res] = (f, [])
         f, tiles = self.open[res]
-        checksum.put(f.f, S.tile_c(tile.index), C)
+        d = _rows(f.f, S.tile_c(tile.index), C.shape, np.float64, [C])
+        d.attrs[S.CHECKSUM] = checksum.array_digest(C, d.dtype)
         if sums is not None:
             shape, dtype = (len(sums), *C.shape), sums[0][1].dtype
-            d = f.f.create_dataset(S.tile_sums(tile.index), shape, dtype=dtype)
-            for i, (_, level_sum) in enumerate(sums):
-                d[i] = level_sum
+            d = _rows(f.f, S.tile_sums(tile.index), shape, dtype, [s for _, s in sums])
             d.attrs[S.LEVELS] = [lv for lv, _ in sums]
             d.attrs[S.CORNER] = (tile.r0, tile.c0)  # where the tile sits in C
             d.attrs[S.CHECKSUM] = checksum.tiled_digest(shape, dtype,
@@ -64,6 +67,20 @@ class RankFiles:
         for f, _ in self.open.values():
             f.abort()
         self.open = {}
+
+
+def _rows(f, name, shape, dtype, blocks):
+    """Dataset `name` of `shape` (..., h, w) in `f` from its (h, w) `blocks` in order,
+    each around the page cache when it can go (direct.DirectRows), else by h5py."""
+    direct = DirectRows(f, name, shape, dtype)
+    try:
+        for i, block in enumerate(blocks):
+            block = np.asarray(block)
+            if not direct.write_rows(i * shape[-2], block):
+                direct.dataset[(i,) if len(shape) > 2 else ()] = block
+    finally:
+        direct.close()
+    return direct.dataset
 
 
 def virtual_c(f, shape, parts):
