@@ -93,19 +93,41 @@ class Bounds:
     def blocks(self, r, C):
         """The elementwise bound after resolution r (C: C_r), row block by row
         block: yields (i0, i1, E) with E >= |C_r - AB| on rows i0..i1 (inflated)."""
-        X, Y = self._factors(r)
-        erow, ecol = self.ea.exps.astype(np.int64), self.eb.exps.astype(np.int64)
-        emax = int(ecol.max())
-        Ys = np.ldexp(Y, (ecol - emax)[:, None])
-        tail = X.sum(axis=1) * 2.0**-1074
+        block = self.block(r, C)
         rb = config.get().bound_row_block
-        for i0 in range(0, X.shape[0], rb):
-            i1 = min(i0 + rb, X.shape[0])
+        for i0 in range(0, C.shape[0], rb):
+            i1 = min(i0 + rb, C.shape[0])
+            yield i0, i1, block(i0, i1)
+
+    def block(self, r, C):
+        """block(i0, i1): the E of blocks() on rows i0..i1."""
+        X, Y, erow, emax, Ys, tail = self._scaled(r)
+
+        def block(i0, i1):
             M = X[i0:i1] @ Ys.T + tail[i0:i1, None]
             e = np.clip(erow[i0:i1] + emax, -2200, 2200)[:, None]
             with np.errstate(over="ignore"):
                 E = np.ldexp(M, e) + ROUND * (1 + 2.0**-50) * np.abs(C[i0:i1])
-                yield i0, i1, E * INFLATE + ABS_FLOOR
+                return E * INFLATE + ABS_FLOOR
+        return block
+
+    def row_bound(self, r, cmax):
+        """Per row of C, an upper bound on the entries of blocks()'s E as computed (no m
+        x n pass): the factors' GEMM bounded by X times Y's column maxima (all >= 0),
+        |C_r| by cmax = max |C_r|, and 2^-40 of slack over the roundings of both."""
+        X, Y, erow, emax, Ys, tail = self._scaled(r)
+        M = X @ Ys.max(axis=0) + tail
+        e = np.clip(erow + emax, -2200, 2200)
+        with np.errstate(over="ignore"):
+            E = np.ldexp(M, e) + ROUND * (1 + 2.0**-50) * cmax
+            return (E * INFLATE + ABS_FLOOR) * (1 + 2.0**-40)
+
+    def _scaled(self, r):
+        X, Y = self._factors(r)
+        erow, ecol = self.ea.exps.astype(np.int64), self.eb.exps.astype(np.int64)
+        emax = int(ecol.max())
+        Ys = np.ldexp(Y, (ecol - emax)[:, None])
+        return X, Y, erow, emax, Ys, X.sum(axis=1) * 2.0**-1074
 
 
 def _max_scaled(X, Y, erow, ecol):
