@@ -124,17 +124,34 @@ def moduli_for(A, B, target=None, stats=(None, None)):
 def elementwise(ops, C, rows=256):
     """E >= |C - AB| entry by entry, by blocks of rows: (i0, i1, E) (the same terms as
     crt.bound_abs, not maximised)."""
+    block = by_row(ops, C, 0.0)[1]
+    for i0 in range(0, C.shape[0], rows):
+        i1 = min(C.shape[0], i0 + rows)
+        yield i0, i1, block(i0, i1)
+
+
+def by_row(ops, C, cmax):
+    """(E_row, block) for fallback.apply: per row an upper bound on elementwise()'s E
+    as computed (its terms at the columns' maxima, |C| at cmax = max |C|, 2^-40 of
+    slack over the roundings), and block(i0, i1) -> that E on rows i0..i1."""
     k = ops.k
     with np.errstate(over="ignore"):  # beyond float64: inf, recomputed or no bound
         sa = np.where(ops.l1a > 0, np.ldexp(1.0, -ops.ea.astype(np.int64)), 0.0)
         sb = np.where(ops.l1b > 0, np.ldexp(1.0, -ops.eb.astype(np.int64)), 0.0)
         xa, xb = sa * ops.l1a.astype(np.float64), sb * ops.l1b.astype(np.float64)
-    for i0 in range(0, C.shape[0], rows):
-        i1 = min(C.shape[0], i0 + rows)
+        yb = xb + k * sb
+
+    def terms(a, b, c, y, cabs):
         with np.errstate(over="ignore", invalid="ignore"):
-            E = (xa[i0:i1, None] * sb[None, :] + sa[i0:i1, None] * (xb + k * sb)[None, :]) \
-                * (UP * UP) + U * UP * np.abs(C[i0:i1]) + 2.0 ** -1074
-        yield i0, i1, np.where(np.isnan(E), np.inf, E)
+            E = (a * b + c * y) * (UP * UP) + U * UP * cabs + 2.0 ** -1074
+        return np.where(np.isnan(E), np.inf, E)
+
+    def block(i0, i1):
+        return terms(xa[i0:i1, None], sb[None, :], sa[i0:i1, None], yb[None, :],
+                     np.abs(C[i0:i1]))
+    with np.errstate(over="ignore", invalid="ignore"):
+        row = terms(xa, sb.max(initial=0.0), sa, yb.max(initial=0.0), cmax) * (1 + 2.0 ** -40)
+    return row, block
 
 
 def nominal_unit(pl):
@@ -153,8 +170,11 @@ def finish(lm, ea, eb, ops, C, cmax, layers):
     and bound instead: bounds never increase. `ea`, `eb`: the layers' encodings (the
     fallback's scaling), `layers()`: (C, bound_abs, cmax) of the last layered
     resolution. Returns (bound_abs, cmax, (rows, cols) recomputed or (), method)."""
-    rows, cols, babs = fallback.apply(lm.A, lm.B, ea, eb, elementwise(ops, C), C, lm.bits,
-                                      lm.planes, unit=nominal_unit(ops.plan))
+    rows, cols, babs = fallback.apply(lm.A, lm.B, ea, eb, None, C, lm.bits, lm.planes,
+                                      unit=nominal_unit(ops.plan),
+                                      # numpy's max of C, not the tiles' cmax: a NaN in C
+                                      # makes every row bound inf (its entry is recomputed)
+                                      by_row=by_row(ops, C, float(np.abs(C).max())))
     babs = min(babs, crt.bound_abs(ops, cmax)) if not rows.size else babs
     if rows.size:
         cmax = float(np.abs(C).max())

@@ -38,6 +38,14 @@ def test_by_rows_recomputes_the_same_entries(rng, rows, spread):
     assert sorted(zip(r1, c1)) == sorted(zip(r2, c2))
     np.testing.assert_array_equal(C1, C2)
     assert w2 >= w1 and w2 >= max_abs_error(C2, exact)
+    lm = LayeredMatmul(A, B, bits=7, planes=4)
+    ea, eb = lm.encode()
+    bnd, last = Bounds(ea, eb, lm.schedule), len(lm.schedule) - 1
+    C0 = rounded(exact_matmul(planes.dequantize(ea), planes.dequantize(eb).T))
+    E = bnd.block(last, C0)(0, len(C0))
+    assert np.all(bnd.row_bound(last, float(np.abs(C0).max())) >= E.max(axis=1))
+    Z = np.zeros_like(C0)  # the terms that do not depend on C alone
+    assert np.all(bnd.row_bound(last, 0.0) >= bnd.block(last, Z)(0, len(Z)).max(axis=1))
     if spread == 0.0:  # nothing to recompute: the row bound stands, within 2x
         assert r2.size == 0 and w2 <= 2.01 * w1
 
@@ -50,3 +58,31 @@ def test_the_documented_example_still_recomputes():
     assert sorted(zip(r1, c1)) == sorted(zip(r2, c2))
     np.testing.assert_array_equal(C1, C2)
     assert w2 >= max_abs_error(C2, exact)
+
+
+@pytest.mark.parametrize("moduli", [4, 8, 16])
+@pytest.mark.parametrize("spread", [0.0, 3.0, 12.0])
+def test_the_crt_resolution_by_rows_recomputes_the_same_entries(rng, moduli, spread):
+    from lrmpi.numerics import crt, crt_bound
+    A, B = _wide(rng, 60, 40, spread), _wide(rng, 40, 45, spread)
+    lm = LayeredMatmul(A, B, planes=2)
+    ea, eb = lm.encode()
+    C0, _, _, ops = crt.crt_matmul(A, B, moduli, with_ops=True)
+    unit = crt_bound.nominal_unit(ops.plan)
+    C0[7, 3] = np.nan  # a NaN is recomputed either way (its bound is inf)
+    C1, C2 = C0.copy(), C0.copy()
+    r1, c1, w1 = fallback.apply(A, B, ea, eb, crt_bound.elementwise(ops, C1), C1, lm.bits,
+                                lm.planes, unit=unit)
+    with config.configure(bound_row_block=8):
+        r2, c2, w2 = fallback.apply(A, B, ea, eb, None, C2, lm.bits, lm.planes, unit=unit,
+                                    by_row=crt_bound.by_row(ops, C2, float(np.abs(C2).max())))
+    row, block = crt_bound.by_row(ops, C0, float(np.abs(C0).max()))
+    E = block(0, len(C0))
+    assert np.all(row >= E.max(axis=1)) and np.isinf(row[7])  # the invariant itself
+    Z = np.zeros_like(C0)  # the terms that do not depend on C alone
+    row, block = crt_bound.by_row(ops, Z, 0.0)
+    assert np.all(row >= block(0, len(Z)).max(axis=1))
+    assert (7, 3) in set(zip(r2.tolist(), c2.tolist()))
+    assert sorted(zip(r1, c1)) == sorted(zip(r2, c2))
+    np.testing.assert_array_equal(C1, C2)
+    assert w2 >= w1 and w2 >= max_abs_error(C2, exact_matmul(A, B))
