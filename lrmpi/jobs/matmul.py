@@ -86,13 +86,7 @@ class MatmulJob:
         protocol.release(self.comm)
 
     def serve(self):
-        # a worker faults its buffers in as tasks need them: 4 KiB pages cost it less
-        # than huge pages the kernel may first have to compact for (buffers.huge_pages)
-        before = buffers.huge_pages(False)
-        try:
-            worker_run(self.comm, _rank_files)
-        finally:
-            buffers.huge_pages(before)
+        worker_run(self.comm, _rank_files)
 
     def execute(self, control, writer, ckpt, start):
         from lrmpi.parallel.root import Root  # the root's alone (workers start sooner)
@@ -151,8 +145,15 @@ def run_matmul(A, B, out=None, *, comm=None, on_resolution=None, write="root", *
     comm = get_comm(comm)
     if write not in ("root", "ranks"):
         raise ConfigError(f"write must be root or ranks, got {write!r}")
-    job = MatmulJob(A, B, numeric, on_resolution, opts.worker_timeout, comm, write)
-    return run_job(job, out, opts, comm)
+    # every rank's buffers in 4 KiB pages (buffers.huge_pages): on the root too, whose
+    # huge pages, prefaulted beside two busy workers on two cores, cost 4-5 s of system
+    # CPU more at n = 8192 (the job 11.0-11.5 -> 8.1-8.4 s; fresh or fragmented memory)
+    before = buffers.huge_pages(False)
+    try:
+        job = MatmulJob(A, B, numeric, on_resolution, opts.worker_timeout, comm, write)
+        return run_job(job, out, opts, comm)
+    finally:
+        buffers.huge_pages(before)
 
 
 def load_result(path, index=None):

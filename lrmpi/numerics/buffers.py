@@ -28,9 +28,10 @@ def big_zeros(shape, dtype):
 # is fragmented (a page cache full of checkpoints), the kernel compacts memory to
 # fault a huge page in: measured [AMX VM, fresh process] 256 MB in 0.40-0.66 s with
 # huge pages against 0.075 s with 4 KiB pages (0.03 s when huge pages were free).
-# They pay where buffers are faulted ahead of use on a spare core (the root's
-# prefault) and then read over and over; not where they are faulted on demand, on
-# the critical path (a matmul worker's CRT residues and blocks).
+# A matmul job turns them off on every rank (jobs/matmul.py): its workers fault
+# buffers on demand, on the critical path (CRT residues and blocks), and its root's
+# prefault has no spare core on two cores (n = 8192: 6-7 s of system CPU with huge
+# pages, 2 s without). Inference keeps them (its buffers live as long as the model).
 _HUGE_PAGES = [True]
 
 

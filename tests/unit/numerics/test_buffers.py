@@ -158,3 +158,22 @@ def test_release_of_a_part_leaves_the_rest():
     b.fill(2)
     release(b)
     assert (b == 2).all()
+
+
+def test_a_matmul_job_asks_for_no_huge_pages_on_any_rank(tmp_path, monkeypatch):
+    """Every big buffer of a matmul job (here the root, in one process) is made without
+    the huge-page advice, and the setting is back once the job returns."""
+    from lrmpi.jobs.matmul import run_matmul
+    from lrmpi.numerics import buffers
+    asked = []
+    real = buffers.big_empty
+
+    def spy(shape, dtype, at=0):
+        asked.append(buffers._HUGE_PAGES[0])
+        return real(shape, dtype, at)
+    monkeypatch.setattr(buffers, "big_empty", spy)
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((600, 500)), rng.standard_normal((500, 700))
+    assert run_matmul(A, B, str(tmp_path / "c.h5"), planes=2).status == "complete"
+    assert asked and not any(asked)
+    assert buffers._HUGE_PAGES[0] is True
