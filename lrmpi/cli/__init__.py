@@ -91,7 +91,10 @@ def main(argv=None):
     job = name in JOB_COMMANDS
     if job:
         from lrmpi.jobs import deadline
-        deadline.hold_interrupt()
+        from lrmpi.parallel.launcher import launcher_size
+        # held only where peers wait on this rank (alone, Ctrl-C before the job, e.g.
+        # in demo's reference product, ends the process at once as it always did)
+        sigint = deadline.hold_interrupt() if launcher_size()[1] > 1 else None
         deadline.test_slow_start(root)
     try:
         return COMMANDS[name](rest)
@@ -111,8 +114,8 @@ def main(argv=None):
             print("lrmpi: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
-        if job:
-            deadline.release_interrupt()
+        if job and sigint is not None:
+            deadline.release_interrupt(sigint)
 
 
 class _TolerantStream:

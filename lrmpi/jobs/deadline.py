@@ -142,8 +142,10 @@ def hold_interrupt():
     rank that raised KeyboardInterrupt in that window returned without the others: a
     worker left waiting for a root that had gone (a hang), or a root waiting for a
     worker that had (found by CI, 3 ranks on 2 busy cores). Held before its job starts,
-    it stops the job at its first check (the job file says so)."""
-    signal.signal(signal.SIGINT, _hold)
+    it stops the job at its first check (the job file says so). Returns the handler
+    it replaced (for release_interrupt)."""
+    previous = signal.signal(signal.SIGINT, _hold)
+    return signal.SIG_DFL if previous is None else previous
 
 
 def test_slow_start(root):
@@ -157,11 +159,12 @@ def test_slow_start(root):
         time.sleep(0.05)
 
 
-def release_interrupt():
-    """Ctrl-C back to Python's KeyboardInterrupt once the job command has returned; one
+def release_interrupt(previous):
+    """Ctrl-C back to `previous` (what hold_interrupt replaced: Python's
+    KeyboardInterrupt, or an inherited SIG_IGN) once the job command has returned; one
     held after the job ended is dropped (the result is on disk and the exit code
     stands, as for a TERM then)."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, previous)
     while "SIGINT" in _held:
         _held.remove("SIGINT")
 

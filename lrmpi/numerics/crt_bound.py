@@ -173,8 +173,10 @@ def finish(lm, ea, eb, ops, C, cmax, layers):
     rows, cols, babs = fallback.apply(lm.A, lm.B, ea, eb, None, C, lm.bits, lm.planes,
                                       unit=nominal_unit(ops.plan),
                                       # numpy's max of C, not the tiles' cmax: a NaN in C
-                                      # makes every row bound inf (its entry is recomputed)
-                                      by_row=by_row(ops, C, float(np.abs(C).max())))
+                                      # makes every row bound inf (its entry is recomputed);
+                                      # no |C| copy (2 GB at n = 16384)
+                                      by_row=by_row(ops, C, max(float(C.max()),
+                                                                -float(C.min()))))
     babs = min(babs, crt.bound_abs(ops, cmax)) if not rows.size else babs
     if rows.size:
         cmax = float(np.abs(C).max())

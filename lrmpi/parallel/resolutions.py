@@ -95,6 +95,8 @@ class Resolutions:
         layers, the fallback applied again (the same bits as when it was finished)."""
         C = self.decoded()
         cmax = list(self.cmax[:self.layers])
+        # the recorded max |C| is after the fallback; this C is before it, as it was then
+        cmax[-1] = max(float(C.max()), -float(C.min()))
         _, babs = finish_last(self.lm, self.ea, self.eb, self.bounds, C, cmax,
                               self.bounds.upto(cmax))
         return C, float(babs), cmax[-1]

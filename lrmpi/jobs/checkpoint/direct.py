@@ -18,10 +18,17 @@ rows before and after it, go through the page cache by a plain pwrite, as every
 write of those neighbours' bytes to those pages does, so no page is ever written
 both ways. Row widths that are not a multiple of a page (10000 x 6000 float64: 48000
 bytes a row) took the page cache whole before: at 720 MB a resolution, the writer
-thread was the job's limit. A file system without O_DIRECT (tmpfs) or a block that
-is not whole rows returns False, and the caller writes it through h5py. An fsync
-of the file covers all of it; HDF5 never reads or writes the dataset's bytes itself.
+thread was the job's limit. A file system without O_DIRECT (tmpfs) returns False for
+every block, and the caller writes them all through h5py; one that refuses a direct
+write (EINVAL) gets all the later ones through the cache descriptor. A block that is
+not whole rows (a tile of a wide C) returns False too; a dataset's blocks are all
+whole rows or none are (tiles split columns for all rows or for none). Never both for
+one dataset: an h5py write of a small piece reads a 64 KiB window of the file into
+HDF5's sieve buffer and writes all of it back at the flush, over what went around it
+meanwhile. An fsync of the file covers all of it; HDF5 never reads or writes the
+dataset's bytes itself.
 """
+import errno
 import os
 import threading
 
@@ -54,7 +61,8 @@ class DirectRows:
         dset = h5py.h5d.create(f.id, name.encode(), h5py.h5t.py_create(np.dtype(dtype)),
                                space, dcpl=dcpl)
         self.dataset = h5py.Dataset(dset)
-        self.shape, self.itemsize = tuple(shape), np.dtype(dtype).itemsize
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.itemsize, self.rows = self.dtype.itemsize, int(np.prod(self.shape[:-1]))
         self.offset = dset.get_offset()
         self.fd = self.cached = None
         if self.offset is not None and self.offset % ALIGN == 0 and hasattr(os, "O_DIRECT"):
@@ -65,12 +73,16 @@ class DirectRows:
                 self.close()
 
     def write_rows(self, r0, rows):
-        """Rows r0.. of the dataset from `rows` (whole rows, C-contiguous): True if they
-        were written (their whole pages around the page cache), False if the caller
-        must write them (h5py)."""
-        if self.fd is None or rows.ndim != 2 or rows.shape[1] != self.shape[-1] or \
-                not rows.flags.c_contiguous or rows.dtype.itemsize != self.itemsize:
+        """Rows r0.. of the dataset from `rows` (whole rows, in the dataset's dtype or
+        converted to it): True if they were written (their whole pages around the page
+        cache), False if the caller must write them (h5py: no O_DIRECT here, or not
+        whole rows)."""
+        rows = np.asarray(rows)
+        if self.cached is None or rows.ndim != 2 or rows.shape[1] != self.shape[-1]:
             return False
+        if not 0 <= r0 <= self.rows - len(rows):
+            raise ValueError(f"rows {r0}..{r0 + len(rows)} of a dataset of {self.rows}")
+        rows = np.ascontiguousarray(rows, self.dtype)
         where = self.offset + r0 * self.shape[-1] * self.itemsize
         data = memoryview(rows.reshape(-1).view(np.uint8))
         a0 = -(-where // ALIGN) * ALIGN                   # the whole pages: [a0, a1)
@@ -84,15 +96,27 @@ class DirectRows:
         if tail:
             _pwrite(self.cached, data[len(data) - tail:], a1)
         body = data[head:len(data) - tail]
-        if (rows.ctypes.data + head) % ALIGN == 0:
-            _pwrite(self.fd, body, a0)
-            return True
-        bounce = _bounce()
-        for i in range(0, len(body), BOUNCE):
-            piece = body[i:i + BOUNCE]
-            bounce[:len(piece)] = np.frombuffer(piece, np.uint8)
-            _pwrite(self.fd, bounce[:len(piece)].data, a0 + i)
+        try:
+            self._direct(body, a0, (rows.ctypes.data + head) % ALIGN == 0)
+        except OSError as exc:  # a file system that opens O_DIRECT but refuses this write
+            if exc.errno != errno.EINVAL or self.fd is None:
+                raise
+            os.close(self.fd)
+            self.fd = None
+            _pwrite(self.cached, body, a0)
         return True
+
+    def _direct(self, body, at, aligned):
+        if self.fd is None:
+            _pwrite(self.cached, body, at)
+        elif aligned:
+            _pwrite(self.fd, body, at)
+        else:
+            bounce = _bounce()
+            for i in range(0, len(body), BOUNCE):
+                piece = body[i:i + BOUNCE]
+                bounce[:len(piece)] = np.frombuffer(piece, np.uint8)
+                _pwrite(self.fd, bounce[:len(piece)].data, at + i)
 
     def close(self):
         for name in ("fd", "cached"):
