@@ -90,17 +90,9 @@ class Bounds:
         out = (np.asarray(self.raw[:r + 1]) + rounding) * INFLATE + ABS_FLOOR
         return np.minimum.accumulate(out)
 
-    def blocks(self, r, C):
-        """The elementwise bound after resolution r (C: C_r), row block by row
-        block: yields (i0, i1, E) with E >= |C_r - AB| on rows i0..i1 (inflated)."""
-        block = self.block(r, C)
-        rb = config.get().bound_row_block
-        for i0 in range(0, C.shape[0], rb):
-            i1 = min(i0 + rb, C.shape[0])
-            yield i0, i1, block(i0, i1)
-
     def block(self, r, C):
-        """block(i0, i1): the E of blocks() on rows i0..i1."""
+        """block(i0, i1): the elementwise bound after resolution r (C: C_r) on rows
+        i0..i1, E >= |C_r - AB| (inflated)."""
         X, Y, erow, emax, Ys, tail = self._scaled(r)
 
         def block(i0, i1):
@@ -112,7 +104,7 @@ class Bounds:
         return block
 
     def row_bound(self, r, cmax):
-        """Per row of C, an upper bound on the entries of blocks()'s E as computed (no m
+        """Per row of C, an upper bound on the entries of block()'s E as computed (no m
         x n pass): the factors' GEMM bounded by X times Y's column maxima (all >= 0),
         |C_r| by cmax = max |C_r|, and 2^-40 of slack over the roundings of both."""
         X, Y, erow, emax, Ys, tail = self._scaled(r)

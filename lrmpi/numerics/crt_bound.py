@@ -121,19 +121,11 @@ def moduli_for(A, B, target=None, stats=(None, None)):
                       f"{crt.MAX_MODULI} moduli); ask for less, or choose --moduli")
 
 
-def elementwise(ops, C, rows=256):
-    """E >= |C - AB| entry by entry, by blocks of rows: (i0, i1, E) (the same terms as
-    crt.bound_abs, not maximised)."""
-    block = by_row(ops, C, 0.0)[1]
-    for i0 in range(0, C.shape[0], rows):
-        i1 = min(C.shape[0], i0 + rows)
-        yield i0, i1, block(i0, i1)
-
-
 def by_row(ops, C, cmax):
-    """(E_row, block) for fallback.apply: per row an upper bound on elementwise()'s E
-    as computed (its terms at the columns' maxima, |C| at cmax = max |C|, 2^-40 of
-    slack over the roundings), and block(i0, i1) -> that E on rows i0..i1."""
+    """(E_row, block) for fallback.apply: block(i0, i1) -> E >= |C - AB| entry by entry
+    on rows i0..i1 (the same terms as crt.bound_abs, not maximised), and per row an
+    upper bound on that E as computed (its terms at the columns' maxima, |C| at cmax
+    = max |C|, 2^-40 of slack over the roundings)."""
     k = ops.k
     with np.errstate(over="ignore"):  # beyond float64: inf, recomputed or no bound
         sa = np.where(ops.l1a > 0, np.ldexp(1.0, -ops.ea.astype(np.int64)), 0.0)
@@ -149,8 +141,7 @@ def by_row(ops, C, cmax):
     def block(i0, i1):
         return terms(xa[i0:i1, None], sb[None, :], sa[i0:i1, None], yb[None, :],
                      np.abs(C[i0:i1]))
-    with np.errstate(over="ignore", invalid="ignore"):
-        row = terms(xa, sb.max(initial=0.0), sa, yb.max(initial=0.0), cmax) * (1 + 2.0 ** -40)
+    row = terms(xa, sb.max(initial=0.0), sa, yb.max(initial=0.0), cmax) * (1 + 2.0 ** -40)
     return row, block
 
 
@@ -170,13 +161,11 @@ def finish(lm, ea, eb, ops, C, cmax, layers):
     and bound instead: bounds never increase. `ea`, `eb`: the layers' encodings (the
     fallback's scaling), `layers()`: (C, bound_abs, cmax) of the last layered
     resolution. Returns (bound_abs, cmax, (rows, cols) recomputed or (), method)."""
-    rows, cols, babs = fallback.apply(lm.A, lm.B, ea, eb, None, C, lm.bits, lm.planes,
-                                      unit=nominal_unit(ops.plan),
-                                      # numpy's max of C, not the tiles' cmax: a NaN in C
-                                      # makes every row bound inf (its entry is recomputed);
-                                      # no |C| copy (2 GB at n = 16384)
-                                      by_row=by_row(ops, C, max(float(C.max()),
-                                                                -float(C.min()))))
+    # numpy's max of C, not the tiles' cmax: a NaN in C makes every row bound inf (its
+    # entry is recomputed); no |C| copy (2 GB at n = 16384)
+    rows, cols, babs = fallback.apply(lm.A, lm.B, ea, eb,
+                                      by_row(ops, C, max(float(C.max()), -float(C.min()))),
+                                      C, lm.bits, lm.planes, unit=nominal_unit(ops.plan))
     babs = min(babs, crt.bound_abs(ops, cmax)) if not rows.size else babs
     if rows.size:
         cmax = float(np.abs(C).max())

@@ -39,18 +39,18 @@ def nominal_unit(bits, planes):
     return max(U, 2.0**(-bits * (planes - 1)))
 
 
-def apply(A, B, ea, eb, blocks, C, bits, planes, unit=None, by_row=None):
+def apply(A, B, ea, eb, bound, C, bits, planes, unit=None):
     """Recompute, in place in C, the entries of the last resolution the planes cannot
-    carry. `blocks`: bounds.Bounds.blocks(last) — the elementwise bound by row
-    block (crt_bound.elementwise for the CRT resolution, with `unit` = float64's: the
-    guarantee is then a float64 product's). Or `by_row` = (E_row, block): per row of C
-    an upper bound on its entries' bound and block(i0, i1) -> their bound on rows
-    i0..i1 (bounds.Bounds.row_bound and .block): a block of rows whose bound is below
-    the guarantee of the smallest |A||B| entry in each of its rows holds no entry to
-    recompute (the usual case: at n = 8192 the test's ~15 passes over C cost the
-    root 1.9 s after the last resolution's products) and takes E_row as its bound.
-    Returns (rows, cols, bound_abs): the entries recomputed and the resolution's
-    max-abs bound with them."""
+    carry. `bound` = (E_row, block): per row of C an upper bound on its entries'
+    elementwise bound, and block(i0, i1) -> that bound on rows i0..i1
+    (bounds.Bounds.row_bound and .block; crt_bound.by_row for the CRT resolution, with
+    `unit` = float64's: the guarantee is then a float64 product's). A block of rows
+    whose bound is below the guarantee of the smallest |A||B| entry in each of its rows
+    holds no entry to recompute (the usual case: at n = 8192 the test's ~15 passes over
+    C cost the root 1.9 s after the last resolution's products) and takes E_row as its
+    bound; the others are tested entry by entry (a NaN in E_row: always). Returns
+    (rows, cols, bound_abs): the entries recomputed and the resolution's max-abs bound
+    with them."""
     m, k = A.shape
     T = np.unique(np.linspace(0, k - 1, min(k, SAMPLE)).round().astype(np.int64))
     At, Bt = np.empty((m, len(T))), np.empty((len(T), B.shape[1]))
@@ -65,25 +65,22 @@ def apply(A, B, ea, eb, blocks, C, bits, planes, unit=None, by_row=None):
     guarantee = gamma(k, unit or nominal_unit(bits, planes))
     # a zero row of A or column of B gives an exact 0 (its bound is only underflow slack)
     live_r, live_c = ea.l1 > 0, eb.l1 > 0
-    if by_row is not None:
-        E_row, block = by_row
-        rb = config.get().bound_row_block
-        blocks = ((i0, min(i0 + rb, m), None) for i0 in range(0, m, rb))
+    E_row, block = bound
+    rb = config.get().bound_row_block
     rows, cols, worst = [], [], 0.0
-    for i0, i1, E in blocks:
+    for i0 in range(0, m, rb):
+        i1 = min(i0 + rb, m)
         if guarantee == float("inf"):  # the planes promise nothing a product could beat
-            E = block(i0, i1) if E is None else E
-            worst = max(worst, float(E.max()))
+            worst = max(worst, float(block(i0, i1).max()))
             continue
         with np.errstate(over="ignore"):  # |A||B| beyond float64: inf, nothing to beat
             L = (At[i0:i1] @ Bt) * shrink
-            if E is None:
-                # guarantee * L_ij >= guarantee * min_j L_ij (rounding is monotone), so
-                # no entry of a row whose whole bound is below that one is bad
-                if np.all(E_row[i0:i1] <= guarantee * L.min(axis=1)):
-                    worst = max(worst, float(E_row[i0:i1].max()))
-                    continue
-                E = block(i0, i1)
+            # guarantee * L_ij >= guarantee * min_j L_ij (rounding is monotone), so no
+            # entry of a row whose whole bound is below that one is bad
+            if np.all(E_row[i0:i1] <= guarantee * L.min(axis=1)):
+                worst = max(worst, float(E_row[i0:i1].max()))
+                continue
+            E = block(i0, i1)
             bad = (E > guarantee * L + FLOOR) & live_r[i0:i1, None] & live_c[None, :]
         if bad.any():
             r, c = np.nonzero(bad)

@@ -252,9 +252,9 @@ def finish_last(lm, ea, eb, bnd, C, cmax, babs):
     """The last resolution: recompute the entries the planes cannot carry (in C),
     update cmax[-1]; returns ((rows, cols) recomputed, the resolution's bound_abs)."""
     last = lm.layers - 1
-    rows, cols, worst = fallback.apply(lm.A, lm.B, ea, eb, None, C, lm.bits, lm.planes,
-                                       by_row=(bnd.row_bound(last, cmax[-1]),
-                                               bnd.block(last, C)))
+    rows, cols, worst = fallback.apply(lm.A, lm.B, ea, eb, (bnd.row_bound(last, cmax[-1]),
+                                                            bnd.block(last, C)),
+                                       C, lm.bits, lm.planes)
     if rows.size:
         logger.warning("lrmpi: %d entries were beyond the digit planes' reach; recomputed "
                        "by compensated dot products (fallback)", rows.size)

@@ -103,8 +103,22 @@ class DirectRows:
                 raise
             os.close(self.fd)
             self.fd = None
-            _pwrite(self.cached, body, a0)
+            self._direct(body, a0, True)  # through the cache from now on
         return True
+
+    def put(self, r0, c0, parts):
+        """A tile at (r0, c0): parts[l] its (h, w) block of leading index l (one block
+        for a 2-D dataset). Whole rows go by write_rows, other blocks (a wide C's
+        tiles) by h5py. True if every block went around h5py."""
+        lead = len(self.shape) > 2
+        direct = True
+        for i, block in enumerate(parts):
+            if self.write_rows(i * self.shape[-2] + r0, block):
+                continue
+            direct = False
+            self.dataset[(i,) * lead + (slice(r0, r0 + block.shape[0]),
+                                        slice(c0, c0 + block.shape[1]))] = block
+        return direct
 
     def _direct(self, body, at, aligned):
         if self.fd is None:

@@ -70,14 +70,11 @@ class RankFiles:
 
 
 def _rows(f, name, shape, dtype, blocks):
-    """Dataset `name` of `shape` (..., h, w) in `f` from its (h, w) `blocks` in order,
-    each around the page cache when it can go (direct.DirectRows), else by h5py."""
+    """Dataset `name` of `shape` (..., h, w) in `f` from its (h, w) `blocks` in order
+    (direct.DirectRows.put: around the page cache)."""
     direct = DirectRows(f, name, shape, dtype)
     try:
-        for i, block in enumerate(blocks):
-            block = np.asarray(block)
-            if not direct.write_rows(i * shape[-2], block):
-                direct.dataset[(i,) if len(shape) > 2 else ()] = block
+        direct.put(0, 0, blocks)
     finally:
         direct.close()
     return direct.dataset

@@ -35,10 +35,10 @@ def write_tile_sums(f, index, ts, job_id, rows=None):
     d = direct.dataset if direct is not None else f.create_dataset(S.SUMS, shape, dtype=ts.dtype)
     try:
         for r0, c0, sums in ts.tiles:
+            if direct is not None:
+                direct.put(r0, c0, sums)
+                continue
             for i, block in enumerate(sums):
-                if c0 == 0 and direct is not None and \
-                        direct.write_rows(i * shape[1] + r0, block):
-                    continue
                 d[i, r0:r0 + block.shape[0], c0:c0 + block.shape[1]] = block
     finally:
         if direct is not None:

@@ -87,9 +87,8 @@ class StreamedWrites:
 
     def _tile(self, index, r0, c0, tile):
         stream = self.streams[index]
-        if c0 == 0 and stream.direct.write_rows(r0, tile):
+        if stream.direct.put(r0, c0, [tile]):
             return  # around the page cache: on its way to the disk already
-        stream.f[S.RESULT][r0:r0 + tile.shape[0], c0:c0 + tile.shape[1]] = tile
         if self.fsync:  # start the disk now, not at the end: durable soon after the last tile
             fsync_path(stream.tmp)
 
@@ -121,12 +120,7 @@ class SumsStream:
         """Write one tile (parts[l]: its (h, w) block of level l) and hash what it
         completes. On failure the tile's release() runs before the error propagates."""
         try:
-            L, m, n = self.shape
-            direct = self.file.direct
-            for i, block in enumerate(parts):
-                if c0 == 0 and direct.write_rows(i * m + r0, block):
-                    continue  # whole rows, around the page cache
-                direct.dataset[i, r0:r0 + block.shape[0], c0:c0 + block.shape[1]] = block
+            self.file.direct.put(r0, c0, parts)
         except BaseException:
             release()
             raise

@@ -18,11 +18,15 @@ def _both(A, B, bits=7, s=4):
     last = len(lm.schedule) - 1
     bnd.prepare(last)
     C1, C2 = C0.copy(), C0.copy()
-    one = fallback.apply(A, B, ea, eb, bnd.blocks(last, C1), C1, bits, s)
-    two = fallback.apply(A, B, ea, eb, None, C2, bits, s,
-                         by_row=(bnd.row_bound(last, float(np.abs(C0).max())),
-                                 bnd.block(last, C2)))
+    one = fallback.apply(A, B, ea, eb, _elementwise(bnd.block(last, C1), C1), C1, bits, s)
+    two = fallback.apply(A, B, ea, eb, (bnd.row_bound(last, float(np.abs(C0).max())),
+                                        bnd.block(last, C2)), C2, bits, s)
     return (C1, one), (C2, two), exact_matmul(A, B)
+
+
+def _elementwise(block, C):
+    """The test entry by entry everywhere: a NaN row bound passes no row."""
+    return np.full(len(C), np.nan), block
 
 
 def _wide(rng, m, k, spread):
@@ -71,11 +75,11 @@ def test_the_crt_resolution_by_rows_recomputes_the_same_entries(rng, moduli, spr
     unit = crt_bound.nominal_unit(ops.plan)
     C0[7, 3] = np.nan  # a NaN is recomputed either way (its bound is inf)
     C1, C2 = C0.copy(), C0.copy()
-    r1, c1, w1 = fallback.apply(A, B, ea, eb, crt_bound.elementwise(ops, C1), C1, lm.bits,
-                                lm.planes, unit=unit)
+    ref = _elementwise(crt_bound.by_row(ops, C1, 0.0)[1], C1)
+    r1, c1, w1 = fallback.apply(A, B, ea, eb, ref, C1, lm.bits, lm.planes, unit=unit)
     with config.configure(bound_row_block=8):
-        r2, c2, w2 = fallback.apply(A, B, ea, eb, None, C2, lm.bits, lm.planes, unit=unit,
-                                    by_row=crt_bound.by_row(ops, C2, float(np.abs(C2).max())))
+        rows = crt_bound.by_row(ops, C2, float(np.abs(C2).max()))
+        r2, c2, w2 = fallback.apply(A, B, ea, eb, rows, C2, lm.bits, lm.planes, unit=unit)
     row, block = crt_bound.by_row(ops, C0, float(np.abs(C0).max()))
     E = block(0, len(C0))
     assert np.all(row >= E.max(axis=1)) and np.isinf(row[7])  # the invariant itself
