@@ -209,9 +209,13 @@ class DiffTracker:
         p = mode
         est = self.estimates(node)
         P1 = self._product(node, ut, est.leading(p), p, ("leading", p))
-        P2 = self._product(node, h, est.residual(r, p), p, ("residual", r, p), of_input=True)
-        # in place where P1 is not read again (the logits' terms read it)
-        dz = P1 - P2 if out else np.subtract(P1, P2, out=P1)
+        if out:   # the logits' terms read P1 and P2
+            P2 = self._product(node, h, est.residual(r, p), p, ("residual", r, p),
+                               of_input=True)
+            dz = P1 - P2
+        else:     # fl(P1 - P2), by the kernel where it can (the same bits)
+            dz = self._product(node, h, est.residual(r, p), p, ("residual", r, p),
+                               of_input=True, minus=P1)
         nres = residual_norm(ut, eu, self.bits, p)                     # ut - Q_p(ut)
         dSp, drp = nn_.residual(p, self.level)                         # W - Q_p(W)
         dSrp, drrp = nn_.residual(r + p, self.level)                   # dW - its p planes
@@ -256,12 +260,15 @@ class DiffTracker:
                         "weight_truncation": drr[None, :] * nh[:, None]})
         return self._done(node, None, beta_z, per, M=nz)
 
-    def _product(self, node, x, weights, p, key, of_input=False):
-        """fl(Q_p(x) Q_p(W')^T): the same bits whichever computes it (`of_input`: x is
-        the node's input h, whose planes the pass may have)."""
+    def _product(self, node, x, weights, p, key, of_input=False, minus=None):
+        """fl(Q_p(x) Q_p(W')^T), or fl(minus - that): the same bits whichever computes
+        it (`of_input`: x is the node's input h, whose planes the pass may have)."""
         out = None if self.product is None else \
-            self.product(node, x, weights, p, key, of_input=of_input)
-        return ops_product(node, x, weights, p, self.bits) if out is None else out
+            self.product(node, x, weights, p, key, of_input=of_input, minus=minus)
+        if out is None:
+            out = ops_product(node, x, weights, p, self.bits)
+            out = out if minus is None else np.subtract(minus, out, out=out)
+        return out
 
     # --- every other node ---
     def _other(self, node, args, y):

@@ -13,6 +13,8 @@ activation and the next planes. Nodes the kernels do not take (grouped convs
 that are not depthwise; r k past kmax) go through quantized.linear_at; every
 other node is ops.apply in float64, as in the reference.
 """
+from types import SimpleNamespace
+
 import numpy as np
 
 from lrmpi import stages
@@ -231,7 +233,7 @@ class FusedModel:
             if nv is not None:
                 env[c.output] = nv
 
-    def product(self, node, x, weights, p, key, of_input=False):
+    def product(self, node, x, weights, p, key, of_input=False, minus=None):
         """fl(Q_p(x) Q_p(W')^T), rounded once, no bias: the resolution-p product of
         `node` with other weights W' (`weights`: p digit planes and their exponents,
         e.g. the bound's estimate planes, difference.py), through the same kernels as
@@ -240,14 +242,25 @@ class FusedModel:
         hook, whose first p <= r planes are Q_p(x) (the digits are cut most significant
         first, at the same per-sample exponent): they are used as they are. None where
         the kernels do not take the node. The result is a reused buffer, valid until the
-        next product of the same node and key (copy what you keep longer)."""
+        next product of the same node and key (copy what you keep longer).
+        `minus`: an array P of the result's shape; then the result is fl(P - product),
+        the same bits as numpy's P - product: the kernel multiplies the negated
+        digits (exact: they are within +-127), whose product rounds to minus the
+        product's, adds no bias and rounds the sum with P once (its residual input)."""
         fn = self.nodes.get(node.output)
         if fn is None or not fn.takes(p, self.bits):
             return None
+        key = tuple(key) + (("minus",) if minus is not None else ())
         est = self.estimates.get((node.output, key))
         if est is None:
-            est = self.estimates[(node.output, key)] = FusedNode(
-                node, weights, self.graph.shapes, self.isa)
+            if minus is not None:
+                enc = weights.enc
+                weights = SimpleNamespace(planes=weights.planes, enc=SimpleNamespace(
+                    digits=np.negative(enc.digits), exps=enc.exps, planes=enc.planes))
+            est = FusedNode(node, weights, self.graph.shapes, self.isa)
+            if minus is not None:
+                est.bias = np.zeros_like(est.bias)   # z = C + 0 = C: exact
+            self.estimates[(node.output, key)] = est
         n = len(x)
         name, r, src = self._input or (None, 0, None)
         if not (of_input and name == node.output and p <= r and src.D.shape[0] >= p):
@@ -255,10 +268,15 @@ class FusedModel:
             src = est.planes_for(p, self.bits, n, _Keyed(self.buffers, "estimate"))
             K.nn_quantize(x, src, isa=self.isa)
         # reused from batch to batch (the tracker's arrays live until the next pass)
-        C = self.buffers.get(("estimate-out", node.output) + tuple(key),
-                             (n * int(np.prod(est.out_shape)),), np.float64)
-        K.nn_layer(est.spec(n, p, self.bits), src.D, src.exps, est.wpack, est.f, est.bias,
-                   Cout=C, isa=self.isa)
+        size = n * int(np.prod(est.out_shape))
+        C = self.buffers.get(("estimate-out", node.output) + key, (size,), np.float64)
+        if minus is None:
+            K.nn_layer(est.spec(n, p, self.bits), src.D, src.exps, est.wpack, est.f, est.bias,
+                       Cout=C, isa=self.isa)
+        else:
+            P = np.ascontiguousarray(minus, np.float64).reshape(-1)
+            K.nn_layer(est.spec(n, p, self.bits), src.D, src.exps, est.wpack, est.f, est.bias,
+                       Res=P, Aout=C, isa=self.isa)
         return C.reshape((n,) + est.out_shape)
 
 

@@ -213,10 +213,11 @@ def test_the_fused_pass_gives_the_reference_passs_radius_reading_only_what_it_wa
 def test_the_estimates_products_through_the_kernels_are_the_reference_products():
     """FusedModel.product with the estimate's weight planes (leading p, and planes
     r+1..r+p scaled by 2^-(bits r)) equals quantized.linear_at's C bit for bit, on
-    dense and conv nodes, inputs across 2^-1000..2^1000 and zero samples."""
+    dense and conv nodes, inputs across 2^-1000..2^1000 and zero samples; with
+    `minus` M it is numpy's M - C bit for bit."""
     from lrmpi.nn.quantized import linear_at
     rng = np.random.default_rng(17)
-    checked = 0
+    checked = minus_checked = 0
     for _, g, _ in GRAPHS:
         model = prepared(g)
         est = model.norms.estimates
@@ -235,4 +236,12 @@ def test_the_estimates_products_through_the_kernels_are_the_reference_products()
                         want = linear_at(node, h, w, p, model.bits)[1]
                         np.testing.assert_array_equal(got, want)
                         checked += 1
-    assert checked > 50
+                        # minus M: fl(M - product), numpy's bits (M near the product
+                        # too: cancellation, and exact zeros)
+                        M = want * (1 + 2.0**-30 * rng.standard_normal(want.shape))
+                        M[1] = rng.standard_normal(want.shape[1:]) * 2.0**rng.integers(-60, 60)
+                        M[3] = want[3]
+                        diff = model.fused.product(node, h, w, p, key, minus=M)
+                        np.testing.assert_array_equal(diff, M - want)
+                        minus_checked += 1
+    assert checked > 50 and minus_checked > 50
