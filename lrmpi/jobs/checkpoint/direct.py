@@ -112,6 +112,15 @@ class DirectRows:
         tiles) by h5py. True if every block went around h5py."""
         lead = len(self.shape) > 2
         direct = True
+        levels, (m, n) = (self.shape[0] if lead else 1), self.shape[-2:]
+        if len(parts) > levels:
+            raise ValueError(f"{len(parts)} blocks for a dataset of {levels} level(s)")
+        for h, w in map(np.shape, parts):  # all checked before any is written
+            # a block past its own level's rows, or a whole row given at c0 != 0, would
+            # land in other entries through write_rows (h5py refuses both)
+            if not (0 <= r0 <= m - h and 0 <= c0 <= n - w):
+                raise ValueError(f"a {h} x {w} block at ({r0}, {c0}) of a dataset "
+                                 f"{self.shape}")
         for i, block in enumerate(parts):
             if self.write_rows(i * self.shape[-2] + r0, block):
                 continue

@@ -129,3 +129,25 @@ def test_any_layout_of_whole_rows_goes_one_way(tmp_path, rng, monkeypatch):
         d.close()
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(f["S"][()], S)
+
+
+def test_a_tile_outside_its_level_is_refused_before_any_write(tmp_path, rng):
+    """put checks each block against its own level's rows and columns, as h5py does: a
+    block running past its level (which write_rows would put in the next level's
+    rows), a whole row given at c0 != 0 (written at column 0) and more blocks than
+    levels are errors, and nothing of them lands in the file."""
+    S = rng.integers(-2**40, 2**40, (2, 8, 512))
+    path = str(tmp_path / "s.h5")
+    with h5py.File(path, "w", **file_options()) as f:
+        d = DirectRows(f, "S", S.shape, np.int64)
+        d.put(0, 0, [S[0], S[1]])
+        for r0, c0, parts in ((6, 0, [S[0, :4]]), (0, 5, [S[0, :1]]), (-1, 0, [S[0, :1]]),
+                              (0, 0, [S[0], S[1], S[1]]), (4, 0, [S[0, :2], S[1, :8]])):
+            with pytest.raises(ValueError):
+                d.put(r0, c0, [np.full(np.shape(p), 9) for p in parts])
+        d.put(6, 0, [np.full((2, 512), 3), np.full((2, 512), 4)])
+        d.close()
+    want = S.copy()
+    want[0, 6:], want[1, 6:] = 3, 4   # no 9 anywhere: the refused blocks wrote nothing
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["S"][()], want)
