@@ -244,9 +244,10 @@ class FusedModel:
         the kernels do not take the node. The result is a reused buffer, valid until the
         next product of the same node and key (copy what you keep longer).
         `minus`: an array P of the result's shape; then the result is fl(P - product),
-        the same bits as numpy's P - product: the kernel multiplies the negated
-        digits (exact: they are within +-127), whose product rounds to minus the
-        product's, adds no bias and rounds the sum with P once (its residual input)."""
+        numpy's P - product bit for bit but for a zero's sign: the kernel multiplies
+        the negated digits (exact: they are within +-127), whose product rounds to
+        minus the product's (an exact zero is +0 either way), adds a zero bias and
+        rounds the sum with P once (its residual input)."""
         fn = self.nodes.get(node.output)
         if fn is None or not fn.takes(p, self.bits):
             return None
