@@ -17,7 +17,8 @@ cdef extern from "c/kernels.h" nogil:
                                      const int32_t *, int, int, int8_t *, int64_t *,
                                      double *) noexcept nogil
     ctypedef void (*lrmpi_igemm_fn)(int64_t, int64_t, int64_t, const int8_t *, int64_t,
-                                    const int8_t *, int64_t, int32_t *, int64_t) noexcept nogil
+                                    const int8_t *, int64_t, int32_t *, int64_t,
+                                    int) noexcept nogil
     ctypedef void (*lrmpi_acc_add_fn)(int64_t, int64_t, int64_t *, int64_t, int64_t, int,
                                       const void *, int, int64_t, int) noexcept nogil
     ctypedef void (*lrmpi_decode_fn)(int64_t, int64_t, const int64_t *, int64_t, int64_t,

@@ -91,8 +91,10 @@ def encode(const double[:, ::1] X, const int32_t[::1] exps, int bits,
                  &D[0, 0, 0] if n else NULL, &sumsq[0, 0], &l1[0])
 
 
-def igemm(const int8_t[:, :] A, const int8_t[:, :] Bt, int32_t[:, :] C, isa=None):
-    """C := C + A Bt^T  (int8 x int8 -> int32; caller guarantees no overflow).
+def igemm(const int8_t[:, :] A, const int8_t[:, :] Bt, int32_t[:, :] C, isa=None,
+          bint accumulate=True):
+    """C := C + A Bt^T  (int8 x int8 -> int32; caller guarantees no overflow), or
+    C := A Bt^T without reading C when not `accumulate`.
 
     Rows may be strided (column slices of a plane); elements within a row must
     be contiguous (stride 1), which lrmpi/numerics/kernels.py checks.
@@ -103,7 +105,7 @@ def igemm(const int8_t[:, :] A, const int8_t[:, :] Bt, int32_t[:, :] C, isa=None
         return
     with nogil:
         t.igemm(m, n, k, &A[0, 0], A.strides[0], &Bt[0, 0], Bt.strides[0],
-                &C[0, 0], C.strides[0] // 4)
+                &C[0, 0], C.strides[0] // 4, accumulate)
 
 
 cdef const void *_sums(S) except NULL:

@@ -9,6 +9,10 @@
  * (kept across calls, 2 MB aligned); 0, or -1 without memory.              */
 int lrmpi_scratch(int8_t **buf, size_t *cap, size_t need);
 
+/* C := 0 (m x n, row stride ldc): igemm's accumulate = 0 where a kernel has no
+ * path of its own for it (igemm_x86.c). */
+void lrmpi_igemm_clear(int64_t m, int64_t n, int32_t *C, int64_t ldc);
+
 /* B's packer for both GEMMs (igemm_x86.c, AVX-512): columns [0, nr) x k       */
 /* [0, kc) of Bt -> Bp[q][NR][4] (4 bytes of k per column, NR a multiple of 16) */
 /* for q < qpad, every byte XORed with `flip` (0x80808080: the unsigned operand */

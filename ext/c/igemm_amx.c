@@ -12,12 +12,20 @@
  *
  * Blocking (measured on the 2-core Sapphire-Rapids-class VM, one core):
  * A is packed per KC block of k for up to MC rows (zero padded to 32 rows and
- * to 64 of k), B per NC x KC block (1 MB, L2); a pair of A panels stays in L1
- * while it meets every B panel of the block, and the next C block is
- * prefetched during the k loop (C is the operand that comes from memory).
- * 2.2-2.3 TOPS at n = 2048-4096, 1.9 at 512 x 1024 x 4096 (a worker's chunk),
- * against 650-740 GOPS for the AVX-512 VNNI kernel and ~85 GFLOP/s for numpy
- * float64. KC = 1024 or NC = 1024 were 5-30 % slower.
+ * to 64 of k), B per NC x KC block (1 MB, L2); a pair of A panels (128 KB) stays
+ * in L2 while it meets every B panel of the block, and the next C block is
+ * prefetched during the k loop. C is the operand that costs: the tiles reach
+ * 6.3 TOPS on registers, 3.3-3.8 streaming both operands from L2, but a 32 x 32
+ * block of C loaded and stored from memory per k block (its rows a page apart)
+ * takes that to 2.1-2.6. Hence KC = 4096 (C once per 4096 of k; was 2048) and,
+ * with accumulate = 0, C's first block of k set by zeroed tiles instead of
+ * loaded (and the caller's fill with zeros gone): 4096^3 2.0-2.1 -> 2.4-2.6 TOPS,
+ * 512 x 1024 x 4096 (a CRT chunk) 1.7-1.9 -> 2.0-2.3, 2048 x 1024 x 8192 1.7-2.0
+ * -> 2.0-2.3 (medians of 5, noisy VM), against 650-740 GOPS for the AVX-512 VNNI
+ * kernel and ~85 GFLOP/s for numpy float64. Tried without gain: software
+ * prefetch of the next tiles, TILELOADDT1 for either operand, streaming stores
+ * of C, KC = 512-1024, NC = 64-1024, MC = 1024-2048 (all within the noise or
+ * slower).
  *
  * The OS must grant the tile state to the process (Linux arch_prctl,
  * lrmpi_amx_enable); dispatch.c asks before it offers this kernel.
@@ -35,13 +43,13 @@
 #include "gemm_internal.h"
 
 #ifndef AMX_KC
-#define AMX_KC 2048 /* k per packed block: C is read and written once per block */
+#define AMX_KC 4096 /* k per packed block: C is read and written once per block */
 #endif
 #ifndef AMX_NC
-#define AMX_NC 512  /* columns of B per packed block: 512 x 2048 bytes in L2 */
+#define AMX_NC 256  /* columns of B per packed block: 256 x 4096 bytes in L2 */
 #endif
 #ifndef AMX_MC
-#define AMX_MC 4096 /* rows of A packed at once (8 MB); B is repacked per block */
+#define AMX_MC 4096 /* rows of A packed at once (16 MB); B is repacked per block */
 #endif
 
 #define TILE 1024   /* bytes of one packed 16 x 64 tile */
@@ -103,15 +111,23 @@ static void pack_panels(pack_fn pack, int64_t rows, int64_t kc, const int8_t *sr
  * 64 of k; `next` (or NULL): the C block to prefetch meanwhile. */
 __attribute__((target("amx-tile,amx-int8,sse")))
 static void block32(int64_t nkb, const int8_t *A0, const int8_t *A1, const int8_t *B0,
-                    const int8_t *B1, int32_t *C, int64_t ldcb, const int32_t *next)
+                    const int8_t *B1, int32_t *C, int64_t ldcb, const int32_t *next,
+                    int zero)
 {
     const int64_t per = (32 + nkb - 1) / nkb; /* rows of `next` to prefetch per step */
     int64_t row = 0;
     char *c = (char *)C;
-    _tile_loadd(0, c, ldcb);
-    _tile_loadd(1, c + 64, ldcb);
-    _tile_loadd(2, c + 16 * ldcb, ldcb);
-    _tile_loadd(3, c + 16 * ldcb + 64, ldcb);
+    if (zero) { /* C := A Bt^T: nothing of C is read */
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    } else {
+        _tile_loadd(0, c, ldcb);
+        _tile_loadd(1, c + 64, ldcb);
+        _tile_loadd(2, c + 16 * ldcb, ldcb);
+        _tile_loadd(3, c + 16 * ldcb + 64, ldcb);
+    }
     for (int64_t kb = 0; kb < nkb; kb++) {
         _tile_loadd(4, A0 + kb * TILE, 64);
         _tile_loadd(6, B0 + kb * TILE, 64);
@@ -155,7 +171,7 @@ static void tiles_off(void)
 }
 
 void lrmpi_igemm_amx(int64_t m, int64_t n, int64_t k, const int8_t *A, int64_t lda,
-                     const int8_t *Bt, int64_t ldb, int32_t *C, int64_t ldc)
+                     const int8_t *Bt, int64_t ldb, int32_t *C, int64_t ldc, int accumulate)
 {
     if (m == 0 || n == 0 || k == 0)
         return;
@@ -166,7 +182,7 @@ void lrmpi_igemm_amx(int64_t m, int64_t n, int64_t k, const int8_t *A, int64_t l
     if (ldb >= INT32_MAX / 16 ||
         lrmpi_scratch(&bufA, &capA, (size_t)(mpan * nkb_max) * TILE) ||
         lrmpi_scratch(&bufB, &capB, (size_t)(npan * nkb_max) * TILE)) {
-        lrmpi_igemm_avx512(m, n, k, A, lda, Bt, ldb, C, ldc);
+        lrmpi_igemm_avx512(m, n, k, A, lda, Bt, ldb, C, ldc, accumulate);
         return;
     }
     int32_t edge[32 * 32]; /* C blocks that cross the edge of C go through here */
@@ -174,6 +190,7 @@ void lrmpi_igemm_amx(int64_t m, int64_t n, int64_t k, const int8_t *A, int64_t l
     for (int64_t pc = 0; pc < k; pc += AMX_KC) {
         const int64_t kc = k - pc < AMX_KC ? k - pc : AMX_KC, nkb = (kc + 63) / 64;
         const size_t panel = (size_t)nkb * TILE;
+        const int zero = !accumulate && pc == 0; /* the first block of k sets C */
         for (int64_t ic = 0; ic < m; ic += AMX_MC) {
             const int64_t mc = m - ic < AMX_MC ? m - ic : AMX_MC;
             pack_panels(pack_a, mc, kc, A + ic * lda + pc, lda, bufA, panel);
@@ -185,17 +202,19 @@ void lrmpi_igemm_amx(int64_t m, int64_t n, int64_t k, const int8_t *A, int64_t l
                         const int8_t *A0 = bufA + (ip / 16) * panel, *B0 = bufB + (jp / 16) * panel;
                         int32_t *c = C + (ic + ip) * ldc + jc + jp;
                         if (mc - ip >= 32 && nc - jp >= 32) {
-                            const int32_t *next = jp + 32 < nc ? c + 32
+                            const int32_t *next = zero ? NULL /* never read */
+                                                : jp + 32 < nc ? c + 32
                                                 : ip + 32 < mc ? C + (ic + ip + 32) * ldc + jc
                                                 : NULL;
-                            block32(nkb, A0, A0 + panel, B0, B0 + panel, c, ldc * 4, next);
+                            block32(nkb, A0, A0 + panel, B0, B0 + panel, c, ldc * 4, next,
+                                    zero);
                         } else {
                             const int64_t mr = mc - ip < 32 ? mc - ip : 32;
                             const int64_t nr = nc - jp < 32 ? nc - jp : 32;
                             memset(edge, 0, sizeof edge);
-                            for (int64_t r = 0; r < mr; r++)
+                            for (int64_t r = 0; !zero && r < mr; r++)
                                 memcpy(edge + r * 32, c + r * ldc, (size_t)nr * 4);
-                            block32(nkb, A0, A0 + panel, B0, B0 + panel, edge, 128, NULL);
+                            block32(nkb, A0, A0 + panel, B0, B0 + panel, edge, 128, NULL, 0);
                             for (int64_t r = 0; r < mr; r++)
                                 memcpy(c + r * ldc, edge + r * 32, (size_t)nr * 4);
                         }

@@ -65,6 +65,12 @@ int lrmpi_scratch(int8_t **buf, size_t *cap, size_t need)
     return *buf ? 0 : -1;
 }
 
+void lrmpi_igemm_clear(int64_t m, int64_t n, int32_t *C, int64_t ldc)
+{
+    for (int64_t i = 0; i < m; i++)
+        memset(C + i * ldc, 0, (size_t)n * 4);
+}
+
 /* Pack rows [0, mr) x k-range of A into Ap[k4][MR][4]; rows >= mr and k past
  * the end are zero, so they contribute nothing. rowsum[r] = sum of the row.
  * Whole 4-byte groups move as one 32-bit word (the packed layout interleaves
@@ -335,7 +341,7 @@ static void igemm_blocked(int MR, int NR, int offset, ukernel_fn uk, pack_a_fn p
     const int64_t npan = (nc_max + NR - 1) / NR, mpan = (mc_max + MR - 1) / MR;
     if (lrmpi_scratch(&bufB, &capB, (size_t)npan * k4max * NR * 4) ||
         lrmpi_scratch(&bufA, &capA, (size_t)mpan * k4max * MR * 4 + (size_t)mpan * MR * 4)) {
-        lrmpi_igemm_ref(m, n, k, A, lda, Bt, ldb, C, ldc); /* out of memory: slow but exact */
+        lrmpi_igemm_ref(m, n, k, A, lda, Bt, ldb, C, ldc, 1); /* out of memory: slow, exact */
         return;
     }
     /* each operand is packed once per block of k: all of A's rows (up to MC)
@@ -370,8 +376,10 @@ static void igemm_blocked(int MR, int NR, int offset, ukernel_fn uk, pack_a_fn p
 
 void lrmpi_igemm_avx512(int64_t m, int64_t n, int64_t k, const int8_t *A,
                         int64_t lda, const int8_t *Bt, int64_t ldb, int32_t *C,
-                        int64_t ldc)
+                        int64_t ldc, int accumulate)
 {
+    if (!accumulate)
+        lrmpi_igemm_clear(m, n, C, ldc);
     /* the gathers take 32-bit offsets: 16 rows of a huge stride need the scalar packers */
     const int gather_ok = lda < INT32_MAX / 16 && ldb < INT32_MAX / 16;
     igemm_blocked(V_MR, V_NR, 1, lrmpi_ukernel_vnni, gather_ok ? lrmpi_pack_a_vnni : pack_a,
@@ -380,8 +388,10 @@ void lrmpi_igemm_avx512(int64_t m, int64_t n, int64_t k, const int8_t *A,
 
 void lrmpi_igemm_avx2(int64_t m, int64_t n, int64_t k, const int8_t *A,
                       int64_t lda, const int8_t *Bt, int64_t ldb, int32_t *C,
-                      int64_t ldc)
+                      int64_t ldc, int accumulate)
 {
+    if (!accumulate)
+        lrmpi_igemm_clear(m, n, C, ldc);
     igemm_blocked(A_MR, A_NR, 0, ukernel_avx2, pack_a, pack_b_scalar, m, n, k, A, lda, Bt, ldb,
                   C, ldc);
 }

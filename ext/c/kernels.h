@@ -64,17 +64,19 @@ typedef void (*lrmpi_encode_t_fn)(int64_t k, int64_t n, const double *X,
                                   int64_t *sumsq, double *l1);
 
 /* ------------------------------------------------------------------------- */
-/* igemm:  C := C + A * Bt^T   (int8 x int8 -> int32, exact)                   */
+/* igemm:  C := C + A * Bt^T   (int8 x int8 -> int32, exact); with             */
+/*         accumulate = 0, C := A * Bt^T and C's entries are never read (a     */
+/*         caller skips the fill with zeros; AMX then loads no C tile)         */
 /*   A      m x k int8, lda >= k                                               */
 /*   Bt     n x k int8, ldb >= k (the right operand stored transposed, so both */
 /*          operands are contiguous along the inner dimension)                 */
-/*   C      m x n int32, ldc >= n; read and written                            */
+/*   C      m x n int32, ldc >= n; read (accumulate) and written              */
 /*   Duty of the CALLER: |C + A*Bt^T| < 2^31 elementwise; for digits <= 127 in */
 /*   magnitude and C = 0 on entry that is k <= 133144. The kernel never checks.*/
 typedef void (*lrmpi_igemm_fn)(int64_t m, int64_t n, int64_t k,
                                const int8_t *A, int64_t lda,
                                const int8_t *Bt, int64_t ldb,
-                               int32_t *C, int64_t ldc);
+                               int32_t *C, int64_t ldc, int accumulate);
 
 /* ------------------------------------------------------------------------- */
 /* acc_add:  N[i,j] := N[i,j] + S[i,j] * 2^shift   (exact, carry-save)         */
@@ -329,7 +331,7 @@ int lrmpi_colmax_ref(int64_t, int64_t, const double *, int64_t, double *);
 void lrmpi_encode_t_ref(int64_t, int64_t, const double *, int64_t,
                         const int32_t *, int, int, int8_t *, int64_t, int64_t *, double *);
 void lrmpi_igemm_ref(int64_t, int64_t, int64_t, const int8_t *, int64_t,
-                     const int8_t *, int64_t, int32_t *, int64_t);
+                     const int8_t *, int64_t, int32_t *, int64_t, int);
 void lrmpi_acc_add_ref(int64_t, int64_t, int64_t *, int64_t, int64_t, int,
                        const void *, int, int64_t, int);
 void lrmpi_decode_ref(int64_t, int64_t, const int64_t *, int64_t, int64_t, int,
@@ -347,9 +349,9 @@ void lrmpi_encode_t_avx512(int64_t, int64_t, const double *, int64_t,
                            const int32_t *, int, int, int8_t *, int64_t, int64_t *,
                            double *);
 void lrmpi_igemm_avx2(int64_t, int64_t, int64_t, const int8_t *, int64_t,
-                      const int8_t *, int64_t, int32_t *, int64_t);
+                      const int8_t *, int64_t, int32_t *, int64_t, int);
 void lrmpi_igemm_avx512(int64_t, int64_t, int64_t, const int8_t *, int64_t,
-                        const int8_t *, int64_t, int32_t *, int64_t);
+                        const int8_t *, int64_t, int32_t *, int64_t, int);
 void lrmpi_acc_add_avx512(int64_t, int64_t, int64_t *, int64_t, int64_t, int,
                           const void *, int, int64_t, int);
 
@@ -358,7 +360,7 @@ void lrmpi_decode_avx512(int64_t, int64_t, const int64_t *, int64_t, int64_t, in
                          const int32_t *, const int32_t *, int, double *, int64_t, double *);
 
 void lrmpi_igemm_amx(int64_t, int64_t, int64_t, const int8_t *, int64_t,
-                     const int8_t *, int64_t, int32_t *, int64_t);
+                     const int8_t *, int64_t, int32_t *, int64_t, int);
 
 /* Fused inference layers per ISA (nn_ref.c, nn_x86.c).                      */
 #define LRMPI_NN_DECLARE(isa)                                                      \

@@ -30,7 +30,7 @@ LRMPI_INLINE void levels_by_gemm(lrmpi_igemm_fn gemm, int r, int64_t m, int64_t 
         int32_t *Sl = S + l * ls;
         memset(Sl, 0, (size_t)(m * lds) * 4);
         for (int p = l < r ? 0 : l - r + 1; p <= l && p < r; p++)
-            gemm(m, opad, kpad, A + p * pa, lda, W + (l - p) * wq, kpad, Sl, lds);
+            gemm(m, opad, kpad, A + p * pa, lda, W + (l - p) * wq, kpad, Sl, lds, 1);
     }
 }
 

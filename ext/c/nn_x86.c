@@ -198,7 +198,7 @@ static void levels_vnni(int r, int64_t m, int64_t mpad, int64_t opad, int64_t kp
         for (int l = 0; l < 2 * r - 1; l++) { /* out of memory: slow but exact */
             memset(S + l * ls, 0, (size_t)(m * lds) * 4);
             for (int p = l < r ? 0 : l - r + 1; p <= l && p < r; p++)
-                lrmpi_igemm_ref(m, opad, kpad, A + p * pa, lda, W, kpad, S + l * ls, lds);
+                lrmpi_igemm_ref(m, opad, kpad, A + p * pa, lda, W, kpad, S + l * ls, lds, 1);
         }
         return;
     }

@@ -36,8 +36,11 @@ void lrmpi_acc_add_ref(int64_t m, int64_t n, int64_t *L, int64_t ldl,
 
 void lrmpi_igemm_ref(int64_t m, int64_t n, int64_t k, const int8_t *A,
                      int64_t lda, const int8_t *Bt, int64_t ldb, int32_t *C,
-                     int64_t ldc)
+                     int64_t ldc, int accumulate)
 {
+    for (int64_t i = 0; !accumulate && i < m; i++)
+        for (int64_t j = 0; j < n; j++)
+            C[i * ldc + j] = 0;
     igemm_body(m, n, k, A, lda, Bt, ldb, C, ldc);
 }
 

@@ -20,8 +20,8 @@ def ops_product(node, x, weights, p, bits):
         s = e.astype(np.int64) - 2 * bits
         if D.shape[2] <= kernels.kmax(bits) and min(s.min(), ew.min()) > -900 and \
                 max(s.max(), ew.max()) < 900:
-            C = np.zeros((D.shape[1], Wd.shape[0]), np.int32)
-            kernels.igemm(D[0], np.ascontiguousarray(Wd), C)
+            C = np.empty((D.shape[1], Wd.shape[0]), np.int32)
+            kernels.igemm(D[0], np.ascontiguousarray(Wd), C, accumulate=False)
             out = C.astype(np.float64)
             out *= np.ldexp(1.0, s)[:, None]
             out *= np.ldexp(1.0, ew)[None, :]

@@ -203,14 +203,14 @@ def product_tile(pl, RA, RB, ea, eb, C, S, isa=None):
     km = kernels.kmax(7)  # residues are at most 127 in magnitude
     k = RA[0].shape[1]
     for l, mod in enumerate(pl.moduli):
-        S[l].fill(0)
-        if k <= km:
-            kernels.igemm(RA[l], RB[l], S[l], isa=isa)
+        if k <= km:  # S[l] set by the product: no fill
+            kernels.igemm(RA[l], RB[l], S[l], isa=isa, accumulate=False)
             continue
-        P = np.zeros_like(S[l])
+        S[l].fill(0)
+        P = np.empty_like(S[l])
         for k0 in range(0, k, km):  # reduce each exact partial sum before the next
-            P.fill(0)
-            kernels.igemm(RA[l][:, k0:k0 + km], RB[l][:, k0:k0 + km], P, isa=isa)
+            kernels.igemm(RA[l][:, k0:k0 + km], RB[l][:, k0:k0 + km], P, isa=isa,
+                          accumulate=False)
             S[l] += np.remainder(P, mod).astype(np.int32)
             np.remainder(S[l], mod, out=S[l])
     mods, coef, Mw = pl.constants

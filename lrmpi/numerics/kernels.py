@@ -239,8 +239,10 @@ def encode(X, exps, bits, planes, *, out=None, isa=None):
     return D, sumsq, l1
 
 
-def igemm(A, Bt, C, *, isa=None):
-    """C += A @ Bt.T exactly (int8 x int8 -> int32).
+def igemm(A, Bt, C, *, isa=None, accumulate=True):
+    """C += A @ Bt.T exactly (int8 x int8 -> int32); C = A @ Bt.T, C's entries
+    never read, when not `accumulate` (no fill with zeros first: on AMX no C tile
+    is loaded for the first block of k either).
 
     The caller guarantees no int32 overflow: with C = 0 on entry and digits of
     at most `bits` bits, keep A.shape[1] <= kmax(bits).
@@ -257,7 +259,9 @@ def igemm(A, Bt, C, *, isa=None):
         raise ValueError(f"inner dimensions differ: A {A.shape}, Bt {Bt.shape}")
     if C.shape != (A.shape[0], Bt.shape[0]):
         raise ValueError(f"C has shape {C.shape}, expected {(A.shape[0], Bt.shape[0])}")
-    _k.igemm(A, Bt, C, isa)
+    if not accumulate and A.shape[1] == 0:
+        C[...] = 0   # an empty sum (the kernels return at once on k = 0)
+    _k.igemm(A, Bt, C, isa, accumulate)
 
 
 def acc_add(L, S, shift, row0=0, col0=0, *, isa=None):

@@ -86,13 +86,11 @@ def level_sums(Ap, Bp, pairs, bits, out=None, scratch=None):
         result = []
         for i, level in enumerate(sorted(groups)):
             S = out[i]
-            S.fill(0)
-            for p, q in groups[level]:
-                kernels.igemm(Ap[p], Bp[q], S)
+            for j, (p, q) in enumerate(groups[level]):  # the first sets S: no fill
+                kernels.igemm(Ap[p], Bp[q], S, accumulate=j > 0)
             result.append((level, S))
         return result
     P = scratch.get((mt, nt), np.int32) if scratch is not None else np.empty((mt, nt), np.int32)
-    P.fill(0)
     result = []
     for i, level in enumerate(sorted(groups)):
         S = out[i]
@@ -103,12 +101,11 @@ def level_sums(Ap, Bp, pairs, bits, out=None, scratch=None):
                 k1 = min(k, k0 + km)
                 if used + (k1 - k0) > km:
                     S += P
-                    P.fill(0)
                     used = 0
-                kernels.igemm(Ap[p][:, k0:k1], Bp[q][:, k0:k1], P)
+                # the first product after a flush sets P: no fill
+                kernels.igemm(Ap[p][:, k0:k1], Bp[q][:, k0:k1], P, accumulate=used > 0)
                 used += k1 - k0
         S += P
-        P.fill(0)
         result.append((level, S))
     if scratch is not None:
         scratch.put(P)

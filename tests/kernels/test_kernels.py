@@ -36,17 +36,41 @@ def test_igemm_strided_rows_and_extremes(isa, rng):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("m, n, k", [(250, 530, 2051), (4110, 40, 2051)])
-def test_igemm_crosses_every_cache_block(isa, m, n, k, rng):
-    # past NC = 512 columns, KC = 2048 of k and MC = 4104 rows (igemm_x86.c), with
-    # tails in every dimension and row strides larger than k
+@pytest.mark.parametrize("m, n, k", [(250, 530, 2051), (4110, 40, 2051), (70, 290, 4163)])
+@pytest.mark.parametrize("accumulate", [True, False])
+def test_igemm_crosses_every_cache_block(isa, m, n, k, accumulate, rng):
+    # past NC = 512 columns, KC = 2048 of k and MC = 4104 rows (igemm_x86.c; AMX:
+    # NC = 256, KC = 4096, MC = 4096), with tails in every dimension and row strides
+    # larger than k. Without `accumulate` C's entries are not read (garbage in them,
+    # and in the columns beside the view, which must stay): the first block of k
+    # sets C, the others add to it
     A = rng.integers(-127, 128, (m, k + 5), dtype=np.int8)[:, 2:k + 2]
     Bt = rng.integers(-127, 128, (n, k + 3), dtype=np.int8)[:, 1:k + 1]
     A[:3] = -127  # extremes: every partial sum of these rows is at its largest
     Bt[:4] = 127
-    C = np.zeros((m, n + 7), np.int32)[:, 3:n + 3]
-    kernels.igemm(A, Bt, C, isa=isa)
+    full = np.zeros((m, n + 7), np.int32) if accumulate else \
+        rng.integers(-2**31, 2**31, (m, n + 7)).astype(np.int32)
+    before = full.copy()
+    C = full[:, 3:n + 3]
+    kernels.igemm(A, Bt, C, isa=isa, accumulate=accumulate)
     np.testing.assert_array_equal(C, A.astype(np.int64) @ Bt.astype(np.int64).T)
+    np.testing.assert_array_equal(full[:, :3], before[:, :3])
+    np.testing.assert_array_equal(full[:, n + 3:], before[:, n + 3:])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_igemm_sets_c_without_reading_it(isa, rng):
+    """accumulate=False: C = A Bt^T whatever C held, for every shape, k = 0 included
+    (an empty sum); accumulate=True adds to it."""
+    for m, n, k in [(1, 1, 1), (5, 3, 0), (13, 17, 64), (33, 65, 200), (32, 32, 64)]:
+        A = rng.integers(-127, 128, (m, k), dtype=np.int8)
+        Bt = rng.integers(-127, 128, (n, k), dtype=np.int8)
+        want = A.astype(np.int64) @ Bt.astype(np.int64).T
+        C = rng.integers(-2**31, 2**31, (m, n)).astype(np.int32)
+        kernels.igemm(A, Bt, C, isa=isa, accumulate=False)
+        np.testing.assert_array_equal(C, want)
+        kernels.igemm(A, Bt, C, isa=isa)
+        np.testing.assert_array_equal(C, 2 * want)
 
 
 def test_igemm_rejects_bad_arguments():
