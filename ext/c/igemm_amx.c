@@ -21,7 +21,9 @@
  * with accumulate = 0, C's first block of k set by zeroed tiles instead of
  * loaded (and the caller's fill with zeros gone): 4096^3 2.0-2.1 -> 2.4-2.6 TOPS,
  * 512 x 1024 x 4096 (a CRT chunk) 1.7-1.9 -> 2.0-2.3, 2048 x 1024 x 8192 1.7-2.0
- * -> 2.0-2.3 (medians of 5, noisy VM), against 650-740 GOPS for the AVX-512 VNNI
+ * -> 2.0-2.3 (medians of 5, noisy VM); a short k takes a wider B block (below):
+ * 8192 x 8192 x 1024 1.49-1.52 -> 1.60-1.63 accumulating (`lrmpi bench kernels`),
+ * 1.9-2.1 setting C; against 650-740 GOPS for the AVX-512 VNNI
  * kernel and ~85 GFLOP/s for numpy float64. Tried without gain: software
  * prefetch of the next tiles, TILELOADDT1 for either operand, streaming stores
  * of C, KC = 512-1024, NC = 64-1024, MC = 1024-2048 (all within the noise or
@@ -46,7 +48,7 @@
 #define AMX_KC 4096 /* k per packed block: C is read and written once per block */
 #endif
 #ifndef AMX_NC
-#define AMX_NC 256  /* columns of B per packed block: 256 x 4096 bytes in L2 */
+#define AMX_NC 256  /* columns of B per packed block at least: 256 x 4096 bytes in L2 */
 #endif
 #ifndef AMX_MC
 #define AMX_MC 4096 /* rows of A packed at once (16 MB); B is repacked per block */
@@ -176,7 +178,12 @@ void lrmpi_igemm_amx(int64_t m, int64_t n, int64_t k, const int8_t *A, int64_t l
     if (m == 0 || n == 0 || k == 0)
         return;
     const int64_t kc_max = AMX_KC < k ? AMX_KC : k, nkb_max = (kc_max + 63) / 64;
-    const int64_t mc_max = AMX_MC < m ? AMX_MC : m, nc_max = AMX_NC < n ? AMX_NC : n;
+    /* B's block NC x KC near 1 MB (L2): 256 columns at k >= 4096, up to 1024 at a short
+     * k, where each C block's load and store weigh more against its fewer steps of k
+     * (8192 x 8192 x 1024: 1.45 TOPS with 256, 1.7-2.1 with 1024) */
+    int64_t ncb = ((int64_t)1 << 20) / kc_max / 32 * 32;
+    ncb = ncb < AMX_NC ? AMX_NC : ncb > 4 * AMX_NC ? 4 * AMX_NC : ncb;
+    const int64_t mc_max = AMX_MC < m ? AMX_MC : m, nc_max = ncb < n ? ncb : n;
     const int64_t mpan = (mc_max + 31) / 32 * 2, npan = (nc_max + 31) / 32 * 2;
     /* huge strides (gather offsets) or no memory: the VNNI kernel, also exact */
     if (ldb >= INT32_MAX / 16 ||
@@ -194,8 +201,8 @@ void lrmpi_igemm_amx(int64_t m, int64_t n, int64_t k, const int8_t *A, int64_t l
         for (int64_t ic = 0; ic < m; ic += AMX_MC) {
             const int64_t mc = m - ic < AMX_MC ? m - ic : AMX_MC;
             pack_panels(pack_a, mc, kc, A + ic * lda + pc, lda, bufA, panel);
-            for (int64_t jc = 0; jc < n; jc += AMX_NC) {
-                const int64_t nc = n - jc < AMX_NC ? n - jc : AMX_NC;
+            for (int64_t jc = 0; jc < n; jc += ncb) {
+                const int64_t nc = n - jc < ncb ? n - jc : ncb;
                 pack_panels(pack_b, nc, kc, Bt + jc * ldb + pc, ldb, bufB, panel);
                 for (int64_t ip = 0; ip < mc; ip += 32)
                     for (int64_t jp = 0; jp < nc; jp += 32) {
