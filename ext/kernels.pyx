@@ -101,7 +101,11 @@ def igemm(const int8_t[:, :] A, const int8_t[:, :] Bt, int32_t[:, :] C, isa=None
     """
     cdef const lrmpi_kernel_table *t = _table(isa)
     cdef int64_t m = A.shape[0], n = Bt.shape[0], k = A.shape[1]
-    if m == 0 or n == 0 or k == 0:
+    if m == 0 or n == 0:
+        return
+    if k == 0:  # an empty sum: no operand to point at
+        if not accumulate:
+            C[:, :] = 0
         return
     with nogil:
         t.igemm(m, n, k, &A[0, 0], A.strides[0], &Bt[0, 0], Bt.strides[0],

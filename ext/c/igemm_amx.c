@@ -175,8 +175,13 @@ static void tiles_off(void)
 void lrmpi_igemm_amx(int64_t m, int64_t n, int64_t k, const int8_t *A, int64_t lda,
                      const int8_t *Bt, int64_t ldb, int32_t *C, int64_t ldc, int accumulate)
 {
-    if (m == 0 || n == 0 || k == 0)
+    if (m == 0 || n == 0)
         return;
+    if (k == 0) { /* an empty sum */
+        if (!accumulate)
+            lrmpi_igemm_clear(m, n, C, ldc);
+        return;
+    }
     const int64_t kc_max = AMX_KC < k ? AMX_KC : k, nkb_max = (kc_max + 63) / 64;
     /* B's block NC x KC near 1 MB (L2): 256 columns at k >= 4096, up to 1024 at a short
      * k, where each C block's load and store weigh more against its fewer steps of k

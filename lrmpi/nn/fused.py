@@ -254,13 +254,11 @@ class FusedModel:
         key = tuple(key) + (("minus",) if minus is not None else ())
         est = self.estimates.get((node.output, key))
         if est is None:
-            if minus is not None:
-                enc = weights.enc
-                weights = SimpleNamespace(planes=weights.planes, enc=SimpleNamespace(
-                    digits=np.negative(enc.digits), exps=enc.exps, planes=enc.planes))
-            est = FusedNode(node, weights, self.graph.shapes, self.isa)
-            if minus is not None:
-                est.bias = np.zeros_like(est.bias)   # z = C + 0 = C: exact
+            if minus is None:
+                est = FusedNode(node, weights, self.graph.shapes, self.isa)
+            else:  # the digits negated (exact: within +-127), no bias: z = C + 0 = C
+                est = FusedNode(node, _negated(weights), self.graph.shapes, self.isa)
+                est.bias = np.zeros_like(est.bias)
             self.estimates[(node.output, key)] = est
         n = len(x)
         name, r, src = self._input or (None, 0, None)
@@ -279,6 +277,14 @@ class FusedModel:
             K.nn_layer(est.spec(n, p, self.bits), src.D, src.exps, est.wpack, est.f, est.bias,
                        Res=P, Aout=C, isa=self.isa)
         return C.reshape((n,) + est.out_shape)
+
+
+def _negated(weights):
+    """`weights` (p digit planes, FusedNode's `planes` and `enc`) with every digit
+    negated."""
+    enc = weights.enc
+    return SimpleNamespace(planes=weights.planes, enc=SimpleNamespace(
+        digits=np.negative(enc.digits), exps=enc.exps, planes=enc.planes))
 
 
 class _Keyed:

@@ -93,7 +93,8 @@ class Bounds:
     def block(self, r, C):
         """block(i0, i1): the elementwise bound after resolution r (C: C_r) on rows
         i0..i1, E >= |C_r - AB| (inflated)."""
-        X, Y, erow, emax, Ys, tail = self._scaled(r)
+        X, Y = self._factors(r)
+        erow, emax, Ys, tail = _scaled(X, Y, self.ea.exps, self.eb.exps)
 
         def block(i0, i1):
             M = X[i0:i1] @ Ys.T + tail[i0:i1, None]
@@ -107,19 +108,23 @@ class Bounds:
         """Per row of C, an upper bound on the entries of block()'s E as computed (no m
         x n pass): the factors' GEMM bounded by X times Y's column maxima (all >= 0),
         |C_r| by cmax = max |C_r|, and 2^-40 of slack over the roundings of both."""
-        X, Y, erow, emax, Ys, tail = self._scaled(r)
+        X, Y = self._factors(r)
+        erow, emax, Ys, tail = _scaled(X, Y, self.ea.exps, self.eb.exps)
         M = X @ Ys.max(axis=0) + tail
         e = np.clip(erow + emax, -2200, 2200)
         with np.errstate(over="ignore"):
             E = np.ldexp(M, e) + ROUND * (1 + 2.0**-50) * cmax
             return (E * INFLATE + ABS_FLOOR) * (1 + 2.0**-40)
 
-    def _scaled(self, r):
-        X, Y = self._factors(r)
-        erow, ecol = self.ea.exps.astype(np.int64), self.eb.exps.astype(np.int64)
-        emax = int(ecol.max())
-        Ys = np.ldexp(Y, (ecol - emax)[:, None])
-        return X, Y, erow, emax, Ys, X.sum(axis=1) * 2.0**-1074
+
+def _scaled(X, Y, erow, ecol):
+    """(erow, emax, Ys, tail): the column exponents folded into Y (2^(ecol - emax) <=
+    1), and per row sum_t X_it 2^-1074, which covers an entry that underflows there;
+    the row exponents stay apart (erow + emax, applied by the caller)."""
+    ecol = ecol.astype(np.int64)
+    emax = int(ecol.max())
+    return erow.astype(np.int64), emax, np.ldexp(Y, (ecol - emax)[:, None]), \
+        X.sum(axis=1) * 2.0**-1074
 
 
 def _max_scaled(X, Y, erow, ecol):
@@ -129,17 +134,16 @@ def _max_scaled(X, Y, erow, ecol):
     entry that underflows there loses < 2^-1074, covered per row by adding
     sum_t X_it 2^-1074. Row exponents are applied to the m row maxima only.
     """
-    emax = int(ecol.max())
-    Ys = np.ldexp(Y, (ecol.astype(np.int64) - emax)[:, None])
+    erow, emax, Ys, tail = _scaled(X, Y, erow, ecol)
     rowmax = np.empty(X.shape[0])
     # rows of C per block: the block x n temporary stays in L2 (7 bounds at n = 4096:
     # 0.107 s with 32 rows, 0.144 s with 512)
     rb = config.get().bound_row_block
     for i0 in range(0, X.shape[0], rb):
         rowmax[i0:i0 + rb] = (X[i0:i0 + rb] @ Ys.T).max(axis=1)
-    rowmax += X.sum(axis=1) * 2.0**-1074
+    rowmax += tail
     with np.errstate(over="ignore"):  # a product beyond float64: its bound is inf
-        return float(np.ldexp(rowmax, np.clip(erow.astype(np.int64) + emax, -2200, 2200)).max())
+        return float(np.ldexp(rowmax, np.clip(erow + emax, -2200, 2200)).max())
 
 
 def bound_rel(bound_abs_seq, cmax_seq):

@@ -7,6 +7,7 @@ import numpy as np
 
 from lrmpi.jobs.checkpoint import checksum, owned
 from lrmpi.jobs.checkpoint import schema as S
+from lrmpi.jobs.checkpoint.direct import DirectRows
 
 
 def remove_all(folder, last, protect):
@@ -22,28 +23,21 @@ def remove_all(folder, last, protect):
 
 # --- matmul resume data: level sums, tile by tile ---
 
-def write_tile_sums(f, index, ts, job_id, rows=None):
+def write_tile_sums(f, index, ts, job_id):
     """Resolution `index`'s TileSums (numerics.accumulate) into an open file, with its
-    checksum (hashed tile by tile: the sums are never assembled in memory). `rows(f,
-    name, shape, dtype)`: makes the dataset as a direct.DirectRows (whole rows then
-    go around the page cache where they can)."""
+    checksum (hashed tile by tile: the sums are never assembled in memory); whole rows
+    go around the page cache where they can (direct.DirectRows)."""
     f.attrs[S.RESOLUTION] = index
     f.attrs[S.LEVELS] = ts.levels
     f.attrs[S.JOB_ID] = job_id
     shape = (len(ts.levels), *ts.shape)
-    direct = rows(f, S.SUMS, shape, ts.dtype) if rows is not None else None
-    d = direct.dataset if direct is not None else f.create_dataset(S.SUMS, shape, dtype=ts.dtype)
+    direct = DirectRows(f, S.SUMS, shape, ts.dtype)
     try:
         for r0, c0, sums in ts.tiles:
-            if direct is not None:
-                direct.put(r0, c0, sums)
-                continue
-            for i, block in enumerate(sums):
-                d[i, r0:r0 + block.shape[0], c0:c0 + block.shape[1]] = block
+            direct.put(r0, c0, sums)
     finally:
-        if direct is not None:
-            direct.close()
-    d.attrs[S.CHECKSUM] = checksum.tiled_digest(shape, ts.dtype, ts.tiles)
+        direct.close()
+    direct.dataset.attrs[S.CHECKSUM] = checksum.tiled_digest(shape, ts.dtype, ts.tiles)
 
 
 def read_tile_sums(f, index, shape, read):

@@ -35,7 +35,6 @@ from lrmpi.errors import CheckpointError
 from lrmpi.jobs.checkpoint import checksum, owned, rank_files, resume_data
 from lrmpi.jobs.checkpoint import schema as S
 from lrmpi.jobs.checkpoint.atomic import AtomicH5, atomic_h5
-from lrmpi.jobs.checkpoint.direct import DirectRows
 from lrmpi.jobs.checkpoint.earlier import Earlier
 from lrmpi.jobs.checkpoint.streamed import StreamedWrites
 from lrmpi.numerics.accumulate import Streamed
@@ -260,8 +259,7 @@ class CheckpointWriter(StreamedWrites):
             stream.finish()
         elif sums is not None:
             atomic_h5(S.sums_file(self.path, self.job_id, index),
-                      lambda f: resume_data.write_tile_sums(f, index, sums, self.job_id,
-                                                            DirectRows),
+                      lambda f: resume_data.write_tile_sums(f, index, sums, self.job_id),
                       self.fsync, sums.nbytes, aligned=True)
         if state is not None:
             state = state() if callable(state) else state

@@ -8,7 +8,6 @@ import pytest
 from lrmpi.jobs.checkpoint import checksum, resume_data
 from lrmpi.jobs.checkpoint import schema as S
 from lrmpi.jobs.checkpoint.atomic import atomic_h5
-from lrmpi.jobs.checkpoint.direct import DirectRows
 from lrmpi.jobs.checkpoint.streamed import SumsStream
 from lrmpi.numerics.accumulate import TileSums
 
@@ -34,7 +33,7 @@ def test_streamed_sums_are_the_whole_file(tmp_path, levels, dtype, rows, cols):
     tiles = _tiles(rng, levels, shape, rows, cols, dtype)
     ref = tmp_path / "ref.h5"
     ts = TileSums(levels, shape, np.dtype(dtype), tiles)
-    atomic_h5(str(ref), lambda f: resume_data.write_tile_sums(f, 5, ts, "job", DirectRows),
+    atomic_h5(str(ref), lambda f: resume_data.write_tile_sums(f, 5, ts, "job"),
               False, ts.nbytes, aligned=True)
     out = tmp_path / "streamed.h5"
     s = SumsStream(str(out), "job", 5, levels, shape, dtype, fsync=False)
