@@ -67,6 +67,13 @@ def file_digest(path, chunk=1 << 20):
             h.update(view[:n])
 
 
+def bytes_digest(data):
+    """file_digest's value for a file holding `data` (bytes, or a mapping's buffer)."""
+    h = Digest()
+    h.update(data)
+    return _hex(h)
+
+
 def _hex(h):
     return h.hexdigest().removeprefix(PREFIX)
 

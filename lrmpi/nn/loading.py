@@ -47,12 +47,12 @@ def load_model(path, **options):
         return _import(path, options)
     given = sorted((k, v) for k, v in options.items() if v is not None)
     try:
-        key = cache.digest(cache.file_digest(path), given)
+        digest = cache.file_digest(path)
     except OSError as exc:  # unreadable (permissions): one line, as the importer says it
         raise InputError(f"model {path}: cannot read it ({exc.strerror or exc})") from None
-    entries = _entries(key)
+    entries = _entries(cache.digest(FORMAT, digest, given))
     g = _read(entries)
-    if g is not None:
+    if g is not None and _external_unchanged(path, g.sources[1]):
         return g
     # the large weights are made in the new entry's file (its pages, written once)
     arena = entries[0].arena(MAPPED_BYTES) if path.endswith(".onnx") else None
@@ -62,6 +62,10 @@ def load_model(path, **options):
         if arena is not None:
             arena.discard()
         raise
+    if g.sources[0] != digest:  # the file was replaced between its digest and its import:
+        if arena is not None:   # its graph is not the one of that digest (not kept)
+            arena.discard()
+        return g
     for k in [k for k, v in _pending.items() if v[0]() is None]:  # graphs gone since
         del _pending[k]
     kept = {}
@@ -71,6 +75,23 @@ def load_model(path, **options):
 
 
 _pending = {}  # id(graph) -> (the graph, weakly; {"graph": its entry read back}, the writer)
+# in every graph entry's key: entries of before external data was part of them are not read
+FORMAT = "graph entry 2"
+
+
+def _external_unchanged(path, external):
+    """Whether the external data files an entry's graph was imported from (its
+    {location: digest}) still hold those bytes: the model's file names them, and its
+    digest, the entry's key, does not cover them."""
+    base = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    for loc, digest in external.items():
+        full = os.path.realpath(os.path.join(base, loc))
+        try:
+            if os.path.commonpath([full, base]) != base or cache.file_digest(full) != digest:
+                return False
+        except (OSError, ValueError):
+            return False
+    return True
 
 
 def settle(g, should_stop=None):
@@ -139,7 +160,11 @@ def _read(entries, checked=False):
                     return None
                 meta[name] = data[at:at + size].reshape(shape)
         shapes = {k: tuple(v) for k, v in json.loads(str(meta.pop("shapes"))).items()}
+        external = json.loads(str(meta.pop("external")))
+        if not (isinstance(external, dict) and all(isinstance(v, str) for v in external.values())):
+            return None
         g = G.from_arrays(meta).validate(shapes, finite=not checked)
+        g.sources = (None, external)
     except Exception:  # noqa: BLE001 -- a damaged or foreign entry: import again
         return None
     return _watch(g, data, digest) if places else g
@@ -222,5 +247,6 @@ def _store(g, entries, arena=None):
     places = [(k, at, list(arrays[k].shape)) for k, at in zip(big, offsets if big else [])]
     places_of = set(big)
     small = {k: v for k, v in arrays.items() if k not in places_of}
-    return entries[1].store({**small, "shapes": np.array(shapes),
+    external = json.dumps(getattr(g, "sources", (None, {}))[1])
+    return entries[1].store({**small, "shapes": np.array(shapes), "external": np.array(external),
                              "places": np.array(json.dumps(places)), "digest": np.array(digest)})

@@ -52,16 +52,19 @@ def load_model(path, output=None, arena=None):
 
 def load(path, output=None, arena=None):
     try:
-        proto = onnx_proto.load(path)
+        proto, digest = onnx_proto.load(path, digest=True)
     except InputError:
         raise
     except Exception as exc:  # protobuf raises DecodeError, OSError, ...
         raise InputError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") \
             from None
-    onnx_proto.load_external(proto, path)
+    external = onnx_proto.load_external(proto, path)
     opset = max([o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] or [1])
     try:
-        return _Importer(path, proto.graph, opset, output, arena).run()
+        g = _Importer(path, proto.graph, opset, output, arena).run()
+        # what it was made from (loading.py keys its cache entry by them)
+        g.sources = (digest, external)
+        return g
     except InputError:
         raise
     except Exception as exc:  # missing attributes or parameters of a malformed graph

@@ -11,6 +11,7 @@ attributes are turned into numpy values here, for the data types models hold
 every conversion against onnx's own.
 """
 import importlib.util
+import mmap
 import os
 import sys
 
@@ -47,12 +48,16 @@ def _classes():
     return _pb2[0]
 
 
-def load(path):
-    """The ModelProto of an ONNX file (external data not loaded)."""
+def load(path, digest=False):
+    """The ModelProto of an ONNX file (external data not loaded); with `digest`, also
+    the digest of the bytes it was parsed from (cache.file_digest's: read once, so a
+    file replaced meanwhile cannot pass for another under the digest of that one)."""
+    from lrmpi.cache import bytes_digest
     proto = _classes().ModelProto()
     with open(path, "rb") as f:
-        proto.ParseFromString(f.read())
-    return proto
+        data = f.read()
+    proto.ParseFromString(data)
+    return (proto, bytes_digest(data)) if digest else proto
 
 
 def to_array(t):
@@ -109,28 +114,53 @@ def _kind(a):
 
 def load_external(proto, path):
     """Read every tensor's external data into it, refusing a location outside the
-    model's folder (or missing)."""
+    model's folder (or missing). Returns {location: digest} of the files read, for the
+    cache entry (loading.py): each file is mapped once (a file replaced meanwhile is
+    not read, its old inode is) and its digest is the same before and after its
+    tensors were read, so the values imported are those of that digest."""
+    from lrmpi.cache import bytes_digest
     base = os.path.realpath(os.path.dirname(os.path.abspath(path)))
-    for t in _tensors(proto.graph):
-        if t.data_location != EXTERNAL:
-            continue
-        info = {e.key: e.value for e in t.external_data}
-        loc = info.get("location", "")
-        full = os.path.realpath(os.path.join(base, loc))
-        if os.path.isabs(loc) or os.path.commonpath([full, base]) != base:
-            raise InputError(f"{path}: tensor {t.name!r} points to external data outside the "
-                             f"model's folder ({loc!r})")
-        if not os.path.isfile(full):
-            raise InputError(f"{path}: external data {loc!r} of tensor {t.name!r} is missing")
-        offset, length = int(info.get("offset", 0)), info.get("length")
-        with open(full, "rb") as f:
-            f.seek(offset)
-            data = f.read(int(length)) if length is not None else f.read()
-        if length is not None and len(data) != int(length):
-            raise InputError(f"{path}: external data {loc!r} of tensor {t.name!r} ends early")
-        t.raw_data = data
-        del t.external_data[:]
-        t.data_location = 0
+    files = {}   # location -> (its read-only mapping, None if empty; its digest)
+    try:
+        for t in _tensors(proto.graph):
+            if t.data_location != EXTERNAL:
+                continue
+            info = {e.key: e.value for e in t.external_data}
+            loc = info.get("location", "")
+            full = os.path.realpath(os.path.join(base, loc))
+            if os.path.isabs(loc) or os.path.commonpath([full, base]) != base:
+                raise InputError(f"{path}: tensor {t.name!r} points to external data outside "
+                                 f"the model's folder ({loc!r})")
+            if not os.path.isfile(full):
+                raise InputError(f"{path}: external data {loc!r} of tensor {t.name!r} is "
+                                 "missing")
+            if loc not in files:
+                with open(full, "rb") as f:
+                    m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) \
+                        if os.fstat(f.fileno()).st_size else None
+                files[loc] = (m, bytes_digest(b"" if m is None else m))
+            m = files[loc][0]
+            size = 0 if m is None else len(m)
+            offset, length = int(info.get("offset", 0)), info.get("length")
+            end = size if length is None else min(size, offset + int(length))
+            data = bytes(m[offset:end]) if m is not None and 0 <= offset < end else b""
+            if length is not None and len(data) != int(length):
+                raise InputError(f"{path}: external data {loc!r} of tensor {t.name!r} ends "
+                                 "early")
+            t.raw_data = data
+            del t.external_data[:]
+            t.data_location = 0
+        out = {}
+        for loc, (m, first) in files.items():
+            out[loc] = bytes_digest(b"" if m is None else m)
+            if out[loc] != first:
+                raise InputError(f"{path}: its external data {loc!r} changed while it was "
+                                 "read; run again")
+        return out
+    finally:
+        for m, _ in files.values():
+            if m is not None:
+                m.close()
 
 
 def _tensors(graph):

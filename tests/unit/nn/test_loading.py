@@ -218,3 +218,86 @@ def test_a_model_refused_after_its_large_weights_leaves_no_file(tmp_path):
     with config.configure(cache_dir=cache), pytest.raises(InputError, match="LRN"):
         load_model(path)
     assert not os.path.exists(cache) or os.listdir(cache) == []
+
+
+def _external_model(folder, seed):
+    """A Gemm + Add model whose weights lie in folder/w.bin (ONNX external data)."""
+    import onnx
+    from onnx import external_data_helper
+    from onnx_graphs import model, node
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    path = model(os.path.join(folder, "m.onnx"),
+                 [node("Gemm", ["x", "W"], "z", transB=1), node("Add", ["z", "b"], "y")],
+                 {"W": rng.standard_normal((3, 4)).astype(np.float32),
+                  "b": rng.standard_normal(3).astype(np.float32)}, (4,))
+    proto = onnx.load(path)
+    external_data_helper.convert_model_to_external_data(proto, location="w.bin",
+                                                        size_threshold=0)
+    onnx.save(proto, path)
+    return path
+
+
+def test_external_data_changed_since_the_entry_is_imported_again(tmp_path):
+    """The entry's key is the model file's digest, which does not cover its external
+    data: the entry keeps the data's digests and is not used once they differ (a run
+    with another w.bin beside the same m.onnx computed the old weights)."""
+    a, b = _external_model(str(tmp_path / "a"), 1), _external_model(str(tmp_path / "b"), 2)
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        assert fa.read() == fb.read()                     # the same .onnx bytes
+    X = np.random.default_rng(0).standard_normal((2, 4))
+    with config.configure(cache_dir=str(tmp_path / "c")):
+        first = ops.forward(settle(load_model(a)), X)
+        os.replace(str(tmp_path / "b" / "w.bin"), str(tmp_path / "a" / "w.bin"))
+        again = ops.forward(settle(load_model(a)), X)
+        cached = ops.forward(load_model(a), X)            # the new entry, read back
+    np.testing.assert_array_equal(again, ops.forward(import_onnx(a), X))
+    np.testing.assert_array_equal(cached, again)
+    assert not np.array_equal(first, again)
+
+
+def test_a_model_replaced_while_it_is_imported_is_not_kept_under_the_old_digest(
+        tmp_path, monkeypatch):
+    """The file is replaced between its digest and its import (a training loop saving
+    it): the job computes the model it read, and no entry keyed by the first file's
+    digest holds the other model's graph (every later run of that file computed it)."""
+    from lrmpi import cache
+    pa = models.save(models.mlp((4, 5, 3), seed=1), str(tmp_path / "a.onnx"))
+    pb = models.save(models.mlp((4, 5, 3), seed=2), str(tmp_path / "b.onnx"))
+    path = str(tmp_path / "m.onnx")
+    with open(pa, "rb") as f, open(path, "wb") as g:
+        g.write(f.read())
+    digest = cache.file_digest
+
+    def then_replaced(p, *args, **kw):
+        out = digest(p, *args, **kw)
+        if p == path:
+            with open(pb, "rb") as f, open(path + ".new", "wb") as g:
+                g.write(f.read())
+            os.replace(path + ".new", path)
+        return out
+    X = np.random.default_rng(0).standard_normal((2, 4))
+    with config.configure(cache_dir=str(tmp_path / "c")):
+        monkeypatch.setattr(cache, "file_digest", then_replaced)
+        np.testing.assert_array_equal(ops.forward(settle(load_model(path)), X),
+                                      ops.forward(import_onnx(pb), X))
+        monkeypatch.setattr(cache, "file_digest", digest)
+        with open(pa, "rb") as f, open(path + ".new", "wb") as g:
+            g.write(f.read())
+        os.replace(path + ".new", path)                   # model A again
+        np.testing.assert_array_equal(ops.forward(settle(load_model(path)), X),
+                                      ops.forward(import_onnx(pa), X))
+
+
+def test_external_data_changed_while_it_is_read_is_refused(tmp_path, monkeypatch):
+    from lrmpi import cache
+    from lrmpi.errors import InputError
+    path = _external_model(str(tmp_path / "a"), 1)
+    real, calls = cache.bytes_digest, []
+
+    def drifting(data):   # the second digest of w.bin (after its tensors) differs
+        calls.append(1)
+        return real(data) + ("x" if len(calls) == 2 else "")
+    monkeypatch.setattr(cache, "bytes_digest", drifting)
+    with pytest.raises(InputError, match="changed while it was read"):
+        import_onnx(path)
