@@ -34,6 +34,7 @@ class FusedModel:
         key = packed_cache.key(graph, weights, self.isa) if packed_cache.worth(weights) \
             else None  # a small model is packed again: less than looking it up
         kept = (packed_cache.load(key) if key else None) or {}
+        self.packed_key = key if kept else None  # mapped from the cache: forward checks it
         self.nodes = {n.output: FusedNode(n, weights[n.output], graph.shapes, self.isa, scratch,
                                           kept.get(n.output)) for n in graph.linear}
         if key and not kept:
@@ -122,6 +123,8 @@ class FusedModel:
             for t in node.inputs:
                 if last.get(t) == i and t != g.output:
                     env.pop(t, None)
+        if self.packed_key is not None:  # no result of weights changed under the kernels
+            packed_cache.unchanged(self.packed_key)
         # (K, 1, ..., 1) per sample: K scores (graph.py); a copy: the nodes' arrays
         # are reused by the next batch
         return np.array(env[g.output].reshape(n, -1))

@@ -75,6 +75,30 @@ def test_a_damaged_or_foreign_entry_reads_as_absent(kept):
     assert packed_cache.load(k) is None
 
 
+def test_packed_weights_changed_in_place_under_a_job_are_noticed(kept):
+    """The packed file is mapped: a write into it (not a replacement, which a mapping
+    does not see) reaches the kernels. forward() refuses to return what it computed
+    since (it returned other weights' results, every sample still certified)."""
+    from lrmpi.errors import InputError
+    isa = ISAS[0]
+    graph, weights, X, first = _model(isa)
+    second = FusedModel(graph, weights, 7, isa=isa)
+    assert second.packed_key is not None
+    np.testing.assert_array_equal(second.forward(X, 2), first.forward(X, 2))
+    path = kept / f"packed-{second.packed_key}.npy"
+    with open(path, "r+b") as f:   # the same bytes again: the ctime moves, the digest not
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(last)
+    np.testing.assert_array_equal(second.forward(X, 2), first.forward(X, 2))
+    with open(path, "r+b") as f:   # one weight's byte changed in place
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 1]))
+    with pytest.raises(InputError, match="changed in place"):
+        second.forward(X, 2)
+
+
 def test_other_weights_have_another_key(kept):
     isa = ISAS[0]
     graph, weights, X, _ = _model(isa)
