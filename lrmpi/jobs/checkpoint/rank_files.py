@@ -18,8 +18,11 @@ import numpy as np
 from lrmpi.errors import CheckpointError
 from lrmpi.jobs.checkpoint import checksum, owned
 from lrmpi.jobs.checkpoint import schema as S
-from lrmpi.jobs.checkpoint.atomic import AtomicH5
+from lrmpi.jobs.checkpoint.atomic import AtomicH5, check_space
 from lrmpi.jobs.checkpoint.direct import DirectRows
+
+
+ROOT_ROOM = 256 << 10  # bytes a rank's file leaves free for the root's (see put)
 
 
 class RankFiles:
@@ -42,6 +45,10 @@ class RankFiles:
             f.f.attrs[S.RANK] = self.rank
             self.open[res] = (f, [])
         f, tiles = self.open[res]
+        # ENOSPC before HDF5 sees a full disk (atomic.check_space), leaving the room the
+        # root needs to list the resolutions already sealed and to record the failure
+        # (several ranks check at once: each leaves more than its own headroom)
+        check_space(f.path, C.nbytes + sum(s.nbytes for _, s in sums or ()) + ROOT_ROOM)
         d = _rows(f.f, S.tile_c(tile.index), C.shape, np.float64, [C])
         d.attrs[S.CHECKSUM] = checksum.array_digest(C, d.dtype)
         if sums is not None:

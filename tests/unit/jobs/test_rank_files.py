@@ -88,3 +88,30 @@ def test_rank_rows_read_c_band_by_band_and_whole_on_a_write(tmp_path, monkeypatc
     np.testing.assert_array_equal(np.abs(rows), np.abs(C))  # whole, once
     rows[1, 2] = 5.0
     assert rows.array is not None and rows[1, 2] == 5.0 and rows[0:10].shape == (10, 7)
+
+
+def test_a_tile_that_would_leave_the_disk_without_room_for_the_root_is_refused(
+        tmp_path, monkeypatch):
+    """A rank's tile is checked against the free space before HDF5 writes it (a write
+    failing inside HDF5 left raw HDF5 errors, crashes at exit and, with the disk full,
+    a root that could list no resolution nor record the failure): ENOSPC, the file
+    untouched, while the space leaves ROOT_ROOM for the root."""
+    import errno
+    import os as os_module
+    from collections import namedtuple
+    out = str(tmp_path / "c.h5")
+    os.makedirs(S.job_dir(out, JOB), exist_ok=True)
+    files = rank_files.RankFiles((out, JOB, False), 1)
+    tiles = Tiling(8, 3, 2, 1).tiles()
+    C = np.arange(12.0).reshape(4, 3)
+    files.put(0, tiles[0], C)
+    st = namedtuple("st", "f_bavail f_frsize")
+    free = C.nbytes + rank_files.ROOT_ROOM  # short of the HDF5 headroom
+    monkeypatch.setattr(os_module, "statvfs", lambda p: st(free, 1))
+    with pytest.raises(OSError) as err:
+        files.put(0, tiles[1], C)
+    assert err.value.errno == errno.ENOSPC
+    monkeypatch.setattr(os_module, "statvfs", lambda p: st(free + (1 << 20), 1))
+    files.put(0, tiles[1], C)
+    name, done = files.seal(0)
+    assert done == [tiles[0].index, tiles[1].index]
