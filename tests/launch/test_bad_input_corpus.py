@@ -184,6 +184,8 @@ def test_bad_input(case, build, message, tmp_path):
     took = time.time() - t
     assert took < 10, f"{case}: took {took:.1f} s"
     assert p.returncode in (1, 2), (case, p.returncode, p.stderr)
+    if case.startswith("output-is"):  # -o naming what cannot be an output: a bad option
+        assert p.returncode == 2, p.stderr
     errors = [ln for ln in p.stderr.splitlines() if ln.startswith("lrmpi: error:")]
     assert len(errors) == 1, p.stderr
     assert message in errors[0], errors[0]

@@ -34,8 +34,8 @@ def check_output(out, inputs=(), resume=False, what="-o"):
     (with `resume`: anything but a readable checkpoint), or an OUT.h5.d that is not a
     real folder. `what` names the output in messages. No side effects."""
     path = os.path.abspath(out)
-    if os.path.isdir(path):
-        raise CheckpointError(f"output {out} is a directory")
+    if os.path.isdir(path):  # a bad -o, as a symbolic link is: exit 2
+        raise ConfigError(f"{what} {out} is a directory")
     if os.path.islink(path):  # the new file is renamed onto the name: the link would go
         raise ConfigError(f"{what} {out} is a symbolic link: lrmpi replaces the file by "
                           "renaming a new one onto its name, which would replace the link; "
