@@ -24,6 +24,7 @@ import numpy as np
 from lrmpi import config
 from lrmpi._version import __version__
 from lrmpi.digests import PREFIX, Digest
+from lrmpi.errors import InputError
 
 
 def digest(*parts):
@@ -338,6 +339,32 @@ def later(fn, *args, name="lrmpi-cache"):
 def _finish(timeout=10.0):
     for t in _writing:
         t.join(timeout)
+
+
+def mapped_watch(data, digest):
+    """(fd, ctime, data, digest) of a cache file a job maps (data: its np.memmap), for
+    mapped_unchanged; None if its name no longer opens."""
+    try:
+        fd = os.open(data.filename, os.O_RDONLY)
+    except OSError:
+        return None
+    return fd, os.fstat(fd).st_ctime_ns, data, digest
+
+
+def mapped_unchanged(watch, what):
+    """The watch of a mapped cache file, its ctime brought up to date; InputError naming
+    `what` if the file was changed in place since (its digest differs: lrmpi only ever
+    replaces an entry whole, and a mapping sees a write into the file). A fstat, and a
+    digest only when the ctime moved."""
+    fd, ctime, data, digest = watch
+    now = os.fstat(fd).st_ctime_ns
+    if now == ctime:
+        return watch
+    if array_digest(data) != digest:
+        raise InputError(f"model: {what} in the cache folder ({data.filename}) changed in "
+                         "place while the job ran (lrmpi only ever replaces an entry "
+                         "whole): the values computed since cannot be trusted; run again")
+    return fd, now, data, digest
 
 
 def array_digest(a):

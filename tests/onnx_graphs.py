@@ -38,6 +38,24 @@ def ort_run(path, X, outputs=None):
     return s.run(outputs, {s.get_inputs()[0].name: X.astype(np.float32)})
 
 
+def external_model(folder, seed, location="w.bin"):
+    """A Gemm + Add model, folder/m.onnx, whose weights lie in folder/`location` (ONNX
+    external data)."""
+    import onnx
+    from onnx import external_data_helper
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    path = model(os.path.join(folder, "m.onnx"),
+                 [node("Gemm", ["x", "W"], "z", transB=1), node("Add", ["z", "b"], "y")],
+                 {"W": rng.standard_normal((3, 4)).astype(np.float32),
+                  "b": rng.standard_normal(3).astype(np.float32)}, (4,))
+    proto = onnx.load(path)
+    external_data_helper.convert_model_to_external_data(proto, location=location,
+                                                        size_threshold=0)
+    onnx.save(proto, path)
+    return path
+
+
 # --- the model zoo's classic graphs ---
 
 ZOO = ("squeezenet", "densenet121", "resnet50", "inception_v2", "shufflenet")

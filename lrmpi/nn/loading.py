@@ -202,18 +202,8 @@ def _unwatch(key, fd):
 def unchanged(g):
     """Raise InputError if the file g's large parameters are mapped from was changed in
     place since it was read (its digest differs); nothing for other graphs."""
-    w = _watched.get(id(g))
-    if w is None:
-        return
-    fd, ctime, data, digest = w
-    now = os.fstat(fd).st_ctime_ns
-    if now == ctime:
-        return
-    if cache.array_digest(data) != digest:
-        raise InputError(f"model: its copy in the cache folder ({data.filename}) was changed "
-                         "in place while the job ran (lrmpi only ever replaces an entry "
-                         "whole): the values computed since cannot be trusted; run again")
-    _watched[id(g)] = (fd, now, data, digest)
+    if id(g) in _watched:
+        _watched[id(g)] = cache.mapped_unchanged(_watched[id(g)], "its copy")
 
 
 def _store(g, entries, arena=None):

@@ -15,12 +15,9 @@ channel exponents and the digest of the bytes, compared on every load, so a
 damaged or foreign entry reads as absent. Small models are not kept: packing them
 costs less than the files.
 """
-import os
-
 import numpy as np
 
 from lrmpi import cache
-from lrmpi.errors import InputError
 
 MIN_BYTES = 16 << 20  # packed weights below this are packed again each time
 ALIGN = 64
@@ -77,11 +74,10 @@ def load(k):
             out[name] = (data[at:at + size], np.ascontiguousarray(meta[f"f{i}"], np.int32))
     except (KeyError, ValueError):
         return None
-    try:   # the file's ctime now: unchanged(k) compares with it
-        fd = os.open(data.filename, os.O_RDONLY)
-    except OSError:
+    watch = cache.mapped_watch(data, str(meta["digest"]))  # unchanged(k) compares with it
+    if watch is None:
         return None
-    _watched[k] = (fd, os.fstat(fd).st_ctime_ns, data, str(meta["digest"]))
+    _watched[k] = watch
     return out
 
 
@@ -93,19 +89,8 @@ def unchanged(k):
     place since (lrmpi only ever replaces an entry whole; a mapping of the file sees a
     write into it, so the kernels would compute with other weights): a fstat, and a
     digest only when the file's ctime moved."""
-    w = _watched.get(k)
-    if w is None:
-        return
-    fd, ctime, data, digest = w
-    now = os.fstat(fd).st_ctime_ns
-    if now == ctime:
-        return
-    if cache.array_digest(data) != digest:
-        raise InputError(f"model: its packed weights in the cache folder ({data.filename}) "
-                         "were changed in place while the job ran (lrmpi only ever replaces "
-                         "an entry whole): the values computed since cannot be trusted; run "
-                         "again")
-    _watched[k] = (fd, now, data, digest)
+    if k in _watched:
+        _watched[k] = cache.mapped_unchanged(_watched[k], "its packed weights")
 
 
 def store(packed, entries):

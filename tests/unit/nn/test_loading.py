@@ -221,21 +221,8 @@ def test_a_model_refused_after_its_large_weights_leaves_no_file(tmp_path):
 
 
 def _external_model(folder, seed):
-    """A Gemm + Add model whose weights lie in folder/w.bin (ONNX external data)."""
-    import onnx
-    from onnx import external_data_helper
-    from onnx_graphs import model, node
-    rng = np.random.default_rng(seed)
-    os.makedirs(folder, exist_ok=True)
-    path = model(os.path.join(folder, "m.onnx"),
-                 [node("Gemm", ["x", "W"], "z", transB=1), node("Add", ["z", "b"], "y")],
-                 {"W": rng.standard_normal((3, 4)).astype(np.float32),
-                  "b": rng.standard_normal(3).astype(np.float32)}, (4,))
-    proto = onnx.load(path)
-    external_data_helper.convert_model_to_external_data(proto, location="w.bin",
-                                                        size_threshold=0)
-    onnx.save(proto, path)
-    return path
+    from onnx_graphs import external_model
+    return external_model(folder, seed)
 
 
 def test_external_data_changed_since_the_entry_is_imported_again(tmp_path):

@@ -71,17 +71,8 @@ def test_importing_a_model_does_not_import_onnx(tmp_path):
 
 
 def test_external_data_reads_as_onnx_reads_it(tmp_path):
-    from onnx import external_data_helper
-    from onnx_graphs import model, node
-    rng = np.random.default_rng(1)
-    path = model(tmp_path / "m.onnx", [node("Gemm", ["x", "W"], "z", transB=1),
-                                       node("Add", ["z", "b"], "y")],
-                 {"W": rng.standard_normal((3, 4)).astype(np.float32),
-                  "b": rng.standard_normal(3).astype(np.float32)}, (4,))
-    proto = onnx.load(path)
-    external_data_helper.convert_model_to_external_data(proto, location="w.bin",
-                                                        size_threshold=0)
-    onnx.save(proto, path)
+    from onnx_graphs import external_model
+    path = external_model(str(tmp_path), 1)
     ours = onnx_proto.load(path)
     onnx_proto.load_external(ours, path)
     theirs = onnx.load(path)
