@@ -83,11 +83,14 @@ def _external_unchanged(path, external):
     """Whether the external data files an entry's graph was imported from (its
     {location: digest}) still hold those bytes: the model's file names them, and its
     digest, the entry's key, does not cover them."""
+    if not external:
+        return True
+    from lrmpi.nn.onnx_proto import external_file
     base = os.path.realpath(os.path.dirname(os.path.abspath(path)))
     for loc, digest in external.items():
-        full = os.path.realpath(os.path.join(base, loc))
         try:
-            if os.path.commonpath([full, base]) != base or cache.file_digest(full) != digest:
+            full = external_file(base, loc)
+            if full is None or cache.file_digest(full) != digest:
                 return False
         except (OSError, ValueError):
             return False

@@ -112,6 +112,14 @@ def _kind(a):
     return 0
 
 
+def external_file(base, loc):
+    """The real path of external data `loc` of a model in folder `base` (real path), or
+    None when it points outside that folder."""
+    full = os.path.realpath(os.path.join(base, loc))
+    inside = not os.path.isabs(loc) and os.path.commonpath([full, base]) == base
+    return full if inside else None
+
+
 def load_external(proto, path):
     """Read every tensor's external data into it, refusing a location outside the
     model's folder (or missing). Returns {location: digest} of the files read, for the
@@ -120,46 +128,44 @@ def load_external(proto, path):
     tensors were read, so the values imported are those of that digest."""
     from lrmpi.cache import bytes_digest
     base = os.path.realpath(os.path.dirname(os.path.abspath(path)))
-    files = {}   # location -> (its read-only mapping, None if empty; its digest)
+    files = {}   # location -> (its read-only mapping, b"" if empty; its digest)
     try:
         for t in _tensors(proto.graph):
             if t.data_location != EXTERNAL:
                 continue
             info = {e.key: e.value for e in t.external_data}
             loc = info.get("location", "")
-            full = os.path.realpath(os.path.join(base, loc))
-            if os.path.isabs(loc) or os.path.commonpath([full, base]) != base:
+            full = external_file(base, loc)
+            if full is None:
                 raise InputError(f"{path}: tensor {t.name!r} points to external data outside "
                                  f"the model's folder ({loc!r})")
             if not os.path.isfile(full):
                 raise InputError(f"{path}: external data {loc!r} of tensor {t.name!r} is "
                                  "missing")
             if loc not in files:
-                with open(full, "rb") as f:
+                with open(full, "rb") as f:  # an empty file cannot be mapped
                     m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) \
-                        if os.fstat(f.fileno()).st_size else None
-                files[loc] = (m, bytes_digest(b"" if m is None else m))
+                        if os.fstat(f.fileno()).st_size else b""
+                files[loc] = (m, bytes_digest(m))
             m = files[loc][0]
-            size = 0 if m is None else len(m)
             offset, length = int(info.get("offset", 0)), info.get("length")
-            end = size if length is None else min(size, offset + int(length))
-            data = bytes(m[offset:end]) if m is not None and 0 <= offset < end else b""
+            end = len(m) if length is None else min(len(m), offset + int(length))
+            data = bytes(m[offset:end]) if 0 <= offset < end else b""
             if length is not None and len(data) != int(length):
                 raise InputError(f"{path}: external data {loc!r} of tensor {t.name!r} ends "
                                  "early")
             t.raw_data = data
             del t.external_data[:]
             t.data_location = 0
-        out = {}
-        for loc, (m, first) in files.items():
-            out[loc] = bytes_digest(b"" if m is None else m)
+        out = {loc: bytes_digest(m) for loc, (m, _) in files.items()}
+        for loc, (_, first) in files.items():
             if out[loc] != first:
                 raise InputError(f"{path}: its external data {loc!r} changed while it was "
                                  "read; run again")
         return out
     finally:
         for m, _ in files.values():
-            if m is not None:
+            if isinstance(m, mmap.mmap):
                 m.close()
 
 

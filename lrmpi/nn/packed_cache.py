@@ -15,6 +15,8 @@ channel exponents and the digest of the bytes, compared on every load, so a
 damaged or foreign entry reads as absent. Small models are not kept: packing them
 costs less than the files.
 """
+import os
+
 import numpy as np
 
 from lrmpi import cache
@@ -77,6 +79,8 @@ def load(k):
     watch = cache.mapped_watch(data, str(meta["digest"]))  # unchanged(k) compares with it
     if watch is None:
         return None
+    if k in _watched:  # loaded again (another model of the same weights): one fd a key
+        os.close(_watched[k][0])
     _watched[k] = watch
     return out
 

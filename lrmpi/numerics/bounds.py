@@ -93,8 +93,7 @@ class Bounds:
     def block(self, r, C):
         """block(i0, i1): the elementwise bound after resolution r (C: C_r) on rows
         i0..i1, E >= |C_r - AB| (inflated)."""
-        X, Y = self._factors(r)
-        erow, emax, Ys, tail = _scaled(X, Y, self.ea.exps, self.eb.exps)
+        X, (erow, emax, Ys, tail) = self._scaled_factors(r)
 
         def block(i0, i1):
             M = X[i0:i1] @ Ys.T + tail[i0:i1, None]
@@ -108,13 +107,16 @@ class Bounds:
         """Per row of C, an upper bound on the entries of block()'s E as computed (no m
         x n pass): the factors' GEMM bounded by X times Y's column maxima (all >= 0),
         |C_r| by cmax = max |C_r|, and 2^-40 of slack over the roundings of both."""
-        X, Y = self._factors(r)
-        erow, emax, Ys, tail = _scaled(X, Y, self.ea.exps, self.eb.exps)
+        X, (erow, emax, Ys, tail) = self._scaled_factors(r)
         M = X @ Ys.max(axis=0) + tail
         e = np.clip(erow + emax, -2200, 2200)
         with np.errstate(over="ignore"):
             E = np.ldexp(M, e) + ROUND * (1 + 2.0**-50) * cmax
             return (E * INFLATE + ABS_FLOOR) * (1 + 2.0**-40)
+
+    def _scaled_factors(self, r):
+        X, Y = self._factors(r)
+        return X, _scaled(X, Y, self.ea.exps, self.eb.exps)
 
 
 def _scaled(X, Y, erow, ecol):
