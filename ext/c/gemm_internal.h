@@ -31,6 +31,13 @@ void lrmpi_ukernel_vnni(int64_t k4, const int8_t *Ap, const int8_t *Bp, const in
                         int64_t mr, int64_t nr, int32_t *C, int64_t ldc);
 void lrmpi_pack_a_vnni(int rows, int64_t mr, int64_t kc, const int8_t *A, int64_t lda,
                        int8_t *Ap, int32_t *rowsum);
+/* The same tile from A's rows as they are (A[i][4q..4q+3] at A + i lda + 4 q: no
+ * packing; rows mr.. of the MR are read, so they must be readable) with the
+ * row sums of lrmpi_rowsums_vnni (rows [0, m) of k bytes).                   */
+void lrmpi_ukernel_vnni_rows(int64_t k4, const int8_t *A, int64_t lda, const int8_t *Bp,
+                             const int32_t *rowsum, int64_t mr, int64_t nr, int32_t *C,
+                             int64_t ldc);
+void lrmpi_rowsums_vnni(int64_t m, int64_t k, const int8_t *A, int64_t lda, int32_t *rowsum);
 
 /* AMX (igemm_amx.c): the int8 GEMM on tiles; the rest of that table is AVX-512.
  * lrmpi_amx_enable asks the OS for the tile state: 1 if granted.            */

@@ -142,10 +142,13 @@ static void pack_b_scalar(int NR, int64_t nr, int64_t kc, const int8_t *Bt, int6
 #define V_NV (LRMPI_VNNI_NR / 16) /* zmm vectors of 16 int32 lanes per row of the tile */
 #define V_NR LRMPI_VNNI_NR
 
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-void lrmpi_ukernel_vnni(int64_t k4, const int8_t *Ap, const int8_t *Bp,
-                         const int32_t *rowsum, int64_t mr, int64_t nr,
-                         int32_t *C, int64_t ldc)
+/* The micro-kernel's body, A's 4-byte group (row r, step q) at Ap + r rs + q qs:
+ * packed (rs 4, qs MR 4: one stream) or the rows as they are (rs lda, qs 4: MR
+ * streams of one block of rows, which the fused layers' units keep in L2) */
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline))
+static inline void ukernel_vnni_body(int64_t k4, const int8_t *Ap, int64_t rs, int64_t qs,
+                                     const int8_t *Bp, const int32_t *rowsum, int64_t mr,
+                                     int64_t nr, int32_t *C, int64_t ldc)
 {
     /* V_MR x V_NV accumulators, fully unrolled so GCC keeps them in zmm
      * registers (checked in the assembly: no spills); they start at the
@@ -168,15 +171,18 @@ void lrmpi_ukernel_vnni(int64_t k4, const int8_t *Ap, const int8_t *Bp,
 #pragma GCC unroll 4
         for (int v = 0; v < V_NV; v++)
             _mm_prefetch((const char *)(Bp + ((q + PFD) * V_NR + 16 * v) * 4), _MM_HINT_T0);
-        _mm_prefetch((const char *)(Ap + (q + PFD) * V_MR * 4), _MM_HINT_T0);
+        if (rs == 4)
+            _mm_prefetch((const char *)(Ap + (q + PFD) * qs), _MM_HINT_T0);
         __m512i b[V_NV];
 #pragma GCC unroll 4
         for (int v = 0; v < V_NV; v++)
             b[v] = _mm512_load_si512((const void *)(Bp + (q * V_NR + 16 * v) * 4));
-        const int32_t *a = (const int32_t *)(Ap + q * V_MR * 4);
+        const int8_t *a = Ap + q * qs;
 #pragma GCC unroll 16
         for (int r = 0; r < V_MR; r++) {
-            const __m512i ar = _mm512_set1_epi32(a[r]);
+            int32_t ai;
+            memcpy(&ai, a + r * rs, 4);
+            const __m512i ar = _mm512_set1_epi32(ai);
 #pragma GCC unroll 4
             for (int v = 0; v < V_NV; v++)
                 acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], b[v], ar);
@@ -200,6 +206,42 @@ void lrmpi_ukernel_vnni(int64_t k4, const int8_t *Ap, const int8_t *Bp,
     }
 }
 
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+void lrmpi_ukernel_vnni(int64_t k4, const int8_t *Ap, const int8_t *Bp,
+                         const int32_t *rowsum, int64_t mr, int64_t nr,
+                         int32_t *C, int64_t ldc)
+{
+    ukernel_vnni_body(k4, Ap, 4, V_MR * 4, Bp, rowsum, mr, nr, C, ldc);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+void lrmpi_ukernel_vnni_rows(int64_t k4, const int8_t *A, int64_t lda, const int8_t *Bp,
+                              const int32_t *rowsum, int64_t mr, int64_t nr,
+                              int32_t *C, int64_t ldc)
+{
+    ukernel_vnni_body(k4, A, lda, 4, Bp, rowsum, mr, nr, C, ldc);
+}
+
+/* The row sums the VNNI micro-kernel's correction needs (-128 sum_k A[i][k]),
+ * rows [0, m) of A (k bytes each, lda apart): vpdpbusd with a vector of ones */
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+void lrmpi_rowsums_vnni(int64_t m, int64_t k, const int8_t *A, int64_t lda, int32_t *rowsum)
+{
+    const __m512i ones = _mm512_set1_epi8(1);
+    for (int64_t i = 0; i < m; i++) {
+        const int8_t *src = A + i * lda;
+        __m512i s = _mm512_setzero_si512();
+        int64_t p = 0;
+        for (; p + 64 <= k; p += 64)
+            s = _mm512_dpbusd_epi32(s, ones, _mm512_loadu_si512((const void *)(src + p)));
+        if (p < k) {
+            const __mmask64 tail = (__mmask64)(~0ULL >> (64 - (k - p)));
+            s = _mm512_dpbusd_epi32(s, ones, _mm512_maskz_loadu_epi8(tail, src + p));
+        }
+        rowsum[i] = _mm512_reduce_add_epi32(s);
+    }
+}
+
 /* AVX-512 packers: one gather collects the 4-byte groups of 16 rows (columns
  * of B) for one step of k, so packing is a few instructions per 64 bytes
  * instead of a scalar move per 4; the row sums of A come from vpdpbusd with
@@ -214,21 +256,9 @@ void lrmpi_pack_a_vnni(int MR, int64_t mr, int64_t kc, const int8_t *A, int64_t 
     const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
                                                             11, 12, 13, 14, 15),
                                            _mm512_set1_epi32((int)lda));
-    const __m512i ones = _mm512_set1_epi8(1);
-    for (int r = 0; r < MR; r++) {
-        __m512i s = _mm512_setzero_si512();
-        if (r < mr) {
-            const int8_t *src = A + r * lda;
-            int64_t p = 0;
-            for (; p + 64 <= kc; p += 64)
-                s = _mm512_dpbusd_epi32(s, ones, _mm512_loadu_si512((const void *)(src + p)));
-            if (p < kc) {
-                const __mmask64 tail = (__mmask64)(~0ULL >> (64 - (kc - p)));
-                s = _mm512_dpbusd_epi32(s, ones, _mm512_maskz_loadu_epi8(tail, src + p));
-            }
-        }
-        rowsum[r] = _mm512_reduce_add_epi32(s);
-    }
+    lrmpi_rowsums_vnni(mr < MR ? mr : MR, kc, A, lda, rowsum);
+    for (int r = mr < MR ? (int)mr : MR; r < MR; r++)
+        rowsum[r] = 0;
     for (int64_t q = 0; q < kfull; q++) {
         __m512i w = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), rows, idx,
                                                 (const void *)(A + 4 * q), 1);
