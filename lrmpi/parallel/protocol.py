@@ -334,7 +334,8 @@ def _recv_seal(comm):
 
 
 def send_sealed(comm, res, name, tiles):
-    """SEALED: this rank's file of resolution res is committed (name None: it has none)."""
+    """SEALED: this rank's file of resolution res is committed (name None: it has none;
+    tiles None: it could not be committed, so res is never listed)."""
     comm.send((res, name, tiles), dest=0, tag=Tag.SEALED)
 
 

@@ -11,9 +11,17 @@ receives or writes C itself, except at the last layered resolution, whose fallba
 check reads C back from the rank files (and writes it whole if an entry changed).
 
 Workers answer SEAL in order, so resolutions finish in order (design.md, "Results
-written by the ranks"). MPI-free: the root's
+written by the ranks"). A worker that could not commit its file answers with tiles
+None: that resolution and every later one are never listed (the job is failing: the
+worker reported its error), and neither is one whose files do not hold every tile
+(a virtual dataset would read the missing ones as fill values). MPI-free: the root's
 endpoints (endpoints.MatmulRanks) send SEAL and receive SEALED.
 """
+import time
+
+from lrmpi.parallel.backoff import Backoff
+
+SEALING_S = 2.0   # how long a failing job waits for the SEALED answers of its last seals
 
 
 class RanksWrite:
@@ -24,12 +32,14 @@ class RanksWrite:
         self.tiles, self.ranks, self.record = tiles, ranks, record
         self.count, self.amax = {}, {}
         self.pending = {}   # resolution -> [workers yet to answer SEALED, parts]
+        self.lost = None    # the first resolution that cannot be listed, once one is
 
     def tile(self, r, tile, amax):
         """A tile of resolution r written by its worker (max |C tile| = amax)."""
         self.count[r] = self.count.get(r, 0) + 1
         self.amax[r] = max(self.amax.get(r, 0.0), amax)
-        if not self.record.tile_in(r, tile, self.count[r]):
+        if not self.record.tile_in(r, tile, self.count[r]) or \
+                (self.lost is not None and r >= self.lost):
             return
         self.ranks.seal(r)
         self.pending[r] = [set(self.ranks.workers), []]
@@ -38,15 +48,42 @@ class RanksWrite:
         """SEALED answers; finishes resolutions every worker sealed. True if any came."""
         got = False
         for worker, (r, name, tiles) in self.ranks.sealed():
+            got = True
+            if r not in self.pending:   # a resolution given up (self.lost)
+                continue
             waiting, parts = self.pending[r]
             waiting.discard(worker)
-            if name is not None:
+            if tiles is None:           # that worker could not commit its file of r
+                self._lose(r)
+            elif name is not None:
                 parts.append((name, [(t, *_corners(self.tiles[t])) for t in tiles]))
-            got = True
         while self.pending and not self.pending[min(self.pending)][0]:
             r = min(self.pending)
-            self.record.written(r, self.amax.pop(r), sorted(self.pending.pop(r)[1]))
+            _, parts = self.pending.pop(r)
+            if {t for _, tiles in parts for t, *_ in tiles} != set(range(len(self.tiles))):
+                self._lose(r)
+                break
+            self.record.written(r, self.amax.pop(r), sorted(parts))
         return got
+
+    def finish(self, seconds=SEALING_S):
+        """The job fails: the resolutions being sealed are still listed if every worker
+        answers within `seconds` (a worker answers SEAL after its own error too);
+        the others are given up. Never raises: the job's own error is the one to tell."""
+        end, backoff = time.perf_counter() + seconds, Backoff()
+        try:
+            while self.pending and time.perf_counter() < end:
+                backoff.step(self.poll())
+        except Exception:   # e.g. the disk that failed the job fails the listing too
+            pass
+        if self.pending:
+            self._lose(min(self.pending))
+
+    def _lose(self, r):
+        """Resolution r cannot be listed, nor any later one (they finish in order)."""
+        self.lost = r if self.lost is None else min(self.lost, r)
+        for q in [q for q in self.pending if q >= r]:
+            del self.pending[q]
 
 
 def _corners(tile):

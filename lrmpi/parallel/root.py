@@ -11,8 +11,7 @@ Worked example: `mpirun -n 3`, A and B 4096 x 4096, 4 planes, antidiagonal order
   task (2, t0), later, only A[t0] plane 2 and B plane 2 — planes travel in
   significance order, as they are needed (endpoints.py, protocol.py).
 
-  ranks 1 and 2 (workers, worker.py) compute the tile's exact level sums with the
-  int8 kernels (tilework.py) and send them back.
+  ranks 1 and 2 (workers, worker.py) compute the tile's exact level sums (tilework.py).
 
   The root's message loop only receives, sends and schedules; a thread of its own
   (collector.py) adds each result into the exact accumulator and decodes that tile
@@ -33,9 +32,8 @@ from lrmpi.log import logger
 from lrmpi.numerics import bounds, planes
 from lrmpi.numerics.buffers import release
 from lrmpi.numerics.schedule import levels
-from lrmpi.parallel import plan as plans
+from lrmpi.parallel import plan as plans, stages
 from lrmpi.parallel.assembly import Assembly
-from lrmpi.parallel import stages
 from lrmpi.parallel.backoff import Backoff
 from lrmpi.parallel.collector import Collector
 from lrmpi.parallel.comm import rank_size, root_has_a_core
@@ -390,6 +388,8 @@ class Root:
     def fail(self, exc):
         self.collector.close()
         try:
+            if self.ranks_write is not None and isinstance(exc, Exception):
+                self.ranks_write.finish()  # listed before the status says failed
             if self.control is not None:
                 self.control.mark("failed", f"{type(exc).__name__}: {exc}")
         finally:

@@ -90,7 +90,16 @@ class MatmulWorker:
             self.crt = CrtWork(msg)
             self._post_bcasts(Operand.BF, msg.bcast)
         elif isinstance(msg, Seal):  # resolution r is complete: commit this rank's file of it
-            name, tiles = self.owned.files.seal(msg.res) if not failed else (None, [])
+            # after this rank's error too: a tile's RESULT leaves only once the tile is
+            # written, so every tile of a complete resolution is in its file whatever
+            # failed since (a later resolution's write on a full disk)
+            try:
+                name, tiles = self.owned.files.seal(msg.res)
+            except Exception:
+                protocol.send_sealed(self.comm, msg.res, None, None)  # r cannot be listed
+                if failed:
+                    return 0  # the root has this rank's first error
+                raise
             protocol.send_sealed(self.comm, msg.res, name, tiles)
         else:
             raise ProtocolError(f"a matmul worker received a {type(msg).__name__}")

@@ -5,6 +5,7 @@ import subprocess
 
 import numpy as np
 
+import lrmpi
 from adversary import (assert_ok, assert_one_error, attrs_of, cmd, leftovers, load,
                       mount_tmpfs, run, run_nocap, save, snapshot, umount)
 
@@ -144,3 +145,33 @@ def test_overwrite_of_read_only_result_one_line_nothing_changed(tmp_path, ops):
         for p in (d, *[os.path.join(d, s) for s in os.listdir(d) if not s.startswith(".")]):
             os.chmod(p, 0o755)
     assert snapshot(tmp_path) == before
+
+
+def test_write_ranks_full_disk_keeps_the_resolutions_being_sealed(tmp_path, rng):
+    """--write ranks, mpiexec -n 3, a tmpfs that fills at resolution 3: a worker's error
+    came while the root was sealing resolutions 1-2, and that worker answered SEAL with
+    "no tiles" (it had stopped writing): the resolution was lost (completed 0/7 in some
+    runs) or listed without that worker's tiles ("its rank files do not cover C" on
+    reading). Now a worker commits the files it wrote whole after its own error, the
+    failing root waits for those answers, and a resolution is listed only if its files
+    hold every tile: every run lists one, each reads back equal to an uninterrupted run's."""
+    A, B = rng.standard_normal((160, 64)), rng.standard_normal((64, 160))
+    a, b = save(tmp_path / "A.npy", A), save(tmp_path / "B.npy", B)
+    ref = tmp_path / "R.h5"
+    assert_ok(run("matmul", a, b, "-o", ref, "--planes", "4"))
+    m = tmp_path / "m"
+    for attempt in range(3):
+        mount_tmpfs(m, "1m")
+        try:
+            out = m / "C.h5"
+            r = run("matmul", a, b, "-o", out, "--planes", "4", "--write", "ranks", n=3)
+            assert_one_error(r, code=1, contains=("space",))
+            done = int(attrs_of(out)["completed"])
+            assert attrs_of(out)["status"] == "failed"
+            assert done >= 1, (attempt, r.stderr)
+            for k in range(1, done + 1):
+                C, _ = lrmpi.load_result(str(out), k)
+                assert np.array_equal(C, lrmpi.load_result(str(ref), k)[0]), (attempt, k)
+            assert leftovers(m) == []
+        finally:
+            umount(m)
