@@ -61,6 +61,12 @@ cdef extern from "c/kernels.h" nogil:
         int64_t unit_rows
         double *sq
         double *times
+        int est_p
+        const int8_t *Du
+        int64_t ustride
+        const int32_t *eu
+        const int32_t *ef
+        double *Eout
     ctypedef int (*lrmpi_nn_quantize_fn)(int64_t, const void *, int, const lrmpi_nn_planes *) noexcept nogil
     ctypedef int64_t (*lrmpi_nn_packed_size_fn)(int, int64_t, int64_t, int) noexcept nogil
     ctypedef void (*lrmpi_nn_pack_fn)(int, int64_t, int64_t, int64_t, int, int64_t, const int8_t *,

@@ -55,8 +55,8 @@ static inline double nn_clock(const double *times)
 
 /* per-thread scratch of one variant (first touch is slow on these VMs: kept) */
 typedef struct {
-    int8_t *a, *s, *y, *c;
-    size_t ca, cs, cy, cc;
+    int8_t *a, *s, *y, *c, *u, *e;
+    size_t ca, cs, cy, cc, cu, ce;
 } nn_scratch;
 
 #include "nn_cut.h"
@@ -123,6 +123,44 @@ LRMPI_INLINE void nn_depthwise_levels(const lrmpi_nn_layer *L, int64_t s0, int64
     }
 }
 
+static inline void nn_frange(const int32_t *f, int64_t O, int *lo, int *hi)
+{
+    *lo = INT_MAX;
+    *hi = INT_MIN;
+    for (int64_t o = 0; o < O; o++) {
+        *lo = f[o] < *lo ? f[o] : *lo;
+        *hi = f[o] > *hi ? f[o] : *hi;
+    }
+}
+
+/* The estimate's rows [b0, b0 + mb) of a unit (kernels.h est_p): P1's sums S1
+ * rounded as Lu's product, P2's S2 as Lh's, E = fl(P1 - P2) stored like z. c1, c2
+ * hold NN_RB rows of opad. */
+LRMPI_INLINE void nn_estimate_rows(const lrmpi_nn_layer *Lu, const lrmpi_nn_layer *Lh,
+                                   int64_t s0, int64_t b0, int64_t mb, const int32_t *S1,
+                                   const int32_t *S2, int64_t ls, int64_t opad, const int fr[4],
+                                   double *c1, double *c2, int64_t *limbs,
+                                   lrmpi_decode_fn decode)
+{
+    const int64_t P = Lu->Ho * Lu->Wo, O = Lu->O;
+    for (int64_t i0 = b0; i0 < b0 + mb;) {
+        const int64_t pos0 = i0 % P, s = s0 + i0 / P;
+        int64_t rb = b0 + mb - i0 < NN_RB ? b0 + mb - i0 : NN_RB;
+        if (P > 1 && rb > P - pos0)
+            rb = P - pos0;
+        for (int64_t rr = 0; rr < rb; rr++) {
+            const int64_t i = i0 + rr - b0, j = s0 + (i0 + rr) / P;
+            double *a = c1 + rr * opad, *b = c2 + rr * opad;
+            nn_round_row(Lu, S1, ls, opad, i, Lu->e[j], fr[0], fr[1], limbs, a, decode);
+            nn_round_row(Lh, S2, ls, opad, i, Lh->e[j], fr[2], fr[3], limbs, b, decode);
+            for (int64_t o = 0; o < O; o++)
+                a[o] -= b[o];
+        }
+        NN_STORE_BLOCK(Lu->Eout, s, pos0, P, O, rb, c1, opad);
+        i0 += rb;
+    }
+}
+
 /* `sub`: rows per call of the product, each followed by its epilogue while its
  * level sums are in cache (0: the whole unit at once, for products that pack
  * the weights per call). */
@@ -150,11 +188,23 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
         lrmpi_scratch(&sc->y, &sc->cy, need_y) ||
         lrmpi_scratch(&sc->c, &sc->cc, (size_t)(opad * (L->nlimbs + 6 * NN_RB)) * 8))
         return -1;
-    int fmin = INT_MAX, fmax = INT_MIN;
-    for (int64_t o = 0; o < O; o++) {
-        fmin = L->f[o] < fmin ? L->f[o] : fmin;
-        fmax = L->f[o] > fmax ? L->f[o] : fmax;
+    int fmin, fmax;
+    nn_frange(L->f, O, &fmin, &fmax);
+    /* the estimate's two products (est_p): r = p, u's planes for P1, W's planes r+1..
+     * for P2; their level sums and u's windows in scratch of their own */
+    const int ep = L->est_p, nle = 2 * ep - 1;
+    lrmpi_nn_layer Lu = *L, Lh = *L;
+    int fr[4] = {fmin, fmax, 0, 0};
+    if (ep > 0) {
+        if (lrmpi_scratch(&sc->u, &sc->cu, direct ? 64 : (size_t)ep * mpad_max * L->kpad) ||
+            lrmpi_scratch(&sc->e, &sc->ce, (size_t)2 * nle * sb * opad * 4))
+            return -1;
+        Lu.r = Lh.r = ep;
+        Lu.D = L->Du, Lu.dstride = L->ustride, Lu.e = L->eu;
+        Lh.f = L->ef;
+        nn_frange(L->ef, O, &fr[2], &fr[3]);
     }
+    int32_t *S1 = (int32_t *)sc->e, *S2 = S1 + nle * sb * opad;
     double *cblk = (double *)sc->c, *yblk = cblk + NN_RB * opad, *rblk = yblk + NN_RB * opad;
     int64_t *limbs = (int64_t *)sc->c + 6 * NN_RB * opad;
     nn_tiles tiles = {(int32_t *)(rblk + NN_RB * opad), rblk + 2 * NN_RB * opad,
@@ -167,7 +217,7 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
         }
     double *smax = (double *)sc->y, *ybuf = smax + per, *tmp = ybuf + P * O;
     double *pbuf = tmp + PM * O;
-    double tl = 0.0, tq = 0.0, t_all = nn_clock(L->times);
+    double tl = 0.0, tq = 0.0, te = 0.0, t_all = nn_clock(L->times);
     const double cpu_all = nn_clock_of(L->times, CLOCK_THREAD_CPUTIME_ID);
     double *tqp = L->times ? &tq : NULL;
     int32_t *S = (int32_t *)sc->s;
@@ -180,6 +230,11 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
         if (!direct && !L->depthwise)
             nn_im2col(L, s0, m, mpad, sc->a, mpad * L->kpad);
         tl += nn_clock(L->times) - t0;
+        if (ep > 0 && !direct) {
+            t0 = nn_clock(L->times);
+            nn_im2col(&Lu, s0, m, mpad, sc->u, mpad * L->kpad);
+            te += nn_clock(L->times) - t0;
+        }
         for (int64_t j = 0; j < ns; j++)
             smax[j] = 0.0;
         for (int64_t b0 = 0; b0 < m; b0 += sb) {
@@ -198,16 +253,31 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
             if (nn_epilogue(L, s0, b0, mb, S, ls, opad, fmin, fmax, cblk, yblk, rblk, limbs,
                             ybuf, smax, tmp, pbuf, &tiles, decode, finish, tqp))
                 return 1;
+            if (ep > 0) { /* the same rows' estimate: h's windows still in cache */
+                const int64_t pa = direct ? 0 : mpad * L->kpad;
+                t0 = nn_clock(L->times);
+                levels(ep, mb, mbpad, opad, L->kpad,
+                       direct ? L->Du + (s0 + b0) * L->kpad : sc->u + b0 * L->kpad, L->kpad,
+                       direct ? L->ustride : pa, L->wpack, wq, S1, opad, ls);
+                levels(ep, mb, mbpad, opad, L->kpad,
+                       direct ? L->D + (s0 + b0) * L->kpad : sc->a + b0 * L->kpad, L->kpad,
+                       direct ? L->dstride : pa, L->wpack + L->r * wq, wq, S2, opad, ls);
+                nn_estimate_rows(&Lu, &Lh, s0, b0, mb, S1, S2, ls, opad, fr, cblk, rblk, limbs,
+                                 decode);
+                te += nn_clock(L->times) - t0;
+            }
         }
     }
-    if (L->times) { /* products, the rest of the layer, the next planes */
+    if (L->times) { /* products, the rest of the layer, the next planes, the estimate */
         const double cpu = nn_clock_of(L->times, CLOCK_THREAD_CPUTIME_ID) - cpu_all;
         const double wall = nn_clock(L->times) - t_all;
-        const double k = wall > 0.0 ? cpu / wall : 0.0; /* tl + tq <= wall: k tl + k tq <= cpu */
+        const double k = wall > 0.0 ? cpu / wall : 0.0; /* tl + tq + te <= wall */
         L->times[0] += k * tl;
-        const double rest = cpu - k * tl - k * tq;
+        const double rest = cpu - k * tl - k * tq - k * te;
         L->times[1] += rest > 0.0 ? rest : 0.0;
         L->times[2] += k * tq;
+        if (ep > 0)
+            L->times[3] += k * te;
     }
     return 0;
 }

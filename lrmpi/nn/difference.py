@@ -38,21 +38,17 @@ import numpy as np
 
 from lrmpi.nn import ops
 from lrmpi.nn.graph import LINEAR_OPS
+from lrmpi.nn.difference_cheap import EXACT, MOVES, POOLS, ROUNDED, CheapBound
 from lrmpi.nn.estimate import ops_product
-from lrmpi.nn.lipschitz import lipschitz, offset_norm
-from lrmpi.nn.operators import MOVEMENT, maxpool_taps
+from lrmpi.nn.lipschitz import lipschitz
+from lrmpi.nn.operators import maxpool_taps
 from lrmpi.nn.verified import (U1, UP, gamma, linear_inputs, maxpool_difference, norm_up,
                                 relu_difference, residual_norm, up)
 
-EXACT = ("relu", "clip", "maxpool")             # f computed without rounding
-ROUNDED = ("leakyrelu", "prelu", "affine")      # one rounding per element
-POOLS = ("avgpool", "globalavgpool")            # a sum of K terms and a division
-MOVES = ("pad",) + MOVEMENT                      # data movement: D moves with x (L = 1,
-# or lipschitz.py's sqrt(repeats) of a gather that takes an entry more than once)
 ARRAYS = frozenset(("h", "C", "z", "y"))        # the hook's arrays (nn-interface)
 
 
-class DiffTracker:
+class DiffTracker(CheapBound):
     """The bound of one pass (resolution r, a batch of n samples). `plan` maps each
     linear node's output to its mode (0, 1..3 planes, or "f64"); `estimates(node)`
     returns the node's EstimateWeights (the planes of W and of W - Q_r(W))."""
@@ -74,6 +70,7 @@ class DiffTracker:
         # x_r come from the planes' exponents (|h| < 2^e) and carried upper bounds M
         self.fast = level == "cheap" and all(m == 0 for m in plan.values())
         self.M = {}
+        self._pre = {}   # node -> linear_inputs' values, made before its pass (before_linear)
         self.logit_radius = self.logit_estimate = None
         self.seconds = 0.0   # this thread's CPU time in the bound (cost accounting)
         self.last = {}
@@ -93,6 +90,10 @@ class DiffTracker:
             mine = logits if nd is out else frozenset()
             self._wants[nd.output] = mine if self.fast else \
                 (frozenset(("h", "z")) | mine if nd.op in LINEAR_OPS else ARRAYS)
+
+    @staticmethod
+    def _sum(terms):   # for CheapBound's methods: the terms as this module adds them
+        return _sum(terms)
 
     def wants(self, node):
         return self._wants.get(node.output, ARRAYS)
@@ -144,10 +145,29 @@ class DiffTracker:
                     d.pop(t, None)
 
     # --- the hook (quantized forward passes call it at every node) ---
-    def linear(self, node, h, e, C, z):
+    def before_linear(self, node, h, e):
+        """Before a linear/conv node's pass (nn-interface, optional for a pass): (u~, p)
+        if the pass can make the estimate's products itself, u~'s and h's p planes
+        against W's planes 1..p and r+1..r+p (fused.FusedModel), else None; linear()
+        then gets estimate=(fl(P1 - P2), the seconds it took) or makes them."""
         t = time.thread_time()
-        self._linear(node, h, e, C, z)
+        mode, pre = self._mode(node), None
+        if not self.fast and mode != "f64" and mode > 0 and node.output != self.graph.output:
+            self._pre[node.output] = linear_inputs(h, self.D[node.inputs[0]], e, self.bits,
+                                                   self.r, mode, self._out(node, "ut"))
+            pre = (self._pre[node.output][0], mode)
         self.seconds += time.thread_time() - t
+        return pre
+
+    def linear(self, node, h, e, C, z, estimate=None):
+        t = time.thread_time()
+        self._linear(node, h, e, C, z, estimate)
+        self.seconds += time.thread_time() - t + (estimate[1] if estimate else 0.0)
+
+    def _mode(self, node):
+        """The plan's mode for the node, within W's planes float64 holds."""
+        mode = self.plan.get(node.output, 0)
+        return mode if mode == "f64" else max(0, min(mode, 53 // self.bits - self.r))
 
     def other(self, node, args, y):
         t = time.thread_time()
@@ -155,12 +175,10 @@ class DiffTracker:
         self.seconds += time.thread_time() - t
 
     # --- linear and conv nodes ---
-    def _linear(self, node, h, e, C, z):
+    def _linear(self, node, h, e, C, z, estimate=None):
         nn_ = self.norms.nodes[node.output]
         D, beta = self.D[node.inputs[0]], self.B[node.inputs[0]]
-        mode = self.plan.get(node.output, 0)
-        if mode != "f64":
-            mode = max(0, min(mode, 53 // self.bits - self.r))  # W's planes float64 holds
+        mode = self._mode(node)
         S, g = nn_.operator(self.level), gamma(nn_.k + 1)
         rootP = math.sqrt(nn_.positions) * UP
         if self.fast:
@@ -191,7 +209,9 @@ class DiffTracker:
         r = self.r
         # ut = D - dh (dh = h - Q_r(h)), the norms of h and ut, and of h's planes
         # between p and r: one fused pass over h and D (verified.linear_inputs)
-        ut, nh, nut, eu, nmid = linear_inputs(h, D, e, self.bits, r, mode, self._out(node, "ut"))
+        pre = self._pre.pop(node.output, None)
+        ut, nh, nut, eu, nmid = pre if pre is not None else \
+            linear_inputs(h, D, e, self.bits, r, mode, self._out(node, "ut"))
         dSr, drr = nn_.residual(r, self.level)
         nf = nh + beta + (0.0 if D is None else self._norm(node.inputs[0]))  # >= ||h_f||
         common = {"carried": S * beta, "r_rounding": U1 * (nC + nz),
@@ -208,12 +228,15 @@ class DiffTracker:
             return self._done(node, None, beta_z, per)
         p = mode
         est = self.estimates(node)
-        P1 = self._product(node, ut, est.leading(p), p, ("leading", p))
-        if out:   # the logits' terms read P1 and P2
+        if estimate is not None:   # made by the pass (before_linear): never the logits
+            dz = estimate[0]
+        elif out:   # the logits' terms read P1 and P2
+            P1 = self._product(node, ut, est.leading(p), p, ("leading", p))
             P2 = self._product(node, h, est.residual(r, p), p, ("residual", r, p),
                                of_input=True)
             dz = P1 - P2
         else:     # fl(P1 - P2), by the kernel where it can (the same bits)
+            P1 = self._product(node, ut, est.leading(p), p, ("leading", p))
             dz = self._product(node, h, est.residual(r, p), p, ("residual", r, p),
                                of_input=True, minus=P1)
         nres = residual_norm(ut, eu, self.bits, p)                     # ut - Q_p(ut)
@@ -235,30 +258,6 @@ class DiffTracker:
             "estimate_rounding": U1 * (rows * nut[:, None] + np.abs(P1) + np.abs(P2)
                                        + np.abs(dz))})
         return self._done(node, dz, beta_z, per)
-
-    def _linear_fast(self, node, nn_, h, e, C, z, beta, S, g, rootP):
-        """Mode 0 without reading h or z: |h_i| < 2^e and |dh_i| < 2^(e - bits r) per
-        sample, ||C|| <= ||Q_r(W)|| ||Q_r(h)||, ||Q_r(W)|| <= S + dS_r."""
-        root = math.sqrt(self._numel(node.inputs[0])) * UP
-        nh = np.ldexp(root, e)
-        ndh = np.ldexp(root, e - self.bits * self.r)
-        dSr, drr = nn_.residual(self.r, self.level)
-        nC = (1 + U1) * (S + dSr) * nh
-        nz = (1 + U1) * (nC + nn_.bnorm * rootP)
-        nf = nh + beta
-        beta_z = _sum({"carried": S * beta, "r_rounding": U1 * (nC + nz),
-                       "float_rounding": g * (nn_.A * nf + nn_.bnorm * rootP),
-                       "input_truncation": S * ndh, "weight_truncation": dSr * nh})
-        per = None
-        if node.output == self.graph.output and node.op == "linear":
-            rows = nn_.rows[None, :]
-            per = _sum({"carried": rows * beta[:, None],
-                        "r_rounding": U1 * (np.abs(C) + np.abs(z)),
-                        "float_rounding": g * (rows * nf[:, None]
-                                               + np.abs(node.params["b"])[None, :]),
-                        "input_truncation": rows * ndh[:, None],
-                        "weight_truncation": drr[None, :] * nh[:, None]})
-        return self._done(node, None, beta_z, per, M=nz)
 
     def _product(self, node, x, weights, p, key, of_input=False, minus=None):
         """fl(Q_p(x) Q_p(W')^T), or fl(minus - that): the same bits whichever computes
@@ -316,44 +315,6 @@ class DiffTracker:
             nw = norm_up(w) if nw is None else nw
             terms["op_rounding"] = gamma(K + 1) * L * (nw * (2 + U1) + bx)
         return self._done(node, Dy, _sum(terms), nD=nDy)
-
-    def _other_fast(self, node, args, y):
-        """Every other node with no estimate (D = 0), from carried norm bounds M."""
-        op, p, ins = node.op, node.params, node.inputs
-        Ms = [self._size(t, a) for t, a in zip(ins, args)]
-        Bs = [self.B[t] for t in ins]
-        if op == "add":
-            g = gamma(len(args) - 1)
-            return self._done(node, None, _sum({"carried": sum(Bs),
-                                                "op_rounding": g * (2 * sum(Ms) + sum(Bs))}),
-                              M=(1 + g) * sum(Ms))
-        if op == "concat":
-            B = np.sqrt(sum(b * b for b in Bs)) * (1 + 4 * 2.0**-53)
-            return self._done(node, None, _sum({"carried": B}),
-                              M=np.sqrt(sum(m * m for m in Ms)) * (1 + 4 * 2.0**-53))
-        M, bx = Ms[0], Bs[0]
-        if op in MOVES:   # a pad adds its constant entries to x's norm
-            extra, L = 0.0, lipschitz(node, self._shape(ins[0]))[0]
-            if op == "pad":
-                extra = abs(float(p.get("value", 0.0))) * math.sqrt(
-                    max(0, self._numel(node.output) - self._numel(ins[0]))) * UP
-            return self._done(node, None, _sum({"carried": L * bx}), M=L * M + extra)
-        if op not in EXACT + ROUNDED + POOLS:
-            raise ValueError(f"no difference bound for {op}")
-        L, K = lipschitz(node, self._shape(ins[0]))
-        terms = {"carried": L * bx}
-        if op in ("relu", "maxpool"):
-            My = L * M
-        elif op == "clip":   # |clip(x)| <= max(|x|, lo if lo > 0, -hi if hi < 0)
-            c = max(p.get("lo", 0.0), -p.get("hi", 0.0), 0.0)
-            My = M + c * math.sqrt(self._numel(node.output)) * UP
-        elif op in ROUNDED:
-            My = (1 + U1) * (L * M + offset_norm(node, self._shape(ins[0])))
-            terms["op_rounding"] = U1 * (2 + U1) * My + U1 * L * bx
-        else:                # pooling
-            terms["op_rounding"] = gamma(K + 1) * L * (M * (2 + U1) + bx)
-            My = (1 + gamma(K + 1)) * L * M
-        return self._done(node, None, _sum(terms), M=My)
 
     def _add(self, node, args):
         Ds = [self.D[t] for t in node.inputs]

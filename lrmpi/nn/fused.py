@@ -83,7 +83,8 @@ class FusedModel:
                 if takers and len(self.readers[out]) > 1:
                     fn.feeds, fn.shared = self.nodes[takers[0].output], True
         self.buffers = Buffers()
-        self.times = np.zeros(3)  # the kernels' stage times (products, decode, quantize)
+        self.times = np.zeros(4)  # the kernels' stage times (products, decode, quantize,
+        # the bound's estimate)
         self.estimates = {}  # (node, which planes) -> FusedNode of those weight planes
         self._input = None   # (node, r, its input planes) of the node being computed
     def _only_reader(self, tensor):
@@ -180,6 +181,11 @@ class FusedModel:
         pshape = (n,) + fn.pooled_shape(self.graph.shapes)
         Pout = out("pooled", pooled, int(np.prod(pshape)))
         sq = self.buffers.get(("sq", node.output), (5 * n,), np.float64) if norms else None
+        # the bound's estimate products in this call (the tracker's u~ quantized first)
+        est = None
+        if getattr(tracker, "before_linear", None) is not None:
+            with stages.timed("bound"):
+                est = self._estimate(fn, tracker.before_linear(node, h, src.exps[:n]), r, n)
         nxt = None
         if feeds is not None:
             nxt = feeds.planes_for(r, self.bits, n, self.buffers,
@@ -190,10 +196,12 @@ class FusedModel:
         K.nn_layer(fn.spec(n, r, self.bits), src.D, src.exps, fn.wpack, fn.f, fn.bias,
                    slope=fn.slope, Cout=C, Zout=Z, Yout=Y, nxt=nxt, sq=sq, times=t,
                    pool=fn.pool, Pout=Pout, Res=None if res is None else res.reshape(-1),
-                   Aout=A, isa=self.isa)
+                   Aout=A, isa=self.isa, estimate=est)
         stages.add("products", t[0])
         stages.add("decode", t[1])
         stages.add("quantize", t[2])
+        stages.add("bound", t[3])
+        made = {} if est is None else {"estimate": (est[4].reshape(shape), float(t[3]))}
         y = Y.reshape(shape) if Y is not None else None
         z = Z.reshape(shape) if Z is not None else (y if act is None and add is None else None)
         a = A.reshape(shape) if A is not None else (y if act is None else None)
@@ -205,7 +213,7 @@ class FusedModel:
             with stages.timed("bound"):
                 tracker.linear(node, h if "h" in wants else None, src.exps[:n].copy(),
                                C.reshape(shape) if C is not None else None, z,
-                               **({"norms": nm} if nm else {}))
+                               **({"norms": nm} if nm else {}), **made)
             if add is not None:  # its hook call waits for its place in the graph
                 args = [z if t == node.output else res for t in add.inputs]
                 extra = {"norms": {"args": [nm["z"] if t == node.output else nm["res"]
@@ -235,6 +243,25 @@ class FusedModel:
             val = nv
             if nv is not None:
                 env[c.output] = nv
+
+    def _estimate(self, fn, pre, r, n):
+        """nn_layer's `estimate` for the tracker's (u~, p) (DiffTracker.before_linear):
+        u~'s p planes, their exponents, those of W's planes r+1..r+p (scaled as
+        EstimateWeights.residual's) and the output; None where this call cannot make
+        it (depthwise, p > r, those planes not packed): the tracker then asks
+        product()."""
+        if pre is None:
+            return None
+        u, p = pre
+        if fn.depthwise or not 1 <= p <= r or r + p > fn.planes:
+            return None
+        src = fn.planes_for(p, self.bits, n, _Keyed(self.buffers, "estimate"))
+        K.nn_quantize(np.ascontiguousarray(u, np.float64), src, isa=self.isa)
+        ef = self.buffers.get(("estimate-f", fn.node.output, r), (fn.O,), np.int32)
+        np.subtract(fn.f, self.bits * r, out=ef)
+        E = self.buffers.get(("estimate-out", fn.node.output),
+                             (n * int(np.prod(fn.out_shape)),), np.float64)
+        return (p, src.D, src.exps, ef, E)
 
     def product(self, node, x, weights, p, key, of_input=False, minus=None):
         """fl(Q_p(x) Q_p(W')^T), rounded once, no bias: the resolution-p product of

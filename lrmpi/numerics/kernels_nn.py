@@ -152,7 +152,7 @@ def nn_pack(W, kpad, depthwise=False, *, taps=1, isa=None):
 
 def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yout=None,
              nxt=None, sq=None, times=None, pool=None, Pout=None, Res=None, Aout=None,
-             isa=None):
+             isa=None, estimate=None):
     """One fused layer for spec.n samples (kernels.h nn_layer): D the input planes
     (NNPlanes.D: ROWS for a linear node, NHWC for a conv), e their exponents, the
     packed weights, f and bias per output channel; fills the optional outputs
@@ -164,7 +164,12 @@ def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yo
     `times` (float64, 3): += the call's thread CPU seconds, split between the
     products, the rounding to the stores and the next planes in the proportions
     of the wall clock read around each. Raises FloatingPointError if the activation
-    quantized for `nxt` holds NaN/Inf."""
+    quantized for `nxt` holds NaN/Inf.
+    `estimate`: (p, Du, eu, ef, Eout), the difference bound's estimate in the same
+    call (kernels.h est_p): Eout (flat NCHW like z) = fl(P1 - P2), P1 the product of
+    u's p planes Du (D's layout; exponents eu) with W's first p planes, P2 of D's
+    first p planes with wpack's planes r+1..r+p (exponents ef), each rounded once;
+    its seconds go to times[3]."""
     s = spec
     n, P, O = s.n, s.Ho * s.Wo, s.O
     _need_c(D, "D", np.int8, 2)
@@ -219,8 +224,8 @@ def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yo
             raise ValueError("sq: 5 sums per sample")
     if times is not None:
         _need_c(times, "times", np.float64, 1)
-        if times.shape[0] < 3:
-            raise ValueError("times: 3 entries")
+        if times.shape[0] < (4 if estimate is not None else 3):
+            raise ValueError("times: 3 entries (4 with an estimate: its seconds)")
     PP = P
     if pool is not None:
         pool = tuple(int(v) for v in pool)
@@ -231,10 +236,27 @@ def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yo
         _need_c(Pout, "Pout", np.float64, 1)
         if pool is None or Pout.shape[0] != n * O * PP:
             raise ValueError("Pout: the pooled output (pool given), n x O x Ho x Wo")
+    est = {}
+    if estimate is not None:
+        p, Du, eu, ef, Eout = estimate
+        if not 1 <= p <= s.r or s.r + p > s.wplanes or s.depthwise:
+            raise ValueError(f"estimate of {p} planes at r = {s.r} with {s.wplanes} weight "
+                             "planes (not depthwise)")
+        _need_c(Du, "Du", np.int8, 2)
+        if Du.shape[0] < p or Du.shape[1] < need:
+            raise ValueError("Du: p planes of the input's layout")
+        for arr, name, size in ((eu, "eu", n), (ef, "ef", O)):
+            _need_c(arr, name, np.int32, 1)
+            if arr.shape[0] < size:
+                raise ValueError(f"{name} has {arr.shape[0]} entries, needs {size}")
+        _need_c(Eout, "Eout", np.float64, 1)
+        if Eout.shape[0] != n * O * P:
+            raise ValueError(f"Eout has {Eout.shape[0]} entries for {n * O * P}")
+        est = dict(est_p=p, Du=Du, eu=eu, ef=ef, Eout=Eout)
     if n == 0:
         return
     status = _k.nn_layer(s, D, e, wpack, f, bias, slope, Cout, Zout, Yout, nxt, sq, times, pool,
-                         Pout, Res, Aout, isa)
+                         Pout, Res, Aout, isa, **est)
     if status < 0:
         raise MemoryError("nn_layer: no memory for its scratch")
     if status:

@@ -189,7 +189,8 @@ def test_the_fused_pass_gives_the_reference_passs_radius_reading_only_what_it_wa
     model = references[name][0]
     b = model.norms
     for r in (1, 2, 3):
-        for mode, level in ((0, "cheap"), (0, "tight"), (1, "tight"), ("f64", "tight")):
+        for mode, level in ((0, "cheap"), (0, "tight"), (1, "tight"), (2, "tight"),
+                            ("f64", "tight")):
             _, want = bounded(model, X, r, mode, level)
             tr = DiffTracker(graph, b.norms, lambda n: b.estimates[n.output], r, model.bits,
                              len(X), {n.output: mode for n in graph.linear}, level,
@@ -208,6 +209,56 @@ def test_the_fused_pass_gives_the_reference_passs_radius_reading_only_what_it_wa
                 assert all(no_h and (no_c or out == graph.output) for out, no_h, no_c in seen)
             else:        # the difference bound reads h; C only at the logits
                 assert all(no_c or out == graph.output for out, _, no_c in seen)
+
+
+@pytest.mark.parametrize("isa", __import__("lrmpi.numerics.kernels", fromlist=["x"])
+                         .available_isas())
+def test_the_estimate_made_in_the_passs_own_call_is_the_same_bits(isa):
+    """The estimate's two products made inside the node's own kernel call
+    (DiffTracker.before_linear, nn_layer's `estimate`: h's windows read once) give the
+    radius the separate product calls give, bit for bit, on every ISA, in modes 1 and 2
+    at r = 1..3 (where p > r or r + p passes the packed planes, and on depthwise and
+    grouped convs, the separate calls stand); and the pass did make some."""
+    from lrmpi.nn.difference import DiffTracker
+    from lrmpi.nn.fused import FusedModel
+    made = 0
+    rng = np.random.default_rng(23)
+    n_ = lambda op, i, o, **p: G.Node(op, [i], o, p)  # noqa: E731
+    big = G.Graph("x", (3, 8, 8), [   # units and 32-column panels crossed: 150 x 64 rows
+        n_("conv", "x", "c1", W=rng.standard_normal((40, 3, 3, 3)), b=rng.standard_normal(40),
+           pads=(1, 1, 1, 1)), n_("relu", "c1", "a1"),
+        n_("conv", "a1", "c2", W=rng.standard_normal((33, 40, 3, 3)) / 9,
+           b=rng.standard_normal(33), pads=(1, 1, 1, 1)), n_("relu", "c2", "a2"),
+        n_("flatten", "a2", "f"),
+        n_("linear", "f", "h", W=rng.standard_normal((70, 33 * 64)) / 40,
+           b=rng.standard_normal(70)), n_("relu", "h", "ah"),
+        n_("linear", "ah", "y", W=rng.standard_normal((10, 70)), b=rng.standard_normal(10))],
+        "y", "softmax").validate()
+    cases = GRAPHS + [("big", big, rng.standard_normal((150, 3, 8, 8)))]
+    for name, graph, X in cases:
+        model = prepared(graph)
+        b = model.norms
+        fused = FusedModel(graph, model.weights, model.bits, isa=isa)
+        for r in (1, 2, 3):
+            for mode in (1, 2):
+                radii = []
+                for inside in (True, False):
+                    tr = DiffTracker(graph, b.norms, lambda n: b.estimates[n.output], r,
+                                     model.bits, len(X), {n.output: mode for n in graph.linear},
+                                     "tight", product=fused.product)
+                    linear = tr.linear
+
+                    def record(node, h, e, C, z, **kw):
+                        nonlocal made
+                        made += "estimate" in kw
+                        return linear(node, h, e, C, z, **kw)
+                    tr.linear = record
+                    if not inside:
+                        tr.before_linear = None
+                    fused.forward(X, r, tr)
+                    radii.append(tr.logit_radius.copy())
+                np.testing.assert_array_equal(radii[0], radii[1], err_msg=f"{name} {r} {mode}")
+    assert made >= 10
 
 
 def test_the_estimates_products_through_the_kernels_are_the_reference_products():
