@@ -63,6 +63,7 @@ cdef extern from "c/kernels.h" nogil:
         double *times
         int est_p
         const int8_t *Du
+        const int8_t *wres
         int64_t ustride
         const int32_t *eu
         const int32_t *ef

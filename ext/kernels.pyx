@@ -375,7 +375,8 @@ def nn_layer(spec, const int8_t[:, ::1] D, const int32_t[::1] e, const int8_t[::
              double[::1] Cout, double[::1] Zout, double[::1] Yout, nxt, double[::1] sq,
              double[::1] times, pool, double[::1] Pout, double[::1] Res, double[::1] Aout,
              isa=None, int est_p=0, const int8_t[:, ::1] Du=None, const int32_t[::1] eu=None,
-             const int32_t[::1] ef=None, double[::1] Eout=None):
+             const int32_t[::1] ef=None, double[::1] Eout=None,
+             const int8_t[::1] wres=None):
     """One fused layer (kernels.h nn_layer); spec: lrmpi.numerics.kernels.NNLayer.
     Returns the C kernel's status (0, 1: NaN/Inf in y, -1: no memory)."""
     cdef const lrmpi_kernel_table *t = _table(isa)
@@ -403,9 +404,10 @@ def nn_layer(spec, const int8_t[:, ::1] D, const int32_t[::1] e, const int8_t[::
         _planes(&N, nxt)
         L.next = &N
     L.est_p, L.Du, L.ustride, L.eu, L.ef, L.Eout = 0, NULL, 0, NULL, NULL, NULL
+    L.wres = NULL
     if est_p > 0:
         L.est_p, L.Du, L.ustride, L.eu, L.ef = est_p, &Du[0, 0], Du.shape[1], &eu[0], &ef[0]
-        L.Eout = &Eout[0]
+        L.Eout, L.wres = &Eout[0], &wres[0]
     with nogil:
         status = t.nn_layer(&L)
     return status

@@ -276,15 +276,16 @@ typedef struct {
     double *times;              /* or NULL: += thread CPU seconds in the products,*/
                                 /* the rounding to the stores, the next planes  */
     /* The difference bound's estimate (lrmpi/nn/difference.py), if est_p > 0    */
-    /* (not depthwise; est_p <= r, r + est_p <= wplanes): Eout (NCHW, like z) = */
+    /* (not depthwise; est_p <= r <= wplanes): Eout (NCHW, like z) =            */
     /* fl(P1 - P2), P1 = Q_p(u) Q_p(W) rounded once (u's p planes Du, D's layout,*/
     /* plane stride ustride, exponents eu; W's planes 1..p, exponents f) and     */
-    /* P2 = Q_p(h) W'^T rounded once (D's first p planes; W' = wpack's planes    */
-    /* r+1..r+p, exponents ef): the values two calls give (P1's C, then P2 with  */
+    /* P2 = Q_p(h) W'^T rounded once (D's first p planes; W' = W's planes r+1..  */
+    /* r+p packed as nn_pack packs, wres, exponents ef): the values two calls    */
+    /* give (P1's C, then P2 with                                                 */
     /* the digits negated and Res = P1), with h's windows read once; its thread   */
     /* CPU seconds += times[3] (times then has 4 entries).                        */
     int est_p;
-    const int8_t *Du;
+    const int8_t *Du, *wres;
     int64_t ustride;
     const int32_t *eu, *ef;
     double *Eout;

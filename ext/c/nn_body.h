@@ -191,7 +191,7 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
     int fmin, fmax;
     nn_frange(L->f, O, &fmin, &fmax);
     /* the estimate's two products (est_p): r = p, u's planes for P1, W's planes r+1..
-     * for P2; their level sums and u's windows in scratch of their own */
+     * (wres) for P2; their level sums and u's windows in scratch of their own */
     const int ep = L->est_p, nle = 2 * ep - 1;
     lrmpi_nn_layer Lu = *L, Lh = *L;
     int fr[4] = {fmin, fmax, 0, 0};
@@ -261,7 +261,7 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
                        direct ? L->ustride : pa, L->wpack, wq, S1, opad, ls);
                 levels(ep, mb, mbpad, opad, L->kpad,
                        direct ? L->D + (s0 + b0) * L->kpad : sc->a + b0 * L->kpad, L->kpad,
-                       direct ? L->dstride : pa, L->wpack + L->r * wq, wq, S2, opad, ls);
+                       direct ? L->dstride : pa, L->wres, wq, S2, opad, ls);
                 nn_estimate_rows(&Lu, &Lh, s0, b0, mb, S1, S2, ls, opad, fr, cblk, rblk, limbs,
                                  decode);
                 te += nn_clock(L->times) - t0;

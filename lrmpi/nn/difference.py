@@ -146,16 +146,17 @@ class DiffTracker(CheapBound):
 
     # --- the hook (quantized forward passes call it at every node) ---
     def before_linear(self, node, h, e):
-        """Before a linear/conv node's pass (nn-interface, optional for a pass): (u~, p)
-        if the pass can make the estimate's products itself, u~'s and h's p planes
-        against W's planes 1..p and r+1..r+p (fused.FusedModel), else None; linear()
-        then gets estimate=(fl(P1 - P2), the seconds it took) or makes them."""
+        """Before a linear/conv node's pass (nn-interface, optional for a pass): (u~, p,
+        W's planes r+1..r+p) if the pass can make the estimate's products itself, u~'s
+        and h's p planes against W's planes 1..p and those (fused.FusedModel), else
+        None; linear() then gets estimate=(fl(P1 - P2), the seconds it took) or makes
+        them."""
         t = time.thread_time()
         mode, pre = self._mode(node), None
         if not self.fast and mode != "f64" and mode > 0 and node.output != self.graph.output:
             self._pre[node.output] = linear_inputs(h, self.D[node.inputs[0]], e, self.bits,
                                                    self.r, mode, self._out(node, "ut"))
-            pre = (self._pre[node.output][0], mode)
+            pre = (self._pre[node.output][0], mode, self.estimates(node).residual(self.r, mode))
         self.seconds += time.thread_time() - t
         return pre
 

@@ -201,7 +201,7 @@ class FusedModel:
         stages.add("decode", t[1])
         stages.add("quantize", t[2])
         stages.add("bound", t[3])
-        made = {} if est is None else {"estimate": (est[4].reshape(shape), float(t[3]))}
+        made = {} if est is None else {"estimate": (est[5].reshape(shape), float(t[3]))}
         y = Y.reshape(shape) if Y is not None else None
         z = Z.reshape(shape) if Z is not None else (y if act is None and add is None else None)
         a = A.reshape(shape) if A is not None else (y if act is None else None)
@@ -245,23 +245,36 @@ class FusedModel:
                 env[c.output] = nv
 
     def _estimate(self, fn, pre, r, n):
-        """nn_layer's `estimate` for the tracker's (u~, p) (DiffTracker.before_linear):
-        u~'s p planes, their exponents, those of W's planes r+1..r+p (scaled as
-        EstimateWeights.residual's) and the output; None where this call cannot make
-        it (depthwise, p > r, those planes not packed): the tracker then asks
+        """nn_layer's `estimate` for the tracker's (u~, p, W's planes r+1..r+p)
+        (DiffTracker.before_linear): u~'s p planes and their exponents, those planes
+        packed (once per node and slice, as product() packs them) and the output;
+        None where this call cannot make it (depthwise, p > r): the tracker then asks
         product()."""
         if pre is None:
             return None
-        u, p = pre
-        if fn.depthwise or not 1 <= p <= r or r + p > fn.planes:
+        u, p, weights = pre
+        if fn.depthwise or not 1 <= p <= r:
             return None
+        wres = self._packed(fn.node, weights, ("residual", r, p))
         src = fn.planes_for(p, self.bits, n, _Keyed(self.buffers, "estimate"))
         K.nn_quantize(np.ascontiguousarray(u, np.float64), src, isa=self.isa)
-        ef = self.buffers.get(("estimate-f", fn.node.output, r), (fn.O,), np.int32)
-        np.subtract(fn.f, self.bits * r, out=ef)
         E = self.buffers.get(("estimate-out", fn.node.output),
                              (n * int(np.prod(fn.out_shape)),), np.float64)
-        return (p, src.D, src.exps, ef, E)
+        return (p, src.D, src.exps, wres.wpack, wres.f, E)
+
+    def _packed(self, node, weights, key, negated=False):
+        """The FusedNode of other weight planes of `node` (the estimate's), packed
+        once per key; negated: the digits negated and no bias (product's `minus`)."""
+        key = tuple(key) + (("minus",) if negated else ())
+        est = self.estimates.get((node.output, key))
+        if est is None:
+            if not negated:
+                est = FusedNode(node, weights, self.graph.shapes, self.isa)
+            else:  # the digits negated (exact: within +-127), no bias: z = C + 0 = C
+                est = FusedNode(node, _negated(weights), self.graph.shapes, self.isa)
+                est.bias = np.zeros_like(est.bias)
+            self.estimates[(node.output, key)] = est
+        return est
 
     def product(self, node, x, weights, p, key, of_input=False, minus=None):
         """fl(Q_p(x) Q_p(W')^T), rounded once, no bias: the resolution-p product of
@@ -281,15 +294,8 @@ class FusedModel:
         fn = self.nodes.get(node.output)
         if fn is None or not fn.takes(p, self.bits):
             return None
+        est = self._packed(node, weights, key, negated=minus is not None)
         key = tuple(key) + (("minus",) if minus is not None else ())
-        est = self.estimates.get((node.output, key))
-        if est is None:
-            if minus is None:
-                est = FusedNode(node, weights, self.graph.shapes, self.isa)
-            else:  # the digits negated (exact: within +-127), no bias: z = C + 0 = C
-                est = FusedNode(node, _negated(weights), self.graph.shapes, self.isa)
-                est.bias = np.zeros_like(est.bias)
-            self.estimates[(node.output, key)] = est
         n = len(x)
         name, r, src = self._input or (None, 0, None)
         if not (of_input and name == node.output and p <= r and src.D.shape[0] >= p):

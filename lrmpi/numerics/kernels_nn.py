@@ -165,10 +165,11 @@ def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yo
     products, the rounding to the stores and the next planes in the proportions
     of the wall clock read around each. Raises FloatingPointError if the activation
     quantized for `nxt` holds NaN/Inf.
-    `estimate`: (p, Du, eu, ef, Eout), the difference bound's estimate in the same
-    call (kernels.h est_p): Eout (flat NCHW like z) = fl(P1 - P2), P1 the product of
-    u's p planes Du (D's layout; exponents eu) with W's first p planes, P2 of D's
-    first p planes with wpack's planes r+1..r+p (exponents ef), each rounded once;
+    `estimate`: (p, Du, eu, wres, ef, Eout), the difference bound's estimate in the
+    same call (kernels.h est_p): Eout (flat NCHW like z) = fl(P1 - P2), P1 the product
+    of u's p planes Du (D's layout; exponents eu) with W's first p planes, P2 of D's
+    first p planes with W's planes r+1..r+p (wres: their p planes packed as nn_pack
+    packs; exponents ef), each rounded once;
     its seconds go to times[3]."""
     s = spec
     n, P, O = s.n, s.Ho * s.Wo, s.O
@@ -238,10 +239,12 @@ def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yo
             raise ValueError("Pout: the pooled output (pool given), n x O x Ho x Wo")
     est = {}
     if estimate is not None:
-        p, Du, eu, ef, Eout = estimate
-        if not 1 <= p <= s.r or s.r + p > s.wplanes or s.depthwise:
-            raise ValueError(f"estimate of {p} planes at r = {s.r} with {s.wplanes} weight "
-                             "planes (not depthwise)")
+        p, Du, eu, wres, ef, Eout = estimate
+        if not 1 <= p <= s.r or s.depthwise:
+            raise ValueError(f"estimate of {p} planes at r = {s.r} (not depthwise)")
+        _need_c(wres, "wres", np.int8, 1)
+        if wres.shape[0] != _k.nn_packed_size(p, O, s.kpad, 0, isa):
+            raise ValueError("wres is not this ISA's packing of p weight planes")
         _need_c(Du, "Du", np.int8, 2)
         if Du.shape[0] < p or Du.shape[1] < need:
             raise ValueError("Du: p planes of the input's layout")
@@ -252,7 +255,7 @@ def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yo
         _need_c(Eout, "Eout", np.float64, 1)
         if Eout.shape[0] != n * O * P:
             raise ValueError(f"Eout has {Eout.shape[0]} entries for {n * O * P}")
-        est = dict(est_p=p, Du=Du, eu=eu, ef=ef, Eout=Eout)
+        est = dict(est_p=p, Du=Du, eu=eu, ef=ef, Eout=Eout, wres=wres)
     if n == 0:
         return
     status = _k.nn_layer(s, D, e, wpack, f, bias, slope, Cout, Zout, Yout, nxt, sq, times, pool,

@@ -216,9 +216,9 @@ def test_the_fused_pass_gives_the_reference_passs_radius_reading_only_what_it_wa
 def test_the_estimate_made_in_the_passs_own_call_is_the_same_bits(isa):
     """The estimate's two products made inside the node's own kernel call
     (DiffTracker.before_linear, nn_layer's `estimate`: h's windows read once) give the
-    radius the separate product calls give, bit for bit, on every ISA, in modes 1 and 2
-    at r = 1..3 (where p > r or r + p passes the packed planes, and on depthwise and
-    grouped convs, the separate calls stand); and the pass did make some."""
+    radius the separate product calls give, bit for bit, on every ISA, in modes 1..3 at
+    r = 1..3 (where p > r, and on depthwise and grouped convs and the logits, the
+    separate calls stand); and the pass did make some."""
     from lrmpi.nn.difference import DiffTracker
     from lrmpi.nn.fused import FusedModel
     made = 0
@@ -240,7 +240,7 @@ def test_the_estimate_made_in_the_passs_own_call_is_the_same_bits(isa):
         b = model.norms
         fused = FusedModel(graph, model.weights, model.bits, isa=isa)
         for r in (1, 2, 3):
-            for mode in (1, 2):
+            for mode in (1, 2, 3):
                 radii = []
                 for inside in (True, False):
                     tr = DiffTracker(graph, b.norms, lambda n: b.estimates[n.output], r,
