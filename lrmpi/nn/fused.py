@@ -13,6 +13,7 @@ activation and the next planes. Nodes the kernels do not take (grouped convs
 that are not depthwise; r k past kmax) go through quantized.linear_at; every
 other node is ops.apply in float64, as in the reference.
 """
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -181,11 +182,15 @@ class FusedModel:
         pshape = (n,) + fn.pooled_shape(self.graph.shapes)
         Pout = out("pooled", pooled, int(np.prod(pshape)))
         sq = self.buffers.get(("sq", node.output), (5 * n,), np.float64) if norms else None
-        # the bound's estimate products in this call (the tracker's u~ quantized first)
-        est = None
+        # the bound's estimate products in this call (the tracker's u~ quantized first;
+        # that and the call's share are the bound's seconds, as the products were)
+        est, prep = None, 0.0
         if getattr(tracker, "before_linear", None) is not None:
             with stages.timed("bound"):
-                est = self._estimate(fn, tracker.before_linear(node, h, src.exps[:n]), r, n)
+                pre = tracker.before_linear(node, h, src.exps[:n])
+                prep = time.thread_time()
+                est = self._estimate(fn, pre, r, n)
+                prep = time.thread_time() - prep
         nxt = None
         if feeds is not None:
             nxt = feeds.planes_for(r, self.bits, n, self.buffers,
@@ -201,7 +206,7 @@ class FusedModel:
         stages.add("decode", t[1])
         stages.add("quantize", t[2])
         stages.add("bound", t[3])
-        made = {} if est is None else {"estimate": (est[5].reshape(shape), float(t[3]))}
+        made = {} if est is None else {"estimate": (est[5].reshape(shape), prep + float(t[3]))}
         y = Y.reshape(shape) if Y is not None else None
         z = Z.reshape(shape) if Z is not None else (y if act is None and add is None else None)
         a = A.reshape(shape) if A is not None else (y if act is None else None)

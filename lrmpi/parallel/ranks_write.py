@@ -19,6 +19,7 @@ endpoints (endpoints.MatmulRanks) send SEAL and receive SEALED.
 """
 import time
 
+from lrmpi.errors import CheckpointError
 from lrmpi.parallel.backoff import Backoff
 
 SEALING_S = 2.0   # how long a failing job waits for the SEALED answers of its last seals
@@ -63,8 +64,25 @@ class RanksWrite:
             if {t for _, tiles in parts for t, *_ in tiles} != set(range(len(self.tiles))):
                 self._lose(r)
                 break
-            self.record.written(r, self.amax.pop(r), sorted(parts))
+            try:
+                self.record.written(r, self.amax.pop(r), sorted(parts))
+            except BaseException:   # not listed: nor may a later one be
+                self._lose(r)
+                raise
         return got
+
+    def settle(self, check_error, seconds=SEALING_S):
+        """Every tile is in: if a resolution was lost, the job must not end `complete`.
+        The worker that could not commit its file reports its error after its answer
+        (check_error() raises it); without one within `seconds`, a CheckpointError."""
+        if self.lost is None:
+            return
+        end, backoff = time.perf_counter() + seconds, Backoff()
+        while time.perf_counter() < end:
+            check_error()
+            backoff.sleep()
+        raise CheckpointError(f"resolution {self.lost + 1} could not be listed: a worker "
+                              "could not commit its rank file, or the files miss a tile")
 
     def finish(self, seconds=SEALING_S):
         """The job fails: the resolutions being sealed are still listed if every worker
@@ -74,8 +92,8 @@ class RanksWrite:
         try:
             while self.pending and time.perf_counter() < end:
                 backoff.step(self.poll())
-        except Exception:   # e.g. the disk that failed the job fails the listing too
-            pass
+        except BaseException:   # e.g. the disk that failed the job fails the listing too,
+            pass                # or a second Ctrl-C: the job's status is recorded next
         if self.pending:
             self._lose(min(self.pending))
 

@@ -12,7 +12,6 @@ Worked example: `mpirun -n 3`, A and B 4096 x 4096, 4 planes, antidiagonal order
   significance order, as they are needed (endpoints.py, protocol.py).
 
   ranks 1 and 2 (workers, worker.py) compute the tile's exact level sums (tilework.py).
-
   The root's message loop only receives, sends and schedules; a thread of its own
   (collector.py) adds each result into the exact accumulator and decodes that tile
   of C_r (assembly.py); when all 8 tiles of r are in, it checkpoints C_r and logs a
@@ -123,8 +122,7 @@ class Root:
             self.crt.start()
         self.blocks = RootBlocks(self.ea, self.eb, tiling, self.crt)
         self.buffers = ResultBuffers(plan, self.assembly.scratch)
-        self.ranks = MatmulRanks(comm, self.blocks, self.buffers, self.figures) \
-            if workers else None
+        self.ranks = MatmulRanks(comm, self.blocks, self.buffers, self.figures) if workers else None
         self.endpoints = Endpoints(ThreadEndpoint(self.compute_local) if computes else None,
                                    self.ranks)
         self.ranks_write = RanksWrite(self.tiles, self.ranks, self.record) if written else None
@@ -343,6 +341,8 @@ class Root:
                     self.writer.check()  # e.g. the disk is full: fail now, not later
                 with stages.STAGES.timed("idle"):
                     backoff.step(progressed)
+            if self.ranks_write is not None:  # a resolution lost: never "complete"
+                self.ranks_write.settle(self.ranks.check_error)
             return self.stop("complete")
         except BaseException as exc:
             self.fail(exc)

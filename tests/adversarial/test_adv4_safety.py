@@ -175,3 +175,44 @@ def test_write_ranks_full_disk_keeps_the_resolutions_being_sealed(tmp_path, rng)
             assert leftovers(m) == []
         finally:
             umount(m)
+
+
+SEAL_FAILS = """import os, sys
+from lrmpi.jobs.checkpoint import rank_files
+real = rank_files.RankFiles.seal
+def seal(self, res):
+    if res == int(os.environ["SEAL_FAILS_AT"]) and self.rank == 1:
+        raise OSError(28, "No space left on device (at seal)")
+    return real(self, res)
+rank_files.RankFiles.seal = seal
+sys.argv = ["lrmpi"] + sys.argv[1:]
+from lrmpi.cli import console
+console()
+"""
+
+
+def test_write_ranks_a_failed_seal_of_the_last_resolution_fails_the_job(tmp_path, rng):
+    """--write ranks, mpiexec -n 3: worker 1 cannot commit its file of the last resolution
+    (its fsync or rename fails). The worker's "could not" answer came before its error,
+    the root then had nothing pending and ended the job `complete`, exit 0, the last
+    resolution missing and the error dropped (5 of 6 runs in a review). Now the job
+    fails with the worker's one line, and what it lists reads back whole."""
+    from adversary import PY, mpiexec
+    A, B = rng.standard_normal((160, 64)), rng.standard_normal((64, 160))
+    a, b = save(tmp_path / "A.npy", A), save(tmp_path / "B.npy", B)
+    script = tmp_path / "seal_fails.py"
+    script.write_text(SEAL_FAILS)
+    ref = tmp_path / "R.h5"
+    assert_ok(run("matmul", a, b, "-o", ref, "--planes", "4"))
+    for attempt in range(3):
+        out = tmp_path / f"C{attempt}.h5"
+        r = subprocess.run([mpiexec(), "-n", "3", PY, str(script), "matmul", str(a), str(b),
+                            "-o", str(out), "--planes", "4", "--write", "ranks"],
+                           capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "SEAL_FAILS_AT": "6"})
+        assert_one_error(r, code=1, contains=("at seal",))
+        attrs = attrs_of(out)
+        assert attrs["status"] == "failed" and int(attrs["completed"]) <= 6, (attempt, attrs)
+        for k in range(1, int(attrs["completed"]) + 1):
+            C, _ = lrmpi.load_result(str(out), k)
+            assert np.array_equal(C, lrmpi.load_result(str(ref), k)[0]), (attempt, k)

@@ -1,5 +1,8 @@
 """The root's side of results written by the ranks, without MPI: a resolution is
 sealed once it has every tile, finished once every worker sealed it, in order."""
+import pytest
+
+from lrmpi.errors import CheckpointError
 from lrmpi.parallel.partition import Tiling
 from lrmpi.parallel.ranks_write import RanksWrite
 
@@ -124,3 +127,43 @@ def test_a_failing_job_still_lists_what_the_workers_seal_within_the_wait():
     ranks.sealed = broken
     rw.finish(seconds=0.1)   # never raises: the job's own error is the one to tell
     assert rw.lost == 0 and not rw.pending
+
+
+def test_a_resolution_whose_listing_raised_stops_the_later_ones():
+    """written(r) raises (the root's writer failed): r is lost, and the failing job's
+    finish() does not list r + 1 after it (resolutions are listed in order)."""
+    tiles = Tiling(40, 10, 2, 1).tiles()
+
+    class Flaky(Record):
+        def written(self, r, cmax, parts):
+            if r == 0:
+                raise OSError(28, "No space left on device")
+            super().written(r, cmax, parts)
+    ranks, record = Ranks(), Flaky(len(tiles))
+    rw = RanksWrite(tiles, ranks, record)
+    for r in range(2):
+        for t in tiles:
+            rw.tile(r, t, 1.0)
+    ranks.answers = [(1, (0, "rank0001-res001.h5", [0])), (2, (0, "rank0002-res001.h5", [1])),
+                     (1, (1, "rank0001-res002.h5", [0]))]
+    with pytest.raises(OSError):
+        rw.poll()
+    ranks.answers = [(2, (1, "rank0002-res002.h5", [1]))]
+    rw.finish(seconds=0.2)
+    assert record.finished == [] and rw.lost == 0 and not rw.pending
+
+
+def test_a_job_that_lost_a_resolution_never_ends_complete():
+    """settle(): nothing lost, nothing happens; a lost resolution raises the worker's
+    error when it comes, else a CheckpointError naming the resolution."""
+    tiles = Tiling(40, 10, 2, 1).tiles()
+    rw = RanksWrite(tiles, Ranks(), Record(len(tiles)))
+    rw.settle(lambda: None)
+    rw.lost = 6
+
+    def error():
+        raise RuntimeError("worker 1 of 3: No space left on device")
+    with pytest.raises(RuntimeError, match="No space"):
+        rw.settle(error)
+    with pytest.raises(CheckpointError, match="resolution 7 could not be listed"):
+        rw.settle(lambda: None, seconds=0.05)
