@@ -157,9 +157,10 @@ class Endpoints:
         return (self.local.poll() if self.local else []) + \
             (self.ranks.poll() if self.ranks else [])
 
-    def check(self, watch, now, timeout=None, describe=None):
+    def check(self, watch, now, timeout=None):
+        """WorkerError / WorkerTimeout (WorkerRanks.check), a task named by its tile."""
         if self.ranks is not None:
-            self.ranks.check(watch, now, timeout, describe)
+            self.ranks.check(watch, now, timeout, _task_of)
 
     def stop(self):
         if self.local is not None:
@@ -309,3 +310,7 @@ class MatmulRanks(WorkerRanks):
         # SEALED answers of resolutions the job no longer finishes: received so that
         # no later job on this communicator mistakes them for its own
         self.sealed()
+
+
+def _task_of(task):
+    return f"task of resolution {task.res + 1}, tile {task.tile.index}"

@@ -23,6 +23,8 @@ from lrmpi.errors import CheckpointError
 from lrmpi.parallel.backoff import Backoff
 
 SEALING_S = 2.0   # how long a failing job waits for the SEALED answers of its last seals
+STOP_SEALING_S = 1.0   # ... and a job stopped by its deadline or a signal (a worker
+# answers SEAL between tasks: a long task delays it; the deadline's margin covers this)
 
 
 class RanksWrite:
@@ -85,9 +87,10 @@ class RanksWrite:
                               "could not commit its rank file, or the files miss a tile")
 
     def finish(self, seconds=SEALING_S):
-        """The job fails: the resolutions being sealed are still listed if every worker
-        answers within `seconds` (a worker answers SEAL after its own error too);
-        the others are given up. Never raises: the job's own error is the one to tell."""
+        """The job fails or stops: the resolutions being sealed are still listed if
+        every worker answers within `seconds` (a worker answers SEAL after its own
+        error too); the others are given up. Never raises: the job's own error, or
+        its stop, is the one to tell."""
         end, backoff = time.perf_counter() + seconds, Backoff()
         try:
             while self.pending and time.perf_counter() < end:

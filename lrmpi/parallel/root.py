@@ -41,7 +41,7 @@ from lrmpi.parallel.endpoints import Endpoints, MatmulRanks, ResultBuffers, Thre
 from lrmpi.parallel.partition import default_tiling
 from lrmpi.parallel.progress import Figures, Progress
 from lrmpi.parallel.messages import Operand
-from lrmpi.parallel.ranks_write import RanksWrite
+from lrmpi.parallel.ranks_write import STOP_SEALING_S, RanksWrite
 from lrmpi.parallel.resolutions import RESULT, Resolutions, rewritten
 from lrmpi.parallel.scheduler import Scheduler
 from lrmpi.parallel.tilework import RootBlocks, compute_tile
@@ -335,8 +335,7 @@ class Root:
                     stages.STAGES.mark("B's planes released")
                 if self.ranks_write is not None:
                     progressed = self.ranks_write.poll() or progressed
-                self.endpoints.check(self.scheduler.watch, time.perf_counter(),
-                                     self.worker_timeout, _task_of)
+                self.endpoints.check(self.scheduler.watch, time.perf_counter(), self.worker_timeout)
                 if self.writer is not None:
                     self.writer.check()  # e.g. the disk is full: fail now, not later
                 with stages.STAGES.timed("idle"):
@@ -373,6 +372,8 @@ class Root:
         """root_stop: record the status (after every resolution queued for the disk),
         stop the workers (design.md, "Deadlines and signals")."""
         self.collector.drain()  # every result handed over is applied (and published)
+        if self.ranks_write is not None:  # seals in flight answered, briefly (design.md)
+            self.ranks_write.finish(STOP_SEALING_S)
         layers = self.plan.layers
         if self.crt and self.writer is not None and self.cur == layers \
                 and self.crt.done:  # the CRT resolution's finished tiles are resume data
@@ -394,7 +395,3 @@ class Root:
                 self.control.mark("failed", f"{type(exc).__name__}: {exc}")
         finally:
             self.endpoints.fail(exc)
-
-
-def _task_of(task):
-    return f"task of resolution {task.res + 1}, tile {task.tile.index}"
