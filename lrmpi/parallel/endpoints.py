@@ -157,10 +157,9 @@ class Endpoints:
         return (self.local.poll() if self.local else []) + \
             (self.ranks.poll() if self.ranks else [])
 
-    def check(self, watch, now, timeout=None):
-        """WorkerError / WorkerTimeout (WorkerRanks.check), a task named by its tile."""
+    def check(self, watch, now, timeout=None, describe=None):
         if self.ranks is not None:
-            self.ranks.check(watch, now, timeout, _task_of)
+            self.ranks.check(watch, now, timeout, describe)
 
     def stop(self):
         if self.local is not None:
@@ -312,5 +311,6 @@ class MatmulRanks(WorkerRanks):
         self.sealed()
 
 
-def _task_of(task):
+def task_of(task):
+    """A matmul task as a hung worker's message names it (check's `describe`)."""
     return f"task of resolution {task.res + 1}, tile {task.tile.index}"

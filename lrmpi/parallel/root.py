@@ -37,7 +37,7 @@ from lrmpi.parallel.backoff import Backoff
 from lrmpi.parallel.collector import Collector
 from lrmpi.parallel.comm import rank_size, root_has_a_core
 from lrmpi.parallel.crt_stage import CrtStage
-from lrmpi.parallel.endpoints import Endpoints, MatmulRanks, ResultBuffers, ThreadEndpoint
+from lrmpi.parallel.endpoints import Endpoints, MatmulRanks, ResultBuffers, ThreadEndpoint, task_of
 from lrmpi.parallel.partition import default_tiling
 from lrmpi.parallel.progress import Figures, Progress
 from lrmpi.parallel.messages import Operand
@@ -335,7 +335,8 @@ class Root:
                     stages.STAGES.mark("B's planes released")
                 if self.ranks_write is not None:
                     progressed = self.ranks_write.poll() or progressed
-                self.endpoints.check(self.scheduler.watch, time.perf_counter(), self.worker_timeout)
+                self.endpoints.check(self.scheduler.watch, time.perf_counter(),
+                                     self.worker_timeout, task_of)
                 if self.writer is not None:
                     self.writer.check()  # e.g. the disk is full: fail now, not later
                 with stages.STAGES.timed("idle"):
