@@ -240,28 +240,25 @@ LRMPI_INLINE int nn_layer_body(const lrmpi_nn_layer *L, nn_levels_fn levels,
         for (int64_t b0 = 0; b0 < m; b0 += sb) {
             const int64_t mb = m - b0 < sb ? m - b0 : sb, mbpad = (mb + 31) / 32 * 32;
             const int64_t ls = mbpad * opad;
+            /* h's rows of the block: the planes in place (direct) or their windows; the
+             * estimate's u~ alike */
+            const int64_t row0 = direct ? s0 + b0 : b0, pw = mpad * L->kpad;
+            const int8_t *Ah = (direct ? L->D : sc->a) + row0 * L->kpad;
+            const int64_t ph = direct ? L->dstride : pw;
             t0 = nn_clock(L->times);
             if (L->depthwise)
                 nn_depthwise_levels(L, s0, b0, mb, S, opad, ls);
-            else if (direct)
-                levels(r, mb, mbpad, opad, L->kpad, L->D + (s0 + b0) * L->kpad, L->kpad,
-                       L->dstride, L->wpack, wq, S, opad, ls);
             else
-                levels(r, mb, mbpad, opad, L->kpad, sc->a + b0 * L->kpad, L->kpad,
-                       mpad * L->kpad, L->wpack, wq, S, opad, ls);
+                levels(r, mb, mbpad, opad, L->kpad, Ah, L->kpad, ph, L->wpack, wq, S, opad, ls);
             tl += nn_clock(L->times) - t0;
             if (nn_epilogue(L, s0, b0, mb, S, ls, opad, fmin, fmax, cblk, yblk, rblk, limbs,
                             ybuf, smax, tmp, pbuf, &tiles, decode, finish, tqp))
                 return 1;
             if (ep > 0) { /* the same rows' estimate: h's windows still in cache */
-                const int64_t pa = direct ? 0 : mpad * L->kpad;
                 t0 = nn_clock(L->times);
-                levels(ep, mb, mbpad, opad, L->kpad,
-                       direct ? L->Du + (s0 + b0) * L->kpad : sc->u + b0 * L->kpad, L->kpad,
-                       direct ? L->ustride : pa, L->wpack, wq, S1, opad, ls);
-                levels(ep, mb, mbpad, opad, L->kpad,
-                       direct ? L->D + (s0 + b0) * L->kpad : sc->a + b0 * L->kpad, L->kpad,
-                       direct ? L->dstride : pa, L->wres, wq, S2, opad, ls);
+                levels(ep, mb, mbpad, opad, L->kpad, (direct ? L->Du : sc->u) + row0 * L->kpad,
+                       L->kpad, direct ? L->ustride : pw, L->wpack, wq, S1, opad, ls);
+                levels(ep, mb, mbpad, opad, L->kpad, Ah, L->kpad, ph, L->wres, wq, S2, opad, ls);
                 nn_estimate_rows(&Lu, &Lh, s0, b0, mb, S1, S2, ls, opad, fr, cblk, rblk, limbs,
                                  decode);
                 te += nn_clock(L->times) - t0;

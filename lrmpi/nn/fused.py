@@ -260,17 +260,17 @@ class FusedModel:
         u, p, weights = pre
         if fn.depthwise or not 1 <= p <= r:
             return None
-        wres = self._packed(fn.node, weights, ("residual", r, p))
+        wres = self._packed(fn.node, weights, ("residual", r, p), negated=False)
         src = fn.planes_for(p, self.bits, n, _Keyed(self.buffers, "estimate"))
         K.nn_quantize(np.ascontiguousarray(u, np.float64), src, isa=self.isa)
         E = self.buffers.get(("estimate-out", fn.node.output),
                              (n * int(np.prod(fn.out_shape)),), np.float64)
         return (p, src.D, src.exps, wres.wpack, wres.f, E)
 
-    def _packed(self, node, weights, key, negated=False):
+    def _packed(self, node, weights, key, negated):
         """The FusedNode of other weight planes of `node` (the estimate's), packed
-        once per key; negated: the digits negated and no bias (product's `minus`)."""
-        key = tuple(key) + (("minus",) if negated else ())
+        once per key; negated: the digits negated and no bias (product's `minus`,
+        whose key says so)."""
         est = self.estimates.get((node.output, key))
         if est is None:
             if not negated:
@@ -299,8 +299,8 @@ class FusedModel:
         fn = self.nodes.get(node.output)
         if fn is None or not fn.takes(p, self.bits):
             return None
-        est = self._packed(node, weights, key, negated=minus is not None)
         key = tuple(key) + (("minus",) if minus is not None else ())
+        est = self._packed(node, weights, key, negated=minus is not None)
         n = len(x)
         name, r, src = self._input or (None, 0, None)
         if not (of_input and name == node.output and p <= r and src.D.shape[0] >= p):

@@ -173,8 +173,11 @@ def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yo
     its seconds go to times[3]."""
     s = spec
     n, P, O = s.n, s.Ho * s.Wo, s.O
+    p, Du, eu, wres, ef, Eout = estimate if estimate is not None else (0,) + (None,) * 5
     _need_c(D, "D", np.int8, 2)
-    for arr, name, size in ((e, "e", n), (f, "f", O)):
+    ints = ((e, "e", n), (f, "f", O)) + \
+        (((eu, "eu", n), (ef, "ef", O)) if estimate is not None else ())
+    for arr, name, size in ints:
         _need_c(arr, name, np.int32, 1)
         if arr.shape[0] < size:
             raise ValueError(f"{name} has {arr.shape[0]} entries, needs {size}")
@@ -208,7 +211,7 @@ def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yo
     if Aout is not None and Res is None:
         raise ValueError("Aout is the sum z + Res: give Res")
     for arr, name in ((Cout, "Cout"), (Zout, "Zout"), (Yout, "Yout"), (Res, "Res"),
-                      (Aout, "Aout")):
+                      (Aout, "Aout"), (Eout, "Eout")):
         if arr is not None:
             _need_c(arr, name, np.float64, 1)
             if arr.shape[0] != n * O * P:
@@ -239,22 +242,14 @@ def nn_layer(spec, D, e, wpack, f, bias, *, slope=None, Cout=None, Zout=None, Yo
             raise ValueError("Pout: the pooled output (pool given), n x O x Ho x Wo")
     est = {}
     if estimate is not None:
-        p, Du, eu, wres, ef, Eout = estimate
-        if not 1 <= p <= s.r or s.depthwise:
-            raise ValueError(f"estimate of {p} planes at r = {s.r} (not depthwise)")
+        if not 1 <= p <= s.r or s.depthwise or Eout is None:
+            raise ValueError(f"estimate of {p} planes at r = {s.r} (not depthwise) into Eout")
         _need_c(wres, "wres", np.int8, 1)
         if wres.shape[0] != _k.nn_packed_size(p, O, s.kpad, 0, isa):
             raise ValueError("wres is not this ISA's packing of p weight planes")
         _need_c(Du, "Du", np.int8, 2)
         if Du.shape[0] < p or Du.shape[1] < need:
             raise ValueError("Du: p planes of the input's layout")
-        for arr, name, size in ((eu, "eu", n), (ef, "ef", O)):
-            _need_c(arr, name, np.int32, 1)
-            if arr.shape[0] < size:
-                raise ValueError(f"{name} has {arr.shape[0]} entries, needs {size}")
-        _need_c(Eout, "Eout", np.float64, 1)
-        if Eout.shape[0] != n * O * P:
-            raise ValueError(f"Eout has {Eout.shape[0]} entries for {n * O * P}")
         est = dict(est_p=p, Du=Du, eu=eu, ef=ef, Eout=Eout, wres=wres)
     if n == 0:
         return

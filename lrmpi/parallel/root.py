@@ -12,6 +12,7 @@ Worked example: `mpirun -n 3`, A and B 4096 x 4096, 4 planes, antidiagonal order
   significance order, as they are needed (endpoints.py, protocol.py).
 
   ranks 1 and 2 (workers, worker.py) compute the tile's exact level sums (tilework.py).
+
   The root's message loop only receives, sends and schedules; a thread of its own
   (collector.py) adds each result into the exact accumulator and decodes that tile
   of C_r (assembly.py); when all 8 tiles of r are in, it checkpoints C_r and logs a
