@@ -43,7 +43,7 @@ from lrmpi.nn.estimate import ops_product
 from lrmpi.nn.lipschitz import lipschitz
 from lrmpi.nn.operators import maxpool_taps
 from lrmpi.nn.verified import (U1, UP, gamma, linear_inputs, maxpool_difference, norm_up,
-                                relu_difference, residual_norm, up)
+                                relu_difference, residual, residual_norm, up)
 
 ARRAYS = frozenset(("h", "C", "z", "y"))        # the hook's arrays (nn-interface)
 
@@ -155,7 +155,8 @@ class DiffTracker(CheapBound):
         mode, pre = self._mode(node), None
         if not self.fast and mode != "f64" and mode > 0 and node.output != self.graph.output:
             self._pre[node.output] = linear_inputs(h, self.D[node.inputs[0]], e, self.bits,
-                                                   self.r, mode, self._out(node, "ut"))
+                                                   self.r, min(mode, self.r),
+                                                   self._out(node, "ut"))
             pre = (self._pre[node.output][0], mode, self.estimates(node).residual(self.r, mode))
         self.seconds += time.thread_time() - t
         return pre
@@ -211,8 +212,11 @@ class DiffTracker(CheapBound):
         # ut = D - dh (dh = h - Q_r(h)), the norms of h and ut, and of h's planes
         # between p and r: one fused pass over h and D (verified.linear_inputs)
         pre = self._pre.pop(node.output, None)
+        # P2 multiplies h's first min(p, r) planes: for p >= r that is Q_r(h) itself
+        # (its planes past r are zeros: Q_p(Q_r(h)) = Q_r(h), the r-network's own
+        # input), so no plane of h is left out (mid = 0)
         ut, nh, nut, eu, nmid = pre if pre is not None else \
-            linear_inputs(h, D, e, self.bits, r, mode, self._out(node, "ut"))
+            linear_inputs(h, D, e, self.bits, r, min(mode, r), self._out(node, "ut"))
         dSr, drr = nn_.residual(r, self.level)
         nf = nh + beta + (0.0 if D is None else self._norm(node.inputs[0]))  # >= ||h_f||
         common = {"carried": S * beta, "r_rounding": U1 * (nC + nz),
@@ -229,17 +233,19 @@ class DiffTracker(CheapBound):
             return self._done(node, None, beta_z, per)
         p = mode
         est = self.estimates(node)
+        # p > r: P2's input is Q_r(h) = h - dh (exact), which p planes hold exactly
+        hq = h if p <= r else h - residual(h, e, self.bits, r)
         if estimate is not None:   # made by the pass (before_linear): never the logits
             dz = estimate[0]
         elif out:   # the logits' terms read P1 and P2
             P1 = self._product(node, ut, est.leading(p), p, ("leading", p))
-            P2 = self._product(node, h, est.residual(r, p), p, ("residual", r, p),
-                               of_input=True)
+            P2 = self._product(node, hq, est.residual(r, p), p, ("residual", r, p),
+                               of_input=p <= r)
             dz = P1 - P2
         else:     # fl(P1 - P2), by the kernel where it can (the same bits)
             P1 = self._product(node, ut, est.leading(p), p, ("leading", p))
-            dz = self._product(node, h, est.residual(r, p), p, ("residual", r, p),
-                               of_input=True, minus=P1)
+            dz = self._product(node, hq, est.residual(r, p), p, ("residual", r, p),
+                               of_input=p <= r, minus=P1)
         nres = residual_norm(ut, eu, self.bits, p)                     # ut - Q_p(ut)
         dSp, drp = nn_.residual(p, self.level)                         # W - Q_p(W)
         dSrp, drrp = nn_.residual(r + p, self.level)                   # dW - its p planes

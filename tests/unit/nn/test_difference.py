@@ -301,3 +301,41 @@ def test_the_estimates_products_through_the_kernels_are_the_reference_products()
                         np.testing.assert_array_equal(diff, ref)
                         minus_checked += 1
     assert checked > 50 and minus_checked > 50
+
+
+def test_digit_planes_past_r_of_an_r_plane_input_are_zeros():
+    """p > r: P2 multiplies Q_r(h) = h - (h - Q_r(h)) (exact) cut to p planes, which is
+    Q_r(h) itself, also where truncation lowers a row's exponent (its maximum just
+    above a power of two) and for subnormal and zero rows: so the estimate leaves no
+    plane of h out there (difference.py: mid = 0)."""
+    from lrmpi.nn.quantized import quantize_samples
+    from lrmpi.nn.verified import residual, sample_exps
+    rng = np.random.default_rng(5)
+    h = rng.standard_normal((40, 50)) * np.exp2(rng.integers(-30, 30, (40, 1)))
+    h[0] = 0.0
+    h[1, :] = 2.0 ** -1060 * rng.standard_normal(50)
+    h[2:8, 0] = np.exp2(np.arange(2, 8)) * (1 + 2.0 ** -40)    # exponent drops when cut
+    h[2:8, 1:] = 0.25
+    e = sample_exps(h)
+    for r in (1, 2, 3):
+        q = h - residual(h, e, 7, r)
+        for p in range(r, 5):
+            D, ep = quantize_samples(q, 7, p)
+            # rows scaled by 2^-ep (exact: q's bits end at 2^(e - 7r)), steps normal
+            back = sum(D[i].astype(np.float64) * 2.0 ** (-7 * (i + 1)) for i in range(p))
+            np.testing.assert_array_equal(back, np.ldexp(q, -ep[:, None]))
+
+
+def test_an_estimate_with_more_planes_than_r_leaves_none_of_h_out():
+    """Modes p > r (a plan's precise estimate at a low resolution): the term of h's
+    planes between p and r is 0, so dropping it changes no radius."""
+    name, g, X = GRAPHS[0]
+    model = prepared(g)
+    for r, mode in ((1, 2), (1, 3), (2, 3), (2, 4)):
+        _, whole = bounded(model, X, r, mode)
+        difference.DROPPED = frozenset({"estimate_h_planes"})
+        try:
+            _, without = bounded(model, X, r, mode)
+        finally:
+            difference.DROPPED = frozenset()
+        np.testing.assert_array_equal(whole, without)
