@@ -13,9 +13,10 @@ dW = W - Q_r(W) its truncations, both exact in float64):
     delta_z = z_r - z_f = (Delta - dh) W^T - Q_r(h) dW^T + rho,
     |rho| <= u (|C| + |z|) + gamma_(k+1) (|h_f| |W|^T + |b|)   (both roundings)
 
-The estimate is delta_z's value with cheap products. Mode p (1..3): u~ = D - dh
-and h to p digit planes, W and dW = W's planes r+1..r+p to p planes, both exact
-int8 products rounded once (quantized.linear_at), P1 - P2. Mode "f64": the float
+The estimate is delta_z's value with cheap products. Mode p (1..4): u~ = D - dh
+to p digit planes and W to p planes (P1), h to min(p, r) planes and dW = W's planes
+r+1..r+p to p planes (P2; for p > r that is Q_r(h) itself, whose planes past r are
+zeros), both exact int8 products rounded once (quantized.linear_at), P1 - P2. Mode "f64": the float
 model's node evaluated on the estimate h - D (one float64 product). Mode 0: no
 estimate (D = 0): the whole local error goes into the radius, as an operator-norm
 bound does. The radius grows by S B_in (S >= ||W||_2) plus norms of what the
