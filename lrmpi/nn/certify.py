@@ -33,6 +33,7 @@ from lrmpi.nn.estimate import EstimateWeights
 from lrmpi.nn.norms import TIGHT_CHEAP, ModelNorms
 
 HOPELESS_SLACK = 100.0  # an optimistic prediction this far beyond hopeless: no tight norms
+RETRY_SHRINK = 0.5    # a retry plan predicted to shrink the error less than this: none
 
 
 class Bounds:
@@ -97,7 +98,11 @@ class Bounds:
         while b < self.retry_budget:
             plan, err, spent = P.choose(self.graph, self.norms, r, self.bits, b, f64)
             if not P.hopeless(self.graph, err, r, self.bits):
-                return (plan, err, spent, "tight"), (retry if retry[1] < err else None)
+                # only with a retry that _worth_retrying can use (less than half the
+                # error): a sample this plan does not certify still gets the retry's
+                if retry[1] >= RETRY_SHRINK * err:
+                    break
+                return (plan, err, spent, "tight"), retry
             b *= 2
         return retry, None
 
@@ -178,7 +183,7 @@ class Bounds:
         if retry is None or estimate is None or retry[1] is None or not self.plans[r][1]:
             return np.zeros(n, bool)
         shrink = retry[1] / self.plans[r][1]
-        if shrink >= 0.5:
+        if shrink >= RETRY_SHRINK:
             return np.zeros(n, bool)
         est = np.abs(estimate)
         predicted = est + 2 * shrink * np.maximum(radius - est, 0.0)
