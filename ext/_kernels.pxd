@@ -113,6 +113,9 @@ cdef extern from "c/kernels.h" nogil:
                             int, int, int, double *, double *, double *) noexcept nogil
     void lrmpi_residual_sumsq(int64_t, int64_t, const double *, const int32_t *, int, int,
                               double *) noexcept nogil
+    void lrmpi_bound_relu_inputs(int64_t, int64_t, const double *, const double *,
+                                 const double *, const int32_t *, int, int, int, double *,
+                                 double *, double *) noexcept nogil
     int lrmpi_weight_rows(int64_t, int64_t, const double *, double *, double *, double *,
                           double *) noexcept nogil
     const lrmpi_kernel_table *lrmpi_kernels()

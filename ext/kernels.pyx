@@ -7,7 +7,7 @@ lrmpi/numerics/kernels.py does that once. Each takes an optional `isa` to call a
 specific variant (tests compare every variant with the reference).
 """
 from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
-from _kernels cimport (LRMPI_MAX_LIMBS, lrmpi_nn_layer, lrmpi_nn_planes, lrmpi_dot2_ref, lrmpi_bound_inputs, lrmpi_residual_sumsq, lrmpi_bound_relu, lrmpi_bound_maxpool, lrmpi_weight_rows, lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
+from _kernels cimport (LRMPI_MAX_LIMBS, lrmpi_nn_layer, lrmpi_nn_planes, lrmpi_dot2_ref, lrmpi_bound_inputs, lrmpi_bound_relu_inputs, lrmpi_residual_sumsq, lrmpi_bound_relu, lrmpi_bound_maxpool, lrmpi_weight_rows, lrmpi_kernel_table, lrmpi_kernels, lrmpi_kernels_for,
                        lrmpi_kernel_isas, lrmpi_set_isa)
 
 
@@ -234,6 +234,18 @@ def bound_inputs(const double[:, ::1] h, D, const int32_t[::1] e, int bits, int 
     with nogil:
         lrmpi_bound_inputs(n, d, &h[0, 0], dp, &e[0], bits, r, p, &ut[0, 0], &sums[0, 0],
                            &umax[0])
+
+
+def bound_relu_inputs(const double[:, ::1] x, const double[:, ::1] D, const double[:, ::1] y,
+                      const int32_t[::1] e, int bits, int r, int p, double[:, ::1] ut,
+                      double[:, ::1] sums, double[::1] umax):
+    """A ReLU's difference and the next linear node's input pass in one (kernels.h)."""
+    cdef int64_t n = x.shape[0], d = x.shape[1]
+    if n == 0 or d == 0:
+        return
+    with nogil:
+        lrmpi_bound_relu_inputs(n, d, &x[0, 0], &D[0, 0], &y[0, 0], &e[0], bits, r, p,
+                                &ut[0, 0], &sums[0, 0], &umax[0])
 
 
 def residual_sumsq(const double[:, ::1] x, const int32_t[::1] e, int bits, int planes,

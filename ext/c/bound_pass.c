@@ -130,6 +130,58 @@ CLONES void lrmpi_bound_relu(int64_t n, int64_t d, const double *x, const double
     }
 }
 
+/* A ReLU whose output y is a linear node's input h, the two passes in one
+ * (lrmpi_bound_relu, then lrmpi_bound_inputs with D = Dy): Dy is not stored, and
+ * every value and partial sum is the two passes' own (the same operations, the same
+ * lanes). sums[5i..5i+4] := sum w^2, sum Dy^2, sum h^2, sum ut^2, sum mid^2. */
+CLONES void lrmpi_bound_relu_inputs(int64_t n, int64_t d, const double *x, const double *D,
+                                    const double *y, const int32_t *e, int bits, int r, int p,
+                                    double *ut, double *sums, double *umax)
+{
+    const int mid = p > 0 && p != r;
+    for (int64_t i = 0; i < n; i++) {
+        const double *a = x + i * d, *b = D + i * d, *c = y + i * d;
+        double *u = ut + i * d;
+        const double ir = ldexp(1.0, bits * r - e[i]), sr = ldexp(1.0, e[i] - bits * r);
+        const double ip = ldexp(1.0, bits * p - e[i]), sp = ldexp(1.0, e[i] - bits * p);
+        double sw[LANES] = {0}, sd[LANES] = {0}, shh[LANES] = {0}, suu[LANES] = {0};
+        double smm[LANES] = {0}, m[LANES] = {0};
+        FOR_LANES(d, {
+            const double v = a[j] - b[j];                     /* w: one rounding */
+            const double f = (v >= 0.0 || v != v) ? v : 0.0;  /* np.maximum(v, 0) */
+            const double dy = c[j] - f;                       /* Dy */
+            const double h = c[j];
+            const double dh = h - trunc_step(h, ir, sr);      /* h - Q_r(h), exact */
+            const double t = dy - dh;                         /* ut = Dy - dh */
+            const double at = fabs(t);
+            const double fin = at <= DBL_MAX ? at : 0.0;
+            u[j] = t;
+            sw[k] += v * v;
+            sd[k] += dy * dy;
+            shh[k] += h * h;
+            suu[k] += t * t;
+            m[k] = fin > m[k] ? fin : m[k];
+        });
+        if (mid)
+            FOR_LANES(d, {
+                const double h = c[j];
+                const double dh = h - trunc_step(h, ir, sr);
+                const double dp = h - trunc_step(h, ip, sp);
+                const double md = p < r ? dp - dh : dh - dp;
+                smm[k] += md * md;
+            });
+        double mx = 0.0;
+        for (int k = 0; k < LANES; k++)
+            mx = m[k] > mx ? m[k] : mx;
+        sums[5 * i] = lanes_sum(sw);
+        sums[5 * i + 1] = lanes_sum(sd);
+        sums[5 * i + 2] = lanes_sum(shh);
+        sums[5 * i + 3] = lanes_sum(suu);
+        sums[5 * i + 4] = lanes_sum(smm);
+        umax[i] = mx;
+    }
+}
+
 CLONES void lrmpi_bound_maxpool(int64_t n, int64_t C, int64_t H, int64_t W, const double *x,
                                 const double *D, const double *y, const int64_t *pool,
                                 double *Dy, double *sums, double *scratch)

@@ -408,6 +408,12 @@ void lrmpi_residual_sumsq(int64_t n, int64_t d, const double *x, const int32_t *
                           int planes, double *sums);
 void lrmpi_bound_relu(int64_t n, int64_t d, const double *x, const double *D, const double *y,
                       double *Dy, double *sums);
+/* bound_relu_inputs: bound_relu then bound_inputs with h = y, D = Dy, in one    */
+/*   pass, Dy not stored; sums[5i..5i+4] := sum w^2, sum Dy^2, sum h^2,          */
+/*   sum ut^2, sum mid^2 (the same values as the two passes').                   */
+void lrmpi_bound_relu_inputs(int64_t n, int64_t d, const double *x, const double *D,
+                             const double *y, const int32_t *e, int bits, int r, int p,
+                             double *ut, double *sums, double *umax);
 /* bound_maxpool: at a max pooling y = maxpool(x) (x n x C x H x W, y n x C x Ho x Wo, */
 /*   pool = kh kw sh sw dh dw pt pl Ho Wo) with estimate D of x: w = x - D,           */
 /*   Dy := y - maxpool(w) (taps outside the image skipped), sums[2i], sums[2i+1] :=   */

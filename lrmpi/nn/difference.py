@@ -40,6 +40,7 @@ import numpy as np
 from lrmpi.nn import ops
 from lrmpi.nn.graph import LINEAR_OPS
 from lrmpi.nn.difference_cheap import EXACT, MOVES, POOLS, ROUNDED, CheapBound
+from lrmpi.nn.difference_relu import ReluWithReader
 from lrmpi.nn.estimate import ops_product
 from lrmpi.nn.lipschitz import lipschitz
 from lrmpi.nn.operators import maxpool_taps
@@ -49,7 +50,7 @@ from lrmpi.nn.verified import (U1, UP, gamma, linear_inputs, maxpool_difference,
 ARRAYS = frozenset(("h", "C", "z", "y"))        # the hook's arrays (nn-interface)
 
 
-class DiffTracker(CheapBound):
+class DiffTracker(CheapBound, ReluWithReader):
     """The bound of one pass (resolution r, a batch of n samples). `plan` maps each
     linear node's output to its mode (0, 1..3 planes, or "f64"); `estimates(node)`
     returns the node's EstimateWeights (the planes of W and of W - Q_r(W))."""
@@ -72,6 +73,10 @@ class DiffTracker(CheapBound):
         self.fast = level == "cheap" and all(m == 0 for m in plan.values())
         self.M = {}
         self._pre = {}   # node -> linear_inputs' values, made before its pass (before_linear)
+        self._deferred, self.readers = {}, {}   # difference_relu.ReluWithReader
+        for nd in graph.nodes:
+            for t in nd.inputs:
+                self.readers.setdefault(t, []).append(nd)
         self.logit_radius = self.logit_estimate = None
         self.seconds = 0.0   # this thread's CPU time in the bound (cost accounting)
         self.last = {}
@@ -154,16 +159,19 @@ class DiffTracker(CheapBound):
         them."""
         t = time.thread_time()
         mode, pre = self._mode(node), None
+        self._resolve(node, e)
         if not self.fast and mode != "f64" and mode > 0 and node.output != self.graph.output:
-            self._pre[node.output] = linear_inputs(h, self.D[node.inputs[0]], e, self.bits,
-                                                   self.r, min(mode, self.r),
-                                                   self._out(node, "ut"))
+            if node.output not in self._pre:
+                self._pre[node.output] = linear_inputs(h, self.D[node.inputs[0]], e, self.bits,
+                                                       self.r, min(mode, self.r),
+                                                       self._out(node, "ut"))
             pre = (self._pre[node.output][0], mode, self.estimates(node).residual(self.r, mode))
         self.seconds += time.thread_time() - t
         return pre
 
     def linear(self, node, h, e, C, z, estimate=None):
         t = time.thread_time()
+        self._resolve(node, e)
         self._linear(node, h, e, C, z, estimate)
         self.seconds += time.thread_time() - t + (estimate[1] if estimate else 0.0)
 
@@ -303,6 +311,9 @@ class DiffTracker(CheapBound):
             w, yw, Dy, nDy, nw, rw = args[0], y, None, None, None, 0.0
             terms = {"carried": L * bx}
         else:              # w = x_r - D estimates x_f, D_y = y_r - f(w)
+            if op == "relu" and self._fuses(node):   # with its reader's input pass
+                self._deferred[node.output] = (node, args[0], D, y, bx, L)
+                return None
             if op == "relu":   # one fused pass (verified.relu_difference); w is not kept
                 w, yw = None, None
                 Dy, nw, nDy = relu_difference(args[0], D, y, self._out(node, "Dy"))

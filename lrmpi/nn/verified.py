@@ -133,6 +133,15 @@ def linear_inputs(h, D, e, bits, r, p, out=None):
         return _linear_inputs_numpy(flat, Df, e32, bits, r, p, h.shape)
     ut, sums, umax = kernels.bound_inputs(flat, Df, e32, bits, r, p,
                                           None if out is None else out(flat.shape))
+    return _inputs_finish(ut, sums, umax, flat, lambda rows: None if Df is None else Df[rows],
+                          e32, bits, r, p, h.shape)
+
+
+def _inputs_finish(ut, sums, umax, flat, D_rows, e32, bits, r, p, shape):
+    """linear_inputs' values from a fused pass's ut, sums (of h^2, ut^2, mid^2) and
+    umax; rows whose sums norm_up would scale through the numpy path (D_rows(rows):
+    those rows of D, or None)."""
+    n, d = flat.shape
     cols = [0, 1, 2] if p and p != r else [0, 1]
     odd = np.any(_odd(sums[:, cols]), axis=1)
     nh, nut, nmid = (_finish(np.where(odd, 0.0, sums[:, c]), d, np.zeros(n, np.int64))
@@ -141,10 +150,37 @@ def linear_inputs(h, D, e, bits, r, p, out=None):
         nmid = np.zeros(n)
     eu = np.frexp(umax)[1].astype(np.int32)
     if np.any(odd):
-        sub = _linear_inputs_numpy(flat[odd], None if Df is None else Df[odd], e32[odd],
-                                   bits, r, p, (int(odd.sum()),) + h.shape[1:])
+        sub = _linear_inputs_numpy(flat[odd], D_rows(odd), e32[odd], bits, r, p,
+                                   (int(odd.sum()),) + tuple(shape[1:]))
         nh[odd], nut[odd], nmid[odd] = sub[1], sub[2], sub[4]
-    return ut.reshape(h.shape), nh, nut, eu, nmid
+    return ut.reshape(shape), nh, nut, eu, nmid
+
+
+def relu_inputs(x, D, y, e, bits, r, p, out=None):
+    """relu_difference(x, D, y) and then linear_inputs(y, Dy, e, bits, r, p) for a
+    ReLU whose output y is a linear node's input, in one fused pass where the steps
+    allow: (ut, ||y||, ||ut||, ut's exponents, ||mid||, ||w||, ||Dy||), every value the
+    two functions' own, bit for bit (Dy itself is not made)."""
+    from lrmpi.numerics import kernels
+    n = y.shape[0]
+    fx, fD, fy = (np.ascontiguousarray(a.reshape(n, -1), np.float64) for a in (x, D, y))
+    e32 = np.ascontiguousarray(e, np.int32)
+    if fy.shape[1] == 0 or not _fast_steps(e32, bits, r, p):
+        Dy, nw, nDy = relu_difference(x, D, y)
+        return linear_inputs(y, Dy, e, bits, r, p, out) + (nw, nDy)
+    ut, sums, umax = kernels.bound_relu_inputs(fx, fD, fy, e32, bits, r, p,
+                                               None if out is None else out(fy.shape))
+
+    def Dy_rows(rows):   # numpy's y - max(x - D, 0) on those rows: the pass's values
+        return fy[rows] - np.maximum(fx[rows] - fD[rows], 0.0)
+    got = _inputs_finish(ut, sums[:, 2:], umax, fy, Dy_rows, e32, bits, r, p, y.shape)
+    odd = np.any(_odd(sums[:, :2]), axis=1)
+    nw, nDy = (_finish(np.where(odd, 0.0, sums[:, c]), fy.shape[1], np.zeros(n, np.int64))
+               for c in (0, 1))
+    if np.any(odd):
+        nw[odd] = norm_up(fx[odd] - fD[odd])
+        nDy[odd] = norm_up(Dy_rows(odd))
+    return got + (nw, nDy)
 
 
 def _linear_inputs_numpy(flat, D, e, bits, r, p, shape):

@@ -108,6 +108,21 @@ def bound_inputs(h, D, e, bits, r, p, ut=None):
     return ut, sums, umax
 
 
+def bound_relu_inputs(x, D, y, e, bits, r, p, ut=None):
+    """bound_relu(x, D, y) then bound_inputs(y, Dy, ...) in one pass, Dy not stored:
+    (ut, sums, umax), sums[:, 0..4] the sums of squares of x - D, Dy, y, ut and the
+    planes of y between p and r (kernels.h, "bound passes")."""
+    _same_rows(x, "x", D=D, y=y, ut=ut)
+    _need_c(e, "e", np.int32, 1)
+    if e.shape[0] != x.shape[0]:
+        raise ValueError(f"e has {e.shape[0]} entries for {x.shape[0]} rows")
+    ut = np.empty_like(x) if ut is None else ut
+    sums = np.zeros((x.shape[0], 5))
+    umax = np.zeros(x.shape[0])
+    _k.bound_relu_inputs(x, D, y, e, int(bits), int(r), int(p), ut, sums, umax)
+    return ut, sums, umax
+
+
 def residual_sumsq(x, e, bits, planes):
     """Per row, the sum of squares of x - Q_planes(x) (kernels.h, "bound passes")."""
     _need_c(x, "x", np.float64, 2)

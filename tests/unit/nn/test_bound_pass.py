@@ -215,3 +215,25 @@ def test_norms_of_tiny_weights_are_not_lost_to_underflow(tmp_path):
     with config.configure(cache_dir=str(tmp_path)):
         node = next(iter(PreparedModel(g, 7, 3).norms.norms.nodes.values()))
     assert node.S["cheap"] >= exact and node.A >= exact
+
+
+@pytest.mark.parametrize("r,p", [(1, 0), (1, 1), (2, 1), (2, 2), (3, 2)])
+def test_a_relu_and_its_readers_input_pass_in_one_give_the_two_passes_bits(r, p):
+    """verified.relu_inputs (a ReLU whose output a linear node reads: one pass, Dy not
+    made) returns every value relu_difference then linear_inputs return, bit for bit:
+    ut, the exponents and all five norms, on rows whose sums the fused pass finishes,
+    rows that go through norm_up (zero, tiny, subnormal), a row holding NaN, and with
+    steps below the normal range (the two functions themselves)."""
+    x, D = cases()
+    D[6] = x[6] + 1.0                 # signs flip between x and w
+    x[7, 0] = np.nan                  # no finite bound: inf
+    y = np.maximum(x, 0.0)
+    for scale in (1.0, 2.0**-1000):   # 2^-1000: steps below the normal range
+        xs, Ds, ys = x * scale, D * scale, y * scale
+        e = V.sample_exps(np.nan_to_num(ys))
+        Dy, nw, nDy = V.relu_difference(xs, Ds, ys)
+        want = V.linear_inputs(ys, Dy, e, 7, r, p) + (nw, nDy)
+        got = V.relu_inputs(xs, Ds, ys, e, 7, r, p)
+        assert len(got) == len(want) == 7
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)

@@ -9,7 +9,7 @@ import pytest
 from bound_cases import MODES, bounded, graphs, mutation_cases, prepared, violations
 from exact import exact_model_logits
 
-from lrmpi.nn import difference, ops
+from lrmpi.nn import difference, difference_relu, ops
 from lrmpi.nn import graph as G
 from lrmpi.nn.engine import LayeredInference
 
@@ -305,16 +305,17 @@ def test_the_estimates_products_through_the_kernels_are_the_reference_products()
 
 def test_digit_planes_past_r_of_an_r_plane_input_are_zeros():
     """p > r: P2 multiplies Q_r(h) = h - (h - Q_r(h)) (exact) cut to p planes, which is
-    Q_r(h) itself, also where truncation lowers a row's exponent (its maximum just
-    above a power of two) and for subnormal and zero rows: so the estimate leaves no
-    plane of h out there (difference.py: mid = 0)."""
+    Q_r(h) itself: its entries are multiples of the step 2^(e - 7r) and its exponent
+    is e's (a maximum at or above 2^(e-1) stays there: 2^(e-1) is a multiple of the
+    step), also for maxima just above a power of two, subnormal and zero rows: so the
+    estimate leaves no plane of h out there (difference.py: mid = 0)."""
     from lrmpi.nn.quantized import quantize_samples
     from lrmpi.nn.verified import residual, sample_exps
     rng = np.random.default_rng(5)
     h = rng.standard_normal((40, 50)) * np.exp2(rng.integers(-30, 30, (40, 1)))
     h[0] = 0.0
     h[1, :] = 2.0 ** -1060 * rng.standard_normal(50)
-    h[2:8, 0] = np.exp2(np.arange(2, 8)) * (1 + 2.0 ** -40)    # exponent drops when cut
+    h[2:8, 0] = np.exp2(np.arange(2, 8)) * (1 + 2.0 ** -40)    # just above 2^k
     h[2:8, 1:] = 0.25
     e = sample_exps(h)
     for r in (1, 2, 3):
@@ -339,3 +340,30 @@ def test_an_estimate_with_more_planes_than_r_leaves_none_of_h_out():
         finally:
             difference.DROPPED = frozenset()
         np.testing.assert_array_equal(whole, without)
+
+
+def test_a_relu_read_by_one_linear_node_shares_its_pass_and_changes_no_bit(monkeypatch):
+    """A ReLU whose output only a linear node reads waits for that node's input pass
+    and both run as one (verified.relu_inputs): logits and radii the same bits as with
+    the two passes, through the numpy pass and the fused layers, at every mode."""
+    calls = []
+    real = difference_relu.relu_inputs
+    monkeypatch.setattr(difference_relu, "relu_inputs", lambda *a, **k: calls.append(1) or
+                        real(*a, **k))
+    for name, g, X in GRAPHS:
+        model = prepared(g)
+        for r in (1, 2, 3):
+            for mode in MODES:
+                fused = bounded(model, X, r, mode)
+                with monkeypatch.context() as m:
+                    m.setattr(difference.DiffTracker, "_fuses", lambda self, node: False)
+                    apart = bounded(model, X, r, mode)
+                for a, b in zip(fused, apart):
+                    np.testing.assert_array_equal(a, b)
+            pass_fused = model.evaluate(X, r)
+            with monkeypatch.context() as m:
+                m.setattr(difference.DiffTracker, "_fuses", lambda self, node: False)
+                pass_apart = model.evaluate(X, r)
+            for a, b in zip(pass_fused, pass_apart):
+                np.testing.assert_array_equal(a, b)
+    assert calls   # the fused pass was taken
