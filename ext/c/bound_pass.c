@@ -48,6 +48,31 @@ static inline double lanes_sum(const double *s)
     return t;
 }
 
+/* The end of an input pass's row: the squares of the planes of x between p and r
+ * (Q_r(x) - Q_p(x) if p < r, else back; exact; a second loop, the row in cache) if
+ * `mid`, then sums[0..2] := the lanes' sums of h^2, ut^2, mid^2 and *umax := max |ut| */
+static inline void inputs_row_end(const double *x, int64_t d, double ir, double sr, double ip,
+                                  double sp, int mid, int below, const double *shh,
+                                  const double *suu, double *smm, const double *m,
+                                  double *sums, double *umax)
+{
+    if (mid)
+        FOR_LANES(d, {
+            const double v = x[j];
+            const double dh = v - trunc_step(v, ir, sr);
+            const double dp = v - trunc_step(v, ip, sp);
+            const double md = below ? dp - dh : dh - dp;
+            smm[k] += md * md;
+        });
+    double mx = 0.0;
+    for (int k = 0; k < LANES; k++)
+        mx = m[k] > mx ? m[k] : mx;
+    sums[0] = lanes_sum(shh);
+    sums[1] = lanes_sum(suu);
+    sums[2] = lanes_sum(smm);
+    *umax = mx;
+}
+
 CLONES void lrmpi_bound_inputs(int64_t n, int64_t d, const double *h, const double *D,
                         const int32_t *e, int bits, int r, int p, double *ut,
                         double *sums, double *umax)
@@ -77,21 +102,8 @@ CLONES void lrmpi_bound_inputs(int64_t n, int64_t d, const double *h, const doub
         else
             FOR_LANES(d, INPUTS_BODY(-dh));
 #undef INPUTS_BODY
-        if (mid)
-            FOR_LANES(d, {
-                const double v = x[j];
-                const double dh = v - trunc_step(v, ir, sr);
-                const double dp = v - trunc_step(v, ip, sp);
-                const double md = p < r ? dp - dh : dh - dp;   /* exact: the planes between */
-                smm[k] += md * md;
-            });
-        double mx = 0.0;
-        for (int k = 0; k < LANES; k++)
-            mx = m[k] > mx ? m[k] : mx;
-        sums[3 * i] = lanes_sum(shh);
-        sums[3 * i + 1] = lanes_sum(suu);
-        sums[3 * i + 2] = lanes_sum(smm);
-        umax[i] = mx;
+        inputs_row_end(x, d, ir, sr, ip, sp, mid, p < r, shh, suu, smm, m, sums + 3 * i,
+                       umax + i);
     }
 }
 
@@ -162,23 +174,10 @@ CLONES void lrmpi_bound_relu_inputs(int64_t n, int64_t d, const double *x, const
             suu[k] += t * t;
             m[k] = fin > m[k] ? fin : m[k];
         });
-        if (mid)
-            FOR_LANES(d, {
-                const double h = c[j];
-                const double dh = h - trunc_step(h, ir, sr);
-                const double dp = h - trunc_step(h, ip, sp);
-                const double md = p < r ? dp - dh : dh - dp;
-                smm[k] += md * md;
-            });
-        double mx = 0.0;
-        for (int k = 0; k < LANES; k++)
-            mx = m[k] > mx ? m[k] : mx;
         sums[5 * i] = lanes_sum(sw);
         sums[5 * i + 1] = lanes_sum(sd);
-        sums[5 * i + 2] = lanes_sum(shh);
-        sums[5 * i + 3] = lanes_sum(suu);
-        sums[5 * i + 4] = lanes_sum(smm);
-        umax[i] = mx;
+        inputs_row_end(c, d, ir, sr, ip, sp, mid, p < r, shh, suu, smm, m, sums + 5 * i + 2,
+                       umax + i);
     }
 }
 

@@ -98,14 +98,19 @@ def bound_inputs(h, D, e, bits, r, p, ut=None):
     negation), sums[:, 0..2] the sums of squares of h, ut and the planes of h between
     p and r, umax the rows' max |ut| (ext/c/kernels.h, "bound passes")."""
     _same_rows(h, "h", D=D, ut=ut)
+    ut, sums, umax = _inputs_out(h, e, ut, 3)
+    _k.bound_inputs(h, D, e, int(bits), int(r), int(p), ut, sums, umax)
+    return ut, sums, umax
+
+
+def _inputs_out(h, e, ut, columns):
+    """The input passes' outputs for h (n x d) with exponents e: ut (made if None),
+    the sums (n x columns) and umax (n)."""
     _need_c(e, "e", np.int32, 1)
     if e.shape[0] != h.shape[0]:
         raise ValueError(f"e has {e.shape[0]} entries for {h.shape[0]} rows")
     ut = np.empty_like(h) if ut is None else ut
-    sums = np.zeros((h.shape[0], 3))
-    umax = np.zeros(h.shape[0])
-    _k.bound_inputs(h, D, e, int(bits), int(r), int(p), ut, sums, umax)
-    return ut, sums, umax
+    return ut, np.zeros((h.shape[0], columns)), np.zeros(h.shape[0])
 
 
 def bound_relu_inputs(x, D, y, e, bits, r, p, ut=None):
@@ -113,12 +118,7 @@ def bound_relu_inputs(x, D, y, e, bits, r, p, ut=None):
     (ut, sums, umax), sums[:, 0..4] the sums of squares of x - D, Dy, y, ut and the
     planes of y between p and r (kernels.h, "bound passes")."""
     _same_rows(x, "x", D=D, y=y, ut=ut)
-    _need_c(e, "e", np.int32, 1)
-    if e.shape[0] != x.shape[0]:
-        raise ValueError(f"e has {e.shape[0]} entries for {x.shape[0]} rows")
-    ut = np.empty_like(x) if ut is None else ut
-    sums = np.zeros((x.shape[0], 5))
-    umax = np.zeros(x.shape[0])
+    ut, sums, umax = _inputs_out(x, e, ut, 5)
     _k.bound_relu_inputs(x, D, y, e, int(bits), int(r), int(p), ut, sums, umax)
     return ut, sums, umax
 
