@@ -107,8 +107,11 @@ class FusedModel:
         X = np.ascontiguousarray(X, X.dtype if X.dtype == np.float32 else np.float64)
         env, planes = {g.input: X}, {}
         self._pending = {}  # absorbed activation -> its tracker call, made in graph order
+        # linear nodes the kernels do not take at r (linear_at): what they would have
+        # absorbed is computed as it comes, like any other node
+        self._fallen = set()
         for i, node in enumerate(g.nodes):
-            if node.output in self.absorbed:  # computed with its linear node
+            if node.output in self.absorbed and self.absorbed[node.output] not in self._fallen:
                 args, y, extra = self._pending.pop(node.output, (None, None, {}))
                 if tracker is not None:
                     with stages.timed("bound"):
@@ -139,6 +142,7 @@ class FusedModel:
             h = _f64(env, node.inputs[0])
         if not fn.takes(r, self.bits):
             from lrmpi.nn.quantized import linear_at  # nodes the kernels do not take
+            self._fallen.add(fn)
             with stages.timed("products"):
                 e, C, z = linear_at(node, h, self.weights[node.output], r, self.bits)
             if tracker is not None:  # arrays, no norms: the tracker computes them

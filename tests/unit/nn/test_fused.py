@@ -305,6 +305,31 @@ def test_grouped_convs_fall_back_and_stay_exact():
         _same(fm.forward(X, r), _exact(graph, weights, X, r))
 
 
+def test_a_layer_too_long_for_the_kernels_at_r_computes_what_it_would_have_absorbed():
+    """A dense layer of k inputs that the kernels take at r = 1, 2 but not at r = 3
+    (r k 127^2 >= 2^31): at r = 3 it goes through quantized.linear_at, and the ReLU the
+    kernels would have applied in its call, and the next node's planes, are made as
+    for any node (they were skipped: the ReLU's tracker call got nothing and failed)."""
+    from lrmpi.nn.engine import PreparedModel
+    rng = np.random.default_rng(8)
+    k = 45000
+    graph = G.sequential([("linear", {"W": rng.standard_normal((8, k)) / 100,
+                                      "b": rng.standard_normal(8)}), ("relu", {}),
+                          ("linear", {"W": rng.standard_normal((4, 8)),
+                                      "b": rng.standard_normal(4)})], (k,))
+    weights = {n.output: NodeWeights(n, 7, 3) for n in graph.linear}
+    fm = FusedModel(graph, weights, 7)
+    first = graph.linear[0].output
+    assert fm.nodes[first].takes(2, 7) and not fm.nodes[first].takes(3, 7)
+    X = rng.standard_normal((3, k))
+    for r in (2, 3):
+        _same(fm.forward(X, r), forward_at(graph, weights, X, r, 7))
+    model = PreparedModel(graph, 7, 3)
+    logits, radius = model.evaluate(X, 3)
+    _same(logits, forward_at(graph, weights, X, 3, 7))
+    assert np.all(np.abs(logits - ops.forward(graph, X)) <= radius)
+
+
 def test_a_sample_is_the_same_in_any_batch():
     rng = np.random.default_rng(6)
     graph = conv_chain(rng, ACTS[3])
