@@ -104,9 +104,32 @@ def residual(x, e, bits, planes):
 def _fast_steps(e, bits, *planes):
     """Whether every row's steps 2^(e - bits k) and their inverses are normal floats
     (the fused passes' condition: their scalings are then exact)."""
+    return bool(np.all(_fast_rows(e, bits, *planes)))
+
+
+def _fast_rows(e, bits, *planes):
+    """_fast_steps per row."""
     e = np.asarray(e, np.int64)
-    return len(e) == 0 or all(-1000 < int(e.min()) - bits * k and int(e.max()) - bits * k < 1000
-                              for k in planes)
+    ok = np.ones(len(e), bool)
+    for k in planes:
+        ok &= (-1000 < e - bits * k) & (e - bits * k < 1000)
+    return ok
+
+
+def _by_rows(ok, fast, slow):
+    """fast(rows) for the rows where ok, slow(rows) for the others, each a tuple of
+    per-row arrays, merged in row order: a per-sample pass decides per row, so that a
+    sample's values never depend on the other samples of its batch."""
+    if ok.all():
+        return fast(slice(None))
+    if not ok.any():
+        return slow(slice(None))
+    merged = []
+    for a, b in zip(fast(ok), slow(~ok)):
+        m = np.empty((len(ok),) + a.shape[1:], np.result_type(a, b))
+        m[ok], m[~ok] = a, b
+        merged.append(m)
+    return tuple(merged)
 
 
 def _odd(s):
@@ -128,13 +151,22 @@ def linear_inputs(h, D, e, bits, r, p, out=None):
     flat = np.ascontiguousarray(h.reshape(n, -1), np.float64)
     Df = None if D is None else np.ascontiguousarray(D.reshape(n, -1), np.float64)
     e32 = np.ascontiguousarray(e, np.int32)
-    d = flat.shape[1]
-    if d == 0 or not _fast_steps(e32, bits, r, p):
-        return _linear_inputs_numpy(flat, Df, e32, bits, r, p, h.shape)
-    ut, sums, umax = kernels.bound_inputs(flat, Df, e32, bits, r, p,
-                                          None if out is None else out(flat.shape))
-    return _inputs_finish(ut, sums, umax, flat, lambda rows: None if Df is None else Df[rows],
-                          e32, bits, r, p, h.shape)
+    ok = _fast_rows(e32, bits, r, p) if flat.shape[1] else np.zeros(n, bool)
+
+    def part(a, rows):
+        return None if a is None else (a if isinstance(rows, slice) else a[rows])
+
+    def shape(rows):
+        return (len(part(flat, rows)),) + h.shape[1:]
+
+    def fast(rows):
+        f, fD, fe = part(flat, rows), part(Df, rows), part(e32, rows)
+        ut, sums, umax = kernels.bound_inputs(f, fD, fe, bits, r, p, None if out is None or
+                                              not isinstance(rows, slice) else out(f.shape))
+        return _inputs_finish(ut, sums, umax, f, lambda odd: None if fD is None else fD[odd],
+                              fe, bits, r, p, shape(rows))
+    return _by_rows(ok, fast, lambda rows: _linear_inputs_numpy(
+        part(flat, rows), part(Df, rows), part(e32, rows), bits, r, p, shape(rows)))
 
 
 def _inputs_finish(ut, sums, umax, flat, D_rows, e32, bits, r, p, shape):
@@ -165,22 +197,32 @@ def relu_inputs(x, D, y, e, bits, r, p, out=None):
     n = y.shape[0]
     fx, fD, fy = (np.ascontiguousarray(a.reshape(n, -1), np.float64) for a in (x, D, y))
     e32 = np.ascontiguousarray(e, np.int32)
-    if fy.shape[1] == 0 or not _fast_steps(e32, bits, r, p):
-        Dy, nw, nDy = relu_difference(x, D, y)
-        return linear_inputs(y, Dy, e, bits, r, p, out) + (nw, nDy)
-    ut, sums, umax = kernels.bound_relu_inputs(fx, fD, fy, e32, bits, r, p,
-                                               None if out is None else out(fy.shape))
+    ok = _fast_rows(e32, bits, r, p) if fy.shape[1] else np.zeros(n, bool)
 
-    def Dy_rows(rows):   # numpy's y - max(x - D, 0) on those rows: the pass's values
-        return fy[rows] - np.maximum(fx[rows] - fD[rows], 0.0)
-    got = _inputs_finish(ut, sums[:, 2:], umax, fy, Dy_rows, e32, bits, r, p, y.shape)
-    odd = np.any(_odd(sums[:, :2]), axis=1)
-    nw, nDy = (_finish(np.where(odd, 0.0, sums[:, c]), fy.shape[1], np.zeros(n, np.int64))
-               for c in (0, 1))
-    if np.any(odd):
-        nw[odd] = norm_up(fx[odd] - fD[odd])
-        nDy[odd] = norm_up(Dy_rows(odd))
-    return got + (nw, nDy)
+    def shape(rows):
+        return (len(fy[rows]),) + y.shape[1:]
+
+    def slow(rows):
+        Dy, nw, nDy = relu_difference(fx[rows], fD[rows], fy[rows])
+        return linear_inputs(fy[rows].reshape(shape(rows)), Dy, e32[rows], bits, r, p) + \
+            (nw, nDy)
+
+    def fast(rows):
+        a, b, c, fe = fx[rows], fD[rows], fy[rows], e32[rows]
+        ut, sums, umax = kernels.bound_relu_inputs(a, b, c, fe, bits, r, p, None if out is None
+                                                   or not isinstance(rows, slice) else out(c.shape))
+
+        def Dy_rows(odd):   # numpy's y - max(x - D, 0) on those rows: the pass's values
+            return c[odd] - np.maximum(a[odd] - b[odd], 0.0)
+        got = _inputs_finish(ut, sums[:, 2:], umax, c, Dy_rows, fe, bits, r, p, shape(rows))
+        odd = np.any(_odd(sums[:, :2]), axis=1)
+        nw, nDy = (_finish(np.where(odd, 0.0, sums[:, k]), c.shape[1],
+                           np.zeros(len(c), np.int64)) for k in (0, 1))
+        if np.any(odd):
+            nw[odd] = norm_up(a[odd] - b[odd])
+            nDy[odd] = norm_up(Dy_rows(odd))
+        return got + (nw, nDy)
+    return _by_rows(ok, fast, slow)
 
 
 def _linear_inputs_numpy(flat, D, e, bits, r, p, shape):
@@ -254,11 +296,15 @@ def residual_norm(x, e, bits, planes):
     n = x.shape[0]
     flat = np.ascontiguousarray(x.reshape(n, -1), np.float64)
     e32 = np.ascontiguousarray(e, np.int32)
-    s = residual_squares(flat, e32, bits, planes)
-    if s is None:
-        return norm_up(residual(flat, e32, bits, planes))
-    odd = _odd(s)
-    out = _finish(np.where(odd, 0.0, s), flat.shape[1], np.zeros(n, np.int64))
-    if np.any(odd):
-        out[odd] = norm_up(residual(flat[odd], e32[odd], bits, planes))
-    return out
+    ok = _fast_rows(e32, bits, planes) if flat.shape[1] else np.zeros(n, bool)
+
+    def fast(rows):
+        f, fe = flat[rows], e32[rows]
+        s = residual_squares(f, fe, bits, planes)
+        odd = _odd(s)
+        out = _finish(np.where(odd, 0.0, s), f.shape[1], np.zeros(len(f), np.int64))
+        if np.any(odd):
+            out[odd] = norm_up(residual(f[odd], fe[odd], bits, planes))
+        return (out,)
+    return _by_rows(ok, fast, lambda rows: (norm_up(residual(flat[rows], e32[rows], bits,
+                                                                   planes)),))[0]

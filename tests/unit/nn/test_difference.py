@@ -367,3 +367,28 @@ def test_a_relu_read_by_one_linear_node_shares_its_pass_and_changes_no_bit(monke
             for a, b in zip(pass_fused, pass_apart):
                 np.testing.assert_array_equal(a, b)
     assert calls   # the fused pass was taken
+
+
+def test_a_samples_radius_does_not_depend_on_a_tiny_sample_beside_it():
+    """The fused passes over a node's input decide per row whether their scalings are
+    exact (steps normal): a sample near 2^-990 in the batch sends only itself through
+    the numpy pass (whose sums run in another order), not the whole batch (a review
+    found the other samples' radii moving in their last bits)."""
+    rng = np.random.default_rng(3)
+    d = 500
+    g = G.sequential([
+        ("linear", {"W": rng.standard_normal((20, d)) / 20, "b": rng.standard_normal(20)}),
+        ("relu", {}),
+        ("linear", {"W": rng.standard_normal((4, 20)), "b": rng.standard_normal(4)})],
+        (d,), head="softmax")
+    model = prepared(g)
+    X = rng.standard_normal((3, d))
+    mixed = np.vstack([X[:1], X[1:2] * 2.0**-990, X[2:]])
+    for r in (2, 3):
+        for mode in (0, 1, 2):
+            alone, beside = bounded(model, X, r, mode), bounded(model, mixed, r, mode)
+            for a, b in zip(alone, beside):
+                np.testing.assert_array_equal(a[[0, 2]], b[[0, 2]])
+        alone, beside = model.evaluate(X, r), model.evaluate(mixed, r)
+        for a, b in zip(alone, beside):
+            np.testing.assert_array_equal(a[[0, 2]], b[[0, 2]])
