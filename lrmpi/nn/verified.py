@@ -154,7 +154,7 @@ def linear_inputs(h, D, e, bits, r, p, out=None):
     ok = _fast_rows(e32, bits, r, p) if flat.shape[1] else np.zeros(n, bool)
 
     def part(a, rows):
-        return None if a is None else (a if isinstance(rows, slice) else a[rows])
+        return None if a is None else a[rows]
 
     def shape(rows):
         return (len(part(flat, rows)),) + h.shape[1:]
@@ -214,14 +214,8 @@ def relu_inputs(x, D, y, e, bits, r, p, out=None):
 
         def Dy_rows(odd):   # numpy's y - max(x - D, 0) on those rows: the pass's values
             return c[odd] - np.maximum(a[odd] - b[odd], 0.0)
-        got = _inputs_finish(ut, sums[:, 2:], umax, c, Dy_rows, fe, bits, r, p, shape(rows))
-        odd = np.any(_odd(sums[:, :2]), axis=1)
-        nw, nDy = (_finish(np.where(odd, 0.0, sums[:, k]), c.shape[1],
-                           np.zeros(len(c), np.int64)) for k in (0, 1))
-        if np.any(odd):
-            nw[odd] = norm_up(a[odd] - b[odd])
-            nDy[odd] = norm_up(Dy_rows(odd))
-        return got + (nw, nDy)
+        return _inputs_finish(ut, sums[:, 2:], umax, c, Dy_rows, fe, bits, r, p, shape(rows)) \
+            + _difference_norms(sums[:, :2], a, b, Dy_rows, c.shape[1])
     return _by_rows(ok, fast, slow)
 
 
@@ -251,7 +245,8 @@ def relu_difference(x, D, y, out=None):
         w = x - D
         return y - np.maximum(w, 0.0), norm_up(w), np.zeros(n)
     Dy, sums = kernels.bound_relu(*flat, None if out is None else out(flat[0].shape))
-    return (Dy.reshape(x.shape),) + _difference_norms(sums, flat[0], flat[1], Dy)
+    return (Dy.reshape(x.shape),) + _difference_norms(sums, flat[0], flat[1],
+                                                      lambda odd: Dy[odd], d)
 
 
 def maxpool_difference(x, D, y, pool, out=None):
@@ -263,20 +258,20 @@ def maxpool_difference(x, D, y, pool, out=None):
     from lrmpi.numerics import kernels
     x, D, y = (np.ascontiguousarray(a, np.float64) for a in (x, D, y))
     Dy, sums = kernels.bound_maxpool(x, D, y, pool, None if out is None else out(y.shape))
-    return (Dy,) + _difference_norms(sums, x, D, Dy)
+    return (Dy,) + _difference_norms(sums, x, D, lambda odd: Dy[odd], Dy[0].size)
 
 
-def _difference_norms(sums, x, D, Dy):
+def _difference_norms(sums, x, D, Dy_rows, dy):
     """(||x - D||, ||Dy||) per sample from a fused pass's sums of squares (columns 0
-    and 1), rounded up as norm_up rounds; rows whose sums norm_up would scale go
-    through norm_up itself."""
+    and 1; Dy has dy entries a sample), rounded up as norm_up rounds; rows whose sums
+    norm_up would scale go through norm_up itself (Dy_rows(rows): those rows of Dy)."""
     n = len(sums)
     odd = np.any(_odd(sums), axis=1)
-    nw, nDy = (_finish(np.where(odd, 0.0, sums[:, c]), a[0].size, np.zeros(n, np.int64))
-               for c, a in ((0, x), (1, Dy)))
+    nw, nDy = (_finish(np.where(odd, 0.0, sums[:, c]), size, np.zeros(n, np.int64))
+               for c, size in ((0, x[0].size), (1, dy)))
     if np.any(odd):
         nw[odd] = norm_up(x[odd] - D[odd])
-        nDy[odd] = norm_up(Dy[odd])
+        nDy[odd] = norm_up(Dy_rows(odd))
     return nw, nDy
 
 
